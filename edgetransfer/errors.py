@@ -1,0 +1,43 @@
+"""One small tree of errors. Library code raises these; the CLI turns them into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class EdgeTransferError(Exception):
+    """Base of every error a user can cause or fix. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeTransferError):
+    """Bad input from the user: a missing folder, an unknown name, an option that makes no sense."""
+
+    exit_code = 2
+
+
+class DataError(UsageError):
+    """The data folder cannot be used as it is (empty, one class, unreadable images...)."""
+
+
+class RunDirError(UsageError):
+    """A run directory is missing, incomplete or of an unknown schema."""
+
+
+class WeightsError(EdgeTransferError):
+    """Pretrained weights cannot be found, or a file does not match its recorded sha256."""
+
+    exit_code = 2
+
+
+class BackendUnavailableError(EdgeTransferError):
+    """A backend was asked for that is not installed or has no device here."""
+
+    exit_code = 2
+
+
+class ExportError(EdgeTransferError):
+    """Conversion to ONNX / OpenVINO failed, or the converted model disagrees with PyTorch."""
+
+
+class QuantizationError(EdgeTransferError):
+    """int8 quantization failed."""

@@ -1,0 +1,60 @@
+"""The whole job in one call: finetune -> export (fp32 + int8 + OpenVINO) -> bench."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from edgetransfer import console
+from edgetransfer.bench import BenchConfig, bench, table
+from edgetransfer.data import DIGITS_NAME, materialize_digits
+from edgetransfer.export import ExportConfig, export
+from edgetransfer.finetune import FinetuneConfig, finetune
+from edgetransfer.rundir import RunDir
+
+
+def resolve_data(data: str, seed: int = 0) -> str:
+    """The built-in name ``digits`` becomes its image folder (written once); anything else is a path."""
+    if data == DIGITS_NAME and not Path(data).exists():
+        with console.err.status("writing the built-in digits dataset..."):
+            return str(materialize_digits(seed=seed))
+    return data
+
+
+def run_pipeline(
+    finetune_config: FinetuneConfig,
+    *,
+    export_config: ExportConfig = ExportConfig(),
+    bench_config: BenchConfig = BenchConfig(),
+) -> tuple[RunDir, dict, dict[str, float]]:
+    """Fine-tune, export and benchmark; returns the run, the bench document and each stage's wall time."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    finetune_config = dataclasses.replace(
+        finetune_config, data=resolve_data(finetune_config.data, finetune_config.seed)
+    )
+    run = finetune(finetune_config)
+    timings["finetune"] = time.perf_counter() - started
+    export(run, export_config)
+    timings["export"] = time.perf_counter() - started - timings["finetune"]
+    document = bench(run, bench_config)
+    timings["bench"] = time.perf_counter() - started - timings["finetune"] - timings["export"]
+    timings["total"] = time.perf_counter() - started
+    return run, document, timings
+
+
+def summary(run: RunDir, document: dict, timings: dict[str, float]) -> None:
+    """Print the test accuracies and the latency table."""
+    metrics = run.load_card().metrics
+    console.out.print(f"\nrun: {run.path}")
+    console.out.print("test top-1 accuracy:")
+    for key, label in [("torch", "PyTorch (fine-tuned)"), ("onnx_fp32", "ONNX fp32"), ("onnx_int8", "ONNX int8"),
+                       ("openvino_fp32", "OpenVINO fp32 IR"), ("openvino_int8", "OpenVINO int8 IR")]:
+        if key in metrics:
+            console.out.print(f"  {label:<22} {100 * metrics[key]['test_top1']:.2f}%")
+    console.out.print(table(document))
+    console.out.print(
+        "wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total")
+        + f"; total {timings['total']:.1f}s"
+    )

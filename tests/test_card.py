@@ -1,0 +1,55 @@
+import dataclasses
+import json
+
+import onnx
+import pytest
+
+from edgetransfer.card import SCHEMA_VERSION, ModelCard, Preprocessing, embed_in_onnx, read_from_onnx_metadata
+from edgetransfer.errors import RunDirError
+
+
+def make_card() -> ModelCard:
+    return ModelCard(
+        labels=("cat", "dog"),
+        preprocessing=Preprocessing(resize=96, crop=96),
+        backbone="mobilenet_v2",
+        weights={"source": "x", "sha256": "ab"},
+        dataset={"path": "/d", "fingerprint": "f"},
+        metrics={"torch": {"test_top1": 0.5}},
+    )
+
+
+def test_round_trip_keeps_every_field():
+    card = make_card()
+    again = ModelCard.from_json(card.to_json())
+    assert again == card
+    assert set(json.loads(card.to_json())) == {f.name for f in dataclasses.fields(ModelCard)}
+
+
+def test_other_schema_version_is_rejected_with_a_message():
+    data = make_card().to_dict() | {"schema_version": SCHEMA_VERSION + 1}
+    with pytest.raises(RunDirError, match="schema_version"):
+        ModelCard.from_dict(data)
+
+
+def test_missing_field_is_rejected():
+    data = make_card().to_dict()
+    del data["labels"]
+    with pytest.raises(RunDirError, match="incomplete"):
+        ModelCard.from_dict(data)
+
+
+def test_with_metrics_merges():
+    card = make_card().with_metrics("torch", val_top1=0.9)
+    assert card.metrics["torch"] == {"test_top1": 0.5, "val_top1": 0.9}
+
+
+def test_card_travels_in_onnx_metadata():
+    model = onnx.ModelProto()
+    embed_in_onnx(model, make_card())
+    embed_in_onnx(model, make_card().with_metrics("x", a=1.0))  # replaces, never duplicates
+    props = {p.key: p.value for p in model.metadata_props}
+    assert len(model.metadata_props) == 1
+    assert read_from_onnx_metadata(props).metrics["x"] == {"a": 1.0}
+    with pytest.raises(RunDirError, match="metadata"):
+        read_from_onnx_metadata({})

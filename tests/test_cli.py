@@ -1,0 +1,104 @@
+"""The commands as a user runs them, through Typer's CliRunner."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgetransfer.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, code, fragment):
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_finetune_export_bench_end_to_end(image_folder, tmp_path):
+    out = tmp_path / "models" / "demo"
+    result = invoke("finetune", "--data", image_folder, "--out", out, "--size", 32, "--epochs", 2, "--batch-size", 8)
+    assert result.exit_code == 0, result.output
+    assert "val top-1" in result.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert card["labels"] == ["class0", "class1", "class2"] and card["complete"] == {"finetune": True}
+    assert len(card["dataset"]["fingerprint"]) == 64 and card["weights"]["sha256"].startswith("b0353104")
+    assert card["versions"]["torch"] and (out / "model.safetensors").is_file()
+
+    result = invoke("export", out, "--calib-size", 8)
+    assert result.exit_code == 0, result.output
+    for name in ("model.onnx", "model.int8.onnx", "openvino/model.xml", "openvino/model.bin",
+                 "openvino/model.int8.xml"):
+        assert (out / name).is_file(), name
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging leftovers"
+
+    result = invoke("bench", out, "--min-runs", 3, "--min-time", 0, "--warmup", 1)
+    assert result.exit_code == 0, result.output
+    assert "p99" in result.stdout and "openvino-cpu" in result.stdout
+    bench = json.loads((out / "bench.json").read_text())
+    assert len(bench["results"]) == 5
+
+
+def test_unknown_backbone_is_a_usage_error_and_writes_nothing(image_folder, tmp_path):
+    out = tmp_path / "run"
+    assert_one_line_error(invoke("finetune", "--data", image_folder, "--backbone", "vgg99", "--out", out),
+                          2, "unknown backbone 'vgg99'")
+    assert not out.exists() and list(tmp_path.iterdir()) == [image_folder]
+
+
+@pytest.mark.parametrize("make", ["missing", "one-class", "corrupt"])
+def test_bad_data_is_one_line_and_leaves_no_run(tmp_path, make):
+    from conftest import make_folder
+
+    data = tmp_path / "data"
+    if make == "one-class":
+        make_folder(data, classes=1)
+    elif make == "corrupt":
+        make_folder(data, classes=2, per_class=3)
+        (data / "class0" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "run"
+    result = invoke("finetune", "--data", data, "--out", out)
+    assert_one_line_error(result, 2, {"missing": "not found", "one-class": "one class", "corrupt": "broken.jpg"}[make])
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]
+
+
+def test_existing_out_is_not_clobbered(image_folder, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_one_line_error(invoke("finetune", "--data", image_folder, "--out", out), 2, "--overwrite")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_export_and_bench_without_a_checkpoint(tmp_path):
+    assert_one_line_error(invoke("export", tmp_path / "nothing"), 2, "not found")
+    assert_one_line_error(invoke("bench", tmp_path), 2, "card.json")
+
+
+def test_unknown_backend(trained_run):
+    assert_one_line_error(invoke("bench", trained_run.path, "--backends", "ort-cpu,quantum"), 2, "quantum")
+
+
+def test_models_lists_offline_weights():
+    result = invoke("models")
+    assert result.exit_code == 0
+    line = next(line for line in result.stdout.splitlines() if "mobilenet_v2" in line)
+    assert "offline" in line
+    assert "resnet18" in result.stdout
+
+
+def test_every_option_has_help():
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for name, sub in command.commands.items():
+        for param in sub.params:
+            assert getattr(param, "help", None), f"{name} {param.name} has no help"

@@ -1,0 +1,66 @@
+import pytest
+from conftest import make_folder
+
+from edgetransfer.data import SPLITS, load_splits, materialize_digits
+from edgetransfer.errors import DataError
+
+
+def test_flat_folder_is_split_stratified_and_deterministic(image_folder):
+    a = load_splits(image_folder, seed=0)
+    b = load_splits(image_folder, seed=0)
+    assert a.labels == ("class0", "class1", "class2")
+    assert a.sizes() == b.sizes() and [s.path for s in a.train] == [s.path for s in b.train]
+    assert sum(a.sizes().values()) == 36
+    for split in SPLITS:  # every class in every split
+        assert {s.label for s in a.split(split)} == {0, 1, 2}
+    paths = [s.path for split in SPLITS for s in a.split(split)]
+    assert len(paths) == len(set(paths))  # no image in two splits
+    assert a.fingerprint() == b.fingerprint()
+    assert [s.path for s in load_splits(image_folder, seed=1).test] != [s.path for s in a.test]
+
+
+def test_train_val_test_folders_are_used_as_given(tmp_path):
+    for split, n in (("train", 6), ("val", 2), ("test", 3)):
+        make_folder(tmp_path / split, per_class=n, classes=2)
+    splits = load_splits(tmp_path)
+    assert splits.layout == "folders"
+    assert splits.sizes() == {"train": 12, "val": 4, "test": 6}
+
+
+def test_fingerprint_changes_with_content(image_folder):
+    before = load_splits(image_folder).fingerprint()
+    first = sorted((image_folder / "class0").iterdir())[0]
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (1, 2, 3)).save(first)
+    assert load_splits(image_folder).fingerprint() != before
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda root: None, "not found"),
+        (lambda root: root.mkdir(), "no class folders"),
+        (lambda root: make_folder(root, classes=1), "only one class"),
+        (lambda root: (make_folder(root, classes=2), (root / "class1" / "notes.txt").write_text("hi")), "notes.txt"),
+        (lambda root: (make_folder(root, classes=2), (root / "class0" / "bad.png").write_bytes(b"\x89PNG nope")),
+         "bad.png"),
+        (lambda root: (make_folder(root, classes=2), (root / "class2").mkdir()), "without images"),
+    ],
+    ids=["missing", "empty", "one-class", "non-image", "corrupt", "empty-class"],
+)
+def test_bad_folders_are_one_line_errors(tmp_path, build, message):
+    root = tmp_path / "data"
+    build(root)
+    with pytest.raises(DataError, match=message) as info:
+        load_splits(root)
+    assert "\n" not in str(info.value)
+
+
+def test_digits_are_the_real_sklearn_images(tmp_path):
+    root = materialize_digits(tmp_path)
+    splits = load_splits(root)
+    assert splits.labels == tuple(str(d) for d in range(10))
+    assert sum(splits.sizes().values()) == 1797
+    assert splits.sizes()["test"] == pytest.approx(1797 * 0.15, abs=10)
+    assert materialize_digits(tmp_path) == root  # built once, reused

@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from edgetransfer.card import ModelCard, read_from_onnx_metadata
+from edgetransfer.errors import ExportError, UsageError
+from edgetransfer.export import ExportConfig, export
+
+
+def test_export_writes_checked_models_with_the_card_inside(trained_run):
+    card = trained_run.load_card()
+    assert card.complete["export"]
+    parity = card.artifacts["model.onnx"]["parity"]
+    assert parity["max_abs_diff"] < 1e-3 and parity["top1_agreement"] == 1.0
+    model = onnx.load(str(trained_run.file("model.onnx")))
+    embedded = read_from_onnx_metadata({p.key: p.value for p in model.metadata_props})
+    assert embedded.labels == card.labels and embedded.preprocessing == card.preprocessing
+    # dynamic batch axis: the same file runs batches of 1 and 3
+    session = ort.InferenceSession(str(trained_run.file("model.onnx")))
+    for n in (1, 3):
+        x = np.zeros((n, 3, 32, 32), np.float32)
+        assert session.run(None, {"input": x})[0].shape == (n, len(card.labels))
+    assert session.get_modelmeta().custom_metadata_map["edgetransfer.card"]
+
+
+def test_int8_model_is_quantized_and_measured(trained_run):
+    card = trained_run.load_card()
+    int8 = onnx.load(str(trained_run.file("model.int8.onnx")))
+    ops = {n.op_type for n in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    per_channel = [i for i in int8.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1]
+    assert per_channel, "weights should carry one scale per output channel"
+    assert card.artifacts["model.int8.onnx"]["bytes"] < card.artifacts["model.onnx"]["bytes"] / 2
+    assert 0 <= card.metrics["onnx_int8"]["test_top1"] <= 1
+
+
+def test_openvino_ir_carries_the_card(trained_run):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(trained_run.file("openvino/model.xml")))
+    text = model.get_rt_info(["edgetransfer", "card"]).astype(str)
+    assert ModelCard.from_json(text).labels == trained_run.load_card().labels
+
+
+def test_parity_failure_fails_and_leaves_the_run_as_it_was(trained_run):
+    before = {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()}
+    card_before = trained_run.file("card.json").read_text()
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        export(trained_run, ExportConfig(atol=1e-12, int8=False, openvino=False))
+    assert {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()} == before
+    assert trained_run.file("card.json").read_text() == card_before
+
+
+def test_bad_options_are_usage_errors(trained_run):
+    with pytest.raises(UsageError, match="opset"):
+        export(trained_run, ExportConfig(opset=99))
+    with pytest.raises(UsageError, match="calibration method"):
+        from edgetransfer.quantize import Int8Config
+
+        export(trained_run, ExportConfig(int8_config=Int8Config(method="magic")))
+    assert json.loads(trained_run.file("card.json").read_text())["complete"]["export"]
