@@ -12,7 +12,6 @@ import importlib.util
 import os
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -220,7 +219,9 @@ def _load_state_file(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file, said in one line
-        raise WeightsError(f"cannot load {path} as plain weights (weights_only=True): {str(exc).splitlines()[0]}") from None
+        raise WeightsError(
+            f"cannot load {path} as plain weights (weights_only=True): {str(exc).splitlines()[0]}"
+        ) from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state dict")
     return state.get("state_dict", state)

@@ -134,8 +134,9 @@ def bench(run: RunDir, config: BenchConfig = BenchConfig()) -> dict:
                 stats = latency_stats(time_session(session, images, config), config.batch)
                 accuracy = None
                 if test:
-                    accuracy = top1(backend.load(path, card, LoadOptions(threads, config.precision)), test,
-                                    card.preprocessing)
+                    accuracy = top1(
+                        backend.load(path, card, LoadOptions(threads, config.precision)), test, card.preprocessing
+                    )
             results.append(
                 {
                     "backend": backend.name,
@@ -147,7 +148,8 @@ def bench(run: RunDir, config: BenchConfig = BenchConfig()) -> dict:
                     "latency_ms": stats,
                     "test_top1": accuracy,
                     "test_images": len(test),
-                    "top1_delta_points": None if accuracy is None or reference is None
+                    "top1_delta_points": None
+                    if accuracy is None or reference is None
                     else 100 * (accuracy - reference),
                 }
             )
@@ -187,6 +189,15 @@ def table(document: dict):
     for r in document["results"]:
         lat = r["latency_ms"]
         acc = "-" if r["test_top1"] is None else f"{100 * r['test_top1']:.2f}%"
-        out.add_row(r["backend"], r["variant"], r["precision"], acc, f"{lat['p50']:.2f}", f"{lat['p90']:.2f}",
-                    f"{lat['p99']:.2f}", f"{lat['throughput']:.0f}", f"{r['model_bytes'] / 1e6:.1f}")
+        out.add_row(
+            r["backend"],
+            r["variant"],
+            r["precision"],
+            acc,
+            f"{lat['p50']:.2f}",
+            f"{lat['p90']:.2f}",
+            f"{lat['p99']:.2f}",
+            f"{lat['throughput']:.0f}",
+            f"{r['model_bytes'] / 1e6:.1f}",
+        )
     return out

@@ -157,9 +157,8 @@ def default_preprocessing(size: int) -> Preprocessing:
 
 
 def eval_transform(pre: Preprocessing):
-    from torchvision.transforms import InterpolationMode, v2
-
     import torch
+    from torchvision.transforms import InterpolationMode, v2
 
     return v2.Compose(
         [
@@ -173,9 +172,8 @@ def eval_transform(pre: Preprocessing):
 
 
 def train_transform(pre: Preprocessing):
-    from torchvision.transforms import InterpolationMode, v2
-
     import torch
+    from torchvision.transforms import InterpolationMode, v2
 
     return v2.Compose(
         [

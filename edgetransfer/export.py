@@ -116,8 +116,11 @@ def export(run: RunDir, config: ExportConfig = ExportConfig()) -> RunDir:
     artifacts: dict[str, dict] = {}
 
     def measure(name: str, session) -> None:
-        metrics[name] = {"val_top1": top1(session, splits.val, pre), "test_top1": top1(session, splits.test, pre),
-                         "precision": session.precision}
+        metrics[name] = {
+            "val_top1": top1(session, splits.val, pre),
+            "test_top1": top1(session, splits.test, pre),
+            "precision": session.precision,
+        }
         console.err.print(f"{name}: test top-1 {metrics[name]['test_top1']:.2%} (runs in {session.precision})")
 
     stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".partial", dir=run.path))

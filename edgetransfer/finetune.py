@@ -65,8 +65,9 @@ def _loader(samples: tuple[Sample, ...], transform, config: FinetuneConfig, *, t
     )
 
 
-def evaluate(model: torch.nn.Module, samples: tuple[Sample, ...], pre: Preprocessing, device: str,
-             batch_size: int = 64) -> float:
+def evaluate(
+    model: torch.nn.Module, samples: tuple[Sample, ...], pre: Preprocessing, device: str, batch_size: int = 64
+) -> float:
     """Top-1 accuracy (0..1) of ``model`` on ``samples`` with the evaluation transform."""
     import torch
 

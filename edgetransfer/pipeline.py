@@ -49,12 +49,18 @@ def summary(run: RunDir, document: dict, timings: dict[str, float]) -> None:
     metrics = run.load_card().metrics
     console.out.print(f"\nrun: {run.path}")
     console.out.print("test top-1 accuracy:")
-    for key, label in [("torch", "PyTorch (fine-tuned)"), ("onnx_fp32", "ONNX fp32"), ("onnx_int8", "ONNX int8"),
-                       ("openvino_fp32", "OpenVINO fp32 IR"), ("openvino_int8", "OpenVINO int8 IR")]:
+    for key, label in [
+        ("torch", "PyTorch (fine-tuned)"),
+        ("onnx_fp32", "ONNX fp32"),
+        ("onnx_int8", "ONNX int8"),
+        ("openvino_fp32", "OpenVINO fp32 IR"),
+        ("openvino_int8", "OpenVINO int8 IR"),
+    ]:
         if key in metrics:
             console.out.print(f"  {label:<22} {100 * metrics[key]['test_top1']:.2f}%")
     console.out.print(table(document))
     console.out.print(
-        "wall time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total")
+        "wall time: "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total")
         + f"; total {timings['total']:.1f}s"
     )

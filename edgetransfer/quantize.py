@@ -23,7 +23,9 @@ class Int8Config:
 
     def validate(self) -> None:
         if self.method not in CALIBRATION_METHODS:
-            raise UsageError(f"unknown calibration method {self.method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+            raise UsageError(
+                f"unknown calibration method {self.method!r}; choose one of {', '.join(CALIBRATION_METHODS)}"
+            )
         if self.calibration_size < 1:
             raise UsageError("calibration size must be at least 1")
 
@@ -42,7 +44,9 @@ def _reader(samples: tuple[Sample, ...], pre: Preprocessing, input_name: str):
     return Reader()
 
 
-def quantize_onnx(fp32: Path, out: Path, calibration: tuple[Sample, ...], pre: Preprocessing, config: Int8Config) -> dict:
+def quantize_onnx(
+    fp32: Path, out: Path, calibration: tuple[Sample, ...], pre: Preprocessing, config: Int8Config
+) -> dict:
     """Write a QDQ int8 model of ``fp32`` to ``out``, calibrated on (a seeded subset of) ``calibration``."""
     import random
 

@@ -22,8 +22,13 @@ def test_bench_writes_every_variant_with_accuracy(trained_run):
     saved = json.loads(trained_run.file("bench.json").read_text())
     assert saved["schema_version"] == BENCH_SCHEMA_VERSION == doc["schema_version"]
     got = {(r["backend"], r["variant"]) for r in saved["results"]}
-    assert got == {("torch-cpu", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8"),
-                   ("openvino-cpu", "fp32"), ("openvino-cpu", "int8")}
+    assert got == {
+        ("torch-cpu", "fp32"),
+        ("ort-cpu", "fp32"),
+        ("ort-cpu", "int8"),
+        ("openvino-cpu", "fp32"),
+        ("openvino-cpu", "int8"),
+    }
     for result in saved["results"]:
         lat = result["latency_ms"]
         assert result["latency_ms"]["runs"] >= 5 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
@@ -32,8 +37,18 @@ def test_bench_writes_every_variant_with_accuracy(trained_run):
 
 
 def test_precision_fp32_makes_openvino_run_fp32(trained_run):
-    doc = bench(trained_run, BenchConfig(backends=("openvino-cpu",), variants=("fp32",), precision="fp32",
-                                         warmup=0, min_runs=2, min_time=0, accuracy=False))
+    doc = bench(
+        trained_run,
+        BenchConfig(
+            backends=("openvino-cpu",),
+            variants=("fp32",),
+            precision="fp32",
+            warmup=0,
+            min_runs=2,
+            min_time=0,
+            accuracy=False,
+        ),
+    )
     assert doc["results"][0]["precision"] == "fp32"
 
 

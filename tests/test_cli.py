@@ -34,8 +34,13 @@ def test_finetune_export_bench_end_to_end(image_folder, tmp_path):
 
     result = invoke("export", out, "--calib-size", 8)
     assert result.exit_code == 0, result.output
-    for name in ("model.onnx", "model.int8.onnx", "openvino/model.xml", "openvino/model.bin",
-                 "openvino/model.int8.xml"):
+    for name in (
+        "model.onnx",
+        "model.int8.onnx",
+        "openvino/model.xml",
+        "openvino/model.bin",
+        "openvino/model.int8.xml",
+    ):
         assert (out / name).is_file(), name
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging leftovers"
 
@@ -48,8 +53,9 @@ def test_finetune_export_bench_end_to_end(image_folder, tmp_path):
 
 def test_unknown_backbone_is_a_usage_error_and_writes_nothing(image_folder, tmp_path):
     out = tmp_path / "run"
-    assert_one_line_error(invoke("finetune", "--data", image_folder, "--backbone", "vgg99", "--out", out),
-                          2, "unknown backbone 'vgg99'")
+    assert_one_line_error(
+        invoke("finetune", "--data", image_folder, "--backbone", "vgg99", "--out", out), 2, "unknown backbone 'vgg99'"
+    )
     assert not out.exists() and list(tmp_path.iterdir()) == [image_folder]
 
 
@@ -102,3 +108,24 @@ def test_every_option_has_help():
     for name, sub in command.commands.items():
         for param in sub.params:
             assert getattr(param, "help", None), f"{name} {param.name} has no help"
+
+
+@pytest.mark.slow
+def test_pipeline_prints_accuracies_and_the_latency_table(image_folder, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("pipeline", "--data", image_folder, "--out", out, "--size", 32, "--epochs", 1)
+    assert result.exit_code == 0, result.output
+    for text in ("PyTorch (fine-tuned)", "ONNX fp32", "ONNX int8", "p50", "p90", "p99", "torch-cpu",
+                 "ort-cpu", "openvino-cpu", "total"):
+        assert text in result.stdout, text
+    metrics = json.loads((out / "card.json").read_text())["metrics"]
+    assert {"torch", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8"} <= set(metrics)
+
+
+def test_cuda_asked_for_without_a_gpu(image_folder, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = invoke("finetune", "--data", image_folder, "--out", tmp_path / "run", "--device", "cuda")
+    assert_one_line_error(result, 2, "CUDA")

@@ -43,8 +43,10 @@ def test_fingerprint_changes_with_content(image_folder):
         (lambda root: root.mkdir(), "no class folders"),
         (lambda root: make_folder(root, classes=1), "only one class"),
         (lambda root: (make_folder(root, classes=2), (root / "class1" / "notes.txt").write_text("hi")), "notes.txt"),
-        (lambda root: (make_folder(root, classes=2), (root / "class0" / "bad.png").write_bytes(b"\x89PNG nope")),
-         "bad.png"),
+        (
+            lambda root: (make_folder(root, classes=2), (root / "class0" / "bad.png").write_bytes(b"\x89PNG nope")),
+            "bad.png",
+        ),
         (lambda root: (make_folder(root, classes=2), (root / "class2").mkdir()), "without images"),
     ],
     ids=["missing", "empty", "one-class", "non-image", "corrupt", "empty-class"],

@@ -32,7 +32,11 @@ def export(
     from edgetransfer.rundir import RunDir
 
     config = ExportConfig(
-        opset=opset, atol=atol, int8=int8, openvino=openvino, data=str(data) if data else None,
+        opset=opset,
+        atol=atol,
+        int8=int8,
+        openvino=openvino,
+        data=str(data) if data else None,
         int8_config=Int8Config(method=calib_method, calibration_size=calib_size),
     )
     done = run_export(RunDir.open(run), config)

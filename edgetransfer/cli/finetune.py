@@ -23,11 +23,15 @@ def default_out(data: str, backbone: str) -> str:
 def finetune(
     data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
     backbone: Annotated[str, typer.Option(help="Backbone name (see 'edgetransfer models').")] = "mobilenet_v2",
-    out: Annotated[str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")
+    ] = None,
     weights: Annotated[
         Path | None, typer.Option(help="Start from this weights file (.pth or .safetensors) instead of ImageNet.")
     ] = None,
-    size: Annotated[int | None, typer.Option(help="Input resolution in pixels.", show_default="the backbone's, 224")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Input resolution in pixels.", show_default="the backbone's, 224")
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
     batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle schedule).")] = 1e-3,
@@ -43,9 +47,18 @@ def finetune(
 
     data = resolve_data(data, seed)
     config = FinetuneConfig(
-        data=data, out=out or default_out(data, backbone), backbone=backbone,
-        weights=str(weights) if weights else None, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-        seed=seed, device=device, workers=workers, overwrite=overwrite,
+        data=data,
+        out=out or default_out(data, backbone),
+        backbone=backbone,
+        weights=str(weights) if weights else None,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        workers=workers,
+        overwrite=overwrite,
     )
     run = run_finetune(config)
     typer.echo(str(run.path))

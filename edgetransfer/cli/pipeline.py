@@ -14,7 +14,9 @@ from edgetransfer.cli.finetune import DATA_HELP, default_out
 def pipeline(
     data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
     backbone: Annotated[str, typer.Option(help="Backbone name (see 'edgetransfer models').")] = "mobilenet_v2",
-    out: Annotated[str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")
+    ] = None,
     size: Annotated[int, typer.Option(help="Input resolution in pixels.")] = 96,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 5,
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
@@ -26,7 +28,13 @@ def pipeline(
     from edgetransfer.pipeline import run_pipeline, summary
 
     config = FinetuneConfig(
-        data=data, out=out or default_out(data, backbone), backbone=backbone, size=size, epochs=epochs,
-        device=device, seed=seed, overwrite=overwrite,
+        data=data,
+        out=out or default_out(data, backbone),
+        backbone=backbone,
+        size=size,
+        epochs=epochs,
+        device=device,
+        seed=seed,
+        overwrite=overwrite,
     )
     summary(*run_pipeline(config))
