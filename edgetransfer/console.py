@@ -20,4 +20,5 @@ def progress() -> Progress:
         TextColumn("{task.fields[status]}"),
         console=err,
         transient=True,
+        disable=not err.is_terminal,  # a bar in a log file is noise; the per-epoch lines stay
     )

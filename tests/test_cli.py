@@ -115,8 +115,18 @@ def test_pipeline_prints_accuracies_and_the_latency_table(image_folder, tmp_path
     out = tmp_path / "run"
     result = invoke("pipeline", "--data", image_folder, "--out", out, "--size", 32, "--epochs", 1)
     assert result.exit_code == 0, result.output
-    for text in ("PyTorch (fine-tuned)", "ONNX fp32", "ONNX int8", "p50", "p90", "p99", "torch-cpu",
-                 "ort-cpu", "openvino-cpu", "total"):
+    for text in (
+        "PyTorch (fine-tuned)",
+        "ONNX fp32",
+        "ONNX int8",
+        "p50",
+        "p90",
+        "p99",
+        "torch-cpu",
+        "ort-cpu",
+        "openvino-cpu",
+        "total",
+    ):
         assert text in result.stdout, text
     metrics = json.loads((out / "card.json").read_text())["metrics"]
     assert {"torch", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8"} <= set(metrics)
