@@ -64,29 +64,51 @@ def _shorten(paths: list[Path]) -> str:
     return shown + (f" and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else "")
 
 
-def _scan_classes(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> image files of ``folder/<class>/``; hidden files are skipped, anything else is checked."""
+def _checked(files: list[Path], bad: list[Path]) -> list[Path]:
+    """The readable images among ``files``; the rest (wrong suffix, unreadable) are appended to ``bad``."""
     from PIL import Image
 
+    good = []
+    for path in files:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            bad.append(path)
+            continue
+        try:
+            with Image.open(path) as img:
+                img.verify()
+            good.append(path)
+        except Exception:  # noqa: BLE001 - Pillow raises many types for a broken file
+            bad.append(path)
+    return good
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _scan_classes(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> image files of ``folder/<class>/``; hidden files are skipped, anything else is checked."""
     classes: dict[str, list[Path]] = {}
     bad: list[Path] = []
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
-        good = []
-        for path in files:
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                bad.append(path)
-                continue
-            try:
-                with Image.open(path) as img:
-                    img.verify()
-                good.append(path)
-            except Exception:  # noqa: BLE001 - Pillow raises many types for a broken file
-                bad.append(path)
-        classes[class_dir.name] = good
+        classes[class_dir.name] = _checked(_visible_files(class_dir), bad)
     if bad:
         raise DataError(f"{len(bad)} file(s) in {folder} are not readable images: {_shorten(bad)}")
     return classes
+
+
+def list_images(folder: Path | str) -> tuple[Sample, ...]:
+    """Every image below ``folder`` (unlabelled, e.g. calibration images), each checked to be readable."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    bad: list[Path] = []
+    images = _checked(_visible_files(folder), bad)
+    if bad:
+        raise DataError(f"{len(bad)} file(s) in {folder} are not readable images: {_shorten(bad)}")
+    if not images:
+        raise DataError(f"{folder} has no images")
+    return tuple(Sample(path, -1) for path in images)
 
 
 def _check_classes(classes: dict[str, list[Path]], where: Path) -> None:

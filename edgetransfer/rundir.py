@@ -18,9 +18,12 @@ CARD = "card.json"
 CHECKPOINT = "model.safetensors"
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
+ONNX_FP16 = "model.fp16.onnx"
 OPENVINO_DIR = "openvino"
 OV_FP32 = "openvino/model.xml"
 OV_INT8 = "openvino/model.int8.xml"
+OV_FP16 = "openvino/model.fp16.xml"
+TENSORRT_DIR = "tensorrt"
 BENCH_JSON = "bench.json"
 
 

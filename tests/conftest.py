@@ -62,5 +62,5 @@ def trained_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("shared-run")
     data = make_folder(base / "images", per_class=10)
     run = finetune(FinetuneConfig(data=str(data), out=str(base / "run"), size=32, epochs=2, batch_size=8))
-    export(run, ExportConfig(int8_config=Int8Config(calibration_size=16)))
+    export(run, ExportConfig(int8=Int8Config(calibration_size=16)))
     return run

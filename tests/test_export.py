@@ -8,6 +8,7 @@ import pytest
 from edgetransfer.card import ModelCard, read_from_onnx_metadata
 from edgetransfer.errors import ExportError, UsageError
 from edgetransfer.export import ExportConfig, export
+from edgetransfer.quantize import Int8Config
 
 
 def test_export_writes_checked_models_with_the_card_inside(trained_run):
@@ -49,7 +50,7 @@ def test_parity_failure_fails_and_leaves_the_run_as_it_was(trained_run):
     before = {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()}
     card_before = trained_run.file("card.json").read_text()
     with pytest.raises(ExportError, match="disagrees with PyTorch"):
-        export(trained_run, ExportConfig(atol=1e-12, int8=False, openvino=False))
+        export(trained_run, ExportConfig(atol=1e-12, int8=Int8Config(mode="none"), openvino=False))
     assert {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()} == before
     assert trained_run.file("card.json").read_text() == card_before
 
@@ -60,5 +61,20 @@ def test_bad_options_are_usage_errors(trained_run):
     with pytest.raises(UsageError, match="calibration method"):
         from edgetransfer.quantize import Int8Config
 
-        export(trained_run, ExportConfig(int8_config=Int8Config(method="magic")))
+        export(trained_run, ExportConfig(int8=Int8Config(method="magic")))
     assert json.loads(trained_run.file("card.json").read_text())["complete"]["export"]
+
+
+def test_an_op_the_exporter_rejects_is_one_clear_error(trained_run, monkeypatch):
+    import torch
+
+    class FFT(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.fft2(x).real.mean((2, 3))
+
+    monkeypatch.setattr("edgetransfer.export.load_model", lambda run, card: FFT().eval())
+    before = {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()}
+    with pytest.raises(ExportError, match="ONNX export at opset 17 failed") as info:
+        export(trained_run, ExportConfig())
+    assert "\n" not in str(info.value)
+    assert {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()} == before

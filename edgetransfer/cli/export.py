@@ -8,23 +8,47 @@ from typing import Annotated
 import typer
 
 from edgetransfer.cli._common import friendly_errors
-from edgetransfer.export import DEFAULT_OPSET
 
 
 @friendly_errors
 def export(
     run: Annotated[Path, typer.Argument(help="Run directory made by 'edgetransfer finetune'.")],
-    int8: Annotated[bool, typer.Option(help="Also write model.int8.onnx (static QDQ, per-channel).")] = True,
+    int8: Annotated[
+        str,
+        typer.Option(
+            help="static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR; dynamic: weight-only int8; none: skip."
+        ),
+    ] = "static",
+    calib: Annotated[
+        Path | None,
+        typer.Option(help="Folder of target-domain images to calibrate int8 on.", show_default="the training split"),
+    ] = None,
     calib_method: Annotated[str, typer.Option(help="int8 calibration: minmax, entropy or percentile.")] = "minmax",
-    calib_size: Annotated[int, typer.Option(help="Training images used to calibrate int8.")] = 200,
-    openvino: Annotated[bool, typer.Option(help="Also write an OpenVINO IR (openvino/model*.xml).")] = True,
-    opset: Annotated[int, typer.Option(help="ONNX opset to write.")] = DEFAULT_OPSET,
+    calib_size: Annotated[int, typer.Option(help="Images used to calibrate int8.")] = 200,
+    per_channel: Annotated[bool, typer.Option(help="One int8 scale per output channel (else per tensor).")] = True,
+    accuracy_aware: Annotated[
+        bool, typer.Option(help="Keep the most sensitive layers in float until --max-drop holds (needs val images).")
+    ] = True,
+    max_drop: Annotated[float, typer.Option(help="Largest int8 top-1 loss on validation, in points.")] = 0.5,
+    openvino_int8: Annotated[
+        str, typer.Option(help="OpenVINO int8 IR from: nncf (quantize the IR) or qdq (convert model.int8.onnx).")
+    ] = "nncf",
+    fp16: Annotated[bool, typer.Option(help="Also write model.fp16.onnx and openvino/model.fp16.xml.")] = False,
+    openvino: Annotated[bool, typer.Option(help="Also write OpenVINO IR (openvino/*.xml).")] = True,
+    tensorrt: Annotated[
+        bool, typer.Option(help="Write the TensorRT EP's int8 calibration table and options (needs a GPU).")
+    ] = False,
+    simplify: Annotated[
+        bool, typer.Option(help="Simplify the ONNX graph with onnxslim (kept only if parity holds).")
+    ] = True,
+    opset: Annotated[int, typer.Option(help="ONNX opset to write.")] = 17,
     atol: Annotated[float, typer.Option(help="Max |logit difference| to PyTorch before the export fails.")] = 1e-3,
     data: Annotated[
-        Path | None, typer.Option(help="Labelled image folder for checks and calibration.", show_default="the run's")
+        Path | None,
+        typer.Option(help="Labelled image folder for checks and accuracy.", show_default="the run's data folder"),
     ] = None,
 ) -> None:
-    """Convert a run to ONNX (and int8 ONNX, OpenVINO IR), check each against PyTorch, embed the model card."""
+    """Convert a run to ONNX (fp32, int8, fp16) and OpenVINO IR; check each against PyTorch; embed the card."""
     from edgetransfer import console
     from edgetransfer.export import ExportConfig
     from edgetransfer.export import export as run_export
@@ -34,12 +58,26 @@ def export(
     config = ExportConfig(
         opset=opset,
         atol=atol,
-        int8=int8,
+        simplify=simplify,
+        fp16=fp16,
         openvino=openvino,
+        tensorrt=tensorrt,
         data=str(data) if data else None,
-        int8_config=Int8Config(method=calib_method, calibration_size=calib_size),
+        int8=Int8Config(
+            mode=int8,
+            method=calib_method,
+            calibration_size=calib_size,
+            per_channel=per_channel,
+            calibration_dir=str(calib) if calib else None,
+            accuracy_aware=accuracy_aware,
+            max_drop=max_drop,
+            openvino=openvino_int8,
+        ),
     )
     done = run_export(RunDir.open(run), config)
-    for name, item in done.load_card().artifacts.items():
+    card = done.load_card()
+    for name, item in card.artifacts.items():
         if "bytes" in item:
             console.out.print(f"{done.path / name}  ({item['bytes'] / 1e6:.1f} MB)")
+    for key, item in card.metrics.items():
+        console.out.print(f"{key:<14} test top-1 {100 * item['test_top1']:.2f}%")

@@ -1,0 +1,69 @@
+"""OpenVINO int8 with NNCF: post-training quantization of the IR (with bias correction), and NNCF's
+accuracy-control mode that reverts the most sensitive layers to float until the budget holds."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edgetransfer.card import Preprocessing
+from edgetransfer.data import Sample, batches
+from edgetransfer.errors import QuantizationError
+
+
+def _quiet() -> Any:
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; no CUDA is fine
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)
+    return nncf
+
+
+def _items(samples: tuple[Sample, ...], pre: Preprocessing) -> list:
+    """(one-image batch, label) pairs, preprocessed once."""
+    return [(images[i : i + 1], int(labels[i])) for images, labels in batches(samples, pre) for i in range(len(images))]
+
+
+def nncf_quantize(model: Any, calibration: tuple[Sample, ...], pre: Preprocessing) -> Any:
+    """An int8 copy of the ``ov.Model``: NNCF's default PTQ (min-max ranges, fast bias correction)."""
+    nncf = _quiet()
+    items = _items(calibration, pre)
+    try:
+        return nncf.quantize(
+            model, nncf.Dataset(items, lambda item: item[0]), subset_size=len(items), fast_bias_correction=True
+        )
+    except Exception as exc:  # noqa: BLE001 - NNCF raises a wide variety; the user gets one line
+        raise QuantizationError(f"NNCF quantization failed: {str(exc).splitlines()[0]}") from None
+
+
+def nncf_quantize_with_accuracy_control(
+    model: Any,
+    calibration: tuple[Sample, ...],
+    validation: tuple[Sample, ...],
+    pre: Preprocessing,
+    *,
+    max_drop_points: float,
+) -> Any:
+    """Int8 whose validation top-1 stays within ``max_drop_points`` of the float model (NNCF accuracy control)."""
+    import numpy as np
+
+    nncf = _quiet()
+    calib_items, val_items = _items(calibration, pre), _items(validation, pre)
+
+    def validate(compiled, data) -> float:
+        output = compiled.output(0)
+        hits = [int(np.argmax(compiled(image)[output]) == label) for image, label in data]
+        return float(np.mean(hits))
+
+    try:
+        return nncf.quantize_with_accuracy_control(
+            model,
+            nncf.Dataset(calib_items, lambda item: item[0]),
+            nncf.Dataset(val_items),
+            validation_fn=validate,
+            max_drop=max_drop_points / 100,
+            drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=len(calib_items),
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise QuantizationError(f"NNCF accuracy-controlled quantization failed: {str(exc).splitlines()[0]}") from None
