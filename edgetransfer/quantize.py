@@ -64,12 +64,12 @@ def calibration_subset(samples: tuple[Sample, ...], config: Int8Config) -> tuple
 class _Reader:
     """ONNX Runtime CalibrationDataReader over preprocessed image batches (restartable)."""
 
-    def __init__(self, samples: tuple[Sample, ...], pre: Preprocessing, input_name: str) -> None:
-        self.samples, self.pre, self.input_name = samples, pre, input_name
+    def __init__(self, samples: tuple[Sample, ...], pre: Preprocessing, input_name: str, batch_size: int = 16) -> None:
+        self.samples, self.pre, self.input_name, self.batch_size = samples, pre, input_name, batch_size
         self.rewind()
 
     def rewind(self) -> None:
-        self._batches = batches(self.samples, self.pre, batch_size=16)
+        self._batches = batches(self.samples, self.pre, batch_size=self.batch_size)
 
     def get_next(self):
         item = next(self._batches, None)
@@ -118,7 +118,8 @@ def quantize_static(
         ort_quantize_static(
             str(prepared),
             str(out),
-            _Reader(calibration, pre, _input_name(prepared)),
+            # histogram calibrators stack every batch's outputs: they need batches of one shape
+            _Reader(calibration, pre, _input_name(prepared), batch_size=16 if config.method == "minmax" else 1),
             quant_format=QuantFormat.QDQ,
             per_channel=config.per_channel,
             activation_type=QuantType.QUInt8,
