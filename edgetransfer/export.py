@@ -151,6 +151,10 @@ class _Exporter:
         self.pre = self.card.preprocessing
         self.splits = _splits(self.card, config.data)
         self.check_set = self.splits.val[:PARITY_IMAGES] or self.splits.train[:PARITY_IMAGES]
+        needs_calibration = config.int8.mode == "static" or config.tensorrt
+        self.calibration, self.calibration_source = (
+            _calibration(self.splits, config.int8) if needs_calibration else ((), "")
+        )
         self.reference = _TorchSession(load_model(run, self.card), "cpu")
         self.metrics: dict[str, dict] = {}
         self.artifacts: dict[str, dict] = {}
@@ -221,8 +225,8 @@ class _Exporter:
             quantize_dynamic(self.stage / ONNX_FP32, out)
             settings = ort_settings(config, (), "")
         else:
-            calibration, source = _calibration(self.splits, config)
-            settings = ort_settings(config, calibration, source)
+            calibration = self.calibration
+            settings = ort_settings(config, calibration, self.calibration_source)
             prepared = self.stage / "prepared.onnx"
             prepare(self.stage / ONNX_FP32, prepared)
             with console.err.status(f"quantizing to int8 ({settings['weights']}, {config.method} calibration)..."):
@@ -238,6 +242,9 @@ class _Exporter:
                         accuracy=lambda path: top1(_OrtSession(ort_session(path), "int8"), self.splits.val, self.pre),
                     )
                     settings["accuracy_aware"]["max_drop_points"] = config.max_drop
+                    kept = settings["accuracy_aware"]["kept_in_float"]
+                    if kept:
+                        console.err.print(f"accuracy-aware int8: {len(kept)} layer(s) kept in float: {', '.join(kept)}")
                 else:
                     quantize_static(prepared, out, calibration, self.pre, config)
             prepared.unlink()
@@ -277,7 +284,7 @@ class _Exporter:
             model = ov.convert_model(str(self.stage / ONNX_INT8))
             record: dict[str, Any] = {"tool": "openvino.convert_model", "converted_from": ONNX_INT8}
         else:
-            calibration, source = _calibration(self.splits, config)
+            calibration, source = self.calibration, self.calibration_source
             with console.err.status("quantizing the OpenVINO IR with NNCF..."):
                 model = nncf_quantize(fp32, calibration, self.pre)
             record = {
@@ -305,9 +312,8 @@ class _Exporter:
     def tensorrt(self) -> None:
         from edgetransfer.quantize import write_tensorrt_calibration
 
-        calibration, _ = _calibration(self.splits, self.config.int8)
         self.artifacts[TENSORRT_DIR] = write_tensorrt_calibration(
-            self.stage / ONNX_FP32, self.stage / TENSORRT_DIR, calibration, self.pre
+            self.stage / ONNX_FP32, self.stage / TENSORRT_DIR, self.calibration, self.pre
         )
 
     def commit(self) -> RunDir:

@@ -139,3 +139,18 @@ def test_cuda_asked_for_without_a_gpu(image_folder, tmp_path):
         pytest.skip("this machine has a GPU")
     result = invoke("finetune", "--data", image_folder, "--out", tmp_path / "run", "--device", "cuda")
     assert_one_line_error(result, 2, "CUDA")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--opset", "99"], "--opset 99"),
+        (["--int8", "int4"], "unknown --int8 mode"),
+        (["--calib-method", "magic"], "calibration method"),
+        (["--calib", "/nonexistent/calib"], "not found"),
+    ],
+)
+def test_export_bad_options_are_one_line_and_change_nothing(trained_run, args, fragment):
+    before = {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()}
+    assert_one_line_error(invoke("export", trained_run.path, *args), 2, fragment)
+    assert {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()} == before
