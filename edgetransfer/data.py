@@ -193,20 +193,31 @@ def eval_transform(pre: Preprocessing):
     )
 
 
-def train_transform(pre: Preprocessing):
+AUGMENTATIONS = ("none", "light", "trivial", "randaugment")
+
+
+def train_transform(pre: Preprocessing, *, augment: str = "light", hflip: bool = False):
+    """Training-time transform: a random resized crop (except ``none``), optional horizontal flips, and for
+    ``light`` a mild colour jitter, for ``trivial``/``randaugment`` torchvision's automatic augmentation."""
     import torch
     from torchvision.transforms import InterpolationMode, v2
 
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.RandomResizedCrop(
-                pre.crop, scale=(0.7, 1.0), ratio=(0.85, 1.15), interpolation=InterpolationMode(pre.interpolation)
-            ),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(pre.mean), list(pre.std)),
-        ]
-    )
+    interpolation = InterpolationMode(pre.interpolation)
+    steps: list = [v2.PILToTensor()]
+    if augment == "none":
+        steps += [v2.Resize(pre.resize, interpolation=interpolation, antialias=True), v2.CenterCrop(pre.crop)]
+    else:
+        steps.append(v2.RandomResizedCrop(pre.crop, scale=(0.7, 1.0), ratio=(0.85, 1.15), interpolation=interpolation))
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if augment == "light":
+        steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
+    elif augment == "trivial":
+        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
+    elif augment == "randaugment":
+        steps.append(v2.RandAugment(interpolation=interpolation))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(pre.mean), list(pre.std))]
+    return v2.Compose(steps)
 
 
 def open_rgb(path: Path):

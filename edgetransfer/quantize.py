@@ -21,7 +21,20 @@ from edgetransfer.errors import QuantizationError, UsageError
 INT8_MODES = ("static", "dynamic", "none")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 OPENVINO_INT8 = ("nncf", "qdq")
-_QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+# ops whose int8 form (weights and/or output activations) can cost accuracy; candidates for staying in float
+_QUANTIZED_OPS = (
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Mul",
+    "Concat",
+    "GlobalAveragePool",
+    "AveragePool",
+    "MaxPool",
+    "Resize",
+)
 
 
 @dataclass(frozen=True)
@@ -104,8 +117,10 @@ def quantize_static(
     config: Int8Config,
     *,
     exclude: tuple[str, ...] = (),
+    cache: Path | None = None,
 ) -> None:
-    """QDQ int8 of ``prepared`` (a ``quant_pre_process``-ed model); ``exclude`` names nodes kept in float."""
+    """QDQ int8 of ``prepared`` (a ``quant_pre_process``-ed model); ``exclude`` names nodes kept in float;
+    ``cache`` keeps the calibrated ranges in a file, so that later calls skip calibration."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
@@ -125,7 +140,10 @@ def quantize_static(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[config.method],
+            # per-batch min/max averaged: one outlier batch does not stretch a range (as observers in torch/TRT)
+            extra_options={"CalibMovingAverage": config.method == "minmax"},
             nodes_to_exclude=list(exclude),
+            calibration_cache_path=cache,
         )
     except (RuntimeError, ValueError) as exc:
         raise QuantizationError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0]}") from None
@@ -142,32 +160,38 @@ def quantize_dynamic(fp32: Path, out: Path) -> None:
         raise QuantizationError(f"ONNX Runtime dynamic quantization failed: {str(exc).splitlines()[0]}") from None
 
 
-def sensitivity(prepared: Path, qdq: Path, samples: tuple[Sample, ...], pre: Preprocessing) -> list[tuple[str, float]]:
-    """Quantizable nodes of ``prepared``, most damaged by quantization first, as (node name, SQNR in dB).
+def sensitivity(
+    prepared: Path,
+    calibration: tuple[Sample, ...],
+    samples: tuple[Sample, ...],
+    pre: Preprocessing,
+    config: Int8Config,
+    cache: Path,
+) -> list[tuple[str, float]]:
+    """Quantizable nodes of ``prepared``, the most sensitive first, as (node name, error).
 
-    A node's score is the lower of its weight's SQNR and its output activation's SQNR (quantized vs float,
-    measured on ``samples`` with ONNX Runtime's qdq_loss_debug tools).
+    A node's error is the mean |logit difference| to the float model on ``samples`` of the int8 model in which
+    that node alone stays in float: the lower it is, the more quantizing that node costs. (Calibration ranges
+    come from ``cache``, so each candidate costs a graph rewrite and one batch of inference.)
     """
+    import numpy as np
     import onnx
-    from onnxruntime.quantization import qdq_loss_debug as dbg
 
-    with tempfile.TemporaryDirectory() as tmp:
-        aug_float, aug_qdq = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
-        dbg.modify_model_output_intermediate_tensors(str(prepared), str(aug_float))
-        dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug_qdq))
-        name = _input_name(prepared)
-        float_acts = dbg.collect_activations(str(aug_float), _Reader(samples, pre, name))
-        qdq_acts = dbg.collect_activations(str(aug_qdq), _Reader(samples, pre, name))
-    act_err = dbg.compute_activation_error(dbg.create_activation_matching(qdq_acts, float_acts))
-    weight_err = dbg.compute_weight_error(dbg.create_weight_matching(str(prepared), str(qdq)))
+    from edgetransfer.backends.ort import ort_session
+
+    images = np.concatenate([b for b, _ in batches(samples, pre, batch_size=64)])
+    name = _input_name(prepared)
+    reference = ort_session(prepared).run(None, {name: images})[0]
+    nodes = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in _QUANTIZED_OPS]
     scores = []
-    for node in onnx.load(str(prepared)).graph.node:
-        if node.op_type not in _QUANTIZED_OPS:
-            continue
-        values = [act_err[o]["qdq_err"] for o in node.output if "qdq_err" in act_err.get(o, {})]
-        values += [weight_err[w] for w in node.input[1:2] if w in weight_err]
-        if values:
-            scores.append((node.name, float(min(values))))
+    with tempfile.TemporaryDirectory() as tmp, console.progress() as bar:
+        task = bar.add_task("ranking layers by int8 sensitivity", total=len(nodes), status="")
+        candidate = Path(tmp) / "candidate.onnx"
+        for node in nodes:
+            quantize_static(prepared, candidate, calibration, pre, config, exclude=(node,), cache=cache)
+            logits = ort_session(candidate).run(None, {name: images})[0]
+            scores.append((node, float(np.abs(logits - reference).mean())))
+            bar.update(task, advance=1)
     return sorted(scores, key=lambda item: item[1])
 
 
@@ -184,33 +208,35 @@ def quantize_accuracy_aware(
 ) -> dict:
     """Static int8 whose validation top-1 stays within ``config.max_drop`` points of ``fp32_accuracy``.
 
-    Quantizes everything first; while the drop is over budget, keeps the most sensitive nodes in float
-    (1, 2, 4, ... of them, up to half of the quantizable nodes). Raises :class:`QuantizationError` when even that
-    cannot hold the budget. ``accuracy`` measures a quantized model file on ``validation``.
+    Quantizes everything first; while the drop is over budget, keeps the most sensitive nodes (see
+    :func:`sensitivity`) in float, 1, 2, 4, ... of them, up to half of the quantizable nodes. Raises
+    :class:`QuantizationError` when even that cannot hold the budget. ``accuracy`` measures a model file on
+    ``validation``.
     """
-    quantize_static(prepared, out, calibration, pre, config)
-    first = accuracy(out)
-    drop = 100 * (fp32_accuracy - first)
-    record = {"val_top1_all_int8": first, "kept_in_float": [], "val_top1": first, "val_drop_points": drop}
-    if drop <= config.max_drop:
-        return record
-    console.err.print(
-        f"int8 loses {drop:.2f} points on validation (budget {config.max_drop}); finding the sensitive layers..."
-    )
-    ranked = sensitivity(prepared, out, validation[:32], pre)
-    best = (drop, ())
-    limit = max(1, len(ranked) // 2)
-    counts = sorted({min(2**i, limit) for i in range(limit.bit_length() + 1)})
-    for count in counts:
-        exclude = tuple(name for name, _ in ranked[:count])
-        quantize_static(prepared, out, calibration, pre, config, exclude=exclude)
-        value = accuracy(out)
-        drop = 100 * (fp32_accuracy - value)
-        console.err.print(f"  {count} layer(s) in float: validation top-1 {value:.2%} (drop {drop:.2f} points)")
-        if drop < best[0]:
-            best = (drop, exclude)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "calibration.json"
+        quantize_static(prepared, out, calibration, pre, config, cache=cache)
+        first = accuracy(out)
+        drop = 100 * (fp32_accuracy - first)
+        record = {"val_top1_all_int8": first, "kept_in_float": [], "val_top1": first, "val_drop_points": drop}
         if drop <= config.max_drop:
-            return {**record, "kept_in_float": list(exclude), "val_top1": value, "val_drop_points": drop}
+            return record
+        console.err.print(
+            f"int8 loses {drop:.2f} points on validation (budget {config.max_drop}); ranking layers by sensitivity..."
+        )
+        ranked = sensitivity(prepared, calibration, validation[:256], pre, config, cache)
+        best = (drop, ())
+        limit = max(1, len(ranked) // 2)
+        for count in sorted({min(2**i, limit) for i in range(limit.bit_length() + 1)}):
+            exclude = tuple(name for name, _ in ranked[:count])
+            quantize_static(prepared, out, calibration, pre, config, exclude=exclude, cache=cache)
+            value = accuracy(out)
+            drop = 100 * (fp32_accuracy - value)
+            console.err.print(f"  {count} layer(s) in float: validation top-1 {value:.2%} (drop {drop:.2f} points)")
+            if drop < best[0]:
+                best = (drop, exclude)
+            if drop <= config.max_drop:
+                return {**record, "kept_in_float": list(exclude), "val_top1": value, "val_drop_points": drop}
     raise QuantizationError(
         f"int8 cannot hold the {config.max_drop}-point budget: the best was a {best[0]:.2f}-point drop with "
         f"{len(best[1])} of {len(ranked)} layers in float; raise --max-drop, try --calib-method entropy, "
@@ -227,7 +253,8 @@ def ort_settings(config: Int8Config, calibration: tuple[Sample, ...], source: st
         "format": "QDQ",
         "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor",
         "activations": "uint8",
-        "calibration_method": config.method,
+        "calibration_method": config.method
+        + (" (moving average of per-batch ranges)" if config.method == "minmax" else ""),
         "calibration_images": len(calibration),
         "calibration_source": source,
     }

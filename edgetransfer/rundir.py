@@ -101,8 +101,13 @@ class RunDir:
         if not run.file(CARD).is_file():
             raise RunDirError(f"{run.path} is not a run directory: it has no {CARD} (run 'edgetransfer finetune')")
         card = run.load_card()
-        if not card.complete.get("finetune") or not run.file(CHECKPOINT).is_file():
-            raise RunDirError(f"{run.path} has no finished checkpoint ({CHECKPOINT}); run 'edgetransfer finetune'")
+        if not card.complete.get("finetune"):
+            raise RunDirError(
+                f"training of {run.path} did not finish; continue it with "
+                f"'edgetransfer finetune --resume --out {run.path} --data {card.dataset.get('path')}'"
+            )
+        if not run.file(CHECKPOINT).is_file():
+            raise RunDirError(f"{run.path} has no checkpoint ({CHECKPOINT}); run 'edgetransfer finetune'")
         return run
 
     def load_card(self) -> ModelCard:

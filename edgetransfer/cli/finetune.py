@@ -21,44 +21,103 @@ def default_out(data: str, backbone: str) -> str:
 
 @friendly_errors
 def finetune(
-    data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
-    backbone: Annotated[str, typer.Option(help="Backbone name (see 'edgetransfer models').")] = "mobilenet_v2",
+    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A TOML recipe holding any of these options; flags override it.")
+    ] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="Backbone name (see 'edgetransfer models').", show_default="mobilenet_v2")
+    ] = None,
     out: Annotated[
         str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")
     ] = None,
     weights: Annotated[
         Path | None, typer.Option(help="Start from this weights file (.pth or .safetensors) instead of ImageNet.")
     ] = None,
-    size: Annotated[
-        int | None, typer.Option(help="Input resolution in pixels.", show_default="the backbone's, 224")
+    size: Annotated[int | None, typer.Option(help="Input resolution in pixels.", show_default="the backbone's")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="two-phase (head, then all at a lower lr), full, partial (--unfreeze N), linear-probe.",
+            show_default="two-phase",
+        ),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Images per training step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, one-cycle schedule).")] = 1e-3,
-    seed: Annotated[int, typer.Option(help="Seed for the split, the initial head and the batch order.")] = 0,
-    device: Annotated[str, typer.Option(help="auto (a GPU when present), cpu or cuda.")] = "auto",
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    head_epochs: Annotated[int | None, typer.Option(help="two-phase: head-only epochs.", show_default="1")] = None,
+    unfreeze: Annotated[
+        int | None, typer.Option(help="partial: last body blocks that learn.", show_default="3")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes over the training split, at most.", show_default="5")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per training step.", show_default="32")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate of the head (AdamW).", show_default="1e-3")
+    ] = None,
+    body_lr_scale: Annotated[
+        float | None, typer.Option(help="The body's learning rate is lr times this.", show_default="0.3")
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.", show_default="0.01")] = None,
+    warmup: Annotated[
+        float | None, typer.Option(help="Fraction of steps warming the lr up (then cosine).", show_default="0.05")
+    ] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.", show_default="0.1")] = None,
+    augment: Annotated[
+        str | None, typer.Option(help="none, light (crop + colour jitter), trivial, randaugment.", show_default="light")
+    ] = None,
+    hflip: Annotated[
+        bool | None, typer.Option(help="Random horizontal flips (not for text or digits).", show_default="no-hflip")
+    ] = None,
+    balanced: Annotated[
+        str | None, typer.Option(help="Class-balanced sampling: auto (skew >= 3:1), on, off.", show_default="auto")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a better val top-1.")
+    ] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Seconds of training at most (epochs are re-planned).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for split, head and batch order.", show_default="0")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda.", show_default="auto")
+    ] = None,
+    amp: Annotated[
+        str | None, typer.Option(help="GPU mixed precision: auto, bf16, fp16, off.", show_default="auto")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.", show_default="0")] = None,
+    adapt_bn: Annotated[
+        Path | None, typer.Option(help="Unlabelled target-domain images: re-estimate BatchNorm statistics (AdaBN).")
+    ] = None,
+    unlabeled: Annotated[
+        Path | None, typer.Option(help="Unlabelled target images for pseudo-label self-training (after AdaBN).")
+    ] = None,
+    target_val: Annotated[
+        Path | None, typer.Option(help="Labelled target images (DIR/<class>/...): measure and guard adaptation.")
+    ] = None,
+    pseudo_threshold: Annotated[float | None, typer.Option(help="Pseudo-label confidence.", show_default="0.9")] = None,
+    pseudo_rounds: Annotated[int | None, typer.Option(help="Self-training rounds.", show_default="2")] = None,
+    pseudo_lambda: Annotated[
+        float | None, typer.Option(help="Loss = λ·source + (1−λ)·target.", show_default="0.5")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its last epoch.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it already exists.")] = False,
 ) -> None:
     """Fine-tune an ImageNet backbone on your labelled images; keep the best checkpoint (by val accuracy)."""
-    from edgetransfer.finetune import FinetuneConfig
+    import dataclasses
+
+    from edgetransfer.errors import UsageError
+    from edgetransfer.finetune import FinetuneConfig, load_recipe
     from edgetransfer.finetune import finetune as run_finetune
     from edgetransfer.pipeline import resolve_data
 
-    data = resolve_data(data, seed)
-    config = FinetuneConfig(
-        data=data,
-        out=out or default_out(data, backbone),
-        backbone=backbone,
-        weights=str(weights) if weights else None,
-        size=size,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        device=device,
-        workers=workers,
-        overwrite=overwrite,
+    given = {k: v for k, v in locals().items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}}
+    options = load_recipe(config) if config else {}
+    options.update({k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None})
+    options.update(
+        resume=resume or options.get("resume", False), overwrite=overwrite or options.get("overwrite", False)
     )
-    run = run_finetune(config)
+    if not options.get("data"):
+        raise UsageError("--data is required (a folder, or 'digits')")
+    options["data"] = resolve_data(options["data"], options.get("seed", 0))
+    options.setdefault("out", default_out(options["data"], options.get("backbone", "mobilenet_v2")))
+    run = run_finetune(FinetuneConfig(**options))
     typer.echo(str(run.path))

@@ -1,0 +1,203 @@
+"""Domain adaptation to a new camera: BatchNorm re-estimation (AdaBN) and pseudo-label self-training that keeps
+what AdaBN gained.
+
+Self-training here uses domain-specific BatchNorm statistics: source batches are normalised with the source
+statistics and target batches with the target ones, both frozen while the weights learn (the naive way, mixed
+batches through the same BatchNorm layers, undoes the adapted statistics). After each round the statistics are
+re-estimated for the new weights; a labelled target split, when given, guards every round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from edgetransfer import console
+from edgetransfer.card import Preprocessing
+from edgetransfer.data import ImageDataset, Sample, eval_transform, train_transform
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class SelfTrainConfig:
+    threshold: float = 0.9  # keep pseudo-labels at least this confident
+    rounds: int = 2
+    epochs_per_round: int = 1
+    lam: float = 0.5  # loss = lam * L_source + (1 - lam) * L_target
+    lr: float = 1e-4
+    batch_size: int = 32
+    seed: int = 0
+
+
+def bn_layers(model: torch.nn.Module) -> list:
+    import torch
+
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def bn_state(model: torch.nn.Module) -> list[dict]:
+    """A copy of every BatchNorm layer's running statistics."""
+    return [
+        {k: getattr(m, k).clone() for k in ("running_mean", "running_var", "num_batches_tracked")}
+        for m in bn_layers(model)
+    ]
+
+
+def load_bn_state(model: torch.nn.Module, state: list[dict]) -> None:
+    for module, saved in zip(bn_layers(model), state, strict=True):
+        for key, value in saved.items():
+            getattr(module, key).copy_(value)
+
+
+@contextlib.contextmanager
+def bn_statistics(model: torch.nn.Module, state: list[dict]) -> Iterator[None]:
+    """Run the block with ``state`` as BatchNorm statistics, then put the previous ones back."""
+    previous = bn_state(model)
+    load_bn_state(model, state)
+    try:
+        yield
+    finally:
+        load_bn_state(model, previous)
+
+
+def _loader(samples: tuple[Sample, ...], transform, batch_size: int, *, shuffle: bool, seed: int = 0):
+    import torch
+
+    return torch.utils.data.DataLoader(
+        ImageDataset(samples, transform),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle and len(samples) > batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def adapt_bn(
+    model: torch.nn.Module, samples: tuple[Sample, ...], pre: Preprocessing, device: str, batch_size: int = 64
+) -> None:
+    """AdaBN: replace every BatchNorm layer's statistics by those of ``samples`` (unlabelled target images)."""
+    import torch
+
+    layers = bn_layers(model)
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over all target batches
+    model.train()
+    with torch.no_grad():
+        for images, _ in _loader(samples, eval_transform(pre), batch_size, shuffle=False):
+            model(images.to(device))
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+def pseudo_labels(
+    model: torch.nn.Module, samples: tuple[Sample, ...], pre: Preprocessing, device: str, threshold: float
+) -> tuple[Sample, ...]:
+    """The target images the model is at least ``threshold`` sure of, labelled with its prediction."""
+    import torch
+
+    model.eval()
+    kept: list[Sample] = []
+    with torch.no_grad():
+        for start in range(0, len(samples), 64):
+            chunk = samples[start : start + 64]
+            images = torch.stack([ImageDataset(chunk, eval_transform(pre))[i][0] for i in range(len(chunk))])
+            probs = model(images.to(device)).softmax(1)
+            conf, pred = probs.max(1)
+            kept += [
+                Sample(s.path, int(p))
+                for s, c, p in zip(chunk, conf.tolist(), pred.tolist(), strict=True)
+                if c >= threshold
+            ]
+    return tuple(kept)
+
+
+def _frozen_bn_train_mode(model: torch.nn.Module) -> None:
+    model.train()
+    for m in bn_layers(model):
+        m.eval()  # use, never update, the statistics swapped in
+
+
+def self_train(
+    model: torch.nn.Module,
+    source: tuple[Sample, ...],
+    target: tuple[Sample, ...],
+    pre: Preprocessing,
+    device: str,
+    config: SelfTrainConfig,
+    *,
+    evaluate_target=None,
+) -> list[dict]:
+    """Pseudo-label rounds on unlabelled ``target`` images with per-domain BatchNorm statistics.
+
+    Expects the model's statistics to be the target ones (after :func:`adapt_bn`) and leaves them so.
+    ``evaluate_target(model) -> accuracy`` (a labelled target split) guards each round: a round that makes it
+    worse is rolled back and ends the loop. Returns one record per round.
+    """
+    import torch
+
+    target_stats = bn_state(model)
+    source_stats = copy.deepcopy(target_stats)
+    with bn_statistics(model, source_stats):
+        adapt_bn(model, source, pre, device)
+        source_stats = bn_state(model)
+    history: list[dict] = []
+    best = evaluate_target(model) if evaluate_target else None
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for round_index in range(1, config.rounds + 1):
+        labelled = pseudo_labels(model, target, pre, device, config.threshold)
+        if not labelled:
+            console.err.print(f"self-training round {round_index}: no target image reaches {config.threshold}")
+            break
+        saved = copy.deepcopy(model.state_dict())
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+        for epoch in range(config.epochs_per_round):
+            seed = config.seed + 100 * round_index + epoch
+            src = _loader(source, train_transform(pre), config.batch_size, shuffle=True, seed=seed)
+            tgt = _loader(labelled, train_transform(pre), config.batch_size, shuffle=True, seed=seed + 1)
+            _frozen_bn_train_mode(model)
+            for (xs, ys), (xt, yt) in zip(src, _cycle(tgt), strict=False):
+                optimizer.zero_grad(set_to_none=True)
+                with bn_statistics(model, source_stats):
+                    (config.lam * loss_fn(model(xs.to(device)), ys.to(device))).backward()
+                load_bn_state(model, target_stats)
+                ((1 - config.lam) * loss_fn(model(xt.to(device)), yt.to(device))).backward()
+                optimizer.step()
+        adapt_bn(model, target, pre, device)  # the statistics of the new weights, per domain
+        target_stats = bn_state(model)
+        with bn_statistics(model, source_stats):
+            adapt_bn(model, source, pre, device)
+            source_stats = bn_state(model)
+        model.eval()
+        record = {"round": round_index, "pseudo_labelled": len(labelled), "of": len(target)}
+        if evaluate_target:
+            accuracy = evaluate_target(model)
+            record["target_val_top1"] = accuracy
+            if accuracy < best:
+                model.load_state_dict(saved)
+                record["rolled_back"] = True
+                history.append(record)
+                console.err.print(
+                    f"self-training round {round_index}: target val {accuracy:.2%} < {best:.2%}; rolled back, stopping"
+                )
+                break
+            best = accuracy
+        history.append(record)
+        console.err.print(
+            f"self-training round {round_index}: {len(labelled)}/{len(target)} pseudo-labelled"
+            + (f", target val top-1 {record['target_val_top1']:.2%}" if evaluate_target else "")
+        )
+    return history
+
+
+def _cycle(loader) -> Iterator:
+    while True:
+        yield from loader

@@ -1,0 +1,164 @@
+"""The pieces the fine-tuning loop is made of: which parameters train in which phase, learning-rate groups and
+schedule, mixed precision, and the distributed (torchrun) context."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgetransfer.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+STRATEGIES = ("two-phase", "full", "partial", "linear-probe")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def head_and_blocks(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+    """The classifier's Linear layer, and the body as an ordered list of blocks (input side first)."""
+    import torch
+
+    from edgetransfer.backbones import _classifier_path
+
+    head = model.get_submodule(_classifier_path(model))
+    if isinstance(getattr(model, "features", None), torch.nn.Sequential):
+        return head, list(model.features.children())
+    blocks = []
+    for _, child in model.named_children():
+        if any(p is head.weight for p in child.parameters()) or child is head:
+            continue
+        if isinstance(child, torch.nn.Sequential):
+            blocks += list(child.children())
+        elif any(True for _ in child.parameters()):
+            blocks.append(child)
+    return head, blocks
+
+
+def trainable_blocks(strategy: str, phase: str, blocks: list, unfreeze: int) -> list:
+    """The body blocks that learn in ``phase`` ("head" or "body") of ``strategy``."""
+    if strategy == "linear-probe" or (strategy == "two-phase" and phase == "head"):
+        return []
+    if strategy == "partial":
+        return blocks[-unfreeze:] if unfreeze > 0 else []
+    return blocks
+
+
+def set_phase(model: torch.nn.Module, strategy: str, phase: str, unfreeze: int) -> int:
+    """Freeze what does not learn in this phase (frozen BatchNorm layers keep their statistics too); returns
+    how many parameters will learn."""
+    import torch
+
+    head, blocks = head_and_blocks(model)
+    learning = trainable_blocks(strategy, phase, blocks, unfreeze)
+    model.train()
+    for p in model.parameters():
+        p.requires_grad = False
+    for module in [head, *learning]:
+        for p in module.parameters():
+            p.requires_grad = True
+    learning_ids = {id(m) for block in learning for m in block.modules()}
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in learning_ids:
+            m.eval()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def param_groups(model: torch.nn.Module, lr: float, body_lr_scale: float, weight_decay: float) -> list[dict]:
+    """Discriminative learning rates: the head at ``lr``, the body at ``lr * body_lr_scale``; no weight decay on
+    biases and normalisation parameters."""
+    head, _ = head_and_blocks(model)
+    head_ids = {id(p) for p in head.parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
+    for p in model.parameters():
+        key = (id(p) in head_ids, p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    return [
+        {
+            "params": params,
+            "lr": lr if is_head else lr * body_lr_scale,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "name": ("head" if is_head else "body") + ("/no-decay" if no_decay else ""),
+        }
+        for (is_head, no_decay), params in sorted(groups.items())
+    ]
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """A LambdaLR factor: linear warm-up, then cosine decay to zero at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def amp_dtype(mode: str, device: str) -> Any:
+    """The autocast dtype for ``mode`` on ``device`` (None: full precision). Mixed precision is a GPU feature."""
+    import torch
+
+    if mode not in AMP_MODES:
+        raise UsageError(f"unknown --amp {mode!r}; choose one of {', '.join(AMP_MODES)}")
+    if device != "cuda" or mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in a ``torchrun`` job (a single process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: str) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank."""
+        if not self.enabled:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor([1.0 if flag else 0.0])
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
