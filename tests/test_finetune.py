@@ -1,0 +1,225 @@
+"""The fine-tuning loop: strategies, schedule, recipes, resume, divergence, determinism, outputs, adaptation."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_folder
+from PIL import Image
+
+from edgetransfer import backbones
+from edgetransfer.errors import RunDirError, UsageError
+from edgetransfer.finetune import FinetuneConfig, TrainingDiverged, finetune, load_recipe
+from edgetransfer.rundir import RunDir
+from edgetransfer.training import head_and_blocks, param_groups, set_phase, warmup_cosine
+
+TINY = {"size": 32, "epochs": 2, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return backbones.build("mobilenet_v2", 3, pretrained=False)[0]
+
+
+def trainable(model):
+    return {name.split(".")[0] + "." + name.split(".")[1] for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_strategies_freeze_what_they_should(model):
+    head, blocks = head_and_blocks(model)
+    assert head is model.classifier[1] and len(blocks) == 19
+    set_phase(model, "linear-probe", "body", 3)
+    assert trainable(model) == {"classifier.1"}
+    set_phase(model, "two-phase", "head", 3)
+    assert trainable(model) == {"classifier.1"}
+    assert not model.features[0][1].training, "frozen BatchNorm keeps its statistics"
+    set_phase(model, "partial", "body", 2)
+    assert trainable(model) == {"classifier.1", "features.17", "features.18"}
+    set_phase(model, "two-phase", "body", 3)
+    assert all(p.requires_grad for p in model.parameters()) and model.features[0][1].training
+
+
+def test_discriminative_learning_rates(model):
+    groups = {g["name"]: g for g in param_groups(model, 1e-3, 0.1, 0.01)}
+    assert groups["head"]["lr"] == 1e-3 and groups["body"]["lr"] == pytest.approx(1e-4)
+    assert groups["body/no-decay"]["weight_decay"] == 0.0 and groups["body"]["weight_decay"] == 0.01
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_warmup_then_cosine():
+    f = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_recipe_and_its_errors(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[finetune]\nstrategy = "partial"\nunfreeze = 2\nepochs = 3\n')
+    assert load_recipe(recipe) == {"strategy": "partial", "unfreeze": 2, "epochs": 3}
+    recipe.write_text("epochz = 3\n")
+    with pytest.raises(UsageError, match="epochz"):
+        load_recipe(recipe)
+    recipe.write_text("epochs = = 3\n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_recipe(recipe)
+
+
+def test_cli_flags_override_the_recipe(image_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('strategy = "linear-probe"\nepochs = 3\nsize = 32\nbatch_size = 8\n')
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["finetune", "--config", str(recipe), "--data", str(image_folder), "--out", str(out), "--epochs", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "card.json").read_text())["training"]["config"]
+    assert config["strategy"] == "linear-probe" and config["epochs"] == 1 and config["size"] == 32
+
+
+def test_outputs_curves_confusion_and_determinism(image_folder, tmp_path):
+    a = finetune(FinetuneConfig(data=str(image_folder), out=str(tmp_path / "a"), **TINY))
+    b = finetune(FinetuneConfig(data=str(image_folder), out=str(tmp_path / "b"), **TINY))
+    card_a, card_b = a.load_card(), b.load_card()
+    assert card_a.metrics["torch"] == card_b.metrics["torch"], "same seed, same result on the CPU"
+    assert a.file("model.safetensors").read_bytes() == b.file("model.safetensors").read_bytes()
+    assert a.file("curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    matrix = card_a.metrics["torch"]["test_confusion"]
+    assert len(matrix) == 3 and sum(map(sum, matrix)) == card_a.dataset["sizes"]["test"]
+    assert set(card_a.metrics["torch"]["test_per_class_top1"]) == {"class0", "class1", "class2"}
+    history = card_a.training["history"]
+    assert [h["phase"] for h in history] == ["head", "body"] and all(h["images_per_s"] > 0 for h in history)
+    assert not a.file("resume.pt").exists() and not a.file("last.safetensors").exists()
+
+
+def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkeypatch):
+    from edgetransfer import finetune as module
+
+    out = tmp_path / "run"
+    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
+    real = module._Trainer._should_stop
+
+    def interrupt_after_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(module._Trainer, "_should_stop", interrupt_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config)
+    monkeypatch.setattr(module._Trainer, "_should_stop", real)
+    with pytest.raises(RunDirError, match="--resume"):
+        RunDir.open(out)
+    with pytest.raises(UsageError, match="changed option"):
+        finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "lr": 0.5}))
+    with pytest.raises(UsageError, match="already exists"):
+        finetune(config)
+    run = finetune(FinetuneConfig(**{**config.__dict__, "resume": True}))
+    card = run.load_card()
+    assert card.complete["finetune"] and [h["epoch"] for h in card.training["history"]] == [1, 2, 3]
+    uninterrupted = finetune(FinetuneConfig(**{**config.__dict__, "out": str(tmp_path / "straight")}))
+    assert uninterrupted.file("model.safetensors").read_bytes() == run.file("model.safetensors").read_bytes()
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_best(image_folder, tmp_path, monkeypatch):
+    class Exploding(torch.nn.CrossEntropyLoss):
+        calls = 0
+
+        def forward(self, logits, target):
+            Exploding.calls += 1
+            loss = super().forward(logits, target)
+            return loss * math.nan if Exploding.calls > 4 else loss  # epoch 1 has 3 steps
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", Exploding)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 2") as info:
+        finetune(FinetuneConfig(data=str(image_folder), out=str(out), **TINY))
+    assert "best checkpoint" in str(info.value) and (out / "model.safetensors").is_file()
+
+
+def test_odd_image_modes_are_converted(tmp_path):
+    root = make_folder(tmp_path / "data", per_class=6, classes=2)
+    rng = np.random.default_rng(0)
+    odd = {
+        "gray.png": Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)),
+        "rgba.png": Image.fromarray(rng.integers(0, 255, (20, 20, 4), dtype=np.uint8)),
+        "palette.png": Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).convert("P"),
+        "deep.png": Image.fromarray(rng.integers(0, 65535, (20, 20), dtype=np.uint16)),
+        "cmyk.jpg": Image.new("CMYK", (20, 20), (10, 200, 30, 0)),
+    }
+    for name, img in odd.items():
+        img.save(root / "class0" / name)
+    run = finetune(FinetuneConfig(data=str(root), out=str(tmp_path / "run"), **{**TINY, "epochs": 1}))
+    assert run.load_card().dataset["sizes"]["train"] + run.load_card().dataset["sizes"]["val"] > 12
+
+
+def test_adabn_and_self_training_are_measured(image_folder, tmp_path):
+    target = tmp_path / "target"
+    make_folder(target, per_class=4, seed=5)  # another draw of the same classes: a labelled target split
+    run = finetune(
+        FinetuneConfig(
+            data=str(image_folder),
+            out=str(tmp_path / "run"),
+            adapt_bn=str(target),
+            unlabeled=str(target),
+            target_val=str(target),
+            pseudo_rounds=1,
+            pseudo_threshold=1e-6,
+            **TINY,
+        )
+    )
+    adaptation = run.load_card().training["adaptation"]
+    assert adaptation["adapt_bn_images"] == 12
+    for key in ("target_val_top1_source_only", "target_val_top1_adabn", "target_val_top1_final"):
+        assert 0 <= adaptation[key] <= 1
+    assert adaptation["self_training"][0]["pseudo_labelled"] == 12
+
+
+def test_bad_options(image_folder, tmp_path):
+    for bad in ({"strategy": "magic"}, {"augment": "heavy"}, {"patience": 0}, {"balanced": "maybe"}):
+        with pytest.raises(UsageError):
+            finetune(FinetuneConfig(data=str(image_folder), out=str(tmp_path / "x"), **bad))
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "edgetransfer",
+        "finetune",
+        "--data",
+        str(image_folder),
+        "--out",
+        str(out),
+        "--size",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["world_size"] == 2 and card["complete"]["finetune"]
+    assert result.stderr.count("best val top-1") == 1, "only rank 0 reports and writes"
