@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
 from edgetransfer.rundir import sha256_file, staging_dir
@@ -59,53 +60,107 @@ class Splits:
         return digest.hexdigest()
 
 
-def _shorten(paths: list[Path]) -> str:
-    shown = ", ".join(str(p) for p in paths[:MAX_LISTED])
-    return shown + (f" and {len(paths) - MAX_LISTED} more" if len(paths) > MAX_LISTED else "")
+class _Scan:
+    """Checks files once before use: a readable image of a known kind, not empty, not a decompression bomb, not a
+    symlink leading out of the data folder. Bad files are collected with the reason; :meth:`finish` stops on them
+    unless ``skip_bad``."""
+
+    def __init__(self, root: Path, *, skip_bad: bool = False) -> None:
+        self.root, self.skip_bad = root, skip_bad
+        self.bad: list[tuple[Path, str]] = []
+
+    def files(self, folder: Path) -> list[Path]:
+        """Visible files below ``folder``; symlinked folders are not followed."""
+        import os
+
+        found = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for d in dirnames:
+                if (Path(dirpath) / d).is_symlink():
+                    self.bad.append((Path(dirpath) / d, "symlinked folder (not followed)"))
+            found += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        return found
+
+    def check(self, files: list[Path]) -> list[Path]:
+        """The good images among ``files``."""
+        import warnings
+
+        from PIL import Image
+
+        root = self.root.resolve()
+        good = []
+        with console.progress() as bar, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            task = bar.add_task(f"checking images in {self.root}", total=len(files), status="")
+            for path in files:
+                bar.update(task, advance=1)
+                reason = None
+                if path.is_symlink() and not path.resolve().is_relative_to(root):
+                    reason = "symlink to outside the data folder"
+                elif path.suffix.lower() not in IMAGE_SUFFIXES:
+                    reason = "not an image file"
+                elif path.stat().st_size == 0:
+                    reason = "empty file"
+                else:
+                    reason = _decode_error(path)
+                if reason:
+                    self.bad.append((path, reason))
+                else:
+                    good.append(path)
+        return good
+
+    def finish(self) -> tuple[str, ...]:
+        """Raise on bad files unless skipping them; returns the skipped paths (relative to the root)."""
+        if self.bad and not self.skip_bad:
+            listed = ", ".join(f"{p} ({why})" for p, why in self.bad[:MAX_LISTED])
+            more = f" and {len(self.bad) - MAX_LISTED} more" if len(self.bad) > MAX_LISTED else ""
+            raise DataError(
+                f"{len(self.bad)} bad file(s) in {self.root}: {listed}{more}; fix or remove them, "
+                "or pass --skip-bad to train on the rest"
+            )
+        return tuple(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p, _ in self.bad)
 
 
-def _checked(files: list[Path], bad: list[Path]) -> list[Path]:
-    """The readable images among ``files``; the rest (wrong suffix, unreadable) are appended to ``bad``."""
+def _decode_error(path: Path) -> str | None:
+    """None when Pillow decodes the whole image (JPEG at reduced scale, for speed), else why not."""
     from PIL import Image
 
-    good = []
-    for path in files:
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            bad.append(path)
-            continue
-        try:
-            with Image.open(path) as img:
-                img.verify()
-            good.append(path)
-        except Exception:  # noqa: BLE001 - Pillow raises many types for a broken file
-            bad.append(path)
-    return good
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (64, 64))
+            img.load()
+    except Image.DecompressionBombError:
+        return "too many pixels (decompression bomb?)"
+    except Warning:
+        return "too many pixels (decompression bomb?)"
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
+        return f"unreadable: {str(exc).splitlines()[0][:80]}"
+    return None
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-
-
-def _scan_classes(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> image files of ``folder/<class>/``; hidden files are skipped, anything else is checked."""
+def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
+    """Class name -> good image files of ``folder/<class>/``."""
     classes: dict[str, list[Path]] = {}
-    bad: list[Path] = []
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        classes[class_dir.name] = _checked(_visible_files(class_dir), bad)
-    if bad:
-        raise DataError(f"{len(bad)} file(s) in {folder} are not readable images: {_shorten(bad)}")
+        if class_dir.is_symlink():
+            scan.bad.append((class_dir, "symlinked folder (not followed)"))
+            continue
+        classes[class_dir.name] = scan.check(scan.files(class_dir))
     return classes
 
 
-def list_images(folder: Path | str) -> tuple[Sample, ...]:
+def list_images(folder: Path | str, *, skip_bad: bool = False) -> tuple[Sample, ...]:
     """Every image below ``folder`` (unlabelled, e.g. calibration images), each checked to be readable."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")
-    bad: list[Path] = []
-    images = _checked(_visible_files(folder), bad)
-    if bad:
-        raise DataError(f"{len(bad)} file(s) in {folder} are not readable images: {_shorten(bad)}")
+    scan = _Scan(folder, skip_bad=skip_bad)
+    images = scan.check(scan.files(folder))
+    scan.finish()
     if not images:
         raise DataError(f"{folder} has no images")
     return tuple(Sample(path, -1) for path in images)
@@ -121,15 +176,25 @@ def _check_classes(classes: dict[str, list[Path]], where: Path) -> None:
         raise DataError(f"{where} has only one class ({next(iter(classes))}); a classifier needs at least two")
 
 
-def load_splits(root: Path | str, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.15) -> Splits:
-    """Scan a data folder (checking that every file is a readable image) and return its splits."""
+def load_splits(
+    root: Path | str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    skip_bad: bool = False,
+) -> Splits:
+    """Scan a data folder (checking every file) and return its splits. Bad files stop the scan with their
+    paths, or with ``skip_bad`` are left out and listed in ``Splits.extra["skipped"]``."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"data folder not found: {root}")
     if not root.is_dir():
         raise DataError(f"data path is not a folder: {root}")
+    scan = _Scan(root, skip_bad=skip_bad)
     if (root / "train").is_dir():
-        per_split = {name: _scan_classes(root / name) for name in SPLITS if (root / name).is_dir()}
+        per_split = {name: _scan_classes(scan, root / name) for name in SPLITS if (root / name).is_dir()}
+        extra = {"skipped": scan.finish()}
         _check_classes(per_split["train"], root / "train")
         labels = tuple(per_split["train"])
         for name, classes in per_split.items():
@@ -143,13 +208,14 @@ def load_splits(root: Path | str, *, seed: int = 0, val_fraction: float = 0.15, 
         if not samples["val"]:  # no val folder: hold out part of train, with the seed
             train, val, _ = _stratified(samples["train"], seed, val_fraction, 0.0)
             samples["train"], samples["val"] = train, val
-        return Splits(root, labels, samples["train"], samples["val"], samples["test"], seed, "folders")
-    classes = _scan_classes(root)
+        return Splits(root, labels, samples["train"], samples["val"], samples["test"], seed, "folders", extra)
+    classes = _scan_classes(scan, root)
+    extra = {"skipped": scan.finish()}
     _check_classes(classes, root)
     labels = tuple(classes)
     everything = tuple(Sample(p, i) for i, c in enumerate(labels) for p in classes[c])
     train, val, test = _stratified(everything, seed, val_fraction, test_fraction)
-    return Splits(root, labels, train, val, test, seed, "split")
+    return Splits(root, labels, train, val, test, seed, "split", extra)
 
 
 def _stratified(samples: tuple[Sample, ...], seed: int, val_fraction: float, test_fraction: float):

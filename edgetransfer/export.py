@@ -48,6 +48,7 @@ DEFAULT_OPSET = 17  # written by torch's exporter, run by ONNX Runtime and OpenV
 MIN_OPSET = 13
 PARITY_IMAGES = 64
 FP16_ATOL = 0.05  # fp16 keeps ~3 significant digits; logits of a few units move by ~1e-2
+EXPORT_METRICS = ("onnx_fp32", "onnx_fp16", "onnx_int8", "openvino_fp32", "openvino_fp16", "openvino_int8")
 EXPORTED = (ONNX_FP32, ONNX_FP16, ONNX_INT8, OV_FP32, OV_FP16, OV_INT8, TENSORRT_DIR)
 
 
@@ -322,7 +323,7 @@ class _Exporter:
 
         card = dataclasses.replace(
             self.card,
-            metrics={**self.card.metrics, **self.metrics},
+            metrics={k: v for k, v in self.card.metrics.items() if k not in EXPORT_METRICS} | self.metrics,
             artifacts={k: v for k, v in self.card.artifacts.items() if k not in EXPORTED} | self.artifacts,
             complete={**self.card.complete, "export": True},
         )

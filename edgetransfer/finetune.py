@@ -83,6 +83,7 @@ class FinetuneConfig:
     pseudo_threshold: float = 0.9
     pseudo_rounds: int = 2
     pseudo_lambda: float = 0.5
+    skip_bad: bool = False  # train on the good images of a folder with unreadable ones (listed in the card)
     resume: bool = False
     overwrite: bool = False
 
@@ -233,7 +234,9 @@ def finetune(config: FinetuneConfig) -> RunDir:
     config.validate()
     out = Path(config.out)
     backbone = backbones.get(config.backbone)
-    splits = load_splits(config.data, seed=config.seed)
+    splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
+    if splits.extra.get("skipped"):
+        console.err.print(f"[yellow]skipping {len(splits.extra['skipped'])} bad file(s) (--skip-bad)[/]")
     device = resolve_device(config.device)
     adapt_images = list_images(config.adapt_bn) if config.adapt_bn else ()
     unlabeled = list_images(config.unlabeled) if config.unlabeled else ()
@@ -386,7 +389,8 @@ class _Trainer:
             return
         sizes, c = self.splits.sizes(), self.config
         console.err.print(
-            f"fine-tuning {self.backbone.name} on {self.splits.root} ({len(self.splits.labels)} classes; train "
+            f"fine-tuning {self.backbone.name} on {self.splits.root} ({len(self.splits.labels)} classes: "
+            f"{_class_counts(self.splits)}; train "
             f"{sizes['train']}, val {sizes['val']}, test {sizes['test']}) at {self.pre.crop}px on {self.device}"
             f"{f' x{self.dist.world}' if self.dist.enabled else ''}; strategy {c.strategy}"
             + (f", mixed precision {dtype}" if dtype is not None else "")
@@ -446,6 +450,7 @@ class _Trainer:
                 "seed": self.splits.seed,
                 "sizes": self.splits.sizes(),
                 "fingerprint": self.splits.fingerprint(),
+                "skipped_bad_files": list(self.splits.extra.get("skipped", ())),
             },
             training={"config": dataclasses.asdict(self.config), "device": self.device, "world_size": self.dist.world},
             artifacts={CHECKPOINT: {"file": CHECKPOINT}},
@@ -538,6 +543,14 @@ class _Trainer:
             if measure:
                 record["target_val_top1_final"] = measure(model)
         return record
+
+
+def _class_counts(splits: Splits) -> str:
+    import collections
+
+    counts = collections.Counter(s.label for split in ("train", "val", "test") for s in splits.split(split))
+    shown = ", ".join(f"{splits.labels[i]} {counts[i]}" for i in range(min(len(splits.labels), 12)))
+    return shown + (", ..." if len(splits.labels) > 12 else "")
 
 
 def _confusion(samples: tuple[Sample, ...], predictions: list[int], labels: tuple[str, ...]) -> dict:

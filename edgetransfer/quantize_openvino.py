@@ -3,7 +3,9 @@ accuracy-control mode that reverts the most sensitive layers to float until the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from typing import Any
 
 from edgetransfer.card import Preprocessing
@@ -29,9 +31,10 @@ def nncf_quantize(model: Any, calibration: tuple[Sample, ...], pre: Preprocessin
     nncf = _quiet()
     items = _items(calibration, pre)
     try:
-        return nncf.quantize(
-            model, nncf.Dataset(items, lambda item: item[0]), subset_size=len(items), fast_bias_correction=True
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars are not results
+            return nncf.quantize(
+                model, nncf.Dataset(items, lambda item: item[0]), subset_size=len(items), fast_bias_correction=True
+            )
     except Exception as exc:  # noqa: BLE001 - NNCF raises a wide variety; the user gets one line
         raise QuantizationError(f"NNCF quantization failed: {str(exc).splitlines()[0]}") from None
 
@@ -56,14 +59,15 @@ def nncf_quantize_with_accuracy_control(
         return float(np.mean(hits))
 
     try:
-        return nncf.quantize_with_accuracy_control(
-            model,
-            nncf.Dataset(calib_items, lambda item: item[0]),
-            nncf.Dataset(val_items),
-            validation_fn=validate,
-            max_drop=max_drop_points / 100,
-            drop_type=nncf.DropType.ABSOLUTE,
-            subset_size=len(calib_items),
-        )
+        with contextlib.redirect_stdout(sys.stderr):
+            return nncf.quantize_with_accuracy_control(
+                model,
+                nncf.Dataset(calib_items, lambda item: item[0]),
+                nncf.Dataset(val_items),
+                validation_fn=validate,
+                max_drop=max_drop_points / 100,
+                drop_type=nncf.DropType.ABSOLUTE,
+                subset_size=len(calib_items),
+            )
     except Exception as exc:  # noqa: BLE001
         raise QuantizationError(f"NNCF accuracy-controlled quantization failed: {str(exc).splitlines()[0]}") from None

@@ -66,3 +66,41 @@ def test_digits_are_the_real_sklearn_images(tmp_path):
     assert sum(splits.sizes().values()) == 1797
     assert splits.sizes()["test"] == pytest.approx(1797 * 0.15, abs=10)
     assert materialize_digits(tmp_path) == root  # built once, reused
+
+
+def test_every_kind_of_bad_file_is_named_with_its_reason(tmp_path, monkeypatch):
+    import os
+
+    from PIL import Image
+
+    root = make_folder(tmp_path / "data", per_class=4, classes=2)
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (root / "class0" / "link.png").symlink_to(outside)
+    (root / "class0" / "empty.png").write_bytes(b"")
+    whole = (root / "class1" / "000.png").read_bytes()
+    (root / "class1" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    Image.new("L", (200, 200)).save(root / "class1" / "huge.png")
+    os.close(os.open(os.fsencode(root / "class1") + b"/\xff\xfe.png", os.O_CREAT | os.O_WRONLY))  # non-UTF-8, empty
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 200x200 is then a "bomb"
+    with pytest.raises(DataError) as info:
+        load_splits(root)
+    message = str(info.value)
+    for fragment in (
+        "5 bad file(s)",
+        "symlink to outside",
+        "empty file",
+        "cut.png (unreadable",
+        "decompression bomb",
+        "--skip-bad",
+    ):
+        assert fragment in message, fragment
+    splits = load_splits(root, skip_bad=True)
+    assert sum(splits.sizes().values()) == 8
+    assert len(splits.extra["skipped"]) == 5 and "class0/link.png" in splits.extra["skipped"]
+
+
+def test_symlinks_inside_the_folder_are_fine(tmp_path):
+    root = make_folder(tmp_path / "data", per_class=3, classes=2)
+    (root / "class0" / "again.png").symlink_to(root / "class0" / "000.png")
+    assert sum(load_splits(root).sizes().values()) == 7

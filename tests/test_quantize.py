@@ -87,6 +87,7 @@ def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path):
     card = run_copy.load_card()
     assert card.artifacts["model.int8.onnx"]["quantization"]["tool"] == "onnxruntime.quantize_dynamic"
     assert not run_copy.file("model.fp16.onnx").exists(), "a stale fp16 file would contradict the card"
+    assert "onnx_fp16" not in card.metrics and "openvino_fp32" not in card.metrics
     assert not run_copy.file("openvino/model.xml").exists()
     import onnxruntime as ort
 

@@ -98,6 +98,9 @@ def finetune(
     pseudo_lambda: Annotated[
         float | None, typer.Option(help="Loss = λ·source + (1−λ)·target.", show_default="0.5")
     ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")
+    ] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its last epoch.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it already exists.")] = False,
 ) -> None:
@@ -111,10 +114,11 @@ def finetune(
 
     given = {k: v for k, v in locals().items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}}
     options = load_recipe(config) if config else {}
-    options.update({k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None})
+    switches = ("resume", "overwrite", "skip_bad")  # plain flags: on when given here or in the recipe
     options.update(
-        resume=resume or options.get("resume", False), overwrite=overwrite or options.get("overwrite", False)
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None and k not in switches}
     )
+    options.update({k: bool(given[k] or options.get(k, False)) for k in switches})
     if not options.get("data"):
         raise UsageError("--data is required (a folder, or 'digits')")
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
