@@ -42,6 +42,7 @@ from edgetransfer.rundir import (
     TENSORRT_DIR,
     RunDir,
     sha256_file,
+    write_errors_said,
 )
 
 DEFAULT_OPSET = 17  # written by torch's exporter, run by ONNX Runtime and OpenVINO alike
@@ -389,7 +390,15 @@ def _remove(path: Path) -> None:
 def export(run: RunDir, config: ExportConfig = ExportConfig()) -> RunDir:
     """Write model.onnx (+ fp16, int8, OpenVINO IR) into ``run``; each file is checked, then moved in together."""
     config.validate()
-    stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".partial", dir=run.path))
+    with run.lock("export"):
+        for stale in run.path.glob(".export.*.partial"):  # left by an export that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        with write_errors_said(run.path):
+            stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".partial", dir=run.path))
+        return _export_staged(run, config, stage)
+
+
+def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
     try:
         if config.tensorrt:
             require_tensorrt()  # before any slow work

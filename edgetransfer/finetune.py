@@ -8,6 +8,7 @@ epoch, so Ctrl-C or a crash can be continued with ``--resume``. Every file is wr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -247,7 +248,9 @@ def finetune(config: FinetuneConfig) -> RunDir:
 
         torch.cuda.set_device(dist.local_rank)
     try:
-        return _Trainer(config, out, backbone, splits, device, dist).run(adapt_images, unlabeled, target_val)
+        with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
+            trainer = _Trainer(config, out, backbone, splits, device, dist)
+            return trainer.run(adapt_images, unlabeled, target_val)
     finally:
         dist.close()
 

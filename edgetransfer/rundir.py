@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
+import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,20 +46,35 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def write_errors_said(target: Path) -> Iterator[None]:
+    """A full disk or a read-only folder becomes one clear :class:`RunDirError` naming ``target``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in WRITE_ERRORS:
+            raise RunDirError(f"cannot write {target}: {exc.strerror}; what was there before is unchanged") from None
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success it is renamed onto ``final``, on failure removed."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp_path, final)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with write_errors_said(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+            os.replace(tmp_path, final)
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -119,6 +138,45 @@ class RunDir:
 
     def save_card(self, card: ModelCard) -> None:
         atomic_write_text(self.file(CARD), card.to_json() + "\n")
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the run for ``command``; a second command on the same run says who holds it and stops."""
+        import fcntl
+
+        path = self.path.parent / f".{self.path.name}.lock"  # beside the run: survives replacing the run
+        with write_errors_said(path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                try:
+                    holder = json.loads(handle.read() or "{}")
+                except json.JSONDecodeError:
+                    holder = {}
+                raise RunDirError(
+                    f"{self.path} is in use by 'edgetransfer {holder.get('command', '?')}' "
+                    f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(
+                json.dumps(
+                    {
+                        "command": command,
+                        "pid": os.getpid(),
+                        "argv": sys.argv,
+                        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    }
+                )
+            )
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
 
     def require(self, name: str, hint: str) -> Path:
         """The path of an artifact that must exist, or a one-line error with ``hint``."""

@@ -37,3 +37,43 @@ def test_open_names_what_is_missing(tmp_path):
         RunDir.open(tmp_path / "nope")
     with pytest.raises(RunDirError, match="card.json"):
         RunDir.open(tmp_path)
+
+
+def test_a_second_command_on_the_same_run_says_who_holds_it(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.lock("finetune"):
+        with pytest.raises(RunDirError, match=r"in use by 'edgetransfer finetune' \(pid \d+"):
+            with run.lock("export"):
+                pass
+    with run.lock("export"):  # released
+        pass
+
+
+def test_a_read_only_folder_is_one_clear_error(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes to read-only folders; the error path is covered by the ENOSPC test below")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    with pytest.raises(RunDirError, match="cannot write"):
+        with atomic_path(folder / "f.txt") as tmp:
+            tmp.write_text("x")
+
+
+def test_a_full_disk_is_one_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    target = tmp_path / "card.json"
+    target.write_text("old")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_text", full)
+    with pytest.raises(RunDirError, match="cannot write .*card.json: No space left on device"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("new")
+    monkeypatch.undo()
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["card.json"]

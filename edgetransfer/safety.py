@@ -1,0 +1,35 @@
+"""Checks on files that come from elsewhere before anything reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgetransfer.errors import UsageError
+
+
+def check_onnx_external_data(path: Path | str) -> None:
+    """Refuse an ONNX model whose external-data tensors point outside the model's own folder.
+
+    Reads only the graph (no tensor data) to find every ``location``; an absolute path, a ``..`` escape or a
+    symlink leading out of the folder is a :class:`UsageError`. (onnx >= 1.21 also refuses these on load; this
+    check covers the runtimes that read external data themselves.)
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
+
+    path = Path(path)
+    folder = path.parent.resolve()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's, said in one line
+        raise UsageError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0][:120]}") from None
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = ExternalDataInfo(tensor).location
+        target = (folder / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise UsageError(
+                f"{path} refers to external data outside its folder ({location!r} for tensor {tensor.name!r}); "
+                "refusing to load it"
+            )
