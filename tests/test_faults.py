@@ -1,0 +1,78 @@
+"""Killed mid-job: the run directory keeps its last complete state, and the next command carries on."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgetransfer.errors import RunDirError
+from edgetransfer.rundir import RunDir, sha256_file
+
+
+def start(*args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgetransfer", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def wait_for(predicate, process, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, process.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def run_cli(*args):
+    result = subprocess.run(
+        [sys.executable, "-m", "edgetransfer", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume_and_export(image_folder, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", image_folder, "--out", out, "--size", 32, "--epochs", 4, "--batch-size", 4]
+    process = start("finetune", *args)
+    wait_for(lambda: (out / "resume.pt").exists(), process)  # epoch 1 is done
+    time.sleep(0.3)  # into epoch 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with pytest.raises(RunDirError, match="did not finish.*--resume"):
+        RunDir.open(out)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")], "no half-written file under its final name"
+    run_cli("finetune", *args, "--resume")
+    card = RunDir.open(out).load_card()
+    assert [h["epoch"] for h in card.training["history"]] == [1, 2, 3, 4]
+    run_cli("export", out, "--calib-size", 8, "--no-openvino")
+    card = RunDir.open(out).load_card()
+    assert card.artifacts["model.onnx"]["sha256"] == sha256_file(out / "model.onnx")
+
+
+@pytest.mark.slow
+def test_sigkill_during_export_leaves_the_previous_state(trained_run, tmp_path):
+    import shutil
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    out = tmp_path / "run"
+    card_before = (out / "card.json").read_text()
+    onnx_before = sha256_file(out / "model.onnx")
+    process = start("export", out, "--calib-size", 8)
+    wait_for(lambda: any(out.glob(".export.*.partial/model.onnx")), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (out / "card.json").read_text() == card_before
+    assert sha256_file(out / "model.onnx") == onnx_before
+    run_cli("export", out, "--calib-size", 8, "--no-openvino")
+    assert not list(out.glob(".export.*")), "the next export cleans what the killed one left"
+    card = json.loads((out / "card.json").read_text())
+    assert card["artifacts"]["model.onnx"]["sha256"] == sha256_file(out / "model.onnx")
