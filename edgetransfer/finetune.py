@@ -281,7 +281,7 @@ class _Trainer:
         torch.manual_seed(config.seed)
         weights = Path(config.weights) if config.weights else None
         self.model, self.weights_info = backbones.build(backbone, len(splits.labels), weights_path=weights)
-        self.pre = default_preprocessing(config.size or backbone.input_size)
+        self.pre = default_preprocessing(config.size or backbone.input_size, mean=backbone.mean, std=backbone.std)
         self.state: dict[str, Any] = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
         self.card: ModelCard | None = None
         if config.resume:
