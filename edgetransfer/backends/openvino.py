@@ -1,25 +1,62 @@
-"""OpenVINO native runtime on the CPU, from the run's IR (.xml/.bin)."""
+"""OpenVINO native runtime from the run's IR (.xml/.bin): ``openvino-cpu``, and ``openvino-gpu`` where OpenVINO
+sees an Intel GPU."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import time
 from pathlib import Path
 
-from edgetransfer.backends.base import Backend, LoadOptions, register
-from edgetransfer.rundir import OV_FP32, OV_INT8
+from edgetransfer.backends.base import Backend, LoadOptions, precision_name, register
+from edgetransfer.rundir import OV_FP16, OV_FP32, OV_INT8
 
 
 class _OvSession:
-    def __init__(self, compiled, precision: str) -> None:
-        self.compiled, self.precision = compiled, precision
+    def __init__(self, compiled, precision: str, threads: int | None) -> None:
+        self.compiled, self.precision, self.threads = compiled, precision, threads
         self.request = compiled.create_infer_request()
 
     def run(self, images):
         return self.request.infer({0: images})[0].copy()
 
+    def run_async(self, images, seconds: float) -> dict:
+        """Images/s with OpenVINO's optimal number of requests in flight (an AsyncInferQueue) for ``seconds``."""
+        import openvino as ov
 
-def compile_model(model, options: LoadOptions, *, int8: bool = False) -> _OvSession:
-    """Compile an ``ov.Model`` (or a path) for the CPU and say what precision it really runs in."""
+        requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        queue = ov.AsyncInferQueue(self.compiled, requests)
+        for _ in range(requests):  # warm every request once
+            queue.start_async({0: images})
+        queue.wait_all()
+        submitted, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or submitted < 2 * requests:
+            queue.start_async({0: images})  # blocks while every request is busy
+            submitted += 1
+        queue.wait_all()
+        elapsed = time.perf_counter() - started
+        return {
+            "images_per_s": submitted * len(images) / elapsed,
+            "requests": requests,
+            "streams": _property(self.compiled, "NUM_STREAMS"),
+            "inferences": submitted,
+            "seconds": elapsed,
+        }
+
+
+def _property(compiled, name: str):
+    try:
+        value = compiled.get_property(name)
+    except RuntimeError:  # not supported by this device plugin
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def compile_model(model, options: LoadOptions, *, int8: bool = False, device: str = "CPU") -> _OvSession:
+    """Compile an ``ov.Model`` (or a path) for ``device`` and say what precision it really runs in."""
     import openvino as ov
 
     core = ov.Core()
@@ -29,28 +66,55 @@ def compile_model(model, options: LoadOptions, *, int8: bool = False) -> _OvSess
         shape = model.input(0).get_partial_shape()
         shape[0] = ov.Dimension(options.batch)
         model.reshape({model.input(0): shape})
-    config = {"PERFORMANCE_HINT": "LATENCY"}
-    if options.threads:
+    config = {"PERFORMANCE_HINT": "THROUGHPUT" if options.hint == "throughput" else "LATENCY"}
+    if options.threads and device == "CPU":
         config["INFERENCE_NUM_THREADS"] = options.threads
     if options.precision == "fp32":
         config["INFERENCE_PRECISION_HINT"] = "f32"
-    compiled = core.compile_model(model, "CPU", config)
+    compiled = core.compile_model(model, device, config)
     hint = compiled.get_property("INFERENCE_PRECISION_HINT")
-    hint = hint.to_string() if hasattr(hint, "to_string") else str(hint).lower()
-    exec_precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(hint, hint)
-    return _OvSession(compiled, f"int8+{exec_precision}" if int8 else exec_precision)
+    exec_precision = precision_name(hint.to_string() if hasattr(hint, "to_string") else str(hint).lower())
+    threads = _property(compiled, "INFERENCE_NUM_THREADS") if device == "CPU" else None
+    return _OvSession(compiled, f"int8+{exec_precision}" if int8 else exec_precision, threads or options.threads)
 
 
-class OpenVinoCpuBackend(Backend):
-    name = "openvino-cpu"
-    install_hint = "pip install openvino"
-    variants = {"fp32": OV_FP32, "int8": OV_INT8}
+@functools.cache
+def openvino_devices() -> tuple[str, ...]:
+    """The devices OpenVINO sees here (() when openvino is not installed)."""
+    if importlib.util.find_spec("openvino") is None:
+        return ()
+    import openvino as ov
+
+    return tuple(ov.Core().available_devices)
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO's own runtime on one device; each session is compiled for one batch size (static shapes are
+    faster), and sessions loaded with ``hint="throughput"`` run several streams (:meth:`_OvSession.run_async`)."""
+
+    variants = {"fp32": OV_FP32, "fp16": OV_FP16, "int8": OV_INT8}
+    static_batch = True
+    supports_async = True
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.name = f"openvino-{device.lower()}"
+        self.needs_gpu = device == "GPU"
+        self.install_hint = (
+            "pip install openvino" if device == "CPU" else "needs an Intel GPU and its OpenCL/Level Zero driver"
+        )
 
     def is_available(self) -> bool:
-        return importlib.util.find_spec("openvino") is not None
+        return any(d == self.device or d.startswith(f"{self.device}.") for d in openvino_devices())
+
+    def unavailable_reason(self) -> str:
+        if importlib.util.find_spec("openvino") is None:
+            return "openvino is not installed"
+        return f"OpenVINO sees no {self.device} here (it sees {', '.join(openvino_devices()) or 'no device'})"
 
     def load(self, path: Path, card, options: LoadOptions):
-        return compile_model(path, options, int8=path.name == Path(OV_INT8).name)
+        return compile_model(path, options, int8=options.variant == "int8", device=self.device)
 
 
-register(OpenVinoCpuBackend())
+register(OpenVinoBackend("CPU"))
+register(OpenVinoBackend("GPU"))

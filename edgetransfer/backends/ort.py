@@ -1,26 +1,36 @@
-"""ONNX Runtime, CPU execution provider."""
+"""ONNX Runtime on the CPU (CPUExecutionProvider), and what the other ONNX Runtime backends share."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from edgetransfer.backends.base import Backend, LoadOptions, register
 from edgetransfer.errors import BackendUnavailableError
-from edgetransfer.rundir import ONNX_FP32, ONNX_INT8
+from edgetransfer.rundir import ONNX_FP16, ONNX_FP32, ONNX_INT8
+
+ONNX_VARIANTS = {"fp32": ONNX_FP32, "fp16": ONNX_FP16, "int8": ONNX_INT8}
 
 
 class _OrtSession:
-    def __init__(self, session, precision: str) -> None:
-        self.session, self.precision = session, precision
+    def __init__(self, session, precision: str, threads: int | None = None) -> None:
+        self.session, self.precision, self.threads = session, precision, threads
         self.input_name = session.get_inputs()[0].name
 
     def run(self, images):
         return self.session.run(None, {self.input_name: images})[0]
 
 
-def ort_session(path: Path | bytes, *, threads: int | None = None, providers: list[str] | None = None):
-    """An onnxruntime InferenceSession with full graph optimisation and quiet logs."""
+def ort_session(
+    path: Path | bytes,
+    *,
+    threads: int | None = None,
+    providers: list[str | tuple[str, dict[str, Any]]] | None = None,
+):
+    """An onnxruntime InferenceSession with full graph optimisation and quiet logs; ``providers`` are names or
+    (name, options) pairs. A provider that onnxruntime does not enable is a :class:`BackendUnavailableError`
+    (it would otherwise fall back to the CPU without a word)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -31,23 +41,57 @@ def ort_session(path: Path | bytes, *, threads: int | None = None, providers: li
         options.inter_op_num_threads = 1
     providers = providers or ["CPUExecutionProvider"]
     session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
-    missing = [p for p in providers if p not in session.get_providers()]
+    names = [p if isinstance(p, str) else p[0] for p in providers]
+    missing = [p for p in names if p not in session.get_providers()]
     if missing:
         raise BackendUnavailableError(f"onnxruntime did not enable {', '.join(missing)} (it would fall back to CPU)")
     return session
 
 
-class OrtCpuBackend(Backend):
+def ort_providers() -> list[str]:
+    """Execution providers this onnxruntime build has ([] when onnxruntime is not installed)."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return []
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+class OrtBackend(Backend):
+    """ONNX Runtime with one execution provider (and the CPU provider for what it cannot run)."""
+
+    provider = "CPUExecutionProvider"
+    variants = ONNX_VARIANTS
+
+    def is_available(self) -> bool:
+        return self.provider in ort_providers()
+
+    def unavailable_reason(self) -> str:
+        found = ort_providers()
+        if not found:
+            return "onnxruntime is not installed"
+        return f"this onnxruntime has no {self.provider} (it has {', '.join(found)})"
+
+    def provider_options(self, path: Path, options: LoadOptions) -> dict[str, Any]:
+        return {}
+
+    def precision(self, options: LoadOptions) -> str:
+        return options.variant
+
+    def load(self, path: Path, card, options: LoadOptions):
+        providers: list = [(self.provider, self.provider_options(path, options))]
+        if self.provider != "CPUExecutionProvider":
+            providers.append("CPUExecutionProvider")
+        session = ort_session(path, threads=options.threads, providers=providers)
+        return _OrtSession(session, self.precision(options), options.threads)
+
+
+class OrtCpuBackend(OrtBackend):
     name = "ort-cpu"
     install_hint = "pip install onnxruntime"
-    variants = {"fp32": ONNX_FP32, "int8": ONNX_INT8}
 
     def is_available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
-
-    def load(self, path: Path, card, options: LoadOptions):
-        precision = "int8" if path.name == Path(ONNX_INT8).name else "fp32"
-        return _OrtSession(ort_session(path, threads=options.threads), precision)
 
 
 register(OrtCpuBackend())

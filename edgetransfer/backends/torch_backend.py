@@ -1,35 +1,44 @@
-"""PyTorch eager on the CPU, from the run's safetensors checkpoint."""
+"""PyTorch eager from the run's safetensors checkpoint: ``torch-cpu``, and ``torch-cuda`` on an NVIDIA GPU."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgetransfer.backends.base import Backend, LoadOptions, register
+from edgetransfer.backends.base import Backend, LoadOptions, nvidia_gpu_count, register
 from edgetransfer.rundir import CHECKPOINT
 
 
 class _TorchSession:
-    def __init__(self, model, device: str) -> None:
-        self.model, self.device, self.precision = model, device, "fp32"
+    def __init__(self, model, device: str, *, half: bool = False, threads: int | None = None) -> None:
+        self.model, self.device, self.half = model, device, half
+        self.precision, self.threads = ("fp16" if half else "fp32"), threads
 
     def run(self, images):
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
+            batch = torch.from_numpy(images).to(self.device)
+            return self.model(batch.half() if self.half else batch).float().cpu().numpy()
 
 
 class TorchBackend(Backend):
     def __init__(self, device: str) -> None:
         self.device = device
         self.name = f"torch-{device}"
-        self.variants = {"fp32": CHECKPOINT}
-        self.install_hint = "needs an NVIDIA GPU and a CUDA build of torch" if device == "cuda" else ""
+        self.needs_gpu = device == "cuda"
+        # on the GPU, fp16 is the fp32 checkpoint cast to half precision
+        self.variants = {"fp32": CHECKPOINT, "fp16": CHECKPOINT} if device == "cuda" else {"fp32": CHECKPOINT}
+        self.install_hint = (
+            "needs an NVIDIA GPU with its driver and a CUDA build of torch (https://pytorch.org/get-started)"
+            if device == "cuda"
+            else "pip install torch torchvision"
+        )
 
     def is_available(self) -> bool:
-        import torch
+        return self.device == "cpu" or nvidia_gpu_count() > 0
 
-        return self.device == "cpu" or torch.cuda.is_available()
+    def unavailable_reason(self) -> str:
+        return "torch sees no CUDA GPU here"
 
     def load(self, path: Path, card, options: LoadOptions):
         import torch
@@ -41,7 +50,9 @@ class TorchBackend(Backend):
             torch.set_num_threads(options.threads)
         model, _ = backbones.build(card.backbone, card.num_classes, pretrained=False)
         model.load_state_dict(load_file(str(path)))
-        return _TorchSession(model.eval().to(self.device), self.device)
+        half = options.variant == "fp16" and options.precision != "fp32"
+        model = model.eval().to(self.device)
+        return _TorchSession(model.half() if half else model, self.device, half=half, threads=torch.get_num_threads())
 
 
 register(TorchBackend("cpu"))

@@ -9,47 +9,167 @@ import typer
 
 from edgetransfer.cli._common import friendly_errors, split_list
 
+GATE = "Regression gate"
+MEASURE = "Measurement"
+
 
 @friendly_errors
 def bench(
     run: Annotated[Path, typer.Argument(help="Run directory with exported models.")],
     backends: Annotated[
-        str, typer.Option(help="Comma-separated: torch-cpu, torch-cuda, ort-cpu, openvino-cpu; or 'all' (those here).")
-    ] = "torch-cpu,ort-cpu,openvino-cpu",
-    variants: Annotated[str, typer.Option(help="Comma-separated model variants: fp32, int8.")] = "fp32,int8",
-    batch: Annotated[int, typer.Option(help="Images per inference.")] = 1,
+        str | None,
+        typer.Option(
+            help="Comma-separated: torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-trt, ort-openvino, openvino-cpu, "
+            "openvino-gpu; or 'all' (every one available here).",
+            show_default="torch-cpu,ort-cpu,openvino-cpu",
+        ),
+    ] = None,
+    variants: Annotated[
+        str | None, typer.Option(help="Comma-separated: fp32, fp16, int8.", show_default="every one the run has")
+    ] = None,
+    batch: Annotated[
+        str | None, typer.Option(help="Batch sizes: 1,8 or 1..8 (powers of two).", show_default="1")
+    ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Intra-op threads for every backend.", show_default="all cores")
+        int | None, typer.Option(help="Intra-op threads for every backend.", show_default="all usable cores")
     ] = None,
     precision: Annotated[
-        str, typer.Option(help="auto (backend default; OpenVINO may run fp32 in bf16) or fp32 (force fp32 math).")
-    ] = "auto",
-    warmup: Annotated[int, typer.Option(help="Untimed runs before measuring.")] = 10,
-    min_runs: Annotated[int, typer.Option(help="Timed runs, at least.")] = 50,
-    min_time: Annotated[float, typer.Option(help="Seconds of timed runs, at least.")] = 1.0,
-    accuracy: Annotated[bool, typer.Option(help="Measure top-1 on the run's test split.")] = True,
-    data: Annotated[
-        Path | None, typer.Option(help="Labelled image folder for accuracy.", show_default="the run's")
+        str | None,
+        typer.Option(
+            help="auto (backend default; OpenVINO may run fp32 in bf16) or fp32 (force fp32 math).", show_default="auto"
+        ),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Deployment profile: camera, vehicle, server, or a .toml file (settings + budgets)."),
+    ] = None,
+    recommend: Annotated[bool, typer.Option(help="Name the fastest variant within the accuracy budget.")] = False,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(help="Accuracy budget: top-1 points below fp32.", show_default="1.0 or the profile's"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for bench.json/.csv/.md/.html.", show_default="the run directory")
+    ] = None,
+    warmup: Annotated[
+        int | None, typer.Option(help="Untimed runs first, at least.", show_default="10", rich_help_panel=MEASURE)
+    ] = None,
+    warmup_time: Annotated[
+        float | None, typer.Option(help="Untimed seconds first, at least.", show_default="0.2", rich_help_panel=MEASURE)
+    ] = None,
+    min_runs: Annotated[
+        int | None, typer.Option(help="Timed runs, at least.", show_default="50", rich_help_panel=MEASURE)
+    ] = None,
+    min_time: Annotated[
+        float | None, typer.Option(help="Timed seconds, at least.", show_default="1.0", rich_help_panel=MEASURE)
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Interleaved rounds the timed runs are split into.", show_default="5", rich_help_panel=MEASURE
+        ),
+    ] = None,
+    async_time: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds of multi-stream throughput (OpenVINO); 0: off.", show_default="0.5", rich_help_panel=MEASURE
+        ),
+    ] = None,
+    accuracy: Annotated[
+        bool | None, typer.Option(help="Measure top-1/top-5.", show_default="yes", rich_help_panel=MEASURE)
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled image folder for accuracy.", show_default="the run's test split", rich_help_panel=MEASURE
+        ),
+    ] = None,
+    isolate: Annotated[
+        bool | None,
+        typer.Option(
+            "--isolate/--in-process",
+            help="Each model in a fresh process (own peak RSS; a crash stays there).",
+            show_default="isolate",
+            rich_help_panel=MEASURE,
+        ),
+    ] = None,
+    save_baseline: Annotated[
+        Path | None, typer.Option(help="Also save this run's document as a baseline file.", rich_help_panel=GATE)
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="Compare with this baseline: exit 1 if slower, 2 if it cannot compare.", rich_help_panel=GATE
+        ),
+    ] = None,
+    max_regression: Annotated[
+        str, typer.Option(help="Slowdown tolerated before the gate fails, e.g. 10%.", rich_help_panel=GATE)
+    ] = "10%",
+    relative_to: Annotated[
+        str | None,
+        typer.Option(
+            help="BACKEND[:variant]: compare ratios to it within one run (with --baseline: against the baseline's).",
+            rich_help_panel=GATE,
+        ),
+    ] = None,
+    confirm: Annotated[
+        bool, typer.Option(help="Re-measure what looks slower before failing.", rich_help_panel=GATE)
+    ] = True,
 ) -> None:
-    """Measure latency (p50/p90/p99), throughput, size and accuracy per backend; write bench.json in the run."""
-    from edgetransfer import console
-    from edgetransfer.bench import BenchConfig, table
-    from edgetransfer.bench import bench as run_bench
-    from edgetransfer.rundir import BENCH_JSON, RunDir
+    """Measure latency, throughput, memory and accuracy per backend and variant; write bench.json, CSV, Markdown
+    and HTML; check profile budgets; gate against a baseline (exit 1: slower, 2: cannot compare)."""
+    from rich.console import Console
 
-    config = BenchConfig(
-        backends=split_list(backends),
-        variants=split_list(variants),
-        batch=batch,
-        threads=threads,
-        precision=precision,
-        warmup=warmup,
-        min_runs=min_runs,
-        min_time=min_time,
-        accuracy=accuracy,
-        data=str(data) if data else None,
-    )
+    from edgetransfer import console
+    from edgetransfer.bench.command import run_command
+    from edgetransfer.bench.config import make_config, parse_batches, parse_fraction
+    from edgetransfer.bench.gate import GateConfig, gate_lines
+    from edgetransfer.bench.profiles import budget_line, load_profile, recommendation_line
+    from edgetransfer.bench.report import table
+    from edgetransfer.bench.schema import load_document
+    from edgetransfer.rundir import RunDir
+
     target = RunDir.open(run)
-    console.out.print(table(run_bench(target, config)))
-    console.out.print(f"wrote {target.file(BENCH_JSON)}")
+    base = load_document(baseline) if baseline else None
+    gate = None
+    if baseline or relative_to:
+        gate = GateConfig(max_regression=parse_fraction(max_regression), relative_to=relative_to, confirm=confirm)
+    explicit = {
+        "backends": split_list(backends) if backends else None,
+        "variants": split_list(variants) if variants else None,
+        "batches": parse_batches(batch) if batch else None,
+        "threads": threads,
+        "precision": precision,
+        "warmup": warmup,
+        "warmup_time": warmup_time,
+        "min_runs": min_runs,
+        "min_time": min_time,
+        "rounds": rounds,
+        "async_time": async_time,
+        "accuracy": accuracy,
+        "data": str(data) if data else None,
+        "isolate": isolate,
+        "max_accuracy_drop": max_accuracy_drop,
+    }
+    config = make_config(explicit, profile=load_profile(profile) if profile else None, baseline=base)
+    outcome = run_command(
+        target, config, gate=gate, baseline=base, baseline_name=str(baseline), save_baseline=save_baseline, out_dir=out
+    )
+    document = outcome.document
+    if console.out.is_terminal:
+        console.out.print(table(document))
+    else:  # a log or a pipe: the whole table, not squeezed into 80 columns
+        Console(width=160, highlight=False, soft_wrap=True).print(table(document))
+    for item in document["unavailable"]:
+        console.err.print(f"[dim]unavailable {item['backend']}: {item['reason']}; {item['install']}[/]")
+    if document.get("profile"):
+        console.out.print(f"profile {document['profile']['name']}: {document['profile']['description']}")
+        for check in document["budget_checks"]:
+            console.out.print(f"  [{'green' if check['passed'] else 'red'}]{budget_line(check)}[/]", markup=True)
+    if recommend:
+        console.out.print(recommendation_line(document["recommendation"]))
+    if outcome.gate is not None:
+        console.out.print("\n".join(gate_lines(outcome.gate)), markup=False)
+    console.out.print("wrote " + ", ".join(str(p) for p in outcome.written), markup=False)
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)

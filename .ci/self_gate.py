@@ -1,0 +1,68 @@
+"""The project's own latency gate, run by `make gate` and CI: a small model made here, its int8 ONNX measured
+against its fp32 ONNX in the same run (interleaved rounds, one process per model). A ratio taken side by side holds
+on any machine, loaded or not; the gate fails (exit 1) only when int8 is significantly more than 10% slower than
+fp32, which means the int8 export has regressed (on a CPU without fast int8 it may also simply be the truth).
+
+    .venv/bin/python .ci/self_gate.py            # ~20 s: builds the run, then `edgetransfer bench ... --relative-to`
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GATE = ["--backends", "ort-cpu", "--variants", "fp32,int8", "--relative-to", "ort-cpu:fp32", "--max-regression", "10%"]
+GATE += ["--min-time", "2", "--rounds", "8", "--no-accuracy"]
+
+
+def make_images(root: Path, per_class: int = 10, size: int = 96, seed: int = 0) -> Path:
+    """Three classes anyone can tell apart: horizontal stripes, vertical stripes, a bright square."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label in range(3):
+        (root / f"class{label}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+            if label == 0:
+                pixels[::6] = 230
+            elif label == 1:
+                pixels[:, ::6] = 230
+            else:
+                pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 230
+            Image.fromarray(pixels).save(root / f"class{label}" / f"{i:03d}.png")
+    return root
+
+
+def make_run(work: Path, *, size: int = 96):
+    """Fine-tune MobileNetV2 for one epoch on generated images and export fp32 + int8 ONNX (no OpenVINO)."""
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.finetune import FinetuneConfig, finetune
+    from edgetransfer.quantize import Int8Config
+
+    os.environ.setdefault("EDGETRANSFER_OFFLINE", "1")
+    data = make_images(work / "images", size=size)
+    run = finetune(FinetuneConfig(data=str(data), out=str(work / "run"), size=size, epochs=1, batch_size=8))
+    return export(run, ExportConfig(openvino=False, int8=Int8Config(calibration_size=16)))
+
+
+def main() -> int:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgetransfer-gate-") as tmp:
+        run = make_run(Path(tmp))
+        built = time.perf_counter() - started
+        command = [str(Path(sys.executable).with_name("edgetransfer")), "bench", str(run.path), *GATE, "--out", tmp]
+        print("$ edgetransfer bench RUN " + " ".join(GATE), flush=True)
+        code = subprocess.run(command, check=False).returncode
+    print(f"self gate: exit {code}; run built in {built:.0f} s, {time.perf_counter() - started:.0f} s in all")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

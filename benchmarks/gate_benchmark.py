@@ -1,0 +1,178 @@
+"""How good is the regression gate on this machine? Over paired trials, how often it flags an injected slowdown
+(caught) and how often it flags an identical run (false alarm), and how long one gate takes.
+
+A trial: measure a baseline, then (in alternating order) an identical run and a run whose int8 model does
+``--slowdown`` extra work (a busy wait of that fraction of each inference's own time, inside a wrapped ort-cpu
+backend, "probe"), and gate each against the baseline exactly as `edgetransfer bench --baseline` does
+(bootstrap interval of the median ratio, re-measurement before failing). Modes:
+
+- ``relative``: `--relative-to probe:fp32` with the baseline: int8/fp32 now against int8/fp32 then (what CI on a
+  shared or changing machine should use);
+- ``baseline``: absolute medians against the baseline's (same machine, quiet).
+
+Targets: >= 95% caught, <= 2% false alarms, <= 30 s per gate. The gate's threshold is the slowdown it tolerates,
+so it catches reliably only slowdowns clearly above it: a 10% injected slowdown is gated at 5% by default.
+Run it on a quiet machine (about 25 s per trial and mode):
+
+    .venv/bin/python benchmarks/gate_benchmark.py --trials 20 --mode both --out benchmarks/results/gate_benchmark.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from edgetransfer.backends.base import LoadOptions, register
+from edgetransfer.backends.ort import OrtCpuBackend
+from edgetransfer.bench.config import BenchConfig, parse_fraction
+from edgetransfer.bench.gate import GateConfig, check
+from edgetransfer.bench.runner import bench
+from edgetransfer.machine import machine_info
+from edgetransfer.rundir import RunDir
+
+SLOWDOWN_ENV, SLOW_VARIANT_ENV = "GATE_BENCH_SLOWDOWN", "GATE_BENCH_SLOW_VARIANT"
+
+
+class _Slowed:
+    """A session that, after each real inference, spins for ``fraction`` of the time that inference took."""
+
+    def __init__(self, inner, fraction: float) -> None:
+        self.inner, self.fraction = inner, fraction
+        self.precision, self.threads = inner.precision, inner.threads
+
+    def run(self, images):
+        started = time.perf_counter()
+        out = self.inner.run(images)
+        until = time.perf_counter() + self.fraction * (time.perf_counter() - started)
+        while time.perf_counter() < until:
+            pass
+        return out
+
+
+class ProbeBackend(OrtCpuBackend):
+    """ort-cpu, with the variant named in $GATE_BENCH_SLOW_VARIANT slowed by $GATE_BENCH_SLOWDOWN (read when a
+    model is loaded, in the measuring process: the parent sets them before each measurement)."""
+
+    name = "probe"
+    install_hint = "benchmarks/gate_benchmark.py registers it"
+
+    def load(self, path: Path, card, options: LoadOptions):
+        session = super().load(path, card, options)
+        fraction = float(os.environ.get(SLOWDOWN_ENV, "0"))
+        if fraction and options.variant == os.environ.get(SLOW_VARIANT_ENV, "int8"):
+            return _Slowed(session, fraction)
+        return session
+
+
+def measure_with(slowdown: float):
+    """bench(), with the probe's slowdown set for the processes it starts."""
+
+    def measure(run, config, write=False):
+        os.environ[SLOWDOWN_ENV] = str(slowdown)
+        try:
+            return bench(run, config, write=write)
+        finally:
+            os.environ[SLOWDOWN_ENV] = "0"
+
+    return measure
+
+
+def trial(run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, order: int) -> dict:
+    baseline = measure_with(0.0)(run, config)
+    outcome = {}
+    for label, fraction in [("same", 0.0), ("slow", slowdown)][:: 1 if order % 2 == 0 else -1]:
+        started = time.perf_counter()
+        _, result = check(run, config, gate, baseline, baseline_name="trial baseline", measure=measure_with(fraction))
+        seconds = time.perf_counter() - started
+        rows = {f"{r.backend}:{r.variant}": round(r.ratio, 4) for r in result.rows}
+        outcome[label] = {"exit": result.exit_code, "seconds": round(seconds, 2), "ratios": rows}
+        if result.problems:
+            outcome[label]["problems"] = result.problems
+    return outcome
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, help="an exported run (default: build a small one, ~10 s)")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--mode", choices=("relative", "baseline", "both"), default="both")
+    parser.add_argument("--slowdown", type=float, default=0.10, help="injected extra work, a fraction (0.10: 10%%)")
+    parser.add_argument("--max-regression", default="5%", help="the gate's threshold")
+    parser.add_argument("--min-time", type=float, default=1.0, help="timed seconds per model (as --min-time)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, help="write the figures and every trial as JSON")
+    args = parser.parse_args()
+
+    register(ProbeBackend())
+    config = BenchConfig(
+        backends=("probe",),
+        variants=("fp32", "int8"),
+        min_time=args.min_time,
+        rounds=args.rounds,
+        threads=args.threads,
+        accuracy=False,
+        async_time=0.0,
+    )
+    threshold = parse_fraction(args.max_regression)
+    modes = ["relative", "baseline"] if args.mode == "both" else [args.mode]
+    gates = {
+        m: GateConfig(max_regression=threshold, relative_to="probe:fp32" if m == "relative" else None) for m in modes
+    }
+    with tempfile.TemporaryDirectory(prefix="gate-benchmark-") as tmp:
+        if args.run:
+            run = RunDir.open(args.run)
+        else:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / ".ci"))
+            from self_gate import make_run
+
+            run = make_run(Path(tmp))
+        trials: dict[str, list] = {m: [] for m in modes}
+        for i in range(args.trials):
+            for mode in modes:
+                result = trial(run, replace(config), gates[mode], args.slowdown, i)
+                trials[mode].append(result)
+                same, slow = result["same"], result["slow"]
+                print(
+                    f"trial {i + 1:2d}/{args.trials} {mode:8s} same: exit {same['exit']} {same['ratios']} "
+                    f"({same['seconds']} s); slowed: exit {slow['exit']} {slow['ratios']} ({slow['seconds']} s) "
+                    + " ".join(same.get("problems", []) + slow.get("problems", [])),
+                    flush=True,
+                )
+    summary = {}
+    for mode, items in trials.items():
+        gate_times = [t[k]["seconds"] for t in items for k in ("same", "slow")]
+        summary[mode] = {
+            "trials": len(items),
+            "caught_percent": 100 * sum(t["slow"]["exit"] == 1 for t in items) / len(items),
+            "false_alarm_percent": 100 * sum(t["same"]["exit"] == 1 for t in items) / len(items),
+            "cannot_compare": sum(t[k]["exit"] == 2 for t in items for k in ("same", "slow")),
+            "max_gate_seconds": max(gate_times),
+            "median_gate_seconds": sorted(gate_times)[len(gate_times) // 2],
+        }
+    print(f"\ninjected slowdown {100 * args.slowdown:g}% on int8, gate threshold {100 * threshold:g}%")
+    print("targets: >= 95% caught, <= 2% false alarms, <= 30 s per gate")
+    for mode, s in summary.items():
+        print(
+            f"{mode:8s}: caught {s['caught_percent']:.0f}%, false alarms {s['false_alarm_percent']:.0f}% "
+            f"over {s['trials']} trials; gate {s['median_gate_seconds']:.1f} s median, "
+            f"{s['max_gate_seconds']:.1f} s max"
+            + (f"; {s['cannot_compare']} could not compare" if s["cannot_compare"] else "")
+        )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        report = {"settings": settings, "machine": machine_info(), "summary": summary, "trials": trials}
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

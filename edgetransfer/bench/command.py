@@ -1,0 +1,78 @@
+"""What ``edgetransfer bench`` does, as one function: measure (and gate), write the reports, pick an exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgetransfer.bench.config import BenchConfig
+from edgetransfer.bench.gate import GateConfig, GateResult, check
+from edgetransfer.bench.report import write_reports
+from edgetransfer.bench.runner import bench, save_document
+from edgetransfer.errors import UsageError
+from edgetransfer.rundir import BENCH_JSON, RunDir
+
+
+@dataclass
+class Outcome:
+    """A finished bench command: the document, the gate's result, the files written and the exit code."""
+
+    document: dict
+    gate: GateResult | None = None
+    written: list[Path] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why the exit code is not 0
+
+    @property
+    def exit_code(self) -> int:
+        codes = [0]
+        if self.gate is not None:
+            codes.append(self.gate.exit_code)
+        if self.document["failed"]:
+            codes.append(2)
+        if self.document.get("profile") and not _any_passes(self.document):
+            codes.append(1)
+        return 2 if 2 in codes else max(codes)
+
+
+def _any_passes(document: dict) -> bool:
+    failed = {(c["backend"], c["variant"]) for c in document["budget_checks"] if not c["passed"]}
+    return any((r["backend"], r["variant"]) not in failed for r in document["results"])
+
+
+def check_baseline_model(run: RunDir, baseline: dict, name: str) -> None:
+    """Fail before measuring when the baseline is of another model (backbone, input size, classes)."""
+    card = run.load_card()
+    here = {"backbone": card.backbone, "input": card.preprocessing.input_shape, "num_classes": card.num_classes}
+    there = {k: baseline["model"].get(k) for k in here}
+    if here != there:
+        diff = ", ".join(f"{k} {there[k]} there, {here[k]} here" for k in here if here[k] != there[k])
+        raise UsageError(f"the baseline {name} is of another model ({diff}); save a baseline of this one")
+
+
+def run_command(
+    run: RunDir,
+    config: BenchConfig,
+    *,
+    gate: GateConfig | None = None,
+    baseline: dict | None = None,
+    baseline_name: str | None = None,
+    save_baseline: Path | None = None,
+    out_dir: Path | None = None,
+) -> Outcome:
+    """Measure ``run`` (comparing with ``baseline`` and/or a reference backend when ``gate`` is given), write
+    bench.json and the CSV/Markdown/HTML reports into ``out_dir`` (default: the run), and save a baseline."""
+    if gate is not None:
+        if baseline is not None:
+            check_baseline_model(run, baseline, baseline_name or "baseline")
+        document, result = check(run, config, gate, baseline, baseline_name=baseline_name)
+    else:
+        document, result = bench(run, config, write=False), None
+    folder = Path(out_dir) if out_dir else run.path
+    save_document(document, folder / BENCH_JSON)
+    outcome = Outcome(document, result, [folder / BENCH_JSON])
+    outcome.written += write_reports(document, folder, result)
+    if save_baseline is not None:
+        baseline_doc = {**document, "gate": None}
+        save_document(baseline_doc, Path(save_baseline))
+        outcome.written.append(Path(save_baseline))
+    return outcome

@@ -1,0 +1,131 @@
+"""What to measure and how long: :class:`BenchConfig`, and the parsing of its command-line spellings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from edgetransfer.backends.base import PRECISIONS
+from edgetransfer.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgetransfer.bench.profiles import Profile
+
+DEFAULT_BACKENDS = ("torch-cpu", "ort-cpu", "openvino-cpu")
+VARIANTS = ("fp32", "fp16", "int8")
+OBJECTIVES = ("p50", "p90", "p99", "throughput")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and how long. Latency is measured in ``rounds`` that alternate between the models (so a
+    change in machine load hits all of them alike), each model in a process of its own when ``isolate``."""
+
+    backends: tuple[str, ...] = DEFAULT_BACKENDS  # or ("all",): every backend available here
+    variants: tuple[str, ...] | None = None  # None: every variant the run has a file for
+    batches: tuple[int, ...] = (1,)
+    threads: int | None = None  # default: every usable core
+    precision: str = "auto"
+    warmup: int = 10  # untimed runs before measuring, at least...
+    warmup_time: float = 0.2  # ...and this many seconds
+    min_runs: int = 50  # timed runs, at least...
+    min_time: float = 1.0  # ...and this many seconds (per model and batch size, over all rounds)
+    rounds: int = 10
+    async_time: float = 0.5  # seconds of multi-stream throughput per batch size (OpenVINO); 0: off
+    accuracy: bool = True
+    data: str | None = None  # labelled folder for accuracy; default: the run's test split
+    isolate: bool = True  # each (backend, variant) in a fresh process: its own peak RSS, a crash stays there
+    only: tuple[str, ...] = ()  # "backend:variant" keys to measure, e.g. the gate's re-measurement
+    max_accuracy_drop: float = 1.0  # top-1 points below the fp32 reference that --recommend accepts
+    objective: str = "p50"  # what --recommend minimises (p50/p90/p99 at the smallest batch) or maximises
+    profile: Profile | None = None
+    timeout: float = 600.0  # seconds one step of one model may take before it counts as hung
+
+    def validate(self) -> None:
+        if not self.batches or min(self.batches) < 1:
+            raise UsageError("--batch sizes must be at least 1")
+        if self.min_runs < 1 or self.rounds < 1 or self.warmup < 0:
+            raise UsageError("--min-runs and --rounds must be at least 1; --warmup not negative")
+        if min(self.min_time, self.warmup_time, self.async_time, self.max_accuracy_drop) < 0:
+            raise UsageError("times and --max-accuracy-drop must not be negative")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError("--threads must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        unknown = set(self.variants or ()) - set(VARIANTS)
+        if unknown:
+            raise UsageError(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
+
+    def settings(self) -> dict[str, Any]:
+        """The resolved settings as JSON-ready values (the profile by name)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "profile"}
+        out["profile"] = self.profile.name if self.profile else None
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+SETTING_NAMES = frozenset(f.name for f in fields(BenchConfig)) - {"profile"}
+
+
+def make_config(
+    explicit: dict[str, Any], *, profile: Profile | None = None, baseline: dict | None = None
+) -> BenchConfig:
+    """A config from, in rising priority: the defaults, a baseline's settings (measure what it measured), a
+    profile's settings, and the values given explicitly (``None`` values count as not given)."""
+    values: dict[str, Any] = {}
+    if baseline:
+        kept = ("backends", "variants", "batches", "threads", "precision", "warmup", "warmup_time", "min_runs")
+        kept += ("min_time", "rounds", "async_time")
+        settings = baseline.get("settings", {})
+        values.update({k: settings[k] for k in kept if settings.get(k) is not None})
+        if settings.get("threads") is None and settings.get("threads_resolved"):
+            values["threads"] = settings["threads_resolved"]
+        if "variants" not in values:  # the baseline took what its run had: ask for exactly those now
+            values["variants"] = sorted({r["variant"] for r in baseline.get("results", [])}, key=VARIANTS.index)
+    if profile:
+        values.update(profile.settings)
+        values["profile"] = profile
+        if profile.objective:
+            values["objective"] = profile.objective
+        if "max_top1_drop_points" in profile.budget:
+            values["max_accuracy_drop"] = profile.budget["max_top1_drop_points"]
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    for key in ("backends", "variants", "batches", "only"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    return BenchConfig(**values)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """``"1,8"`` or ``"1..8"`` (powers of two from 1 to 8: 1,2,4,8) -> batch sizes."""
+    sizes: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            if ".." in part:
+                low, high = (int(x) for x in part.split(".."))
+                size = low
+                while size <= high:
+                    sizes.append(size)
+                    size *= 2
+                if sizes[-1] != high:
+                    sizes.append(high)
+            else:
+                sizes.append(int(part))
+    except ValueError:
+        raise UsageError(f"--batch {text!r}: expected sizes like 1,8 or 1..8") from None
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--batch {text!r}: sizes must be at least 1")
+    return tuple(sorted(set(sizes)))
+
+
+def parse_fraction(text: str, option: str = "--max-regression") -> float:
+    """``"10%"`` or ``"0.1"`` -> 0.1 (a bare number above 1 is read as percent)."""
+    try:
+        value = float(text.strip().rstrip("%")) / 100 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected a percentage like 10% (or a fraction like 0.1)") from None
+    value = value / 100 if value > 1 and not text.strip().endswith("%") else value
+    if not 0 < value < 10:
+        raise UsageError(f"{option} {text!r}: must be above 0%")
+    return value

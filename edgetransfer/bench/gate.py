@@ -1,0 +1,312 @@
+"""The regression gate: is this run slower than a baseline (or than a reference backend in the same run)?
+
+Distributions, not single numbers: both documents keep every timed run, in the interleaved rounds they were
+measured in. Each (backend, variant, batch) is cut into blocks of consecutive runs; the ratio is the geometric
+mean of the ratios of block medians, with a Welch t confidence interval over blocks (runs taken side by side are
+not independent: the spread between blocks is the machine's real noise). With a reference backend, each block is
+divided by the reference's block of the same round first, so a change in machine load cancels out. A key is
+SLOWER when the ratio is above 1 + max_regression *and* its interval excludes 1 (the difference is not noise);
+a SLOWER key is then measured again, and the gate fails only if the re-measurement agrees.
+
+Exit codes: 0 none slower, 1 slower, 2 the comparison cannot be made (another schema or model, a backend
+missing, a measurement failed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgetransfer.bench.config import BenchConfig
+from edgetransfer.bench.stats import block_log_medians, blocks_per_round, log_ratio_interval
+from edgetransfer.errors import UsageError
+
+OK, SLOWER, FASTER = "ok", "slower", "faster"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """How strict the gate is. ``relative_to`` ("backend" or "backend:variant") compares each model's ratio
+    to a reference measured in the same run (with a baseline: that ratio now against the ratio then)."""
+
+    max_regression: float = 0.10
+    relative_to: str | None = None
+    confirm: bool = True  # re-measure what looks slower before failing
+    level: float = 0.95
+
+    def reference(self) -> tuple[str, str | None] | None:
+        if not self.relative_to:
+            return None
+        backend, _, variant = self.relative_to.partition(":")
+        return backend, variant or None
+
+
+@dataclass
+class Row:
+    backend: str
+    variant: str
+    batch: int
+    before_ms: float  # baseline median (absolute) or baseline ratio (relative)
+    now_ms: float
+    ratio: float
+    low: float
+    high: float
+    verdict: str
+    reference: str | None = None  # "backend variant" of the reference, in relative mode
+    confirm: tuple[float, float, float] | None = None  # the re-measurement's (ratio, low, high)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.backend, self.variant, self.batch
+
+
+@dataclass
+class GateResult:
+    mode: str  # "baseline", "relative" or "relative+baseline"
+    max_regression: float
+    level: float = 0.95
+    rows: list[Row] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the comparison cannot be made: exit 2
+    warnings: list[str] = field(default_factory=list)
+    baseline: str | None = None
+
+    @property
+    def slower(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == SLOWER]
+
+    @property
+    def exit_code(self) -> int:
+        return 2 if self.problems else 1 if self.slower else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "baseline": self.baseline,
+            "max_regression": self.max_regression,
+            "level": self.level,
+            "exit_code": self.exit_code,
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+            "problems": self.problems,
+            "warnings": self.warnings,
+        }
+
+
+Series = tuple[list[float], list[int]]  # per-run samples (ms) and how many of them each round took
+
+
+def _samples(document: dict) -> dict[tuple[str, str, int], Series]:
+    return {
+        (r["backend"], r["variant"], lat["batch"]): (lat["samples_ms"], lat["rounds"])
+        for r in document["results"]
+        for lat in r["latency"]
+    }
+
+
+def _blocks(*series: Series) -> list[np.ndarray]:
+    """Per-block log medians of each series, cut alike (so that blocks of one run's rounds pair up)."""
+    per_round = blocks_per_round([s[1] for s in series])
+    return [block_log_medians(s[0], s[1], per_round) for s in series]
+
+
+def _paired(x: Series, ref: Series) -> np.ndarray:
+    """log(x / ref) per block of the same round: measured seconds apart, under the same machine state."""
+    bx, br = _blocks(x, ref)
+    return bx - br if len(bx) == len(br) else bx - float(np.median(br))
+
+
+def _median(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _differences(baseline: dict, current: dict, result: GateResult) -> None:
+    """Problems (another model, other settings) and warnings (another machine or library versions)."""
+    before, now = baseline["model"], current["model"]
+    for key in ("backbone", "input", "num_classes"):
+        if before.get(key) != now.get(key):
+            result.problems.append(
+                f"the baseline is of another model: {key} {before.get(key)} there, {now.get(key)} here"
+            )
+    for key, what in (("threads_resolved", "threads"), ("precision", "precision")):
+        b, n = baseline["settings"].get(key), current["settings"].get(key)
+        if b != n:
+            result.problems.append(f"the baseline was measured with {what} {b}, this run with {n} (use --{what} {b})")
+    old_files = {(r["backend"], r["variant"]): r["model_sha256"] for r in baseline["results"]}
+    changed = [
+        f"{r['backend']} {r['variant']}"
+        for r in current["results"]
+        if old_files.get((r["backend"], r["variant"])) not in (None, r["model_sha256"])
+    ]
+    if changed:
+        result.warnings.append(
+            f"model files differ from the baseline's ({', '.join(changed)}): their speed is compared"
+        )
+    m_before, m_now = baseline["machine"], current["machine"]
+    machine_keys = ("cpu", "cores", "flags")
+    if any(m_before.get(k) != m_now.get(k) for k in machine_keys):
+        described = "; ".join(
+            f"{k} {m_before.get(k)} -> {m_now.get(k)}" for k in machine_keys if m_before.get(k) != m_now.get(k)
+        )
+        hint = "" if result.mode != "baseline" else " (absolute times do not carry across machines: see --relative-to)"
+        result.warnings.append(f"the baseline was taken on another machine: {described}{hint}")
+    v_before, v_now = baseline["versions"], current["versions"]
+    changed = [
+        f"{k} {v_before.get(k)} -> {v_now.get(k)}"
+        for k in sorted(set(v_before) | set(v_now))
+        if v_before.get(k) != v_now.get(k)
+    ]
+    if changed:
+        result.warnings.append(f"library versions differ from the baseline's: {', '.join(changed)}")
+
+
+def _verdict(ratio: float, low: float, high: float, max_regression: float) -> str:
+    if ratio > 1 + max_regression and low > 1:
+        return SLOWER
+    if ratio < 1 / (1 + max_regression) and high < 1:
+        return FASTER
+    return OK
+
+
+def _reference_key(ref: tuple[str, str | None], variant: str, available: set[tuple[str, str]]) -> tuple[str, str]:
+    """``backend:variant`` as given; ``backend`` alone: the same variant there if it has it, else fp32."""
+    backend, fixed = ref
+    if fixed:
+        return backend, fixed
+    return (backend, variant) if (backend, variant) in available else (backend, "fp32")
+
+
+def compare(
+    current: dict,
+    baseline: dict | None,
+    config: GateConfig,
+    *,
+    baseline_name: str | None = None,
+    only: set[tuple[str, str]] | None = None,
+) -> GateResult:
+    """Compare ``current`` with ``baseline`` (and/or with a reference in the same run, ``config.relative_to``)."""
+    ref = config.reference()
+    if baseline is None and ref is None:
+        raise UsageError("nothing to compare with: give a baseline (--baseline FILE) or --relative-to BACKEND")
+    mode = "baseline" if ref is None else "relative" if baseline is None else "relative+baseline"
+    result = GateResult(mode, config.max_regression, config.level, baseline=baseline_name)
+    if baseline is not None:
+        _differences(baseline, current, result)
+    now = _samples(current)
+    before = _samples(baseline) if baseline is not None else {}
+    pairs = {(b, v) for b, v, _ in now}
+    for r in current.get("failed", []):
+        if baseline is None or any(k[:2] == (r["backend"], r["variant"]) for k in before):
+            result.problems.append(f"{r['backend']} {r['variant']} could not be measured: {r['error']}")
+    keys = sorted(before) if baseline is not None else sorted(now)
+    if only is not None:  # a re-measurement of some keys: leave the others alone
+        keys = [k for k in keys if k[:2] in only]
+    for key in keys:
+        backend, variant, batch = key
+        if ref is None:
+            if key not in now:
+                result.problems.append(f"{backend} {variant} batch {batch} is in the baseline but was not measured")
+                continue
+            ref_name = None
+            interval = log_ratio_interval(*_blocks(now[key], before[key]), level=config.level)
+            shown = (_median(before[key][0]), _median(now[key][0]))
+        else:
+            rkey = (*_reference_key(ref, variant, pairs | {k[:2] for k in before}), batch)
+            if rkey[:2] == (backend, variant):
+                continue
+            ref_name = f"{rkey[0]} {rkey[1]}"
+            sources = [("this run", now)] + ([("the baseline", before)] if baseline is not None else [])
+            missing = [
+                f"{k[0]} {k[1]} batch {k[2]} in {where}" for where, d in sources for k in (key, rkey) if k not in d
+            ]
+            if missing:
+                result.problems.append(f"cannot compare {backend} {variant} with {ref_name}: no {', '.join(missing)}")
+                continue
+            now_ratio = _median(now[key][0]) / _median(now[rkey][0])
+            if baseline is None:
+                interval = log_ratio_interval(_paired(now[key], now[rkey]), level=config.level)
+                shown = (1.0, now_ratio)
+            else:
+                paired = _paired(now[key], now[rkey]), _paired(before[key], before[rkey])
+                interval = log_ratio_interval(*paired, level=config.level)
+                shown = (_median(before[key][0]) / _median(before[rkey][0]), now_ratio)
+        ratio, low, high = interval
+        verdict = _verdict(ratio, low, high, config.max_regression)
+        result.rows.append(Row(backend, variant, batch, shown[0], shown[1], ratio, low, high, verdict, ref_name))
+    return result
+
+
+def confirm(first: GateResult, second: GateResult) -> GateResult:
+    """Keep SLOWER only where the re-measurement is SLOWER too; record its figures."""
+    again = {r.key: r for r in second.rows}
+    for row in first.slower:
+        redo = again.get(row.key)
+        if redo is None:
+            continue
+        row.confirm = (redo.ratio, redo.low, redo.high)
+        if redo.verdict != SLOWER:
+            row.verdict = OK
+    first.problems += [p for p in second.problems if p not in first.problems]
+    return first
+
+
+def check(
+    run,
+    bench_config: BenchConfig,
+    config: GateConfig,
+    baseline: dict | None,
+    *,
+    baseline_name: str | None = None,
+    measure: Callable[..., dict] | None = None,
+) -> tuple[dict, GateResult]:
+    """Measure ``run``, compare, and re-measure what looks slower before calling it slower; returns the
+    (first) bench document, with the gate's result in ``document["gate"]``, and the result."""
+    if measure is None:
+        from edgetransfer.bench.runner import bench as measure
+    document = measure(run, bench_config, write=False)
+    result = compare(document, baseline, config, baseline_name=baseline_name)
+    if result.slower and config.confirm and not result.problems:
+        slower = {(r.backend, r.variant) for r in result.slower}
+        keys = {f"{b}:{v}" for b, v in slower} | {r.reference.replace(" ", ":") for r in result.slower if r.reference}
+        again = dataclasses.replace(bench_config, only=tuple(sorted(keys)), accuracy=False, async_time=0.0)
+        result = confirm(result, compare(measure(run, again, write=False), baseline, config, only=slower))
+    document["gate"] = result.to_dict()
+    return document, result
+
+
+def _pct(x: float) -> str:
+    return f"{100 * (x - 1):+.1f}%"
+
+
+def gate_lines(result: GateResult) -> list[str]:
+    """A readable diff: one line per compared key, then the outcome and its exit code."""
+    what = {
+        "baseline": f"against the baseline {result.baseline}",
+        "relative": "against a reference measured in the same run",
+        "relative+baseline": f"ratios to a reference, against the same ratios in the baseline {result.baseline}",
+    }[result.mode]
+    lines = [f"regression gate {what}; max regression {100 * result.max_regression:g}%"]
+    lines += [f"  warning: {w}" for w in result.warnings]
+    unit = "ms" if result.mode == "baseline" else "x ref"
+    for r in result.rows:
+        label = f"{r.backend} {r.variant} b{r.batch}" + (f" vs {r.reference}" if r.reference else "")
+        extra = ""
+        if r.confirm:
+            extra = f"; re-measured {_pct(r.confirm[0])} [{_pct(r.confirm[1])}, {_pct(r.confirm[2])}]"
+            extra += ": confirmed" if r.verdict == SLOWER else ": not confirmed, counted as noise"
+        lines.append(
+            f"  {r.verdict.upper():7s} {label:38s} {r.before_ms:9.4g} -> {r.now_ms:9.4g} {unit}  {_pct(r.ratio):>7s} "
+            f"({100 * result.level:.0f}% CI {_pct(r.low)}, {_pct(r.high)}){extra}"
+        )
+    lines += [f"  cannot compare: {p}" for p in result.problems]
+    outcome = {
+        0: "pass: nothing slower beyond the threshold",
+        1: f"FAIL: {len(result.slower)} slower beyond {100 * result.max_regression:g}%",
+        2: "cannot compare (see above): neither pass nor fail",
+    }[result.exit_code]
+    lines.append(f"gate: {outcome} (exit {result.exit_code})")
+    return lines

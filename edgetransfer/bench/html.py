@@ -1,0 +1,229 @@
+"""A self-contained HTML report: tables, budgets, the gate, and two plots as inline SVG (no scripts, no CDN)."""
+
+from __future__ import annotations
+
+import html
+import io
+
+from edgetransfer.bench.gate import GateResult, gate_lines
+from edgetransfer.bench.profiles import budget_line, recommendation_line
+from edgetransfer.bench.report import COLUMNS, _cell, rows, title
+
+MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1d2330;max-width:1200px}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #dde}
+.sub{color:#566}.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.75rem;margin:.5rem 0}
+th,td{padding:.2rem .3rem;border-bottom:1px solid #e4e6ee;white-space:nowrap}th{background:#f3f4f8;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}.pass{color:#137333;font-weight:600}
+.fail{color:#b3261e;font-weight:600}.warn{color:#8a5a00}.rec{background:#eef6ee;padding:.6rem 1rem;border-radius:6px}
+pre{background:#f6f7fa;padding:.8rem;overflow-x:auto;font-size:.8rem}.plots{display:flex;flex-wrap:wrap;gap:1rem}
+.plots figure{margin:0}figcaption{font-size:.8rem;color:#566;max-width:560px}dl{display:grid;
+grid-template-columns:max-content auto;gap:.15rem 1rem;font-size:.85rem}dt{color:#566}dd{margin:0}
+"""
+
+
+def _svg(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline SVG in HTML5
+
+
+def _log_axis(ax) -> None:
+    """A log x axis labelled 0.2, 0.5, 1, 2, 5... in plain numbers."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _colors(names: list[str]) -> dict[str, str]:
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    return {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x, higher y), by rising x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto_plot(document: dict) -> str:
+    """Latency (p50, smallest batch) against top-1 per backend × variant, with the Pareto front."""
+    import matplotlib
+
+    matplotlib.use("svg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "none"
+    results = document["results"]
+    with_acc = all(r.get("accuracy") for r in results)
+    xs = [min(r["latency"], key=lambda lat: lat["batch"])["p50_ms"] for r in results]
+    ys = [100 * r["accuracy"]["top1"] if with_acc else r["model_bytes"] / 1e6 for r in results]
+    colors = _colors([r["backend"] for r in results])
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    points = list(zip(xs, ys if with_acc else [-y for y in ys], strict=True))
+    front = pareto_front(points)
+    fx, fy = [xs[i] for i in front], [ys[i] for i in front]
+    ax.step(fx, fy, where="post", color="#999", linestyle="--", linewidth=1, label="Pareto front", zorder=1)
+    for i, (r, x, y) in enumerate(zip(results, xs, ys, strict=True)):
+        marker = MARKERS.get(r["variant"], "D")
+        ax.scatter([x], [y], s=60, color=colors[r["backend"]], marker=marker, zorder=3, edgecolors="white")
+        if i in front:  # only the front is named: the others are told apart by colour and marker
+            label = f"{r['backend']} {r['variant']}"
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6 + 9 * (front.index(i) % 2)), fontsize=7)
+    for name, color in colors.items():
+        ax.scatter([], [], color=color, label=name)
+    for variant, marker in MARKERS.items():
+        if any(r["variant"] == variant for r in results):
+            ax.scatter([], [], color="#555", marker=marker, label=variant)
+    batch = min(document["settings"]["batches"])
+    ax.set_xlabel(f"p50 latency, batch {batch} (ms)")
+    ax.set_ylabel("top-1 accuracy (%)" if with_acc else "model size (MB)")
+    if max(xs) / max(min(xs), 1e-9) > 8:
+        _log_axis(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("latency vs accuracy" if with_acc else "latency vs size (accuracy not measured)", fontsize=10)
+    return _svg(fig)
+
+
+def distribution_plot(document: dict) -> str:
+    """Per-run latency samples of every model at the smallest batch size: box (quartiles), whiskers 1-99%."""
+    import matplotlib
+
+    matplotlib.use("svg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "none"
+    results = document["results"]
+    batch = min(document["settings"]["batches"])
+    data, labels = [], []
+    for r in results:
+        lat = next(lat for lat in r["latency"] if lat["batch"] == batch)
+        data.append(lat["samples_ms"])
+        labels.append(f"{r['backend']} {r['variant']}")
+    colors = _colors([r["backend"] for r in results])
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(data) + 1.4))
+    box = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False, patch_artist=True, widths=0.6)
+    for patch, r in zip(box["boxes"], results, strict=True):
+        patch.set_facecolor(colors[r["backend"]])
+        patch.set_alpha(0.45)
+    ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
+    ax.set_xlabel(f"latency per inference, batch {batch} (ms); box: quartiles and median; whiskers: p1 to p99")
+    lows, highs = min(min(d) for d in data), max(max(d) for d in data)
+    if highs / max(lows, 1e-9) > 8:
+        _log_axis(ax)
+    ax.grid(alpha=0.3, axis="x")
+    ax.invert_yaxis()
+    ax.set_title("latency distribution", fontsize=10)
+    return _svg(fig)
+
+
+def _plots(document: dict) -> str:
+    if not document["results"]:
+        return "<p>No model was measured.</p>"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "<p class=warn>Plots need matplotlib (pip install matplotlib).</p>"
+    caption_a = (
+        "Each point is one backend × variant. The dashed line is the Pareto front: the models that no other "
+        "model beats on both latency and accuracy."
+    )
+    caption_b = "The spread of every timed run; a long right whisker (its end is p99) means an unsteady latency."
+    return (
+        f"<div class=plots><figure>{pareto_plot(document)}<figcaption>{caption_a}</figcaption></figure>"
+        f"<figure>{distribution_plot(document)}<figcaption>{caption_b}</figcaption></figure></div>"
+    )
+
+
+def _table(document: dict) -> str:
+    data = rows(document)
+    columns = [
+        (h, k, f)
+        for h, k, f in COLUMNS
+        if any(row[k] is not None for row in data)
+        and not (k == "threads" and {row[k] for row in data} == {document["settings"]["threads_resolved"]})
+    ]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in columns)
+    body = []
+    for row in data:
+        cells = "".join(
+            f"<td{' class=n' if fmt != '{}' else ''}>{html.escape(_cell(fmt, row[key]))}</td>"
+            for _, key, fmt in columns
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+def _list(items: list[str], css: str = "") -> str:
+    if not items:
+        return ""
+    return "<ul>" + "".join(f"<li class='{css}'>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+def to_html(document: dict, gate: GateResult | None = None) -> str:
+    """The whole report as one HTML page that opens from disk, offline."""
+    e = html.escape
+    machine, versions, s = document["machine"], document["versions"], document["settings"]
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>edgetransfer bench: {e(document['model']['backbone'])}</title><style>{CSS}</style></head><body>",
+        f"<h1>Benchmark of {e(document['model']['backbone'])}</h1>",
+        f"<p class=sub>{e(document['run'])} · {e(document['created'])} · {e(title(document))}</p>",
+    ]
+    rec = document.get("recommendation")
+    if rec:
+        parts.append(f"<p class=rec><b>{e(recommendation_line(rec))}</b></p>")
+    if gate is not None:
+        lines = []
+        for line in gate_lines(gate):
+            css = "fail" if line.lstrip().startswith(("SLOWER", "gate: FAIL")) else ""
+            css = css or ("warn" if "warning:" in line or "cannot compare" in line else "")
+            css = css or ("pass" if line.startswith("gate: pass") else "")
+            lines.append(f"<span class={css}>{e(line)}</span>" if css else e(line))
+        parts.append(f"<h2>Regression gate</h2><pre>{chr(10).join(lines)}</pre>")
+    parts += ["<h2>Results</h2>", _table(document), "<h2>Plots</h2>", _plots(document)]
+    if document.get("profile"):
+        p = document["profile"]
+        parts.append(
+            f"<h2>Profile {e(p['name'])}</h2><p>{e(p['description'])} <span class=sub>({e(p['source'])})</span></p>"
+        )
+        items = "".join(
+            f"<li class={'pass' if c['passed'] else 'fail'}>{e(budget_line(c))}</li>" for c in document["budget_checks"]
+        )
+        parts.append(f"<ul>{items}</ul>")
+    problems = [f"skipped {x['backend']} {x['variant']}: {x['reason']}" for x in document["skipped"]]
+    problems += [f"failed {x['backend']} {x['variant']}: {x['error']}" for x in document["failed"]]
+    problems += [f"unavailable {x['backend']}: {x['reason']}; {x['install']}" for x in document["unavailable"]]
+    if problems:
+        parts += ["<h2>Not measured</h2>", _list(problems, "warn")]
+    ref = document.get("accuracy_reference") or {}
+    facts = {
+        "CPU": f"{machine['cpu']} ({machine['cores']} usable cores; flags {', '.join(machine['flags']) or 'none'})",
+        "platform": machine.get("platform", ""),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "accuracy images": f"{document['accuracy_data']['images']} from {document['accuracy_data']['source']}",
+        "fp32 reference": ref.get("source", "none"),
+        "measurement": (
+            f"warm-up {s['warmup']} runs and {s['warmup_time']} s; then at least {s['min_runs']} runs and "
+            f"{s['min_time']} s per model and batch size, in {s['rounds']} interleaved rounds; "
+            f"{'each model in a fresh process (peak RSS is its own)' if s['isolated'] else 'in one process'}"
+        ),
+    }
+    parts.append("<h2>Machine and method</h2><dl>")
+    parts += [f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in facts.items()]
+    parts.append("</dl></body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,226 @@
+"""Deployment profiles (TOML): bench settings plus budgets; budgets become PASS/FAIL lines; the recommendation."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgetransfer.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - python 3.10
+    import tomli as tomllib
+
+BUDGETS = {  # key -> (what it limits, unit, higher is better)
+    "p50_ms": ("p50", "ms", False),
+    "p90_ms": ("p90", "ms", False),
+    "p99_ms": ("p99", "ms", False),
+    "min_throughput": ("throughput", "img/s", True),
+    "max_top1_drop_points": ("top-1 drop", "points", False),
+    "max_model_mb": ("model size", "MB", False),
+    "max_peak_rss_mb": ("peak RSS", "MB", False),
+}
+SETTINGS = ("threads", "batches", "precision", "warmup", "warmup_time", "min_runs", "min_time", "rounds")
+SETTINGS += ("async_time", "backends", "variants")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A deployment target: the settings to measure it with and the budgets a model must meet there."""
+
+    name: str
+    description: str = ""
+    source: str = ""
+    objective: str | None = None  # p50, p90, p99 or throughput: what --recommend optimises
+    settings: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "objective": self.objective,
+            "settings": self.settings,
+            "budget": self.budget,
+        }
+
+
+def builtin_profiles() -> list[str]:
+    """Names of the profiles shipped in ``edgetransfer/profiles/*.toml``."""
+    folder = resources.files("edgetransfer") / "profiles"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A shipped profile by name (camera, vehicle, server) or a TOML file by path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UsageError(f"profile file not found: {path}")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    elif name_or_path in builtin_profiles():
+        text = (resources.files("edgetransfer") / "profiles" / f"{name_or_path}.toml").read_text(encoding="utf-8")
+        source = f"built-in:{name_or_path}"
+    else:
+        known = ", ".join(builtin_profiles())
+        raise UsageError(f"unknown profile {name_or_path!r}; built-in: {known}; or the path of a .toml file")
+    return parse_profile(text, source)
+
+
+def parse_profile(text: str, source: str) -> Profile:
+    """Check a profile's TOML (unknown keys are errors: a typo must not silently drop a budget)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"profile {source} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"name", "description", "objective", "settings", "budget"}
+    settings, budget = data.get("settings", {}), data.get("budget", {})
+    unknown |= {f"settings.{k}" for k in set(settings) - set(SETTINGS)}
+    unknown |= {f"budget.{k}" for k in set(budget) - set(BUDGETS)}
+    if unknown:
+        raise UsageError(
+            f"profile {source}: unknown key(s) {', '.join(sorted(unknown))}; settings: {', '.join(SETTINGS)}; "
+            f"budgets: {', '.join(BUDGETS)}"
+        )
+    for key, value in budget.items():
+        if not isinstance(value, (int, float)) or value < 0:
+            raise UsageError(f"profile {source}: budget.{key} must be a number >= 0, not {value!r}")
+    objective = data.get("objective")
+    if objective is not None and objective not in ("p50", "p90", "p99", "throughput"):
+        raise UsageError(f"profile {source}: objective must be p50, p90, p99 or throughput, not {objective!r}")
+    return Profile(
+        name=str(data.get("name") or Path(source).stem),
+        description=str(data.get("description", "")),
+        source=source,
+        objective=objective,
+        settings=settings,
+        budget={k: float(v) for k, v in budget.items()},
+    )
+
+
+# --------------------------------------------------------------------------- budgets and recommendation
+
+
+def _value(result: dict, key: str) -> tuple[float | None, str]:
+    """A result's figure for a budget key, and where it comes from."""
+    if key in ("p50_ms", "p90_ms", "p99_ms"):
+        worst = max(result["latency"], key=lambda lat: lat[key])
+        return worst[key], f"worst at batch {worst['batch']}"
+    if key == "min_throughput":
+        return best_throughput(result)
+    if key == "max_top1_drop_points":
+        acc = result.get("accuracy") or {}
+        delta = acc.get("top1_delta_points")
+        return (None, "accuracy not measured") if delta is None else (0.0 - delta + 0.0, "vs the fp32 reference")
+    if key == "max_model_mb":
+        return result["model_bytes"] / 1e6, "on disk"
+    peak = result.get("peak_rss_mb")
+    return (None, "not measured in-process") if peak is None else (peak, "of its process")
+
+
+def best_throughput(result: dict) -> tuple[float, str]:
+    """Highest images/s over the batch sizes and the async mode."""
+    options = [(lat["throughput_ips"], f"batch {lat['batch']}") for lat in result["latency"]]
+    options += [(a["images_per_s"], f"async, batch {a['batch']}") for a in result.get("async") or []]
+    return max(options)
+
+
+def check_budgets(results: list[dict], budget: dict[str, float]) -> list[dict]:
+    """One check per (result, budget): value, limit and passed (False when the value was not measured)."""
+    checks = []
+    for result in results:
+        for key, limit in budget.items():
+            what, unit, higher_better = BUDGETS[key]
+            value, where = _value(result, key)
+            passed = value is not None and (value >= limit if higher_better else value <= limit)
+            checks.append(
+                {
+                    "backend": result["backend"],
+                    "variant": result["variant"],
+                    "budget": key,
+                    "what": what,
+                    "unit": unit,
+                    "limit": limit,
+                    "value": value,
+                    "where": where,
+                    "passed": passed,
+                }
+            )
+    return checks
+
+
+def budget_line(check: dict) -> str:
+    """``PASS ort-cpu int8: p99 3.21 ms <= 50 ms (worst at batch 8)``."""
+    sign = ">=" if BUDGETS[check["budget"]][2] else "<="
+    value = "not measured" if check["value"] is None else f"{check['value']:.4g} {check['unit']}"
+    verdict = "PASS" if check["passed"] else "FAIL"
+    return (
+        f"{verdict} {check['backend']} {check['variant']}: {check['what']} {value} {sign} "
+        f"{check['limit']:g} {check['unit']} ({check['where']})"
+    )
+
+
+def objective_value(result: dict, objective: str) -> float:
+    """The figure --recommend ranks by: latency at the smallest batch (ms), or the best images/s."""
+    if objective == "throughput":
+        return best_throughput(result)[0]
+    smallest = min(result["latency"], key=lambda lat: lat["batch"])
+    return smallest[f"{objective}_ms"]
+
+
+def recommend(results: list[dict], checks: list[dict], *, objective: str, max_drop: float) -> dict:
+    """The fastest variant whose top-1 is within ``max_drop`` points of the fp32 reference and that meets every
+    budget; ``{"backend": None, "reason": ...}`` when none does."""
+    failed = {(c["backend"], c["variant"]) for c in checks if not c["passed"]}
+    measured = any(r.get("accuracy") for r in results)
+    candidates, excluded = [], []
+    for r in results:
+        acc = r.get("accuracy") or {}
+        delta = acc.get("top1_delta_points")
+        if (r["backend"], r["variant"]) in failed:
+            excluded.append(f"{r['backend']} {r['variant']} misses a budget")
+        elif measured and (delta is None or -delta > max_drop):
+            excluded.append(f"{r['backend']} {r['variant']} loses more than {max_drop:g} top-1 points")
+        else:
+            candidates.append(r)
+    higher_better = objective == "throughput"
+    unit = "img/s" if higher_better else "ms"
+    if not candidates:
+        return {"backend": None, "variant": None, "objective": objective, "reason": "; ".join(excluded)}
+    best = sorted(candidates, key=lambda r: objective_value(r, objective), reverse=higher_better)[0]
+    acc = best.get("accuracy") or {}
+    where = "best of batch sizes and async" if higher_better else f"batch {min(b['batch'] for b in best['latency'])}"
+    return {
+        "backend": best["backend"],
+        "variant": best["variant"],
+        "precision": best["precision"],
+        "objective": objective,
+        "value": objective_value(best, objective),
+        "unit": unit,
+        "where": where,
+        "top1": acc.get("top1"),
+        "top1_delta_points": acc.get("top1_delta_points"),
+        "max_drop_points": max_drop,
+        "accuracy_checked": measured,
+        "excluded": excluded,
+    }
+
+
+def recommendation_line(rec: dict) -> str:
+    if not rec.get("backend"):
+        return f"recommend: no variant qualifies ({rec.get('reason') or 'nothing measured'})"
+    name = "throughput" if rec["objective"] == "throughput" else rec["objective"]
+    acc = (
+        f", top-1 {100 * rec['top1']:.2f}% ({rec['top1_delta_points']:+.2f} points vs fp32)"
+        if rec.get("top1") is not None and rec.get("top1_delta_points") is not None
+        else " (accuracy not measured)"
+    )
+    return (
+        f"recommend: {rec['backend']} {rec['variant']} (runs in {rec['precision']}): {name} "
+        f"{rec['value']:.4g} {rec['unit']} at {rec['where']}{acc}; accuracy budget {rec['max_drop_points']:g} points"
+    )

@@ -1,0 +1,163 @@
+"""A bench document as a terminal table, CSV and Markdown (the HTML report is in :mod:`.html`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from edgetransfer.bench.gate import GateResult, gate_lines
+from edgetransfer.bench.profiles import budget_line, recommendation_line
+from edgetransfer.rundir import atomic_write_text
+
+COLUMNS = (  # (header, key of a row from rows(), format)
+    ("backend", "backend", "{}"),
+    ("variant", "variant", "{}"),
+    ("runs in", "precision", "{}"),
+    ("threads", "threads", "{}"),
+    ("batch", "batch", "{}"),
+    ("top-1 %", "top1", "{:.2f}"),
+    ("Δtop-1", "top1_delta", "{:+.2f}"),
+    ("top-5 %", "top5", "{:.2f}"),
+    ("p50 ms", "p50_ms", "{:.3f}"),
+    ("p90 ms", "p90_ms", "{:.3f}"),
+    ("p99 ms", "p99_ms", "{:.3f}"),
+    ("CV %", "cv_percent", "{:.1f}"),
+    ("img/s", "throughput_ips", "{:.0f}"),
+    ("async img/s", "async_ips", "{:.0f}"),
+    ("load s", "load_s", "{:.2f}"),
+    ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
+    ("MB", "model_mb", "{:.1f}"),
+)
+
+
+def rows(document: dict) -> list[dict]:
+    """One flat row per (backend, variant, batch size): every figure a table or CSV shows."""
+    out = []
+    for r in document["results"]:
+        acc = r.get("accuracy") or {}
+        asyncs = {a["batch"]: a["images_per_s"] for a in r.get("async") or []}
+        for lat in r["latency"]:
+            out.append(
+                {
+                    "backend": r["backend"],
+                    "variant": r["variant"],
+                    "precision": r["precision"],
+                    "threads": r["threads"],
+                    "batch": lat["batch"],
+                    "top1": None if acc.get("top1") is None else 100 * acc["top1"],
+                    "top1_delta": acc.get("top1_delta_points"),
+                    "top5": None if acc.get("top5") is None else 100 * acc["top5"],
+                    "top5_delta": acc.get("top5_delta_points"),
+                    **{k: lat[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "stdev_ms", "cv_percent")},
+                    "runs": lat["runs"],
+                    "throughput_ips": lat["throughput_ips"],
+                    "async_ips": asyncs.get(lat["batch"]),
+                    "load_s": r["load_s"],
+                    "first_run_ms": r["first_run_ms"],
+                    "peak_rss_mb": r["peak_rss_mb"],
+                    "model_mb": r["model_bytes"] / 1e6,
+                    "model": r["model"],
+                }
+            )
+    return out
+
+
+def _cell(fmt: str, value) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def title(document: dict) -> str:
+    s, model = document["settings"], document["model"]
+    profile = f", profile {s['profile']}" if s.get("profile") else ""
+    reference = (document.get("accuracy_reference") or {}).get("source")
+    return (
+        f"{model['backbone']} {model['input'][2]}px, {s['threads_resolved']} thread(s), "
+        f"batch {','.join(map(str, s['batches']))}{profile}"
+        + (f"; top-1 Δ in points vs {reference}" if reference else "")
+    )
+
+
+TERMINAL = ("model", "runs in", "batch", "top-1 %", "Δtop-1", "p50 ms", "p90 ms", "p99 ms", "CV %", "img/s")
+TERMINAL += ("async img/s", "peak RSS MB", "MB")
+
+
+def table(document: dict):
+    """A rich table of a bench document: the figures that matter most (CSV, Markdown and HTML have them all);
+    columns with nothing measured are left out."""
+    from rich import box
+    from rich.table import Table
+
+    data = rows(document)
+    for row in data:
+        row["model_name"] = f"{row['backend']} {row['variant']}"
+    columns = [("model", "model_name", "{}"), *COLUMNS]
+    shown = [c for c in columns if c[0] in TERMINAL and any(row[c[1]] is not None for row in data)]
+    out = Table(title=title(document), box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, _, fmt in shown:
+        out.add_column(header, justify="left" if fmt == "{}" and header != "batch" else "right", no_wrap=True)
+    for row in data:
+        out.add_row(*(_cell(fmt, row[key]) for _, key, fmt in shown))
+    return out
+
+
+def notes(document: dict) -> list[str]:
+    """Skipped, failed and unavailable backends, budget checks and the recommendation, as lines."""
+    lines = [f"skipped {s['backend']} {s['variant']}: {s['reason']}" for s in document["skipped"]]
+    lines += [f"FAILED {f['backend']} {f['variant']}: {f['error']}" for f in document["failed"]]
+    lines += [f"unavailable {u['backend']}: {u['reason']}; {u['install']}" for u in document["unavailable"]]
+    if document.get("profile"):
+        p = document["profile"]
+        lines.append(f"profile {p['name']} ({p['source']}): {p['description']}")
+        lines += [f"  {budget_line(c)}" for c in document["budget_checks"]]
+    if document.get("recommendation"):
+        lines.append(recommendation_line(document["recommendation"]))
+    return lines
+
+
+def to_csv(document: dict) -> str:
+    buffer = io.StringIO()
+    data = rows(document)
+    writer = csv.DictWriter(buffer, fieldnames=list(data[0]) if data else ["backend"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(data)
+    return buffer.getvalue()
+
+
+def to_markdown(document: dict, gate: GateResult | None = None) -> str:
+    machine, versions = document["machine"], document["versions"]
+    lines = [
+        f"# Benchmark: {document['model']['backbone']} ({document['run']})",
+        "",
+        f"{title(document)}.  ",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, flags {', '.join(machine['flags']) or 'none'}.  ",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "onnxruntime_providers") + ".",
+        "",
+        "| " + " | ".join(h for h, _, _ in COLUMNS) + " |",
+        "|" + "|".join("---" if fmt == "{}" else "---:" for _, _, fmt in COLUMNS) + "|",
+    ]
+    for row in rows(document):
+        lines.append("| " + " | ".join(_cell(fmt, row[key]) for _, key, fmt in COLUMNS) + " |")
+    extra = notes(document)
+    if extra:
+        lines += ["", *[f"- {line.strip()}" for line in extra]]
+    if gate is not None:
+        lines += ["", "```", *gate_lines(gate), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(document: dict, folder: Path, gate: GateResult | None = None, *, stem: str = "bench") -> list[Path]:
+    """``bench.csv``, ``bench.md`` and ``bench.html`` in ``folder`` (the JSON is written by the caller)."""
+    from edgetransfer.bench.html import to_html
+
+    folder = Path(folder)
+    written = []
+    for suffix, text in (
+        (".csv", to_csv(document)),
+        (".md", to_markdown(document, gate)),
+        (".html", to_html(document, gate)),
+    ):
+        path = folder / f"{stem}{suffix}"
+        atomic_write_text(path, text)
+        written.append(path)
+    return written

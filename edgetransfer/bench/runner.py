@@ -1,0 +1,307 @@
+"""Benchmark a run's models on the chosen backends and write the ``bench.json`` document."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgetransfer import backends as backend_registry
+from edgetransfer import console
+from edgetransfer.backends.base import Backend, LoadOptions
+from edgetransfer.bench.config import VARIANTS, BenchConfig
+from edgetransfer.bench.measure import ROUND_WARMUP, InProcessMeasurer, Job, MeasureError, ProcessMeasurer
+from edgetransfer.bench.profiles import check_budgets, recommend
+from edgetransfer.bench.schema import BENCH_SCHEMA_VERSION
+from edgetransfer.bench.stats import latency_stats
+from edgetransfer.card import ModelCard
+from edgetransfer.data import Sample, batches, list_images, load_splits
+from edgetransfer.errors import DataError, RunDirError
+from edgetransfer.machine import machine_info, usable_cores
+from edgetransfer.rundir import BENCH_JSON, RunDir, atomic_write_text, sha256_file
+from edgetransfer.versions import package_versions
+
+
+def resolve_backends(names: tuple[str, ...]) -> tuple[list[Backend], list[dict]]:
+    """The backends to measure, and those ``all`` left out (each with why and how to install it). A backend
+    asked for by name that is missing here is a :class:`BackendUnavailableError`."""
+    if tuple(names) == ("all",):
+        chosen, missing = [], []
+        for backend in backend_registry.all_backends():
+            if backend.is_available():
+                chosen.append(backend)
+            else:
+                missing.append(
+                    {
+                        "backend": backend.name,
+                        "reason": backend.unavailable_reason(),
+                        "install": backend.install_hint,
+                        "needs_gpu": backend.needs_gpu,
+                    }
+                )
+        return chosen, missing
+    chosen = [backend_registry.get(n) for n in dict.fromkeys(names)]
+    for backend in chosen:
+        backend.require()
+    return chosen, []
+
+
+def model_bytes(path: Path) -> int:
+    """Size on disk; an OpenVINO IR counts its .xml and .bin."""
+    extra = path.with_suffix(".bin") if path.suffix == ".xml" else None
+    return path.stat().st_size + (extra.stat().st_size if extra and extra.is_file() else 0)
+
+
+def _plan(run: RunDir, chosen: list[Backend], config: BenchConfig) -> tuple[list[tuple[Backend, str, str]], list]:
+    """(backend, variant, file) to measure, and what was skipped with why."""
+    plan, skipped = [], []
+    wanted = config.variants or VARIANTS
+    only = {tuple(k.split(":", 1)) for k in config.only}
+    for backend in chosen:
+        for variant in wanted:
+            rel = backend.variants.get(variant)
+            if rel is None or (only and (backend.name, variant) not in only):
+                continue
+            if run.file(rel).is_file():
+                plan.append((backend, variant, rel))
+            elif config.variants:  # asked for by name: say why it is not measured
+                reason = f"{rel} is not in the run (run 'edgetransfer export'{' --fp16' if variant == 'fp16' else ''})"
+                skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
+    return plan, skipped
+
+
+def _labelled(card: ModelCard, config: BenchConfig) -> tuple[tuple[Sample, ...], str]:
+    """The accuracy images: ``--data DIR`` (its test split if it has one, else every image under DIR/<class>/),
+    or the run's own test split."""
+    if config.data:
+        root = Path(config.data)
+        if (root / "train").is_dir() or (root / "test").is_dir():
+            return load_splits(root, seed=card.dataset.get("seed", 0)).test, f"{root} (test split)"
+        if not root.is_dir():
+            raise DataError(f"data folder not found: {root}")
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        unknown = set(classes) - set(card.labels)
+        if unknown or not classes:
+            raise DataError(
+                f"{root} must hold one folder per class of the model ({', '.join(card.labels)}); "
+                f"it has {', '.join(classes) or 'none'}"
+            )
+        samples = tuple(Sample(s.path, card.labels.index(name)) for name in classes for s in list_images(root / name))
+        return samples, f"{root} (every image)"
+    folder = card.dataset.get("path")
+    if not folder or not Path(folder).is_dir():
+        console.err.print(f"[yellow]note: data folder {folder} not found; accuracy not measured (--data DIR)[/]")
+        return (), ""
+    return load_splits(folder, seed=card.dataset.get("seed", 0)).test, f"{folder} (test split)"
+
+
+def _accuracy_arrays(samples: tuple[Sample, ...], card: ModelCard) -> tuple[np.ndarray, np.ndarray] | None:
+    if not samples:
+        return None
+    parts = list(batches(samples, card.preprocessing, 64))
+    return np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts])
+
+
+def _schedule(measurers: dict, failed: dict, config: BenchConfig) -> dict:
+    """Latency samples per (key, batch): warm-up, then ``rounds`` rounds that visit every model in turn (in
+    alternating order), each round adding its share of the runs and seconds."""
+    samples: dict = {key: {b: [] for b in config.batches} for key in measurers}
+    per_round_runs = math.ceil(config.min_runs / config.rounds)
+    per_round_time = config.min_time / config.rounds
+    for batch in config.batches:
+        for key in list(measurers):
+            _step(measurers, failed, key, "warmup", batch, config.warmup, config.warmup_time)
+        for index in range(config.rounds):
+            order = list(measurers) if index % 2 == 0 else list(reversed(measurers))
+            for key in order:
+                if _step(measurers, failed, key, "warmup", batch, ROUND_WARMUP, 0) is not False:
+                    times = _step(measurers, failed, key, "time", batch, per_round_runs, per_round_time)
+                    if times is not False:
+                        samples[key][batch].append(times)
+    return samples
+
+
+def _step(measurers: dict, failed: dict, key, method: str, *args):
+    """Call one step; on failure the model is closed, recorded as failed, and False returned."""
+    if key not in measurers:
+        return False
+    try:
+        return getattr(measurers[key], method)(*args)
+    except MeasureError as exc:
+        failed[key] = f"{method}: {exc}"
+        measurers.pop(key).close()
+        return False
+
+
+def _reference(results: list[dict], card: ModelCard, own_split: bool) -> dict | None:
+    """The fp32 accuracy each variant is compared with: PyTorch fp32 measured here, else the first fp32 result
+    measured here, else the card's PyTorch test top-1 (when the images are the run's test split)."""
+    fp32 = [r for r in results if r["variant"] == "fp32" and r.get("accuracy")]
+    fp32.sort(key=lambda r: r["backend"] != "torch-cpu")
+    if fp32:
+        acc = fp32[0]["accuracy"]
+        return {"source": f"{fp32[0]['backend']} fp32", "top1": acc["top1"], "top5": acc["top5"], "k": acc["k"]}
+    card_top1 = card.metrics.get("torch", {}).get("test_top1")
+    if card_top1 is not None and own_split:
+        return {"source": "card: PyTorch test top-1", "top1": card_top1, "top5": None, "k": None}
+    return None
+
+
+def bench(run: RunDir, config: BenchConfig | None = None, *, write: bool = True) -> dict:
+    """Measure every (backend, variant) present in ``run``; return (and with ``write``, save) the ``bench.json``
+    document. A model that fails or crashes is recorded under ``failed``; the others are still measured."""
+    with run.lock("bench"):
+        return _bench(run, config, write=write)
+
+
+def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
+    config = config or BenchConfig()
+    config.validate()
+    card = run.load_card()
+    chosen, unavailable = resolve_backends(config.backends)
+    plan, skipped = _plan(run, chosen, config)
+    if not plan:
+        names = ", ".join(b.name for b in chosen) or "none available"
+        raise RunDirError(
+            f"nothing to benchmark in {run.path} for backends {names}: no exported model there; "
+            f"run 'edgetransfer export {run.path}' first"
+        )
+    threads = config.threads or usable_cores()
+    samples_set, data_source = _labelled(card, config) if config.accuracy else ((), "")
+    arrays = _accuracy_arrays(samples_set, card)
+    crop = card.preprocessing.crop
+    sample = arrays[0][:1] if arrays else np.random.default_rng(0).standard_normal((1, 3, crop, crop))
+    options = LoadOptions(threads=threads, precision=config.precision)
+    measurers, failed, started = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="edgetransfer-bench-") as tmp:
+        data_file = None
+        if arrays:
+            data_file = str(Path(tmp) / "accuracy.npz")
+            np.savez(data_file, images=arrays[0], labels=arrays[1])
+        for backend, variant, rel in plan:
+            key = (backend.name, variant)
+            job = Job(backend, variant, str(run.file(rel)), card, options, sample.astype(np.float32), data_file)
+            with console.err.status(f"loading {backend.name} {variant}..."):
+                measurer = ProcessMeasurer(job, Path(tmp), timeout=config.timeout) if config.isolate else None
+                measurers[key] = measurer or InProcessMeasurer(job)
+                info = _step(measurers, failed, key, "start", config.batches[0])
+            if info is not False:
+                started[key] = info
+        try:
+            with console.err.status(f"measuring {len(measurers)} model(s) in {config.rounds} round(s)..."):
+                latency = _schedule(measurers, failed, config)
+            extras = {}
+            for key in list(measurers):
+                with console.err.status(f"memory, throughput and accuracy of {' '.join(key)}..."):
+                    peak = _step(measurers, failed, key, "peak_rss_mb")
+                    runs = [] if config.async_time <= 0 else config.batches
+                    tput = [_step(measurers, failed, key, "run_async", b, config.async_time) for b in runs]
+                    acc = _step(measurers, failed, key, "accuracy")
+                    if key in measurers:
+                        extras[key] = (peak, [t for t in tput if t], acc)
+        finally:
+            for measurer in measurers.values():
+                measurer.close()
+    results = []
+    for backend, variant, rel in plan:
+        key = (backend.name, variant)
+        if key not in extras:
+            continue
+        info, (peak, tput, acc) = started[key], extras[key]
+        path = run.file(rel)
+        results.append(
+            {
+                "backend": backend.name,
+                "variant": variant,
+                "precision": info["precision"],
+                "threads": info["threads"],
+                "model": rel,
+                "model_bytes": model_bytes(path),
+                "model_sha256": sha256_file(path),
+                "load_s": info["load_s"],
+                "first_run_ms": info["first_run_ms"],
+                "rss_start_mb": info["rss_start_mb"] if config.isolate else None,
+                "peak_rss_mb": peak,
+                "latency": [
+                    {
+                        "batch": b,
+                        **latency_stats([t for part in latency[key][b] for t in part], b),
+                        "rounds": [len(part) for part in latency[key][b]],
+                        "samples_ms": [round(t, 4) for part in latency[key][b] for t in part],
+                    }
+                    for b in config.batches
+                ],
+                "async": tput,
+                "accuracy": acc or None,
+            }
+        )
+    reference = _reference(results, card, own_split=bool(samples_set) and not config.data)
+    for r in results:
+        if r["accuracy"] and reference:
+            r["accuracy"]["top1_delta_points"] = 100 * (r["accuracy"]["top1"] - reference["top1"])
+            top5 = reference.get("top5")
+            r["accuracy"]["top5_delta_points"] = None if top5 is None else 100 * (r["accuracy"]["top5"] - top5)
+        elif r["accuracy"]:
+            r["accuracy"].update(top1_delta_points=None, top5_delta_points=None)
+    for item in skipped:
+        console.err.print(f"[yellow]skipped {item['backend']} {item['variant']}: {item['reason']}[/]")
+    failures = [{"backend": k[0], "variant": k[1], "error": v} for k, v in failed.items()]
+    for item in failures:
+        console.err.print(f"[red]failed {item['backend']} {item['variant']}: {item['error']}[/]")
+    budget = config.profile.budget if config.profile else {}
+    checks = check_budgets(results, budget)
+    settings = {**config.settings(), "threads_resolved": threads, "isolated": config.isolate}
+    document = {
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "kind": "edgetransfer.bench",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run": str(run.path),
+        "model": {
+            "backbone": card.backbone,
+            "input": card.preprocessing.input_shape,
+            "num_classes": card.num_classes,
+            "labels": list(card.labels),
+        },
+        "settings": settings,
+        "profile": config.profile.to_dict() if config.profile else None,
+        "machine": machine_info(),
+        "versions": {**package_versions(), **_runtime_versions()},
+        "accuracy_data": {"source": data_source or None, "images": len(samples_set)},
+        "accuracy_reference": reference,
+        "results": results,
+        "skipped": skipped,
+        "failed": failures,
+        "unavailable": unavailable,
+        "budget_checks": checks,
+        "recommendation": recommend(results, checks, objective=config.objective, max_drop=config.max_accuracy_drop),
+        "gate": None,
+    }
+    if write:
+        save_document(document, run.file(BENCH_JSON))
+    return document
+
+
+def _runtime_versions() -> dict[str, str]:
+    """Versions that decide speed beyond the Python packages: onnxruntime's providers, OpenVINO's build."""
+    found: dict[str, str] = {}
+    from edgetransfer.backends.ort import ort_providers
+
+    providers = ort_providers()
+    if providers:
+        found["onnxruntime_providers"] = ",".join(providers)
+    try:
+        import openvino as ov
+
+        found["openvino_build"] = ov.get_version()
+    except ImportError:
+        pass
+    return found
+
+
+def save_document(document: dict, path: Path) -> None:
+    """Write a bench document (atomically)."""
+    atomic_write_text(Path(path), json.dumps(document, indent=1) + "\n")

@@ -1,0 +1,73 @@
+"""Statistics of latency samples: percentiles, and a bootstrap confidence interval for a ratio of medians."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def latency_stats(times_ms: Sequence[float], batch: int) -> dict:
+    """Percentiles, mean, stdev and coefficient of variation of per-inference times (ms), and images/s."""
+    arr = np.asarray(times_ms, dtype=float)
+    mean = float(arr.mean())
+    stdev = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    p50, p90, p99 = (float(x) for x in np.percentile(arr, [50, 90, 99]))
+    return {
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "mean_ms": mean,
+        "stdev_ms": stdev,
+        "cv_percent": 100 * stdev / mean if mean else 0.0,
+        "min_ms": float(arr.min()),
+        "runs": len(arr),
+        "throughput_ips": 1000.0 * batch / mean if mean else 0.0,
+    }
+
+
+def block_log_medians(samples: Sequence[float], rounds: Sequence[int], per_round: int) -> np.ndarray:
+    """log(median) of each block of consecutive samples: every round cut into ``per_round`` equal blocks.
+
+    Blocks, not single runs, are the unit of comparison: runs next to each other share the machine's state
+    (load, clock, caches), so treating thousands of runs as independent would claim a precision the machine does
+    not have; the spread between blocks measured minutes or seconds apart is the honest noise."""
+    x = np.asarray(samples, dtype=float)
+    out, start = [], 0
+    for count in rounds:
+        for part in np.array_split(x[start : start + count], per_round):
+            if len(part):
+                out.append(math.log(float(np.median(part))))
+        start += count
+    return np.asarray(out)
+
+
+def blocks_per_round(rounds: Sequence[Sequence[int]], min_blocks: int = 12) -> int:
+    """How many blocks to cut each round into so that there are at least ``min_blocks`` (every block non-empty)."""
+    fewest_rounds = min(len(r) for r in rounds)
+    shortest = min(min(r) for r in rounds)
+    return max(1, min(math.ceil(min_blocks / max(fewest_rounds, 1)), shortest))
+
+
+def log_ratio_interval(
+    a: np.ndarray, b: np.ndarray | None = None, *, level: float = 0.95
+) -> tuple[float, float, float]:
+    """exp(mean(a) - mean(b)) and its Welch t confidence interval: (ratio, low, high).
+
+    ``a`` and ``b`` are per-block log medians (or, for ratios to a reference measured in the same rounds, the
+    per-block differences); ``b=None`` compares ``a`` with 0."""
+    from scipy.stats import t as student
+
+    def part(x: np.ndarray) -> tuple[float, float, int]:
+        return float(np.mean(x)), (float(np.var(x, ddof=1)) / len(x) if len(x) > 1 else 0.0), len(x)
+
+    mean_a, var_a, n_a = part(a)
+    mean_b, var_b, n_b = part(b) if b is not None else (0.0, 0.0, 0)
+    diff, var = mean_a - mean_b, var_a + var_b
+    if var == 0:
+        return math.exp(diff), math.exp(diff), math.exp(diff)
+    terms = [v**2 / (n - 1) for v, n in ((var_a, n_a), (var_b, n_b)) if n > 1 and v > 0]
+    dof = var**2 / sum(terms) if terms else 1.0
+    half = float(student.ppf(0.5 + level / 2, dof)) * math.sqrt(var)
+    return math.exp(diff), math.exp(diff - half), math.exp(diff + half)

@@ -1,0 +1,139 @@
+"""Every backend behind the one interface: registry, availability with reasons, loading a run's models, and a
+backend that fails or crashes while the others are still measured."""
+
+import os
+
+import numpy as np
+import pytest
+
+from edgetransfer import backends
+from edgetransfer.backends.base import Backend, LoadOptions, nvidia_gpu_count
+from edgetransfer.bench import BenchConfig, bench
+from edgetransfer.errors import BackendUnavailableError, UsageError
+
+NAMES = ["torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "ort-openvino", "openvino-cpu", "openvino-gpu"]
+GPU_BACKENDS = ["torch-cuda", "ort-cuda", "ort-trt", "openvino-gpu"]
+ONE_RUN = dict(warmup=0, warmup_time=0, min_runs=2, min_time=0, rounds=1, async_time=0, accuracy=False)
+
+needs_nvidia = pytest.mark.skipif(nvidia_gpu_count() == 0, reason="needs an NVIDIA GPU; none is visible here")
+
+
+def test_registry_names_every_backend_and_rejects_duplicates():
+    assert [b.name for b in backends.all_backends()] == NAMES
+    for backend in backends.all_backends():
+        assert backend.install_hint and set(backend.variants) <= {"fp32", "fp16", "int8"}
+        assert backend.needs_gpu == (backend.name in GPU_BACKENDS)
+    with pytest.raises(ValueError, match="already registered"):
+        backends.register(backends.get("ort-cpu"))
+    with pytest.raises(UsageError, match="known: openvino-cpu"):
+        backends.get("tpu")
+
+
+def test_fp16_is_a_variant_of_onnx_and_openvino_backends():
+    for name in ("ort-cpu", "ort-cuda", "ort-trt", "openvino-cpu", "openvino-gpu"):
+        assert "fp16" in backends.get(name).variants
+    assert backends.get("openvino-cpu").variants["fp16"] == "openvino/model.fp16.xml"
+    assert backends.get("ort-cpu").variants["fp16"] == "model.fp16.onnx"
+
+
+@pytest.mark.parametrize("name", GPU_BACKENDS)
+def test_a_missing_gpu_backend_says_why_and_how_to_install(name):
+    backend = backends.get(name)
+    if backend.is_available():
+        pytest.skip(f"{name} is available on this machine")
+    with pytest.raises(BackendUnavailableError) as info:
+        backend.require()
+    message = str(info.value)
+    assert message.startswith(f"backend {name} is not available here: ")
+    assert "GPU" in message
+
+
+def test_ort_openvino_says_which_package_to_install():
+    backend = backends.get("ort-openvino")
+    if backend.is_available():
+        pytest.skip("onnxruntime-openvino is installed here")
+    with pytest.raises(BackendUnavailableError, match="onnxruntime-openvino"):
+        backend.require()
+
+
+CPU_CASES = [(n, v) for n in ("torch-cpu", "ort-cpu", "openvino-cpu", "ort-openvino") for v in ("fp32", "int8")]
+
+
+@pytest.mark.parametrize("name, variant", CPU_CASES)
+def test_cpu_backends_load_the_runs_models(trained_run, name, variant):
+    backend = backends.get(name)
+    if not backend.is_available():
+        pytest.skip(f"{name} is not available here: {backend.unavailable_reason()}")
+    if variant not in backend.variants:
+        pytest.skip(f"{name} has no {variant} variant")
+    card = trained_run.load_card()
+    session = backend.load(
+        trained_run.file(backend.variants[variant]), card, LoadOptions(threads=1, batch=2, variant=variant)
+    )
+    logits = session.run(np.zeros((2, 3, 32, 32), np.float32))
+    assert logits.shape == (2, card.num_classes)
+    assert session.threads == 1 and (variant == "fp32") == ("int8" not in session.precision)
+
+
+@pytest.mark.cuda
+@needs_nvidia
+@pytest.mark.parametrize("name", ["torch-cuda", "ort-cuda"])
+def test_cuda_backends_run_on_the_gpu(trained_run, name):
+    doc = bench(trained_run, BenchConfig(backends=(name,), variants=("fp32",), **ONE_RUN), write=False)
+    assert doc["results"] and not doc["failed"]
+
+
+# --------------------------------------------------------------------------- failing backends
+
+
+class _Broken(Backend):
+    """ort-cpu's fp32 file, but loading raises (``how="raise"``) or the process aborts on the first run."""
+
+    install_hint = "nothing to install"
+    variants = {"fp32": "model.onnx"}
+
+    def __init__(self, how: str) -> None:
+        self.how, self.name = how, f"broken-{how}"
+
+    def is_available(self) -> bool:
+        return True
+
+    def load(self, path, card, options):
+        if self.how == "raise":
+            raise RuntimeError("this backend cannot run the model")
+        return self
+
+    precision, threads = "fp32", None
+
+    def run(self, images):
+        os.abort()
+
+
+@pytest.fixture
+def broken():
+    made = [backends.register(_Broken("raise")), backends.register(_Broken("abort"))]
+    yield made
+    for backend in made:
+        backends.unregister(backend.name)
+
+
+def test_a_backend_that_raises_is_reported_and_the_others_measured(trained_run, broken):
+    config = BenchConfig(backends=("broken-raise", "ort-cpu"), variants=("fp32",), isolate=False, **ONE_RUN)
+    doc = bench(trained_run, config, write=False)
+    assert [r["backend"] for r in doc["results"]] == ["ort-cpu"]
+    assert doc["failed"] == [
+        {
+            "backend": "broken-raise",
+            "variant": "fp32",
+            "error": "start: RuntimeError: this backend cannot run the model",
+        }
+    ]
+
+
+def test_a_backend_that_crashes_its_process_is_reported_and_the_others_measured(trained_run, broken):
+    config = BenchConfig(backends=("broken-abort", "ort-cpu"), variants=("fp32",), isolate=True, **ONE_RUN)
+    doc = bench(trained_run, config, write=False)
+    assert [r["backend"] for r in doc["results"]] == ["ort-cpu"]
+    assert doc["results"][0]["peak_rss_mb"] > 0
+    (failure,) = doc["failed"]
+    assert failure["backend"] == "broken-abort" and "crashed (SIGABRT)" in failure["error"]

@@ -1,0 +1,181 @@
+"""The regression gate: verdicts on made-up documents, exit codes, and the command line on a real run."""
+
+import json
+
+import numpy as np
+import pytest
+from bench_fakes import document, result, samples
+from typer.testing import CliRunner
+
+from edgetransfer.bench.config import BenchConfig, parse_batches, parse_fraction
+from edgetransfer.bench.gate import GateConfig, check, compare, gate_lines
+from edgetransfer.bench.schema import load_document
+from edgetransfer.bench.stats import block_log_medians, blocks_per_round, log_ratio_interval
+from edgetransfer.cli import app
+from edgetransfer.errors import UsageError
+
+GATE = GateConfig(max_regression=0.10)
+
+
+def two_variants(fp32_ms=1.0, int8_ms=0.7, *, seed=0, **kw) -> dict:
+    return document(
+        [
+            result("ort-cpu", "fp32", {1: samples(fp32_ms, seed=seed)}),
+            result("ort-cpu", "int8", {1: samples(int8_ms, seed=seed + 1)}),
+        ],
+        **kw,
+    )
+
+
+def test_block_interval_covers_the_true_ratio():
+    now, before = samples(1.2, seed=3), samples(1.0, seed=4)
+    per_round = blocks_per_round([[200], [200]])
+    assert per_round == 12
+    ratio, low, high = log_ratio_interval(
+        block_log_medians(now, [200], per_round), block_log_medians(before, [200], per_round)
+    )
+    assert low < 1.2 < high and ratio == pytest.approx(1.2, rel=0.02) and low > 1.1
+    assert log_ratio_interval(np.zeros(5)) == (1.0, 1.0, 1.0)
+
+
+def test_blocks_follow_the_rounds():
+    values = [1.0] * 10 + [2.0] * 10
+    assert np.exp(block_log_medians(values, [10, 10], 2)).tolist() == pytest.approx([1, 1, 2, 2])
+
+
+def test_identical_runs_pass_and_a_slower_one_fails_with_a_readable_diff():
+    baseline = two_variants(seed=0)
+    same = compare(two_variants(seed=10), baseline, GATE, baseline_name="base.json")
+    assert same.exit_code == 0 and [r.verdict for r in same.rows] == ["ok", "ok"]
+    slower = compare(two_variants(int8_ms=0.7 * 1.25, seed=10), baseline, GATE, baseline_name="base.json")
+    assert slower.exit_code == 1 and [r.variant for r in slower.slower] == ["int8"]
+    text = "\n".join(gate_lines(slower))
+    assert "SLOWER  ort-cpu int8 b1" in text and "+25" in text and "exit 1" in text and "base.json" in text
+
+
+def test_a_slowdown_below_the_threshold_passes():
+    result_ = compare(two_variants(int8_ms=0.7 * 1.04, seed=10), two_variants(), GATE)
+    assert result_.exit_code == 0
+
+
+def test_another_model_or_settings_cannot_be_compared():
+    other = two_variants(
+        model={"backbone": "resnet18", "input": ["batch", 3, 224, 224], "num_classes": 3, "labels": []}
+    )
+    outcome = compare(two_variants(), other, GATE)
+    assert outcome.exit_code == 2 and "another model" in outcome.problems[0]
+    threads = two_variants()
+    threads["settings"]["threads_resolved"] = 4
+    assert "threads 4" in compare(two_variants(), threads, GATE).problems[0]
+
+
+def test_a_missing_or_failed_backend_is_exit_2_not_slower():
+    baseline = two_variants()
+    current = document([result("ort-cpu", "fp32", {1: samples(1.0)})])
+    outcome = compare(current, baseline, GATE)
+    assert outcome.exit_code == 2 and "ort-cpu int8 batch 1 is in the baseline but was not measured" in outcome.problems
+    current["failed"] = [{"backend": "ort-cpu", "variant": "int8", "error": "the process crashed (SIGSEGV)"}]
+    assert any("SIGSEGV" in p for p in compare(current, baseline, GATE).problems)
+
+
+def test_another_machine_or_library_version_warns():
+    baseline = two_variants()
+    current = two_variants(seed=5)
+    current["machine"]["cpu"] = "Other CPU"
+    current["versions"]["onnxruntime"] = "1.21.0"
+    outcome = compare(current, baseline, GATE)
+    assert outcome.exit_code == 0
+    assert any("another machine" in w and "--relative-to" in w for w in outcome.warnings)
+    assert any("onnxruntime 1.20.0 -> 1.21.0" in w for w in outcome.warnings)
+
+
+def test_relative_to_compares_within_one_run():
+    ok = compare(two_variants(fp32_ms=1.0, int8_ms=0.7), None, GateConfig(relative_to="ort-cpu:fp32"))
+    assert ok.exit_code == 0 and ok.mode == "relative" and len(ok.rows) == 1
+    bad = compare(two_variants(fp32_ms=1.0, int8_ms=1.3), None, GateConfig(relative_to="ort-cpu:fp32"))
+    assert bad.exit_code == 1 and bad.rows[0].reference == "ort-cpu fp32"
+    missing = compare(two_variants(), None, GateConfig(relative_to="torch-cpu"))
+    assert missing.exit_code == 2 and "no torch-cpu fp32 batch 1" in missing.problems[0]
+
+
+def test_relative_to_a_baseline_holds_on_a_machine_twice_as_slow():
+    baseline = two_variants(seed=0)
+    slow_machine = two_variants(fp32_ms=2.0, int8_ms=1.4, seed=7)
+    assert compare(slow_machine, baseline, GATE).exit_code == 1  # absolute times: "slower"
+    relative = compare(slow_machine, baseline, GateConfig(relative_to="ort-cpu:fp32"))
+    assert relative.exit_code == 0 and relative.mode == "relative+baseline"
+    int8_regressed = two_variants(fp32_ms=2.0, int8_ms=1.4 * 1.3, seed=7)
+    assert compare(int8_regressed, baseline, GateConfig(relative_to="ort-cpu:fp32")).exit_code == 1
+
+
+def test_a_slowdown_is_measured_again_before_failing():
+    baseline = two_variants()
+    only_int8 = document([result("ort-cpu", "int8", {1: samples(0.7, seed=2)})])  # what a re-measurement holds
+    runs = iter([two_variants(int8_ms=0.9, seed=1), only_int8])
+    asked = []
+
+    def measure(run, config, write):
+        asked.append(config.only)
+        return next(runs)
+
+    doc, outcome = check(None, BenchConfig(), GATE, baseline, measure=measure)
+    assert asked == [(), ("ort-cpu:int8",)] and outcome.exit_code == 0
+    assert doc["gate"]["exit_code"] == 0 and "not confirmed" in "\n".join(gate_lines(outcome))
+    runs = iter([two_variants(int8_ms=0.9, seed=1), two_variants(int8_ms=0.9, seed=2)])
+    assert check(None, BenchConfig(), GATE, baseline, measure=measure)[1].exit_code == 1
+
+
+def test_option_spellings():
+    assert parse_fraction("10%") == pytest.approx(0.1) == parse_fraction("0.1") == parse_fraction("10")
+    assert parse_batches("1,8") == (1, 8) and parse_batches("1..8") == (1, 2, 4, 8)
+    with pytest.raises(UsageError, match="--max-regression"):
+        parse_fraction("fast")
+
+
+# --------------------------------------------------------------------------- the command on a real run
+
+runner = CliRunner()
+FAST = ["--backends", "ort-cpu", "--in-process", "--warmup", "1", "--warmup-time", "0", "--rounds", "2"]
+FAST += ["--min-runs", "10", "--min-time", "0", "--no-accuracy", "--no-confirm"]
+
+
+def invoke(*args):
+    return runner.invoke(app, ["bench", *[str(a) for a in args]])
+
+
+def scaled(path, factor, out):
+    doc = json.loads(path.read_text())
+    for r in doc["results"]:
+        for lat in r["latency"]:
+            lat["samples_ms"] = [t * factor for t in lat["samples_ms"]]
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def test_cli_gate_exit_codes(trained_run, tmp_path):
+    base = tmp_path / "base.json"
+    first = invoke(trained_run.path, *FAST, "--save-baseline", base, "--out", tmp_path)
+    assert first.exit_code == 0, first.output
+    assert load_document(base)["results"][0]["latency"][0]["samples_ms"]
+    faster_before = scaled(base, 0.1, tmp_path / "fast.json")  # the baseline was 10x faster: now "slower"
+    slower = invoke(trained_run.path, *FAST, "--baseline", faster_before, "--out", tmp_path)
+    assert slower.exit_code == 1, slower.output
+    assert "SLOWER  ort-cpu" in slower.stdout and "gate: FAIL" in slower.stdout
+    assert json.loads((tmp_path / "bench.json").read_text())["gate"]["exit_code"] == 1
+    slower_before = scaled(base, 10, tmp_path / "slow.json")
+    passed = invoke(trained_run.path, *FAST, "--baseline", slower_before, "--out", tmp_path)
+    assert passed.exit_code == 0 and "gate: pass" in passed.stdout, passed.output
+
+
+def test_cli_baseline_of_another_schema_or_model_is_exit_2(trained_run, tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema_version": 1, "results": []}))
+    result_ = invoke(trained_run.path, *FAST, "--baseline", old)
+    assert result_.exit_code == 2 and "schema version 1" in result_.stderr and "--save-baseline" in result_.stderr
+    other = tmp_path / "other.json"
+    doc = two_variants()
+    doc["model"]["backbone"] = "resnet18"
+    other.write_text(json.dumps(doc))
+    result_ = invoke(trained_run.path, *FAST, "--baseline", other)
+    assert result_.exit_code == 2 and "another model" in result_.stderr
+    assert invoke(trained_run.path, *FAST, "--baseline", tmp_path / "none.json").exit_code == 2

@@ -1,0 +1,118 @@
+"""Reports (table, CSV, Markdown, self-contained HTML), deployment profiles with budgets, and --recommend."""
+
+import csv
+import io
+import re
+
+import pytest
+from bench_fakes import document, result, samples
+from rich.console import Console
+from typer.testing import CliRunner
+
+from edgetransfer.bench.config import make_config
+from edgetransfer.bench.html import pareto_front, to_html
+from edgetransfer.bench.profiles import builtin_profiles, check_budgets, load_profile, recommend
+from edgetransfer.bench.report import rows, table, to_csv, to_markdown, write_reports
+from edgetransfer.cli import app
+from edgetransfer.errors import UsageError
+
+
+def three_models() -> dict:
+    return document(
+        [
+            result("ort-cpu", "fp32", {1: samples(2.0), 8: samples(9.0)}, top1=0.90),
+            result("ort-cpu", "int8", {1: samples(1.0), 8: samples(5.0)}, top1=0.895),
+            result("openvino-cpu", "int8", {1: samples(0.8), 8: samples(60.0)}, top1=0.85),
+        ]
+    )
+
+
+def test_csv_and_markdown_have_a_row_per_model_and_batch_size():
+    doc = three_models()
+    parsed = list(csv.DictReader(io.StringIO(to_csv(doc))))
+    assert len(parsed) == 6 == len(rows(doc))
+    assert {"p50_ms", "p99_ms", "cv_percent", "throughput_ips", "top1", "top5", "peak_rss_mb"} <= set(parsed[0])
+    markdown = to_markdown(doc)
+    assert markdown.count("\n| ort-cpu | int8 |") == 2 and "| p99 ms |" in markdown
+
+
+def test_the_terminal_table_leaves_out_what_was_not_measured():
+    console = Console(width=200, record=True)
+    console.print(table(three_models()))
+    text = console.export_text()
+    assert "p99 ms" in text and "openvino-cpu int8" in text and "async img/s" not in text
+
+
+def test_html_is_self_contained_with_both_plots(tmp_path):
+    page = to_html(three_models())
+    assert page.count("<svg") == 2 and "latency vs accuracy" in page and "latency distribution" in page
+    assert not re.search(r"<script|<link|<img|\bsrc=|@import|url\((?!#)", page)  # url(#id): a local clip path
+    fetched = re.findall(r"(?:href)=[\"']?(https?://[^\"' >]+)", page)
+    assert fetched == []
+    written = write_reports(three_models(), tmp_path)
+    assert sorted(p.name for p in written) == ["bench.csv", "bench.html", "bench.md"]
+
+
+def test_pareto_front():
+    points = [(1.0, 80.0), (2.0, 90.0), (1.5, 70.0), (3.0, 89.0), (0.5, 60.0)]
+    assert pareto_front(points) == [4, 0, 1]
+
+
+# --------------------------------------------------------------------------- profiles and budgets
+
+
+def test_builtin_profiles_load_and_set_their_settings():
+    assert builtin_profiles() == ["camera", "server", "vehicle"]
+    camera = make_config({}, profile=load_profile("camera"))
+    assert camera.threads == 1 and camera.batches == (1,) and camera.objective == "p50"
+    vehicle = make_config({"threads": 2}, profile=load_profile("vehicle"))
+    assert vehicle.threads == 2 and vehicle.batches == (1, 2, 4, 8) and vehicle.max_accuracy_drop == 0.5
+    server = load_profile("server")
+    assert server.objective == "throughput" and server.budget["min_throughput"] > 0
+
+
+def test_a_profile_file_with_a_typo_is_an_error(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('name = "mine"\n[budget]\np99ms = 5\n')
+    with pytest.raises(UsageError, match="unknown key\\(s\\) budget.p99ms"):
+        load_profile(str(path))
+    path.write_text("[settings]\nthreads = 3\n[budget]\np99_ms = 5\n")
+    profile = load_profile(str(path))
+    assert profile.name == "mine" and profile.budget == {"p99_ms": 5.0} and profile.settings == {"threads": 3}
+    with pytest.raises(UsageError, match="unknown profile 'drone'; built-in: camera, server, vehicle"):
+        load_profile("drone")
+
+
+def test_budgets_become_pass_and_fail_lines():
+    doc = three_models()
+    checks = check_budgets(doc["results"], {"p99_ms": 20.0, "max_top1_drop_points": 1.0})
+    verdicts = {(c["backend"], c["variant"], c["budget"]): c["passed"] for c in checks}
+    assert verdicts == {
+        ("ort-cpu", "fp32", "p99_ms"): True,
+        ("ort-cpu", "fp32", "max_top1_drop_points"): True,
+        ("ort-cpu", "int8", "p99_ms"): True,
+        ("ort-cpu", "int8", "max_top1_drop_points"): True,
+        ("openvino-cpu", "int8", "p99_ms"): False,  # batch 8 takes 60 ms
+        ("openvino-cpu", "int8", "max_top1_drop_points"): False,  # 5 points below fp32
+    }
+
+
+def test_recommend_names_the_fastest_variant_within_the_accuracy_budget():
+    results = three_models()["results"]
+    best = recommend(results, [], objective="p50", max_drop=1.0)
+    assert (best["backend"], best["variant"]) == ("ort-cpu", "int8")  # openvino is faster but loses 5 points
+    loose = recommend(results, [], objective="p50", max_drop=10.0)
+    assert (loose["backend"], loose["variant"]) == ("openvino-cpu", "int8")
+    none = recommend(results, [], objective="p50", max_drop=-1.0)
+    assert none["backend"] is None and "loses more than" in none["reason"]
+
+
+def test_cli_profile_prints_budget_lines_and_recommendation(trained_run, tmp_path):
+    args = ["bench", str(trained_run.path), "--profile", "camera", "--recommend", "--backends", "ort-cpu"]
+    args += ["--in-process", "--min-runs", "3", "--min-time", "0", "--warmup", "1", "--out", str(tmp_path)]
+    outcome = CliRunner().invoke(app, args)
+    assert "profile camera" in outcome.stdout and "p50" in outcome.stdout
+    assert re.search(r"(PASS|FAIL) ort-cpu int8: p50 [\d.]+ ms <= 33 ms", outcome.stdout), outcome.output
+    assert "recommend: " in outcome.stdout
+    assert outcome.exit_code == (0 if "PASS ort-cpu" in outcome.stdout else 1), outcome.output
+    assert (tmp_path / "bench.html").is_file()
