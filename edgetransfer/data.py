@@ -16,11 +16,12 @@ from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
 from edgetransfer.rundir import sha256_file, staging_dir
+from edgetransfer.runtime import IMAGE_SUFFIXES  # one list for training and the device runtime
 
 if TYPE_CHECKING:
     import torch
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
 SPLITS = ("train", "val", "test")
 MAX_LISTED = 5
 
@@ -290,15 +291,11 @@ def train_transform(pre: Preprocessing, *, augment: str = "light", hflip: bool =
 
 
 def open_rgb(path: Path):
-    """An image as RGB (grayscale, palette and alpha images converted), or a :class:`DataError` naming it."""
-    from PIL import Image, ImageOps
+    """An image as 8-bit RGB exactly as the device runtime reads it (EXIF orientation applied; grey, palette,
+    alpha, CMYK converted; 16-bit scaled), or a :class:`DataError` naming it."""
+    from edgetransfer.runtime import open_image
 
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"cannot read image {path}: {exc}") from None
+    return open_image(path)
 
 
 class ImageDataset:

@@ -14,7 +14,7 @@ def check_onnx_external_data(path: Path | str) -> None:
     symlink leading out of the folder is a :class:`UsageError`. (onnx >= 1.21 also refuses these on load; this
     check covers the runtimes that read external data themselves.)
     """
-    import onnx
+    import onnx  # an ImportError here tells a runtime-only install to rely on onnxruntime's own check
     from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
 
     path = Path(path)

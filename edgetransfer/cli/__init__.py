@@ -9,6 +9,7 @@ from edgetransfer.cli.export import export
 from edgetransfer.cli.finetune import finetune
 from edgetransfer.cli.models import models
 from edgetransfer.cli.pipeline import pipeline
+from edgetransfer.cli.predict import predict
 
 app = typer.Typer(
     help="From a pretrained vision backbone to a fast, small, accurate model on an edge device.",
@@ -20,6 +21,7 @@ app.command()(pipeline)
 app.command()(finetune)
 app.command()(export)
 app.command()(bench)
+app.command()(predict)
 app.command()(models)
 
 

@@ -12,6 +12,19 @@ import typer
 from edgetransfer.errors import EdgeTransferError
 
 F = TypeVar("F", bound=Callable)
+# what the [train] extra brings; a runtime-only install (pip install edgetransfer) has none of them
+TRAIN_PACKAGES = {
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxslim",
+    "openvino",
+    "nncf",
+    "safetensors",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+}
 
 
 def friendly_errors(fn: F) -> F:
@@ -25,6 +38,15 @@ def friendly_errors(fn: F) -> F:
         except EdgeTransferError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:
+                print(
+                    f"error: this command needs {exc.name.split('.')[0]}, which a runtime-only install lacks: "
+                    "pip install 'edgetransfer[train]'",
+                    file=sys.stderr,
+                )
+                raise typer.Exit(2) from None
+            raise
         except KeyboardInterrupt:
             print("interrupted; nothing half-written was kept", file=sys.stderr)
             raise typer.Exit(130) from None

@@ -1,0 +1,88 @@
+"""edgetransfer predict: classify images with an exported model and nothing but its file (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgetransfer.cli._common import friendly_errors, split_list
+
+
+@friendly_errors
+def predict(
+    model: Annotated[Path, typer.Argument(help="A .onnx, an OpenVINO .xml, or a run directory.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files, or folders searched recursively for images.")],
+    top_k: Annotated[int, typer.Option(help="Classes printed per image, best first.")] = 5,
+    backend: Annotated[
+        str | None, typer.Option(help="ort (ONNX Runtime) or openvino.", show_default="openvino for .xml, else ort")
+    ] = None,
+    json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of one line per image.")
+    ] = False,
+    mean: Annotated[
+        str | None,
+        typer.Option(help="Per-channel mean, R,G,B on the 0..1 scale: for a model without a card, or to override it."),
+    ] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel std, R,G,B (as --mean).")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Resize the shorter side to SIZE, then crop SIZE x SIZE (as --mean).")
+    ] = None,
+    resize: Annotated[int | None, typer.Option(help="Shorter side before the crop, when not --size.")] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Class names: comma-separated, or a text file with one per line.", show_default="the card's"),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per inference call.")] = 16,
+    threads: Annotated[int | None, typer.Option(help="Inference threads.", show_default="all cores")] = None,
+) -> None:
+    """Classify images with the labels and preprocessing embedded in the model file; print the top-k per image."""
+    import json as json_module
+
+    from edgetransfer.runtime import Classifier
+
+    classifier = Classifier(
+        model,
+        backend=backend,
+        labels=_labels(labels),
+        mean=_floats("mean", mean),
+        std=_floats("std", std),
+        size=size,
+        resize=resize,
+        threads=threads,
+    )
+    results = classifier.predict_files(images, top_k=top_k, batch_size=batch_size)
+    if not json:
+        for path, best in results:
+            print(f"{path}  " + "  ".join(f"{p.label} {p.score:.4f}" for p in best), flush=True)
+        return
+    document = {
+        "model": str(classifier.path),
+        "backend": classifier.backend,
+        "results": [
+            {"image": str(path), "top_k": [{"label": p.label, "index": p.index, "score": p.score} for p in best]}
+            for path, best in results
+        ],
+    }
+    print(json_module.dumps(document, indent=2))
+
+
+def _floats(name: str, value: str | None) -> tuple[float, ...] | None:
+    from edgetransfer.errors import UsageError
+
+    if value is None:
+        return None
+    try:
+        return tuple(float(part) for part in split_list(value))
+    except ValueError:
+        raise UsageError(f"--{name} takes comma-separated numbers, not {value!r}") from None
+
+
+def _labels(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return split_list(value)

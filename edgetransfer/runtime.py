@@ -1,0 +1,419 @@
+"""Torch-free inference for device apps: read the model card inside the model file, preprocess images exactly as
+at evaluation time, run ONNX Runtime or OpenVINO, and return the top-k labels with softmax scores.
+
+Only numpy, Pillow and the standard library are imported here; onnxruntime or openvino when a model is loaded
+with it. Never torch: ``import edgetransfer.runtime`` must work where torch is not installed.
+
+    classifier = Classifier("models/digits/model.onnx")
+    for prediction in classifier.predict(["a.png"], top_k=3)[0]:
+        print(prediction.label, prediction.score)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from edgetransfer.card import ONNX_METADATA_KEY, OPENVINO_RT_INFO_PATH, ModelCard, Preprocessing
+from edgetransfer.errors import BackendUnavailableError, DataError, UsageError
+
+BACKENDS = ("ort", "openvino")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"})
+# Where OpenVINO shows an ONNX file's metadata_props when it reads the .onnx itself.
+OPENVINO_ONNX_METADATA_PATH = ("framework", ONNX_METADATA_KEY)
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One of an image's top-k classes."""
+
+    label: str
+    index: int
+    score: float  # softmax probability
+
+
+# --------------------------------------------------------------------------- images and preprocessing
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB, as training saw it: EXIF orientation applied, grey/palette/CMYK converted by Pillow,
+    alpha dropped. 16-bit images (``I;16``) are scaled to 8 bits (``/257``) instead of clipped; ``I``/``F`` images
+    are read as 8-bit values when they fit 0..255, else as 16-bit."""
+    return _convert_to_rgb(ImageOps.exif_transpose(image))
+
+
+def _convert_to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"{mode} image with values outside 0..65535 cannot be read as 8 or 16 bits")
+        if mode in _SIXTEEN_BIT_MODES or (values.size and values.max() > 255):
+            values = values / 257.0
+        return Image.fromarray(np.rint(values).astype(np.uint8)).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError:  # e.g. "La", "RGBa": Pillow converts them to RGBA first
+        try:
+            return image.convert("RGBA").convert("RGB")
+        except ValueError:
+            raise DataError(f"images of mode {mode} cannot be converted to RGB") from None
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Read an image file as 8-bit RGB (see :func:`to_rgb`), or raise a :class:`DataError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            rgb = to_rgb(img)
+            rgb.load()
+            return rgb
+    except DataError as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
+        raise DataError(f"cannot read image {path}: {_first_line(exc)}") from None
+
+
+def _as_rgb(image: ImageInput) -> Image.Image:
+    if isinstance(image, (str, Path)):
+        return open_image(image)
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3):
+            raise DataError(
+                f"an image array must be HxW or HxWxC of uint8 (or uint16 grey), not {image.dtype} {image.shape}"
+            )
+        if image.ndim == 3 and (image.dtype != np.uint8 or image.shape[2] not in (3, 4)):
+            raise DataError(f"an HxWxC image array must be uint8 RGB or RGBA, not {image.dtype} {image.shape}")
+        return _convert_to_rgb(Image.fromarray(np.ascontiguousarray(image)))  # a frame has no EXIF
+    raise DataError(f"cannot classify a {type(image).__name__}: pass a path, a PIL image or a numpy array")
+
+
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """(width, height) with the shorter side ``shorter`` and the aspect ratio kept, truncated as torchvision does."""
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def center_crop(pixels: np.ndarray, crop: int) -> np.ndarray:
+    """The centre ``crop`` x ``crop`` of an HxWxC array, zero-padded first where it is smaller (torchvision's
+    ``CenterCrop``, including its round-half-to-even offsets)."""
+    height, width = pixels.shape[:2]
+    if crop > height or crop > width:
+        pad_h, pad_w = max(crop - height, 0), max(crop - width, 0)
+        pixels = np.pad(pixels, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
+        height, width = pixels.shape[:2]
+    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    return pixels[top : top + crop, left : left + crop]
+
+
+def preprocess_image(image: ImageInput, pre: Preprocessing) -> np.ndarray:
+    """One image as the model's (3, crop, crop) float32 input: the evaluation transform of ``data.eval_transform``
+    (shorter side resized with antialiasing, centre crop, scale, mean/std) with Pillow instead of torchvision."""
+    rgb = _as_rgb(image)
+    width, height = resized_size(*rgb.size, pre.resize)
+    # One pass per axis, horizontal first, as torchvision does (recent Pillow, 13 here, goes vertical first for tall
+    # images, which rounds differently): at most one uint8 level from torchvision, the same on any Pillow.
+    if width != rgb.width:
+        rgb = rgb.resize((width, rgb.height), RESAMPLING[pre.interpolation], reducing_gap=None)
+    if height != rgb.height:
+        rgb = rgb.resize((width, height), RESAMPLING[pre.interpolation], reducing_gap=None)
+    pixels = center_crop(np.asarray(rgb), pre.crop).astype(np.float32) * np.float32(pre.scale)
+    pixels = (pixels - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def preprocess(images: Sequence[ImageInput], pre: Preprocessing) -> np.ndarray:
+    """A batch of images as one (N, 3, crop, crop) float32 array."""
+    return np.stack([preprocess_image(image, pre) for image in images])
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files named or found below the folders named (recursively, hidden files skipped), in order."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            below = [
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
+            if not below:
+                raise DataError(f"no images in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+            found += below
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"image or folder not found: {path}")
+    return found
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, classes) logits."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def top_classes(scores: np.ndarray, labels: Sequence[str], k: int) -> list[list[Prediction]]:
+    """The ``k`` best classes of each row of ``scores``, best first."""
+    k = max(1, min(k, scores.shape[1]))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return [
+        [Prediction(labels[i], int(i), float(row[i])) for i in best] for row, best in zip(scores, order, strict=True)
+    ]
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class _OrtModel:
+    """A .onnx in an ONNX Runtime CPU session."""
+
+    def __init__(self, path: Path, *, threads: int | None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailableError("backend 'ort' needs onnxruntime: pip install onnxruntime") from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for corrupt files
+            raise UsageError(f"cannot load {path} with onnxruntime: {_first_line(exc)}") from None
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_shape = [d if isinstance(d, int) else None for d in first.shape]
+        self.card_json = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class _OpenVinoModel:
+    """A .xml IR (or a .onnx read by OpenVINO) compiled for an OpenVINO device."""
+
+    def __init__(self, path: Path, *, threads: int | None, device: str, precision: str) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendUnavailableError("backend 'openvino' needs openvino: pip install openvino") from None
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and others for corrupt files
+            raise UsageError(f"cannot load {path} with OpenVINO: {_first_line(exc)}") from None
+        self.card_json = None
+        for where in (OPENVINO_RT_INFO_PATH, OPENVINO_ONNX_METADATA_PATH):
+            if model.has_rt_info(list(where)):
+                self.card_json = model.get_rt_info(list(where)).astype(str)
+                break
+        shape = model.input(0).get_partial_shape()
+        self.input_shape = [d.get_length() if d.is_static else None for d in shape]
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads and device == "CPU":
+            config["INFERENCE_NUM_THREADS"] = threads
+        if precision == "fp32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        elif precision != "auto":
+            raise UsageError(f"unknown precision {precision!r}; use auto or fp32")
+        try:
+            compiled = core.compile_model(model, device, config)
+        except Exception as exc:  # noqa: BLE001
+            raise BackendUnavailableError(f"OpenVINO cannot compile {path} for {device}: {_first_line(exc)}") from None
+        self.request = compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: batch})[0].copy()
+
+
+# --------------------------------------------------------------------------- the classifier
+
+
+class Classifier:
+    """A model file with its labels and preprocessing, read from the card embedded in it.
+
+    Args:
+        model: a ``.onnx``, an OpenVINO ``.xml`` or a run directory (its ``model.onnx`` / ``openvino/model.xml``).
+        backend: ``ort`` or ``openvino``; by default ``openvino`` for ``.xml`` files, else ``ort``.
+        labels, mean, std: override the card's, or give them for a model without a card (labels default to the
+            class indices).
+        size: resize the shorter side to ``size`` and crop ``size`` x ``size`` (``resize`` sets the shorter side
+            apart). Needed for a model without a card unless its input size is fixed.
+        threads: intra-op threads (the backend's default: every core).
+        device, precision: OpenVINO's device (``CPU``, ``GPU``...) and ``auto`` or ``fp32`` math.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        backend: str | None = None,
+        labels: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        size: int | None = None,
+        resize: int | None = None,
+        threads: int | None = None,
+        device: str = "CPU",
+        precision: str = "auto",
+    ) -> None:
+        path = Path(model)
+        if backend is None:
+            backend = "openvino" if path.suffix == ".xml" else "ort"
+        if backend not in BACKENDS:
+            raise UsageError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        self.path, self.backend = _model_file(path, backend), backend
+        if backend == "ort":
+            self._model: _OrtModel | _OpenVinoModel = _OrtModel(self.path, threads=threads)
+        else:
+            self._model = _OpenVinoModel(self.path, threads=threads, device=device, precision=precision)
+        self.card = ModelCard.from_json(self._model.card_json) if self._model.card_json else None
+        self.preprocessing = _resolve_preprocessing(
+            self.card, self._model.input_shape, self.path, mean=mean, std=std, size=size, resize=resize
+        )
+        self._labels = tuple(labels) if labels is not None else (self.card.labels if self.card else None)
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """Class names, or None for a model without a card or labels until its first run shows the class count."""
+        return self._labels
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Run a preprocessed (N, 3, crop, crop) batch; a model with a fixed batch size gets it in chunks."""
+        fixed = self._model.input_shape[0] if self._model.input_shape else None
+        if not fixed or fixed == len(batch):
+            out = self._model.run(batch)
+        else:
+            chunks = []
+            for start in range(0, len(batch), fixed):
+                chunk = batch[start : start + fixed]
+                padded = np.concatenate([chunk, np.zeros((fixed - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+                chunks.append(self._model.run(padded)[: len(chunk)])
+            out = np.concatenate(chunks)
+        out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+        if self._labels is None:
+            self._labels = tuple(str(i) for i in range(out.shape[1]))
+        if len(self._labels) != out.shape[1]:
+            raise UsageError(f"{self.path} has {out.shape[1]} outputs but {len(self._labels)} labels")
+        return out
+
+    def scores(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Softmax probabilities, (N, classes)."""
+        return softmax(self.logits(preprocess(images, self.preprocessing)))
+
+    def predict(self, images: Sequence[ImageInput], *, top_k: int = 5) -> list[list[Prediction]]:
+        """The ``top_k`` classes of each image (paths, PIL images or HxWxC uint8 RGB arrays), best first."""
+        if not images:
+            return []
+        scores = self.scores(images)
+        return top_classes(scores, self._labels or (), top_k)
+
+    def predict_files(
+        self, paths: Iterable[str | Path], *, top_k: int = 5, batch_size: int = 16
+    ) -> Iterator[tuple[Path, list[Prediction]]]:
+        """(file, top-k) for every image named or found below the folders named, ``batch_size`` at a time."""
+        files = find_images(paths)
+        batch_size = max(1, batch_size)
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            yield from zip(chunk, self.predict(chunk, top_k=top_k), strict=True)
+
+
+def _model_file(path: Path, backend: str) -> Path:
+    if path.is_dir():
+        path = path / ("openvino/model.xml" if backend == "openvino" else "model.onnx")
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    if backend == "ort" and path.suffix != ".onnx":
+        raise UsageError(f"backend 'ort' reads .onnx files, not {path.name}; use --backend openvino for IR")
+    if path.suffix == ".onnx":
+        try:
+            from edgetransfer.safety import check_onnx_external_data
+        except ImportError:  # without the onnx package (a runtime-only install) onnxruntime checks this itself
+            return path
+        check_onnx_external_data(path)
+    return path
+
+
+def _resolve_preprocessing(
+    card: ModelCard | None,
+    input_shape: list[int | None],
+    path: Path,
+    *,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    size: int | None,
+    resize: int | None,
+) -> Preprocessing:
+    """The card's preprocessing with the values given replacing its own; without a card, the values given."""
+    if len(input_shape) != 4 or input_shape[1] not in (3, None):
+        shown = ", ".join("?" if d is None else str(d) for d in input_shape)
+        raise UsageError(f"{path} takes input of shape ({shown}); only (N, 3, H, W) RGB image models are supported")
+    fixed = input_shape[2] if len(input_shape) == 4 and input_shape[2] and input_shape[2] == input_shape[3] else None
+    if card is None:
+        missing = [name for name, value in (("mean", mean), ("std", std)) if value is None]
+        if size is None and fixed is None:
+            missing.append("size")
+        if missing:
+            raise UsageError(
+                f"{path} carries no edgetransfer model card, so its preprocessing is unknown: pass "
+                f"{', '.join(missing)} (--{', --'.join(missing)} on the command line)"
+            )
+        size = size or fixed
+    pre = card.preprocessing if card else Preprocessing(resize=size, crop=size)  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    if mean is not None:
+        changes["mean"] = _triple("mean", mean)
+    if std is not None:
+        changes["std"] = _triple("std", std)
+        if min(changes["std"]) <= 0:
+            raise UsageError(f"std must be positive, not {list(std)}")
+    if size is not None:
+        changes.update(crop=size, resize=size)
+    if resize is not None:
+        changes["resize"] = resize
+    pre = dataclasses.replace(pre, **changes)
+    if pre.crop <= 0 or pre.resize <= 0:
+        raise UsageError(f"sizes must be positive, not resize {pre.resize} and crop {pre.crop}")
+    if pre.interpolation not in RESAMPLING:
+        raise UsageError(f"interpolation {pre.interpolation!r} is not supported; known: {', '.join(RESAMPLING)}")
+    if pre.color != "RGB" or pre.layout != "NCHW":
+        raise UsageError(f"only RGB NCHW input is supported, not {pre.color} {pre.layout}")
+    if fixed and fixed != pre.crop:
+        raise UsageError(f"{path} takes {fixed}x{fixed} images but the preprocessing crops {pre.crop}x{pre.crop}")
+    return pre
+
+
+def _triple(name: str, values: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        raise UsageError(f"{name} needs 3 values (R, G, B), not {len(values)}")
+    return values  # type: ignore[return-value]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,88 @@
+"""A camera-style loop: classify frames one at a time with edgetransfer.runtime (no torch), print each frame's
+latency and the running p99.
+
+    python examples/python/camera_loop.py MODEL SOURCE [--top-k 1] [--backend ort|openvino] [--repeat 3]
+
+MODEL is a .onnx, an OpenVINO .xml or a run directory. SOURCE is a folder of images (played in name order,
+``--repeat`` times), or with OpenCV installed (``pip install opencv-python-headless``) a video file or a camera
+index such as ``0``. A frame's latency is preprocessing + inference; reading/decoding the frame is the camera's
+part and is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edgetransfer.errors import EdgeTransferError
+from edgetransfer.runtime import Classifier, find_images, open_image
+
+
+def folder_frames(folder: Path, repeat: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, HxWx3 uint8 RGB) for every image in ``folder``, ``repeat`` times over."""
+    files = find_images([folder])
+    for _ in range(repeat):
+        for path in files:
+            yield path.name, np.asarray(open_image(path))
+
+
+def video_frames(source: str) -> Iterator[tuple[str, np.ndarray]]:
+    """(frame number, HxWx3 uint8 RGB) from a video file or a camera index, with OpenCV."""
+    try:
+        import cv2
+    except ImportError:
+        raise SystemExit("error: video files and cameras need OpenCV: pip install opencv-python-headless") from None
+    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not capture.isOpened():
+        raise SystemExit(f"error: cannot open video source {source}")
+    number = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            number += 1
+            yield f"frame {number}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a .onnx, an OpenVINO .xml or a run directory")
+    parser.add_argument("source", help="a folder of images, a video file or a camera index (OpenCV)")
+    parser.add_argument("--top-k", type=int, default=1, help="classes printed per frame")
+    parser.add_argument("--backend", choices=("ort", "openvino"), help="default: openvino for .xml, else ort")
+    parser.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    parser.add_argument("--repeat", type=int, default=1, help="times a folder is played")
+    parser.add_argument("--window", type=int, default=300, help="frames the running p99 is taken over")
+    args = parser.parse_args(argv)
+    try:
+        classifier = Classifier(args.model, backend=args.backend, threads=args.threads)
+        source = Path(args.source)
+        frames = folder_frames(source, args.repeat) if source.is_dir() else video_frames(args.source)
+        recent: collections.deque[float] = collections.deque(maxlen=args.window)
+        for name, frame in frames:
+            started = time.perf_counter()
+            best = classifier.predict([frame], top_k=args.top_k)[0]
+            latency_ms = (time.perf_counter() - started) * 1e3
+            recent.append(latency_ms)
+            labels = "  ".join(f"{p.label} {p.score:.3f}" for p in best)
+            p99 = np.percentile(np.fromiter(recent, float), 99)
+            print(f"{name:<24} {latency_ms:7.2f} ms   p99 {p99:7.2f} ms ({len(recent)} frames)   {labels}", flush=True)
+    except EdgeTransferError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

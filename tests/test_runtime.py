@@ -1,0 +1,374 @@
+"""edgetransfer.runtime and `edgetransfer predict`: torch-free inference from the model file alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgetransfer import runtime
+from edgetransfer.card import Preprocessing
+from edgetransfer.cli.predict import predict
+from edgetransfer.errors import DataError, UsageError
+
+# One uint8 level after normalisation by the smallest std: Pillow's and torchvision's antialiased resizes round a
+# few pixels differently (Pillow: 22-bit fixed point; torchvision: int16 weights), never by more than this on
+# these images (measured: max 0.01751 = 1.00 level, 0-3% of values differing, mean |diff| <= 6e-4).
+ONE_LEVEL = 1 / (255 * 0.224)
+PARITY_SETTINGS = [(32, 32), (96, 96), (224, 224), (256, 224), (28, 32)]  # (resize, crop); 28/32 pads
+
+
+@pytest.fixture(scope="module")
+def parity_images() -> list[Image.Image]:
+    """Real handwritten digits (8x8 grey) and generated RGB images of odd sizes, noisy and smooth."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images
+    images = [Image.fromarray((digits[i] * 255 / 16).astype(np.uint8)) for i in range(0, len(digits), 120)]
+    rng = np.random.default_rng(0)
+    for h, w in [(40, 40), (37, 53), (300, 200), (97, 131), (17, 400), (400, 17), (300, 90), (16, 16), (480, 640)]:
+        images.append(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
+    yy, xx = np.mgrid[0:240, 0:320]
+    smooth = np.stack([128 + 127 * np.sin(xx / 7.0), 128 + 127 * np.cos(yy / 5.0), (xx + yy) % 256], -1)
+    images.append(Image.fromarray(smooth.astype(np.uint8)))
+    return images
+
+
+@pytest.mark.parametrize(("resize", "crop"), PARITY_SETTINGS)
+def test_preprocessing_matches_the_torchvision_eval_transform(parity_images, resize, crop):
+    from edgetransfer.data import eval_transform
+
+    pre = Preprocessing(resize=resize, crop=crop)
+    transform = eval_transform(pre)
+    diffs = []
+    for image in parity_images:
+        expected = transform(image.convert("RGB")).numpy()
+        got = runtime.preprocess_image(image, pre)
+        assert got.shape == expected.shape == (3, crop, crop) and got.dtype == np.float32
+        diffs.append(np.abs(got - expected).ravel())
+    diff = np.concatenate(diffs)
+    assert diff.max() <= ONE_LEVEL + 1e-5, f"max |diff| {diff.max():.5f}"
+    assert diff.mean() <= 1e-3
+    assert (diff > 1e-5).mean() <= 0.05
+
+
+def test_files_are_read_as_training_reads_them(tmp_path, parity_images):
+    """From files: EXIF orientation, grey, palette, alpha, CMYK, the same tensor as open_rgb + eval_transform."""
+    from edgetransfer.data import eval_transform, open_rgb
+
+    base = parity_images[-1]
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    base.save(rotated, exif=exif)
+    files = [rotated]
+    for mode, suffix in [("L", ".png"), ("P", ".png"), ("RGBA", ".png"), ("LA", ".png"), ("CMYK", ".jpg")]:
+        files.append(tmp_path / f"{mode}{suffix}")
+        base.convert(mode).save(files[-1])
+    pre = Preprocessing(resize=40, crop=32)
+    transform = eval_transform(pre)
+    for path in files:
+        expected = transform(open_rgb(path)).numpy()
+        assert np.abs(runtime.preprocess_image(path, pre) - expected).max() <= ONE_LEVEL + 1e-5, path.name
+    assert runtime.open_image(rotated).size == (240, 320)  # portrait after the EXIF rotation
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    rgb = runtime.open_image(tmp_path / "deep.png")
+    assert rgb.mode == "RGB"
+    assert np.asarray(rgb)[0, :, 0].tolist() == [0, 1, 128, 255]
+    assert np.asarray(runtime.to_rgb(Image.fromarray(np.array([[0, 200]], np.int32))))[0, :, 0].tolist() == [0, 200]
+
+
+def test_arrays_and_pil_images_are_accepted():
+    pre = Preprocessing(resize=32, crop=32)
+    pixels = np.random.default_rng(1).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    from_array = runtime.preprocess_image(pixels, pre)
+    assert np.array_equal(from_array, runtime.preprocess_image(Image.fromarray(pixels), pre))
+    with_alpha = np.concatenate([pixels, np.zeros((48, 40, 1), np.uint8)], axis=2)
+    assert np.array_equal(from_array, runtime.preprocess_image(with_alpha, pre))
+    with pytest.raises(DataError, match="float32"):
+        runtime.preprocess_image(pixels.astype(np.float32), pre)
+
+
+def test_unreadable_and_missing_images_are_one_line_errors(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    with pytest.raises(DataError, match="cannot read image .*broken.png") as info:
+        runtime.open_image(broken)
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="not found"):
+        runtime.open_image(tmp_path / "missing.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden.png").write_bytes(b"")
+    assert runtime.find_images([tmp_path]) == [broken]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        runtime.find_images([tmp_path / "empty"])
+
+
+def test_softmax_and_top_classes():
+    scores = runtime.softmax(np.array([[1.0, 3.0, 2.0], [0.0, 0.0, 5.0]], np.float32))
+    assert np.allclose(scores.sum(axis=1), 1.0)
+    best = runtime.top_classes(scores, ("a", "b", "c"), 2)
+    assert [[p.label for p in row] for row in best] == [["b", "c"], ["c", "a"]]
+    assert best[0][0].index == 1 and best[0][0].score == pytest.approx(float(scores[0, 1]))
+    assert len(runtime.top_classes(scores, ("a", "b", "c"), 10)[0]) == 3
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.fixture(scope="module")
+def samples(trained_run) -> list[Path]:
+    """A few of the run's own images, every class."""
+    folder = Path(trained_run.load_card().dataset["path"])
+    return sorted(folder.rglob("*.png"))[::4]
+
+
+@pytest.fixture(scope="module")
+def plain_onnx(trained_run, tmp_path_factory) -> Path:
+    """The run's model.onnx without its card, as a model from elsewhere would be."""
+    model = onnx.load(str(trained_run.file("model.onnx")))
+    del model.metadata_props[:]
+    path = tmp_path_factory.mktemp("plain") / "plain.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_classifier_reads_the_card_and_matches_the_training_pipeline(trained_run, samples):
+    """Scores from the runtime equal ONNX Runtime's on the torchvision-preprocessed batch (to what one uint8 level
+    on ~1% of the input values moves them: measured up to 0.0025 with this small model)."""
+    import onnxruntime as ort
+
+    from edgetransfer.data import Sample, batches
+
+    card = trained_run.load_card()
+    classifier = runtime.Classifier(trained_run.file("model.onnx"))
+    assert classifier.labels == card.labels and classifier.preprocessing == card.preprocessing
+    assert classifier.card is not None and classifier.card.backbone == card.backbone
+    (batch, _), *_ = batches(tuple(Sample(p, 0) for p in samples), card.preprocessing, batch_size=len(samples))
+    session = ort.InferenceSession(str(trained_run.file("model.onnx")), providers=["CPUExecutionProvider"])
+    expected = runtime.softmax(session.run(None, {"input": batch})[0])
+    assert np.abs(classifier.scores(samples) - expected).max() < 5e-3
+    best = classifier.predict(samples, top_k=2)
+    assert all(len(row) == 2 and row[0].score >= row[1].score for row in best)
+    assert [row[0].index for row in best] == expected.argmax(axis=1).tolist()
+
+
+def test_backends_and_variants_agree(trained_run, samples):
+    reference = runtime.Classifier(trained_run.path).scores(samples)  # a run directory: its model.onnx
+    for model, kwargs in [
+        (trained_run.file("openvino/model.xml"), {"precision": "fp32"}),
+        (trained_run.file("model.onnx"), {"backend": "openvino", "precision": "fp32"}),  # card from ONNX metadata
+        (trained_run.path, {"backend": "openvino", "precision": "fp32"}),
+    ]:
+        classifier = runtime.Classifier(model, **kwargs)
+        assert classifier.backend == "openvino" and classifier.labels == trained_run.load_card().labels
+        assert np.abs(classifier.scores(samples) - reference).max() < 1e-4, model
+    int8 = runtime.Classifier(trained_run.file("model.int8.onnx"), threads=1)
+    assert np.abs(int8.scores(samples) - reference).max() < 0.1
+
+
+def test_a_fixed_batch_size_is_fed_in_chunks(trained_run, samples):
+    classifier = runtime.Classifier(trained_run.file("model.onnx"))
+    expected = classifier.scores(samples[:3])
+    classifier._model.input_shape[0] = 2  # as a model exported with batch 2 would say
+    assert np.allclose(classifier.scores(samples[:3]), expected, atol=1e-6)
+
+
+def test_a_model_without_a_card_needs_its_preprocessing(plain_onnx, trained_run, samples):
+    with pytest.raises(UsageError, match="no edgetransfer model card.*pass mean, std \\(--mean, --std"):
+        runtime.Classifier(plain_onnx)  # its input is 32x32, so the size is known
+    with pytest.raises(UsageError, match=r"shape \(\?, 32, 32, 3\); only \(N, 3, H, W\)"):
+        runtime._resolve_preprocessing(None, [None, 32, 32, 3], plain_onnx, mean=None, std=None, size=None, resize=None)
+    with pytest.raises(UsageError, match="pass mean, std, size"):
+        runtime._resolve_preprocessing(
+            None, [None, 3, None, None], plain_onnx, mean=None, std=None, size=None, resize=None
+        )
+    with pytest.raises(UsageError, match="takes 32x32 images but the preprocessing crops 64x64"):
+        runtime.Classifier(plain_onnx, mean=(0.5,) * 3, std=(0.5,) * 3, size=64)
+    card = trained_run.load_card()
+    pre = card.preprocessing
+    plain = runtime.Classifier(plain_onnx, mean=pre.mean, std=pre.std, size=pre.crop)
+    assert plain.card is None and plain.preprocessing == pre
+    assert np.allclose(plain.scores(samples), runtime.Classifier(trained_run.file("model.onnx")).scores(samples))
+    assert plain.predict(samples[:1])[0][0].label in {"0", "1", "2"}  # labels default to class indices
+    named = runtime.Classifier(plain_onnx, mean=pre.mean, std=pre.std, size=pre.crop, labels=card.labels)
+    assert named.predict(samples[:1])[0][0].label in card.labels
+    with pytest.raises(UsageError, match="3 outputs but 2 labels"):
+        runtime.Classifier(plain_onnx, mean=pre.mean, std=pre.std, size=32, labels=["a", "b"]).predict(samples[:1])
+    with pytest.raises(UsageError, match="mean needs 3 values"):
+        runtime.Classifier(plain_onnx, mean=[0.5], std=pre.std, size=32)
+    with pytest.raises(UsageError, match="std must be positive"):
+        runtime.Classifier(plain_onnx, mean=pre.mean, std=[0.2, 0.0, 0.2], size=32)
+
+
+def test_bad_model_files_are_one_line_errors(tmp_path, trained_run):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage that is not a protobuf" * 10)
+    for backend in ("ort", "openvino"):
+        with pytest.raises(UsageError, match="corrupt.onnx (is not a readable ONNX model|with onnxruntime)") as info:
+            runtime.Classifier(corrupt, backend=backend)
+        assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="model file not found"):
+        runtime.Classifier(tmp_path / "missing.onnx")
+    with pytest.raises(UsageError, match="backend 'ort' reads .onnx files"):
+        runtime.Classifier(trained_run.file("openvino/model.xml"), backend="ort")
+    with pytest.raises(UsageError, match="unknown backend 'tflite'; known: ort, openvino"):
+        runtime.Classifier(trained_run.file("model.onnx"), backend="tflite")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@pytest.fixture(scope="module")
+def cli() -> typer.Typer:
+    """The predict command on its own app (as edgetransfer.cli registers it), plus a second command so that
+    Typer keeps the command name."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(predict)
+    app.command("noop")(lambda: None)
+    return app
+
+
+def test_predict_prints_one_line_per_image(cli, trained_run, samples):
+    folder = samples[0].parent
+    result = CliRunner().invoke(cli, ["predict", str(trained_run.file("model.onnx")), str(folder), "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(list(folder.glob("*.png")))
+    path, first, second = lines[0].split("  ")
+    assert Path(path).parent == folder and first.split()[0] in trained_run.load_card().labels
+    assert float(first.split()[1]) >= float(second.split()[1])
+
+
+def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("zero\none\ntwo\n")
+    args = ["predict", str(plain_onnx), str(samples[0]), str(samples[-1]), "--json", "--labels", str(labels)]
+    args += ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--size", "32", "--backend", "openvino"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["backend"] == "openvino" and len(document["results"]) == 2
+    assert {p["label"] for p in document["results"][0]["top_k"]} == {"zero", "one", "two"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["MISSING.png"], "image or folder not found"),
+        (["--mean", "a,b,c"], "--mean takes comma-separated numbers"),
+        (["--backend", "tflite"], "unknown backend"),
+    ],
+)
+def test_predict_errors_are_one_line_with_exit_code_2(cli, trained_run, samples, extra, message):
+    images = [] if extra[0] == "MISSING.png" else [str(samples[0])]
+    result = CliRunner().invoke(cli, ["predict", str(trained_run.file("model.onnx")), *images, *extra])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_plain_model_without_options_is_a_clear_error(cli, plain_onnx, samples):
+    result = CliRunner().invoke(cli, ["predict", str(plain_onnx), str(samples[0])])
+    assert result.exit_code == 2 and "pass mean, std (--mean, --std on the command line)" in result.stderr
+
+
+# --------------------------------------------------------------------------- no torch on this path
+
+NO_TORCH_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import typer
+    import edgetransfer.cli
+    assert "torch" not in sys.modules, "import edgetransfer.cli imported torch"
+    from edgetransfer.cli.predict import predict
+    app = edgetransfer.cli.app
+    if "predict" not in [c.name or c.callback.__name__ for c in app.registered_commands]:
+        app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        app.command()(predict)
+        app.command("noop")(lambda: None)
+    try:
+        app(sys.argv[1:], standalone_mode=False)
+    finally:
+        print("modules:", " ".join(m for m in ("torch", "torchvision") if m in sys.modules), file=sys.stderr)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def torch_blocked(tmp_path_factory) -> dict[str, str]:
+    """An environment where ``import torch`` (and so torchvision) fails."""
+    folder = tmp_path_factory.mktemp("no-torch")
+    (folder / "torch.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+def test_the_blocker_blocks(torch_blocked):
+    done = subprocess.run([sys.executable, "-c", "import torch"], env=torch_blocked, capture_output=True, text=True)
+    assert done.returncode != 0 and "torch is blocked" in done.stderr
+
+
+@pytest.mark.parametrize("model", ["model.onnx", "openvino/model.xml"])
+def test_predict_runs_without_torch(torch_blocked, trained_run, samples, model):
+    command = [sys.executable, "-c", NO_TORCH_SCRIPT, "predict", str(trained_run.file(model)), str(samples[0])]
+    done = subprocess.run(command, env=torch_blocked, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(str(samples[0])) and done.stderr.strip() == "modules:"
+
+
+def test_the_camera_loop_example_runs_on_a_folder(trained_run, samples, capsys):
+    import runpy
+
+    example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "python" / "camera_loop.py"))
+    folder = samples[0].parent
+    assert example["main"]([str(trained_run.file("model.onnx")), str(folder), "--repeat", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * len(list(folder.glob("*.png")))
+    assert " ms   p99 " in lines[-1] and lines[-1].split()[-2] in trained_run.load_card().labels
+
+
+@pytest.mark.slow
+def test_the_runtime_extra_pulls_no_torch(tmp_path):
+    """Resolve `pip install ".[runtime]"` without installing: nothing of the training stack may come with it."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            f"{root}[runtime]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert "onnxruntime" in names and "edgetransfer" in names
+    assert not names & {"torch", "torchvision", "openvino", "nncf", "onnx"}, names
