@@ -145,8 +145,24 @@ def test_export_without_a_checkpoint(trained_run, tmp_path):
 
 
 def test_a_run_in_use_says_who_holds_it(trained_run, tmp_path):
-    from edgetransfer.rundir import RunDir
+    import subprocess
+    import sys
 
     shutil.copytree(trained_run.path, tmp_path / "run")
-    with RunDir(tmp_path / "run").lock("finetune"):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from edgetransfer.rundir import RunDir\n"
+            "with RunDir(sys.argv[1]).lock('finetune'):\n    print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "run"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
         run_bad(["export", tmp_path / "run"], 2, "in use by 'edgetransfer finetune'", tmp_path / "run")
+    finally:
+        holder.kill()
+        holder.wait()

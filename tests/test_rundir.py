@@ -40,13 +40,20 @@ def test_open_names_what_is_missing(tmp_path):
 
 
 def test_a_second_command_on_the_same_run_says_who_holds_it(tmp_path):
+    import subprocess
+    import sys
+
     run = RunDir(tmp_path / "run")
+    second = (
+        "import sys; from edgetransfer.rundir import RunDir; from edgetransfer.errors import RunDirError\n"
+        "try:\n    with RunDir(sys.argv[1]).lock('export'): print('got it')\n"
+        "except RunDirError as exc: print(exc)"
+    )
     with run.lock("finetune"):
-        with pytest.raises(RunDirError, match=r"in use by 'edgetransfer finetune' \(pid \d+"):
-            with run.lock("export"):
-                pass
-    with run.lock("export"):  # released
-        pass
+        held = subprocess.run([sys.executable, "-c", second, str(run.path)], capture_output=True, text=True)
+    assert "in use by 'edgetransfer finetune' (pid" in held.stdout, held.stdout + held.stderr
+    free = subprocess.run([sys.executable, "-c", second, str(run.path)], capture_output=True, text=True)
+    assert free.stdout.strip() == "got it"
 
 
 def test_a_read_only_folder_is_one_clear_error(tmp_path):
@@ -77,3 +84,11 @@ def test_a_full_disk_is_one_clear_error_and_keeps_the_old_file(tmp_path, monkeyp
             tmp.write_text("new")
     monkeypatch.undo()
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["card.json"]
+
+
+def test_the_lock_is_reentrant_within_one_process(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.lock("bench"), run.lock("bench"):  # a gate re-measuring inside a bench
+        pass
+    with run.lock("export"):
+        pass
