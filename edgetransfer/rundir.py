@@ -141,8 +141,9 @@ class RunDir:
         atomic_write_text(self.file(CARD), card.to_json() + "\n")
 
     @contextlib.contextmanager
-    def lock(self, command: str) -> Iterator[None]:
-        """Hold the run for ``command``; a second command on the same run says who holds it and stops."""
+    def lock(self, command: str, *, wait: float = 3.0) -> Iterator[None]:
+        """Hold the run for ``command``; a second command on the same run waits up to ``wait`` seconds, then says
+        who holds it and stops."""
         import fcntl
 
         path = self.path.parent / f".{self.path.name}.lock"  # beside the run: survives replacing the run
@@ -154,9 +155,15 @@ class RunDir:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            deadline = time.monotonic() + wait
+            while True:  # wait a moment: a measuring process that just finished may still be closing it
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
                 handle.seek(0)
                 try:
                     holder = json.loads(handle.read() or "{}")
