@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgetransfer.errors import UsageError, WeightsError
+from edgetransfer.registry import Registry
 from edgetransfer.rundir import atomic_path, sha256_file
 
 if TYPE_CHECKING:
@@ -113,27 +114,21 @@ def _resolve(reference: str) -> Callable:
     return getattr(importlib.import_module(module), attr)
 
 
-_REGISTRY: dict[str, Backbone] = {}
+_REGISTRY: Registry[Backbone] = Registry("backbone")
 
 
 def register(backbone: Backbone) -> Backbone:
     """Add a backbone; a name registered twice is a bug and raises."""
-    if backbone.name in _REGISTRY:
-        raise ValueError(f"backbone {backbone.name!r} is already registered")
-    _REGISTRY[backbone.name] = backbone
-    return backbone
+    return _REGISTRY.register(backbone.name, backbone)
 
 
 def get(name: str) -> Backbone:
     """The backbone called ``name``, or a :class:`UsageError` listing the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UsageError(f"unknown backbone {name!r}; known: {', '.join(names())}") from None
+    return _REGISTRY.get(name)
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 register(

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from edgetransfer.errors import BackendUnavailableError, UsageError
+from edgetransfer.errors import BackendUnavailableError
+from edgetransfer.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,31 +76,25 @@ class Backend(ABC):
         return f"<backend {self.name}>"
 
 
-_BACKENDS: dict[str, Backend] = {}
+_BACKENDS: Registry[Backend] = Registry("backend")
 
 
 def register(backend: Backend) -> Backend:
     """Add a backend under its name; a name registered twice is an error."""
-    if backend.name in _BACKENDS:
-        raise ValueError(f"backend {backend.name!r} is already registered")
-    _BACKENDS[backend.name] = backend
-    return backend
+    return _BACKENDS.register(backend.name, backend)
 
 
 def unregister(name: str) -> None:
     """Remove a backend (plugins and tests that registered one for a while)."""
-    _BACKENDS.pop(name, None)
+    _BACKENDS.unregister(name)
 
 
 def get(name: str) -> Backend:
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise UsageError(f"unknown backend {name!r}; known: {', '.join(sorted(_BACKENDS))}") from None
+    return _BACKENDS.get(name)
 
 
 def all_backends() -> list[Backend]:
-    return list(_BACKENDS.values())
+    return _BACKENDS.values()
 
 
 @functools.cache

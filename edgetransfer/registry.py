@@ -1,0 +1,39 @@
+"""A named registry: one place answers "what exists"; registering a name twice is a bug, an unknown name is the
+user's mistake and lists the known ones."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from edgetransfer.errors import UsageError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Items by name, for one ``kind`` of thing ("backbone", "backend")."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, item: T) -> T:
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._items[name] = item
+        return item
+
+    def unregister(self, name: str) -> None:
+        self._items.pop(name, None)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UsageError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def values(self) -> list[T]:
+        return list(self._items.values())
