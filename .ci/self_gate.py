@@ -15,39 +15,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 GATE = ["--backends", "ort-cpu", "--variants", "fp32,int8", "--relative-to", "ort-cpu:fp32", "--max-regression", "10%"]
 GATE += ["--min-time", "2", "--rounds", "8", "--no-accuracy"]
 
 
-def make_images(root: Path, per_class: int = 10, size: int = 96, seed: int = 0) -> Path:
-    """Three classes anyone can tell apart: horizontal stripes, vertical stripes, a bright square."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for label in range(3):
-        (root / f"class{label}").mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
-            if label == 0:
-                pixels[::6] = 230
-            elif label == 1:
-                pixels[:, ::6] = 230
-            else:
-                pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 230
-            Image.fromarray(pixels).save(root / f"class{label}" / f"{i:03d}.png")
-    return root
-
-
 def make_run(work: Path, *, size: int = 96):
     """Fine-tune MobileNetV2 for one epoch on generated images and export fp32 + int8 ONNX (no OpenVINO)."""
+    from edgetransfer.data import write_pattern_folder
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.finetune import FinetuneConfig, finetune
     from edgetransfer.quantize import Int8Config
 
     os.environ.setdefault("EDGETRANSFER_OFFLINE", "1")
-    data = make_images(work / "images", size=size)
+    data = write_pattern_folder(work / "images", per_class=10, size=size)
     run = finetune(FinetuneConfig(data=str(data), out=str(work / "run"), size=size, epochs=1, batch_size=8))
     return export(run, ExportConfig(openvino=False, int8=Int8Config(calibration_size=16)))
 

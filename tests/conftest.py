@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,27 +22,11 @@ def isolated_env(tmp_path_factory):
             os.environ[key] = value
 
 
-def pattern_image(label: int, rng: np.random.Generator, size: int = 40) -> Image.Image:
-    """A noisy RGB image whose class is visible: 0 horizontal stripes, 1 vertical, 2 a bright square."""
-    pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
-    if label == 0:
-        pixels[::6] = 230
-    elif label == 1:
-        pixels[:, ::6] = 230
-    else:
-        pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 230
-    return Image.fromarray(pixels)
-
-
 def make_folder(root: Path, per_class: int = 12, classes: int = 3, seed: int = 0) -> Path:
     """``root/<class>/*.png`` with ``per_class`` generated images of each class."""
-    rng = np.random.default_rng(seed)
-    for label in range(classes):
-        folder = root / f"class{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pattern_image(label, rng).save(folder / f"{i:03d}.png")
-    return root
+    from edgetransfer.data import write_pattern_folder
+
+    return write_pattern_folder(root, per_class=per_class, classes=classes, seed=seed)
 
 
 @pytest.fixture

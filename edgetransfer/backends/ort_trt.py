@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgetransfer.backends.base import LoadOptions, nvidia_gpu_count, register
-from edgetransfer.backends.ort import ONNX_VARIANTS, OrtBackend, _OrtSession, ort_session
+from edgetransfer.backends.base import LoadOptions, register
+from edgetransfer.backends.ort import ONNX_VARIANTS, _OrtSession, ort_session
+from edgetransfer.backends.ort_cuda import OrtCudaBackend
 from edgetransfer.rundir import ONNX_FP32, TENSORRT_DIR
 
 
-class OrtTensorrtBackend(OrtBackend):
+class OrtTensorrtBackend(OrtCudaBackend):  # a GPU is needed the same way
     """fp16 is TensorRT's own fp16 build of ``model.onnx``; int8 runs the QDQ model (explicit quantization).
     Engines are cached in the run's ``tensorrt/engines`` so only the first load pays for the build."""
 
@@ -22,14 +23,6 @@ class OrtTensorrtBackend(OrtBackend):
         "pip uninstall onnxruntime && pip install onnxruntime-gpu"
     )
     variants = {**ONNX_VARIANTS, "fp16": ONNX_FP32}
-
-    def is_available(self) -> bool:
-        return super().is_available() and nvidia_gpu_count() > 0
-
-    def unavailable_reason(self) -> str:
-        if not super().is_available():
-            return super().unavailable_reason()
-        return "needs an NVIDIA GPU; none is visible here"
 
     def provider_options(self, path: Path, options: LoadOptions) -> dict[str, Any]:
         cache = path.parent / TENSORRT_DIR / "engines"
