@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 GATE = ["--backends", "ort-cpu", "--variants", "fp32,int8", "--relative-to", "ort-cpu:fp32", "--max-regression", "10%"]
-GATE += ["--min-time", "2", "--rounds", "8", "--no-accuracy"]
+GATE += ["--threads", "1", "--min-time", "2", "--rounds", "8", "--no-accuracy"]
 
 
 def make_run(work: Path, *, size: int = 96):

@@ -83,8 +83,8 @@ def measure_with(slowdown: float):
     return measure
 
 
-def trial(run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, order: int) -> dict:
-    baseline = measure_with(0.0)(run, config)
+def trial(run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, order: int, base_time: float) -> dict:
+    baseline = measure_with(0.0)(run, replace(config, min_time=base_time))
     outcome = {}
     for label, fraction in [("same", 0.0), ("slow", slowdown)][:: 1 if order % 2 == 0 else -1]:
         started = time.perf_counter()
@@ -104,9 +104,17 @@ def main() -> int:
     parser.add_argument("--mode", choices=("relative", "baseline", "both"), default="both")
     parser.add_argument("--slowdown", type=float, default=0.10, help="injected extra work, a fraction (0.10: 10%%)")
     parser.add_argument("--max-regression", default="5%", help="the gate's threshold")
-    parser.add_argument("--min-time", type=float, default=1.0, help="timed seconds per model (as --min-time)")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--min-time", type=float, default=2.0, help="timed seconds per model (as --min-time)")
+    parser.add_argument(
+        "--baseline-time",
+        type=float,
+        default=6.0,
+        help="timed seconds per model of the baseline (saved once, so it can afford to be measured longer)",
+    )
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (1: the measuring process on one core)"
+    )
     parser.add_argument("--out", type=Path, help="write the figures and every trial as JSON")
     args = parser.parse_args()
 
@@ -136,7 +144,7 @@ def main() -> int:
         trials: dict[str, list] = {m: [] for m in modes}
         for i in range(args.trials):
             for mode in modes:
-                result = trial(run, replace(config), gates[mode], args.slowdown, i)
+                result = trial(run, replace(config), gates[mode], args.slowdown, i, args.baseline_time)
                 trials[mode].append(result)
                 same, slow = result["same"], result["slow"]
                 print(

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -69,6 +70,16 @@ def test_a_fresh_process_per_model_gives_its_own_peak_memory(trained_run):
     config = BenchConfig(backends=("ort-cpu",), variants=("int8",), **{**FAST, "isolate": True, "accuracy": False})
     (result,) = bench(trained_run, config, write=False)["results"]
     assert 0 < result["rss_start_mb"] < result["peak_rss_mb"] < 2000 and result["load_s"] > 0
+
+
+def test_rounds_can_be_shared_among_fresh_processes(trained_run):
+    config = BenchConfig(backends=("ort-cpu",), variants=("int8",), **{**FAST, "isolate": True, "accuracy": False})
+    one = bench(trained_run, config, write=False)["results"][0]
+    config = replace(config, rounds=4, processes=2)
+    two = bench(trained_run, config, write=False)["results"][0]
+    assert (one["processes"], two["processes"]) == (1, 2) and len(two["latency"][0]["rounds"]) == 4
+    with pytest.raises(UsageError, match="--processes"):
+        replace(config, processes=5).validate()
 
 
 def test_threads_are_honoured_by_every_backend(trained_run):

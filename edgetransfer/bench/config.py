@@ -31,6 +31,7 @@ class BenchConfig:
     min_runs: int = 50  # timed runs, at least...
     min_time: float = 1.0  # ...and this many seconds (per model and batch size, over all rounds)
     rounds: int = 10
+    processes: int = 1  # fresh processes per model the rounds are shared among (averages out a process's luck)
     async_time: float = 0.5  # seconds of multi-stream throughput per batch size (OpenVINO); 0: off
     accuracy: bool = True
     data: str | None = None  # labelled folder for accuracy; default: the run's test split
@@ -46,6 +47,8 @@ class BenchConfig:
             raise UsageError("--batch sizes must be at least 1")
         if self.min_runs < 1 or self.rounds < 1 or self.warmup < 0:
             raise UsageError("--min-runs and --rounds must be at least 1; --warmup not negative")
+        if not 1 <= self.processes <= self.rounds:
+            raise UsageError("--processes must be at least 1 and at most --rounds")
         if min(self.min_time, self.warmup_time, self.async_time, self.max_accuracy_drop) < 0:
             raise UsageError("times and --max-accuracy-drop must not be negative")
         if self.threads is not None and self.threads < 1:
@@ -76,7 +79,7 @@ def make_config(
     values: dict[str, Any] = {}
     if baseline:
         kept = ("backends", "variants", "batches", "threads", "precision", "warmup", "warmup_time", "min_runs")
-        kept += ("min_time", "rounds", "async_time")
+        kept += ("min_time", "rounds", "processes", "async_time")
         settings = baseline.get("settings", {})
         values.update({k: settings[k] for k in kept if settings.get(k) is not None})
         if settings.get("threads") is None and settings.get("threads_resolved"):

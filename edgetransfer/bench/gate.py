@@ -5,8 +5,11 @@ measured in. Each (backend, variant, batch) is cut into blocks of consecutive ru
 mean of the ratios of block medians, with a Welch t confidence interval over blocks (runs taken side by side are
 not independent: the spread between blocks is the machine's real noise). With a reference backend, each block is
 divided by the reference's block of the same round first, so a change in machine load cancels out. A key is
-SLOWER when the ratio is above 1 + max_regression *and* its interval excludes 1 (the difference is not noise);
-a SLOWER key is then measured again, and the gate fails only if the re-measurement agrees.
+SLOWER when the ratio is above 1 + max_regression *and* its interval excludes 1 (the difference is not noise).
+A key that looks slower, or might be (its ratio above 1 + max_regression / 2), is then measured again, and the
+verdict is taken on both measurements together (twice the data: a real slowdown near the threshold is caught
+more often), and SLOWER stands only if the re-measurement alone points the same way (above 1 + max_regression
+/ 2), so that a burst of noise in the first measurement does not fail the gate.
 
 Exit codes: 0 none slower, 1 slower, 2 the comparison cannot be made (another schema or model, a backend
 missing, a measurement failed).
@@ -35,7 +38,7 @@ class GateConfig:
 
     max_regression: float = 0.10
     relative_to: str | None = None
-    confirm: bool = True  # re-measure what looks slower before failing
+    confirm: bool = True  # re-measure what looks (possibly) slower, and decide on both measurements
     level: float = 0.95
 
     def reference(self) -> tuple[str, str | None] | None:
@@ -57,7 +60,7 @@ class Row:
     high: float
     verdict: str
     reference: str | None = None  # "backend variant" of the reference, in relative mode
-    confirm: tuple[float, float, float] | None = None  # the re-measurement's (ratio, low, high)
+    confirm: tuple[float, float, float] | None = None  # (ratio, low, high) of both measurements together
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -240,17 +243,51 @@ def compare(
     return result
 
 
-def confirm(first: GateResult, second: GateResult) -> GateResult:
-    """Keep SLOWER only where the re-measurement is SLOWER too; record its figures."""
-    again = {r.key: r for r in second.rows}
-    for row in first.slower:
-        redo = again.get(row.key)
-        if redo is None:
+def suspects(result: GateResult) -> list[Row]:
+    """Rows worth measuring again: slower, or with a ratio above half the threshold (a slowdown near the
+    threshold lands on either side of it in one noisy measurement)."""
+    return [r for r in result.rows if r.verdict == SLOWER or r.ratio > 1 + result.max_regression / 2]
+
+
+def merge_samples(first: dict, second: dict, keys: set[tuple[str, str]]) -> dict:
+    """``first`` with the latency samples (and rounds) of ``keys`` from ``second`` appended: the rounds of both
+    measurements, each still pairing its models side by side."""
+    merged = {**first, "results": []}
+    extra = {(r["backend"], r["variant"]): r for r in second["results"]}
+    for result in first["results"]:
+        key = (result["backend"], result["variant"])
+        if key in keys and key in extra:
+            more = {lat["batch"]: lat for lat in extra[key]["latency"]}
+            latency = [
+                {
+                    **lat,
+                    "samples_ms": lat["samples_ms"] + more[lat["batch"]]["samples_ms"],
+                    "rounds": lat["rounds"] + more[lat["batch"]]["rounds"],
+                }
+                if lat["batch"] in more
+                else lat
+                for lat in result["latency"]
+            ]
+            result = {**result, "latency": latency}
+        merged["results"].append(result)
+    merged["failed"] = first.get("failed", []) + second.get("failed", [])
+    return merged
+
+
+def confirm(first: GateResult, second: GateResult, pooled: GateResult) -> GateResult:
+    """The verdict of each re-measured row, taken on both measurements together, and SLOWER only if the
+    re-measurement alone points the same way (a burst of noise in the first one is not carried through by
+    its weight in the pool); records the pooled figures."""
+    alone = {r.key: r for r in second.rows}
+    together = {r.key: r for r in pooled.rows}
+    for row in suspects(first):
+        redo, again = together.get(row.key), alone.get(row.key)
+        if redo is None or again is None:
             continue
         row.confirm = (redo.ratio, redo.low, redo.high)
-        if redo.verdict != SLOWER:
-            row.verdict = OK
-    first.problems += [p for p in second.problems if p not in first.problems]
+        agrees = again.ratio > 1 + first.max_regression / 2
+        row.verdict = redo.verdict if redo.verdict != SLOWER or agrees else OK
+    first.problems += [p for p in second.problems + pooled.problems if p not in first.problems]
     return first
 
 
@@ -263,17 +300,26 @@ def check(
     baseline_name: str | None = None,
     measure: Callable[..., dict] | None = None,
 ) -> tuple[dict, GateResult]:
-    """Measure ``run``, compare, and re-measure what looks slower before calling it slower; returns the
-    (first) bench document, with the gate's result in ``document["gate"]``, and the result."""
+    """Measure ``run``, compare, and re-measure what looks (possibly) slower, deciding on both measurements
+    together; returns the (first) bench document, with the gate's result in ``document["gate"]``, and the
+    result."""
     if measure is None:
         from edgetransfer.bench.runner import bench as measure
     document = measure(run, bench_config, write=False)
     result = compare(document, baseline, config, baseline_name=baseline_name)
-    if result.slower and config.confirm and not result.problems:
-        slower = {(r.backend, r.variant) for r in result.slower}
-        keys = {f"{b}:{v}" for b, v in slower} | {r.reference.replace(" ", ":") for r in result.slower if r.reference}
-        again = dataclasses.replace(bench_config, only=tuple(sorted(keys)), accuracy=False, async_time=0.0)
-        result = confirm(result, compare(measure(run, again, write=False), baseline, config, only=slower))
+    rows = suspects(result)
+    if rows and config.confirm and not result.problems:
+        slower = {(r.backend, r.variant) for r in rows}
+        measured = slower | {tuple(r.reference.split(" ", 1)) for r in rows if r.reference}
+        keys = tuple(sorted(f"{b}:{v}" for b, v in measured))
+        again = dataclasses.replace(bench_config, only=keys, accuracy=False, async_time=0.0)
+        second = measure(run, again, write=False)
+        pooled = merge_samples(document, second, measured)
+        result = confirm(
+            result,
+            compare(second, baseline, config, baseline_name=baseline_name, only=slower),
+            compare(pooled, baseline, config, baseline_name=baseline_name, only=slower),
+        )
     document["gate"] = result.to_dict()
     return document, result
 
@@ -296,8 +342,8 @@ def gate_lines(result: GateResult) -> list[str]:
         label = f"{r.backend} {r.variant} b{r.batch}" + (f" vs {r.reference}" if r.reference else "")
         extra = ""
         if r.confirm:
-            extra = f"; re-measured {_pct(r.confirm[0])} [{_pct(r.confirm[1])}, {_pct(r.confirm[2])}]"
-            extra += ": confirmed" if r.verdict == SLOWER else ": not confirmed, counted as noise"
+            extra = f"; re-measured, both together {_pct(r.confirm[0])} [{_pct(r.confirm[1])}, {_pct(r.confirm[2])}]"
+            extra += ": confirmed" if r.verdict == SLOWER else ": not slower beyond the threshold"
         lines.append(
             f"  {r.verdict.upper():7s} {label:38s} {r.before_ms:9.4g} -> {r.now_ms:9.4g} {unit}  {_pct(r.ratio):>7s} "
             f"({100 * result.level:.0f}% CI {_pct(r.low)}, {_pct(r.high)}){extra}"

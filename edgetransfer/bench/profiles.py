@@ -24,7 +24,7 @@ BUDGETS = {  # key -> (what it limits, unit, higher is better)
     "max_model_mb": ("model size", "MB", False),
     "max_peak_rss_mb": ("peak RSS", "MB", False),
 }
-SETTINGS = ("threads", "batches", "precision", "warmup", "warmup_time", "min_runs", "min_time", "rounds")
+SETTINGS = ("threads", "batches", "precision", "warmup", "warmup_time", "min_runs", "min_time", "rounds", "processes")
 SETTINGS += ("async_time", "backends", "variants")
 
 

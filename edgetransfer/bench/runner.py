@@ -106,16 +106,22 @@ def _accuracy_arrays(samples: tuple[Sample, ...], card: ModelCard) -> tuple[np.n
     return np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts])
 
 
-def _schedule(measurers: dict, failed: dict, config: BenchConfig) -> dict:
+def _schedule(measurers: dict, failed: dict, config: BenchConfig, reopen=None) -> dict:
     """Latency samples per (key, batch): warm-up, then ``rounds`` rounds that visit every model in turn (in
-    alternating order), each round adding its share of the runs and seconds."""
+    alternating order), each round adding its share of the runs and seconds. With ``config.processes`` > 1 the
+    rounds are shared among that many fresh processes per model (``reopen(key)`` starts the next one)."""
     samples: dict = {key: {b: [] for b in config.batches} for key in measurers}
     per_round_runs = math.ceil(config.min_runs / config.rounds)
     per_round_time = config.min_time / config.rounds
+    restart_every = math.ceil(config.rounds / config.processes) if reopen and config.processes > 1 else 0
     for batch in config.batches:
         for key in list(measurers):
             _step(measurers, failed, key, "warmup", batch, config.warmup, config.warmup_time)
         for index in range(config.rounds):
+            if restart_every and index and index % restart_every == 0:
+                for key in list(measurers):
+                    if reopen(key, batch) is not False:
+                        _step(measurers, failed, key, "warmup", batch, config.warmup, config.warmup_time)
             order = list(measurers) if index % 2 == 0 else list(reversed(measurers))
             for key in order:
                 if _step(measurers, failed, key, "warmup", batch, ROUND_WARMUP, 0) is not False:
@@ -182,18 +188,30 @@ def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
         if arrays:
             data_file = str(Path(tmp) / "accuracy.npz")
             np.savez(data_file, images=arrays[0], labels=arrays[1])
+        jobs, pids = {}, {}
+
+        def open_measurer(key, batch: int):
+            """A fresh measurer for ``key`` (closing the one it replaces), started: its start info, or False."""
+            if key in measurers:
+                measurers.pop(key).close()
+            job = jobs[key]
+            measurer = ProcessMeasurer(job, Path(tmp), timeout=config.timeout) if config.isolate else None
+            measurers[key] = measurer or InProcessMeasurer(job)
+            info = _step(measurers, failed, key, "start", batch)
+            if info is not False:
+                pids.setdefault(key, []).append(info["pid"])
+            return info
+
         for backend, variant, rel in plan:
             key = (backend.name, variant)
-            job = Job(backend, variant, str(run.file(rel)), card, options, sample.astype(np.float32), data_file)
+            jobs[key] = Job(backend, variant, str(run.file(rel)), card, options, sample.astype(np.float32), data_file)
             with console.err.status(f"loading {backend.name} {variant}..."):
-                measurer = ProcessMeasurer(job, Path(tmp), timeout=config.timeout) if config.isolate else None
-                measurers[key] = measurer or InProcessMeasurer(job)
-                info = _step(measurers, failed, key, "start", config.batches[0])
+                info = open_measurer(key, config.batches[0])
             if info is not False:
                 started[key] = info
         try:
             with console.err.status(f"measuring {len(measurers)} model(s) in {config.rounds} round(s)..."):
-                latency = _schedule(measurers, failed, config)
+                latency = _schedule(measurers, failed, config, open_measurer if config.isolate else None)
             extras = {}
             for key in list(measurers):
                 with console.err.status(f"memory, throughput and accuracy of {' '.join(key)}..."):
@@ -225,6 +243,7 @@ def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
                 "load_s": info["load_s"],
                 "first_run_ms": info["first_run_ms"],
                 "rss_start_mb": info["rss_start_mb"] if config.isolate else None,
+                "processes": len(set(pids.get(key, []))),
                 "peak_rss_mb": peak,
                 "latency": [
                     {

@@ -66,7 +66,16 @@ def bench(
     rounds: Annotated[
         int | None,
         typer.Option(
-            help="Interleaved rounds the timed runs are split into.", show_default="5", rich_help_panel=MEASURE
+            help="Interleaved rounds the timed runs are split into.", show_default="10", rich_help_panel=MEASURE
+        ),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Fresh processes per model that share the rounds: a process's luck (where its memory landed) "
+            "averages out. More than 1 costs a process start per model each time.",
+            show_default="1",
+            rich_help_panel=MEASURE,
         ),
     ] = None,
     async_time: Annotated[
@@ -113,7 +122,11 @@ def bench(
         ),
     ] = None,
     confirm: Annotated[
-        bool, typer.Option(help="Re-measure what looks slower before failing.", rich_help_panel=GATE)
+        bool,
+        typer.Option(
+            help="Measure again what looks (possibly) slower and judge it on both measurements before failing.",
+            rich_help_panel=GATE,
+        ),
     ] = True,
 ) -> None:
     """Measure latency, throughput, memory and accuracy per backend and variant; write bench.json, CSV, Markdown
@@ -145,6 +158,7 @@ def bench(
         "min_runs": min_runs,
         "min_time": min_time,
         "rounds": rounds,
+        "processes": processes,
         "async_time": async_time,
         "accuracy": accuracy,
         "data": str(data) if data else None,
