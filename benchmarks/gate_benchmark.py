@@ -3,8 +3,10 @@
 
 A trial: measure a baseline, then (in alternating order) an identical run and a run whose int8 model does
 ``--slowdown`` extra work (a busy wait of that fraction of each inference's own time, inside a wrapped ort-cpu
-backend, "probe"), and gate each against the baseline exactly as `edgetransfer bench --baseline` does
-(bootstrap interval of the median ratio, re-measurement before failing). Modes:
+backend, "probe"), and gate each against the baseline exactly as `edgetransfer bench --baseline` does (interval
+of the ratio over blocks of runs; what might be slower is measured again and judged on both measurements). The
+baseline is measured longer (``--baseline-time``): it is saved once, and its noise enters every comparison.
+Modes:
 
 - ``relative``: `--relative-to probe:fp32` with the baseline: int8/fp32 now against int8/fp32 then (what CI on a
   shared or changing machine should use);
@@ -12,7 +14,7 @@ backend, "probe"), and gate each against the baseline exactly as `edgetransfer b
 
 Targets: >= 95% caught, <= 2% false alarms, <= 30 s per gate. The gate's threshold is the slowdown it tolerates,
 so it catches reliably only slowdowns clearly above it: a 10% injected slowdown is gated at 5% by default.
-Run it on a quiet machine (about 25 s per trial and mode):
+Run it on a quiet machine (about 40 s per trial and mode):
 
     .venv/bin/python benchmarks/gate_benchmark.py --trials 20 --mode both --out benchmarks/results/gate_benchmark.json
 """
@@ -112,6 +114,7 @@ def main() -> int:
         help="timed seconds per model of the baseline (saved once, so it can afford to be measured longer)",
     )
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--processes", type=int, default=2, help="fresh processes per model (as --processes)")
     parser.add_argument(
         "--threads", type=int, default=1, help="intra-op threads (1: the measuring process on one core)"
     )
@@ -124,6 +127,7 @@ def main() -> int:
         variants=("fp32", "int8"),
         min_time=args.min_time,
         rounds=args.rounds,
+        processes=args.processes,
         threads=args.threads,
         accuracy=False,
         async_time=0.0,

@@ -64,8 +64,8 @@ class FinetuneConfig:
     unfreeze: int = 3  # partial: how many of the last body blocks learn
     epochs: int = 5
     batch_size: int = 32
-    lr: float = 1e-3  # the head's peak learning rate
-    body_lr_scale: float = 0.3  # the body learns at lr * body_lr_scale
+    lr: float = 2e-3  # the head's peak learning rate (benchmarks/finetune_recipes.py chose the defaults)
+    body_lr_scale: float = 1.0  # the body learns at lr * body_lr_scale
     weight_decay: float = 0.01
     warmup: float = 0.05  # fraction of the steps spent warming the learning rate up
     label_smoothing: float = 0.1
@@ -84,6 +84,7 @@ class FinetuneConfig:
     pseudo_threshold: float = 0.9
     pseudo_rounds: int = 2
     pseudo_lambda: float = 0.5
+    pseudo_lr: float = 9e-5  # self-training's learning rate: small, it refines an adapted model
     skip_bad: bool = False  # train on the good images of a folder with unreadable ones (listed in the card)
     resume: bool = False
     overwrite: bool = False
@@ -100,6 +101,7 @@ class FinetuneConfig:
             (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
             (0 < self.pseudo_threshold <= 1 and 0 <= self.pseudo_lambda <= 1, "pseudo-label options out of range"),
+            (self.pseudo_lr > 0, "--pseudo-lr must be positive"),
             (self.head_epochs >= 0 and self.unfreeze >= 0, "--head-epochs and --unfreeze must not be negative"),
         ]
         for ok, message in checks:
@@ -539,7 +541,7 @@ class _Trainer:
                     lam=c.pseudo_lambda,
                     batch_size=c.batch_size,
                     seed=c.seed,
-                    lr=c.lr * c.body_lr_scale * 0.3,
+                    lr=c.pseudo_lr,
                 ),
                 evaluate_target=measure,
             )

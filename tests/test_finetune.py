@@ -223,3 +223,10 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and card["complete"]["finetune"]
     assert result.stderr.count("best val top-1") == 1, "only rank 0 reports and writes"
+
+
+def test_self_training_has_its_own_learning_rate():
+    """The head's and body's rates do not move self-training's (a small one that refines an adapted model)."""
+    assert FinetuneConfig(data="x", out="y").pseudo_lr == 9e-5
+    with pytest.raises(UsageError, match="--pseudo-lr"):
+        FinetuneConfig(data="x", out="y", pseudo_lr=0).validate()

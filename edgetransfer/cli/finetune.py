@@ -51,10 +51,10 @@ def finetune(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per training step.", show_default="32")] = None,
     lr: Annotated[
-        float | None, typer.Option(help="Peak learning rate of the head (AdamW).", show_default="1e-3")
+        float | None, typer.Option(help="Peak learning rate of the head (AdamW).", show_default="2e-3")
     ] = None,
     body_lr_scale: Annotated[
-        float | None, typer.Option(help="The body's learning rate is lr times this.", show_default="0.3")
+        float | None, typer.Option(help="The body's learning rate is lr times this.", show_default="1.0")
     ] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.", show_default="0.01")] = None,
     warmup: Annotated[
@@ -97,6 +97,9 @@ def finetune(
     pseudo_rounds: Annotated[int | None, typer.Option(help="Self-training rounds.", show_default="2")] = None,
     pseudo_lambda: Annotated[
         float | None, typer.Option(help="Loss = λ·source + (1−λ)·target.", show_default="0.5")
+    ] = None,
+    pseudo_lr: Annotated[
+        float | None, typer.Option(help="Self-training's learning rate (AdamW).", show_default="9e-5")
     ] = None,
     skip_bad: Annotated[
         bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")
