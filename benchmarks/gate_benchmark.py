@@ -10,13 +10,16 @@ Modes:
 
 - ``relative``: `--relative-to probe:fp32` with the baseline: int8/fp32 now against int8/fp32 then (what CI on a
   shared or changing machine should use);
-- ``baseline``: absolute medians against the baseline's (same machine, quiet).
+- ``baseline``: absolute medians against the baseline's (same machine, quiet);
+- ``side-by-side``: no stored baseline: the slowed int8 model against the same file on plain ort-cpu, measured in
+  the same rounds (what comparing a candidate with a reference build side by side in one run would give).
 
 Targets: >= 95% caught, <= 2% false alarms, <= 30 s per gate. The gate's threshold is the slowdown it tolerates,
 so it catches reliably only slowdowns clearly above it: a 10% injected slowdown is gated at 5% by default.
-Run it on a quiet machine (about 40 s per trial and mode):
+Run it on a quiet machine (about 80 s per trial and mode with 8 processes):
 
-    .venv/bin/python benchmarks/gate_benchmark.py --trials 20 --mode both --out benchmarks/results/gate_benchmark.json
+    .venv/bin/python benchmarks/gate_benchmark.py --trials 20 --mode relative \
+        --out benchmarks/results/gate_benchmark_relative_p8.json
 """
 
 from __future__ import annotations
@@ -86,7 +89,10 @@ def measure_with(slowdown: float):
 
 
 def trial(run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, order: int, base_time: float) -> dict:
-    baseline = measure_with(0.0)(run, replace(config, min_time=base_time))
+    side_by_side = gate.relative_to == "ort-cpu"
+    if side_by_side:  # the unwrapped int8 model is the reference, measured in the same rounds: no stored baseline
+        config = replace(config, backends=("probe", "ort-cpu"), variants=("int8",))
+    baseline = None if side_by_side else measure_with(0.0)(run, replace(config, min_time=base_time))
     outcome = {}
     for label, fraction in [("same", 0.0), ("slow", slowdown)][:: 1 if order % 2 == 0 else -1]:
         started = time.perf_counter()
@@ -103,7 +109,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="an exported run (default: build a small one, ~10 s)")
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--mode", choices=("relative", "baseline", "both"), default="both")
+    parser.add_argument("--mode", choices=("relative", "baseline", "both", "side-by-side"), default="both")
     parser.add_argument("--slowdown", type=float, default=0.10, help="injected extra work, a fraction (0.10: 10%%)")
     parser.add_argument("--max-regression", default="5%", help="the gate's threshold")
     parser.add_argument("--min-time", type=float, default=2.0, help="timed seconds per model (as --min-time)")
@@ -114,7 +120,7 @@ def main() -> int:
         help="timed seconds per model of the baseline (saved once, so it can afford to be measured longer)",
     )
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--processes", type=int, default=2, help="fresh processes per model (as --processes)")
+    parser.add_argument("--processes", type=int, default=8, help="fresh processes per model (as --processes)")
     parser.add_argument(
         "--threads", type=int, default=1, help="intra-op threads (1: the measuring process on one core)"
     )
@@ -134,9 +140,8 @@ def main() -> int:
     )
     threshold = parse_fraction(args.max_regression)
     modes = ["relative", "baseline"] if args.mode == "both" else [args.mode]
-    gates = {
-        m: GateConfig(max_regression=threshold, relative_to="probe:fp32" if m == "relative" else None) for m in modes
-    }
+    references = {"relative": "probe:fp32", "baseline": None, "side-by-side": "ort-cpu"}
+    gates = {m: GateConfig(max_regression=threshold, relative_to=references[m]) for m in modes}
     with tempfile.TemporaryDirectory(prefix="gate-benchmark-") as tmp:
         if args.run:
             run = RunDir.open(args.run)
