@@ -42,6 +42,7 @@ from edgetransfer.machine import machine_info
 from edgetransfer.rundir import RunDir
 
 SLOWDOWN_ENV, SLOW_VARIANT_ENV = "GATE_BENCH_SLOWDOWN", "GATE_BENCH_SLOW_VARIANT"
+SIDE_BY_SIDE_REFERENCE = "ort-cpu"  # side-by-side mode: the probe's int8 against the same file on plain ort-cpu
 
 
 class _Slowed:
@@ -89,7 +90,7 @@ def measure_with(slowdown: float):
 
 
 def trial(run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, order: int, base_time: float) -> dict:
-    side_by_side = gate.relative_to == "ort-cpu"
+    side_by_side = gate.relative_to == SIDE_BY_SIDE_REFERENCE
     if side_by_side:  # the unwrapped int8 model is the reference, measured in the same rounds: no stored baseline
         config = replace(config, backends=("probe", "ort-cpu"), variants=("int8",))
     baseline = None if side_by_side else measure_with(0.0)(run, replace(config, min_time=base_time))
@@ -140,7 +141,7 @@ def main() -> int:
     )
     threshold = parse_fraction(args.max_regression)
     modes = ["relative", "baseline"] if args.mode == "both" else [args.mode]
-    references = {"relative": "probe:fp32", "baseline": None, "side-by-side": "ort-cpu"}
+    references = {"relative": "probe:fp32", "baseline": None, "side-by-side": SIDE_BY_SIDE_REFERENCE}
     gates = {m: GateConfig(max_regression=threshold, relative_to=references[m]) for m in modes}
     with tempfile.TemporaryDirectory(prefix="gate-benchmark-") as tmp:
         if args.run:

@@ -243,10 +243,15 @@ def compare(
     return result
 
 
+def _leans_slower(ratio: float, max_regression: float) -> bool:
+    """Above half the threshold: a slowdown near the threshold lands on either side of it in one noisy
+    measurement."""
+    return ratio > 1 + max_regression / 2
+
+
 def suspects(result: GateResult) -> list[Row]:
-    """Rows worth measuring again: slower, or with a ratio above half the threshold (a slowdown near the
-    threshold lands on either side of it in one noisy measurement)."""
-    return [r for r in result.rows if r.verdict == SLOWER or r.ratio > 1 + result.max_regression / 2]
+    """Rows worth measuring again: slower, or leaning that way."""
+    return [r for r in result.rows if r.verdict == SLOWER or _leans_slower(r.ratio, result.max_regression)]
 
 
 def merge_samples(first: dict, second: dict, keys: set[tuple[str, str]]) -> dict:
@@ -285,7 +290,7 @@ def confirm(first: GateResult, second: GateResult, pooled: GateResult) -> GateRe
         if redo is None or again is None:
             continue
         row.confirm = (redo.ratio, redo.low, redo.high)
-        agrees = again.ratio > 1 + first.max_regression / 2
+        agrees = _leans_slower(again.ratio, first.max_regression)
         row.verdict = redo.verdict if redo.verdict != SLOWER or agrees else OK
     first.problems += [p for p in second.problems + pooled.problems if p not in first.problems]
     return first
