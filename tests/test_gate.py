@@ -1,6 +1,7 @@
 """The regression gate: verdicts on made-up documents, exit codes, and the command line on a real run."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,8 +9,8 @@ from bench_fakes import document, result, samples
 from typer.testing import CliRunner
 
 from edgetransfer.bench.config import BenchConfig, parse_batches, parse_fraction
-from edgetransfer.bench.gate import GateConfig, check, compare, gate_lines
-from edgetransfer.bench.schema import load_document
+from edgetransfer.bench.gate import GateConfig, check, compare, gate_lines, merge_samples
+from edgetransfer.bench.schema import load_document, validate_document
 from edgetransfer.bench.stats import block_log_medians, blocks_per_round, log_ratio_interval
 from edgetransfer.cli import app
 from edgetransfer.errors import UsageError
@@ -204,3 +205,117 @@ def test_cli_baseline_of_another_schema_or_model_is_exit_2(trained_run, tmp_path
     result_ = invoke(trained_run.path, *FAST, "--baseline", other)
     assert result_.exit_code == 2 and "another model" in result_.stderr
     assert invoke(trained_run.path, *FAST, "--baseline", tmp_path / "none.json").exit_code == 2
+
+
+# --------------------------------------------------------------------------- a reference run, side by side
+
+
+def side_by_side(run_ms: float, reference_ms: float, *, seed: int = 0, reference_variants=("int8",)) -> dict:
+    """A document whose int8 model was measured in the same rounds as a reference run's models."""
+    doc = document([result("ort-cpu", "int8", {1: samples(run_ms, seed=seed)}, model_sha256="1" * 64)])
+    side = [result("ort-cpu", v, {1: samples(reference_ms, seed=seed + 50)}) for v in reference_variants]
+    doc["reference"] = {"run": "models/main", "results": side}
+    return validate_document(doc, "fake document")
+
+
+def test_a_reference_run_is_compared_side_by_side():
+    same = compare(side_by_side(0.7, 0.7), None, GATE)
+    assert same.mode == "reference-run" and same.exit_code == 0 and same.rows[0].verdict == "ok"
+    slower = compare(side_by_side(0.7 * 1.25, 0.7), None, GATE)
+    assert slower.exit_code == 1 and slower.rows[0].before_ms == pytest.approx(0.7, rel=0.05)
+    text = "\n".join(gate_lines(slower))
+    assert "against the reference run models/main" in text and "SLOWER  ort-cpu int8 b1" in text and "ms" in text
+    faster = compare(side_by_side(0.7 / 1.25, 0.7), None, GATE)
+    assert faster.exit_code == 0 and faster.rows[0].verdict == "faster"
+    missing = compare(side_by_side(0.7, 0.7, reference_variants=("fp32",)), None, GATE)
+    assert missing.exit_code == 2 and "not measured in the reference run" in missing.problems[0]
+    assert not same.warnings  # other model files: nothing to warn of
+
+
+def test_a_reference_run_with_the_same_files_or_a_failed_model_says_so():
+    doc = side_by_side(0.7, 0.7)
+    doc["results"][0]["model_sha256"] = doc["reference"]["results"][0]["model_sha256"]
+    assert "any difference is noise" in compare(doc, None, GATE).warnings[0]
+    doc["failed"] = [{"backend": "ort-cpu", "variant": "int8", "error": "load: bad file", "run": "reference"}]
+    outcome = compare(doc, None, GATE)
+    assert outcome.exit_code == 2 and "int8 of the reference run could not be measured" in outcome.problems[0]
+
+
+def test_a_reference_run_does_not_combine_with_a_baseline_or_a_reference_backend():
+    with pytest.raises(UsageError, match="does not combine"):
+        compare(side_by_side(0.7, 0.7), two_variants(), GATE)
+    with pytest.raises(UsageError, match="does not combine"):
+        compare(side_by_side(0.7, 0.7), None, GateConfig(relative_to="ort-cpu:fp32"))
+
+
+def test_a_reference_run_slowdown_is_measured_again_with_the_reference():
+    runs = iter([side_by_side(0.9, 0.7, seed=1), side_by_side(0.7, 0.7, seed=2)])
+    asked = []
+
+    def measure(run, config, write):
+        asked.append(config.only)
+        return next(runs)
+
+    doc, outcome = check(None, BenchConfig(), GATE, None, measure=measure)
+    assert asked == [(), ("ort-cpu:int8",)] and outcome.exit_code == 0
+    pooled = merge_samples(side_by_side(0.9, 0.7, seed=1), side_by_side(0.7, 0.7, seed=2), {("ort-cpu", "int8")})
+    assert len(pooled["reference"]["results"][0]["latency"][0]["samples_ms"]) == 400
+
+
+def test_a_broken_reference_block_is_named():
+    doc = side_by_side(0.7, 0.7)
+    del doc["reference"]["results"][0]["model_sha256"]
+    with pytest.raises(UsageError, match=r"reference.results\[0\].model_sha256 is missing"):
+        validate_document(doc, "fake document")
+
+
+def tiny_onnx(path, num_classes: int, size: int) -> None:
+    """A classifier far cheaper than any backbone (mean colour, then one matrix): a reference run that is faster."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((3, num_classes), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["mean", "w"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])],
+        [weights],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_cli_reference_run(trained_run, tmp_path):
+    card = trained_run.load_card()
+    cheap = tmp_path / "cheap"
+    shutil.copytree(trained_run.path, cheap)
+    tiny_onnx(cheap / "model.onnx", card.num_classes, card.preprocessing.crop)
+    fast = [*FAST, "--variants", "fp32"]
+    slower = invoke(trained_run.path, *fast, "--reference-run", cheap, "--out", tmp_path)
+    assert slower.exit_code == 1, slower.output
+    assert "SLOWER  ort-cpu fp32 b1" in slower.stdout and f"against the reference run {cheap}" in slower.stdout
+    written = load_document(tmp_path / "bench.json")
+    assert written["reference"]["run"] == str(cheap) and written["gate"]["mode"] == "reference-run"
+    assert written["reference"]["results"][0]["model_sha256"] != written["results"][0]["model_sha256"]
+    faster = invoke(cheap, *fast, "--reference-run", trained_run.path, "--out", tmp_path)
+    assert faster.exit_code == 0 and "FASTER  ort-cpu fp32 b1" in faster.stdout, faster.output
+    no_int8 = invoke(trained_run.path, *FAST, "--variants", "int8", "--reference-run", cheap, "--out", tmp_path)
+    assert no_int8.exit_code == 0, no_int8.output  # the copy has the int8 file too: measured, compared
+    (cheap / "model.int8.onnx").unlink()
+    no_int8 = invoke(trained_run.path, *FAST, "--variants", "int8", "--reference-run", cheap, "--out", tmp_path)
+    assert no_int8.exit_code == 2 and "not measured in the reference run" in no_int8.stdout, no_int8.output
+    both = invoke(trained_run.path, *fast, "--reference-run", cheap, "--relative-to", "ort-cpu")
+    assert both.exit_code == 2 and "does not combine" in both.stderr
+
+
+def test_cli_reference_run_of_another_model_is_exit_2(trained_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(trained_run.path, other)
+    card = json.loads((other / "card.json").read_text())
+    card["labels"] = [*card["labels"], "extra"]
+    (other / "card.json").write_text(json.dumps(card))
+    outcome = invoke(trained_run.path, *FAST, "--reference-run", other)
+    assert outcome.exit_code == 2 and "is of another model" in outcome.stderr, outcome.output

@@ -41,6 +41,7 @@ class BenchConfig:
     objective: str = "p50"  # what --recommend minimises (p50/p90/p99 at the smallest batch) or maximises
     profile: Profile | None = None
     timeout: float = 600.0  # seconds one step of one model may take before it counts as hung
+    reference_run: str | None = None  # another run whose models are measured side by side in the same rounds
 
     def validate(self) -> None:
         if not self.batches or min(self.batches) < 1:

@@ -11,6 +11,10 @@ verdict is taken on both measurements together (twice the data: a real slowdown 
 more often), and SLOWER stands only if the re-measurement alone points the same way (above 1 + max_regression
 / 2), so that a burst of noise in the first measurement does not fail the gate.
 
+With a reference run (``--reference-run``, e.g. the main branch's build), each model of the run is measured in
+the same rounds as the reference run's model of the same backend and variant, and the gate divides block by block:
+no stored times, so it holds on any machine and through any drift of its load.
+
 Exit codes: 0 none slower, 1 slower, 2 the comparison cannot be made (another schema or model, a backend
 missing, a measurement failed).
 """
@@ -69,13 +73,13 @@ class Row:
 
 @dataclass
 class GateResult:
-    mode: str  # "baseline", "relative" or "relative+baseline"
+    mode: str  # "baseline", "relative", "relative+baseline" or "reference-run"
     max_regression: float
     level: float = 0.95
     rows: list[Row] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # the comparison cannot be made: exit 2
     warnings: list[str] = field(default_factory=list)
-    baseline: str | None = None
+    baseline: str | None = None  # the baseline file, or the reference run
 
     @property
     def slower(self) -> list[Row]:
@@ -167,6 +171,20 @@ def _differences(baseline: dict, current: dict, result: GateResult) -> None:
         result.warnings.append(f"library versions differ from the baseline's: {', '.join(changed)}")
 
 
+def _same_files(current: dict, side: dict, result: GateResult) -> None:
+    """Say so when the reference run holds the very same model files: then every difference is noise."""
+    mine = {(r["backend"], r["variant"]): r["model_sha256"] for r in current["results"]}
+    same = [
+        f"{r['backend']} {r['variant']}"
+        for r in side["results"]
+        if mine.get((r["backend"], r["variant"])) == r["model_sha256"]
+    ]
+    if same:
+        result.warnings.append(
+            f"the reference run's model files are this run's ({', '.join(same)}): any difference is noise"
+        )
+
+
 def _verdict(ratio: float, low: float, high: float, max_regression: float) -> str:
     if ratio > 1 + max_regression and low > 1:
         return SLOWER
@@ -191,26 +209,55 @@ def compare(
     baseline_name: str | None = None,
     only: set[tuple[str, str]] | None = None,
 ) -> GateResult:
-    """Compare ``current`` with ``baseline`` (and/or with a reference in the same run, ``config.relative_to``)."""
+    """Compare ``current`` with ``baseline``, and/or with a reference in the same run (``config.relative_to``), or
+    with the reference run measured side by side with it (``current["reference"]``, from ``--reference-run``)."""
     ref = config.reference()
-    if baseline is None and ref is None:
-        raise UsageError("nothing to compare with: give a baseline (--baseline FILE) or --relative-to BACKEND")
-    mode = "baseline" if ref is None else "relative" if baseline is None else "relative+baseline"
-    result = GateResult(mode, config.max_regression, config.level, baseline=baseline_name)
+    side = current.get("reference")
+    if side is not None and (baseline is not None or ref is not None):
+        raise UsageError(
+            "--reference-run measures two runs side by side: it does not combine with --baseline or --relative-to"
+        )
+    if baseline is None and ref is None and side is None:
+        raise UsageError(
+            "nothing to compare with: give a baseline (--baseline FILE), --relative-to BACKEND or --reference-run DIR"
+        )
+    mode = (
+        "reference-run"
+        if side
+        else "baseline"
+        if ref is None
+        else "relative"
+        if baseline is None
+        else "relative+baseline"
+    )
+    result = GateResult(mode, config.max_regression, config.level, baseline=side["run"] if side else baseline_name)
     if baseline is not None:
         _differences(baseline, current, result)
+    if side is not None:
+        _same_files(current, side, result)
     now = _samples(current)
     before = _samples(baseline) if baseline is not None else {}
+    theirs = _samples(side) if side is not None else {}
     pairs = {(b, v) for b, v, _ in now}
     for r in current.get("failed", []):
         if baseline is None or any(k[:2] == (r["backend"], r["variant"]) for k in before):
-            result.problems.append(f"{r['backend']} {r['variant']} could not be measured: {r['error']}")
+            whose = " of the reference run" if r.get("run") == "reference" else ""
+            result.problems.append(f"{r['backend']} {r['variant']}{whose} could not be measured: {r['error']}")
     keys = sorted(before) if baseline is not None else sorted(now)
     if only is not None:  # a re-measurement of some keys: leave the others alone
         keys = [k for k in keys if k[:2] in only]
     for key in keys:
         backend, variant, batch = key
-        if ref is None:
+        if side is not None:  # this run's model against the reference run's, block by block of the same rounds
+            if key not in theirs:
+                result.problems.append(
+                    f"cannot compare {backend} {variant} batch {batch}: not measured in the reference run"
+                )
+                continue
+            ref_name = None
+            interval = log_ratio_interval(_paired(now[key], theirs[key]), level=config.level)
+            shown = (_median(theirs[key][0]), _median(now[key][0]))
+        elif ref is None:
             if key not in now:
                 result.problems.append(f"{backend} {variant} batch {batch} is in the baseline but was not measured")
                 continue
@@ -254,12 +301,10 @@ def suspects(result: GateResult) -> list[Row]:
     return [r for r in result.rows if r.verdict == SLOWER or _leans_slower(r.ratio, result.max_regression)]
 
 
-def merge_samples(first: dict, second: dict, keys: set[tuple[str, str]]) -> dict:
-    """``first`` with the latency samples (and rounds) of ``keys`` from ``second`` appended: the rounds of both
-    measurements, each still pairing its models side by side."""
-    merged = {**first, "results": []}
-    extra = {(r["backend"], r["variant"]): r for r in second["results"]}
-    for result in first["results"]:
+def _merge_results(first: list[dict], second: list[dict], keys: set[tuple[str, str]]) -> list[dict]:
+    extra = {(r["backend"], r["variant"]): r for r in second}
+    merged = []
+    for result in first:
         key = (result["backend"], result["variant"])
         if key in keys and key in extra:
             more = {lat["batch"]: lat for lat in extra[key]["latency"]}
@@ -274,7 +319,17 @@ def merge_samples(first: dict, second: dict, keys: set[tuple[str, str]]) -> dict
                 for lat in result["latency"]
             ]
             result = {**result, "latency": latency}
-        merged["results"].append(result)
+        merged.append(result)
+    return merged
+
+
+def merge_samples(first: dict, second: dict, keys: set[tuple[str, str]]) -> dict:
+    """``first`` with the latency samples (and rounds) of ``keys`` from ``second`` appended (the reference run's
+    too): the rounds of both measurements, each still pairing its models side by side."""
+    merged = {**first, "results": _merge_results(first["results"], second["results"], keys)}
+    if first.get("reference") and second.get("reference"):
+        side = _merge_results(first["reference"]["results"], second["reference"]["results"], keys)
+        merged["reference"] = {**first["reference"], "results": side}
     merged["failed"] = first.get("failed", []) + second.get("failed", [])
     return merged
 
@@ -339,10 +394,11 @@ def gate_lines(result: GateResult) -> list[str]:
         "baseline": f"against the baseline {result.baseline}",
         "relative": "against a reference measured in the same run",
         "relative+baseline": f"ratios to a reference, against the same ratios in the baseline {result.baseline}",
+        "reference-run": f"against the reference run {result.baseline}, measured side by side in the same rounds",
     }[result.mode]
     lines = [f"regression gate {what}; max regression {100 * result.max_regression:g}%"]
     lines += [f"  warning: {w}" for w in result.warnings]
-    unit = "ms" if result.mode == "baseline" else "x ref"
+    unit = "ms" if result.mode in ("baseline", "reference-run") else "x ref"
     for r in result.rows:
         label = f"{r.backend} {r.variant} b{r.batch}" + (f" vs {r.reference}" if r.reference else "")
         extra = ""

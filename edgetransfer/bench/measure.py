@@ -7,6 +7,7 @@ backend to the next, and a backend that crashes (even with a signal) takes only 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sys
@@ -233,7 +234,8 @@ class ProcessMeasurer(_Forwarding):
 
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited, honest RSS
         self.timeout = timeout
-        self.log = log_dir / f"{job.backend.name}-{job.variant}.log"
+        whose = hashlib.sha1(job.path.encode()).hexdigest()[:8]  # a run's model and a reference run's apart
+        self.log = log_dir / f"{job.backend.name}-{job.variant}-{whose}.log"
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker, args=(child, job, str(self.log)), daemon=True)
         self.process.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -20,7 +21,7 @@ from edgetransfer.bench.schema import BENCH_SCHEMA_VERSION
 from edgetransfer.bench.stats import latency_stats
 from edgetransfer.card import ModelCard
 from edgetransfer.data import Sample, batches, list_images, load_splits
-from edgetransfer.errors import DataError, RunDirError
+from edgetransfer.errors import DataError, RunDirError, UsageError
 from edgetransfer.machine import machine_info, usable_cores
 from edgetransfer.rundir import BENCH_JSON, RunDir, atomic_write_text, sha256_file
 from edgetransfer.versions import package_versions
@@ -56,8 +57,14 @@ def model_bytes(path: Path) -> int:
     return path.stat().st_size + (extra.stat().st_size if extra and extra.is_file() else 0)
 
 
-def _plan(run: RunDir, chosen: list[Backend], config: BenchConfig) -> tuple[list[tuple[Backend, str, str]], list]:
-    """(backend, variant, file) to measure, and what was skipped with why."""
+RUN, REFERENCE = "run", "reference"  # whose model a measurement is: the run's, or the reference run's
+
+
+def _plan(
+    run: RunDir, chosen: list[Backend], config: BenchConfig, reference: RunDir | None = None
+) -> tuple[list[tuple[Backend, str, str, str]], list]:
+    """(backend, variant, file, whose) to measure, and what was skipped with why. With a reference run, each of
+    the run's models is followed by the reference run's model of the same backend and variant."""
     plan, skipped = [], []
     wanted = config.variants or VARIANTS
     only = {tuple(k.split(":", 1)) for k in config.only}
@@ -67,11 +74,30 @@ def _plan(run: RunDir, chosen: list[Backend], config: BenchConfig) -> tuple[list
             if rel is None or (only and (backend.name, variant) not in only):
                 continue
             if run.file(rel).is_file():
-                plan.append((backend, variant, rel))
+                plan.append((backend, variant, rel, RUN))
+                if reference is not None and reference.file(rel).is_file():
+                    plan.append((backend, variant, rel, REFERENCE))
+                elif reference is not None:
+                    reason = f"{rel} is not in the reference run {reference.path}"
+                    skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
             elif config.variants:  # asked for by name: say why it is not measured
                 reason = f"{rel} is not in the run (run 'edgetransfer export'{' --fp16' if variant == 'fp16' else ''})"
                 skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
     return plan, skipped
+
+
+def open_reference(run: RunDir, path: str | None) -> RunDir | None:
+    """The reference run, checked to hold the same model (backbone, input, classes) before anything is measured."""
+    if path is None:
+        return None
+    reference = RunDir.open(path)
+    mine, theirs = run.load_card(), reference.load_card()
+    here = {"backbone": mine.backbone, "input": mine.preprocessing.input_shape, "classes": mine.num_classes}
+    there = {"backbone": theirs.backbone, "input": theirs.preprocessing.input_shape, "classes": theirs.num_classes}
+    if here != there:
+        diff = ", ".join(f"{k} {there[k]} there, {here[k]} here" for k in here if here[k] != there[k])
+        raise UsageError(f"the reference run {reference.path} is of another model ({diff})")
+    return reference
 
 
 def _labelled(card: ModelCard, config: BenchConfig) -> tuple[tuple[Sample, ...], str]:
@@ -160,16 +186,18 @@ def _reference(results: list[dict], card: ModelCard, own_split: bool) -> dict | 
 def bench(run: RunDir, config: BenchConfig | None = None, *, write: bool = True) -> dict:
     """Measure every (backend, variant) present in ``run``; return (and with ``write``, save) the ``bench.json``
     document. A model that fails or crashes is recorded under ``failed``; the others are still measured."""
-    with run.lock("bench"):
-        return _bench(run, config, write=write)
-
-
-def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
     config = config or BenchConfig()
+    reference = open_reference(run, config.reference_run)
+    with run.lock("bench"), reference.lock("bench") if reference else contextlib.nullcontext():
+        return _bench(run, config, reference, write=write)
+
+
+def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write: bool) -> dict:
     config.validate()
     card = run.load_card()
     chosen, unavailable = resolve_backends(config.backends)
-    plan, skipped = _plan(run, chosen, config)
+    plan, skipped = _plan(run, chosen, config, reference)
+    runs = {RUN: run, REFERENCE: reference}
     if not plan:
         names = ", ".join(b.name for b in chosen) or "none available"
         raise RunDirError(
@@ -202,10 +230,12 @@ def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
                 pids.setdefault(key, []).append(info["pid"])
             return info
 
-        for backend, variant, rel in plan:
-            key = (backend.name, variant)
-            jobs[key] = Job(backend, variant, str(run.file(rel)), card, options, sample.astype(np.float32), data_file)
-            with console.err.status(f"loading {backend.name} {variant}..."):
+        for backend, variant, rel, whose in plan:
+            key = (backend.name, variant, whose)
+            labelled = data_file if whose == RUN else None  # the reference run is measured for speed only
+            path = str(runs[whose].file(rel))
+            jobs[key] = Job(backend, variant, path, card, options, sample.astype(np.float32), labelled)
+            with console.err.status(f"loading {_label(key)}..."):
                 info = open_measurer(key, config.batches[0])
             if info is not False:
                 started[key] = info
@@ -214,24 +244,24 @@ def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
                 latency = _schedule(measurers, failed, config, open_measurer if config.isolate else None)
             extras = {}
             for key in list(measurers):
-                with console.err.status(f"memory, throughput and accuracy of {' '.join(key)}..."):
+                with console.err.status(f"memory, throughput and accuracy of {_label(key)}..."):
                     peak = _step(measurers, failed, key, "peak_rss_mb")
-                    runs = [] if config.async_time <= 0 else config.batches
-                    tput = [_step(measurers, failed, key, "run_async", b, config.async_time) for b in runs]
+                    sizes = [] if config.async_time <= 0 or key[2] == REFERENCE else config.batches
+                    tput = [_step(measurers, failed, key, "run_async", b, config.async_time) for b in sizes]
                     acc = _step(measurers, failed, key, "accuracy")
                     if key in measurers:
                         extras[key] = (peak, [t for t in tput if t], acc)
         finally:
             for measurer in measurers.values():
                 measurer.close()
-    results = []
-    for backend, variant, rel in plan:
-        key = (backend.name, variant)
+    results, reference_results = [], []
+    for backend, variant, rel, whose in plan:
+        key = (backend.name, variant, whose)
         if key not in extras:
             continue
         info, (peak, tput, acc) = started[key], extras[key]
-        path = run.file(rel)
-        results.append(
+        path = runs[whose].file(rel)
+        (results if whose == RUN else reference_results).append(
             {
                 "backend": backend.name,
                 "variant": variant,
@@ -258,19 +288,22 @@ def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
                 "accuracy": acc or None,
             }
         )
-    reference = _reference(results, card, own_split=bool(samples_set) and not config.data)
+    accuracy_reference = _reference(results, card, own_split=bool(samples_set) and not config.data)
     for r in results:
-        if r["accuracy"] and reference:
-            r["accuracy"]["top1_delta_points"] = 100 * (r["accuracy"]["top1"] - reference["top1"])
-            top5 = reference.get("top5")
+        if r["accuracy"] and accuracy_reference:
+            r["accuracy"]["top1_delta_points"] = 100 * (r["accuracy"]["top1"] - accuracy_reference["top1"])
+            top5 = accuracy_reference.get("top5")
             r["accuracy"]["top5_delta_points"] = None if top5 is None else 100 * (r["accuracy"]["top5"] - top5)
         elif r["accuracy"]:
             r["accuracy"].update(top1_delta_points=None, top5_delta_points=None)
     for item in skipped:
         console.err.print(f"[yellow]skipped {item['backend']} {item['variant']}: {item['reason']}[/]")
-    failures = [{"backend": k[0], "variant": k[1], "error": v} for k, v in failed.items()]
-    for item in failures:
-        console.err.print(f"[red]failed {item['backend']} {item['variant']}: {item['error']}[/]")
+    failures = [
+        {"backend": k[0], "variant": k[1], "error": v, **({"run": REFERENCE} if k[2] == REFERENCE else {})}
+        for k, v in failed.items()
+    ]
+    for (backend, variant, whose), error in failed.items():
+        console.err.print(f"[red]failed {_label((backend, variant, whose))}: {error}[/]")
     budget = config.profile.budget if config.profile else {}
     checks = check_budgets(results, budget)
     settings = {**config.settings(), "threads_resolved": threads, "isolated": config.isolate}
@@ -290,7 +323,7 @@ def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
         "machine": machine_info(),
         "versions": {**package_versions(), **_runtime_versions()},
         "accuracy_data": {"source": data_source or None, "images": len(samples_set)},
-        "accuracy_reference": reference,
+        "accuracy_reference": accuracy_reference,
         "results": results,
         "skipped": skipped,
         "failed": failures,
@@ -298,10 +331,16 @@ def _bench(run: RunDir, config: BenchConfig | None, *, write: bool) -> dict:
         "budget_checks": checks,
         "recommendation": recommend(results, checks, objective=config.objective, max_drop=config.max_accuracy_drop),
         "gate": None,
+        "reference": None if reference is None else {"run": str(reference.path), "results": reference_results},
     }
     if write:
         save_document(document, run.file(BENCH_JSON))
     return document
+
+
+def _label(key: tuple[str, str, str]) -> str:
+    """``backend variant``, and whose when it is the reference run's."""
+    return f"{key[0]} {key[1]}" + (" (reference run)" if key[2] == REFERENCE else "")
 
 
 def _runtime_versions() -> dict[str, str]:

@@ -76,6 +76,7 @@ ACCURACY = {
     "top1_delta_points": _OPT_NUM,
     "top5_delta_points": _OPT_NUM,
 }
+REFERENCE = {"run": str, "results": list}
 FAILED = {"backend": str, "variant": str, "error": str}
 SKIPPED = {"backend": str, "variant": str, "reason": str}
 
@@ -100,8 +101,13 @@ def problems(document: Any) -> list[str]:
     _check(document["model"], MODEL, "model", found)
     _check(document["machine"], MACHINE, "machine", found)
     _check(document["settings"], SETTINGS, "settings", found)
-    for i, result in enumerate(document["results"]):
-        where = f"results[{i}]"
+    reference = document.get("reference")  # optional: a reference run measured side by side
+    if reference is not None:
+        _check(reference, REFERENCE, "reference", found)
+    extra = reference["results"] if isinstance(reference, dict) and isinstance(reference.get("results"), list) else []
+    listed = [(f"results[{i}]", r) for i, r in enumerate(document["results"])]
+    listed += [(f"reference.results[{i}]", r) for i, r in enumerate(extra)]
+    for where, result in listed:
         _check(result, RESULT, where, found)
         if not isinstance(result, dict) or found:
             continue

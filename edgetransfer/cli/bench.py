@@ -121,6 +121,15 @@ def bench(
             rich_help_panel=GATE,
         ),
     ] = None,
+    reference_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another run of the same model (e.g. the main branch's build): its models are measured side by "
+            "side with this run's, in the same rounds, and the gate fails (exit 1) if this run's are slower. No "
+            "stored times, so it holds on any machine, loaded or not.",
+            rich_help_panel=GATE,
+        ),
+    ] = None,
     confirm: Annotated[
         bool,
         typer.Option(
@@ -140,12 +149,17 @@ def bench(
     from edgetransfer.bench.profiles import budget_line, load_profile, recommendation_line
     from edgetransfer.bench.report import table
     from edgetransfer.bench.schema import load_document
+    from edgetransfer.errors import UsageError
     from edgetransfer.rundir import RunDir
 
     target = RunDir.open(run)
     base = load_document(baseline) if baseline else None
     gate = None
-    if baseline or relative_to:
+    if reference_run and (baseline or relative_to):
+        raise UsageError(
+            "--reference-run measures two runs side by side: it does not combine with --baseline or --relative-to"
+        )
+    if baseline or relative_to or reference_run:
         gate = GateConfig(max_regression=parse_fraction(max_regression), relative_to=relative_to, confirm=confirm)
     explicit = {
         "backends": split_list(backends) if backends else None,
@@ -164,6 +178,7 @@ def bench(
         "data": str(data) if data else None,
         "isolate": isolate,
         "max_accuracy_drop": max_accuracy_drop,
+        "reference_run": str(reference_run) if reference_run else None,
     }
     config = make_config(explicit, profile=load_profile(profile) if profile else None, baseline=base)
     outcome = run_command(
