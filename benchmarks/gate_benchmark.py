@@ -12,7 +12,9 @@ Modes:
   shared or changing machine should use);
 - ``baseline``: absolute medians against the baseline's (same machine, quiet);
 - ``side-by-side``: no stored baseline: the slowed int8 model against the same file on plain ort-cpu, measured in
-  the same rounds (what comparing a candidate with a reference build side by side in one run would give).
+  the same rounds (`--relative-to ort-cpu`);
+- ``reference-run``: no stored baseline: `--reference-run` with a copy of the run (what CI gets by comparing the
+  branch's build with main's build): the run's int8 model, slowed, against the copy's, unslowed, in the same rounds.
 
 Targets: >= 95% caught, <= 2% false alarms, <= 30 s per gate. The gate's threshold is the slowdown it tolerates,
 so it catches reliably only slowdowns clearly above it: a 10% injected slowdown is gated at 5% by default.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -41,7 +44,7 @@ from edgetransfer.bench.runner import bench
 from edgetransfer.machine import machine_info
 from edgetransfer.rundir import RunDir
 
-SLOWDOWN_ENV, SLOW_VARIANT_ENV = "GATE_BENCH_SLOWDOWN", "GATE_BENCH_SLOW_VARIANT"
+SLOWDOWN_ENV, SLOW_VARIANT_ENV, SLOW_RUN_ENV = "GATE_BENCH_SLOWDOWN", "GATE_BENCH_SLOW_VARIANT", "GATE_BENCH_SLOW_RUN"
 SIDE_BY_SIDE_REFERENCE = "ort-cpu"  # side-by-side mode: the probe's int8 against the same file on plain ort-cpu
 
 
@@ -63,7 +66,8 @@ class _Slowed:
 
 class ProbeBackend(OrtCpuBackend):
     """ort-cpu, with the variant named in $GATE_BENCH_SLOW_VARIANT slowed by $GATE_BENCH_SLOWDOWN (read when a
-    model is loaded, in the measuring process: the parent sets them before each measurement)."""
+    model is loaded, in the measuring process: the parent sets them before each measurement); with
+    $GATE_BENCH_SLOW_RUN set, only that run's model is slowed (not a reference run's)."""
 
     name = "probe"
     install_hint = "benchmarks/gate_benchmark.py registers it"
@@ -71,7 +75,9 @@ class ProbeBackend(OrtCpuBackend):
     def load(self, path: Path, card, options: LoadOptions):
         session = super().load(path, card, options)
         fraction = float(os.environ.get(SLOWDOWN_ENV, "0"))
-        if fraction and options.variant == os.environ.get(SLOW_VARIANT_ENV, "int8"):
+        slow_run = os.environ.get(SLOW_RUN_ENV)
+        in_run = not slow_run or Path(slow_run).resolve() in Path(path).resolve().parents
+        if fraction and in_run and options.variant == os.environ.get(SLOW_VARIANT_ENV, "int8"):
             return _Slowed(session, fraction)
         return session
 
@@ -93,7 +99,10 @@ def trial(run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, o
     side_by_side = gate.relative_to == SIDE_BY_SIDE_REFERENCE
     if side_by_side:  # the unwrapped int8 model is the reference, measured in the same rounds: no stored baseline
         config = replace(config, backends=("probe", "ort-cpu"), variants=("int8",))
-    baseline = None if side_by_side else measure_with(0.0)(run, replace(config, min_time=base_time))
+    if config.reference_run:  # the copy's int8 model is the reference, measured in the same rounds
+        config = replace(config, variants=("int8",))
+    stored = not side_by_side and not config.reference_run
+    baseline = measure_with(0.0)(run, replace(config, min_time=base_time)) if stored else None
     outcome = {}
     for label, fraction in [("same", 0.0), ("slow", slowdown)][:: 1 if order % 2 == 0 else -1]:
         started = time.perf_counter()
@@ -110,7 +119,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="an exported run (default: build a small one, ~10 s)")
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--mode", choices=("relative", "baseline", "both", "side-by-side"), default="both")
+    parser.add_argument(
+        "--mode", choices=("relative", "baseline", "both", "side-by-side", "reference-run"), default="both"
+    )
     parser.add_argument("--slowdown", type=float, default=0.10, help="injected extra work, a fraction (0.10: 10%%)")
     parser.add_argument("--max-regression", default="5%", help="the gate's threshold")
     parser.add_argument("--min-time", type=float, default=2.0, help="timed seconds per model (as --min-time)")
@@ -142,6 +153,7 @@ def main() -> int:
     threshold = parse_fraction(args.max_regression)
     modes = ["relative", "baseline"] if args.mode == "both" else [args.mode]
     references = {"relative": "probe:fp32", "baseline": None, "side-by-side": SIDE_BY_SIDE_REFERENCE}
+    references["reference-run"] = None
     gates = {m: GateConfig(max_regression=threshold, relative_to=references[m]) for m in modes}
     with tempfile.TemporaryDirectory(prefix="gate-benchmark-") as tmp:
         if args.run:
@@ -151,10 +163,14 @@ def main() -> int:
             from self_gate import make_run
 
             run = make_run(Path(tmp))
+        copy = Path(tmp) / "reference-run"  # the same files in another run folder: the reference run
+        shutil.copytree(run.path, copy)
+        os.environ[SLOW_RUN_ENV] = str(run.path)
+        configs = {m: replace(config, reference_run=str(copy) if m == "reference-run" else None) for m in modes}
         trials: dict[str, list] = {m: [] for m in modes}
         for i in range(args.trials):
             for mode in modes:
-                result = trial(run, replace(config), gates[mode], args.slowdown, i, args.baseline_time)
+                result = trial(run, configs[mode], gates[mode], args.slowdown, i, args.baseline_time)
                 trials[mode].append(result)
                 same, slow = result["same"], result["slow"]
                 print(
