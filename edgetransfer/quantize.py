@@ -39,7 +39,10 @@ _QUANTIZED_OPS = (
 
 @dataclass(frozen=True)
 class Int8Config:
-    """How to quantize. ``max_drop`` is in accuracy points (0.5 = half a percentage point of top-1)."""
+    """How to quantize. ``max_drop`` is in accuracy points (1.0 = one percentage point of top-1): NNCF's
+    accuracy-control default, and the budget ``edgetransfer bench --recommend`` applies. Tighter budgets trip on
+    the validation split's own bias: it chose the checkpoint, so fp32 reads at its selected peak there (the digits
+    demo on one machine: every int8 calibration lost 3-4 of 269 validation images and none of the test images)."""
 
     mode: str = "static"
     method: str = "minmax"
@@ -47,7 +50,7 @@ class Int8Config:
     per_channel: bool = True
     calibration_dir: str | None = None  # unlabelled target-domain images; default: the run's training split
     accuracy_aware: bool = True  # applies when labelled validation images exist
-    max_drop: float = 0.5
+    max_drop: float = 1.0
     openvino: str = "nncf"  # how the OpenVINO int8 IR is made: NNCF on the IR, or converted from the QDQ ONNX
     seed: int = 0
 

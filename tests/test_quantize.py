@@ -52,7 +52,7 @@ def test_accuracy_aware_keeps_layers_in_float_until_the_budget_holds(trained_run
     assert calls == [0, 1, 2, 4]  # all int8, then 1, 2, 4 layers kept in float
     assert len(record["kept_in_float"]) == 4 and record["val_drop_points"] == pytest.approx(0)
     assert float_convs(tmp_path / "q.onnx") == 4
-    with pytest.raises(QuantizationError, match="cannot hold the 0.5-point budget"):
+    with pytest.raises(QuantizationError, match="cannot hold the 1.0-point budget"):
         quantize_accuracy_aware(
             prepared,
             tmp_path / "q.onnx",

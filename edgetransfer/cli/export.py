@@ -29,7 +29,7 @@ def export(
     accuracy_aware: Annotated[
         bool, typer.Option(help="Keep the most sensitive layers in float until --max-drop holds (needs val images).")
     ] = True,
-    max_drop: Annotated[float, typer.Option(help="Largest int8 top-1 loss on validation, in points.")] = 0.5,
+    max_drop: Annotated[float, typer.Option(help="Largest int8 top-1 loss on validation, in points.")] = 1.0,
     openvino_int8: Annotated[
         str, typer.Option(help="OpenVINO int8 IR from: nncf (quantize the IR) or qdq (convert model.int8.onnx).")
     ] = "nncf",
