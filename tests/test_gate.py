@@ -302,8 +302,9 @@ def test_cli_reference_run(trained_run, tmp_path):
     assert written["reference"]["results"][0]["model_sha256"] != written["results"][0]["model_sha256"]
     faster = invoke(cheap, *fast, "--reference-run", trained_run.path, "--out", tmp_path)
     assert faster.exit_code == 0 and "FASTER  ort-cpu fp32 b1" in faster.stdout, faster.output
-    no_int8 = invoke(trained_run.path, *FAST, "--variants", "int8", "--reference-run", cheap, "--out", tmp_path)
-    assert no_int8.exit_code == 0, no_int8.output  # the copy has the int8 file too: measured, compared
+    same = [*FAST, "--variants", "int8", "--max-regression", "500%"]  # the same file: noise only, never 6x
+    same_int8 = invoke(trained_run.path, *same, "--reference-run", cheap, "--out", tmp_path)
+    assert same_int8.exit_code == 0 and "any difference is noise" in same_int8.stdout, same_int8.output
     (cheap / "model.int8.onnx").unlink()
     no_int8 = invoke(trained_run.path, *FAST, "--variants", "int8", "--reference-run", cheap, "--out", tmp_path)
     assert no_int8.exit_code == 2 and "not measured in the reference run" in no_int8.stdout, no_int8.output

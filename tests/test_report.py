@@ -116,3 +116,17 @@ def test_cli_profile_prints_budget_lines_and_recommendation(trained_run, tmp_pat
     assert "recommend: " in outcome.stdout
     assert outcome.exit_code == (0 if "PASS ort-cpu" in outcome.stdout else 1), outcome.output
     assert (tmp_path / "bench.html").is_file()
+
+
+def test_a_reference_run_shows_beside_the_run_in_every_report():
+    doc = three_models()
+    doc["reference"] = {"run": "models/main", "results": [result("ort-cpu", "int8", {1: samples(0.9)}, top1=None)]}
+    data = rows(doc)
+    assert [r["run"] for r in data] == ["this"] * 6 + ["reference"]
+    assert "| reference | ort-cpu | int8 |" in to_markdown(doc)
+    console = Console(width=200, record=True)
+    console.print(table(doc))
+    assert "reference" in console.export_text()
+    assert "ort-cpu int8 (reference run)" in to_html(doc)
+    assert all(r["run"] is None for r in rows(three_models()))  # no reference run: no run column
+    assert "| run |" not in to_markdown(three_models())

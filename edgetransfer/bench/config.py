@@ -131,5 +131,5 @@ def parse_fraction(text: str, option: str = "--max-regression") -> float:
         raise UsageError(f"{option} {text!r}: expected a percentage like 10% (or a fraction like 0.1)") from None
     value = value / 100 if value > 1 and not text.strip().endswith("%") else value
     if not 0 < value < 10:
-        raise UsageError(f"{option} {text!r}: must be above 0%")
+        raise UsageError(f"{option} {text!r}: must be above 0% and below 1000%")
     return value

@@ -7,7 +7,7 @@ import io
 
 from edgetransfer.bench.gate import GateResult, gate_lines
 from edgetransfer.bench.profiles import budget_line, recommendation_line
-from edgetransfer.bench.report import COLUMNS, _cell, rows, title
+from edgetransfer.bench.report import COLUMNS, _cell, filled, measured, rows, title
 
 MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
 CSS = """
@@ -107,13 +107,14 @@ def distribution_plot(document: dict) -> str:
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"
-    results = document["results"]
+    every = measured(document)
+    results = [r for r, _ in every]
     batch = min(document["settings"]["batches"])
     data, labels = [], []
-    for r in results:
+    for r, whose in every:
         lat = next(lat for lat in r["latency"] if lat["batch"] == batch)
         data.append(lat["samples_ms"])
-        labels.append(f"{r['backend']} {r['variant']}")
+        labels.append(f"{r['backend']} {r['variant']}" + (" (reference run)" if whose == "reference" else ""))
     colors = _colors([r["backend"] for r in results])
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(data) + 1.4))
     box = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False, patch_artist=True, widths=0.6)
@@ -151,11 +152,9 @@ def _plots(document: dict) -> str:
 
 def _table(document: dict) -> str:
     data = rows(document)
+    threads = {document["settings"]["threads_resolved"]}
     columns = [
-        (h, k, f)
-        for h, k, f in COLUMNS
-        if any(row[k] is not None for row in data)
-        and not (k == "threads" and {row[k] for row in data} == {document["settings"]["threads_resolved"]})
+        c for c in filled(COLUMNS, data) if not (c[1] == "threads" and {row["threads"] for row in data} == threads)
     ]
     head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in columns)
     body = []

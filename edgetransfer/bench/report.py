@@ -11,6 +11,7 @@ from edgetransfer.bench.profiles import budget_line, recommendation_line
 from edgetransfer.rundir import atomic_write_text
 
 COLUMNS = (  # (header, key of a row from rows(), format)
+    ("run", "run", "{}"),  # with --reference-run: "this" or "reference"; else empty
     ("backend", "backend", "{}"),
     ("variant", "variant", "{}"),
     ("runs in", "precision", "{}"),
@@ -31,15 +32,24 @@ COLUMNS = (  # (header, key of a row from rows(), format)
 )
 
 
+def measured(document: dict) -> list[tuple[dict, str | None]]:
+    """Every result with whose it is: "reference" for a reference run's (measured alongside, --reference-run),
+    "this" for the run's beside them, None for the run's when there is no reference run."""
+    reference = (document.get("reference") or {}).get("results", [])
+    mine = "this" if reference else None
+    return [(r, mine) for r in document["results"]] + [(r, "reference") for r in reference]
+
+
 def rows(document: dict) -> list[dict]:
-    """One flat row per (backend, variant, batch size): every figure a table or CSV shows."""
+    """One flat row per (run, backend, variant, batch size): every figure a table or CSV shows."""
     out = []
-    for r in document["results"]:
+    for r, whose in measured(document):
         acc = r.get("accuracy") or {}
         asyncs = {a["batch"]: a["images_per_s"] for a in r.get("async") or []}
         for lat in r["latency"]:
             out.append(
                 {
+                    "run": whose,
                     "backend": r["backend"],
                     "variant": r["variant"],
                     "precision": r["precision"],
@@ -63,6 +73,11 @@ def rows(document: dict) -> list[dict]:
     return out
 
 
+def filled(columns, data: list[dict]) -> list:
+    """The columns in which some row has a value (the run column only with a reference run, say)."""
+    return [c for c in columns if any(row[c[1]] is not None for row in data)]
+
+
 def _cell(fmt: str, value) -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -78,7 +93,7 @@ def title(document: dict) -> str:
     )
 
 
-TERMINAL = ("model", "runs in", "batch", "top-1 %", "Δtop-1", "p50 ms", "p90 ms", "p99 ms", "CV %", "img/s")
+TERMINAL = ("run", "model", "runs in", "batch", "top-1 %", "Δtop-1", "p50 ms", "p90 ms", "p99 ms", "CV %", "img/s")
 TERMINAL += ("async img/s", "peak RSS MB", "MB")
 
 
@@ -92,7 +107,7 @@ def table(document: dict):
     for row in data:
         row["model_name"] = f"{row['backend']} {row['variant']}"
     columns = [("model", "model_name", "{}"), *COLUMNS]
-    shown = [c for c in columns if c[0] in TERMINAL and any(row[c[1]] is not None for row in data)]
+    shown = [c for c in filled(columns, data) if c[0] in TERMINAL]
     out = Table(title=title(document), box=box.SIMPLE_HEAD, pad_edge=False)
     for header, _, fmt in shown:
         out.add_column(header, justify="left" if fmt == "{}" and header != "batch" else "right", no_wrap=True)
@@ -133,11 +148,15 @@ def to_markdown(document: dict, gate: GateResult | None = None) -> str:
         f"Machine: {machine['cpu']}, {machine['cores']} cores, flags {', '.join(machine['flags']) or 'none'}.  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "onnxruntime_providers") + ".",
         "",
-        "| " + " | ".join(h for h, _, _ in COLUMNS) + " |",
-        "|" + "|".join("---" if fmt == "{}" else "---:" for _, _, fmt in COLUMNS) + "|",
     ]
-    for row in rows(document):
-        lines.append("| " + " | ".join(_cell(fmt, row[key]) for _, key, fmt in COLUMNS) + " |")
+    data = rows(document)
+    columns = filled(COLUMNS, data)
+    lines += [
+        "| " + " | ".join(h for h, _, _ in columns) + " |",
+        "|" + "|".join("---" if fmt == "{}" else "---:" for _, _, fmt in columns) + "|",
+    ]
+    for row in data:
+        lines.append("| " + " | ".join(_cell(fmt, row[key]) for _, key, fmt in columns) + " |")
     extra = notes(document)
     if extra:
         lines += ["", *[f"- {line.strip()}" for line in extra]]
