@@ -221,16 +221,12 @@ def compare(
         raise UsageError(
             "nothing to compare with: give a baseline (--baseline FILE), --relative-to BACKEND or --reference-run DIR"
         )
-    mode = (
-        "reference-run"
-        if side
-        else "baseline"
-        if ref is None
-        else "relative"
-        if baseline is None
-        else "relative+baseline"
-    )
-    result = GateResult(mode, config.max_regression, config.level, baseline=side["run"] if side else baseline_name)
+    if side is not None:
+        mode, against = "reference-run", side["run"]
+    else:
+        mode = "baseline" if ref is None else "relative" if baseline is None else "relative+baseline"
+        against = baseline_name
+    result = GateResult(mode, config.max_regression, config.level, baseline=against)
     if baseline is not None:
         _differences(baseline, current, result)
     if side is not None:
