@@ -8,7 +8,7 @@ from pathlib import Path
 from edgetransfer.bench.config import BenchConfig
 from edgetransfer.bench.gate import GateConfig, GateResult, check
 from edgetransfer.bench.report import write_reports
-from edgetransfer.bench.runner import bench, save_document
+from edgetransfer.bench.runner import bench, identity_diff, model_identity, save_document
 from edgetransfer.errors import UsageError
 from edgetransfer.rundir import BENCH_JSON, RunDir
 
@@ -41,11 +41,8 @@ def _any_passes(document: dict) -> bool:
 
 def check_baseline_model(run: RunDir, baseline: dict, name: str) -> None:
     """Fail before measuring when the baseline is of another model (backbone, input size, classes)."""
-    card = run.load_card()
-    here = {"backbone": card.backbone, "input": card.preprocessing.input_shape, "num_classes": card.num_classes}
-    there = {k: baseline["model"].get(k) for k in here}
-    if here != there:
-        diff = ", ".join(f"{k} {there[k]} there, {here[k]} here" for k in here if here[k] != there[k])
+    diff = identity_diff(model_identity(run.load_card()), baseline["model"])
+    if diff:
         raise UsageError(f"the baseline {name} is of another model ({diff}); save a baseline of this one")
 
 

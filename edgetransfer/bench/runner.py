@@ -86,16 +86,23 @@ def _plan(
     return plan, skipped
 
 
+def model_identity(card: ModelCard) -> dict:
+    """What makes two measurements of a model comparable: backbone, input shape, number of classes."""
+    return {"backbone": card.backbone, "input": card.preprocessing.input_shape, "num_classes": card.num_classes}
+
+
+def identity_diff(here: dict, there: dict) -> str:
+    """``key X there, Y here`` for each difference of two :func:`model_identity` dicts ("" when they agree)."""
+    return ", ".join(f"{k} {there.get(k)} there, {v} here" for k, v in here.items() if there.get(k) != v)
+
+
 def open_reference(run: RunDir, path: str | None) -> RunDir | None:
     """The reference run, checked to hold the same model (backbone, input, classes) before anything is measured."""
     if path is None:
         return None
     reference = RunDir.open(path)
-    mine, theirs = run.load_card(), reference.load_card()
-    here = {"backbone": mine.backbone, "input": mine.preprocessing.input_shape, "classes": mine.num_classes}
-    there = {"backbone": theirs.backbone, "input": theirs.preprocessing.input_shape, "classes": theirs.num_classes}
-    if here != there:
-        diff = ", ".join(f"{k} {there[k]} there, {here[k]} here" for k in here if here[k] != there[k])
+    diff = identity_diff(model_identity(run.load_card()), model_identity(reference.load_card()))
+    if diff:
         raise UsageError(f"the reference run {reference.path} is of another model ({diff})")
     return reference
 
@@ -312,12 +319,7 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         "kind": "edgetransfer.bench",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": str(run.path),
-        "model": {
-            "backbone": card.backbone,
-            "input": card.preprocessing.input_shape,
-            "num_classes": card.num_classes,
-            "labels": list(card.labels),
-        },
+        "model": {**model_identity(card), "labels": list(card.labels)},
         "settings": settings,
         "profile": config.profile.to_dict() if config.profile else None,
         "machine": machine_info(),
