@@ -18,18 +18,86 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("EDGETRANSFER_OFFLINE", "1")
 
 from conftest import make_folder  # noqa: E402
-from test_bad_input import DATA_CASES, Evil, build_data  # noqa: E402
+from test_bad_input import BAD_OPTIONS, DATA_CASES, TAMPERED, Evil, _tampered_checkpoint, build_data  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from edgetransfer.cli import app  # noqa: E402
 
 
-def row(label: str, args: list) -> str:
+def row(label: str, args: list, new: str = "") -> str:
     result = CliRunner().invoke(app, [str(a) for a in args])
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     message = lines[-1] if lines else result.stdout.strip().splitlines()[-1]
     command = args[0]
-    return f"| {label} | {command} | {result.exit_code} | {message.replace('|', '/')} |"
+    return f"| {label} | {command} | {result.exit_code} | {message.replace('|', '/')} | {new} |"
+
+
+def hostile_rows(tmp: Path, good: Path, run) -> list[str]:
+    """The cases of issue 19: never delete what is not ours, never a wrong number with exit 0."""
+    new = "#19"
+    rows = []
+    project = tmp / "project"
+    shutil.copytree(good, project / "images")
+    (project / "notes.txt").write_text("unrelated")
+    for label, out in (("--out is the data folder", project / "images"), ("--out is the data's parent", project)):
+        rows.append(
+            row(f"{label}, --overwrite", ["finetune", "--data", project / "images", "--out", out, "--overwrite"], new)
+        )
+    other = tmp / "thesis"
+    other.mkdir()
+    (other / "chapter1.tex").write_text("years of work")
+    rows.append(
+        row(
+            "--overwrite on a folder that is not a run",
+            ["finetune", "--data", good, "--out", other, "--overwrite"],
+            new,
+        )
+    )
+    rows.append(row("--out inside the data folder", ["finetune", "--data", good, "--out", good / "run"], new))
+    rows.append(row("--out /", ["finetune", "--data", good, "--out", "/"], new))
+    for (option, value), _ in BAD_OPTIONS.items():
+        rows.append(row(f"{option} {value}", ["finetune", "--data", good, "--out", tmp / "x", option, value], new))
+    recipe = tmp / "recipe.toml"
+    recipe.write_text('epochs = "five"\n')
+    rows.append(
+        row(
+            "recipe: a string where a number belongs",
+            ["finetune", "--data", good, "--out", tmp / "x", "--config", recipe],
+            new,
+        )
+    )
+    few = make_folder(tmp / "few", per_class=3)
+    rows.append(row("3 images per class (no validation split)", ["finetune", "--data", few, "--out", tmp / "x"], new))
+    one = tmp / "one-target"
+    one.mkdir()
+    shutil.copy(good / "class0" / "000.png", one)
+    rows.append(
+        row("--adapt-bn folder of 1 image", ["finetune", "--data", good, "--out", tmp / "x", "--adapt-bn", one], new)
+    )
+    cut = tmp / "cut.safetensors"
+    cut.write_bytes(run.file("model.safetensors").read_bytes()[:3000])
+    rows.append(
+        row("truncated --weights file", ["finetune", "--data", good, "--out", tmp / "x", "--weights", cut], new)
+    )
+    for how in TAMPERED:
+        where = tmp / f"tampered-{how}"
+        where.mkdir()
+        rows.append(row(f"checkpoint {how}", ["export", _tampered_checkpoint(run, where, how)], new))
+    for option, value in (("--atol", "nan"), ("--max-drop", "nan"), ("--calib-size", "0")):
+        rows.append(row(f"export {option} {value}", ["export", run.path, option, value], new))
+    changed = tmp / "changed"
+    shutil.copytree(good, changed)
+    shutil.copy(changed / "class0" / "000.png", changed / "class0" / "new.png")
+    rows.append(row("data changed since training", ["export", run.path, "--data", changed], new))
+    os.environ["EDGETRANSFER_DATA"], saved = "/dev/null/cache", os.environ.get("EDGETRANSFER_DATA")
+    try:
+        rows.append(row("unwritable EDGETRANSFER_DATA", ["finetune", "--data", "digits", "--out", tmp / "x"], new))
+    finally:
+        if saved is None:
+            del os.environ["EDGETRANSFER_DATA"]
+        else:
+            os.environ["EDGETRANSFER_DATA"] = saved
+    return rows
 
 
 def main() -> None:
@@ -37,7 +105,7 @@ def main() -> None:
     from edgetransfer.finetune import FinetuneConfig, finetune
     from edgetransfer.quantize import Int8Config
 
-    rows = ["| input | command | exit | message |", "|---|---|---|---|"]
+    rows = ["| input | command | exit | message | new |", "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for kind in DATA_CASES:
@@ -74,6 +142,7 @@ def main() -> None:
         baseline = tmp / "baseline.json"
         baseline.write_text(json.dumps({"schema_version": 1, "results": []}))
         rows.append(row("baseline of another schema", ["bench", run.path, "--baseline", baseline]))
+        rows += hostile_rows(tmp, good, run)
     print("\n".join(rows))
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.data import ImageDataset, Sample, eval_transform, train_transform
+from edgetransfer.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -81,6 +82,7 @@ def adapt_bn(
     model: torch.nn.Module, samples: tuple[Sample, ...], pre: Preprocessing, device: str, batch_size: int = 64
 ) -> None:
     """AdaBN: replace every BatchNorm layer's statistics by those of ``samples`` (unlabelled target images)."""
+    import numpy as np
     import torch
 
     layers = bn_layers(model)
@@ -89,10 +91,15 @@ def adapt_bn(
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over all target batches
+    if len(samples) < 2:
+        raise DataError(f"BatchNorm statistics need at least 2 images, {len(samples)} given")
     model.train()
+    dataset = ImageDataset(samples, eval_transform(pre))
+    # batches of near-equal size, at least two images each: BatchNorm in train mode cannot take one image alone
+    count = max(1, min(-(-len(samples) // batch_size), len(samples) // 2))
     with torch.no_grad():
-        for images, _ in _loader(samples, eval_transform(pre), batch_size, shuffle=False):
-            model(images.to(device))
+        for chunk in np.array_split(np.arange(len(samples)), count):
+            model(torch.stack([dataset[int(i)][0] for i in chunk]).to(device))
     for m, momentum in zip(layers, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)

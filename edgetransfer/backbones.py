@@ -261,12 +261,18 @@ def load_pretrained(backbone: Backbone, weights_path: Path | None = None) -> tup
     """The ImageNet state dict of ``backbone``, in the model's key names, and a record of where it came from."""
     import pickle
 
+    import torch
+
     if weights_path is not None:
         weights_path = Path(weights_path)
         if not weights_path.is_file():
             raise UsageError(f"weights file not found: {weights_path}")
         digest = sha256_file(weights_path)
         state = _load_state_file(weights_path)
+        floats = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+        broken = next((k for k, v in floats.items() if not bool(v.isfinite().all())), None)
+        if broken:
+            raise WeightsError(f"{weights_path} holds NaN or infinite values ({broken})")
         return backbone.convert(state), {"source": str(weights_path.resolve()), "sha256": digest}
     if not backbone.from_torchvision:
         state, info = _packaged_weights(backbone)
@@ -279,13 +285,24 @@ def load_pretrained(backbone: Backbone, weights_path: Path | None = None) -> tup
     return state, {"source": backbone.weights, "file": path.name, "sha256": sha256_file(path)}
 
 
+def read_safetensors(path: Path | str) -> dict:
+    """The tensors of a .safetensors file, or a :class:`WeightsError` naming it (truncated, not safetensors)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(
+            f"cannot read {path}: {str(exc).splitlines()[0]} (truncated or not a safetensors file?)"
+        ) from None
+
+
 def _load_state_file(path: Path) -> dict:
     import torch
 
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
+        return read_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file, said in one line

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
-from edgetransfer.rundir import sha256_file, staging_dir
+from edgetransfer.rundir import sha256_file, staging_dir, write_errors_said
 from edgetransfer.runtime import IMAGE_SUFFIXES  # one list for training and the device runtime
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ def materialize_digits(home: Path | None = None, *, seed: int = 0) -> Path:
     digits = load_digits()
     samples = tuple(Sample(Path(f"{i:04d}.png"), int(t)) for i, t in enumerate(digits.target))
     parts = dict(zip(SPLITS, _stratified(samples, seed, 0.15, 0.15), strict=True))
-    with staging_dir(root) as tmp:
+    with write_errors_said(root), staging_dir(root) as tmp:  # EDGETRANSFER_DATA unwritable: one line
         for split, group in parts.items():
             for sample in group:
                 folder = tmp / split / str(sample.label)

@@ -8,6 +8,7 @@ import numpy as np
 
 from edgetransfer.card import Preprocessing
 from edgetransfer.data import Sample, batches
+from edgetransfer.errors import ExportError
 
 if TYPE_CHECKING:
     from edgetransfer.backends.base import Session
@@ -28,6 +29,9 @@ def parity(reference: Session, candidate: Session, samples: tuple[Sample, ...], 
     max_diff, agree, count = 0.0, 0, 0
     for images, _ in batches(samples, pre):
         a, b = reference.run(images), candidate.run(images)
+        for which, logits in (("the reference model", a), ("the model under check", b)):
+            if not np.isfinite(logits).all():
+                raise ExportError(f"{which} gives NaN or infinite logits on validation images; parity cannot hold")
         max_diff = max(max_diff, float(np.abs(a - b).max()))
         agree += int((a.argmax(1) == b.argmax(1)).sum())
         count += len(images)

@@ -31,9 +31,9 @@ from edgetransfer.data import (
     train_transform,
 )
 from edgetransfer.devices import resolve_device
-from edgetransfer.errors import EdgeTransferError, RunDirError, UsageError
-from edgetransfer.rundir import CARD, CHECKPOINT, RunDir, atomic_path
-from edgetransfer.training import STRATEGIES, Distributed, amp_dtype, param_groups, set_phase, warmup_cosine
+from edgetransfer.errors import DataError, EdgeTransferError, RunDirError, UsageError
+from edgetransfer.rundir import CARD, CHECKPOINT, RunDir, atomic_path, sha256_file
+from edgetransfer.training import AMP_MODES, STRATEGIES, Distributed, amp_dtype, param_groups, set_phase, warmup_cosine
 from edgetransfer.versions import package_versions
 
 if TYPE_CHECKING:
@@ -42,8 +42,11 @@ if TYPE_CHECKING:
 RESUME_STATE = "resume.pt"
 LAST_CHECKPOINT = "last.safetensors"
 CURVES = "curves.png"
+CONFUSION = "confusion.png"
+SMALL_VAL = 50  # fewer validation images than this: the checkpoint choice is coarse, and said so
 # options that may change when resuming; any other change makes --resume refuse
-RESUMABLE_CHANGES = {"epochs", "device", "workers", "time_budget", "patience", "resume", "overwrite", "out"}
+# (the data path may be spelt another way: the fingerprint of its images decides)
+RESUMABLE_CHANGES = {"epochs", "device", "workers", "time_budget", "patience", "resume", "overwrite", "out", "data"}
 
 
 class TrainingDiverged(EdgeTransferError):
@@ -90,11 +93,23 @@ class FinetuneConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
+        """Every option checked before any work: types, finite numbers, ranges. One :class:`UsageError` each."""
+        _check_types(self)
+        numbers = ("lr", "body_lr_scale", "weight_decay", "warmup", "label_smoothing", "time_budget")
+        numbers += ("pseudo_threshold", "pseudo_lambda", "pseudo_lr")
+        for name in numbers:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
         checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 2, "--batch-size must be at least 2 (BatchNorm needs two images)"),
-            (self.size is None or self.size >= 32, "--size must be at least 32 pixels"),
+            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be 1..{MAX_EPOCHS}"),
+            (2 <= self.batch_size <= MAX_BATCH, f"--batch-size must be 2..{MAX_BATCH} (BatchNorm needs two images)"),
+            (self.size is None or MIN_SIZE <= self.size <= MAX_SIZE, f"--size must be {MIN_SIZE}..{MAX_SIZE} pixels"),
             (self.lr > 0 and self.body_lr_scale > 0, "--lr and --body-lr-scale must be positive"),
+            (self.lr <= 10, "--lr above 10 cannot train; the default is 2e-3"),
+            (0 <= self.weight_decay <= 10, "--weight-decay must be 0..10"),
+            (0 <= self.warmup < 1, "--warmup is a fraction of the steps: 0 <= warmup < 1"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be 0 <= value < 1"),
             (self.strategy in STRATEGIES, f"unknown --strategy {self.strategy!r}; choose {', '.join(STRATEGIES)}"),
             (self.augment in AUGMENTATIONS, f"unknown --augment {self.augment!r}; choose {', '.join(AUGMENTATIONS)}"),
             (self.balanced in ("auto", "on", "off"), "--balanced must be auto, on or off"),
@@ -102,11 +117,33 @@ class FinetuneConfig:
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
             (0 < self.pseudo_threshold <= 1 and 0 <= self.pseudo_lambda <= 1, "pseudo-label options out of range"),
             (self.pseudo_lr > 0, "--pseudo-lr must be positive"),
+            (1 <= self.pseudo_rounds <= 100, "--pseudo-rounds must be 1..100"),
             (self.head_epochs >= 0 and self.unfreeze >= 0, "--head-epochs and --unfreeze must not be negative"),
+            (0 <= self.workers <= 256, "--workers must be 0..256"),
+            (0 <= self.seed < 2**32, "--seed must be 0..2**32-1"),
+            (self.amp in AMP_MODES, f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+
+
+MIN_SIZE, MAX_SIZE = 32, 1024  # input pixels; past 1024 a classifier backbone only burns memory
+MAX_EPOCHS, MAX_BATCH = 10_000, 4096
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_types(config: FinetuneConfig) -> None:
+    """Each field holds its declared type (a recipe can hold anything): a one-line :class:`UsageError` if not."""
+    for f in dataclasses.fields(config):
+        value, kinds = getattr(config, f.name), [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
+        if not allowed:
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise UsageError(f"option {f.name} must be {' or '.join(kinds)}, not {type(value).__name__} {value!r}")
 
 
 def load_recipe(path: Path | str) -> dict[str, Any]:
@@ -128,6 +165,19 @@ def load_recipe(path: Path | str) -> dict[str, Any]:
     return recipe
 
 
+def resume_options(out: Path | str) -> dict[str, Any]:
+    """The options an unfinished run was started with, from its card: ``--resume --out RUN`` needs no others,
+    and options given again override them."""
+    run = RunDir(Path(out))
+    if not run.file(CARD).is_file():
+        raise RunDirError(f"nothing to resume in {out}: it has no {CARD}")
+    card = run.load_card()
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    options = {k: v for k, v in card.training.get("config", {}).items() if k in known}
+    options["data"] = card.dataset.get("path", options.get("data"))  # absolute: resumes from any folder
+    return options
+
+
 def evaluate(
     model: torch.nn.Module, samples: tuple[Sample, ...], pre: Preprocessing, device: str, batch_size: int = 64
 ) -> float:
@@ -135,20 +185,26 @@ def evaluate(
     return _predict(model, samples, pre, device, batch_size)[0]
 
 
-def _predict(model, samples, pre, device, batch_size: int = 64) -> tuple[float, list[int]]:
+def _predict(model, samples, pre, device, batch_size: int = 64) -> tuple[float, list[int], float]:
+    """Top-1 accuracy, the predicted classes and the mean cross-entropy loss of ``model`` on ``samples``."""
     import torch
 
     if not samples:
-        return float("nan"), []
+        return float("nan"), [], float("nan")
     model.eval()
     dataset = ImageDataset(samples, eval_transform(pre))
     predictions: list[int] = []
+    loss_sum = 0.0
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
-            images = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(samples)))])
-            predictions += model(images.to(device)).argmax(1).tolist()
+            indices = range(start, min(start + batch_size, len(samples)))
+            images = torch.stack([dataset[i][0] for i in indices])
+            labels = torch.tensor([samples[i].label for i in indices], device=device)
+            logits = model(images.to(device)).float()
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            predictions += logits.argmax(1).tolist()
     correct = sum(int(p == s.label) for p, s in zip(predictions, samples, strict=True))
-    return correct / len(samples), predictions
+    return correct / len(samples), predictions, loss_sum / len(samples)
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
@@ -159,16 +215,34 @@ def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]
         save_file(state, str(tmp), metadata=metadata)
 
 
+def _non_finite(model: torch.nn.Module) -> str | None:
+    """The name of the first weight or BatchNorm statistic holding NaN or infinity, or None."""
+    import torch
+
+    for name, tensor in _unwrap(model).state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
 def _unwrap(model):
     return getattr(model, "module", model)
 
 
 def load_model(run: RunDir, card: ModelCard, checkpoint: str = CHECKPOINT) -> torch.nn.Module:
     """The fine-tuned model of a run, in eval mode on the CPU."""
-    from safetensors.torch import load_file
-
+    path = run.file(checkpoint)
+    recorded = card.artifacts.get(checkpoint, {}).get("sha256")
+    if recorded and checkpoint == CHECKPOINT and sha256_file(path) != recorded:
+        raise RunDirError(f"{path} does not match the sha256 recorded in {run.file(CARD)}: it was replaced or damaged")
     model, _ = backbones.build(card.backbone, card.num_classes, pretrained=False)
-    model.load_state_dict(load_file(str(run.file(checkpoint))))
+    try:
+        model.load_state_dict(backbones.read_safetensors(path))
+    except RuntimeError as exc:
+        raise RunDirError(f"{path} does not fit a {card.backbone} with {card.num_classes} classes: {exc}") from None
+    broken = _non_finite(model)
+    if broken:
+        raise RunDirError(f"{path} holds NaN or infinite weights ({broken}); fine-tune the run again")
     return model.eval()
 
 
@@ -219,30 +293,81 @@ def _check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[Mo
         raise UsageError(f"the data's classes {list(splits.labels)} differ from the checkpoint's {list(card.labels)}")
     if splits.fingerprint() != card.dataset.get("fingerprint"):
         raise UsageError(f"the images in {splits.root} changed since the run started; cannot resume")
-    return card, torch.load(run.file(RESUME_STATE), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(run.file(RESUME_STATE), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: said in one line
+        raise RunDirError(
+            f"cannot read {run.file(RESUME_STATE)} ({str(exc).splitlines()[0][:80]}); start again with --overwrite"
+        ) from None
+    return card, state
 
 
-def _prepare_out(out: Path, config: FinetuneConfig) -> None:
+def check_out(config: FinetuneConfig) -> None:
+    """Refuse an ``--out`` that would destroy or swallow something that is not ours, before any work: the
+    filesystem root or the home folder, a folder holding (or inside) an input of the run, an existing file, or an
+    existing folder that is not a run this project made (``--overwrite`` replaces runs only)."""
+    out = Path(config.out).expanduser()
+    where = out.resolve()
+    if where == Path(where.anchor) or where == Path.home().resolve():
+        raise UsageError(f"--out {config.out} is {where}; name a folder for the run, e.g. models/NAME")
+    inputs = {
+        "--data": config.data,
+        "--adapt-bn": config.adapt_bn,
+        "--unlabeled": config.unlabeled,
+        "--target-val": config.target_val,
+        "--weights": config.weights,
+    }
+    for option, value in inputs.items():
+        if value is None:
+            continue
+        given = Path(value).expanduser().resolve()
+        if given.is_relative_to(where):
+            raise UsageError(f"--out {config.out} holds {option} {value}: the run would replace its own input")
+        if option != "--weights" and where.is_relative_to(given):
+            raise UsageError(f"--out {config.out} is inside {option} {value}: choose a folder outside it")
+    if config.resume or not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {config.out} is a file, not a folder; choose another --out")
+    if not any(out.iterdir()):
+        return
+    if not config.overwrite:
+        raise UsageError(
+            f"{out} already exists and is not empty; choose another --out, pass --overwrite, "
+            "or --resume an unfinished run"
+        )
+    if not RunDir.is_run(out):
+        raise UsageError(
+            f"--overwrite replaces only a run directory made by edgetransfer, and {out} has no {CARD} of one; "
+            "choose another --out (or remove the folder yourself)"
+        )
+
+
+def _prepare_out(out: Path) -> None:
+    """Empty ``out`` (a run directory, checked by :func:`check_out`) for a new run."""
     if out.exists() and any(out.iterdir()):
-        if not config.overwrite:
-            raise UsageError(
-                f"{out} already exists and is not empty; choose another --out, pass --overwrite, "
-                "or --resume an unfinished run"
-            )
         shutil.rmtree(out)
 
 
 def finetune(config: FinetuneConfig) -> RunDir:
     """Fine-tune ``config.backbone`` on ``config.data`` into the run directory ``config.out``."""
     config.validate()
+    check_out(config)
     out = Path(config.out)
     backbone = backbones.get(config.backbone)
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):
         console.err.print(f"[yellow]skipping {len(splits.extra['skipped'])} bad file(s) (--skip-bad)[/]")
+    _check_splits(splits)
     device = resolve_device(config.device)
     adapt_images = list_images(config.adapt_bn) if config.adapt_bn else ()
     unlabeled = list_images(config.unlabeled) if config.unlabeled else ()
+    for option, folder, images in (
+        ("--adapt-bn", config.adapt_bn, adapt_images),
+        ("--unlabeled", config.unlabeled, unlabeled),
+    ):
+        if len(images) == 1:
+            raise DataError(f"{option} {folder} has 1 image; BatchNorm statistics need at least 2")
     target_val = _target_val(config.target_val, splits) if config.target_val else ()
     dist = Distributed.from_env(device)
     if dist.enabled and device == "cuda":
@@ -255,6 +380,24 @@ def finetune(config: FinetuneConfig) -> RunDir:
             return trainer.run(adapt_images, unlabeled, target_val)
     finally:
         dist.close()
+
+
+def _check_splits(splits: Splits) -> None:
+    """Training needs images to learn from, validation images to choose the checkpoint by and test images to report
+    on: checked before the work, not found missing after it."""
+    sizes = splits.sizes()
+    if all(sizes.values()):
+        return
+    counts = f"{sizes['train']} training, {sizes['val']} validation and {sizes['test']} test images"
+    if splits.layout == "folders" and sizes["train"] and sizes["val"]:
+        raise DataError(f"{splits.root} has no test images ({counts}); add {splits.root / 'test'}/<class>/...")
+    raise DataError(
+        f"{splits.root} gives {counts} ({_class_counts(splits)}): too few to split; each class needs at least "
+        f"{MIN_PER_CLASS} images, or give DIR/train, DIR/val and DIR/test"
+    )
+
+
+MIN_PER_CLASS = 4  # 70/15/15: the fewest images per class that leave one for validation
 
 
 def _target_val(folder: str, splits: Splits) -> tuple[Sample, ...]:
@@ -288,11 +431,9 @@ class _Trainer:
         self.card: ModelCard | None = None
         if config.resume:
             self.card, self.state = _check_resume(out, config, splits)
-            from safetensors.torch import load_file
-
-            self.model.load_state_dict(load_file(str(out / LAST_CHECKPOINT)))
+            self.model.load_state_dict(backbones.read_safetensors(out / LAST_CHECKPOINT))
         elif dist.main:
-            _prepare_out(out, config)
+            _prepare_out(out)
         dist.barrier()
 
     # ------------------------------------------------------------------ the loop
@@ -401,15 +542,30 @@ class _Trainer:
             + (f", mixed precision {dtype}" if dtype is not None else "")
             + (f"; resuming after epoch {self.state['epoch']}" if c.resume else "")
         )
+        if sizes["val"] < SMALL_VAL:
+            console.err.print(
+                f"[yellow]note: the validation split has {sizes['val']} images (one image is "
+                f"{100 / sizes['val']:.1f} points): the best epoch is a coarse choice; ties go to the lower "
+                "validation loss[/]"
+            )
 
     def _end_epoch(self, epoch, phase, sampling, loss, images_per_s, optimizer, scheduler, plan) -> None:
         import torch
 
+        broken = _non_finite(self.model)
+        if broken:
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite at epoch {epoch} ({broken}); training stopped, the best "
+                f"checkpoint so far (epoch {self.state['best_epoch']}) is kept in {self.out}; try a lower --lr"
+            )
         if self.dist.main:
-            val_acc = evaluate(_unwrap(self.model), self.splits.val, self.pre, self.device)
-            improved = val_acc > self.state["best_acc"]
+            val_acc, _, val_loss = _predict(_unwrap(self.model), self.splits.val, self.pre, self.device)
+            # a tie in accuracy (a small or saturated validation split) goes to the lower validation loss
+            improved = val_acc > self.state["best_acc"] or (
+                val_acc == self.state["best_acc"] and val_loss < self.state.get("best_loss", math.inf)
+            )
             if improved:
-                self.state.update(best_acc=val_acc, best_epoch=epoch)
+                self.state.update(best_acc=val_acc, best_epoch=epoch, best_loss=val_loss)
                 save_checkpoint(self.model, self.out / CHECKPOINT, {"backbone": self.backbone.name})
             lr = max(group["lr"] for group in optimizer.param_groups)
             self.state["history"].append(
@@ -418,6 +574,7 @@ class _Trainer:
                     "phase": phase,
                     "loss": loss,
                     "val_top1": val_acc,
+                    "val_loss": val_loss,
                     "lr": lr,
                     "images_per_s": images_per_s,
                     "sampling": sampling,
@@ -433,7 +590,8 @@ class _Trainer:
             with atomic_path(self.out / RESUME_STATE) as tmp:
                 torch.save(self.state, tmp)
             console.err.print(
-                f"epoch {epoch}/{plan['epochs']} ({phase})  loss {loss:.4f}  val top-1 {val_acc:.2%}  "
+                f"epoch {epoch}/{plan['epochs']} ({phase})  loss {loss:.4f}  val loss {val_loss:.4f}  "
+                f"val top-1 {val_acc:.2%}  "
                 f"{images_per_s:.0f} img/s  lr {lr:.2e}{'  (best, saved)' if improved else ''}"
             )
         self.dist.barrier()
@@ -464,18 +622,16 @@ class _Trainer:
         )
 
     def _finish(self, stopped_because: str, adapt_images, unlabeled, target_val) -> RunDir:
-        from safetensors.torch import load_file
-
         run = RunDir(self.out)
         if not self.dist.main:
             return run
         model = _unwrap(self.model)
-        model.load_state_dict(load_file(str(self.out / CHECKPOINT)))
+        model.load_state_dict(backbones.read_safetensors(self.out / CHECKPOINT))
         model.eval()
         adaptation = self._adapt(model, adapt_images, unlabeled, target_val)
         if adaptation:
             save_checkpoint(model, self.out / CHECKPOINT, {"backbone": self.backbone.name})
-        test_acc, predictions = _predict(model, self.splits.test, self.pre, self.device)
+        test_acc, predictions, _ = _predict(model, self.splits.test, self.pre, self.device)
         history = self.state["history"]
         card = dataclasses.replace(
             self.card,
@@ -495,12 +651,23 @@ class _Trainer:
                     **_confusion(self.splits.test, predictions, self.splits.labels),
                 },
             },
+            artifacts={
+                **self.card.artifacts,
+                CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(self.out / CHECKPOINT)},
+            },
             complete={"finetune": True},
         )
         _plot_curves(history, self.out / CURVES)
+        _plot_confusion(card.metrics["torch"]["test_confusion"], self.splits.labels, self.out / CONFUSION)
         run.save_card(card)
         for name in (RESUME_STATE, LAST_CHECKPOINT):
             (self.out / name).unlink(missing_ok=True)
+        saturated = [h["epoch"] for h in history if h["val_top1"] == 1.0]
+        if len(saturated) > 1:
+            console.err.print(
+                f"[yellow]note: validation top-1 was 100% in epochs {', '.join(map(str, saturated))}: the split "
+                "cannot tell them apart; the checkpoint was chosen by validation loss[/]"
+            )
         console.err.print(
             f"best val top-1 {self.state['best_acc']:.2%} (epoch {self.state['best_epoch']}, {stopped_because}); "
             f"test top-1 {test_acc:.2%}; saved {self.out}"
@@ -569,21 +736,64 @@ def _confusion(samples: tuple[Sample, ...], predictions: list[int], labels: tupl
 
 
 def _plot_curves(history: list[dict], path: Path) -> None:
-    """Loss, validation accuracy and learning rate per epoch, as a PNG."""
+    """Training and validation loss, validation accuracy and learning rate per epoch, the phases marked, as a
+    PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = (
+        (("loss", "training"), ("val_loss", "validation")),
+        (("val_top1", "validation"),),
+        (("lr", "peak"),),
+    )
+    for ax, lines, title in zip(axes, panels, ("loss", "val top-1", "learning rate"), strict=True):
+        for key, label in lines:
+            ax.plot(epochs, [h.get(key, math.nan) for h in history], marker="o", label=label)
+        for before, after in zip(history, history[1:], strict=False):
+            if before["phase"] != after["phase"]:  # two-phase: where the body starts learning
+                ax.axvline(before["epoch"] + 0.5, color="grey", linestyle="--", linewidth=1)
+                ax.text(before["epoch"] + 0.55, 0.95, after["phase"], transform=ax.get_xaxis_transform(), color="grey")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _plot_confusion(matrix: list[list[int]], labels: tuple[str, ...], path: Path) -> None:
+    """The test confusion matrix (rows: true class, columns: predicted), counts in the cells, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, key, title in zip(
-        axes, ("loss", "val_top1", "lr"), ("training loss", "val top-1", "learning rate"), strict=True
-    ):
-        ax.plot(epochs, [h[key] for h in history], marker="o")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
+    n = len(labels)
+    side = min(2 + 0.45 * n, 16)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(n)
+    ax.set_xticks(ticks, [str(label)[:12] for label in labels], rotation=90 if n > 6 else 0)
+    ax.set_yticks(ticks, [str(label)[:12] for label in labels])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("test confusion matrix")
+    if n <= 30:
+        peak = max(max(row) for row in matrix) or 1
+        for i in range(n):
+            for j in range(n):
+                if matrix[i][j]:
+                    colour = "white" if matrix[i][j] > peak / 2 else "black"
+                    ax.text(j, i, matrix[i][j], ha="center", va="center", color=colour, fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -60,10 +60,10 @@ class Int8Config:
         if self.method not in CALIBRATION_METHODS:
             choices = ", ".join(CALIBRATION_METHODS)
             raise UsageError(f"unknown calibration method {self.method!r}; choose one of {choices}")
-        if self.calibration_size < 1:
-            raise UsageError("--calib-size must be at least 1")
-        if self.max_drop < 0:
-            raise UsageError("--max-drop must not be negative")
+        if not 1 <= self.calibration_size <= 100_000:
+            raise UsageError("--calib-size must be 1..100000")
+        if not 0 <= self.max_drop <= 100:  # NaN fails too: a NaN budget would pass any drop
+            raise UsageError(f"--max-drop must be 0..100 points, not {self.max_drop}")
         if self.openvino not in OPENVINO_INT8:
             raise UsageError(f"unknown --openvino-int8 {self.openvino!r}; choose one of {', '.join(OPENVINO_INT8)}")
 

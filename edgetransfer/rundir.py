@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -47,7 +48,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
 
 
 @contextlib.contextmanager
@@ -87,8 +88,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 def staging_dir(final: Path) -> Iterator[Path]:
     """A hidden directory beside ``final`` that becomes ``final`` only if the block succeeds."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    with write_errors_said(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -123,12 +125,21 @@ class RunDir:
         card = run.load_card()
         if not card.complete.get("finetune"):
             raise RunDirError(
-                f"training of {run.path} did not finish; continue it with "
-                f"'edgetransfer finetune --resume --out {run.path} --data {card.dataset.get('path')}'"
+                f"training of {run.path} did not finish; continue it with: "
+                f"edgetransfer finetune --resume --out {shlex.quote(str(run.path))}"
             )
         if not run.file(CHECKPOINT).is_file():
             raise RunDirError(f"{run.path} has no checkpoint ({CHECKPOINT}); run 'edgetransfer finetune'")
         return run
+
+    @staticmethod
+    def is_run(path: Path | str) -> bool:
+        """Whether ``path`` is a run directory this project made (it holds a card.json that reads as a card)."""
+        try:
+            data = json.loads((Path(path) / CARD).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(data, dict) and {"schema_version", "labels", "backbone", "preprocessing"} <= set(data)
 
     def load_card(self) -> ModelCard:
         try:

@@ -166,3 +166,232 @@ def test_a_run_in_use_says_who_holds_it(trained_run, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# --------------------------------------------------------------------------- issue 19: never delete what is not
+# ours, never a wrong number with exit 0, every option checked before the work
+
+
+@pytest.mark.parametrize("where", ["data", "parent"])
+def test_overwrite_never_deletes_the_data(tmp_path, where):
+    parent = tmp_path / "project"
+    data = make_folder(parent / "images")
+    (parent / "notes.txt").write_text("unrelated")
+    out = data if where == "data" else parent
+    run_bad(
+        ["finetune", "--data", data, "--out", out, "--overwrite", "--size", 32],
+        2,
+        "would replace its own input",
+        tmp_path,
+    )
+    assert (parent / "notes.txt").read_text() == "unrelated" and len(list(data.rglob("*.png"))) == 36
+
+
+def test_overwrite_replaces_only_a_run(tmp_path, image_folder):
+    other = tmp_path / "thesis"
+    other.mkdir()
+    (other / "chapter1.tex").write_text("years of work")
+    run_bad(["finetune", "--data", image_folder, "--out", other, "--overwrite"], 2, "only a run directory", tmp_path)
+    assert (other / "chapter1.tex").read_text() == "years of work"
+
+
+def test_out_inside_the_data_is_refused(tmp_path, image_folder):
+    run_bad(["finetune", "--data", image_folder, "--out", image_folder / "run"], 2, "inside --data", tmp_path)
+
+
+def test_out_at_the_filesystem_root_writes_nothing_there(tmp_path, image_folder):
+    before = {p.name for p in __import__("pathlib").Path("/").iterdir()}
+    run_bad(["finetune", "--data", image_folder, "--out", "/"], 2, "--out / is /", tmp_path)
+    assert {p.name for p in __import__("pathlib").Path("/").iterdir()} == before
+
+
+def test_out_that_is_a_file(tmp_path, image_folder):
+    (tmp_path / "run").write_text("a file")
+    run_bad(["finetune", "--data", image_folder, "--out", tmp_path / "run"], 2, "is a file", tmp_path)
+
+
+BAD_OPTIONS = {
+    ("--weight-decay", "nan"): "--weight-decay must be a finite number, not nan",
+    ("--lr", "inf"): "--lr must be a finite number",
+    ("--time-budget", "inf"): "--time-budget must be a finite number",
+    ("--label-smoothing", "5"): "--label-smoothing must be 0 <= value < 1",
+    ("--warmup", "1.5"): "--warmup is a fraction",
+    ("--workers", "-1"): "--workers must be 0..256",
+    ("--size", "100000"): "--size must be 32..1024",
+    ("--batch-size", "1"): "--batch-size must be 2..",
+    ("--epochs", "0"): "--epochs must be 1..",
+    ("--pseudo-rounds", "0"): "--pseudo-rounds must be 1..100",
+}
+
+
+@pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda o: f"{o[0]}={o[1]}")
+def test_finetune_options_are_checked_before_the_work(tmp_path, image_folder, option):
+    run_bad(["finetune", "--data", image_folder, "--out", tmp_path / "run", *option], 2, BAD_OPTIONS[option], tmp_path)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_value_of_the_wrong_type(tmp_path, image_folder):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('epochs = "five"\n')
+    run_bad(
+        ["finetune", "--data", image_folder, "--out", tmp_path / "run", "--config", recipe],
+        2,
+        "option epochs must be int, not str 'five'",
+        tmp_path,
+    )
+
+
+def test_too_few_images_for_a_validation_split(tmp_path):
+    data = make_folder(tmp_path / "data", per_class=3)
+    run_bad(
+        ["finetune", "--data", data, "--out", tmp_path / "run", "--size", 32],
+        2,
+        "too few to split; each class needs at least 4 images",
+        tmp_path,
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_layout_without_test_images(tmp_path):
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        make_folder(data / split, per_class=4)
+    run_bad(["finetune", "--data", data, "--out", tmp_path / "run"], 2, "has no test images", tmp_path)
+
+
+def test_one_adaptation_image_is_refused_before_training(tmp_path, image_folder):
+    one = tmp_path / "target"
+    one.mkdir()
+    shutil.copy(image_folder / "class0" / "000.png", one)
+    args = ["finetune", "--data", image_folder, "--out", tmp_path / "run", "--size", 32, "--adapt-bn", one]
+    run_bad(args, 2, "has 1 image; BatchNorm statistics need at least 2", tmp_path)
+
+
+@pytest.mark.parametrize("count", [3, 5, 65])
+def test_adabn_never_feeds_batchnorm_one_image(count):
+    """An odd last batch (65 images in batches of 64, 3 in batches of 2) crashed BatchNorm in train mode."""
+    import torch
+
+    from edgetransfer.adapt import adapt_bn
+    from edgetransfer.data import Sample, default_preprocessing
+
+    seen = []
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.BatchNorm2d(4))
+    model.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    folder = make_folder(__import__("pathlib").Path(__import__("tempfile").mkdtemp()), per_class=count, classes=1)
+    samples = tuple(Sample(p, -1) for p in sorted(folder.rglob("*.png")))
+    adapt_bn(model, samples, default_preprocessing(32), "cpu", batch_size=64 if count == 65 else 2)
+    assert sum(seen) == count and min(seen) >= 2, seen
+    shutil.rmtree(folder)
+
+
+def test_truncated_weights_file(tmp_path, image_folder, trained_run):
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(trained_run.file("model.safetensors").read_bytes()[:3000])
+    args = ["finetune", "--data", image_folder, "--out", tmp_path / "run", "--weights", cut]
+    run_bad(args, 2, "truncated or not a safetensors file", tmp_path)
+
+
+def _tampered_checkpoint(trained_run, tmp_path, how):
+    """A copy of the shared run whose checkpoint is truncated, swapped, or NaN (truncated and NaN with the card's
+    sha256 updated to match, as a run damaged before the card recorded it)."""
+    from safetensors.torch import load_file, save_file
+
+    from edgetransfer.rundir import sha256_file
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    checkpoint = run / "model.safetensors"
+    if how == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:3000])
+    else:
+        state = load_file(checkpoint)
+        name = next(k for k in state if k.endswith("weight"))
+        state[name] = state[name] * (float("nan") if how == "nan" else 2.0)
+        save_file(state, str(checkpoint))
+    if how != "swapped":
+        card = json.loads((run / "card.json").read_text())
+        card["artifacts"]["model.safetensors"]["sha256"] = sha256_file(checkpoint)
+        (run / "card.json").write_text(json.dumps(card))
+    return run
+
+
+TAMPERED = {
+    "truncated": "truncated or not a safetensors file",
+    "swapped": "does not match the sha256 recorded",
+    "nan": "holds NaN or infinite weights",
+}
+
+
+@pytest.mark.parametrize("how", TAMPERED)
+def test_export_refuses_a_bad_checkpoint(trained_run, tmp_path, how):
+    run = _tampered_checkpoint(trained_run, tmp_path, how)
+    run_bad(["export", run], 2, TAMPERED[how], tmp_path)
+
+
+def test_a_nan_parity_is_a_failure_not_zero():
+    import numpy as np
+
+    from edgetransfer.data import Sample, default_preprocessing
+    from edgetransfer.errors import ExportError
+    from edgetransfer.evaluation import parity
+
+    class Fixed:
+        def __init__(self, value):
+            self.value = value
+
+        def run(self, images):
+            return np.full((len(images), 3), self.value, dtype=np.float32)
+
+    folder = make_folder(__import__("pathlib").Path(__import__("tempfile").mkdtemp()), per_class=2, classes=1)
+    samples = tuple(Sample(p, 0) for p in sorted(folder.rglob("*.png")))
+    assert parity(Fixed(1.0), Fixed(1.0), samples, default_preprocessing(32))["max_abs_diff"] == 0.0
+    with pytest.raises(ExportError, match="NaN or infinite"):
+        parity(Fixed(1.0), Fixed(float("nan")), samples, default_preprocessing(32))
+    shutil.rmtree(folder)
+
+
+def test_weights_that_turn_nan_stop_training(tmp_path, image_folder, monkeypatch):
+    """A BatchNorm statistic that turns NaN leaves the loss finite (train mode uses batch statistics); the check at
+    the end of the epoch stops the run instead of saving a NaN model as 'best'."""
+    import torch
+
+    from edgetransfer.finetune import FinetuneConfig, TrainingDiverged, finetune
+
+    step = torch.optim.AdamW.step
+
+    def poisoned(self, *args, **kwargs):
+        result = step(self, *args, **kwargs)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.data.fill_(float("nan")) if p.dim() == 1 and p.shape[0] == 3 else None  # the head's bias
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match="NaN or infinite at epoch 1"):
+        finetune(FinetuneConfig(data=str(image_folder), out=str(out), size=32, epochs=1, batch_size=16))
+    assert not (out / "model.safetensors").exists(), "a NaN model is never saved as the best checkpoint"
+
+
+def test_unwritable_data_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGETRANSFER_DATA", "/dev/null/cache")
+    run_bad(["finetune", "--data", "digits", "--out", tmp_path / "run"], 2, "cannot write /dev/null/cache", tmp_path)
+
+
+def test_export_refuses_data_that_changed_since_training(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    data = tmp_path / "images"
+    shutil.copytree(trained_run.load_card().dataset["path"], data)
+    shutil.copy(data / "class0" / "000.png", data / "class0" / "new.png")
+    run_bad(["export", run, "--data", data], 2, "changed since the run was trained", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "option", [("--atol", "nan"), ("--atol", "0"), ("--max-drop", "nan"), ("--max-drop", "-1"), ("--calib-size", "0")]
+)
+def test_export_options_are_checked_before_the_work(trained_run, tmp_path, option):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    run_bad(["export", run, *option], 2, f"{option[0]} must be", tmp_path)

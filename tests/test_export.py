@@ -78,3 +78,24 @@ def test_an_op_the_exporter_rejects_is_one_clear_error(trained_run, monkeypatch)
         export(trained_run, ExportConfig())
     assert "\n" not in str(info.value)
     assert {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()} == before
+
+
+def test_int8_that_is_not_faster_is_said(trained_run, tmp_path, monkeypatch):
+    """The export measures int8 against fp32 in one run; an int8 model that is slower gets a warning and the ratio
+    goes into the card (``latency_ratio`` is replaced here: the real one is a timing, measured in benchmarks/)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer import export as module
+    from edgetransfer.cli import app
+    from edgetransfer.rundir import RunDir
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    monkeypatch.setattr(module, "latency_ratio", lambda fp32, candidate, size: 11.0)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--int8", "dynamic", "--no-openvino"])
+    assert result.exit_code == 0, result.output
+    assert "model.int8.onnx is not faster than model.onnx here: 11.00x" in result.stderr
+    assert "try --int8 static" in result.stderr
+    card = RunDir.open(tmp_path / "run").load_card()
+    assert card.artifacts["model.int8.onnx"]["quantization"]["latency_ratio_vs_fp32"] == 11.0

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -48,11 +49,13 @@ def test_sigkill_during_training_then_resume_and_export(image_folder, tmp_path):
     wait_for(lambda: (out / "resume.pt").exists(), process)  # at least epoch 1 is done; kill it wherever it is
     process.send_signal(signal.SIGKILL)
     process.wait()
-    with pytest.raises(RunDirError, match="did not finish.*--resume"):
+    with pytest.raises(RunDirError, match="did not finish.*--resume") as refused:
         RunDir.open(out)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")], "no half-written file under its final name"
     done = torch.load(out / "resume.pt", weights_only=True)["epoch"]
-    run_cli("finetune", *args, "--epochs", done + 1, "--resume")  # --epochs may change on resume
+    hint = shlex.split(str(refused.value).split("continue it with: ")[1])
+    assert hint[:2] == ["edgetransfer", "finetune"] and "--resume" in hint
+    run_cli(*hint[1:], "--epochs", done + 1)  # the command export suggests, as given; --epochs may change
     card = RunDir.open(out).load_card()
     assert [h["epoch"] for h in card.training["history"]] == list(range(1, done + 2))
     run_cli("export", out, "--calib-size", 8, "--no-openvino")

@@ -12,7 +12,7 @@ from PIL import Image
 from edgetransfer import backbones
 from edgetransfer.errors import RunDirError, UsageError
 from edgetransfer.finetune import FinetuneConfig, TrainingDiverged, finetune, load_recipe
-from edgetransfer.rundir import RunDir
+from edgetransfer.rundir import RunDir, sha256_file
 from edgetransfer.training import head_and_blocks, param_groups, set_phase, warmup_cosine
 
 TINY = {"size": 32, "epochs": 2, "batch_size": 8}
@@ -89,6 +89,8 @@ def test_outputs_curves_confusion_and_determinism(image_folder, tmp_path):
     assert card_a.metrics["torch"] == card_b.metrics["torch"], "same seed, same result on the CPU"
     assert a.file("model.safetensors").read_bytes() == b.file("model.safetensors").read_bytes()
     assert a.file("curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert a.file("confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert card_a.artifacts["model.safetensors"]["sha256"] == sha256_file(a.file("model.safetensors"))
     matrix = card_a.metrics["torch"]["test_confusion"]
     assert len(matrix) == 3 and sum(map(sum, matrix)) == card_a.dataset["sizes"]["test"]
     assert set(card_a.metrics["torch"]["test_per_class_top1"]) == {"class0", "class1", "class2"}
@@ -230,3 +232,22 @@ def test_self_training_has_its_own_learning_rate():
     assert FinetuneConfig(data="x", out="y").pseudo_lr == 9e-5
     with pytest.raises(UsageError, match="--pseudo-lr"):
         FinetuneConfig(data="x", out="y", pseudo_lr=0).validate()
+
+
+def test_ties_in_validation_accuracy_go_to_the_lower_validation_loss(image_folder, tmp_path, monkeypatch):
+    """A small or saturated validation split ties: the checkpoint is the tied epoch with the lowest validation loss
+    (epoch 2 here), not the first one to reach the top accuracy."""
+    from edgetransfer import finetune as module
+
+    real, scripted = module._predict, iter([(1.0, 0.5), (1.0, 0.2), (1.0, 0.3)])  # (val top-1, val loss) per epoch
+
+    def predict(model, samples, *args, **kwargs):
+        accuracy, predictions, loss = real(model, samples, *args, **kwargs)
+        accuracy, loss = next(scripted, (accuracy, loss))  # the last call is the test split: real figures
+        return accuracy, predictions, loss
+
+    monkeypatch.setattr(module, "_predict", predict)
+    run = finetune(FinetuneConfig(data=str(image_folder), out=str(tmp_path / "run"), **{**TINY, "epochs": 3}))
+    card = run.load_card()
+    assert [h["val_loss"] for h in card.training["history"]] == [0.5, 0.2, 0.3]
+    assert card.training["best_epoch"] == 2

@@ -104,19 +104,30 @@ def finetune(
     skip_bad: Annotated[
         bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")
     ] = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out from its last epoch.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace --out if it already exists.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the interrupted run in --out from its last epoch, with the options it started with."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace --out if it is a run made by edgetransfer (never any other folder).")
+    ] = False,
 ) -> None:
     """Fine-tune an ImageNet backbone on your labelled images; keep the best checkpoint (by val accuracy)."""
     import dataclasses
 
     from edgetransfer.errors import UsageError
-    from edgetransfer.finetune import FinetuneConfig, load_recipe
+    from edgetransfer.finetune import FinetuneConfig, load_recipe, resume_options
     from edgetransfer.finetune import finetune as run_finetune
     from edgetransfer.pipeline import resolve_data
 
     given = {k: v for k, v in locals().items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}}
     options = load_recipe(config) if config else {}
+    if resume:  # the run's own options first; the recipe and flags given now override them
+        if not (out or options.get("out")):
+            raise UsageError("--resume needs --out RUN (the run to continue)")
+        options = {**resume_options(out or options["out"]), **options}
     switches = ("resume", "overwrite", "skip_bad")  # plain flags: on when given here or in the recipe
     options.update(
         {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None and k not in switches}
