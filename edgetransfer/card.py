@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgetransfer.errors import RunDirError
@@ -16,6 +20,48 @@ from edgetransfer.errors import RunDirError
 SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "edgetransfer.card"
 OPENVINO_RT_INFO_PATH = ("edgetransfer", "card")
+MAX_SIZE = 4096  # pixels: the largest resize or crop a card may ask for
+MAX_LABEL_CHARS = 200
+
+
+def finite(value: Any) -> bool:
+    """Whether ``value`` is a JSON number (not a bool) that is neither NaN nor infinite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def size_problem(name: str, value: Any) -> str | None:
+    """``name is X (expected ...)`` unless ``value`` is a whole number of pixels from 1 to :data:`MAX_SIZE`."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SIZE:
+        return None
+    return f"{name} is {value!r} (expected a whole number of pixels from 1 to {MAX_SIZE})"
+
+
+def channels_problem(name: str, values: Any, *, positive: bool = False) -> str | None:
+    """``name is X (expected ...)`` unless ``values`` are 3 finite numbers (above 0 with ``positive``)."""
+    values = list(values) if isinstance(values, (list, tuple)) else values
+    if isinstance(values, list) and len(values) == 3 and all(finite(v) and (v > 0 or not positive) for v in values):
+        return None
+    return f"{name} is {values!r} (expected 3 finite numbers{' above 0' if positive else ''}, R,G,B)"
+
+
+def label_problems(labels: Sequence[Any], name: str = "labels") -> list[str]:
+    """What is wrong with a list of class names: empty, a name that is not a short non-empty string, duplicates."""
+    if not labels:
+        return [f"{name} is empty (expected one name per class)"]
+    found = []
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL_CHARS:
+            shown = repr(label) if not isinstance(label, str) or len(label) <= 40 else f"{len(label)} characters"
+            found.append(f"{name}[{i}] is {shown} (expected a name of 1 to {MAX_LABEL_CHARS} characters)")
+    twice = sorted(k for k, n in Counter(x for x in labels if isinstance(x, str)).items() if n > 1)
+    if twice:
+        found.append(f"{name} name {', '.join(map(repr, twice[:3]))} more than once (expected distinct names)")
+    return found
 
 
 @dataclass(frozen=True)
@@ -35,6 +81,18 @@ class Preprocessing:
     def input_shape(self) -> list[Any]:
         """The model's input shape with a dynamic batch axis."""
         return ["batch", 3, self.crop, self.crop]
+
+    def problems(self) -> list[str]:
+        """Values no image can be fed with: sizes out of 1..4096, a non-finite mean or std, a std of 0..."""
+        found = [size_problem(f"preprocessing.{k}", getattr(self, k)) for k in ("resize", "crop")]
+        found.append(channels_problem("preprocessing.mean", self.mean))
+        found.append(channels_problem("preprocessing.std", self.std, positive=True))
+        if not finite(self.scale) or self.scale <= 0:
+            found.append(f"preprocessing.scale is {self.scale!r} (expected a finite number above 0)")
+        for key in ("interpolation", "color", "layout"):
+            if not isinstance(getattr(self, key), str):
+                found.append(f"preprocessing.{key} is {getattr(self, key)!r} (expected a name)")
+        return [p for p in found if p]
 
 
 @dataclass(frozen=True)
@@ -64,14 +122,15 @@ class ModelCard:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
-        """Build a card from its JSON form; unknown schemas and missing fields are a :class:`RunDirError`."""
+    def from_dict(cls, data: dict[str, Any], *, source: str = "model card") -> ModelCard:
+        """Build a card from its JSON form; unknown schemas, missing fields and labels or preprocessing no model
+        can be fed with are a :class:`RunDirError` that starts with ``source``."""
         if not isinstance(data, dict):
-            raise RunDirError("model card is not a JSON object")
+            raise RunDirError(f"{source} is not a JSON object")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise RunDirError(
-                f"model card has schema_version {version!r}; this edgetransfer reads version {SCHEMA_VERSION}"
+                f"{source} has schema_version {version!r}; this edgetransfer reads version {SCHEMA_VERSION}"
             )
         try:
             pre = data["preprocessing"]
@@ -81,18 +140,25 @@ class ModelCard:
             names = {f.name for f in dataclasses.fields(cls)}
             unknown = set(data) - names
             if unknown:
-                raise RunDirError(f"model card has unknown fields: {', '.join(sorted(unknown))}")
-            return cls(**{**data, "preprocessing": pre, "labels": tuple(data["labels"])})
+                raise RunDirError(f"{source} has unknown fields: {', '.join(sorted(unknown))}")
+            if not isinstance(data["labels"], (list, tuple)):
+                raise TypeError(f"labels is a {type(data['labels']).__name__}, not a list")
+            card = cls(**{**data, "preprocessing": pre, "labels": tuple(data["labels"])})
         except (KeyError, TypeError) as exc:
-            raise RunDirError(f"model card is incomplete or malformed: {exc}") from None
+            raise RunDirError(f"{source} is incomplete or malformed: {exc}") from None
+        found = label_problems(card.labels) + pre.problems()
+        if found:
+            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+            raise RunDirError(f"{source} holds values no model can be fed with: {'; '.join(found[:3])}{more}")
+        return card
 
     @classmethod
-    def from_json(cls, text: str) -> ModelCard:
+    def from_json(cls, text: str, *, source: str = "model card") -> ModelCard:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise RunDirError(f"model card is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+            raise RunDirError(f"{source} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, source=source)
 
     def with_metrics(self, variant: str, **values: float) -> ModelCard:
         """A copy with ``values`` merged into ``metrics[variant]``."""
@@ -110,8 +176,26 @@ def embed_in_onnx(model: Any, card: ModelCard) -> None:
     entry.value = card.to_json()
 
 
-def read_from_onnx_metadata(metadata: dict[str, str]) -> ModelCard:
+def read_from_onnx_metadata(metadata: dict[str, str], *, source: str = "model card") -> ModelCard:
     """Read a card from ONNX metadata as a dict (``onnx`` proto props or onnxruntime's custom_metadata_map)."""
     if ONNX_METADATA_KEY not in metadata:
         raise RunDirError(f"the ONNX model carries no '{ONNX_METADATA_KEY}' metadata (not exported by edgetransfer)")
-    return ModelCard.from_json(metadata[ONNX_METADATA_KEY])
+    return ModelCard.from_json(metadata[ONNX_METADATA_KEY], source=source)
+
+
+def verify_artifact(root: Path, rel: str, artifacts: Any, *, required: bool = False) -> None:
+    """Raise a :class:`RunDirError` unless the file ``rel`` of the run ``root`` matches the sha256 that its card
+    records in ``artifacts``; a file with no sha256 recorded passes unless ``required``."""
+    from edgetransfer.rundir import CARD, sha256_file
+
+    entry = artifacts.get(rel) if isinstance(artifacts, dict) else None
+    recorded = entry.get("sha256") if isinstance(entry, dict) else None
+    fix = "fine-tune the run again" if rel.endswith(".safetensors") else f"re-run 'edgetransfer export {root}'"
+    if not isinstance(recorded, str):
+        if required:
+            raise RunDirError(
+                f"{root / rel} has no sha256 recorded in {root / CARD}, so it may be another run's; {fix}"
+            )
+        return
+    if sha256_file(root / rel) != recorded:
+        raise RunDirError(f"{root / rel} does not match the sha256 recorded in {root / CARD}; {fix}")
