@@ -14,6 +14,40 @@ if TYPE_CHECKING:
 DEFAULT_BACKENDS = ("torch-cpu", "ort-cpu", "openvino-cpu")
 VARIANTS = ("fp32", "fp16", "int8")
 OBJECTIVES = ("p50", "p90", "p99", "throughput")
+MAX_BATCH = 1024
+# The range of each measurement setting, from the command line, a profile or a baseline's settings: anything outside
+# would measure for hours (or allocate gigabytes) before saying a word.
+RANGES: dict[str, tuple[float, float, str]] = {  # name -> (lowest, highest, unit)
+    "warmup": (0, 10_000, "runs"),
+    "warmup_time": (0, 60, "seconds"),
+    "min_runs": (1, 100_000, "runs"),
+    "min_time": (0, 600, "seconds"),
+    "rounds": (1, 1000, "rounds"),
+    "processes": (1, 1000, "processes"),
+    "async_time": (0, 60, "seconds"),
+    "threads": (1, 1024, "threads"),
+    "max_accuracy_drop": (0, 100, "points"),
+    "timeout": (1, 86_400, "seconds"),
+}
+INTEGERS = frozenset({"warmup", "min_runs", "rounds", "processes", "threads"})
+
+
+def setting_problem(name: str, value: Any, label: str | None = None) -> str | None:
+    """``name is X (expected ...)`` when a measurement setting is of the wrong kind or outside :data:`RANGES`
+    (``label`` names it instead of ``name``)."""
+    low, high, unit = RANGES[name]
+    whole = name in INTEGERS
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, kinds) and not isinstance(value, bool) and low <= value <= high:  # NaN compares False
+        return None
+    kind = "a whole number" if whole else "a number"
+    return f"{label or name} is {value!r} (expected {kind} of {unit} from {low:g} to {high:g})"
+
+
+def batch_problem(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_BATCH:
+        return None
+    return f"batch size {value!r} (expected a whole number from 1 to {MAX_BATCH})"
 
 
 @dataclass(frozen=True)
@@ -44,16 +78,17 @@ class BenchConfig:
     reference_run: str | None = None  # another run whose models are measured side by side in the same rounds
 
     def validate(self) -> None:
-        if not self.batches or min(self.batches) < 1:
-            raise UsageError("--batch sizes must be at least 1")
-        if self.min_runs < 1 or self.rounds < 1 or self.warmup < 0:
-            raise UsageError("--min-runs and --rounds must be at least 1; --warmup not negative")
-        if not 1 <= self.processes <= self.rounds:
+        if not self.batches:
+            raise UsageError("--batch needs at least one batch size")
+        for size in self.batches:
+            if batch_problem(size):
+                raise UsageError(f"--batch: {batch_problem(size)}")
+        for name in RANGES:
+            value = getattr(self, name)
+            if value is not None and setting_problem(name, value):
+                raise UsageError(f"--{name.replace('_', '-')}: {setting_problem(name, value)}")
+        if self.processes > self.rounds:
             raise UsageError("--processes must be at least 1 and at most --rounds")
-        if min(self.min_time, self.warmup_time, self.async_time, self.max_accuracy_drop) < 0:
-            raise UsageError("times and --max-accuracy-drop must not be negative")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError("--threads must be at least 1")
         if self.precision not in PRECISIONS:
             raise UsageError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.objective not in OBJECTIVES:
@@ -108,19 +143,28 @@ def parse_batches(text: str) -> tuple[int, ...]:
         for part in (p.strip() for p in text.split(",") if p.strip()):
             if ".." in part:
                 low, high = (int(x) for x in part.split(".."))
+                _check_batch(text, low)
+                _check_batch(text, high)
+                if low > high:
+                    raise UsageError(f"--batch {text!r}: the range {part} runs backwards (expected LOW..HIGH)")
                 size = low
-                while size <= high:
+                while size < high:
                     sizes.append(size)
                     size *= 2
-                if sizes[-1] != high:
-                    sizes.append(high)
+                sizes.append(high)
             else:
-                sizes.append(int(part))
+                sizes.append(_check_batch(text, int(part)))
     except ValueError:
         raise UsageError(f"--batch {text!r}: expected sizes like 1,8 or 1..8") from None
-    if not sizes or min(sizes) < 1:
-        raise UsageError(f"--batch {text!r}: sizes must be at least 1")
+    if not sizes:
+        raise UsageError(f"--batch {text!r}: expected sizes like 1,8 or 1..8")
     return tuple(sorted(set(sizes)))
+
+
+def _check_batch(text: str, size: int) -> int:
+    if batch_problem(size):
+        raise UsageError(f"--batch {text!r}: {batch_problem(size)}")
+    return size
 
 
 def parse_fraction(text: str, option: str = "--max-regression") -> float:

@@ -22,6 +22,7 @@ missing, a measurement failed).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -281,6 +282,12 @@ def compare(
                 interval = log_ratio_interval(*paired, level=config.level)
                 shown = (_median(before[key][0]) / _median(before[rkey][0]), now_ratio)
         ratio, low, high = interval
+        if not all(math.isfinite(x) and x > 0 for x in (ratio, low, high, *shown)):
+            result.problems.append(
+                f"cannot compare {backend} {variant} batch {batch}: its times give a ratio of {ratio:g} "
+                f"(a time that is zero, negative, NaN or infinite)"
+            )
+            continue
         verdict = _verdict(ratio, low, high, config.max_regression)
         result.rows.append(Row(backend, variant, batch, shown[0], shown[1], ratio, low, high, verdict, ref_name))
     return result

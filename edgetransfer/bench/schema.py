@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgetransfer.bench.config import MAX_BATCH, RANGES, batch_problem, setting_problem
+from edgetransfer.card import finite
 from edgetransfer.errors import UsageError
 
 BENCH_SCHEMA_VERSION = 2  # 1: the foundation's bench.json (one batch size, no samples)
@@ -92,6 +94,67 @@ def _check(obj: Any, spec: dict, where: str, problems: list[str]) -> None:
             problems.append(f"{where}.{key} has the wrong type ({type(obj[key]).__name__})")
 
 
+POSITIVE_MS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms")  # every latency: a finite number above 0
+
+
+def _latency_values(lat: dict, where: str) -> list[str]:
+    found = [
+        f"{where}.{k} is {lat[k]!r} (expected a finite number above 0)"
+        for k in POSITIVE_MS
+        if not (finite(lat[k]) and lat[k] > 0)
+    ]
+    for key in ("stdev_ms", "cv_percent", "throughput_ips"):
+        if not (finite(lat[key]) and lat[key] >= 0):
+            found.append(f"{where}.{key} is {lat[key]!r} (expected a finite number, not negative)")
+    if batch_problem(lat["batch"]):
+        found.append(f"{where}.batch: {batch_problem(lat['batch'])}")
+    bad = next((t for t in lat["samples_ms"] if not (finite(t) and t > 0)), None)
+    if bad is not None:
+        found.append(f"{where}.samples_ms holds {bad!r} (expected times in ms, each a finite number above 0)")
+    rounds = lat["rounds"]
+    if not rounds or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in rounds):
+        found.append(f"{where}.rounds is {rounds!r} (expected the number of runs in each round, each at least 1)")
+    elif sum(rounds) != len(lat["samples_ms"]):
+        found.append(f"{where}.rounds add up to {sum(rounds)} runs, but samples_ms holds {len(lat['samples_ms'])}")
+    return found
+
+
+def _settings_values(settings: dict) -> list[str]:
+    found = [
+        f"settings.{setting_problem(k, settings[k])}"
+        for k in RANGES
+        if settings.get(k) is not None and setting_problem(k, settings[k])
+    ]
+    if setting_problem("threads", settings["threads_resolved"]):
+        found.append(f"settings.{setting_problem('threads', settings['threads_resolved'], 'threads_resolved')}")
+    batches = settings["batches"]
+    if not batches or any(batch_problem(b) for b in batches):
+        found.append(
+            f"settings.batches is {batches!r} (expected batch sizes, each a whole number from 1 to {MAX_BATCH})"
+        )
+    return found
+
+
+def values(document: dict) -> list[str]:
+    """Numbers in a complete document that no measurement can give: a latency that is NaN, infinite, zero or
+    negative, settings that would measure for hours ([] when every one is sane)."""
+    found = _settings_values(document["settings"])
+    reference = document.get("reference") or {}
+    listed = [(f"results[{i}]", r) for i, r in enumerate(document["results"])]
+    listed += [(f"reference.results[{i}]", r) for i, r in enumerate(reference.get("results", []))]
+    for where, result in listed:
+        for j, lat in enumerate(result["latency"]):
+            found += _latency_values(lat, f"{where}.latency[{j}]")
+        accuracy = result["accuracy"]
+        for key in ("top1", "top5") if accuracy else ():
+            if not (finite(accuracy[key]) and 0 <= accuracy[key] <= 1):
+                found.append(f"{where}.accuracy.{key} is {accuracy[key]!r} (expected a fraction from 0 to 1)")
+            delta = accuracy[f"{key}_delta_points"]
+            if delta is not None and not (finite(delta) and -100 <= delta <= 100):
+                found.append(f"{where}.accuracy.{key}_delta_points is {delta!r} (expected points from -100 to 100)")
+    return found
+
+
 def problems(document: Any) -> list[str]:
     """Everything wrong with a bench document of the current schema ([] when it is complete)."""
     found: list[str] = []
@@ -141,9 +204,15 @@ def validate_document(document: Any, source: str = "bench document") -> dict:
         )
     found = problems(document)
     if found:
-        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
-        raise UsageError(f"{source} is not a complete bench document: {'; '.join(found[:3])}{more}")
+        raise UsageError(f"{source} is not a complete bench document: {_listed(found)}")
+    found = values(document)
+    if found:
+        raise UsageError(f"{source} cannot be used: {_listed(found)}")
     return document
+
+
+def _listed(found: list[str]) -> str:
+    return "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "")
 
 
 def load_document(path: Path | str) -> dict:

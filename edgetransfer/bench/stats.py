@@ -32,13 +32,15 @@ def block_log_medians(samples: Sequence[float], rounds: Sequence[int], per_round
 
     Blocks, not single runs, are the unit of comparison: runs next to each other share the machine's state
     (load, clock, caches), so treating thousands of runs as independent would claim a precision the machine does
-    not have; the spread between blocks measured minutes or seconds apart is the honest noise."""
+    not have; the spread between blocks measured minutes or seconds apart is the honest noise. A block whose
+    median is not a positive finite time gives NaN (and so does every figure computed from it)."""
     x = np.asarray(samples, dtype=float)
     out, start = [], 0
     for count in rounds:
         for part in np.array_split(x[start : start + count], per_round):
             if len(part):
-                out.append(math.log(float(np.median(part))))
+                median = float(np.median(part))
+                out.append(math.log(median) if 0 < median < math.inf else math.nan)
         start += count
     return np.asarray(out)
 
@@ -66,8 +68,13 @@ def log_ratio_interval(
     mean_b, var_b, n_b = part(b) if b is not None else (0.0, 0.0, 0)
     diff, var = mean_a - mean_b, var_a + var_b
     if var == 0:
-        return math.exp(diff), math.exp(diff), math.exp(diff)
+        return _exp(diff), _exp(diff), _exp(diff)
     terms = [v**2 / (n - 1) for v, n in ((var_a, n_a), (var_b, n_b)) if n > 1 and v > 0]
     dof = var**2 / sum(terms) if terms else 1.0
     half = float(student.ppf(0.5 + level / 2, dof)) * math.sqrt(var)
-    return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
+    return _exp(diff), _exp(diff - half), _exp(diff + half)
+
+
+def _exp(x: float) -> float:
+    """exp, infinite past what a float holds (a ratio of absurd times) instead of an OverflowError."""
+    return math.exp(x) if x < 700 else math.inf
