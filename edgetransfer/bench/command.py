@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,42 @@ def check_baseline_model(run: RunDir, baseline: dict, name: str) -> None:
         raise UsageError(f"the baseline {name} is of another model ({diff}); save a baseline of this one")
 
 
+REPORTS = (BENCH_JSON, "bench.csv", "bench.md", "bench.html")  # what a bench writes into its folder
+
+
+def _can_write(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """Raise a :class:`UsageError` unless files can be made in ``folder`` (or, where it is missing, in the nearest
+    folder above it, where it would be made)."""
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{what}: {existing} is a file, not a folder")
+    if not _can_write(existing):
+        raise UsageError(f"{what}: cannot write in {existing} (permission denied)")
+
+
+def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None) -> None:
+    """Fail before measuring when a report or the baseline could not be written where asked."""
+    folder = Path(out_dir) if out_dir else run.path
+    what = f"--out {folder}" if out_dir else f"the run folder {folder}"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{what} is a file; give a folder for the reports")
+    _writable_folder(folder, what)
+    for name in REPORTS:
+        if (folder / name).is_dir():
+            raise UsageError(f"{folder / name} is a folder; bench writes a file of that name")
+    if save_baseline is not None:
+        target = Path(save_baseline)
+        if target.is_dir():
+            raise UsageError(f"--save-baseline {target} is a folder; give a file name, e.g. {target / 'baseline.json'}")
+        _writable_folder(target.parent, f"--save-baseline {target}")
+
+
 def run_command(
     run: RunDir,
     config: BenchConfig,
@@ -57,7 +94,10 @@ def run_command(
     out_dir: Path | None = None,
 ) -> Outcome:
     """Measure ``run`` (comparing with ``baseline`` and/or a reference backend when ``gate`` is given), write
-    bench.json and the CSV/Markdown/HTML reports into ``out_dir`` (default: the run), and save a baseline."""
+    bench.json and the CSV/Markdown/HTML reports into ``out_dir`` (default: the run), and save a baseline. Where the
+    files would go is checked first, before anything is measured."""
+    config.validate()
+    check_outputs(run, out_dir, save_baseline)
     if gate is not None:
         if baseline is not None:
             check_baseline_model(run, baseline, baseline_name or "baseline")
