@@ -14,6 +14,7 @@ from edgetransfer.bench.schema import load_document, validate_document
 from edgetransfer.bench.stats import block_log_medians, blocks_per_round, log_ratio_interval
 from edgetransfer.cli import app
 from edgetransfer.errors import UsageError
+from edgetransfer.rundir import sha256_file
 
 GATE = GateConfig(max_regression=0.10)
 
@@ -270,7 +271,8 @@ def test_a_broken_reference_block_is_named():
 
 
 def tiny_onnx(path, num_classes: int, size: int) -> None:
-    """A classifier far cheaper than any backbone (mean colour, then one matrix): a reference run that is faster."""
+    """A classifier far cheaper than any backbone (mean colour, then one matrix) in place of a run's model, its sha256
+    recorded in the run's card: a reference run that is faster."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -286,6 +288,9 @@ def tiny_onnx(path, num_classes: int, size: int) -> None:
         [weights],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    card = json.loads((path.parent / "card.json").read_text())  # as an export of this model would record it
+    card["artifacts"][path.name]["sha256"] = sha256_file(path)
+    (path.parent / "card.json").write_text(json.dumps(card))
 
 
 def test_cli_reference_run(trained_run, tmp_path):

@@ -92,7 +92,7 @@ class LocalMeasurer:
         session = self._session(batch)
         load_s = time.perf_counter() - started
         started = time.perf_counter()
-        session.run(self._images(batch))
+        scores = np.asarray(session.run(self._images(batch)))
         first_ms = 1000 * (time.perf_counter() - started)
         return {
             "precision": session.precision,
@@ -101,6 +101,8 @@ class LocalMeasurer:
             "first_run_ms": first_ms,
             "rss_start_mb": rss_start,
             "pid": os.getpid(),
+            "outputs": int(scores.shape[-1]) if scores.ndim else 0,  # scores per image: one per class
+            "finite": bool(np.isfinite(scores).all()),
         }
 
     def warmup(self, batch: int, runs: int, seconds: float) -> None:
@@ -142,6 +144,8 @@ class LocalMeasurer:
         top1 = topk = 0
         for start in range(0, len(images), ACCURACY_BATCH):
             logits = session.run(np.ascontiguousarray(images[start : start + ACCURACY_BATCH]))
+            if not np.isfinite(logits).all():
+                raise ValueError("NaN or infinite scores on an accuracy image: the model is broken")
             truth = labels[start : start + ACCURACY_BATCH]
             best = np.argsort(-logits, axis=1)[:, :k]
             top1 += int((best[:, 0] == truth).sum())

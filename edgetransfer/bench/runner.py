@@ -17,13 +17,13 @@ from edgetransfer.backends.base import Backend, LoadOptions
 from edgetransfer.bench.config import VARIANTS, BenchConfig
 from edgetransfer.bench.measure import ROUND_WARMUP, InProcessMeasurer, Job, MeasureError, ProcessMeasurer
 from edgetransfer.bench.profiles import check_budgets, recommend
-from edgetransfer.bench.schema import BENCH_SCHEMA_VERSION
+from edgetransfer.bench.schema import BENCH_SCHEMA_VERSION, values
 from edgetransfer.bench.stats import latency_stats
-from edgetransfer.card import ModelCard
+from edgetransfer.card import ModelCard, finite, verify_artifact
 from edgetransfer.data import Sample, batches, list_images, load_splits
-from edgetransfer.errors import DataError, RunDirError, UsageError
+from edgetransfer.errors import DataError, EdgeTransferError, RunDirError, UsageError
 from edgetransfer.machine import machine_info, usable_cores
-from edgetransfer.rundir import BENCH_JSON, RunDir, atomic_write_text, sha256_file
+from edgetransfer.rundir import BENCH_JSON, CARD, CHECKPOINT, RunDir, atomic_write_text, sha256_file
 from edgetransfer.versions import package_versions
 
 
@@ -185,7 +185,7 @@ def _reference(results: list[dict], card: ModelCard, own_split: bool) -> dict | 
         acc = fp32[0]["accuracy"]
         return {"source": f"{fp32[0]['backend']} fp32", "top1": acc["top1"], "top5": acc["top5"], "k": acc["k"]}
     card_top1 = card.metrics.get("torch", {}).get("test_top1")
-    if card_top1 is not None and own_split:
+    if finite(card_top1) and 0 <= card_top1 <= 1 and own_split:
         return {"source": "card: PyTorch test top-1", "top1": card_top1, "top5": None, "k": None}
     return None
 
@@ -197,6 +197,31 @@ def bench(run: RunDir, config: BenchConfig | None = None, *, write: bool = True)
     reference = open_reference(run, config.reference_run)
     with run.lock("bench"), reference.lock("bench") if reference else contextlib.nullcontext():
         return _bench(run, config, reference, write=write)
+
+
+def verify_files(plan: list[tuple[Backend, str, str, str]], runs: dict[str, RunDir | None]) -> None:
+    """Every model file to be measured matches the sha256 its run's card records (an exported file must have one:
+    a file of another run, copied in, has none or another), before anything is loaded."""
+    cards: dict[str, ModelCard] = {}
+    for whose, rel in dict.fromkeys((whose, rel) for _, _, rel, whose in plan):
+        owner = runs[whose]
+        if whose not in cards:
+            cards[whose] = owner.load_card()
+        verify_artifact(owner.path, rel, cards[whose].artifacts, required=rel != CHECKPOINT)
+
+
+def _check_outputs(info: dict, owner: RunDir, rel: str, card: ModelCard) -> None:
+    """A model whose first run gives another number of classes than its card has labels, or NaN, is refused
+    before anything is measured."""
+    if info["outputs"] != card.num_classes:
+        raise RunDirError(
+            f"{owner.file(rel)} gives {info['outputs']} scores per image but {owner.file(CARD)} lists "
+            f"{card.num_classes} labels: the card is not this model's; re-run 'edgetransfer export {owner.path}'"
+        )
+    if not info["finite"]:
+        raise RunDirError(
+            f"{owner.file(rel)} gives NaN or infinite scores: the model is broken; fine-tune and export it again"
+        )
 
 
 def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write: bool) -> dict:
@@ -211,8 +236,11 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
             f"nothing to benchmark in {run.path} for backends {names}: no exported model there; "
             f"run 'edgetransfer export {run.path}' first"
         )
+    verify_files(plan, runs)
     threads = config.threads or usable_cores()
     samples_set, data_source = _labelled(card, config) if config.accuracy else ((), "")
+    if config.accuracy and data_source and not samples_set:
+        console.err.print(f"[yellow]note: no images in {data_source}; accuracy not measured[/]")
     arrays = _accuracy_arrays(samples_set, card)
     crop = card.preprocessing.crop
     sample = arrays[0][:1] if arrays else np.random.default_rng(0).standard_normal((1, 3, crop, crop))
@@ -237,16 +265,17 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
                 pids.setdefault(key, []).append(info["pid"])
             return info
 
-        for backend, variant, rel, whose in plan:
-            key = (backend.name, variant, whose)
-            labelled = data_file if whose == RUN else None  # the reference run is measured for speed only
-            path = str(runs[whose].file(rel))
-            jobs[key] = Job(backend, variant, path, card, options, sample.astype(np.float32), labelled)
-            with console.err.status(f"loading {_label(key)}..."):
-                info = open_measurer(key, config.batches[0])
-            if info is not False:
-                started[key] = info
         try:
+            for backend, variant, rel, whose in plan:
+                key = (backend.name, variant, whose)
+                labelled = data_file if whose == RUN else None  # the reference run is measured for speed only
+                path = str(runs[whose].file(rel))
+                jobs[key] = Job(backend, variant, path, card, options, sample.astype(np.float32), labelled)
+                with console.err.status(f"loading {_label(key)}..."):
+                    info = open_measurer(key, config.batches[0])
+                if info is not False:
+                    _check_outputs(info, runs[whose], rel, card)
+                    started[key] = info
             with console.err.status(f"measuring {len(measurers)} model(s) in {config.rounds} round(s)..."):
                 latency = _schedule(measurers, failed, config, open_measurer if config.isolate else None)
             extras = {}
@@ -335,6 +364,9 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         "gate": None,
         "reference": None if reference is None else {"run": str(reference.path), "results": reference_results},
     }
+    found = values(document)
+    if found:  # a backend or a bug gave a number no measurement can: never report it as one
+        raise EdgeTransferError(f"bench of {run.path} measured numbers that cannot be right: {'; '.join(found[:3])}")
     if write:
         save_document(document, run.file(BENCH_JSON))
     return document
