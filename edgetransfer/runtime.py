@@ -12,6 +12,7 @@ with it. Never torch: ``import edgetransfer.runtime`` must work where torch is n
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,18 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from edgetransfer.card import ONNX_METADATA_KEY, OPENVINO_RT_INFO_PATH, ModelCard, Preprocessing
+from edgetransfer.card import (
+    ONNX_METADATA_KEY,
+    OPENVINO_RT_INFO_PATH,
+    ModelCard,
+    Preprocessing,
+    channels_problem,
+    label_problems,
+    size_problem,
+    verify_artifact,
+)
 from edgetransfer.errors import BackendUnavailableError, DataError, UsageError
+from edgetransfer.rundir import CARD
 
 BACKENDS = ("ort", "openvino")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"})
@@ -206,6 +217,8 @@ class _OrtModel:
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.input_shape = [d if isinstance(d, int) else None for d in first.shape]
+        last = (self.session.get_outputs()[0].shape or [None])[-1]
+        self.classes = last if isinstance(last, int) and last > 0 else None  # scores per image, where fixed
         self.card_json = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -232,6 +245,9 @@ class _OpenVinoModel:
                 break
         shape = model.input(0).get_partial_shape()
         self.input_shape = [d.get_length() if d.is_static else None for d in shape]
+        scores = model.output(0).get_partial_shape()
+        last = list(scores)[-1] if scores.rank.is_static and len(scores) else None
+        self.classes = last.get_length() if last is not None and last.is_static else None  # scores per image
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if threads and device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
@@ -285,16 +301,34 @@ class Classifier:
             backend = "openvino" if path.suffix == ".xml" else "ort"
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        if threads is not None and threads < 1:
+            raise UsageError(f"threads must be at least 1, not {threads}")
+        changes = _preprocessing_changes(mean=mean, std=std, size=size, resize=resize)
+        if labels is not None:
+            labels = tuple(labels)
+            found = label_problems(labels, "labels (--labels)")
+            if found:
+                raise UsageError("; ".join(found[:3]))
         self.path, self.backend = _model_file(path, backend), backend
+        _check_against_run(self.path)
         if backend == "ort":
             self._model: _OrtModel | _OpenVinoModel = _OrtModel(self.path, threads=threads)
         else:
             self._model = _OpenVinoModel(self.path, threads=threads, device=device, precision=precision)
-        self.card = ModelCard.from_json(self._model.card_json) if self._model.card_json else None
+        card_json = self._model.card_json
+        self.card = _read_card(card_json, self.path, labels=labels, changes=changes) if card_json else None
         self.preprocessing = _resolve_preprocessing(
             self.card, self._model.input_shape, self.path, mean=mean, std=std, size=size, resize=resize
         )
-        self._labels = tuple(labels) if labels is not None else (self.card.labels if self.card else None)
+        self._labels = labels if labels is not None else (self.card.labels if self.card else None)
+        self._labels_from = "given" if labels is not None else "in its card"
+        if self._model.classes is not None:
+            self._check_classes(self._model.classes)
+
+    def _check_classes(self, classes: int) -> None:
+        """The model's scores per image and the labels must agree (a card of another model is not read as true)."""
+        if self._labels is not None and len(self._labels) != classes:
+            raise UsageError(f"{self.path} has {classes} outputs but {len(self._labels)} labels {self._labels_from}")
 
     @property
     def labels(self) -> tuple[str, ...] | None:
@@ -316,8 +350,11 @@ class Classifier:
         out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
         if self._labels is None:
             self._labels = tuple(str(i) for i in range(out.shape[1]))
-        if len(self._labels) != out.shape[1]:
-            raise UsageError(f"{self.path} has {out.shape[1]} outputs but {len(self._labels)} labels")
+        self._check_classes(out.shape[1])
+        if not np.isfinite(out).all():
+            raise UsageError(
+                f"{self.path} gives NaN or infinite scores: the model is broken (or fed with a broken preprocessing)"
+            )
         return out
 
     def scores(self, images: Sequence[ImageInput]) -> np.ndarray:
@@ -358,6 +395,58 @@ def _model_file(path: Path, backend: str) -> Path:
     return path
 
 
+def _check_against_run(path: Path) -> None:
+    """A model file of a run folder must be the one its card.json records (by sha256): a file copied in from another
+    run is refused. A file alone (on a device, say) is read with the card embedded in it."""
+    for root in (path.parent, path.parent.parent):
+        if (root / CARD).is_file():
+            try:
+                data = json.loads((root / CARD).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError):
+                return
+            artifacts = data.get("artifacts") if isinstance(data, dict) else None
+            verify_artifact(root, path.relative_to(root).as_posix(), artifacts)
+            return
+
+
+def _read_card(text: str, path: Path, *, labels: tuple[str, ...] | None, changes: dict[str, Any]) -> ModelCard:
+    """The card embedded in a model file, with the labels and preprocessing given in place of its own (so that a
+    card with bad values can be overridden), checked as every card is."""
+    source = f"the card in {path}"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and labels is not None:
+        data = {**data, "labels": list(labels)}
+    if isinstance(data, dict) and isinstance(data.get("preprocessing"), dict):
+        data = {**data, "preprocessing": {**data["preprocessing"], **changes}}
+    return ModelCard.from_dict(data, source=source)
+
+
+def _preprocessing_changes(
+    *,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    size: int | None,
+    resize: int | None,
+) -> dict[str, Any]:
+    """The preprocessing values given, checked: 3 finite means, 3 finite stds above 0, sizes of 1 to 4096 pixels."""
+    changes: dict[str, Any] = {}
+    if mean is not None:
+        changes["mean"] = _triple("mean", mean)
+    if std is not None:
+        changes["std"] = _triple("std", std, positive=True)
+    for name, value in (("size", size), ("resize", resize)):
+        if value is not None and size_problem(name, value):
+            raise UsageError(f"{size_problem(f'{name} (--{name})', value)}")
+    if size is not None:
+        changes.update(crop=size, resize=size)
+    if resize is not None:
+        changes["resize"] = resize
+    return changes
+
+
 def _resolve_preprocessing(
     card: ModelCard | None,
     input_shape: list[int | None],
@@ -384,20 +473,7 @@ def _resolve_preprocessing(
             )
         size = size or fixed
     pre = card.preprocessing if card else Preprocessing(resize=size, crop=size)  # type: ignore[arg-type]
-    changes: dict[str, Any] = {}
-    if mean is not None:
-        changes["mean"] = _triple("mean", mean)
-    if std is not None:
-        changes["std"] = _triple("std", std)
-        if min(changes["std"]) <= 0:
-            raise UsageError(f"std must be positive, not {list(std)}")
-    if size is not None:
-        changes.update(crop=size, resize=size)
-    if resize is not None:
-        changes["resize"] = resize
-    pre = dataclasses.replace(pre, **changes)
-    if pre.crop <= 0 or pre.resize <= 0:
-        raise UsageError(f"sizes must be positive, not resize {pre.resize} and crop {pre.crop}")
+    pre = dataclasses.replace(pre, **_preprocessing_changes(mean=mean, std=std, size=size, resize=resize))
     if pre.interpolation not in RESAMPLING:
         raise UsageError(f"interpolation {pre.interpolation!r} is not supported; known: {', '.join(RESAMPLING)}")
     if pre.color != "RGB" or pre.layout != "NCHW":
@@ -407,10 +483,14 @@ def _resolve_preprocessing(
     return pre
 
 
-def _triple(name: str, values: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in values)
-    if len(values) != 3:
-        raise UsageError(f"{name} needs 3 values (R, G, B), not {len(values)}")
+def _triple(name: str, values: Sequence[float], *, positive: bool = False) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} (--{name}) takes 3 numbers, not {values!r}") from None
+    problem = channels_problem(f"{name} (--{name})", values, positive=positive)
+    if problem:
+        raise UsageError(problem)
     return values  # type: ignore[return-value]
 
 
