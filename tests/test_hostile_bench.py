@@ -1,0 +1,459 @@
+"""Hostile input to bench, the gate, predict and the card (issue 19): every case is one line, exit 2, nothing
+written, and never a wrong number with exit 0."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from bench_fakes import document, result, samples
+from test_bad_input import run_bad, snapshot
+from typer.testing import CliRunner
+
+from edgetransfer.bench.config import BenchConfig, parse_batches
+from edgetransfer.bench.gate import GateConfig, compare
+from edgetransfer.card import ModelCard
+from edgetransfer.cli import app
+from edgetransfer.errors import RunDirError, UsageError
+from edgetransfer.rundir import sha256_file
+
+FAST = ["--backends", "ort-cpu", "--no-accuracy", "--min-time", "0.05", "--rounds", "2", "--min-runs", "5"]
+FAST += ["--warmup", "1"]
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    """A copy of the shared run to tamper with."""
+    return shutil.copytree(trained_run.path, tmp_path / "run")
+
+
+@pytest.fixture
+def image(tmp_path):
+    """An RGB image of another size than the model's input."""
+    from PIL import Image
+
+    path = tmp_path / "image.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def no_measuring(monkeypatch):
+    """Any measurement fails the test: the cases below must stop before one starts."""
+
+    def measured(*args, **kwargs):
+        raise AssertionError("a measurement started")
+
+    monkeypatch.setattr("edgetransfer.bench.runner.ProcessMeasurer", measured)
+    monkeypatch.setattr("edgetransfer.bench.runner.InProcessMeasurer", measured)
+
+
+def edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def tamper_onnx(path, change, out=None):
+    """Rewrite the card embedded in an ONNX file (``change`` edits its dict); ``out`` defaults to ``path``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "edgetransfer.card":
+            card = json.loads(prop.value)
+            change(card)
+            prop.value = json.dumps(card)
+    onnx.save(model, str(out or path))
+    return out or path
+
+
+def record_sha256(run, rel):
+    """Record a file's sha256 in the run's card, as an export that made it would."""
+    edit_json(run / "card.json", lambda c: c["artifacts"][rel].update(sha256=sha256_file(run / rel)))
+
+
+def nan_model(path):
+    """The ONNX model with its first convolution's weights set to NaN."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    first = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    first.CopyFrom(numpy_helper.from_array(np.full(tuple(first.dims), np.nan, np.float32), first.name))
+    onnx.save(model, str(path))
+
+
+def a_baseline(tmp_path, change) -> str:
+    """A schema-complete baseline of the shared run's model, damaged by ``change``, written as JSON (NaN allowed)."""
+    doc = document([result("ort-cpu", "fp32", {1: samples(0.5)}, top1=None)])
+    doc["model"].update(backbone="mobilenet_v2", input=["batch", 3, 32, 32], num_classes=3)
+    change(doc)
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+# --------------------------------------------------------------------------- 1. baselines and the gate
+
+
+def _latency(doc):
+    return doc["results"][0]["latency"][0]
+
+
+BAD_BASELINES = {
+    "nan latency": (
+        lambda d: _latency(d).update(p50_ms=math.nan, samples_ms=[math.nan] * _latency(d)["runs"]),
+        "results[0].latency[0].p50_ms is nan (expected a finite number above 0)",
+    ),
+    "infinite sample": (
+        lambda d: _latency(d)["samples_ms"].__setitem__(3, math.inf),
+        "results[0].latency[0].samples_ms holds inf (expected times in ms, each a finite number above 0)",
+    ),
+    "zero latency": (
+        lambda d: _latency(d).update(min_ms=0.0),
+        "results[0].latency[0].min_ms is 0.0 (expected a finite number above 0)",
+    ),
+    "negative latency": (
+        lambda d: _latency(d)["samples_ms"].__setitem__(0, -1.0),
+        "results[0].latency[0].samples_ms holds -1.0",
+    ),
+    "huge min_time": (
+        lambda d: d["settings"].update(min_time=1e9),
+        "settings.min_time is 1000000000.0 (expected a number of seconds from 0 to 600)",
+    ),
+    "no rounds": (lambda d: d["settings"].update(rounds=0), "settings.rounds is 0 (expected a whole number of rounds"),
+    "huge min_runs": (lambda d: d["settings"].update(min_runs=10**12), "settings.min_runs is 1000000000000"),
+    "infinite warmup_time": (lambda d: d["settings"].update(warmup_time=math.inf), "settings.warmup_time is inf"),
+    "zero threads": (lambda d: d["settings"].update(threads_resolved=0), "settings.threads_resolved is 0"),
+    "batch 0": (lambda d: d["settings"].update(batches=[0]), "settings.batches is [0]"),
+    "rounds that do not add up": (
+        lambda d: _latency(d).update(rounds=[1, 1]),
+        "results[0].latency[0].rounds add up to 2 runs, but samples_ms holds 200",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BASELINES)
+def test_a_baseline_with_impossible_numbers_is_refused_before_measuring(run, tmp_path, no_measuring, case):
+    change, fragment = BAD_BASELINES[case]
+    baseline = a_baseline(tmp_path, change)
+    run_bad(["bench", run, *FAST, "--baseline", baseline], 2, f"{baseline} cannot be used: {fragment}", tmp_path)
+
+
+def test_a_sane_baseline_still_reads(tmp_path):
+    from edgetransfer.bench.schema import load_document
+
+    assert load_document(a_baseline(tmp_path, lambda d: None))["settings"]["min_time"] == 1.0
+
+
+def _measured(doc, change):
+    """A copy of a (validated) document with its samples changed as a broken measurement would give them."""
+    doc = json.loads(json.dumps(doc))
+    change(_latency(doc))
+    return doc
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 0.0, -1.0])
+def test_the_gate_fails_on_a_time_that_is_not_a_positive_number(bad):
+    base = document([result("ort-cpu", "fp32", {1: samples(1.0)}), result("ort-cpu", "int8", {1: samples(0.7)})])
+    now = _measured(base, lambda lat: lat.update(samples_ms=[bad] * lat["runs"]))
+    for baseline, config in ((base, GateConfig()), (None, GateConfig(relative_to="ort-cpu:int8"))):
+        outcome = compare(now, baseline, config)
+        assert outcome.exit_code == 2 and ("ort-cpu", "fp32", 1) not in [r.key for r in outcome.rows], outcome
+        assert "cannot compare ort-cpu fp32 batch 1: its times give a ratio of" in outcome.problems[-1]
+
+
+def test_a_ratio_past_what_a_float_holds_is_not_an_overflow():
+    base = document([result("ort-cpu", "fp32", {1: [1e-160] * 20})])
+    now = document([result("ort-cpu", "fp32", {1: [1e150] * 20})])
+    outcome = compare(now, base, GateConfig())
+    assert outcome.exit_code == 2 and "ratio of inf" in outcome.problems[0]
+
+
+# --------------------------------------------------------------------------- 2. options
+
+
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("1..0", "batch size 0 (expected a whole number from 1 to 1024)"),
+        ("4..2", "the range 4..2 runs backwards"),
+        ("0", "batch size 0"),
+        ("-3", "batch size -3"),
+        ("-1..4", "batch size -1"),  # used to double -1 forever
+        ("0..4", "batch size 0"),  # used to double 0 forever
+        ("1000000000", "batch size 1000000000"),
+        ("1..2000", "batch size 2000"),
+        ("1..x", "expected sizes like 1,8 or 1..8"),
+        (",", "expected sizes like 1,8 or 1..8"),
+    ],
+)
+def test_bad_batch_sizes_are_refused_before_any_work(run, tmp_path, no_measuring, spec, fragment):
+    run_bad(["bench", run, *FAST, f"--batch={spec}"], 2, fragment, tmp_path)
+
+
+def test_batch_ranges_still_read():
+    assert parse_batches("1..8") == (1, 2, 4, 8) and parse_batches("1..3,16") == (1, 2, 3, 16)
+    assert parse_batches("1024") == (1024,)
+
+
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--min-time", "1e9", "--min-time: min_time is 1000000000.0"),
+        ("--min-time", "nan", "--min-time: min_time is nan"),
+        ("--warmup-time", "inf", "--warmup-time: warmup_time is inf"),
+        ("--async-time", "-1", "--async-time: async_time is -1.0"),
+        ("--max-accuracy-drop", "nan", "--max-accuracy-drop: max_accuracy_drop is nan"),
+        ("--min-runs", "0", "--min-runs: min_runs is 0"),
+        ("--rounds", "100000", "--rounds: rounds is 100000"),
+        ("--threads", "0", "--threads: threads is 0"),
+    ],
+)
+def test_bad_measurement_settings_are_refused_before_any_work(run, tmp_path, no_measuring, option, value, fragment):
+    run_bad(["bench", run, *FAST, option, value], 2, fragment, tmp_path)
+
+
+def test_batch_sizes_from_a_profile_or_python_are_bounded_too():
+    with pytest.raises(UsageError, match="--batch: batch size 5000"):
+        BenchConfig(batches=(1, 5000)).validate()
+
+
+# --------------------------------------------------------------------------- 3. where the reports go
+
+
+def test_out_that_is_a_file(run, tmp_path, no_measuring):
+    (tmp_path / "taken").write_text("mine")
+    run_bad(["bench", run, *FAST, "--out", tmp_path / "taken"], 2, "taken is a file; give a folder", tmp_path)
+    run_bad(["bench", run, *FAST, "--out", tmp_path / "taken" / "sub"], 2, "taken is a file, not a folder", tmp_path)
+
+
+def test_save_baseline_that_is_a_folder_or_below_a_file(run, tmp_path, no_measuring):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("mine")
+    run_bad(
+        ["bench", run, *FAST, "--save-baseline", tmp_path / "folder"], 2, "folder is a folder; give a file", tmp_path
+    )
+    target = tmp_path / "file" / "base.json"
+    run_bad(["bench", run, *FAST, "--save-baseline", target], 2, "file is a file, not a folder", tmp_path)
+
+
+def test_an_unwritable_out_folder(run, tmp_path, no_measuring, monkeypatch):
+    (tmp_path / "locked").mkdir()
+    monkeypatch.setattr("edgetransfer.bench.command._can_write", lambda folder: False)  # as root, nothing is locked
+    run_bad(["bench", run, *FAST, "--out", tmp_path / "locked"], 2, "cannot write in", tmp_path)
+    run_bad(["bench", run, *FAST, "--save-baseline", tmp_path / "locked" / "b.json"], 2, "cannot write in", tmp_path)
+
+
+def test_a_report_name_taken_by_a_folder(run, tmp_path, no_measuring):
+    (tmp_path / "out" / "bench.html").mkdir(parents=True)
+    run_bad(["bench", run, *FAST, "--out", tmp_path / "out"], 2, "bench.html is a folder", tmp_path)
+
+
+# --------------------------------------------------------------------------- 4. files that are not the card's
+
+
+@pytest.mark.parametrize(
+    "backend, rel, other",
+    [
+        ("ort-cpu", "model.onnx", "model.int8.onnx"),
+        ("ort-cpu", "model.int8.onnx", "model.onnx"),
+        ("openvino-cpu", "openvino/model.xml", "openvino/model.int8.xml"),
+    ],
+)
+def test_bench_refuses_a_model_file_that_was_replaced(run, tmp_path, no_measuring, backend, rel, other):
+    shutil.copyfile(run / other, run / rel)
+    args = ["bench", run, *FAST, "--backends", backend]
+    fragment = f"{rel} does not match the sha256 recorded in {run / 'card.json'}; re-run 'edgetransfer export {run}'"
+    run_bad(args, 2, fragment, tmp_path)
+
+
+def test_bench_refuses_a_model_file_the_card_records_no_sha256_for(run, tmp_path, no_measuring):
+    edit_json(run / "card.json", lambda c: c["artifacts"]["model.onnx"].pop("sha256"))
+    run_bad(["bench", run, *FAST, "--variants", "fp32"], 2, "model.onnx has no sha256 recorded in", tmp_path)
+
+
+def test_a_reference_run_with_a_replaced_model(trained_run, tmp_path, no_measuring):
+    other = shutil.copytree(trained_run.path, tmp_path / "other")
+    shutil.copyfile(other / "model.int8.onnx", other / "model.onnx")
+    args = ["bench", trained_run.path, *FAST, "--variants", "fp32", "--reference-run", other]
+    run_bad(args, 2, f"{other / 'model.onnx'} does not match the sha256", tmp_path)
+
+
+def test_predict_refuses_a_run_model_that_is_not_the_cards_and_reads_a_lone_file_by_its_own_card(run, tmp_path, image):
+    """A file in a run must be the run's (the user asked for that run's model); a file alone carries its own card,
+    whose labels are the ones its weights were trained with."""
+    tamper_onnx(run / "model.int8.onnx", lambda c: c.update(labels=["zebra", "apple", "moon"]), tmp_path / "other.onnx")
+    shutil.copyfile(tmp_path / "other.onnx", run / "model.onnx")
+    for target in (run / "model.onnx", run):
+        run_bad(["predict", target, image], 2, "model.onnx does not match the sha256 recorded in", tmp_path)
+    lone = CliRunner().invoke(app, ["predict", str(tmp_path / "other.onnx"), str(image)])
+    assert lone.exit_code == 0 and lone.stdout.split()[1] in {"zebra", "apple", "moon"}, lone.output
+
+
+def test_predict_of_an_untouched_run_model(trained_run, image):
+    for target in (trained_run.file("model.onnx"), trained_run.file("openvino/model.xml"), trained_run.path):
+        outcome = CliRunner().invoke(app, ["predict", str(target), str(image)])
+        assert outcome.exit_code == 0 and outcome.stdout.split()[1] in trained_run.load_card().labels, outcome.output
+
+
+# --------------------------------------------------------------------------- 5. cards that are not the model's
+
+
+@pytest.mark.parametrize("labels", [["class0", "class1", "class2", "extra"], ["class0", "class1"]])
+def test_bench_refuses_a_card_with_another_number_of_labels(run, tmp_path, labels):
+    edit_json(run / "card.json", lambda c: c.update(labels=labels))
+    fragment = f"model.onnx gives 3 scores per image but {run / 'card.json'} lists {len(labels)} labels"
+    run_bad(["bench", run, *FAST, "--variants", "fp32"], 2, fragment, tmp_path)
+
+
+BAD_CARDS = {
+    "std 0": (
+        lambda p: p.update(std=[0.0, 0.0, 0.0]),
+        "preprocessing.std is [0.0, 0.0, 0.0] (expected 3 finite numbers above 0, R,G,B)",
+    ),
+    "nan mean": (lambda p: p.update(mean=[math.nan, 0.4, 0.4]), "preprocessing.mean is [nan, 0.4, 0.4]"),
+    "infinite std": (lambda p: p.update(std=[0.2, math.inf, 0.2]), "preprocessing.std is [0.2, inf, 0.2]"),
+    "two channels": (lambda p: p.update(mean=[0.5, 0.5]), "preprocessing.mean is [0.5, 0.5]"),
+    "crop 0": (
+        lambda p: p.update(crop=0),
+        "preprocessing.crop is 0 (expected a whole number of pixels from 1 to 4096)",
+    ),
+    "resize huge": (lambda p: p.update(resize=100000), "preprocessing.resize is 100000"),
+    "crop not a number": (lambda p: p.update(crop="32"), "preprocessing.crop is '32'"),
+    "scale 0": (lambda p: p.update(scale=0), "preprocessing.scale is 0"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CARDS)
+def test_a_card_no_model_can_be_fed_with_is_refused_when_read(run, tmp_path, case):
+    change, fragment = BAD_CARDS[case]
+    edit_json(run / "card.json", lambda c: change(c["preprocessing"]))
+    run_bad(["bench", run, *FAST], 2, f"model card holds values no model can be fed with: {fragment}", tmp_path)
+    with pytest.raises(RunDirError, match="holds values no model can be fed with"):
+        ModelCard.from_json((run / "card.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "labels, fragment",
+    [
+        ([], "labels is empty"),
+        (["a", "", "c"], "labels[1] is '' (expected a name of 1 to 200 characters)"),
+        (["a", "b", 3], "labels[2] is 3"),
+        (["a", "b", "x" * 201], "labels[2] is 201 characters"),
+        (["a", "b", "a"], "labels name 'a' more than once"),
+        ("abc", "labels is a str, not a list"),
+    ],
+)
+def test_a_card_with_bad_labels_is_refused_when_read(run, tmp_path, labels, fragment):
+    edit_json(run / "card.json", lambda c: c.update(labels=labels))
+    run_bad(["bench", run, *FAST], 2, fragment, tmp_path)
+
+
+def test_predict_refuses_an_embedded_card_with_more_labels_unless_labels_are_given(trained_run, tmp_path, image):
+    model = tamper_onnx(trained_run.file("model.onnx"), lambda c: c["labels"].append("extra"), tmp_path / "m.onnx")
+    run_bad(["predict", model, image], 2, "m.onnx has 3 outputs but 4 labels in its card", tmp_path)
+    run_bad(["predict", model, image, "--labels", "a,b"], 2, "has 3 outputs but 2 labels given", tmp_path)
+    fixed = CliRunner().invoke(app, ["predict", str(model), str(image), "--labels", "a,b,c"])
+    assert fixed.exit_code == 0 and fixed.stdout.split()[1] in {"a", "b", "c"}, fixed.output
+
+
+def test_predict_refuses_an_openvino_card_with_fewer_labels(trained_run, tmp_path, image):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(trained_run.file("openvino/model.xml")))
+    card = json.loads(model.get_rt_info(["edgetransfer", "card"]).astype(str))
+    model.set_rt_info(json.dumps({**card, "labels": card["labels"][:2]}), ["edgetransfer", "card"])
+    ov.save_model(model, str(tmp_path / "m.xml"))
+    run_bad(["predict", tmp_path / "m.xml", image], 2, "m.xml has 3 outputs but 2 labels in its card", tmp_path)
+
+
+@pytest.mark.parametrize("case", ["std 0", "nan mean", "crop 0"])
+def test_predict_refuses_an_embedded_card_no_model_can_be_fed_with_and_options_override_it(
+    trained_run, tmp_path, image, case
+):
+    change, fragment = BAD_CARDS[case]
+    model = tamper_onnx(trained_run.file("model.onnx"), lambda c: change(c["preprocessing"]), tmp_path / "m.onnx")
+    run_bad(
+        ["predict", model, image], 2, f"the card in {model} holds values no model can be fed with: {fragment}", tmp_path
+    )
+    override = {"std 0": ["--std", "0.229,0.224,0.225"], "nan mean": ["--mean", "0.485,0.456,0.406"]}
+    override = override.get(case, ["--size", str(trained_run.load_card().preprocessing.crop)])
+    outcome = CliRunner().invoke(app, ["predict", str(model), str(image), *override])
+    assert outcome.exit_code == 0 and outcome.stdout.split()[1] in trained_run.load_card().labels, outcome.output
+
+
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--std", "nan,0.224,0.225", "std (--std) is [nan, 0.224, 0.225] (expected 3 finite numbers above 0"),
+        ("--std", "0.229,0,0.225", "std (--std) is [0.229, 0.0, 0.225]"),
+        ("--std", "-1,1,1", "std (--std) is [-1.0, 1.0, 1.0]"),
+        ("--mean", "inf,0.4,0.4", "mean (--mean) is [inf, 0.4, 0.4] (expected 3 finite numbers, R,G,B)"),
+        ("--mean", "0.5", "mean (--mean) is [0.5]"),
+        ("--size", "0", "size (--size) is 0 (expected a whole number of pixels from 1 to 4096)"),
+        ("--size", "100000", "size (--size) is 100000"),
+        ("--resize", "-5", "resize (--resize) is -5"),
+        ("--threads", "-1", "threads must be at least 1"),
+    ],
+)
+def test_predict_options_out_of_range(trained_run, tmp_path, image, option, value, fragment):
+    run_bad(["predict", trained_run.file("model.onnx"), image, option, value], 2, fragment, tmp_path)
+
+
+# --------------------------------------------------------------------------- 6. every number printed is finite
+
+
+def test_a_nan_model_is_an_error_in_predict_and_bench(run, tmp_path, image):
+    nan_model(run / "model.onnx")
+    record_sha256(run, "model.onnx")
+    fragment = "model.onnx gives NaN or infinite scores: the model is broken"
+    run_bad(["predict", run / "model.onnx", image], 2, fragment, tmp_path)
+    run_bad(["bench", run, *FAST, "--variants", "fp32"], 2, fragment, tmp_path)
+    run_bad(["bench", run, *FAST, "--variants", "fp32", "--in-process"], 2, fragment, tmp_path)
+
+
+QUICK = dict(backends=("ort-cpu",), variants=("int8",), isolate=False, warmup=1, warmup_time=0, min_runs=3)
+QUICK |= dict(min_time=0, rounds=1)
+
+
+def test_a_nan_in_a_measured_document_is_never_reported(trained_run, monkeypatch):
+    from edgetransfer.bench import runner
+    from edgetransfer.errors import EdgeTransferError
+
+    stats = runner.latency_stats
+    monkeypatch.setattr(runner, "latency_stats", lambda times, batch: {**stats(times, batch), "p50_ms": math.nan})
+    before = snapshot(trained_run.path)
+    with pytest.raises(EdgeTransferError, match=r"measured numbers that cannot be right: .*p50_ms is nan"):
+        runner.bench(trained_run, BenchConfig(accuracy=False, **QUICK))
+    assert snapshot(trained_run.path) == before
+
+
+def test_accuracy_on_no_images_is_a_dash(trained_run, tmp_path, image):
+    from rich.console import Console
+
+    from edgetransfer.bench import bench, table
+    from edgetransfer.bench.report import to_csv, to_markdown
+
+    data = tmp_path / "data"
+    (data / "test").mkdir(parents=True)
+    for name in ("class0", "class1"):
+        (data / "train" / name).mkdir(parents=True)
+        for i in range(2):
+            shutil.copyfile(image, data / "train" / name / f"{i}.png")
+    doc = bench(trained_run, BenchConfig(data=str(data), **QUICK), write=False)
+    assert doc["results"][0]["accuracy"] is None and doc["accuracy_data"]["images"] == 0
+    console = Console(width=200, record=True)
+    console.print(table(doc))
+    shown = console.export_text() + to_csv(doc) + to_markdown(doc)
+    assert "nan" not in shown.lower() and "ort-cpu" in shown
+
+
+def test_a_card_top1_that_is_nan_is_not_a_reference(run, tmp_path):
+    from edgetransfer.bench import runner
+
+    edit_json(run / "card.json", lambda c: c["metrics"].setdefault("torch", {}).update(test_top1=math.nan))
+    card = ModelCard.from_json((run / "card.json").read_text())
+    assert runner._reference([], card, own_split=True) is None
