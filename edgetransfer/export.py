@@ -32,6 +32,7 @@ from edgetransfer.quantize import (
     quantize_static,
 )
 from edgetransfer.rundir import (
+    BENCH_REPORTS,
     ONNX_FP16,
     ONNX_FP32,
     ONNX_INT8,
@@ -144,7 +145,7 @@ def _to_fp16(fp32: Path, out: Path) -> None:
 
 
 SPEEDUP_WORTH_IT = 1.25  # int8 that is not at least this much faster than fp32 is said to be no win
-DYNAMIC_NOTE = "; dynamic (weight-only) int8 runs convolutions slowly in ONNX Runtime: try --int8 static"
+DYNAMIC_NOTE = "; dynamic (weight-only) int8 runs convolutions slowly in ONNX Runtime: try --int8-method static"
 
 
 def latency_ratio(fp32: Path, candidate: Path, size: int, *, seconds: float = 1.0) -> float:
@@ -393,6 +394,11 @@ class _Exporter:
             if old not in self.artifacts:
                 _remove(self.run.path / old)
         self.run.save_card(dataclasses.replace(card, artifacts={**card.artifacts, **self.artifacts}))
+        stale = [name for name in BENCH_REPORTS if (self.run.path / name).exists()]
+        for name in stale:  # they measured the models this export replaced
+            _remove(self.run.path / name)
+        if stale:
+            console.err.print(f"removed {', '.join(stale)}: they measured the models this export replaced")
         return self.run
 
 

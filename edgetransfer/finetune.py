@@ -148,7 +148,10 @@ def _check_types(config: FinetuneConfig) -> None:
 
 def load_recipe(path: Path | str) -> dict[str, Any]:
     """Options from a TOML recipe (``key = value`` with FinetuneConfig's names); unknown keys are an error."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
+        import tomli as tomllib
 
     path = Path(path)
     try:

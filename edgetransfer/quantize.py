@@ -56,7 +56,7 @@ class Int8Config:
 
     def validate(self) -> None:
         if self.mode not in INT8_MODES:
-            raise UsageError(f"unknown --int8 mode {self.mode!r}; choose one of {', '.join(INT8_MODES)}")
+            raise UsageError(f"unknown --int8-method {self.mode!r}; choose static or dynamic (--no-int8: none)")
         if self.method not in CALIBRATION_METHODS:
             choices = ", ".join(CALIBRATION_METHODS)
             raise UsageError(f"unknown calibration method {self.method!r}; choose one of {choices}")
@@ -243,7 +243,7 @@ def quantize_accuracy_aware(
     raise QuantizationError(
         f"int8 cannot hold the {config.max_drop}-point budget: the best was a {best[0]:.2f}-point drop with "
         f"{len(best[1])} of {len(ranked)} layers in float; raise --max-drop, try --calib-method entropy, "
-        "or use --int8 none"
+        "or use --no-int8"
     )
 
 

@@ -31,6 +31,7 @@ OV_INT8 = "openvino/model.int8.xml"
 OV_FP16 = "openvino/model.fp16.xml"
 TENSORRT_DIR = "tensorrt"
 BENCH_JSON = "bench.json"
+BENCH_REPORTS = (BENCH_JSON, "bench.csv", "bench.md", "bench.html")  # what a bench writes beside the models
 
 
 def _umask() -> int:
@@ -164,26 +165,35 @@ class RunDir:
             return
         with write_errors_said(path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
-        try:
-            deadline = time.monotonic() + wait
-            while True:  # wait a moment: a measuring process that just finished may still be closing it
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() < deadline:
-                        time.sleep(0.05)
-                        continue
+        deadline = time.monotonic() + wait
+        while True:  # wait a moment: a measuring process that just finished may still be closing it
+            with write_errors_said(path):
+                handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    handle.close()
+                    time.sleep(0.05)
+                    continue
                 handle.seek(0)
                 try:
                     holder = json.loads(handle.read() or "{}")
                 except json.JSONDecodeError:
                     holder = {}
+                handle.close()
                 raise RunDirError(
                     f"{self.path} is in use by 'edgetransfer {holder.get('command', '?')}' "
                     f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish"
                 ) from None
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()  # the holder before us removed the file after we opened it: lock the new one
+        try:
             handle.seek(0)
             handle.truncate()
             handle.write(
@@ -202,6 +212,7 @@ class RunDir:
                 yield
             finally:
                 _HELD.discard(key)
+                path.unlink(missing_ok=True)  # removed while still held, so no lock file stays behind
         finally:
             handle.close()  # releases the lock
 

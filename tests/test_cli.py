@@ -145,7 +145,7 @@ def test_cuda_asked_for_without_a_gpu(image_folder, tmp_path):
     "args, fragment",
     [
         (["--opset", "99"], "--opset 99"),
-        (["--int8", "int4"], "unknown --int8 mode"),
+        (["--int8-method", "int4"], "unknown --int8-method"),
         (["--calib-method", "magic"], "calibration method"),
         (["--calib", "/nonexistent/calib"], "not found"),
     ],

@@ -80,7 +80,7 @@ def test_an_op_the_exporter_rejects_is_one_clear_error(trained_run, monkeypatch)
     assert {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()} == before
 
 
-def test_int8_that_is_not_faster_is_said(trained_run, tmp_path, monkeypatch):
+def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, tmp_path, monkeypatch):
     """The export measures int8 against fp32 in one run; an int8 model that is slower gets a warning and the ratio
     goes into the card (``latency_ratio`` is replaced here: the real one is a timing, measured in benchmarks/)."""
     import shutil
@@ -92,10 +92,16 @@ def test_int8_that_is_not_faster_is_said(trained_run, tmp_path, monkeypatch):
     from edgetransfer.rundir import RunDir
 
     shutil.copytree(trained_run.path, tmp_path / "run")
+    (tmp_path / "run" / "bench.json").write_text("{}")  # results of the models this export replaces
+    (tmp_path / "run" / "bench.html").write_text("<html></html>")
     monkeypatch.setattr(module, "latency_ratio", lambda fp32, candidate, size: 11.0)
-    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--int8", "dynamic", "--no-openvino"])
+    result = CliRunner().invoke(
+        app, ["export", str(tmp_path / "run"), "--int8", "--int8-method", "dynamic", "--no-openvino"]
+    )
     assert result.exit_code == 0, result.output
     assert "model.int8.onnx is not faster than model.onnx here: 11.00x" in result.stderr
-    assert "try --int8 static" in result.stderr
+    assert "try --int8-method static" in result.stderr
+    assert not (tmp_path / "run" / "bench.json").exists() and not (tmp_path / "run" / "bench.html").exists()
+    assert "removed bench.json, bench.html: they measured the models this export replaced" in result.stderr
     card = RunDir.open(tmp_path / "run").load_card()
     assert card.artifacts["model.int8.onnx"]["quantization"]["latency_ratio_vs_fp32"] == 11.0

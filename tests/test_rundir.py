@@ -92,3 +92,41 @@ def test_the_lock_is_reentrant_within_one_process(tmp_path):
         pass
     with run.lock("export"):
         pass
+
+
+def test_no_lock_file_stays_behind(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.lock("export"):
+        assert (tmp_path / ".run.lock").is_file()
+    assert not (tmp_path / ".run.lock").exists()
+
+
+def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path, monkeypatch):
+    """The last holder removes the lock file on release. A command that opened the file just before that must not
+    hold the removed file (a third command would create and lock a new one: two holders); it locks the file that
+    is there."""
+    import fcntl
+    import subprocess
+    import sys
+
+    real, calls = fcntl.flock, []
+
+    def flock_after_the_holder_left(handle, flags):
+        if not calls:  # the first attempt: the holder releases and removes the file just before it
+            (tmp_path / ".run.lock").unlink()
+        calls.append(flags)
+        return real(handle, flags)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_left)
+    probe = (
+        "import fcntl, sys\nh = open(sys.argv[1], 'a')\n"
+        "try:\n    fcntl.flock(h, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+        "except BlockingIOError:\n    print('held')"
+    )
+    with RunDir(tmp_path / "run").lock("export"):
+        assert (tmp_path / ".run.lock").is_file()
+        other = subprocess.run(
+            [sys.executable, "-c", probe, str(tmp_path / ".run.lock")], capture_output=True, text=True
+        )
+        assert other.stdout.strip() == "held", "another command could take the run at the same time"
+    assert len(calls) == 2

@@ -13,10 +13,11 @@ from edgetransfer.cli._common import friendly_errors
 @friendly_errors
 def export(
     run: Annotated[Path, typer.Argument(help="Run directory made by 'edgetransfer finetune'.")],
-    int8: Annotated[
+    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also write int8 models.")] = True,
+    int8_method: Annotated[
         str,
         typer.Option(
-            help="static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR; dynamic: weight-only int8; none: skip."
+            help="static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR; dynamic: weight-only int8 (ONNX only)."
         ),
     ] = "static",
     calib: Annotated[
@@ -64,7 +65,7 @@ def export(
         tensorrt=tensorrt,
         data=str(data) if data else None,
         int8=Int8Config(
-            mode=int8,
+            mode=int8_method if int8 else "none",
             method=calib_method,
             calibration_size=calib_size,
             per_channel=per_channel,
