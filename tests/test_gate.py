@@ -9,7 +9,7 @@ from bench_fakes import document, result, samples
 from typer.testing import CliRunner
 
 from edgetransfer.bench.config import BenchConfig, parse_batches, parse_fraction
-from edgetransfer.bench.gate import GateConfig, check, compare, gate_lines, merge_samples
+from edgetransfer.bench.gate import GateConfig, GateResult, Row, check, compare, gate_lines, merge_samples
 from edgetransfer.bench.schema import load_document, validate_document
 from edgetransfer.bench.stats import block_log_medians, blocks_per_round, log_ratio_interval
 from edgetransfer.cli import app
@@ -53,6 +53,45 @@ def test_identical_runs_pass_and_a_slower_one_fails_with_a_readable_diff():
     assert slower.exit_code == 1 and [r.variant for r in slower.slower] == ["int8"]
     text = "\n".join(gate_lines(slower))
     assert "SLOWER  ort-cpu int8 b1" in text and "+25" in text and "exit 1" in text and "base.json" in text
+
+
+def test_gate_lines_show_the_medians_and_the_judged_change_with_one_sign():
+    """Issue 20: "0.3428 -> 0.3288 x ref +3.8%" (the ratio down, the change up) and "+10.3% ... not slower beyond the
+    threshold" at 5%. Every line now names the medians with their own change, then the change that is judged and
+    why it got its verdict; + is slower everywhere."""
+    result = GateResult("relative+baseline", 0.05, baseline="base.json")
+    result.rows.append(Row("ort-cpu", "int8", 1, 0.3428, 0.3288, 1.038, 0.99, 1.09, "ok", "ort-cpu fp32"))
+    result.rows.append(Row("ort-cpu", "fp32", 1, 3.893, 3.874, 1.161, 0.97, 1.39, "ok"))
+    result.rows.append(Row("ort-cpu", "int8", 8, 1.2, 1.31, 1.09, 1.01, 1.18, "ok", None, (1.103, 1.02, 1.19), 1.012))
+    lines = gate_lines(result)
+    assert "+ is slower" in lines[1]
+    assert "median 0.3428 -> 0.3288 x ref (-4.1%); change +3.8% (95% CI -1.0% to +9.0%): within +5.0%" in lines[2]
+    assert (
+        "median 3.893 -> 3.874 x ref (-0.5%); change +16.1% (95% CI -3.0% to +39.0%): above +5.0% but its CI "
+        in (lines[3])
+    )
+    assert (
+        "change +10.3% (95% CI +2.0% to +19.0%): above +5.0% with its CI above 0, but the re-measurement alone "
+        in (lines[5])
+    )
+    assert "+1.2% (not above +2.5%): noise in the first, not slower" in lines[5]
+
+
+@pytest.mark.parametrize("mode", ["baseline", "relative", "relative+baseline", "reference-run"])
+def test_every_gate_mode_prints_the_median_change_and_the_judged_change_alike(mode):
+    slower = two_variants(fp32_ms=1.0, int8_ms=1.3 if mode == "relative" else 0.7 * 1.3, seed=10)
+    if mode == "reference-run":
+        outcome = compare(side_by_side(0.7 * 1.3, 0.7), None, GATE)
+    else:
+        baseline = None if mode == "relative" else two_variants()
+        reference = None if mode == "baseline" else "ort-cpu:fp32"
+        outcome = compare(slower, baseline, GateConfig(max_regression=0.1, relative_to=reference))
+    assert outcome.mode == mode and outcome.exit_code == 1
+    row, line = outcome.rows[-1], [x for x in gate_lines(outcome) if "int8 b1" in x][0]
+    assert f"change +{100 * (row.ratio - 1):.1f}% (95% CI +" in line and "above +10.0% with its CI above 0" in line
+    if mode != "relative":
+        assert f"median {row.before_ms:.4g} -> {row.now_ms:.4g}" in line and "(+" in line.split("median")[1][:40]
+    assert line.lstrip().startswith("SLOWER")
 
 
 def test_a_slowdown_below_the_threshold_passes():
@@ -122,7 +161,7 @@ def test_a_slowdown_is_measured_again_before_failing():
 
     doc, outcome = check(None, BenchConfig(), GATE, baseline, measure=measure)
     assert asked == [(), ("ort-cpu:int8",)] and outcome.exit_code == 0
-    assert doc["gate"]["exit_code"] == 0 and "not slower beyond the threshold" in "\n".join(gate_lines(outcome))
+    assert doc["gate"]["exit_code"] == 0 and "noise in the first, not slower" in "\n".join(gate_lines(outcome))
     runs = iter([two_variants(int8_ms=0.9, seed=1), two_variants(int8_ms=0.9, seed=2)])
     assert check(None, BenchConfig(), GATE, baseline, measure=measure)[1].exit_code == 1
 
