@@ -219,6 +219,21 @@ def load_splits(
     return Splits(root, labels, train, val, test, seed, "split", extra)
 
 
+def median_shorter_side(samples: tuple[Sample, ...], *, limit: int = 500, seed: int = 0) -> int:
+    """The median shorter side, in pixels, of up to ``limit`` of ``samples`` (a seeded choice; headers only)."""
+    from PIL import Image
+
+    chosen = list(samples)
+    if len(chosen) > limit:
+        chosen = random.Random(seed).sample(chosen, limit)
+    sides = []
+    for sample in chosen:
+        with Image.open(sample.path) as img:
+            sides.append(min(img.size))
+    sides.sort()
+    return sides[len(sides) // 2]
+
+
 def _stratified(samples: tuple[Sample, ...], seed: int, val_fraction: float, test_fraction: float):
     """Split per class with a fixed seed, keeping at least one image of each class in train."""
     rng = random.Random(seed)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgetransfer import backbones, console
-from edgetransfer.card import ModelCard, Preprocessing
+from edgetransfer.card import ModelCard, Preprocessing, verify_artifact
 from edgetransfer.data import (
     AUGMENTATIONS,
     ImageDataset,
@@ -28,6 +28,7 @@ from edgetransfer.data import (
     eval_transform,
     list_images,
     load_splits,
+    median_shorter_side,
     train_transform,
 )
 from edgetransfer.devices import resolve_device
@@ -235,9 +236,8 @@ def _unwrap(model):
 def load_model(run: RunDir, card: ModelCard, checkpoint: str = CHECKPOINT) -> torch.nn.Module:
     """The fine-tuned model of a run, in eval mode on the CPU."""
     path = run.file(checkpoint)
-    recorded = card.artifacts.get(checkpoint, {}).get("sha256")
-    if recorded and checkpoint == CHECKPOINT and sha256_file(path) != recorded:
-        raise RunDirError(f"{path} does not match the sha256 recorded in {run.file(CARD)}: it was replaced or damaged")
+    if checkpoint == CHECKPOINT:
+        verify_artifact(run.path, checkpoint, card.artifacts)
     model, _ = backbones.build(card.backbone, card.num_classes, pretrained=False)
     try:
         model.load_state_dict(backbones.read_safetensors(path))
@@ -379,10 +379,26 @@ def finetune(config: FinetuneConfig) -> RunDir:
         torch.cuda.set_device(dist.local_rank)
     try:
         with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
-            trainer = _Trainer(config, out, backbone, splits, device, dist)
+            trainer = _Trainer(config, out, backbone, splits, device, dist, choose_size(config, backbone, splits))
             return trainer.run(adapt_images, unlabeled, target_val)
     finally:
         dist.close()
+
+
+AUTO_MIN_SIZE = 96  # the smallest input a size from the data goes to: MobileNetV2's last feature map is then 3x3
+
+
+def choose_size(config: FinetuneConfig, backbone, splits: Splits) -> tuple[int, str]:
+    """The input size and why: ``--size``, else from the training images (their median shorter side rounded up to
+    a multiple of 32, within 96..the backbone's default): 64 px crops train at 96 px, not at 224."""
+    if config.size:
+        return config.size, "--size"
+    side = median_shorter_side(splits.train, seed=config.seed)
+    size = min(max(-(-side // 32) * 32, AUTO_MIN_SIZE), backbone.input_size)
+    return size, (
+        f"from the images: median shorter side {side} px, rounded up to a multiple of 32 within "
+        f"{AUTO_MIN_SIZE}..{backbone.input_size} (--size to choose)"
+    )
 
 
 def _check_splits(splits: Splits) -> None:
@@ -414,7 +430,14 @@ class _Trainer:
     """One fine-tuning run; :meth:`run` is the loop, top to bottom."""
 
     def __init__(
-        self, config: FinetuneConfig, out: Path, backbone, splits: Splits, device: str, dist: Distributed
+        self,
+        config: FinetuneConfig,
+        out: Path,
+        backbone,
+        splits: Splits,
+        device: str,
+        dist: Distributed,
+        size: tuple[int, str],
     ) -> None:
         import torch
 
@@ -429,7 +452,8 @@ class _Trainer:
         torch.manual_seed(config.seed)
         weights = Path(config.weights) if config.weights else None
         self.model, self.weights_info = backbones.build(backbone, len(splits.labels), weights_path=weights)
-        self.pre = default_preprocessing(config.size or backbone.input_size, mean=backbone.mean, std=backbone.std)
+        self.size_reason = size[1]
+        self.pre = default_preprocessing(size[0], mean=backbone.mean, std=backbone.std)
         self.state: dict[str, Any] = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
         self.card: ModelCard | None = None
         if config.resume:
@@ -544,6 +568,7 @@ class _Trainer:
             f"{f' x{self.dist.world}' if self.dist.enabled else ''}; strategy {c.strategy}"
             + (f", mixed precision {dtype}" if dtype is not None else "")
             + (f"; resuming after epoch {self.state['epoch']}" if c.resume else "")
+            + (f"\ninput size {self.pre.crop} px {self.size_reason}" if self.size_reason != "--size" else "")
         )
         if sizes["val"] < SMALL_VAL:
             console.err.print(
@@ -618,7 +643,12 @@ class _Trainer:
                 "fingerprint": self.splits.fingerprint(),
                 "skipped_bad_files": list(self.splits.extra.get("skipped", ())),
             },
-            training={"config": dataclasses.asdict(self.config), "device": self.device, "world_size": self.dist.world},
+            training={
+                "config": dataclasses.asdict(self.config),
+                "device": self.device,
+                "world_size": self.dist.world,
+                "input_size": {"pixels": self.pre.crop, "chosen": self.size_reason},
+            },
             artifacts={CHECKPOINT: {"file": CHECKPOINT}},
             versions=package_versions(),
             complete={"finetune": False},

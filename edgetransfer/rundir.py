@@ -147,7 +147,7 @@ class RunDir:
             text = self.file(CARD).read_text(encoding="utf-8")
         except OSError as exc:
             raise RunDirError(f"cannot read {self.file(CARD)}: {exc.strerror}") from None
-        return ModelCard.from_json(text)
+        return ModelCard.from_json(text, source=str(self.file(CARD)))
 
     def save_card(self, card: ModelCard) -> None:
         atomic_write_text(self.file(CARD), card.to_json() + "\n")

@@ -251,3 +251,17 @@ def test_ties_in_validation_accuracy_go_to_the_lower_validation_loss(image_folde
     card = run.load_card()
     assert [h["val_loss"] for h in card.training["history"]] == [0.5, 0.2, 0.3]
     assert card.training["best_epoch"] == 2
+
+
+@pytest.mark.parametrize("side, expected", [(40, 96), (130, 160), (300, 224)])
+def test_input_size_from_the_images(tmp_path, side, expected):
+    from edgetransfer.data import load_splits, write_pattern_folder
+    from edgetransfer.finetune import choose_size
+
+    data = write_pattern_folder(tmp_path / "data", per_class=4, classes=2, size=side)
+    splits = load_splits(data)
+    config = FinetuneConfig(data=str(data), out=str(tmp_path / "run"))
+    size, why = choose_size(config, backbones.get("mobilenet_v2"), splits)
+    assert size == expected and f"median shorter side {side} px" in why
+    given = FinetuneConfig(data=str(data), out=str(tmp_path / "run"), size=64)
+    assert choose_size(given, backbones.get("mobilenet_v2"), splits) == (64, "--size")

@@ -34,11 +34,18 @@ def finetune(
     weights: Annotated[
         Path | None, typer.Option(help="Start from this weights file (.pth or .safetensors) instead of ImageNet.")
     ] = None,
-    size: Annotated[int | None, typer.Option(help="Input resolution in pixels.", show_default="the backbone's")] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="Input resolution in pixels (32..1024).",
+            show_default="from the images: median shorter side rounded up to 32, within 96..the backbone's 224",
+        ),
+    ] = None,
     strategy: Annotated[
         str | None,
         typer.Option(
-            help="two-phase (head, then all at a lower lr), full, partial (--unfreeze N), linear-probe.",
+            help="two-phase (head, then the whole network at lr x --body-lr-scale), full, partial (--unfreeze N), "
+            "linear-probe.",
             show_default="two-phase",
         ),
     ] = None,

@@ -17,11 +17,16 @@ def pipeline(
     out: Annotated[
         str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")
     ] = None,
-    size: Annotated[int, typer.Option(help="Input resolution in pixels.")] = 96,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Input resolution in pixels.", show_default="from the images (96 for the digits)"),
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 5,
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for the split and the training.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace --out if it already exists.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace --out if it is a run made by edgetransfer (never any other folder).")
+    ] = False,
 ) -> None:
     """Run finetune -> export (fp32, int8, OpenVINO) -> bench, and print accuracies and a latency table."""
     from edgetransfer.finetune import FinetuneConfig
