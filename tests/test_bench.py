@@ -26,7 +26,7 @@ ALL_FIVE = {
 @pytest.fixture(scope="module")
 def document(trained_run):
     """One in-process measurement of every model of the run at batch sizes 1 and 2, shared by this module."""
-    return bench(trained_run, BenchConfig(batches=(1, 2), **FAST))
+    return bench(trained_run, BenchConfig(batches=(1, 2), recommend=True, **FAST))
 
 
 def test_latency_stats_are_the_percentiles_of_the_times():

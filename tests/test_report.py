@@ -9,10 +9,12 @@ from bench_fakes import document, result, samples
 from rich.console import Console
 from typer.testing import CliRunner
 
+from edgetransfer.bench.command import write_reports
 from edgetransfer.bench.config import make_config
-from edgetransfer.bench.html import pareto_front, to_html
+from edgetransfer.bench.gate import GateResult, Row
+from edgetransfer.bench.html import front_line, pareto_caption, pareto_front, plot_points, to_html
 from edgetransfer.bench.profiles import builtin_profiles, check_budgets, load_profile, recommend
-from edgetransfer.bench.report import rows, table, to_csv, to_markdown, write_reports
+from edgetransfer.bench.report import rows, table, to_csv, to_markdown
 from edgetransfer.cli import app
 from edgetransfer.errors import UsageError
 
@@ -45,17 +47,63 @@ def test_the_terminal_table_leaves_out_what_was_not_measured():
 
 def test_html_is_self_contained_with_both_plots(tmp_path):
     page = to_html(three_models())
-    assert page.count("<svg") == 2 and "latency vs accuracy" in page and "latency distribution" in page
+    assert page.count("<svg") == 4 and "latency vs accuracy" in page and "latency distribution" in page
     assert not re.search(r"<script|<link|<img|\bsrc=|@import|url\((?!#)", page)  # url(#id): a local clip path
     fetched = re.findall(r"(?:href)=[\"']?(https?://[^\"' >]+)", page)
     assert fetched == []
     written = write_reports(three_models(), tmp_path)
-    assert sorted(p.name for p in written) == ["bench.csv", "bench.html", "bench.md"]
+    assert sorted(p.name for p in written) == ["bench.csv", "bench.html", "bench.json", "bench.md"]
 
 
 def test_pareto_front():
     points = [(1.0, 80.0), (2.0, 90.0), (1.5, 70.0), (3.0, 89.0), (0.5, 60.0)]
     assert pareto_front(points) == [4, 0, 1]
+    assert front_line(points, 4.0) == ([0.5, 1.0, 2.0, 4.0], [60.0, 80.0, 90.0, 90.0])
+    tied = [(1.0, 95.0), (2.0, 95.0), (0.7, 95.0)]
+    assert front_line(tied, 3.0) == ([0.7, 3.0], [95.0, 95.0])  # one point on the front: still a line
+
+
+def test_every_batch_size_is_plotted():
+    doc = three_models()
+    assert {(p["batch"], p["backend"], p["variant"]) for p in plot_points(doc)} == {
+        (b, r["backend"], r["variant"]) for r in doc["results"] for b in (1, 8)
+    }
+    page = to_html(doc)
+    for batch in (1, 8):
+        assert f"latency vs accuracy, batch {batch}" in page and f"latency distribution, batch {batch}" in page
+
+
+def test_the_accuracy_axis_stops_at_100_and_captions_name_what_is_plotted():
+    import matplotlib.pyplot as plt
+
+    from edgetransfer.bench.html import _accuracy_axis
+
+    fig, ax = plt.subplots()
+    _accuracy_axis(ax, [96.0, 100.0, 100.0])
+    assert max(ax.get_yticks()) <= 100 and ax.get_ylim()[1] > 100  # the points at 100 are not on the edge
+    plt.close(fig)
+    doc = three_models()
+    assert "top-1 accuracy" in pareto_caption(doc, 1) and "same top-1" not in pareto_caption(doc, 1)
+    for r in doc["results"]:
+        r["accuracy"]["top1"] = 1.0
+    assert "Every model has the same top-1 (100.00%)" in pareto_caption(doc, 1)
+    doc["results"][0]["accuracy"] = None
+    assert "beats on both latency and size." in pareto_caption(doc, 8)
+    assert "latency vs size (accuracy not measured), batch 8" in to_html(doc)
+
+
+def test_recommendation_and_gate_in_the_page():
+    doc = three_models()
+    assert "class=rec" not in to_html(doc) and "recommend" not in to_markdown(doc)  # nobody asked for --recommend
+    doc["recommendation"] = recommend(doc["results"], [], objective="p50", max_drop=1.0)
+    assert "class=rec" in to_html(doc) and "recommend: " in to_markdown(doc)
+    gate = GateResult("baseline", 0.05, baseline="base.json")
+    gate.rows.append(Row("ort-cpu", "int8", 1, 1.0, 1.2, 1.2, 1.1, 1.3, "slower"))
+    page = to_html(doc, gate)
+    assert (
+        "<h2>Regression gate</h2><pre class=gate>" in page and "white-space:pre-wrap" in page
+    )  # wrapped, not scrolled
+    assert "change +20.0%" in page
 
 
 # --------------------------------------------------------------------------- profiles and budgets

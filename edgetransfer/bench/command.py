@@ -8,10 +8,10 @@ from pathlib import Path
 
 from edgetransfer.bench.config import BenchConfig
 from edgetransfer.bench.gate import GateConfig, GateResult, check
-from edgetransfer.bench.report import write_reports
+from edgetransfer.bench.report import to_csv, to_markdown
 from edgetransfer.bench.runner import bench, identity_diff, model_identity, save_document
 from edgetransfer.errors import UsageError
-from edgetransfer.rundir import BENCH_JSON, RunDir
+from edgetransfer.rundir import BENCH_REPORTS, RunDir, atomic_write_text
 
 
 @dataclass
@@ -47,7 +47,21 @@ def check_baseline_model(run: RunDir, baseline: dict, name: str) -> None:
         raise UsageError(f"the baseline {name} is of another model ({diff}); save a baseline of this one")
 
 
-REPORTS = (BENCH_JSON, "bench.csv", "bench.md", "bench.html")  # what a bench writes into its folder
+def write_reports(document: dict, folder: Path, gate: GateResult | None = None) -> list[Path]:
+    """Every file of :data:`~edgetransfer.rundir.BENCH_REPORTS` in ``folder``: bench.json, .csv, .md and .html."""
+    from edgetransfer.bench.html import to_html
+
+    folder = Path(folder)
+    texts = {".csv": to_csv, ".md": lambda d: to_markdown(d, gate), ".html": lambda d: to_html(d, gate)}
+    written = []
+    for name in BENCH_REPORTS:
+        path = folder / name
+        if path.suffix == ".json":
+            save_document(document, path)
+        else:
+            atomic_write_text(path, texts[path.suffix](document))
+        written.append(path)
+    return written
 
 
 def _can_write(folder: Path) -> bool:
@@ -73,7 +87,7 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{what} is a file; give a folder for the reports")
     _writable_folder(folder, what)
-    for name in REPORTS:
+    for name in BENCH_REPORTS:
         if (folder / name).is_dir():
             raise UsageError(f"{folder / name} is a folder; bench writes a file of that name")
     if save_baseline is not None:
@@ -104,10 +118,7 @@ def run_command(
         document, result = check(run, config, gate, baseline, baseline_name=baseline_name)
     else:
         document, result = bench(run, config, write=False), None
-    folder = Path(out_dir) if out_dir else run.path
-    save_document(document, folder / BENCH_JSON)
-    outcome = Outcome(document, result, [folder / BENCH_JSON])
-    outcome.written += write_reports(document, folder, result)
+    outcome = Outcome(document, result, write_reports(document, Path(out_dir) if out_dir else run.path, result))
     if save_baseline is not None:
         baseline_doc = {**document, "gate": None}
         save_document(baseline_doc, Path(save_baseline))

@@ -73,6 +73,7 @@ class BenchConfig:
     only: tuple[str, ...] = ()  # "backend:variant" keys to measure, e.g. the gate's re-measurement
     max_accuracy_drop: float = 1.0  # top-1 points below the fp32 reference that --recommend accepts
     objective: str = "p50"  # what --recommend minimises (p50/p90/p99 at the smallest batch) or maximises
+    recommend: bool = False  # name the best variant within the accuracy budget (document["recommendation"])
     profile: Profile | None = None
     timeout: float = 600.0  # seconds one step of one model may take before it counts as hung
     reference_run: str | None = None  # another run whose models are measured side by side in the same rounds

@@ -17,7 +17,8 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;bor
 th,td{padding:.2rem .3rem;border-bottom:1px solid #e4e6ee;white-space:nowrap}th{background:#f3f4f8;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}.pass{color:#137333;font-weight:600}
 .fail{color:#b3261e;font-weight:600}.warn{color:#8a5a00}.rec{background:#eef6ee;padding:.6rem 1rem;border-radius:6px}
-pre{background:#f6f7fa;padding:.8rem;overflow-x:auto;font-size:.8rem}.plots{display:flex;flex-wrap:wrap;gap:1rem}
+pre{background:#f6f7fa;padding:.8rem;font-size:.8rem;white-space:pre-wrap;overflow-wrap:anywhere}
+.gate .line{display:block;padding-left:6ch;text-indent:-6ch}.plots{display:flex;flex-wrap:wrap;gap:1rem}
 .plots figure{margin:0}figcaption{font-size:.8rem;color:#566;max-width:560px}dl{display:grid;
 grid-template-columns:max-content auto;gap:.15rem 1rem;font-size:.85rem}dt{color:#566}dd{margin:0}
 """
@@ -59,57 +60,102 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def pareto_plot(document: dict) -> str:
-    """Latency (p50, smallest batch) against top-1 per backend × variant, with the Pareto front."""
+def front_line(points: list[tuple[float, float]], right: float) -> tuple[list[float], list[float]]:
+    """The Pareto front as a staircase that runs on to ``right`` (the plot's edge): a line even when the front is one
+    point (every model as accurate as the others)."""
+    front = pareto_front(points)
+    xs, ys = [points[i][0] for i in front], [points[i][1] for i in front]
+    return xs + [right], ys + [ys[-1]]
+
+
+def plot_points(document: dict) -> list[dict]:
+    """What the Pareto plots show: one point per model and batch size (p50 latency; top-1 %, or size in MB where
+    accuracy was not measured for every model)."""
+    results = document["results"]
+    with_acc = bool(results) and all(r.get("accuracy") for r in results)
+    return [
+        {
+            "batch": lat["batch"],
+            "backend": r["backend"],
+            "variant": r["variant"],
+            "p50_ms": lat["p50_ms"],
+            "y": 100 * r["accuracy"]["top1"] if with_acc else r["model_bytes"] / 1e6,
+            "accuracy": with_acc,
+        }
+        for r in results
+        for lat in r["latency"]
+    ]
+
+
+def _accuracy_axis(ax, ys: list[float]) -> None:
+    """A top-1 axis around the points, its ticks never above 100 %."""
+    from matplotlib.ticker import MaxNLocator
+
+    low, high = min(ys), max(ys)
+    pad = max(0.5, 0.1 * (high - low))
+    ax.set_ylim(max(0.0, low - pad), high + pad)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+    bottom, top = ax.get_ylim()
+    ax.set_yticks([t for t in ax.get_yticks() if bottom <= t <= min(top, 100)])
+
+
+def pareto_plot(document: dict, batch: int) -> str:
+    """Latency (p50 at ``batch``) against top-1 (or model size) per backend × variant, with the Pareto front."""
     import matplotlib
 
     matplotlib.use("svg", force=False)
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"
-    results = document["results"]
-    with_acc = all(r.get("accuracy") for r in results)
-    xs = [min(r["latency"], key=lambda lat: lat["batch"])["p50_ms"] for r in results]
-    ys = [100 * r["accuracy"]["top1"] if with_acc else r["model_bytes"] / 1e6 for r in results]
-    colors = _colors([r["backend"] for r in results])
+    points = [p for p in plot_points(document) if p["batch"] == batch]
+    with_acc = points[0]["accuracy"]
+    xs, ys = [p["p50_ms"] for p in points], [p["y"] for p in points]
+    colors = _colors([p["backend"] for p in points])
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    points = list(zip(xs, ys if with_acc else [-y for y in ys], strict=True))
-    front = pareto_front(points)
-    fx, fy = [xs[i] for i in front], [ys[i] for i in front]
-    ax.step(fx, fy, where="post", color="#999", linestyle="--", linewidth=1, label="Pareto front", zorder=1)
-    for i, (r, x, y) in enumerate(zip(results, xs, ys, strict=True)):
-        marker = MARKERS.get(r["variant"], "D")
-        ax.scatter([x], [y], s=60, color=colors[r["backend"]], marker=marker, zorder=3, edgecolors="white")
+    better = list(zip(xs, ys if with_acc else [-y for y in ys], strict=True))  # higher is better: -size
+    front = pareto_front(better)
+    log = max(xs) / max(min(xs), 1e-9) > 8
+    right = max(xs) * (1.6 if log else 1.08)
+    fx, fy = front_line(better, right)
+    fy = fy if with_acc else [-y for y in fy]
+    ax.step(fx, fy, where="post", color="#777", linestyle="--", linewidth=1.2, label="Pareto front", zorder=2)
+    for i, (p, x, y) in enumerate(zip(points, xs, ys, strict=True)):
+        marker = MARKERS.get(p["variant"], "D")
+        ax.scatter([x], [y], s=60, color=colors[p["backend"]], marker=marker, zorder=3, edgecolors="white")
         if i in front:  # only the front is named: the others are told apart by colour and marker
-            label = f"{r['backend']} {r['variant']}"
+            label = f"{p['backend']} {p['variant']}"
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6 + 9 * (front.index(i) % 2)), fontsize=7)
     for name, color in colors.items():
         ax.scatter([], [], color=color, label=name)
     for variant, marker in MARKERS.items():
-        if any(r["variant"] == variant for r in results):
+        if any(p["variant"] == variant for p in points):
             ax.scatter([], [], color="#555", marker=marker, label=variant)
-    batch = min(document["settings"]["batches"])
-    ax.set_xlabel(f"p50 latency, batch {batch} (ms)")
-    ax.set_ylabel("top-1 accuracy (%)" if with_acc else "model size (MB)")
-    if max(xs) / max(min(xs), 1e-9) > 8:
+    ax.set_xlabel(f"p50 latency per batch of {batch} (ms)")
+    ax.set_xlim(min(xs) / 1.6 if log else min(xs) * 0.9, right)
+    if log:
         _log_axis(ax)
+    if with_acc:
+        ax.set_ylabel("top-1 accuracy (%)")
+        _accuracy_axis(ax, ys)
+    else:
+        ax.set_ylabel("model size (MB)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    ax.set_title("latency vs accuracy" if with_acc else "latency vs size (accuracy not measured)", fontsize=10)
+    what = "accuracy" if with_acc else "size (accuracy not measured)"
+    ax.set_title(f"latency vs {what}, batch {batch}", fontsize=10)
     return _svg(fig)
 
 
-def distribution_plot(document: dict) -> str:
-    """Per-run latency samples of every model at the smallest batch size: box (quartiles), whiskers 1-99%."""
+def distribution_plot(document: dict, batch: int) -> str:
+    """Per-run latency samples of every model at ``batch``: box (quartiles), whiskers 1-99%."""
     import matplotlib
 
     matplotlib.use("svg", force=False)
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"
-    every = measured(document)
+    every = [(r, whose) for r, whose in measured(document) if any(lat["batch"] == batch for lat in r["latency"])]
     results = [r for r, _ in every]
-    batch = min(document["settings"]["batches"])
     data, labels = [], []
     for r, whose in every:
         lat = next(lat for lat in r["latency"] if lat["batch"] == batch)
@@ -122,14 +168,32 @@ def distribution_plot(document: dict) -> str:
         patch.set_facecolor(colors[r["backend"]])
         patch.set_alpha(0.45)
     ax.set_yticks(range(1, len(labels) + 1), labels, fontsize=8)
-    ax.set_xlabel(f"latency per inference, batch {batch} (ms); box: quartiles and median; whiskers: p1 to p99")
+    ax.set_xlabel(f"latency per batch of {batch} (ms); box: quartiles and median; whiskers: p1 to p99")
     lows, highs = min(min(d) for d in data), max(max(d) for d in data)
     if highs / max(lows, 1e-9) > 8:
         _log_axis(ax)
     ax.grid(alpha=0.3, axis="x")
     ax.invert_yaxis()
-    ax.set_title("latency distribution", fontsize=10)
+    ax.set_title(f"latency distribution, batch {batch}", fontsize=10)
     return _svg(fig)
+
+
+def pareto_caption(document: dict, batch: int) -> str:
+    """What the Pareto plot of ``batch`` shows, in the words of its axes."""
+    points = [p for p in plot_points(document) if p["batch"] == batch]
+    if not points[0]["accuracy"]:
+        return (
+            "Each point is one backend × variant; accuracy was not measured for every model, so the plot shows "
+            "model size. The dashed line is the Pareto front: the models that no other model beats on both "
+            "latency and size."
+        )
+    text = (
+        "Each point is one backend × variant. The dashed line is the Pareto front: the models that no other model "
+        "beats on both latency and top-1 accuracy."
+    )
+    if len({round(p["y"], 6) for p in points}) == 1:
+        text += f" Every model has the same top-1 ({points[0]['y']:.2f}%): the front is the fastest alone."
+    return text
 
 
 def _plots(document: dict) -> str:
@@ -139,15 +203,13 @@ def _plots(document: dict) -> str:
         import matplotlib  # noqa: F401
     except ImportError:
         return "<p class=warn>Plots need matplotlib (pip install matplotlib).</p>"
-    caption_a = (
-        "Each point is one backend × variant. The dashed line is the Pareto front: the models that no other "
-        "model beats on both latency and accuracy."
-    )
-    caption_b = "The spread of every timed run; a long right whisker (its end is p99) means an unsteady latency."
-    return (
-        f"<div class=plots><figure>{pareto_plot(document)}<figcaption>{caption_a}</figcaption></figure>"
-        f"<figure>{distribution_plot(document)}<figcaption>{caption_b}</figcaption></figure></div>"
-    )
+    caption = "The spread of every timed run; a long right whisker (its end is p99) means an unsteady latency."
+    figures = []
+    for batch in document["settings"]["batches"]:
+        pareto = html.escape(pareto_caption(document, batch))
+        figures.append(f"<figure>{pareto_plot(document, batch)}<figcaption>{pareto}</figcaption></figure>")
+        figures.append(f"<figure>{distribution_plot(document, batch)}<figcaption>{caption}</figcaption></figure>")
+    return f"<div class=plots>{''.join(figures)}</div>"
 
 
 def _table(document: dict) -> str:
@@ -192,8 +254,8 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
             css = "fail" if line.lstrip().startswith(("SLOWER", "gate: FAIL")) else ""
             css = css or ("warn" if "warning:" in line or "cannot compare" in line else "")
             css = css or ("pass" if line.startswith("gate: pass") else "")
-            lines.append(f"<span class={css}>{e(line)}</span>" if css else e(line))
-        parts.append(f"<h2>Regression gate</h2><pre>{chr(10).join(lines)}</pre>")
+            lines.append(f"<span class='line {css}'>{e(line)}</span>")
+        parts.append(f"<h2>Regression gate</h2><pre class=gate>{''.join(lines)}</pre>")
     parts += ["<h2>Results</h2>", _table(document), "<h2>Plots</h2>", _plots(document)]
     if document.get("profile"):
         p = document["profile"]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 from edgetransfer.bench.gate import GateResult, gate_lines
 from edgetransfer.bench.profiles import budget_line, recommendation_line
-from edgetransfer.rundir import atomic_write_text
 
 COLUMNS = (  # (header, key of a row from rows(), format)
     ("run", "run", "{}"),  # with --reference-run: "this" or "reference"; else empty
@@ -163,20 +161,3 @@ def to_markdown(document: dict, gate: GateResult | None = None) -> str:
     if gate is not None:
         lines += ["", "```", *gate_lines(gate), "```"]
     return "\n".join(lines) + "\n"
-
-
-def write_reports(document: dict, folder: Path, gate: GateResult | None = None, *, stem: str = "bench") -> list[Path]:
-    """``bench.csv``, ``bench.md`` and ``bench.html`` in ``folder`` (the JSON is written by the caller)."""
-    from edgetransfer.bench.html import to_html
-
-    folder = Path(folder)
-    written = []
-    for suffix, text in (
-        (".csv", to_csv(document)),
-        (".md", to_markdown(document, gate)),
-        (".html", to_html(document, gate)),
-    ):
-        path = folder / f"{stem}{suffix}"
-        atomic_write_text(path, text)
-        written.append(path)
-    return written

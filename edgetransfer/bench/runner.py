@@ -360,7 +360,9 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         "failed": failures,
         "unavailable": unavailable,
         "budget_checks": checks,
-        "recommendation": recommend(results, checks, objective=config.objective, max_drop=config.max_accuracy_drop),
+        "recommendation": recommend(results, checks, objective=config.objective, max_drop=config.max_accuracy_drop)
+        if config.recommend
+        else None,
         "gate": None,
         "reference": None if reference is None else {"run": str(reference.path), "results": reference_results},
     }

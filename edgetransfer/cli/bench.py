@@ -178,6 +178,7 @@ def bench(
         "data": str(data) if data else None,
         "isolate": isolate,
         "max_accuracy_drop": max_accuracy_drop,
+        "recommend": recommend or None,
         "reference_run": str(reference_run) if reference_run else None,
     }
     config = make_config(explicit, profile=load_profile(profile) if profile else None, baseline=base)
