@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import re
 
 import pytest
@@ -178,3 +179,33 @@ def test_a_reference_run_shows_beside_the_run_in_every_report():
     assert "ort-cpu int8 (reference run)" in to_html(doc)
     assert all(r["run"] is None for r in rows(three_models()))  # no reference run: no run column
     assert "| run |" not in to_markdown(three_models())
+
+
+def test_noisy_measurements_are_flagged_by_the_rule_in_the_help():
+    from edgetransfer.bench.report import noisy
+
+    steady = document([result("ort-cpu", "fp32", {1: samples(1.0)})])
+    assert noisy(steady) == []
+    unsteady = document([result("ort-cpu", "fp32", {1: samples(1.0)}), result("ort-cpu", "int8", {1: samples(1.0)})])
+    unsteady["results"][1]["latency"][0]["cv_percent"] = 135.0  # issue 20: a 135% CV at 2 threads went unflagged
+    lines = noisy(unsteady)
+    assert lines[0] == "noisy: ort-cpu int8 batch 1: CV 135% (above 50%)" and "--threads 1" in lines[-1]
+    wide = document([result("ort-cpu", "fp32", {1: samples(1.0, spread=0.6)})])
+    assert "95% CI of the median -" in noisy(wide)[0] and "(wider than ±5%)" in noisy(wide)[0]
+    assert "noisy: ort-cpu int8 batch 1" in to_markdown(unsteady) and "noisy: ort-cpu int8 batch 1" in to_html(unsteady)
+    help_text = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "CV is above 50%" in help_text and "wider than ±5%" in help_text
+
+
+def test_cli_json_prints_the_document_alone_and_a_line_per_model(trained_run, tmp_path):
+    from edgetransfer.bench.schema import validate_document
+
+    args = ["bench", str(trained_run.path), "--backends", "ort-cpu", "--json", "--in-process", "--min-runs", "3"]
+    args += ["--min-time", "0", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path)]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    doc = validate_document(json.loads(outcome.stdout), "stdout")
+    assert {(r["backend"], r["variant"]) for r in doc["results"]} == {("ort-cpu", "fp32"), ("ort-cpu", "int8")}
+    assert re.search(r"^measured ort-cpu fp32: p50 [\d.e-]+ ms at batch 1", outcome.stderr, re.M), outcome.stderr
+    assert "measured ort-cpu int8" in outcome.stderr and "p50 ms" in outcome.stderr  # the table goes to stderr
+    assert "━" not in outcome.stderr  # no progress bar in a log

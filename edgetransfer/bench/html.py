@@ -7,7 +7,7 @@ import io
 
 from edgetransfer.bench.gate import GateResult, gate_lines
 from edgetransfer.bench.profiles import budget_line, recommendation_line
-from edgetransfer.bench.report import COLUMNS, _cell, filled, measured, rows, title
+from edgetransfer.bench.report import COLUMNS, _cell, filled, measured, noisy, rows, title
 
 MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
 CSS = """
@@ -256,7 +256,8 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
             css = css or ("pass" if line.startswith("gate: pass") else "")
             lines.append(f"<span class='line {css}'>{e(line)}</span>")
         parts.append(f"<h2>Regression gate</h2><pre class=gate>{''.join(lines)}</pre>")
-    parts += ["<h2>Results</h2>", _table(document), "<h2>Plots</h2>", _plots(document)]
+    parts += ["<h2>Results</h2>", _table(document), _list(noisy(document), "warn")]
+    parts += ["<h2>Plots</h2>", _plots(document)]
     if document.get("profile"):
         p = document["profile"]
         parts.append(

@@ -7,6 +7,7 @@ import io
 
 from edgetransfer.bench.gate import GateResult, gate_lines
 from edgetransfer.bench.profiles import budget_line, recommendation_line
+from edgetransfer.bench.stats import noise_problem
 
 COLUMNS = (  # (header, key of a row from rows(), format)
     ("run", "run", "{}"),  # with --reference-run: "this" or "reference"; else empty
@@ -114,9 +115,28 @@ def table(document: dict):
     return out
 
 
+def noisy(document: dict) -> list[str]:
+    """A line per measurement too noisy to trust (see :func:`~edgetransfer.bench.stats.noise_problem`)."""
+    lines = []
+    for r, whose in measured(document):
+        for lat in r["latency"]:
+            problem = noise_problem(lat)
+            if problem:
+                name = f"{r['backend']} {r['variant']}" + (" (reference run)" if whose == "reference" else "")
+                lines.append(f"noisy: {name} batch {lat['batch']}: {problem}")
+    if lines:
+        lines.append(
+            "noisy: close other programs, use --threads 1 or fewer threads than cores, or measure longer "
+            "(--min-time, --rounds)"
+        )
+    return lines
+
+
 def notes(document: dict) -> list[str]:
-    """Skipped, failed and unavailable backends, budget checks and the recommendation, as lines."""
-    lines = [f"skipped {s['backend']} {s['variant']}: {s['reason']}" for s in document["skipped"]]
+    """Noisy measurements, skipped, failed and unavailable backends, budget checks and the recommendation, as
+    lines."""
+    lines = noisy(document)
+    lines += [f"skipped {s['backend']} {s['variant']}: {s['reason']}" for s in document["skipped"]]
     lines += [f"FAILED {f['backend']} {f['variant']}: {f['error']}" for f in document["failed"]]
     lines += [f"unavailable {u['backend']}: {u['reason']}; {u['install']}" for u in document["unavailable"]]
     if document.get("profile"):

@@ -139,10 +139,11 @@ def _accuracy_arrays(samples: tuple[Sample, ...], card: ModelCard) -> tuple[np.n
     return np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts])
 
 
-def _schedule(measurers: dict, failed: dict, config: BenchConfig, reopen=None) -> dict:
+def _schedule(measurers: dict, failed: dict, config: BenchConfig, reopen=None, tick=None) -> dict:
     """Latency samples per (key, batch): warm-up, then ``rounds`` rounds that visit every model in turn (in
     alternating order), each round adding its share of the runs and seconds. With ``config.processes`` > 1 the
-    rounds are shared among that many fresh processes per model (``reopen(key)`` starts the next one)."""
+    rounds are shared among that many fresh processes per model (``reopen(key)`` starts the next one).
+    ``tick(key, batch, round)`` is called after each model's turn in a round (progress)."""
     samples: dict = {key: {b: [] for b in config.batches} for key in measurers}
     per_round_runs = math.ceil(config.min_runs / config.rounds)
     per_round_time = config.min_time / config.rounds
@@ -161,6 +162,8 @@ def _schedule(measurers: dict, failed: dict, config: BenchConfig, reopen=None) -
                     times = _step(measurers, failed, key, "time", batch, per_round_runs, per_round_time)
                     if times is not False:
                         samples[key][batch].append(times)
+                if tick:
+                    tick(key, batch, index)
     return samples
 
 
@@ -276,8 +279,15 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
                 if info is not False:
                     _check_outputs(info, runs[whose], rel, card)
                     started[key] = info
-            with console.err.status(f"measuring {len(measurers)} model(s) in {config.rounds} round(s)..."):
-                latency = _schedule(measurers, failed, config, open_measurer if config.isolate else None)
+            steps = len(config.batches) * config.rounds * len(measurers)
+            with console.progress() as bar:
+                task = bar.add_task(f"measuring {len(measurers)} model(s)", total=steps, status="")
+
+                def tick(key, batch: int, index: int) -> None:
+                    status = f"{_label(key)}, batch {batch}, round {index + 1}/{config.rounds}"
+                    bar.update(task, advance=1, status=status)
+
+                latency = _schedule(measurers, failed, config, open_measurer if config.isolate else None, tick)
             extras = {}
             for key in list(measurers):
                 with console.err.status(f"memory, throughput and accuracy of {_label(key)}..."):
@@ -287,6 +297,7 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
                     acc = _step(measurers, failed, key, "accuracy")
                     if key in measurers:
                         extras[key] = (peak, [t for t in tput if t], acc)
+                        console.err.print(_finished(key, latency[key], acc), markup=False)
         finally:
             for measurer in measurers.values():
                 measurer.close()
@@ -372,6 +383,17 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     if write:
         save_document(document, run.file(BENCH_JSON))
     return document
+
+
+def _finished(key: tuple[str, str, str], latency: dict, accuracy: dict | None) -> str:
+    """A line for a model whose measurements are done: its p50 per batch size (and top-1)."""
+    times = ", ".join(
+        f"p50 {np.median([t for part in parts for t in part]):.3g} ms at batch {b}"
+        for b, parts in latency.items()
+        if parts
+    )
+    top1 = f", top-1 {100 * accuracy['top1']:.2f}%" if accuracy else ""
+    return f"measured {_label(key)}: {times or 'no runs'}{top1}"
 
 
 def _label(key: tuple[str, str, str]) -> str:

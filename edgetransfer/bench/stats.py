@@ -78,3 +78,27 @@ def log_ratio_interval(
 def _exp(x: float) -> float:
     """exp, infinite past what a float holds (a ratio of absurd times) instead of an OverflowError."""
     return math.exp(x) if x < 700 else math.inf
+
+
+NOISY_CV_PERCENT = 50.0  # a CV above this: the spread of single runs is large
+NOISY_CI = 0.05  # a 95% CI of the typical time wider than ±5%: a comparison cannot see a 5% change
+
+
+def median_interval(samples: Sequence[float], rounds: Sequence[int], *, level: float = 0.95) -> tuple[float, float]:
+    """The confidence interval of the typical time (the geometric mean of block medians, as the gate judges it),
+    as fractions below and above it: (0.03, 0.04) is -3% to +4%."""
+    blocks = block_log_medians(samples, rounds, blocks_per_round([rounds]))
+    typical, low, high = log_ratio_interval(blocks, level=level)
+    return 1 - low / typical, high / typical - 1
+
+
+def noise_problem(latency: dict) -> str | None:
+    """Why one measurement (a latency entry of a bench document) is too noisy to trust, or None. The rule: a CV
+    above :data:`NOISY_CV_PERCENT` or a 95% CI of the typical time wider than ±:data:`NOISY_CI`."""
+    below, above = median_interval(latency["samples_ms"], latency["rounds"])
+    why = []
+    if latency["cv_percent"] > NOISY_CV_PERCENT:
+        why.append(f"CV {latency['cv_percent']:.0f}% (above {NOISY_CV_PERCENT:.0f}%)")
+    if max(below, above) > NOISY_CI:
+        why.append(f"95% CI of the median -{100 * below:.1f}% to +{100 * above:.1f}% (wider than ±{100 * NOISY_CI:g}%)")
+    return "; ".join(why) or None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -137,17 +139,27 @@ def bench(
             rich_help_panel=GATE,
         ),
     ] = True,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the bench document (bench.json) on stdout, and nothing else; the table on stderr."
+        ),
+    ] = False,
 ) -> None:
     """Measure latency, throughput, memory and accuracy per backend and variant; write bench.json, CSV, Markdown
-    and HTML; check profile budgets; gate against a baseline (exit 1: slower, 2: cannot compare)."""
+    and HTML; check profile budgets; gate against a baseline (exit 1: slower, 2: cannot compare).
+
+    A measurement is flagged noisy (a warning, in the reports too) when its CV is above 50% or the 95% confidence
+    interval of its median is wider than ±5%."""
     from rich.console import Console
+    from rich.markup import escape
 
     from edgetransfer import console
     from edgetransfer.bench.command import run_command
     from edgetransfer.bench.config import make_config, parse_batches, parse_fraction
     from edgetransfer.bench.gate import GateConfig, gate_lines
     from edgetransfer.bench.profiles import budget_line, load_profile, recommendation_line
-    from edgetransfer.bench.report import table
+    from edgetransfer.bench.report import noisy, table
     from edgetransfer.bench.schema import load_document
     from edgetransfer.errors import UsageError
     from edgetransfer.rundir import RunDir
@@ -186,20 +198,26 @@ def bench(
         target, config, gate=gate, baseline=base, baseline_name=str(baseline), save_baseline=save_baseline, out_dir=out
     )
     document = outcome.document
-    if console.out.is_terminal:
-        console.out.print(table(document))
+    shown = console.err if as_json else console.out  # with --json, stdout holds the document alone
+    if shown.is_terminal:
+        shown.print(table(document))
     else:  # a log or a pipe: the whole table, not squeezed into 80 columns
-        Console(width=160, highlight=False, soft_wrap=True).print(table(document))
+        Console(width=160, highlight=False, soft_wrap=True, stderr=as_json).print(table(document))
     for item in document["unavailable"]:
         console.err.print(f"[dim]unavailable {item['backend']}: {item['reason']}; {item['install']}[/]")
+    for line in noisy(document):
+        console.err.print(f"[yellow]{escape(line)}[/]")
     if document.get("profile"):
-        console.out.print(f"profile {document['profile']['name']}: {document['profile']['description']}")
+        shown.print(f"profile {document['profile']['name']}: {document['profile']['description']}")
         for check in document["budget_checks"]:
-            console.out.print(f"  [{'green' if check['passed'] else 'red'}]{budget_line(check)}[/]", markup=True)
+            shown.print(f"  [{'green' if check['passed'] else 'red'}]{budget_line(check)}[/]", markup=True)
     if recommend:
-        console.out.print(recommendation_line(document["recommendation"]))
+        shown.print(recommendation_line(document["recommendation"]))
     if outcome.gate is not None:
-        console.out.print("\n".join(gate_lines(outcome.gate)), markup=False)
-    console.out.print("wrote " + ", ".join(str(p) for p in outcome.written), markup=False)
+        shown.print("\n".join(gate_lines(outcome.gate)), markup=False)
+    shown.print("wrote " + ", ".join(str(p) for p in outcome.written), markup=False)
+    if as_json:
+        sys.stdout.write(json.dumps(document, indent=1) + "\n")
+        sys.stdout.flush()
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
