@@ -5,7 +5,7 @@ Only numpy, Pillow and the standard library are imported here; onnxruntime or op
 with it. Never torch: ``import edgetransfer.runtime`` must work where torch is not installed.
 
     classifier = Classifier("models/digits/model.onnx")
-    for prediction in classifier.predict(["a.png"], top_k=3)[0]:
+    for prediction in classifier.predict("a.png", top_k=3):  # a list of images gives a list of these
         print(prediction.label, prediction.score)
 """
 
@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -357,16 +357,31 @@ class Classifier:
             )
         return out
 
-    def scores(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Softmax probabilities, (N, classes)."""
-        return softmax(self.logits(preprocess(images, self.preprocessing)))
+    @overload
+    def scores(self, images: ImageInput) -> np.ndarray: ...
+    @overload
+    def scores(self, images: Sequence[ImageInput]) -> np.ndarray: ...
+    def scores(self, images):
+        """Softmax probabilities: (classes,) for one image, (N, classes) for a list (see :meth:`predict`)."""
+        batch, one = _images(images)
+        if not batch:
+            return np.zeros((0, len(self._labels or ())), np.float32)
+        out = softmax(self.logits(preprocess(batch, self.preprocessing)))
+        return out[0] if one else out
 
-    def predict(self, images: Sequence[ImageInput], *, top_k: int = 5) -> list[list[Prediction]]:
-        """The ``top_k`` classes of each image (paths, PIL images or HxWxC uint8 RGB arrays), best first."""
-        if not images:
+    @overload
+    def predict(self, images: ImageInput, *, top_k: int = 5) -> list[Prediction]: ...
+    @overload
+    def predict(self, images: Sequence[ImageInput], *, top_k: int = 5) -> list[list[Prediction]]: ...
+    def predict(self, images, *, top_k=5):
+        """The ``top_k`` classes, best first, of one image (a path as str or Path, a PIL image, or an HxWx3 uint8
+        RGB array), or of each image of a list (or tuple) of those: one image gives one list of predictions, a list
+        gives a list of them."""
+        batch, one = _images(images)
+        if not batch:
             return []
-        scores = self.scores(images)
-        return top_classes(scores, self._labels or (), top_k)
+        found = top_classes(softmax(self.logits(preprocess(batch, self.preprocessing))), self._labels or (), top_k)
+        return found[0] if one else found
 
     def predict_files(
         self, paths: Iterable[str | Path], *, top_k: int = 5, batch_size: int = 16
@@ -377,6 +392,17 @@ class Classifier:
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
             yield from zip(chunk, self.predict(chunk, top_k=top_k), strict=True)
+
+
+def _images(images: Any) -> tuple[list, bool]:
+    """The images to run and whether one was given alone (a path, a PIL image, an array) rather than a list."""
+    if isinstance(images, (str, Path, Image.Image, np.ndarray)):
+        return [images], True
+    if isinstance(images, (list, tuple)):
+        return list(images), False
+    raise DataError(
+        f"cannot classify a {type(images).__name__}: pass a path, a PIL image, an HxWx3 uint8 array, or a list of those"
+    )
 
 
 def _model_file(path: Path, backend: str) -> Path:

@@ -168,6 +168,26 @@ def test_classifier_reads_the_card_and_matches_the_training_pipeline(trained_run
     assert [row[0].index for row in best] == expected.argmax(axis=1).tolist()
 
 
+def test_one_image_gives_one_result_and_a_list_a_list(trained_run, samples):
+    """Issue 20: predict("x.jpg") iterated the string's characters; a PIL image was a TypeError."""
+    classifier = runtime.Classifier(trained_run.file("model.onnx"))
+    listed = classifier.predict(samples[:2], top_k=2)
+    pixels = np.asarray(Image.open(samples[0]).convert("RGB"))
+    for one in (str(samples[0]), samples[0], Image.open(samples[0]), pixels):
+        found = classifier.predict(one, top_k=2)
+        assert [type(p) for p in found] == [runtime.Prediction] * 2, type(one)
+        assert [p.index for p in found] == [p.index for p in listed[0]], type(one)
+        assert classifier.scores(one).shape == (len(classifier.labels),)
+    mixed = classifier.predict([str(samples[0]), Image.open(samples[1]), pixels], top_k=1)
+    assert len(mixed) == 3 and all(len(row) == 1 for row in mixed)
+    assert classifier.predict((samples[0],), top_k=1)[0][0].index == listed[0][0].index
+    assert classifier.predict([]) == [] and classifier.scores(samples[:2]).shape == (2, len(classifier.labels))
+    with pytest.raises(DataError, match="cannot classify a dict: pass a path, a PIL image, an HxWx3 uint8 array"):
+        classifier.predict({"image": pixels})
+    with pytest.raises(DataError, match="cannot classify a int"):
+        classifier.predict([3])
+
+
 def test_backends_and_variants_agree(trained_run, samples):
     reference = runtime.Classifier(trained_run.path).scores(samples)  # a run directory: its model.onnx
     for model, kwargs in [
