@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 from edgetransfer import console
-from edgetransfer.bench import BenchConfig, bench, table
+from edgetransfer.bench import BenchConfig, table
+from edgetransfer.bench.command import run_command
+from edgetransfer.bench.report import noisy
 from edgetransfer.data import DIGITS_NAME, materialize_digits
 from edgetransfer.export import ExportConfig, export
 from edgetransfer.finetune import FinetuneConfig, finetune
-from edgetransfer.rundir import RunDir
+from edgetransfer.rundir import BENCH_REPORTS, RunDir
 
 
 def resolve_data(data: str, seed: int = 0) -> str:
@@ -28,7 +30,8 @@ def run_pipeline(
     export_config: ExportConfig = ExportConfig(),
     bench_config: BenchConfig = BenchConfig(),
 ) -> tuple[RunDir, dict, dict[str, float]]:
-    """Fine-tune, export and benchmark; returns the run, the bench document and each stage's wall time."""
+    """Fine-tune, export and benchmark (writing the reports ``edgetransfer bench`` writes: bench.json, .csv, .md and
+    .html in the run); returns the run, the bench document and each stage's wall time."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     finetune_config = dataclasses.replace(
@@ -38,7 +41,7 @@ def run_pipeline(
     timings["finetune"] = time.perf_counter() - started
     export(run, export_config)
     timings["export"] = time.perf_counter() - started - timings["finetune"]
-    document = bench(run, bench_config)
+    document = run_command(run, bench_config).document
     timings["bench"] = time.perf_counter() - started - timings["finetune"] - timings["export"]
     timings["total"] = time.perf_counter() - started
     return run, document, timings
@@ -59,6 +62,10 @@ def summary(run: RunDir, document: dict, timings: dict[str, float]) -> None:
         if key in metrics:
             console.out.print(f"  {label:<22} {100 * metrics[key]['test_top1']:.2f}%")
     console.out.print(table(document))
+    for line in noisy(document):
+        console.err.print(f"[yellow]{line}[/]", markup=True)
+    written = [str(run.file(name)) for name in BENCH_REPORTS if run.file(name).is_file()]
+    console.out.print("bench reports: " + ", ".join(written), markup=False)
     console.out.print(
         "wall time: "
         + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total")

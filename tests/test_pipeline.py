@@ -1,0 +1,22 @@
+"""The pipeline: finetune -> export -> bench, with the reports ``edgetransfer bench`` writes."""
+
+import shutil
+
+from edgetransfer import pipeline
+from edgetransfer.bench import BenchConfig
+from edgetransfer.rundir import BENCH_REPORTS, RunDir
+
+
+def test_the_pipeline_writes_every_bench_report(trained_run, tmp_path, monkeypatch, capsys):
+    """Issue 20: the demo wrote bench.json only, while models/README.md lists bench.csv, .md and .html."""
+    run = RunDir.open(shutil.copytree(trained_run.path, tmp_path / "run"))
+    monkeypatch.setattr(pipeline, "finetune", lambda config: run)  # the stages before bench: done already
+    monkeypatch.setattr(pipeline, "export", lambda run, config: None)
+    config = BenchConfig(backends=("ort-cpu",), isolate=False, warmup=1, warmup_time=0, min_runs=3, min_time=0)
+    done, document, timings = pipeline.run_pipeline(
+        pipeline.FinetuneConfig(data=str(tmp_path), out=str(run.path)), bench_config=config
+    )
+    assert done is run and {r["backend"] for r in document["results"]} == {"ort-cpu"}
+    assert all(run.file(name).is_file() for name in BENCH_REPORTS), BENCH_REPORTS
+    pipeline.summary(done, document, timings)
+    assert f"bench reports: {run.file('bench.json')}" in capsys.readouterr().out
