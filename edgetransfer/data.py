@@ -51,14 +51,52 @@ class Splits:
     def sizes(self) -> dict[str, int]:
         return {name: len(self.split(name)) for name in SPLITS}
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, hashes: dict[Path, str] | None = None) -> str:
         """sha256 over every image's split, class, file name and content: the same data gives the same value."""
         digest = hashlib.sha256()
         for name in SPLITS:
             for sample in sorted(self.split(name), key=lambda s: s.path):
-                line = f"{name}/{self.labels[sample.label]}/{sample.path.name}:{sha256_file(sample.path)}\n"
-                digest.update(line.encode())
+                content = hashes[sample.path] if hashes else sha256_file(sample.path)
+                digest.update(f"{name}/{self.labels[sample.label]}/{sample.path.name}:{content}\n".encode())
         return digest.hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """The exact files of each split (relative to the root) with their class and sha256, and the fingerprint:
+        what the run was trained, validated and tested on, for export and bench to read back."""
+        hashes = {s.path: sha256_file(s.path) for name in SPLITS for s in self.split(name)}
+        return {
+            "root": str(self.root.resolve()),
+            "labels": list(self.labels),
+            "seed": self.seed,
+            "layout": self.layout,
+            "fingerprint": self.fingerprint(hashes),
+            "files": {
+                name: [[s.path.relative_to(self.root).as_posix(), s.label, hashes[s.path]] for s in self.split(name)]
+                for name in SPLITS
+            },
+        }
+
+
+def splits_from_record(record: dict[str, Any], root: Path | str | None = None) -> Splits:
+    """The splits a run recorded (see :meth:`Splits.record`), read from ``root`` (default: where they were). Images
+    added to the folder since change nothing; a recorded image that is missing or changed is a :class:`DataError`
+    naming it, checked before any is used."""
+    root = Path(root or record["root"])
+    if not root.is_dir():
+        raise DataError(f"the run's data folder {root} is gone; pass --data DIR (the folder it was trained on)")
+    labels = tuple(record["labels"])
+    splits: dict[str, tuple[Sample, ...]] = {}
+    for name in SPLITS:
+        samples = []
+        for rel, label, digest in record["files"][name]:
+            path = root / rel
+            if not path.is_file():
+                raise DataError(f"{path} is missing: the run's {name} split names it; restore it or fine-tune again")
+            if sha256_file(path) != digest:
+                raise DataError(f"{path} changed since the run was trained (its {name} split); restore it")
+            samples.append(Sample(path, int(label)))
+        splits[name] = tuple(samples)
+    return Splits(root, labels, splits["train"], splits["val"], splits["test"], record["seed"], record["layout"])
 
 
 class _Scan:

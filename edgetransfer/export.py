@@ -17,9 +17,9 @@ from edgetransfer.backends.base import LoadOptions
 from edgetransfer.backends.openvino import compile_model
 from edgetransfer.backends.ort import _OrtSession, ort_session
 from edgetransfer.backends.torch_backend import _TorchSession
-from edgetransfer.card import OPENVINO_RT_INFO_PATH, ModelCard, embed_in_onnx
-from edgetransfer.data import Sample, Splits, list_images, load_splits
-from edgetransfer.errors import BackendUnavailableError, ExportError, RunDirError, UsageError
+from edgetransfer.card import OPENVINO_RT_INFO_PATH, embed_in_onnx
+from edgetransfer.data import Sample, Splits, list_images
+from edgetransfer.errors import BackendUnavailableError, ExportError, UsageError
 from edgetransfer.evaluation import parity, top1
 from edgetransfer.finetune import load_model
 from edgetransfer.quantize import (
@@ -76,21 +76,6 @@ class ExportConfig:
         if not 0 < self.atol < 1e3:  # NaN fails too: a NaN tolerance would pass any difference
             raise UsageError(f"--atol must be a positive, finite tolerance, not {self.atol}")
         self.int8.validate()
-
-
-def _splits(card: ModelCard, data: str | None) -> Splits:
-    folder = data or card.dataset.get("path")
-    if not folder or not Path(folder).is_dir():
-        raise RunDirError(f"the run's data folder {folder} is gone; pass --data DIR (the folder it was trained on)")
-    splits = load_splits(folder, seed=card.dataset.get("seed", 0), skip_bad=bool(card.dataset.get("skipped_bad_files")))
-    if tuple(splits.labels) != tuple(card.labels):
-        raise UsageError(f"{folder} has classes {list(splits.labels)}, the run was trained on {list(card.labels)}")
-    if card.dataset.get("fingerprint") and splits.fingerprint() != card.dataset["fingerprint"]:
-        raise UsageError(
-            f"the images in {folder} changed since the run was trained: its accuracy would be measured on other "
-            "images (training images among them, maybe); restore the folder or fine-tune again"
-        )
-    return splits
 
 
 def _export_onnx(model: Any, size: int, path: Path, opset: int) -> None:
@@ -183,7 +168,7 @@ class _Exporter:
         self.run, self.config, self.stage = run, config, stage
         self.card = run.load_card()
         self.pre = self.card.preprocessing
-        self.splits = _splits(self.card, config.data)
+        self.splits = run.load_splits(self.card, config.data)
         self.check_set = self.splits.val[:PARITY_IMAGES] or self.splits.train[:PARITY_IMAGES]
         needs_calibration = config.int8.mode == "static" or config.tensorrt
         self.calibration, self.calibration_source = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -33,7 +34,7 @@ from edgetransfer.data import (
 )
 from edgetransfer.devices import resolve_device
 from edgetransfer.errors import DataError, EdgeTransferError, RunDirError, UsageError
-from edgetransfer.rundir import CARD, CHECKPOINT, RunDir, atomic_path, sha256_file
+from edgetransfer.rundir import CARD, CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text, sha256_file
 from edgetransfer.training import AMP_MODES, STRATEGIES, Distributed, amp_dtype, param_groups, set_phase, warmup_cosine
 from edgetransfer.versions import package_versions
 
@@ -470,7 +471,9 @@ class _Trainer:
         config, model, device, dist = self.config, self.model, self.device, self.dist
         run = RunDir(self.out)
         if dist.main and self.card is None:
-            self.card = self._new_card()
+            record = self.splits.record()
+            atomic_write_text(self.out / SPLITS_FILE, json.dumps(record) + "\n")
+            self.card = self._new_card(record["fingerprint"])
             run.save_card(self.card)
         model.to(device)
         if device == "cuda":
@@ -629,7 +632,7 @@ class _Trainer:
         stop = self.dist.main and patience is not None and epoch - self.state["best_epoch"] >= patience
         return self.dist.any(stop)
 
-    def _new_card(self) -> ModelCard:
+    def _new_card(self, fingerprint: str) -> ModelCard:
         return ModelCard(
             labels=self.splits.labels,
             preprocessing=self.pre,
@@ -640,7 +643,7 @@ class _Trainer:
                 "layout": self.splits.layout,
                 "seed": self.splits.seed,
                 "sizes": self.splits.sizes(),
-                "fingerprint": self.splits.fingerprint(),
+                "fingerprint": fingerprint,
                 "skipped_bad_files": list(self.splits.extra.get("skipped", ())),
             },
             training={

@@ -31,6 +31,7 @@ OV_INT8 = "openvino/model.int8.xml"
 OV_FP16 = "openvino/model.fp16.xml"
 TENSORRT_DIR = "tensorrt"
 BENCH_JSON = "bench.json"
+SPLITS_FILE = "splits.json"  # the exact train/val/test files a run used, with their sha256
 BENCH_REPORTS = (BENCH_JSON, "bench.csv", "bench.md", "bench.html")  # what a bench writes beside the models
 
 
@@ -215,6 +216,35 @@ class RunDir:
                 path.unlink(missing_ok=True)  # removed while still held, so no lock file stays behind
         finally:
             handle.close()  # releases the lock
+
+    def load_splits(self, card: ModelCard, data: Path | str | None = None):
+        """The run's own train/val/test files (from ``splits.json``), read from ``data`` when the folder moved;
+        a run made before that file existed rebuilds its split from the folder and its seed, checked against the
+        card's fingerprint. Either way the images are the ones the run was trained and tested on, or an error."""
+        from edgetransfer.data import load_splits, splits_from_record
+
+        folder = data or card.dataset.get("path")
+        if self.file(SPLITS_FILE).is_file():
+            try:
+                record = json.loads(self.file(SPLITS_FILE).read_text(encoding="utf-8"))
+                splits = splits_from_record(record, folder)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise RunDirError(f"{self.file(SPLITS_FILE)} cannot be read: {exc}") from None
+        else:
+            if not folder or not Path(folder).is_dir():
+                raise RunDirError(
+                    f"the run's data folder {folder} is gone; pass --data DIR (the folder it was trained on)"
+                )
+            skip_bad = bool(card.dataset.get("skipped_bad_files"))
+            splits = load_splits(folder, seed=card.dataset.get("seed", 0), skip_bad=skip_bad)
+            if card.dataset.get("fingerprint") and splits.fingerprint() != card.dataset["fingerprint"]:
+                raise RunDirError(
+                    f"the images in {folder} changed since {self.path} was trained: its accuracy would be measured on "
+                    "other images (training images among them, maybe); restore the folder or fine-tune again"
+                )
+        if tuple(splits.labels) != tuple(card.labels):
+            raise RunDirError(f"{folder} has classes {list(splits.labels)}, the run was trained on {list(card.labels)}")
+        return splits
 
     def require(self, name: str, hint: str) -> Path:
         """The path of an artifact that must exist, or a one-line error with ``hint``."""

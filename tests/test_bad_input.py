@@ -379,13 +379,25 @@ def test_unwritable_data_home(tmp_path, monkeypatch):
     run_bad(["finetune", "--data", "digits", "--out", tmp_path / "run"], 2, "cannot write /dev/null/cache", tmp_path)
 
 
-def test_export_refuses_data_that_changed_since_training(trained_run, tmp_path):
+def test_the_run_owns_its_split(trained_run, tmp_path):
+    """Images added to the data folder after training change nothing (export and bench read the run's own files);
+    a test image that was deleted or changed is exit 2 naming it."""
+    from edgetransfer.rundir import RunDir
+
     run = tmp_path / "run"
     shutil.copytree(trained_run.path, run)
     data = tmp_path / "images"
     shutil.copytree(trained_run.load_card().dataset["path"], data)
-    shutil.copy(data / "class0" / "000.png", data / "class0" / "new.png")
-    run_bad(["export", run, "--data", data], 2, "changed since the run was trained", tmp_path)
+    for i in range(5):
+        shutil.copy(data / "class0" / "000.png", data / "class0" / f"new{i}.png")
+    card = RunDir(run).load_card()
+    splits = RunDir(run).load_splits(card, data)
+    assert splits.sizes() == card.dataset["sizes"] and not any("new" in s.path.name for s in splits.train)
+    victim = splits.test[0].path
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    run_bad(["export", run, "--data", data], 2, f"{victim} changed since the run was trained", tmp_path)
+    victim.unlink()
+    run_bad(["export", run, "--data", data], 2, f"{victim} is missing: the run's test split names it", tmp_path)
 
 
 @pytest.mark.parametrize(

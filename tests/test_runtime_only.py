@@ -70,29 +70,13 @@ def test_external_data_outside_the_folder_is_refused_without_onnx(tmp_path):
     the model's folder (onnxruntime >= 1.25): still one line, exit 2."""
     import shutil
 
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
     from PIL import Image
+    from test_safety import model_with_external_data
 
     folder = tmp_path / "model"
     folder.mkdir()
-    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
-        [weight],
-    )
-    path = folder / "model.onnx"
-    onnx.save(helper.make_model(graph), str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
-    proto = onnx.load(str(path), load_external_data=False)
-    for entry in proto.graph.initializer[0].external_data:
-        if entry.key == "location":
-            entry.value = "../secret.bin"
-    path.write_bytes(proto.SerializeToString())
-    shutil.move(folder / "w.bin", tmp_path / "secret.bin")
+    path = model_with_external_data(folder, "../secret.bin")
+    shutil.move(folder / "m.data", tmp_path / "secret.bin")  # the data exists, outside the model's folder
     env = blocked_env(tmp_path / "blocked", (*TRAINING_STACK, "openvino"))
     image = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(image)
