@@ -137,3 +137,14 @@ def test_a_backend_that_crashes_its_process_is_reported_and_the_others_measured(
     assert doc["results"][0]["peak_rss_mb"] > 0
     (failure,) = doc["failed"]
     assert failure["backend"] == "broken-abort" and "crashed (SIGABRT)" in failure["error"]
+
+
+def test_a_checkpoint_with_another_head_size_is_read_with_its_own_classes():
+    from edgetransfer.backends.torch_backend import checkpoint_classes
+
+    expected = {"body.weight": np.zeros((8, 4)), "head.weight": np.zeros((4, 8)), "head.bias": np.zeros(4)}
+    state = {"body.weight": np.zeros((8, 4)), "head.weight": np.zeros((3, 8)), "head.bias": np.zeros(3)}
+    assert checkpoint_classes(expected, state, 4) == 3  # the card has one label more than the model
+    assert checkpoint_classes(expected, expected, 4) == 4
+    other = {**state, "body.weight": np.zeros((8, 5))}  # another architecture: left to load_state_dict to refuse
+    assert checkpoint_classes(expected, other, 4) == 4

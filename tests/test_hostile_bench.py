@@ -303,10 +303,12 @@ def test_predict_of_an_untouched_run_model(trained_run, image):
 
 
 @pytest.mark.parametrize("labels", [["class0", "class1", "class2", "extra"], ["class0", "class1"]])
-def test_bench_refuses_a_card_with_another_number_of_labels(run, tmp_path, labels):
+@pytest.mark.parametrize("backend, rel", [("ort-cpu", "model.onnx"), ("torch-cpu", "model.safetensors")])
+def test_bench_refuses_a_card_with_another_number_of_labels(run, tmp_path, labels, backend, rel):
+    """torch-cpu alone used to show a FAILED row (the checkpoint did not load into the card's head)."""
     edit_json(run / "card.json", lambda c: c.update(labels=labels))
-    fragment = f"model.onnx gives 3 scores per image but {run / 'card.json'} lists {len(labels)} labels"
-    run_bad(["bench", run, *FAST, "--variants", "fp32"], 2, fragment, tmp_path)
+    fragment = f"{rel} gives 3 scores per image but {run / 'card.json'} lists {len(labels)} labels"
+    run_bad(["bench", run, *FAST, "--variants", "fp32", "--backends", backend], 2, fragment, tmp_path)
 
 
 BAD_CARDS = {

@@ -48,11 +48,25 @@ class TorchBackend(Backend):
 
         if options.threads:
             torch.set_num_threads(options.threads)
+        state = load_file(str(path))
         model, _ = backbones.build(card.backbone, card.num_classes, pretrained=False)
-        model.load_state_dict(load_file(str(path)))
+        classes = checkpoint_classes(model.state_dict(), state, card.num_classes)
+        if classes != card.num_classes:  # a card of another model: load it, and the bench refuses it in one line
+            model, _ = backbones.build(card.backbone, classes, pretrained=False)
+        model.load_state_dict(state)
         half = options.variant == "fp16" and options.precision != "fp32"
         model = model.eval().to(self.device)
         return _TorchSession(model.half() if half else model, self.device, half=half, threads=torch.get_num_threads())
+
+
+def checkpoint_classes(expected: dict, state: dict, classes: int) -> int:
+    """The number of classes of a checkpoint ``state`` for a model whose state dict is ``expected`` with
+    ``classes`` classes: ``classes``, unless only the first dimension of some tensors (the head's) differs."""
+    wrong = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    sizes = {int(state[k].shape[0]) for k in wrong if state[k].ndim}
+    if len(sizes) == 1 and all(tuple(state[k].shape[1:]) == tuple(expected[k].shape[1:]) for k in wrong):
+        return sizes.pop()
+    return classes
 
 
 register(TorchBackend("cpu"))
