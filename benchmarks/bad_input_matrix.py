@@ -19,6 +19,16 @@ os.environ.setdefault("EDGETRANSFER_OFFLINE", "1")
 
 from conftest import make_folder  # noqa: E402
 from test_bad_input import BAD_OPTIONS, DATA_CASES, TAMPERED, Evil, _tampered_checkpoint, build_data  # noqa: E402
+from test_hostile_bench import (  # noqa: E402
+    BAD_BASELINES,
+    BAD_CARDS,
+    FAST,
+    a_baseline,
+    edit_json,
+    nan_model,
+    record_sha256,
+    tamper_onnx,
+)
 from typer.testing import CliRunner  # noqa: E402
 
 from edgetransfer.cli import app  # noqa: E402
@@ -100,6 +110,57 @@ def hostile_rows(tmp: Path, good: Path, run) -> list[str]:
     return rows
 
 
+def hostile_bench_rows(tmp: Path, good: Path, run) -> list[str]:
+    """The cases of issue 19 for bench, the gate and predict: one line, exit 2, nothing measured or written."""
+    new = "#19"
+    rows = []
+    image = good / "class0" / "000.png"
+    copies = iter(range(1000))
+
+    def copy() -> Path:
+        """A fresh copy of the run to tamper with."""
+        return Path(shutil.copytree(run.path, tmp / f"bench-run-{next(copies)}"))
+
+    for case in ("nan latency", "zero latency", "negative latency", "huge min_time"):
+        folder = tmp / f"baseline-{case.replace(' ', '-')}"
+        folder.mkdir()
+        baseline = a_baseline(folder, BAD_BASELINES[case][0])
+        rows.append(row(f"baseline: {case}", ["bench", run.path, *FAST, "--baseline", baseline], new))
+    for spec in ("1..0", "0..4", "-1..4", "1000000000"):
+        rows.append(row(f"bench --batch {spec}", ["bench", run.path, *FAST, f"--batch={spec}"], new))
+    rows.append(row("bench --min-time 1e9", ["bench", run.path, *FAST, "--min-time", "1e9"], new))
+    taken = tmp / "taken.txt"
+    taken.write_text("mine")
+    rows.append(row("bench --out an existing file", ["bench", run.path, *FAST, "--out", taken], new))
+    folder = tmp / "a-folder"
+    folder.mkdir()
+    rows.append(row("--save-baseline a folder", ["bench", run.path, *FAST, "--save-baseline", folder], new))
+    below = taken / "base.json"
+    rows.append(row("--save-baseline below a file", ["bench", run.path, *FAST, "--save-baseline", below], new))
+    other = copy()
+    shutil.copyfile(other / "model.int8.onnx", other / "model.onnx")
+    rows.append(row("model.onnx of another run", ["bench", other, *FAST, "--variants", "fp32"], new))
+    rows.append(row("model.onnx of another run", ["predict", other / "model.onnx", image], new))
+    extra = copy()
+    edit_json(extra / "card.json", lambda c: c["labels"].append("extra"))
+    rows.append(row("card.json with an extra label", ["bench", extra, *FAST, "--variants", "fp32"], new))
+    std = copy()
+    edit_json(std / "card.json", lambda c: BAD_CARDS["std 0"][0](c["preprocessing"]))
+    rows.append(row("card.json with std 0", ["bench", std, *FAST], new))
+    model = tamper_onnx(run.file("model.onnx"), lambda c: c["labels"].append("extra"), tmp / "extra-label.onnx")
+    rows.append(row("ONNX card with an extra label", ["predict", model, image], new))
+    model = tamper_onnx(run.file("model.onnx"), lambda c: BAD_CARDS["std 0"][0](c["preprocessing"]), tmp / "std-0.onnx")
+    rows.append(row("ONNX card with std 0", ["predict", model, image], new))
+    for option, value in (("--std", "nan,0.224,0.225"), ("--std", "0.229,0,0.225"), ("--size", "100000")):
+        rows.append(row(f"predict {option} {value}", ["predict", run.file("model.onnx"), image, option, value], new))
+    broken = copy()
+    nan_model(broken / "model.onnx")
+    record_sha256(broken, "model.onnx")
+    rows.append(row("a NaN model", ["predict", broken / "model.onnx", image], new))
+    rows.append(row("a NaN model", ["bench", broken, *FAST, "--variants", "fp32"], new))
+    return rows
+
+
 def main() -> None:
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.finetune import FinetuneConfig, finetune
@@ -143,6 +204,7 @@ def main() -> None:
         baseline.write_text(json.dumps({"schema_version": 1, "results": []}))
         rows.append(row("baseline of another schema", ["bench", run.path, "--baseline", baseline]))
         rows += hostile_rows(tmp, good, run)
+        rows += hostile_bench_rows(tmp, good, run)
     print("\n".join(rows))
 
 
