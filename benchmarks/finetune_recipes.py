@@ -31,6 +31,7 @@ from int8_methods import make_shapes  # noqa: E402
 
 from edgetransfer import backbones  # noqa: E402
 from edgetransfer.adapt import SelfTrainConfig, _cycle, _loader, adapt_bn, pseudo_labels, self_train  # noqa: E402
+from edgetransfer.checkpoint import evaluate, load_model  # noqa: E402
 from edgetransfer.data import (  # noqa: E402
     ImageDataset,
     Sample,
@@ -39,7 +40,7 @@ from edgetransfer.data import (  # noqa: E402
     materialize_digits,
     train_transform,
 )
-from edgetransfer.finetune import FinetuneConfig, evaluate, finetune, load_model  # noqa: E402
+from edgetransfer.finetune import FinetuneConfig, finetune  # noqa: E402
 from edgetransfer.machine import machine_info  # noqa: E402
 
 

@@ -13,10 +13,11 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
+from edgetransfer.checkpoint import evaluate
 from edgetransfer.data import ImageDataset, Sample, eval_transform, train_transform
 from edgetransfer.errors import DataError
 
@@ -208,3 +209,44 @@ def self_train(
 def _cycle(loader) -> Iterator:
     while True:
         yield from loader
+
+
+def adapt_to_target(model, source, adapt_images, unlabeled, target_val, pre, device: str, c) -> dict:
+    """After fine-tuning: AdaBN on ``adapt_images`` (or ``unlabeled``), then pseudo-label self-training on
+    ``unlabeled`` with the options of the fine-tuning config ``c``; measured on ``target_val`` when given."""
+    if not adapt_images and not unlabeled:
+        return {}
+    measure = (lambda m: evaluate(m, target_val, pre, device)) if target_val else None
+    record: dict[str, Any] = {}
+    if measure:
+        record["target_val_top1_source_only"] = measure(model)
+    target = adapt_images or unlabeled
+    adapt_bn(model, target, pre, device)
+    model.eval()
+    record["adapt_bn_images"] = len(target)
+    if measure:
+        record["target_val_top1_adabn"] = measure(model)
+        console.err.print(
+            f"target val top-1: source-only {record['target_val_top1_source_only']:.2%}, "
+            f"after AdaBN {record['target_val_top1_adabn']:.2%}"
+        )
+    if unlabeled:
+        record["self_training"] = self_train(
+            model,
+            source,
+            unlabeled,
+            pre,
+            device,
+            SelfTrainConfig(
+                threshold=c.pseudo_threshold,
+                rounds=c.pseudo_rounds,
+                lam=c.pseudo_lambda,
+                batch_size=c.batch_size,
+                seed=c.seed,
+                lr=c.pseudo_lr,
+            ),
+            evaluate_target=measure,
+        )
+        if measure:
+            record["target_val_top1_final"] = measure(model)
+    return record

@@ -41,3 +41,7 @@ class ExportError(EdgeTransferError):
 
 class QuantizationError(EdgeTransferError):
     """int8 quantization failed."""
+
+
+class TrainingDiverged(EdgeTransferError):
+    """The loss, the weights or the BatchNorm statistics became NaN or infinite."""

@@ -18,10 +18,10 @@ from edgetransfer.backends.openvino import compile_model
 from edgetransfer.backends.ort import _OrtSession, ort_session
 from edgetransfer.backends.torch_backend import _TorchSession
 from edgetransfer.card import OPENVINO_RT_INFO_PATH, embed_in_onnx
+from edgetransfer.checkpoint import load_model
 from edgetransfer.data import Sample, Splits, list_images
 from edgetransfer.errors import BackendUnavailableError, ExportError, UsageError
 from edgetransfer.evaluation import parity, top1
-from edgetransfer.finetune import load_model
 from edgetransfer.quantize import (
     Int8Config,
     calibration_subset,

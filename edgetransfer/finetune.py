@@ -14,32 +14,42 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgetransfer import backbones, console
-from edgetransfer.card import ModelCard, Preprocessing, verify_artifact
+from edgetransfer.adapt import adapt_to_target
+from edgetransfer.card import ModelCard
+from edgetransfer.checkpoint import confusion, evaluate, load_model, non_finite, save_checkpoint, score, unwrap
 from edgetransfer.data import (
-    AUGMENTATIONS,
     ImageDataset,
     Sample,
     Splits,
     default_preprocessing,
-    eval_transform,
     list_images,
     load_splits,
-    median_shorter_side,
     train_transform,
 )
 from edgetransfer.devices import resolve_device
-from edgetransfer.errors import DataError, EdgeTransferError, RunDirError, UsageError
+from edgetransfer.errors import DataError, RunDirError, TrainingDiverged, UsageError
+from edgetransfer.finetune_config import (
+    FinetuneConfig,
+    check_out,
+    check_splits,
+    choose_size,
+    class_counts,
+    load_recipe,
+    resume_options,
+)
+from edgetransfer.plots import plot_confusion, plot_curves
 from edgetransfer.rundir import CARD, CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text, sha256_file
-from edgetransfer.training import AMP_MODES, STRATEGIES, Distributed, amp_dtype, param_groups, set_phase, warmup_cosine
+from edgetransfer.training import Distributed, amp_dtype, param_groups, sampler_for_epoch, set_phase, warmup_cosine
 from edgetransfer.versions import package_versions
 
+__all__ = ["FinetuneConfig", "TrainingDiverged", "evaluate", "finetune", "load_model", "load_recipe", "resume_options"]
+
 if TYPE_CHECKING:
-    import torch
+    pass
 
 RESUME_STATE = "resume.pt"
 LAST_CHECKPOINT = "last.safetensors"
@@ -49,226 +59,6 @@ SMALL_VAL = 50  # fewer validation images than this: the checkpoint choice is co
 # options that may change when resuming; any other change makes --resume refuse
 # (the data path may be spelt another way: the fingerprint of its images decides)
 RESUMABLE_CHANGES = {"epochs", "device", "workers", "time_budget", "patience", "resume", "overwrite", "out", "data"}
-
-
-class TrainingDiverged(EdgeTransferError):
-    """The loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Everything that decides a fine-tuning run; the resolved config is written into the run's card."""
-
-    data: str
-    out: str
-    backbone: str = "mobilenet_v2"
-    weights: str | None = None  # a weights file to start from instead of the registry's sources
-    size: int | None = None  # input resolution; default: the backbone's
-    strategy: str = "two-phase"  # head first, then the whole body at a lower learning rate
-    head_epochs: int = 1  # two-phase: epochs of head-only training
-    unfreeze: int = 3  # partial: how many of the last body blocks learn
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 2e-3  # the head's peak learning rate (benchmarks/finetune_recipes.py chose the defaults)
-    body_lr_scale: float = 1.0  # the body learns at lr * body_lr_scale
-    weight_decay: float = 0.01
-    warmup: float = 0.05  # fraction of the steps spent warming the learning rate up
-    label_smoothing: float = 0.1
-    augment: str = "light"
-    hflip: bool = False
-    balanced: str = "auto"  # class-balanced sampling: auto (when classes are skewed 3:1 or more), on, off
-    patience: int | None = None  # stop after this many epochs without a better val accuracy
-    time_budget: float | None = None  # seconds of training, at most
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    workers: int = 0
-    adapt_bn: str | None = None  # unlabelled target-domain images: re-estimate BatchNorm statistics on them
-    unlabeled: str | None = None  # unlabelled target images for pseudo-label self-training
-    target_val: str | None = None  # a small labelled target split: measures (and guards) adaptation
-    pseudo_threshold: float = 0.9
-    pseudo_rounds: int = 2
-    pseudo_lambda: float = 0.5
-    pseudo_lr: float = 9e-5  # self-training's learning rate: small, it refines an adapted model
-    skip_bad: bool = False  # train on the good images of a folder with unreadable ones (listed in the card)
-    resume: bool = False
-    overwrite: bool = False
-
-    def validate(self) -> None:
-        """Every option checked before any work: types, finite numbers, ranges. One :class:`UsageError` each."""
-        _check_types(self)
-        numbers = ("lr", "body_lr_scale", "weight_decay", "warmup", "label_smoothing", "time_budget")
-        numbers += ("pseudo_threshold", "pseudo_lambda", "pseudo_lr")
-        for name in numbers:
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise UsageError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
-        checks = [
-            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be 1..{MAX_EPOCHS}"),
-            (2 <= self.batch_size <= MAX_BATCH, f"--batch-size must be 2..{MAX_BATCH} (BatchNorm needs two images)"),
-            (self.size is None or MIN_SIZE <= self.size <= MAX_SIZE, f"--size must be {MIN_SIZE}..{MAX_SIZE} pixels"),
-            (self.lr > 0 and self.body_lr_scale > 0, "--lr and --body-lr-scale must be positive"),
-            (self.lr <= 10, "--lr above 10 cannot train; the default is 2e-3"),
-            (0 <= self.weight_decay <= 10, "--weight-decay must be 0..10"),
-            (0 <= self.warmup < 1, "--warmup is a fraction of the steps: 0 <= warmup < 1"),
-            (0 <= self.label_smoothing < 1, "--label-smoothing must be 0 <= value < 1"),
-            (self.strategy in STRATEGIES, f"unknown --strategy {self.strategy!r}; choose {', '.join(STRATEGIES)}"),
-            (self.augment in AUGMENTATIONS, f"unknown --augment {self.augment!r}; choose {', '.join(AUGMENTATIONS)}"),
-            (self.balanced in ("auto", "on", "off"), "--balanced must be auto, on or off"),
-            (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
-            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
-            (0 < self.pseudo_threshold <= 1 and 0 <= self.pseudo_lambda <= 1, "pseudo-label options out of range"),
-            (self.pseudo_lr > 0, "--pseudo-lr must be positive"),
-            (1 <= self.pseudo_rounds <= 100, "--pseudo-rounds must be 1..100"),
-            (self.head_epochs >= 0 and self.unfreeze >= 0, "--head-epochs and --unfreeze must not be negative"),
-            (0 <= self.workers <= 256, "--workers must be 0..256"),
-            (0 <= self.seed < 2**32, "--seed must be 0..2**32-1"),
-            (self.amp in AMP_MODES, f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
-
-
-MIN_SIZE, MAX_SIZE = 32, 1024  # input pixels; past 1024 a classifier backbone only burns memory
-MAX_EPOCHS, MAX_BATCH = 10_000, 4096
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-
-
-def _check_types(config: FinetuneConfig) -> None:
-    """Each field holds its declared type (a recipe can hold anything): a one-line :class:`UsageError` if not."""
-    for f in dataclasses.fields(config):
-        value, kinds = getattr(config, f.name), [k.strip() for k in str(f.type).split("|")]
-        if value is None and "None" in kinds:
-            continue
-        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
-        if not allowed:
-            continue
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            raise UsageError(f"option {f.name} must be {' or '.join(kinds)}, not {type(value).__name__} {value!r}")
-
-
-def load_recipe(path: Path | str) -> dict[str, Any]:
-    """Options from a TOML recipe (``key = value`` with FinetuneConfig's names); unknown keys are an error."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
-        import tomli as tomllib
-
-    path = Path(path)
-    try:
-        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read recipe {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"recipe {path} is not valid TOML: {exc}") from None
-    recipe = recipe.get("finetune", recipe)
-    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    unknown = sorted(set(recipe) - known)
-    if unknown:
-        raise UsageError(f"recipe {path} has unknown option(s): {', '.join(unknown)}")
-    return recipe
-
-
-def resume_options(out: Path | str) -> dict[str, Any]:
-    """The options an unfinished run was started with, from its card: ``--resume --out RUN`` needs no others,
-    and options given again override them."""
-    run = RunDir(Path(out))
-    if not run.file(CARD).is_file():
-        raise RunDirError(f"nothing to resume in {out}: it has no {CARD}")
-    card = run.load_card()
-    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    options = {k: v for k, v in card.training.get("config", {}).items() if k in known}
-    options["data"] = card.dataset.get("path", options.get("data"))  # absolute: resumes from any folder
-    return options
-
-
-def evaluate(
-    model: torch.nn.Module, samples: tuple[Sample, ...], pre: Preprocessing, device: str, batch_size: int = 64
-) -> float:
-    """Top-1 accuracy (0..1) of ``model`` on ``samples`` with the evaluation transform."""
-    return _predict(model, samples, pre, device, batch_size)[0]
-
-
-def _predict(model, samples, pre, device, batch_size: int = 64) -> tuple[float, list[int], float]:
-    """Top-1 accuracy, the predicted classes and the mean cross-entropy loss of ``model`` on ``samples``."""
-    import torch
-
-    if not samples:
-        return float("nan"), [], float("nan")
-    model.eval()
-    dataset = ImageDataset(samples, eval_transform(pre))
-    predictions: list[int] = []
-    loss_sum = 0.0
-    with torch.inference_mode():
-        for start in range(0, len(samples), batch_size):
-            indices = range(start, min(start + batch_size, len(samples)))
-            images = torch.stack([dataset[i][0] for i in indices])
-            labels = torch.tensor([samples[i].label for i in indices], device=device)
-            logits = model(images.to(device)).float()
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            predictions += logits.argmax(1).tolist()
-    correct = sum(int(p == s.label) for p, s in zip(predictions, samples, strict=True))
-    return correct / len(samples), predictions, loss_sum / len(samples)
-
-
-def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-
-
-def _non_finite(model: torch.nn.Module) -> str | None:
-    """The name of the first weight or BatchNorm statistic holding NaN or infinity, or None."""
-    import torch
-
-    for name, tensor in _unwrap(model).state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return name
-    return None
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)
-
-
-def load_model(run: RunDir, card: ModelCard, checkpoint: str = CHECKPOINT) -> torch.nn.Module:
-    """The fine-tuned model of a run, in eval mode on the CPU."""
-    path = run.file(checkpoint)
-    if checkpoint == CHECKPOINT:
-        verify_artifact(run.path, checkpoint, card.artifacts)
-    model, _ = backbones.build(card.backbone, card.num_classes, pretrained=False)
-    try:
-        model.load_state_dict(backbones.read_safetensors(path))
-    except RuntimeError as exc:
-        raise RunDirError(f"{path} does not fit a {card.backbone} with {card.num_classes} classes: {exc}") from None
-    broken = _non_finite(model)
-    if broken:
-        raise RunDirError(f"{path} holds NaN or infinite weights ({broken}); fine-tune the run again")
-    return model.eval()
-
-
-def _sampler(samples: tuple[Sample, ...], config: FinetuneConfig, epoch: int, dist: Distributed):
-    """Distributed, class-balanced or plain shuffling, seeded per epoch (so a resumed run sees the same order)."""
-    import collections
-
-    import torch
-
-    if dist.enabled:
-        sampler = torch.utils.data.DistributedSampler(
-            range(len(samples)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=config.seed
-        )
-        sampler.set_epoch(epoch)
-        return sampler, "distributed"
-    counts = collections.Counter(s.label for s in samples)
-    skewed = max(counts.values()) >= 3 * min(counts.values())
-    generator = torch.Generator().manual_seed(config.seed + epoch)
-    if config.balanced == "on" or (config.balanced == "auto" and skewed):
-        weights = [1.0 / counts[s.label] for s in samples]
-        return torch.utils.data.WeightedRandomSampler(weights, len(samples), generator=generator), "class-balanced"
-    return torch.utils.data.RandomSampler(range(len(samples)), generator=generator), "shuffled"
 
 
 def _check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[ModelCard, dict]:
@@ -306,47 +96,6 @@ def _check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[Mo
     return card, state
 
 
-def check_out(config: FinetuneConfig) -> None:
-    """Refuse an ``--out`` that would destroy or swallow something that is not ours, before any work: the
-    filesystem root or the home folder, a folder holding (or inside) an input of the run, an existing file, or an
-    existing folder that is not a run this project made (``--overwrite`` replaces runs only)."""
-    out = Path(config.out).expanduser()
-    where = out.resolve()
-    if where == Path(where.anchor) or where == Path.home().resolve():
-        raise UsageError(f"--out {config.out} is {where}; name a folder for the run, e.g. models/NAME")
-    inputs = {
-        "--data": config.data,
-        "--adapt-bn": config.adapt_bn,
-        "--unlabeled": config.unlabeled,
-        "--target-val": config.target_val,
-        "--weights": config.weights,
-    }
-    for option, value in inputs.items():
-        if value is None:
-            continue
-        given = Path(value).expanduser().resolve()
-        if given.is_relative_to(where):
-            raise UsageError(f"--out {config.out} holds {option} {value}: the run would replace its own input")
-        if option != "--weights" and where.is_relative_to(given):
-            raise UsageError(f"--out {config.out} is inside {option} {value}: choose a folder outside it")
-    if config.resume or not out.exists():
-        return
-    if not out.is_dir():
-        raise UsageError(f"--out {config.out} is a file, not a folder; choose another --out")
-    if not any(out.iterdir()):
-        return
-    if not config.overwrite:
-        raise UsageError(
-            f"{out} already exists and is not empty; choose another --out, pass --overwrite, "
-            "or --resume an unfinished run"
-        )
-    if not RunDir.is_run(out):
-        raise UsageError(
-            f"--overwrite replaces only a run directory made by edgetransfer, and {out} has no {CARD} of one; "
-            "choose another --out (or remove the folder yourself)"
-        )
-
-
 def _prepare_out(out: Path) -> None:
     """Empty ``out`` (a run directory, checked by :func:`check_out`) for a new run."""
     if out.exists() and any(out.iterdir()):
@@ -362,7 +111,7 @@ def finetune(config: FinetuneConfig) -> RunDir:
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):
         console.err.print(f"[yellow]skipping {len(splits.extra['skipped'])} bad file(s) (--skip-bad)[/]")
-    _check_splits(splits)
+    check_splits(splits)
     device = resolve_device(config.device)
     adapt_images = list_images(config.adapt_bn) if config.adapt_bn else ()
     unlabeled = list_images(config.unlabeled) if config.unlabeled else ()
@@ -384,40 +133,6 @@ def finetune(config: FinetuneConfig) -> RunDir:
             return trainer.run(adapt_images, unlabeled, target_val)
     finally:
         dist.close()
-
-
-AUTO_MIN_SIZE = 96  # the smallest input a size from the data goes to: MobileNetV2's last feature map is then 3x3
-
-
-def choose_size(config: FinetuneConfig, backbone, splits: Splits) -> tuple[int, str]:
-    """The input size and why: ``--size``, else from the training images (their median shorter side rounded up to
-    a multiple of 32, within 96..the backbone's default): 64 px crops train at 96 px, not at 224."""
-    if config.size:
-        return config.size, "--size"
-    side = median_shorter_side(splits.train, seed=config.seed)
-    size = min(max(-(-side // 32) * 32, AUTO_MIN_SIZE), backbone.input_size)
-    return size, (
-        f"from the images: median shorter side {side} px, rounded up to a multiple of 32 within "
-        f"{AUTO_MIN_SIZE}..{backbone.input_size} (--size to choose)"
-    )
-
-
-def _check_splits(splits: Splits) -> None:
-    """Training needs images to learn from, validation images to choose the checkpoint by and test images to report
-    on: checked before the work, not found missing after it."""
-    sizes = splits.sizes()
-    if all(sizes.values()):
-        return
-    counts = f"{sizes['train']} training, {sizes['val']} validation and {sizes['test']} test images"
-    if splits.layout == "folders" and sizes["train"] and sizes["val"]:
-        raise DataError(f"{splits.root} has no test images ({counts}); add {splits.root / 'test'}/<class>/...")
-    raise DataError(
-        f"{splits.root} gives {counts} ({_class_counts(splits)}): too few to split; each class needs at least "
-        f"{MIN_PER_CLASS} images, or give DIR/train, DIR/val and DIR/test"
-    )
-
-
-MIN_PER_CLASS = 4  # 70/15/15: the fewest images per class that leave one for validation
 
 
 def _target_val(folder: str, splits: Splits) -> tuple[Sample, ...]:
@@ -508,7 +223,7 @@ class _Trainer:
                 break
             phase = "head" if config.strategy == "two-phase" and epoch <= config.head_epochs else "body"
             set_phase(model, config.strategy, phase, config.unfreeze)
-            sampler, sampling = _sampler(self.splits.train, config, epoch, dist)
+            sampler, sampling = sampler_for_epoch(self.splits.train, config, epoch, dist)
             loader = torch.utils.data.DataLoader(
                 train_set,
                 batch_size=config.batch_size,
@@ -566,7 +281,7 @@ class _Trainer:
         sizes, c = self.splits.sizes(), self.config
         console.err.print(
             f"fine-tuning {self.backbone.name} on {self.splits.root} ({len(self.splits.labels)} classes: "
-            f"{_class_counts(self.splits)}; train "
+            f"{class_counts(self.splits)}; train "
             f"{sizes['train']}, val {sizes['val']}, test {sizes['test']}) at {self.pre.crop}px on {self.device}"
             f"{f' x{self.dist.world}' if self.dist.enabled else ''}; strategy {c.strategy}"
             + (f", mixed precision {dtype}" if dtype is not None else "")
@@ -583,14 +298,14 @@ class _Trainer:
     def _end_epoch(self, epoch, phase, sampling, loss, images_per_s, optimizer, scheduler, plan) -> None:
         import torch
 
-        broken = _non_finite(self.model)
+        broken = non_finite(self.model)
         if broken:
             raise TrainingDiverged(
                 f"the weights became NaN or infinite at epoch {epoch} ({broken}); training stopped, the best "
                 f"checkpoint so far (epoch {self.state['best_epoch']}) is kept in {self.out}; try a lower --lr"
             )
         if self.dist.main:
-            val_acc, _, val_loss = _predict(_unwrap(self.model), self.splits.val, self.pre, self.device)
+            val_acc, _, val_loss = score(unwrap(self.model), self.splits.val, self.pre, self.device)
             # a tie in accuracy (a small or saturated validation split) goes to the lower validation loss
             improved = val_acc > self.state["best_acc"] or (
                 val_acc == self.state["best_acc"] and val_loss < self.state.get("best_loss", math.inf)
@@ -661,13 +376,15 @@ class _Trainer:
         run = RunDir(self.out)
         if not self.dist.main:
             return run
-        model = _unwrap(self.model)
+        model = unwrap(self.model)
         model.load_state_dict(backbones.read_safetensors(self.out / CHECKPOINT))
         model.eval()
-        adaptation = self._adapt(model, adapt_images, unlabeled, target_val)
+        adaptation = adapt_to_target(
+            model, self.splits.train, adapt_images, unlabeled, target_val, self.pre, self.device, self.config
+        )
         if adaptation:
             save_checkpoint(model, self.out / CHECKPOINT, {"backbone": self.backbone.name})
-        test_acc, predictions, _ = _predict(model, self.splits.test, self.pre, self.device)
+        test_acc, predictions, _ = score(model, self.splits.test, self.pre, self.device)
         history = self.state["history"]
         card = dataclasses.replace(
             self.card,
@@ -684,7 +401,7 @@ class _Trainer:
                 "torch": {
                     "val_top1": self.state["best_acc"],
                     "test_top1": test_acc,
-                    **_confusion(self.splits.test, predictions, self.splits.labels),
+                    **confusion(self.splits.test, predictions, self.splits.labels),
                 },
             },
             artifacts={
@@ -693,8 +410,8 @@ class _Trainer:
             },
             complete={"finetune": True},
         )
-        _plot_curves(history, self.out / CURVES)
-        _plot_confusion(card.metrics["torch"]["test_confusion"], self.splits.labels, self.out / CONFUSION)
+        plot_curves(history, self.out / CURVES)
+        plot_confusion(card.metrics["torch"]["test_confusion"], self.splits.labels, self.out / CONFUSION)
         run.save_card(card)
         for name in (RESUME_STATE, LAST_CHECKPOINT):
             (self.out / name).unlink(missing_ok=True)
@@ -709,128 +426,3 @@ class _Trainer:
             f"test top-1 {test_acc:.2%}; saved {self.out}"
         )
         return run
-
-    def _adapt(self, model, adapt_images, unlabeled, target_val) -> dict:
-        """AdaBN and pseudo-label self-training on the target domain, measured on ``target_val`` when given."""
-        from edgetransfer.adapt import SelfTrainConfig, adapt_bn, self_train
-
-        if not adapt_images and not unlabeled:
-            return {}
-        measure = (lambda m: evaluate(m, target_val, self.pre, self.device)) if target_val else None
-        record: dict[str, Any] = {}
-        if measure:
-            record["target_val_top1_source_only"] = measure(model)
-        target = adapt_images or unlabeled
-        adapt_bn(model, target, self.pre, self.device)
-        model.eval()
-        record["adapt_bn_images"] = len(target)
-        if measure:
-            record["target_val_top1_adabn"] = measure(model)
-            console.err.print(
-                f"target val top-1: source-only {record['target_val_top1_source_only']:.2%}, "
-                f"after AdaBN {record['target_val_top1_adabn']:.2%}"
-            )
-        if unlabeled:
-            c = self.config
-            record["self_training"] = self_train(
-                model,
-                self.splits.train,
-                unlabeled,
-                self.pre,
-                self.device,
-                SelfTrainConfig(
-                    threshold=c.pseudo_threshold,
-                    rounds=c.pseudo_rounds,
-                    lam=c.pseudo_lambda,
-                    batch_size=c.batch_size,
-                    seed=c.seed,
-                    lr=c.pseudo_lr,
-                ),
-                evaluate_target=measure,
-            )
-            if measure:
-                record["target_val_top1_final"] = measure(model)
-        return record
-
-
-def _class_counts(splits: Splits) -> str:
-    import collections
-
-    counts = collections.Counter(s.label for split in ("train", "val", "test") for s in splits.split(split))
-    shown = ", ".join(f"{splits.labels[i]} {counts[i]}" for i in range(min(len(splits.labels), 12)))
-    return shown + (", ..." if len(splits.labels) > 12 else "")
-
-
-def _confusion(samples: tuple[Sample, ...], predictions: list[int], labels: tuple[str, ...]) -> dict:
-    """The test confusion matrix (rows: true class, columns: predicted) and per-class accuracy."""
-    n = len(labels)
-    matrix = [[0] * n for _ in range(n)]
-    for sample, predicted in zip(samples, predictions, strict=True):
-        matrix[sample.label][predicted] += 1
-    per_class = {labels[i]: (matrix[i][i] / sum(matrix[i]) if sum(matrix[i]) else math.nan) for i in range(n)}
-    return {"test_confusion": matrix, "test_per_class_top1": per_class}
-
-
-def _plot_curves(history: list[dict], path: Path) -> None:
-    """Training and validation loss, validation accuracy and learning rate per epoch, the phases marked, as a
-    PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    panels = (
-        (("loss", "training"), ("val_loss", "validation")),
-        (("val_top1", "validation"),),
-        (("lr", "peak"),),
-    )
-    for ax, lines, title in zip(axes, panels, ("loss", "val top-1", "learning rate"), strict=True):
-        for key, label in lines:
-            ax.plot(epochs, [h.get(key, math.nan) for h in history], marker="o", label=label)
-        for before, after in zip(history, history[1:], strict=False):
-            if before["phase"] != after["phase"]:  # two-phase: where the body starts learning
-                ax.axvline(before["epoch"] + 0.5, color="grey", linestyle="--", linewidth=1)
-                ax.text(before["epoch"] + 0.55, 0.95, after["phase"], transform=ax.get_xaxis_transform(), color="grey")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def _plot_confusion(matrix: list[list[int]], labels: tuple[str, ...], path: Path) -> None:
-    """The test confusion matrix (rows: true class, columns: predicted), counts in the cells, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(labels)
-    side = min(2 + 0.45 * n, 16)
-    fig, ax = plt.subplots(figsize=(side, side))
-    ax.imshow(matrix, cmap="Blues")
-    ticks = range(n)
-    ax.set_xticks(ticks, [str(label)[:12] for label in labels], rotation=90 if n > 6 else 0)
-    ax.set_yticks(ticks, [str(label)[:12] for label in labels])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("test confusion matrix")
-    if n <= 30:
-        peak = max(max(row) for row in matrix) or 1
-        for i in range(n):
-            for j in range(n):
-                if matrix[i][j]:
-                    colour = "white" if matrix[i][j] > peak / 2 else "black"
-                    ax.text(j, i, matrix[i][j], ha="center", va="center", color=colour, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -162,3 +162,24 @@ class Distributed:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def sampler_for_epoch(samples: tuple, config, epoch: int, dist: Distributed):
+    """Distributed, class-balanced or plain shuffling, seeded per epoch (so a resumed run sees the same order)."""
+    import collections
+
+    import torch
+
+    if dist.enabled:
+        sampler = torch.utils.data.DistributedSampler(
+            range(len(samples)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=config.seed
+        )
+        sampler.set_epoch(epoch)
+        return sampler, "distributed"
+    counts = collections.Counter(s.label for s in samples)
+    skewed = max(counts.values()) >= 3 * min(counts.values())
+    generator = torch.Generator().manual_seed(config.seed + epoch)
+    if config.balanced == "on" or (config.balanced == "auto" and skewed):
+        weights = [1.0 / counts[s.label] for s in samples]
+        return torch.utils.data.WeightedRandomSampler(weights, len(samples), generator=generator), "class-balanced"
+    return torch.utils.data.RandomSampler(range(len(samples)), generator=generator), "shuffled"

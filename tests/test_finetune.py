@@ -239,14 +239,14 @@ def test_ties_in_validation_accuracy_go_to_the_lower_validation_loss(image_folde
     (epoch 2 here), not the first one to reach the top accuracy."""
     from edgetransfer import finetune as module
 
-    real, scripted = module._predict, iter([(1.0, 0.5), (1.0, 0.2), (1.0, 0.3)])  # (val top-1, val loss) per epoch
+    real, scripted = module.score, iter([(1.0, 0.5), (1.0, 0.2), (1.0, 0.3)])  # (val top-1, val loss) per epoch
 
     def predict(model, samples, *args, **kwargs):
         accuracy, predictions, loss = real(model, samples, *args, **kwargs)
         accuracy, loss = next(scripted, (accuracy, loss))  # the last call is the test split: real figures
         return accuracy, predictions, loss
 
-    monkeypatch.setattr(module, "_predict", predict)
+    monkeypatch.setattr(module, "score", predict)
     run = finetune(FinetuneConfig(data=str(image_folder), out=str(tmp_path / "run"), **{**TINY, "epochs": 3}))
     card = run.load_card()
     assert [h["val_loss"] for h in card.training["history"]] == [0.5, 0.2, 0.3]
@@ -256,7 +256,7 @@ def test_ties_in_validation_accuracy_go_to_the_lower_validation_loss(image_folde
 @pytest.mark.parametrize("side, expected", [(40, 96), (130, 160), (300, 224)])
 def test_input_size_from_the_images(tmp_path, side, expected):
     from edgetransfer.data import load_splits, write_pattern_folder
-    from edgetransfer.finetune import choose_size
+    from edgetransfer.finetune_config import choose_size
 
     data = write_pattern_folder(tmp_path / "data", per_class=4, classes=2, size=side)
     splits = load_splits(data)

@@ -125,8 +125,8 @@ def finetune(
     import dataclasses
 
     from edgetransfer.errors import UsageError
-    from edgetransfer.finetune import FinetuneConfig, load_recipe, resume_options
     from edgetransfer.finetune import finetune as run_finetune
+    from edgetransfer.finetune_config import FinetuneConfig, load_recipe, resume_options
     from edgetransfer.pipeline import resolve_data
 
     given = {k: v for k, v in locals().items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}}

@@ -1,0 +1,226 @@
+"""What decides a fine-tuning run, checked before any work: the options (FinetuneConfig), a TOML recipe, the
+options of a run to resume, the output folder, the input size and the data's splits."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetransfer.data import AUGMENTATIONS, Splits, median_shorter_side
+from edgetransfer.errors import DataError, RunDirError, UsageError
+from edgetransfer.rundir import CARD, RunDir
+from edgetransfer.training import AMP_MODES, STRATEGIES
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that decides a fine-tuning run; the resolved config is written into the run's card."""
+
+    data: str
+    out: str
+    backbone: str = "mobilenet_v2"
+    weights: str | None = None  # a weights file to start from instead of the registry's sources
+    size: int | None = None  # input resolution; default: the backbone's
+    strategy: str = "two-phase"  # head first, then the whole body at a lower learning rate
+    head_epochs: int = 1  # two-phase: epochs of head-only training
+    unfreeze: int = 3  # partial: how many of the last body blocks learn
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 2e-3  # the head's peak learning rate (benchmarks/finetune_recipes.py chose the defaults)
+    body_lr_scale: float = 1.0  # the body learns at lr * body_lr_scale
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # fraction of the steps spent warming the learning rate up
+    label_smoothing: float = 0.1
+    augment: str = "light"
+    hflip: bool = False
+    balanced: str = "auto"  # class-balanced sampling: auto (when classes are skewed 3:1 or more), on, off
+    patience: int | None = None  # stop after this many epochs without a better val accuracy
+    time_budget: float | None = None  # seconds of training, at most
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    workers: int = 0
+    adapt_bn: str | None = None  # unlabelled target-domain images: re-estimate BatchNorm statistics on them
+    unlabeled: str | None = None  # unlabelled target images for pseudo-label self-training
+    target_val: str | None = None  # a small labelled target split: measures (and guards) adaptation
+    pseudo_threshold: float = 0.9
+    pseudo_rounds: int = 2
+    pseudo_lambda: float = 0.5
+    pseudo_lr: float = 9e-5  # self-training's learning rate: small, it refines an adapted model
+    skip_bad: bool = False  # train on the good images of a folder with unreadable ones (listed in the card)
+    resume: bool = False
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Every option checked before any work: types, finite numbers, ranges. One :class:`UsageError` each."""
+        _check_types(self)
+        numbers = ("lr", "body_lr_scale", "weight_decay", "warmup", "label_smoothing", "time_budget")
+        numbers += ("pseudo_threshold", "pseudo_lambda", "pseudo_lr")
+        for name in numbers:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
+        checks = [
+            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be 1..{MAX_EPOCHS}"),
+            (2 <= self.batch_size <= MAX_BATCH, f"--batch-size must be 2..{MAX_BATCH} (BatchNorm needs two images)"),
+            (self.size is None or MIN_SIZE <= self.size <= MAX_SIZE, f"--size must be {MIN_SIZE}..{MAX_SIZE} pixels"),
+            (self.lr > 0 and self.body_lr_scale > 0, "--lr and --body-lr-scale must be positive"),
+            (self.lr <= 10, "--lr above 10 cannot train; the default is 2e-3"),
+            (0 <= self.weight_decay <= 10, "--weight-decay must be 0..10"),
+            (0 <= self.warmup < 1, "--warmup is a fraction of the steps: 0 <= warmup < 1"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be 0 <= value < 1"),
+            (self.strategy in STRATEGIES, f"unknown --strategy {self.strategy!r}; choose {', '.join(STRATEGIES)}"),
+            (self.augment in AUGMENTATIONS, f"unknown --augment {self.augment!r}; choose {', '.join(AUGMENTATIONS)}"),
+            (self.balanced in ("auto", "on", "off"), "--balanced must be auto, on or off"),
+            (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
+            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
+            (0 < self.pseudo_threshold <= 1 and 0 <= self.pseudo_lambda <= 1, "pseudo-label options out of range"),
+            (self.pseudo_lr > 0, "--pseudo-lr must be positive"),
+            (1 <= self.pseudo_rounds <= 100, "--pseudo-rounds must be 1..100"),
+            (self.head_epochs >= 0 and self.unfreeze >= 0, "--head-epochs and --unfreeze must not be negative"),
+            (0 <= self.workers <= 256, "--workers must be 0..256"),
+            (0 <= self.seed < 2**32, "--seed must be 0..2**32-1"),
+            (self.amp in AMP_MODES, f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+
+MIN_SIZE, MAX_SIZE = 32, 1024  # input pixels; past 1024 a classifier backbone only burns memory
+MAX_EPOCHS, MAX_BATCH = 10_000, 4096
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_types(config: FinetuneConfig) -> None:
+    """Each field holds its declared type (a recipe can hold anything): a one-line :class:`UsageError` if not."""
+    for f in dataclasses.fields(config):
+        value, kinds = getattr(config, f.name), [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
+        if not allowed:
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise UsageError(f"option {f.name} must be {' or '.join(kinds)}, not {type(value).__name__} {value!r}")
+
+
+def load_recipe(path: Path | str) -> dict[str, Any]:
+    """Options from a TOML recipe (``key = value`` with FinetuneConfig's names); unknown keys are an error."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
+        import tomli as tomllib
+
+    path = Path(path)
+    try:
+        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read recipe {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"recipe {path} is not valid TOML: {exc}") from None
+    recipe = recipe.get("finetune", recipe)
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise UsageError(f"recipe {path} has unknown option(s): {', '.join(unknown)}")
+    return recipe
+
+
+def resume_options(out: Path | str) -> dict[str, Any]:
+    """The options an unfinished run was started with, from its card: ``--resume --out RUN`` needs no others,
+    and options given again override them."""
+    run = RunDir(Path(out))
+    if not run.file(CARD).is_file():
+        raise RunDirError(f"nothing to resume in {out}: it has no {CARD}")
+    card = run.load_card()
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    options = {k: v for k, v in card.training.get("config", {}).items() if k in known}
+    options["data"] = card.dataset.get("path", options.get("data"))  # absolute: resumes from any folder
+    return options
+
+
+def check_out(config: FinetuneConfig) -> None:
+    """Refuse an ``--out`` that would destroy or swallow something that is not ours, before any work: the
+    filesystem root or the home folder, a folder holding (or inside) an input of the run, an existing file, or an
+    existing folder that is not a run this project made (``--overwrite`` replaces runs only)."""
+    out = Path(config.out).expanduser()
+    where = out.resolve()
+    if where == Path(where.anchor) or where == Path.home().resolve():
+        raise UsageError(f"--out {config.out} is {where}; name a folder for the run, e.g. models/NAME")
+    inputs = {
+        "--data": config.data,
+        "--adapt-bn": config.adapt_bn,
+        "--unlabeled": config.unlabeled,
+        "--target-val": config.target_val,
+        "--weights": config.weights,
+    }
+    for option, value in inputs.items():
+        if value is None:
+            continue
+        given = Path(value).expanduser().resolve()
+        if given.is_relative_to(where):
+            raise UsageError(f"--out {config.out} holds {option} {value}: the run would replace its own input")
+        if option != "--weights" and where.is_relative_to(given):
+            raise UsageError(f"--out {config.out} is inside {option} {value}: choose a folder outside it")
+    if config.resume or not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {config.out} is a file, not a folder; choose another --out")
+    if not any(out.iterdir()):
+        return
+    if not config.overwrite:
+        raise UsageError(
+            f"{out} already exists and is not empty; choose another --out, pass --overwrite, "
+            "or --resume an unfinished run"
+        )
+    if not RunDir.is_run(out):
+        raise UsageError(
+            f"--overwrite replaces only a run directory made by edgetransfer, and {out} has no {CARD} of one; "
+            "choose another --out (or remove the folder yourself)"
+        )
+
+
+AUTO_MIN_SIZE = 96  # the smallest input a size from the data goes to: MobileNetV2's last feature map is then 3x3
+
+
+def choose_size(config: FinetuneConfig, backbone, splits: Splits) -> tuple[int, str]:
+    """The input size and why: ``--size``, else from the training images (their median shorter side rounded up to
+    a multiple of 32, within 96..the backbone's default): 64 px crops train at 96 px, not at 224."""
+    if config.size:
+        return config.size, "--size"
+    side = median_shorter_side(splits.train, seed=config.seed)
+    size = min(max(-(-side // 32) * 32, AUTO_MIN_SIZE), backbone.input_size)
+    return size, (
+        f"from the images: median shorter side {side} px, rounded up to a multiple of 32 within "
+        f"{AUTO_MIN_SIZE}..{backbone.input_size} (--size to choose)"
+    )
+
+
+def check_splits(splits: Splits) -> None:
+    """Training needs images to learn from, validation images to choose the checkpoint by and test images to report
+    on: checked before the work, not found missing after it."""
+    sizes = splits.sizes()
+    if all(sizes.values()):
+        return
+    counts = f"{sizes['train']} training, {sizes['val']} validation and {sizes['test']} test images"
+    if splits.layout == "folders" and sizes["train"] and sizes["val"]:
+        raise DataError(f"{splits.root} has no test images ({counts}); add {splits.root / 'test'}/<class>/...")
+    raise DataError(
+        f"{splits.root} gives {counts} ({class_counts(splits)}): too few to split; each class needs at least "
+        f"{MIN_PER_CLASS} images, or give DIR/train, DIR/val and DIR/test"
+    )
+
+
+MIN_PER_CLASS = 4  # 70/15/15: the fewest images per class that leave one for validation
+
+
+def class_counts(splits: Splits) -> str:
+    import collections
+
+    counts = collections.Counter(s.label for split in ("train", "val", "test") for s in splits.split(split))
+    shown = ", ".join(f"{splits.labels[i]} {counts[i]}" for i in range(min(len(splits.labels), 12)))
+    return shown + (", ..." if len(splits.labels) > 12 else "")
