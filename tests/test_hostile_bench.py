@@ -333,7 +333,9 @@ BAD_CARDS = {
 def test_a_card_no_model_can_be_fed_with_is_refused_when_read(run, tmp_path, case):
     change, fragment = BAD_CARDS[case]
     edit_json(run / "card.json", lambda c: change(c["preprocessing"]))
-    run_bad(["bench", run, *FAST], 2, f"model card holds values no model can be fed with: {fragment}", tmp_path)
+    run_bad(
+        ["bench", run, *FAST], 2, f"{run / 'card.json'} holds values no model can be fed with: {fragment}", tmp_path
+    )
     with pytest.raises(RunDirError, match="holds values no model can be fed with"):
         ModelCard.from_json((run / "card.json").read_text())
 
