@@ -240,10 +240,23 @@ def quantize_accuracy_aware(
                 best = (drop, exclude)
             if drop <= config.max_drop:
                 return {**record, "kept_in_float": list(exclude), "val_top1": value, "val_drop_points": drop}
-    raise QuantizationError(
-        f"int8 cannot hold the {config.max_drop}-point budget: the best was a {best[0]:.2f}-point drop with "
-        f"{len(best[1])} of {len(ranked)} layers in float; raise --max-drop, try --calib-method entropy, "
-        "or use --no-int8"
+    tried = f"the best, with {len(best[1])} of {len(ranked)} layers in float"
+    raise over_budget("ONNX int8", best[0], config.max_drop, tried)
+
+
+def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "") -> float:
+    """The one judge of int8 accuracy, for ONNX Runtime and NNCF alike: the validation top-1 drop in points, or a
+    :class:`QuantizationError` past ``max_drop`` (``tried`` says what was done to hold it)."""
+    drop = 100 * (fp32_top1 - int8_top1)
+    if not drop <= max_drop:  # NaN fails too
+        raise over_budget(name, drop, max_drop, tried)
+    return drop
+
+
+def over_budget(name: str, drop: float, max_drop: float, tried: str = "") -> QuantizationError:
+    return QuantizationError(
+        f"{name} cannot hold the {max_drop}-point budget: it loses {drop:.2f} points of validation top-1"
+        f"{f' ({tried})' if tried else ''}; raise --max-drop, try --calib-method entropy, or use --no-int8"
     )
 
 

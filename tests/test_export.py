@@ -105,3 +105,35 @@ def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, t
     assert "removed bench.json, bench.html: they measured the models this export replaced" in result.stderr
     card = RunDir.open(tmp_path / "run").load_card()
     assert card.artifacts["model.int8.onnx"]["quantization"]["latency_ratio_vs_fp32"] == 11.0
+
+
+@pytest.mark.parametrize("variant", ["onnx_int8", "openvino_int8"])
+def test_int8_over_the_budget_fails_for_both_engines(trained_run, tmp_path, monkeypatch, variant):
+    """One judge for ONNX Runtime and NNCF alike: an int8 model whose validation top-1 is past --max-drop fails the
+    export (exit 1, one line) and leaves the run as it was. The int8 model's measured accuracy is replaced by 0
+    here; the search that keeps layers in float is tested in test_quantize.py."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer import export as module
+    from edgetransfer.cli import app
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+    real = module._Exporter.measure
+
+    def measure(self, name, session):
+        result = real(self, name, session)
+        if name == variant:
+            result["val_top1"] = 0.0
+        return result
+
+    monkeypatch.setattr(module._Exporter, "measure", measure)
+    args = ["export", str(tmp_path / "run"), "--no-accuracy-aware", "--calib-size", "8"]
+    result = CliRunner().invoke(app, args)
+    engine = "ONNX int8" if variant == "onnx_int8" else "OpenVINO int8"
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and f"{engine} cannot hold the 1.0-point budget" in lines[0], result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
