@@ -95,10 +95,13 @@ def hostile_rows(tmp: Path, good: Path, run) -> list[str]:
         rows.append(row(f"checkpoint {how}", ["export", _tampered_checkpoint(run, where, how)], new))
     for option, value in (("--atol", "nan"), ("--max-drop", "nan"), ("--calib-size", "0")):
         rows.append(row(f"export {option} {value}", ["export", run.path, option, value], new))
-    changed = tmp / "changed"
+    changed = tmp / "changed"  # images added to the folder change nothing; the run's own files must be intact
     shutil.copytree(good, changed)
-    shutil.copy(changed / "class0" / "000.png", changed / "class0" / "new.png")
-    rows.append(row("data changed since training", ["export", run.path, "--data", changed], new))
+    victim = changed / run.load_splits(run.load_card()).test[0].path.relative_to(good)
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    rows.append(row("a test image changed since training", ["export", run.path, "--data", changed], new))
+    victim.unlink()
+    rows.append(row("a test image deleted since training", ["export", run.path, "--data", changed], new))
     os.environ["EDGETRANSFER_DATA"], saved = "/dev/null/cache", os.environ.get("EDGETRANSFER_DATA")
     try:
         rows.append(row("unwritable EDGETRANSFER_DATA", ["finetune", "--data", "digits", "--out", tmp / "x"], new))

@@ -199,3 +199,8 @@ def verify_artifact(root: Path, rel: str, artifacts: Any, *, required: bool = Fa
         return
     if sha256_file(root / rel) != recorded:
         raise RunDirError(f"{root / rel} does not match the sha256 recorded in {root / CARD}; {fix}")
+    weights = entry.get("bin_sha256")  # an OpenVINO IR's .bin beside its .xml
+    if isinstance(weights, str) and sha256_file((root / rel).with_suffix(".bin")) != weights:
+        raise RunDirError(
+            f"{(root / rel).with_suffix('.bin')} does not match the sha256 recorded in {root / CARD}; {fix}"
+        )

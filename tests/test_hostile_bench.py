@@ -461,3 +461,10 @@ def test_a_card_top1_that_is_nan_is_not_a_reference(run, tmp_path):
     edit_json(run / "card.json", lambda c: c["metrics"].setdefault("torch", {}).update(test_top1=math.nan))
     card = ModelCard.from_json((run / "card.json").read_text())
     assert runner._reference([], card, own_split=True) is None
+
+
+def test_bench_refuses_an_openvino_ir_whose_weights_were_replaced(run, tmp_path, no_measuring):
+    """The .xml is unchanged, only its .bin is another model's: the card's bin_sha256 notices."""
+    shutil.copyfile(run / "openvino" / "model.int8.bin", run / "openvino" / "model.bin")
+    args = ["bench", run, *FAST, "--backends", "openvino-cpu", "--variants", "fp32"]
+    run_bad(args, 2, f"{run / 'openvino' / 'model.bin'} does not match the sha256 recorded in", tmp_path)

@@ -107,9 +107,9 @@ def open_reference(run: RunDir, path: str | None) -> RunDir | None:
     return reference
 
 
-def _labelled(card: ModelCard, config: BenchConfig) -> tuple[tuple[Sample, ...], str]:
-    """The accuracy images: ``--data DIR`` (its test split if it has one, else every image under DIR/<class>/),
-    or the run's own test split."""
+def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[Sample, ...], str]:
+    """The accuracy images: ``--data DIR`` (another labelled folder: its test split if it has one, else every image
+    under DIR/<class>/), or the run's own test split (the files it was tested on, from its splits.json)."""
     if config.data:
         root = Path(config.data)
         if (root / "train").is_dir() or (root / "test").is_dir():
@@ -129,7 +129,7 @@ def _labelled(card: ModelCard, config: BenchConfig) -> tuple[tuple[Sample, ...],
     if not folder or not Path(folder).is_dir():
         console.err.print(f"[yellow]note: data folder {folder} not found; accuracy not measured (--data DIR)[/]")
         return (), ""
-    return load_splits(folder, seed=card.dataset.get("seed", 0)).test, f"{folder} (test split)"
+    return run.load_splits(card).test, f"{folder} (the run's test split)"
 
 
 def _accuracy_arrays(samples: tuple[Sample, ...], card: ModelCard) -> tuple[np.ndarray, np.ndarray] | None:
@@ -241,7 +241,7 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         )
     verify_files(plan, runs)
     threads = config.threads or usable_cores()
-    samples_set, data_source = _labelled(card, config) if config.accuracy else ((), "")
+    samples_set, data_source = _labelled(run, card, config) if config.accuracy else ((), "")
     if config.accuracy and data_source and not samples_set:
         console.err.print(f"[yellow]note: no images in {data_source}; accuracy not measured[/]")
     arrays = _accuracy_arrays(samples_set, card)
