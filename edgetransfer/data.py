@@ -438,3 +438,11 @@ def materialize_digits(home: Path | None = None, *, seed: int = 0) -> Path:
                 pixels = np.clip(digits.images[index] * (255.0 / 16.0), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / sample.path.name)
     return root
+
+
+def resolve_data(data: str, seed: int = 0) -> str:
+    """The built-in name ``digits`` becomes its image folder (written once); anything else is a path."""
+    if data == DIGITS_NAME and not Path(data).exists():
+        with console.err.status("writing the built-in digits dataset..."):
+            return str(materialize_digits(seed=seed))
+    return data

@@ -28,6 +28,7 @@ from edgetransfer.data import (
     default_preprocessing,
     list_images,
     load_splits,
+    resolve_data,
     train_transform,
 )
 from edgetransfer.devices import resolve_device
@@ -105,6 +106,7 @@ def _prepare_out(out: Path) -> None:
 def finetune(config: FinetuneConfig) -> RunDir:
     """Fine-tune ``config.backbone`` on ``config.data`` into the run directory ``config.out``."""
     config.validate()
+    config = dataclasses.replace(config, data=resolve_data(config.data, config.seed))  # 'digits' from Python too
     check_out(config)
     out = Path(config.out)
     backbone = backbones.get(config.backbone)

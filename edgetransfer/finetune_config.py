@@ -23,8 +23,8 @@ class FinetuneConfig:
     out: str
     backbone: str = "mobilenet_v2"
     weights: str | None = None  # a weights file to start from instead of the registry's sources
-    size: int | None = None  # input resolution; default: the backbone's
-    strategy: str = "two-phase"  # head first, then the whole body at a lower learning rate
+    size: int | None = None  # input resolution; default: from the images (see choose_size)
+    strategy: str = "two-phase"  # the head alone first, then the whole network (the body at lr * body_lr_scale)
     head_epochs: int = 1  # two-phase: epochs of head-only training
     unfreeze: int = 3  # partial: how many of the last body blocks learn
     epochs: int = 5

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from pathlib import Path
 
 from edgetransfer import console
 from edgetransfer.bench import BenchConfig, table
 from edgetransfer.bench.command import run_command
 from edgetransfer.bench.report import noisy
-from edgetransfer.data import DIGITS_NAME, materialize_digits
 from edgetransfer.export import ExportConfig, export
 from edgetransfer.finetune import FinetuneConfig, finetune
 from edgetransfer.rundir import BENCH_REPORTS, RunDir
-
-
-def resolve_data(data: str, seed: int = 0) -> str:
-    """The built-in name ``digits`` becomes its image folder (written once); anything else is a path."""
-    if data == DIGITS_NAME and not Path(data).exists():
-        with console.err.status("writing the built-in digits dataset..."):
-            return str(materialize_digits(seed=seed))
-    return data
 
 
 def run_pipeline(
@@ -34,10 +23,7 @@ def run_pipeline(
     .html in the run); returns the run, the bench document and each stage's wall time."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    finetune_config = dataclasses.replace(
-        finetune_config, data=resolve_data(finetune_config.data, finetune_config.seed)
-    )
-    run = finetune(finetune_config)
+    run = finetune(finetune_config)  # resolves the built-in digits itself
     timings["finetune"] = time.perf_counter() - started
     export(run, export_config)
     timings["export"] = time.perf_counter() - started - timings["finetune"]

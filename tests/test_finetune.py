@@ -265,3 +265,13 @@ def test_input_size_from_the_images(tmp_path, side, expected):
     assert size == expected and f"median shorter side {side} px" in why
     given = FinetuneConfig(data=str(data), out=str(tmp_path / "run"), size=64)
     assert choose_size(given, backbones.get("mobilenet_v2"), splits) == (64, "--size")
+
+
+def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeypatch):
+    """finetune(FinetuneConfig(data="digits")) resolves the built-in set as the CLI does (the folder is replaced by
+    a small one here; writing the real digits is tested by the pipeline test)."""
+    from edgetransfer import data
+
+    monkeypatch.setattr(data, "materialize_digits", lambda seed=0: image_folder)
+    run = finetune(FinetuneConfig(data="digits", out=str(tmp_path / "run"), **{**TINY, "epochs": 1}))
+    assert run.load_card().dataset["path"] == str(image_folder.resolve())

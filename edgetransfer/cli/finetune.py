@@ -124,10 +124,10 @@ def finetune(
     """Fine-tune an ImageNet backbone on your labelled images; keep the best checkpoint (by val accuracy)."""
     import dataclasses
 
+    from edgetransfer.data import resolve_data
     from edgetransfer.errors import UsageError
     from edgetransfer.finetune import finetune as run_finetune
     from edgetransfer.finetune_config import FinetuneConfig, load_recipe, resume_options
-    from edgetransfer.pipeline import resolve_data
 
     given = {k: v for k, v in locals().items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}}
     options = load_recipe(config) if config else {}
