@@ -367,15 +367,16 @@ class ImageDataset:
 
 
 def batches(samples: tuple[Sample, ...], pre: Preprocessing, batch_size: int = 32):
-    """Yield (float32 NCHW numpy batch, labels numpy) with the evaluation transform."""
+    """Yield (float32 NCHW numpy batch, labels numpy), preprocessed by the device runtime's own code: the accuracy
+    export and bench report, the calibration and the parity checks see exactly what a device app feeds the model
+    (torchvision's evaluation transform differs by at most one uint8 level; tests/test_runtime.py)."""
     import numpy as np
-    import torch
 
-    transform = eval_transform(pre)
+    from edgetransfer.runtime import preprocess
+
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        images = torch.stack([transform(open_rgb(s.path)) for s in chunk]).numpy()
-        yield images, np.array([s.label for s in chunk])
+        yield preprocess([s.path for s in chunk], pre), np.array([s.label for s in chunk])
 
 
 # --------------------------------------------------------------------------- generated and built-in data
