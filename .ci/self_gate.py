@@ -21,7 +21,7 @@ GATE += ["--threads", "1", "--min-time", "2", "--rounds", "8", "--no-accuracy"]
 
 def make_run(work: Path, *, size: int = 96):
     """Fine-tune MobileNetV2 for one epoch on generated images and export fp32 + int8 ONNX (no OpenVINO)."""
-    from edgetransfer.data import write_pattern_folder
+    from edgetransfer.builtin_data import write_pattern_folder
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.finetune import FinetuneConfig, finetune
     from edgetransfer.quantize import Int8Config

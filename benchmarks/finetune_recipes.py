@@ -31,15 +31,9 @@ from int8_methods import make_shapes  # noqa: E402
 
 from edgetransfer import backbones  # noqa: E402
 from edgetransfer.adapt import SelfTrainConfig, _cycle, _loader, adapt_bn, pseudo_labels, self_train  # noqa: E402
+from edgetransfer.builtin_data import materialize_digits  # noqa: E402
 from edgetransfer.checkpoint import evaluate, load_model  # noqa: E402
-from edgetransfer.data import (  # noqa: E402
-    ImageDataset,
-    Sample,
-    default_preprocessing,
-    load_splits,
-    materialize_digits,
-    train_transform,
-)
+from edgetransfer.data import ImageDataset, Sample, default_preprocessing, load_splits, train_transform  # noqa: E402
 from edgetransfer.finetune import FinetuneConfig, finetune  # noqa: E402
 from edgetransfer.machine import machine_info  # noqa: E402
 

@@ -28,7 +28,8 @@ import numpy as np
 from edgetransfer.backends.base import LoadOptions
 from edgetransfer.backends.openvino import compile_model
 from edgetransfer.backends.ort import _OrtSession, ort_session
-from edgetransfer.data import load_splits, materialize_digits
+from edgetransfer.builtin_data import materialize_digits
+from edgetransfer.data import load_splits
 from edgetransfer.evaluation import top1
 from edgetransfer.export import ExportConfig, export
 from edgetransfer.finetune import FinetuneConfig, finetune

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
-from edgetransfer.rundir import sha256_file, staging_dir, write_errors_said
+from edgetransfer.rundir import sha256_file
 from edgetransfer.runtime import IMAGE_SUFFIXES  # one list for training and the device runtime
 
 if TYPE_CHECKING:
@@ -245,7 +245,7 @@ def load_splits(
             for name in SPLITS
         }
         if not samples["val"]:  # no val folder: hold out part of train, with the seed
-            train, val, _ = _stratified(samples["train"], seed, val_fraction, 0.0)
+            train, val, _ = stratified(samples["train"], seed, val_fraction, 0.0)
             samples["train"], samples["val"] = train, val
         return Splits(root, labels, samples["train"], samples["val"], samples["test"], seed, "folders", extra)
     classes = _scan_classes(scan, root)
@@ -253,7 +253,7 @@ def load_splits(
     _check_classes(classes, root)
     labels = tuple(classes)
     everything = tuple(Sample(p, i) for i, c in enumerate(labels) for p in classes[c])
-    train, val, test = _stratified(everything, seed, val_fraction, test_fraction)
+    train, val, test = stratified(everything, seed, val_fraction, test_fraction)
     return Splits(root, labels, train, val, test, seed, "split", extra)
 
 
@@ -272,7 +272,7 @@ def median_shorter_side(samples: tuple[Sample, ...], *, limit: int = 500, seed: 
     return sides[len(sides) // 2]
 
 
-def _stratified(samples: tuple[Sample, ...], seed: int, val_fraction: float, test_fraction: float):
+def stratified(samples: tuple[Sample, ...], seed: int, val_fraction: float, test_fraction: float):
     """Split per class with a fixed seed, keeping at least one image of each class in train."""
     rng = random.Random(seed)
     by_label: dict[int, list[Sample]] = {}
@@ -377,73 +377,3 @@ def batches(samples: tuple[Sample, ...], pre: Preprocessing, batch_size: int = 3
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         yield preprocess([s.path for s in chunk], pre), np.array([s.label for s in chunk])
-
-
-# --------------------------------------------------------------------------- generated and built-in data
-
-
-def write_pattern_folder(root: Path, *, per_class: int = 12, classes: int = 3, size: int = 40, seed: int = 0) -> Path:
-    """``root/class<k>/NNN.png``: noisy RGB images whose class anyone can see (0 horizontal stripes, 1 vertical
-    stripes, 2 a bright square), for smoke tests and the CI gate. At most three classes."""
-    import numpy as np
-    from PIL import Image
-
-    if not 1 <= classes <= 3:
-        raise ValueError("write_pattern_folder makes 1 to 3 classes")
-    rng = np.random.default_rng(seed)
-    for label in range(classes):
-        folder = root / f"class{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
-            if label == 0:
-                pixels[::6] = 230
-            elif label == 1:
-                pixels[:, ::6] = 230
-            else:
-                pixels[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 230
-            Image.fromarray(pixels).save(folder / f"{i:03d}.png")
-    return root
-
-
-DIGITS_NAME = "digits"
-
-
-def default_data_home() -> Path:
-    import os
-
-    return Path(os.environ.get("EDGETRANSFER_DATA", Path.home() / ".cache" / "edgetransfer" / "data"))
-
-
-def materialize_digits(home: Path | None = None, *, seed: int = 0) -> Path:
-    """Write scikit-learn's bundled handwritten digits (1,797 real 8x8 scans) as a train/val/test image folder.
-
-    The split is stratified 70/15/15 with ``seed``; the folder is built once and reused.
-    """
-    root = Path(home or default_data_home()) / f"{DIGITS_NAME}-seed{seed}"
-    if (root / "test").is_dir():
-        return root
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    samples = tuple(Sample(Path(f"{i:04d}.png"), int(t)) for i, t in enumerate(digits.target))
-    parts = dict(zip(SPLITS, _stratified(samples, seed, 0.15, 0.15), strict=True))
-    with write_errors_said(root), staging_dir(root) as tmp:  # EDGETRANSFER_DATA unwritable: one line
-        for split, group in parts.items():
-            for sample in group:
-                folder = tmp / split / str(sample.label)
-                folder.mkdir(parents=True, exist_ok=True)
-                index = int(sample.path.stem)
-                pixels = np.clip(digits.images[index] * (255.0 / 16.0), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / sample.path.name)
-    return root
-
-
-def resolve_data(data: str, seed: int = 0) -> str:
-    """The built-in name ``digits`` becomes its image folder (written once); anything else is a path."""
-    if data == DIGITS_NAME and not Path(data).exists():
-        with console.err.status("writing the built-in digits dataset..."):
-            return str(materialize_digits(seed=seed))
-    return data

@@ -1,7 +1,8 @@
-"""Accuracy and parity of any loaded model (a backend session) on a split of labelled images."""
+"""Accuracy, parity and int8-vs-fp32 speed of loaded models (backend sessions, ONNX files) on labelled images."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,3 +37,31 @@ def parity(reference: Session, candidate: Session, samples: tuple[Sample, ...], 
         agree += int((a.argmax(1) == b.argmax(1)).sum())
         count += len(images)
     return {"max_abs_diff": max_diff, "top1_agreement": agree / max(count, 1), "images": count}
+
+
+SPEEDUP_WORTH_IT = 1.25  # int8 that is not at least this much faster than fp32 is said to be no win
+DYNAMIC_NOTE = "; dynamic (weight-only) int8 runs convolutions slowly in ONNX Runtime: try --int8-method static"
+
+
+def latency_ratio(fp32: Path, candidate: Path, size: int, *, seconds: float = 1.0) -> float:
+    """Median latency of ``candidate`` over that of ``fp32`` on one image in ONNX Runtime, measured in alternating
+    rounds within ``seconds`` (one run's ratio: the machine's noise hits both alike)."""
+    import time
+
+    import numpy as np
+
+    from edgetransfer.backends.ort import ort_session
+
+    sessions = [ort_session(fp32), ort_session(candidate)]
+    feed = {"input": np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)}
+    times: list[list[float]] = [[], []]
+    for session in sessions:  # warm-up
+        for _ in range(3):
+            session.run(None, feed)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times[1]) < 10:
+        for session, kept in zip(sessions, times, strict=True):
+            started = time.perf_counter()
+            session.run(None, feed)
+            kept.append(time.perf_counter() - started)
+    return float(np.median(times[1]) / np.median(times[0]))

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from edgetransfer.card import OPENVINO_RT_INFO_PATH, embed_in_onnx
 from edgetransfer.checkpoint import load_model
 from edgetransfer.data import Sample, Splits, list_images
 from edgetransfer.errors import BackendUnavailableError, ExportError, UsageError
-from edgetransfer.evaluation import parity, top1
+from edgetransfer.evaluation import DYNAMIC_NOTE, SPEEDUP_WORTH_IT, latency_ratio, parity, top1
+from edgetransfer.onnx_convert import simplify, to_fp16, torch_to_onnx
 from edgetransfer.quantize import (
     Int8Config,
     calibration_subset,
@@ -79,83 +79,6 @@ class ExportConfig:
         self.int8.validate()
 
 
-def _export_onnx(model: Any, size: int, path: Path, opset: int) -> None:
-    import onnx
-    import torch
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (torch.zeros(1, 3, size, size),),
-                str(path),
-                dynamo=False,
-                opset_version=opset,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            )
-        proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save(proto, str(path))
-    except (
-        RuntimeError,
-        ValueError,
-        TypeError,
-        onnx.checker.ValidationError,
-        torch.onnx.errors.OnnxExporterError,
-    ) as exc:
-        raise ExportError(f"ONNX export at opset {opset} failed: {str(exc).strip().splitlines()[0]}") from None
-
-
-def _simplify(path: Path) -> int:
-    """Simplify the ONNX graph in place with onnxslim; returns how many nodes it removed."""
-    import onnx
-    import onnxslim
-
-    before = onnx.load(str(path))
-    slim = onnxslim.slim(before)
-    onnx.checker.check_model(slim, full_check=True)
-    onnx.save(slim, str(path))
-    return len(before.graph.node) - len(slim.graph.node)
-
-
-def _to_fp16(fp32: Path, out: Path) -> None:
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
-
-
-SPEEDUP_WORTH_IT = 1.25  # int8 that is not at least this much faster than fp32 is said to be no win
-DYNAMIC_NOTE = "; dynamic (weight-only) int8 runs convolutions slowly in ONNX Runtime: try --int8-method static"
-
-
-def latency_ratio(fp32: Path, candidate: Path, size: int, *, seconds: float = 1.0) -> float:
-    """Median latency of ``candidate`` over that of ``fp32`` on one image in ONNX Runtime, measured in alternating
-    rounds within ``seconds`` (one run's ratio: the machine's noise hits both alike)."""
-    import time
-
-    import numpy as np
-
-    sessions = [ort_session(fp32), ort_session(candidate)]
-    feed = {"input": np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)}
-    times: list[list[float]] = [[], []]
-    for session in sessions:  # warm-up
-        for _ in range(3):
-            session.run(None, feed)
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times[1]) < 10:
-        for session, kept in zip(sessions, times, strict=True):
-            started = time.perf_counter()
-            session.run(None, feed)
-            kept.append(time.perf_counter() - started)
-    return float(np.median(times[1]) / np.median(times[0]))
-
-
 def _calibration(splits: Splits, config: Int8Config) -> tuple[tuple[Sample, ...], str]:
     if config.calibration_dir:
         return calibration_subset(list_images(config.calibration_dir), config), str(config.calibration_dir)
@@ -207,13 +130,13 @@ class _Exporter:
     def onnx_fp32(self) -> None:
         path = self.stage / ONNX_FP32
         with console.err.status("exporting to ONNX..."):
-            _export_onnx(self.reference.model, self.pre.crop, path, self.config.opset)
+            torch_to_onnx(self.reference.model, self.pre.crop, path, self.config.opset)
         record: dict[str, Any] = {"file": ONNX_FP32, "opset": self.config.opset, "simplified": False}
         if self.config.simplify:
             plain = path.with_name("plain.onnx")
             shutil.copyfile(path, plain)
             try:
-                removed = _simplify(path)
+                removed = simplify(path)
                 figures = self.check(
                     "ONNX fp32 (onnxslim)", _OrtSession(ort_session(path), "fp32"), self.config.atol, fail=False
                 )
@@ -233,7 +156,7 @@ class _Exporter:
         self.artifacts[ONNX_FP32] = record
 
     def onnx_fp16(self) -> None:
-        _to_fp16(self.stage / ONNX_FP32, self.stage / ONNX_FP16)
+        to_fp16(self.stage / ONNX_FP32, self.stage / ONNX_FP16)
         session = _OrtSession(ort_session(self.stage / ONNX_FP16), "fp16")
         self.artifacts[ONNX_FP16] = {"file": ONNX_FP16, "parity": self.check("ONNX fp16", session, FP16_ATOL)}
         self.measure("onnx_fp16", session)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetransfer import backbones, console
 from edgetransfer.adapt import adapt_to_target
+from edgetransfer.builtin_data import resolve_data
 from edgetransfer.card import ModelCard
 from edgetransfer.checkpoint import confusion, evaluate, load_model, non_finite, save_checkpoint, score, unwrap
 from edgetransfer.data import (
@@ -28,14 +29,16 @@ from edgetransfer.data import (
     default_preprocessing,
     list_images,
     load_splits,
-    resolve_data,
     train_transform,
 )
 from edgetransfer.devices import resolve_device
-from edgetransfer.errors import DataError, RunDirError, TrainingDiverged, UsageError
+from edgetransfer.errors import DataError, TrainingDiverged, UsageError
 from edgetransfer.finetune_config import (
+    LAST_CHECKPOINT,
+    RESUME_STATE,
     FinetuneConfig,
     check_out,
+    check_resume,
     check_splits,
     choose_size,
     class_counts,
@@ -43,7 +46,7 @@ from edgetransfer.finetune_config import (
     resume_options,
 )
 from edgetransfer.plots import plot_confusion, plot_curves
-from edgetransfer.rundir import CARD, CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text, sha256_file
+from edgetransfer.rundir import CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text, sha256_file
 from edgetransfer.training import Distributed, amp_dtype, param_groups, sampler_for_epoch, set_phase, warmup_cosine
 from edgetransfer.versions import package_versions
 
@@ -52,49 +55,9 @@ __all__ = ["FinetuneConfig", "TrainingDiverged", "evaluate", "finetune", "load_m
 if TYPE_CHECKING:
     pass
 
-RESUME_STATE = "resume.pt"
-LAST_CHECKPOINT = "last.safetensors"
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
 SMALL_VAL = 50  # fewer validation images than this: the checkpoint choice is coarse, and said so
-# options that may change when resuming; any other change makes --resume refuse
-# (the data path may be spelt another way: the fingerprint of its images decides)
-RESUMABLE_CHANGES = {"epochs", "device", "workers", "time_budget", "patience", "resume", "overwrite", "out", "data"}
-
-
-def _check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[ModelCard, dict]:
-    import torch
-
-    run = RunDir(out)
-    if not run.file(CARD).is_file():
-        raise RunDirError(f"nothing to resume in {out}: it has no {CARD}")
-    card = run.load_card()
-    if card.complete.get("finetune"):
-        raise RunDirError(f"{out} finished training already; nothing to resume")
-    if not run.file(RESUME_STATE).is_file():
-        raise RunDirError(f"{out} has no {RESUME_STATE} (no epoch finished); start again with --overwrite")
-    before = card.training.get("config", {})
-    changed = sorted(
-        k
-        for k, v in dataclasses.asdict(config).items()
-        if k not in RESUMABLE_CHANGES and k in before and before[k] != v
-    )
-    if changed:
-        raise UsageError(
-            f"--resume with changed option(s): {', '.join(changed)}; only "
-            f"{', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite', 'out'}))} may change"
-        )
-    if tuple(splits.labels) != tuple(card.labels):
-        raise UsageError(f"the data's classes {list(splits.labels)} differ from the checkpoint's {list(card.labels)}")
-    if splits.fingerprint() != card.dataset.get("fingerprint"):
-        raise UsageError(f"the images in {splits.root} changed since the run started; cannot resume")
-    try:
-        state = torch.load(run.file(RESUME_STATE), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: said in one line
-        raise RunDirError(
-            f"cannot read {run.file(RESUME_STATE)} ({str(exc).splitlines()[0][:80]}); start again with --overwrite"
-        ) from None
-    return card, state
 
 
 def _prepare_out(out: Path) -> None:
@@ -175,7 +138,7 @@ class _Trainer:
         self.state: dict[str, Any] = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
         self.card: ModelCard | None = None
         if config.resume:
-            self.card, self.state = _check_resume(out, config, splits)
+            self.card, self.state = check_resume(out, config, splits)
             self.model.load_state_dict(backbones.read_safetensors(out / LAST_CHECKPOINT))
         elif dist.main:
             _prepare_out(out)

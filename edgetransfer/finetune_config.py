@@ -9,10 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgetransfer.card import ModelCard
 from edgetransfer.data import AUGMENTATIONS, Splits, median_shorter_side
 from edgetransfer.errors import DataError, RunDirError, UsageError
 from edgetransfer.rundir import CARD, RunDir
 from edgetransfer.training import AMP_MODES, STRATEGIES
+
+RESUME_STATE = "resume.pt"  # the last finished epoch: optimizer, scheduler, history
+LAST_CHECKPOINT = "last.safetensors"  # the weights after the last finished epoch
+# options that may change when resuming; any other change makes --resume refuse
+# (the data path may be spelt another way: the fingerprint of its images decides)
+RESUMABLE_CHANGES = {"epochs", "device", "workers", "time_budget", "patience", "resume", "overwrite", "out", "data"}
 
 
 @dataclass(frozen=True)
@@ -224,3 +231,38 @@ def class_counts(splits: Splits) -> str:
     counts = collections.Counter(s.label for split in ("train", "val", "test") for s in splits.split(split))
     shown = ", ".join(f"{splits.labels[i]} {counts[i]}" for i in range(min(len(splits.labels), 12)))
     return shown + (", ..." if len(splits.labels) > 12 else "")
+
+
+def check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[ModelCard, dict]:
+    import torch
+
+    run = RunDir(out)
+    if not run.file(CARD).is_file():
+        raise RunDirError(f"nothing to resume in {out}: it has no {CARD}")
+    card = run.load_card()
+    if card.complete.get("finetune"):
+        raise RunDirError(f"{out} finished training already; nothing to resume")
+    if not run.file(RESUME_STATE).is_file():
+        raise RunDirError(f"{out} has no {RESUME_STATE} (no epoch finished); start again with --overwrite")
+    before = card.training.get("config", {})
+    changed = sorted(
+        k
+        for k, v in dataclasses.asdict(config).items()
+        if k not in RESUMABLE_CHANGES and k in before and before[k] != v
+    )
+    if changed:
+        raise UsageError(
+            f"--resume with changed option(s): {', '.join(changed)}; only "
+            f"{', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite', 'out'}))} may change"
+        )
+    if tuple(splits.labels) != tuple(card.labels):
+        raise UsageError(f"the data's classes {list(splits.labels)} differ from the checkpoint's {list(card.labels)}")
+    if splits.fingerprint() != card.dataset.get("fingerprint"):
+        raise UsageError(f"the images in {splits.root} changed since the run started; cannot resume")
+    try:
+        state = torch.load(run.file(RESUME_STATE), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: said in one line
+        raise RunDirError(
+            f"cannot read {run.file(RESUME_STATE)} ({str(exc).splitlines()[0][:80]}); start again with --overwrite"
+        ) from None
+    return card, state

@@ -24,7 +24,7 @@ def isolated_env(tmp_path_factory):
 
 def make_folder(root: Path, per_class: int = 12, classes: int = 3, seed: int = 0) -> Path:
     """``root/<class>/*.png`` with ``per_class`` generated images of each class."""
-    from edgetransfer.data import write_pattern_folder
+    from edgetransfer.builtin_data import write_pattern_folder
 
     return write_pattern_folder(root, per_class=per_class, classes=classes, seed=seed)
 

@@ -1,7 +1,8 @@
 import pytest
 from conftest import make_folder
 
-from edgetransfer.data import SPLITS, load_splits, materialize_digits
+from edgetransfer.builtin_data import materialize_digits
+from edgetransfer.data import SPLITS, load_splits
 from edgetransfer.errors import DataError
 
 

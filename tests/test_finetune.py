@@ -255,7 +255,8 @@ def test_ties_in_validation_accuracy_go_to_the_lower_validation_loss(image_folde
 
 @pytest.mark.parametrize("side, expected", [(40, 96), (130, 160), (300, 224)])
 def test_input_size_from_the_images(tmp_path, side, expected):
-    from edgetransfer.data import load_splits, write_pattern_folder
+    from edgetransfer.builtin_data import write_pattern_folder
+    from edgetransfer.data import load_splits
     from edgetransfer.finetune_config import choose_size
 
     data = write_pattern_folder(tmp_path / "data", per_class=4, classes=2, size=side)
@@ -270,8 +271,8 @@ def test_input_size_from_the_images(tmp_path, side, expected):
 def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeypatch):
     """finetune(FinetuneConfig(data="digits")) resolves the built-in set as the CLI does (the folder is replaced by
     a small one here; writing the real digits is tested by the pipeline test)."""
-    from edgetransfer import data
+    from edgetransfer import builtin_data
 
-    monkeypatch.setattr(data, "materialize_digits", lambda seed=0: image_folder)
+    monkeypatch.setattr(builtin_data, "materialize_digits", lambda seed=0: image_folder)
     run = finetune(FinetuneConfig(data="digits", out=str(tmp_path / "run"), **{**TINY, "epochs": 1}))
     assert run.load_card().dataset["path"] == str(image_folder.resolve())

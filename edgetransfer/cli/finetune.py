@@ -124,7 +124,7 @@ def finetune(
     """Fine-tune an ImageNet backbone on your labelled images; keep the best checkpoint (by val accuracy)."""
     import dataclasses
 
-    from edgetransfer.data import resolve_data
+    from edgetransfer.builtin_data import resolve_data
     from edgetransfer.errors import UsageError
     from edgetransfer.finetune import finetune as run_finetune
     from edgetransfer.finetune_config import FinetuneConfig, load_recipe, resume_options
