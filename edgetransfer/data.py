@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
+from edgetransfer.images import IMAGE_SUFFIXES  # one list for training and the device runtime
 from edgetransfer.rundir import sha256_file
-from edgetransfer.runtime import IMAGE_SUFFIXES  # one list for training and the device runtime
 
 if TYPE_CHECKING:
     import torch
@@ -346,7 +346,7 @@ def train_transform(pre: Preprocessing, *, augment: str = "light", hflip: bool =
 def open_rgb(path: Path):
     """An image as 8-bit RGB exactly as the device runtime reads it (EXIF orientation applied; grey, palette,
     alpha, CMYK converted; 16-bit scaled), or a :class:`DataError` naming it."""
-    from edgetransfer.runtime import open_image
+    from edgetransfer.images import open_image
 
     return open_image(path)
 
@@ -372,7 +372,7 @@ def batches(samples: tuple[Sample, ...], pre: Preprocessing, batch_size: int = 3
     (torchvision's evaluation transform differs by at most one uint8 level; tests/test_runtime.py)."""
     import numpy as np
 
-    from edgetransfer.runtime import preprocess
+    from edgetransfer.images import preprocess
 
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]

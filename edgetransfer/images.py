@@ -1,0 +1,145 @@
+"""Images as the models see them, in numpy and Pillow alone (no torch): open any image file as 8-bit RGB the way
+training did, and preprocess it exactly as the evaluation transform does. Shared by the device runtime and by
+export and bench, so every accuracy the project reports is measured on what a device app feeds the model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from edgetransfer.card import Preprocessing
+from edgetransfer.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"})
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+ImageInput = str | Path | Image.Image | np.ndarray
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB, as training saw it: EXIF orientation applied, grey/palette/CMYK converted by Pillow,
+    alpha dropped. 16-bit images (``I;16``) are scaled to 8 bits (``/257``) instead of clipped; ``I``/``F`` images
+    are read as 8-bit values when they fit 0..255, else as 16-bit."""
+    return _convert_to_rgb(ImageOps.exif_transpose(image))
+
+
+def _convert_to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"{mode} image with values outside 0..65535 cannot be read as 8 or 16 bits")
+        if mode in _SIXTEEN_BIT_MODES or (values.size and values.max() > 255):
+            values = values / 257.0
+        return Image.fromarray(np.rint(values).astype(np.uint8)).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError:  # e.g. "La", "RGBa": Pillow converts them to RGBA first
+        try:
+            return image.convert("RGBA").convert("RGB")
+        except ValueError:
+            raise DataError(f"images of mode {mode} cannot be converted to RGB") from None
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Read an image file as 8-bit RGB (see :func:`to_rgb`), or raise a :class:`DataError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            rgb = to_rgb(img)
+            rgb.load()
+            return rgb
+    except DataError as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
+        raise DataError(f"cannot read image {path}: {first_line(exc)}") from None
+
+
+def _as_rgb(image: ImageInput) -> Image.Image:
+    if isinstance(image, (str, Path)):
+        return open_image(image)
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        if image.dtype not in (np.uint8, np.uint16) or image.ndim not in (2, 3):
+            raise DataError(
+                f"an image array must be HxW or HxWxC of uint8 (or uint16 grey), not {image.dtype} {image.shape}"
+            )
+        if image.ndim == 3 and (image.dtype != np.uint8 or image.shape[2] not in (3, 4)):
+            raise DataError(f"an HxWxC image array must be uint8 RGB or RGBA, not {image.dtype} {image.shape}")
+        return _convert_to_rgb(Image.fromarray(np.ascontiguousarray(image)))  # a frame has no EXIF
+    raise DataError(f"cannot classify a {type(image).__name__}: pass a path, a PIL image or a numpy array")
+
+
+def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
+    """(width, height) with the shorter side ``shorter`` and the aspect ratio kept, truncated as torchvision does."""
+    if width <= height:
+        return shorter, int(shorter * height / width)
+    return int(shorter * width / height), shorter
+
+
+def center_crop(pixels: np.ndarray, crop: int) -> np.ndarray:
+    """The centre ``crop`` x ``crop`` of an HxWxC array, zero-padded first where it is smaller (torchvision's
+    ``CenterCrop``, including its round-half-to-even offsets)."""
+    height, width = pixels.shape[:2]
+    if crop > height or crop > width:
+        pad_h, pad_w = max(crop - height, 0), max(crop - width, 0)
+        pixels = np.pad(pixels, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
+        height, width = pixels.shape[:2]
+    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    return pixels[top : top + crop, left : left + crop]
+
+
+def preprocess_image(image: ImageInput, pre: Preprocessing) -> np.ndarray:
+    """One image as the model's (3, crop, crop) float32 input: the evaluation transform of ``data.eval_transform``
+    (shorter side resized with antialiasing, centre crop, scale, mean/std) with Pillow instead of torchvision."""
+    rgb = _as_rgb(image)
+    width, height = resized_size(*rgb.size, pre.resize)
+    # One pass per axis, horizontal first, as torchvision does (recent Pillow, 13 here, goes vertical first for tall
+    # images, which rounds differently): at most one uint8 level from torchvision, the same on any Pillow.
+    if width != rgb.width:
+        rgb = rgb.resize((width, rgb.height), RESAMPLING[pre.interpolation], reducing_gap=None)
+    if height != rgb.height:
+        rgb = rgb.resize((width, height), RESAMPLING[pre.interpolation], reducing_gap=None)
+    pixels = center_crop(np.asarray(rgb), pre.crop).astype(np.float32) * np.float32(pre.scale)
+    pixels = (pixels - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def preprocess(images: Sequence[ImageInput], pre: Preprocessing) -> np.ndarray:
+    """A batch of images as one (N, 3, crop, crop) float32 array."""
+    return np.stack([preprocess_image(image, pre) for image in images])
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files named or found below the folders named (recursively, hidden files skipped), in order."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            below = [
+                p
+                for p in sorted(path.rglob("*"))
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ]
+            if not below:
+                raise DataError(f"no images in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+            found += below
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"image or folder not found: {path}")
+    return found
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
