@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from edgetransfer.cli._common import friendly_errors
+from edgetransfer.export import ExportConfig  # the defaults below are the library's own
+from edgetransfer.quantize import Int8Config
 
 
 @friendly_errors
@@ -19,31 +21,41 @@ def export(
         typer.Option(
             help="static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR; dynamic: weight-only int8 (ONNX only)."
         ),
-    ] = "static",
+    ] = Int8Config.mode,
     calib: Annotated[
         Path | None,
         typer.Option(help="Folder of target-domain images to calibrate int8 on.", show_default="the training split"),
     ] = None,
-    calib_method: Annotated[str, typer.Option(help="int8 calibration: minmax, entropy or percentile.")] = "minmax",
-    calib_size: Annotated[int, typer.Option(help="Images used to calibrate int8.")] = 200,
-    per_channel: Annotated[bool, typer.Option(help="One int8 scale per output channel (else per tensor).")] = True,
+    calib_method: Annotated[
+        str, typer.Option(help="int8 calibration: minmax, entropy or percentile.")
+    ] = Int8Config.method,
+    calib_size: Annotated[int, typer.Option(help="Images used to calibrate int8.")] = Int8Config.calibration_size,
+    per_channel: Annotated[
+        bool, typer.Option(help="One int8 scale per output channel (else per tensor).")
+    ] = Int8Config.per_channel,
     accuracy_aware: Annotated[
         bool, typer.Option(help="Keep the most sensitive layers in float until --max-drop holds (needs val images).")
-    ] = True,
-    max_drop: Annotated[float, typer.Option(help="Largest int8 top-1 loss on validation, in points.")] = 1.0,
+    ] = Int8Config.accuracy_aware,
+    max_drop: Annotated[
+        float, typer.Option(help="Largest int8 top-1 loss on validation, in points.")
+    ] = Int8Config.max_drop,
     openvino_int8: Annotated[
         str, typer.Option(help="OpenVINO int8 IR from: nncf (quantize the IR) or qdq (convert model.int8.onnx).")
-    ] = "nncf",
-    fp16: Annotated[bool, typer.Option(help="Also write model.fp16.onnx and openvino/model.fp16.xml.")] = False,
-    openvino: Annotated[bool, typer.Option(help="Also write OpenVINO IR (openvino/*.xml).")] = True,
+    ] = Int8Config.openvino,
+    fp16: Annotated[
+        bool, typer.Option(help="Also write model.fp16.onnx and openvino/model.fp16.xml.")
+    ] = ExportConfig.fp16,
+    openvino: Annotated[bool, typer.Option(help="Also write OpenVINO IR (openvino/*.xml).")] = ExportConfig.openvino,
     tensorrt: Annotated[
         bool, typer.Option(help="Write the TensorRT EP's int8 calibration table and options (needs a GPU).")
-    ] = False,
+    ] = ExportConfig.tensorrt,
     simplify: Annotated[
         bool, typer.Option(help="Simplify the ONNX graph with onnxslim (kept only if parity holds).")
-    ] = True,
-    opset: Annotated[int, typer.Option(help="ONNX opset to write.")] = 17,
-    atol: Annotated[float, typer.Option(help="Max |logit difference| to PyTorch before the export fails.")] = 1e-3,
+    ] = ExportConfig.simplify,
+    opset: Annotated[int, typer.Option(help="ONNX opset to write.")] = ExportConfig.opset,
+    atol: Annotated[
+        float, typer.Option(help="Max |logit difference| to PyTorch before the export fails.")
+    ] = ExportConfig.atol,
     data: Annotated[
         Path | None,
         typer.Option(help="Labelled image folder for checks and accuracy.", show_default="the run's data folder"),

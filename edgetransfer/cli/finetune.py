@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from edgetransfer.cli._common import friendly_errors
+from edgetransfer.finetune_config import FinetuneConfig
+
+
+def _default(name: str) -> str:
+    """What ``--help`` shows as an option's default: the library's own (FinetuneConfig), never a copy."""
+    return str(next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == name))
+
 
 DATA_HELP = (
     "Image folder: DIR/<class>/*.png|jpg (split 70/15/15 with --seed) or DIR/train|val|test/<class>/...; "
@@ -26,7 +34,7 @@ def finetune(
         Path | None, typer.Option("--config", help="A TOML recipe holding any of these options; flags override it.")
     ] = None,
     backbone: Annotated[
-        str | None, typer.Option(help="Backbone name (see 'edgetransfer models').", show_default="mobilenet_v2")
+        str | None, typer.Option(help="Backbone name (see 'edgetransfer models').", show_default=_default("backbone"))
     ] = None,
     out: Annotated[
         str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")
@@ -46,36 +54,50 @@ def finetune(
         typer.Option(
             help="two-phase (head, then the whole network at lr x --body-lr-scale), full, partial (--unfreeze N), "
             "linear-probe.",
-            show_default="two-phase",
+            show_default=_default("strategy"),
         ),
     ] = None,
-    head_epochs: Annotated[int | None, typer.Option(help="two-phase: head-only epochs.", show_default="1")] = None,
+    head_epochs: Annotated[
+        int | None, typer.Option(help="two-phase: head-only epochs.", show_default=_default("head_epochs"))
+    ] = None,
     unfreeze: Annotated[
-        int | None, typer.Option(help="partial: last body blocks that learn.", show_default="3")
+        int | None, typer.Option(help="partial: last body blocks that learn.", show_default=_default("unfreeze"))
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Passes over the training split, at most.", show_default="5")
+        int | None, typer.Option(help="Passes over the training split, at most.", show_default=_default("epochs"))
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per training step.", show_default="32")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per training step.", show_default=_default("batch_size"))
+    ] = None,
     lr: Annotated[
-        float | None, typer.Option(help="Peak learning rate of the head (AdamW).", show_default="2e-3")
+        float | None, typer.Option(help="Peak learning rate of the head (AdamW).", show_default=_default("lr"))
     ] = None,
     body_lr_scale: Annotated[
-        float | None, typer.Option(help="The body's learning rate is lr times this.", show_default="1.0")
+        float | None,
+        typer.Option(help="The body's learning rate is lr times this.", show_default=_default("body_lr_scale")),
     ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.", show_default="0.01")] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="AdamW weight decay.", show_default=_default("weight_decay"))
+    ] = None,
     warmup: Annotated[
-        float | None, typer.Option(help="Fraction of steps warming the lr up (then cosine).", show_default="0.05")
+        float | None,
+        typer.Option(help="Fraction of steps warming the lr up (then cosine).", show_default=_default("warmup")),
     ] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.", show_default="0.1")] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing.", show_default=_default("label_smoothing"))
+    ] = None,
     augment: Annotated[
-        str | None, typer.Option(help="none, light (crop + colour jitter), trivial, randaugment.", show_default="light")
+        str | None,
+        typer.Option(
+            help="none, light (crop + colour jitter), trivial, randaugment.", show_default=_default("augment")
+        ),
     ] = None,
     hflip: Annotated[
         bool | None, typer.Option(help="Random horizontal flips (not for text or digits).", show_default="no-hflip")
     ] = None,
     balanced: Annotated[
-        str | None, typer.Option(help="Class-balanced sampling: auto (skew >= 3:1), on, off.", show_default="auto")
+        str | None,
+        typer.Option(help="Class-balanced sampling: auto (skew >= 3:1), on, off.", show_default=_default("balanced")),
     ] = None,
     patience: Annotated[
         int | None, typer.Option(help="Stop after this many epochs without a better val top-1.")
@@ -83,14 +105,18 @@ def finetune(
     time_budget: Annotated[
         float | None, typer.Option(help="Seconds of training at most (epochs are re-planned).")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for split, head and batch order.", show_default="0")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for split, head and batch order.", show_default=_default("seed"))
+    ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda.", show_default="auto")
+        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda.", show_default=_default("device"))
     ] = None,
     amp: Annotated[
-        str | None, typer.Option(help="GPU mixed precision: auto, bf16, fp16, off.", show_default="auto")
+        str | None, typer.Option(help="GPU mixed precision: auto, bf16, fp16, off.", show_default=_default("amp"))
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.", show_default="0")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="DataLoader worker processes.", show_default=_default("workers"))
+    ] = None,
     adapt_bn: Annotated[
         Path | None, typer.Option(help="Unlabelled target-domain images: re-estimate BatchNorm statistics (AdaBN).")
     ] = None,
@@ -100,13 +126,17 @@ def finetune(
     target_val: Annotated[
         Path | None, typer.Option(help="Labelled target images (DIR/<class>/...): measure and guard adaptation.")
     ] = None,
-    pseudo_threshold: Annotated[float | None, typer.Option(help="Pseudo-label confidence.", show_default="0.9")] = None,
-    pseudo_rounds: Annotated[int | None, typer.Option(help="Self-training rounds.", show_default="2")] = None,
+    pseudo_threshold: Annotated[
+        float | None, typer.Option(help="Pseudo-label confidence.", show_default=_default("pseudo_threshold"))
+    ] = None,
+    pseudo_rounds: Annotated[
+        int | None, typer.Option(help="Self-training rounds.", show_default=_default("pseudo_rounds"))
+    ] = None,
     pseudo_lambda: Annotated[
-        float | None, typer.Option(help="Loss = λ·source + (1−λ)·target.", show_default="0.5")
+        float | None, typer.Option(help="Loss = λ·source + (1−λ)·target.", show_default=_default("pseudo_lambda"))
     ] = None,
     pseudo_lr: Annotated[
-        float | None, typer.Option(help="Self-training's learning rate (AdamW).", show_default="9e-5")
+        float | None, typer.Option(help="Self-training's learning rate (AdamW).", show_default=_default("pseudo_lr"))
     ] = None,
     skip_bad: Annotated[
         bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")
@@ -122,12 +152,10 @@ def finetune(
     ] = False,
 ) -> None:
     """Fine-tune an ImageNet backbone on your labelled images; keep the best checkpoint (by val accuracy)."""
-    import dataclasses
-
     from edgetransfer.builtin_data import resolve_data
     from edgetransfer.errors import UsageError
     from edgetransfer.finetune import finetune as run_finetune
-    from edgetransfer.finetune_config import FinetuneConfig, load_recipe, resume_options
+    from edgetransfer.finetune_config import load_recipe, resume_options
 
     given = {k: v for k, v in locals().items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}}
     options = load_recipe(config) if config else {}
