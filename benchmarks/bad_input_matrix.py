@@ -65,8 +65,8 @@ def hostile_rows(tmp: Path, good: Path, run) -> list[str]:
     )
     rows.append(row("--out inside the data folder", ["finetune", "--data", good, "--out", good / "run"], new))
     rows.append(row("--out /", ["finetune", "--data", good, "--out", "/"], new))
-    for (option, value), _ in BAD_OPTIONS.items():
-        rows.append(row(f"{option} {value}", ["finetune", "--data", good, "--out", tmp / "x", option, value], new))
+    for option in BAD_OPTIONS:
+        rows.append(row(" ".join(option), ["finetune", "--data", good, "--out", tmp / "x", *option], new))
     recipe = tmp / "recipe.toml"
     recipe.write_text('epochs = "five"\n')
     rows.append(

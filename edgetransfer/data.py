@@ -90,6 +90,11 @@ def splits_from_record(record: dict[str, Any], root: Path | str | None = None) -
         samples = []
         for rel, label, digest in record["files"][name]:
             path = root / rel
+            if not path.is_file() and not (root / Path(rel).parts[0]).is_dir():
+                raise DataError(
+                    f"{root} is not the folder the run was trained on: it has no {Path(rel).parts[0]}/ (the run's "
+                    f"classes: {', '.join(labels)}); pass that folder with --data"
+                )
             if not path.is_file():
                 raise DataError(f"{path} is missing: the run's {name} split names it; restore it or fine-tune again")
             if sha256_file(path) != digest:
@@ -195,6 +200,8 @@ def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
 def list_images(folder: Path | str, *, skip_bad: bool = False) -> tuple[Sample, ...]:
     """Every image below ``folder`` (unlabelled, e.g. calibration images), each checked to be readable."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder} is a file; give a folder of images")
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")
     scan = _Scan(folder, skip_bad=skip_bad)

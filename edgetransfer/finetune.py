@@ -47,7 +47,15 @@ from edgetransfer.finetune_config import (
 )
 from edgetransfer.plots import plot_confusion, plot_curves
 from edgetransfer.rundir import CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text, sha256_file
-from edgetransfer.training import Distributed, amp_dtype, param_groups, sampler_for_epoch, set_phase, warmup_cosine
+from edgetransfer.training import (
+    Distributed,
+    amp_dtype,
+    head_and_blocks,
+    param_groups,
+    sampler_for_epoch,
+    set_phase,
+    warmup_cosine,
+)
 from edgetransfer.versions import package_versions
 
 __all__ = ["FinetuneConfig", "TrainingDiverged", "evaluate", "finetune", "load_model", "load_recipe", "resume_options"]
@@ -133,6 +141,11 @@ class _Trainer:
         torch.manual_seed(config.seed)
         weights = Path(config.weights) if config.weights else None
         self.model, self.weights_info = backbones.build(backbone, len(splits.labels), weights_path=weights)
+        blocks = len(head_and_blocks(self.model)[1])
+        if config.strategy == "partial" and config.unfreeze > blocks:
+            raise UsageError(
+                f"--unfreeze {config.unfreeze}: {backbone.name} has {blocks} blocks; --strategy full trains all"
+            )
         self.size_reason = size[1]
         self.pre = default_preprocessing(size[0], mean=backbone.mean, std=backbone.std)
         self.state: dict[str, Any] = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
@@ -186,6 +199,7 @@ class _Trainer:
             if epoch > plan["epochs"]:
                 stopped_because = "time budget"
                 break
+            torch.manual_seed(config.seed * 10_000 + epoch)  # augmentation and dropout: a resumed epoch is the same
             phase = "head" if config.strategy == "two-phase" and epoch <= config.head_epochs else "body"
             set_phase(model, config.strategy, phase, config.unfreeze)
             sampler, sampling = sampler_for_epoch(self.splits.train, config, epoch, dist)
@@ -253,6 +267,11 @@ class _Trainer:
             + (f"; resuming after epoch {self.state['epoch']}" if c.resume else "")
             + (f"\ninput size {self.pre.crop} px {self.size_reason}" if self.size_reason != "--size" else "")
         )
+        if c.strategy == "two-phase" and c.head_epochs >= c.epochs:
+            console.err.print(
+                f"[yellow]note: --head-epochs {c.head_epochs} >= --epochs {c.epochs}: the body never learns; "
+                "raise --epochs to fine-tune it[/]"
+            )
         if sizes["val"] < SMALL_VAL:
             console.err.print(
                 f"[yellow]note: the validation split has {sizes['val']} images (one image is "

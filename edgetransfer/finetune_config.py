@@ -154,7 +154,12 @@ def check_out(config: FinetuneConfig) -> None:
     """Refuse an ``--out`` that would destroy or swallow something that is not ours, before any work: the
     filesystem root or the home folder, a folder holding (or inside) an input of the run, an existing file, or an
     existing folder that is not a run this project made (``--overwrite`` replaces runs only)."""
+    if not str(config.out).strip():
+        raise UsageError("--out is empty; name a folder for the run, e.g. models/NAME")
     out = Path(config.out).expanduser()
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UsageError(f"--out {config.out}: {blocked} is a file, not a folder")
     where = out.resolve()
     if where == Path(where.anchor) or where == Path.home().resolve():
         raise UsageError(f"--out {config.out} is {where}; name a folder for the run, e.g. models/NAME")

@@ -31,6 +31,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
             if before["phase"] != after["phase"]:  # two-phase: where the body starts learning
                 ax.axvline(before["epoch"] + 0.5, color="grey", linestyle="--", linewidth=1)
                 ax.text(before["epoch"] + 0.55, 0.95, after["phase"], transform=ax.get_xaxis_transform(), color="grey")
+        if title == "val top-1":
+            ax.set_ylim(top=1.005)  # an accuracy never goes past 100 %
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

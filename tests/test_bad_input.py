@@ -221,6 +221,7 @@ BAD_OPTIONS = {
     ("--batch-size", "1"): "--batch-size must be 2..",
     ("--epochs", "0"): "--epochs must be 1..",
     ("--pseudo-rounds", "0"): "--pseudo-rounds must be 1..100",
+    ("--unfreeze", "1000", "--strategy", "partial"): "--unfreeze 1000: mobilenet_v2 has 19 blocks",
 }
 
 
@@ -407,3 +408,38 @@ def test_export_options_are_checked_before_the_work(trained_run, tmp_path, optio
     run = tmp_path / "run"
     shutil.copytree(trained_run.path, run)
     run_bad(["export", run, *option], 2, f"{option[0]} must be", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "out, fragment",
+    [("", "--out is empty"), ("afile/run", "afile is a file, not a folder"), ("/proc/run", "cannot write /proc")],
+)
+def test_out_where_no_folder_can_be_made(tmp_path, image_folder, monkeypatch, out, fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    run_bad(["finetune", "--data", image_folder, "--out", out, "--size", 32], 2, fragment, tmp_path)
+
+
+def test_bench_checks_its_output_folder_and_relative_to_before_measuring(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    run_bad(["bench", run, "--out", "/proc/reports"], 2, "cannot make /proc/reports", tmp_path)
+    run_bad(["bench", run, "--relative-to", "foo:fp32"], 2, "--relative-to foo:fp32 names no model", tmp_path)
+    run_bad(["bench", run, "--backends", ""], 2, "--backends is empty", tmp_path)
+
+
+def test_export_with_another_folder_and_a_file_for_calibration(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    other = make_folder(tmp_path / "other", classes=2)
+    for name in ("class0", "class1"):  # another labelled folder: other class names
+        (other / name).rename(other / f"cat-{name}")
+    run_bad(["export", run, "--data", other], 2, "is not the folder the run was trained on", tmp_path)
+    (tmp_path / "afile").write_text("x")
+    run_bad(["export", run, "--calib", tmp_path / "afile"], 2, "is a file; give a folder of images", tmp_path)
+
+
+def test_predict_needs_at_least_one_class_and_image_per_call(trained_run, tmp_path):
+    image = next(iter(sorted(__import__("pathlib").Path(trained_run.load_card().dataset["path"]).rglob("*.png"))))
+    for option in ("--top-k", "--batch-size"):
+        run_bad(["predict", trained_run.file("model.onnx"), image, option, 0], 2, "must be at least 1", tmp_path)

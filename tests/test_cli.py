@@ -154,3 +154,24 @@ def test_export_bad_options_are_one_line_and_change_nothing(trained_run, args, f
     before = {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()}
     assert_one_line_error(invoke("export", trained_run.path, *args), 2, fragment)
     assert {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["finetune", "--epochs", "1e3"], "Invalid value for '--epochs'"),
+        (["finetune", "--bogus"], "No such option: --bogus"),
+        (["export"], "Missing argument 'run'"),
+        (["frob"], "No such command 'frob'"),
+    ],
+)
+def test_command_line_mistakes_are_one_line(args, fragment):
+    """What the argument parser refuses is one `error:` line and exit 2 from the real entry point, like every other
+    user error (the parser's own boxed message is not printed)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "edgetransfer", *args], capture_output=True, text=True, timeout=60)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], done.stderr

@@ -126,6 +126,11 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     assert card.complete["finetune"] and [h["epoch"] for h in card.training["history"]] == [1, 2, 3]
     uninterrupted = finetune(FinetuneConfig(**{**config.__dict__, "out": str(tmp_path / "straight")}))
     assert uninterrupted.file("model.safetensors").read_bytes() == run.file("model.safetensors").read_bytes()
+    # the resumed epoch saw the same augmentation and dropout as the uninterrupted one: the same losses
+    straight = uninterrupted.load_card().training["history"]
+    assert [(h["loss"], h["val_loss"]) for h in card.training["history"]] == [
+        (h["loss"], h["val_loss"]) for h in straight
+    ]
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_best(image_folder, tmp_path, monkeypatch):
@@ -268,7 +273,7 @@ def test_input_size_from_the_images(tmp_path, side, expected):
     assert choose_size(given, backbones.get("mobilenet_v2"), splits) == (64, "--size")
 
 
-def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeypatch):
+def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeypatch, capsys):
     """finetune(FinetuneConfig(data="digits")) resolves the built-in set as the CLI does (the folder is replaced by
     a small one here; writing the real digits is tested by the pipeline test)."""
     from edgetransfer import builtin_data
@@ -276,3 +281,4 @@ def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeyp
     monkeypatch.setattr(builtin_data, "materialize_digits", lambda seed=0: image_folder)
     run = finetune(FinetuneConfig(data="digits", out=str(tmp_path / "run"), **{**TINY, "epochs": 1}))
     assert run.load_card().dataset["path"] == str(image_folder.resolve())
+    assert "--head-epochs 1 >= --epochs 1: the body never learns" in capsys.readouterr().err

@@ -78,6 +78,11 @@ def _writable_folder(folder: Path, what: str) -> None:
         raise UsageError(f"{what}: {existing} is a file, not a folder")
     if not _can_write(existing):
         raise UsageError(f"{what}: cannot write in {existing} (permission denied)")
+    if existing != folder:  # the folders to make: try now, so that a place where none can be made fails first
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{what}: cannot make {folder} ({exc.strerror})") from None
 
 
 def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None) -> None:
@@ -97,6 +102,20 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
         _writable_folder(target.parent, f"--save-baseline {target}")
 
 
+def check_relative_to(run: RunDir, config: BenchConfig, spec: str) -> None:
+    """``--relative-to BACKEND[:VARIANT]`` must name a model this bench measures: checked before measuring."""
+    from edgetransfer.bench.runner import _plan, resolve_backends
+
+    backend, _, variant = spec.partition(":")
+    chosen, _ = resolve_backends(config.backends)
+    plan, _ = _plan(run, chosen, config)
+    measured = sorted({f"{b.name}:{v}" for b, v, _, _ in plan})
+    if not any(b.name == backend and (not variant or v == variant) for b, v, _, _ in plan):
+        raise UsageError(
+            f"--relative-to {spec} names no model this bench measures; measured here: {', '.join(measured) or 'none'}"
+        )
+
+
 def run_command(
     run: RunDir,
     config: BenchConfig,
@@ -112,6 +131,8 @@ def run_command(
     files would go is checked first, before anything is measured."""
     config.validate()
     check_outputs(run, out_dir, save_baseline)
+    if gate is not None and gate.reference() is not None:
+        check_relative_to(run, config, gate.relative_to)
     if gate is not None:
         if baseline is not None:
             check_baseline_model(run, baseline, baseline_name or "baseline")

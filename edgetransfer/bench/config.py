@@ -94,6 +94,10 @@ class BenchConfig:
             raise UsageError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.objective not in OBJECTIVES:
             raise UsageError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if not self.backends:
+            raise UsageError("--backends is empty; name at least one (torch-cpu, ort-cpu, openvino-cpu, ...) or 'all'")
+        if self.variants is not None and not self.variants:
+            raise UsageError(f"--variants is empty; name at least one of {', '.join(VARIANTS)}")
         unknown = set(self.variants or ()) - set(VARIANTS)
         if unknown:
             raise UsageError(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")

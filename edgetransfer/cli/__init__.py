@@ -26,4 +26,25 @@ app.command()(models)
 
 
 def main() -> None:
-    app()
+    """The ``edgetransfer`` command. A mistake on the command line (an unknown option, a value of the wrong type)
+    is one line, ``error: ...``, and exit 2, like every other user error."""
+    import sys
+
+    try:  # typer up to 0.2x runs on click; later versions carry their own copy of it
+        from click.exceptions import Abort, ClickException
+    except ModuleNotFoundError:
+        from typer import Abort
+        from typer import TyperException as ClickException
+
+    try:
+        code = app(standalone_mode=False)
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see 'edgetransfer {ctx.info_name} --help')" if ctx is not None and ctx.parent is not None else ""
+        if exc.format_message():  # (no command at all: the help was printed, and that is the message)
+            print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except Abort:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -174,8 +174,8 @@ def bench(
     if baseline or relative_to or reference_run:
         gate = GateConfig(max_regression=parse_fraction(max_regression), relative_to=relative_to, confirm=confirm)
     explicit = {
-        "backends": split_list(backends) if backends else None,
-        "variants": split_list(variants) if variants else None,
+        "backends": split_list(backends) if backends is not None else None,
+        "variants": split_list(variants) if variants is not None else None,
         "batches": parse_batches(batch) if batch else None,
         "threads": threads,
         "precision": precision,

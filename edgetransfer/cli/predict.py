@@ -40,8 +40,11 @@ def predict(
     """Classify images with the labels and preprocessing embedded in the model file; print the top-k per image."""
     import json as json_module
 
+    from edgetransfer.errors import UsageError
     from edgetransfer.runtime import Classifier
 
+    if top_k < 1 or batch_size < 1:
+        raise UsageError(f"--top-k and --batch-size must be at least 1, not {top_k} and {batch_size}")
     classifier = Classifier(
         model,
         backend=backend,
