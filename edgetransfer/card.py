@@ -107,6 +107,7 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)  # resolved config and outcome
     metrics: dict[str, Any] = field(default_factory=dict)  # variant -> {split_top1: value, ...}
     artifacts: dict[str, Any] = field(default_factory=dict)  # name -> {file, sha256, bytes, ...}
+    export: dict[str, Any] = field(default_factory=dict)  # the resolved export config and the passes that ran
     versions: dict[str, str] = field(default_factory=dict)
     complete: dict[str, bool] = field(default_factory=dict)  # stage -> finished
     schema_version: int = SCHEMA_VERSION
