@@ -1,0 +1,210 @@
+"""One schema per file the project reads, checked once where the file is read (pydantic v2).
+
+Every file that arrives from outside (a recipe, a profile, a baseline or bench JSON, a model card, a
+targets file) is untrusted: a wrong type, an unknown key, a value out of range, a NaN or an absurd size
+becomes ONE line that names the file, the key path and what was expected (:func:`validate`), raised as
+a :class:`~edgetransfer.errors.UsageError` subclass so the CLI exits 2 and writes nothing.
+
+Why pydantic: its errors are typed and carry the location of the bad value (``loc``, a key path); a model
+with ``extra='forbid'`` rejects unknown keys and ``allow_inf_nan=False`` rejects NaN and infinities; it is
+mature and its core is fast (Rust). It has no torch dependency, so the device runtime, which reads cards,
+can use it too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import Strict as _Strict
+
+from edgetransfer.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - python 3.10
+    import tomli as tomllib
+
+M = TypeVar("M")
+MAX_TEXT_FILE_BYTES = 1_000_000  # a recipe, a profile or a targets file is a few hundred bytes
+MAX_JSON_FILE_BYTES = 64_000_000  # a bench.json with every raw timing of many variants
+
+# Strict scalars: no "3" for 3, no true for 1; an int is still a float; no NaN or infinity anywhere.
+Int = Annotated[int, _Strict()]
+Float = Annotated[float, _Strict(), Field(allow_inf_nan=False)]
+Bool = Annotated[bool, _Strict()]
+Name = Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=200)]
+Text = Annotated[str, _Strict(), StringConstraints(max_length=10_000)]
+
+
+class Schema(BaseModel):
+    """The base of every file schema: unknown keys refused, no NaN or infinity, strict types, frozen."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
+
+
+class FileError(UsageError):
+    """A file the user gave (or that a run holds) is not what its schema expects."""
+
+
+# --------------------------------------------------------------------------- the one-line error
+
+
+def _model_at(model: Any, loc: tuple) -> Any:
+    """The schema class found by following ``loc`` (keys and list indices) from ``model``; None when lost."""
+    for part in loc:
+        model = _unwrap(model)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            model = field.annotation
+        elif get_origin(model) in (list, tuple, dict, Mapping) or get_origin(model) is not None:
+            args = [a for a in get_args(model) if a is not Ellipsis]
+            model = args[-1] if args else None
+        else:
+            return None
+    return _unwrap(model)
+
+
+def _unwrap(tp: Any) -> Any:
+    """``Annotated[X, ...]`` -> X; ``X | None`` -> X (one non-None member)."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin is Union or type(tp).__name__ == "UnionType":
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return tp
+            tp = members[0]
+        else:
+            return tp
+
+
+def known_keys(model: Any, loc: tuple) -> list[str]:
+    """The keys the schema allows in the table at ``loc``."""
+    found = _model_at(model, loc)
+    if isinstance(found, type) and issubclass(found, BaseModel):
+        return [f.alias or name for name, f in found.model_fields.items()]
+    return []
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
+
+
+def _key_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def error_line(exc: ValidationError, source: str, model: Any = None) -> str:
+    """``SOURCE: KEY: expected WHAT, got VALUE (and N more)`` for the first error of ``exc``; an unknown key
+    names the closest known one (difflib)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or-python"))))
+    kind, msg = first["type"], first["msg"]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if kind == "extra_forbidden":
+        known = known_keys(model, loc[:-1]) if model is not None else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        allowed = f" (known: {', '.join(known)})" if known and not close else ""
+        return f"{source}: unknown key {_key_path(loc)!r}{hint}{allowed}{more}"
+    if kind == "missing":
+        return f"{source}: {_key_path(loc)}: missing (it is required){more}"
+    if msg.startswith("Input should be "):
+        msg = "expected " + msg[len("Input should be ") :]
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    elif msg.startswith("Assertion failed, "):
+        msg = msg[len("Assertion failed, ") :]
+    got = "" if kind.startswith("value_error") else f", got {_shown(first.get('input'))}"
+    return f"{source}: {_key_path(loc)}: {msg}{got}{more}"
+
+
+def validate(model: type[M] | TypeAdapter, data: Any, source: str, *, error: type[UsageError] = FileError) -> M:
+    """``data`` checked against ``model`` (a schema class or a TypeAdapter); one-line ``error`` otherwise."""
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(data)
+        return model.model_validate(data)  # type: ignore[union-attr]
+    except ValidationError as exc:
+        target = model._type if isinstance(model, TypeAdapter) else model  # type: ignore[attr-defined]
+        raise error(error_line(exc, source, target)) from None
+
+
+def read_text(path: Path, *, what: str, limit: int = MAX_TEXT_FILE_BYTES, error: type[UsageError] = FileError) -> str:
+    """A small text file's content: a regular file (no FIFO, device or folder) of at most ``limit`` bytes."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} not found: {path}")
+    if not path.is_file():
+        raise error(f"{what} {path} is not a regular file")
+    size = path.stat().st_size
+    if size > limit:
+        raise error(f"{what} {path} is {size:,} bytes (expected at most {limit:,})")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{what} {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+
+
+def read_toml(path: Path, *, what: str, error: type[UsageError] = FileError) -> dict[str, Any]:
+    """A TOML file as a dict; not found, not a file, too big or not TOML is one line."""
+    text = read_text(path, what=what, error=error)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} {path} is not valid TOML: {exc}") from None
+
+
+# --------------------------------------------------------------------------- targets.toml (bench --on)
+
+HostName = Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.:\[\]-]+$")]
+UserName = Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+TargetName = Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class Target(Schema):
+    """One device ``bench --on NAME`` can reach over SSH."""
+
+    name: TargetName
+    host: HostName
+    port: Annotated[int, _Strict(), Field(ge=1, le=65535)] = 22
+    user: UserName | None = None
+    key: Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=4096)] | None = None  # a private key
+    python: Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=4096)] = "python3"
+    threads: Annotated[int, _Strict(), Field(ge=1, le=1024)] | None = None
+    notes: Text = ""
+
+
+class TargetsFile(Schema):
+    """``targets.toml``: ``[[target]]`` tables, one per device; names are distinct."""
+
+    target: Annotated[list[Target], Field(min_length=1, max_length=1000)]
+
+    def by_name(self) -> dict[str, Target]:
+        return {t.name: t for t in self.target}
+
+
+def load_targets(path: Path | str) -> dict[str, Target]:
+    """The devices of a targets file by name; any mistake in it is one :class:`FileError` line."""
+    source = str(path)
+    parsed = validate(TargetsFile, read_toml(Path(path), what="targets file"), source)
+    names = [t.name for t in parsed.target]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise FileError(f"{source}: target name {twice[0]!r} appears more than once (expected distinct names)")
+    return parsed.by_name()
