@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +75,10 @@ def _prepare_out(out: Path) -> None:
         shutil.rmtree(out)
 
 
-def finetune(config: FinetuneConfig) -> RunDir:
-    """Fine-tune ``config.backbone`` on ``config.data`` into the run directory ``config.out``."""
+def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | None = None) -> RunDir:
+    """Fine-tune ``config.backbone`` on ``config.data`` into the run directory ``config.out``. ``on_epoch(epoch,
+    record)`` is called after each finished epoch with its history record (``val_top1``, ``val_loss``, ...); an
+    exception it raises stops training there (the run keeps that epoch, resumable), e.g. a search pruning a trial."""
     config.validate()
     config = dataclasses.replace(config, data=resolve_data(config.data, config.seed))  # 'digits' from Python too
     check_out(config)
@@ -103,6 +106,7 @@ def finetune(config: FinetuneConfig) -> RunDir:
     try:
         with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
             trainer = _Trainer(config, out, backbone, splits, device, dist, choose_size(config, backbone, splits))
+            trainer.on_epoch = on_epoch
             return trainer.run(adapt_images, unlabeled, target_val)
     finally:
         dist.close()
@@ -150,6 +154,7 @@ class _Trainer:
         self.pre = default_preprocessing(size[0], mean=backbone.mean, std=backbone.std)
         self.state: dict[str, Any] = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
         self.card: ModelCard | None = None
+        self.on_epoch: Callable[[int, dict], None] | None = None
         if config.resume:
             self.card, self.state = check_resume(out, config, splits)
             self.model.load_state_dict(backbones.read_safetensors(out / LAST_CHECKPOINT))
@@ -240,6 +245,8 @@ class _Trainer:
             self._end_epoch(
                 epoch, phase, sampling, loss_sum / max(seen, 1), seen * dist.world / seconds, optimizer, scheduler, plan
             )
+            if self.on_epoch is not None and dist.main:
+                self.on_epoch(epoch, self.state["history"][-1])
             if config.time_budget:  # re-plan: as many epochs as the budget holds, the schedule follows
                 per_epoch = (time.perf_counter() - started) / (epoch - first_epoch + 1)
                 plan["epochs"] = max(
