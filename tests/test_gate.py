@@ -9,7 +9,8 @@ from bench_fakes import document, result, samples
 from typer.testing import CliRunner
 
 from edgetransfer.bench.config import BenchConfig, parse_batches, parse_fraction
-from edgetransfer.bench.gate import GateConfig, GateResult, Row, check, compare, gate_lines, merge_samples
+from edgetransfer.bench.gate import GateConfig, GateResult, Row, check, compare, merge_samples
+from edgetransfer.bench.gate_text import gate_lines
 from edgetransfer.bench.schema import load_document, validate_document
 from edgetransfer.bench.stats import block_log_medians, blocks_per_round, log_ratio_interval
 from edgetransfer.cli import app

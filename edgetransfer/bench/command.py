@@ -8,8 +8,9 @@ from pathlib import Path
 
 from edgetransfer.bench.config import BenchConfig
 from edgetransfer.bench.gate import GateConfig, GateResult, check
+from edgetransfer.bench.plan import identity_diff, model_identity
 from edgetransfer.bench.report import to_csv, to_markdown
-from edgetransfer.bench.runner import bench, identity_diff, model_identity, save_document
+from edgetransfer.bench.runner import bench, save_document
 from edgetransfer.errors import UsageError
 from edgetransfer.rundir import BENCH_REPORTS, RunDir, atomic_write_text
 
@@ -104,7 +105,7 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
 
 def check_relative_to(run: RunDir, config: BenchConfig, spec: str) -> None:
     """``--relative-to BACKEND[:VARIANT]`` must name a model this bench measures: checked before measuring."""
-    from edgetransfer.bench.runner import _plan, resolve_backends
+    from edgetransfer.bench.plan import _plan, resolve_backends
 
     backend, _, variant = spec.partition(":")
     chosen, _ = resolve_backends(config.backends)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from edgetransfer.bench.gate import GateResult, gate_lines
+from edgetransfer.bench.gate import GateResult
+from edgetransfer.bench.gate_text import gate_lines
 from edgetransfer.bench.profiles import budget_line, recommendation_line
 from edgetransfer.bench.stats import noise_problem
 

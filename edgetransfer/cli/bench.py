@@ -157,7 +157,8 @@ def bench(
     from edgetransfer import console
     from edgetransfer.bench.command import run_command
     from edgetransfer.bench.config import make_config, parse_batches, parse_fraction
-    from edgetransfer.bench.gate import GateConfig, gate_lines
+    from edgetransfer.bench.gate import GateConfig
+    from edgetransfer.bench.gate_text import gate_lines
     from edgetransfer.bench.profiles import budget_line, load_profile, recommendation_line
     from edgetransfer.bench.report import noisy, table
     from edgetransfer.bench.schema import load_document
