@@ -4,15 +4,18 @@ options of a run to resume, the output folder, the input size and the data's spl
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from edgetransfer.card import ModelCard
 from edgetransfer.data import AUGMENTATIONS, Splits, median_shorter_side
 from edgetransfer.errors import DataError, RunDirError, UsageError
 from edgetransfer.rundir import CARD, RunDir
+from edgetransfer.schemas import dataclass_schema, read_toml, validate
 from edgetransfer.training import AMP_MODES, STRATEGIES
 
 RESUME_STATE = "resume.pt"  # the last finished epoch: optimizer, scheduler, history
@@ -62,79 +65,68 @@ class FinetuneConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
-        """Every option checked before any work: types, finite numbers, ranges. One :class:`UsageError` each."""
-        _check_types(self)
-        numbers = ("lr", "body_lr_scale", "weight_decay", "warmup", "label_smoothing", "time_budget")
-        numbers += ("pseudo_threshold", "pseudo_lambda", "pseudo_lr")
-        for name in numbers:
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise UsageError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
-        checks = [
-            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be 1..{MAX_EPOCHS}"),
-            (2 <= self.batch_size <= MAX_BATCH, f"--batch-size must be 2..{MAX_BATCH} (BatchNorm needs two images)"),
-            (self.size is None or MIN_SIZE <= self.size <= MAX_SIZE, f"--size must be {MIN_SIZE}..{MAX_SIZE} pixels"),
-            (self.lr > 0 and self.body_lr_scale > 0, "--lr and --body-lr-scale must be positive"),
-            (self.lr <= 10, "--lr above 10 cannot train; the default is 2e-3"),
-            (0 <= self.weight_decay <= 10, "--weight-decay must be 0..10"),
-            (0 <= self.warmup < 1, "--warmup is a fraction of the steps: 0 <= warmup < 1"),
-            (0 <= self.label_smoothing < 1, "--label-smoothing must be 0 <= value < 1"),
-            (self.strategy in STRATEGIES, f"unknown --strategy {self.strategy!r}; choose {', '.join(STRATEGIES)}"),
-            (self.augment in AUGMENTATIONS, f"unknown --augment {self.augment!r}; choose {', '.join(AUGMENTATIONS)}"),
-            (self.balanced in ("auto", "on", "off"), "--balanced must be auto, on or off"),
-            (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
-            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
-            (0 < self.pseudo_threshold <= 1 and 0 <= self.pseudo_lambda <= 1, "pseudo-label options out of range"),
-            (self.pseudo_lr > 0, "--pseudo-lr must be positive"),
-            (1 <= self.pseudo_rounds <= 100, "--pseudo-rounds must be 1..100"),
-            (self.head_epochs >= 0 and self.unfreeze >= 0, "--head-epochs and --unfreeze must not be negative"),
-            (0 <= self.workers <= 256, "--workers must be 0..256"),
-            (0 <= self.seed < 2**32, "--seed must be 0..2**32-1"),
-            (self.amp in AMP_MODES, f"unknown --amp {self.amp!r}; choose one of {', '.join(AMP_MODES)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        """Every option checked before any work against the schema derived from these fields (types, finite
+        numbers, ranges, choices): the first mistake as one :class:`UsageError` line naming its option."""
+        validate(options_schema(), dataclasses.asdict(self), "", error=UsageError, flags=True)
 
 
 MIN_SIZE, MAX_SIZE = 32, 1024  # input pixels; past 1024 a classifier backbone only burns memory
 MAX_EPOCHS, MAX_BATCH = 10_000, 4096
-_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+# What a field may hold beyond its type; the schema of the options and of a recipe is derived from the dataclass's
+# fields plus these (a field added to FinetuneConfig is type-checked at once; give it a range here).
+CONSTRAINTS: dict[str, Any] = {
+    "epochs": Field(ge=1, le=MAX_EPOCHS),
+    "batch_size": Field(ge=2, le=MAX_BATCH),  # BatchNorm needs two images
+    "size": Field(ge=MIN_SIZE, le=MAX_SIZE),
+    "lr": Field(gt=0, le=10),  # above 10 nothing trains; the default is 2e-3
+    "body_lr_scale": Field(gt=0, le=1000),
+    "weight_decay": Field(ge=0, le=10),
+    "warmup": Field(ge=0, lt=1),  # a fraction of the steps
+    "label_smoothing": Field(ge=0, lt=1),
+    "strategy": Literal[STRATEGIES],
+    "augment": Literal[AUGMENTATIONS],
+    "balanced": Literal["auto", "on", "off"],
+    "amp": Literal[AMP_MODES],
+    "patience": Field(ge=1, le=MAX_EPOCHS),
+    "time_budget": Field(gt=0, le=10 * 365 * 86400),
+    "pseudo_threshold": Field(gt=0, le=1),
+    "pseudo_lambda": Field(ge=0, le=1),
+    "pseudo_lr": Field(gt=0, le=10),
+    "pseudo_rounds": Field(ge=1, le=100),
+    "head_epochs": Field(ge=0, le=MAX_EPOCHS),
+    "unfreeze": Field(ge=0, le=10_000),
+    "workers": Field(ge=0, le=256),
+    "seed": Field(ge=0, lt=2**32),
+}
 
 
-def _check_types(config: FinetuneConfig) -> None:
-    """Each field holds its declared type (a recipe can hold anything): a one-line :class:`UsageError` if not."""
-    for f in dataclasses.fields(config):
-        value, kinds = getattr(config, f.name), [k.strip() for k in str(f.type).split("|")]
-        if value is None and "None" in kinds:
-            continue
-        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
-        if not allowed:
-            continue
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            raise UsageError(f"option {f.name} must be {' or '.join(kinds)}, not {type(value).__name__} {value!r}")
+@functools.cache
+def options_schema():
+    """The options' schema, derived from :class:`FinetuneConfig`'s fields and :data:`CONSTRAINTS`."""
+    return dataclass_schema(FinetuneConfig, "FinetuneOptions", constraints=CONSTRAINTS)
+
+
+@functools.cache
+def recipe_schema():
+    """A recipe's schema: the options' schema with every key optional (flags and --data fill in the rest)."""
+    return dataclass_schema(FinetuneConfig, "Recipe", constraints=CONSTRAINTS, partial=True)
 
 
 def load_recipe(path: Path | str) -> dict[str, Any]:
-    """Options from a TOML recipe (``key = value`` with FinetuneConfig's names); unknown keys are an error."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
-        import tomli as tomllib
-
+    """Options from a TOML recipe (``key = value`` with FinetuneConfig's names, at the top or under
+    ``[finetune]``), checked against :func:`recipe_schema`: a wrong type, an unknown key, a value out of range is
+    one line naming the file and the key."""
     path = Path(path)
-    try:
-        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read recipe {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"recipe {path} is not valid TOML: {exc}") from None
-    recipe = recipe.get("finetune", recipe)
-    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    unknown = sorted(set(recipe) - known)
-    if unknown:
-        raise UsageError(f"recipe {path} has unknown option(s): {', '.join(unknown)}")
-    return recipe
+    recipe = read_toml(path, what="recipe", error=UsageError)
+    if "finetune" in recipe and isinstance(recipe["finetune"], dict):
+        others = sorted(set(recipe) - {"finetune"})
+        if others:
+            raise UsageError(f"{path}: unknown key {others[0]!r} beside [finetune] (put every option in the table)")
+        recipe, source = recipe["finetune"], f"{path} [finetune]"
+    else:
+        source = str(path)
+    checked = validate(recipe_schema(), recipe, source, error=UsageError)
+    return checked.model_dump(include=set(recipe))
 
 
 def resume_options(out: Path | str) -> dict[str, Any]:

@@ -13,14 +13,17 @@ can use it too.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import sys
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 from pydantic import Strict as _Strict
+from pydantic.fields import FieldInfo
 
 from edgetransfer.errors import UsageError
 
@@ -106,9 +109,9 @@ def _key_path(loc: tuple) -> str:
     return path or "(top level)"
 
 
-def error_line(exc: ValidationError, source: str, model: Any = None) -> str:
+def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: bool = False) -> str:
     """``SOURCE: KEY: expected WHAT, got VALUE (and N more)`` for the first error of ``exc``; an unknown key
-    names the closest known one (difflib)."""
+    names the closest known one (difflib). With ``flags`` the key is a command-line option (``--batch-size``)."""
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or-python"))))
@@ -122,25 +125,71 @@ def error_line(exc: ValidationError, source: str, model: Any = None) -> str:
         return f"{source}: unknown key {_key_path(loc)!r}{hint}{allowed}{more}"
     if kind == "missing":
         return f"{source}: {_key_path(loc)}: missing (it is required){more}"
-    if msg.startswith("Input should be "):
-        msg = "expected " + msg[len("Input should be ") :]
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    elif msg.startswith("Assertion failed, "):
-        msg = msg[len("Assertion failed, ") :]
+    for prefix in ("Input should be ", "Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = ("expected " if prefix == "Input should be " else "") + msg[len(prefix) :]
+    for words, short in _SHORTER:
+        msg = msg.replace(words, short)
     got = "" if kind.startswith("value_error") else f", got {_shown(first.get('input'))}"
-    return f"{source}: {_key_path(loc)}: {msg}{got}{more}"
+    key = "--" + "-".join(str(p) for p in loc).replace("_", "-") if flags else _key_path(loc)
+    return f"{source + ': ' if source else ''}{key}: {msg}{got}{more}"
 
 
-def validate(model: type[M] | TypeAdapter, data: Any, source: str, *, error: type[UsageError] = FileError) -> M:
-    """``data`` checked against ``model`` (a schema class or a TypeAdapter); one-line ``error`` otherwise."""
+_SHORTER = [
+    ("greater than or equal to ", ">= "),
+    ("less than or equal to ", "<= "),
+    ("greater than ", "> "),
+    ("less than ", "< "),
+    ("a valid integer", "a whole number"),
+    ("a valid number", "a number"),
+    ("a valid string", "a string"),
+    ("a valid boolean", "true or false"),
+    ("a valid dictionary", "a table"),
+    ("a valid list", "a list"),
+]
+
+
+def validate(model: type[M], data: Any, source: str, *, error: type[UsageError] = FileError, flags: bool = False) -> M:
+    """``data`` checked against the schema ``model``; a one-line ``error`` otherwise (see :func:`error_line`)."""
     try:
-        if isinstance(model, TypeAdapter):
-            return model.validate_python(data)
-        return model.model_validate(data)  # type: ignore[union-attr]
+        return model.model_validate(data)  # type: ignore[attr-defined]
     except ValidationError as exc:
-        target = model._type if isinstance(model, TypeAdapter) else model  # type: ignore[attr-defined]
-        raise error(error_line(exc, source, target)) from None
+        raise error(error_line(exc, source, model, flags=flags)) from None
+
+
+def _field_type(tp: Any) -> Any:
+    """A dataclass field's type for its schema: scalars strict (``int`` refuses "3" and true; ``float`` takes
+    an int, never NaN), strings bounded, containers as pydantic reads them (a TOML list for a tuple)."""
+    base = _unwrap(tp)
+    scalar = {int: Int, float: Float, bool: Bool, str: Annotated[str, _Strict(), StringConstraints(max_length=4096)]}
+    if base in scalar:
+        optional = base is not tp
+        return scalar[base] | None if optional else scalar[base]
+    return Annotated[tp, _Strict(False)]
+
+
+def dataclass_schema(cls: type, name: str, *, constraints: Mapping[str, Any] | None = None, partial: bool = False):
+    """A schema DERIVED from a dataclass's fields (so a field added to the dataclass is checked at once): each
+    field's type made strict, the ``constraints`` of a field (a pydantic ``Field(ge=...)`` or a ``Literal``
+    type) added, unknown keys refused. ``partial``: every field optional (a recipe names only some)."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = _field_type(hints[f.name])
+        extra = (constraints or {}).get(f.name)
+        if isinstance(extra, FieldInfo):
+            tp = Annotated[tp, extra]
+        elif extra is not None:  # a type, e.g. Literal["a", "b"]
+            tp = extra | None if type(None) in get_args(tp) else extra
+        if partial:
+            fields[f.name] = (tp | None, None)
+        elif f.default is not dataclasses.MISSING:
+            fields[f.name] = (tp, f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            fields[f.name] = (tp, Field(default_factory=f.default_factory))
+        else:
+            fields[f.name] = (tp, ...)
+    return create_model(name, __base__=Schema, **fields)
 
 
 def read_text(path: Path, *, what: str, limit: int = MAX_TEXT_FILE_BYTES, error: type[UsageError] = FileError) -> str:
