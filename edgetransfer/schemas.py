@@ -16,8 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
-import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
@@ -97,7 +96,16 @@ def known_keys(model: Any, loc: tuple) -> list[str]:
     return []
 
 
+def _echo(loc: tuple, others: list[tuple]) -> bool:
+    """Whether another error lies inside ``loc`` (a list's length error that only counts its bad items)."""
+    return any(len(o) > len(loc) and o[: len(loc)] == loc for o in others)
+
+
 def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple, dict)) and len(value) > 10:
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:30]!r}... ({len(value)} characters)"
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:40]}... ({len(text)} characters)"
 
@@ -113,6 +121,8 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     """``SOURCE: KEY: expected WHAT, got VALUE (and N more)`` for the first error of ``exc``; an unknown key
     names the closest known one (difflib). With ``flags`` the key is a command-line option (``--batch-size``)."""
     errors = exc.errors(include_url=False)
+    inner = [e["loc"] for e in errors]  # a list too short "after validation" only echoes its bad items
+    errors = [e for e in errors if not (e["type"] in ("too_short", "too_long") and _echo(e["loc"], inner))]
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or-python"))))
     kind, msg = first["type"], first["msg"]
@@ -125,9 +135,15 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
         return f"{source}: unknown key {_key_path(loc)!r}{hint}{allowed}{more}"
     if kind == "missing":
         return f"{source}: {_key_path(loc)}: missing (it is required){more}"
-    for prefix in ("Input should be ", "Value error, ", "Assertion failed, "):
+    ctx = first.get("ctx") or {}
+    if kind == "too_short":
+        msg = f"expected at least {ctx.get('min_length')} item(s)"
+    elif kind == "too_long":
+        msg = f"expected at most {ctx.get('max_length')} item(s)"
+    for prefix in ("Input should be ", "String should ", "Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = ("expected " if prefix == "Input should be " else "") + msg[len(prefix) :]
+            msg = ("" if prefix.startswith(("Value", "Assertion")) else "expected ") + msg[len(prefix) :]
+    msg = msg.replace("expected have ", "expected ").replace("expected match pattern", "expected to match")
     for words, short in _SHORTER:
         msg = msg.replace(words, short)
     got = "" if kind.startswith("value_error") else f", got {_shown(first.get('input'))}"
@@ -168,14 +184,25 @@ def _field_type(tp: Any) -> Any:
     return Annotated[tp, _Strict(False)]
 
 
-def dataclass_schema(cls: type, name: str, *, constraints: Mapping[str, Any] | None = None, partial: bool = False):
+def dataclass_schema(
+    cls: type,
+    name: str,
+    *,
+    constraints: Mapping[str, Any] | None = None,
+    partial: bool = False,
+    include: Collection[str] | None = None,
+):
     """A schema DERIVED from a dataclass's fields (so a field added to the dataclass is checked at once): each
     field's type made strict, the ``constraints`` of a field (a pydantic ``Field(ge=...)`` or a ``Literal``
-    type) added, unknown keys refused. ``partial``: every field optional (a recipe names only some)."""
-    hints = typing.get_type_hints(cls)
+    type) added, unknown keys refused. ``partial``: every field optional (a recipe names only some);
+    ``include``: only these fields."""
+    namespace = vars(sys.modules[cls.__module__])
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        tp = _field_type(hints[f.name])
+        if include is not None and f.name not in include:
+            continue
+        hint = eval(f.type, namespace) if isinstance(f.type, str) else f.type  # noqa: S307 - our own annotation
+        tp = _field_type(hint)
         extra = (constraints or {}).get(f.name)
         if isinstance(extra, FieldInfo):
             tp = Annotated[tp, extra]

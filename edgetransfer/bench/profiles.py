@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, Strict, create_model
 
 from edgetransfer.errors import UsageError
+from edgetransfer.schemas import Name, Schema, Text, dataclass_schema, read_text, validate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,9 +64,9 @@ def load_profile(name_or_path: str) -> Profile:
     """A shipped profile by name (camera, vehicle, server) or a TOML file by path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"profile file not found: {path}")
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        text, source = read_text(path, what="profile", error=UsageError), str(path)
     elif name_or_path in builtin_profiles():
         text = (resources.files("edgetransfer") / "profiles" / f"{name_or_path}.toml").read_text(encoding="utf-8")
         source = f"built-in:{name_or_path}"
@@ -72,38 +76,57 @@ def load_profile(name_or_path: str) -> Profile:
     return parse_profile(text, source)
 
 
+MAX_BUDGET = 1e9  # no latency, throughput, size or memory budget is larger
+
+
+@functools.cache
+def profile_schema():
+    """A profile's schema: ``[settings]`` derived from :class:`BenchConfig`'s fields (the :data:`SETTINGS` among
+    them, with the ranges of the command line), ``[budget]`` one number >= 0 per :data:`BUDGETS` key."""
+    from edgetransfer.backends.base import PRECISIONS
+    from edgetransfer.bench.config import MAX_BATCH, OBJECTIVES, RANGES, VARIANTS, BenchConfig
+
+    constraints: dict[str, Any] = {k: Field(ge=low, le=high) for k, (low, high, _) in RANGES.items()}
+    batch = Annotated[int, Strict(), Field(ge=1, le=MAX_BATCH)]
+    constraints["batches"] = Annotated[tuple[batch, ...], Strict(False), Field(min_length=1, max_length=64)]
+    constraints["variants"] = Annotated[tuple[Literal[VARIANTS], ...], Strict(False), Field(min_length=1)]
+    constraints["backends"] = Annotated[tuple[Name, ...], Strict(False), Field(min_length=1, max_length=64)]
+    constraints["precision"] = Literal[PRECISIONS]
+    settings = dataclass_schema(BenchConfig, "ProfileSettings", constraints=constraints, partial=True, include=SETTINGS)
+    limit = Annotated[float, Strict(), Field(ge=0, le=MAX_BUDGET, allow_inf_nan=False)]
+    budget = create_model("ProfileBudget", __base__=Schema, **{k: (limit | None, None) for k in BUDGETS})
+    return create_model(
+        "ProfileFile",
+        __base__=Schema,
+        name=(Name | None, None),
+        description=(Text, ""),
+        objective=(Literal[OBJECTIVES] | None, None),
+        settings=(settings, settings()),
+        budget=(budget, budget()),
+    )
+
+
 def parse_profile(text: str, source: str) -> Profile:
-    """Check a profile's TOML (unknown keys are errors: a typo must not silently drop a budget)."""
+    """Check a profile's TOML against :func:`profile_schema` (an unknown key is an error, with the closest known
+    one: a typo must not silently drop a budget)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"profile {source} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"name", "description", "objective", "settings", "budget"}
-    settings, budget = data.get("settings", {}), data.get("budget", {})
-    unknown |= {f"settings.{k}" for k in set(settings) - set(SETTINGS)}
-    unknown |= {f"budget.{k}" for k in set(budget) - set(BUDGETS)}
-    if unknown:
-        raise UsageError(
-            f"profile {source}: unknown key(s) {', '.join(sorted(unknown))}; settings: {', '.join(SETTINGS)}; "
-            f"budgets: {', '.join(BUDGETS)}"
-        )
-    for key, value in budget.items():
-        if not isinstance(value, (int, float)) or value < 0:
-            raise UsageError(f"profile {source}: budget.{key} must be a number >= 0, not {value!r}")
-    objective = data.get("objective")
-    if objective is not None and objective not in ("p50", "p90", "p99", "throughput"):
-        raise UsageError(f"profile {source}: objective must be p50, p90, p99 or throughput, not {objective!r}")
+    checked = validate(profile_schema(), data, f"profile {source}", error=UsageError)
+    settings = checked.settings.model_dump(exclude_unset=True)
+    budget = checked.budget.model_dump(exclude_unset=True)
     return Profile(
-        name=str(data.get("name") or Path(source).stem),
-        description=str(data.get("description", "")),
+        name=checked.name or Path(source).stem,
+        description=checked.description,
         source=source,
-        objective=objective,
-        settings=settings,
+        objective=checked.objective,
+        settings={k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
         budget={k: float(v) for k, v in budget.items()},
     )
 
 
-# --------------------------------------------------------------------------- budgets and recommendation
+# ------------------------------------------------------------------------- budgets and recommendation
 
 
 def _value(result: dict, key: str) -> tuple[float | None, str]:
