@@ -1,7 +1,12 @@
-"""Accuracy, parity and int8-vs-fp32 speed of loaded models (backend sessions, ONNX files) on labelled images."""
+"""Accuracy, parity and int8-vs-fp32 speed of loaded models (backend sessions, ONNX files) on labelled images.
+
+Images are decoded once per stage into a :class:`Decoded` set, by the device runtime's own preprocessing, and every
+model of the stage is scored on the same arrays: the number in the card is what the device will see.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,21 +19,66 @@ from edgetransfer.errors import ExportError
 if TYPE_CHECKING:
     from edgetransfer.backends.base import Session
 
+MAX_DECODED_BYTES = 1 << 30  # a set larger than this as float32 is decoded batch by batch each time instead
 
-def top1(session: Session, samples: tuple[Sample, ...], pre: Preprocessing, batch_size: int = 32) -> float:
-    """Top-1 accuracy (0..1) of ``session`` on ``samples``; NaN when there are none."""
-    if not samples:
+
+class Decoded:
+    """Labelled images preprocessed once into a float32 NCHW array (or, past :data:`MAX_DECODED_BYTES`, decoded
+    again on each pass, so that memory stays bounded)."""
+
+    def __init__(self, samples: Sequence[Sample], pre: Preprocessing, *, images: np.ndarray | None = None) -> None:
+        self.samples, self.pre = tuple(samples), pre
+        self.labels = np.array([s.label for s in self.samples], dtype=np.int64)
+        if images is None and self.samples and len(self.samples) * 3 * pre.crop**2 * 4 <= MAX_DECODED_BYTES:
+            images = np.concatenate([b for b, _ in batches(self.samples, pre, batch_size=64)])
+        self.images = images  # None: decoded on each pass
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def head(self, count: int) -> Decoded:
+        """The first ``count`` images, without decoding them again."""
+        images = None if self.images is None else self.images[:count]
+        return Decoded(self.samples[:count], self.pre, images=images)
+
+    def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if self.images is None:
+            yield from batches(self.samples, self.pre, batch_size)
+            return
+        for start in range(0, len(self.samples), batch_size):
+            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+
+
+def decoded(data: Decoded | Sequence[Sample], pre: Preprocessing | None = None) -> Decoded:
+    """``data`` as a :class:`Decoded` set (samples are decoded here, with ``pre``)."""
+    if isinstance(data, Decoded):
+        return data
+    if pre is None:
+        raise TypeError("samples need the preprocessing to decode them with")
+    return Decoded(data, pre)
+
+
+def evaluate(session: Session, data: Decoded, batch_size: int = 32) -> float:
+    """Top-1 accuracy (0..1) of ``session`` on ``data``; NaN when there are no images."""
+    if not len(data):
         return float("nan")
     correct = 0
-    for images, labels in batches(samples, pre, batch_size):
+    for images, labels in data.batches(batch_size):
         correct += int((session.run(images).argmax(1) == labels).sum())
-    return correct / len(samples)
+    return correct / len(data)
 
 
-def parity(reference: Session, candidate: Session, samples: tuple[Sample, ...], pre: Preprocessing) -> dict:
+def top1(session: Session, samples: Decoded | Sequence[Sample], pre: Preprocessing | None = None) -> float:
+    """:func:`evaluate` on samples (decoded here) or on a :class:`Decoded` set."""
+    return evaluate(session, decoded(samples, pre))
+
+
+def parity(
+    reference: Session, candidate: Session, samples: Decoded | Sequence[Sample], pre: Preprocessing | None = None
+) -> dict:
     """Max absolute logit difference and top-1 agreement of two models on the same images."""
     max_diff, agree, count = 0.0, 0, 0
-    for images, _ in batches(samples, pre):
+    for images, _ in decoded(samples, pre).batches():
         a, b = reference.run(images), candidate.run(images)
         for which, logits in (("the reference model", a), ("the model under check", b)):
             if not np.isfinite(logits).all():
@@ -47,8 +97,6 @@ def latency_ratio(fp32: Path, candidate: Path, size: int, *, seconds: float = 1.
     """Median latency of ``candidate`` over that of ``fp32`` on one image in ONNX Runtime, measured in alternating
     rounds within ``seconds`` (one run's ratio: the machine's noise hits both alike)."""
     import time
-
-    import numpy as np
 
     from edgetransfer.backends.ort import ort_session
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
-from edgetransfer.data import Sample, batches
+from edgetransfer.data import Sample
 from edgetransfer.errors import QuantizationError, UsageError
+from edgetransfer.evaluation import Decoded, decoded
 
-INT8_MODES = ("static", "dynamic", "none")
+Calibration = Decoded | tuple[Sample, ...]  # images decoded once per export, or samples decoded where used
+
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 OPENVINO_INT8 = ("nncf", "qdq")
 # ops whose int8 form (weights and/or output activations) can cost accuracy; candidates for staying in float
@@ -55,8 +57,11 @@ class Int8Config:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.mode not in INT8_MODES:
-            raise UsageError(f"unknown --int8-method {self.mode!r}; choose static or dynamic (--no-int8: none)")
+        from edgetransfer.passes import INT8_METHODS  # each method is an export pass that registers itself
+
+        if self.mode != "none" and self.mode not in INT8_METHODS.names():
+            methods = " or ".join(INT8_METHODS.names())
+            raise UsageError(f"unknown --int8-method {self.mode!r}; choose {methods} (--no-int8: none)")
         if self.method not in CALIBRATION_METHODS:
             choices = ", ".join(CALIBRATION_METHODS)
             raise UsageError(f"unknown calibration method {self.method!r}; choose one of {choices}")
@@ -80,12 +85,12 @@ def calibration_subset(samples: tuple[Sample, ...], config: Int8Config) -> tuple
 class _Reader:
     """ONNX Runtime CalibrationDataReader over preprocessed image batches (restartable)."""
 
-    def __init__(self, samples: tuple[Sample, ...], pre: Preprocessing, input_name: str, batch_size: int = 16) -> None:
-        self.samples, self.pre, self.input_name, self.batch_size = samples, pre, input_name, batch_size
+    def __init__(self, samples: Calibration, pre: Preprocessing, input_name: str, batch_size: int = 16) -> None:
+        self.data, self.input_name, self.batch_size = decoded(samples, pre), input_name, batch_size
         self.rewind()
 
     def rewind(self) -> None:
-        self._batches = batches(self.samples, self.pre, batch_size=self.batch_size)
+        self._batches = self.data.batches(self.batch_size)
 
     def get_next(self):
         item = next(self._batches, None)
@@ -115,7 +120,7 @@ def prepare(fp32: Path, out: Path) -> None:
 def quantize_static(
     prepared: Path,
     out: Path,
-    calibration: tuple[Sample, ...],
+    calibration: Calibration,
     pre: Preprocessing,
     config: Int8Config,
     *,
@@ -165,8 +170,8 @@ def quantize_dynamic(fp32: Path, out: Path) -> None:
 
 def sensitivity(
     prepared: Path,
-    calibration: tuple[Sample, ...],
-    samples: tuple[Sample, ...],
+    calibration: Calibration,
+    samples: Calibration,
     pre: Preprocessing,
     config: Int8Config,
     cache: Path,
@@ -182,7 +187,7 @@ def sensitivity(
 
     from edgetransfer.backends.ort import ort_session
 
-    images = np.concatenate([b for b, _ in batches(samples, pre, batch_size=64)])
+    images = np.concatenate([b for b, _ in decoded(samples, pre).batches(64)])
     name = _input_name(prepared)
     reference = ort_session(prepared).run(None, {name: images})[0]
     nodes = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type in _QUANTIZED_OPS]
@@ -201,8 +206,8 @@ def sensitivity(
 def quantize_accuracy_aware(
     prepared: Path,
     out: Path,
-    calibration: tuple[Sample, ...],
-    validation: tuple[Sample, ...],
+    calibration: Calibration,
+    validation: Calibration,
     pre: Preprocessing,
     config: Int8Config,
     *,
@@ -227,7 +232,7 @@ def quantize_accuracy_aware(
         console.err.print(
             f"int8 loses {drop:.2f} points on validation (budget {config.max_drop}); ranking layers by sensitivity..."
         )
-        ranked = sensitivity(prepared, calibration, validation[:256], pre, config, cache)
+        ranked = sensitivity(prepared, calibration, decoded(validation, pre).head(256), pre, config, cache)
         best = (drop, ())
         limit = max(1, len(ranked) // 2)
         for count in sorted({min(2**i, limit) for i in range(limit.bit_length() + 1)}):
@@ -260,7 +265,7 @@ def over_budget(name: str, drop: float, max_drop: float, tried: str = "") -> Qua
     )
 
 
-def ort_settings(config: Int8Config, calibration: tuple[Sample, ...], source: str) -> dict:
+def ort_settings(config: Int8Config, calibration: Calibration, source: str) -> dict:
     """What the int8 model's card records about how it was made."""
     if config.mode == "dynamic":
         return {"tool": "onnxruntime.quantize_dynamic", "weights": "int8 per-channel", "activations": "dynamic"}
@@ -276,7 +281,7 @@ def ort_settings(config: Int8Config, calibration: tuple[Sample, ...], source: st
     }
 
 
-def write_tensorrt_calibration(fp32: Path, out_dir: Path, calibration: tuple[Sample, ...], pre: Preprocessing) -> dict:
+def write_tensorrt_calibration(fp32: Path, out_dir: Path, calibration: Calibration, pre: Preprocessing) -> dict:
     """What ONNX Runtime's TensorRT execution provider needs for int8 and fp16: a calibration table (computed
     here with ONNX Runtime on the CPU) and the provider options that point at it and at an engine cache."""
     import json

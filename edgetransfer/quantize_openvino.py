@@ -9,8 +9,9 @@ import sys
 from typing import Any
 
 from edgetransfer.card import Preprocessing
-from edgetransfer.data import Sample, batches
 from edgetransfer.errors import QuantizationError
+from edgetransfer.evaluation import decoded
+from edgetransfer.quantize import Calibration
 
 
 def _quiet() -> Any:
@@ -21,12 +22,13 @@ def _quiet() -> Any:
     return nncf
 
 
-def _items(samples: tuple[Sample, ...], pre: Preprocessing) -> list:
+def _items(samples: Calibration, pre: Preprocessing) -> list:
     """(one-image batch, label) pairs, preprocessed once."""
-    return [(images[i : i + 1], int(labels[i])) for images, labels in batches(samples, pre) for i in range(len(images))]
+    data = decoded(samples, pre)
+    return [(images[i : i + 1], int(labels[i])) for images, labels in data.batches() for i in range(len(images))]
 
 
-def nncf_quantize(model: Any, calibration: tuple[Sample, ...], pre: Preprocessing) -> Any:
+def nncf_quantize(model: Any, calibration: Calibration, pre: Preprocessing) -> Any:
     """An int8 copy of the ``ov.Model``: NNCF's default PTQ (min-max ranges, fast bias correction)."""
     nncf = _quiet()
     items = _items(calibration, pre)
@@ -41,8 +43,8 @@ def nncf_quantize(model: Any, calibration: tuple[Sample, ...], pre: Preprocessin
 
 def nncf_quantize_with_accuracy_control(
     model: Any,
-    calibration: tuple[Sample, ...],
-    validation: tuple[Sample, ...],
+    calibration: Calibration,
+    validation: Calibration,
     pre: Preprocessing,
     *,
     max_drop_points: float,

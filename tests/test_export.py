@@ -72,7 +72,7 @@ def test_an_op_the_exporter_rejects_is_one_clear_error(trained_run, monkeypatch)
         def forward(self, x):
             return torch.fft.fft2(x).real.mean((2, 3))
 
-    monkeypatch.setattr("edgetransfer.export.load_model", lambda run, card: FFT().eval())
+    monkeypatch.setattr("edgetransfer.checkpoint.load_model", lambda run, card: FFT().eval())
     before = {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()}
     with pytest.raises(ExportError, match="ONNX export at opset 17 failed") as info:
         export(trained_run, ExportConfig())
@@ -87,14 +87,13 @@ def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, t
 
     from typer.testing import CliRunner
 
-    from edgetransfer import export as module
     from edgetransfer.cli import app
     from edgetransfer.rundir import RunDir
 
     shutil.copytree(trained_run.path, tmp_path / "run")
     (tmp_path / "run" / "bench.json").write_text("{}")  # results of the models this export replaces
     (tmp_path / "run" / "bench.html").write_text("<html></html>")
-    monkeypatch.setattr(module, "latency_ratio", lambda fp32, candidate, size: 11.0)
+    monkeypatch.setattr("edgetransfer.passes.onnx_int8.latency_ratio", lambda fp32, candidate, size: 11.0)
     result = CliRunner().invoke(
         app, ["export", str(tmp_path / "run"), "--int8", "--int8-method", "dynamic", "--no-openvino"]
     )
@@ -116,12 +115,12 @@ def test_int8_over_the_budget_fails_for_both_engines(trained_run, tmp_path, monk
 
     from typer.testing import CliRunner
 
-    from edgetransfer import export as module
     from edgetransfer.cli import app
+    from edgetransfer.passes import ExportContext
 
     shutil.copytree(trained_run.path, tmp_path / "run")
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
-    real = module._Exporter.measure
+    real = ExportContext.measure
 
     def measure(self, name, session):
         result = real(self, name, session)
@@ -129,7 +128,7 @@ def test_int8_over_the_budget_fails_for_both_engines(trained_run, tmp_path, monk
             result["val_top1"] = 0.0
         return result
 
-    monkeypatch.setattr(module._Exporter, "measure", measure)
+    monkeypatch.setattr(ExportContext, "measure", measure)
     args = ["export", str(tmp_path / "run"), "--no-accuracy-aware", "--calib-size", "8"]
     result = CliRunner().invoke(app, args)
     engine = "ONNX int8" if variant == "onnx_int8" else "OpenVINO int8"
@@ -137,3 +136,46 @@ def test_int8_over_the_budget_fails_for_both_engines(trained_run, tmp_path, monk
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and f"{engine} cannot hold the 1.0-point budget" in lines[0], result.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+
+
+def test_the_card_in_every_file_says_how_it_was_made(trained_run):
+    """The resolved export config and the passes that ran, in card.json and inside the exported model."""
+    card = trained_run.load_card()
+    names = [step["pass"] for step in card.export["passes"]]
+    assert names == ["onnx_fp32", "onnx_int8_static", "openvino_ir", "openvino_int8"]
+    assert card.export["config"]["int8"]["calibration_size"] == 16
+    assert card.export["passes"][0]["config"] == {"opset": 17, "atol": 1e-3, "simplify": True}
+    proto = onnx.load(str(trained_run.file("model.int8.onnx")))
+    inside = read_from_onnx_metadata({p.key: p.value for p in proto.metadata_props})
+    assert inside.export == card.export
+
+
+def test_a_new_int8_method_plugs_in_as_a_pass(trained_run, tmp_path):
+    """A pass registered under a new --int8-method name is run, judged by the same budget and recorded; the
+    passes already there are untouched (here: a 'copy' method that writes fp32 as 'int8', so it loses nothing)."""
+    import shutil
+
+    from edgetransfer.passes import INT8_METHODS, Pass, int8_method
+    from edgetransfer.passes.onnx_int8 import judge_onnx_int8
+    from edgetransfer.rundir import RunDir
+
+    @int8_method("copy")
+    class CopyInt8(Pass):
+        name = "onnx_int8_copy"
+        needs = ("model.onnx",)
+
+        def run(self, ctx):
+            shutil.copyfile(ctx.path("model.onnx"), ctx.path("model.int8.onnx"))
+            return [judge_onnx_int8(ctx, self.config, {"tool": "copy"})]
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    try:
+        export(RunDir.open(tmp_path / "run"), ExportConfig(openvino=False, int8=Int8Config(mode="copy")))
+    finally:
+        INT8_METHODS.unregister("copy")
+    card = RunDir.open(tmp_path / "run").load_card()
+    assert [step["pass"] for step in card.export["passes"]] == ["onnx_fp32", "onnx_int8_copy"]
+    record = card.artifacts["model.int8.onnx"]["quantization"]
+    assert record["tool"] == "copy" and record["val_drop_points"] == 0.0
+    with pytest.raises(UsageError, match="unknown --int8-method 'copy'; choose dynamic or static"):
+        Int8Config(mode="copy").validate()

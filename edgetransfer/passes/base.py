@@ -1,0 +1,151 @@
+"""What every export pass shares: the :class:`Pass` (its own frozen config in, :class:`Artifact` records out), the
+registry that names the passes, and the :class:`ExportContext` a pass reads from (the run, its split decoded once,
+the PyTorch reference, the artifacts of the passes before it).
+
+A pass is about a hundred lines with one :meth:`Pass.run`, as Olive's passes are: adding one (another int8
+method) means a new module that registers itself, and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from edgetransfer import console
+from edgetransfer.errors import ExportError
+from edgetransfer.evaluation import Decoded, evaluate, parity
+from edgetransfer.registry import Registry
+
+if TYPE_CHECKING:
+    from edgetransfer.backends.base import Session
+    from edgetransfer.card import ModelCard
+    from edgetransfer.data import Splits
+    from edgetransfer.rundir import RunDir
+
+PARITY_IMAGES = 64
+
+
+@dataclass
+class Artifact:
+    """One file a pass made in the staging folder: its name in the run (``file``), what the card records about it
+    (``record``), and for an OpenVINO IR the in-memory model that is saved, with the final card, at commit."""
+
+    file: str
+    record: dict[str, Any] = field(default_factory=dict)
+    ov_model: Any = None
+    compress_to_fp16: bool = False
+
+
+class Pass(ABC):
+    """One export step: ``config`` (a frozen dataclass, or None) in, artifacts out. ``needs`` names the artifacts
+    (files) of earlier passes it reads; the driver checks they were made."""
+
+    name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+
+    @abstractmethod
+    def run(self, ctx: ExportContext) -> list[Artifact]:
+        """Make, check and score this pass's files in ``ctx.stage``; raise an :class:`EdgeTransferError` to stop
+        the export (nothing reaches the run)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The pass and its resolved config, as the card records them."""
+        config = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else None
+        return {"pass": self.name, "config": config}
+
+
+PASSES: Registry[type[Pass]] = Registry("export pass")
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: add a pass under its ``name`` (a name registered twice is an error)."""
+    PASSES.register(cls.name, cls)
+    return cls
+
+
+INT8_METHODS: Registry[type[Pass]] = Registry("int8 method")
+
+
+def int8_method(method: str):
+    """Class decorator: the pass that makes ``model.int8.onnx`` for ``--int8-method method``."""
+
+    def add(cls: type[Pass]) -> type[Pass]:
+        INT8_METHODS.register(method, cls)
+        return cls
+
+    return add
+
+
+class ExportContext:
+    """What the passes of one export read and add to. Images are decoded once here and shared by every pass."""
+
+    def __init__(self, run: RunDir, card: ModelCard, splits: Splits, stage: Path, config: Any) -> None:
+        self.run, self.card, self.splits, self.stage, self.config = run, card, splits, stage, config
+        self.pre = card.preprocessing
+        self.val = Decoded(splits.val, self.pre)
+        self.test = Decoded(splits.test, self.pre)
+        self.check_set = (
+            self.val.head(PARITY_IMAGES) if len(self.val) else Decoded(splits.train[:PARITY_IMAGES], self.pre)
+        )
+        self.metrics: dict[str, dict] = {}
+        self.artifacts: dict[str, Artifact] = {}
+
+    @functools.cached_property
+    def reference(self) -> Session:
+        """The fine-tuned PyTorch model every export is checked against."""
+        from edgetransfer.backends.torch_backend import _TorchSession
+        from edgetransfer.checkpoint import load_model
+
+        return _TorchSession(load_model(self.run, self.card), "cpu")
+
+    @functools.cached_property
+    def calibration(self) -> tuple[Decoded, str]:
+        """The int8 calibration images, decoded once, and where they came from."""
+        from edgetransfer.data import list_images
+        from edgetransfer.quantize import calibration_subset
+
+        config = self.config.int8
+        if config.calibration_dir:
+            chosen = calibration_subset(list_images(config.calibration_dir), config)
+            return Decoded(chosen, self.pre), str(config.calibration_dir)
+        return Decoded(calibration_subset(self.splits.train, config), self.pre), "train split"
+
+    def path(self, name: str) -> Path:
+        return self.stage / name
+
+    def measure(self, name: str, session: Session) -> dict:
+        """Validation and test top-1 of ``session``, kept as the card's metrics ``name``."""
+        result = {
+            "val_top1": evaluate(session, self.val),
+            "test_top1": evaluate(session, self.test),
+            "precision": session.precision,
+        }
+        self.metrics[name] = result
+        console.err.print(f"{name}: test top-1 {result['test_top1']:.2%} (runs in {session.precision})")
+        return result
+
+    def check(self, name: str, session: Session, atol: float, *, fail: bool = True) -> dict:
+        """Parity with PyTorch on validation images; past ``atol`` an :class:`ExportError` (or, without ``fail``,
+        the figures, for the caller to judge)."""
+        figures = parity(self.reference, session, self.check_set)
+        console.err.print(
+            f"{name}: max |logit diff| {figures['max_abs_diff']:.2e} vs PyTorch, "
+            f"top-1 agreement {figures['top1_agreement']:.2%} on {figures['images']} images"
+        )
+        if figures["max_abs_diff"] > atol and fail:
+            raise ExportError(
+                f"{name} disagrees with PyTorch: max |logit diff| {figures['max_abs_diff']:.3g} > tolerance {atol:g}"
+            )
+        return figures
+
+    def say_drop(self, name: str, drop: float) -> None:
+        """The test split decides nothing (validation does), but a larger loss there than the budget is said."""
+        if drop > self.config.int8.max_drop:
+            console.err.print(f"[yellow]note: {name} loses {drop:.2f} points of test top-1 against fp32[/]")

@@ -1,0 +1,79 @@
+"""ONNX passes: ``onnx_fp32`` (PyTorch to ONNX, simplified where parity allows, checked) and ``onnx_fp16``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from edgetransfer import console
+from edgetransfer.backends.ort import _OrtSession, ort_session
+from edgetransfer.onnx_convert import simplify, to_fp16, torch_to_onnx
+from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
+from edgetransfer.rundir import ONNX_FP16, ONNX_FP32
+
+FP16_ATOL = 0.05  # fp16 keeps ~3 significant digits; logits of a few units move by ~1e-2
+
+
+@dataclass(frozen=True)
+class OnnxFp32Config:
+    opset: int
+    atol: float  # max |logit difference| to PyTorch
+    simplify: bool  # onnxslim; skipped (and said) where it would break parity
+
+
+@register
+class OnnxFp32(Pass):
+    name = "onnx_fp32"
+
+    def run(self, ctx: ExportContext) -> list[Artifact]:
+        config: OnnxFp32Config = self.config
+        path = ctx.path(ONNX_FP32)
+        with console.err.status("exporting to ONNX..."):
+            torch_to_onnx(ctx.reference.model, ctx.pre.crop, path, config.opset)
+        record: dict[str, Any] = {"file": ONNX_FP32, "opset": config.opset, "simplified": False}
+        if config.simplify:
+            record.update(self._simplify(ctx, config))
+        session = _OrtSession(ort_session(path), "fp32")
+        if "parity" not in record:
+            record["parity"] = ctx.check("ONNX fp32", session, config.atol)
+        ctx.measure("onnx_fp32", session)
+        return [Artifact(ONNX_FP32, record)]
+
+    @staticmethod
+    def _simplify(ctx: ExportContext, config: OnnxFp32Config) -> dict[str, Any]:
+        """Simplify the graph in place with onnxslim, kept only if parity holds; what the card records of it."""
+        path = ctx.path(ONNX_FP32)
+        plain = path.with_name("plain.onnx")
+        shutil.copyfile(path, plain)
+        kept: dict[str, Any] = {}
+        try:
+            removed = simplify(path)
+            session = _OrtSession(ort_session(path), "fp32")
+            figures = ctx.check("ONNX fp32 (onnxslim)", session, config.atol, fail=False)
+            if figures["max_abs_diff"] <= config.atol:
+                kept = {"simplified": True, "simplified_nodes_removed": removed, "parity": figures}
+            else:
+                console.err.print("[yellow]note: the onnxslim graph breaks parity; keeping the plain export[/]")
+        except Exception as exc:  # noqa: BLE001 - a failed simplification keeps the plain export
+            console.err.print(f"[yellow]note: onnxslim failed ({str(exc).splitlines()[0]}); plain export kept[/]")
+        if not kept:
+            os.replace(plain, path)
+        plain.unlink(missing_ok=True)
+        return kept
+
+
+@register
+class OnnxFp16(Pass):
+    """fp16 weights and activations inside, fp32 inputs and outputs (``keep_io_types``)."""
+
+    name = "onnx_fp16"
+    needs = (ONNX_FP32,)
+
+    def run(self, ctx: ExportContext) -> list[Artifact]:
+        to_fp16(ctx.path(ONNX_FP32), ctx.path(ONNX_FP16))
+        session = _OrtSession(ort_session(ctx.path(ONNX_FP16)), "fp16")
+        figures = ctx.check("ONNX fp16", session, FP16_ATOL)
+        ctx.measure("onnx_fp16", session)
+        return [Artifact(ONNX_FP16, {"file": ONNX_FP16, "parity": figures})]

@@ -1,0 +1,99 @@
+"""OpenVINO passes: ``openvino_ir`` (the fp32 IR converted from model.onnx, checked, and its fp16-compressed twin)
+and ``openvino_int8`` (NNCF on the IR, with accuracy control past the budget, or the QDQ ONNX model converted).
+IRs stay in memory until the export commits, so that the final card goes inside them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgetransfer import console
+from edgetransfer.backends.base import LoadOptions
+from edgetransfer.backends.openvino import compile_model
+from edgetransfer.errors import UsageError
+from edgetransfer.evaluation import evaluate
+from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
+from edgetransfer.quantize import Int8Config, int8_budget
+from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP16, OV_FP32, OV_INT8
+
+
+@dataclass(frozen=True)
+class OpenVinoConfig:
+    atol: float  # max |logit difference| to PyTorch, with OpenVINO told to run in f32
+    fp16: bool  # also the fp16-compressed IR
+
+
+@register
+class OpenVinoIR(Pass):
+    name = "openvino_ir"
+    needs = (ONNX_FP32,)
+
+    def run(self, ctx: ExportContext) -> list[Artifact]:
+        import openvino as ov
+
+        config: OpenVinoConfig = self.config
+        with console.err.status("converting to OpenVINO IR..."):
+            model = ov.convert_model(str(ctx.path(ONNX_FP32)))
+            session = compile_model(model, LoadOptions(precision="fp32"))
+            figures = ctx.check("OpenVINO fp32 (f32 hint)", session, config.atol)
+        ctx.measure("openvino_fp32", compile_model(model, LoadOptions()))
+        made = [Artifact(OV_FP32, {"file": OV_FP32, "parity": figures, "converted_from": ONNX_FP32}, model)]
+        if config.fp16:
+            record = {"file": OV_FP16, "converted_from": ONNX_FP32, "weights": "fp16 compressed"}
+            made.append(Artifact(OV_FP16, record, model, compress_to_fp16=True))
+        return made
+
+
+@register
+class OpenVinoInt8(Pass):
+    """int8 IR: ``nncf`` quantizes the fp32 IR (NNCF accuracy control when the plain result is past the budget);
+    ``qdq`` converts model.int8.onnx. Judged by the same budget as ONNX Runtime's int8."""
+
+    name = "openvino_int8"
+    needs = (OV_FP32,)
+
+    def run(self, ctx: ExportContext) -> list[Artifact]:
+        import openvino as ov
+
+        config: Int8Config = self.config
+        if config.openvino == "qdq":
+            if ONNX_INT8 not in ctx.artifacts:
+                raise UsageError("--openvino-int8 qdq converts model.int8.onnx, which this export does not make")
+            model = ov.convert_model(str(ctx.path(ONNX_INT8)))
+            record: dict[str, Any] = {"tool": "openvino.convert_model", "converted_from": ONNX_INT8}
+        else:
+            model, record = self._nncf(ctx, config)
+        result = ctx.measure("openvino_int8", compile_model(model, LoadOptions(), int8=True))
+        fp32 = ctx.metrics["openvino_fp32"]
+        record["test_drop_points"] = 100 * (fp32["test_top1"] - result["test_top1"])
+        tried = "after NNCF accuracy control" if record["tool"] == "nncf.quantize_with_accuracy_control" else ""
+        record["val_drop_points"] = int8_budget(
+            "OpenVINO int8", fp32["val_top1"], result["val_top1"], config.max_drop, tried=tried
+        )
+        ctx.say_drop("OpenVINO int8", record["test_drop_points"])
+        return [Artifact(OV_INT8, {"file": OV_INT8, "quantization": record}, model)]
+
+    @staticmethod
+    def _nncf(ctx: ExportContext, config: Int8Config) -> tuple[Any, dict[str, Any]]:
+        from edgetransfer.quantize_openvino import nncf_quantize, nncf_quantize_with_accuracy_control
+
+        fp32 = ctx.artifacts[OV_FP32].ov_model
+        calibration, source = ctx.calibration
+        with console.err.status("quantizing the OpenVINO IR with NNCF..."):
+            model = nncf_quantize(fp32, calibration, ctx.pre)
+        record: dict[str, Any] = {
+            "tool": "nncf.quantize",
+            "fast_bias_correction": True,
+            "calibration_source": source,
+            "calibration_images": len(calibration),
+        }
+        val = evaluate(compile_model(model, LoadOptions(), int8=True), ctx.val)
+        drop = 100 * (ctx.metrics["openvino_fp32"]["val_top1"] - val)
+        if config.accuracy_aware and len(ctx.val) and drop > config.max_drop:
+            console.err.print(f"NNCF int8 loses {drop:.2f} validation points; running NNCF accuracy control...")
+            with console.err.status("NNCF accuracy control..."):
+                model = nncf_quantize_with_accuracy_control(
+                    fp32, calibration, ctx.val, ctx.pre, max_drop_points=config.max_drop
+                )
+            record.update(tool="nncf.quantize_with_accuracy_control", max_drop_points=config.max_drop)
+        return model, record
