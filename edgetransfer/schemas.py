@@ -127,14 +127,15 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or-python"))))
     kind, msg = first["type"], first["msg"]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    lead = f"{source}: " if source else ""
     if kind == "extra_forbidden":
         known = known_keys(model, loc[:-1]) if model is not None else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         allowed = f" (known: {', '.join(known)})" if known and not close else ""
-        return f"{source}: unknown key {_key_path(loc)!r}{hint}{allowed}{more}"
+        return f"{lead}unknown key {_key_path(loc)!r}{hint}{allowed}{more}"
     if kind == "missing":
-        return f"{source}: {_key_path(loc)}: missing (it is required){more}"
+        return f"{lead}{_key_path(loc)}: missing (it is required){more}"
     ctx = first.get("ctx") or {}
     if kind == "too_short":
         msg = f"expected at least {ctx.get('min_length')} item(s)"
@@ -148,7 +149,7 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
         msg = msg.replace(words, short)
     got = "" if kind.startswith("value_error") else f", got {_shown(first.get('input'))}"
     key = "--" + "-".join(str(p) for p in loc).replace("_", "-") if flags else _key_path(loc)
-    return f"{source + ': ' if source else ''}{key}: {msg}{got}{more}"
+    return f"{lead}{key}: {msg}{got}{more}"
 
 
 _SHORTER = [

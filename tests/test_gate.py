@@ -306,7 +306,7 @@ def test_a_reference_run_slowdown_is_measured_again_with_the_reference():
 def test_a_broken_reference_block_is_named():
     doc = side_by_side(0.7, 0.7)
     del doc["reference"]["results"][0]["model_sha256"]
-    with pytest.raises(UsageError, match=r"reference.results\[0\].model_sha256 is missing"):
+    with pytest.raises(UsageError, match=r"fake document: reference.results\[0\].model_sha256: missing"):
         validate_document(doc, "fake document")
 
 
