@@ -124,9 +124,12 @@ BAD_BASELINES = {
         "settings.min_time: expected <= 600, got 1000000000.0",
     ),
     "no rounds": (lambda d: d["settings"].update(rounds=0), "settings.rounds: expected >= 1, got 0"),
-    "huge min_runs": (lambda d: d["settings"].update(min_runs=10**12), "settings.min_runs: expected <= 100000, got 1000000000000"),
-    "infinite warmup_time": (lambda d: d["settings"].update(warmup_time=math.inf), "settings.warmup_time: expected a finite number, got inf"),
-    "zero threads": (lambda d: d["settings"].update(threads_resolved=0), "settings.threads_resolved: expected >= 1, got 0"),
+    "huge min_runs": (lambda d: d["settings"].update(min_runs=10**12), "settings.min_runs: expected <= 100000"),
+    "infinite warmup_time": (
+        lambda d: d["settings"].update(warmup_time=math.inf),
+        "warmup_time: expected a finite number, got inf",
+    ),
+    "zero threads": (lambda d: d["settings"].update(threads_resolved=0), "threads_resolved: expected >= 1, got 0"),
     "batch 0": (lambda d: d["settings"].update(batches=[0]), "settings.batches[0]: expected >= 1, got 0"),
     "rounds that do not add up": (
         lambda d: _latency(d).update(rounds=[1, 1]),
@@ -430,7 +433,7 @@ def test_a_nan_in_a_measured_document_is_never_reported(trained_run, monkeypatch
     stats = runner.latency_stats
     monkeypatch.setattr(runner, "latency_stats", lambda times, batch: {**stats(times, batch), "p50_ms": math.nan})
     before = snapshot(trained_run.path)
-    with pytest.raises(EdgeTransferError, match=r"measured numbers that cannot be right: .*p50_ms: expected a finite number, got nan"):
+    with pytest.raises(EdgeTransferError, match=r"cannot be right: .*p50_ms: expected a finite number, got nan"):
         runner.bench(trained_run, BenchConfig(accuracy=False, **QUICK))
     assert snapshot(trained_run.path) == before
 
