@@ -127,9 +127,9 @@ BAD_BASELINES = {
     "huge min_runs": (lambda d: d["settings"].update(min_runs=10**12), "settings.min_runs: expected <= 100000"),
     "infinite warmup_time": (
         lambda d: d["settings"].update(warmup_time=math.inf),
-        "warmup_time: expected a finite number, got inf",
+        "settings.warmup_time: expected a finite number",
     ),
-    "zero threads": (lambda d: d["settings"].update(threads_resolved=0), "threads_resolved: expected >= 1, got 0"),
+    "zero threads": (lambda d: d["settings"].update(threads_resolved=0), "settings.threads_resolved: expected >= 1"),
     "batch 0": (lambda d: d["settings"].update(batches=[0]), "settings.batches[0]: expected >= 1, got 0"),
     "rounds that do not add up": (
         lambda d: _latency(d).update(rounds=[1, 1]),
