@@ -10,6 +10,7 @@ from edgetransfer.cli.finetune import finetune
 from edgetransfer.cli.models import models
 from edgetransfer.cli.pipeline import pipeline
 from edgetransfer.cli.predict import predict
+from edgetransfer.cli.search import search
 
 app = typer.Typer(
     help="From a pretrained vision backbone to a fast, small, accurate model on an edge device.",
@@ -23,6 +24,7 @@ app.command()(export)
 app.command()(bench)
 app.command()(predict)
 app.command()(models)
+app.command()(search)
 
 
 def main() -> None:

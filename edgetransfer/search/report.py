@@ -1,0 +1,256 @@
+"""What a search found: every trial as a row, the accuracy-vs-latency Pareto front, the recommended run (the most
+accurate within the latency budget, with its margin; or, when none meets it, the closest), as terminal tables, a
+JSON document and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from edgetransfer.rundir import atomic_write_text
+
+STATES = {"COMPLETE": "done", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+REPORT_JSON, REPORT_HTML = "search.json", "search.html"
+
+
+def trial_rows(trials: list) -> list[dict[str, Any]]:
+    """One row per Optuna trial (a ``FrozenTrial``): its candidate, state, figures and who ran it."""
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        attrs = t.user_attrs
+        steps = sorted(t.intermediate_values.items())
+        rows.append(
+            {
+                "number": t.number,
+                "state": STATES.get(t.state.name, t.state.name.lower()),
+                "backbone": attrs.get("backbone"),
+                "size": attrs.get("size"),
+                "int8": attrs.get("int8"),
+                "val_top1": attrs.get("val_top1"),
+                "latency_ms": attrs.get("latency_ms"),
+                "within_budget": attrs.get("within_budget"),
+                "epochs": attrs.get("epochs_run", len(steps)),
+                "last_val_top1": steps[-1][1] / 100 if steps else None,
+                "worker": attrs.get("worker"),
+                "run": attrs.get("run"),
+                "same_as": attrs.get("same_as"),
+                "note": attrs.get("error") or attrs.get("pruned") or "",
+                "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
+                if t.datetime_complete and t.datetime_start
+                else None,
+                "test_top1": attrs.get("test_top1"),
+                "p50_ms": attrs.get("p50_ms"),
+                "p99_ms": attrs.get("p99_ms"),
+                "model_mb": attrs.get("model_mb"),
+            }
+        )
+    return rows
+
+
+def measured(rows: list[dict]) -> list[dict]:
+    """The trials that made and measured a model of their own (done, not a repeat of an earlier candidate)."""
+    return [r for r in rows if r["state"] == "done" and r["same_as"] is None and r["latency_ms"] is not None]
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """The measured trials no other beats on both validation top-1 (higher) and latency (lower), fastest first."""
+    done = measured(rows)
+    front = [
+        r
+        for r in done
+        if not any(
+            o["val_top1"] >= r["val_top1"]
+            and o["latency_ms"] <= r["latency_ms"]
+            and (o["val_top1"] > r["val_top1"] or o["latency_ms"] < r["latency_ms"])
+            for o in done
+        )
+    ]
+    return sorted(front, key=lambda r: r["latency_ms"])
+
+
+def recommend(rows: list[dict], limit_ms: float) -> dict[str, Any]:
+    """The most accurate measured trial within ``limit_ms`` (a tie: the faster), with the margin; when none is
+    within the budget, ``row`` is None and ``closest`` the fastest one."""
+    done = measured(rows)
+    within = [r for r in done if r["latency_ms"] <= limit_ms]
+    if within:
+        best = max(within, key=lambda r: (r["val_top1"], -r["latency_ms"]))
+        return {"row": best, "margin_ms": limit_ms - best["latency_ms"], "closest": None}
+    closest = min(done, key=lambda r: r["latency_ms"]) if done else None
+    return {"row": None, "margin_ms": None, "closest": closest}
+
+
+def document(rows: list[dict], *, budget, space: dict, profile: str, data: str) -> dict[str, Any]:
+    """The search's results as one JSON-ready document."""
+    rec = recommend(rows, budget.limit_ms)
+    return {
+        "kind": "edgetransfer.search",
+        "profile": profile,
+        "data": data,
+        "budget": {"key": budget.key, "limit_ms": budget.limit_ms if math.isfinite(budget.limit_ms) else None},
+        "space": space,
+        "counts": {s: sum(r["state"] == s for r in rows) for s in ("done", "pruned", "failed", "running")},
+        "pareto": [r["number"] for r in pareto_front(rows)],
+        "recommended": rec["row"]["number"] if rec["row"] else None,
+        "margin_ms": rec["margin_ms"],
+        "closest": rec["closest"]["number"] if rec["closest"] else None,
+        "trials": rows,
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _name(r: dict) -> str:
+    return f"{r['backbone']} {r['size']}px {r['int8']}" if r["backbone"] else "(not sampled yet)"
+
+
+def trials_table(rows: list[dict], budget, *, title: str = "trials") -> Table:
+    """Every trial with its state (done, pruned, failed, running), figures and who ran it; the best so far marked."""
+    rec = recommend(rows, budget.limit_ms)["row"]
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "candidate", "state", "epochs", "val top-1", f"{budget.label} ms", "budget", "worker", "note"):
+        table.add_column(column, justify="right" if column in ("#", "epochs", "val top-1") else "left")
+    for r in rows:
+        val = _pct(r["val_top1"]) if r["val_top1"] is not None else _pct(r["last_val_top1"])
+        within = "" if r["within_budget"] is None else ("within" if r["within_budget"] else "over")
+        state = r["state"] + (f" (= #{r['same_as']})" if r["same_as"] is not None else "")
+        best = rec is not None and r["number"] == rec["number"]
+        table.add_row(
+            str(r["number"]),
+            _name(r),
+            state + (" [best]" if best else ""),
+            str(r["epochs"] or ""),
+            val,
+            _ms(r["latency_ms"]),
+            within,
+            r["worker"] or "",
+            (r["note"] or "")[:80],
+            style="bold green" if best else None,
+        )
+    return table
+
+
+def pareto_table(rows: list[dict], budget) -> Table:
+    table = Table(title=f"accuracy vs latency: the Pareto front ({budget.describe()})", title_justify="left")
+    for column in ("#", "candidate", "val top-1", f"{budget.label} ms", "budget", "run"):
+        table.add_column(column)
+    for r in pareto_front(rows):
+        within = "within" if r["latency_ms"] <= budget.limit_ms else "over"
+        table.add_row(str(r["number"]), _name(r), _pct(r["val_top1"]), _ms(r["latency_ms"]), within, r["run"] or "")
+    return table
+
+
+def verdict(rows: list[dict], budget) -> list[str]:
+    """The recommendation in a line or two: the run, its figures and margin; or that no candidate meets the budget
+    and the closest one."""
+    rec = recommend(rows, budget.limit_ms)
+    if rec["row"] is not None:
+        r = rec["row"]
+        margin = (
+            f", {rec['margin_ms']:.3f} ms ({100 * rec['margin_ms'] / budget.limit_ms:.0f}%) under the budget"
+            if math.isfinite(budget.limit_ms)
+            else " (the profile sets no latency budget)"
+        )
+        test = f"; test top-1 {_pct(r['test_top1'])} (the final report's only use of the test split)"
+        return [
+            f"recommended: trial {r['number']}, {_name(r)}: val top-1 {_pct(r['val_top1'])}, "
+            f"{budget.label} {r['latency_ms']:.3f} ms{margin}{test if r['test_top1'] is not None else ''}",
+            f"run: {r['run']}",
+        ]
+    if rec["closest"] is None:
+        return ["no trial finished with a measured model yet; nothing to recommend"]
+    c = rec["closest"]
+    return [
+        f"no candidate meets the budget {budget.describe()}: the closest is trial {c['number']}, {_name(c)}, "
+        f"{budget.label} {c['latency_ms']:.3f} ms ({c['latency_ms'] - budget.limit_ms:.3f} ms over), "
+        f"val top-1 {_pct(c['val_top1'])}; run: {c['run']}"
+    ]
+
+
+def _plot_png(rows: list[dict], budget) -> str:
+    """The accuracy-vs-latency scatter with the Pareto front and the budget, as base64 PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done, front = measured(rows), pareto_front(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for backbone in sorted({r["backbone"] for r in done}):
+        mine = [r for r in done if r["backbone"] == backbone]
+        ax.scatter([r["latency_ms"] for r in mine], [100 * r["val_top1"] for r in mine], label=backbone, alpha=0.8)
+        for r in mine:
+            ax.annotate(f"#{r['number']} {r['size']} {r['int8']}", (r["latency_ms"], 100 * r["val_top1"]), fontsize=7)
+    if front:
+        ax.plot([r["latency_ms"] for r in front], [100 * r["val_top1"] for r in front], "k--", lw=1, label="Pareto")
+    if math.isfinite(budget.limit_ms):
+        ax.axvline(budget.limit_ms, color="red", lw=1, label=f"budget {budget.limit_ms:g} ms")
+    ax.set_xlabel(f"{budget.label} latency (ms)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def to_html(doc: dict, budget) -> str:
+    rows = doc["trials"]
+    esc = html.escape
+    head = ["#", "candidate", "state", "epochs", "val top-1", f"{budget.label} ms", "budget", "worker", "run", "note"]
+    body = []
+    for r in rows:
+        within = "" if r["within_budget"] is None else ("within" if r["within_budget"] else "over")
+        cells = [r["number"], _name(r), r["state"] + (f" (= #{r['same_as']})" if r["same_as"] is not None else "")]
+        cells += [r["epochs"] or "", _pct(r["val_top1"]), _ms(r["latency_ms"]), within, r["worker"] or ""]
+        cells += [r["run"] or "", r["note"]]
+        mark = ' class="best"' if r["number"] == doc["recommended"] else ""
+        body.append(f"<tr{mark}>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
+    front = "".join(
+        f"<tr><td>{r['number']}</td><td>{esc(_name(r))}</td><td>{_pct(r['val_top1'])}</td>"
+        f"<td>{_ms(r['latency_ms'])}</td></tr>"
+        for r in pareto_front(rows)
+    )
+    plot = (
+        f'<img alt="accuracy vs latency" src="data:image/png;base64,{_plot_png(rows, budget)}">'
+        if measured(rows)
+        else ""
+    )
+    lines = "".join(f"<p>{esc(line)}</p>" for line in verdict(rows, budget))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>edgetransfer search</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:3px 8px}tr.best{background:#dfd;font-weight:bold}</style></head><body>"
+        f"<h1>edgetransfer search</h1><p>data {esc(doc['data'])}; profile {esc(doc['profile'])}; "
+        f"budget {esc(budget.describe())}; trials: "
+        + ", ".join(f"{v} {k}" for k, v in doc["counts"].items())
+        + f"</p>{lines}{plot}<h2>Pareto front</h2><table><tr><th>#</th><th>candidate</th><th>val top-1</th>"
+        f"<th>{budget.label} ms</th></tr>{front}</table><h2>Every trial</h2><table><tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(body)
+        + "</table></body></html>\n"
+    )
+
+
+def write(folder: Path, doc: dict, budget) -> list[Path]:
+    """search.json and search.html in ``folder`` (each written atomically)."""
+    paths = [Path(folder) / REPORT_JSON, Path(folder) / REPORT_HTML]
+    atomic_write_text(paths[0], json.dumps(doc, indent=1, default=str) + "\n")
+    atomic_write_text(paths[1], to_html(doc, budget))
+    return paths

@@ -1,0 +1,108 @@
+"""The Optuna study behind a search: opening its storage (SQLite in the output folder, or a PostgreSQL server shared
+by workers on many machines), and failing the trials whose worker died."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import socket
+import warnings
+from typing import Any
+
+from edgetransfer.errors import UsageError
+
+
+def need_optuna():
+    """The optuna module, or a one-line :class:`UsageError` saying how to install it."""
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise UsageError("edgetransfer search needs optuna: pip install 'edgetransfer[search]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says what happens in its own lines
+    # heartbeats and stale-trial failing are "experimental" since 2.9; constraints_func is deprecated from 5.0 on
+    # (still there, and what 3.6 has): the features are used knowingly, the warnings say nothing to a user
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message=".*constraints_func. has been deprecated", category=FutureWarning)
+    return optuna
+
+
+def redact(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def open_storage(url: str, *, heartbeat: int):
+    """An Optuna RDB storage with heartbeats (a trial whose worker stops beating for 6 heartbeats is failed by the
+    next worker that starts a trial). An unreachable server, a wrong URL or a missing driver: one line."""
+    optuna = need_optuna()
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    shown, url = redact(url), with_driver(url)
+    if url.startswith("sqlite"):
+        connect: dict[str, Any] = {"timeout": 60}  # several worker processes on one SQLite file take turns
+    elif url.startswith("postgresql"):
+        connect = {"connect_timeout": 10}
+    else:
+        connect = {}
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
+            heartbeat_interval=heartbeat,
+            grace_period=6 * heartbeat,
+        )
+    except ImportError as exc:
+        raise UsageError(f"--storage {shown}: its database driver is not installed ({exc})") from None
+    except (SQLAlchemyError, ArgumentError, ValueError, OSError) as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise UsageError(f"cannot reach the storage {shown}: {first[0] if first else type(exc).__name__}") from None
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://...`` with the PostgreSQL driver that is installed (SQLAlchemy 2.1 assumes psycopg 3, older
+    versions psycopg2; the [search] extra brings psycopg2): ``postgresql+psycopg2://...``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    for module in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{module}://{rest}"
+    raise UsageError(f"--storage {redact(url)} needs a PostgreSQL driver: pip install 'edgetransfer[search]'")
+
+
+def this_worker() -> str:
+    """``host:pid``: who runs a trial (recorded with it, shown in the tables)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study) -> list[int]:
+    """Mark failed the running trials whose worker is gone: on this machine, a worker process that no longer
+    exists; anywhere, one whose heartbeat stopped (Optuna's stale-trial rule). Returns their numbers."""
+    optuna = need_optuna()
+    from optuna.trial import TrialState
+
+    failed = []
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get("worker", ""))
+        where, _, pid = worker.rpartition(":")
+        if where == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            storage = study._storage  # the public API has no "fail this trial": the storage's own call
+            storage.set_trial_user_attr(trial._trial_id, "error", f"its worker ({worker}) died mid-trial")
+            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                failed.append(trial.number)
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    optuna.storages.fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    return sorted(set(failed) | (after - before))

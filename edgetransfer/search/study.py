@@ -1,0 +1,348 @@
+"""``edgetransfer search`` as one function: create (or resume, or join) an Optuna study, run trials until the
+trial count, the time budget or the candidates run out, and report.
+
+A search lives in its output folder: ``study.db`` (the default SQLite storage), ``trials/NNNN-backbone-SIZEpx-int8``
+(one ordinary run directory per trial), ``search.json`` and ``search.html``. The leading process holds the folder's
+lock (a second search on it is refused); ``--worker`` processes join the study without it, here or on other machines
+(``--storage postgresql://...``), and take the candidates and training options the study recorded at its start."""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from edgetransfer import console
+from edgetransfer.errors import EdgeTransferError, UsageError
+from edgetransfer.rundir import RunDir
+from edgetransfer.search import report
+from edgetransfer.search.config import SearchConfig, Space, build_space
+from edgetransfer.search.live import Progress
+from edgetransfer.search.storage import fail_dead_trials, need_optuna, open_storage, this_worker
+from edgetransfer.search.trial import Budget, Candidate, TrialError, run_trial
+
+FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "latency_key", "p50_ms", "p99_ms")
+FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "within_budget", "over_budget_ms")
+
+
+@dataclass
+class SearchResult:
+    """What a search (or a worker) leaves: the trial rows, the budget, the report files and what happened."""
+
+    out: Path
+    budget: Budget
+    rows: list[dict]
+    document: dict
+    written: list[Path] = field(default_factory=list)
+    failed_dead: list[int] = field(default_factory=list)  # running trials of dead workers, marked failed
+    stopped: str = ""
+    mine: list[int] = field(default_factory=list)  # the trials this process ran
+
+
+def search(config: SearchConfig) -> SearchResult:
+    """Run (or resume, or join with ``config.worker``) the search ``config`` describes."""
+    config.validate()
+    need_optuna()
+    from edgetransfer.search.tracking import mlflow_logger
+
+    log = mlflow_logger(config.mlflow, Path(config.out).name) if config.mlflow else None  # checked before any work
+    out = Path(config.out).expanduser()
+    if config.worker:
+        return _Search(config, out, log).join()
+    with RunDir(out).lock("search"):
+        return _Search(config, out, log).lead()
+
+
+def _check_new(config: SearchConfig, out: Path) -> str:
+    """A new search: the output folder is new or empty and apart from the data; the data can be split. Returns the
+    data folder (the built-in digits resolved)."""
+    from edgetransfer.builtin_data import resolve_data
+    from edgetransfer.data import load_splits
+    from edgetransfer.finetune_config import check_splits
+
+    where = out.resolve()
+    if where == Path(where.anchor) or where == Path.home().resolve():
+        raise UsageError(f"--out {config.out} is {where}; name a folder for the search, e.g. models/NAME")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {config.out} is a file; name a folder for the search")
+    if config.storage is None and out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"{out} holds files already; --resume continues the search there, or choose another --out")
+    data = resolve_data(config.data, config.seed)
+    given = Path(data).expanduser().resolve()
+    if given.is_relative_to(where) or where.is_relative_to(given):
+        raise UsageError(f"--out {config.out} and --data {config.data} overlap; choose an --out outside the data")
+    check_splits(load_splits(data, seed=config.seed))
+    return str(given)
+
+
+def _died(trial) -> bool:
+    """A trial failed because its worker died (killed, or its heartbeat stopped), not for a reason of its own."""
+    return trial.state.name == "FAIL" and (
+        "error" not in trial.user_attrs or "died mid-trial" in trial.user_attrs["error"]
+    )
+
+
+class _Search:
+    def __init__(self, config: SearchConfig, out: Path, log) -> None:
+        self.config, self.out, self.log = config, out, log
+        self.optuna = need_optuna()
+        self.mine: list[int] = []
+        self.last_was_repeat = False
+        self.rng = random.Random(config.seed)
+
+    # ------------------------------------------------------------------ the three ways in
+    def lead(self) -> SearchResult:
+        config, out = self.config, self.out
+        if not config.resume:
+            data = _check_new(config, out)
+            space = build_space(config)
+        made = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            storage = open_storage(config.storage_url(), heartbeat=config.heartbeat)
+            study = self._load(storage) if config.resume else self._create(storage, data, space)
+        except BaseException:
+            if made:
+                shutil.rmtree(out, ignore_errors=True)  # nothing half-made stays behind
+            raise
+        dead = fail_dead_trials(study)
+        if dead:
+            console.err.print(f"[yellow]trial(s) {', '.join(map(str, dead))}: their worker died; marked failed[/]")
+        result = self._run(study, dead)
+        result.written = report.write(out, result.document, result.budget)
+        return result
+
+    def join(self) -> SearchResult:
+        if self.config.storage is None and not (self.out / "study.db").is_file():
+            raise UsageError(
+                f"no search to join in {self.out} (no study.db); start one with 'edgetransfer search' first, or "
+                "pass its --storage"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        study = self._load(open_storage(self.config.storage_url(), heartbeat=self.config.heartbeat))
+        return self._run(study, fail_dead_trials(study))
+
+    def _create(self, storage, data: str, space: Space):
+        sampler, pruner = self._sampler(space), self._pruner()
+        name = self.study_name
+        try:
+            study = self.optuna.create_study(
+                storage=storage, study_name=name, direction="maximize", sampler=sampler, pruner=pruner
+            )
+        except self.optuna.exceptions.DuplicatedStudyError:
+            raise UsageError(
+                f"{storage.url if hasattr(storage, 'url') else 'the storage'} holds a search named {name!r} already; "
+                "--resume continues it, --worker joins it"
+            ) from None
+        recorded = {**self.config.recorded(), "trials": self.config.trials}
+        for key, value in {"config": recorded, "space": space.to_dict(), "data": data}.items():
+            study.set_user_attr(key, value)
+        self.config = replace(self.config, data=data)
+        self.space = space
+        console.err.print(f"search {name}: {space.describe()}; storage {self._where()}")
+        return study
+
+    def _load(self, storage):
+        try:
+            study = self.optuna.load_study(study_name=self.study_name, storage=storage)
+        except KeyError:
+            what = "--resume" if self.config.resume else "--worker"
+            raise UsageError(
+                f"{what}: no search named {self.study_name!r} in {self._where()}; start one with 'edgetransfer search'"
+            ) from None
+        recorded = dict(study.user_attrs.get("config", {}))
+        if self.config.trials is not None:  # a new total given here wins
+            recorded.pop("trials", None)
+        self.config = self.config.with_recorded(recorded)
+        if not self.config.data:
+            self.config = replace(self.config, data=study.user_attrs.get("data", ""))
+        self.space = Space.from_dict(study.user_attrs["space"])
+        study.sampler, study.pruner = self._sampler(self.space), self._pruner()
+        console.err.print(f"joined search {self.study_name} ({self.space.describe()}) as {this_worker()}")
+        return study
+
+    @property
+    def study_name(self) -> str:
+        return self.out.expanduser().resolve().name
+
+    def _where(self) -> str:
+        from edgetransfer.search.storage import redact
+
+        return redact(self.config.storage_url())
+
+    def _sampler(self, space: Space):
+        seed = self.config.seed if not self.config.worker else self.rng.randrange(2**31) ^ hash(this_worker())
+        return self.optuna.samplers.TPESampler(
+            seed=seed % 2**31,
+            n_startup_trials=min(10, max(2, space.count() // 3)),
+            constraints_func=lambda t: [float(t.user_attrs.get("over_budget_ms", 0.0))],
+        )
+
+    def _pruner(self):
+        if self.config.pruner == "median":
+            return self.optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        if self.config.pruner == "halving":
+            return self.optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return self.optuna.pruners.NopPruner()
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self, study, dead: list[int]) -> SearchResult:
+        from edgetransfer.bench.profiles import load_profile
+
+        self.profile = load_profile(self.config.profile)
+        self.budget = Budget.of(self.profile)
+        deadline = time.monotonic() + self.config.time_budget if self.config.time_budget else None
+        self.progress = Progress(study, self.budget)
+        stopped = ""
+        with self.progress.shown():
+            while not stopped:
+                stopped = self._why_stop(study, deadline)
+                if stopped:
+                    break
+                if self.last_was_repeat:  # the sampler chose a candidate tried already: give it an untried one
+                    self._enqueue_untried(study)
+                try:
+                    study.optimize(self._objective, n_trials=1, catch=(EdgeTransferError,), callbacks=[self._after])
+                except ValueError as exc:  # another worker failed this trial (its heartbeat came too late)
+                    if "Cannot tell a" not in str(exc):
+                        raise
+                    console.err.print(f"[yellow]trial {self.mine[-1]} was marked failed by another worker: {exc}[/]")
+            if not self.config.worker:
+                self._wait_for_others(study)
+        rows = report.trial_rows(study.get_trials(deepcopy=False))
+        doc = report.document(
+            rows, budget=self.budget, space=self.space.to_dict(), profile=self.config.profile, data=self.config.data
+        )
+        return SearchResult(self.out, self.budget, rows, doc, failed_dead=dead, stopped=stopped, mine=self.mine)
+
+    def _covered(self, study) -> tuple[set[str], int, int]:
+        """Candidates tried or being tried, the trials that count (not repeats), and how many run now."""
+        state = self.optuna.trial.TrialState
+        covered, counted, running = set(), 0, 0
+        for t in study.get_trials(deepcopy=False):
+            attrs = t.user_attrs
+            if t.state == state.RUNNING:
+                running += 1
+                covered.add(attrs.get("candidate"))
+            elif t.state.is_finished() and "same_as" not in attrs and not _died(t):
+                counted += 1  # a trial whose worker died does not count: its candidate is tried again
+                if t.state != state.FAIL or "error" in attrs:
+                    covered.add(attrs.get("candidate"))
+        covered.discard(None)
+        return covered, counted, running
+
+    def _why_stop(self, study, deadline: float | None) -> str:
+        fail_dead_trials(study)  # a worker killed mid-trial: its trial fails now, not at the end
+        covered, counted, running = self._covered(study)
+        if self.config.trials is not None and counted + running >= self.config.trials:
+            return f"{self.config.trials} trial(s)"
+        if len(covered) >= self.space.count():
+            return "every candidate tried"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "time budget"
+        return ""
+
+    def _enqueue_untried(self, study) -> None:
+        covered = self._covered(study)[0]
+        untried = [
+            Candidate(b, s, m)
+            for b, sizes in self.space.sizes.items()
+            for s in sizes
+            for m in self.space.int8_methods
+            if f"{b}/{s}/{m}" not in covered
+        ]
+        if untried:
+            c = self.rng.choice(untried)
+            study.enqueue_trial({"backbone": c.backbone, f"size_{c.backbone}": c.size, "int8": c.int8})
+
+    def _wait_for_others(self, study) -> None:
+        """The lead reports once the other workers' running trials end (or their workers die)."""
+        state, said = self.optuna.trial.TrialState, False
+        while study.get_trials(deepcopy=False, states=(state.RUNNING,)):
+            if not said:
+                console.err.print("waiting for the other workers' running trials...")
+                said = True
+            fail_dead_trials(study)
+            self.progress.refresh()
+            time.sleep(2)
+
+    # ------------------------------------------------------------------ one trial
+    def _objective(self, trial) -> float:
+        space = self.space
+        backbone = trial.suggest_categorical("backbone", list(space.backbones))
+        size = int(trial.suggest_categorical(f"size_{backbone}", list(space.sizes[backbone])))
+        candidate = Candidate(backbone, size, trial.suggest_categorical("int8", list(space.int8_methods)))
+        for key, value in (("backbone", backbone), ("size", size), ("int8", candidate.int8)):
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("candidate", candidate.key)
+        trial.set_user_attr("worker", this_worker())
+        self.mine.append(trial.number)
+        self.last_was_repeat = False
+        prior = self._prior(trial, candidate)
+        if prior is not None:
+            return self._repeat(trial, prior)
+        folder = self.out / "trials" / candidate.folder(trial.number)
+        trial.set_user_attr("run", str(folder))
+        self.progress.refresh()
+
+        def on_epoch(epoch: int, record: dict) -> None:
+            trial.report(100 * record["val_top1"], epoch)
+            self.progress.refresh()
+            if trial.should_prune():
+                trial.set_user_attr("pruned", f"val top-1 {record['val_top1']:.2%} after epoch {epoch}")
+                raise self.optuna.TrialPruned()
+
+        try:
+            figures = run_trial(self.config, candidate, folder, self.profile, on_epoch=on_epoch)
+        except self.optuna.TrialPruned:
+            shutil.rmtree(folder, ignore_errors=True)  # a pruned run is of no use; its curve stays in the study
+            trial.set_user_attr("run", None)
+            raise
+        except EdgeTransferError as exc:
+            trial.set_user_attr("error", str(exc).splitlines()[0][:300])
+            raise
+        if figures["val_top1"] is None:
+            raise TrialError(f"{folder}: export recorded no validation top-1 for the measured model")
+        figures["within_budget"] = figures["latency_ms"] <= self.budget.limit_ms
+        over = figures["latency_ms"] - self.budget.limit_ms
+        figures["over_budget_ms"] = over if math.isfinite(over) else 0.0
+        for key in FIGURES:
+            trial.set_user_attr(key, figures.get(key))
+        return 100 * figures["val_top1"]
+
+    def _prior(self, trial, candidate: Candidate):
+        """An earlier trial of the same candidate: done, pruned, running, or failed for a reason of its own."""
+        state = self.optuna.trial.TrialState
+        order = {state.COMPLETE: 0, state.RUNNING: 1, state.PRUNED: 2, state.FAIL: 3}
+        same = [
+            t
+            for t in trial.study.get_trials(deepcopy=False)
+            if t.number != trial.number
+            and t.user_attrs.get("candidate") == candidate.key
+            and "same_as" not in t.user_attrs
+            and (t.state != state.FAIL or ("error" in t.user_attrs and not _died(t)))
+            and t.state in order
+        ]
+        return min(same, key=lambda t: (order[t.state], t.number)) if same else None
+
+    def _repeat(self, trial, prior) -> float:
+        """A candidate tried already: its figures again (no second run), or its fate."""
+        self.last_was_repeat = True
+        trial.set_user_attr("same_as", prior.number)
+        if prior.state == self.optuna.trial.TrialState.COMPLETE:
+            for key in FIGURES:
+                trial.set_user_attr(key, prior.user_attrs.get(key))
+            return prior.value
+        if prior.state == self.optuna.trial.TrialState.FAIL:
+            trial.set_user_attr("error", f"as trial {prior.number}: {prior.user_attrs.get('error', '')}"[:300])
+            raise TrialError(f"candidate failed in trial {prior.number}")
+        trial.set_user_attr("pruned", f"as trial {prior.number} ({prior.state.name.lower()})")
+        raise self.optuna.TrialPruned()
+
+    def _after(self, study, trial) -> None:
+        self.progress.finished(trial)
+        if self.log is not None:
+            self.log(study, trial)

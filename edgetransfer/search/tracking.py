@@ -1,0 +1,44 @@
+"""Optional tracking in MLflow's convention: each trial a run with its parameters, metrics (the validation curve
+too) and artifacts (the card and the bench report); a local file store when a folder is given, not a server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edgetransfer.errors import UsageError
+
+METRICS = ("val_top1", "torch_val_top1", "latency_ms", "p50_ms", "p99_ms", "model_mb", "seconds", "over_budget_ms")
+
+
+def mlflow_logger(uri: str, experiment: str) -> Callable:
+    """A callback ``log(study, trial)`` that records a finished trial in MLflow at ``uri`` (a tracking server's URL
+    or a local folder), in the experiment ``edgetransfer-search-<experiment>``."""
+    try:
+        import mlflow
+    except ModuleNotFoundError:
+        raise UsageError("--mlflow needs MLflow: pip install 'edgetransfer[mlflow]'") from None
+    target = uri if "://" in uri else Path(uri).expanduser().resolve().as_uri()
+    mlflow.set_tracking_uri(target)
+    mlflow.set_experiment(f"edgetransfer-search-{experiment}")
+
+    def log(study, trial) -> None:
+        attrs = trial.user_attrs
+        with mlflow.start_run(run_name=f"trial-{trial.number}"):
+            mlflow.log_params({k: attrs[k] for k in ("backbone", "size", "int8") if k in attrs})
+            mlflow.log_params({k: v for k, v in study.user_attrs.get("config", {}).items() if v is not None})
+            metrics = {k: float(attrs[k]) for k in METRICS if isinstance(attrs.get(k), (int, float))}
+            if metrics:
+                mlflow.log_metrics(metrics)
+            for step, value in sorted(trial.intermediate_values.items()):
+                mlflow.log_metric("epoch_val_top1", value / 100, step=step)
+            tags = {"state": trial.state.name.lower(), "worker": attrs.get("worker", ""), "study": study.study_name}
+            if attrs.get("same_as") is not None:
+                tags["same_as"] = str(attrs["same_as"])
+            mlflow.set_tags(tags)
+            run = attrs.get("run")
+            for name in ("card.json", "bench.json"):
+                if run and (Path(run) / name).is_file():
+                    mlflow.log_artifact(str(Path(run) / name))
+
+    return log

@@ -1,0 +1,144 @@
+"""One trial of a search: an ordinary run directory made by the functions the commands use, finetune -> export ->
+bench (as ``edgetransfer pipeline`` chains them), and the figures the search decides by.
+
+The search decides on the validation split (the exported model's val top-1, as export measures it) and on the
+latency the bench measures with the profile's settings, without accuracy (``accuracy=False``: the bench would score
+the test split). The test top-1 that finetune and export record in the card is kept for the final report only."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetransfer.errors import EdgeTransferError
+from edgetransfer.search.config import LATENCY_KEYS, SearchConfig
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the space."""
+
+    backbone: str
+    size: int
+    int8: str  # an Int8Config mode: static, dynamic, or none (fp32)
+
+    @property
+    def variant(self) -> str:
+        return "fp32" if self.int8 == "none" else "int8"
+
+    @property
+    def key(self) -> str:
+        return f"{self.backbone}/{self.size}/{self.int8}"
+
+    def folder(self, number: int) -> str:
+        return f"{number:04d}-{self.backbone}-{self.size}px-{self.int8}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The latency the profile allows: which figure (p50/p90/p99 at the profile's batch sizes) and how many ms."""
+
+    key: str  # a bench budget key: p50_ms, p90_ms or p99_ms
+    limit_ms: float  # math.inf when the profile sets no latency budget
+
+    @classmethod
+    def of(cls, profile) -> Budget:
+        key = next((k for k in LATENCY_KEYS if k in profile.budget), None)
+        if key is None:
+            return cls(f"{profile.objective or 'p50'}_ms" if profile.objective != "throughput" else "p50_ms", math.inf)
+        return cls(key, profile.budget[key])
+
+    @property
+    def label(self) -> str:
+        return self.key.removesuffix("_ms")
+
+    def describe(self) -> str:
+        return f"{self.label} <= {self.limit_ms:g} ms" if math.isfinite(self.limit_ms) else f"{self.label} (no budget)"
+
+
+class TrialError(EdgeTransferError):
+    """A candidate could not be made or measured (its trial is marked failed; the search goes on)."""
+
+
+def export_metric(config: SearchConfig, candidate: Candidate) -> str:
+    """The card metric of the model the bench measures: onnx_int8, onnx_fp32, openvino_int8, openvino_fp32."""
+    engine = "openvino" if config.backend.startswith("openvino") else "onnx"
+    return f"{engine}_{candidate.variant}"
+
+
+def run_trial(
+    config: SearchConfig,
+    candidate: Candidate,
+    out: Path,
+    profile,
+    *,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune, export and bench ``candidate`` into the run directory ``out``; its figures as a flat dict."""
+    from edgetransfer.bench import make_config
+    from edgetransfer.bench.command import run_command
+    from edgetransfer.bench.profiles import check_budgets
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.finetune import FinetuneConfig, finetune
+    from edgetransfer.quantize import Int8Config
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    run = finetune(
+        FinetuneConfig(
+            data=config.data,
+            out=str(out),
+            backbone=candidate.backbone,
+            size=candidate.size,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            device=config.device,
+        ),
+        on_epoch=on_epoch,
+    )
+    timings["finetune_s"] = time.perf_counter() - started
+    openvino = config.backend.startswith("openvino")
+    export(run, ExportConfig(openvino=openvino, int8=Int8Config(mode=candidate.int8)))
+    timings["export_s"] = time.perf_counter() - started - timings["finetune_s"]
+    explicit = {
+        "backends": (config.backend,),
+        "variants": (candidate.variant,),
+        "accuracy": False,  # the bench scores the test split; the search decides on validation
+        "min_time": config.min_time,
+    }
+    document = run_command(run, make_config(explicit, profile=profile)).document
+    timings["bench_s"] = time.perf_counter() - started - timings["finetune_s"] - timings["export_s"]
+    result = next(
+        (r for r in document["results"] if (r["backend"], r["variant"]) == (config.backend, candidate.variant)),
+        None,
+    )
+    if result is None:
+        failed = "; ".join(f"{f['backend']} {f['variant']}: {f['error']}" for f in document["failed"])
+        raise TrialError(f"the bench measured no {config.backend} {candidate.variant} model ({failed or 'skipped'})")
+    budget = Budget.of(profile)
+    check = check_budgets([result], {budget.key: budget.limit_ms if math.isfinite(budget.limit_ms) else 1e300})[0]
+    smallest = min(result["latency"], key=lambda lat: lat["batch"])
+    card = run.load_card()
+    metric = card.metrics.get(export_metric(config, candidate), {})
+    history = card.training.get("history", [])
+    return {
+        "run": str(out),
+        "val_top1": metric.get("val_top1"),  # the exported model's, on the validation split: what the search ranks
+        "torch_val_top1": card.metrics.get("torch", {}).get("val_top1"),
+        "test_top1": metric.get("test_top1"),  # for the final report only
+        "latency_ms": check["value"],  # the budget's figure (worst over the profile's batch sizes)
+        "latency_key": budget.key,
+        "p50_ms": smallest["p50_ms"],
+        "p99_ms": smallest["p99_ms"],
+        "cv_percent": smallest.get("cv_percent"),
+        "model_mb": result["model_bytes"] / 1e6,
+        "precision": result["precision"],
+        "epochs_run": len(history),
+        "seconds": time.perf_counter() - started,
+        **timings,
+    }

@@ -1,0 +1,358 @@
+"""edgetransfer search: the candidates, the Pareto front and the pick, bad input, and real searches with two worker
+processes on SQLite and on a throwaway PostgreSQL cluster (tiny images, 32 px, 1 epoch)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_folder
+
+from edgetransfer.errors import UsageError
+from edgetransfer.search import SearchConfig, build_space, parse_duration
+from edgetransfer.search import report as rep
+from edgetransfer.search.trial import Budget
+
+optuna = pytest.importorskip("optuna", reason="edgetransfer[search] is not installed")
+
+FAST = ["--sizes", "32", "--epochs", "1", "--batch-size", "8", "--min-time", "0.1"]
+FAST += ["--backbones", "mobilenet_v2,efficientnet_lite0"]
+
+
+def cli(*args: str, wait: bool = True, timeout: float = 300):
+    """The real entry point in a process of its own (a worker is a process)."""
+    command = [sys.executable, "-m", "edgetransfer", "search", *args]
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def load(storage: str, name: str):
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def wait_for(predicate, process, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            pytest.fail(f"the process ended first ({process.returncode}): {process.communicate()[1][-3000:]}")
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def running_trial_of(storage: str, name: str, pid: int) -> bool:
+    try:
+        trials = load(storage, name).get_trials(deepcopy=False)
+    except (KeyError, Exception):  # noqa: BLE001 - the study or the database may not exist yet
+        return False
+    return any(t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{pid}") for t in trials)
+
+
+# ----------------------------------------------------------------------------- candidates and options
+
+
+def test_space_comes_from_the_registries(tmp_path):
+    from edgetransfer import backbones
+    from edgetransfer.search.config import export_int8_methods, offline_backbones
+
+    space = build_space(SearchConfig(data="d", out=str(tmp_path)))
+    assert set(space.backbones) == set(offline_backbones())
+    assert {"mobilenet_v2", "efficientnet_lite0"} <= set(space.backbones)
+    for name, sizes in space.sizes.items():
+        top = backbones.get(name).input_size
+        assert sizes[0] == 96 and all(s % 32 == 0 for s in sizes) and max(sizes) <= top < max(sizes) + 32
+    assert space.int8_methods == export_int8_methods() and "static" in space.int8_methods
+    assert space.count() == sum(len(s) for s in space.sizes.values()) * len(space.int8_methods)
+    chosen = build_space(
+        SearchConfig(data="d", out="o", backbones=("mobilenet_v2",), sizes=(64, 96, 320), int8_methods=("none",))
+    )
+    assert chosen.sizes == {"mobilenet_v2": (64, 96)} and chosen.count() == 2  # 320 is past its 224
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backbones": ("nope",)}, "unknown backbone"),
+        ({"sizes": (100,)}, "multiples of 32"),
+        ({"backbones": ("mobilenet_v2",), "sizes": (512,)}, "none fits mobilenet_v2"),
+        ({"int8_methods": ("fp8",)}, "fp8"),
+    ],
+)
+def test_bad_candidates_are_one_line(options, message):
+    with pytest.raises(UsageError, match=message):
+        build_space(SearchConfig(data="d", out="o", **options))
+
+
+def test_options_checked_before_any_work():
+    assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400 and parse_duration("90") == 90
+    with pytest.raises(UsageError, match="duration"):
+        parse_duration("soon")
+    for bad in ({"trials": -1}, {"pruner": "random"}, {"backend": "tpu"}, {"epochs": 0}, {"time_budget": math.nan}):
+        with pytest.raises(UsageError):
+            SearchConfig(data="d", out="o", **bad).validate()
+    with pytest.raises(UsageError, match="--worker"):
+        SearchConfig(data="d", out="o", worker=True, resume=True).validate()
+
+
+# ----------------------------------------------------------------------------- the Pareto front and the pick
+
+
+def _row(number, val, latency, state="done", **extra):
+    row = {k: None for k in ("backbone", "size", "int8", "within_budget", "run", "same_as", "test_top1")}
+    row.update(number=number, state=state, val_top1=val, latency_ms=latency, note="", epochs=2, worker="w")
+    row.update(backbone="mobilenet_v2", size=96, int8="static", last_val_top1=val, **extra)
+    return row
+
+
+def test_pareto_front_and_recommendation():
+    rows = [
+        _row(0, 0.90, 1.0),
+        _row(1, 0.95, 3.0),
+        _row(2, 0.93, 4.0),
+        _row(3, 0.99, 9.0),
+        _row(4, None, None, "pruned"),
+    ]
+    rows.append(_row(5, 0.99, 9.0, same_as=3))  # a repeat is no point of its own
+    assert [r["number"] for r in rep.pareto_front(rows)] == [0, 1, 3]  # 2 is beaten by 1 on both
+    pick = rep.recommend(rows, 5.0)
+    assert pick["row"]["number"] == 1 and pick["margin_ms"] == pytest.approx(2.0)
+    lines = rep.verdict(rows, Budget("p50_ms", 5.0))
+    assert "trial 1" in lines[0] and "2.000 ms (40%) under the budget" in lines[0]
+    none = rep.recommend(rows, 0.5)
+    assert none["row"] is None and none["closest"]["number"] == 0
+    line = rep.verdict(rows, Budget("p99_ms", 0.5))[0]
+    assert (
+        "no candidate meets the budget p99 <= 0.5 ms" in line
+        and "closest is trial 0" in line
+        and "0.500 ms over" in line
+    )
+
+
+# ----------------------------------------------------------------------------- the finetune hook
+
+
+def test_on_epoch_reports_and_can_stop_training(tmp_path):
+    from edgetransfer.finetune import FinetuneConfig, finetune
+
+    data = make_folder(tmp_path / "img", per_class=6)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def on_epoch(epoch, record):
+        seen.append((epoch, record["val_top1"]))
+        raise Stop
+
+    with pytest.raises(Stop):
+        finetune(
+            FinetuneConfig(data=str(data), out=str(tmp_path / "run"), size=32, epochs=3, batch_size=8),
+            on_epoch=on_epoch,
+        )
+    assert len(seen) == 1 and seen[0][0] == 1 and 0 <= seen[0][1] <= 1  # stopped after epoch 1 of 3
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
+    data = make_folder(tmp_path / "img", per_class=6)
+    out = tmp_path / "s"
+    unreachable = cli(
+        "--data", str(data), "--out", str(out), "--storage", "postgresql://u:secret@127.0.0.1:1/db", *FAST
+    )
+    assert unreachable.returncode == 2, unreachable.stderr
+    lines = unreachable.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: cannot reach the storage postgresql://u:***@127.0.0.1:1/db")
+    assert "secret" not in unreachable.stderr and not out.exists()
+    no_study = cli("--worker", "--out", str(out))
+    assert no_study.returncode == 2 and "no search to join" in no_study.stderr and not out.exists()
+    nothing = cli("--resume", "--out", str(out))
+    assert nothing.returncode == 2 and "no search named 's'" in nothing.stderr and not out.exists()
+    no_data = cli("--out", str(out))
+    assert no_data.returncode == 2 and "--data is needed" in no_data.stderr
+
+
+# ----------------------------------------------------------------------------- real searches
+
+
+def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
+    """A lead and a worker share the SQLite study; a third worker is killed mid-trial: its trial is marked failed
+    and the others go on; a second search on the folder is refused; --resume marks dead workers' trials."""
+    data = make_folder(tmp_path / "img", per_class=6)
+    out = tmp_path / "s"
+    storage, name = f"sqlite:///{out / 'study.db'}", "s"
+    lead = cli("--data", str(data), "--out", str(out), "--trials", "3", *FAST, wait=False)
+    wait_for(lambda: running_trial_of(storage, name, lead.pid), lead)
+    victim = cli("--worker", "--out", str(out), wait=False)
+    worker = cli("--worker", "--out", str(out), wait=False)
+    wait_for(lambda: running_trial_of(storage, name, victim.pid), victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()  # reaped: its pid is gone
+    twice = cli("--data", str(data), "--out", str(out), "--resume")
+    assert twice.returncode == 2 and "in use by 'edgetransfer search'" in twice.stderr.strip().splitlines()[-1]
+    worker_out, worker_err = worker.communicate(timeout=300)
+    lead_out, lead_err = lead.communicate(timeout=300)
+    assert lead.returncode == 0, lead_err[-3000:]
+    assert worker.returncode == 0, worker_err[-3000:]
+    doc = json.loads((out / "search.json").read_text())
+    trials = {t["number"]: t for t in doc["trials"]}
+    killed = [t for t in trials.values() if t["worker"].endswith(f":{victim.pid}") and t["same_as"] is None]
+    assert len(killed) == 1 and killed[0]["state"] == "failed" and "died mid-trial" in killed[0]["note"]
+    ran = [t for t in trials.values() if t["state"] in ("done", "pruned") and t["same_as"] is None]
+    assert len(ran) >= 3
+    assert {t["worker"].rsplit(":", 1)[1] for t in ran} == {str(lead.pid), str(worker.pid)}  # both did trials
+    assert "running" not in {t["state"] for t in trials.values()}
+    for t in ran:
+        if t["state"] == "done":
+            assert (Path(t["run"]) / "card.json").is_file() and (Path(t["run"]) / "bench.json").is_file()
+            assert 0 <= t["val_top1"] <= 1 and t["latency_ms"] > 0
+    assert "the Pareto front" in lead_out and "recommended: trial" in lead_out and "every trial" in lead_out
+    assert doc["recommended"] in doc["pareto"]
+    html = (out / "search.html").read_text()
+    assert "data:image/png;base64," in html and "Pareto front" in html
+    assert "this worker's trials" in worker_out
+    # a worker that died with a trial RUNNING and no one left to notice: --resume marks it failed
+    study = load(storage, name)
+    ghost = subprocess.Popen(["true"])
+    ghost.wait()
+    trial = study.ask()
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{ghost.pid}")
+    trial.set_user_attr("candidate", "mobilenet_v2/32/static")
+    resumed = cli("--resume", "--out", str(out), "--trials", "0")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"trial(s) {trial.number}: their worker died; marked failed" in resumed.stderr
+    assert load(storage, name).trials[trial.number].state.name == "FAIL"
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL cluster on 127.0.0.1 and a free port (as 'nobody' when the tests run as root: the
+    server refuses root); skipped with the reason where it cannot start."""
+    pytest.importorskip("psycopg2", reason="psycopg2 (edgetransfer[search]) is not installed")
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
+    root = tmp_path_factory.mktemp("pg")
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root and no runuser to start PostgreSQL as another user")
+        prefix = [runuser, "-u", "nobody", "--"]
+        os.chmod(root, 0o777)
+        for parent in root.parents:  # nobody must reach the folder
+            if parent == Path(parent.anchor):
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    cluster, port = root / "cluster", _free_port()
+    init = subprocess.run(
+        [*prefix, str(bin_dir / "initdb"), "-D", str(cluster), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        capture_output=True,
+        text=True,
+    )
+    if init.returncode:
+        pytest.skip(f"initdb could not make a cluster: {init.stderr.strip().splitlines()[-1:]}")
+    start = subprocess.run(
+        [
+            *prefix,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(cluster),
+            "-l",
+            str(root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {port} -h 127.0.0.1 -k {root}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if start.returncode:
+        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(cluster), "-m", "immediate", "stop"], capture_output=True
+        )
+
+
+def test_postgresql_two_workers_on_other_folders(tmp_path, postgres):
+    """Two machines' worth: each worker its own output folder, one study in PostgreSQL; a budget no candidate meets
+    is said, with the closest."""
+    data = make_folder(tmp_path / "img", per_class=6)
+    tight = tmp_path / "tight.toml"
+    tight.write_text('name = "tight"\n[settings]\nthreads = 1\nbatches = [1]\n[budget]\np99_ms = 0.001\n')
+    lead_out, other_out = tmp_path / "s", tmp_path / "machine2" / "s"  # the same name: the same study
+    lead = cli(
+        "--data",
+        str(data),
+        "--out",
+        str(lead_out),
+        "--storage",
+        postgres,
+        "--trials",
+        "3",
+        "--profile",
+        str(tight),
+        *FAST,
+        wait=False,
+    )
+    wait_for(lambda: running_trial_of(postgres, "s", lead.pid), lead)
+    worker = cli("--worker", "--out", str(other_out), "--storage", postgres, "--data", str(data), wait=False)
+    worker_out, worker_err = worker.communicate(timeout=300)
+    out, err = lead.communicate(timeout=300)
+    assert lead.returncode == 0, err[-3000:]
+    assert worker.returncode == 0, worker_err[-3000:]
+    trials = load(postgres, "s").get_trials(deepcopy=False)
+    ran = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and "same_as" not in t.user_attrs]
+    assert len(ran) >= 3
+    workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in ran}
+    assert workers == {str(lead.pid), str(worker.pid)}
+    by_worker = [t for t in ran if t.user_attrs["worker"].endswith(f":{worker.pid}") and t.state.name == "COMPLETE"]
+    assert all(str(other_out) in t.user_attrs["run"] for t in by_worker)  # its runs in its own folder
+    assert "no candidate meets the budget p99 <= 0.001 ms: the closest is trial" in out
+    assert (lead_out / "search.html").is_file() and not (lead_out / "study.db").exists()
+
+
+def test_mlflow_logs_each_trial(tmp_path):
+    pytest.importorskip("mlflow", reason="mlflow is an optional extra (pip install 'edgetransfer[mlflow]')")
+    from edgetransfer.search.tracking import mlflow_logger
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("config", {"epochs": 1, "profile": "camera"})
+    trial = study.ask()
+    for key, value in {"backbone": "mobilenet_v2", "size": 96, "int8": "static", "val_top1": 0.9}.items():
+        trial.set_user_attr(key, value)
+    trial.report(80.0, 1)
+    study.tell(trial, 90.0)
+    mlflow_logger(str(tmp_path / "mlruns"), "demo")(study, study.trials[0])
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["edgetransfer-search-demo"], output_format="list")
+    assert len(runs) == 1 and runs[0].data.params["backbone"] == "mobilenet_v2"
+    assert runs[0].data.metrics["val_top1"] == 0.9 and runs[0].data.tags["state"] == "complete"
