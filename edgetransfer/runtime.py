@@ -2,7 +2,8 @@
 at evaluation time, run ONNX Runtime or OpenVINO, and return the top-k labels with softmax scores.
 
 Only numpy, Pillow and the standard library are imported here; onnxruntime or openvino when a model is loaded
-with it. Never torch: ``import edgetransfer.runtime`` must work where torch is not installed.
+with it, through the same backends (edgetransfer/backends/) that export and bench use. Never torch or onnx:
+``import edgetransfer.runtime`` must work where they are not installed (tests/test_runtime_only.py).
 
     classifier = Classifier("models/digits/model.onnx")
     for prediction in classifier.predict("a.png", top_k=3):  # a list of images gives a list of these
@@ -21,9 +22,9 @@ from typing import Any, overload
 import numpy as np
 from PIL import Image
 
+from edgetransfer.backends.openvino import open_ir
+from edgetransfer.backends.ort import open_onnx
 from edgetransfer.card import (
-    ONNX_METADATA_KEY,
-    OPENVINO_RT_INFO_PATH,
     ModelCard,
     Preprocessing,
     channels_problem,
@@ -31,13 +32,12 @@ from edgetransfer.card import (
     size_problem,
     verify_artifact,
 )
-from edgetransfer.errors import BackendUnavailableError, DataError, UsageError
+from edgetransfer.errors import DataError, UsageError
 from edgetransfer.images import (  # the runtime's image functions, also importable from here
     IMAGE_SUFFIXES,
     RESAMPLING,
     ImageInput,
     find_images,
-    first_line,
     open_image,
     preprocess,
     preprocess_image,
@@ -60,8 +60,6 @@ __all__ = [
 ]
 
 BACKENDS = ("ort", "openvino")
-# Where OpenVINO shows an ONNX file's metadata_props when it reads the .onnx itself.
-OPENVINO_ONNX_METADATA_PATH = ("framework", ONNX_METADATA_KEY)
 
 
 @dataclass(frozen=True)
@@ -92,73 +90,6 @@ def top_classes(scores: np.ndarray, labels: Sequence[str], k: int) -> list[list[
 
 
 # --------------------------------------------------------------------------- backends
-
-
-class _OrtModel:
-    """A .onnx in an ONNX Runtime CPU session."""
-
-    def __init__(self, path: Path, *, threads: int | None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailableError("backend 'ort' needs onnxruntime: pip install onnxruntime") from None
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for corrupt files
-            raise UsageError(f"cannot load {path} with onnxruntime: {first_line(exc)}") from None
-        first = self.session.get_inputs()[0]
-        self.input_name = first.name
-        self.input_shape = [d if isinstance(d, int) else None for d in first.shape]
-        last = (self.session.get_outputs()[0].shape or [None])[-1]
-        self.classes = last if isinstance(last, int) and last > 0 else None  # scores per image, where fixed
-        self.card_json = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
-
-
-class _OpenVinoModel:
-    """A .xml IR (or a .onnx read by OpenVINO) compiled for an OpenVINO device."""
-
-    def __init__(self, path: Path, *, threads: int | None, device: str, precision: str) -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise BackendUnavailableError("backend 'openvino' needs openvino: pip install openvino") from None
-        core = ov.Core()
-        try:
-            model = core.read_model(str(path))
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and others for corrupt files
-            raise UsageError(f"cannot load {path} with OpenVINO: {first_line(exc)}") from None
-        self.card_json = None
-        for where in (OPENVINO_RT_INFO_PATH, OPENVINO_ONNX_METADATA_PATH):
-            if model.has_rt_info(list(where)):
-                self.card_json = model.get_rt_info(list(where)).astype(str)
-                break
-        shape = model.input(0).get_partial_shape()
-        self.input_shape = [d.get_length() if d.is_static else None for d in shape]
-        scores = model.output(0).get_partial_shape()
-        last = list(scores)[-1] if scores.rank.is_static and len(scores) else None
-        self.classes = last.get_length() if last is not None and last.is_static else None  # scores per image
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if threads and device == "CPU":
-            config["INFERENCE_NUM_THREADS"] = threads
-        if precision == "fp32":
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        elif precision != "auto":
-            raise UsageError(f"unknown precision {precision!r}; use auto or fp32")
-        try:
-            compiled = core.compile_model(model, device, config)
-        except Exception as exc:  # noqa: BLE001
-            raise BackendUnavailableError(f"OpenVINO cannot compile {path} for {device}: {first_line(exc)}") from None
-        self.request = compiled.create_infer_request()
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.request.infer({0: batch})[0].copy()
 
 
 # --------------------------------------------------------------------------- the classifier
@@ -207,10 +138,10 @@ class Classifier:
                 raise UsageError("; ".join(found[:3]))
         self.path, self.backend = _model_file(path, backend), backend
         _check_against_run(self.path)
-        if backend == "ort":
-            self._model: _OrtModel | _OpenVinoModel = _OrtModel(self.path, threads=threads)
+        if backend == "ort":  # the same backends as export and bench, loaded the device's way
+            self._model: Any = open_onnx(self.path, threads=threads)
         else:
-            self._model = _OpenVinoModel(self.path, threads=threads, device=device, precision=precision)
+            self._model = open_ir(self.path, threads=threads, device=device, precision=precision)
         card_json = self._model.card_json
         self.card = _read_card(card_json, self.path, labels=labels, changes=changes) if card_json else None
         self.preprocessing = _resolve_preprocessing(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from edgetransfer.backends.base import Backend, LoadOptions, precision_name, register
+from edgetransfer.card import ONNX_METADATA_KEY, OPENVINO_RT_INFO_PATH
 from edgetransfer.rundir import OV_FP16, OV_FP32, OV_INT8
 
 
@@ -16,6 +17,10 @@ class _OvSession:
     def __init__(self, compiled, precision: str, threads: int | None) -> None:
         self.compiled, self.precision, self.threads = compiled, precision, threads
         self.request = compiled.create_infer_request()
+        self.input_shape = _dims(compiled.input(0).get_partial_shape())  # None: dynamic
+        classes = _dims(compiled.output(0).get_partial_shape())
+        self.classes = classes[-1] if classes else None  # scores per image, where fixed
+        self.card_json: str | None = None  # the model card read from the IR's rt_info (see open_ir)
 
     def run(self, images):
         return self.request.infer({0: images})[0].copy()
@@ -42,6 +47,41 @@ class _OvSession:
             "inferences": submitted,
             "seconds": elapsed,
         }
+
+
+def _dims(shape) -> list[int | None]:
+    if not shape.rank.is_static:
+        return []
+    return [d.get_length() if d.is_static else None for d in shape]
+
+
+# Where an IR carries the card: ours (rt_info), or an .onnx's metadata_props as OpenVINO shows them.
+CARD_PATHS = (OPENVINO_RT_INFO_PATH, ("framework", ONNX_METADATA_KEY))
+
+
+def open_ir(path: Path, *, threads: int | None = None, device: str = "CPU", precision: str = "auto") -> _OvSession:
+    """An IR (.xml) or .onnx compiled for ``device``, with the card it carries, for device apps: a missing openvino,
+    a file it cannot read or a device it cannot compile for is one line."""
+    from edgetransfer.errors import BackendUnavailableError, UsageError
+    from edgetransfer.images import first_line
+
+    if importlib.util.find_spec("openvino") is None:
+        raise BackendUnavailableError("backend 'openvino' needs openvino: pip install openvino")
+    if precision not in ("auto", "fp32"):
+        raise UsageError(f"unknown precision {precision!r}; use auto or fp32")
+    import openvino as ov
+
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and others for corrupt files
+        raise UsageError(f"cannot load {path} with OpenVINO: {first_line(exc)}") from None
+    card = next((model.get_rt_info(list(p)).astype(str) for p in CARD_PATHS if model.has_rt_info(list(p))), None)
+    try:
+        session = compile_model(model, LoadOptions(threads=threads, precision=precision), device=device)
+    except Exception as exc:  # noqa: BLE001
+        raise BackendUnavailableError(f"OpenVINO cannot compile {path} for {device}: {first_line(exc)}") from None
+    session.card_json = card
+    return session
 
 
 def _property(compiled, name: str):

@@ -16,7 +16,18 @@ ONNX_VARIANTS = {"fp32": ONNX_FP32, "fp16": ONNX_FP16, "int8": ONNX_INT8}
 class _OrtSession:
     def __init__(self, session, precision: str, threads: int | None = None) -> None:
         self.session, self.precision, self.threads = session, precision, threads
-        self.input_name = session.get_inputs()[0].name
+        first = session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_shape = [d if isinstance(d, int) else None for d in first.shape]  # None: dynamic
+        last = (session.get_outputs()[0].shape or [None])[-1]
+        self.classes = last if isinstance(last, int) and last > 0 else None  # scores per image, where fixed
+
+    @property
+    def card_json(self) -> str | None:
+        """The edgetransfer model card embedded in the file, as text (None when it carries none)."""
+        from edgetransfer.card import ONNX_METADATA_KEY
+
+        return self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
 
     def run(self, images):
         return self.session.run(None, {self.input_name: images})[0]
@@ -46,6 +57,21 @@ def ort_session(
     if missing:
         raise BackendUnavailableError(f"onnxruntime did not enable {', '.join(missing)} (it would fall back to CPU)")
     return session
+
+
+def open_onnx(path: Path, *, threads: int | None = None) -> _OrtSession:
+    """A .onnx in an ONNX Runtime CPU session, for device apps: a missing onnxruntime or a file it cannot read is
+    one line (:class:`BackendUnavailableError`, :class:`UsageError`)."""
+    from edgetransfer.errors import UsageError
+    from edgetransfer.images import first_line
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BackendUnavailableError("backend 'ort' needs onnxruntime: pip install onnxruntime")
+    try:
+        session = ort_session(path, threads=threads)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for corrupt files
+        raise UsageError(f"cannot load {path} with onnxruntime: {first_line(exc)}") from None
+    return _OrtSession(session, "fp32", threads)
 
 
 def ort_providers() -> list[str]:
