@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from hardware import run_if
 
 from edgetransfer import backends
-from edgetransfer.backends.base import Backend, LoadOptions, nvidia_gpu_count
+from edgetransfer.backends.base import Backend, LoadOptions
 from edgetransfer.bench import BenchConfig, bench
 from edgetransfer.errors import BackendUnavailableError, UsageError
 
@@ -15,7 +16,7 @@ NAMES = ["torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-trt", "ort-openv
 GPU_BACKENDS = ["torch-cuda", "ort-cuda", "ort-trt", "openvino-gpu"]
 ONE_RUN = dict(warmup=0, warmup_time=0, min_runs=2, min_time=0, rounds=1, async_time=0, accuracy=False)
 
-needs_nvidia = pytest.mark.skipif(nvidia_gpu_count() == 0, reason="needs an NVIDIA GPU; none is visible here")
+needs_nvidia = run_if(nvidia_gpu=True)
 
 
 def test_registry_names_every_backend_and_rejects_duplicates():

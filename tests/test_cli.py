@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from hardware import run_if
 from typer.testing import CliRunner
 
 from edgetransfer.cli import app
@@ -132,11 +133,8 @@ def test_pipeline_prints_accuracies_and_the_latency_table(image_folder, tmp_path
     assert {"torch", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8"} <= set(metrics)
 
 
+@run_if(nvidia_gpu=False)
 def test_cuda_asked_for_without_a_gpu(image_folder, tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
     result = invoke("finetune", "--data", image_folder, "--out", tmp_path / "run", "--device", "cuda")
     assert_one_line_error(result, 2, "CUDA")
 

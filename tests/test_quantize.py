@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_folder
+from hardware import run_if
 
 from edgetransfer.data import list_images
 from edgetransfer.errors import BackendUnavailableError, DataError, QuantizationError, UsageError
@@ -109,11 +110,8 @@ def test_bad_int8_options(run_copy):
             export(run_copy, ExportConfig(int8=bad))
 
 
+@run_if(nvidia_gpu=False)
 def test_tensorrt_needs_a_gpu_and_says_so(run_copy):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present; the TensorRT path is exercised on GPU machines")
     with pytest.raises(BackendUnavailableError, match="TensorRT execution provider"):
         export(run_copy, ExportConfig(tensorrt=True))
 
