@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
-from edgetransfer.checkpoint import evaluate
-from edgetransfer.data import ImageDataset, Sample, eval_transform, train_transform
-from edgetransfer.errors import DataError
+from edgetransfer.checkpoint import confusion, evaluate, load_model, non_finite, save_checkpoint, score
+from edgetransfer.data import ImageDataset, Sample, eval_transform, list_images, load_splits, train_transform
+from edgetransfer.errors import DataError, TrainingDiverged, UsageError
+from edgetransfer.rundir import CHECKPOINT, RunDir, sha256_file
+from edgetransfer.training import amp_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +37,7 @@ class SelfTrainConfig:
     lr: float = 1e-4
     batch_size: int = 32
     seed: int = 0
+    amp: str = "auto"  # as the main loop: bf16 autocast where the device computes it natively
 
 
 def bn_layers(model: torch.nn.Module) -> list:
@@ -160,6 +164,8 @@ def self_train(
     history: list[dict] = []
     best = evaluate_target(model) if evaluate_target else None
     loss_fn = torch.nn.CrossEntropyLoss()
+    dtype = amp_dtype(config.amp, device)
+    autocast = lambda: torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None)  # noqa: E731
     for round_index in range(1, config.rounds + 1):
         labelled = pseudo_labels(model, target, pre, device, config.threshold)
         if not labelled:
@@ -172,13 +178,30 @@ def self_train(
             src = _loader(source, train_transform(pre), config.batch_size, shuffle=True, seed=seed)
             tgt = _loader(labelled, train_transform(pre), config.batch_size, shuffle=True, seed=seed + 1)
             _frozen_bn_train_mode(model)
-            for (xs, ys), (xt, yt) in zip(src, _cycle(tgt), strict=False):
-                optimizer.zero_grad(set_to_none=True)
-                with bn_statistics(model, source_stats):
-                    (config.lam * loss_fn(model(xs.to(device)), ys.to(device))).backward()
-                load_bn_state(model, target_stats)
-                ((1 - config.lam) * loss_fn(model(xt.to(device)), yt.to(device))).backward()
-                optimizer.step()
+            with console.progress() as bar:
+                task = bar.add_task(f"self-training round {round_index}", total=len(src), status="")
+                for step, ((xs, ys), (xt, yt)) in enumerate(zip(src, _cycle(tgt), strict=False)):
+                    optimizer.zero_grad(set_to_none=True)
+                    with bn_statistics(model, source_stats):  # backward too: BatchNorm saved these statistics
+                        with autocast():
+                            source_loss = config.lam * loss_fn(model(xs.to(device)), ys.to(device))
+                        source_loss.backward()
+                    load_bn_state(model, target_stats)
+                    with autocast():
+                        target_loss = (1 - config.lam) * loss_fn(model(xt.to(device)), yt.to(device))
+                    target_loss.backward()
+                    if not bool(torch.isfinite(source_loss + target_loss)):
+                        model.load_state_dict(saved)
+                        raise TrainingDiverged(
+                            f"self-training's loss became {float(source_loss + target_loss)} in round {round_index}, "
+                            f"step {step + 1}; the model before the round is kept; try a lower --pseudo-lr"
+                        )
+                    optimizer.step()
+                    bar.update(task, advance=1, status=f"loss {float((source_loss + target_loss).detach()):.3f}")
+        broken = non_finite(model)
+        if broken:
+            model.load_state_dict(saved)
+            raise TrainingDiverged(f"self-training made {broken} NaN or infinite in round {round_index}; rolled back")
         adapt_bn(model, target, pre, device)  # the statistics of the new weights, per domain
         target_stats = bn_state(model)
         with bn_statistics(model, source_stats):
@@ -244,9 +267,60 @@ def adapt_to_target(model, source, adapt_images, unlabeled, target_val, pre, dev
                 batch_size=c.batch_size,
                 seed=c.seed,
                 lr=c.pseudo_lr,
+                amp=c.amp,
             ),
             evaluate_target=measure,
         )
         if measure:
             record["target_val_top1_final"] = measure(model)
     return record
+
+
+def target_images(config, labels: tuple[str, ...]) -> tuple[tuple[Sample, ...], ...]:
+    """The adaptation inputs of a fine-tuning config (``adapt_bn``, ``unlabeled``, ``target_val`` folders), read and
+    checked against the run's class ``labels``: called before training, so that a bad folder stops the run before
+    the work."""
+    adapt_images = list_images(config.adapt_bn) if config.adapt_bn else ()
+    unlabeled = list_images(config.unlabeled) if config.unlabeled else ()
+    for option, folder, images in (
+        ("--adapt-bn", config.adapt_bn, adapt_images),
+        ("--unlabeled", config.unlabeled, unlabeled),
+    ):
+        if len(images) == 1:
+            raise DataError(f"{option} {folder} has 1 image; BatchNorm statistics need at least 2")
+    target_val: tuple[Sample, ...] = ()
+    if config.target_val:
+        target = load_splits(config.target_val, val_fraction=0.0, test_fraction=0.0)
+        if tuple(target.labels) != tuple(labels):
+            raise UsageError(f"--target-val has classes {list(target.labels)}, the data has {list(labels)}")
+        target_val = target.train + target.val + target.test
+    return adapt_images, unlabeled, target_val
+
+
+def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = None) -> RunDir:
+    """The adaptation stage: a fine-tuned run's model adapted to the target images named by ``config`` (a
+    FinetuneConfig: AdaBN on ``adapt_bn``, self-training on ``unlabeled``, guarded by ``target_val``); the
+    checkpoint, its test metrics and the card's ``training.adaptation`` record are replaced. ``inputs``: the
+    images :func:`target_images` read already. Returns the run."""
+    if not (config.adapt_bn or config.unlabeled):
+        return run
+    with run.lock("adapt"):
+        card = run.load_card()
+        adapt_images, unlabeled, target_val = inputs or target_images(config, card.labels)
+        splits = run.load_splits(card)
+        model = load_model(run, card).to(device)
+        pre = card.preprocessing
+        record = adapt_to_target(model, splits.train, adapt_images, unlabeled, target_val, pre, device, config)
+        save_checkpoint(model, run.file(CHECKPOINT), {"backbone": card.backbone})
+        test_acc, predictions, _ = score(model, splits.test, pre, device)
+        torch_metrics = {**card.metrics.get("torch", {}), "test_top1": test_acc}
+        torch_metrics.update(confusion(splits.test, predictions, splits.labels))
+        card = dataclasses.replace(
+            card,
+            training={**card.training, "adaptation": record},
+            metrics={**card.metrics, "torch": torch_metrics},
+            artifacts={**card.artifacts, CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(run.file(CHECKPOINT))}},
+        )
+        run.save_card(card)
+        console.err.print(f"after adaptation: test top-1 {test_acc:.2%} (the labelled source test split)")
+    return run

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from edgetransfer import backbones
 from edgetransfer.card import ModelCard, Preprocessing, verify_artifact
-from edgetransfer.data import ImageDataset, Sample, eval_transform
+from edgetransfer.data import Sample
 from edgetransfer.errors import RunDirError
 from edgetransfer.rundir import CHECKPOINT, RunDir, atomic_path
 
@@ -24,25 +24,12 @@ def evaluate(
 
 
 def score(model, samples, pre, device, batch_size: int = 64) -> tuple[float, list[int], float]:
-    """Top-1 accuracy, the predicted classes and the mean cross-entropy loss of ``model`` on ``samples``."""
-    import torch
+    """Top-1 accuracy, the predicted classes and the mean cross-entropy loss of ``model`` on ``samples``, each
+    image decoded and resized once, as the device runtime does (:mod:`edgetransfer.decoded`)."""
+    from edgetransfer.decoded import Decoded
+    from edgetransfer.decoded import score as score_decoded
 
-    if not samples:
-        return float("nan"), [], float("nan")
-    model.eval()
-    dataset = ImageDataset(samples, eval_transform(pre))
-    predictions: list[int] = []
-    loss_sum = 0.0
-    with torch.inference_mode():
-        for start in range(0, len(samples), batch_size):
-            indices = range(start, min(start + batch_size, len(samples)))
-            images = torch.stack([dataset[i][0] for i in indices])
-            labels = torch.tensor([samples[i].label for i in indices], device=device)
-            logits = model(images.to(device)).float()
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            predictions += logits.argmax(1).tolist()
-    correct = sum(int(p == s.label) for p, s in zip(predictions, samples, strict=True))
-    return correct / len(samples), predictions, loss_sum / len(samples)
+    return score_decoded(model, Decoded(samples, pre), device, batch_size=batch_size)
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:

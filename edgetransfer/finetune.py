@@ -1,9 +1,12 @@
-"""Fine-tuning: adapt an ImageNet backbone to the user's labelled images, keep the best checkpoint, and
-optionally adapt it to an unlabelled target domain (a new camera) afterwards.
+"""Fine-tuning: adapt an ImageNet backbone to the user's labelled images and keep the best checkpoint; adaptation
+to an unlabelled target domain (a new camera) follows as its own stage (:func:`edgetransfer.adapt.adapt`).
 
 The run directory is written in place and is always consistent: ``card.json`` says whether training finished;
 ``model.safetensors`` is the best checkpoint so far; ``resume.pt`` + ``last.safetensors`` hold the last finished
 epoch, so Ctrl-C or a crash can be continued with ``--resume``. Every file is written atomically.
+
+Images are decoded and resized once (:mod:`edgetransfer.decoded`), batches are augmented whole, the model runs in
+channels-last memory with bf16 autocast where the CPU (AVX-512 BF16, AMX) or GPU computes it natively.
 """
 
 from __future__ import annotations
@@ -16,24 +19,16 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgetransfer import backbones, console
-from edgetransfer.adapt import adapt_to_target
+from edgetransfer.adapt import adapt, target_images
 from edgetransfer.builtin_data import resolve_data
-from edgetransfer.card import ModelCard
-from edgetransfer.checkpoint import confusion, evaluate, load_model, non_finite, save_checkpoint, score, unwrap
-from edgetransfer.data import (
-    ImageDataset,
-    Sample,
-    Splits,
-    default_preprocessing,
-    list_images,
-    load_splits,
-    train_transform,
-)
+from edgetransfer.checkpoint import evaluate, load_model, non_finite, save_checkpoint, unwrap
+from edgetransfer.data import Splits, default_preprocessing, load_splits
+from edgetransfer.decoded import Decoded, augment, score
 from edgetransfer.devices import resolve_device
-from edgetransfer.errors import DataError, TrainingDiverged, UsageError
+from edgetransfer.errors import TrainingDiverged, UsageError
 from edgetransfer.finetune_config import (
     LAST_CHECKPOINT,
     RESUME_STATE,
@@ -42,12 +37,12 @@ from edgetransfer.finetune_config import (
     check_resume,
     check_splits,
     choose_size,
-    class_counts,
     load_recipe,
     resume_options,
 )
+from edgetransfer.finetune_report import finished_card, new_card, no_validation_note, say_end, say_start
 from edgetransfer.plots import plot_confusion, plot_curves
-from edgetransfer.rundir import CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text, sha256_file
+from edgetransfer.rundir import CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text
 from edgetransfer.training import (
     Distributed,
     amp_dtype,
@@ -55,28 +50,19 @@ from edgetransfer.training import (
     param_groups,
     sampler_for_epoch,
     set_phase,
+    set_threads,
     warmup_cosine,
 )
-from edgetransfer.versions import package_versions
 
 __all__ = ["FinetuneConfig", "TrainingDiverged", "evaluate", "finetune", "load_model", "load_recipe", "resume_options"]
 
-if TYPE_CHECKING:
-    pass
-
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
-SMALL_VAL = 50  # fewer validation images than this: the checkpoint choice is coarse, and said so
-
-
-def _prepare_out(out: Path) -> None:
-    """Empty ``out`` (a run directory, checked by :func:`check_out`) for a new run."""
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out)
 
 
 def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | None = None) -> RunDir:
-    """Fine-tune ``config.backbone`` on ``config.data`` into the run directory ``config.out``. ``on_epoch(epoch,
+    """Fine-tune ``config.backbone`` on ``config.data`` into the run directory ``config.out``; then, when
+    ``config`` names target images, adapt the model to them (:func:`edgetransfer.adapt.adapt`). ``on_epoch(epoch,
     record)`` is called after each finished epoch with its history record (``val_top1``, ``val_loss``, ...); an
     exception it raises stops training there (the run keeps that epoch, resumable), e.g. a search pruning a trial."""
     config.validate()
@@ -87,17 +73,12 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):
         console.err.print(f"[yellow]skipping {len(splits.extra['skipped'])} bad file(s) (--skip-bad)[/]")
-    check_splits(splits)
+    if splits.layout == "split" and splits.train and not splits.val and not splits.test:
+        console.err.print(f"[yellow]{no_validation_note(splits, config.epochs)}[/]")  # 1-3 images per class
+    else:
+        check_splits(splits)
     device = resolve_device(config.device)
-    adapt_images = list_images(config.adapt_bn) if config.adapt_bn else ()
-    unlabeled = list_images(config.unlabeled) if config.unlabeled else ()
-    for option, folder, images in (
-        ("--adapt-bn", config.adapt_bn, adapt_images),
-        ("--unlabeled", config.unlabeled, unlabeled),
-    ):
-        if len(images) == 1:
-            raise DataError(f"{option} {folder} has 1 image; BatchNorm statistics need at least 2")
-    target_val = _target_val(config.target_val, splits) if config.target_val else ()
+    inputs = target_images(config, splits.labels)  # read and checked before the work
     dist = Distributed.from_env(device)
     if dist.enabled and device == "cuda":
         import torch
@@ -107,31 +88,22 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
             trainer = _Trainer(config, out, backbone, splits, device, dist, choose_size(config, backbone, splits))
             trainer.on_epoch = on_epoch
-            return trainer.run(adapt_images, unlabeled, target_val)
+            run = trainer.run()
+            return adapt(run, config, device=device, inputs=inputs) if dist.main else run
     finally:
         dist.close()
 
 
-def _target_val(folder: str, splits: Splits) -> tuple[Sample, ...]:
-    target = load_splits(folder, val_fraction=0.0, test_fraction=0.0)
-    if tuple(target.labels) != tuple(splits.labels):
-        raise UsageError(f"--target-val has classes {list(target.labels)}, the data has {list(splits.labels)}")
-    return target.train + target.val + target.test
+def _prepare_out(out: Path) -> None:
+    """Empty ``out`` (a run directory, checked by :func:`check_out`) for a new run."""
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out)
 
 
 class _Trainer:
     """One fine-tuning run; :meth:`run` is the loop, top to bottom."""
 
-    def __init__(
-        self,
-        config: FinetuneConfig,
-        out: Path,
-        backbone,
-        splits: Splits,
-        device: str,
-        dist: Distributed,
-        size: tuple[int, str],
-    ) -> None:
+    def __init__(self, config: FinetuneConfig, out: Path, backbone, splits: Splits, device, dist, size) -> None:
         import torch
 
         self.config, self.out, self.backbone, self.splits, self.device, self.dist = (
@@ -142,6 +114,7 @@ class _Trainer:
             device,
             dist,
         )
+        self.threads = set_threads()
         torch.manual_seed(config.seed)
         weights = Path(config.weights) if config.weights else None
         self.model, self.weights_info = backbones.build(backbone, len(splits.labels), weights_path=weights)
@@ -152,8 +125,8 @@ class _Trainer:
             )
         self.size_reason = size[1]
         self.pre = default_preprocessing(size[0], mean=backbone.mean, std=backbone.std)
-        self.state: dict[str, Any] = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
-        self.card: ModelCard | None = None
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
+        self.card = None
         self.on_epoch: Callable[[int, dict], None] | None = None
         if config.resume:
             self.card, self.state = check_resume(out, config, splits)
@@ -163,130 +136,91 @@ class _Trainer:
         dist.barrier()
 
     # ------------------------------------------------------------------ the loop
-    def run(self, adapt_images, unlabeled, target_val) -> RunDir:
+    def run(self) -> RunDir:
         import torch
 
-        config, model, device, dist = self.config, self.model, self.device, self.dist
-        run = RunDir(self.out)
-        if dist.main and self.card is None:
-            record = self.splits.record()
-            atomic_write_text(self.out / SPLITS_FILE, json.dumps(record) + "\n")
-            self.card = self._new_card(record["fingerprint"])
-            run.save_card(self.card)
-        model.to(device)
-        if device == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        config, device, dist, pre = self.config, self.device, self.dist, self.pre
+        model = self.model.to(device).to(memory_format=torch.channels_last)
         ddp = model
         if dist.enabled:  # frozen phases leave parameters without gradients: find_unused_parameters
             ddp = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[dist.local_rank] if device == "cuda" else None, find_unused_parameters=True
             )
-        steps_per_epoch = max(1, len(self.splits.train) // (config.batch_size * dist.world))
-        plan = {"epochs": config.epochs}
+        train = Decoded(self.splits.train, pre, name="training images")  # decoded and resized once
+        self.val = Decoded(self.splits.val, pre, name="validation images")
+        if dist.main and self.card is None:
+            record = self.splits.record()
+            atomic_write_text(self.out / SPLITS_FILE, json.dumps(record) + "\n")
+            self.card = new_card(self, record["fingerprint"], self.threads)
+            RunDir(self.out).save_card(self.card)
+        batch = config.batch_size
+        per_rank = -(-len(train) // dist.world)
+        steps_per_epoch = per_rank // batch if per_rank > batch else 1  # the last, short batch is dropped
         optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.body_lr_scale, config.weight_decay))
-        total = lambda: plan["epochs"] * steps_per_epoch  # noqa: E731 - re-planned under --time-budget
-        warmup = max(1, int(config.warmup * config.epochs * steps_per_epoch))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(total(), warmup)(step))
         if config.resume:
             optimizer.load_state_dict(self.state["optimizer"])
-            scheduler.load_state_dict(self.state["scheduler"])
-            plan["epochs"] = self.state.get("planned_epochs", config.epochs)
+        planned = self.state.get("planned_epochs", config.epochs)  # --time-budget re-plans it after each epoch
+        warmup_steps = max(1, int(config.warmup * config.epochs * steps_per_epoch))
         dtype = amp_dtype(config.amp, device)
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        train_set = ImageDataset(
-            self.splits.train, train_transform(self.pre, augment=config.augment, hflip=config.hflip)
-        )
-        self._say_start(dtype)
+        if dist.main:
+            say_start(self, dtype, self.threads, {"training images": train, "validation images": self.val})
         started, stopped_because = time.perf_counter(), "epochs done"
+        step = self.state.get("step", self.state["epoch"] * steps_per_epoch)  # steps taken so far
         first_epoch = self.state["epoch"] + 1
         for epoch in range(first_epoch, config.epochs + 1):
-            if epoch > plan["epochs"]:
+            if epoch > planned:
                 stopped_because = "time budget"
                 break
             torch.manual_seed(config.seed * 10_000 + epoch)  # augmentation and dropout: a resumed epoch is the same
             phase = "head" if config.strategy == "two-phase" and epoch <= config.head_epochs else "body"
             set_phase(model, config.strategy, phase, config.unfreeze)
             sampler, sampling = sampler_for_epoch(self.splits.train, config, epoch, dist)
-            loader = torch.utils.data.DataLoader(
-                train_set,
-                batch_size=config.batch_size,
-                sampler=sampler,
-                drop_last=len(self.splits.train) > config.batch_size,
-                num_workers=config.workers,
-                pin_memory=device == "cuda",
-                persistent_workers=False,
-            )
+            order = list(sampler)
+            batches = [order[i : i + batch] for i in range(0, len(order), batch)][:steps_per_epoch]
             epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
             with console.progress() as bar:
-                task = bar.add_task(f"epoch {epoch}/{plan['epochs']} ({phase})", total=len(loader), status="")
-                for step, (images, labels) in enumerate(loader):
-                    images = images.to(device, non_blocking=True)
-                    if device == "cuda":
-                        images = images.to(memory_format=torch.channels_last)
-                    labels = labels.to(device, non_blocking=True)
+                task = bar.add_task(f"epoch {epoch}/{planned} ({phase})", total=len(batches), status="")
+                for indices in batches:
+                    # the learning rate of this step: warm-up, then cosine to zero at the planned last step
+                    lr_scale = warmup_cosine(planned * steps_per_epoch, warmup_steps)(step)
+                    for group in optimizer.param_groups:
+                        group["lr"] = group["peak_lr"] * lr_scale
+                    images = augment(train.uint8(indices), pre, kind=config.augment, hflip=config.hflip)
+                    images, labels = images.to(device, non_blocking=True), train.labels(indices).to(device)
                     with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
                         loss = loss_fn(ddp(images), labels)
                     if dist.any(not torch.isfinite(loss).item()):
                         raise TrainingDiverged(
-                            f"the loss became {loss.item()} at epoch {epoch}, step {step + 1}; training stopped, "
-                            f"the best checkpoint so far (epoch {self.state['best_epoch']}) is kept in {self.out}; "
-                            "try a lower --lr"
+                            f"the loss became {loss.item()} at epoch {epoch}, step {step % steps_per_epoch + 1}; "
+                            f"training stopped, the best checkpoint so far (epoch {self.state['best_epoch']}) is kept "
+                            f"in {self.out}; try a lower --lr"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                    scheduler.step()
+                    step += 1
                     seen += len(labels)
                     loss_sum += loss.item() * len(labels)
-                    bar.update(task, advance=1, status=f"loss {loss_sum / seen:.3f}")
-            seconds = time.perf_counter() - epoch_start
-            self._end_epoch(
-                epoch, phase, sampling, loss_sum / max(seen, 1), seen * dist.world / seconds, optimizer, scheduler, plan
-            )
+                    speed = seen * dist.world / (time.perf_counter() - epoch_start)
+                    bar.update(task, advance=1, status=f"loss {loss_sum / seen:.3f}  {speed:.0f} img/s")
+            images_per_s = seen * dist.world / (time.perf_counter() - epoch_start)
+            self._end_epoch(epoch, phase, sampling, loss_sum / max(seen, 1), images_per_s, optimizer, step, planned)
             if self.on_epoch is not None and dist.main:
                 self.on_epoch(epoch, self.state["history"][-1])
             if config.time_budget:  # re-plan: as many epochs as the budget holds, the schedule follows
                 per_epoch = (time.perf_counter() - started) / (epoch - first_epoch + 1)
-                plan["epochs"] = max(
-                    epoch,
-                    min(
-                        config.epochs, epoch + int((config.time_budget - (time.perf_counter() - started)) // per_epoch)
-                    ),
-                )
+                left = int((config.time_budget - (time.perf_counter() - started)) // per_epoch)
+                planned = max(epoch, min(config.epochs, epoch + left))
             if self._should_stop(epoch):
-                stopped_because = "early stopping"
+                stopped_because = f"early stopping (no better validation score for {config.patience} epochs)"
                 break
-        return self._finish(stopped_because, adapt_images, unlabeled, target_val)
+        return self._finish(stopped_because, time.perf_counter() - started)
 
     # ------------------------------------------------------------------ helpers of the loop
-    def _say_start(self, dtype) -> None:
-        if not self.dist.main:
-            return
-        sizes, c = self.splits.sizes(), self.config
-        console.err.print(
-            f"fine-tuning {self.backbone.name} on {self.splits.root} ({len(self.splits.labels)} classes: "
-            f"{class_counts(self.splits)}; train "
-            f"{sizes['train']}, val {sizes['val']}, test {sizes['test']}) at {self.pre.crop}px on {self.device}"
-            f"{f' x{self.dist.world}' if self.dist.enabled else ''}; strategy {c.strategy}"
-            + (f", mixed precision {dtype}" if dtype is not None else "")
-            + (f"; resuming after epoch {self.state['epoch']}" if c.resume else "")
-            + (f"\ninput size {self.pre.crop} px {self.size_reason}" if self.size_reason != "--size" else "")
-        )
-        if c.strategy == "two-phase" and c.head_epochs >= c.epochs:
-            console.err.print(
-                f"[yellow]note: --head-epochs {c.head_epochs} >= --epochs {c.epochs}: the body never learns; "
-                "raise --epochs to fine-tune it[/]"
-            )
-        if sizes["val"] < SMALL_VAL:
-            console.err.print(
-                f"[yellow]note: the validation split has {sizes['val']} images (one image is "
-                f"{100 / sizes['val']:.1f} points): the best epoch is a coarse choice; ties go to the lower "
-                "validation loss[/]"
-            )
-
-    def _end_epoch(self, epoch, phase, sampling, loss, images_per_s, optimizer, scheduler, plan) -> None:
+    def _end_epoch(self, epoch, phase, sampling, loss, images_per_s, optimizer, step, planned) -> None:
         import torch
 
         broken = non_finite(self.model)
@@ -296,13 +230,17 @@ class _Trainer:
                 f"checkpoint so far (epoch {self.state['best_epoch']}) is kept in {self.out}; try a lower --lr"
             )
         if self.dist.main:
-            val_acc, _, val_loss = score(unwrap(self.model), self.splits.val, self.pre, self.device)
-            # a tie in accuracy (a small or saturated validation split) goes to the lower validation loss
-            improved = val_acc > self.state["best_acc"] or (
-                val_acc == self.state["best_acc"] and val_loss < self.state.get("best_loss", math.inf)
-            )
+            dtype = amp_dtype(self.config.amp, self.device)
+            val_acc, _, val_loss = score(unwrap(self.model), self.val, self.device, dtype=dtype)
+            if not len(self.val):  # nothing to validate on: the last epoch is the one kept
+                improved, val_acc, val_loss = True, None, None
+            else:  # a tie in accuracy (a small or saturated validation split) goes to the lower validation loss
+                improved = val_acc > self.state["best_acc"] or (
+                    val_acc == self.state["best_acc"] and val_loss < self.state.get("best_loss", math.inf)
+                )
             if improved:
-                self.state.update(best_acc=val_acc, best_epoch=epoch, best_loss=val_loss)
+                best = val_acc if val_acc is not None else -1.0
+                self.state.update(best_acc=best, best_epoch=epoch, best_loss=val_loss or math.inf)
                 save_checkpoint(self.model, self.out / CHECKPOINT, {"backbone": self.backbone.name})
             lr = max(group["lr"] for group in optimizer.param_groups)
             self.state["history"].append(
@@ -317,103 +255,38 @@ class _Trainer:
                     "sampling": sampling,
                 }
             )
-            self.state.update(
-                epoch=epoch,
-                planned_epochs=plan["epochs"],
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-            )
+            self.state.update(epoch=epoch, step=step, planned_epochs=planned, optimizer=optimizer.state_dict())
             save_checkpoint(self.model, self.out / LAST_CHECKPOINT, {"backbone": self.backbone.name})
             with atomic_path(self.out / RESUME_STATE) as tmp:
                 torch.save(self.state, tmp)
+            val = f"val loss {val_loss:.4f}  val top-1 {val_acc:.2%}" if val_acc is not None else "no validation"
             console.err.print(
-                f"epoch {epoch}/{plan['epochs']} ({phase})  loss {loss:.4f}  val loss {val_loss:.4f}  "
-                f"val top-1 {val_acc:.2%}  "
-                f"{images_per_s:.0f} img/s  lr {lr:.2e}{'  (best, saved)' if improved else ''}"
+                f"epoch {epoch}/{planned} ({phase})  loss {loss:.4f}  {val}  {images_per_s:.0f} img/s  "
+                f"lr {lr:.2e}{'  (best, saved)' if improved and val_acc is not None else ''}"
             )
         self.dist.barrier()
 
     def _should_stop(self, epoch: int) -> bool:
         patience = self.config.patience
-        stop = self.dist.main and patience is not None and epoch - self.state["best_epoch"] >= patience
-        return self.dist.any(stop)
-
-    def _new_card(self, fingerprint: str) -> ModelCard:
-        return ModelCard(
-            labels=self.splits.labels,
-            preprocessing=self.pre,
-            backbone=self.backbone.name,
-            weights=self.weights_info,
-            dataset={
-                "path": str(self.splits.root.resolve()),
-                "layout": self.splits.layout,
-                "seed": self.splits.seed,
-                "sizes": self.splits.sizes(),
-                "fingerprint": fingerprint,
-                "skipped_bad_files": list(self.splits.extra.get("skipped", ())),
-            },
-            training={
-                "config": dataclasses.asdict(self.config),
-                "device": self.device,
-                "world_size": self.dist.world,
-                "input_size": {"pixels": self.pre.crop, "chosen": self.size_reason},
-            },
-            artifacts={CHECKPOINT: {"file": CHECKPOINT}},
-            versions=package_versions(),
-            complete={"finetune": False},
+        stop = (
+            self.dist.main and len(self.val) and patience is not None and epoch - self.state["best_epoch"] >= patience
         )
+        return self.dist.any(bool(stop))
 
-    def _finish(self, stopped_because: str, adapt_images, unlabeled, target_val) -> RunDir:
+    def _finish(self, stopped_because: str, seconds: float) -> RunDir:
         run = RunDir(self.out)
         if not self.dist.main:
             return run
         model = unwrap(self.model)
         model.load_state_dict(backbones.read_safetensors(self.out / CHECKPOINT))
         model.eval()
-        adaptation = adapt_to_target(
-            model, self.splits.train, adapt_images, unlabeled, target_val, self.pre, self.device, self.config
-        )
-        if adaptation:
-            save_checkpoint(model, self.out / CHECKPOINT, {"backbone": self.backbone.name})
-        test_acc, predictions, _ = score(model, self.splits.test, self.pre, self.device)
-        history = self.state["history"]
-        card = dataclasses.replace(
-            self.card,
-            training={
-                **self.card.training,
-                "config": dataclasses.asdict(self.config),
-                "history": history,
-                "best_epoch": self.state["best_epoch"],
-                "stopped": stopped_because,
-                "adaptation": adaptation,
-            },
-            metrics={
-                **self.card.metrics,
-                "torch": {
-                    "val_top1": self.state["best_acc"],
-                    "test_top1": test_acc,
-                    **confusion(self.splits.test, predictions, self.splits.labels),
-                },
-            },
-            artifacts={
-                **self.card.artifacts,
-                CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(self.out / CHECKPOINT)},
-            },
-            complete={"finetune": True},
-        )
-        plot_curves(history, self.out / CURVES)
-        plot_confusion(card.metrics["torch"]["test_confusion"], self.splits.labels, self.out / CONFUSION)
+        test = score(model, Decoded(self.splits.test, self.pre, name="test images"), self.device)  # float32
+        card = finished_card(self, stopped_because, test, seconds)
+        plot_curves(self.state["history"], self.out / CURVES)
+        if card.metrics["torch"].get("test_confusion"):
+            plot_confusion(card.metrics["torch"]["test_confusion"], self.splits.labels, self.out / CONFUSION)
         run.save_card(card)
         for name in (RESUME_STATE, LAST_CHECKPOINT):
             (self.out / name).unlink(missing_ok=True)
-        saturated = [h["epoch"] for h in history if h["val_top1"] == 1.0]
-        if len(saturated) > 1:
-            console.err.print(
-                f"[yellow]note: validation top-1 was 100% in epochs {', '.join(map(str, saturated))}: the split "
-                "cannot tell them apart; the checkpoint was chosen by validation loss[/]"
-            )
-        console.err.print(
-            f"best val top-1 {self.state['best_acc']:.2%} (epoch {self.state['best_epoch']}, {stopped_because}); "
-            f"test top-1 {test_acc:.2%}; saved {self.out}"
-        )
+        say_end(self, stopped_because, test[0])
         return run

@@ -26,7 +26,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     )
     for ax, lines, title in zip(axes, panels, ("loss", "val top-1", "learning rate"), strict=True):
         for key, label in lines:
-            ax.plot(epochs, [h.get(key, math.nan) for h in history], marker="o", label=label)
+            values = [math.nan if h.get(key) is None else h[key] for h in history]  # None: no validation split
+            ax.plot(epochs, values, marker="o", label=label)
         for before, after in zip(history, history[1:], strict=False):
             if before["phase"] != after["phase"]:  # two-phase: where the body starts learning
                 ax.axvline(before["epoch"] + 0.5, color="grey", linestyle="--", linewidth=1)

@@ -1,0 +1,161 @@
+"""Images decoded and resized once for training: uint8 arrays at the training size, held in memory when the set
+fits under a bound (else read again per batch, said so), augmented a whole batch at a time.
+
+An image is opened the way the device runtime opens it (:func:`edgetransfer.images.to_rgb`: EXIF orientation,
+grey, palette, alpha, 16-bit) and resized with the runtime's own steps (shorter side to ``pre.resize``, centre
+``pre.crop``), so evaluation here scores what a device app feeds the model. A JPEG far larger than needed is
+decoded at a reduced scale (Pillow's draft mode: a 6000x4000 photo costs a few MB, not 72 MB) and then resized.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgetransfer import console
+from edgetransfer.card import Preprocessing
+from edgetransfer.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgetransfer.data import Sample
+
+# decoded training/validation/test images kept in memory up to this many bytes (2,000 images at 96 px: 55 MB)
+CACHE_LIMIT_MB = int(os.environ.get("EDGETRANSFER_CACHE_MB", "2048"))
+
+
+def decode(path, pre: Preprocessing) -> np.ndarray:
+    """One image file as the (crop, crop, 3) uint8 array the evaluation transform starts from."""
+    from PIL import Image
+
+    from edgetransfer.images import RESAMPLING, center_crop, first_line, resized_size, to_rgb
+
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale while it stays >= twice what is needed
+                img.draft("RGB", (2 * pre.resize, 2 * pre.resize))
+            rgb = to_rgb(img)
+            rgb.load()
+    except DataError as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
+        raise DataError(f"cannot read image {path}: {first_line(exc)}") from None
+    width, height = resized_size(*rgb.size, pre.resize)
+    if width != rgb.width:  # one pass per axis, horizontal first: the runtime's (and torchvision's) rounding
+        rgb = rgb.resize((width, rgb.height), RESAMPLING[pre.interpolation], reducing_gap=None)
+    if height != rgb.height:
+        rgb = rgb.resize((width, height), RESAMPLING[pre.interpolation], reducing_gap=None)
+    return np.ascontiguousarray(center_crop(np.asarray(rgb), pre.crop))
+
+
+class Decoded:
+    """``samples`` at the training size: in memory as one (N, crop, crop, 3) uint8 array when it fits under
+    ``limit_mb``, else decoded again for every batch (``cached`` says which)."""
+
+    def __init__(self, samples: tuple[Sample, ...], pre: Preprocessing, *, name: str = "", limit_mb: int | None = None):
+        self.samples, self.pre = tuple(samples), pre
+        self.nbytes = len(self.samples) * pre.crop * pre.crop * 3
+        limit = CACHE_LIMIT_MB if limit_mb is None else limit_mb
+        self.cached = self.nbytes <= limit * 2**20
+        self.pixels: np.ndarray | None = None
+        if self.cached and self.samples:
+            self.pixels = np.empty((len(self.samples), pre.crop, pre.crop, 3), np.uint8)
+            with console.progress() as bar:
+                task = bar.add_task(f"decoding {name or 'images'} once at {pre.crop} px", total=len(self.samples))
+                for i, sample in enumerate(self.samples):
+                    self.pixels[i] = decode(sample.path, pre)
+                    bar.update(task, advance=1, status="")
+        elif self.samples:
+            console.err.print(
+                f"[yellow]note: the {name or 'images'} ({len(self.samples)} at {pre.crop} px, "
+                f"{self.nbytes / 2**20:.0f} MB decoded) exceed the {limit} MB cache (EDGETRANSFER_CACHE_MB); "
+                "decoding them again every epoch[/]"
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def labels(self, indices) -> torch.Tensor:
+        import torch
+
+        return torch.tensor([self.samples[int(i)].label for i in indices], dtype=torch.long)
+
+    def uint8(self, indices) -> torch.Tensor:
+        """The images at ``indices`` as a (B, 3, crop, crop) uint8 tensor in channels-last memory."""
+        import torch
+
+        if self.pixels is not None:
+            array = self.pixels[np.asarray(indices, dtype=np.int64)]
+        else:
+            array = np.stack([decode(self.samples[int(i)].path, self.pre) for i in indices])
+        return torch.from_numpy(array).permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: channels-last
+
+
+def normalize(images: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """uint8 (or 0..1 float) images -> the model's float input (scale, mean, std), keeping channels-last."""
+    import torch
+
+    x = images.float() * pre.scale if images.dtype == torch.uint8 else images
+    mean = torch.tensor(pre.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def augment(images: torch.Tensor, pre: Preprocessing, *, kind: str = "light", hflip: bool = False) -> torch.Tensor:
+    """A batch of uint8 images augmented at once (torch's global RNG): for any ``kind`` but ``none`` a random
+    resized crop (70-100 % of the area, aspect 0.85-1.15, one ``grid_sample``), optional horizontal flips, for
+    ``light`` a mild brightness/contrast/saturation jitter (+-20 %), for ``trivial``/``randaugment`` torchvision's
+    automatic augmentation per image. Returns the normalised float batch."""
+    import torch
+    import torch.nn.functional as F
+
+    n = images.shape[0]
+    if kind in ("trivial", "randaugment"):
+        from torchvision.transforms import v2
+
+        auto = v2.TrivialAugmentWide() if kind == "trivial" else v2.RandAugment()
+        images = torch.stack([auto(image.contiguous()) for image in images])
+    x = images.float() / 255.0
+    flips = torch.ones(n)
+    if hflip:
+        flips = torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+    if kind != "none" or hflip:
+        area = torch.empty(n).uniform_(0.7, 1.0) if kind != "none" else torch.ones(n)
+        ratio = torch.exp(torch.empty(n).uniform_(np.log(0.85), np.log(1.15))) if kind != "none" else torch.ones(n)
+        sx, sy = (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+        tx, ty = (torch.rand(n) * 2 - 1) * (1 - sx), (torch.rand(n) * 2 - 1) * (1 - sy)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx * flips, tx, sy, ty
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if kind == "light":
+        b, c, s = (torch.empty(n, 1, 1, 1).uniform_(0.8, 1.2) for _ in range(3))
+        x = x * b
+        grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).clamp(0, 1)
+        x = (x - grey.mean((2, 3), keepdim=True)) * c + grey.mean((2, 3), keepdim=True)
+        grey = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+        x = ((x - grey) * s + grey).clamp(0, 1)
+    return normalize(x, pre)
+
+
+def score(model, images: Decoded, device: str, *, dtype=None, batch_size: int = 128):
+    """Top-1 accuracy, predicted classes and mean cross-entropy of ``model`` on decoded ``images``."""
+    import torch
+
+    if not len(images):
+        return float("nan"), [], float("nan")
+    model.eval()
+    predictions: list[int] = []
+    loss_sum = 0.0
+    with torch.inference_mode(), torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+        for start in range(0, len(images), batch_size):
+            indices = range(start, min(start + batch_size, len(images)))
+            labels = images.labels(indices).to(device)
+            logits = model(normalize(images.uint8(indices), images.pre).to(device)).float()
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            predictions += logits.argmax(1).tolist()
+    correct = sum(int(p == s.label) for p, s in zip(predictions, images.samples, strict=True))
+    return correct / len(images), predictions, loss_sum / len(images)

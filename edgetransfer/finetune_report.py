@@ -1,0 +1,140 @@
+"""What a fine-tuning run says and records, apart from the loop itself: the start message and its notes, the
+card written before the first epoch and the one written at the end, and the closing notes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+from edgetransfer import console
+from edgetransfer.card import ModelCard
+from edgetransfer.checkpoint import confusion
+from edgetransfer.finetune_config import class_counts
+from edgetransfer.rundir import CHECKPOINT, sha256_file
+from edgetransfer.versions import package_versions
+
+if TYPE_CHECKING:
+    from edgetransfer.data import Splits
+
+SMALL_VAL = 50  # fewer validation images than this: the checkpoint choice is coarse, and said so
+
+
+def say_start(trainer, dtype, threads: int, caches: dict[str, Any]) -> None:
+    """The run's opening lines on stderr: data, size and why, device and precision, and the notes that apply."""
+    splits, c, pre = trainer.splits, trainer.config, trainer.pre
+    sizes = splits.sizes()
+    cached = ", ".join(f"{name} {d.nbytes / 2**20:.0f} MB" for name, d in caches.items() if d.cached)
+    console.err.print(
+        f"fine-tuning {trainer.backbone.name} on {splits.root} ({len(splits.labels)} classes: "
+        f"{class_counts(splits)}; train {sizes['train']}, val {sizes['val']}, test {sizes['test']}) at "
+        f"{pre.crop}px on {trainer.device}{f' x{trainer.dist.world}' if trainer.dist.enabled else ''}"
+        f"{f' ({threads} threads)' if trainer.device == 'cpu' else ''}; strategy {c.strategy}"
+        + (f", mixed precision {str(dtype).replace('torch.', '')}" if dtype is not None else ", float32")
+        + f"; at most {c.epochs} epochs"
+        + (f", stopping after {c.patience} without a better validation score" if c.patience and sizes["val"] else "")
+        + (f"; resuming after epoch {trainer.state['epoch']}" if c.resume else "")
+        + (f"\ninput size {pre.crop} px {trainer.size_reason}" if trainer.size_reason != "--size" else "")
+        + (f"\nimages decoded once and kept in memory ({cached})" if cached else "")
+    )
+    if c.strategy == "two-phase" and c.head_epochs >= c.epochs:
+        console.err.print(
+            f"[yellow]note: --head-epochs {c.head_epochs} >= --epochs {c.epochs}: the body never learns; "
+            "raise --epochs to fine-tune it[/]"
+        )
+    if 0 < sizes["val"] < SMALL_VAL:
+        console.err.print(
+            f"[yellow]note: the validation split has {sizes['val']} images (one image is "
+            f"{100 / sizes['val']:.1f} points): the best epoch is a coarse choice; ties go to the lower "
+            "validation loss[/]"
+        )
+
+
+def no_validation_note(splits: Splits, epochs: int) -> str:
+    return (
+        f"note: {splits.root} has {sum(splits.sizes().values())} images in {len(splits.labels)} classes "
+        f"({class_counts(splits)}): too few to hold any out (a class needs 4 images for one validation and one test "
+        f"image), so this run cannot validate: it trains all {epochs} epochs on every image, keeps the last epoch "
+        "and measures no accuracy. Add images, or give DIR/train, DIR/val and DIR/test"
+    )
+
+
+def new_card(trainer, fingerprint: str, threads: int) -> ModelCard:
+    """The card written before the first epoch: data, preprocessing, config; ``complete.finetune`` false."""
+    splits = trainer.splits
+    return ModelCard(
+        labels=splits.labels,
+        preprocessing=trainer.pre,
+        backbone=trainer.backbone.name,
+        weights=trainer.weights_info,
+        dataset={
+            "path": str(splits.root.resolve()),
+            "layout": splits.layout,
+            "seed": splits.seed,
+            "sizes": splits.sizes(),
+            "fingerprint": fingerprint,
+            "skipped_bad_files": list(splits.extra.get("skipped", ())),
+        },
+        training={
+            "config": dataclasses.asdict(trainer.config),
+            "device": trainer.device,
+            "world_size": trainer.dist.world,
+            "threads": threads,
+            "input_size": {"pixels": trainer.pre.crop, "chosen": trainer.size_reason},
+        },
+        artifacts={CHECKPOINT: {"file": CHECKPOINT}},
+        versions=package_versions(),
+        complete={"finetune": False},
+    )
+
+
+def finished_card(trainer, stopped_because: str, test: tuple, seconds: float) -> ModelCard:
+    """The card at the end: history, best epoch, why it stopped, the test metrics, the checkpoint's sha256."""
+    test_acc, predictions, _ = test
+    state, splits, card = trainer.state, trainer.splits, trainer.card
+    history = state["history"]
+    measured = splits.test and not math.isnan(test_acc)
+    metrics = {"val_top1": state["best_acc"] if state["best_acc"] >= 0 else None, "test_top1": test_acc}
+    if measured:
+        metrics.update(confusion(splits.test, predictions, splits.labels))
+    else:
+        metrics["test_top1"] = None
+    return dataclasses.replace(
+        card,
+        training={
+            **card.training,
+            "config": dataclasses.asdict(trainer.config),
+            "history": history,
+            "best_epoch": state["best_epoch"],
+            "stopped": stopped_because,
+            "training_seconds": seconds,
+            "images_per_s": [h["images_per_s"] for h in history],
+        },
+        metrics={**card.metrics, "torch": metrics},
+        artifacts={
+            **card.artifacts,
+            CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(trainer.out / CHECKPOINT)},
+        },
+        complete={"finetune": True},
+    )
+
+
+def say_end(trainer, stopped_because: str, test_acc: float) -> None:
+    history, state = trainer.state["history"], trainer.state
+    saturated = [h["epoch"] for h in history if h["val_top1"] == 1.0]
+    if len(saturated) > 1:
+        console.err.print(
+            f"[yellow]note: validation top-1 was 100% in epochs {', '.join(map(str, saturated))}: the split "
+            "cannot tell them apart; the checkpoint was chosen by validation loss[/]"
+        )
+    speeds = ", ".join(f"{h['images_per_s']:.0f}" for h in history)
+    if state["best_acc"] < 0:
+        console.err.print(
+            f"no validation: kept epoch {state['best_epoch']}; img/s per epoch {speeds}; saved {trainer.out}"
+        )
+        return
+    test = f"test top-1 {test_acc:.2%}" if not math.isnan(test_acc) else "no test images"
+    console.err.print(
+        f"best val top-1 {state['best_acc']:.2%} (epoch {state['best_epoch']}, {stopped_because}); {test}; "
+        f"img/s per epoch {speeds}; saved {trainer.out}"
+    )
