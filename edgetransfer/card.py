@@ -7,13 +7,14 @@ The same card is written as ``card.json`` in a run directory, into ``model.onnx`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from edgetransfer.errors import RunDirError
 
@@ -22,6 +23,8 @@ ONNX_METADATA_KEY = "edgetransfer.card"
 OPENVINO_RT_INFO_PATH = ("edgetransfer", "card")
 MAX_SIZE = 4096  # pixels: the largest resize or crop a card may ask for
 MAX_LABEL_CHARS = 200
+MAX_LABELS = 100_000  # classes a card may list
+MAX_CARD_BYTES = 1_000_000  # a card is a few kB; a larger one is refused before it is parsed
 
 
 def finite(value: Any) -> bool:
@@ -82,18 +85,6 @@ class Preprocessing:
         """The model's input shape with a dynamic batch axis."""
         return ["batch", 3, self.crop, self.crop]
 
-    def problems(self) -> list[str]:
-        """Values no image can be fed with: sizes out of 1..4096, a non-finite mean or std, a std of 0..."""
-        found = [size_problem(f"preprocessing.{k}", getattr(self, k)) for k in ("resize", "crop")]
-        found.append(channels_problem("preprocessing.mean", self.mean))
-        found.append(channels_problem("preprocessing.std", self.std, positive=True))
-        if not finite(self.scale) or self.scale <= 0:
-            found.append(f"preprocessing.scale is {self.scale!r} (expected a finite number above 0)")
-        for key in ("interpolation", "color", "layout"):
-            if not isinstance(getattr(self, key), str):
-                found.append(f"preprocessing.{key} is {getattr(self, key)!r} (expected a name)")
-        return [p for p in found if p]
-
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -124,8 +115,9 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "model card") -> ModelCard:
-        """Build a card from its JSON form; unknown schemas, missing fields and labels or preprocessing no model
-        can be fed with are a :class:`RunDirError` that starts with ``source``."""
+        """Build a card from its JSON form, checked against :func:`card_schema`: an unknown schema version, a
+        missing or unknown field, labels or preprocessing no model can be fed with are one :class:`RunDirError`
+        line that starts with ``source`` and names the key."""
         if not isinstance(data, dict):
             raise RunDirError(f"{source} is not a JSON object")
         version = data.get("schema_version")
@@ -133,38 +125,83 @@ class ModelCard:
             raise RunDirError(
                 f"{source} has schema_version {version!r}; this edgetransfer reads version {SCHEMA_VERSION}"
             )
-        try:
-            pre = data["preprocessing"]
-            pre = Preprocessing(
-                **{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])}  # JSON has lists
-            )
-            names = {f.name for f in dataclasses.fields(cls)}
-            unknown = set(data) - names
-            if unknown:
-                raise RunDirError(f"{source} has unknown fields: {', '.join(sorted(unknown))}")
-            if not isinstance(data["labels"], (list, tuple)):
-                raise TypeError(f"labels is a {type(data['labels']).__name__}, not a list")
-            card = cls(**{**data, "preprocessing": pre, "labels": tuple(data["labels"])})
-        except (KeyError, TypeError) as exc:
-            raise RunDirError(f"{source} is incomplete or malformed: {exc}") from None
-        found = label_problems(card.labels) + pre.problems()
-        if found:
-            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
-            raise RunDirError(f"{source} holds values no model can be fed with: {'; '.join(found[:3])}{more}")
-        return card
+        from edgetransfer.schemas import validate
+
+        values = validate(card_schema(), data, source, error=RunDirError).model_dump()
+        return cls(**{**values, "preprocessing": Preprocessing(**values["preprocessing"])})
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "model card") -> ModelCard:
+        """A card from JSON text of at most :data:`MAX_CARD_BYTES` (a card is a few kB; more is not a card)."""
+        if len(text) > MAX_CARD_BYTES:
+            raise RunDirError(f"{source} is {len(text):,} characters (expected a card of at most {MAX_CARD_BYTES:,})")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RunDirError(f"{source} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RunDirError(f"{source} is nested too deeply (not a model card)") from None
         return cls.from_dict(data, source=source)
 
     def with_metrics(self, variant: str, **values: float) -> ModelCard:
         """A copy with ``values`` merged into ``metrics[variant]``."""
         metrics = {**self.metrics, variant: {**self.metrics.get(variant, {}), **values}}
         return dataclasses.replace(self, metrics=metrics)
+
+
+@functools.cache
+def card_schema():
+    """The card's schema, DERIVED from the :class:`ModelCard` and :class:`Preprocessing` dataclasses (a field added
+    there is checked at once): labels 1 to :data:`MAX_LABEL_CHARS` characters each and distinct, sizes of 1 to
+    :data:`MAX_SIZE` pixels, 3 finite means, 3 finite stds above 0, a scale above 0, names of bounded length."""
+    from pydantic import AfterValidator, Field, Strict, StringConstraints
+
+    from edgetransfer.schemas import Name, dataclass_schema
+
+    pixels = Field(ge=1, le=MAX_SIZE)
+    channel = Annotated[float, Strict(), Field(ge=-1e3, le=1e3, allow_inf_nan=False)]
+    spread = Annotated[float, Strict(), Field(gt=0, le=1e3, allow_inf_nan=False)]
+    pre = dataclass_schema(
+        Preprocessing,
+        "PreprocessingSchema",
+        constraints={
+            "resize": pixels,
+            "crop": pixels,
+            "mean": Annotated[tuple[channel, channel, channel], Strict(False)],
+            "std": Annotated[tuple[spread, spread, spread], Strict(False)],
+            "scale": Field(gt=0, le=1),
+            **{k: Name for k in ("interpolation", "color", "layout")},
+        },
+    )
+    label = Annotated[
+        str, Strict(), StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS), AfterValidator(_not_blank)
+    ]
+    labels = Annotated[
+        tuple[label, ...], Strict(False), Field(min_length=1, max_length=MAX_LABELS), AfterValidator(_distinct)
+    ]
+    return dataclass_schema(
+        ModelCard,
+        "CardSchema",
+        constraints={
+            "labels": labels,
+            "preprocessing": pre,
+            "backbone": Name,
+            "schema_version": Literal[SCHEMA_VERSION],
+        },
+    )
+
+
+def _not_blank(label: str) -> str:
+    if not label.strip():
+        raise ValueError(f"expected a name, not blank: {label!r}")
+    return label
+
+
+def _distinct(labels: tuple[str, ...]) -> tuple[str, ...]:
+    twice = sorted(k for k, n in Counter(labels).items() if n > 1)
+    if twice:
+        raise ValueError(f"expected distinct names; {', '.join(map(repr, twice[:3]))} more than once")
+    return labels
 
 
 def embed_in_onnx(model: Any, card: ModelCard) -> None:

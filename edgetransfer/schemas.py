@@ -134,6 +134,10 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
         hint = f"; did you mean {close[0]!r}?" if close else ""
         allowed = f" (known: {', '.join(known)})" if known and not close else ""
         return f"{lead}unknown key {_key_path(loc)!r}{hint}{allowed}{more}"
+    if kind == "missing" and loc and isinstance(loc[-1], int) and isinstance(first.get("input"), (list, tuple)):
+        shape = get_args(_model_at(model, loc[:-1]))
+        items = len(shape) if shape and Ellipsis not in shape else "more"
+        return f"{lead}{_key_path(loc[:-1])}: expected {items} items, got {_shown(first['input'])}{more}"
     if kind == "missing":
         return f"{lead}{_key_path(loc)}: missing (it is required){more}"
     ctx = first.get("ctx") or {}
@@ -163,6 +167,7 @@ _SHORTER = [
     ("a valid boolean", "true or false"),
     ("a valid dictionary", "a table"),
     ("a valid list", "a list"),
+    ("a valid tuple", "a list"),
 ]
 
 

@@ -35,7 +35,7 @@ def test_other_schema_version_is_rejected_with_a_message():
 def test_missing_field_is_rejected():
     data = make_card().to_dict()
     del data["labels"]
-    with pytest.raises(RunDirError, match="incomplete"):
+    with pytest.raises(RunDirError, match="labels: missing"):
         ModelCard.from_dict(data)
 
 

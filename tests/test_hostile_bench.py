@@ -317,18 +317,24 @@ def test_bench_refuses_a_card_with_another_number_of_labels(run, tmp_path, label
 BAD_CARDS = {
     "std 0": (
         lambda p: p.update(std=[0.0, 0.0, 0.0]),
-        "preprocessing.std is [0.0, 0.0, 0.0] (expected 3 finite numbers above 0, R,G,B)",
+        "preprocessing.std[0]: expected > 0, got 0.0 (and 2 more)",
     ),
-    "nan mean": (lambda p: p.update(mean=[math.nan, 0.4, 0.4]), "preprocessing.mean is [nan, 0.4, 0.4]"),
-    "infinite std": (lambda p: p.update(std=[0.2, math.inf, 0.2]), "preprocessing.std is [0.2, inf, 0.2]"),
-    "two channels": (lambda p: p.update(mean=[0.5, 0.5]), "preprocessing.mean is [0.5, 0.5]"),
+    "nan mean": (
+        lambda p: p.update(mean=[math.nan, 0.4, 0.4]),
+        "preprocessing.mean[0]: expected a finite number, got nan",
+    ),
+    "infinite std": (
+        lambda p: p.update(std=[0.2, math.inf, 0.2]),
+        "preprocessing.std[1]: expected a finite number, got inf",
+    ),
+    "two channels": (lambda p: p.update(mean=[0.5, 0.5]), "preprocessing.mean: expected 3 items, got [0.5, 0.5]"),
     "crop 0": (
         lambda p: p.update(crop=0),
-        "preprocessing.crop is 0 (expected a whole number of pixels from 1 to 4096)",
+        "preprocessing.crop: expected >= 1, got 0",
     ),
-    "resize huge": (lambda p: p.update(resize=100000), "preprocessing.resize is 100000"),
-    "crop not a number": (lambda p: p.update(crop="32"), "preprocessing.crop is '32'"),
-    "scale 0": (lambda p: p.update(scale=0), "preprocessing.scale is 0"),
+    "resize huge": (lambda p: p.update(resize=100000), "preprocessing.resize: expected <= 4096, got 100000"),
+    "crop not a number": (lambda p: p.update(crop="32"), "preprocessing.crop: expected a whole number, got '32'"),
+    "scale 0": (lambda p: p.update(scale=0), "preprocessing.scale: expected > 0, got 0"),
 }
 
 
@@ -336,22 +342,20 @@ BAD_CARDS = {
 def test_a_card_no_model_can_be_fed_with_is_refused_when_read(run, tmp_path, case):
     change, fragment = BAD_CARDS[case]
     edit_json(run / "card.json", lambda c: change(c["preprocessing"]))
-    run_bad(
-        ["bench", run, *FAST], 2, f"{run / 'card.json'} holds values no model can be fed with: {fragment}", tmp_path
-    )
-    with pytest.raises(RunDirError, match="holds values no model can be fed with"):
+    run_bad(["bench", run, *FAST], 2, f"{run / 'card.json'}: {fragment}", tmp_path)
+    with pytest.raises(RunDirError, match="preprocessing"):
         ModelCard.from_json((run / "card.json").read_text())
 
 
 @pytest.mark.parametrize(
     "labels, fragment",
     [
-        ([], "labels is empty"),
-        (["a", "", "c"], "labels[1] is '' (expected a name of 1 to 200 characters)"),
-        (["a", "b", 3], "labels[2] is 3"),
-        (["a", "b", "x" * 201], "labels[2] is 201 characters"),
-        (["a", "b", "a"], "labels name 'a' more than once"),
-        ("abc", "labels is a str, not a list"),
+        ([], "labels: expected at least 1 item(s), got []"),
+        (["a", "", "c"], "labels[1]: expected at least 1 character, got ''"),
+        (["a", "b", 3], "labels[2]: expected a string, got 3"),
+        (["a", "b", "x" * 201], "labels[2]: expected at most 200 characters"),
+        (["a", "b", "a"], "labels: expected distinct names; 'a' more than once"),
+        ("abc", "labels: expected a list, got 'abc'"),
     ],
 )
 def test_a_card_with_bad_labels_is_refused_when_read(run, tmp_path, labels, fragment):
@@ -383,9 +387,7 @@ def test_predict_refuses_an_embedded_card_no_model_can_be_fed_with_and_options_o
 ):
     change, fragment = BAD_CARDS[case]
     model = tamper_onnx(trained_run.file("model.onnx"), lambda c: change(c["preprocessing"]), tmp_path / "m.onnx")
-    run_bad(
-        ["predict", model, image], 2, f"the card in {model} holds values no model can be fed with: {fragment}", tmp_path
-    )
+    run_bad(["predict", model, image], 2, f"the card in {model}: {fragment}", tmp_path)
     override = {"std 0": ["--std", "0.229,0.224,0.225"], "nan mean": ["--mean", "0.485,0.456,0.406"]}
     override = override.get(case, ["--size", str(trained_run.load_card().preprocessing.crop)])
     outcome = CliRunner().invoke(app, ["predict", str(model), str(image), *override])
