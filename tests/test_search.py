@@ -37,7 +37,9 @@ def cli(*args: str, wait: bool = True, timeout: float = 300):
 
 
 def load(storage: str, name: str):
-    return optuna.load_study(study_name=name, storage=storage)
+    from edgetransfer.search.storage import with_driver
+
+    return optuna.load_study(study_name=name, storage=with_driver(storage))
 
 
 def wait_for(predicate, process, timeout: float = 180.0) -> None:
@@ -180,6 +182,11 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     assert nothing.returncode == 2 and "no search named 's'" in nothing.stderr and not out.exists()
     no_data = cli("--out", str(out))
     assert no_data.returncode == 2 and "--data is needed" in no_data.stderr
+    try:
+        import mlflow  # noqa: F401
+    except ModuleNotFoundError:
+        no_mlflow = cli("--data", str(data), "--out", str(out), "--mlflow", str(tmp_path / "mlruns"))
+        assert no_mlflow.returncode == 2 and "--mlflow needs MLflow" in no_mlflow.stderr and not out.exists()
 
 
 # ----------------------------------------------------------------------------- real searches
@@ -353,6 +360,7 @@ def test_mlflow_logs_each_trial(tmp_path):
     mlflow_logger(str(tmp_path / "mlruns"), "demo")(study, study.trials[0])
     import mlflow
 
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["edgetransfer-search-demo"], output_format="list")
     assert len(runs) == 1 and runs[0].data.params["backbone"] == "mobilenet_v2"
     assert runs[0].data.metrics["val_top1"] == 0.9 and runs[0].data.tags["state"] == "complete"

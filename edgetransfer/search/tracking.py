@@ -1,5 +1,6 @@
 """Optional tracking in MLflow's convention: each trial a run with its parameters, metrics (the validation curve
-too) and artifacts (the card and the bench report); a local file store when a folder is given, not a server."""
+too) and artifacts (the card and the bench report); a local store (``FOLDER/mlflow.db`` and ``FOLDER/artifacts``)
+when a folder is given rather than a server's URI."""
 
 from __future__ import annotations
 
@@ -13,14 +14,24 @@ METRICS = ("val_top1", "torch_val_top1", "latency_ms", "p50_ms", "p99_ms", "mode
 
 def mlflow_logger(uri: str, experiment: str) -> Callable:
     """A callback ``log(study, trial)`` that records a finished trial in MLflow at ``uri`` (a tracking server's URL
-    or a local folder), in the experiment ``edgetransfer-search-<experiment>``."""
+    or a local folder), in the experiment ``edgetransfer-search-<experiment>``. Raises a :class:`UsageError` when
+    MLflow is not installed (checked before the search starts)."""
     try:
         import mlflow
     except ModuleNotFoundError:
         raise UsageError("--mlflow needs MLflow: pip install 'edgetransfer[mlflow]'") from None
-    target = uri if "://" in uri else Path(uri).expanduser().resolve().as_uri()
-    mlflow.set_tracking_uri(target)
-    mlflow.set_experiment(f"edgetransfer-search-{experiment}")
+    artifacts = None
+    if "://" in uri:
+        mlflow.set_tracking_uri(uri)
+    else:  # a local store: MLflow 3 keeps runs in a SQLite file (its file store is refused), artifacts beside it
+        folder = Path(uri).expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+        artifacts = (folder / "artifacts").as_uri()
+    name = f"edgetransfer-search-{experiment}"
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=artifacts)
+    mlflow.set_experiment(name)
 
     def log(study, trial) -> None:
         attrs = trial.user_attrs
