@@ -123,6 +123,7 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     errors = exc.errors(include_url=False)
     inner = [e["loc"] for e in errors]  # a list too short "after validation" only echoes its bad items
     errors = [e for e in errors if not (e["type"] in ("too_short", "too_long") and _echo(e["loc"], inner))]
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")  # a misspelt key first: it explains a missing one
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or-python"))))
     kind, msg = first["type"], first["msg"]
