@@ -1,0 +1,104 @@
+"""evaluation.py: images decoded once per stage, top-1, parity, the int8-vs-fp32 latency ratio."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgetransfer import evaluation
+from edgetransfer.data import Sample, default_preprocessing, load_splits
+from edgetransfer.errors import ExportError
+from edgetransfer.evaluation import Decoded, evaluate, parity, top1
+
+
+class Oracle:
+    """One-hot scores of ``answer(images)`` (class 0 by default): a model whose answers the test knows."""
+
+    precision = "fp32"
+
+    def __init__(self, classes: int, answer=None) -> None:
+        self.classes, self.answer, self.calls = classes, answer, 0
+
+    def run(self, images):
+        self.calls += 1
+        out = np.zeros((len(images), self.classes), dtype=np.float32)
+        answers = self.answer(images) if self.answer else np.zeros(len(images), dtype=int)
+        out[np.arange(len(images)), answers] = 1.0
+        return out
+
+
+@pytest.fixture
+def samples(image_folder) -> tuple[Sample, ...]:
+    """Labelled images of 3 classes."""
+    splits = load_splits(image_folder)
+    return splits.train + splits.val + splits.test
+
+
+def test_images_are_decoded_once_and_every_model_sees_the_same_arrays(samples, monkeypatch):
+    pre = default_preprocessing(32)
+    calls = []
+    real = evaluation.batches
+    monkeypatch.setattr(evaluation, "batches", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = Decoded(samples, pre)
+    decoded_calls = len(calls)
+    for _ in range(3):
+        assert evaluate(Oracle(3), data) == pytest.approx(np.mean(data.labels == 0))
+    assert len(calls) == decoded_calls == 1
+    assert data.images.shape == (len(samples), 3, 32, 32) and data.images.dtype == np.float32
+    head = data.head(5)
+    assert (
+        len(calls) == 1 and np.array_equal(head.images, data.images[:5]) and list(head.labels) == list(data.labels[:5])
+    )
+
+
+def test_a_set_too_large_for_memory_is_decoded_batch_by_batch_with_the_same_result(samples, monkeypatch):
+    pre = default_preprocessing(32)
+    in_memory = Decoded(samples, pre)
+    monkeypatch.setattr(evaluation, "MAX_DECODED_BYTES", 0)
+    streamed = Decoded(samples, pre)
+    assert streamed.images is None
+    assert np.array_equal(np.concatenate([b for b, _ in streamed.batches(7)]), in_memory.images)
+    model = Oracle(3, answer=lambda images: (images.mean(axis=(1, 2, 3)) > 0).astype(int))
+    assert evaluate(model, streamed) == evaluate(model, in_memory)
+
+
+def test_top1_counts_right_answers_and_is_nan_without_images(samples):
+    pre = default_preprocessing(32)
+    data = Decoded(samples, pre)
+    assert sorted(set(data.labels)) == [0, 1, 2]
+    right = Oracle(3, answer=lambda images: data.labels)  # one batch of the whole set: the true labels
+    assert evaluate(right, data, batch_size=len(data)) == 1.0
+    assert evaluate(Oracle(3, answer=lambda images: (data.labels + 1) % 3), data, batch_size=len(data)) == 0.0
+    assert top1(Oracle(3), samples, pre) == pytest.approx(np.mean(data.labels == 0))
+    assert math.isnan(evaluate(Oracle(3), Decoded((), pre)))
+
+
+def test_parity_reports_the_largest_difference_and_refuses_nan(samples):
+    pre = default_preprocessing(32)
+    data = Decoded(samples[:10], pre)
+
+    class Shifted(Oracle):
+        def run(self, images):
+            out = super().run(images)
+            out[:, 1] += 1.5  # class 1 now wins everywhere: agreement 0
+            return out
+
+    figures = parity(Oracle(3), Shifted(3), data)
+    assert figures == {"max_abs_diff": 1.5, "top1_agreement": 0.0, "images": 10}
+    assert parity(Oracle(3), Oracle(3), data)["top1_agreement"] == 1.0
+
+    class Broken(Oracle):
+        def run(self, images):
+            return np.full((len(images), 3), np.nan, dtype=np.float32)
+
+    with pytest.raises(ExportError, match="NaN or infinite logits"):
+        parity(Oracle(3), Broken(3), data)
+
+
+def test_the_latency_ratio_of_a_model_to_itself_is_about_one(trained_run):
+    """A ratio, not a time: the same file against itself, measured in alternating rounds, lands near 1 (a broken
+    measurement gives 0, inf or NaN)."""
+    ratio = evaluation.latency_ratio(trained_run.file("model.onnx"), trained_run.file("model.onnx"), 32, seconds=0.3)
+    assert 0.5 < ratio < 2.0
