@@ -125,6 +125,9 @@ class ModelCard:
             raise RunDirError(
                 f"{source} has schema_version {version!r}; this edgetransfer reads version {SCHEMA_VERSION}"
             )
+        size = len(json.dumps(data, default=repr))  # a card from a model file arrives parsed: measured again
+        if size > MAX_CARD_BYTES:
+            raise RunDirError(f"{source} is {size:,} characters (expected a card of at most {MAX_CARD_BYTES:,})")
         from edgetransfer.schemas import validate
 
         values = validate(card_schema(), data, source, error=RunDirError).model_dump()

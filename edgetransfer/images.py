@@ -4,6 +4,7 @@ export and bench, so every accuracy the project reports is measured on what a de
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 ImageInput = str | Path | Image.Image | np.ndarray
+MAX_IMAGE_BYTES = 256_000_000  # one image file; Pillow's own limit refuses more than ~179 million pixels
+MAX_IMAGES = 1_000_000  # files one call may list (their paths are held in memory)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -46,11 +49,27 @@ def _convert_to_rgb(image: Image.Image) -> Image.Image:
             raise DataError(f"images of mode {mode} cannot be converted to RGB") from None
 
 
+def regular_file(path: Path, what: str = "image") -> int:
+    """The size of ``path``, a regular file of at most :data:`MAX_IMAGE_BYTES`; else a :class:`DataError` (a FIFO,
+    a device such as /dev/zero or a socket would block or never end)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO, device or socket, not a regular file"
+        raise DataError(f"{what} {path} is {kind}")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise DataError(f"{what} {path} is {info.st_size:,} bytes (expected at most {MAX_IMAGE_BYTES:,})")
+    return info.st_size
+
+
 def open_image(path: str | Path) -> Image.Image:
     """Read an image file as 8-bit RGB (see :func:`to_rgb`), or raise a :class:`DataError` naming it."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image not found: {path}")
+    regular_file(path)
     try:
         with Image.open(path) as img:
             rgb = to_rgb(img)
@@ -118,25 +137,30 @@ def preprocess(images: Sequence[ImageInput], pre: Preprocessing) -> np.ndarray:
     return np.stack([preprocess_image(image, pre) for image in images])
 
 
-def find_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Image files named or found below the folders named (recursively, hidden files skipped), in order."""
+def find_images(paths: Iterable[str | Path], *, limit: int = MAX_IMAGES) -> list[Path]:
+    """Image files named or found below the folders named (recursively, hidden files skipped, anything but a
+    regular file skipped), in order; more than ``limit`` is a :class:`DataError` (the list is held in memory)."""
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            below = [
-                p
-                for p in sorted(path.rglob("*"))
-                if p.is_file()
-                and p.suffix.lower() in IMAGE_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            ]
+            below = []
+            for p in path.rglob("*"):
+                if p.suffix.lower() not in IMAGE_SUFFIXES or any(
+                    part.startswith(".") for part in p.relative_to(path).parts
+                ):
+                    continue
+                if p.is_file():  # follows a link; a FIFO or device named *.png is no image
+                    below.append(p)
+                    if len(found) + len(below) > limit:
+                        raise DataError(f"more than {limit:,} images below {path}; name fewer at a time")
             if not below:
                 raise DataError(f"no images in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-            found += below
-        elif path.is_file():
-            found.append(path)
+            found += sorted(below)
         else:
-            raise DataError(f"image or folder not found: {path}")
+            regular_file(path, "image or folder")
+            found.append(path)
+            if len(found) > limit:
+                raise DataError(f"more than {limit:,} images named; name fewer at a time")
     return found
 
 

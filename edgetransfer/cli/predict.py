@@ -55,7 +55,7 @@ def predict(
         resize=resize,
         threads=threads,
     )
-    results = classifier.predict_files(images, top_k=top_k, batch_size=batch_size)
+    results = _in_batches(classifier, images, top_k=top_k, batch_size=batch_size)
     if not json:
         for path, best in results:
             print(f"{path}  " + "  ".join(f"{p.label} {p.score:.4f}" for p in best), flush=True)
@@ -69,6 +69,21 @@ def predict(
         ],
     }
     print(json_module.dumps(document, indent=2))
+
+
+def _in_batches(classifier, paths: list[Path], *, top_k: int, batch_size: int):
+    """(file, top-k) per image, ``batch_size`` images decoded at a time (memory stays bounded on a folder of
+    thousands), with a progress bar on a terminal; Ctrl-C stops it (exit 130: nothing is written)."""
+    from edgetransfer import console
+    from edgetransfer.images import find_images
+
+    files = find_images(paths)
+    with console.progress() as bar:
+        task = bar.add_task("classifying", total=len(files), status="")
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            yield from zip(chunk, classifier.predict(chunk, top_k=top_k), strict=True)
+            bar.update(task, advance=len(chunk), status=str(chunk[-1].name))
 
 
 def _floats(name: str, value: str | None) -> tuple[float, ...] | None:
@@ -85,7 +100,11 @@ def _floats(name: str, value: str | None) -> tuple[float, ...] | None:
 def _labels(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
+    from edgetransfer.errors import UsageError
+    from edgetransfer.schemas import read_text
+
     path = Path(value)
-    if path.is_file():
-        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    if path.exists():  # a text file with one name per line (at most 1 MB; a FIFO or device is refused)
+        text = read_text(path, what="--labels file", error=UsageError)
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
     return split_list(value)
