@@ -1,11 +1,15 @@
 """Labelled image sets made here from what installs offline, for benchmarks and the README's figures.
 
     .venv/bin/python benchmarks/datasets.py photo-crops /tmp/photos --classes 10 --per-class 60
+    .venv/bin/python benchmarks/datasets.py suite /tmp/suite      # the eight sets of the fine-tuning benchmark
 
 ``photo-crops``: each class is one of scikit-image's sample photographs; its images are crops at a random
 position, scale (30-90 % of the shorter side), rotation (+-20 degrees), brightness and contrast (+-25 %), saved as
 JPEGs of 300x200 to 640x480 pixels (landscape or portrait). Real pixels, but an easy task (which photo is this
 crop from?): figures on it say what a run costs, not how hard data behaves.
+
+``suite``: eight small sets that differ in kind (see :data:`SUITE`), split in two halves: the defaults of
+``edgetransfer finetune`` are chosen on the ``choose`` half only and reported on the ``report`` half.
 """
 
 from __future__ import annotations
@@ -71,15 +75,181 @@ def photo_crops(root: Path, *, classes: int = 10, per_class: int = 60, seed: int
     return root
 
 
+def _crops(image, rng, count: int, out_sizes: tuple[int, int], *, scale=(0.3, 0.9), rotate=20.0, jpeg=True):
+    """``count`` random crops of one photo (PIL image) at a random position, scale, rotation and lighting, each
+    resized to a random size in ``out_sizes`` (square side range)."""
+    from PIL import Image, ImageEnhance
+
+    crops = []
+    for _ in range(count):
+        turned = image.rotate(float(rng.uniform(-rotate, rotate)), resample=Image.BILINEAR, expand=False)
+        side = int(min(turned.size) * rng.uniform(*scale))
+        x = int(rng.integers(0, turned.size[0] - side + 1))
+        y = int(rng.integers(0, turned.size[1] - side + 1))
+        out = int(rng.integers(out_sizes[0], out_sizes[1] + 1))
+        crop = turned.crop((x, y, x + side, y + side)).resize((out, out), Image.BILINEAR)
+        crop = ImageEnhance.Brightness(crop).enhance(float(rng.uniform(0.75, 1.25)))
+        crops.append(ImageEnhance.Contrast(crop).enhance(float(rng.uniform(0.75, 1.25))))
+    return crops
+
+
+def _save(images, folder: Path, suffix: str = ".png") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        image.save(folder / f"{i:03d}{suffix}", **({"quality": 90} if suffix == ".jpg" else {}))
+
+
+def digits28(root: Path, *, per_class: int = 25, seed: int = 0) -> Path:
+    """scikit-learn's 8x8 handwritten digits, ``per_class`` of each, upscaled to 28x28 grey PNGs (MNIST-like)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    for label in range(10):
+        chosen = rng.choice(np.flatnonzero(digits.target == label), per_class, replace=False)
+        pixels = [np.clip(digits.images[i] * (255 / 16), 0, 255).astype(np.uint8) for i in chosen]
+        _save([Image.fromarray(p).resize((28, 28), Image.BILINEAR) for p in pixels], root / str(label))
+    return root
+
+
+def grey_textures(root: Path, *, per_class: int = 30, seed: int = 0) -> Path:
+    """Eight grey photographs and textures of scikit-image (brick, grass, gravel, camera, coins, moon, page, clock),
+    crops of 48-96 px saved as single-channel PNGs."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in ("brick", "grass", "gravel", "camera", "coins", "moon", "page", "clock"):
+        photo = Image.fromarray(getattr(skimage.data, name)())
+        _save(_crops(photo, rng, per_class, (48, 96), scale=(0.3, 0.7)), root / name)
+    return root
+
+
+def long_tail(root: Path, *, most: int = 60, seed: int = 0) -> Path:
+    """Six classes of colour photo crops (64-128 px) whose counts fall from ``most`` to ``most // 10`` (1:10)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    names = ("cat", "astronaut", "rocket", "coffee", "immunohistochemistry", "stereo_motorcycle")
+    counts = np.round(np.geomspace(most, most / 10, len(names))).astype(int)
+    for name, count in zip(names, counts, strict=True):
+        photo = Image.fromarray(_photo(name))
+        _save(_crops(photo, rng, int(count), (64, 128), scale=(0.2, 0.5)), root / name, ".jpg")
+    return root
+
+
+def low_shot(root: Path, *, shots: int = 10, seed: int = 0) -> Path:
+    """Eight classes of colour photo crops (128-256 px JPEGs): ``shots`` training images per class in
+    ``root/train``, 4 validation and 15 test images per class in ``root/val`` and ``root/test``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    names = ("chelsea", "coffee", "astronaut", "rocket", "retina", "colorwheel", "hubble_deep_field", "camera")
+    for name in names:
+        photo = Image.fromarray(_photo(name))
+        for split, count in (("train", shots), ("val", 4), ("test", 15)):
+            _save(_crops(photo, rng, count, (128, 256), scale=(0.15, 0.5)), root / split / name, ".jpg")
+    return root
+
+
+def fifty_regions(root: Path, *, per_class: int = 8, seed: int = 0) -> Path:
+    """50 classes: five regions (four quadrants and the centre) of ten photographs; each image a crop inside its
+    region, 40-64 px. Fine-grained: the classes of one photo share its colours."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in PHOTOS[:10]:
+        photo = Image.fromarray(_photo(name))
+        w, h = photo.size
+        regions = {
+            "tl": (0, 0, w // 2, h // 2),
+            "tr": (w // 2, 0, w, h // 2),
+            "bl": (0, h // 2, w // 2, h),
+            "br": (w // 2, h // 2, w, h),
+            "c": (w // 4, h // 4, 3 * w // 4, 3 * h // 4),
+        }
+        for region, box in regions.items():
+            part = photo.crop(box)
+            _save(_crops(part, rng, per_class, (40, 64), scale=(0.5, 0.9), rotate=10), root / f"{name}-{region}")
+    return root
+
+
+def two_textures(root: Path, *, per_class: int = 100, seed: int = 0) -> Path:
+    """Two classes of generated 32 px noise textures, told apart by the size of their blobs (fine vs coarse)."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    for label, blur in (("fine", 0.8), ("coarse", 1.6)):
+        images = []
+        for _ in range(per_class):
+            noise = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+            smooth = np.asarray(noise.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.8, 1.2) * blur))), float)
+            smooth = (smooth - smooth.mean()) / (smooth.std() + 1e-6) * 50 + 128 + rng.normal(0, 12, smooth.shape)
+            images.append(Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8)))
+        _save(images, root / label)
+    return root
+
+
+def shapes(root: Path, *, per_class: int = 25, seed: int = 0) -> Path:
+    """Ten classes of drawn shapes, 64 px (benchmarks/int8_methods.make_shapes)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from int8_methods import make_shapes
+
+    return make_shapes(root, per_class=per_class, size=64, seed=seed)
+
+
+# name -> (maker, half, what it is); the defaults are chosen on "choose" and reported on "report"
+SUITE = {
+    "digits": (digits28, "choose", "10 classes, 25 each, 28 px grey handwritten digits (not mirror images)"),
+    "shapes": (shapes, "choose", "10 classes, 25 each, 64 px generated shapes"),
+    "photo-crops": (
+        lambda root, seed=0: photo_crops(root, classes=10, per_class=25, seed=seed),
+        "choose",
+        "10 classes, 25 each, 300-640 px JPEG crops of photographs",
+    ),
+    "long-tail": (long_tail, "choose", "6 classes, 60 down to 6 images (1:10), 64-128 px photo crops"),
+    "grey-textures": (grey_textures, "report", "8 classes, 30 each, 48-96 px single-channel crops"),
+    "low-shot": (low_shot, "report", "8 classes, 10 training images each (+4 val, 15 test), 128-256 px"),
+    "fifty-regions": (fifty_regions, "report", "50 classes, 8 each, 40-64 px regions of ten photographs"),
+    "two-textures": (two_textures, "report", "2 classes, 100 each, 32 px generated noise textures"),
+}
+
+
+def make_suite(root: Path, *, seed: int = 0, names=None) -> dict[str, Path]:
+    """Every set of :data:`SUITE` (or ``names``) under ``root/<name>``, made once."""
+    made = {}
+    for name, (maker, _, _) in SUITE.items():
+        if names and name not in names:
+            continue
+        folder = root / name
+        if not folder.is_dir():
+            maker(folder, seed=seed)
+        made[name] = folder
+    return made
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["photo-crops"])
+    parser.add_argument("kind", choices=["photo-crops", "suite"])
     parser.add_argument("root", type=Path)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(photo_crops(args.root, classes=args.classes, per_class=args.per_class, seed=args.seed))
+    if args.kind == "suite":
+        for name, folder in make_suite(args.root, seed=args.seed).items():
+            print(f"{name:14s} {SUITE[name][1]:7s} {folder}")
+    else:
+        print(photo_crops(args.root, classes=args.classes, per_class=args.per_class, seed=args.seed))
 
 
 if __name__ == "__main__":

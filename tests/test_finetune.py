@@ -282,3 +282,31 @@ def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeyp
     run = finetune(FinetuneConfig(data="digits", out=str(tmp_path / "run"), **{**TINY, "epochs": 1}))
     assert run.load_card().dataset["path"] == str(image_folder.resolve())
     assert "--head-epochs 1 >= --epochs 1: the body never learns" in capsys.readouterr().err
+
+
+def test_one_image_per_class_trains_on_all_and_says_it_cannot_validate(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", per_class=1, classes=3)
+    run = finetune(FinetuneConfig(data=str(data), out=str(tmp_path / "run"), **TINY))
+    card = run.load_card()
+    assert card.dataset["sizes"] == {"train": 3, "val": 0, "test": 0} and card.complete["finetune"]
+    assert card.metrics["torch"]["test_top1"] is None and card.training["best_epoch"] == 2, "the last epoch kept"
+    err = capsys.readouterr().err
+    assert "cannot validate: it trains all 2 epochs on every image, keeps the last epoch" in err
+
+
+def test_early_stopping_ends_the_run_when_validation_stops_improving(image_folder, tmp_path, monkeypatch):
+    from edgetransfer import finetune as module
+
+    real, scripted = module.score, iter([(0.9, 0.5), (0.8, 0.6), (0.7, 0.7)])
+
+    def predict(model, samples, *args, **kwargs):
+        accuracy, predictions, loss = real(model, samples, *args, **kwargs)
+        accuracy, loss = next(scripted, (accuracy, loss))
+        return accuracy, predictions, loss
+
+    monkeypatch.setattr(module, "score", predict)
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "run"), patience=1, **{**TINY, "epochs": 4})
+    card = finetune(config).load_card()
+    assert [h["epoch"] for h in card.training["history"]] == [1, 2] and card.training["best_epoch"] == 1
+    assert card.training["stopped"].startswith("early stopping")
+    assert len(card.training["images_per_s"]) == 2 and all(v > 0 for v in card.training["images_per_s"])
