@@ -21,7 +21,7 @@ from edgetransfer.passes.openvino import OpenVinoConfig, OpenVinoInt8, OpenVinoI
 from edgetransfer.passes.tensorrt import TensorRTCalibration, require_tensorrt
 from edgetransfer.quantize import Int8Config
 from edgetransfer.rundir import (
-    BENCH_REPORTS,
+    MEASURED,
     ONNX_FP16,
     ONNX_FP32,
     ONNX_INT8,
@@ -133,7 +133,7 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
         if old not in records:
             _remove(run.path / old)
     run.save_card(dataclasses.replace(card, artifacts={**card.artifacts, **records}))
-    stale = [name for name in BENCH_REPORTS if (run.path / name).exists()]
+    stale = [name for name in MEASURED if (run.path / name).exists()]
     for name in stale:  # they measured the models this export replaced
         _remove(run.path / name)
     if stale:

@@ -33,6 +33,8 @@ TENSORRT_DIR = "tensorrt"
 BENCH_JSON = "bench.json"
 SPLITS_FILE = "splits.json"  # the exact train/val/test files a run used, with their sha256
 BENCH_REPORTS = (BENCH_JSON, "bench.csv", "bench.md", "bench.html")  # what a bench writes beside the models
+EXPLAIN_JSON = "explain.json"  # what 'edgetransfer explain' writes
+MEASURED = (*BENCH_REPORTS, EXPLAIN_JSON)  # reports of the models: stale once an export replaces them
 
 
 def _umask() -> int:

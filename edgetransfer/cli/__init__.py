@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from edgetransfer.cli.bench import bench
+from edgetransfer.cli.explain import explain
 from edgetransfer.cli.export import export
 from edgetransfer.cli.finetune import finetune
 from edgetransfer.cli.models import models
@@ -22,6 +23,7 @@ app.command()(pipeline)
 app.command()(finetune)
 app.command()(export)
 app.command()(bench)
+app.command()(explain)
 app.command()(predict)
 app.command()(models)
 app.command()(search)

@@ -1,0 +1,34 @@
+"""edgetransfer explain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgetransfer.cli._common import friendly_errors
+from edgetransfer.explain import ExplainConfig  # the defaults below are the library's own
+
+
+@friendly_errors
+def explain(
+    run: Annotated[Path, typer.Argument(help="Run directory with exported models ('edgetransfer export').")],
+    threads: Annotated[int, typer.Option(help="Intra-op threads for the profiles.")] = ExplainConfig.threads,
+    runs: Annotated[int, typer.Option(help="Timed inferences per model after warm-up.")] = ExplainConfig.runs,
+    images: Annotated[
+        int, typer.Option(help="Validation images for the per-layer int8 error (SQNR).")
+    ] = ExplainConfig.images,
+) -> None:
+    """Why is my int8 slow or wrong: time per op type, which layers run in int8, what quantize/dequantize and
+    reorders cost, the CPU's instruction set, and each layer's int8 error; writes RUN/explain.json."""
+    from edgetransfer import console
+    from edgetransfer.explain import EXPLAIN_JSON
+    from edgetransfer.explain import explain as run_explain
+    from edgetransfer.rundir import RunDir
+
+    found = RunDir.open(run)
+    doc = run_explain(found, ExplainConfig(threads=threads, runs=runs, images=images))
+    for line in doc["verdict"]:
+        console.out.print(f"- {line}")
+    console.err.print(f"detail: {found.file(EXPLAIN_JSON)}")

@@ -1,0 +1,304 @@
+"""Why is my int8 slow or wrong: for each exported model of a run, where the time goes (ONNX Runtime's profiler,
+OpenVINO's per-layer performance counters), which layers really execute in int8 and what the Quantize /
+Dequantize / Reorder nodes cost, the CPU's instruction set and what it implies, and the per-layer int8 error
+(SQNR against fp32). A short verdict in plain words; the detail in ``explain.json``.
+
+Every figure is measured here, in one process, on the run's own validation images; ratios are of medians measured
+in the same run (the machine's noise hits both models alike). An engine that cannot profile a model is said, and
+the rest is still reported.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetransfer import console
+from edgetransfer.errors import EdgeTransferError, UsageError
+from edgetransfer.rundir import EXPLAIN_JSON, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, RunDir, atomic_write_text
+
+INT8_ORT_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul")
+QDQ_ORT_OPS = ("QuantizeLinear", "DequantizeLinear")
+LAYOUT_ORT_OPS = ("Transpose", "ReorderInput", "ReorderOutput")
+COMPUTE_ORT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+COMPUTE_OV_TYPES = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile")
+WORST_LAYERS = 5
+LOW_SQNR_DB = 15.0  # below this an activation keeps less than ~5 bits of signal: a layer to suspect
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    threads: int = 1  # one core: int8's gain is clearest and the timing steadiest
+    runs: int = 30  # timed inferences per model after warm-up
+    images: int = 8  # validation images for the per-layer error
+
+    def validate(self) -> None:
+        for name, value, top in (("--threads", self.threads, 256), ("--runs", self.runs, 10_000)):
+            if not 1 <= value <= top:
+                raise UsageError(f"{name} must be 1..{top}, not {value}")
+        if not 1 <= self.images <= 256:
+            raise UsageError(f"--images must be 1..256, not {self.images}")
+
+
+def cpu_features() -> dict[str, Any]:
+    """The CPU's model name and the instruction-set flags that decide int8 and bf16 speed (Linux /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {"model": None, "flags": {}, "note": "no /proc/cpuinfo here: instruction set unknown"}
+    flags = set()
+    model = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and not flags:
+            flags = set(value.split())
+        elif key.strip() == "model name" and model is None:
+            model = value.strip()
+    return {"model": model, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
+
+
+def implications(cpu: dict[str, Any]) -> list[str]:
+    """What the CPU's instruction set means for int8 and fp32, in plain words."""
+    flags = cpu.get("flags") or {}
+    said = []
+    if flags.get("amx_int8"):
+        said.append("AMX int8 tiles: int8 matrix math can run several times faster than fp32")
+    elif flags.get("avx512_vnni") or flags.get("avx_vnni"):
+        said.append("VNNI: int8 dot products in one instruction, so int8 convolutions can run ~2-4x faster than fp32")
+    elif flags.get("avx2"):
+        said.append("no VNNI: int8 convolutions run on AVX2 and gain little over fp32; int8 may even be slower")
+    else:
+        said.append("no AVX2: expect little or no int8 speed-up on this CPU")
+    if flags.get("avx512_bf16") or flags.get("amx_bf16"):
+        said.append(
+            "bf16 in hardware: OpenVINO runs 'fp32' models in bf16 by default here, so its fp32 baseline is "
+            "already fast and int8 gains less against it"
+        )
+    return said
+
+
+def _median_ms(run, feed, runs: int) -> float:
+    for _ in range(3):
+        run(feed)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run(feed)
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times))
+
+
+def ort_profile(path: Path, image: np.ndarray, config: ExplainConfig) -> dict[str, Any]:
+    """Median latency and kernel time per op type of one model in ONNX Runtime on the CPU (its profiler)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads, options.inter_op_num_threads = config.threads, 1
+        plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = plain.get_inputs()[0].name
+        latency = _median_ms(lambda feed: plain.run(None, feed), {name: image}, config.runs)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for _ in range(config.runs):
+            session.run(None, {name: image})
+        events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
+    by_op: collections.Counter[str] = collections.Counter()
+    nodes: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            by_op[op] += event["dur"]
+            nodes[event["name"][: -len("_kernel_time")]] = op
+    return {
+        "median_ms": latency,
+        **_shares(by_op, config.runs),
+        "int8_layers": sum(1 for op in nodes.values() if op in INT8_ORT_OPS),
+        "float_layers": sorted(node for node, op in nodes.items() if op in COMPUTE_ORT_OPS),
+        "qdq_share": _share(by_op, QDQ_ORT_OPS),
+        "layout_share": _share(by_op, LAYOUT_ORT_OPS),
+    }
+
+
+def openvino_profile(path: Path, image: np.ndarray, config: ExplainConfig) -> dict[str, Any]:
+    """Median latency, time per layer type and the precision each layer really executes in (OpenVINO's
+    per-layer performance counters, CPU plugin, its default precision)."""
+    import openvino as ov
+
+    core = ov.Core()
+    settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": config.threads}
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {**settings, "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    latency = _median_ms(lambda feed: request.infer(feed), {0: image}, config.runs)
+    by_type: collections.Counter[str] = collections.Counter()
+    precision: dict[str, str] = {}
+    for _ in range(config.runs):
+        request.infer({0: image})
+        for layer in request.profiling_info:
+            if layer.status == layer.Status.EXECUTED:
+                by_type[layer.node_type] += layer.real_time.total_seconds() * 1e6
+                if layer.node_type.startswith(COMPUTE_OV_TYPES):
+                    precision[layer.node_name] = layer.exec_type.rsplit("_", 1)[-1].lower()
+    counts = collections.Counter(precision.values())
+    return {
+        "median_ms": latency,
+        **_shares(by_type, config.runs),
+        "layers_by_precision": dict(counts),
+        "float_layers": sorted(name for name, p in precision.items() if p != "i8"),
+        "int8_layers": counts.get("i8", 0),
+        "qdq_share": _share(by_type, ("FakeQuantize",)),
+        "layout_share": _share(by_type, ("Reorder", "Transpose")),
+    }
+
+
+def _shares(times: collections.Counter[str], runs: int) -> dict[str, Any]:
+    total = sum(times.values()) or 1.0
+    ops = {op: {"us_per_run": t / runs, "share": t / total} for op, t in times.most_common()}
+    return {"kernel_ms_per_run": total / runs / 1000, "by_op": ops}
+
+
+def _share(times: collections.Counter[str], prefixes: tuple[str, ...]) -> float:
+    total = sum(times.values()) or 1.0
+    return sum(t for op, t in times.items() if op.startswith(prefixes)) / total
+
+
+def layer_sqnr(fp32: Path, int8: Path, images: np.ndarray) -> list[dict[str, Any]]:
+    """Signal-to-quantization-noise ratio (dB) of every activation the int8 QDQ model quantizes, against the same
+    tensor in the fp32 model, on ``images``; the worst first. (Errors accumulate: a layer's figure includes
+    what the layers before it lost.)"""
+    import onnx
+    import onnxruntime as ort
+
+    reference, quantized = onnx.load(str(fp32)), onnx.load(str(int8))
+    made_by = {out: node for node in reference.graph.node for out in node.output}
+    q_made_by = {out: node for node in quantized.graph.node for out in node.output}
+    pairs = []
+    for node in quantized.graph.node:
+        source = q_made_by.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if source is not None and source.op_type == "QuantizeLinear" and source.input[0] in made_by:
+            tensor = source.input[0]
+            pairs.append((made_by[tensor].name, made_by[tensor].op_type, tensor, node.output[0]))
+    if not pairs:
+        return []
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # QDQ simulated exactly
+
+    def outputs(model, names: list[str]) -> dict[str, np.ndarray]:
+        have = {o.name for o in model.graph.output}
+        model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in dict.fromkeys(names) if n not in have)
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: images}
+        return dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
+
+    a, b = outputs(reference, [p[2] for p in pairs]), outputs(quantized, [p[3] for p in pairs])
+    found = []
+    for name, op, tensor, dequantized in pairs:
+        signal, noise = float(np.sum(a[tensor] ** 2)), float(np.sum((a[tensor] - b[dequantized]) ** 2))
+        sqnr = math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+        found.append({"layer": name, "op": op, "sqnr_db": sqnr})
+    return sorted(found, key=lambda item: item["sqnr_db"])
+
+
+def explain(run: RunDir, config: ExplainConfig = ExplainConfig()) -> dict[str, Any]:
+    """Profile the run's fp32 and int8 models in ONNX Runtime and OpenVINO; write and return ``explain.json``."""
+    config.validate()
+    if not any(run.file(name).is_file() for name in (ONNX_FP32, OV_FP32)):
+        raise UsageError(f"{run.path} has no exported model to explain: run 'edgetransfer export {run.path}' first")
+    with run.lock("explain"):
+        return _explain(run, config)
+
+
+def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
+    from edgetransfer.evaluation import Decoded
+
+    card = run.load_card()
+    splits = run.load_splits(card)
+    samples = (splits.val or splits.test or splits.train)[: config.images]
+    images = Decoded(samples, card.preprocessing)
+    batch = next(images.batches(len(images)))[0]
+    one = batch[:1]
+    doc: dict[str, Any] = {"cpu": cpu_features(), "settings": {**config.__dict__}, "engines": {}}
+    doc["cpu"]["implies"] = implications(doc["cpu"])
+    engines = (("onnxruntime", ort_profile, ONNX_FP32, ONNX_INT8), ("openvino", openvino_profile, OV_FP32, OV_INT8))
+    with console.err.status("profiling the models...") as status:
+        for engine, profile, fp32_name, int8_name in engines:
+            found: dict[str, Any] = {}
+            for variant, name in (("fp32", fp32_name), ("int8", int8_name)):
+                status.update(f"profiling {name} in {engine}...")
+                found[variant] = _profiled(run, name, lambda path, fn=profile: fn(path, one, config))
+            if "median_ms" in found["fp32"] and "median_ms" in found["int8"]:
+                found["int8_latency_ratio"] = found["int8"]["median_ms"] / found["fp32"]["median_ms"]
+            doc["engines"][engine] = found
+        if run.file(ONNX_FP32).is_file() and run.file(ONNX_INT8).is_file():
+            status.update("measuring the int8 error of each layer...")
+            doc["sqnr"] = _profiled(
+                run, ONNX_INT8, lambda path: {"layers": layer_sqnr(run.file(ONNX_FP32), path, batch)}
+            )
+    doc["verdict"] = verdict(doc)
+    atomic_write_text(run.file(EXPLAIN_JSON), json.dumps(doc, indent=2, default=str) + "\n")
+    return doc
+
+
+def _profiled(run: RunDir, name: str, measure) -> dict[str, Any]:
+    """``measure(path)``, or why it could not be: the file is missing, or the engine cannot read or run it."""
+    path = run.file(name)
+    if not path.is_file():
+        return {"skipped": f"{name} is not in the run (export it first)"}
+    try:
+        return measure(path)
+    except ImportError as exc:
+        return {"skipped": f"{exc.name or 'the engine'} is not installed"}
+    except (EdgeTransferError, RuntimeError, ValueError, OSError) as exc:
+        return {"error": f"cannot profile {name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"}
+
+
+def verdict(doc: dict[str, Any]) -> list[str]:
+    """A few sentences a person can act on."""
+    said = []
+    for engine, found in doc["engines"].items():
+        int8 = found.get("int8", {})
+        for variant in ("fp32", "int8"):
+            problem = found.get(variant, {}).get("error") or found.get(variant, {}).get("skipped")
+            if problem:
+                said.append(f"{engine} {variant}: {problem}")
+        ratio = found.get("int8_latency_ratio")
+        if ratio is None:
+            continue
+        layers = int8["int8_layers"] + len(int8["float_layers"])
+        speed = "faster than" if ratio < 0.8 else "no real gain over" if ratio <= 1.05 else "SLOWER than"
+        threads = doc["settings"]["threads"]
+        line = (
+            f"{engine}: int8 is {ratio:.2f}x fp32's median latency ({speed} fp32) at {threads} "
+            f"thread{'s' if threads > 1 else ''}; {int8['int8_layers']} of {layers} compute layers run in int8; "
+            f"quantize/dequantize nodes take {int8['qdq_share']:.0%} of its time, "
+            f"layout reorders {int8['layout_share']:.0%}"
+        )
+        if int8["float_layers"]:
+            shown = ", ".join(int8["float_layers"][:3])
+            line += f"; in float: {shown}{' ...' if len(int8['float_layers']) > 3 else ''}"
+        said.append(line)
+    said.extend(f"this CPU: {text}" for text in doc["cpu"].get("implies", []))
+    layers = (doc.get("sqnr") or {}).get("layers") or []
+    low = [item for item in layers if item["sqnr_db"] < LOW_SQNR_DB]
+    if layers:
+        worst = ", ".join(f"{item['layer']} ({item['sqnr_db']:.1f} dB)" for item in layers[:3])
+        advice = (
+            f"{len(low)} activation(s) under {LOW_SQNR_DB:.0f} dB: if int8 loses accuracy, keep these in float "
+            "or try --calib-method entropy"
+            if low
+            else f"every activation keeps at least {LOW_SQNR_DB:.0f} dB"
+        )
+        said.append(f"int8 error (SQNR vs fp32, worst first): {worst}; {advice}")
+    return said

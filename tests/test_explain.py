@@ -1,0 +1,72 @@
+"""edgetransfer explain: where the time goes, which layers run in int8, each layer's int8 error."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from edgetransfer.cli import app
+from edgetransfer.explain import ExplainConfig, explain, implications
+from edgetransfer.rundir import RunDir
+
+FAST = ExplainConfig(runs=3, images=4)
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    return RunDir.open(tmp_path / "run")
+
+
+def test_explain_profiles_both_engines_and_measures_each_layers_error(run_copy):
+    doc = explain(run_copy, FAST)
+    ort = doc["engines"]["onnxruntime"]
+    assert ort["int8"]["int8_layers"] > 0 and not ort["int8"]["float_layers"]  # every conv quantized
+    assert ort["fp32"]["int8_layers"] == 0 and ort["fp32"]["float_layers"]
+    assert "QLinearConv" in ort["int8"]["by_op"] and "Conv" in ort["fp32"]["by_op"]
+    assert ort["int8_latency_ratio"] > 0 and math.isfinite(ort["int8_latency_ratio"])
+    ov = doc["engines"]["openvino"]
+    assert ov["int8"]["layers_by_precision"].get("i8", 0) > 0 and "i8" not in ov["fp32"]["layers_by_precision"]
+    layers = doc["sqnr"]["layers"]
+    assert layers and all(a["sqnr_db"] <= b["sqnr_db"] for a, b in zip(layers, layers[1:], strict=False))  # worst first
+    assert any(line.startswith("onnxruntime: int8 is ") for line in doc["verdict"])
+    assert json.loads(run_copy.file("explain.json").read_text())["verdict"] == doc["verdict"]
+
+
+def test_an_engine_that_cannot_profile_a_model_is_said_and_the_rest_reported(run_copy):
+    run_copy.file("openvino/model.int8.xml").write_text("<net>not an IR</net>")
+    run_copy.file("model.int8.onnx").unlink()
+    doc = explain(run_copy, FAST)
+    assert "cannot profile openvino/model.int8.xml" in doc["engines"]["openvino"]["int8"]["error"]
+    assert "model.int8.onnx is not in the run" in doc["engines"]["onnxruntime"]["int8"]["skipped"]
+    assert doc["engines"]["openvino"]["fp32"]["median_ms"] > 0 and "sqnr" not in doc
+    assert any("cannot profile openvino/model.int8.xml" in line for line in doc["verdict"])
+
+
+def test_what_the_instruction_set_implies():
+    vnni = implications({"flags": {"avx2": True, "avx512_vnni": True}})
+    assert "VNNI" in vnni[0] and len(vnni) == 1
+    old = implications({"flags": {"avx2": True}})
+    assert "no VNNI" in old[0] and "slower" in old[0]
+    bf16 = implications({"flags": {"avx512_vnni": True, "avx512_bf16": True}})
+    assert "bf16" in bf16[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [(["--threads", "0"], "--threads must be 1..256"), (["--images", "999"], "--images")]
+)
+def test_bad_settings_are_one_line(run_copy, args, message):
+    result = CliRunner().invoke(app, ["explain", str(run_copy.path), *args])
+    assert result.exit_code == 2 and message in result.stderr
+    assert not run_copy.file("explain.json").exists()
+
+
+def test_a_run_without_exported_models_is_told_to_export_first(run_copy):
+    for name in ("model.onnx", "model.int8.onnx", "openvino/model.xml"):
+        run_copy.file(name).unlink()
+    result = CliRunner().invoke(app, ["explain", str(run_copy.path)])
+    assert result.exit_code == 2 and "has no exported model to explain: run 'edgetransfer export" in result.stderr
