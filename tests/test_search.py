@@ -364,3 +364,18 @@ def test_mlflow_logs_each_trial(tmp_path):
     runs = mlflow.search_runs(experiment_names=["edgetransfer-search-demo"], output_format="list")
     assert len(runs) == 1 and runs[0].data.params["backbone"] == "mobilenet_v2"
     assert runs[0].data.metrics["val_top1"] == 0.9 and runs[0].data.tags["state"] == "complete"
+
+
+def test_the_defaults_candidate_is_tried_first(tmp_path):
+    """The first trial is what finetune + export make by default (MobileNetV2, the size from the images, static int8),
+    so the pick is measured against it in the same search."""
+    from edgetransfer.data import load_splits
+    from edgetransfer.search.study import _default_candidate
+    from edgetransfer.search.trial import Candidate
+
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"))
+    splits = load_splits(data)
+    assert _default_candidate(config, build_space(config), splits) == Candidate("mobilenet_v2", 96, "static")
+    narrow = SearchConfig(data=str(data), out="o", sizes=(32,))
+    assert _default_candidate(narrow, build_space(narrow), splits) is None  # not in the space: nothing forced

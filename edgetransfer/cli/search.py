@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -10,6 +11,15 @@ from edgetransfer.cli._common import friendly_errors, split_list
 from edgetransfer.cli.finetune import DATA_HELP
 
 CANDIDATES = "Candidates"
+
+
+def _default(name: str):
+    """An option's default: SearchConfig's own, never a copy."""
+    from edgetransfer.search.config import SearchConfig
+
+    return next(f.default for f in dataclasses.fields(SearchConfig) if f.name == name)
+
+
 STUDY = "Study and workers"
 
 
@@ -30,7 +40,7 @@ def search(
     data: Annotated[str | None, typer.Option(help=DATA_HELP, show_default="the study's (--worker, --resume)")] = None,
     profile: Annotated[
         str, typer.Option(help="Deployment profile with the latency budget: camera, vehicle, server or a .toml file.")
-    ] = "camera",
+    ] = _default("profile"),
     time_budget: Annotated[
         str | None, typer.Option(help="Stop starting trials after this long: 2h, 30m, 90s.", show_default="none")
     ] = None,
@@ -66,7 +76,7 @@ def search(
         typer.Option(
             help="Seconds between a worker's heartbeats; a trial silent for 6 of them is failed.", rich_help_panel=STUDY
         ),
-    ] = 10,
+    ] = _default("heartbeat"),
     backbones: Annotated[
         str | None,
         typer.Option(
@@ -91,20 +101,24 @@ def search(
             rich_help_panel=CANDIDATES,
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per trial.", rich_help_panel=CANDIDATES)] = 5,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.", rich_help_panel=CANDIDATES)] = 32,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per trial.", rich_help_panel=CANDIDATES)] = _default(
+        "epochs"
+    ),
+    batch_size: Annotated[int, typer.Option(help="Training batch size.", rich_help_panel=CANDIDATES)] = _default(
+        "batch_size"
+    ),
     pruner: Annotated[
         str, typer.Option(help="Stop hopeless trials early: median, halving or none.", rich_help_panel=CANDIDATES)
-    ] = "median",
+    ] = _default("pruner"),
     backend: Annotated[
         str, typer.Option(help="Where latency is measured: ort-cpu or openvino-cpu.", rich_help_panel=CANDIDATES)
-    ] = "ort-cpu",
+    ] = _default("backend"),
     min_time: Annotated[
         float | None,
         typer.Option(help="Bench seconds per model.", show_default="the profile's or 1.0", rich_help_panel=CANDIDATES),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split, the training and the sampler.")] = 0,
-    device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the split, the training and the sampler.")] = _default("seed"),
+    device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = _default("device"),
 ) -> None:
     """Find the most accurate model within the profile's latency budget: backbone x input size x int8 method, each
     trial an ordinary run (finetune -> export -> bench); the Pareto front, the pick and every trial."""

@@ -56,9 +56,9 @@ def search(config: SearchConfig) -> SearchResult:
         return _Search(config, out, log).lead()
 
 
-def _check_new(config: SearchConfig, out: Path) -> str:
+def _check_new(config: SearchConfig, out: Path):
     """A new search: the output folder is new or empty and apart from the data; the data can be split. Returns the
-    data folder (the built-in digits resolved)."""
+    data folder (the built-in digits resolved) and its splits."""
     from edgetransfer.builtin_data import resolve_data
     from edgetransfer.data import load_splits
     from edgetransfer.finetune_config import check_splits
@@ -74,8 +74,9 @@ def _check_new(config: SearchConfig, out: Path) -> str:
     given = Path(data).expanduser().resolve()
     if given.is_relative_to(where) or where.is_relative_to(given):
         raise UsageError(f"--out {config.out} and --data {config.data} overlap; choose an --out outside the data")
-    check_splits(load_splits(data, seed=config.seed))
-    return str(given)
+    splits = load_splits(data, seed=config.seed)
+    check_splits(splits)
+    return str(given), splits
 
 
 def _died(trial) -> bool:
@@ -83,6 +84,19 @@ def _died(trial) -> bool:
     return trial.state.name == "FAIL" and (
         "error" not in trial.user_attrs or "died mid-trial" in trial.user_attrs["error"]
     )
+
+
+def _default_candidate(config: SearchConfig, space: Space, splits) -> Candidate | None:
+    """The candidate the commands' defaults make (their backbone, the size from the images, static int8), when it is
+    in the space: tried first, so the pick is measured against it in the same search."""
+    from edgetransfer import backbones
+    from edgetransfer.finetune_config import FinetuneConfig, choose_size
+
+    defaults = FinetuneConfig(data=config.data, out=config.out, seed=config.seed)
+    if defaults.backbone not in space.sizes or "static" not in space.int8_methods:
+        return None
+    size = choose_size(defaults, backbones.get(defaults.backbone), splits)[0]
+    return Candidate(defaults.backbone, size, "static") if size in space.sizes[defaults.backbone] else None
 
 
 class _Search:
@@ -97,13 +111,14 @@ class _Search:
     def lead(self) -> SearchResult:
         config, out = self.config, self.out
         if not config.resume:
-            data = _check_new(config, out)
+            data, splits = _check_new(config, out)
             space = build_space(config)
+            first = _default_candidate(config, space, splits)
         made = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
             storage = open_storage(config.storage_url(), heartbeat=config.heartbeat)
-            study = self._load(storage) if config.resume else self._create(storage, data, space)
+            study = self._load(storage) if config.resume else self._create(storage, data, space, first)
         except BaseException:
             if made:
                 shutil.rmtree(out, ignore_errors=True)  # nothing half-made stays behind
@@ -125,7 +140,7 @@ class _Search:
         study = self._load(open_storage(self.config.storage_url(), heartbeat=self.config.heartbeat))
         return self._run(study, fail_dead_trials(study))
 
-    def _create(self, storage, data: str, space: Space):
+    def _create(self, storage, data: str, space: Space, first: Candidate | None):
         sampler, pruner = self._sampler(space), self._pruner()
         name = self.study_name
         try:
@@ -142,6 +157,8 @@ class _Search:
             study.set_user_attr(key, value)
         self.config = replace(self.config, data=data)
         self.space = space
+        if first is not None:  # the first trial: what 'edgetransfer finetune' + 'export' would make by default
+            study.enqueue_trial({"backbone": first.backbone, f"size_{first.backbone}": first.size, "int8": first.int8})
         console.err.print(f"search {name}: {space.describe()}; storage {self._where()}")
         return study
 

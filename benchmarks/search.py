@@ -1,0 +1,167 @@
+"""The search's pick against the default fine-tune, under the camera profile on this machine.
+
+    .venv/bin/python benchmarks/search.py /tmp/search-bench            # digits and 3 photo classes
+    .venv/bin/python benchmarks/search.py /tmp/search-bench --sets digits --budget-factor 10
+
+For each set: ``finetune`` with its defaults (MobileNetV2, input size from the images) and ``export`` (static int8),
+timed; then ``edgetransfer search`` (the default candidates: every offline backbone, sizes on the stride grid,
+static and dynamic int8) with ``--time-budget`` = budget-factor x the default fine-tune's wall time (trials started
+before the budget ends are finished, so the search may run past it; its wall time is reported). Finally the pick's
+int8 model and the default's are benched alternately, 3 times each (the median p50 of each), with test top-1 from
+their cards: the test split is read here, for this final comparison only. Writes RESULTS/search.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+ALTERNATIONS = 3  # benches of each model, alternating
+
+
+def make_set(name: str, root: Path) -> str:
+    if name == "digits":
+        return "digits"
+    if name == "tiny":  # generated patterns: a check of this script, not a benchmark
+        from edgetransfer.builtin_data import write_pattern_folder
+
+        return str(write_pattern_folder(root / "tiny", per_class=8, classes=3, seed=0))
+    if name == "photos3":
+        from datasets import photo_crops
+
+        return str(photo_crops(root / "photos3", classes=3, per_class=60, seed=1))
+    raise SystemExit(f"unknown set {name}")
+
+
+def one_set(name: str, root: Path, factor: float) -> dict:
+    from edgetransfer.bench import make_config
+    from edgetransfer.bench.command import run_command
+    from edgetransfer.bench.profiles import load_profile
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.finetune import FinetuneConfig, finetune
+    from edgetransfer.rundir import RunDir
+    from edgetransfer.search import SearchConfig, search
+
+    data = make_set(name, root)
+    started = time.perf_counter()
+    default = finetune(FinetuneConfig(data=data, out=str(root / f"{name}-default"), overwrite=True))
+    finetune_s = time.perf_counter() - started
+    export(default, ExportConfig(openvino=False))
+    default_s = time.perf_counter() - started
+    started = time.perf_counter()
+    result = search(SearchConfig(data=data, out=str(root / f"{name}-search"), time_budget=factor * finetune_s))
+    search_s = time.perf_counter() - started
+    pick = result.document["recommended"]
+    row = next(r for r in result.rows if r["number"] == pick) if pick is not None else None
+    counts = result.document["counts"]
+    repeats = sum(r["same_as"] is not None for r in result.rows)
+    out = {
+        "set": name,
+        "default_finetune_s": finetune_s,
+        "default_finetune_export_s": default_s,
+        "search_s": search_s,
+        "search_in_default_finetunes": search_s / finetune_s,
+        "budget": result.document["budget"],
+        "trials": counts,
+        "repeats": repeats,
+        "pick": row,
+        "pareto": [r for r in result.rows if r["number"] in result.document["pareto"]],
+    }
+    if row is None:
+        return out
+    camera = load_profile("camera")
+    config = make_config({"backends": ("ort-cpu",), "variants": ("int8",), "accuracy": False}, profile=camera)
+    runs = {"default": default, "pick": RunDir(Path(row["run"]))}
+    p50: dict[str, list[float]] = {"default": [], "pick": []}
+    for _ in range(ALTERNATIONS):  # A B A B ...: a change in the machine's load hits both alike
+        for who, run in runs.items():
+            doc = run_command(run, config, out_dir=root / "bench" / f"{name}-{who}").document
+            p50[who].append(doc["results"][0]["latency"][0]["p50_ms"])
+    card_pick = runs["pick"].load_card()
+    card_default = default.load_card()
+    out["side_by_side"] = {
+        "pick": {
+            "candidate": f"{row['backbone']} {row['size']}px {row['int8']}",
+            "p50_ms": statistics.median(p50["pick"]),
+            "p50_ms_each": p50["pick"],
+            "val_top1": row["val_top1"],
+            "test_top1": card_pick.metrics["onnx_int8"]["test_top1"],
+        },
+        "default": {
+            "candidate": f"mobilenet_v2 {card_default.preprocessing.crop}px static",
+            "p50_ms": statistics.median(p50["default"]),
+            "p50_ms_each": p50["default"],
+            "val_top1": card_default.metrics["onnx_int8"]["val_top1"],
+            "test_top1": card_default.metrics["onnx_int8"]["test_top1"],
+        },
+    }
+    return out
+
+
+def markdown(results: list[dict], factor: float) -> str:
+    lines = [
+        "# search: the pick vs the default fine-tune (camera profile, this machine)",
+        "",
+        "`.venv/bin/python benchmarks/search.py ROOT` on the project's 2-core VM (shared with other jobs: times are",
+        f"noisy). Search time budget: {factor:g} x the default fine-tune's wall time. Latencies: ONNX Runtime int8, 1",
+        "thread, batch 1, the two models benched alternately 3 times each (median p50). The search decided on",
+        "validation; test top-1 is read for this table only.",
+        "",
+        "| set | model | input, int8 | val top-1 | test top-1 | p50 ms | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s = r.get("side_by_side")
+        if not s:
+            lines.append(f"| {r['set']} | (no pick) | | | | | |")
+            continue
+        ratio = s["default"]["p50_ms"] / s["pick"]["p50_ms"]
+        for who in ("default", "pick"):
+            m = s[who]
+            lines.append(
+                f"| {r['set']} | {who} | {m['candidate']} | {100 * m['val_top1']:.2f}% | {100 * m['test_top1']:.2f}% "
+                f"| {m['p50_ms']:.3f} | {'' if who == 'default' else f'{ratio:.2f}x'} |"
+            )
+    lines += [
+        "",
+        "| set | default fine-tune | search wall | in default fine-tunes | trials: done / pruned / failed | repeats |",
+    ]
+    lines += ["|---|---|---|---|---|---|"]
+    for r in results:
+        c = r["trials"]
+        lines.append(
+            f"| {r['set']} | {r['default_finetune_s']:.0f} s | {r['search_s']:.0f} s | "
+            f"{r['search_in_default_finetunes']:.1f} | {c['done']} / {c['pruned']} / {c['failed']} | {r['repeats']} |"
+        )
+    for r in results:
+        lines += ["", f"Pareto front, {r['set']} (validation top-1 vs {r['budget']['key']}):", ""]
+        lines += ["| # | candidate | val top-1 | latency ms |", "|---|---|---|---|"]
+        for p in r["pareto"]:
+            lines.append(
+                f"| {p['number']} | {p['backbone']} {p['size']}px {p['int8']} | {100 * p['val_top1']:.2f}% "
+                f"| {p['latency_ms']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--sets", default="digits,photos3")
+    parser.add_argument("--budget-factor", type=float, default=9.0)
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    args.root.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.sets.split(","):
+        results.append(one_set(name, args.root, args.budget_factor))
+        (args.results / "search.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        (args.results / "search.md").write_text(markdown(results, args.budget_factor))
+    print(markdown(results, args.budget_factor))
+
+
+if __name__ == "__main__":
+    main()
