@@ -74,6 +74,16 @@ def _junk(card):
     card["training"]["junk"] = "x" * 1_100_000
 
 
+def _targets(text):
+    def build(tmp, run, image, data):
+        targets = _write(tmp, "targets.toml", text) if text is not None else _fifo(tmp, "targets.toml")
+        return ["bench", _copy(run, tmp), *FAST, "--on", "pi", "--targets", targets]
+
+    return build
+
+
+TARGET = '[[target]]\nname = "pi"\nhost = "192.168.1.5"\n'
+
 # label -> (how to build the command line from (tmp, run, image, data), a fragment of the one error line)
 FILE_CASES = {
     "recipe: unknown key": (_recipe("epochz = 3\n"), "recipe.toml: unknown key 'epochz'; did you mean 'epochs'?"),
@@ -184,6 +194,10 @@ FILE_CASES = {
         _onnx_card(lambda c: c.update(backbone=3)),
         "m.onnx: backbone: expected a string, got 3",
     ),
+    "targets.toml: misspelt key": (_targets(TARGET + "prot = 2222\n"), "did you mean 'port'?"),
+    "targets.toml: port 70000": (_targets(TARGET + "port = 70000\n"), "target[0].port: expected <= 65535, got 70000"),
+    "targets.toml: a string for threads": (_targets(TARGET + 'threads = "4"\n'), "target[0].threads: expected a whole"),
+    "targets.toml: a FIFO": (_targets(None), "targets.toml is not a regular file"),
 }
 
 
