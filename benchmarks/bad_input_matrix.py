@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("EDGETRANSFER_OFFLINE", "1")
 
 from conftest import make_folder  # noqa: E402
+from test_bad_files import FILE_CASES  # noqa: E402
 from test_bad_input import BAD_OPTIONS, DATA_CASES, TAMPERED, Evil, _tampered_checkpoint, build_data  # noqa: E402
 from test_hostile_bench import (  # noqa: E402
     BAD_BASELINES,
@@ -164,6 +165,18 @@ def hostile_bench_rows(tmp: Path, good: Path, run) -> list[str]:
     return rows
 
 
+def file_rows(tmp: Path, good: Path, run) -> list[str]:
+    """The cases of issue 14: inputs that arrive in a file (recipes, profiles, baselines, targets, cards in card.json
+    and inside model files, FIFOs and devices), each checked by its schema where it is read."""
+    rows = []
+    image = good / "class0" / "000.png"
+    for number, (label, (build, _)) in enumerate(FILE_CASES.items()):
+        work = tmp / f"file-case-{number}"
+        work.mkdir()
+        rows.append(row(label, build(work, run.path, image, good), "#14"))
+    return rows
+
+
 def main() -> None:
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.finetune import FinetuneConfig, finetune
@@ -208,6 +221,7 @@ def main() -> None:
         rows.append(row("baseline of another schema", ["bench", run.path, "--baseline", baseline]))
         rows += hostile_rows(tmp, good, run)
         rows += hostile_bench_rows(tmp, good, run)
+        rows += file_rows(tmp, good, run)
     print("\n".join(rows))
 
 
