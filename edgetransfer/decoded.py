@@ -55,8 +55,16 @@ class Decoded:
     """``samples`` at the training size: in memory as one (N, crop, crop, 3) uint8 array when it fits under
     ``limit_mb``, else decoded again for every batch (``cached`` says which)."""
 
-    def __init__(self, samples: tuple[Sample, ...], pre: Preprocessing, *, name: str = "", limit_mb: int | None = None):
-        self.samples, self.pre = tuple(samples), pre
+    def __init__(
+        self,
+        samples: tuple[Sample, ...],
+        pre: Preprocessing,
+        *,
+        name: str = "",
+        limit_mb: int | None = None,
+        workers: int = 0,
+    ):
+        self.samples, self.pre, self.workers = tuple(samples), pre, workers
         self.nbytes = len(self.samples) * pre.crop * pre.crop * 3
         limit = CACHE_LIMIT_MB if limit_mb is None else limit_mb
         self.cached = self.nbytes <= limit * 2**20
@@ -65,15 +73,26 @@ class Decoded:
             self.pixels = np.empty((len(self.samples), pre.crop, pre.crop, 3), np.uint8)
             with console.progress() as bar:
                 task = bar.add_task(f"decoding {name or 'images'} once at {pre.crop} px", total=len(self.samples))
-                for i, sample in enumerate(self.samples):
-                    self.pixels[i] = decode(sample.path, pre)
-                    bar.update(task, advance=1, status="")
+                for start in range(0, len(self.samples), 64):
+                    indices = range(start, min(start + 64, len(self.samples)))
+                    self.pixels[start : indices.stop] = self._decode(indices)
+                    bar.update(task, advance=len(indices), status="")
         elif self.samples:
             console.err.print(
                 f"[yellow]note: the {name or 'images'} ({len(self.samples)} at {pre.crop} px, "
                 f"{self.nbytes / 2**20:.0f} MB decoded) exceed the {limit} MB cache (EDGETRANSFER_CACHE_MB); "
                 "decoding them again every epoch[/]"
             )
+
+    def _decode(self, indices) -> np.ndarray:
+        """The images at ``indices`` decoded from their files, on ``workers`` threads (Pillow releases the GIL)."""
+        paths = [self.samples[int(i)].path for i in indices]
+        if self.workers > 0 and len(paths) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.workers) as pool:
+                return np.stack(list(pool.map(lambda path: decode(path, self.pre), paths)))
+        return np.stack([decode(path, self.pre) for path in paths])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -90,7 +109,7 @@ class Decoded:
         if self.pixels is not None:
             array = self.pixels[np.asarray(indices, dtype=np.int64)]
         else:
-            array = np.stack([decode(self.samples[int(i)].path, self.pre) for i in indices])
+            array = self._decode(indices)
         return torch.from_numpy(array).permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: channels-last
 
 

@@ -146,8 +146,8 @@ class _Trainer:
             ddp = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[dist.local_rank] if device == "cuda" else None, find_unused_parameters=True
             )
-        train = Decoded(self.splits.train, pre, name="training images")  # decoded and resized once
-        self.val = Decoded(self.splits.val, pre, name="validation images")
+        train = Decoded(self.splits.train, pre, name="training images", workers=config.workers)  # decoded once
+        self.val = Decoded(self.splits.val, pre, name="validation images", workers=config.workers)
         if dist.main and self.card is None:
             record = self.splits.record()
             atomic_write_text(self.out / SPLITS_FILE, json.dumps(record) + "\n")

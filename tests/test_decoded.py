@@ -65,6 +65,8 @@ def test_past_the_cache_bound_images_stream_with_a_note(tmp_path, capsys):
     assert cached.cached and not streamed.cached and streamed.pixels is None
     assert "exceed the 0 MB cache" in capsys.readouterr().err
     assert torch.equal(cached.uint8([0, 2]), streamed.uint8([0, 2]))
+    threaded = Decoded(splits.train, pre, limit_mb=0, workers=2)  # --workers: decoding threads
+    assert torch.equal(threaded.uint8([0, 1, 2]), cached.uint8([0, 1, 2]))
     assert cached.uint8([0, 1]).is_contiguous(memory_format=torch.channels_last)
 
 

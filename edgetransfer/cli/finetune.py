@@ -93,14 +93,22 @@ def finetune(
         ),
     ] = None,
     hflip: Annotated[
-        bool | None, typer.Option(help="Random horizontal flips (not for text or digits).", show_default="no-hflip")
+        bool | None,
+        typer.Option(
+            help="Random horizontal flips (--no-hflip for text, digits or anything not mirror-symmetric).",
+            show_default="hflip" if FinetuneConfig.__dataclass_fields__["hflip"].default else "no-hflip",
+        ),
     ] = None,
     balanced: Annotated[
         str | None,
         typer.Option(help="Class-balanced sampling: auto (skew >= 3:1), on, off.", show_default=_default("balanced")),
     ] = None,
     patience: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs without a better val top-1.")
+        int | None,
+        typer.Option(
+            help="Stop after this many epochs without a better val top-1 (ties: lower val loss).",
+            show_default=_default("patience"),
+        ),
     ] = None,
     time_budget: Annotated[
         float | None, typer.Option(help="Seconds of training at most (epochs are re-planned).")
@@ -112,10 +120,16 @@ def finetune(
         str | None, typer.Option(help="auto (a GPU when present), cpu or cuda.", show_default=_default("device"))
     ] = None,
     amp: Annotated[
-        str | None, typer.Option(help="GPU mixed precision: auto, bf16, fp16, off.", show_default=_default("amp"))
+        str | None,
+        typer.Option(
+            help="Mixed precision: auto (bf16 on a GPU that has it, else fp16; bf16 on a CPU with AVX-512 BF16 or "
+            "AMX; float32 elsewhere), bf16, fp16 (GPU), off.",
+            show_default=_default("amp"),
+        ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="DataLoader worker processes.", show_default=_default("workers"))
+        int | None,
+        typer.Option(help="Threads decoding the images (0: the training thread).", show_default=_default("workers")),
     ] = None,
     adapt_bn: Annotated[
         Path | None, typer.Option(help="Unlabelled target-domain images: re-estimate BatchNorm statistics (AdaBN).")
