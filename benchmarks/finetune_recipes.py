@@ -120,6 +120,40 @@ def run_hand(data: Path, size: int, seed: int) -> dict:
     return {**record, "wall_seconds": wall, "cpu_seconds": cpu}
 
 
+def camera(samples, labels, root: Path, seed: int) -> Path:
+    """``samples`` as a cheap camera at night sees them (blurred, dark, noisy), as ``root/<class>/`` images."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    for sample in samples:
+        img = Image.open(sample.path).convert("RGB")
+        pixels = np.asarray(img.filter(ImageFilter.GaussianBlur(1.2)), np.float32) * 0.35 + 10
+        pixels += rng.normal(0, 18, pixels.shape)
+        folder = root / labels[sample.label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / (sample.path.stem + ".png"))
+    return root
+
+
+def adaptation(data: Path, work: Path, size: int) -> dict:
+    """Fine-tune with the defaults, then AdaBN + self-training on the shifted test images (unlabelled), guarded
+    and measured on the shifted validation images: the card's adaptation record."""
+    from edgetransfer.data import load_splits
+
+    splits = load_splits(data, seed=0)
+    target = camera(splits.test, splits.labels, work / "shifted-test", 1)
+    target_val = camera(splits.val, splits.labels, work / "shifted-val", 2)
+    flags = ["--adapt-bn", str(target), "--unlabeled", str(target), "--target-val", str(target_val)]
+    result = run_ours(data, work / "run", size, 0, flags)
+    card = json.loads((work / "run" / "card.json").read_text())
+    return {
+        **card["training"]["adaptation"],
+        "clean_test_top1_after": result["test_top1"],
+        "wall": result["wall_seconds"],
+    }
+
+
 def _mean(values) -> float:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else float("nan")
@@ -194,13 +228,28 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--fp32-check", action="store_true", help="also the default recipe with --amp off, seed 0")
+    parser.add_argument("--fp32-sets", default="", help="sets where the default recipe also runs with --amp off")
+    parser.add_argument("--hand-sets", default="all", help="sets where the hand loop runs (all, or names)")
+    parser.add_argument("--no-default", action="store_true", help="run only the --variant arms (and the hand loop)")
+    parser.add_argument("--merge", type=Path, nargs="*", help="write one report from these results .json files")
+    parser.add_argument("--adaptation", default="", help="comma-separated sets: re-measure AdaBN + self-training")
     parser.add_argument("--variant", action="append", default=[], help="NAME=--flag,value,... an extra arm")
     parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()) / "edgetransfer-suite")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/finetune_recipes.md"))
     args = parser.parse_args()
     if args.hand:
         args.json.write_text(json.dumps(hand_loop(args.hand, args.size, args.seed)))
+        return
+    if args.merge:
+        from edgetransfer.machine import machine_info
+
+        raw = {}
+        for path in args.merge:
+            for name, arms in json.loads(path.read_text()).items():
+                raw[name] = {**raw.get(name, {}), **arms} if isinstance(arms, dict) else arms
+        info = machine_info()
+        args.out.write_text(report(raw, args, f"{info['cpu']}, {info['cores']} cores"))
+        print(args.out.read_text())
         return
     from datasets import SUITE, make_suite
 
@@ -211,21 +260,42 @@ def main() -> None:
     names = [n for n in SUITE if (args.half == "all" or SUITE[n][1] == args.half)]
     names = [n for n in names if not args.sets or n in args.sets.split(",")]
     sets = make_suite(args.data_root, names=names)
-    variants = {"default": []}
+    variants = {} if args.no_default else {"default": []}
     for spec in args.variant:
         label, _, flags = spec.partition("=")
         variants[label] = [f for f in flags.split(",") if f]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.adaptation:
+        adapt_sets = make_suite(args.data_root, names=args.adaptation.split(","))
+        lines = [
+            "| set | target val: source-only | after AdaBN | after self-training | clean test after | wall s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, data in adapt_sets.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                r = adaptation(data, Path(tmp), args.size)
+            lines.append(
+                f"| {name} | {100 * r['target_val_top1_source_only']:.1f}% | {100 * r['target_val_top1_adabn']:.1f}% "
+                f"| {100 * r.get('target_val_top1_final', float('nan')):.1f}% "
+                f"| {100 * r['clean_test_top1_after']:.1f}% | {r['wall']:.0f} |"
+            )
+            print(lines[-1], flush=True)
+            args.out.write_text("\n".join(lines) + "\n")
+        return
     raw: dict = {"_load": f"{os.getloadavg()[0]:.1f}"}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            raw[name] = {"hand": [], **{v: [] for v in variants}}
-            if args.fp32_check:
-                raw[name]["default, --amp off"] = []
+            with_hand = args.hand_sets == "all" or name in args.hand_sets.split(",")
+            fp32 = name in args.fp32_sets.split(",")
+            raw[name] = {**({"hand": []} if with_hand else {}), **{v: [] for v in variants}}
+            base = "default" if "default" in variants else next(iter(variants))
+            if fp32:
+                raw[name][f"{base}, --amp off"] = []
             for seed in seeds:
-                arms = [("hand", None), *variants.items()]
-                if args.fp32_check and seed == seeds[0]:
-                    arms.append(("default, --amp off", ["--amp", "off"]))
+                arms = [("hand", None)] if with_hand else []
+                arms += list(variants.items())
+                if fp32 and seed == seeds[0]:
+                    arms.append((f"{base}, --amp off", [*variants[base], "--amp", "off"]))
                 if seed % 2:
                     arms.reverse()  # alternate which arm goes first
                 for arm, flags in arms:
