@@ -77,8 +77,6 @@ def hostile_rows(tmp: Path, good: Path, run) -> list[str]:
             new,
         )
     )
-    few = make_folder(tmp / "few", per_class=3)
-    rows.append(row("3 images per class (no validation split)", ["finetune", "--data", few, "--out", tmp / "x"], new))
     one = tmp / "one-target"
     one.mkdir()
     shutil.copy(good / "class0" / "000.png", one)

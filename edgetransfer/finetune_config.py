@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from edgetransfer.card import ModelCard
 from edgetransfer.data import AUGMENTATIONS, Splits, median_shorter_side
 from edgetransfer.errors import DataError, RunDirError, UsageError
 from edgetransfer.rundir import CARD, RunDir
-from edgetransfer.schemas import dataclass_schema, read_toml, validate
+from edgetransfer.schemas import Schema, dataclass_schema, read_toml, validate
 from edgetransfer.training import AMP_MODES, STRATEGIES
 
 RESUME_STATE = "resume.pt"  # the last finished epoch: optimizer, scheduler, history
@@ -112,21 +112,22 @@ def recipe_schema():
     return dataclass_schema(FinetuneConfig, "Recipe", constraints=CONSTRAINTS, partial=True)
 
 
+@functools.cache
+def recipe_table_schema():
+    """A recipe that holds its options in a ``[finetune]`` table (and nothing beside it)."""
+    return create_model("RecipeFile", __base__=Schema, finetune=(recipe_schema(), ...))
+
+
 def load_recipe(path: Path | str) -> dict[str, Any]:
     """Options from a TOML recipe (``key = value`` with FinetuneConfig's names, at the top or under
     ``[finetune]``), checked against :func:`recipe_schema`: a wrong type, an unknown key, a value out of range is
     one line naming the file and the key."""
     path = Path(path)
     recipe = read_toml(path, what="recipe", error=UsageError)
-    if "finetune" in recipe and isinstance(recipe["finetune"], dict):
-        others = sorted(set(recipe) - {"finetune"})
-        if others:
-            raise UsageError(f"{path}: unknown key {others[0]!r} beside [finetune] (put every option in the table)")
-        recipe, source = recipe["finetune"], f"{path} [finetune]"
-    else:
-        source = str(path)
-    checked = validate(recipe_schema(), recipe, source, error=UsageError)
-    return checked.model_dump(include=set(recipe))
+    if "finetune" in recipe and isinstance(recipe["finetune"], dict):  # the options in a [finetune] table
+        checked = validate(recipe_table_schema(), recipe, str(path), error=UsageError).finetune
+        return checked.model_dump(include=set(recipe["finetune"]))
+    return validate(recipe_schema(), recipe, str(path), error=UsageError).model_dump(include=set(recipe))
 
 
 def resume_options(out: Path | str) -> dict[str, Any]:

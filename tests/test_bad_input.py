@@ -242,17 +242,6 @@ def test_a_recipe_value_of_the_wrong_type(tmp_path, image_folder):
     )
 
 
-def test_too_few_images_for_a_validation_split(tmp_path):
-    data = make_folder(tmp_path / "data", per_class=3)
-    run_bad(
-        ["finetune", "--data", data, "--out", tmp_path / "run", "--size", 32],
-        2,
-        "too few to split; each class needs at least 4 images",
-        tmp_path,
-    )
-    assert not (tmp_path / "run").exists()
-
-
 def test_a_folder_layout_without_test_images(tmp_path):
     data = tmp_path / "data"
     for split in ("train", "val"):
