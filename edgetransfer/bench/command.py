@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class Outcome:
     gate: GateResult | None = None
     written: list[Path] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # why the exit code is not 0
+    devices: list = field(default_factory=list)  # bench --on: a remote.DeviceOutcome per device
 
     @property
     def exit_code(self) -> int:
@@ -31,6 +33,7 @@ class Outcome:
             codes.append(self.gate.exit_code)
         if self.document["failed"]:
             codes.append(2)
+        codes += [device.exit_code for device in self.devices]
         if self.document.get("profile") and not _any_passes(self.document):
             codes.append(1)
         return 2 if 2 in codes else max(codes)
@@ -126,10 +129,12 @@ def run_command(
     baseline_name: str | None = None,
     save_baseline: Path | None = None,
     out_dir: Path | None = None,
+    devices: Callable[[], list] | None = None,
 ) -> Outcome:
     """Measure ``run`` (comparing with ``baseline`` and/or a reference backend when ``gate`` is given), write
     bench.json and the CSV/Markdown/HTML reports into ``out_dir`` (default: the run), and save a baseline. Where the
-    files would go is checked first, before anything is measured."""
+    files would go is checked first, before anything is measured. ``devices`` (``bench --on``) measures on the
+    devices after this machine; their outcomes land in ``document["devices"]``."""
     config.validate()
     check_outputs(run, out_dir, save_baseline)
     if gate is not None and gate.reference() is not None:
@@ -140,7 +145,11 @@ def run_command(
         document, result = check(run, config, gate, baseline, baseline_name=baseline_name)
     else:
         document, result = bench(run, config, write=False), None
-    outcome = Outcome(document, result, write_reports(document, Path(out_dir) if out_dir else run.path, result))
+    found = devices() if devices is not None else []
+    if found:
+        document["devices"] = [device.entry() for device in found]
+    written = write_reports(document, Path(out_dir) if out_dir else run.path, result)
+    outcome = Outcome(document, result, written, devices=found)
     if save_baseline is not None:
         baseline_doc = {**document, "gate": None}
         save_document(baseline_doc, Path(save_baseline))

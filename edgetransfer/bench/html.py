@@ -8,7 +8,7 @@ import io
 from edgetransfer.bench.gate import GateResult
 from edgetransfer.bench.gate_text import gate_lines
 from edgetransfer.bench.profiles import budget_line, recommendation_line
-from edgetransfer.bench.report import COLUMNS, _cell, filled, measured, noisy, rows, title
+from edgetransfer.bench.report import COLUMNS, _cell, device_gates, device_lines, filled, measured, noisy, rows, title
 
 MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
 CSS = """
@@ -161,7 +161,8 @@ def distribution_plot(document: dict, batch: int) -> str:
     for r, whose in every:
         lat = next(lat for lat in r["latency"] if lat["batch"] == batch)
         data.append(lat["samples_ms"])
-        labels.append(f"{r['backend']} {r['variant']}" + (" (reference run)" if whose == "reference" else ""))
+        where = f" on {whose}" if whose not in (None, "this", "here", "reference") else ""
+        labels.append(f"{r['backend']} {r['variant']}" + (" (reference run)" if whose == "reference" else "") + where)
     colors = _colors([r["backend"] for r in results])
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(data) + 1.4))
     box = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=False, patch_artist=True, widths=0.6)
@@ -249,14 +250,15 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
     rec = document.get("recommendation")
     if rec:
         parts.append(f"<p class=rec><b>{e(recommendation_line(rec))}</b></p>")
-    if gate is not None:
+    gates = ([("", gate)] if gate is not None else []) + [(f" on {name}", g) for name, g in device_gates(document)]
+    for where, result in gates:
         lines = []
-        for line in gate_lines(gate):
+        for line in gate_lines(result):
             css = "fail" if line.lstrip().startswith(("SLOWER", "gate: FAIL")) else ""
             css = css or ("warn" if "warning:" in line or "cannot compare" in line else "")
             css = css or ("pass" if line.startswith("gate: pass") else "")
             lines.append(f"<span class='line {css}'>{e(line)}</span>")
-        parts.append(f"<h2>Regression gate</h2><pre class=gate>{''.join(lines)}</pre>")
+        parts.append(f"<h2>Regression gate{e(where)}</h2><pre class=gate>{''.join(lines)}</pre>")
     parts += ["<h2>Results</h2>", _table(document), _list(noisy(document), "warn")]
     parts += ["<h2>Plots</h2>", _plots(document)]
     if document.get("profile"):
@@ -288,5 +290,8 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
     }
     parts.append("<h2>Machine and method</h2><dl>")
     parts += [f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in facts.items()]
-    parts.append("</dl></body></html>")
+    parts.append("</dl>")
+    if document.get("devices"):
+        parts += ["<h2>Devices (bench --on)</h2>", _list(device_lines(document))]
+    parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -34,10 +34,54 @@ COLUMNS = (  # (header, key of a row from rows(), format)
 
 def measured(document: dict) -> list[tuple[dict, str | None]]:
     """Every result with whose it is: "reference" for a reference run's (measured alongside, --reference-run),
-    "this" for the run's beside them, None for the run's when there is no reference run."""
+    "this" for the run's beside them, None for the run's when there is no reference run; with devices
+    (``bench --on``), "here" for this machine's and the device's name for each device's."""
     reference = (document.get("reference") or {}).get("results", [])
-    mine = "this" if reference else None
-    return [(r, mine) for r in document["results"]] + [(r, "reference") for r in reference]
+    devices = [d for d in document.get("devices") or [] if d.get("document")]
+    mine = "here" if devices else "this" if reference else None
+    out = [(r, mine) for r in document["results"]] + [(r, "reference") for r in reference]
+    for device in devices:
+        out += [(r, device["target"]) for r in device["document"]["results"]]
+        theirs = (device["document"].get("reference") or {}).get("results", [])
+        out += [(r, f"{device['target']} reference") for r in theirs]
+    return out
+
+
+def device_lines(document: dict) -> list[str]:
+    """A line per device of ``bench --on``: its CPU, architecture, instruction-set extensions, cores, OS and
+    library versions (and the target's notes), or why it was not measured."""
+    lines = []
+    for d in document.get("devices") or []:
+        name = d["target"] if d["target"] == d["address"] else f"{d['target']} ({d['address']})"
+        if d.get("error"):
+            lines.append(f"device {name}: NOT MEASURED: {d['error']}")
+            continue
+        info, versions = d.get("device") or {}, d["document"]["versions"]
+        shown = ", ".join(
+            f"{k} {v}" for k, v in versions.items() if k not in ("onnxruntime_providers", "openvino_build")
+        )
+        isa = ", ".join(info.get("isa") or []) or "none listed"
+        notes = f"; notes: {d['notes']}" if d.get("notes") else ""
+        lines.append(
+            f"device {name}: {info.get('cpu')}, {info.get('arch')} ({isa}), {info.get('cores')} cores, "
+            f"{info.get('os')} ({info.get('kernel')}); {shown}{notes}"
+        )
+    return lines
+
+
+def device_gates(document: dict) -> list[tuple[str, GateResult]]:
+    """The gate's result on each device (``bench --on`` with a gate), rebuilt from the document."""
+    from edgetransfer.bench.gate import Row
+
+    found = []
+    for d in document.get("devices") or []:
+        gate = (d.get("document") or {}).get("gate")
+        if gate:
+            rows = [Row(**{**r, "confirm": tuple(r["confirm"]) if r.get("confirm") else None}) for r in gate["rows"]]
+            result = GateResult(gate["mode"], gate["max_regression"], gate["level"], rows, gate["problems"])
+            result.warnings, result.baseline = gate["warnings"], gate["baseline"]
+            found.append((d["target"], result))
+    return found
 
 
 def rows(document: dict) -> list[dict]:
@@ -124,6 +168,7 @@ def noisy(document: dict) -> list[str]:
             problem = noise_problem(lat)
             if problem:
                 name = f"{r['backend']} {r['variant']}" + (" (reference run)" if whose == "reference" else "")
+                name += f" on {whose}" if whose not in (None, "this", "here", "reference") else ""
                 lines.append(f"noisy: {name} batch {lat['batch']}: {problem}")
     if lines:
         lines.append(
@@ -168,6 +213,7 @@ def to_markdown(document: dict, gate: GateResult | None = None) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "onnxruntime_providers") + ".",
         "",
     ]
+    lines += [f"- {line}" for line in device_lines(document)] + ([""] if document.get("devices") else [])
     data = rows(document)
     columns = filled(COLUMNS, data)
     lines += [
@@ -181,4 +227,6 @@ def to_markdown(document: dict, gate: GateResult | None = None) -> str:
         lines += ["", *[f"- {line.strip()}" for line in extra]]
     if gate is not None:
         lines += ["", "```", *gate_lines(gate), "```"]
+    for name, result in device_gates(document):
+        lines += ["", f"On {name}:", "```", *gate_lines(result), "```"]
     return "\n".join(lines) + "\n"

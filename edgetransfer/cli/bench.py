@@ -13,6 +13,7 @@ from edgetransfer.cli._common import friendly_errors, split_list
 
 GATE = "Regression gate"
 MEASURE = "Measurement"
+DEVICES = "On devices (SSH)"
 
 
 @friendly_errors
@@ -139,6 +140,48 @@ def bench(
             rich_help_panel=GATE,
         ),
     ] = True,
+    on: Annotated[
+        str | None,
+        typer.Option(
+            help="Also measure on these devices, over SSH: ssh://user@host[:port] or names from the targets file, "
+            "comma-separated. Models, images and a runtime-only wheel are copied (checked by sha256); torch-free "
+            "backends only. See docs/remote.md.",
+            rich_help_panel=DEVICES,
+        ),
+    ] = None,
+    targets: Annotated[
+        Path | None,
+        typer.Option(help="targets.toml naming the devices.", show_default="./targets.toml", rich_help_panel=DEVICES),
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option(
+            help="Wheels of the runtime's dependencies for devices without internet (pip download -d DIR).",
+            rich_help_panel=DEVICES,
+        ),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            help="The device's Python, used as it is (it must have the runtime's packages).",
+            show_default="a venv made with python3",
+            rich_help_panel=DEVICES,
+        ),
+    ] = None,
+    remote_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder on the device.", show_default="~/.cache/edgetransfer/remote", rich_help_panel=DEVICES
+        ),
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Accept only the host keys in this file.",
+            show_default="first seen keys recorded in RUN/known_hosts",
+            rich_help_panel=DEVICES,
+        ),
+    ] = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -160,7 +203,7 @@ def bench(
     from edgetransfer.bench.gate import GateConfig
     from edgetransfer.bench.gate_text import gate_lines
     from edgetransfer.bench.profiles import budget_line, load_profile, recommendation_line
-    from edgetransfer.bench.report import noisy, table
+    from edgetransfer.bench.report import device_gates, device_lines, noisy, table
     from edgetransfer.bench.schema import load_document
     from edgetransfer.errors import UsageError
     from edgetransfer.rundir import RunDir
@@ -195,8 +238,27 @@ def bench(
         "reference_run": str(reference_run) if reference_run else None,
     }
     config = make_config(explicit, profile=load_profile(profile) if profile else None, baseline=base)
+    devices = None
+    if on is not None:
+        from edgetransfer.bench.remote import bench_devices, plan_devices
+
+        found = plan_devices(on, target, targets=targets, python=python, known_hosts=known_hosts, wheelhouse=wheelhouse)
+
+        def devices():
+            return bench_devices(
+                target, config, found, gate=gate, baseline=base, baseline_name=str(baseline) if baseline else None,
+                wheelhouse=wheelhouse, remote_dir=remote_dir,
+            )  # fmt: skip
+
     outcome = run_command(
-        target, config, gate=gate, baseline=base, baseline_name=str(baseline), save_baseline=save_baseline, out_dir=out
+        target,
+        config,
+        gate=gate,
+        baseline=base,
+        baseline_name=str(baseline),
+        save_baseline=save_baseline,
+        out_dir=out,
+        devices=devices,
     )
     document = outcome.document
     shown = console.err if as_json else console.out  # with --json, stdout holds the document alone
@@ -216,7 +278,16 @@ def bench(
         shown.print(recommendation_line(document["recommendation"]))
     if outcome.gate is not None:
         shown.print("\n".join(gate_lines(outcome.gate)), markup=False)
+    for line in device_lines(document):
+        shown.print(line, markup=False)
+    for name, result in device_gates(document):
+        shown.print(f"on {name}:\n" + "\n".join(gate_lines(result)), markup=False)
     shown.print("wrote " + ", ".join(str(p) for p in outcome.written), markup=False)
+    for device in outcome.devices:
+        if device.error:
+            where = device.device.label
+            where += "" if where == device.device.address else f" ({device.device.address})"
+            print(f"error: {where}: {device.error}", file=sys.stderr)
     if as_json:
         sys.stdout.write(json.dumps(document, indent=1) + "\n")
         sys.stdout.flush()

@@ -1,0 +1,372 @@
+"""``bench --on``: measure a run's models on devices reached over SSH, beside the local measurement.
+
+For each device: probe it (architecture, Python, free space), copy what it lacks (a runtime-only wheel of this
+edgetransfer, ``--wheelhouse`` wheels, the model files and the accuracy images, each checked by sha256 and skipped
+when already there, each landing through a staging folder), install the runtime (a venv, or the target's own
+``python`` used as it is), then run the same measuring code as a local bench there
+(:mod:`~edgetransfer.bench.remote_worker`), each model in a fresh process, with the torch-free backends. A device
+that fails is one line and exit 2; the others are still measured and reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import tarfile
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetransfer import console
+from edgetransfer.bench import remote_worker
+from edgetransfer.bench.config import VARIANTS, BenchConfig
+from edgetransfer.bench.gate import GateConfig, GateResult, check
+from edgetransfer.bench.schema import validate_document
+from edgetransfer.bench.targets import Device, DeviceError, Ssh, check_wheelhouse, quote, runtime_wheel
+from edgetransfer.errors import EdgeTransferError
+from edgetransfer.rundir import CARD, RunDir, sha256_file
+
+RUNTIME_MODULES = ("numpy", "onnxruntime", "PIL", "pydantic", "typer", "rich")
+MIN_PYTHON = (3, 10)
+INSTALL_FACTOR = 4  # an installed venv takes about this many times its wheels' bytes (measured: 194 MB from 55)
+PROBE = r"""
+root={root}
+mkdir -p "$root" 2>/dev/null
+echo "arch=$(uname -m)"
+echo "root=$(cd "$root" 2>/dev/null && pwd)"
+echo "free_kb=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {{print $4}}')"
+if command -v {python} >/dev/null 2>&1; then
+  echo "python=$(command -v {python})"
+  {python} -c 'import sys; print("version=%d.%d.%d" % sys.version_info[:3]); print("tag=cp%d%d" % sys.version_info[:2])'
+fi
+test -x "$root/envs/{env}/bin/python" && echo venv=ready
+test -f "$root/lib/{lib}/edgetransfer/__init__.py" && echo lib=ready
+exit 0
+"""
+
+
+@dataclass
+class DeviceOutcome:
+    """What one device gave: its bench document (and gate result), or why it could not be measured."""
+
+    device: Device
+    document: dict | None = None
+    gate: GateResult | None = None
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.error or self.document is None or self.document["failed"]:
+            return 2
+        return self.gate.exit_code if self.gate else 0
+
+    def entry(self) -> dict:
+        """The device in ``bench.json["devices"]``."""
+        document = dict(self.document) if self.document else None
+        info = document.pop("device", None) if document else None
+        return {
+            "target": self.device.label,
+            "address": self.device.address,
+            "notes": self.device.target.notes,
+            "device": info,
+            "document": document,
+            "error": self.error,
+        }
+
+
+class DeviceBench:
+    """One device, prepared once (:meth:`prepare`), then measured as often as the gate asks (:meth:`measure`)."""
+
+    def __init__(self, device: Device, ssh: Ssh, *, wheel: Path, wheelhouse: Path | None, remote_dir: str | None):
+        self.device, self.ssh, self.wheel, self.wheelhouse = device, ssh, wheel, wheelhouse
+        self.remote_dir = remote_dir
+        self.python = device.target.python
+        self.wheel_sha = sha256_file(wheel)
+        self.env = hashlib.sha256(json.dumps([self.wheel_sha, self.python]).encode()).hexdigest()[:16]
+        self.runs: dict[str, str] = {}  # local run path -> its copy on the device
+        self.data: str | None = None
+        self.backends: dict[str, str | None] = {}
+
+    @property
+    def label(self) -> str:
+        return self.device.label
+
+    def _probe(self) -> dict[str, str]:
+        root = quote(self.remote_dir) if self.remote_dir else '"${XDG_CACHE_HOME:-$HOME/.cache}/edgetransfer/remote"'
+        script = PROBE.format(root=root, python=quote(self.python), env=self.env, lib=self.wheel_sha[:16])
+        out = self.ssh.run(script, what="the probe", timeout=60)
+        found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        if not found.get("root"):
+            raise DeviceError(f"cannot make the folder {self.remote_dir or '~/.cache/edgetransfer/remote'} there")
+        if not found.get("python"):
+            raise DeviceError(f"no Python on the device: {self.python} not found (install Python 3.10 or later)")
+        version = tuple(int(x) for x in found.get("version", "0.0.0").split("."))
+        if version[:2] < MIN_PYTHON:
+            raise DeviceError(f"{found['python']} on the device is Python {found.get('version')}; 3.10 or later needed")
+        return found
+
+    def _python_cmd(self) -> str:
+        """The interpreter that runs edgetransfer there (with the unpacked wheel first on its path)."""
+        if self.device.python_given:
+            return f"PYTHONPATH={quote(self.root + '/lib/' + self.wheel_sha[:16])} {quote(self.python)}"
+        return quote(f"{self.root}/envs/{self.env}/bin/python")
+
+    def _agent(self, *args: str, stdin=None, what: str) -> str:
+        """Run an operation of remote_worker's standard-library part with the device's own python."""
+        source = Path(remote_worker.__file__).read_text()
+        return self.ssh.run(f"{quote(self.python)} -c {quote(source)} {quote(*args)}", stdin=stdin, what=what)
+
+    def prepare(self, run: RunDir, config: BenchConfig, samples: tuple = ()) -> None:
+        """Probe the device, install the runtime, copy the models and images it lacks: then :meth:`measure` runs."""
+        found = self._probe()
+        self.root = found["root"]
+        venv = not self.device.python_given
+        ready = found.get("venv" if venv else "lib")
+        if venv and self.wheelhouse and ready != "ready":
+            check_wheelhouse(self.wheelhouse, found["arch"], found.get("tag", "cp3"), self.label)
+        if not venv:
+            self._check_modules()
+        if ready != "ready":
+            wheels = [self.wheel] + (sorted(Path(self.wheelhouse).glob("*.whl")) if venv and self.wheelhouse else [])
+            files = {f"{self.root}/wheels": {p.name: p for p in wheels}}
+            factor = INSTALL_FACTOR if venv else 1
+            self._send(files, int(found.get("free_kb") or 0) * 1024, sum(p.stat().st_size for p in wheels) * factor)
+            if venv:
+                self._make_venv()
+            else:
+                lib = f"{self.root}/lib/{self.wheel_sha[:16]}"
+                self._agent("unpack", f"{self.root}/wheels/{self.wheel.name}", lib, what="unpacking the runtime")
+        answer = self._worker("probe")
+        self.info, self.backends = answer["device"], answer["backends"]
+        chosen, _ = self._backends(config.backends)
+        self._send(self._copies(run, config, samples, chosen), answer["free_bytes"], 0)
+
+    def _send(self, copies: dict[str, dict[str, Path]], free: int, extra: int) -> None:
+        """Copy to each folder on the device the files it lacks (by sha256), if they (and ``extra`` bytes) fit."""
+        manifests = {dest: {rel: sha256_file(p) for rel, p in files.items()} for dest, files in copies.items()}
+        missing = json.loads(self._agent("have", json.dumps(manifests), what="checking what is there"))
+        need = extra + sum(copies[dest][rel].stat().st_size for dest, rels in missing.items() for rel in rels)
+        if free and free < need:
+            raise DeviceError(
+                f"the device's disk is full: {free / 1e6:.1f} MB free in {self.root}, about {need / 1e6:.0f} MB "
+                "needed; free some space there or give --remote-dir on a larger disk"
+            )
+        for dest, rels in missing.items():
+            if rels:
+                self._upload(dest, {r: manifests[dest][r] for r in rels}, copies[dest])
+
+    def _check_modules(self) -> None:
+        code = f"import importlib.util as u; print(','.join(m for m in {RUNTIME_MODULES!r} if not u.find_spec(m)))"
+        lacking = self.ssh.run(f"{quote(self.python)} -c {quote(code)}", what="checking the python").strip()
+        if lacking:
+            names = lacking.replace("PIL", "pillow").replace(",", ", ")
+            raise DeviceError(
+                f"{self.python} on the device lacks {names}: install them there (pip install {names.replace(',', '')}"
+                "), or leave python out of the target so that a venv is made"
+            )
+
+    def _copies(self, run: RunDir, config: BenchConfig, samples: tuple, backends: list[str]) -> dict:
+        """Per folder on the device, the local file of each relative path it must hold: each run's card and the
+        files of the chosen backends (the reference run's too), and the accuracy images."""
+        copies = {}
+        runs = [run] + ([RunDir(Path(config.reference_run))] if config.reference_run else [])
+        for one in runs:
+            dest = f"{self.root}/runs/{sha256_file(one.file(CARD))[:16]}"
+            self.runs[str(one.path)] = dest
+            files = {CARD: one.file(CARD)}
+            for rel in model_files(config, backends):
+                if one.file(rel).is_file():
+                    files[rel] = one.file(rel)
+                    if rel.endswith(".xml") and one.file(rel).with_suffix(".bin").is_file():
+                        files[rel[:-4] + ".bin"] = one.file(rel).with_suffix(".bin")
+            copies[dest] = files
+        if samples:
+            labels = run.load_card().labels
+            files = {f"{labels[s.label]}/{i:05d}-{Path(s.path).name}": Path(s.path) for i, s in enumerate(samples)}
+            digest = hashlib.sha256(json.dumps(sorted((k, sha256_file(p)) for k, p in files.items())).encode())
+            self.data = f"{self.root}/data/{digest.hexdigest()[:16]}"
+            copies[self.data] = files
+        return copies
+
+    def _upload(self, dest: str, manifest: dict[str, str], files: dict[str, Path]) -> None:
+        with tempfile.TemporaryFile() as buffer:
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for rel in manifest:
+                    tar.add(files[rel], arcname=rel)
+            buffer.seek(0)
+            self._agent("put", dest, json.dumps(manifest), stdin=buffer, what=f"copying {len(manifest)} file(s)")
+
+    def _make_venv(self) -> None:
+        final, stage = f"{self.root}/envs/{self.env}", f"{self.root}/envs/{self.env}.partial-$$"
+        index = f"--no-index --find-links {quote(self.root + '/wheels')}" if self.wheelhouse else ""
+        script = (
+            f'mkdir -p {quote(self.root)}/envs && {quote(self.python)} -m venv "{stage}" && '
+            f'"{stage}/bin/python" -m pip install -q --no-compile --disable-pip-version-check {index} '
+            f'{quote(self.root + "/wheels/" + self.wheel.name)} 1>&2 && mv "{stage}" {quote(final)} '
+            f'|| {{ status=$?; rm -rf "{stage}"; exit $status; }}'
+        )
+        self.ssh.run(script, what="installing the runtime in a venv", timeout=1800)
+
+    def _worker(self, op: str, request: dict | None = None) -> dict:
+        """Run the installed worker; its answer (the line after MARK). Its stderr is shown as it comes."""
+        command = self.ssh.command(
+            f"cd {quote(self.root)} && {self._python_cmd()} -m edgetransfer.bench.remote_worker {op}"
+        )
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        tail: list[str] = []
+
+        def relay() -> None:
+            for raw in process.stderr:
+                line = raw.decode(errors="replace").rstrip()
+                if line.strip():
+                    tail.append(line)
+                    if op == "bench":
+                        console.err.print(f"[{self.label}] {line}", markup=False, highlight=False)
+
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
+        try:
+            if request is not None:
+                process.stdin.write((json.dumps(request) + "\n").encode())
+                process.stdin.flush()
+            out = process.stdout.read().decode(errors="replace")
+            code = process.wait()
+        except BrokenPipeError:
+            out, code = "", process.wait()
+        finally:
+            reader.join(10)
+            process.stdin.close()
+        answer = next(
+            (line[len(remote_worker.MARK) :] for line in out.splitlines() if line.startswith(remote_worker.MARK)), None
+        )
+        if answer is None:
+            what = "the bench" if op == "bench" else "starting edgetransfer there"
+            raise DeviceError(self.ssh.explain(code, "\n".join(tail[-5:]), what, started=op == "bench"))
+        parsed = json.loads(answer)
+        if parsed.get("error"):
+            raise DeviceError(parsed["error"])
+        return parsed
+
+    def measure(self, run: RunDir, config: BenchConfig, *, write: bool = False) -> dict:
+        """The device's bench document of ``run`` (the gate's ``measure``): the same settings, the device's
+        torch-free backends, its copy of the models and images."""
+        chosen, unavailable = self._backends(config.backends)
+        settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "profile"}
+        settings.update(backends=chosen, reference_run=None, data=self.data if config.accuracy else None)
+        settings["threads"] = self.device.target.threads or config.threads
+        request = {"run": self.runs[str(run.path)], "settings": settings}
+        if config.reference_run:
+            request["reference"] = self.runs[str(RunDir(Path(config.reference_run)).path)]
+        document = self._worker("bench", request)["document"]
+        document = validate_document(document, f"the bench document from {self.label}")
+        document["unavailable"] = unavailable + document["unavailable"]
+        return document
+
+    def _backends(self, names: tuple[str, ...]) -> tuple[list[str], list[dict]]:
+        wanted = [n for n, why in self.backends.items() if why is None] if tuple(names) == ("all",) else list(names)
+        chosen, unavailable = [], []
+        for name in dict.fromkeys(wanted):
+            if name.startswith("torch-"):
+                why = "a device runs the exported models; torch is not part of its runtime install"
+            else:
+                why = self.backends.get(name, "not a backend the device's edgetransfer knows")
+            if why is None:
+                chosen.append(name)
+            else:
+                unavailable.append(
+                    {"backend": name, "reason": f"on {self.label}: {why}", "install": "", "needs_gpu": False}
+                )
+        if not chosen:
+            asked = ", ".join(dict.fromkeys(wanted))
+            raise DeviceError(f"none of the backends asked for ({asked}) runs there: {unavailable[0]['reason']}")
+        return chosen, unavailable
+
+
+def model_files(config: BenchConfig, names: list[str]) -> list[str]:
+    """The files of the variants of backends ``names`` that this bench may measure."""
+    from edgetransfer import backends
+
+    wanted = config.variants or VARIANTS
+    files = []
+    for name in names:
+        files += [rel for variant, rel in backends.get(name).variants.items() if variant in wanted]
+    return list(dict.fromkeys(files))
+
+
+def baseline_of(baseline: dict | None, label: str, name: str) -> dict | None:
+    """The device's document inside a baseline saved with ``--on``."""
+    if baseline is None:
+        return None
+    for entry in baseline.get("devices") or []:
+        if entry.get("target") == label and entry.get("document"):
+            return validate_document({**entry["document"], "device": None}, f"{name} ({label})")
+    raise DeviceError(
+        f"the baseline {name} holds no measurement on {label}: save one with --on {label} --save-baseline"
+    )
+
+
+def bench_devices(
+    run: RunDir,
+    config: BenchConfig,
+    devices: list[tuple[Device, Ssh]],
+    *,
+    gate: GateConfig | None = None,
+    baseline: dict | None = None,
+    baseline_name: str | None = None,
+    wheelhouse: Path | None = None,
+    remote_dir: str | None = None,
+) -> list[DeviceOutcome]:
+    """Measure ``run`` on each device in turn (with the gate when ``gate`` is given); a device that fails is an
+    outcome with its error, and the next one is measured."""
+    from edgetransfer.bench.runner import _labelled
+
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="edgetransfer-wheel-") as folder:
+        wheel = runtime_wheel(Path(folder))
+        images = _labelled(run, run.load_card(), config)[0] if config.accuracy else ()
+        for device, ssh in devices:
+            outcome = DeviceOutcome(device)
+            try:
+                console.err.print(f"[{device.label}] preparing {device.address}...", markup=False)
+                session = DeviceBench(device, ssh, wheel=wheel, wheelhouse=wheelhouse, remote_dir=remote_dir)
+                session.prepare(run, config, images)
+                console.err.print(
+                    f"[{device.label}] measuring on {session.info['cpu']} ({session.info['arch']})", markup=False
+                )
+                if gate is not None:
+                    base = baseline_of(baseline, device.label, baseline_name or "baseline")
+                    name = f"{baseline_name} ({device.label})" if baseline_name else None
+                    outcome.document, outcome.gate = check(
+                        run, config, gate, base, baseline_name=name, measure=session.measure
+                    )
+                else:
+                    outcome.document = session.measure(run, config)
+            except EdgeTransferError as exc:
+                outcome.error = str(exc)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def plan_devices(
+    spec: str,
+    run: RunDir,
+    *,
+    targets: Path | None = None,
+    python: str | None = None,
+    known_hosts: Path | None = None,
+    wheelhouse: Path | None = None,
+) -> list[tuple[Device, Ssh]]:
+    """The devices of ``--on`` with their SSH clients, checked before anything is measured. Host keys: those in
+    ``known_hosts`` only (strict), else first seen ones recorded in the run's own ``known_hosts``."""
+    from edgetransfer.bench.targets import resolve
+    from edgetransfer.errors import UsageError
+
+    if wheelhouse is not None and not any(Path(wheelhouse).glob("*.whl")):
+        raise UsageError(f"--wheelhouse {wheelhouse}: no wheels (*.whl) there; make it with pip download -d DIR ...")
+    if known_hosts is not None and not Path(known_hosts).is_file():
+        raise UsageError(f"--known-hosts {known_hosts}: file not found")
+    hosts = Path(known_hosts) if known_hosts else run.file("known_hosts")
+    return [(d, Ssh(d, hosts, strict=known_hosts is not None)) for d in resolve(spec, targets, python=python)]

@@ -1,0 +1,362 @@
+"""bench --on, for real: OpenSSH servers on 127.0.0.1 (throwaway host and user keys, their own config) stand in for
+devices; "the device" gets only the runtime install (a venv made by bench --on from a wheelhouse, no torch).
+
+Failures the same way: unreachable, authentication refused, no Python, no onnxruntime, another architecture (a
+``uname`` shim in the device's PATH), a full disk (the device's folder a 256 KiB tmpfs in the server's own mount
+namespace: a real ENOSPC-sized disk), and the connection dropped mid-bench (the server and its sessions killed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").is_file() else None)
+QUICK = ["--backends", "ort-cpu", "--min-time", "0.1", "--rounds", "2", "--min-runs", "3"]
+QUICK += ["--warmup", "1", "--warmup-time", "0", "--async-time", "0", "--no-confirm"]
+pytestmark = pytest.mark.skipif(
+    SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
+    reason="needs OpenSSH (apt-get install openssh-server openssh-client; .ci/run installs them)",
+)
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen
+    cache: Path  # the device's XDG_CACHE_HOME: bench --on keeps its files there
+
+    def kill(self) -> None:
+        """Kill the server and every session it started (the connection drops as when a device goes away)."""
+        for pid in [*_descendants(self.process.pid), self.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(10)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Servers:
+    """Starts sshd servers as the current user (root: PermitRootLogin with the key only), stops them at the end."""
+
+    def __init__(self, base: Path) -> None:
+        self.base, self.started = base, []
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host")], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "user")], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "stranger")], check=True)
+        shutil.copy(base / "user.pub", base / "authorized_keys")
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder, as at boot
+
+    def start(self, name: str, *, path: str = "/usr/bin:/bin", tmpfs_kb: int | None = None) -> Server:
+        port, folder = _free_port(), self.base / name
+        cache = folder / "cache"
+        cache.mkdir(parents=True)
+        config = folder / "sshd_config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {self.base / 'host'}\nPidFile {folder / 'pid'}\n"
+            f"AuthorizedKeysFile {self.base / 'authorized_keys'}\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+            f"SetEnv XDG_CACHE_HOME={cache} PATH={path}\n"
+        )
+        command = [SSHD, "-D", "-e", "-f", str(config)]
+        if tmpfs_kb is not None:  # the device's folder on a tiny disk of its own, seen only by this server
+            mount = f"mount -t tmpfs -o size={tmpfs_kb}k tmpfs {cache} && exec {' '.join(command)}"
+            command = ["unshare", "-m", "sh", "-c", mount]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(folder / "log", "w"))
+        self.started.append(process)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"sshd {name} did not start: {(folder / 'log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return Server(port, process, cache)
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd {name} did not listen on {port}")
+
+    def stop(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                for pid in [*_descendants(process.pid), process.pid]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    found = Servers(tmp_path_factory.mktemp("sshd"))
+    yield found
+    found.stop()
+
+
+@pytest.fixture(scope="module")
+def main_server(servers):
+    return servers.start("main")
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory, main_server, servers):
+    """The runtime's dependencies as wheels for the device's python3 (from the package index, through pip's cache),
+    at the versions installed here."""
+    from importlib import metadata
+
+    asked = ssh(servers, main_server, "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'")
+    version = asked.stdout.strip()
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    pins = [f"{name}=={metadata.version(name)}" for name in ("numpy", "pillow", "onnxruntime", "typer", "rich")]
+    pins.append(f"pydantic=={metadata.version('pydantic')}")
+    command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", version]
+    done = subprocess.run([*command, "-d", str(folder), *pins], capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        pytest.skip(f"cannot make a wheelhouse for Python {version} from the package index: {done.stderr[-300:]}")
+    return folder
+
+
+def ssh(servers: Servers, server: Server, command: str) -> subprocess.CompletedProcess:
+    options = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    options += ["-o", "LogLevel=ERROR", "-i", str(servers.base / "user"), "-p", str(server.port)]
+    return subprocess.run(["ssh", *options, "127.0.0.1", command], capture_output=True, text=True, timeout=60)
+
+
+def targets_file(folder: Path, servers: Servers, **devices: dict) -> Path:
+    """A targets.toml with one [[target]] per keyword (name = {port, python, key, ...})."""
+    lines = []
+    for name, values in devices.items():
+        values = {"host": "127.0.0.1", "key": str(servers.base / "user"), **values}
+        lines += ["[[target]]", f'name = "{name}"'] + [f"{k} = {json.dumps(v)}" for k, v in values.items()] + [""]
+    path = folder / "targets.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def bench(run, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "edgetransfer", "bench", str(run), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def copy_run(run, folder: Path) -> Path:
+    """A copy of the shared run (this test writes its reports and known_hosts there)."""
+    target = folder / "run"
+    shutil.copytree(run.path, target, ignore=shutil.ignore_patterns("*.lock", "bench.*"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def device(tmp_path_factory, trained_run, servers, main_server, wheelhouse):
+    """The end-to-end bench on the device, made as a user would: a venv on it from --wheelhouse, the models and the
+    test images copied, accuracy measured there. Returns the run, the outcome and the device's runtime python."""
+    folder = tmp_path_factory.mktemp("device-run")
+    run = copy_run(trained_run, folder)
+    targets = targets_file(folder, servers, dev={"port": main_server.port, "notes": "power mode: max"})
+    args = ["--on", "dev", "--targets", str(targets), "--wheelhouse", str(wheelhouse), "--backends", "ort-cpu"]
+    args += ["--min-time", "0.2", "--rounds", "2", "--min-runs", "3", "--warmup", "1", "--async-time", "0"]
+    done = bench(run, *args, "--save-baseline", str(folder / "base.json"))
+    envs = sorted((main_server.cache / "edgetransfer/remote/envs").glob("*/bin/python"))
+    return run, done, envs[0] if envs else None, folder
+
+
+def test_bench_on_a_device_end_to_end(device, main_server):
+    run, done, python, _ = device
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads((run / "bench.json").read_text())
+    entry = document["devices"][0]
+    assert entry["target"] == "dev" and entry["error"] is None and entry["notes"] == "power mode: max"
+    mine = {(r["backend"], r["variant"]) for r in entry["document"]["results"]}
+    assert mine == {("ort-cpu", "fp32"), ("ort-cpu", "int8")}
+    assert {r["processes"] for r in entry["document"]["results"]} == {1}  # each model in a fresh process there
+    info = entry["device"]
+    assert info["arch"] == platform.machine() and info["cores"] >= 1 and info["os"] and info["python"]
+    versions = entry["document"]["versions"]
+    assert "onnxruntime" in versions and "torch" not in versions and "onnx" not in versions  # runtime only there
+    accuracy = entry["document"]["results"][0]["accuracy"]
+    assert accuracy["images"] == document["accuracy_data"]["images"] > 0  # the same test images, copied once
+    assert entry["document"]["run"].startswith(str(main_server.cache))  # measured on the device's copy
+    assert python is not None and not (python.parent / "torch").exists()
+    check = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True)
+    assert check.returncode != 0  # the device has no torch
+    table = done.stdout
+    assert " dev " in table and " here " in table and "device dev (ssh://" in table, table
+    assert "device dev" in (run / "bench.md").read_text() and "Devices (bench --on)" in (run / "bench.html").read_text()
+    assert (run / "known_hosts").read_text().strip()  # the device's host key, recorded on first contact
+
+
+def test_files_already_on_the_device_are_not_copied_again_and_the_baseline_gate_runs_there(device, servers):
+    run, first, python, folder = device
+    assert first.returncode == 0, first.stderr[-2000:]
+    copies = sorted((servers.base / "main/cache/edgetransfer/remote/runs").rglob("*.onnx"))
+    before = {p: p.stat().st_ino for p in copies}
+    targets = folder / "targets.toml"
+    done = bench(run, *QUICK, "--on", "dev", "--targets", str(targets), "--baseline", str(folder / "base.json"))
+    assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: noise judged slower; the point is where it ran
+    assert {p: p.stat().st_ino for p in copies} == before  # same files, not sent again
+    gate = json.loads((run / "bench.json").read_text())["devices"][0]["document"]["gate"]
+    assert gate["mode"] == "baseline" and gate["rows"] and gate["rows"][0]["backend"] == "ort-cpu"
+    assert "on dev:" in done.stdout and "regression gate against the baseline" in done.stdout
+
+
+def test_reference_run_on_a_device(device, tmp_path):
+    run, first, python, folder = device
+    assert python is not None, first.stderr[-2000:]
+    reference = tmp_path / "main-build"
+    shutil.copytree(run, reference, ignore=shutil.ignore_patterns("bench.*", "known_hosts"))
+    args = ["--on", "dev", "--targets", str(folder / "targets.toml"), "--python", str(python), "--in-process"]
+    done = bench(run, *QUICK, "--variants", "int8", *args, "--reference-run", str(reference))
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    theirs = json.loads((run / "bench.json").read_text())["devices"][0]["document"]
+    assert theirs["reference"]["results"][0]["variant"] == "int8"
+    assert theirs["gate"]["mode"] == "reference-run" and theirs["gate"]["rows"]
+
+
+def test_failures_are_one_line_each_and_the_other_devices_are_still_reported(device, servers, main_server, tmp_path):
+    run, first, python, _ = device
+    assert python is not None, first.stderr[-2000:]
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    other = "riscv64" if platform.machine() != "riscv64" else "aarch64"  # an architecture with no wheel here
+    (shim / "uname").write_text(f'#!/bin/sh\n[ "$1" = "-m" ] && echo {other} && exit 0\nexec /usr/bin/uname "$@"\n')
+    (shim / "uname").chmod(0o755)
+    arm = servers.start("arm", path=f"{shim}:/usr/bin:/bin")
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    devices = {
+        "good": {"port": main_server.port, "python": str(python)},
+        "down": {"port": _free_port()},
+        "refused": {"port": main_server.port, "key": str(servers.base / "stranger")},
+        "nopython": {"port": main_server.port, "python": "/nonexistent/python3"},
+        "noort": {"port": main_server.port, "python": str(bare / "bin" / "python")},
+        "arm": {"port": arm.port},
+    }
+    expected = {
+        "down": "unreachable: ssh: connect to host 127.0.0.1 port",
+        "refused": "authentication refused",
+        "nopython": "no Python on the device: /nonexistent/python3 not found",
+        "noort": "lacks numpy, onnxruntime",
+        "arm": f"is {other} with CPython",
+    }
+    full = None
+    if shutil.which("unshare") and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0:
+        full = servers.start("full", tmpfs_kb=256)
+        devices["full"] = {"port": full.port}
+        expected["full"] = "the device's disk is full"
+    targets = targets_file(tmp_path, servers, **devices)
+    wheelhouse = tmp_path / "wheelhouse"  # a wheel for this machine only: nothing fits the "arm" device
+    wheelhouse.mkdir()
+    (wheelhouse / f"numpy-2.0.0-py3-none-manylinux_2_17_{platform.machine()}.whl").write_bytes(b"")
+    before = sorted(p.name for p in run.iterdir())
+    args = ["--on", ",".join(devices), "--targets", str(targets), "--wheelhouse", str(wheelhouse)]
+    done = bench(run, *QUICK, "--variants", "int8", "--in-process", *args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    errors = error_lines(done.stderr)
+    assert len(errors) == len(expected), errors
+    for name, phrase in expected.items():
+        mine = [line for line in errors if line.startswith(f"error: {name} (ssh://")]
+        assert len(mine) == 1 and phrase in mine[0], (name, errors)
+    document = json.loads((run / "bench.json").read_text())
+    entries = {d["target"]: d for d in document["devices"]}
+    assert entries["good"]["error"] is None and entries["good"]["document"]["results"]  # still measured, reported
+    assert all(entries[name]["error"] and entries[name]["document"] is None for name in expected)
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing half-written (reports replaced whole)
+    if full is not None:  # nothing was copied onto the full disk, no staging folder left
+        assert subprocess.run(["nsenter", "-t", str(full.process.pid), "-m", "ls", "-R", str(full.cache)],
+                              capture_output=True, text=True).stdout.count(".partial") == 0  # fmt: skip
+
+
+def test_the_connection_drops_mid_bench(device, servers, tmp_path):
+    run, first, python, _ = device
+    assert python is not None, first.stderr[-2000:]
+    flaky = servers.start("flaky")
+    targets = targets_file(tmp_path, servers, flaky={"port": flaky.port, "python": str(python)})
+    slow = [a if a != "0.1" else "4" for a in QUICK]  # 4 s of measuring here, then there: time to cut it off
+    command = [sys.executable, "-m", "edgetransfer", "bench", str(run), *slow, "--variants", "int8", "--in-process"]
+    command += ["--on", "flaky", "--targets", str(targets)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.startswith("[flaky] measuring on"):
+            time.sleep(1.5)
+            workers = [p for p in _descendants(flaky.process.pid) if b"remote_worker" in _cmdline(p)]
+            flaky.kill()
+            break
+    rest = process.communicate(timeout=120)
+    stderr = "".join(seen) + rest[1]
+    assert workers, stderr  # the bench was running there when the server went away
+    assert process.returncode == 2, stderr[-2000:]
+    errors = error_lines(stderr)
+    assert len(errors) == 1 and "the connection was lost during the bench" in errors[0], errors
+    entry = json.loads((run / "bench.json").read_text())["devices"][0]
+    assert entry["error"] and entry["document"] is None
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()]  # nothing left running on the device
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_addresses_and_target_names_are_checked_before_measuring(tmp_path):
+    from edgetransfer.bench.targets import parse_address, resolve, wheel_fits
+    from edgetransfer.errors import UsageError
+
+    target = parse_address("ssh://pi@cam-1.local:2222")
+    assert (target.user, target.host, target.port) == ("pi", "cam-1.local", 2222)
+    for bad in ("ssh://host:99999", "http://host", "ssh://", "ssh://u:pw@host"):
+        with pytest.raises(UsageError):
+            parse_address(bad)
+    (tmp_path / "t.toml").write_text('[[target]]\nname = "cam1"\nhost = "10.0.0.5"\n')
+    with pytest.raises(UsageError, match="did you mean 'cam1'"):
+        resolve("cam2", tmp_path / "t.toml")
+    with pytest.raises(UsageError, match="twice"):
+        resolve("cam1,cam1", tmp_path / "t.toml")
+    assert resolve("cam1", tmp_path / "t.toml")[0].python_given is False
+    assert resolve("cam1", tmp_path / "t.toml", python="/opt/py/bin/python3")[0].python_given is True
+    assert wheel_fits("numpy-2.0.0-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl", "aarch64", "cp311")
+    assert not wheel_fits("numpy-2.0.0-cp311-cp311-manylinux_2_17_x86_64.whl", "aarch64", "cp311")
+    assert not wheel_fits("numpy-2.0.0-cp312-cp312-manylinux_2_17_aarch64.whl", "aarch64", "cp311")
+    assert wheel_fits("protobuf-5.0-cp38-abi3-manylinux2014_aarch64.whl", "aarch64", "cp311")
+    assert wheel_fits("rich-13.0-py3-none-any.whl", "armv7l", "cp310")
