@@ -129,7 +129,10 @@ def servers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def main_server(servers):
-    return servers.start("main")
+    try:
+        return servers.start("main")
+    except RuntimeError as exc:  # e.g. not root and this sshd insists on its privilege separation folder
+        pytest.skip(f"cannot start an OpenSSH server here: {exc}")
 
 
 @pytest.fixture(scope="module")
