@@ -73,6 +73,12 @@ def _model_at(model: Any, loc: tuple) -> Any:
     return _unwrap(model)
 
 
+def _unwrap_annotated(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
 def _unwrap(tp: Any) -> Any:
     """``Annotated[X, ...]`` -> X; ``X | None`` -> X (one non-None member)."""
     while True:
@@ -153,7 +159,8 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     for words, short in _SHORTER:
         msg = msg.replace(words, short)
     got = "" if kind.startswith("value_error") else f", got {_shown(first.get('input'))}"
-    key = "--" + "-".join(str(p) for p in loc).replace("_", "-") if flags else _key_path(loc)
+    below = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    key = "--" + str(loc[0]).replace("_", "-") + below if flags and loc else _key_path(loc)
     return f"{lead}{key}: {msg}{got}{more}"
 
 
@@ -214,7 +221,7 @@ def dataclass_schema(
         if isinstance(extra, FieldInfo):
             tp = Annotated[tp, extra]
         elif extra is not None:  # a type, e.g. Literal["a", "b"]
-            tp = extra | None if type(None) in get_args(tp) else extra
+            tp = extra | None if type(None) in get_args(_unwrap_annotated(hint)) else extra
         if partial:
             fields[f.name] = (tp | None, None)
         elif f.default is not dataclasses.MISSING:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from edgetransfer.backends.base import PRECISIONS
 from edgetransfer.errors import UsageError
+from edgetransfer.schemas import dataclass_schema, validate
 
 if TYPE_CHECKING:
     from edgetransfer.bench.profiles import Profile
@@ -29,19 +31,6 @@ RANGES: dict[str, tuple[float, float, str]] = {  # name -> (lowest, highest, uni
     "max_accuracy_drop": (0, 100, "points"),
     "timeout": (1, 86_400, "seconds"),
 }
-INTEGERS = frozenset({"warmup", "min_runs", "rounds", "processes", "threads"})
-
-
-def setting_problem(name: str, value: Any, label: str | None = None) -> str | None:
-    """``name is X (expected ...)`` when a measurement setting is of the wrong kind or outside :data:`RANGES`
-    (``label`` names it instead of ``name``)."""
-    low, high, unit = RANGES[name]
-    whole = name in INTEGERS
-    kinds = (int,) if whole else (int, float)
-    if isinstance(value, kinds) and not isinstance(value, bool) and low <= value <= high:  # NaN compares False
-        return None
-    kind = "a whole number" if whole else "a number"
-    return f"{label or name} is {value!r} (expected {kind} of {unit} from {low:g} to {high:g})"
 
 
 def batch_problem(value: Any) -> str | None:
@@ -79,28 +68,16 @@ class BenchConfig:
     reference_run: str | None = None  # another run whose models are measured side by side in the same rounds
 
     def validate(self) -> None:
-        if not self.batches:
-            raise UsageError("--batch needs at least one batch size")
-        for size in self.batches:
-            if batch_problem(size):
-                raise UsageError(f"--batch: {batch_problem(size)}")
-        for name in RANGES:
-            value = getattr(self, name)
-            if value is not None and setting_problem(name, value):
-                raise UsageError(f"--{name.replace('_', '-')}: {setting_problem(name, value)}")
-        if self.processes > self.rounds:
-            raise UsageError("--processes must be at least 1 and at most --rounds")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.objective not in OBJECTIVES:
-            raise UsageError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        """Every setting checked against the schema derived from these fields and :func:`constraints` (types,
+        finite numbers, the ranges of :data:`RANGES`, batch sizes, choices): the first mistake as one line."""
         if not self.backends:
             raise UsageError("--backends is empty; name at least one (torch-cpu, ort-cpu, openvino-cpu, ...) or 'all'")
         if self.variants is not None and not self.variants:
             raise UsageError(f"--variants is empty; name at least one of {', '.join(VARIANTS)}")
-        unknown = set(self.variants or ()) - set(VARIANTS)
-        if unknown:
-            raise UsageError(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "profile"}
+        validate(options_schema(), values, "", error=UsageError, flags=True)
+        if self.processes > self.rounds:
+            raise UsageError("--processes must be at least 1 and at most --rounds")
 
     def settings(self) -> dict[str, Any]:
         """The resolved settings as JSON-ready values (the profile by name)."""
@@ -110,6 +87,29 @@ class BenchConfig:
 
 
 SETTING_NAMES = frozenset(f.name for f in fields(BenchConfig)) - {"profile"}
+
+
+def constraints() -> dict[str, Any]:
+    """What a setting may hold beyond its type, for the command line, a profile and a baseline alike."""
+    from pydantic import Field, Strict
+
+    from edgetransfer.schemas import Name
+
+    found: dict[str, Any] = {k: Field(ge=low, le=high) for k, (low, high, _) in RANGES.items()}
+    batch = Annotated[int, Strict(), Field(ge=1, le=MAX_BATCH)]
+    found["batches"] = Annotated[tuple[batch, ...], Strict(False), Field(min_length=1, max_length=64)]
+    found["variants"] = Annotated[tuple[Literal[VARIANTS], ...], Strict(False), Field(min_length=1)]
+    found["backends"] = Annotated[tuple[Name, ...], Strict(False), Field(min_length=1, max_length=64)]
+    found["only"] = Annotated[tuple[Name, ...], Strict(False), Field(max_length=1000)]
+    found["precision"] = Literal[PRECISIONS]
+    found["objective"] = Literal[OBJECTIVES]
+    return found
+
+
+@functools.cache
+def options_schema():
+    """BenchConfig's schema, derived from its fields (all but the profile) and :func:`constraints`."""
+    return dataclass_schema(BenchConfig, "BenchOptions", constraints=constraints(), include=SETTING_NAMES)
 
 
 def make_config(

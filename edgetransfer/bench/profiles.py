@@ -83,16 +83,11 @@ MAX_BUDGET = 1e9  # no latency, throughput, size or memory budget is larger
 def profile_schema():
     """A profile's schema: ``[settings]`` derived from :class:`BenchConfig`'s fields (the :data:`SETTINGS` among
     them, with the ranges of the command line), ``[budget]`` one number >= 0 per :data:`BUDGETS` key."""
-    from edgetransfer.backends.base import PRECISIONS
-    from edgetransfer.bench.config import MAX_BATCH, OBJECTIVES, RANGES, VARIANTS, BenchConfig
+    from edgetransfer.bench.config import OBJECTIVES, BenchConfig, constraints
 
-    constraints: dict[str, Any] = {k: Field(ge=low, le=high) for k, (low, high, _) in RANGES.items()}
-    batch = Annotated[int, Strict(), Field(ge=1, le=MAX_BATCH)]
-    constraints["batches"] = Annotated[tuple[batch, ...], Strict(False), Field(min_length=1, max_length=64)]
-    constraints["variants"] = Annotated[tuple[Literal[VARIANTS], ...], Strict(False), Field(min_length=1)]
-    constraints["backends"] = Annotated[tuple[Name, ...], Strict(False), Field(min_length=1, max_length=64)]
-    constraints["precision"] = Literal[PRECISIONS]
-    settings = dataclass_schema(BenchConfig, "ProfileSettings", constraints=constraints, partial=True, include=SETTINGS)
+    settings = dataclass_schema(
+        BenchConfig, "ProfileSettings", constraints=constraints(), partial=True, include=SETTINGS
+    )
     limit = Annotated[float, Strict(), Field(ge=0, le=MAX_BUDGET, allow_inf_nan=False)]
     budget = create_model("ProfileBudget", __base__=Schema, **{k: (limit | None, None) for k in BUDGETS})
     return create_model(

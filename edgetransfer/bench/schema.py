@@ -112,7 +112,7 @@ class Machine(Open):
 
 def _setting(name: str) -> Any:
     low, high, _ = RANGES[name]
-    kind = int if name in ("warmup", "min_runs", "rounds", "processes", "threads") else float
+    kind = int if name in ("warmup", "min_runs", "rounds", "processes", "threads") else float  # as in BenchConfig
     return Annotated[kind, Strict(), Field(ge=low, le=high, allow_inf_nan=False)]
 
 
