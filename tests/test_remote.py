@@ -276,7 +276,7 @@ def test_failures_are_one_line_each_and_the_other_devices_are_still_reported(dev
         "refused": "authentication refused",
         "nopython": "no Python on the device: /nonexistent/python3 not found",
         "noort": "lacks numpy, onnxruntime",
-        "arm": f"is {other} with CPython",
+        "arm": f"the device is {other} with CPython",
     }
     full = None
     if shutil.which("unshare") and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0:
@@ -293,6 +293,7 @@ def test_failures_are_one_line_each_and_the_other_devices_are_still_reported(dev
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     errors = error_lines(done.stderr)
+    print("\n".join(errors))  # what each case says (docs/remote.md lists them)
     assert len(errors) == len(expected), errors
     for name, phrase in expected.items():
         mine = [line for line in errors if line.startswith(f"error: {name} (ssh://")]
@@ -329,6 +330,7 @@ def test_the_connection_drops_mid_bench(device, servers, tmp_path):
     assert workers, stderr  # the bench was running there when the server went away
     assert process.returncode == 2, stderr[-2000:]
     errors = error_lines(stderr)
+    print("\n".join(errors))
     assert len(errors) == 1 and "the connection was lost during the bench" in errors[0], errors
     entry = json.loads((run / "bench.json").read_text())["devices"][0]
     assert entry["error"] and entry["document"] is None

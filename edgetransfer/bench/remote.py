@@ -126,7 +126,7 @@ class DeviceBench:
         venv = not self.device.python_given
         ready = found.get("venv" if venv else "lib")
         if venv and self.wheelhouse and ready != "ready":
-            check_wheelhouse(self.wheelhouse, found["arch"], found.get("tag", "cp3"), self.label)
+            check_wheelhouse(self.wheelhouse, found["arch"], found.get("tag", "cp3"))
         if not venv:
             self._check_modules()
         if ready != "ready":

@@ -223,7 +223,7 @@ def wheel_fits(name: str, arch: str, tag: str) -> bool:
     return any(p in ("py3", "py2.py3", tag) or p.startswith("py3") for p in pythons) or tag in pythons
 
 
-def check_wheelhouse(wheelhouse: Path, arch: str, tag: str, label: str) -> None:
+def check_wheelhouse(wheelhouse: Path, arch: str, tag: str) -> None:
     """Refuse a device for which some project of the wheelhouse has no wheel that fits (another architecture or
     Python): pip there would fail after the copy, with no internet to fall back on."""
     projects: dict[str, bool] = {}
@@ -233,7 +233,7 @@ def check_wheelhouse(wheelhouse: Path, arch: str, tag: str, label: str) -> None:
     lacking = sorted(p for p, fits in projects.items() if not fits)
     if lacking:
         raise DeviceError(
-            f"{label} is {arch} with CPython {tag[2]}.{tag[3:]}: no wheel in {wheelhouse} fits it for "
+            f"the device is {arch} with CPython {tag[2]}.{tag[3:]}: no wheel in {wheelhouse} fits it for "
             f"{', '.join(lacking)}; add them with: pip download --only-binary=:all: --platform manylinux2014_{arch} "
             f"--python-version {tag[2]}.{tag[3:]} -d {wheelhouse} edgetransfer"
         )
