@@ -46,7 +46,7 @@ Text = Annotated[str, _Strict(), StringConstraints(max_length=10_000)]
 class Schema(BaseModel):
     """The base of every file schema: unknown keys refused, no NaN or infinity, strict types, frozen."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True, defer_build=True)
 
 
 class FileError(UsageError):
