@@ -26,11 +26,6 @@ from pydantic.fields import FieldInfo
 
 from edgetransfer.errors import UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - python 3.10
-    import tomli as tomllib
-
 M = TypeVar("M")
 MAX_TEXT_FILE_BYTES = 1_000_000  # a recipe, a profile or a targets file is a few hundred bytes
 MAX_JSON_FILE_BYTES = 64_000_000  # a bench.json with every raw timing of many variants
@@ -253,6 +248,11 @@ def read_text(path: Path, *, what: str, limit: int = MAX_TEXT_FILE_BYTES, error:
 
 def read_toml(path: Path, *, what: str, error: type[UsageError] = FileError) -> dict[str, Any]:
     """A TOML file as a dict; not found, not a file, too big or not TOML is one line."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - python 3.10: the [train] extra brings tomli (a device reads no TOML)
+        import tomli as tomllib
+
     text = read_text(path, what=what, error=error)
     try:
         return tomllib.loads(text)
