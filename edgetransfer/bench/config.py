@@ -66,6 +66,7 @@ class BenchConfig:
     profile: Profile | None = None
     timeout: float = 600.0  # seconds one step of one model may take before it counts as hung
     reference_run: str | None = None  # another run whose models are measured side by side in the same rounds
+    probe: bool = False  # also measure the machine probe (bench/probe.py) in the same rounds: baselines and their gate
 
     def validate(self) -> None:
         """Every setting checked against the schema derived from these fields and :func:`constraints` (types,

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgetransfer.bench.config import BenchConfig
+from edgetransfer.bench.probe import PROBE_NAME, machine_probe, merge_probe
 from edgetransfer.bench.stats import block_log_medians, blocks_per_round, log_ratio_interval
 from edgetransfer.errors import UsageError
 
@@ -82,6 +83,7 @@ class GateResult:
     problems: list[str] = field(default_factory=list)  # the comparison cannot be made: exit 2
     warnings: list[str] = field(default_factory=list)
     baseline: str | None = None  # the baseline file, or the reference run
+    machine_factor: float | None = None  # probe now / probe then: how much slower the machine is (stored baseline)
 
     @property
     def slower(self) -> list[Row]:
@@ -101,6 +103,7 @@ class GateResult:
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "problems": self.problems,
             "warnings": self.warnings,
+            "machine_factor": self.machine_factor,
         }
 
 
@@ -236,6 +239,8 @@ def compare(
     now = _samples(current)
     before = _samples(baseline) if baseline is not None else {}
     theirs = _samples(side) if side is not None else {}
+    probed = mode == "baseline" and machine_probe(current, baseline, now, before, result)
+    ref = (PROBE_NAME, "fp32") if probed else ref  # each model judged relative to the machine probe
     pairs = {(b, v) for b, v, _ in now}
     for r in current.get("failed", []):
         if baseline is None or any(k[:2] == (r["backend"], r["variant"]) for k in before):
@@ -282,6 +287,7 @@ def compare(
                 paired = _paired(now[key], now[rkey]), _paired(before[key], before[rkey])
                 interval = log_ratio_interval(*paired, level=config.level)
                 shown = (_median(before[key][0]) / _median(before[rkey][0]), now_ratio)
+                shown = (_median(before[key][0]), _median(now[key][0])) if probed else shown
         ratio, low, high = interval
         if not all(math.isfinite(x) and x > 0 for x in (ratio, low, high, *shown)):
             result.problems.append(
@@ -335,6 +341,7 @@ def merge_samples(first: dict, second: dict, keys: set[tuple[str, str]]) -> dict
         side = _merge_results(first["reference"]["results"], second["reference"]["results"], keys)
         merged["reference"] = {**first["reference"], "results": side}
     merged["failed"] = first.get("failed", []) + second.get("failed", [])
+    merged["probe"] = merge_probe(first.get("probe"), second.get("probe"))
     return merged
 
 

@@ -69,6 +69,12 @@ def gate_lines(result: GateResult) -> list[str]:
         f"  + is slower; 'change' is what is judged: the geometric mean of the ratios of block medians, "
         f"{100 * result.level:.0f}% CI; slower: above the threshold with the CI above 0",
     ]
+    if result.machine_factor is not None:  # a stored baseline, judged relative to the machine probe
+        lines.append(
+            f"  machine factor {result.machine_factor:.2f}x: the machine probe takes {result.machine_factor:.2f}x the "
+            "time it took when the baseline was taken; each 'change' is the model's relative to the probe, measured "
+            "in the same rounds"
+        )
     lines += [f"  warning: {w}" for w in result.warnings]
     for r in result.rows:
         lines += row_lines(r, result.mode, result.max_regression, result.level)

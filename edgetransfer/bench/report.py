@@ -80,6 +80,7 @@ def device_gates(document: dict) -> list[tuple[str, GateResult]]:
             rows = [Row(**{**r, "confirm": tuple(r["confirm"]) if r.get("confirm") else None}) for r in gate["rows"]]
             result = GateResult(gate["mode"], gate["max_regression"], gate["level"], rows, gate["problems"])
             result.warnings, result.baseline = gate["warnings"], gate["baseline"]
+            result.machine_factor = gate.get("machine_factor")
             found.append((d["target"], result))
     return found
 

@@ -26,6 +26,7 @@ from edgetransfer.bench.plan import (
     resolve_backends,
     verify_files,
 )
+from edgetransfer.bench.probe import PROBE_KEY, probe_entry, probe_job
 from edgetransfer.bench.profiles import check_budgets, recommend
 from edgetransfer.bench.schema import BENCH_SCHEMA_VERSION, values
 from edgetransfer.bench.stats import latency_stats
@@ -184,6 +185,9 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
                 if info is not False:
                     _check_outputs(info, runs[whose], rel, card)
                     started[key] = info
+            if config.probe:  # the machine probe, in the same rounds (see bench/probe.py)
+                jobs[PROBE_KEY] = probe_job(card, options)
+                open_measurer(PROBE_KEY, config.batches[0])
             steps = len(config.batches) * config.rounds * len(measurers)
             with console.progress() as bar:
                 task = bar.add_task(f"measuring {len(measurers)} model(s)", total=steps, status="")
@@ -281,6 +285,7 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         else None,
         "gate": None,
         "reference": None if reference is None else {"run": str(reference.path), "results": reference_results},
+        "probe": probe_entry(latency[PROBE_KEY], config.batches) if PROBE_KEY in extras else None,
     }
     found = values(document)
     if found:  # a backend or a bug gave a number no measurement can: never report it as one

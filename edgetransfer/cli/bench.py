@@ -236,6 +236,7 @@ def bench(
         "max_accuracy_drop": max_accuracy_drop,
         "recommend": recommend or None,
         "reference_run": str(reference_run) if reference_run else None,
+        "probe": True if baseline or save_baseline else None,  # the machine probe: a stored baseline's yardstick
     }
     config = make_config(explicit, profile=load_profile(profile) if profile else None, baseline=base)
     devices = None
