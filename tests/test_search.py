@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -253,25 +255,25 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def postgres(tmp_path_factory):
+def postgres():
     """A throwaway PostgreSQL cluster on 127.0.0.1 and a free port (as 'nobody' when the tests run as root: the
     server refuses root); skipped with the reason where it cannot start."""
     pytest.importorskip("psycopg2", reason="psycopg2 (edgetransfer[search]) is not installed")
     bin_dir = _postgres_bin()
     if bin_dir is None:
         pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin)")
-    root = tmp_path_factory.mktemp("pg")
+    # outside pytest's temporary tree: every pytest session started on this machine (another job's, too) makes
+    # that tree 0700 again, which would take the cluster away from its user
+    root = Path(tempfile.mkdtemp(prefix="edgetransfer-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:
         runuser = shutil.which("runuser")
         if runuser is None:
+            shutil.rmtree(root)
             pytest.skip("running as root and no runuser to start PostgreSQL as another user")
         prefix = [runuser, "-u", "nobody", "--"]
-        os.chmod(root, 0o777)
-        for parent in root.parents:  # nobody must reach the folder
-            if parent == Path(parent.anchor):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
     cluster, port = root / "cluster", _free_port()
     init = subprocess.run(
         [*prefix, str(bin_dir / "initdb"), "-D", str(cluster), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
@@ -279,6 +281,7 @@ def postgres(tmp_path_factory):
         text=True,
     )
     if init.returncode:
+        shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"initdb could not make a cluster: {init.stderr.strip().splitlines()[-1:]}")
     start = subprocess.run(
         [
@@ -299,6 +302,7 @@ def postgres(tmp_path_factory):
         text=True,
     )
     if start.returncode:
+        shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
@@ -306,6 +310,7 @@ def postgres(tmp_path_factory):
         subprocess.run(
             [*prefix, str(bin_dir / "pg_ctl"), "-D", str(cluster), "-m", "immediate", "stop"], capture_output=True
         )
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_postgresql_two_workers_on_other_folders(tmp_path, postgres):
