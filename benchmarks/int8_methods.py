@@ -12,6 +12,16 @@ Latency: batch 1, 1 thread and all cores, measured in interleaved rounds in one 
 numbers taken side by side. Run it on a quiet machine:
 
     .venv/bin/python benchmarks/int8_methods.py --out benchmarks/results/int8_methods.md
+
+``--suite calibration`` compares post-training calibrations with no layer in float, side by side on fine-tuned runs
+(``--run NAME=DIR`` reuses one; else the digits and a photo-crop set are fine-tuned here): ONNX Runtime's
+``quantize_static`` (per-channel; uint8 asymmetric or int8 symmetric activations; reduce_range) against NNCF's
+``nncf.quantize`` on the same ONNX graph (fast or full bias correction; symmetric or asymmetric activations). Every
+int8 model is one QDQ ONNX file, scored and timed in ONNX Runtime and in OpenVINO against the same engine's fp32:
+
+    .venv/bin/python benchmarks/int8_methods.py --suite calibration --run digits=/tmp/qat_run --out /tmp/calib.md
+
+(the suite's code: ``benchmarks/int8_calibration.py``).
 """
 
 from __future__ import annotations
@@ -260,8 +270,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_methods.md"))
+    parser.add_argument("--suite", choices=["methods", "calibration"], default="methods")
+    parser.add_argument("--run", action="append", default=[], help="calibration suite: NAME=RUN_DIR to reuse")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.suite == "calibration":  # in its own file: int8_calibration.py
+        from int8_calibration import calibration_main
+
+        calibration_main(args, started)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows = evaluate_dataset(
