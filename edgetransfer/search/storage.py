@@ -19,7 +19,7 @@ def need_optuna():
         import optuna
     except ModuleNotFoundError:
         raise UsageError("edgetransfer search needs optuna: pip install 'edgetransfer[search]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the search says what happens in its own lines
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the search says what happens (a failed trial too) itself
     # heartbeats and stale-trial failing are "experimental" since 2.9; constraints_func is deprecated from 5.0 on
     # (still there, and what 3.6 has): the features are used knowingly, the warnings say nothing to a user
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -171,7 +171,9 @@ class _Search:
                 f"{what}: no search named {self.study_name!r} in {self._where()}; start one with 'edgetransfer search'"
             ) from None
         recorded = dict(study.user_attrs.get("config", {}))
-        if self.config.trials is not None:  # a new total given here wins
+        if self.config.trials is not None:  # a new total given here wins (and, resuming, the workers follow it)
+            if self.config.resume:
+                study.set_user_attr("config", {**recorded, "trials": self.config.trials})
             recorded.pop("trials", None)
         self.config = self.config.with_recorded(recorded)
         if not self.config.data:
