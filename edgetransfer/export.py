@@ -176,6 +176,8 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
             require_tensorrt()  # before any slow work
         card = run.load_card()
         ctx = ExportContext(run, card, run.load_splits(card, config.data), stage, config)
+        if any(step.calibrates for step in passes):
+            ctx.calibration  # noqa: B018 - a bad --calib folder is said before any slow work
         run_passes(ctx, passes)
         return commit(ctx, passes)
     finally:

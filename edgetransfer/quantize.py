@@ -17,7 +17,7 @@ from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.data import Sample
 from edgetransfer.errors import QuantizationError, UsageError
-from edgetransfer.evaluation import Decoded, decoded
+from edgetransfer.evaluation import SPEEDUP_WORTH_IT, Decoded, decoded
 
 Calibration = Decoded | tuple[Sample, ...]  # images decoded once per export, or samples decoded where used
 
@@ -213,40 +213,72 @@ def quantize_accuracy_aware(
     *,
     fp32_accuracy: float,
     accuracy: Callable[[Path], float],
+    latency: Callable[[Path], float] | None = None,
 ) -> dict:
     """Static int8 whose validation top-1 stays within ``config.max_drop`` points of ``fp32_accuracy``.
 
     Quantizes everything first; while the drop is over budget, keeps the most sensitive nodes (see
-    :func:`sensitivity`) in float, 1, 2, 4, ... of them, up to half of the quantizable nodes. Raises
-    :class:`QuantizationError` when even that cannot hold the budget. ``accuracy`` measures a model file on
-    ``validation``.
+    :func:`sensitivity`) in float, 1, 2, 4, ... of them, up to half of the quantizable nodes, and, with ``latency``
+    (a model file's median latency over fp32's, measured here), only while the model stays measurably faster than
+    fp32: int8 that is no faster is not worth its accuracy loss. Raises :class:`QuantizationError` when the budget
+    cannot hold; the error and the record list every step tried (``steps``: layers in float, validation drop,
+    latency ratio).
     """
+    steps: list[dict] = []
+
+    def step(kept: tuple[str, ...]) -> dict:
+        value = accuracy(out)
+        figures = {"float_layers": len(kept), "val_top1": value, "val_drop_points": 100 * (fp32_accuracy - value)}
+        if latency is not None:
+            figures["latency_ratio_vs_fp32"] = latency(out)
+        steps.append(figures)
+        return figures
+
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "calibration.json"
         quantize_static(prepared, out, calibration, pre, config, cache=cache)
-        first = accuracy(out)
-        drop = 100 * (fp32_accuracy - first)
-        record = {"val_top1_all_int8": first, "kept_in_float": [], "val_top1": first, "val_drop_points": drop}
-        if drop <= config.max_drop:
+        first = step(())
+        record = {"val_top1_all_int8": first["val_top1"], "kept_in_float": [], "steps": steps, **first}
+        del record["float_layers"]
+        if first["val_drop_points"] <= config.max_drop:
             return record
         console.err.print(
-            f"int8 loses {drop:.2f} points on validation (budget {config.max_drop}); ranking layers by sensitivity..."
+            f"int8 loses {first['val_drop_points']:.2f} points on validation (budget {config.max_drop}); "
+            "ranking layers by sensitivity..."
         )
         ranked = sensitivity(prepared, calibration, decoded(validation, pre).head(256), pre, config, cache)
-        best = (drop, ())
         limit = max(1, len(ranked) // 2)
         for count in sorted({min(2**i, limit) for i in range(limit.bit_length() + 1)}):
             exclude = tuple(name for name, _ in ranked[:count])
             quantize_static(prepared, out, calibration, pre, config, exclude=exclude, cache=cache)
-            value = accuracy(out)
-            drop = 100 * (fp32_accuracy - value)
-            console.err.print(f"  {count} layer(s) in float: validation top-1 {value:.2%} (drop {drop:.2f} points)")
-            if drop < best[0]:
-                best = (drop, exclude)
-            if drop <= config.max_drop:
-                return {**record, "kept_in_float": list(exclude), "val_top1": value, "val_drop_points": drop}
-    tried = f"the best, with {len(best[1])} of {len(ranked)} layers in float"
-    raise over_budget("ONNX int8", best[0], config.max_drop, tried)
+            figures = step(exclude)
+            ratio = figures.get("latency_ratio_vs_fp32")
+            speed = f", {ratio:.2f}x fp32's latency" if ratio is not None else ""
+            console.err.print(
+                f"  {count} layer(s) in float: validation top-1 {figures['val_top1']:.2%} "
+                f"(drop {figures['val_drop_points']:.2f} points{speed})"
+            )
+            if ratio is not None and ratio >= NOT_FASTER:
+                raise over_budget("ONNX int8", min(s["val_drop_points"] for s in steps), config.max_drop, _tried(steps))
+            if figures["val_drop_points"] <= config.max_drop:
+                figures = {k: v for k, v in figures.items() if k != "float_layers"}
+                return {**record, **figures, "kept_in_float": list(exclude)}
+    raise over_budget("ONNX int8", min(s["val_drop_points"] for s in steps), config.max_drop, _tried(steps))
+
+
+NOT_FASTER = 1 / SPEEDUP_WORTH_IT  # an int8 model at or above this fraction of fp32's latency is no win
+
+
+def _tried(steps: list[dict]) -> str:
+    """What the escalation tried, for the error: layers in float, drop and speed of each step."""
+    parts = []
+    for figures in steps:
+        ratio = figures.get("latency_ratio_vs_fp32")
+        speed = f" at {ratio:.2f}x fp32's latency" if ratio is not None else ""
+        parts.append(f"{figures['float_layers']} in float: -{figures['val_drop_points']:.2f}{speed}")
+    stop = steps[-1].get("latency_ratio_vs_fp32")
+    why = "; more layers in float would be no faster than fp32" if stop is not None and stop >= NOT_FASTER else ""
+    return "tried " + ", ".join(parts) + why
 
 
 def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "") -> float:

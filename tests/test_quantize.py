@@ -15,46 +15,34 @@ from edgetransfer.quantize import Int8Config, prepare, quantize_accuracy_aware, 
 from edgetransfer.rundir import RunDir
 
 
-def float_convs(path) -> int:
-    """Conv nodes whose weight is not dequantized from int8, i.e. kept in float."""
-    model = onnx.load(str(path))
-    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return sum(1 for n in model.graph.node if n.op_type == "Conv" and n.input[1] not in dequantized)
+def dequantized_nodes(path) -> int:
+    """DequantizeLinear nodes: each layer kept in float has fewer of them in the graph."""
+    return sum(1 for n in onnx.load(str(path)).graph.node if n.op_type == "DequantizeLinear")
 
 
 @pytest.fixture
-def prepared(trained_run, tmp_path):
-    path = tmp_path / "prepared.onnx"
-    prepare(trained_run.file("model.onnx"), path)
-    return path
-
-
-def test_accuracy_aware_keeps_layers_in_float_until_the_budget_holds(trained_run, prepared, tmp_path):
+def search(trained_run, tmp_path, monkeypatch):
+    """The accuracy-aware search on the shared run, with every quantization's excluded layers recorded in
+    ``search.kept`` (the figures the search reads are pretended from that count)."""
+    from edgetransfer import quantize
     from edgetransfer.data import load_splits
 
+    prepared = tmp_path / "prepared.onnx"
+    prepare(trained_run.file("model.onnx"), prepared)
     card = trained_run.load_card()
     splits = load_splits(card.dataset["path"], seed=0)
-    calls = []
+    real = quantize.quantize_static
 
-    def accuracy(path):  # pretend: int8 costs 3 points unless at least 3 convs stay in float
-        calls.append(float_convs(path))
-        return 0.90 if calls[-1] >= 3 else 0.87
+    def recording(*args, exclude=(), **kwargs):
+        real(*args, exclude=exclude, **kwargs)
+        if args[1] == tmp_path / "q.onnx":  # the search's own models, not the sensitivity ranking's
+            run.kept.append(exclude)
+            run.dequantized.append(dequantized_nodes(args[1]))
 
-    record = quantize_accuracy_aware(
-        prepared,
-        tmp_path / "q.onnx",
-        splits.train[:8],
-        splits.val,
-        card.preprocessing,
-        Int8Config(),
-        fp32_accuracy=0.90,
-        accuracy=accuracy,
-    )
-    assert calls == [0, 1, 2, 4]  # all int8, then 1, 2, 4 layers kept in float
-    assert len(record["kept_in_float"]) == 4 and record["val_drop_points"] == pytest.approx(0)
-    assert float_convs(tmp_path / "q.onnx") == 4
-    with pytest.raises(QuantizationError, match="cannot hold the 1.0-point budget"):
-        quantize_accuracy_aware(
+    monkeypatch.setattr(quantize, "quantize_static", recording)
+
+    def run(accuracy, latency=None):
+        return quantize_accuracy_aware(
             prepared,
             tmp_path / "q.onnx",
             splits.train[:8],
@@ -62,8 +50,43 @@ def test_accuracy_aware_keeps_layers_in_float_until_the_budget_holds(trained_run
             card.preprocessing,
             Int8Config(),
             fp32_accuracy=0.90,
-            accuracy=lambda path: 0.5,
+            accuracy=accuracy,
+            latency=latency,
         )
+
+    run.kept, run.dequantized, run.prepared = [], [], prepared
+    return run
+
+
+def test_accuracy_aware_keeps_layers_in_float_until_the_budget_holds(search):
+    # pretend: int8 costs 3 points unless at least 3 layers stay in float
+    record = search(lambda path: 0.90 if len(search.kept[-1]) >= 3 else 0.87)
+    assert [len(kept) for kept in search.kept] == [0, 1, 2, 4]  # all int8, then 1, 2, 4 layers kept in float
+    assert record["kept_in_float"] == list(search.kept[-1]) and record["val_drop_points"] == pytest.approx(0)
+    names = {n.name for n in onnx.load(str(search.prepared)).graph.node}
+    assert set(record["kept_in_float"]) <= names and len(set(record["kept_in_float"])) == 4
+    assert search.dequantized[-1] < search.dequantized[0]  # the layers really left int8 in the model written
+    with pytest.raises(QuantizationError, match="cannot hold the 1.0-point budget"):
+        search(lambda path: 0.5)
+
+
+def test_layers_go_back_to_float_only_while_int8_stays_faster(search):
+    """Speed-aware escalation: each layer kept in float costs speed (pretend: +0.15 of fp32's latency per layer,
+    from 0.5x); once int8 would be no faster than 0.8x fp32 the search stops and says what it tried, rather than
+    present a slower model as int8's win. Every step is in the record."""
+
+    def latency(path):
+        return 0.5 + 0.15 * len(search.kept[-1])
+
+    with pytest.raises(QuantizationError) as caught:
+        search(lambda path: 0.90 if len(search.kept[-1]) >= 4 else 0.87, latency)
+    message = str(caught.value)
+    assert "0 in float: -3.00 at 0.50x" in message and "2 in float: -3.00 at 0.80x" in message
+    assert "4 in float" not in message and "more layers in float would be no faster than fp32" in message
+    search.kept.clear()
+    record = search(lambda path: 0.90 if len(search.kept[-1]) >= 1 else 0.87, latency)
+    assert [(s["float_layers"], s["latency_ratio_vs_fp32"]) for s in record["steps"]] == [(0, 0.5), (1, 0.65)]
+    assert len(record["kept_in_float"]) == 1 and record["latency_ratio_vs_fp32"] == 0.65
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ class Pass(ABC):
 
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
+    calibrates: ClassVar[bool] = False  # reads ctx.calibration (resolved, and checked, before any pass runs)
 
     def __init__(self, config: Any = None) -> None:
         self.config = config

@@ -50,6 +50,7 @@ class OnnxInt8Static(Pass):
     float until the validation budget holds."""
 
     name = "onnx_int8_static"
+    calibrates = True
     needs = (ONNX_FP32,)
 
     def run(self, ctx: ExportContext) -> list[Artifact]:
@@ -69,6 +70,7 @@ class OnnxInt8Static(Pass):
                     config,
                     fp32_accuracy=ctx.metrics["onnx_fp32"]["val_top1"],
                     accuracy=lambda path: evaluate(_OrtSession(ort_session(path), "int8"), ctx.val),
+                    latency=lambda path: latency_ratio(ctx.path(ONNX_FP32), path, ctx.pre.crop, seconds=0.5),
                 )
                 settings["accuracy_aware"] = {**search, "max_drop_points": config.max_drop}
                 if search["kept_in_float"]:

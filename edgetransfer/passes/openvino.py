@@ -50,6 +50,7 @@ class OpenVinoInt8(Pass):
     ``qdq`` converts model.int8.onnx. Judged by the same budget as ONNX Runtime's int8."""
 
     name = "openvino_int8"
+    calibrates = True
     needs = (OV_FP32,)
 
     def run(self, ctx: ExportContext) -> list[Artifact]:

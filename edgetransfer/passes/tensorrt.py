@@ -10,6 +10,7 @@ from edgetransfer.rundir import ONNX_FP32, TENSORRT_DIR
 @register
 class TensorRTCalibration(Pass):
     name = "tensorrt"
+    calibrates = True
     needs = (ONNX_FP32,)
 
     def run(self, ctx: ExportContext) -> list[Artifact]:
