@@ -267,10 +267,12 @@ class _Trainer:
         self.dist.barrier()
 
     def _should_stop(self, epoch: int) -> bool:
-        patience = self.config.patience
-        stop = (
-            self.dist.main and len(self.val) and patience is not None and epoch - self.state["best_epoch"] >= patience
-        )
+        """Early stopping: ``patience`` epochs without a better validation score. In two-phase the first epoch of
+        the body is not counted against it (validation often falls while the whole network starts learning, then
+        recovers: benchmarks/results/finetune_recipes.md)."""
+        c = self.config
+        since = max(self.state["best_epoch"], c.head_epochs + 1 if c.strategy == "two-phase" else 0)
+        stop = self.dist.main and len(self.val) and c.patience is not None and epoch - since >= c.patience
         return self.dist.any(bool(stop))
 
     def _finish(self, stopped_because: str, seconds: float) -> RunDir:
