@@ -198,7 +198,10 @@ def runtime_wheel(folder: Path) -> Path:
 def _requirements(package: Path) -> list[str]:
     """The base install's dependencies from pyproject.toml, when edgetransfer runs from its source tree (installed
     metadata lags behind an edited pyproject.toml until the next install); [] elsewhere."""
-    from edgetransfer.schemas import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     pyproject = package.parent / "pyproject.toml"
     if not pyproject.is_file():
