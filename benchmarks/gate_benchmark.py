@@ -14,7 +14,13 @@ Modes:
 - ``side-by-side``: no stored baseline: the slowed int8 model against the same file on plain ort-cpu, measured in
   the same rounds (`--relative-to ort-cpu`);
 - ``reference-run``: no stored baseline: `--reference-run` with a copy of the run (what CI gets by comparing the
-  branch's build with main's build): the run's int8 model, slowed, against the copy's, unslowed, in the same rounds.
+  branch's build with main's build): the run's int8 model, slowed, against the copy's, unslowed, in the same rounds;
+- ``probe``: a stored baseline as `edgetransfer bench --baseline` judges it: each model relative to the machine
+  probe measured in the same rounds (then and now), with the machine factor; past 2x no verdict (exit 2).
+
+``--load N`` starts N competing CPU-bound processes (numpy matrix products, one thread each) after the baseline is
+measured and stops them after the checks: the machine a CI job finds two minutes later, busier than when the
+baseline was taken.
 
 Targets: >= 95% caught, <= 2% false alarms, <= 30 s per gate. The gate's threshold is the slowdown it tolerates,
 so it catches reliably only slowdowns clearly above it: a 10% injected slowdown is gated at 5% by default.
@@ -30,6 +36,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,7 +102,25 @@ def measure_with(slowdown: float):
     return measure
 
 
-def trial(run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, order: int, base_time: float) -> dict:
+def competing_load(processes: int):
+    """Start ``processes`` CPU-bound processes (numpy matrix products, one BLAS thread each); returns a stop
+    function."""
+    code = "import os\nimport numpy as np\na = np.random.default_rng(0).random((384, 384))\n"
+    code += f"while os.getppid() == {os.getpid()}:\n    a @ a\n"  # ends with this script, however it ends
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    started = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(processes)]
+
+    def stop() -> None:
+        for process in started:
+            process.kill()
+            process.wait()
+
+    return stop
+
+
+def trial(
+    run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, order: int, base_time: float, load: int = 0
+) -> dict:
     side_by_side = gate.relative_to == SIDE_BY_SIDE_REFERENCE
     if side_by_side:  # the unwrapped int8 model is the reference, measured in the same rounds: no stored baseline
         config = replace(config, backends=("probe", "ort-cpu"), variants=("int8",))
@@ -104,14 +129,22 @@ def trial(run: RunDir, config: BenchConfig, gate: GateConfig, slowdown: float, o
     stored = not side_by_side and not config.reference_run
     baseline = measure_with(0.0)(run, replace(config, min_time=base_time)) if stored else None
     outcome = {}
-    for label, fraction in [("same", 0.0), ("slow", slowdown)][:: 1 if order % 2 == 0 else -1]:
-        started = time.perf_counter()
-        _, result = check(run, config, gate, baseline, baseline_name="trial baseline", measure=measure_with(fraction))
-        seconds = time.perf_counter() - started
-        rows = {f"{r.backend}:{r.variant}": round(r.ratio, 4) for r in result.rows}
-        outcome[label] = {"exit": result.exit_code, "seconds": round(seconds, 2), "ratios": rows}
-        if result.problems:
-            outcome[label]["problems"] = result.problems
+    stop = competing_load(load) if load else None  # the machine got busier since the baseline
+    try:
+        for label, fraction in [("same", 0.0), ("slow", slowdown)][:: 1 if order % 2 == 0 else -1]:
+            started = time.perf_counter()
+            measure = measure_with(fraction)
+            _, result = check(run, config, gate, baseline, baseline_name="trial baseline", measure=measure)
+            seconds = time.perf_counter() - started
+            rows = {f"{r.backend}:{r.variant}": round(r.ratio, 4) for r in result.rows}
+            outcome[label] = {"exit": result.exit_code, "seconds": round(seconds, 2), "ratios": rows}
+            if result.machine_factor is not None:
+                outcome[label]["machine_factor"] = round(result.machine_factor, 3)
+            if result.problems:
+                outcome[label]["problems"] = result.problems
+    finally:
+        if stop:
+            stop()
     return outcome
 
 
@@ -120,8 +153,9 @@ def main() -> int:
     parser.add_argument("--run", type=Path, help="an exported run (default: build a small one, ~10 s)")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument(
-        "--mode", choices=("relative", "baseline", "both", "side-by-side", "reference-run"), default="both"
+        "--mode", choices=("relative", "baseline", "both", "side-by-side", "reference-run", "probe"), default="both"
     )
+    parser.add_argument("--load", type=int, default=0, help="competing CPU-bound processes during the checks")
     parser.add_argument("--slowdown", type=float, default=0.10, help="injected extra work, a fraction (0.10: 10%%)")
     parser.add_argument("--max-regression", default="5%", help="the gate's threshold")
     parser.add_argument("--min-time", type=float, default=2.0, help="timed seconds per model (as --min-time)")
@@ -153,7 +187,7 @@ def main() -> int:
     threshold = parse_fraction(args.max_regression)
     modes = ["relative", "baseline"] if args.mode == "both" else [args.mode]
     references = {"relative": "probe:fp32", "baseline": None, "side-by-side": SIDE_BY_SIDE_REFERENCE}
-    references["reference-run"] = None
+    references["reference-run"] = references["probe"] = None
     gates = {m: GateConfig(max_regression=threshold, relative_to=references[m]) for m in modes}
     with tempfile.TemporaryDirectory(prefix="gate-benchmark-") as tmp:
         if args.run:
@@ -167,15 +201,17 @@ def main() -> int:
         shutil.copytree(run.path, copy)
         os.environ[SLOW_RUN_ENV] = str(run.path)
         configs = {m: replace(config, reference_run=str(copy) if m == "reference-run" else None) for m in modes}
+        configs = {m: replace(c, probe=m == "probe") for m, c in configs.items()}
         trials: dict[str, list] = {m: [] for m in modes}
         for i in range(args.trials):
             for mode in modes:
-                result = trial(run, configs[mode], gates[mode], args.slowdown, i, args.baseline_time)
+                result = trial(run, configs[mode], gates[mode], args.slowdown, i, args.baseline_time, args.load)
                 trials[mode].append(result)
                 same, slow = result["same"], result["slow"]
                 print(
                     f"trial {i + 1:2d}/{args.trials} {mode:8s} same: exit {same['exit']} {same['ratios']} "
                     f"({same['seconds']} s); slowed: exit {slow['exit']} {slow['ratios']} ({slow['seconds']} s) "
+                    + (f"machine factor {same['machine_factor']}x " if "machine_factor" in same else "")
                     + " ".join(same.get("problems", []) + slow.get("problems", [])),
                     flush=True,
                 )
@@ -190,7 +226,8 @@ def main() -> int:
             "max_gate_seconds": max(gate_times),
             "median_gate_seconds": sorted(gate_times)[len(gate_times) // 2],
         }
-    print(f"\ninjected slowdown {100 * args.slowdown:g}% on int8, gate threshold {100 * threshold:g}%")
+    load = f", {args.load} competing CPU-bound processes during the checks" if args.load else ""
+    print(f"\ninjected slowdown {100 * args.slowdown:g}% on int8, gate threshold {100 * threshold:g}%{load}")
     print("targets: >= 95% caught, <= 2% false alarms, <= 30 s per gate")
     for mode, s in summary.items():
         print(
