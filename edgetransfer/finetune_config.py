@@ -37,7 +37,7 @@ class FinetuneConfig:
     strategy: str = "two-phase"  # the head alone first, then the whole network (the body at lr * body_lr_scale)
     head_epochs: int = 1  # two-phase: epochs of head-only training
     unfreeze: int = 3  # partial: how many of the last body blocks learn
-    epochs: int = 5
+    epochs: int = 4  # at most; 5 took 1.14x the hand loop's time (benchmarks/results/finetune_recipes.md)
     batch_size: int = 32
     lr: float = 2e-3  # the head's peak learning rate (benchmarks/finetune_recipes.py chose the defaults)
     body_lr_scale: float = 1.0  # the body learns at lr * body_lr_scale
@@ -45,9 +45,9 @@ class FinetuneConfig:
     warmup: float = 0.05  # fraction of the steps spent warming the learning rate up
     label_smoothing: float = 0.1
     augment: str = "light"
-    hflip: bool = False
+    hflip: bool = True  # better on the choose half, digits included (--no-hflip for text)
     balanced: str = "auto"  # class-balanced sampling: auto (when classes are skewed 3:1 or more), on, off
-    patience: int | None = None  # stop after this many epochs without a better val accuracy
+    patience: int | None = 2  # stop after this many epochs without a better val score (two-phase: from the body's 2nd)
     time_budget: float | None = None  # seconds of training, at most
     seed: int = 0
     device: str = "auto"
