@@ -203,8 +203,9 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     lead = cli("--data", str(data), "--out", str(out), "--trials", "3", *FAST, wait=False)
     wait_for(lambda: running_trial_of(storage, name, lead.pid), lead)
     victim = cli("--worker", "--out", str(out), wait=False)
-    worker = cli("--worker", "--out", str(out), wait=False)
     wait_for(lambda: running_trial_of(storage, name, victim.pid), victim)
+    worker = cli("--worker", "--out", str(out), wait=False)
+    time.sleep(1)
     victim.send_signal(signal.SIGKILL)
     victim.wait()  # reaped: its pid is gone
     twice = cli("--data", str(data), "--out", str(out), "--resume")
