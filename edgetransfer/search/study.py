@@ -50,10 +50,19 @@ def search(config: SearchConfig) -> SearchResult:
 
     log = mlflow_logger(config.mlflow, Path(config.out).name) if config.mlflow else None  # checked before any work
     out = Path(config.out).expanduser()
-    if config.worker:
-        return _Search(config, out, log).join()
-    with RunDir(out).lock("search"):
-        return _Search(config, out, log).lead()
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        if config.worker:
+            return _Search(config, out, log).join()
+        with RunDir(out).lock("search"):
+            return _Search(config, out, log).lead()
+    except OperationalError as exc:  # the database went away during the search
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise UsageError(
+            f"the storage stopped answering ({first[0] if first else 'no reason given'}); the finished trials are kept "
+            "in it: --resume (or --worker) when it is back"
+        ) from None
 
 
 def _check_new(config: SearchConfig, out: Path):
