@@ -94,22 +94,29 @@ DYNAMIC_NOTE = "; dynamic (weight-only) int8 runs convolutions slowly in ONNX Ru
 
 
 def latency_ratio(fp32: Path, candidate: Path, size: int, *, seconds: float = 1.0) -> float:
-    """Median latency of ``candidate`` over that of ``fp32`` on one image in ONNX Runtime, measured in alternating
-    rounds within ``seconds`` (one run's ratio: the machine's noise hits both alike)."""
+    """Median latency of the ONNX file ``candidate`` over that of ``fp32`` in ONNX Runtime (see
+    :func:`session_latency_ratio`)."""
+    from edgetransfer.backends.ort import _OrtSession, ort_session
+
+    sessions = [_OrtSession(ort_session(path), "fp32") for path in (fp32, candidate)]
+    return session_latency_ratio(*sessions, size, seconds=seconds)
+
+
+def session_latency_ratio(fp32: Session, candidate: Session, size: int, *, seconds: float = 1.0) -> float:
+    """Median latency of ``candidate`` over that of ``fp32`` on one image, measured in alternating rounds within
+    ``seconds`` (one run's ratio: the machine's noise hits both alike)."""
     import time
 
-    from edgetransfer.backends.ort import ort_session
-
-    sessions = [ort_session(fp32), ort_session(candidate)]
-    feed = {"input": np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)}
+    image = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+    sessions = (fp32, candidate)
     times: list[list[float]] = [[], []]
     for session in sessions:  # warm-up
         for _ in range(3):
-            session.run(None, feed)
+            session.run(image)
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(times[1]) < 10:
         for session, kept in zip(sessions, times, strict=True):
             started = time.perf_counter()
-            session.run(None, feed)
+            session.run(image)
             kept.append(time.perf_counter() - started)
     return float(np.median(times[1]) / np.median(times[0]))

@@ -145,6 +145,8 @@ def test_the_card_in_every_file_says_how_it_was_made(trained_run):
     assert names == ["onnx_fp32", "onnx_int8_static", "openvino_ir", "openvino_int8"]
     assert card.export["config"]["int8"]["calibration_size"] == 16
     assert card.export["passes"][0]["config"] == {"opset": 17, "atol": 1e-3, "simplify": True}
+    for name in ("model.int8.onnx", "openvino/model.int8.xml"):  # each int8 model measured against its fp32
+        assert 0 < card.artifacts[name]["quantization"]["latency_ratio_vs_fp32"] < 100
     proto = onnx.load(str(trained_run.file("model.int8.onnx")))
     inside = read_from_onnx_metadata({p.key: p.value for p in proto.metadata_props})
     assert inside.export == card.export

@@ -36,7 +36,7 @@ def judge_onnx_int8(ctx: ExportContext, config: Int8Config, settings: dict[str, 
     if ratio >= 1 / SPEEDUP_WORTH_IT:
         console.err.print(
             f"[yellow]warning: model.int8.onnx is not measurably faster than model.onnx here: {ratio:.2f}x "
-            f"fp32's median latency {where}{note}[/]"
+            f"fp32's median latency {where}{note}; 'edgetransfer explain' says why[/]"
         )
     else:
         console.err.print(f"ONNX int8: {ratio:.2f}x fp32's median latency {where}")

@@ -11,7 +11,7 @@ from edgetransfer import console
 from edgetransfer.backends.base import LoadOptions
 from edgetransfer.backends.openvino import compile_model
 from edgetransfer.errors import UsageError
-from edgetransfer.evaluation import evaluate
+from edgetransfer.evaluation import SPEEDUP_WORTH_IT, evaluate, session_latency_ratio
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
 from edgetransfer.quantize import Int8Config, int8_budget
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP16, OV_FP32, OV_INT8
@@ -64,8 +64,19 @@ class OpenVinoInt8(Pass):
             record: dict[str, Any] = {"tool": "openvino.convert_model", "converted_from": ONNX_INT8}
         else:
             model, record = self._nncf(ctx, config)
-        result = ctx.measure("openvino_int8", compile_model(model, LoadOptions(), int8=True))
+        session = compile_model(model, LoadOptions(), int8=True)
+        result = ctx.measure("openvino_int8", session)
         fp32 = ctx.metrics["openvino_fp32"]
+        reference = compile_model(ctx.artifacts[OV_FP32].ov_model, LoadOptions())  # as a device runs it
+        record["latency_ratio_vs_fp32"] = ratio = session_latency_ratio(reference, session, ctx.pre.crop)
+        where = f"(OpenVINO, one image, this CPU; its fp32 runs in {reference.precision})"
+        if ratio >= 1 / SPEEDUP_WORTH_IT:
+            console.err.print(
+                f"[yellow]warning: the OpenVINO int8 IR is not measurably faster than the fp32 IR here: {ratio:.2f}x "
+                f"fp32's median latency {where}; 'edgetransfer explain' says why[/]"
+            )
+        else:
+            console.err.print(f"OpenVINO int8: {ratio:.2f}x fp32's median latency {where}")
         record["test_drop_points"] = 100 * (fp32["test_top1"] - result["test_top1"])
         tried = "after NNCF accuracy control" if record["tool"] == "nncf.quantize_with_accuracy_control" else ""
         record["val_drop_points"] = int8_budget(
