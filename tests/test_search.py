@@ -191,6 +191,22 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
         assert no_mlflow.returncode == 2 and "--mlflow needs MLflow" in no_mlflow.stderr and not out.exists()
 
 
+def test_a_second_search_of_one_name_in_a_shared_storage_is_refused(tmp_path):
+    """Two machines starting 'the same' search in one storage: the second is told to --resume or --worker."""
+    data = make_folder(tmp_path / "img", per_class=6)
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = cli("--data", str(data), "--out", str(tmp_path / "a" / "cam"), "--storage", shared, "--trials", "0", *FAST)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "no trial finished with a measured model yet" in first.stdout
+    second = cli("--data", str(data), "--out", str(tmp_path / "b" / "cam"), "--storage", shared, *FAST)
+    assert second.returncode == 2
+    assert (
+        second.stderr.strip()
+        .splitlines()[-1]
+        .endswith("holds a search named 'cam' already; --resume continues it, --worker joins it")
+    )
+
+
 # ----------------------------------------------------------------------------- real searches
 
 

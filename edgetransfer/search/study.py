@@ -158,8 +158,7 @@ class _Search:
             )
         except self.optuna.exceptions.DuplicatedStudyError:
             raise UsageError(
-                f"{storage.url if hasattr(storage, 'url') else 'the storage'} holds a search named {name!r} already; "
-                "--resume continues it, --worker joins it"
+                f"{self._where()} holds a search named {name!r} already; --resume continues it, --worker joins it"
             ) from None
         recorded = {**self.config.recorded(), "trials": self.config.trials}
         for key, value in {"config": recorded, "space": space.to_dict(), "data": data}.items():
