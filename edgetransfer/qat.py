@@ -1,0 +1,174 @@
+"""Quantization-aware fine-tuning: a short fine-tune with fake quantization from a run's best checkpoint on its
+training images, written as a QDQ ONNX model that ONNX Runtime and OpenVINO both execute in int8.
+
+NNCF's PyTorch QAT (``nncf.quantize`` on the torch model, then training the model it returns, then ``nncf.strip`` to
+PyTorch's own FakeQuantize modules, which the ONNX exporter writes as QuantizeLinear/DequantizeLinear pairs), with
+no dependency beyond NNCF. BatchNorm is folded into the convolutions first (a BatchNorm left after a fake-quantized
+convolution keeps the convolution in float). Measured in ``benchmarks/results/qat_trial.md``: OpenVINO runs the file
+in int8 (about half fp32's latency), but ONNX Runtime fuses only 13 of MobileNetV2's 52 convolutions into
+QLinearConv (NNCF's symmetric int8 activations, and weights stored in float behind QuantizeLinear), so there it is
+slower than fp32; PyTorch's pt2e (``prepare_qat_pt2e`` with the x86 quantizer, torchao) gave 42 of 52 and is the
+one to keep for ONNX Runtime, at the cost of two dependencies (torchao, onnxscript). Until then, judge this file's
+ONNX Runtime speed before offering it (the export's speed check does).
+
+Deterministic on the CPU: the image order, the augmentation and the initial ranges follow ``seed``. NNCF's fake
+quantization runs on its pure-PyTorch reference functions: left to itself NNCF compiles a C++ extension with the
+machine's compiler on first use (a minute or more, and a 60 s timeout that failed on a busy machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetransfer.data import Sample
+from edgetransfer.errors import QuantizationError
+from edgetransfer.rundir import RunDir, atomic_path
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """How to fine-tune with fake quantization. The learning rate is small: the model has converged in float and
+    only has to adapt to int8 rounding."""
+
+    epochs: int = 1
+    seed: int = 0
+    lr: float = 5e-5
+    batch_size: int = 32
+    calibration_size: int = 200  # images NNCF sets the initial ranges from
+    augment: str = "light"
+    opset: int = 17
+
+    def validate(self) -> None:
+        if not 1 <= self.epochs <= 100:
+            raise QuantizationError(f"QAT epochs must be 1..100, not {self.epochs}")
+        if not 0 < self.lr < 1:
+            raise QuantizationError(f"QAT learning rate must be in (0, 1), not {self.lr}")
+        if not 1 <= self.batch_size <= 1024 or self.calibration_size < 1:
+            raise QuantizationError("QAT batch size must be 1..1024 and the calibration size at least 1")
+
+
+def fold_batchnorm(model: Any) -> Any:
+    """BatchNorm folded into the convolution just before it, in place (the model goes to eval mode)."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for module in list(model.modules()):
+        names = list(module._modules)
+        for first, second in zip(names, names[1:], strict=False):
+            conv, bn = module._modules[first], module._modules[second]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                module._modules[second] = torch.nn.Identity()
+    return model
+
+
+def _use_reference_functions() -> None:
+    """NNCF's fake quantization in plain PyTorch ops instead of its just-in-time compiled C++ extension."""
+    from nncf.torch.quantization import extensions
+    from nncf.torch.quantization.reference import ReferenceQuantizedFunctions
+
+    namespace = getattr(extensions, "QuantizedFunctionsCPU", None)
+    if namespace is not None and getattr(namespace, "_loaded_namespace", "missing") is None:
+        namespace._loaded_namespace = ReferenceQuantizedFunctions
+
+
+def _batches(samples: Sequence[Sample], pre: Any, config: QatConfig, epoch: int):
+    """One epoch of seeded, shuffled, augmented (image tensor, label tensor) batches."""
+    import torch
+
+    from edgetransfer.data import ImageDataset, train_transform
+
+    torch.manual_seed(config.seed * 10_000 + epoch)  # the augmentation's random draws
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
+    dataset = ImageDataset(tuple(samples[i] for i in order), train_transform(pre, augment=config.augment))
+    for start in range(0, len(dataset), config.batch_size):
+        items = [dataset[i] for i in range(start, min(start + config.batch_size, len(dataset)))]
+        yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def qat_to_onnx(
+    run: RunDir | Path | str,
+    train: Sequence[Sample],
+    out: Path | str,
+    config: QatConfig = QatConfig(),
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Fine-tune ``run``'s best checkpoint with fake quantization on ``train`` and write the int8 QDQ ONNX model to
+    ``out`` (only when everything succeeded); returns a record (epochs' losses, seconds, settings).
+
+    Raises:
+        QuantizationError: no training images, a bad config, a diverged loss or NNCF failing.
+        RunDirError: the run's checkpoint is missing, changed, or does not fit its card's backbone.
+    """
+    import random
+
+    import nncf
+    import numpy as np
+    import torch
+
+    from edgetransfer.checkpoint import load_model
+    from edgetransfer.evaluation import decoded
+    from edgetransfer.onnx_convert import torch_to_onnx
+
+    config.validate()
+    if not train:
+        raise QuantizationError("QAT needs the run's training images, and there are none")
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    card = run.load_card()
+    pre = card.preprocessing
+    model = fold_batchnorm(load_model(run, card))
+    say = progress or (lambda line: None)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    chosen = list(train)
+    random.Random(config.seed).shuffle(chosen)
+    calibration = decoded(tuple(chosen[: config.calibration_size]), pre)
+    items = [torch.from_numpy(calibration.images[i : i + 1]) for i in range(len(calibration))]
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    nncf.set_log_level(logging.ERROR)
+    _use_reference_functions()
+    started = time.perf_counter()
+    try:
+        quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
+    except Exception as exc:  # noqa: BLE001 - NNCF raises a wide variety; one line for the user
+        raise QuantizationError(f"NNCF could not insert fake quantization: {str(exc).splitlines()[0]}") from None
+    optimizer = torch.optim.AdamW(quantized.parameters(), lr=config.lr, weight_decay=0.0)
+    losses = []
+    for epoch in range(config.epochs):
+        total, count, epoch_start = 0.0, 0, time.perf_counter()
+        for images, labels in _batches(train, pre, config, epoch):
+            loss = torch.nn.functional.cross_entropy(quantized(images), labels)
+            if not torch.isfinite(loss):
+                raise QuantizationError(f"QAT diverged in epoch {epoch + 1} (loss {float(loss)}); try a smaller lr")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, count = total + float(loss) * len(labels), count + len(labels)
+        losses.append(total / count)
+        seconds = time.perf_counter() - epoch_start
+        say(f"QAT epoch {epoch + 1}/{config.epochs}  loss {losses[-1]:.4f}  {count / seconds:.0f} img/s")
+    quantized.eval()
+    stripped = nncf.strip(quantized, example_input=items[0], strip_format=nncf.StripFormat.NATIVE)
+    with atomic_path(Path(out)) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch_to_onnx(stripped, pre.crop, tmp, config.opset)
+    return {
+        "method": "qat-nncf",
+        "nncf": nncf.__version__,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "lr": config.lr,
+        "losses": [round(v, 6) for v in losses],
+        "calibration_images": len(items),
+        "train_images": len(train),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
