@@ -154,6 +154,9 @@ def search(
     result = search(config)
     if worker:
         mine = [r for r in result.rows if r["number"] in result.mine]
+        if not mine:
+            console.out.print(f"this worker ran no trial (the search stopped: {result.stopped})", markup=False)
+            return
         console.out.print(rep.trials_table(mine, result.budget, title=f"this worker's trials ({result.stopped})"))
         return
     console.out.print(rep.pareto_table(result.rows, result.budget))
