@@ -174,9 +174,9 @@ def openvino_int8_layers(path: Path) -> dict:
     counts: dict[str, int] = {}
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
-        layer = str(info["layerType"]) if "layerType" in info else ""
+        layer = info["layerType"].astype(str) if "layerType" in info else ""  # OVAny values: str() is not the value
         if "Convolution" in layer or "FullyConnected" in layer or "MatMul" in layer:
-            key = f"{layer} {info['runtimePrecision']}"
+            key = f"{layer} {info['runtimePrecision'].astype(str)}"
             counts[key] = counts.get(key, 0) + 1
     return counts
 
