@@ -101,12 +101,13 @@ def search(
             rich_help_panel=CANDIDATES,
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs per trial.", rich_help_panel=CANDIDATES)] = _default(
-        "epochs"
-    ),
-    batch_size: Annotated[int, typer.Option(help="Training batch size.", rich_help_panel=CANDIDATES)] = _default(
-        "batch_size"
-    ),
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Fine-tuning epochs per trial.", show_default="finetune's", rich_help_panel=CANDIDATES),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Training batch size.", show_default="finetune's", rich_help_panel=CANDIDATES)
+    ] = None,
     pruner: Annotated[
         str, typer.Option(help="Stop hopeless trials early: median, halving or none.", rich_help_panel=CANDIDATES)
     ] = _default("pruner"),

@@ -40,8 +40,8 @@ class SearchConfig:
     backbones: tuple[str, ...] | None = None
     sizes: tuple[int, ...] | None = None
     int8_methods: tuple[str, ...] | None = None
-    epochs: int = 5
-    batch_size: int = 32
+    epochs: int | None = None  # None: FinetuneConfig's (each trial trains as 'edgetransfer finetune' would)
+    batch_size: int | None = None  # None: FinetuneConfig's
     seed: int = 0
     device: str = "auto"
     pruner: str = "median"
@@ -58,8 +58,8 @@ class SearchConfig:
                 self.time_budget is None or (math.isfinite(self.time_budget) and self.time_budget > 0),
                 "--time-budget must be a positive duration, e.g. 2h, 30m or 90s",
             ),
-            (1 <= self.epochs <= 1000, "--epochs must be 1..1000"),
-            (2 <= self.batch_size <= 4096, "--batch-size must be 2..4096"),
+            (self.epochs is None or 1 <= self.epochs <= 1000, "--epochs must be 1..1000"),
+            (self.batch_size is None or 2 <= self.batch_size <= 4096, "--batch-size must be 2..4096"),
             (self.pruner in PRUNERS, f"unknown --pruner {self.pruner!r}; choose {', '.join(PRUNERS)}"),
             (self.backend in BACKENDS, f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}"),
             (

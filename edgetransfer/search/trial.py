@@ -88,16 +88,16 @@ def run_trial(
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    given = {k: getattr(config, k) for k in ("epochs", "batch_size") if getattr(config, k) is not None}
     run = finetune(
         FinetuneConfig(
             data=config.data,
             out=str(out),
             backbone=candidate.backbone,
             size=candidate.size,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
             seed=config.seed,
             device=config.device,
+            **given,  # else FinetuneConfig's defaults, as 'edgetransfer finetune'
         ),
         on_epoch=on_epoch,
     )
