@@ -300,33 +300,18 @@ def postgres():
     if init.returncode:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"initdb could not make a cluster: {init.stderr.strip().splitlines()[-1:]}")
+    ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(cluster)]
+    options = f"-p {port} -h 127.0.0.1 -k {root}"
     start = subprocess.run(
-        [
-            *prefix,
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(cluster),
-            "-l",
-            str(root / "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-            "-o",
-            f"-p {port} -h 127.0.0.1 -k {root}",
-        ],
-        capture_output=True,
-        text=True,
+        [*ctl, "-l", str(root / "log"), "-w", "-t", "60", "start", "-o", options], capture_output=True
     )
     if start.returncode:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
+        pytest.skip(f"PostgreSQL did not start: {start.stderr.decode(errors='replace').strip()[-300:]}")
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(
-            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(cluster), "-m", "immediate", "stop"], capture_output=True
-        )
+        subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
