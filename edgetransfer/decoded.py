@@ -72,7 +72,8 @@ class Decoded:
         if self.cached and self.samples:
             self.pixels = np.empty((len(self.samples), pre.crop, pre.crop, 3), np.uint8)
             with console.progress() as bar:
-                task = bar.add_task(f"decoding {name or 'images'} once at {pre.crop} px", total=len(self.samples))
+                label = f"decoding {name or 'images'} once at {pre.crop} px"
+                task = bar.add_task(label, total=len(self.samples), status="")
                 for start in range(0, len(self.samples), 64):
                     indices = range(start, min(start + 64, len(self.samples)))
                     self.pixels[start : indices.stop] = self._decode(indices)
