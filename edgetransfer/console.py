@@ -18,9 +18,15 @@ out = _console()
 err = _console(stderr=True)
 
 
+class _Progress(Progress):
+    def add_task(self, description, *args, **fields):  # every task has the status column's field, "" by default
+        fields.setdefault("status", "")
+        return super().add_task(description, *args, **fields)
+
+
 def progress() -> Progress:
     """A progress bar on stderr: description, bar, done/total, elapsed and remaining time."""
-    return Progress(
+    return _Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

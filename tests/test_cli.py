@@ -173,3 +173,20 @@ def test_command_line_mistakes_are_one_line(args, fragment):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], done.stderr
+
+
+def test_a_progress_task_without_a_status_renders_on_a_terminal(monkeypatch):
+    """Bars are drawn only on a terminal, so a task that lacks the status column's field crashed there alone
+    (KeyError: 'status'); every task now has it."""
+    import io
+
+    from rich.console import Console
+
+    from edgetransfer import console
+
+    monkeypatch.setattr(console, "err", Console(file=io.StringIO(), force_terminal=True, width=100))
+    with console.progress() as bar:
+        task = bar.add_task("decoding", total=2)
+        bar.update(task, advance=2)
+        bar.refresh()
+    assert "decoding" in console.err.file.getvalue()
