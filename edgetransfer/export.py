@@ -76,6 +76,8 @@ def plan(config: ExportConfig) -> list[Pass]:
         passes.append(OpenVinoIR(OpenVinoConfig(config.atol, config.fp16)))
         if config.int8.mode == "static":
             passes.append(OpenVinoInt8(config.int8))
+        elif config.int8.mode == "qat":  # OpenVINO runs the QAT model's QDQ file in int8 as it is
+            passes.append(OpenVinoInt8(dataclasses.replace(config.int8, openvino="qdq")))
     if config.tensorrt:
         passes.append(TensorRTCalibration())
     return passes

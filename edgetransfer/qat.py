@@ -155,11 +155,11 @@ def qat_to_onnx(
         for images, labels in _batches(train, pre, config, epoch):
             loss = torch.nn.functional.cross_entropy(quantized(images), labels)
             if not torch.isfinite(loss):
-                raise QuantizationError(f"QAT diverged in epoch {epoch + 1} (loss {float(loss)}); try a smaller lr")
+                raise QuantizationError(f"QAT diverged in epoch {epoch + 1} (loss {loss.item()}); try a smaller lr")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, count = total + float(loss) * len(labels), count + len(labels)
+            total, count = total + float(loss.detach()) * len(labels), count + len(labels)
         losses.append(total / count)
         seconds = time.perf_counter() - epoch_start
         say(f"QAT epoch {epoch + 1}/{config.epochs}  loss {losses[-1]:.4f}  {count / seconds:.0f} img/s")

@@ -60,7 +60,8 @@ class Int8Config:
         from edgetransfer.passes import INT8_METHODS  # each method is an export pass that registers itself
 
         if self.mode != "none" and self.mode not in INT8_METHODS.names():
-            methods = " or ".join(INT8_METHODS.names())
+            names = INT8_METHODS.names()
+            methods = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
             raise UsageError(f"unknown --int8-method {self.mode!r}; choose {methods} (--no-int8: none)")
         if self.method not in CALIBRATION_METHODS:
             choices = ", ".join(CALIBRATION_METHODS)

@@ -179,5 +179,32 @@ def test_a_new_int8_method_plugs_in_as_a_pass(trained_run, tmp_path):
     assert [step["pass"] for step in card.export["passes"]] == ["onnx_fp32", "onnx_int8_copy"]
     record = card.artifacts["model.int8.onnx"]["quantization"]
     assert record["tool"] == "copy" and record["val_drop_points"] == 0.0
-    with pytest.raises(UsageError, match="unknown --int8-method 'copy'; choose dynamic or static"):
+    with pytest.raises(UsageError, match="unknown --int8-method 'copy'; choose dynamic, qat or static"):
         Int8Config(mode="copy").validate()
+
+
+@pytest.mark.slow
+def test_qat_is_an_int8_method_judged_like_the_others(trained_run, tmp_path):
+    """--int8-method qat fine-tunes with fake quantization and is judged by the same budget and speed check; its
+    QDQ file is also the OpenVINO int8 IR."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+    from edgetransfer.rundir import RunDir
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--int8-method", "qat", "--max-drop", "100"])
+    assert result.exit_code == 0, result.output
+    card = RunDir.open(tmp_path / "run").load_card()
+    assert [step["pass"] for step in card.export["passes"]] == [
+        "onnx_fp32",
+        "onnx_int8_qat",
+        "openvino_ir",
+        "openvino_int8",
+    ]
+    onnx_record = card.artifacts["model.int8.onnx"]["quantization"]
+    assert onnx_record["tool"].startswith("nncf QAT") and onnx_record["latency_ratio_vs_fp32"] > 0
+    assert card.artifacts["openvino/model.int8.xml"]["quantization"]["converted_from"] == "model.int8.onnx"
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "run" / "model.int8.onnx")).graph.node}

@@ -19,7 +19,8 @@ def export(
     int8_method: Annotated[
         str,
         typer.Option(
-            help="static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR; dynamic: weight-only int8 (ONNX only)."
+            help="static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR; dynamic: weight-only int8 (ONNX only); "
+            "qat: a short quantization-aware fine-tune (NNCF) on the training images, as QDQ ONNX and its IR."
         ),
     ] = Int8Config.mode,
     calib: Annotated[

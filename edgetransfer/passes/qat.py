@@ -1,0 +1,27 @@
+"""``--int8-method qat``: quantization-aware fine-tuning (edgetransfer/qat.py, NNCF's PyTorch QAT) from the run's best
+checkpoint on its training images, written as ``model.int8.onnx`` and judged like every int8 model: the validation
+budget, and its speed against fp32 measured here (ONNX Runtime runs NNCF's QDQ file mostly in float, so expect the
+warning there; OpenVINO runs it in int8 - see benchmarks/results/qat_trial.md)."""
+
+from __future__ import annotations
+
+from edgetransfer import console
+from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
+from edgetransfer.passes.onnx_int8 import judge_onnx_int8
+from edgetransfer.rundir import ONNX_FP32, ONNX_INT8
+
+
+@register
+@int8_method("qat")
+class OnnxInt8Qat(Pass):
+    name = "onnx_int8_qat"
+    needs = (ONNX_FP32,)  # the fp32 export: the judge's reference for accuracy and speed
+
+    def run(self, ctx: ExportContext) -> list[Artifact]:
+        from edgetransfer.qat import QatConfig, qat_to_onnx
+
+        config = QatConfig(seed=self.config.seed, calibration_size=self.config.calibration_size)
+        with console.err.status("quantization-aware fine-tuning..."):
+            record = qat_to_onnx(ctx.run, ctx.splits.train, ctx.path(ONNX_INT8), config, progress=console.err.print)
+        settings = {"tool": "nncf QAT (PyTorch), QDQ ONNX", **record}
+        return [judge_onnx_int8(ctx, self.config, settings)]
