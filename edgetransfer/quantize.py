@@ -294,7 +294,8 @@ def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, 
 def over_budget(name: str, drop: float, max_drop: float, tried: str = "") -> QuantizationError:
     return QuantizationError(
         f"{name} cannot hold the {max_drop}-point budget: it loses {drop:.2f} points of validation top-1"
-        f"{f' ({tried})' if tried else ''}; raise --max-drop, try --calib-method entropy, or use --no-int8"
+        f"{f' ({tried})' if tried else ''}; raise --max-drop, try --calib-method entropy or --int8-method qat, "
+        "or use --no-int8"
     )
 
 
