@@ -232,6 +232,7 @@ def main() -> None:
     parser.add_argument("--hand-sets", default="all", help="sets where the hand loop runs (all, or names)")
     parser.add_argument("--no-default", action="store_true", help="run only the --variant arms (and the hand loop)")
     parser.add_argument("--merge", type=Path, nargs="*", help="write one report from these results .json files")
+    parser.add_argument("--rename", action="append", default=[], help="OLD=NEW: an arm's name in --merge")
     parser.add_argument("--adaptation", default="", help="comma-separated sets: re-measure AdaBN + self-training")
     parser.add_argument("--variant", action="append", default=[], help="NAME=--flag,value,... an extra arm")
     parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()) / "edgetransfer-suite")
@@ -243,10 +244,16 @@ def main() -> None:
     if args.merge:
         from edgetransfer.machine import machine_info
 
-        raw = {}
-        for path in args.merge:
+        raw: dict = {"_load": []}
+        rename = dict(pair.split("=", 1) for pair in args.rename)
+        for path in args.merge:  # the runs of each set and arm, from every file, together
             for name, arms in json.loads(path.read_text()).items():
-                raw[name] = {**raw.get(name, {}), **arms} if isinstance(arms, dict) else arms
+                if name == "_load":
+                    raw["_load"].append(arms)
+                    continue
+                for arm, runs in arms.items():
+                    raw.setdefault(name, {}).setdefault(rename.get(arm, arm), []).extend(runs)
+        raw["_load"] = ", ".join(raw["_load"])
         info = machine_info()
         args.out.write_text(report(raw, args, f"{info['cpu']}, {info['cores']} cores"))
         print(args.out.read_text())
@@ -288,7 +295,7 @@ def main() -> None:
             with_hand = args.hand_sets == "all" or name in args.hand_sets.split(",")
             fp32 = name in args.fp32_sets.split(",")
             raw[name] = {**({"hand": []} if with_hand else {}), **{v: [] for v in variants}}
-            base = "default" if "default" in variants else next(iter(variants))
+            base = "default" if "default" in variants else next(iter(variants), None)
             if fp32:
                 raw[name][f"{base}, --amp off"] = []
             for seed in seeds:
