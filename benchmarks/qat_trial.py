@@ -30,24 +30,9 @@ from edgetransfer.backends.base import LoadOptions  # noqa: E402
 from edgetransfer.backends.openvino import compile_model  # noqa: E402
 from edgetransfer.backends.ort import _OrtSession, ort_session  # noqa: E402
 from edgetransfer.evaluation import decoded, top1  # noqa: E402
+from edgetransfer.qat import fold_batchnorm  # noqa: E402
 from edgetransfer.quantize import Int8Config, calibration_subset, prepare, quantize_static  # noqa: E402
 from edgetransfer.rundir import RunDir  # noqa: E402
-
-
-def fold_batchnorm(model):
-    """BatchNorm folded into the convolution before it (in place; works on Sequential pairs and conv/bn attributes)."""
-    import torch
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    model.eval()
-    for module in list(model.modules()):
-        names = list(module._modules)
-        for first, second in zip(names, names[1:], strict=False):
-            conv, bn = module._modules[first], module._modules[second]
-            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
-                module._modules[first] = fuse_conv_bn_eval(conv, bn)
-                module._modules[second] = torch.nn.Identity()
-    return model
 
 
 def train_batches(samples, pre, *, seed: int, epoch: int, batch_size: int, limit: int | None):
