@@ -334,7 +334,19 @@ def test_the_connection_drops_mid_bench(device, servers, tmp_path):
     assert len(errors) == 1 and "the connection was lost during the bench" in errors[0], errors
     entry = json.loads((run / "bench.json").read_text())["devices"][0]
     assert entry["error"] and entry["document"] is None
-    assert not [p for p in workers if Path(f"/proc/{p}").exists()]  # nothing left running on the device
+    deadline = time.monotonic() + 20  # the worker gets SIGHUP when its session dies; give it time to exit
+    while [p for p in workers if _running(p)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in workers if _running(p)]  # nothing left running on the device
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead process whose parent has not reaped it yet still has a /proc entry)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _cmdline(pid: int) -> bytes:
