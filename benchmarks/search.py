@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.sets.split(","):
         results.append(one_set(name, args.root, args.budget_factor))
