@@ -346,6 +346,40 @@ def test_the_connection_drops_mid_bench(device, servers, tmp_path):
     assert not [p for p in workers if _running(p)]  # nothing left running on the device
 
 
+def test_search_measures_each_trial_on_the_device(device, servers, main_server, wheelhouse, tmp_path):
+    """search --on: the trial's latency comes from the device (its copy of the model there, nothing benched here);
+    a device that does not answer is refused before the first trial trains, and nothing is left behind."""
+    pytest.importorskip("optuna", reason="edgetransfer[search] is not installed")
+    import hashlib
+
+    from conftest import make_folder
+
+    data = make_folder(tmp_path / "img", per_class=6)
+    targets = targets_file(tmp_path, servers, dev={"port": main_server.port})
+    out = tmp_path / "search"
+    command = [sys.executable, "-m", "edgetransfer", "search", "--data", str(data), "--trials", "1"]
+    command += ["--backbones", "mobilenet_v2", "--sizes", "32", "--int8-methods", "static", "--epochs", "1"]
+    command += ["--batch-size", "8", "--min-time", "0.1", "--targets", str(targets), "--wheelhouse", str(wheelhouse)]
+    done = subprocess.run([*command, "--out", str(out), "--on", "dev"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trial = json.loads((out / "search.json").read_text())["trials"][0]
+    assert trial["state"] == "done" and trial["measured_on"] == "dev" and trial["latency_ms"] > 0
+    run = Path(trial["run"])
+    assert not (run / "bench.json").exists()  # not measured here
+    sha = hashlib.sha256((run / "model.int8.onnx").read_bytes()).hexdigest()
+    there = [p for p in main_server.cache.rglob("*.onnx") if hashlib.sha256(p.read_bytes()).hexdigest() == sha]
+    assert there, "the trial's int8 model is not on the device"
+    gone = tmp_path / "gone"
+    refused = subprocess.run(
+        [*command, "--out", str(gone), "--on", f"ssh://root@127.0.0.1:{_free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and error_lines(refused.stderr) == [refused.stderr.strip()], refused.stderr
+    assert "unreachable" in refused.stderr and not gone.exists()
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie (a dead process whose parent has not reaped it yet still has a /proc entry)."""
     fields = _stat(pid)

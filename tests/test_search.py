@@ -386,3 +386,54 @@ def test_the_defaults_candidate_is_tried_first(tmp_path):
     assert _default_candidate(config, build_space(config), splits) == Candidate("mobilenet_v2", 96, "static")
     narrow = SearchConfig(data=str(data), out="o", sizes=(32,))
     assert _default_candidate(narrow, build_space(narrow), splits) is None  # not in the space: nothing forced
+
+
+def test_the_size_grid_starts_at_64_for_small_images():
+    config = SearchConfig(data="d", out="o", backbones=("mobilenet_v2",), int8_methods=("static",))
+    assert build_space(config, side=32).sizes["mobilenet_v2"][0] == 64  # 32 px images: 64 px loses no pixel
+    assert build_space(config, side=64).sizes["mobilenet_v2"][0] == 64
+    assert build_space(config, side=65).sizes["mobilenet_v2"][0] == 96
+    assert build_space(config).sizes["mobilenet_v2"] == (96, 128, 160, 192, 224)  # size unknown: from 96
+
+
+def test_accuracy_within_the_validation_noise_goes_to_the_faster():
+    """97.77 % vs 97.03 % on 269 validation images is 2 images apart, within one standard error (~0.9 points):
+    the 49x faster trial is recommended, and the verdict says why; on 100,000 images the same gap decides."""
+    slow, fast = dict(val_images=269), dict(val_images=269)
+    rows = [_row(0, 0.9703, 0.48, **fast), _row(1, 0.9777, 23.7, **slow), _row(2, 0.90, 0.2, val_images=269)]
+    pick = rep.recommend(rows, 33.0)
+    assert pick["row"]["number"] == 0 and pick["most_accurate"]["number"] == 1
+    assert 0.74 < pick["tie_points"] < 1.2  # one standard error of ~97.8 % on 269 images, in points
+    lines = rep.verdict(rows, Budget("p50_ms", 33.0))
+    assert "recommended: trial 0" in lines[0] and "trial 1" in lines[1] and "49.38x slower" in lines[1]
+    many = [dict(r, val_images=100_000) for r in rows]
+    assert rep.recommend(many, 33.0)["row"]["number"] == 1  # a real 0.74-point gap: the more accurate one
+    assert rep.recommend(rows, 33.0, tie_se=0)["row"]["number"] == 1  # no tie band: strictly the most accurate
+    assert rep.recommend(rows, 10.0)["row"]["number"] == 0  # the slow one is over this budget anyway
+    assert rep.noise(_row(0, 1.0, 1.0, val_images=50)) > 0.01  # a perfect score on 50 images is not certainty
+    assert rep.noise(_row(0, 0.5, 1.0)) == 0  # the count unknown (an older study): no band
+
+
+def test_a_time_budget_starts_only_trials_predicted_to_fit():
+    """The cost model scales the measured trial nearest in FLOPs; the search does not start a candidate predicted
+    to end past the time left (its trial is 'skipped' with the prediction), and starts one that fits."""
+    from edgetransfer.search.cost import gflops, predict
+    from edgetransfer.search.study import _Search
+    from edgetransfer.search.trial import Candidate
+
+    assert gflops("efficientnet_lite1", 224) > 5 * gflops("mobilenet_v2", 96) > 0
+    done = [dict(backbone="mobilenet_v2", size=96, int8="static", epochs_run=4, finetune_s=30.0, export_s=8.0,
+                 bench_s=3.0)]  # fmt: skip
+    same = predict(Candidate("mobilenet_v2", 96, "static"), done)
+    assert same == pytest.approx(41.0)
+    bigger = predict(Candidate("mobilenet_v2", 192, "static"), done)
+    assert 3.0 * 38 < bigger - 3.0 < 5.0 * 38  # about 4x the pixels
+    assert predict(Candidate("mobilenet_v2", 96, "qat"), done) > same + 20  # QAT adds its epochs to export
+    assert predict(Candidate("mobilenet_v2", 96, "static"), []) is None  # nothing measured: no prediction
+    search = _Search.__new__(_Search)
+    search.deadline = time.monotonic() + 100
+    assert search._too_long(Candidate("mobilenet_v2", 96, "static"), done) is None
+    why = search._too_long(Candidate("efficientnet_lite1", 224, "static"), done)
+    assert why is not None and why.startswith("not started: predicted") and "of the time budget left" in why
+    search.deadline = None
+    assert search._too_long(Candidate("efficientnet_lite1", 224, "static"), done) is None  # no budget: all fit

@@ -21,6 +21,7 @@ def _default(name: str):
 
 
 STUDY = "Study and workers"
+DEVICES = "Measure on devices (--on)"
 
 
 def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -118,6 +119,34 @@ def search(
         float | None,
         typer.Option(help="Bench seconds per model.", show_default="the profile's or 1.0", rich_help_panel=CANDIDATES),
     ] = None,
+    on: Annotated[
+        str | None,
+        typer.Option(
+            help="Measure each trial's latency on these devices (ssh://user@host[:port] or targets.toml names, "
+            "comma-separated), as 'bench --on' does; the slowest one holds the budget.",
+            show_default="here",
+            rich_help_panel=DEVICES,
+        ),
+    ] = None,
+    targets: Annotated[
+        str | None,
+        typer.Option(help="targets.toml naming the devices.", show_default="./targets.toml", rich_help_panel=DEVICES),
+    ] = None,
+    wheelhouse: Annotated[
+        str | None,
+        typer.Option(
+            help="Wheels of the runtime's dependencies for devices without internet (pip download -d DIR).",
+            rich_help_panel=DEVICES,
+        ),
+    ] = None,
+    known_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="Accept only the host keys in this file.",
+            show_default="first seen keys recorded in OUT/known_hosts",
+            rich_help_panel=DEVICES,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the training and the sampler.")] = _default("seed"),
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = _default("device"),
 ) -> None:
@@ -151,6 +180,10 @@ def search(
         backend=backend,
         min_time=min_time,
         heartbeat=heartbeat,
+        on=on,
+        targets=targets,
+        wheelhouse=wheelhouse,
+        known_hosts=known_hosts,
     )
     result = search(config)
     if worker:

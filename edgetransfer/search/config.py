@@ -14,6 +14,8 @@ from edgetransfer.errors import UsageError
 
 STRIDE = 32  # the backbones' total stride: input sizes on this grid keep every feature map whole
 MIN_GRID = 96  # the smallest size the grid starts at by default (as finetune's size from the images)
+SMALL_GRID = 64  # ...and where the images are this small or smaller: a 64 px input then loses none of their pixels
+TIE_SE = 1.0  # validation top-1 within this many standard errors of the best counts as equal: the faster one wins
 PRUNERS = ("median", "halving", "none")
 BACKENDS = ("ort-cpu", "openvino-cpu")
 LATENCY_KEYS = ("p99_ms", "p90_ms", "p50_ms")  # the profile's latency budget the search holds, strictest first
@@ -48,6 +50,10 @@ class SearchConfig:
     backend: str = "ort-cpu"  # where latency is measured (locally, with the profile's settings)
     min_time: float | None = None  # bench seconds per model; default: the profile's or the bench's
     heartbeat: int = 10  # seconds between a worker's heartbeats; a trial silent for 6x this is failed
+    on: str | None = None  # bench --on: measure latency on these devices (ssh:// or targets.toml names), not here
+    targets: str | None = None  # the targets file for names in ``on`` (default ./targets.toml)
+    wheelhouse: str | None = None  # wheels of the runtime's dependencies for devices without internet
+    known_hosts: str | None = None  # the devices' host keys (strict); default: recorded on first contact
 
     def validate(self) -> None:
         """Every option checked before any work; one :class:`UsageError` each."""
@@ -68,6 +74,10 @@ class SearchConfig:
             ),
             (1 <= self.heartbeat <= 3600, "--heartbeat must be 1..3600 seconds"),
             (not (self.worker and self.resume), "--worker joins a running search; --resume continues your own"),
+            (
+                self.on is not None or self.worker or self.resume or not (self.targets or self.wheelhouse),
+                "--targets and --wheelhouse go with --on (the devices to measure on)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -79,7 +89,7 @@ class SearchConfig:
 
     def recorded(self) -> dict[str, Any]:
         """What the study records at its start, so that workers and resumed searches run the same search."""
-        keep = ("profile", "epochs", "batch_size", "seed", "pruner", "backend", "min_time")
+        keep = ("profile", "epochs", "batch_size", "seed", "pruner", "backend", "min_time", "on")
         return {k: getattr(self, k) for k in keep}
 
     def with_recorded(self, recorded: dict[str, Any]) -> SearchConfig:
@@ -137,6 +147,12 @@ def grid(input_size: int, low: int = MIN_GRID) -> tuple[int, ...]:
     return tuple(range(low, input_size // STRIDE * STRIDE + 1, STRIDE))
 
 
+def grid_start(side: int | None) -> int:
+    """Where the size grid starts for images whose median shorter side is ``side`` px: 64 for images of 64 px or
+    less (a smaller input loses none of their pixels and may be as accurate, faster), else 96."""
+    return SMALL_GRID if side is not None and side <= SMALL_GRID else MIN_GRID
+
+
 def export_int8_methods() -> tuple[str, ...]:
     """The int8 methods export supports (its registry of int8 passes where it has one, else Int8Config's modes)."""
     try:
@@ -148,8 +164,9 @@ def export_int8_methods() -> tuple[str, ...]:
     return tuple(INT8_METHODS.names())
 
 
-def build_space(config: SearchConfig) -> Space:
-    """The candidates of ``config``: checked names, sizes on the grid and in range, methods export supports."""
+def build_space(config: SearchConfig, side: int | None = None) -> Space:
+    """The candidates of ``config``: checked names, sizes on the grid (from :func:`grid_start` of the images' median
+    shorter side ``side``) and in range, methods export supports."""
     from edgetransfer import backbones
     from edgetransfer.finetune_config import MIN_SIZE
 
@@ -163,7 +180,7 @@ def build_space(config: SearchConfig) -> Space:
     for name in dict.fromkeys(names):
         backbone = backbones.get(name)  # an unknown name lists the known ones
         if config.sizes is None:
-            sizes[name] = grid(backbone.input_size)
+            sizes[name] = grid(backbone.input_size, grid_start(side))
             continue
         for size in config.sizes:
             if size % STRIDE or not MIN_SIZE <= size:

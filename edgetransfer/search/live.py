@@ -37,7 +37,8 @@ class Progress:
 
     def _table(self):
         rows = self._rows()
-        counts = ", ".join(f"{sum(r['state'] == s for r in rows)} {s}" for s in ("running", "done", "pruned", "failed"))
+        states = ("running", "done", "pruned", "skipped", "failed")
+        counts = ", ".join(f"{sum(r['state'] == s for r in rows)} {s}" for s in states)
         return report.trials_table(rows, self.budget, title=f"search: {counts}")
 
     def refresh(self) -> None:

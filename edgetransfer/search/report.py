@@ -15,6 +15,7 @@ from typing import Any
 from rich.table import Table
 
 from edgetransfer.rundir import atomic_write_text
+from edgetransfer.search.config import TIE_SE
 
 STATES = {"COMPLETE": "done", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 REPORT_JSON, REPORT_HTML = "search.json", "search.html"
@@ -29,7 +30,7 @@ def trial_rows(trials: list) -> list[dict[str, Any]]:
         rows.append(
             {
                 "number": t.number,
-                "state": STATES.get(t.state.name, t.state.name.lower()),
+                "state": "skipped" if "skipped" in attrs else STATES.get(t.state.name, t.state.name.lower()),
                 "backbone": attrs.get("backbone"),
                 "size": attrs.get("size"),
                 "int8": attrs.get("int8"),
@@ -41,7 +42,7 @@ def trial_rows(trials: list) -> list[dict[str, Any]]:
                 "worker": attrs.get("worker"),
                 "run": attrs.get("run"),
                 "same_as": attrs.get("same_as"),
-                "note": attrs.get("error") or attrs.get("pruned") or "",
+                "note": attrs.get("error") or attrs.get("pruned") or attrs.get("skipped") or "",
                 "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
                 if t.datetime_complete and t.datetime_start
                 else None,
@@ -49,6 +50,8 @@ def trial_rows(trials: list) -> list[dict[str, Any]]:
                 "p50_ms": attrs.get("p50_ms"),
                 "p99_ms": attrs.get("p99_ms"),
                 "model_mb": attrs.get("model_mb"),
+                "val_images": attrs.get("val_images"),
+                "measured_on": attrs.get("measured_on"),
             }
         )
     return rows
@@ -75,16 +78,34 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return sorted(front, key=lambda r: r["latency_ms"])
 
 
-def recommend(rows: list[dict], limit_ms: float) -> dict[str, Any]:
-    """The most accurate measured trial within ``limit_ms`` (a tie: the faster), with the margin; when none is
-    within the budget, ``row`` is None and ``closest`` the fastest one."""
+def noise(row: dict) -> float:
+    """One standard error of a trial's validation top-1 (as a fraction), from its number of validation images: the
+    binomial error with one success and one failure added, so a perfect score is not taken as certain; 0 when the
+    count is unknown."""
+    n = row.get("val_images") or 0
+    if n <= 0 or row["val_top1"] is None:
+        return 0.0
+    p = (row["val_top1"] * n + 1) / (n + 2)
+    return math.sqrt(p * (1 - p) / n)
+
+
+def recommend(rows: list[dict], limit_ms: float, tie_se: float = TIE_SE) -> dict[str, Any]:
+    """The recommended trial within ``limit_ms``: of the measured trials within the budget, those whose validation
+    top-1 is within ``tie_se`` standard errors of the best one's (differences the validation split cannot tell
+    apart) count as equally accurate, and the fastest of them is recommended; ``most_accurate`` is the best one
+    (the same trial when nothing faster ties with it). When none is within the budget, ``row`` is None and
+    ``closest`` the fastest one."""
     done = measured(rows)
     within = [r for r in done if r["latency_ms"] <= limit_ms]
     if within:
         best = max(within, key=lambda r: (r["val_top1"], -r["latency_ms"]))
-        return {"row": best, "margin_ms": limit_ms - best["latency_ms"], "closest": None}
+        band = tie_se * noise(best)
+        tied = [r for r in within if r["val_top1"] >= best["val_top1"] - band - 1e-12]
+        pick = min(tied, key=lambda r: (r["latency_ms"], -r["val_top1"]))
+        return {"row": pick, "margin_ms": limit_ms - pick["latency_ms"], "closest": None, "most_accurate": best,
+                "tie_points": 100 * band}  # fmt: skip
     closest = min(done, key=lambda r: r["latency_ms"]) if done else None
-    return {"row": None, "margin_ms": None, "closest": closest}
+    return {"row": None, "margin_ms": None, "closest": closest, "most_accurate": None, "tie_points": None}
 
 
 def document(rows: list[dict], *, budget, space: dict, profile: str, data: str) -> dict[str, Any]:
@@ -96,10 +117,12 @@ def document(rows: list[dict], *, budget, space: dict, profile: str, data: str) 
         "data": data,
         "budget": {"key": budget.key, "limit_ms": budget.limit_ms if math.isfinite(budget.limit_ms) else None},
         "space": space,
-        "counts": {s: sum(r["state"] == s for r in rows) for s in ("done", "pruned", "failed", "running")},
+        "counts": {s: sum(r["state"] == s for r in rows) for s in ("done", "pruned", "skipped", "failed", "running")},
         "pareto": [r["number"] for r in pareto_front(rows)],
         "recommended": rec["row"]["number"] if rec["row"] else None,
         "margin_ms": rec["margin_ms"],
+        "most_accurate": rec["most_accurate"]["number"] if rec["most_accurate"] else None,
+        "tie_points": rec["tie_points"],
         "closest": rec["closest"]["number"] if rec["closest"] else None,
         "trials": rows,
     }
@@ -165,11 +188,19 @@ def verdict(rows: list[dict], budget) -> list[str]:
             else " (the profile sets no latency budget)"
         )
         test = f"; test top-1 {_pct(r['test_top1'])} (the final report's only use of the test split)"
-        return [
+        lines = [
             f"recommended: trial {r['number']}, {_name(r)}: val top-1 {_pct(r['val_top1'])}, "
             f"{budget.label} {r['latency_ms']:.3f} ms{margin}{test if r['test_top1'] is not None else ''}",
-            f"run: {r['run']}",
         ]
+        best = rec["most_accurate"]
+        if best is not None and best["number"] != r["number"]:
+            lines.append(
+                f"  trial {best['number']} ({_name(best)}) scored {100 * (best['val_top1'] - r['val_top1']):.2f} "
+                f"points more on validation, within its noise ({rec['tie_points']:.2f} points = {TIE_SE:g} standard "
+                f"error on {best['val_images']} images), and is {best['latency_ms'] / r['latency_ms']:.2f}x slower: "
+                "equally accurate as far as the validation split can tell, so the faster one is recommended"
+            )
+        return [*lines, f"run: {r['run']}"]
     if rec["closest"] is None:
         return ["no trial finished with a measured model yet; nothing to recommend"]
     c = rec["closest"]

@@ -26,6 +26,7 @@ from edgetransfer.search.trial import Budget, Candidate, TrialError, run_trial
 
 FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "latency_key", "p50_ms", "p99_ms")
 FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "within_budget", "over_budget_ms")
+FIGURES += ("finetune_s", "export_s", "bench_s", "val_images", "measured_on", "slowest_on")
 
 
 @dataclass
@@ -88,6 +89,29 @@ def _check_new(config: SearchConfig, out: Path):
     return str(given), splits
 
 
+def _plan_devices(config: SearchConfig, out: Path) -> list:
+    """The devices of ``--on`` with their SSH clients (host keys recorded in OUT/known_hosts unless
+    ``--known-hosts``), checked before any work; empty without ``--on``."""
+    if not config.on:
+        return []
+    from edgetransfer.bench.remote import plan_devices
+    from edgetransfer.bench.targets import DeviceError
+
+    devices = plan_devices(
+        config.on,
+        RunDir(out),
+        targets=Path(config.targets) if config.targets else None,
+        known_hosts=Path(config.known_hosts) if config.known_hosts else None,
+        wheelhouse=Path(config.wheelhouse) if config.wheelhouse else None,
+    )
+    for device, ssh in devices:  # each device answers before the first trial trains, not after
+        try:
+            ssh.run("true", timeout=60, what="a first contact")
+        except DeviceError as exc:
+            raise UsageError(f"--on {device.label} ({device.address}): {exc}") from None
+    return devices
+
+
 def _died(trial) -> bool:
     """A trial failed because its worker died (killed, or its heartbeat stopped), not for a reason of its own."""
     return trial.state.name == "FAIL" and (
@@ -115,14 +139,19 @@ class _Search:
         self.mine: list[int] = []
         self.last_was_repeat = False
         self.rng = random.Random(config.seed)
+        self.deadline: float | None = None
+        self.devices: list = []
 
     # ------------------------------------------------------------------ the three ways in
     def lead(self) -> SearchResult:
         config, out = self.config, self.out
         if not config.resume:
+            from edgetransfer.data import median_shorter_side
+
             data, splits = _check_new(config, out)
-            space = build_space(config)
+            space = build_space(config, median_shorter_side(splits.train, seed=config.seed))
             first = _default_candidate(config, space, splits)
+            self.devices = _plan_devices(config, out)
         made = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +161,8 @@ class _Search:
             if made:
                 shutil.rmtree(out, ignore_errors=True)  # nothing half-made stays behind
             raise
+        if config.resume:
+            self.devices = _plan_devices(self.config, out)  # the --on the study recorded
         dead = fail_dead_trials(study)
         if dead:
             console.err.print(f"[yellow]trial(s) {', '.join(map(str, dead))}: their worker died; marked failed[/]")
@@ -147,6 +178,7 @@ class _Search:
             )
         self.out.mkdir(parents=True, exist_ok=True)
         study = self._load(open_storage(self.config.storage_url(), heartbeat=self.config.heartbeat))
+        self.devices = _plan_devices(self.config, self.out)
         return self._run(study, fail_dead_trials(study))
 
     def _create(self, storage, data: str, space: Space, first: Candidate | None):
@@ -222,6 +254,7 @@ class _Search:
         self.profile = load_profile(self.config.profile)
         self.budget = Budget.of(self.profile)
         deadline = time.monotonic() + self.config.time_budget if self.config.time_budget else None
+        self.deadline = deadline
         self.progress = Progress(study, self.budget)
         stopped = ""
         with self.progress.shown():
@@ -254,7 +287,7 @@ class _Search:
             if t.state == state.RUNNING:
                 running += 1
                 covered.add(attrs.get("candidate"))
-            elif t.state.is_finished() and "same_as" not in attrs and not _died(t):
+            elif t.state.is_finished() and "same_as" not in attrs and "skipped" not in attrs and not _died(t):
                 counted += 1  # a trial whose worker died does not count: its candidate is tried again
                 if t.state != state.FAIL or "error" in attrs:
                     covered.add(attrs.get("candidate"))
@@ -270,10 +303,13 @@ class _Search:
             return "every candidate tried"
         if deadline is not None and time.monotonic() >= deadline:
             return "time budget"
+        if deadline is not None and not self._untried(study):
+            return f"time budget (no untried candidate fits the {deadline - time.monotonic():.0f} s left)"
         return ""
 
-    def _enqueue_untried(self, study) -> None:
-        covered = self._covered(study)[0]
+    def _untried(self, study) -> list[Candidate]:
+        """The candidates not tried yet that are predicted to end within the time left."""
+        covered, measured = self._covered(study)[0], self._measured(study)
         untried = [
             Candidate(b, s, m)
             for b, sizes in self.space.sizes.items()
@@ -281,6 +317,32 @@ class _Search:
             for m in self.space.int8_methods
             if f"{b}/{s}/{m}" not in covered
         ]
+        return [c for c in untried if self._too_long(c, measured) is None]
+
+    def _too_long(self, candidate: Candidate, measured: list[dict]) -> str | None:
+        """Why ``candidate``'s trial would end past the time budget (its predicted time, the time left), or None
+        when it is predicted to fit, nothing was measured yet to predict from, or there is no budget."""
+        if self.deadline is None:
+            return None
+        from edgetransfer.search.cost import predict
+
+        guess = predict(candidate, measured)
+        left = self.deadline - time.monotonic()
+        if guess is None or guess <= left:
+            return None
+        return f"not started: predicted {guess:.0f} s, {max(left, 0):.0f} s of the time budget left"
+
+    def _measured(self, study) -> list[dict]:
+        """Every trial that made its own model, with its candidate and the time each step took (for the cost)."""
+        keys = ("backbone", "size", "int8", "epochs_run", "finetune_s", "export_s", "bench_s")
+        return [
+            {k: t.user_attrs.get(k) for k in keys}
+            for t in study.get_trials(deepcopy=False)
+            if t.state.name == "COMPLETE" and "same_as" not in t.user_attrs and "finetune_s" in t.user_attrs
+        ]
+
+    def _enqueue_untried(self, study) -> None:
+        untried = self._untried(study)
         if untried:
             c = self.rng.choice(untried)
             study.enqueue_trial({"backbone": c.backbone, f"size_{c.backbone}": c.size, "int8": c.int8})
@@ -311,6 +373,11 @@ class _Search:
         prior = self._prior(trial, candidate)
         if prior is not None:
             return self._repeat(trial, prior)
+        too_long = self._too_long(candidate, self._measured(trial.study))
+        if too_long is not None:  # not started: it would end past the time budget; the next trial gets one that fits
+            self.last_was_repeat = True
+            trial.set_user_attr("skipped", too_long)
+            raise self.optuna.TrialPruned()
         folder = self.out / "trials" / candidate.folder(trial.number)
         trial.set_user_attr("run", str(folder))
         self.progress.refresh()
@@ -323,7 +390,7 @@ class _Search:
                 raise self.optuna.TrialPruned()
 
         try:
-            figures = run_trial(self.config, candidate, folder, self.profile, on_epoch=on_epoch)
+            figures = run_trial(self.config, candidate, folder, self.profile, on_epoch=on_epoch, devices=self.devices)
         except self.optuna.TrialPruned:
             shutil.rmtree(folder, ignore_errors=True)  # a pruned run is of no use; its curve stays in the study
             trial.set_user_attr("run", None)
@@ -350,6 +417,7 @@ class _Search:
             if t.number != trial.number
             and t.user_attrs.get("candidate") == candidate.key
             and "same_as" not in t.user_attrs
+            and "skipped" not in t.user_attrs
             and (t.state != state.FAIL or ("error" in t.user_attrs and not _died(t)))
             and t.state in order
         ]

@@ -77,8 +77,11 @@ def run_trial(
     profile,
     *,
     on_epoch: Callable[[int, dict], None] | None = None,
+    devices: list | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, export and bench ``candidate`` into the run directory ``out``; its figures as a flat dict."""
+    """Fine-tune, export and bench ``candidate`` into the run directory ``out``; its figures as a flat dict. With
+    ``devices`` (``--on``: (Device, Ssh) pairs) the latency is measured on each device instead of here, and the
+    budget's figure is the worst of them."""
     from edgetransfer.bench import make_config
     from edgetransfer.bench.command import run_command
     from edgetransfer.bench.profiles import check_budgets
@@ -111,17 +114,28 @@ def run_trial(
         "accuracy": False,  # the bench scores the test split; the search decides on validation
         "min_time": config.min_time,
     }
-    document = run_command(run, make_config(explicit, profile=profile)).document
+    bench_config = make_config(explicit, profile=profile)
+    if devices:
+        measured = _on_devices(run, bench_config, devices, config)
+    else:
+        measured = [("here", run_command(run, bench_config).document)]
     timings["bench_s"] = time.perf_counter() - started - timings["finetune_s"] - timings["export_s"]
-    result = next(
-        (r for r in document["results"] if (r["backend"], r["variant"]) == (config.backend, candidate.variant)),
-        None,
-    )
-    if result is None:
-        failed = "; ".join(f"{f['backend']} {f['variant']}: {f['error']}" for f in document["failed"])
-        raise TrialError(f"the bench measured no {config.backend} {candidate.variant} model ({failed or 'skipped'})")
     budget = Budget.of(profile)
-    check = check_budgets([result], {budget.key: budget.limit_ms if math.isfinite(budget.limit_ms) else 1e300})[0]
+    limit = {budget.key: budget.limit_ms if math.isfinite(budget.limit_ms) else 1e300}
+    checked = []
+    for where, document in measured:
+        result = next(
+            (r for r in document["results"] if (r["backend"], r["variant"]) == (config.backend, candidate.variant)),
+            None,
+        )
+        if result is None:
+            failed = "; ".join(f"{f['backend']} {f['variant']}: {f['error']}" for f in document["failed"])
+            raise TrialError(
+                f"the bench measured no {config.backend} {candidate.variant} model{' on ' + where if devices else ''} "
+                f"({failed or 'skipped'})"
+            )
+        checked.append((check_budgets([result], limit)[0], result, where))
+    check, result, where = max(checked, key=lambda c: c[0]["value"])  # the slowest device holds the budget
     smallest = min(result["latency"], key=lambda lat: lat["batch"])
     card = run.load_card()
     metric = card.metrics.get(export_metric(config, candidate), {})
@@ -139,6 +153,21 @@ def run_trial(
         "model_mb": result["model_bytes"] / 1e6,
         "precision": result["precision"],
         "epochs_run": len(history),
+        "val_images": card.dataset.get("sizes", {}).get("val"),  # for the noise of val top-1
+        "measured_on": ", ".join(w for _, _, w in checked) if devices else "here",
+        "slowest_on": where,
         "seconds": time.perf_counter() - started,
         **timings,
     }
+
+
+def _on_devices(run, bench_config, devices: list, config: SearchConfig) -> list[tuple[str, dict]]:
+    """The trial's bench documents from each device of ``--on`` (a device that fails fails the trial)."""
+    from edgetransfer.bench.remote import bench_devices
+
+    wheelhouse = Path(config.wheelhouse) if config.wheelhouse else None
+    outcomes = bench_devices(run, bench_config, devices, wheelhouse=wheelhouse)
+    broken = [f"{o.device.label}: {o.error}" for o in outcomes if o.error or o.document is None]
+    if broken:
+        raise TrialError("cannot measure on the device: " + "; ".join(broken))
+    return [(o.device.label, o.document) for o in outcomes]

@@ -1,0 +1,57 @@
+"""How long a candidate's trial will take, predicted from the trials this search has measured, so that a search with
+a time budget starts only trials that can end within it.
+
+A trial is finetune + export + bench. Fine-tuning and export (calibration, validation passes) scale with the
+network's work per image, taken as its forward FLOPs at the candidate's input size (counted once per backbone and
+size by PyTorch's ``FlopCounterMode`` on an untrained copy); the bench takes about the same time for any model (its
+``min_time``). Quantization-aware training adds its own epochs to export. The prediction scales the measured trial
+nearest in work (of the same int8 method where there is one). It is an estimate: networks of equal FLOPs train at
+different speeds on a CPU (depthwise convolutions), so a search can still end a little past its budget."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+QAT_EPOCH_COST = 3.0  # one QAT epoch (fake quantization, observers) in plain training epochs, as measured here
+
+
+@functools.lru_cache(maxsize=64)
+def gflops(backbone: str, size: int) -> float:
+    """Forward GFLOPs of ``backbone`` (with a 10-class head) for one ``size`` x ``size`` image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgetransfer import backbones
+
+    model, _ = backbones.build(backbone, 10, pretrained=False)
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, size, size))
+    return max(counter.get_total_flops() / 1e9, 1e-6)
+
+
+def _nearest(rows: list[dict], work: float) -> dict:
+    return min(rows, key=lambda r: abs(math.log(work / gflops(r["backbone"], r["size"]))))
+
+
+def predict(candidate, measured: list[dict[str, Any]], *, qat_epochs: int = 1) -> float | None:
+    """Seconds the trial of ``candidate`` (backbone, size, int8) will take, from ``measured`` trials (rows with
+    backbone, size, int8, epochs_run, finetune_s, export_s, bench_s); None before any trial was measured."""
+    usable = [r for r in measured if all(r.get(k) is not None for k in ("finetune_s", "export_s", "bench_s"))]
+    if not usable:
+        return None
+    work = gflops(candidate.backbone, candidate.size)
+    ref = _nearest(usable, work)
+    finetune = ref["finetune_s"] * work / gflops(ref["backbone"], ref["size"])
+    same = [r for r in usable if r["int8"] == candidate.int8]
+    if same:
+        near = _nearest(same, work)
+        export = near["export_s"] * work / gflops(near["backbone"], near["size"])
+    else:
+        export = ref["export_s"] * work / gflops(ref["backbone"], ref["size"])
+        if candidate.int8 == "qat" and ref["int8"] != "qat":
+            per_epoch = finetune / max(ref.get("epochs_run") or 1, 1)
+            export += QAT_EPOCH_COST * qat_epochs * per_epoch
+    return finetune + export + ref["bench_s"]
