@@ -1,6 +1,6 @@
 """The search's pick against the default fine-tune, under the camera profile on this machine.
 
-    .venv/bin/python benchmarks/search.py /tmp/search-bench            # digits and 3 photo classes
+    .venv/bin/python benchmarks/search.py /tmp/search-bench            # digits and 5 photo classes
     .venv/bin/python benchmarks/search.py /tmp/search-bench --sets digits --budget-factor 10
 
 For each set: ``finetune`` with its defaults (MobileNetV2, input size from the images) and ``export`` (static int8),
@@ -29,10 +29,18 @@ def make_set(name: str, root: Path) -> str:
         from edgetransfer.builtin_data import write_pattern_folder
 
         return str(write_pattern_folder(root / "tiny", per_class=8, classes=3, seed=0))
-    if name == "photos3":
+    if name == "photos5":  # real photographs: random crops of 5 of scikit-image's sample photos, 200-640 px
         from datasets import photo_crops
 
-        return str(photo_crops(root / "photos3", classes=3, per_class=60, seed=1))
+        return str(photo_crops(root / "photos5", classes=5, per_class=80, seed=1))
+    if name == "grey":  # held out: the search's rules were set before it was run; 8 grey textures, 48-96 px
+        from datasets import grey_textures
+
+        return str(grey_textures(root / "grey", per_class=60, seed=2))
+    if name == "fifty":  # held out from the final rules: 50 classes, 40-64 px regions of ten photographs
+        from datasets import fifty_regions
+
+        return str(fifty_regions(root / "fifty", per_class=12, seed=3))
     raise SystemExit(f"unknown set {name}")
 
 
@@ -58,6 +66,9 @@ def one_set(name: str, root: Path, factor: float) -> dict:
     row = next(r for r in result.rows if r["number"] == pick) if pick is not None else None
     counts = result.document["counts"]
     repeats = sum(r["same_as"] is not None for r in result.rows)
+    from edgetransfer.search import report as rep
+
+    verdict = rep.verdict(result.rows, result.budget)
     out = {
         "set": name,
         "default_finetune_s": finetune_s,
@@ -69,6 +80,11 @@ def one_set(name: str, root: Path, factor: float) -> dict:
         "repeats": repeats,
         "pick": row,
         "pareto": [r for r in result.rows if r["number"] in result.document["pareto"]],
+        "verdict": verdict,
+        "most_accurate": result.document.get("most_accurate"),
+        "tie_points": result.document.get("tie_points"),
+        "stopped": result.stopped,
+        "every_trial": result.rows,
     }
     if row is None:
         return out
@@ -105,7 +121,8 @@ def markdown(results: list[dict], factor: float) -> str:
     lines = [
         "# search: the pick vs the default fine-tune (camera profile, this machine)",
         "",
-        "`.venv/bin/python benchmarks/search.py ROOT` on the project's 2-core VM (shared with other jobs: times are",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `.venv/bin/python benchmarks/search.py ROOT "
+        f"--budget-factor {factor:g}` on the project's 2-core VM (times are",
         f"noisy). Search time budget: {factor:g} x the default fine-tune's wall time. Latencies: ONNX Runtime int8, 1",
         "thread, batch 1, the two models benched alternately 3 times each (median p50). The search decided on",
         "validation; test top-1 is read for this table only.",
@@ -127,16 +144,30 @@ def markdown(results: list[dict], factor: float) -> str:
             )
     lines += [
         "",
-        "| set | default fine-tune | search wall | in default fine-tunes | trials: done / pruned / failed | repeats |",
+        "| set | default fine-tune | search wall | in default fine-tunes | trials: done / pruned / skipped / failed "
+        "| repeats | stopped by |",
     ]
-    lines += ["|---|---|---|---|---|---|"]
+    lines += ["|---|---|---|---|---|---|---|"]
     for r in results:
         c = r["trials"]
         lines.append(
             f"| {r['set']} | {r['default_finetune_s']:.0f} s | {r['search_s']:.0f} s | "
-            f"{r['search_in_default_finetunes']:.1f} | {c['done']} / {c['pruned']} / {c['failed']} | {r['repeats']} |"
+            f"{r['search_in_default_finetunes']:.1f} | {c['done']} / {c['pruned']} / {c.get('skipped', 0)} / "
+            f"{c['failed']} | {r['repeats']} | {r.get('stopped', '')} |"
         )
     for r in results:
+        lines += ["", f"The search's verdict, {r['set']}:", "", "```", *r.get("verdict", []), "```"]
+        lines += ["", f"Every trial, {r['set']}:", "", "| # | candidate | state | val top-1 | latency ms | s | note |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for t in r.get("every_trial", []):
+            val = f"{100 * t['val_top1']:.2f}%" if t["val_top1"] is not None else ""
+            lat = f"{t['latency_ms']:.3f}" if t["latency_ms"] is not None else ""
+            secs = f"{t['seconds']:.0f}" if t["seconds"] is not None else ""
+            same = f" (= #{t['same_as']})" if t["same_as"] is not None else ""
+            lines.append(
+                f"| {t['number']} | {t['backbone']} {t['size']}px {t['int8']} | {t['state']}{same} | {val} | {lat} | "
+                f"{secs} | {(t['note'] or '')[:90]} |"
+            )
         lines += ["", f"Pareto front, {r['set']} (validation top-1 vs {r['budget']['key']}):", ""]
         lines += ["| # | candidate | val top-1 | latency ms |", "|---|---|---|---|"]
         for p in r["pareto"]:
@@ -150,8 +181,8 @@ def markdown(results: list[dict], factor: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path)
-    parser.add_argument("--sets", default="digits,photos3")
-    parser.add_argument("--budget-factor", type=float, default=9.0)
+    parser.add_argument("--sets", default="digits,photos5")
+    parser.add_argument("--budget-factor", type=float, default=8.0)
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)

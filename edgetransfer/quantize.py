@@ -229,7 +229,7 @@ def quantize_accuracy_aware(
 
     def step(kept: tuple[str, ...]) -> dict:
         value = accuracy(out)
-        figures = {"float_layers": len(kept), "val_top1": value, "val_drop_points": 100 * (fp32_accuracy - value)}
+        figures = {"float_layers": len(kept), "val_top1": value, "val_drop_points": drop_points(fp32_accuracy, value)}
         if latency is not None:
             figures["latency_ratio_vs_fp32"] = latency(out)
         steps.append(figures)
@@ -282,10 +282,16 @@ def _tried(steps: list[dict]) -> str:
     return "tried " + ", ".join(parts) + why
 
 
+def drop_points(fp32_top1: float, int8_top1: float) -> float:
+    """Top-1 lost by int8, in points, rounded to 1e-6 so that exactly one image of 100 is 1.0 and not
+    1.0000000000000009 (which a 1.0-point budget would refuse)."""
+    return round(100 * (fp32_top1 - int8_top1), 6)
+
+
 def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "") -> float:
     """The one judge of int8 accuracy, for ONNX Runtime and NNCF alike: the validation top-1 drop in points, or a
     :class:`QuantizationError` past ``max_drop`` (``tried`` says what was done to hold it)."""
-    drop = 100 * (fp32_top1 - int8_top1)
+    drop = drop_points(fp32_top1, int8_top1)
     if not drop <= max_drop:  # NaN fails too
         raise over_budget(name, drop, max_drop, tried)
     return drop

@@ -26,7 +26,7 @@ from edgetransfer.search.trial import Budget
 
 optuna = pytest.importorskip("optuna", reason="edgetransfer[search] is not installed")
 
-FAST = ["--sizes", "32", "--epochs", "1", "--batch-size", "8", "--min-time", "0.1"]
+FAST = ["--sizes", "32", "--epochs", "1", "--batch-size", "8", "--min-time", "0.1", "--int8-methods", "static,dynamic"]
 FAST += ["--backbones", "mobilenet_v2,efficientnet_lite0"]
 
 
@@ -74,7 +74,9 @@ def test_space_comes_from_the_registries(tmp_path):
     for name, sizes in space.sizes.items():
         top = backbones.get(name).input_size
         assert sizes[0] == 96 and all(s % 32 == 0 for s in sizes) and max(sizes) <= top < max(sizes) + 32
-    assert space.int8_methods == export_int8_methods() and "static" in space.int8_methods
+    assert "static" in space.int8_methods and "dynamic" not in space.int8_methods  # dynamic: slow for CNNs
+    assert set(space.int8_methods) == set(export_int8_methods()) - {"dynamic"}
+    assert "dynamic" in build_space(SearchConfig(data="d", out="o", int8_methods=("dynamic",))).int8_methods
     assert space.count() == sum(len(s) for s in space.sizes.values()) * len(space.int8_methods)
     chosen = build_space(
         SearchConfig(data="d", out="o", backbones=("mobilenet_v2",), sizes=(64, 96, 320), int8_methods=("none",))
@@ -386,6 +388,14 @@ def test_the_defaults_candidate_is_tried_first(tmp_path):
     assert _default_candidate(config, build_space(config), splits) == Candidate("mobilenet_v2", 96, "static")
     narrow = SearchConfig(data=str(data), out="o", sizes=(32,))
     assert _default_candidate(narrow, build_space(narrow), splits) is None  # not in the space: nothing forced
+    from edgetransfer.search.study import _initial_design
+
+    space = build_space(config, side=40)  # 40 px images: the grid starts at 64
+    assert _initial_design(config, space, splits) == [
+        Candidate("mobilenet_v2", 96, "static"),
+        Candidate("mobilenet_v2", 64, "static"),  # then the default's smallest size: the fastest of its family
+    ]
+    assert _initial_design(narrow, build_space(narrow), splits) == []
 
 
 def test_the_size_grid_starts_at_64_for_small_images():
@@ -411,6 +421,10 @@ def test_accuracy_within_the_validation_noise_goes_to_the_faster():
     assert rep.recommend(rows, 33.0, tie_se=0)["row"]["number"] == 1  # no tie band: strictly the most accurate
     assert rep.recommend(rows, 10.0)["row"]["number"] == 0  # the slow one is over this budget anyway
     assert rep.noise(_row(0, 1.0, 1.0, val_images=50)) > 0.01  # a perfect score on 50 images is not certainty
+    one_image = [_row(0, 72 / 72, 8.3, val_images=72), _row(1, 71 / 72, 0.41, val_images=72)]
+    assert rep.recommend(one_image, 33.0)["row"]["number"] == 1  # one image apart is never evidence: the faster
+    two_images = [_row(0, 1.0, 8.3, val_images=500), _row(1, 498 / 500, 0.41, val_images=500)]
+    assert rep.recommend(two_images, 33.0)["row"]["number"] == 0  # 2 of 500 below a perfect score: over 1 SE
     assert rep.noise(_row(0, 0.5, 1.0)) == 0  # the count unknown (an older study): no band
 
 
@@ -430,10 +444,16 @@ def test_a_time_budget_starts_only_trials_predicted_to_fit():
     assert 3.0 * 38 < bigger - 3.0 < 5.0 * 38  # about 4x the pixels
     assert predict(Candidate("mobilenet_v2", 96, "qat"), done) > same + 20  # QAT adds its epochs to export
     assert predict(Candidate("mobilenet_v2", 96, "static"), []) is None  # nothing measured: no prediction
+    four = predict(Candidate("mobilenet_v2", 96, "static"), [dict(done[0], epochs_run=2)], max_epochs=4)
+    assert four == pytest.approx(30.0 * 2 + 8.0 + 3.0)  # stopped early after 2 epochs: the next may run all 4
     search = _Search.__new__(_Search)
+    search.config = SearchConfig(data="d", out="o", epochs=4)
     search.deadline = time.monotonic() + 100
     assert search._too_long(Candidate("mobilenet_v2", 96, "static"), done) is None
     why = search._too_long(Candidate("efficientnet_lite1", 224, "static"), done)
     assert why is not None and why.startswith("not started: predicted") and "of the time budget left" in why
+    search.deadline = time.monotonic() + 60  # 41 s of 60 fits, but would leave too little for any other trial
+    half = search._too_long(Candidate("mobilenet_v2", 96, "static"), done)
+    assert half is not None and "more than 50% of the" in half
     search.deadline = None
     assert search._too_long(Candidate("efficientnet_lite1", 224, "static"), done) is None  # no budget: all fit

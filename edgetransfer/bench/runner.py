@@ -247,9 +247,11 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     accuracy_reference = _reference(results, card, own_split=bool(samples_set) and not config.data)
     for r in results:
         if r["accuracy"] and accuracy_reference:
-            r["accuracy"]["top1_delta_points"] = 100 * (r["accuracy"]["top1"] - accuracy_reference["top1"])
+            # rounded as quantize.drop_points: one image of 100 is 1.0 point, not 1.0000000000000009
+            r["accuracy"]["top1_delta_points"] = round(100 * (r["accuracy"]["top1"] - accuracy_reference["top1"]), 6)
             top5 = accuracy_reference.get("top5")
-            r["accuracy"]["top5_delta_points"] = None if top5 is None else 100 * (r["accuracy"]["top5"] - top5)
+            top5_delta = None if top5 is None else round(100 * (r["accuracy"]["top5"] - top5), 6)
+            r["accuracy"]["top5_delta_points"] = top5_delta
         elif r["accuracy"]:
             r["accuracy"].update(top1_delta_points=None, top5_delta_points=None)
     for item in skipped:

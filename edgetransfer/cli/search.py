@@ -97,8 +97,8 @@ def search(
     int8_methods: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated: static, dynamic, none (fp32).",
-            show_default="static,dynamic",
+            help="Comma-separated: static, qat, dynamic (slow for CNNs in ONNX Runtime), none (fp32).",
+            show_default="every one export has but dynamic",
             rich_help_panel=CANDIDATES,
         ),
     ] = None,

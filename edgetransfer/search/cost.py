@@ -36,15 +36,21 @@ def _nearest(rows: list[dict], work: float) -> dict:
     return min(rows, key=lambda r: abs(math.log(work / gflops(r["backbone"], r["size"]))))
 
 
-def predict(candidate, measured: list[dict[str, Any]], *, qat_epochs: int = 1) -> float | None:
+def predict(
+    candidate, measured: list[dict[str, Any]], *, max_epochs: int | None = None, qat_epochs: int = 1
+) -> float | None:
     """Seconds the trial of ``candidate`` (backbone, size, int8) will take, from ``measured`` trials (rows with
-    backbone, size, int8, epochs_run, finetune_s, export_s, bench_s); None before any trial was measured."""
+    backbone, size, int8, epochs_run, finetune_s, export_s, bench_s); None before any trial was measured. Early
+    stopping ends trials after different numbers of epochs, so fine-tuning is scaled per epoch to ``max_epochs``
+    (the most a trial may run; the prediction is then an upper bound of that part)."""
     usable = [r for r in measured if all(r.get(k) is not None for k in ("finetune_s", "export_s", "bench_s"))]
     if not usable:
         return None
     work = gflops(candidate.backbone, candidate.size)
     ref = _nearest(usable, work)
     finetune = ref["finetune_s"] * work / gflops(ref["backbone"], ref["size"])
+    if max_epochs and ref.get("epochs_run"):
+        finetune *= max(max_epochs / ref["epochs_run"], 1.0)
     same = [r for r in usable if r["int8"] == candidate.int8]
     if same:
         near = _nearest(same, work)

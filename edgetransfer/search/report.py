@@ -89,6 +89,18 @@ def noise(row: dict) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
+def tie_band(best: dict, tie_se: float = TIE_SE) -> float:
+    """How far below ``best``'s validation top-1 (a fraction) another trial still counts as equally accurate:
+    ``tie_se`` standard errors of the best one's score, and never less than ``tie_se``² images. Two models scored on
+    the same images that differ by d images disagree on at least d of them, so the paired (McNemar) standard error of
+    their difference is at least sqrt(d)/n, and a difference of d <= tie_se² images can never reach ``tie_se``
+    standard errors: with the default of 1, one image is never evidence."""
+    n = best.get("val_images") or 0
+    if n <= 0:
+        return tie_se * noise(best)
+    return max(tie_se * noise(best), tie_se**2 / n)
+
+
 def recommend(rows: list[dict], limit_ms: float, tie_se: float = TIE_SE) -> dict[str, Any]:
     """The recommended trial within ``limit_ms``: of the measured trials within the budget, those whose validation
     top-1 is within ``tie_se`` standard errors of the best one's (differences the validation split cannot tell
@@ -99,7 +111,7 @@ def recommend(rows: list[dict], limit_ms: float, tie_se: float = TIE_SE) -> dict
     within = [r for r in done if r["latency_ms"] <= limit_ms]
     if within:
         best = max(within, key=lambda r: (r["val_top1"], -r["latency_ms"]))
-        band = tie_se * noise(best)
+        band = tie_band(best, tie_se)
         tied = [r for r in within if r["val_top1"] >= best["val_top1"] - band - 1e-12]
         pick = min(tied, key=lambda r: (r["latency_ms"], -r["val_top1"]))
         return {"row": pick, "margin_ms": limit_ms - pick["latency_ms"], "closest": None, "most_accurate": best,
@@ -196,7 +208,7 @@ def verdict(rows: list[dict], budget) -> list[str]:
         if best is not None and best["number"] != r["number"]:
             lines.append(
                 f"  trial {best['number']} ({_name(best)}) scored {100 * (best['val_top1'] - r['val_top1']):.2f} "
-                f"points more on validation, within its noise ({rec['tie_points']:.2f} points = {TIE_SE:g} standard "
+                f"points more on validation, within its noise ({rec['tie_points']:.2f} points: {TIE_SE:g} standard "
                 f"error on {best['val_images']} images), and is {best['latency_ms'] / r['latency_ms']:.2f}x slower: "
                 "equally accurate as far as the validation split can tell, so the faster one is recommended"
             )
