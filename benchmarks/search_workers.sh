@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two workers on one search, as a user would run them: on SQLite (two processes on this machine, one output folder)
 # and on PostgreSQL (a throwaway cluster on 127.0.0.1, each worker with its own output folder, as on two machines).
-# Generated 3-class 40 px images, 2 backbones x 2 sizes, static int8, 1 epoch per trial, 6 trials per search.
+# Generated 3-class 40 px images (16 each), 2 backbones x 3 sizes, static int8, 2 epochs per trial, 6 trials.
 # Prints what each worker did (its own table) and the lead's report.  Usage: bash benchmarks/search_workers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +9,8 @@ ET=.venv/bin/edgetransfer
 root=$(mktemp -d /tmp/search-workers-XXXX)
 chmod 755 "$root"
 .venv/bin/python -c "from pathlib import Path; from edgetransfer.builtin_data import write_pattern_folder as w; \
-w(Path('$root/data'), per_class=10, classes=3, seed=0)"
-fast=(--backbones mobilenet_v2,efficientnet_lite0 --sizes 64,96 --int8-methods static --epochs 1 --batch-size 8
+w(Path('$root/data'), per_class=16, classes=3, seed=0)"
+fast=(--backbones mobilenet_v2,efficientnet_lite0 --sizes 64,96,128 --int8-methods static --epochs 2 --batch-size 8
       --min-time 0.2 --trials 6 --pruner none)
 
 two_workers() {  # $1: label; then the lead's and the worker's extra options, split by --
