@@ -107,6 +107,10 @@ def test_options_checked_before_any_work():
             SearchConfig(data="d", out="o", **bad).validate()
     with pytest.raises(UsageError, match="--worker"):
         SearchConfig(data="d", out="o", worker=True, resume=True).validate()
+    for alone in ({"targets": "t.toml"}, {"wheelhouse": "wh"}, {"known_hosts": "kh"}):
+        with pytest.raises(UsageError, match="go with --on"):
+            SearchConfig(data="d", out="o", **alone).validate()
+    SearchConfig(data="d", out="o", on="dev", targets="t.toml").validate()
 
 
 # ----------------------------------------------------------------------------- the Pareto front and the pick

@@ -79,8 +79,11 @@ class SearchConfig:
             (1 <= self.heartbeat <= 3600, "--heartbeat must be 1..3600 seconds"),
             (not (self.worker and self.resume), "--worker joins a running search; --resume continues your own"),
             (
-                self.on is not None or self.worker or self.resume or not (self.targets or self.wheelhouse),
-                "--targets and --wheelhouse go with --on (the devices to measure on)",
+                self.on is not None
+                or self.worker
+                or self.resume
+                or not (self.targets or self.wheelhouse or self.known_hosts),
+                "--targets, --wheelhouse and --known-hosts go with --on (the devices to measure on)",
             ),
         ]
         for ok, message in checks:
