@@ -369,6 +369,7 @@ def test_search_measures_each_trial_on_the_device(device, servers, main_server, 
     sha = hashlib.sha256((run / "model.int8.onnx").read_bytes()).hexdigest()
     there = [p for p in main_server.cache.rglob("*.onnx") if hashlib.sha256(p.read_bytes()).hexdigest() == sha]
     assert there, "the trial's int8 model is not on the device"
+    assert (out / "known_hosts").read_text().strip()  # the device's host key, pinned at the first contact
     gone = tmp_path / "gone"
     refused = subprocess.run(
         [*command, "--out", str(gone), "--on", f"ssh://root@127.0.0.1:{_free_port()}"],

@@ -450,6 +450,11 @@ def test_a_time_budget_starts_only_trials_predicted_to_fit():
     assert predict(Candidate("mobilenet_v2", 96, "static"), []) is None  # nothing measured: no prediction
     four = predict(Candidate("mobilenet_v2", 96, "static"), [dict(done[0], epochs_run=2)], max_epochs=4)
     assert four == pytest.approx(30.0 * 2 + 8.0 + 3.0)  # stopped early after 2 epochs: the next may run all 4
+    early = [dict(done[0], epochs_run=2)]  # 15 s per epoch; QAT: 3 plain epochs' time per QAT epoch, on top
+    qat = predict(Candidate("mobilenet_v2", 96, "qat"), early, max_epochs=4)
+    assert qat == pytest.approx(15.0 * 4 + 8.0 + 3 * 15.0 + 3.0)
+    setup = [*done, dict(done[0], size=64, bench_s=30.0)]  # a bench that included a one-time setup (a device's venv)
+    assert predict(Candidate("mobilenet_v2", 96, "static"), setup) == pytest.approx(41.0)  # the smallest bench
     search = _Search.__new__(_Search)
     search.config = SearchConfig(data="d", out="o", epochs=4)
     search.deadline = time.monotonic() + 100

@@ -49,6 +49,7 @@ def predict(
     work = gflops(candidate.backbone, candidate.size)
     ref = _nearest(usable, work)
     finetune = ref["finetune_s"] * work / gflops(ref["backbone"], ref["size"])
+    per_epoch = finetune / max(ref.get("epochs_run") or 1, 1)  # one plain epoch of this candidate
     if max_epochs and ref.get("epochs_run"):
         finetune *= max(max_epochs / ref["epochs_run"], 1.0)
     same = [r for r in usable if r["int8"] == candidate.int8]
@@ -58,6 +59,7 @@ def predict(
     else:
         export = ref["export_s"] * work / gflops(ref["backbone"], ref["size"])
         if candidate.int8 == "qat" and ref["int8"] != "qat":
-            per_epoch = finetune / max(ref.get("epochs_run") or 1, 1)
             export += QAT_EPOCH_COST * qat_epochs * per_epoch
-    return finetune + export + ref["bench_s"]
+    # the bench takes about the same time for any model; the smallest measured, since the first trial's may include
+    # a one-time setup (with --on: the device's runtime venv)
+    return finetune + export + min(r["bench_s"] for r in usable)

@@ -165,17 +165,24 @@ class _Search:
             data, splits = _check_new(config, out)
             space = build_space(config, median_shorter_side(splits.train, seed=config.seed))
             first = _initial_design(config, space, splits)
-            self.devices = _plan_devices(config, out)
+            if config.trials is not None:
+                first = first[: config.trials]  # no trial left waiting that will never run
         made = not out.exists()
+        hosts = out / "known_hosts"
+        had_hosts = hosts.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
+            if not config.resume:  # after mkdir: first-contact host keys are recorded in OUT/known_hosts
+                self.devices = _plan_devices(config, out)
             storage = open_storage(config.storage_url(), heartbeat=config.heartbeat)
             study = self._load(storage) if config.resume else self._create(storage, data, space, first)
         except BaseException:
             if made:
                 shutil.rmtree(out, ignore_errors=True)  # nothing half-made stays behind
+            elif not had_hosts:
+                hosts.unlink(missing_ok=True)
             raise
-        if config.resume:
+        if config.resume and self.config.trials != 0:  # --resume --trials 0 only rewrites the report
             self.devices = _plan_devices(self.config, out)  # the --on the study recorded
         dead = fail_dead_trials(study)
         if dead:
@@ -229,7 +236,13 @@ class _Search:
             if self.config.resume:
                 study.set_user_attr("config", {**recorded, "trials": self.config.trials})
             recorded.pop("trials", None)
+        given_on = self.config.on
         self.config = self.config.with_recorded(recorded)
+        if given_on is not None and "on" in recorded and given_on != recorded["on"]:
+            where = f"on {recorded['on']}" if recorded["on"] else "here"
+            console.err.print(
+                f"[yellow]--on {given_on} is not used: this search measures {where} (recorded at its start)[/]"
+            )
         if not self.config.data:
             self.config = replace(self.config, data=study.user_attrs.get("data", ""))
         self.space = Space.from_dict(study.user_attrs["space"])

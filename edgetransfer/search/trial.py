@@ -134,7 +134,12 @@ def run_trial(
                 f"the bench measured no {config.backend} {candidate.variant} model{' on ' + where if devices else ''} "
                 f"({failed or 'skipped'})"
             )
-        checked.append((check_budgets([result], limit)[0], result, where))
+        check = check_budgets([result], limit)[0]
+        if check.get("value") is None:
+            raise TrialError(
+                f"the bench measured no {budget.key} for the {config.backend} model{' on ' + where if devices else ''}"
+            )
+        checked.append((check, result, where))
     check, result, where = max(checked, key=lambda c: c[0]["value"])  # the slowest device holds the budget
     smallest = min(result["latency"], key=lambda lat: lat["batch"])
     card = run.load_card()
