@@ -89,6 +89,12 @@ def parity(
     return {"max_abs_diff": max_diff, "top1_agreement": agree / max(count, 1), "images": count}
 
 
+def points(a: float, b: float) -> float:
+    """``a - b`` (accuracies as fractions) in percentage points, rounded to 1e-6 so that one image of 100 is exactly
+    1.0 and not 1.0000000000000009 (which a 1.0-point budget would refuse)."""
+    return round(100 * (a - b), 6)
+
+
 SPEEDUP_WORTH_IT = 1.25  # int8 that is not at least this much faster than fp32 is said to be no win
 DYNAMIC_NOTE = "; dynamic (weight-only) int8 runs convolutions slowly in ONNX Runtime: try --int8-method static"
 

@@ -17,7 +17,7 @@ from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.data import Sample
 from edgetransfer.errors import QuantizationError, UsageError
-from edgetransfer.evaluation import SPEEDUP_WORTH_IT, Decoded, decoded
+from edgetransfer.evaluation import SPEEDUP_WORTH_IT, Decoded, decoded, points
 
 Calibration = Decoded | tuple[Sample, ...]  # images decoded once per export, or samples decoded where used
 
@@ -283,9 +283,8 @@ def _tried(steps: list[dict]) -> str:
 
 
 def drop_points(fp32_top1: float, int8_top1: float) -> float:
-    """Top-1 lost by int8, in points, rounded to 1e-6 so that exactly one image of 100 is 1.0 and not
-    1.0000000000000009 (which a 1.0-point budget would refuse)."""
-    return round(100 * (fp32_top1 - int8_top1), 6)
+    """Top-1 lost by int8, in points (see :func:`evaluation.points`)."""
+    return points(fp32_top1, int8_top1)
 
 
 def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "") -> float:

@@ -33,6 +33,7 @@ from edgetransfer.bench.stats import latency_stats
 from edgetransfer.card import ModelCard, finite
 from edgetransfer.data import Sample, batches, list_images, load_splits
 from edgetransfer.errors import DataError, EdgeTransferError, RunDirError
+from edgetransfer.evaluation import points
 from edgetransfer.machine import machine_info, usable_cores
 from edgetransfer.rundir import BENCH_JSON, RunDir, atomic_write_text, sha256_file
 from edgetransfer.versions import package_versions
@@ -247,11 +248,9 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     accuracy_reference = _reference(results, card, own_split=bool(samples_set) and not config.data)
     for r in results:
         if r["accuracy"] and accuracy_reference:
-            # rounded as quantize.drop_points: one image of 100 is 1.0 point, not 1.0000000000000009
-            r["accuracy"]["top1_delta_points"] = round(100 * (r["accuracy"]["top1"] - accuracy_reference["top1"]), 6)
+            r["accuracy"]["top1_delta_points"] = points(r["accuracy"]["top1"], accuracy_reference["top1"])
             top5 = accuracy_reference.get("top5")
-            top5_delta = None if top5 is None else round(100 * (r["accuracy"]["top5"] - top5), 6)
-            r["accuracy"]["top5_delta_points"] = top5_delta
+            r["accuracy"]["top5_delta_points"] = None if top5 is None else points(r["accuracy"]["top5"], top5)
         elif r["accuracy"]:
             r["accuracy"].update(top1_delta_points=None, top5_delta_points=None)
     for item in skipped:

@@ -12,6 +12,10 @@ import typer
 from edgetransfer.errors import EdgeTransferError
 
 F = TypeVar("F", bound=Callable)
+# the --on options bench and search share (their help, so that the two commands say the same)
+TARGETS_HELP = "targets.toml naming the devices."
+WHEELHOUSE_HELP = "Wheels of the runtime's dependencies for devices without internet (pip download -d DIR)."
+KNOWN_HOSTS_HELP = "Accept only the host keys in this file."
 # what the [train] extra brings; a runtime-only install (pip install edgetransfer) has none of them
 TRAIN_PACKAGES = {
     "torch",

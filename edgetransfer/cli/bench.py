@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from edgetransfer.cli._common import friendly_errors, split_list
+from edgetransfer.cli._common import KNOWN_HOSTS_HELP, TARGETS_HELP, WHEELHOUSE_HELP, friendly_errors, split_list
 
 GATE = "Regression gate"
 MEASURE = "Measurement"
@@ -151,12 +151,12 @@ def bench(
     ] = None,
     targets: Annotated[
         Path | None,
-        typer.Option(help="targets.toml naming the devices.", show_default="./targets.toml", rich_help_panel=DEVICES),
+        typer.Option(help=TARGETS_HELP, show_default="./targets.toml", rich_help_panel=DEVICES),
     ] = None,
     wheelhouse: Annotated[
         Path | None,
         typer.Option(
-            help="Wheels of the runtime's dependencies for devices without internet (pip download -d DIR).",
+            help=WHEELHOUSE_HELP,
             rich_help_panel=DEVICES,
         ),
     ] = None,
@@ -177,7 +177,7 @@ def bench(
     known_hosts: Annotated[
         Path | None,
         typer.Option(
-            help="Accept only the host keys in this file.",
+            help=KNOWN_HOSTS_HELP,
             show_default="first seen keys recorded in RUN/known_hosts",
             rich_help_panel=DEVICES,
         ),
