@@ -238,7 +238,9 @@ def test_files_already_on_the_device_are_not_copied_again_and_the_baseline_gate_
     before = {p: p.stat().st_ino for p in copies}
     targets = folder / "targets.toml"
     done = bench(run, *QUICK, "--on", "dev", "--targets", str(targets), "--baseline", str(folder / "base.json"))
-    assert done.returncode in (0, 1), done.stderr[-2000:]  # 1: noise judged slower; the point is where it ran
+    # 1: noise judged slower; 2 only when the busy machine read its probe past 2x: the point is where it ran
+    busy = done.returncode == 2 and "no verdict is trustworthy" in done.stdout
+    assert done.returncode in (0, 1) or busy, done.stderr[-2000:]
     assert {p: p.stat().st_ino for p in copies} == before  # same files, not sent again
     gate = json.loads((run / "bench.json").read_text())["devices"][0]["document"]["gate"]
     assert gate["mode"] == "baseline" and gate["rows"] and gate["rows"][0]["backend"] == "ort-cpu"
