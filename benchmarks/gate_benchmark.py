@@ -138,6 +138,7 @@ def trial(
             seconds = time.perf_counter() - started
             rows = {f"{r.backend}:{r.variant}": round(r.ratio, 4) for r in result.rows}
             outcome[label] = {"exit": result.exit_code, "seconds": round(seconds, 2), "ratios": rows}
+            outcome[label]["slower"] = [f"{r.backend}:{r.variant}" for r in result.slower]
             if result.machine_factor is not None:
                 outcome[label]["machine_factor"] = round(result.machine_factor, 3)
             if result.problems:
@@ -162,8 +163,10 @@ def main() -> int:
     parser.add_argument(
         "--baseline-time",
         type=float,
-        default=6.0,
-        help="timed seconds per model of the baseline (saved once, so it can afford to be measured longer)",
+        default=None,
+        help="timed seconds per model of the baseline (saved once, so it can afford to be measured longer; "
+        "default 6, but in probe mode --min-time: `bench --baseline` measures with the baseline's settings, and "
+        "the ratio to the probe moved with the length of the rounds in a first try)",
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--processes", type=int, default=8, help="fresh processes per model (as --processes)")
@@ -184,6 +187,8 @@ def main() -> int:
         accuracy=False,
         async_time=0.0,
     )
+    if args.baseline_time is None:
+        args.baseline_time = args.min_time if args.mode == "probe" else 6.0
     threshold = parse_fraction(args.max_regression)
     modes = ["relative", "baseline"] if args.mode == "both" else [args.mode]
     references = {"relative": "probe:fp32", "baseline": None, "side-by-side": SIDE_BY_SIDE_REFERENCE}
@@ -223,6 +228,23 @@ def main() -> int:
             "caught_percent": 100 * sum(t["slow"]["exit"] == 1 for t in items) / len(items),
             "false_alarm_percent": 100 * sum(t["same"]["exit"] == 1 for t in items) / len(items),
             "cannot_compare": sum(t[k]["exit"] == 2 for t in items for k in ("same", "slow")),
+            # stricter, where the trials say which models were judged slower: caught only when the slowed variant
+            # (int8) was, and a false alarm whenever an unslowed model was (in either run of the trial)
+            **(
+                {
+                    "slowed_model_caught_percent": 100
+                    * sum(any(k.endswith(":int8") for k in t["slow"]["slower"]) for t in items)
+                    / len(items),
+                    "any_unslowed_model_flagged_percent": 100
+                    * sum(
+                        bool(t["same"]["slower"]) or any(not k.endswith(":int8") for k in t["slow"]["slower"])
+                        for t in items
+                    )
+                    / len(items),
+                }
+                if all("slower" in t["same"] for t in items)
+                else {}
+            ),
             "max_gate_seconds": max(gate_times),
             "median_gate_seconds": sorted(gate_times)[len(gate_times) // 2],
         }
@@ -236,6 +258,11 @@ def main() -> int:
             f"{s['max_gate_seconds']:.1f} s max"
             + (f"; {s['cannot_compare']} could not compare" if s["cannot_compare"] else "")
         )
+        if "slowed_model_caught_percent" in s:
+            print(
+                f"{'':8s}  strictly: the slowed int8 model flagged in {s['slowed_model_caught_percent']:.0f}% of "
+                f"trials; an unslowed model flagged (in either run) in {s['any_unslowed_model_flagged_percent']:.0f}%"
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -377,3 +377,17 @@ def test_cli_reference_run_of_another_model_is_exit_2(trained_run, tmp_path):
     (other / "card.json").write_text(json.dumps(card))
     outcome = invoke(trained_run.path, *FAST, "--reference-run", other)
     assert outcome.exit_code == 2 and "is of another model" in outcome.stderr, outcome.output
+
+
+def test_a_pass_too_noisy_to_rule_out_a_slowdown_says_so():
+    """A pass whose interval still reaches above the threshold could not have seen a slowdown of that size."""
+
+    def noisy(spread, seed):  # 40 runs: a short measurement
+        return document([result("ort-cpu", "int8", {1: samples(0.7, 40, spread=spread, seed=seed)})])
+
+    loose = compare(noisy(0.6, 1), noisy(0.6, 2), GATE)
+    assert loose.exit_code == 0 and loose.rows[0].high > 1.10
+    text = "\n".join(gate_lines(loose))
+    assert "note: a pass, but the CI of ort-cpu int8 b1 (to +" in text and "not ruled out" in text
+    tight = compare(noisy(0.02, 1), noisy(0.02, 2), GATE)
+    assert tight.exit_code == 0 and tight.rows[0].high < 1.10 and "note: a pass" not in "\n".join(gate_lines(tight))

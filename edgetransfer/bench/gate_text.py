@@ -55,6 +55,18 @@ def row_lines(row: Row, mode: str, max_regression: float, level: float = 0.95) -
     return lines
 
 
+def _upper(row: Row) -> float:
+    """The upper end of the interval the verdict rests on (both measurements together when measured again)."""
+    return row.confirm[2] if row.confirm is not None else row.high
+
+
+def unresolved(result: GateResult) -> list[Row]:
+    """Rows not judged slower whose interval still reaches above the threshold: the measurement was too noisy to
+    rule out a slowdown of the size the gate is there to catch."""
+    limit = 1 + result.max_regression
+    return [r for r in result.rows if r.verdict != SLOWER and _upper(r) > limit]
+
+
 def gate_lines(result: GateResult) -> list[str]:
     """A readable diff: one line per compared key (two when it was measured again), then the outcome and its exit
     code."""
@@ -79,6 +91,14 @@ def gate_lines(result: GateResult) -> list[str]:
     for r in result.rows:
         lines += row_lines(r, result.mode, result.max_regression, result.level)
     lines += [f"  cannot compare: {p}" for p in result.problems]
+    blind = unresolved(result)
+    if result.exit_code == 0 and blind:
+        names = ", ".join(f"{r.backend} {r.variant} b{r.batch} (to {_pct(_upper(r))})" for r in blind)
+        lines.append(
+            f"  note: a pass, but the CI of {names} reaches above {_pct(1 + result.max_regression)}: a slowdown that "
+            "large is not ruled out by this measurement; measure longer (--min-time, --rounds, --processes) or "
+            "on a quieter machine to narrow it"
+        )
     outcome = {
         0: "pass: nothing slower beyond the threshold",
         1: f"FAIL: {len(result.slower)} slower beyond {100 * result.max_regression:g}%",
