@@ -229,7 +229,7 @@ def quantize_accuracy_aware(
 
     def step(kept: tuple[str, ...]) -> dict:
         value = accuracy(out)
-        figures = {"float_layers": len(kept), "val_top1": value, "val_drop_points": drop_points(fp32_accuracy, value)}
+        figures = {"float_layers": len(kept), "val_top1": value, "val_drop_points": points(fp32_accuracy, value)}
         if latency is not None:
             figures["latency_ratio_vs_fp32"] = latency(out)
         steps.append(figures)
@@ -282,15 +282,10 @@ def _tried(steps: list[dict]) -> str:
     return "tried " + ", ".join(parts) + why
 
 
-def drop_points(fp32_top1: float, int8_top1: float) -> float:
-    """Top-1 lost by int8, in points (see :func:`evaluation.points`)."""
-    return points(fp32_top1, int8_top1)
-
-
 def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "") -> float:
     """The one judge of int8 accuracy, for ONNX Runtime and NNCF alike: the validation top-1 drop in points, or a
     :class:`QuantizationError` past ``max_drop`` (``tried`` says what was done to hold it)."""
-    drop = drop_points(fp32_top1, int8_top1)
+    drop = points(fp32_top1, int8_top1)
     if not drop <= max_drop:  # NaN fails too
         raise over_budget(name, drop, max_drop, tried)
     return drop

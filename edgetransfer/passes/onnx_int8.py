@@ -8,11 +8,10 @@ from typing import Any
 
 from edgetransfer import console
 from edgetransfer.backends.ort import _OrtSession, ort_session
-from edgetransfer.evaluation import DYNAMIC_NOTE, SPEEDUP_WORTH_IT, evaluate, latency_ratio
+from edgetransfer.evaluation import DYNAMIC_NOTE, SPEEDUP_WORTH_IT, evaluate, latency_ratio, points
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.quantize import (
     Int8Config,
-    drop_points,
     int8_budget,
     ort_settings,
     prepare,
@@ -29,7 +28,7 @@ def judge_onnx_int8(ctx: ExportContext, config: Int8Config, settings: dict[str, 
     out = ctx.path(ONNX_INT8)
     result = ctx.measure("onnx_int8", _OrtSession(ort_session(out), "int8"))
     fp32 = ctx.metrics["onnx_fp32"]
-    settings["test_drop_points"] = drop_points(fp32["test_top1"], result["test_top1"])
+    settings["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
     settings["latency_ratio_vs_fp32"] = ratio = latency_ratio(ctx.path(ONNX_FP32), out, ctx.pre.crop)
     settings["val_drop_points"] = int8_budget("ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop)
     ctx.say_drop("ONNX int8", settings["test_drop_points"])

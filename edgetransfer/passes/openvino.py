@@ -11,9 +11,9 @@ from edgetransfer import console
 from edgetransfer.backends.base import LoadOptions
 from edgetransfer.backends.openvino import compile_model
 from edgetransfer.errors import UsageError
-from edgetransfer.evaluation import SPEEDUP_WORTH_IT, evaluate, session_latency_ratio
+from edgetransfer.evaluation import SPEEDUP_WORTH_IT, evaluate, points, session_latency_ratio
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
-from edgetransfer.quantize import Int8Config, drop_points, int8_budget
+from edgetransfer.quantize import Int8Config, int8_budget
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP16, OV_FP32, OV_INT8
 
 
@@ -77,7 +77,7 @@ class OpenVinoInt8(Pass):
             )
         else:
             console.err.print(f"OpenVINO int8: {ratio:.2f}x fp32's median latency {where}")
-        record["test_drop_points"] = drop_points(fp32["test_top1"], result["test_top1"])
+        record["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
         tried = "after NNCF accuracy control" if record["tool"] == "nncf.quantize_with_accuracy_control" else ""
         record["val_drop_points"] = int8_budget(
             "OpenVINO int8", fp32["val_top1"], result["val_top1"], config.max_drop, tried=tried
@@ -100,7 +100,7 @@ class OpenVinoInt8(Pass):
             "calibration_images": len(calibration),
         }
         val = evaluate(compile_model(model, LoadOptions(), int8=True), ctx.val)
-        drop = drop_points(ctx.metrics["openvino_fp32"]["val_top1"], val)
+        drop = points(ctx.metrics["openvino_fp32"]["val_top1"], val)
         if config.accuracy_aware and len(ctx.val) and drop > config.max_drop:
             console.err.print(f"NNCF int8 loses {drop:.2f} validation points; running NNCF accuracy control...")
             with console.err.status("NNCF accuracy control..."):

@@ -368,13 +368,9 @@ class _Search:
 
     def _max_epochs(self) -> int:
         """The most epochs a trial may run: --epochs, else finetune's default."""
-        if self.config.epochs:
-            return self.config.epochs
-        import dataclasses
-
         from edgetransfer.finetune_config import FinetuneConfig
 
-        return next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == "epochs")
+        return self.config.epochs or FinetuneConfig.epochs
 
     def _measured(self, study) -> list[dict]:
         """Every trial that made its own model, with its candidate and the time each step took (for the cost)."""
