@@ -223,7 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hand", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--half", choices=["choose", "report", "all"], default="all")
+    parser.add_argument("--half", choices=["choose", "report", "scale", "all"], default="all")
     parser.add_argument("--sets", default="", help="comma-separated names from benchmarks/datasets.SUITE")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -264,7 +264,7 @@ def main() -> None:
 
     info = machine_info()
     machine = f"{info['cpu']}, {info['cores']} cores"
-    names = [n for n in SUITE if (args.half == "all" or SUITE[n][1] == args.half)]
+    names = [n for n in SUITE if (args.half == "all" and SUITE[n][1] != "scale") or SUITE[n][1] == args.half]
     names = [n for n in names if not args.sets or n in args.sets.split(",")]
     sets = make_suite(args.data_root, names=names)
     variants = {} if args.no_default else {"default": []}

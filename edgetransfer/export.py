@@ -74,7 +74,7 @@ def plan(config: ExportConfig) -> list[Pass]:
         passes.append(INT8_METHODS.get(config.int8.mode)(config.int8))
     if config.openvino:
         passes.append(OpenVinoIR(OpenVinoConfig(config.atol, config.fp16)))
-        if config.int8.mode == "static":
+        if config.int8.mode in ("static", "auto"):  # auto: a QAT model's IR is converted from its QDQ file
             passes.append(OpenVinoInt8(config.int8))
         elif config.int8.mode == "qat":  # OpenVINO runs the QAT model's QDQ file in int8 as it is
             passes.append(OpenVinoInt8(dataclasses.replace(config.int8, openvino="qdq")))

@@ -18,6 +18,7 @@ machine's compiler on first use (a minute or more, and a 60 s timeout that faile
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
@@ -43,12 +44,21 @@ class QatConfig:
     calibration_size: int = 200  # images NNCF sets the initial ranges from
     augment: str = "light"
     opset: int = 17
+    max_images: int = 4000  # training images per epoch at most (about 2 minutes at 96 px on a 2-core CPU)
+    # "ort": the trained weights quantized by ONNX Runtime's own static quantizer (u8 activations, s8 per-channel
+    # weights), which it fuses into QLinearConv everywhere and OpenVINO runs in u8 too; "nncf": NNCF's own fake
+    # quantizers written as QDQ (an OpenVINO file: ONNX Runtime leaves most convolutions in float)
+    onnx_format: str = "ort"
 
     def validate(self) -> None:
         if not 1 <= self.epochs <= 100:
             raise QuantizationError(f"QAT epochs must be 1..100, not {self.epochs}")
         if not 0 < self.lr < 1:
             raise QuantizationError(f"QAT learning rate must be in (0, 1), not {self.lr}")
+        if self.max_images < 1:
+            raise QuantizationError(f"QAT needs at least one training image per epoch, not {self.max_images}")
+        if self.onnx_format not in ("ort", "nncf"):
+            raise QuantizationError(f"QAT's ONNX format is 'ort' or 'nncf', not {self.onnx_format!r}")
         if not 1 <= self.batch_size <= 1024 or self.calibration_size < 1:
             raise QuantizationError("QAT batch size must be 1..1024 and the calibration size at least 1")
 
@@ -72,8 +82,16 @@ def fold_batchnorm(model: Any) -> Any:
 def _use_reference_functions() -> None:
     """NNCF's fake quantization in plain PyTorch ops instead of its just-in-time compiled C++ extension."""
     from nncf.torch.quantization import extensions
-    from nncf.torch.quantization.reference import ReferenceQuantizedFunctions
+    from nncf.torch.quantization.reference import ReferenceQuantizedFunctions, torch_executor
 
+    # eager, not torch.compile'd: NNCF compiles them per input shape with the machine's C++ compiler, gives up after
+    # eight shapes with a screen of torch._dynamo warnings, and was no faster here
+    for wrapper, function in (
+        (ReferenceQuantizedFunctions.Quantize_forward, torch_executor.forward),
+        (ReferenceQuantizedFunctions.Quantize_backward, torch_executor.backward),
+    ):
+        if hasattr(wrapper, "_compiled_func"):
+            wrapper._compiled_func = function
     namespace = getattr(extensions, "QuantizedFunctionsCPU", None)
     if namespace is not None and getattr(namespace, "_loaded_namespace", "missing") is None:
         namespace._loaded_namespace = ReferenceQuantizedFunctions
@@ -99,6 +117,7 @@ def qat_to_onnx(
     out: Path | str,
     config: QatConfig = QatConfig(),
     *,
+    ort_config: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Fine-tune ``run``'s best checkpoint with fake quantization on ``train`` and write the int8 QDQ ONNX model to
@@ -126,6 +145,7 @@ def qat_to_onnx(
     card = run.load_card()
     pre = card.preprocessing
     model = fold_batchnorm(load_model(run, card))
+    plain = copy.deepcopy(model)  # receives the trained weights for the ONNX Runtime format
     say = progress or (lambda line: None)
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -133,6 +153,8 @@ def qat_to_onnx(
     chosen = list(train)
     random.Random(config.seed).shuffle(chosen)
     calibration = decoded(tuple(chosen[: config.calibration_size]), pre)
+    if len(train) > config.max_images:  # a seeded subset: QAT adapts a converged model, it does not train one
+        train = tuple(chosen[: config.max_images])
     items = [torch.from_numpy(calibration.images[i : i + 1]) for i in range(len(calibration))]
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     nncf.set_log_level(logging.ERROR)
@@ -164,12 +186,16 @@ def qat_to_onnx(
         seconds = time.perf_counter() - epoch_start
         say(f"QAT epoch {epoch + 1}/{config.epochs}  loss {losses[-1]:.4f}  {count / seconds:.0f} img/s")
     quantized.eval()
-    stripped = nncf.strip(quantized, example_input=items[0], strip_format=nncf.StripFormat.NATIVE)
-    with atomic_path(Path(out)) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch_to_onnx(stripped, pre.crop, tmp, config.opset)
+    if config.onnx_format == "nncf":
+        stripped = nncf.strip(quantized, example_input=items[0], strip_format=nncf.StripFormat.NATIVE)
+        with atomic_path(Path(out)) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch_to_onnx(stripped, pre.crop, tmp, config.opset)
+    else:
+        _requantize_for_ort(quantized, plain, calibration, pre, Path(out), config, ort_config)
     return {
-        "method": "qat-nncf",
+        "method": "qat-nncf" if config.onnx_format == "nncf" else "qat-nncf, ONNX Runtime QDQ",
+        "onnx_format": config.onnx_format,
         "nncf": nncf.__version__,
         "epochs": config.epochs,
         "seed": config.seed,
@@ -179,3 +205,57 @@ def qat_to_onnx(
         "train_images": len(train),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _requantize_for_ort(
+    quantized: Any, plain: Any, calibration: Any, pre: Any, out: Path, config: QatConfig, ort_config: Any
+) -> None:
+    """The QAT-trained weights, each snapped to its NNCF weight quantizer's grid, in a plain float model; that model
+    exported and quantized by ONNX Runtime's static quantizer (calibrated on the same images) to ``out``. Its
+    activation ranges are ONNX Runtime's min-max, not NNCF's learned ones: the weights carry what the fine-tune
+    learned about int8 rounding, and the file has ONNX Runtime's all-int8 layout."""
+    import tempfile
+
+    import torch
+
+    from edgetransfer.onnx_convert import torch_to_onnx
+    from edgetransfer.quantize import Int8Config, prepare, quantize_static
+
+    wanted = plain.state_dict()
+    trained = quantized.state_dict()
+    missing = [key for key in wanted if key not in trained]
+    if missing:
+        raise QuantizationError(f"QAT's model lost parameters on the way ({missing[0]}); use the 'nncf' ONNX format")
+    with torch.no_grad():
+        plain.load_state_dict({key: trained[key] for key in wanted})
+        _snap_weights(quantized, plain)
+    plain.eval()
+    settings = ort_config or Int8Config()
+    with tempfile.TemporaryDirectory(prefix="edgetransfer-qat-") as tmp, atomic_path(out) as target:
+        fp32, prepared = Path(tmp) / "qat.fp32.onnx", Path(tmp) / "qat.prepared.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch_to_onnx(plain, pre.crop, fp32, config.opset)
+        prepare(fp32, prepared)
+        quantize_static(prepared, target, calibration, pre, settings)
+
+
+def _snap_weights(quantized: Any, plain: Any) -> None:
+    """Each weight NNCF fake-quantized during training replaced, in ``plain``, by its quantized-dequantized value
+    (what the network was trained to work with)."""
+    from nncf.torch.function_hook.hook_storage import decode_hook_name
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    modules = dict(plain.named_modules())
+    for name, hook in get_hook_storage(quantized).named_hooks():
+        if not isinstance(hook, BaseQuantizer):
+            continue
+        hook_type, op_name, port = decode_hook_name(name)
+        # a weight quantizer is a pre-hook on a convolution's or linear layer's port 1: "features/0/0/conv2d/0"
+        module = modules.get(".".join(op_name.split("/")[:-2]))
+        kind = op_name.split("/")[-2] if op_name.count("/") >= 2 else ""
+        if hook_type != "pre_hooks" or port != 1 or kind not in ("conv2d", "linear") or module is None:
+            continue
+        hook.eval()
+        module.weight.copy_(hook.quantize(module.weight.detach().clone()))

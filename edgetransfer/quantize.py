@@ -46,7 +46,7 @@ class Int8Config:
     the validation split's own bias: it chose the checkpoint, so fp32 reads at its selected peak there (the digits
     demo on one machine: every int8 calibration lost 3-4 of 269 validation images and none of the test images)."""
 
-    mode: str = "static"
+    mode: str = "auto"
     method: str = "minmax"
     calibration_size: int = 200
     per_channel: bool = True

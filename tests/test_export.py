@@ -142,7 +142,10 @@ def test_the_card_in_every_file_says_how_it_was_made(trained_run):
     """The resolved export config and the passes that ran, in card.json and inside the exported model."""
     card = trained_run.load_card()
     names = [step["pass"] for step in card.export["passes"]]
-    assert names == ["onnx_fp32", "onnx_int8_static", "openvino_ir", "openvino_int8"]
+    assert names == ["onnx_fp32", "onnx_int8_auto", "openvino_ir", "openvino_int8"]
+    # the default int8 method records its escalation: post-training first, QAT only if that could not hold
+    steps = card.artifacts["model.int8.onnx"]["quantization"]["escalation"]
+    assert steps[0]["method"] == "static" and steps[-1]["held"] is True, steps
     assert card.export["config"]["int8"]["calibration_size"] == 16
     assert card.export["passes"][0]["config"] == {"opset": 17, "atol": 1e-3, "simplify": True}
     for name in ("model.int8.onnx", "openvino/model.int8.xml"):  # each int8 model measured against its fp32
@@ -179,7 +182,7 @@ def test_a_new_int8_method_plugs_in_as_a_pass(trained_run, tmp_path):
     assert [step["pass"] for step in card.export["passes"]] == ["onnx_fp32", "onnx_int8_copy"]
     record = card.artifacts["model.int8.onnx"]["quantization"]
     assert record["tool"] == "copy" and record["val_drop_points"] == 0.0
-    with pytest.raises(UsageError, match="unknown --int8-method 'copy'; choose dynamic, qat or static"):
+    with pytest.raises(UsageError, match="unknown --int8-method 'copy'; choose auto, dynamic, qat or static"):
         Int8Config(mode="copy").validate()
 
 

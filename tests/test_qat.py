@@ -35,7 +35,11 @@ def test_qat_writes_an_int8_qdq_model_deterministically(qat_run, tmp_path):
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     session = ort.InferenceSession(str(tmp_path / "a.onnx"), options, providers=["CPUExecutionProvider"])
     optimized = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
-    assert optimized.count("QLinearConv") >= 10, optimized
+    # every convolution of the fp32 model, and no float one left (NNCF's own QDQ file left most in float)
+    convolutions = [node.op_type for node in onnx.load(str(run.file("model.onnx"))).graph.node].count("Conv")
+    assert optimized.count("QLinearConv") == convolutions > 10, optimized
+    assert not {"Conv", "FusedConv"} & set(optimized), optimized
+    assert first["onnx_format"] == "ort"
     x = np.zeros((2, 3, card.preprocessing.crop, card.preprocessing.crop), np.float32)
     assert session.run(None, {"input": x})[0].shape == (2, card.num_classes)
     second = qat_to_onnx(run, splits.train, tmp_path / "b.onnx", config)
@@ -55,3 +59,109 @@ def test_qat_errors_write_nothing(qat_run, tmp_path):
     with pytest.raises(RunDirError):
         qat_to_onnx(tmp_path / "no-run", splits.train, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_qat_nncf_format_still_writes_nncf_qdq(qat_run, tmp_path):
+    import onnx
+
+    from edgetransfer.qat import QatConfig, qat_to_onnx
+
+    run, _, splits = qat_run
+    assert len(splits.train) > 6
+    config = QatConfig(batch_size=8, onnx_format="nncf", max_images=6)
+    record = qat_to_onnx(run, splits.train, tmp_path / "n.onnx", config)
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "n.onnx")).graph.node]
+    assert record["method"] == "qat-nncf" and ops.count("QuantizeLinear") >= 10
+    assert record["train_images"] == 6  # a seeded subset of at most max_images per epoch
+    with pytest.raises(QuantizationError, match="format"):
+        qat_to_onnx(run, splits.train, tmp_path / "x.onnx", QatConfig(onnx_format="tflite"))
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    from edgetransfer.rundir import RunDir
+
+    shutil.copytree(run.path, tmp_path / "run")
+    return RunDir(tmp_path / "run")
+
+
+def test_auto_escalates_to_qat_when_post_training_int8_cannot_hold(qat_run, tmp_path, monkeypatch):
+    import json
+
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.onnx_int8 import OnnxInt8Static
+    from edgetransfer.quantize import Int8Config
+
+    def cannot_hold(self, ctx):
+        raise QuantizationError("ONNX int8 cannot hold the 1.0-point budget: it loses 3.00 points (tried ...)")
+
+    monkeypatch.setattr(OnnxInt8Static, "run", cannot_hold)
+    run = _copy(qat_run[0], tmp_path)
+    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8, max_drop=100.0)))
+    card = json.loads(run.file("card.json").read_text())
+    onnx_q = card["artifacts"]["model.int8.onnx"]["quantization"]
+    assert onnx_q["method"].startswith("qat") and [s["method"] for s in onnx_q["escalation"]] == ["static", "qat"]
+    assert onnx_q["escalation"][0]["held"] is False and "cannot hold" in onnx_q["escalation"][0]["why"]
+    assert "latency_ratio_vs_fp32" in onnx_q  # judged for speed like every int8 model
+    # OpenVINO's int8 IR is the QAT model's QDQ file converted, not NNCF's post-training IR
+    assert card["artifacts"]["openvino/model.int8.xml"]["quantization"]["converted_from"] == "model.int8.onnx"
+
+
+def test_auto_says_both_steps_when_neither_holds_and_writes_nothing(qat_run, tmp_path, monkeypatch):
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.onnx_int8 import OnnxInt8Static
+    from edgetransfer.passes.qat import OnnxInt8Qat
+    from edgetransfer.quantize import Int8Config
+
+    def fails(message):
+        def run(self, ctx):
+            raise QuantizationError(message)
+
+        return run
+
+    monkeypatch.setattr(OnnxInt8Static, "run", fails("static: loses 3.00 points"))
+    monkeypatch.setattr(OnnxInt8Qat, "run", fails("qat: loses 2.00 points"))
+    run = _copy(qat_run[0], tmp_path)
+    before = run.file("model.int8.onnx").read_bytes()
+    with pytest.raises(QuantizationError, match="neither post-training.*qat: loses 2.00.*static: loses 3.00"):
+        export(run, ExportConfig(int8=Int8Config(mode="auto")))
+    assert run.file("model.int8.onnx").read_bytes() == before  # the run's previous models untouched
+
+
+def _with_drop(cls, monkeypatch, drop):
+    """``cls.run`` as it is, except that its model reads as losing ``drop`` validation points."""
+    original = cls.run
+
+    def run(self, ctx):
+        made = original(self, ctx)
+        made[0].record["quantization"]["val_drop_points"] = drop
+        return made
+
+    monkeypatch.setattr(cls, "run", run)
+
+
+@pytest.mark.parametrize("qat_drop, kept", [(0.0, "qat"), (50.0, "static")])
+def test_auto_tries_qat_when_post_training_int8_loses_images(qat_run, tmp_path, monkeypatch, qat_drop, kept):
+    import hashlib
+    import json
+
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.onnx_int8 import OnnxInt8Static
+    from edgetransfer.passes.qat import OnnxInt8Qat
+    from edgetransfer.quantize import Int8Config
+
+    _with_drop(OnnxInt8Static, monkeypatch, 5.0)  # holds the (wide) budget but loses validation images
+    _with_drop(OnnxInt8Qat, monkeypatch, qat_drop)
+    run = _copy(qat_run[0], tmp_path)
+    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8, max_drop=100.0), openvino=False))
+    card = json.loads(run.file("card.json").read_text())
+    record = card["artifacts"]["model.int8.onnx"]
+    steps = record["quantization"]["escalation"]
+    assert [s["method"] for s in steps] == ["static", "qat"]
+    assert [s["method"] for s in steps if s["kept"]] == [kept]
+    assert record["quantization"]["val_drop_points"] == (qat_drop if kept == "qat" else 5.0)
+    assert record["quantization"].get("method", "static").startswith(kept)
+    # the file is the one the card describes, and the staging copy of the other is gone
+    assert hashlib.sha256(run.file("model.int8.onnx").read_bytes()).hexdigest() == record["sha256"]
+    assert not list(run.path.rglob("static.int8.onnx"))

@@ -75,7 +75,7 @@ def test_space_comes_from_the_registries(tmp_path):
         top = backbones.get(name).input_size
         assert sizes[0] == 96 and all(s % 32 == 0 for s in sizes) and max(sizes) <= top < max(sizes) + 32
     assert "static" in space.int8_methods and "dynamic" not in space.int8_methods  # dynamic: slow for CNNs
-    assert set(space.int8_methods) == set(export_int8_methods()) - {"dynamic"}
+    assert set(space.int8_methods) == set(export_int8_methods()) - {"dynamic", "auto"}  # auto: static, then qat
     assert "dynamic" in build_space(SearchConfig(data="d", out="o", int8_methods=("dynamic",))).int8_methods
     assert space.count() == sum(len(s) for s in space.sizes.values()) * len(space.int8_methods)
     chosen = build_space(

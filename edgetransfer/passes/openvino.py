@@ -57,7 +57,9 @@ class OpenVinoInt8(Pass):
         import openvino as ov
 
         config: Int8Config = self.config
-        if config.openvino == "qdq":
+        made = ctx.artifacts.get(ONNX_INT8)
+        from_qat = made is not None and str(made.record.get("quantization", {}).get("method", "")).startswith("qat")
+        if config.openvino == "qdq" or from_qat:  # OpenVINO runs a QAT model's QDQ file in int8 as it is
             if ONNX_INT8 not in ctx.artifacts:
                 raise UsageError("--openvino-int8 qdq converts model.int8.onnx, which this export does not make")
             model = ov.convert_model(str(ctx.path(ONNX_INT8)))

@@ -22,6 +22,13 @@ class OnnxInt8Qat(Pass):
 
         config = QatConfig(seed=self.config.seed, calibration_size=self.config.calibration_size)
         with console.err.status("quantization-aware fine-tuning..."):
-            record = qat_to_onnx(ctx.run, ctx.splits.train, ctx.path(ONNX_INT8), config, progress=console.err.print)
-        settings = {"tool": "nncf QAT (PyTorch), QDQ ONNX", **record}
+            record = qat_to_onnx(
+                ctx.run,
+                ctx.splits.train,
+                ctx.path(ONNX_INT8),
+                config,
+                ort_config=self.config,
+                progress=console.err.print,
+            )
+        settings = {"tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime (QDQ)", **record}
         return [judge_onnx_int8(ctx, self.config, settings)]

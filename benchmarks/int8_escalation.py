@@ -1,0 +1,166 @@
+"""int8 that keeps every layer int8 (issue 16): post-training static int8 with no layer in float, the export's
+default (``--int8-method auto``: static, layers back in float only while faster, then quantization-aware
+fine-tuning), and QAT on its own, on several sets and backbones, each an ordinary run exported by the product's own
+``export()``. Per model: validation and test top-1 drop against the run's fp32 ONNX, layers kept in float, size,
+ONNX Runtime latency relative to fp32 at 1 and 2 threads (interleaved rounds in one process, after all exports), and
+the export's wall time.
+
+    .venv/bin/python benchmarks/int8_escalation.py --out benchmarks/results/int8_escalation.md
+
+Sets: the digits (the demo's data, where the defaults were developed), photo crops and fifty-regions
+(``benchmarks/datasets.py``; not used to choose anything here). Run it on a quiet machine: the latency ratios are
+medians of interleaved rounds, but a busy machine still blurs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import datasets  # noqa: E402
+from int8_methods import latency  # noqa: E402
+
+from edgetransfer.backends.ort import _OrtSession, ort_session  # noqa: E402
+from edgetransfer.builtin_data import materialize_digits  # noqa: E402
+from edgetransfer.data import batches, load_splits  # noqa: E402
+from edgetransfer.export import ExportConfig, export  # noqa: E402
+from edgetransfer.finetune import FinetuneConfig, finetune  # noqa: E402
+from edgetransfer.machine import machine_info  # noqa: E402
+from edgetransfer.quantize import Int8Config  # noqa: E402
+from edgetransfer.rundir import RunDir  # noqa: E402
+
+METHODS = {
+    "PTQ static, every layer int8": Int8Config(mode="static", accuracy_aware=False),
+    "auto (export default)": Int8Config(mode="auto"),
+    "QAT (NNCF, ORT-quantized)": Int8Config(mode="qat"),
+}
+
+
+def make_set(name: str, work: Path) -> Path:
+    if name == "digits":
+        return materialize_digits()
+    if name == "photo-crops":
+        return datasets.photo_crops(work / "photo-crops", per_class=60)
+    if name == "fifty-regions":
+        return datasets.fifty_regions(work / "fifty-regions", per_class=16)
+    raise SystemExit(f"unknown set {name}")
+
+
+def one(set_name: str, data: Path, backbone: str, work: Path, args) -> list[dict]:
+    base = work / f"{set_name}-{backbone}"
+    t0 = time.perf_counter()
+    run = finetune(FinetuneConfig(data=str(data), out=str(base), backbone=backbone, size=args.size, overwrite=True))
+    train_s = time.perf_counter() - t0
+    export(run, ExportConfig(int8=Int8Config(mode="none"), openvino=False))
+    rows, files = [], {}
+    for index, (label, config) in enumerate(METHODS.items()):
+        folder = work / f"{set_name}-{backbone}-{index}"
+        shutil.copytree(base, folder)
+        t0 = time.perf_counter()
+        try:
+            export(RunDir(folder), ExportConfig(int8=config, openvino=True))
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            rows.append({"set": set_name, "backbone": backbone, "method": label, "failed": str(exc)})
+            continue
+        seconds = time.perf_counter() - t0
+        card = json.loads((folder / "card.json").read_text())
+        q = card["artifacts"]["model.int8.onnx"]["quantization"]
+        ov = card["artifacts"].get("openvino/model.int8.xml", {}).get("quantization", {})
+        kept = q.get("accuracy_aware", {}).get("kept_in_float", [])
+        rows.append(
+            {
+                "set": set_name,
+                "backbone": backbone,
+                "method": label,
+                "val_drop": q["val_drop_points"],
+                "test_drop": q["test_drop_points"],
+                "openvino_test_drop": ov.get("test_drop_points"),
+                "float_layers": len(kept),
+                "escalation": [s["method"] for s in q.get("escalation", [])],
+                "bytes": (folder / "model.int8.onnx").stat().st_size,
+                "export_s": round(seconds, 1),
+                "finetune_s": round(train_s, 1),
+                "fp32_test": card["metrics"]["onnx_fp32"]["test_top1"],
+            }
+        )
+        files[label] = folder / "model.int8.onnx"
+    card = run.load_card()
+    splits = load_splits(card.dataset["path"], seed=card.dataset["seed"])
+    images, _ = next(iter(batches(splits.test[:1], card.preprocessing)))
+    for row in rows:
+        row["test_images"] = len(splits.test)
+    for threads in (1, 2):
+        sessions = {"fp32": _OrtSession(ort_session(run.file("model.onnx"), threads=threads), "fp32")}
+        sessions |= {k: _OrtSession(ort_session(p, threads=threads), "int8") for k, p in files.items()}
+        medians = latency(sessions, images[:1], args.rounds, args.runs)
+        for row in rows:
+            if row["method"] in medians:
+                row[f"ratio_{threads}t"] = medians[row["method"]] / medians["fp32"]
+                row[f"fp32_ms_{threads}t"] = medians["fp32"]
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    out = [
+        f"Machine: {meta['machine']}.",
+        f"Command: `{meta['command']}`; wall time {meta['wall_s']:.0f} s.",
+        "",
+        "| set | backbone | method | steps | val drop | test drop (ORT) | test drop (OpenVINO) | layers in float | "
+        "MB | ORT vs fp32, 1 thread | ORT vs fp32, 2 threads | export s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "failed" in r:
+            out.append(f"| {r['set']} | {r['backbone']} | {r['method']} | failed: {r['failed']} | | | | | | | | |")
+            continue
+        ov = "-" if r["openvino_test_drop"] is None else f"{r['openvino_test_drop']:+.2f}"
+        out.append(
+            f"| {r['set']} ({r['test_images']} test, fp32 {r['fp32_test']:.2%}) | {r['backbone']} | {r['method']} | "
+            f"{' -> '.join(r['escalation']) or '-'} | {r['val_drop']:+.2f} | {r['test_drop']:+.2f} | {ov} | "
+            f"{r['float_layers']} | {r['bytes'] / 1e6:.1f} | {r.get('ratio_1t', float('nan')):.2f}x | "
+            f"{r.get('ratio_2t', float('nan')):.2f}x | {r['export_s']:.0f} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="digits,photo-crops,fifty-regions")
+    parser.add_argument("--backbones", default="mobilenet_v2,efficientnet_lite0")
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_escalation.md"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for set_name in args.sets.split(","):
+            data = make_set(set_name, work)
+            for backbone in args.backbones.split(","):
+                rows += one(set_name, data, backbone, work, args)
+                print(markdown(rows, {"machine": "-", "command": "-", "wall_s": time.perf_counter() - started}))
+                sys.stdout.flush()
+    meta = {
+        "machine": machine_info(),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "wall_s": time.perf_counter() - started,
+    }
+    text = markdown(rows, meta)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
