@@ -19,8 +19,7 @@ def export(
     int8_method: Annotated[
         str,
         typer.Option(
-            help="auto: static, then qat when static cannot hold --max-drop while staying faster than fp32, or loses "
-            "validation images (then kept only if it loses fewer); "
+            help="auto: static, then qat when static cannot hold --max-drop while staying faster than fp32; "
             "static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR, sensitive layers in float while still faster; "
             "dynamic: weight-only int8 (ONNX only); qat: a short quantization-aware fine-tune (NNCF) on the training "
             "images, quantized by ONNX Runtime as QDQ ONNX (all int8 in ONNX Runtime and OpenVINO) and its IR."
