@@ -108,7 +108,12 @@ def competing_load(processes: int):
     code = "import os\nimport numpy as np\na = np.random.default_rng(0).random((384, 384))\n"
     code += f"while os.getppid() == {os.getpid()}:\n    a @ a\n"  # ends with this script, however it ends
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    started = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(processes)]
+    everywhere = range(os.cpu_count() or 1)  # not pinned with the benchmark (--cpus): the OS places them
+
+    def unpinned() -> None:
+        os.sched_setaffinity(0, everywhere)
+
+    started = [subprocess.Popen([sys.executable, "-c", code], env=env, preexec_fn=unpinned) for _ in range(processes)]
 
     def stop() -> None:
         for process in started:
@@ -173,8 +178,13 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="intra-op threads (1: the measuring process on one core)"
     )
+    parser.add_argument(
+        "--cpus", default="", help="pin the measuring processes to these CPUs (e.g. 0; the load stays unpinned)"
+    )
     parser.add_argument("--out", type=Path, help="write the figures and every trial as JSON")
     args = parser.parse_args()
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # bench's processes inherit it
 
     register(ProbeBackend())
     config = BenchConfig(
