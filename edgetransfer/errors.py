@@ -43,5 +43,10 @@ class QuantizationError(EdgeTransferError):
     """int8 quantization failed."""
 
 
+class BudgetError(QuantizationError):
+    """int8 that works but loses more validation accuracy than the budget allows (what ``--int8-method auto``
+    escalates on; other quantization failures are not escalated)."""
+
+
 class TrainingDiverged(EdgeTransferError):
     """The loss, the weights or the BatchNorm statistics became NaN or infinite."""

@@ -1,19 +1,19 @@
 """Quantization-aware fine-tuning: a short fine-tune with fake quantization from a run's best checkpoint on its
 training images, written as a QDQ ONNX model that ONNX Runtime and OpenVINO both execute in int8.
 
-NNCF's PyTorch QAT (``nncf.quantize`` on the torch model, then training the model it returns, then ``nncf.strip`` to
-PyTorch's own FakeQuantize modules, which the ONNX exporter writes as QuantizeLinear/DequantizeLinear pairs), with
-no dependency beyond NNCF. BatchNorm is folded into the convolutions first (a BatchNorm left after a fake-quantized
-convolution keeps the convolution in float). Measured in ``benchmarks/results/qat_trial.md``: OpenVINO runs the file
-in int8 (about half fp32's latency), but ONNX Runtime fuses only 13 of MobileNetV2's 52 convolutions into
-QLinearConv (NNCF's symmetric int8 activations, and weights stored in float behind QuantizeLinear), so there it is
-slower than fp32; PyTorch's pt2e (``prepare_qat_pt2e`` with the x86 quantizer, torchao) gave 42 of 52 and is the
-one to keep for ONNX Runtime, at the cost of two dependencies (torchao, onnxscript). Until then, judge this file's
-ONNX Runtime speed before offering it (the export's speed check does).
+NNCF's PyTorch QAT (``nncf.quantize`` on the torch model, then training the model it returns), with no dependency
+beyond NNCF. BatchNorm is folded into the convolutions first (a BatchNorm left after a fake-quantized convolution
+keeps the convolution in float). The ONNX file (``onnx_format="ort"``, the default): the trained weights, each snapped
+to its NNCF weight quantizer's grid, in a plain float model that ONNX Runtime's static quantizer quantizes (u8
+activations, s8 per-channel weights): every convolution a QLinearConv in ONNX Runtime and u8 in OpenVINO.
+``onnx_format="nncf"`` writes NNCF's own QDQ export instead (``nncf.strip`` to PyTorch FakeQuantize), which
+OpenVINO runs in int8 but ONNX Runtime mostly in float, several times slower than fp32
+(``benchmarks/results/qat_trial.md``: 13 of MobileNetV2's 52 convolutions fused). PyTorch's pt2e was tried there too
+(42 of 52, and two more dependencies).
 
 Deterministic on the CPU: the image order, the augmentation and the initial ranges follow ``seed``. NNCF's fake
-quantization runs on its pure-PyTorch reference functions: left to itself NNCF compiles a C++ extension with the
-machine's compiler on first use (a minute or more, and a 60 s timeout that failed on a busy machine).
+quantization runs on its pure-PyTorch reference functions, eagerly: left to itself NNCF compiles a C++ extension with
+the machine's compiler on first use (a minute or more, and a 60 s timeout that failed on a busy machine).
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def qat_to_onnx(
     config: QatConfig = QatConfig(),
     *,
     ort_config: Any = None,
+    ort_calibration: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Fine-tune ``run``'s best checkpoint with fake quantization on ``train`` and write the int8 QDQ ONNX model to
@@ -192,10 +193,16 @@ def qat_to_onnx(
             warnings.simplefilter("ignore")
             torch_to_onnx(stripped, pre.crop, tmp, config.opset)
     else:
-        _requantize_for_ort(quantized, plain, calibration, pre, Path(out), config, ort_config)
+        try:
+            snapped = _requantize_for_ort(
+                quantized, plain, ort_calibration or calibration, pre, Path(out), config, ort_config
+            )
+        except (RuntimeError, ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise QuantizationError(f"QAT's model could not be written for ONNX Runtime: {exc}") from None
     return {
         "method": "qat-nncf" if config.onnx_format == "nncf" else "qat-nncf, ONNX Runtime QDQ",
         "onnx_format": config.onnx_format,
+        **({"snapped_weights": snapped} if config.onnx_format == "ort" else {}),
         "nncf": nncf.__version__,
         "epochs": config.epochs,
         "seed": config.seed,
@@ -228,7 +235,7 @@ def _requantize_for_ort(
         raise QuantizationError(f"QAT's model lost parameters on the way ({missing[0]}); use the 'nncf' ONNX format")
     with torch.no_grad():
         plain.load_state_dict({key: trained[key] for key in wanted})
-        _snap_weights(quantized, plain)
+        snapped = _snap_weights(quantized, plain)
     plain.eval()
     settings = ort_config or Int8Config()
     with tempfile.TemporaryDirectory(prefix="edgetransfer-qat-") as tmp, atomic_path(out) as target:
@@ -238,9 +245,10 @@ def _requantize_for_ort(
             torch_to_onnx(plain, pre.crop, fp32, config.opset)
         prepare(fp32, prepared)
         quantize_static(prepared, target, calibration, pre, settings)
+    return snapped
 
 
-def _snap_weights(quantized: Any, plain: Any) -> None:
+def _snap_weights(quantized: Any, plain: Any) -> int:
     """Each weight NNCF fake-quantized during training replaced, in ``plain``, by its quantized-dequantized value
     (what the network was trained to work with)."""
     from nncf.torch.function_hook.hook_storage import decode_hook_name
@@ -248,6 +256,7 @@ def _snap_weights(quantized: Any, plain: Any) -> None:
     from nncf.torch.quantization.layers import BaseQuantizer
 
     modules = dict(plain.named_modules())
+    snapped, weight_quantizers = 0, 0
     for name, hook in get_hook_storage(quantized).named_hooks():
         if not isinstance(hook, BaseQuantizer):
             continue
@@ -255,7 +264,17 @@ def _snap_weights(quantized: Any, plain: Any) -> None:
         # a weight quantizer is a pre-hook on a convolution's or linear layer's port 1: "features/0/0/conv2d/0"
         module = modules.get(".".join(op_name.split("/")[:-2]))
         kind = op_name.split("/")[-2] if op_name.count("/") >= 2 else ""
-        if hook_type != "pre_hooks" or port != 1 or kind not in ("conv2d", "linear") or module is None:
+        if hook_type != "pre_hooks" or port != 1 or kind not in ("conv2d", "linear"):
+            continue
+        weight_quantizers += 1
+        if module is None or not hasattr(module, "weight"):
             continue
         hook.eval()
         module.weight.copy_(hook.quantize(module.weight.detach().clone()))
+        snapped += 1
+    if snapped != weight_quantizers or not snapped:  # NNCF's hook naming changed: say so, never skip it silently
+        raise QuantizationError(
+            f"QAT: {snapped} of {weight_quantizers} quantized weights could be found in the model (nncf "
+            "version?); use onnx_format='nncf'"
+        )
+    return snapped

@@ -16,7 +16,7 @@ from pathlib import Path
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.data import Sample
-from edgetransfer.errors import QuantizationError, UsageError
+from edgetransfer.errors import BudgetError, QuantizationError, UsageError
 from edgetransfer.evaluation import SPEEDUP_WORTH_IT, Decoded, decoded, points
 
 Calibration = Decoded | tuple[Sample, ...]  # images decoded once per export, or samples decoded where used
@@ -291,8 +291,8 @@ def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, 
     return drop
 
 
-def over_budget(name: str, drop: float, max_drop: float, tried: str = "") -> QuantizationError:
-    return QuantizationError(
+def over_budget(name: str, drop: float, max_drop: float, tried: str = "") -> BudgetError:
+    return BudgetError(
         f"{name} cannot hold the {max_drop}-point budget: it loses {drop:.2f} points of validation top-1"
         f"{f' ({tried})' if tried else ''}; raise --max-drop, try --calib-method entropy or --int8-method qat, "
         "or use --no-int8"

@@ -40,6 +40,7 @@ def test_qat_writes_an_int8_qdq_model_deterministically(qat_run, tmp_path):
     assert optimized.count("QLinearConv") == convolutions > 10, optimized
     assert not {"Conv", "FusedConv"} & set(optimized), optimized
     assert first["onnx_format"] == "ort"
+    assert first["snapped_weights"] >= convolutions  # every quantized weight found and put on NNCF's int8 grid
     x = np.zeros((2, 3, card.preprocessing.crop, card.preprocessing.crop), np.float32)
     assert session.run(None, {"input": x})[0].shape == (2, card.num_classes)
     second = qat_to_onnx(run, splits.train, tmp_path / "b.onnx", config)
@@ -89,12 +90,13 @@ def _copy(run, tmp_path):
 def test_auto_escalates_to_qat_when_post_training_int8_cannot_hold(qat_run, tmp_path, monkeypatch):
     import json
 
+    from edgetransfer.errors import BudgetError
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.passes.onnx_int8 import OnnxInt8Static
     from edgetransfer.quantize import Int8Config
 
     def cannot_hold(self, ctx):
-        raise QuantizationError("ONNX int8 cannot hold the 1.0-point budget: it loses 3.00 points (tried ...)")
+        raise BudgetError("ONNX int8 cannot hold the 1.0-point budget: it loses 3.00 points (tried ...)")
 
     monkeypatch.setattr(OnnxInt8Static, "run", cannot_hold)
     run = _copy(qat_run[0], tmp_path)
@@ -104,6 +106,7 @@ def test_auto_escalates_to_qat_when_post_training_int8_cannot_hold(qat_run, tmp_
     assert onnx_q["method"].startswith("qat") and [s["method"] for s in onnx_q["escalation"]] == ["static", "qat"]
     assert onnx_q["escalation"][0]["held"] is False and "cannot hold" in onnx_q["escalation"][0]["why"]
     assert "latency_ratio_vs_fp32" in onnx_q  # judged for speed like every int8 model
+    assert onnx_q["ort_calibration_source"] == "train split"
     # OpenVINO's int8 IR is the QAT model's QDQ file converted, not NNCF's post-training IR
     assert card["artifacts"]["openvino/model.int8.xml"]["quantization"]["converted_from"] == "model.int8.onnx"
 
@@ -120,7 +123,15 @@ def test_auto_says_both_steps_when_neither_holds_and_writes_nothing(qat_run, tmp
 
         return run
 
-    monkeypatch.setattr(OnnxInt8Static, "run", fails("static: loses 3.00 points"))
+    from edgetransfer.errors import BudgetError
+
+    def over(message):
+        def run(self, ctx):
+            raise BudgetError(message)
+
+        return run
+
+    monkeypatch.setattr(OnnxInt8Static, "run", over("static: loses 3.00 points"))
     monkeypatch.setattr(OnnxInt8Qat, "run", fails("qat: loses 2.00 points"))
     run = _copy(qat_run[0], tmp_path)
     before = run.file("model.int8.onnx").read_bytes()
@@ -158,3 +169,23 @@ def test_auto_keeps_post_training_int8_that_holds_and_trains_nothing(qat_run, tm
     export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8), openvino=False))
     steps = json.loads(run.file("card.json").read_text())["artifacts"]["model.int8.onnx"]["quantization"]["escalation"]
     assert steps == [{"method": "static", "held": True, "val_drop_points": 0.5}]
+
+
+def test_auto_does_not_escalate_a_broken_quantizer(qat_run, tmp_path, monkeypatch):
+    """Only a blown budget escalates: a quantizer that fails outright is reported as it is, with no QAT run."""
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.onnx_int8 import OnnxInt8Static
+    from edgetransfer.passes.qat import OnnxInt8Qat
+    from edgetransfer.quantize import Int8Config
+
+    def broken(self, ctx):
+        raise QuantizationError("ONNX Runtime quantization failed: unsupported op")
+
+    def no_qat(self, ctx):
+        raise AssertionError("QAT ran for a quantizer failure")
+
+    monkeypatch.setattr(OnnxInt8Static, "run", broken)
+    monkeypatch.setattr(OnnxInt8Qat, "run", no_qat)
+    run = _copy(qat_run[0], tmp_path)
+    with pytest.raises(QuantizationError, match="^ONNX Runtime quantization failed: unsupported op$"):
+        export(run, ExportConfig(int8=Int8Config(mode="auto"), openvino=False))

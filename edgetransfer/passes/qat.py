@@ -1,7 +1,7 @@
 """``--int8-method qat``: quantization-aware fine-tuning (edgetransfer/qat.py, NNCF's PyTorch QAT) from the run's best
-checkpoint on its training images, written as ``model.int8.onnx`` and judged like every int8 model: the validation
-budget, and its speed against fp32 measured here (ONNX Runtime runs NNCF's QDQ file mostly in float, so expect the
-warning there; OpenVINO runs it in int8 - see benchmarks/results/qat_trial.md)."""
+checkpoint on its training images, quantized by ONNX Runtime (calibrated on the export's calibration images, the
+training split or ``--calib``) as ``model.int8.onnx``, and judged like every int8 model: the validation budget and
+its speed against fp32 measured here."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from edgetransfer.rundir import ONNX_FP32, ONNX_INT8
 @int8_method("qat")
 class OnnxInt8Qat(Pass):
     name = "onnx_int8_qat"
+    calibrates = True  # ONNX Runtime's ranges for the QAT-trained model
     needs = (ONNX_FP32,)  # the fp32 export: the judge's reference for accuracy and speed
 
     def run(self, ctx: ExportContext) -> list[Artifact]:
@@ -28,7 +29,9 @@ class OnnxInt8Qat(Pass):
                 ctx.path(ONNX_INT8),
                 config,
                 ort_config=self.config,
+                ort_calibration=ctx.calibration[0],
                 progress=console.err.print,
             )
         settings = {"tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime (QDQ)", **record}
+        settings["ort_calibration_source"] = ctx.calibration[1]
         return [judge_onnx_int8(ctx, self.config, settings)]
