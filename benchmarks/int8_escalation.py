@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -26,14 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import datasets  # noqa: E402
-from int8_methods import latency  # noqa: E402
+from int8_methods import latency, write_results  # noqa: E402
 
 from edgetransfer.backends.ort import _OrtSession, ort_session  # noqa: E402
 from edgetransfer.builtin_data import materialize_digits  # noqa: E402
 from edgetransfer.data import batches, load_splits  # noqa: E402
 from edgetransfer.export import ExportConfig, export  # noqa: E402
 from edgetransfer.finetune import FinetuneConfig, finetune  # noqa: E402
-from edgetransfer.machine import machine_info  # noqa: E402
 from edgetransfer.quantize import Int8Config  # noqa: E402
 from edgetransfer.rundir import RunDir  # noqa: E402
 
@@ -150,16 +148,7 @@ def main() -> None:
                 rows += one(set_name, data, backbone, work, args)
                 print(markdown(rows, {"machine": "-", "command": "-", "wall_s": time.perf_counter() - started}))
                 sys.stdout.flush()
-    meta = {
-        "machine": machine_info(),
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "wall_s": time.perf_counter() - started,
-    }
-    text = markdown(rows, meta)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(text)
+    write_results(args.out, rows, started, markdown)
 
 
 if __name__ == "__main__":

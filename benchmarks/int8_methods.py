@@ -260,9 +260,24 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def write_results(out: Path, rows: list[dict], started: float, markdown) -> None:
+    """``out`` (the table ``markdown(rows, meta)`` makes) and ``out``.json (meta and rows), printed too."""
     import os
     import sys
+
+    meta = {
+        "machine": machine_info(),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "wall_s": time.perf_counter() - started,
+    }
+    text = markdown(rows, meta)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(text)
+
+
+def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=96)
@@ -293,16 +308,7 @@ def main() -> None:
             rounds=args.rounds,
             runs=args.runs,
         )
-    meta = {
-        "machine": machine_info(),
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "wall_s": time.perf_counter() - started,
-    }
-    text = markdown(rows, meta)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(text)
+    write_results(args.out, rows, started, markdown)
 
 
 if __name__ == "__main__":
