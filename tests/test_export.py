@@ -135,7 +135,45 @@ def test_int8_over_the_budget_fails_for_both_engines(trained_run, tmp_path, monk
     assert result.exit_code == 1, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and f"{engine} cannot hold the 1.0-point budget" in lines[0], result.stderr
+    if variant == "openvino_int8":  # the default (auto) tried model.int8.onnx converted too: both failures said
+        assert "NNCF on the IR: OpenVINO int8 cannot hold" in lines[0], lines[0]
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+
+
+def test_auto_int8_converts_the_onnx_int8_model_where_nncf_cannot_hold_the_budget(trained_run, tmp_path, monkeypatch):
+    """--int8-method auto: NNCF's int8 IR past the budget (its measured accuracy replaced by 0 here) gives way to
+    model.int8.onnx converted to IR, measured for real and judged again; the card records both steps."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+    from edgetransfer.passes import ExportContext
+    from edgetransfer.rundir import RunDir
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    real, tries = ExportContext.measure, []
+
+    def measure(self, name, session):
+        result = real(self, name, session)
+        if name == "openvino_int8":
+            tries.append(result["val_top1"])
+            if len(tries) == 1:  # NNCF's IR
+                result["val_top1"] = 0.0
+        return result
+
+    monkeypatch.setattr(ExportContext, "measure", measure)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--no-accuracy-aware", "--calib-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert len(tries) == 2 and "NNCF's int8 IR cannot hold the budget; converting model.int8.onnx" in result.stderr
+    card = RunDir.open(tmp_path / "run").load_card()
+    record = card.artifacts["openvino/model.int8.xml"]["quantization"]
+    assert record["converted_from"] == "model.int8.onnx" and record["tool"] == "openvino.convert_model"
+    steps = record["escalation"]
+    assert [(s["method"], s["held"]) for s in steps] == [("nncf", False), ("qdq", True)], steps
+    assert "OpenVINO int8 cannot hold the 1.0-point budget" in steps[0]["why"]
+    assert card.metrics["openvino_int8"]["val_top1"] == tries[1] > 0
+    assert (tmp_path / "run" / "openvino" / "model.int8.xml").is_file()
 
 
 def test_the_card_in_every_file_says_how_it_was_made(trained_run):
@@ -148,6 +186,7 @@ def test_the_card_in_every_file_says_how_it_was_made(trained_run):
     assert steps[0]["method"] == "static" and steps[-1]["held"] is True, steps
     assert card.export["config"]["int8"]["calibration_size"] == 16
     assert card.export["passes"][0]["config"] == {"opset": 17, "atol": 1e-3, "simplify": True}
+    assert [s["method"] for s in card.artifacts["openvino/model.int8.xml"]["quantization"]["escalation"]] == ["nncf"]
     for name in ("model.int8.onnx", "openvino/model.int8.xml"):  # each int8 model measured against its fp32
         assert 0 < card.artifacts[name]["quantization"]["latency_ratio_vs_fp32"] < 100
     proto = onnx.load(str(trained_run.file("model.int8.onnx")))

@@ -43,7 +43,11 @@ def export(
         float, typer.Option(help="Largest int8 top-1 loss on validation, in points.")
     ] = Int8Config.max_drop,
     openvino_int8: Annotated[
-        str, typer.Option(help="OpenVINO int8 IR from: nncf (quantize the IR) or qdq (convert model.int8.onnx).")
+        str,
+        typer.Option(
+            help="OpenVINO int8 IR from: nncf (quantize the IR; with --int8-method auto, model.int8.onnx converted "
+            "where NNCF's IR cannot hold --max-drop) or qdq (convert model.int8.onnx).",
+        ),
     ] = Int8Config.openvino,
     fp16: Annotated[
         bool, typer.Option(help="Also write model.fp16.onnx and openvino/model.fp16.xml.")

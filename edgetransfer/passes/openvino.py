@@ -1,5 +1,6 @@
 """OpenVINO passes: ``openvino_ir`` (the fp32 IR converted from model.onnx, checked, and its fp16-compressed twin)
-and ``openvino_int8`` (NNCF on the IR, with accuracy control past the budget, or the QDQ ONNX model converted).
+and ``openvino_int8`` (NNCF on the IR, with accuracy control past the budget, or the QDQ ONNX model converted;
+under ``--int8-method auto`` the converted model where NNCF cannot hold the budget).
 IRs stay in memory until the export commits, so that the final card goes inside them."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 from edgetransfer import console
 from edgetransfer.backends.base import LoadOptions
 from edgetransfer.backends.openvino import compile_model
-from edgetransfer.errors import UsageError
+from edgetransfer.errors import BudgetError, UsageError
 from edgetransfer.evaluation import SPEEDUP_WORTH_IT, evaluate, points, session_latency_ratio
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
 from edgetransfer.quantize import Int8Config, int8_budget
@@ -47,25 +48,56 @@ class OpenVinoIR(Pass):
 @register
 class OpenVinoInt8(Pass):
     """int8 IR: ``nncf`` quantizes the fp32 IR (NNCF accuracy control when the plain result is past the budget);
-    ``qdq`` converts model.int8.onnx. Judged by the same budget as ONNX Runtime's int8."""
+    ``qdq`` converts model.int8.onnx. Judged by the same budget as ONNX Runtime's int8. With ``--int8-method auto``
+    (the default), an NNCF IR that cannot hold the budget gives way to model.int8.onnx converted (which held it in
+    ONNX Runtime), judged again; the card records both steps (``quantization.escalation``)."""
 
     name = "openvino_int8"
     calibrates = True
     needs = (OV_FP32,)
 
     def run(self, ctx: ExportContext) -> list[Artifact]:
-        import openvino as ov
-
         config: Int8Config = self.config
         made = ctx.artifacts.get(ONNX_INT8)
         from_qat = made is not None and str(made.record.get("quantization", {}).get("method", "")).startswith("qat")
         if config.openvino == "qdq" or from_qat:  # OpenVINO runs a QAT model's QDQ file in int8 as it is
-            if ONNX_INT8 not in ctx.artifacts:
-                raise UsageError("--openvino-int8 qdq converts model.int8.onnx, which this export does not make")
-            model = ov.convert_model(str(ctx.path(ONNX_INT8)))
-            record: dict[str, Any] = {"tool": "openvino.convert_model", "converted_from": ONNX_INT8}
+            return [self._judged(ctx, config, *self._converted(ctx))]
+        model, record = self._nncf(ctx, config)
+        if config.mode != "auto" or made is None:
+            return [self._judged(ctx, config, model, record)]
+        try:
+            done = self._judged(ctx, config, model, record)
+        except BudgetError as exc:  # NNCF's IR loses too much; ONNX Runtime's int8 held the same budget
+            console.err.print(
+                f"[yellow]NNCF's int8 IR cannot hold the budget; converting {ONNX_INT8} (which holds it in ONNX "
+                "Runtime) instead[/]"
+            )
+            steps = [{"method": "nncf", "held": False, "why": str(exc)}]
+            try:
+                done = self._judged(ctx, config, *self._converted(ctx))
+            except BudgetError as again:
+                raise BudgetError(f"{again}; NNCF on the IR: {exc}") from None
         else:
-            model, record = self._nncf(ctx, config)
+            steps = []
+        quantization = done.record["quantization"]
+        method = "nncf" if quantization["tool"].startswith("nncf") else "qdq"
+        steps.append({"method": method, "held": True, "val_drop_points": quantization["val_drop_points"]})
+        quantization["escalation"] = steps
+        return [done]
+
+    @staticmethod
+    def _converted(ctx: ExportContext) -> tuple[Any, dict[str, Any]]:
+        import openvino as ov
+
+        if ONNX_INT8 not in ctx.artifacts:
+            raise UsageError("--openvino-int8 qdq converts model.int8.onnx, which this export does not make")
+        model = ov.convert_model(str(ctx.path(ONNX_INT8)))
+        return model, {"tool": "openvino.convert_model", "converted_from": ONNX_INT8}
+
+    @staticmethod
+    def _judged(ctx: ExportContext, config: Int8Config, model: Any, record: dict[str, Any]) -> Artifact:
+        """Measured (accuracy, latency against the fp32 IR) and judged by the budget: the artifact, or a
+        :class:`BudgetError`."""
         session = compile_model(model, LoadOptions(), int8=True)
         result = ctx.measure("openvino_int8", session)
         fp32 = ctx.metrics["openvino_fp32"]
@@ -85,7 +117,7 @@ class OpenVinoInt8(Pass):
             "OpenVINO int8", fp32["val_top1"], result["val_top1"], config.max_drop, tried=tried
         )
         ctx.say_drop("OpenVINO int8", record["test_drop_points"])
-        return [Artifact(OV_INT8, {"file": OV_INT8, "quantization": record}, model)]
+        return Artifact(OV_INT8, {"file": OV_INT8, "quantization": record}, model)
 
     @staticmethod
     def _nncf(ctx: ExportContext, config: Int8Config) -> tuple[Any, dict[str, Any]]:
