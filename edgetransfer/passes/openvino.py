@@ -14,7 +14,7 @@ from edgetransfer.backends.openvino import compile_model
 from edgetransfer.errors import BudgetError, UsageError
 from edgetransfer.evaluation import SPEEDUP_WORTH_IT, evaluate, points, session_latency_ratio
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
-from edgetransfer.quantize import Int8Config, int8_budget
+from edgetransfer.quantize import Int8Config, int8_budget, over_budget
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP16, OV_FP32, OV_INT8
 
 
@@ -63,6 +63,7 @@ class OpenVinoInt8(Pass):
         if config.openvino == "qdq" or from_qat:  # OpenVINO runs a QAT model's QDQ file in int8 as it is
             return [self._judged(ctx, config, *self._converted(ctx))]
         model, record = self._nncf(ctx, config)
+        model_tool = record["tool"]
         if config.mode != "auto" or made is None:
             return [self._judged(ctx, config, model, record)]
         try:
@@ -73,10 +74,17 @@ class OpenVinoInt8(Pass):
                 "Runtime) instead[/]"
             )
             steps = [{"method": "nncf", "held": False, "why": str(exc)}]
+            nncf_drop = self._val_drop(ctx)
             try:
                 done = self._judged(ctx, config, *self._converted(ctx))
-            except BudgetError as again:
-                raise BudgetError(f"{again}; NNCF on the IR: {exc}") from None
+            except BudgetError:
+                raise over_budget(
+                    "OpenVINO int8",
+                    self._val_drop(ctx),
+                    config.max_drop,
+                    f"model.int8.onnx converted; NNCF's own IR loses {nncf_drop:.2f}"
+                    + (" after its accuracy control" if model_tool == "nncf.quantize_with_accuracy_control" else ""),
+                ) from None
         else:
             steps = []
         quantization = done.record["quantization"]
@@ -84,6 +92,11 @@ class OpenVinoInt8(Pass):
         steps.append({"method": method, "held": True, "val_drop_points": quantization["val_drop_points"]})
         quantization["escalation"] = steps
         return [done]
+
+    @staticmethod
+    def _val_drop(ctx: ExportContext) -> float:
+        """The validation drop of the OpenVINO int8 IR measured last."""
+        return points(ctx.metrics["openvino_fp32"]["val_top1"], ctx.metrics["openvino_int8"]["val_top1"])
 
     @staticmethod
     def _converted(ctx: ExportContext) -> tuple[Any, dict[str, Any]]:
