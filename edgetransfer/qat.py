@@ -216,7 +216,7 @@ def qat_to_onnx(
 
 def _requantize_for_ort(
     quantized: Any, plain: Any, calibration: Any, pre: Any, out: Path, config: QatConfig, ort_config: Any
-) -> None:
+) -> dict:
     """The QAT-trained weights, each snapped to its NNCF weight quantizer's grid, in a plain float model; that model
     exported and quantized by ONNX Runtime's static quantizer (calibrated on the same images) to ``out``. Its
     activation ranges are ONNX Runtime's min-max, not NNCF's learned ones: the weights carry what the fine-tune
@@ -235,28 +235,32 @@ def _requantize_for_ort(
         raise QuantizationError(f"QAT's model lost parameters on the way ({missing[0]}); use the 'nncf' ONNX format")
     with torch.no_grad():
         plain.load_state_dict({key: trained[key] for key in wanted})
-        snapped = _snap_weights(quantized, plain)
+        snapped, steps = _snap_weights(quantized, plain)
     plain.eval()
     settings = ort_config or Int8Config()
+    # ONNX Runtime's own per-channel scale (max |w| / 127) would round the snapped weights a second time wherever
+    # NNCF's learned range is wider than the channel's largest weight: give it NNCF's steps (per-channel only)
+    grid = steps if settings.per_channel else None
     with tempfile.TemporaryDirectory(prefix="edgetransfer-qat-") as tmp, atomic_path(out) as target:
         fp32, prepared = Path(tmp) / "qat.fp32.onnx", Path(tmp) / "qat.prepared.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch_to_onnx(plain, pre.crop, fp32, config.opset)
         prepare(fp32, prepared)
-        quantize_static(prepared, target, calibration, pre, settings)
-    return snapped
+        quantize_static(prepared, target, calibration, pre, settings, weight_steps=grid)
+    return {"weights": snapped, "grid": "NNCF's steps" if grid else "ONNX Runtime's per-tensor scale"}
 
 
-def _snap_weights(quantized: Any, plain: Any) -> int:
+def _snap_weights(quantized: Any, plain: Any) -> tuple[int, dict[str, Any]]:
     """Each weight NNCF fake-quantized during training replaced, in ``plain``, by its quantized-dequantized value
-    (what the network was trained to work with)."""
+    (what the network was trained to work with). Returns how many, and each weight's int8 step per output channel
+    (by its name in ``plain``, as the exported ONNX model names it) where its quantizer is symmetric."""
     from nncf.torch.function_hook.hook_storage import decode_hook_name
     from nncf.torch.function_hook.wrapper import get_hook_storage
-    from nncf.torch.quantization.layers import BaseQuantizer
+    from nncf.torch.quantization.layers import BaseQuantizer, SymmetricQuantizer
 
     modules = dict(plain.named_modules())
-    snapped, weight_quantizers = 0, 0
+    snapped, weight_quantizers, steps = 0, 0, {}
     for name, hook in get_hook_storage(quantized).named_hooks():
         if not isinstance(hook, BaseQuantizer):
             continue
@@ -272,9 +276,13 @@ def _snap_weights(quantized: Any, plain: Any) -> int:
         hook.eval()
         module.weight.copy_(hook.quantize(module.weight.detach().clone()))
         snapped += 1
+        if isinstance(hook, SymmetricQuantizer):  # zero point 0: the grid is its step, (high - low) / (levels - 1)
+            low, high = hook.get_input_low_input_high()
+            step = ((high - low) / (hook.levels - 1)).detach().reshape(-1).numpy()
+            steps[".".join(op_name.split("/")[:-2]) + ".weight"] = step
     if snapped != weight_quantizers or not snapped:  # NNCF's hook naming changed: say so, never skip it silently
         raise QuantizationError(
             f"QAT: {snapped} of {weight_quantizers} quantized weights could be found in the model (nncf "
             "version?); use onnx_format='nncf'"
         )
-    return snapped
+    return snapped, steps

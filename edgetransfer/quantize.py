@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
@@ -127,9 +128,11 @@ def quantize_static(
     *,
     exclude: tuple[str, ...] = (),
     cache: Path | None = None,
+    weight_steps: dict[str, Any] | None = None,
 ) -> None:
     """QDQ int8 of ``prepared`` (a ``quant_pre_process``-ed model); ``exclude`` names nodes kept in float;
-    ``cache`` keeps the calibrated ranges in a file, so that later calls skip calibration."""
+    ``cache`` keeps the calibrated ranges in a file, so that later calls skip calibration; ``weight_steps`` gives
+    named weights their per-output-channel int8 steps (zero point 0) instead of ONNX Runtime's own."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
@@ -150,12 +153,26 @@ def quantize_static(
             weight_type=QuantType.QInt8,
             calibrate_method=methods[config.method],
             # per-batch min/max averaged: one outlier batch does not stretch a range (as observers in torch/TRT)
-            extra_options={"CalibMovingAverage": config.method == "minmax"},
+            extra_options={
+                "CalibMovingAverage": config.method == "minmax",
+                **({"TensorQuantOverrides": _weight_overrides(weight_steps)} if weight_steps else {}),
+            },
             nodes_to_exclude=list(exclude),
             calibration_cache_path=cache,
         )
     except (RuntimeError, ValueError) as exc:
         raise QuantizationError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0]}") from None
+
+
+def _weight_overrides(steps: dict[str, Any]) -> dict[str, list[dict]]:
+    """ONNX Runtime's per-channel tensor overrides (axis 0: a convolution's or a transposed Gemm's output channels)
+    that fix each weight's scale and zero point."""
+    import numpy as np
+
+    return {
+        name: [{"axis": 0, "scale": np.float32(step), "zero_point": np.int8(0)} for step in channel_steps]
+        for name, channel_steps in steps.items()
+    }
 
 
 def quantize_dynamic(fp32: Path, out: Path) -> None:
