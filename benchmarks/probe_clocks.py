@@ -153,7 +153,8 @@ def main() -> int:
         own = np.mean([np.std(np.log(s[model]["wall"])) for s in quiet])
         print(f"| {model} | {' | '.join(cells)} | {100 * own:.1f} % |")
     if args.out:
-        args.out.write_text(json.dumps({"settings": vars(args) | {"run": str(args.run)}, "sessions": results}) + "\n")
+        settings = {k: str(v) for k, v in vars(args).items()}
+        args.out.write_text(json.dumps({"settings": settings, "sessions": results}) + "\n")
     return 0
 
 

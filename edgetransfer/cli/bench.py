@@ -269,6 +269,10 @@ def bench(
         Console(width=160, highlight=False, soft_wrap=True, stderr=as_json).print(table(document))
     for item in document["unavailable"]:
         console.err.print(f"[dim]unavailable {item['backend']}: {item['reason']}; {item['install']}[/]")
+    for entry in document.get("devices") or []:  # a device's reasons name it ("on cam1: ...")
+        for item in (entry.get("document") or {}).get("unavailable", []):
+            install = f"; {item['install']}" if item["install"] else ""
+            console.err.print(f"[dim]unavailable {item['backend']} {escape(item['reason'] + install)}[/]")
     for line in noisy(document):
         console.err.print(f"[yellow]{escape(line)}[/]")
     if document.get("profile"):
