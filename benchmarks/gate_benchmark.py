@@ -218,18 +218,25 @@ def main() -> int:
         configs = {m: replace(config, reference_run=str(copy) if m == "reference-run" else None) for m in modes}
         configs = {m: replace(c, probe=m == "probe") for m, c in configs.items()}
         trials: dict[str, list] = {m: [] for m in modes}
-        for i in range(args.trials):
-            for mode in modes:
-                result = trial(run, configs[mode], gates[mode], args.slowdown, i, args.baseline_time, args.load)
-                trials[mode].append(result)
-                same, slow = result["same"], result["slow"]
-                print(
-                    f"trial {i + 1:2d}/{args.trials} {mode:8s} same: exit {same['exit']} {same['ratios']} "
-                    f"({same['seconds']} s); slowed: exit {slow['exit']} {slow['ratios']} ({slow['seconds']} s) "
-                    + (f"machine factor {same['machine_factor']}x " if "machine_factor" in same else "")
-                    + " ".join(same.get("problems", []) + slow.get("problems", [])),
-                    flush=True,
-                )
+        try:
+            for i in range(args.trials):
+                for mode in modes:
+                    result = trial(run, configs[mode], gates[mode], args.slowdown, i, args.baseline_time, args.load)
+                    trials[mode].append(result)
+                    same, slow = result["same"], result["slow"]
+                    print(
+                        f"trial {i + 1:2d}/{args.trials} {mode:8s} same: exit {same['exit']} {same['ratios']} "
+                        f"({same['seconds']} s); slowed: exit {slow['exit']} {slow['ratios']} ({slow['seconds']} s) "
+                        + (f"machine factor {same['machine_factor']}x " if "machine_factor" in same else "")
+                        + " ".join(same.get("problems", []) + slow.get("problems", [])),
+                        flush=True,
+                    )
+        except KeyboardInterrupt:  # Ctrl-C: the trials done so far are still summarised and written
+            done = min(len(t) for t in trials.values())
+            if not done:
+                raise
+            trials = {m: t[:done] for m, t in trials.items()}
+            print(f"stopped after {done} of {args.trials} trials", flush=True)
     summary = {}
     for mode, items in trials.items():
         gate_times = [t[k]["seconds"] for t in items for k in ("same", "slow")]
