@@ -141,8 +141,10 @@ def test_int8_over_the_budget_fails_for_both_engines(trained_run, tmp_path, monk
 
 
 def test_auto_int8_converts_the_onnx_int8_model_where_nncf_cannot_hold_the_budget(trained_run, tmp_path, monkeypatch):
-    """--int8-method auto: NNCF's int8 IR past the budget (its measured accuracy replaced by 0 here) gives way to
-    model.int8.onnx converted to IR, measured for real and judged again; the card records both steps."""
+    """--int8-method auto: NNCF's int8 IR past the budget gives way to model.int8.onnx converted to IR, measured
+    and judged again; the card records both steps. Both IRs are measured for real; their scores are then replaced
+    (NNCF's by 0, the converted one's by the fp32 IR's): on this tiny run one validation image is 16.67 points, and
+    whether the converted IR keeps it depends on the CPU (seen on one with AMX), which is not what this tests."""
     import shutil
 
     from typer.testing import CliRunner
@@ -158,8 +160,7 @@ def test_auto_int8_converts_the_onnx_int8_model_where_nncf_cannot_hold_the_budge
         result = real(self, name, session)
         if name == "openvino_int8":
             tries.append(result["val_top1"])
-            if len(tries) == 1:  # NNCF's IR
-                result["val_top1"] = 0.0
+            result["val_top1"] = 0.0 if len(tries) == 1 else self.metrics["openvino_fp32"]["val_top1"]
         return result
 
     monkeypatch.setattr(ExportContext, "measure", measure)
@@ -172,7 +173,8 @@ def test_auto_int8_converts_the_onnx_int8_model_where_nncf_cannot_hold_the_budge
     steps = record["escalation"]
     assert [(s["method"], s["held"]) for s in steps] == [("nncf", False), ("qdq", True)], steps
     assert "OpenVINO int8 cannot hold the 1.0-point budget" in steps[0]["why"]
-    assert card.metrics["openvino_int8"]["val_top1"] == tries[1] > 0
+    assert all(0 <= t <= 1 for t in tries)  # real measurements
+    assert card.metrics["openvino_int8"]["val_top1"] == card.metrics["openvino_fp32"]["val_top1"]  # the second's
     assert (tmp_path / "run" / "openvino" / "model.int8.xml").is_file()
 
 
