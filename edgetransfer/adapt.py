@@ -164,7 +164,7 @@ def self_train(
     history: list[dict] = []
     best = evaluate_target(model) if evaluate_target else None
     loss_fn = torch.nn.CrossEntropyLoss()
-    dtype = amp_dtype(config.amp, device)
+    dtype = amp_dtype(config.amp, device, body_learns=True)  # self-training trains the whole network
     autocast = lambda: torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None)  # noqa: E731
     for round_index in range(1, config.rounds + 1):
         labelled = pseudo_labels(model, target, pre, device, config.threshold)

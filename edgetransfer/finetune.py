@@ -46,11 +46,13 @@ from edgetransfer.rundir import CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, at
 from edgetransfer.training import (
     Distributed,
     amp_dtype,
+    early_blocks,
     head_and_blocks,
     param_groups,
     sampler_for_epoch,
     set_phase,
     set_threads,
+    trainable_blocks,
     warmup_cosine,
 )
 
@@ -124,6 +126,7 @@ class _Trainer:
                 f"--unfreeze {config.unfreeze}: {backbone.name} has {blocks} blocks; --strategy full trains all"
             )
         self.size_reason = size[1]
+        self.fixed = early_blocks(self.model, size[0]) if config.freeze_early else 0  # blocks that never learn
         self.pre = default_preprocessing(size[0], mean=backbone.mean, std=backbone.std)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
         self.card = None
@@ -161,7 +164,7 @@ class _Trainer:
             optimizer.load_state_dict(self.state["optimizer"])
         planned = self.state.get("planned_epochs", config.epochs)  # --time-budget re-plans it after each epoch
         warmup_steps = max(1, int(config.warmup * config.epochs * steps_per_epoch))
-        dtype = amp_dtype(config.amp, device)
+        dtype = amp_dtype(config.amp, device, body_learns=True)  # per epoch below; this one for the GradScaler
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         if dist.main:
@@ -175,7 +178,9 @@ class _Trainer:
                 break
             torch.manual_seed(config.seed * 10_000 + epoch)  # augmentation and dropout: a resumed epoch is the same
             phase = "head" if config.strategy == "two-phase" and epoch <= config.head_epochs else "body"
-            set_phase(model, config.strategy, phase, config.unfreeze)
+            set_phase(model, config.strategy, phase, config.unfreeze, self.fixed)
+            body_learns = bool(trainable_blocks(config.strategy, phase, [None], config.unfreeze))
+            dtype = amp_dtype(config.amp, device, body_learns=body_learns)
             sampler, sampling = sampler_for_epoch(self.splits.train, config, epoch, dist)
             order = list(sampler)
             batches = [order[i : i + batch] for i in range(0, len(order), batch)][:steps_per_epoch]

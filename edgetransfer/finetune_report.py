@@ -20,6 +20,18 @@ if TYPE_CHECKING:
 SMALL_VAL = 50  # fewer validation images than this: the checkpoint choice is coarse, and said so
 
 
+def precision(trainer, dtype) -> str:
+    """How the run computes: ``dtype`` is the whole-network phase's; on a CPU with native bf16, --amp auto uses
+    it only while the body is frozen."""
+    from edgetransfer.training import amp_dtype
+
+    name = lambda d: str(d).replace("torch.", "") if d is not None else "float32"  # noqa: E731
+    head = amp_dtype(trainer.config.amp, trainer.device)
+    if head != dtype:
+        return f", mixed precision {name(head)} while only the head learns, {name(dtype)} when the body does"
+    return f", mixed precision {name(dtype)}" if dtype is not None else ", float32"
+
+
 def say_start(trainer, dtype, threads: int, caches: dict[str, Any]) -> None:
     """The run's opening lines on stderr: data, size and why, device and precision, and the notes that apply."""
     splits, c, pre = trainer.splits, trainer.config, trainer.pre
@@ -30,7 +42,8 @@ def say_start(trainer, dtype, threads: int, caches: dict[str, Any]) -> None:
         f"{class_counts(splits)}; train {sizes['train']}, val {sizes['val']}, test {sizes['test']}) at "
         f"{pre.crop}px on {trainer.device}{f' x{trainer.dist.world}' if trainer.dist.enabled else ''}"
         f"{f' ({threads} threads)' if trainer.device == 'cpu' else ''}; strategy {c.strategy}"
-        + (f", mixed precision {str(dtype).replace('torch.', '')}" if dtype is not None else ", float32")
+        + precision(trainer, dtype)
+        + (f"; the first {trainer.fixed} body blocks (stride <= 4) stay fixed" if trainer.fixed else "")
         + f"; at most {c.epochs} epochs"
         + (f", stopping after {c.patience} without a better validation score" if c.patience and sizes["val"] else "")
         + (f"; resuming after epoch {trainer.state['epoch']}" if c.resume else "")
@@ -81,6 +94,7 @@ def new_card(trainer, fingerprint: str, threads: int) -> ModelCard:
             "world_size": trainer.dist.world,
             "threads": threads,
             "input_size": {"pixels": trainer.pre.crop, "chosen": trainer.size_reason},
+            "fixed_blocks": trainer.fixed,  # --freeze-early: the body's first blocks that never learn
         },
         artifacts={CHECKPOINT: {"file": CHECKPOINT}},
         versions=package_versions(),

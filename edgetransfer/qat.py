@@ -248,7 +248,8 @@ def _requantize_for_ort(
             torch_to_onnx(plain, pre.crop, fp32, config.opset)
         prepare(fp32, prepared)
         quantize_static(prepared, target, calibration, pre, settings, weight_steps=grid)
-    return {"weights": snapped, "grid": "NNCF's steps" if grid else "ONNX Runtime's per-tensor scale"}
+    own = "ONNX Runtime's own per-channel scales" if settings.per_channel else "ONNX Runtime's own per-tensor scale"
+    return {"weights": snapped, "grid": "NNCF's steps" if grid else own}
 
 
 def _snap_weights(quantized: Any, plain: Any) -> tuple[int, dict[str, Any]]:

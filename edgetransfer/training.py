@@ -47,24 +47,59 @@ def trainable_blocks(strategy: str, phase: str, blocks: list, unfreeze: int) -> 
     return blocks
 
 
-def set_phase(model: torch.nn.Module, strategy: str, phase: str, unfreeze: int) -> int:
+def set_phase(model: torch.nn.Module, strategy: str, phase: str, unfreeze: int, fixed: int = 0) -> int:
     """Freeze what does not learn in this phase (frozen BatchNorm layers keep their statistics too); returns
-    how many parameters will learn."""
+    how many parameters will learn. ``fixed``: the body's first blocks that never learn (``--freeze-early``); their
+    BatchNorm statistics still follow the data while the rest of the body trains, as they do when it all trains."""
     import torch
 
     head, blocks = head_and_blocks(model)
     learning = trainable_blocks(strategy, phase, blocks, unfreeze)
+    following = {id(m) for block in learning for m in block.modules()}  # BatchNorm layers in training mode
+    if learning and fixed:
+        learning = [block for block in learning if not any(block is b for b in blocks[:fixed])]
     model.train()
     for p in model.parameters():
         p.requires_grad = False
     for module in [head, *learning]:
         for p in module.parameters():
             p.requires_grad = True
-    learning_ids = {id(m) for block in learning for m in block.modules()}
     for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in learning_ids:
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in following:
             m.eval()
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def early_blocks(model: torch.nn.Module, size: int) -> int:
+    """How many of the body's first blocks compute at full to quarter resolution (output stride 4 or less): the
+    generic edge and texture filters, and the costliest part of a backward pass on a CPU. Found by one forward pass
+    of a blank ``size`` x ``size`` image, so it holds for any backbone the registry builds."""
+    import torch
+
+    _, blocks = head_and_blocks(model)
+    strides: dict[int, float] = {}
+
+    def record(index: int):
+        def hook(_module, _inputs, out) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4:
+                strides[index] = size / out.shape[-1]
+
+        return hook
+
+    hooks = [block.register_forward_hook(record(i)) for i, block in enumerate(blocks)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    count = 0
+    while count < len(blocks) and strides.get(count, math.inf) <= 4:
+        count += 1
+    return min(count, len(blocks) - 1)  # never the whole body
 
 
 def param_groups(model: torch.nn.Module, lr: float, body_lr_scale: float, weight_decay: float) -> list[dict]:
@@ -114,9 +149,13 @@ def cpu_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def amp_dtype(mode: str, device: str) -> Any:
+def amp_dtype(mode: str, device: str, *, body_learns: bool = False) -> Any:
     """The autocast dtype for ``mode`` on ``device`` (None: full precision). ``auto``: bf16 on a GPU that has it
-    (else fp16) and on a CPU with native bf16 (AVX-512 BF16, AMX); full precision on other CPUs."""
+    (else fp16); on a CPU with native bf16 (AVX-512 BF16, AMX) bf16 for what only runs forward through the body
+    (the head-only epochs, evaluation) and float32 when the body learns (``body_learns``): its backward pass ran
+    no faster in bf16 on an AMD EPYC and slower on an Intel Xeon with AMX
+    (benchmarks/results/finetune_recipes.md); full precision on other CPUs.
+    ``bf16`` asks for bf16 throughout."""
     import torch
 
     if mode not in AMP_MODES:
@@ -124,7 +163,7 @@ def amp_dtype(mode: str, device: str) -> Any:
     if mode == "off" or device not in ("cuda", "cpu"):
         return None
     if device == "cpu":  # fp16 autocast on a CPU is slow: bf16 or nothing
-        return torch.bfloat16 if mode == "bf16" or (mode == "auto" and cpu_bf16()) else None
+        return torch.bfloat16 if mode == "bf16" or (mode == "auto" and not body_learns and cpu_bf16()) else None
     if mode == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if mode == "bf16" else torch.float16

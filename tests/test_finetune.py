@@ -13,7 +13,7 @@ from edgetransfer import backbones
 from edgetransfer.errors import RunDirError, UsageError
 from edgetransfer.finetune import FinetuneConfig, TrainingDiverged, finetune, load_recipe
 from edgetransfer.rundir import RunDir, sha256_file
-from edgetransfer.training import head_and_blocks, param_groups, set_phase, warmup_cosine
+from edgetransfer.training import early_blocks, head_and_blocks, param_groups, set_phase, warmup_cosine
 
 TINY = {"size": 32, "epochs": 2, "batch_size": 8}
 
@@ -39,6 +39,43 @@ def test_strategies_freeze_what_they_should(model):
     assert trainable(model) == {"classifier.1", "features.17", "features.18"}
     set_phase(model, "two-phase", "body", 3)
     assert all(p.requires_grad for p in model.parameters()) and model.features[0][1].training
+
+
+def test_freeze_early_fixes_the_blocks_at_stride_four_or_less(model):
+    # MobileNetV2's features 0-3 compute at output stride 2, 2, 4, 4 and feature 4 at 8, whatever the input size
+    assert early_blocks(model, 96) == 4 and early_blocks(model, 224) == 4
+    lite = backbones.build("efficientnet_lite0", 3, pretrained=False)[0]
+    assert early_blocks(lite, 96) == 4  # the stem, then MBConv blocks at stride 2, 4, 4; the next is at 8
+    resnet = backbones.build("resnet18", 3, pretrained=False)[0]
+    assert [type(b).__name__ for b in head_and_blocks(resnet)[1][: early_blocks(resnet, 64)]] == [
+        "Conv2d",
+        "BatchNorm2d",
+        "BasicBlock",
+        "BasicBlock",
+    ]  # conv1 and bn1 at stride 2, layer1 (after the max-pool) at 4
+    set_phase(model, "two-phase", "body", 3, fixed=4)
+    assert trainable(model) == {"classifier.1"} | {f"features.{i}" for i in range(4, 19)}
+    assert model.features[0][1].training and model.features[3].conv[1][1].training, "statistics follow the data"
+    set_phase(model, "full", "body", 3, fixed=4)
+    assert "features.3" not in trainable(model) and "features.4" in trainable(model)
+    set_phase(model, "two-phase", "head", 3, fixed=4)
+    assert trainable(model) == {"classifier.1"} and not model.features[0][1].training
+
+
+def test_a_freeze_early_run_never_changes_the_early_weights(image_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    start = backbones.build("mobilenet_v2", 3)[0].state_dict()
+    # strategy full: every epoch trains the body, so whichever epoch is kept as the best has
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), strategy="full", freeze_early=True, **TINY)
+    run = finetune(config)
+    trained = load_file(run.file("model.safetensors"))
+    assert run.load_card().training["fixed_blocks"] == 4
+    early = [k for k in trained if k.startswith(("features.0.", "features.3.")) and "num_batches" not in k]
+    weights = [k for k in early if not k.endswith(("running_mean", "running_var"))]
+    assert weights and all(torch.equal(trained[k], start[k]) for k in weights), "fixed blocks learnt"
+    assert not torch.equal(trained["features.0.1.running_mean"], start["features.0.1.running_mean"])
+    assert not torch.equal(trained["features.4.conv.0.0.weight"], start["features.4.conv.0.0.weight"])
 
 
 def test_discriminative_learning_rates(model):
