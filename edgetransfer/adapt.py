@@ -37,7 +37,7 @@ class SelfTrainConfig:
     lr: float = 1e-4
     batch_size: int = 32
     seed: int = 0
-    amp: str = "auto"  # as the main loop: bf16 autocast where the device computes it natively
+    amp: str = "auto"  # as the main loop when the body learns: float32 on a CPU under auto, mixed on a GPU
 
 
 def bn_layers(model: torch.nn.Module) -> list:

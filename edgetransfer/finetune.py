@@ -6,7 +6,8 @@ The run directory is written in place and is always consistent: ``card.json`` sa
 epoch, so Ctrl-C or a crash can be continued with ``--resume``. Every file is written atomically.
 
 Images are decoded and resized once (:mod:`edgetransfer.decoded`), batches are augmented whole, the model runs in
-channels-last memory with bf16 autocast where the CPU (AVX-512 BF16, AMX) or GPU computes it natively.
+channels-last memory with mixed precision where the hardware computes it natively: on a GPU throughout, on a CPU
+with AVX-512 BF16 or AMX while only the head learns (its whole-network backward pass was faster in float32).
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ from edgetransfer.finetune_config import (
     load_recipe,
     resume_options,
 )
-from edgetransfer.finetune_report import finished_card, new_card, no_validation_note, say_end, say_start
+from edgetransfer.finetune_report import dtype_name, finished_card, new_card, no_validation_note, say_end, say_start
 from edgetransfer.plots import plot_confusion, plot_curves
 from edgetransfer.rundir import CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text
 from edgetransfer.training import (
     Distributed,
     amp_dtype,
-    early_blocks,
+    fixed_blocks,
     head_and_blocks,
     param_groups,
     sampler_for_epoch,
@@ -126,7 +127,7 @@ class _Trainer:
                 f"--unfreeze {config.unfreeze}: {backbone.name} has {blocks} blocks; --strategy full trains all"
             )
         self.size_reason = size[1]
-        self.fixed = early_blocks(self.model, size[0]) if config.freeze_early else 0  # blocks that never learn
+        self.fixed = fixed_blocks(self.model, config, size[0])  # --freeze-early: the first blocks never learn
         self.pre = default_preprocessing(size[0], mean=backbone.mean, std=backbone.std)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
         self.card = None
@@ -168,7 +169,7 @@ class _Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         if dist.main:
-            say_start(self, dtype, self.threads, {"training images": train, "validation images": self.val})
+            say_start(self, self.threads, {"training images": train, "validation images": self.val})
         started, stopped_because = time.perf_counter(), "epochs done"
         step = self.state.get("step", self.state["epoch"] * steps_per_epoch)  # steps taken so far
         first_epoch = self.state["epoch"] + 1
@@ -181,6 +182,7 @@ class _Trainer:
             set_phase(model, config.strategy, phase, config.unfreeze, self.fixed)
             body_learns = bool(trainable_blocks(config.strategy, phase, [None], config.unfreeze))
             dtype = amp_dtype(config.amp, device, body_learns=body_learns)
+            self.epoch_precision = dtype_name(dtype)  # recorded in the epoch's history entry
             sampler, sampling = sampler_for_epoch(self.splits.train, config, epoch, dist)
             order = list(sampler)
             batches = [order[i : i + batch] for i in range(0, len(order), batch)][:steps_per_epoch]
@@ -257,6 +259,7 @@ class _Trainer:
                     "val_loss": val_loss,
                     "lr": lr,
                     "images_per_s": images_per_s,
+                    "precision": self.epoch_precision,
                     "sampling": sampling,
                 }
             )

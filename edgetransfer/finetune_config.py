@@ -37,7 +37,7 @@ class FinetuneConfig:
     strategy: str = "two-phase"  # the head alone first, then the whole network (the body at lr * body_lr_scale)
     head_epochs: int = 1  # two-phase: epochs of head-only training
     unfreeze: int = 3  # partial: how many of the last body blocks learn
-    freeze_early: bool = False  # the body's blocks at output stride <= 4 never learn (BatchNorm statistics still do)
+    freeze_early: bool = False  # fine-tuning leaves the blocks at output stride <= 4 fixed (BatchNorm stats follow)
     epochs: int = 4  # at most; 5 took 1.14x the hand loop's time (benchmarks/results/finetune_recipes.md)
     batch_size: int = 32
     lr: float = 2e-3  # the head's peak learning rate (benchmarks/finetune_recipes.py chose the defaults)

@@ -20,19 +20,29 @@ if TYPE_CHECKING:
 SMALL_VAL = 50  # fewer validation images than this: the checkpoint choice is coarse, and said so
 
 
-def precision(trainer, dtype) -> str:
-    """How the run computes: ``dtype`` is the whole-network phase's; on a CPU with native bf16, --amp auto uses
-    it only while the body is frozen."""
-    from edgetransfer.training import amp_dtype
-
-    name = lambda d: str(d).replace("torch.", "") if d is not None else "float32"  # noqa: E731
-    head = amp_dtype(trainer.config.amp, trainer.device)
-    if head != dtype:
-        return f", mixed precision {name(head)} while only the head learns, {name(dtype)} when the body does"
-    return f", mixed precision {name(dtype)}" if dtype is not None else ", float32"
+def dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "") if dtype is not None else "float32"
 
 
-def say_start(trainer, dtype, threads: int, caches: dict[str, Any]) -> None:
+def precision(trainer) -> str:
+    """How the run computes, naming only the phases it will have: on a CPU with native bf16, --amp auto uses bf16
+    while only the head learns and float32 when body blocks learn."""
+    from edgetransfer.training import amp_dtype, trainable_blocks
+
+    c = trainer.config
+    body_can_learn = bool(trainable_blocks(c.strategy, "body", [None], c.unfreeze))
+    head_only = (c.strategy == "two-phase" and c.head_epochs > 0) or not body_can_learn
+    body = body_can_learn and not (c.strategy == "two-phase" and c.head_epochs >= c.epochs)
+    frozen = amp_dtype(c.amp, trainer.device)  # while only the head learns
+    learning = amp_dtype(c.amp, trainer.device, body_learns=True)
+    if head_only and body and frozen != learning:
+        when = f"{dtype_name(frozen)} while only the head learns, {dtype_name(learning)} when the body does"
+        return f", mixed precision {when}"
+    dtype = learning if body else frozen
+    return f", mixed precision {dtype_name(dtype)}" if dtype is not None else ", float32"
+
+
+def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
     """The run's opening lines on stderr: data, size and why, device and precision, and the notes that apply."""
     splits, c, pre = trainer.splits, trainer.config, trainer.pre
     sizes = splits.sizes()
@@ -42,7 +52,7 @@ def say_start(trainer, dtype, threads: int, caches: dict[str, Any]) -> None:
         f"{class_counts(splits)}; train {sizes['train']}, val {sizes['val']}, test {sizes['test']}) at "
         f"{pre.crop}px on {trainer.device}{f' x{trainer.dist.world}' if trainer.dist.enabled else ''}"
         f"{f' ({threads} threads)' if trainer.device == 'cpu' else ''}; strategy {c.strategy}"
-        + precision(trainer, dtype)
+        + precision(trainer)
         + (f"; the first {trainer.fixed} body blocks (stride <= 4) stay fixed" if trainer.fixed else "")
         + f"; at most {c.epochs} epochs"
         + (f", stopping after {c.patience} without a better validation score" if c.patience and sizes["val"] else "")
@@ -50,6 +60,11 @@ def say_start(trainer, dtype, threads: int, caches: dict[str, Any]) -> None:
         + (f"\ninput size {pre.crop} px {trainer.size_reason}" if trainer.size_reason != "--size" else "")
         + (f"\nimages decoded once and kept in memory ({cached})" if cached else "")
     )
+    if c.freeze_early and not trainer.fixed:
+        console.err.print(
+            f"[yellow]note: --freeze-early changes nothing with --strategy {c.strategy}"
+            f"{f' --unfreeze {c.unfreeze}' if c.strategy == 'partial' else ''}: the early blocks do not learn anyway[/]"
+        )
     if c.strategy == "two-phase" and c.head_epochs >= c.epochs:
         console.err.print(
             f"[yellow]note: --head-epochs {c.head_epochs} >= --epochs {c.epochs}: the body never learns; "

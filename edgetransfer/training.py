@@ -102,6 +102,18 @@ def early_blocks(model: torch.nn.Module, size: int) -> int:
     return min(count, len(blocks) - 1)  # never the whole body
 
 
+def fixed_blocks(model: torch.nn.Module, config: Any, size: int) -> int:
+    """How many of the body's first blocks ``config.freeze_early`` keeps fixed: the early blocks
+    (:func:`early_blocks`) where the strategy would train them, else 0 (linear-probe, or partial with --unfreeze
+    short of them: they are frozen anyway)."""
+    if not config.freeze_early:
+        return 0
+    _, blocks = head_and_blocks(model)
+    early = early_blocks(model, size)
+    trained = trainable_blocks(config.strategy, "body", list(range(len(blocks))), config.unfreeze)
+    return early if any(index < early for index in trained) else 0
+
+
 def param_groups(model: torch.nn.Module, lr: float, body_lr_scale: float, weight_decay: float) -> list[dict]:
     """Discriminative learning rates: the head at ``lr``, the body at ``lr * body_lr_scale``; no weight decay on
     biases and normalisation parameters."""
@@ -136,8 +148,8 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 
 def cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX): then bf16 autocast speeds training up;
-    without them it is emulated and slower than float32."""
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX): then bf16 autocast speeds up what runs
+    forward only (a frozen body, evaluation); without them it is emulated and slower than float32."""
     import torch
 
     if not torch.backends.mkldnn.is_available():
@@ -152,7 +164,7 @@ def cpu_bf16() -> bool:
 def amp_dtype(mode: str, device: str, *, body_learns: bool = False) -> Any:
     """The autocast dtype for ``mode`` on ``device`` (None: full precision). ``auto``: bf16 on a GPU that has it
     (else fp16); on a CPU with native bf16 (AVX-512 BF16, AMX) bf16 for what only runs forward through the body
-    (the head-only epochs, evaluation) and float32 when the body learns (``body_learns``): its backward pass ran
+    (the head-only epochs, validation) and float32 when any body block learns (``body_learns``): its backward pass ran
     no faster in bf16 on an AMD EPYC and slower on an Intel Xeon with AMX
     (benchmarks/results/finetune_recipes.md); full precision on other CPUs.
     ``bf16`` asks for bf16 throughout."""

@@ -13,7 +13,7 @@ from edgetransfer import backbones
 from edgetransfer.errors import RunDirError, UsageError
 from edgetransfer.finetune import FinetuneConfig, TrainingDiverged, finetune, load_recipe
 from edgetransfer.rundir import RunDir, sha256_file
-from edgetransfer.training import early_blocks, head_and_blocks, param_groups, set_phase, warmup_cosine
+from edgetransfer.training import early_blocks, fixed_blocks, head_and_blocks, param_groups, set_phase, warmup_cosine
 
 TINY = {"size": 32, "epochs": 2, "batch_size": 8}
 
@@ -76,6 +76,35 @@ def test_a_freeze_early_run_never_changes_the_early_weights(image_folder, tmp_pa
     assert weights and all(torch.equal(trained[k], start[k]) for k in weights), "fixed blocks learnt"
     assert not torch.equal(trained["features.0.1.running_mean"], start["features.0.1.running_mean"])
     assert not torch.equal(trained["features.4.conv.0.0.weight"], start["features.4.conv.0.0.weight"])
+
+
+def test_freeze_early_only_fixes_blocks_the_strategy_would_train(model):
+    from types import SimpleNamespace
+
+    def fixed(strategy, unfreeze=3, freeze_early=True):
+        config = SimpleNamespace(freeze_early=freeze_early, strategy=strategy, unfreeze=unfreeze)
+        return fixed_blocks(model, config, 64)
+
+    assert fixed("two-phase") == fixed("full") == 4 and fixed("two-phase", freeze_early=False) == 0
+    assert fixed("linear-probe") == 0 and fixed("partial", unfreeze=3) == 0  # those blocks never learn anyway
+    assert fixed("partial", unfreeze=16) == 4  # blocks 3-18 learn: block 3 is an early one
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_precision_is_bf16_while_only_the_head_learns_on_a_bf16_cpu(
+    image_folder, tmp_path, monkeypatch, capsys, native_bf16
+):
+    from edgetransfer import training
+
+    monkeypatch.setattr(training, "cpu_bf16", lambda: native_bf16)
+    run = finetune(FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), device="cpu", **TINY))
+    history = run.load_card().training["history"]
+    err = capsys.readouterr().err
+    if native_bf16:
+        assert [(h["phase"], h["precision"]) for h in history] == [("head", "bfloat16"), ("body", "float32")]
+        assert "mixed precision bfloat16 while only the head learns, float32 when the body does" in err
+    else:
+        assert [h["precision"] for h in history] == ["float32", "float32"] and "; strategy two-phase, float32;" in err
 
 
 def test_discriminative_learning_rates(model):
