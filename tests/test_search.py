@@ -213,6 +213,68 @@ def test_a_second_search_of_one_name_in_a_shared_storage_is_refused(tmp_path):
     )
 
 
+def _open_at_once(url, barrier, results):
+    from edgetransfer.search.storage import open_storage
+
+    barrier.wait()
+    try:
+        open_storage(url, heartbeat=5)
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - the test shows which error a worker met
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_opening_a_new_sqlite_study_at_once_all_get_it(tmp_path):
+    """Several workers starting on one new SQLite file at the same moment each create Optuna's tables; the losers
+    of that race retry instead of failing ("table studies already exists", a duplicate alembic version row). Before
+    the fix, 2 of 5 such starts here had a worker fail."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path / f'study{round_}.db'}"
+        barrier, results = ctx.Barrier(5), ctx.Queue()
+        workers = [ctx.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(5)]
+        for w in workers:
+            w.start()
+        outcomes = [results.get(timeout=120) for _ in workers]
+        for w in workers:
+            w.join(timeout=60)
+        assert outcomes == ["ok"] * 5, outcomes
+
+
+def test_opening_retries_only_a_schema_race(monkeypatch):
+    """A duplicate-schema error is retried until the other worker's tables are there; an unreachable server fails
+    at once, in one line (no retry delaying a user's typo)."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from edgetransfer.search import storage
+
+    calls = []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) < 3:
+            raise IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed: alembic_version.version_num"))
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    assert storage.open_storage("sqlite:///x.db", heartbeat=5) == "opened" and len(calls) == 3
+
+    calls.clear()
+
+    def unreachable(url, **kwargs):
+        calls.append(url)
+        raise OperationalError("connect", {}, Exception("connection refused\nIs the server running?"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", unreachable)
+    with pytest.raises(UsageError, match=r"^cannot reach the storage sqlite:///x.db: connection refused$"):
+        storage.open_storage("sqlite:///x.db", heartbeat=5)
+    assert len(calls) == 1
+
+
 # ----------------------------------------------------------------------------- real searches
 
 

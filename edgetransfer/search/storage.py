@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import re
 import socket
+import time
 import warnings
 from typing import Any
 
@@ -45,18 +47,37 @@ def open_storage(url: str, *, heartbeat: int):
         connect = {"connect_timeout": 10}
     else:
         connect = {}
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
-            heartbeat_interval=heartbeat,
-            grace_period=6 * heartbeat,
-        )
-    except ImportError as exc:
-        raise UsageError(f"--storage {shown}: its database driver is not installed ({exc})") from None
-    except (SQLAlchemyError, ArgumentError, ValueError, OSError) as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise UsageError(f"cannot reach the storage {shown}: {first[0] if first else type(exc).__name__}") from None
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
+                heartbeat_interval=heartbeat,
+                grace_period=6 * heartbeat,
+            )
+        except ImportError as exc:
+            raise UsageError(f"--storage {shown}: its database driver is not installed ({exc})") from None
+        except (SQLAlchemyError, ArgumentError, ValueError, OSError) as exc:
+            if _schema_race(exc) and attempt + 1 < _OPEN_ATTEMPTS:
+                # another worker is creating the same new study's tables right now: once it has, opening works
+                time.sleep(0.2 * (attempt + 1) + random.uniform(0, 0.2))
+                continue
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            raise UsageError(f"cannot reach the storage {shown}: {first[0] if first else type(exc).__name__}") from None
+    raise AssertionError("unreachable")
+
+
+_OPEN_ATTEMPTS = 8
+
+
+def _schema_race(exc: BaseException) -> bool:
+    """Whether opening failed because another process created Optuna's tables at the same moment (two workers
+    starting on a new storage): SQLite says "table ... already exists" or fails alembic's version row as a
+    duplicate; PostgreSQL says "duplicate key" or "already exists"."""
+    from sqlalchemy.exc import IntegrityError
+
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return isinstance(exc, IntegrityError) or "already exists" in text or "alembic_version" in text
 
 
 def with_driver(url: str) -> str:
