@@ -236,7 +236,7 @@ SUITE = {
         "10 classes, 350 each, 64 px JPEG crops of the photo-crops photographs",
     ),
     # the issue's scale on a set that is not saturated (fifty-regions, 70 per class): made after every default was
-    # fixed and never used to choose one, so it is held out; one test image is 0.19 point instead of fifty-regions' 1
+    # fixed and never used to choose one, so it is held out; one test image is 0.2 point instead of fifty-regions' 2
     "regions-large": (
         lambda root, seed=0: fifty_regions(root, per_class=70, seed=seed),
         "scale",
