@@ -196,7 +196,7 @@ def report(raw: dict, args, machine: str) -> str:
             # the epochs in which the body learns (all of the hand loop's): the fair speed comparison
             body = _mean([r.get("body_images_per_s", float("nan")) for r in runs])
             ratio_body = body / hand_speed if arm != "hand" and hand else float("nan")
-            label = f"{half} (**held out**)" if half == "report" else half
+            label = f"{half} (**held out**)" if half in ("report", "fresh") else half
             lines.append(
                 f"| {name} | {label} | {arm} | {each} | {100 * top1:.1f}% | {_mean([r['epochs'] for r in runs]):.1f} "
                 f"| {wall:.0f} | {hand_train:.0f} | {ratio_wall:.2f} | {speed:.0f} | {ratio_speed:.2f} "
@@ -219,7 +219,7 @@ def report(raw: dict, args, machine: str) -> str:
     for (half, arm), rows in sorted(summary.items()):
         gains = [row[0] for row in rows]
         lines.append(
-            f"| {half}{' (held out)' if half == 'report' else ''} | {arm} | {len(rows)} | {_mean(gains):+.1f} "
+            f"| {half}{' (held out)' if half in ('report', 'fresh') else ''} | {arm} | {len(rows)} | {_mean(gains):+.1f} "
             f"| {min(gains):+.1f} | {_mean([row[1] for row in rows]):.2f} | {_mean([row[2] for row in rows]):.2f} "
             f"| {_mean([row[3] for row in rows]):.2f} |"
         )
@@ -230,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hand", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--half", choices=["choose", "report", "scale", "all"], default="all")
+    parser.add_argument("--half", choices=["choose", "report", "scale", "fresh", "all"], default="all")
     parser.add_argument("--sets", default="", help="comma-separated names from benchmarks/datasets.SUITE")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -271,7 +271,7 @@ def main() -> None:
 
     info = machine_info()
     machine = f"{info['cpu']}, {info['cores']} cores"
-    names = [n for n in SUITE if (args.half == "all" and SUITE[n][1] != "scale") or SUITE[n][1] == args.half]
+    names = [n for n in SUITE if (args.half == "all" and SUITE[n][1] not in ("scale", "fresh")) or SUITE[n][1] == args.half]
     names = [n for n in names if not args.sets or n in args.sets.split(",")]
     sets = make_suite(args.data_root, names=names)
     variants = {} if args.no_default else {"default": []}

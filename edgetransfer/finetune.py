@@ -38,6 +38,7 @@ from edgetransfer.finetune_config import (
     check_resume,
     check_splits,
     choose_size,
+    choose_strategy,
     load_recipe,
     resume_options,
 )
@@ -80,6 +81,7 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         console.err.print(f"[yellow]{no_validation_note(splits, config.epochs)}[/]")  # 1-3 images per class
     else:
         check_splits(splits)
+    config, strategy_reason = choose_strategy(config, splits)  # --strategy auto: from the training split's size
     device = resolve_device(config.device)
     inputs = target_images(config, splits.labels)  # read and checked before the work
     dist = Distributed.from_env(device)
@@ -90,6 +92,7 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     try:
         with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
             trainer = _Trainer(config, out, backbone, splits, device, dist, choose_size(config, backbone, splits))
+            trainer.strategy_reason = strategy_reason
             trainer.on_epoch = on_epoch
             run = trainer.run()
             return adapt(run, config, device=device, inputs=inputs) if dist.main else run
@@ -127,6 +130,7 @@ class _Trainer:
                 f"--unfreeze {config.unfreeze}: {backbone.name} has {blocks} blocks; --strategy full trains all"
             )
         self.size_reason = size[1]
+        self.strategy_reason = ""  # --strategy auto's choice, said at the start
         self.fixed = fixed_blocks(self.model, config, size[0])  # --freeze-early: the first blocks never learn
         self.pre = default_preprocessing(size[0], mean=backbone.mean, std=backbone.std)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}

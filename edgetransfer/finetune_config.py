@@ -34,16 +34,17 @@ class FinetuneConfig:
     backbone: str = "mobilenet_v2"
     weights: str | None = None  # a weights file to start from instead of the registry's sources
     size: int | None = None  # input resolution; default: from the images (see choose_size)
-    strategy: str = "two-phase"  # the head alone first, then the whole network (the body at lr * body_lr_scale)
+    strategy: str = "auto"  # from the training split's size (choose_strategy): full for large splits, else two-phase
     head_epochs: int = 1  # two-phase: epochs of head-only training
     unfreeze: int = 3  # partial: how many of the last body blocks learn
-    freeze_early: bool = False  # fine-tuning leaves the blocks at output stride <= 4 fixed (BatchNorm stats follow)
+    freeze_early: bool | None = None  # keep the blocks at output stride <= 4 fixed (BatchNorm stats follow); default:
+    # on where --strategy auto chose full fine-tuning, else off
     epochs: int = 4  # at most; 5 took 1.14x the hand loop's time (benchmarks/results/finetune_recipes.md)
     batch_size: int = 32
     lr: float = 2e-3  # the head's peak learning rate (benchmarks/finetune_recipes.py chose the defaults)
     body_lr_scale: float = 1.0  # the body learns at lr * body_lr_scale
     weight_decay: float = 0.01
-    warmup: float = 0.05  # fraction of the steps spent warming the learning rate up
+    warmup: float | None = None  # fraction of the steps warming the lr up; default: 0.3 for full, else 0.05
     label_smoothing: float = 0.1
     augment: str = "light"
     hflip: bool = True  # better on the choose half, digits included (--no-hflip for text)
@@ -84,7 +85,7 @@ CONSTRAINTS: dict[str, Any] = {
     "weight_decay": Field(ge=0, le=10),
     "warmup": Field(ge=0, lt=1),  # a fraction of the steps
     "label_smoothing": Field(ge=0, lt=1),
-    "strategy": Literal[STRATEGIES],
+    "strategy": Literal[("auto", *STRATEGIES)],
     "augment": Literal[AUGMENTATIONS],
     "balanced": Literal["auto", "on", "off"],
     "amp": Literal[AMP_MODES],
@@ -188,6 +189,38 @@ def check_out(config: FinetuneConfig) -> None:
             f"--overwrite replaces only a run directory made by edgetransfer, and {out} has no {CARD} of one; "
             "choose another --out (or remove the folder yourself)"
         )
+
+
+AUTO_FULL_MIN_TRAIN = 1000  # --strategy auto: full fine-tuning from this many training images, two-phase below
+FULL_WARMUP, WARMUP = 0.3, 0.05  # --warmup's default for full fine-tuning (as the hand loop's one-cycle), and else
+
+
+def choose_strategy(config: FinetuneConfig, splits: Splits) -> tuple[FinetuneConfig, str]:
+    """The config with ``strategy``, ``warmup`` and ``freeze_early`` resolved, and why the strategy (empty when given).
+
+    ``--strategy auto`` (the default) picks from the training split's size (benchmarks/results/finetune_recipes.md,
+    run 11): from :data:`AUTO_FULL_MIN_TRAIN` images the whole network learns from the first step after a 30 %
+    warm-up with the early blocks fixed (more accurate and faster than two-phase at that scale); below it the head
+    learns alone first, then the whole network (steadier on small sets, where full fine-tuning was erratic).
+    Options given explicitly are kept."""
+    strategy, reason = config.strategy, ""
+    if strategy == "auto":
+        train = len(splits.train)
+        strategy = "full" if train >= AUTO_FULL_MIN_TRAIN else "two-phase"
+        reason = (
+            f"{train} training images {'>=' if strategy == 'full' else '<'} {AUTO_FULL_MIN_TRAIN}: "
+            + (
+                "the whole network learns from the first step (30 % warm-up, the early blocks fixed)"
+                if strategy == "full"
+                else "the head learns alone first, then the whole network"
+            )
+            + " (--strategy to choose)"
+        )
+    freeze_early = config.freeze_early
+    if freeze_early is None:
+        freeze_early = config.strategy == "auto" and strategy == "full"
+    warmup = config.warmup if config.warmup is not None else (FULL_WARMUP if strategy == "full" else WARMUP)
+    return dataclasses.replace(config, strategy=strategy, warmup=warmup, freeze_early=freeze_early), reason
 
 
 AUTO_MIN_SIZE = 96  # the smallest input a size from the data goes to: MobileNetV2's last feature map is then 3x3

@@ -107,6 +107,42 @@ def test_auto_precision_is_bf16_while_only_the_head_learns_on_a_bf16_cpu(
         assert [h["precision"] for h in history] == ["float32", "float32"] and "; strategy two-phase, float32;" in err
 
 
+def test_auto_strategy_follows_the_training_splits_size():
+    from types import SimpleNamespace
+
+    from edgetransfer.finetune_config import AUTO_FULL_MIN_TRAIN, choose_strategy
+
+    def chosen(train, **options):
+        config = FinetuneConfig(data="d", out="o", **options)
+        config, reason = choose_strategy(config, SimpleNamespace(train=[None] * train))
+        return config.strategy, config.warmup, config.freeze_early, reason
+
+    small, large = chosen(AUTO_FULL_MIN_TRAIN - 1), chosen(AUTO_FULL_MIN_TRAIN)
+    assert small[:3] == ("two-phase", 0.05, False) and f"{AUTO_FULL_MIN_TRAIN - 1} training images <" in small[3]
+    assert large[:3] == ("full", 0.3, True) and f"{AUTO_FULL_MIN_TRAIN} training images >=" in large[3]
+    # options given explicitly are kept; an explicit strategy is not explained and gets no --freeze-early
+    assert chosen(5000, warmup=0.1, freeze_early=False)[:3] == ("full", 0.1, False)
+    assert chosen(5000, strategy="two-phase") == ("two-phase", 0.05, False, "")
+    assert chosen(10, strategy="full") == ("full", 0.3, False, "")
+    assert chosen(10, strategy="partial", freeze_early=True)[:3] == ("partial", 0.05, True)
+
+
+def test_an_auto_run_above_the_threshold_trains_the_whole_network_from_the_start(
+    image_folder, tmp_path, monkeypatch, capsys
+):
+    from edgetransfer import finetune_config
+
+    monkeypatch.setattr(finetune_config, "AUTO_FULL_MIN_TRAIN", 10)  # the test folder's few images count as many
+    run = finetune(FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), device="cpu", **TINY))
+    card = run.load_card()
+    config = card.training["config"]
+    assert (config["strategy"], config["warmup"], config["freeze_early"]) == ("full", 0.3, True)
+    assert [h["phase"] for h in card.training["history"]] == ["body", "body"]
+    err = capsys.readouterr().err
+    assert "; strategy full," in err and "strategy full: " in err and "training images >= 10" in err
+    assert "stay fixed" in err  # --freeze-early's blocks, said at the start
+
+
 def test_discriminative_learning_rates(model):
     groups = {g["name"]: g for g in param_groups(model, 1e-3, 0.1, 0.01)}
     assert groups["head"]["lr"] == 1e-3 and groups["body"]["lr"] == pytest.approx(1e-4)

@@ -79,7 +79,7 @@ def test_a_good_targets_file_reads_with_its_defaults(tmp_path):
         ("weight_decay = nan\n", "weight_decay: expected a finite number, got nan"),
         (
             'strategy = "partail"\n',
-            "strategy: expected 'two-phase', 'full', 'partial' or 'linear-probe', got 'partail'",
+            "strategy: expected 'auto', 'two-phase', 'full', 'partial' or 'linear-probe', got 'partail'",
         ),
         ("[finetune]\nseed = -1\n", "seed: expected >= 0, got -1"),
     ],

@@ -52,7 +52,8 @@ def finetune(
     strategy: Annotated[
         str | None,
         typer.Option(
-            help="two-phase (head, then the whole network at lr x --body-lr-scale), full, partial (--unfreeze N), "
+            help="auto (full from 1,000 training images, else two-phase), two-phase (head, then the whole network "
+            "at lr x --body-lr-scale), full (the whole network from the first step), partial (--unfreeze N), "
             "linear-probe.",
             show_default=_default("strategy"),
         ),
@@ -69,11 +70,8 @@ def finetune(
             help="Keep the early, high-resolution blocks (output stride 4 or less: generic edge and texture "
             "filters) fixed while the rest of the body learns; their BatchNorm statistics still follow your data "
             "(self-training with --unlabeled still adapts every block). "
-            "About 1.3-1.4x the whole-network images/s on a CPU; not the default: it lost accuracy on the "
-            "benchmark's sets.",
-            show_default="freeze-early"
-            if FinetuneConfig.__dataclass_fields__["freeze_early"].default
-            else "no-freeze-early",
+            "About 1.3-1.9x the whole-network images/s on a CPU.",
+            show_default="freeze-early where --strategy auto chose full, else no-freeze-early",
         ),
     ] = None,
     epochs: Annotated[
@@ -94,7 +92,9 @@ def finetune(
     ] = None,
     warmup: Annotated[
         float | None,
-        typer.Option(help="Fraction of steps warming the lr up (then cosine).", show_default=_default("warmup")),
+        typer.Option(
+            help="Fraction of steps warming the lr up (then cosine).", show_default="0.3 with full, else 0.05"
+        ),
     ] = None,
     label_smoothing: Annotated[
         float | None, typer.Option(help="Label smoothing.", show_default=_default("label_smoothing"))

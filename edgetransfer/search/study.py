@@ -268,8 +268,9 @@ class _Search:
         )
 
     def _pruner(self):
-        # never on the first epoch: in finetune's default two-phase recipe it trains the head alone, and its score
-        # says little about the fine-tuned network (a 64 px MobileNetV2 was pruned there at 79.6 % on the digits)
+        # never on the first epoch: in finetune's two-phase recipe (the default below 1,000 training images) it
+        # trains the head alone, and in full fine-tuning it is mostly warm-up; its score says little about the
+        # fine-tuned network (a 64 px MobileNetV2 was pruned there at 79.6 % on the digits)
         if self.config.pruner == "median":
             return self.optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=FIRST_PRUNE_EPOCH)
         if self.config.pruner == "halving":
