@@ -218,8 +218,9 @@ def report(raw: dict, args, machine: str) -> str:
     ]
     for (half, arm), rows in sorted(summary.items()):
         gains = [row[0] for row in rows]
+        held_out = " (held out)" if half in ("report", "fresh") else ""
         lines.append(
-            f"| {half}{' (held out)' if half in ('report', 'fresh') else ''} | {arm} | {len(rows)} | {_mean(gains):+.1f} "
+            f"| {half}{held_out} | {arm} | {len(rows)} | {_mean(gains):+.1f} "
             f"| {min(gains):+.1f} | {_mean([row[1] for row in rows]):.2f} | {_mean([row[2] for row in rows]):.2f} "
             f"| {_mean([row[3] for row in rows]):.2f} |"
         )
@@ -271,7 +272,9 @@ def main() -> None:
 
     info = machine_info()
     machine = f"{info['cpu']}, {info['cores']} cores"
-    names = [n for n in SUITE if (args.half == "all" and SUITE[n][1] not in ("scale", "fresh")) or SUITE[n][1] == args.half]
+    names = [
+        n for n in SUITE if (args.half == "all" and SUITE[n][1] not in ("scale", "fresh")) or SUITE[n][1] == args.half
+    ]
     names = [n for n in names if not args.sets or n in args.sets.split(",")]
     sets = make_suite(args.data_root, names=names)
     variants = {} if args.no_default else {"default": []}

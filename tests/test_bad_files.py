@@ -90,7 +90,7 @@ FILE_CASES = {
     "recipe: NaN": (_recipe("lr = nan\n"), "recipe.toml: lr: expected a finite number, got nan"),
     "recipe: true for a number": (_recipe("lr = true\n"), "recipe.toml: lr: expected a number, got True"),
     "recipe: a million samples a batch": (_recipe("batch_size = 1000000\n"), "batch_size: expected <= 4096"),
-    "recipe: unknown strategy": (_recipe('strategy = "partail"\n'), "strategy: expected 'two-phase', 'full'"),
+    "recipe: unknown strategy": (_recipe('strategy = "partail"\n'), "strategy: expected 'auto', 'two-phase', 'full'"),
     "recipe: negative seed in [finetune]": (_recipe("[finetune]\nseed = -1\n"), "seed: expected >= 0, got -1"),
     "recipe: a FIFO": (
         lambda tmp, run, image, data: ["finetune", "--data", data, "--config", _fifo(tmp, "r.toml")],
