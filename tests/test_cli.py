@@ -192,3 +192,25 @@ def test_a_progress_task_without_a_status_renders_on_a_terminal(monkeypatch):
         bar.update(task, advance=2)
         bar.refresh()
     assert "decoding" in console.err.file.getvalue()
+
+
+def test_the_entry_point_collects_garbage_less_often_and_freezes_it_before_exit(monkeypatch):
+    """The entry point's collector settings (about half a second per command here): the youngest generation is
+    collected every GC_GEN0 allocations, and what survives is frozen before the interpreter's exit walks it; the
+    command's exit status is unchanged."""
+    import gc
+    import sys
+
+    from edgetransfer import cli
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(sys, "argv", ["edgetransfer", "models"])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        assert exited.value.code == 0
+        assert gc.get_threshold()[0] == cli.GC_GEN0 > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
