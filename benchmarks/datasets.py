@@ -292,7 +292,39 @@ SUITE = {
         "fresh",
         "12 classes, 150 each, crops of 10-30 % of a colour photograph saved at 28-640 px",
     ),
+    # run 12 (choosing whether --strategy auto's threshold goes down to 300 training images): a choose set between
+    # 300 and 1,000 training images from the choose half's ten other images; regions-mid and two-textures-mid
+    # (run 11's fresh sets, seen since) choose with it: see RUN12_CHOOSE
+    "choose-regions-mid": (
+        lambda root, seed=0: fifty_regions(root, per_class=14, seed=seed + 12, scale=(0.3, 0.6), photos=CHOOSE_PHOTOS),
+        "choose-mid",
+        "50 classes, 14 each, 40-64 px crops of 30-60 % of a region of the choose half's ten other images",
+    ),
+    # run 12's held-out sets, made when its rule was committed and never run before it: training splits from
+    # ~340 to ~840 images, the range the threshold would move into
+    "grey-textures-400": (
+        lambda root, seed=0: grey_textures(root, per_class=60, seed=seed + 12),
+        "fresh2",
+        "8 classes, 60 each, 48-96 px single-channel crops (grey-textures at 480 images)",
+    ),
+    "mixed-sizes-mid": (
+        lambda root, seed=0: mixed_sizes(root, per_class=50, seed=seed + 12),
+        "fresh2",
+        "12 classes, 50 each, crops of 10-30 % of a colour photograph saved at 28-640 px",
+    ),
+    "regions-700": (
+        lambda root, seed=0: fifty_regions(root, per_class=20, seed=seed + 12, scale=(0.25, 0.5)),
+        "fresh2",
+        "50 classes, 20 each, 40-64 px crops of 25-50 % of a region of fifty-regions' ten photographs",
+    ),
+    "two-textures-840": (
+        lambda root, seed=0: two_textures(root, per_class=600, seed=seed + 12, blurs=(1.0, 1.5)),
+        "fresh2",
+        "2 classes, 600 each, 32 px noise textures (blur radii 1.0 vs 1.5)",
+    ),
 }
+
+RUN12_CHOOSE = ("choose-regions-mid", "regions-mid", "two-textures-mid")  # run 12's choose sets (300-1,000 train)
 
 
 def make_suite(root: Path, *, seed: int = 0, names=None) -> dict[str, Path]:

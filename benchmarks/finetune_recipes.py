@@ -160,8 +160,11 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+HELD_OUT = ("report", "fresh", "fresh2")  # the halves no default was chosen on
+
+
 def report(raw: dict, args, machine: str) -> str:
-    from datasets import SUITE
+    from datasets import RUN12_CHOOSE, SUITE
 
     lines = [
         "# Fine-tuning defaults vs a hand-written loop",
@@ -179,7 +182,7 @@ def report(raw: dict, args, machine: str) -> str:
     for name, arms in raw.items():
         if name.startswith("_"):
             continue
-        half = SUITE[name][1]
+        half = "choose-mid" if args.half == "choose-mid" and name in RUN12_CHOOSE else SUITE[name][1]
         hand = arms.get("hand", [])
         hand_top1 = _mean([r["test_top1"] for r in hand])
         hand_train = _mean([r["train_seconds"] for r in hand])
@@ -196,7 +199,7 @@ def report(raw: dict, args, machine: str) -> str:
             # the epochs in which the body learns (all of the hand loop's): the fair speed comparison
             body = _mean([r.get("body_images_per_s", float("nan")) for r in runs])
             ratio_body = body / hand_speed if arm != "hand" and hand else float("nan")
-            label = f"{half} (**held out**)" if half in ("report", "fresh") else half
+            label = f"{half} (**held out**)" if half in HELD_OUT else half
             lines.append(
                 f"| {name} | {label} | {arm} | {each} | {100 * top1:.1f}% | {_mean([r['epochs'] for r in runs]):.1f} "
                 f"| {wall:.0f} | {hand_train:.0f} | {ratio_wall:.2f} | {speed:.0f} | {ratio_speed:.2f} "
@@ -218,7 +221,7 @@ def report(raw: dict, args, machine: str) -> str:
     ]
     for (half, arm), rows in sorted(summary.items()):
         gains = [row[0] for row in rows]
-        held_out = " (held out)" if half in ("report", "fresh") else ""
+        held_out = " (held out)" if half in HELD_OUT else ""
         lines.append(
             f"| {half}{held_out} | {arm} | {len(rows)} | {_mean(gains):+.1f} "
             f"| {min(gains):+.1f} | {_mean([row[1] for row in rows]):.2f} | {_mean([row[2] for row in rows]):.2f} "
@@ -231,7 +234,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hand", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--half", choices=["choose", "report", "scale", "fresh", "all"], default="all")
+    parser.add_argument(
+        "--half", choices=["choose", "report", "scale", "fresh", "choose-mid", "fresh2", "all"], default="all"
+    )
     parser.add_argument("--sets", default="", help="comma-separated names from benchmarks/datasets.SUITE")
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -266,14 +271,18 @@ def main() -> None:
         args.out.write_text(report(raw, args, f"{info['cpu']}, {info['cores']} cores"))
         print(args.out.read_text())
         return
-    from datasets import SUITE, make_suite
+    from datasets import RUN12_CHOOSE, SUITE, make_suite
 
     from edgetransfer.machine import machine_info
 
     info = machine_info()
     machine = f"{info['cpu']}, {info['cores']} cores"
     names = [
-        n for n in SUITE if (args.half == "all" and SUITE[n][1] not in ("scale", "fresh")) or SUITE[n][1] == args.half
+        n
+        for n in SUITE
+        if (args.half == "all" and SUITE[n][1] in ("choose", "report"))
+        or SUITE[n][1] == args.half
+        or (args.half == "choose-mid" and n in RUN12_CHOOSE)
     ]
     names = [n for n in names if not args.sets or n in args.sets.split(",")]
     sets = make_suite(args.data_root, names=names)
