@@ -191,7 +191,8 @@ def check_out(config: FinetuneConfig) -> None:
         )
 
 
-AUTO_FULL_MIN_TRAIN = 1000  # --strategy auto: full fine-tuning from this many training images, two-phase below
+AUTO_FULL_MIN_TRAIN = 300  # --strategy auto: full fine-tuning from this many training images, two-phase below
+# (1,000 in run 11; 300 by run 12's rule: benchmarks/results/finetune_recipes.md)
 FULL_WARMUP, WARMUP = 0.3, 0.05  # --warmup's default for full fine-tuning (as the hand loop's one-cycle), and else
 
 
@@ -199,9 +200,9 @@ def choose_strategy(config: FinetuneConfig, splits: Splits) -> tuple[FinetuneCon
     """The config with ``strategy``, ``warmup`` and ``freeze_early`` resolved, and why the strategy (empty when given).
 
     ``--strategy auto`` (the default) picks from the training split's size (benchmarks/results/finetune_recipes.md,
-    run 11): from :data:`AUTO_FULL_MIN_TRAIN` images the whole network learns from the first step after a 30 %
-    warm-up with the early blocks fixed (more accurate and faster than two-phase at that scale); below it the head
-    learns alone first, then the whole network (steadier on small sets, where full fine-tuning was erratic).
+    runs 11 and 12): from :data:`AUTO_FULL_MIN_TRAIN` images the whole network learns from the first step after a
+    30 % warm-up with the early blocks fixed (more accurate and faster than two-phase from ~500 images on); below it
+    the head learns alone first, then the whole network (steadier on tiny sets, where full fine-tuning was erratic).
     Options given explicitly are kept."""
     strategy, reason = config.strategy, ""
     if strategy == "auto":

@@ -52,7 +52,7 @@ def finetune(
     strategy: Annotated[
         str | None,
         typer.Option(
-            help="auto (full from 1,000 training images, else two-phase), two-phase (head, then the whole network "
+            help="auto (full from 300 training images, else two-phase), two-phase (head, then the whole network "
             "at lr x --body-lr-scale), full (the whole network from the first step), partial (--unfreeze N), "
             "linear-probe.",
             show_default=_default("strategy"),

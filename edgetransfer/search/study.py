@@ -268,7 +268,7 @@ class _Search:
         )
 
     def _pruner(self):
-        # never on the first epoch: in finetune's two-phase recipe (the default below 1,000 training images) it
+        # never on the first epoch: in finetune's two-phase recipe (the default below 300 training images) it
         # trains the head alone, and in full fine-tuning it is mostly warm-up; its score says little about the
         # fine-tuned network (a 64 px MobileNetV2 was pruned there at 79.6 % on the digits)
         if self.config.pruner == "median":
