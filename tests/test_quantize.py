@@ -55,6 +55,7 @@ def search(trained_run, tmp_path, monkeypatch):
         )
 
     run.kept, run.dequantized, run.prepared = [], [], prepared
+    run.data, run.pre = card.dataset["path"], card.preprocessing
     return run
 
 
@@ -93,6 +94,38 @@ def test_layers_go_back_to_float_only_while_int8_stays_faster(search):
 def run_copy(trained_run, tmp_path):
     shutil.copytree(trained_run.path, tmp_path / "run")
     return RunDir.open(tmp_path / "run")
+
+
+def test_weight_steps_read_back_from_an_int8_model_give_the_same_model(search, tmp_path):
+    """The accuracy-aware search computes the weights' int8 steps once (ONNX Runtime's, read back from its first
+    model) and hands them to every later quantization: the model with a layer in float must be the one ONNX Runtime
+    writes without them, weight for weight and node for node."""
+    from onnx import numpy_helper
+
+    from edgetransfer.data import load_splits
+    from edgetransfer.quantize import ort_weight_steps, quantize_static
+
+    prepared = search.prepared
+    graph = onnx.load(str(prepared)).graph
+    conv = next(n.name for n in graph.node if n.op_type == "Conv")
+    splits = load_splits(search.data, seed=0)
+    cache = tmp_path / "cache.json"
+    quantize_static(prepared, tmp_path / "all.onnx", splits.train[:8], search.pre, Int8Config(), cache=cache)
+    steps = ort_weight_steps(tmp_path / "all.onnx")
+    convs = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(steps) == len(convs)  # every weight, per output channel
+    assert all(v.ndim == 1 and (v > 0).all() for v in steps.values())
+    models = {}
+    for label, given in (("own", None), ("read back", steps)):
+        out = tmp_path / f"{label}.onnx"
+        kwargs = {"exclude": (conv,), "cache": cache, "weight_steps": given}
+        quantize_static(prepared, out, splits.train[:8], search.pre, Int8Config(), **kwargs)
+        model = onnx.load(str(out))
+        weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        models[label] = (weights, [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node])
+    (own, own_nodes), (back, back_nodes) = models["own"], models["read back"]
+    assert own.keys() == back.keys() and all(np.array_equal(own[k], back[k]) for k in own)
+    assert own_nodes == back_nodes
 
 
 def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path):
