@@ -12,7 +12,7 @@ from edgetransfer.cli._common import friendly_errors
 from edgetransfer.finetune_config import FinetuneConfig
 
 
-def _default(name: str) -> str:
+def config_default(name: str) -> str:
     """What ``--help`` shows as an option's default: the library's own (FinetuneConfig), never a copy."""
     return str(next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == name))
 
@@ -34,7 +34,8 @@ def finetune(
         Path | None, typer.Option("--config", help="A TOML recipe holding any of these options; flags override it.")
     ] = None,
     backbone: Annotated[
-        str | None, typer.Option(help="Backbone name (see 'edgetransfer models').", show_default=_default("backbone"))
+        str | None,
+        typer.Option(help="Backbone name (see 'edgetransfer models').", show_default=config_default("backbone")),
     ] = None,
     out: Annotated[
         str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")
@@ -55,14 +56,14 @@ def finetune(
             help="auto (full from 300 training images, else two-phase), two-phase (head, then the whole network "
             "at lr x --body-lr-scale), full (the whole network from the first step), partial (--unfreeze N), "
             "linear-probe.",
-            show_default=_default("strategy"),
+            show_default=config_default("strategy"),
         ),
     ] = None,
     head_epochs: Annotated[
-        int | None, typer.Option(help="two-phase: head-only epochs.", show_default=_default("head_epochs"))
+        int | None, typer.Option(help="two-phase: head-only epochs.", show_default=config_default("head_epochs"))
     ] = None,
     unfreeze: Annotated[
-        int | None, typer.Option(help="partial: last body blocks that learn.", show_default=_default("unfreeze"))
+        int | None, typer.Option(help="partial: last body blocks that learn.", show_default=config_default("unfreeze"))
     ] = None,
     freeze_early: Annotated[
         bool | None,
@@ -75,20 +76,20 @@ def finetune(
         ),
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Passes over the training split, at most.", show_default=_default("epochs"))
+        int | None, typer.Option(help="Passes over the training split, at most.", show_default=config_default("epochs"))
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Images per training step.", show_default=_default("batch_size"))
+        int | None, typer.Option(help="Images per training step.", show_default=config_default("batch_size"))
     ] = None,
     lr: Annotated[
-        float | None, typer.Option(help="Peak learning rate of the head (AdamW).", show_default=_default("lr"))
+        float | None, typer.Option(help="Peak learning rate of the head (AdamW).", show_default=config_default("lr"))
     ] = None,
     body_lr_scale: Annotated[
         float | None,
-        typer.Option(help="The body's learning rate is lr times this.", show_default=_default("body_lr_scale")),
+        typer.Option(help="The body's learning rate is lr times this.", show_default=config_default("body_lr_scale")),
     ] = None,
     weight_decay: Annotated[
-        float | None, typer.Option(help="AdamW weight decay.", show_default=_default("weight_decay"))
+        float | None, typer.Option(help="AdamW weight decay.", show_default=config_default("weight_decay"))
     ] = None,
     warmup: Annotated[
         float | None,
@@ -97,12 +98,12 @@ def finetune(
         ),
     ] = None,
     label_smoothing: Annotated[
-        float | None, typer.Option(help="Label smoothing.", show_default=_default("label_smoothing"))
+        float | None, typer.Option(help="Label smoothing.", show_default=config_default("label_smoothing"))
     ] = None,
     augment: Annotated[
         str | None,
         typer.Option(
-            help="none, light (crop + colour jitter), trivial, randaugment.", show_default=_default("augment")
+            help="none, light (crop + colour jitter), trivial, randaugment.", show_default=config_default("augment")
         ),
     ] = None,
     hflip: Annotated[
@@ -114,23 +115,25 @@ def finetune(
     ] = None,
     balanced: Annotated[
         str | None,
-        typer.Option(help="Class-balanced sampling: auto (skew >= 3:1), on, off.", show_default=_default("balanced")),
+        typer.Option(
+            help="Class-balanced sampling: auto (skew >= 3:1), on, off.", show_default=config_default("balanced")
+        ),
     ] = None,
     patience: Annotated[
         int | None,
         typer.Option(
             help="Stop after this many epochs without a better val top-1 (ties: lower val loss).",
-            show_default=_default("patience"),
+            show_default=config_default("patience"),
         ),
     ] = None,
     time_budget: Annotated[
         float | None, typer.Option(help="Seconds of training at most (epochs are re-planned).")
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for split, head and batch order.", show_default=_default("seed"))
+        int | None, typer.Option(help="Seed for split, head and batch order.", show_default=config_default("seed"))
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda.", show_default=_default("device"))
+        str | None, typer.Option(help="auto (a GPU when present), cpu or cuda.", show_default=config_default("device"))
     ] = None,
     amp: Annotated[
         str | None,
@@ -138,12 +141,14 @@ def finetune(
             help="Mixed precision: auto (bf16 on a GPU that has it, else fp16; on a CPU with AVX-512 BF16 or AMX, "
             "bf16 while only the head learns and float32 when the body does, which was faster; float32 elsewhere), "
             "bf16 (throughout), fp16 (GPU), off.",
-            show_default=_default("amp"),
+            show_default=config_default("amp"),
         ),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Threads decoding the images (0: the training thread).", show_default=_default("workers")),
+        typer.Option(
+            help="Threads decoding the images (0: the training thread).", show_default=config_default("workers")
+        ),
     ] = None,
     adapt_bn: Annotated[
         Path | None, typer.Option(help="Unlabelled target-domain images: re-estimate BatchNorm statistics (AdaBN).")
@@ -155,16 +160,17 @@ def finetune(
         Path | None, typer.Option(help="Labelled target images (DIR/<class>/...): measure and guard adaptation.")
     ] = None,
     pseudo_threshold: Annotated[
-        float | None, typer.Option(help="Pseudo-label confidence.", show_default=_default("pseudo_threshold"))
+        float | None, typer.Option(help="Pseudo-label confidence.", show_default=config_default("pseudo_threshold"))
     ] = None,
     pseudo_rounds: Annotated[
-        int | None, typer.Option(help="Self-training rounds.", show_default=_default("pseudo_rounds"))
+        int | None, typer.Option(help="Self-training rounds.", show_default=config_default("pseudo_rounds"))
     ] = None,
     pseudo_lambda: Annotated[
-        float | None, typer.Option(help="Loss = λ·source + (1−λ)·target.", show_default=_default("pseudo_lambda"))
+        float | None, typer.Option(help="Loss = λ·source + (1−λ)·target.", show_default=config_default("pseudo_lambda"))
     ] = None,
     pseudo_lr: Annotated[
-        float | None, typer.Option(help="Self-training's learning rate (AdamW).", show_default=_default("pseudo_lr"))
+        float | None,
+        typer.Option(help="Self-training's learning rate (AdamW).", show_default=config_default("pseudo_lr")),
     ] = None,
     skip_bad: Annotated[
         bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from edgetransfer.cli._common import friendly_errors
-from edgetransfer.cli.finetune import DATA_HELP, default_out
+from edgetransfer.cli.finetune import DATA_HELP, config_default, default_out
 
 
 @friendly_errors
@@ -21,7 +21,12 @@ def pipeline(
         int | None,
         typer.Option(help="Input resolution in pixels.", show_default="from the images (96 for the digits)"),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 5,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Fine-tuning epochs, at most (early stopping as in finetune).", show_default=config_default("epochs")
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for the split and the training.")] = 0,
     overwrite: Annotated[
@@ -37,7 +42,7 @@ def pipeline(
         out=out or default_out(data, backbone),
         backbone=backbone,
         size=size,
-        epochs=epochs,
+        **({"epochs": epochs} if epochs is not None else {}),  # finetune's default, not a copy of it
         device=device,
         seed=seed,
         overwrite=overwrite,
