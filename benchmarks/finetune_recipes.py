@@ -163,8 +163,15 @@ def _mean(values) -> float:
 HELD_OUT = ("report", "fresh", "fresh2")  # the halves no default was chosen on
 
 
-def report(raw: dict, args, machine: str) -> str:
+def half_of(name: str, asked: str) -> str:
+    """A set's half in this run: its own (datasets.SUITE), except that ``--half choose-mid`` chooses on
+    RUN12_CHOOSE, two of which were run 11's fresh sets."""
     from datasets import RUN12_CHOOSE, SUITE
+
+    return "choose-mid" if asked == "choose-mid" and name in RUN12_CHOOSE else SUITE[name][1]
+
+
+def report(raw: dict, args, machine: str) -> str:
 
     lines = [
         "# Fine-tuning defaults vs a hand-written loop",
@@ -182,7 +189,7 @@ def report(raw: dict, args, machine: str) -> str:
     for name, arms in raw.items():
         if name.startswith("_"):
             continue
-        half = "choose-mid" if args.half == "choose-mid" and name in RUN12_CHOOSE else SUITE[name][1]
+        half = half_of(name, args.half)
         hand = arms.get("hand", [])
         hand_top1 = _mean([r["test_top1"] for r in hand])
         hand_train = _mean([r["train_seconds"] for r in hand])
@@ -271,7 +278,7 @@ def main() -> None:
         args.out.write_text(report(raw, args, f"{info['cpu']}, {info['cores']} cores"))
         print(args.out.read_text())
         return
-    from datasets import RUN12_CHOOSE, SUITE, make_suite
+    from datasets import SUITE, make_suite
 
     from edgetransfer.machine import machine_info
 
@@ -280,9 +287,7 @@ def main() -> None:
     names = [
         n
         for n in SUITE
-        if (args.half == "all" and SUITE[n][1] in ("choose", "report"))
-        or SUITE[n][1] == args.half
-        or (args.half == "choose-mid" and n in RUN12_CHOOSE)
+        if half_of(n, args.half) == args.half or (args.half == "all" and SUITE[n][1] in ("choose", "report"))
     ]
     names = [n for n in names if not args.sets or n in args.sets.split(",")]
     sets = make_suite(args.data_root, names=names)
