@@ -148,15 +148,17 @@ def long_tail(root: Path, *, most: int = 60, seed: int = 0) -> Path:
     return root
 
 
-def low_shot(root: Path, *, shots: int = 10, seed: int = 0) -> Path:
-    """Eight classes of colour photo crops (128-256 px JPEGs): ``shots`` training images per class in
-    ``root/train``, 4 validation and 15 test images per class in ``root/val`` and ``root/test``."""
+LOW_SHOT_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "retina", "colorwheel", "hubble_deep_field", "camera")
+
+
+def low_shot(root: Path, *, shots: int = 10, seed: int = 0, photos=LOW_SHOT_PHOTOS) -> Path:
+    """Eight classes (one per name in ``photos``) of colour photo crops (128-256 px JPEGs): ``shots`` training images
+    per class in ``root/train``, 4 validation and 15 test images per class in ``root/val`` and ``root/test``."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    names = ("chelsea", "coffee", "astronaut", "rocket", "retina", "colorwheel", "hubble_deep_field", "camera")
-    for name in names:
+    for name in photos:
         photo = Image.fromarray(_photo(name))
         for split, count in (("train", shots), ("val", 4), ("test", 15)):
             _save(_crops(photo, rng, count, (128, 256), scale=(0.15, 0.5)), root / split / name, ".jpg")
@@ -321,6 +323,37 @@ SUITE = {
         lambda root, seed=0: two_textures(root, per_class=600, seed=seed + 12, blurs=(1.0, 1.5)),
         "fresh2",
         "2 classes, 600 each, 32 px noise textures (blur radii 1.0 vs 1.5)",
+    ),
+    # run 13's held-out sets (is the batch size from the training split?), made when its rule was committed and
+    # never run before it: training splits of ~50 to ~170 images, where batch 32 gives under 10 steps per epoch
+    "low-shot-6": (
+        lambda root, seed=0: low_shot(
+            root,
+            shots=6,
+            seed=seed + 13,
+            photos=(
+                "immunohistochemistry",
+                "stereo_motorcycle",
+                "horse",
+                "coins",
+                "astronaut",
+                "coffee",
+                "rocket",
+                "camera",
+            ),
+        ),
+        "fresh3",
+        "8 classes, 6 training images each (+4 val, 15 test), 128-256 px crops of eight photographs",
+    ),
+    "grey-textures-160": (
+        lambda root, seed=0: grey_textures(root, per_class=20, seed=seed + 13),
+        "fresh3",
+        "8 classes, 20 each, 48-96 px single-channel crops (grey-textures at 160 images)",
+    ),
+    "mixed-sizes-small": (
+        lambda root, seed=0: mixed_sizes(root, per_class=20, seed=seed + 13),
+        "fresh3",
+        "12 classes, 20 each, crops of 10-30 % of a colour photograph saved at 28-640 px",
     ),
 }
 
