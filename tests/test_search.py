@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -528,3 +529,67 @@ def test_a_time_budget_starts_only_trials_predicted_to_fit():
     assert half is not None and "more than 50% of the" in half
     search.deadline = None
     assert search._too_long(Candidate("efficientnet_lite1", 224, "static"), done) is None  # no budget: all fit
+
+
+def test_a_static_trial_that_cannot_hold_the_budget_queues_its_qat_sibling(capsys):
+    """As export --int8-method auto escalates: a static trial failing export's int8 budget queues the same backbone
+    and size with QAT next, once, when QAT is searched and not tried yet."""
+    from edgetransfer.search.config import Space
+    from edgetransfer.search.study import _Search
+    from edgetransfer.search.trial import Candidate
+
+    class Trial:  # what _escalate uses of an Optuna trial (study.ask() would take the queued one)
+        def __init__(self, study, number=0):
+            self.study, self.number, self.user_attrs = study, number, {}
+
+        def set_user_attr(self, key, value):
+            self.user_attrs[key] = value
+
+    def searcher(methods):
+        search = _Search.__new__(_Search)
+        search.config, search.deadline = SearchConfig(data="d", out="o"), None
+        search.space, search.optuna = Space({"mobilenet_v2": (96, 128)}, methods), optuna
+        return search
+
+    def waiting(study):
+        return [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+
+    study = optuna.create_study(direction="maximize")
+    search, static = searcher(("static", "qat")), Candidate("mobilenet_v2", 128, "static")
+    trial = Trial(study)
+    search._escalate(trial, static)
+    qat = {"backbone": "mobilenet_v2", "size_mobilenet_v2": 128, "int8": "qat"}
+    assert waiting(study) == [qat] and trial.user_attrs["escalated"] == "mobilenet_v2/128/qat"
+    assert "quantization-aware sibling (mobilenet_v2 128px qat) is queued next" in capsys.readouterr().err
+    running = study.ask({"backbone": optuna.distributions.CategoricalDistribution(["mobilenet_v2"])})
+    running.set_user_attr("candidate", "mobilenet_v2/96/qat")  # the 96 px sibling is being tried already
+    assert waiting(study) == []  # (ask took the queued trial; the sampler would have)
+    search._escalate(Trial(study, 1), Candidate("mobilenet_v2", 96, "static"))
+    search._escalate(Trial(study, 2), Candidate("mobilenet_v2", 96, "qat"))  # QAT itself failed: nothing further
+    searcher(("static",))._escalate(Trial(study, 3), static)  # QAT not searched: nothing queued
+    assert waiting(study) == []
+    search._escalate(Trial(study, 4), static)  # the 128 px sibling is not running or done: queued again
+    assert waiting(study) == [qat]
+
+
+def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monkeypatch):
+    """In a real (in-process) search whose trials are stubbed: the default candidate's static int8 fails the budget
+    (BudgetError), so the next trial is its QAT sibling, which is then recommended."""
+    from edgetransfer.errors import BudgetError
+    from edgetransfer.search import search, study
+
+    tried = []
+
+    def trial(config, candidate, folder, profile, on_epoch=None, devices=None):
+        tried.append(candidate.key)
+        if candidate.int8 == "static":
+            raise BudgetError("ONNX int8 cannot hold the 1.0-point budget: it loses 3.12 points of validation top-1")
+        return dict(run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2)
+
+    monkeypatch.setattr(study, "run_trial", trial)
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), sizes=(96, 128))
+    result = search(replace(config, int8_methods=("static", "qat"), trials=2))
+    assert tried == ["mobilenet_v2/96/static", "mobilenet_v2/96/qat"]  # the sibling before the queued 2nd design
+    (pick,) = [r for r in result.rows if r["number"] == result.document["recommended"]]
+    assert (pick["int8"], pick["state"]) == ("qat", "done") and result.rows[0]["state"] == "failed"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgetransfer import console
-from edgetransfer.errors import EdgeTransferError, UsageError
+from edgetransfer.errors import BudgetError, EdgeTransferError, UsageError
 from edgetransfer.rundir import RunDir
 from edgetransfer.search import report
 from edgetransfer.search.config import SearchConfig, Space, build_space
@@ -438,6 +438,8 @@ class _Search:
             raise
         except EdgeTransferError as exc:
             trial.set_user_attr("error", str(exc).splitlines()[0][:300])
+            if isinstance(exc, BudgetError):
+                self._escalate(trial, candidate)
             raise
         if figures["val_top1"] is None:
             raise TrialError(f"{folder}: export recorded no validation top-1 for the measured model")
@@ -447,6 +449,24 @@ class _Search:
         for key in FIGURES:
             trial.set_user_attr(key, figures.get(key))
         return 100 * figures["val_top1"]
+
+    def _escalate(self, trial, candidate: Candidate) -> None:
+        """A static trial whose int8 model cannot hold export's budget: its quantization-aware sibling (same backbone
+        and size) is queued, as ``export --int8-method auto`` escalates, when QAT is searched, not tried yet and
+        predicted to fit the time left. Without it a search on a small validation split (one image = 3 points of a
+        1-point budget) could fail every static trial and recommend nothing (benchmarks/results/search.md, run 4)."""
+        if candidate.int8 != "static" or "qat" not in self.space.int8_methods:
+            return
+        sibling = Candidate(candidate.backbone, candidate.size, "qat")
+        study = trial.study
+        if sibling.key in self._covered(study)[0] or self._too_long(sibling, self._measured(study)) is not None:
+            return
+        study.enqueue_trial({"backbone": sibling.backbone, f"size_{sibling.backbone}": sibling.size, "int8": "qat"})
+        trial.set_user_attr("escalated", sibling.key)
+        console.err.print(
+            f"[yellow]trial {trial.number}: static int8 cannot hold the budget; its quantization-aware sibling "
+            f"({sibling.backbone} {sibling.size}px qat) is queued next[/]"
+        )
 
     def _prior(self, trial, candidate: Candidate):
         """An earlier trial of the same candidate: done, pruned, running, or failed for a reason of its own."""
