@@ -355,6 +355,38 @@ SUITE = {
         "fresh3",
         "12 classes, 20 each, crops of 10-30 % of a colour photograph saved at 28-640 px",
     ),
+    # run 14's held-out sets (the batch size from the training split, chosen on every set seen before), made when
+    # its decision was committed and never run before it: small splits of each kind (56 to 210 training images)
+    "digits-15": (
+        lambda root, seed=0: digits28(root, per_class=15, seed=seed + 14),
+        "fresh4",
+        "10 classes, 15 each, 28 px grey handwritten digits (other images than digits')",
+    ),
+    "shapes-15": (
+        lambda root, seed=0: shapes(root, per_class=15, seed=seed + 14),
+        "fresh4",
+        "10 classes, 15 each, 64 px generated shapes",
+    ),
+    "long-tail-40": (
+        lambda root, seed=0: long_tail(root, most=40, seed=seed + 14),
+        "fresh4",
+        "6 classes, 40 down to 4 images (1:10), 64-128 px photo crops",
+    ),
+    "two-textures-40": (
+        lambda root, seed=0: two_textures(root, per_class=40, seed=seed + 14, blurs=(1.0, 1.4)),
+        "fresh4",
+        "2 classes, 40 each, 32 px noise textures (blur radii 1.0 vs 1.4)",
+    ),
+    "regions-6": (
+        lambda root, seed=0: fifty_regions(root, per_class=6, seed=seed + 14, scale=(0.3, 0.7), photos=PHOTOS[2:12]),
+        "fresh4",
+        "50 classes, 6 each, 40-64 px crops of 30-70 % of a region of ten photographs",
+    ),
+    "photo-crops-120": (
+        lambda root, seed=0: photo_crops(root, classes=6, per_class=20, seed=seed + 14),
+        "fresh4",
+        "6 classes, 20 each, crops of colour photographs (300-640 px; finetune picks 224 px for them)",
+    ),
 }
 
 RUN12_CHOOSE = ("choose-regions-mid", "regions-mid", "two-textures-mid")  # run 12's choose sets (300-1,000 train)

@@ -160,7 +160,7 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-HELD_OUT = ("report", "fresh", "fresh2", "fresh3")  # the halves no default was chosen on
+HELD_OUT = ("report", "fresh", "fresh2", "fresh3", "fresh4")  # the halves no default was chosen on
 
 
 def half_of(name: str, asked: str) -> str:
@@ -242,7 +242,9 @@ def main() -> None:
     parser.add_argument("--hand", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
-        "--half", choices=["choose", "report", "scale", "fresh", "choose-mid", "fresh2", "fresh3", "all"], default="all"
+        "--half",
+        choices=["choose", "report", "scale", "fresh", "choose-mid", "fresh2", "fresh3", "fresh4", "all"],
+        default="all",
     )
     parser.add_argument("--sets", default="", help="comma-separated names from benchmarks/datasets.SUITE")
     parser.add_argument("--size", type=int, default=96)

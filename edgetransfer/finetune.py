@@ -37,6 +37,7 @@ from edgetransfer.finetune_config import (
     check_out,
     check_resume,
     check_splits,
+    choose_batch,
     choose_size,
     choose_strategy,
     load_recipe,
@@ -85,6 +86,7 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     device = resolve_device(config.device)
     inputs = target_images(config, splits.labels)  # read and checked before the work
     dist = Distributed.from_env(device)
+    config, batch_reason = choose_batch(config, len(splits.train), dist.world)  # from the training split's size
     if dist.enabled and device == "cuda":
         import torch
 
@@ -92,7 +94,7 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     try:
         with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
             trainer = _Trainer(config, out, backbone, splits, device, dist, choose_size(config, backbone, splits))
-            trainer.strategy_reason = strategy_reason
+            trainer.strategy_reason, trainer.batch_reason = strategy_reason, batch_reason
             trainer.on_epoch = on_epoch
             run = trainer.run()
             return adapt(run, config, device=device, inputs=inputs) if dist.main else run
@@ -131,6 +133,7 @@ class _Trainer:
             )
         self.size_reason = size[1]
         self.strategy_reason = ""  # --strategy auto's choice, said at the start
+        self.batch_reason = ""  # the batch size's, where it came from the training split
         self.fixed = fixed_blocks(self.model, config, size[0])  # --freeze-early: the first blocks never learn
         self.pre = default_preprocessing(size[0], mean=backbone.mean, std=backbone.std)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}

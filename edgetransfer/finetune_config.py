@@ -40,7 +40,7 @@ class FinetuneConfig:
     freeze_early: bool | None = None  # keep the blocks at output stride <= 4 fixed (BatchNorm stats follow); default:
     # on where --strategy auto chose full fine-tuning, else off
     epochs: int = 4  # at most; 5 took 1.14x the hand loop's time (benchmarks/results/finetune_recipes.md)
-    batch_size: int = 32
+    batch_size: int | None = None  # images per step; default: from the training split's size (see choose_batch)
     lr: float = 2e-3  # the head's peak learning rate (benchmarks/finetune_recipes.py chose the defaults)
     body_lr_scale: float = 1.0  # the body learns at lr * body_lr_scale
     weight_decay: float = 0.01
@@ -222,6 +222,29 @@ def choose_strategy(config: FinetuneConfig, splits: Splits) -> tuple[FinetuneCon
         freeze_early = config.strategy == "auto" and strategy == "full"
     warmup = config.warmup if config.warmup is not None else (FULL_WARMUP if strategy == "full" else WARMUP)
     return dataclasses.replace(config, strategy=strategy, warmup=warmup, freeze_early=freeze_early), reason
+
+
+BATCH = 32  # the batch size from BATCH * STEPS_PER_EPOCH training images on (the hand loop's)
+STEPS_PER_EPOCH = 10  # below that, a batch that gives about this many optimizer steps per epoch...
+MIN_BATCH = 8  # ...but never fewer images than this (BatchNorm's statistics): run 13, finetune_recipes.md
+
+
+def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[FinetuneConfig, str]:
+    """The config with ``batch_size`` resolved for ``train`` training images split over ``world`` processes, and why
+    (empty when given). :data:`BATCH` images per step from ``BATCH * STEPS_PER_EPOCH`` images per process on; below,
+    about :data:`STEPS_PER_EPOCH` steps per epoch and at least :data:`MIN_BATCH` images per step: at 32 a split of 80
+    images took 2 steps per epoch, 8 in a default run (benchmarks/results/finetune_recipes.md, run 13)."""
+    if config.batch_size is not None:
+        return config, ""
+    per_process = -(-train // max(1, world))
+    if per_process >= BATCH * STEPS_PER_EPOCH:
+        return dataclasses.replace(config, batch_size=BATCH), ""
+    batch = max(MIN_BATCH, -(-per_process // STEPS_PER_EPOCH))
+    reason = (
+        f"{per_process} training images < {BATCH * STEPS_PER_EPOCH}: about {STEPS_PER_EPOCH} steps per epoch, "
+        f"at least {MIN_BATCH} images each (--batch-size to choose)"
+    )
+    return dataclasses.replace(config, batch_size=batch), reason
 
 
 AUTO_MIN_SIZE = 96  # the smallest input a size from the data goes to: MobileNetV2's last feature map is then 3x3

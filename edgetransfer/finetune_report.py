@@ -59,6 +59,7 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
         + (f"; resuming after epoch {trainer.state['epoch']}" if c.resume else "")
         + (f"\ninput size {pre.crop} px {trainer.size_reason}" if trainer.size_reason != "--size" else "")
         + (f"\nstrategy {c.strategy}: {trainer.strategy_reason}" if trainer.strategy_reason else "")
+        + (f"\nbatch size {c.batch_size}: {trainer.batch_reason}" if trainer.batch_reason else "")
         + (f"\nimages decoded once and kept in memory ({cached})" if cached else "")
     )
     if c.freeze_early and not trainer.fixed:

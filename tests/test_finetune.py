@@ -1,5 +1,6 @@
 """The fine-tuning loop: strategies, schedule, recipes, resume, divergence, determinism, outputs, adaptation."""
 
+import dataclasses
 import json
 import math
 
@@ -125,6 +126,41 @@ def test_auto_strategy_follows_the_training_splits_size():
     assert chosen(5000, strategy="two-phase") == ("two-phase", 0.05, False, "")
     assert chosen(10, strategy="full") == ("full", 0.3, False, "")
     assert chosen(10, strategy="partial", freeze_early=True)[:3] == ("partial", 0.05, True)
+
+
+def test_the_batch_size_follows_the_training_splits_size():
+    from edgetransfer.finetune_config import BATCH, MIN_BATCH, STEPS_PER_EPOCH, choose_batch
+
+    def chosen(train, world=1, **options):
+        config, reason = choose_batch(FinetuneConfig(data="d", out="o", **options), train, world)
+        return config.batch_size, reason
+
+    large = BATCH * STEPS_PER_EPOCH
+    assert chosen(large) == (BATCH, "") and chosen(50_000) == (BATCH, "")
+    batch, reason = chosen(large - 1)  # 319 images: 10 steps of 32
+    assert batch == 32 and f"{large - 1} training images < {large}" in reason
+    assert chosen(80)[0] == MIN_BATCH == 8 and chosen(170)[0] == 17 and chosen(105)[0] == 11
+    assert chosen(3)[0] == MIN_BATCH  # a tiny split still gets BatchNorm's floor (the last short batch is one step)
+    assert chosen(2 * large, world=2) == (BATCH, "") and chosen(2 * 170, world=2)[0] == 17  # per process
+    assert chosen(80, batch_size=32) == (32, "") and chosen(5000, batch_size=4) == (4, "")  # given: kept, unexplained
+
+
+def test_a_small_run_says_its_batch_size_and_records_it(image_folder, tmp_path, capsys):
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, record):
+        raise Stop
+
+    options = {k: v for k, v in TINY.items() if k != "batch_size"}
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), device="cpu", **options)
+    with pytest.raises(Stop):
+        finetune(config, on_epoch=stop)  # interrupted after its first epoch
+    assert "batch size 8: " in capsys.readouterr().err
+    # --resume compares the resolved batch size with the card's: the same data resolves to the same one
+    run = finetune(dataclasses.replace(config, resume=True))
+    card = run.load_card()
+    assert card.training["config"]["batch_size"] == 8 and len(card.training["history"]) == 2
 
 
 def test_an_auto_run_above_the_threshold_trains_the_whole_network_from_the_start(

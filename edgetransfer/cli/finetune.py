@@ -79,7 +79,11 @@ def finetune(
         int | None, typer.Option(help="Passes over the training split, at most.", show_default=config_default("epochs"))
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Images per training step.", show_default=config_default("batch_size"))
+        int | None,
+        typer.Option(
+            help="Images per training step.",
+            show_default="32; below 320 training images about 10 steps per epoch, at least 8 images each",
+        ),
     ] = None,
     lr: Annotated[
         float | None, typer.Option(help="Peak learning rate of the head (AdamW).", show_default=config_default("lr"))
