@@ -19,7 +19,7 @@ from edgetransfer.passes import INT8_METHODS, ExportContext, Pass
 from edgetransfer.passes.onnx import OnnxFp16, OnnxFp32, OnnxFp32Config
 from edgetransfer.passes.openvino import OpenVinoConfig, OpenVinoInt8, OpenVinoIR
 from edgetransfer.passes.tensorrt import TensorRTCalibration, require_tensorrt
-from edgetransfer.quantize import Int8Config
+from edgetransfer.quantize import Int8Config, coarse_budget_note
 from edgetransfer.rundir import (
     MEASURED,
     ONNX_FP16,
@@ -180,6 +180,9 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
         ctx = ExportContext(run, card, run.load_splits(card, config.data), stage, config)
         if any(step.calibrates for step in passes):
             ctx.calibration  # noqa: B018 - a bad --calib folder is said before any slow work
+            note = coarse_budget_note(len(ctx.val), config.int8.max_drop)
+            if note:
+                console.err.print(f"[yellow]{note}[/]")
         run_passes(ctx, passes)
         return commit(ctx, passes)
     finally:

@@ -333,6 +333,18 @@ def _tried(steps: list[dict]) -> str:
     return "tried " + ", ".join(parts) + why
 
 
+def coarse_budget_note(val_images: int, max_drop: float) -> str:
+    """A note when one validation image is worth more than the int8 budget (e.g. 32 images: 3.1 points against
+    1.0): the budget then allows no lost image and cannot see a smaller loss; empty otherwise."""
+    if not val_images or 100 / val_images <= max_drop:
+        return ""
+    return (
+        f"note: the validation split has {val_images} images (one image is {100 / val_images:.1f} points, more than "
+        f"the {max_drop:g}-point int8 budget): int8 may lose no validation image, and a smaller loss cannot be seen; "
+        "more validation images (or --max-drop) make the check meaningful"
+    )
+
+
 def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "") -> float:
     """The one judge of int8 accuracy, for ONNX Runtime and NNCF alike: the validation top-1 drop in points, or a
     :class:`QuantizationError` past ``max_drop`` (``tried`` says what was done to hold it)."""

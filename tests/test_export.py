@@ -252,3 +252,25 @@ def test_qat_is_an_int8_method_judged_like_the_others(trained_run, tmp_path):
     assert onnx_record["tool"].startswith("nncf QAT") and onnx_record["latency_ratio_vs_fp32"] > 0
     assert card.artifacts["openvino/model.int8.xml"]["quantization"]["converted_from"] == "model.int8.onnx"
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(tmp_path / "run" / "model.int8.onnx")).graph.node}
+
+
+def test_a_validation_split_too_small_for_the_int8_budget_is_said(trained_run, tmp_path):
+    """One validation image worth more than the budget: the budget then allows no lost image and cannot see a
+    smaller loss; export says so before it quantizes (and not where one image is within the budget)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+    from edgetransfer.quantize import coarse_budget_note
+
+    assert coarse_budget_note(100, 1.0) == "" and coarse_budget_note(0, 1.0) == ""  # 1 point per image: resolvable
+    assert "one image is 3.1 points, more than the 1-point int8 budget" in coarse_budget_note(32, 1.0)
+    assert coarse_budget_note(32, 5.0) == ""
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    val = len(trained_run.load_splits(trained_run.load_card()).val)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--int8-method", "static", "--no-openvino"])
+    assert result.exit_code == 0, result.output
+    assert f"note: the validation split has {val} images (one image is {100 / val:.1f} points" in result.stderr
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--no-int8", "--no-openvino"])
+    assert result.exit_code == 0 and "note: the validation split" not in result.stderr  # nothing is quantized
