@@ -85,10 +85,16 @@ def plan(config: ExportConfig) -> list[Pass]:
 
 def run_passes(ctx: ExportContext, passes: list[Pass]) -> None:
     """Run ``passes`` in order on ``ctx``; each one's artifacts are there for the next."""
+    said = False
     for step in passes:
         missing = [name for name in step.needs if name not in ctx.artifacts]
         if missing:
             raise ExportError(f"export pass {step.name} needs {', '.join(missing)}, which no earlier pass made")
+        if step.calibrates and not said:  # before the first int8 model is judged (the checkpoint is read by now)
+            said = True
+            note = coarse_budget_note(len(ctx.val), ctx.config.int8.max_drop)
+            if note:
+                console.err.print(f"[yellow]{note}[/]")
         for artifact in step.run(ctx):
             ctx.artifacts[artifact.file] = artifact
 
@@ -180,9 +186,6 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
         ctx = ExportContext(run, card, run.load_splits(card, config.data), stage, config)
         if any(step.calibrates for step in passes):
             ctx.calibration  # noqa: B018 - a bad --calib folder is said before any slow work
-            note = coarse_budget_note(len(ctx.val), config.int8.max_drop)
-            if note:
-                console.err.print(f"[yellow]{note}[/]")
         run_passes(ctx, passes)
         return commit(ctx, passes)
     finally:

@@ -87,6 +87,12 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     inputs = target_images(config, splits.labels)  # read and checked before the work
     dist = Distributed.from_env(device)
     config, batch_reason = choose_batch(config, len(splits.train), dist.world)  # from the training split's size
+    per_process = -(-len(splits.train) // dist.world)
+    if not batch_reason and 0 < per_process < config.batch_size:
+        console.err.print(
+            f"[yellow]note: --batch-size {config.batch_size} is more than the {per_process} training images"
+            f"{' per process' if dist.world > 1 else ''}: each epoch is one step of {per_process}[/]"
+        )
     if dist.enabled and device == "cuda":
         import torch
 

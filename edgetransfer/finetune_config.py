@@ -240,9 +240,10 @@ def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[Fi
     if per_process >= BATCH * STEPS_PER_EPOCH:
         return dataclasses.replace(config, batch_size=BATCH), ""
     batch = max(MIN_BATCH, -(-per_process // STEPS_PER_EPOCH))
+    steps = per_process // batch if per_process > batch else 1  # as the trainer: the last, short batch is dropped
     reason = (
-        f"{per_process} training images < {BATCH * STEPS_PER_EPOCH}: about {STEPS_PER_EPOCH} steps per epoch, "
-        f"at least {MIN_BATCH} images each (--batch-size to choose)"
+        f"{per_process} training images < {BATCH * STEPS_PER_EPOCH}: {steps} step{'s' * (steps != 1)} per epoch "
+        f"(about {STEPS_PER_EPOCH} where the split allows, at least {MIN_BATCH} images each; --batch-size to choose)"
     )
     return dataclasses.replace(config, batch_size=batch), reason
 
@@ -307,10 +308,13 @@ def check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[Mod
         if k not in RESUMABLE_CHANGES and k in before and before[k] != v
     )
     if changed:
-        raise UsageError(
-            f"--resume with changed option(s): {', '.join(changed)}; only "
-            f"{', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'overwrite', 'out'}))} may change"
-        )
+
+        def flag(name: str) -> str:
+            return "--" + name.replace("_", "-")
+
+        said = ", ".join(f"{flag(k)} ({before[k]} in the run, {getattr(config, k)} now)" for k in changed)
+        may = ", ".join(flag(k) for k in sorted(RESUMABLE_CHANGES - {"resume", "overwrite", "out"}))
+        raise UsageError(f"--resume with changed option(s): {said}; leave them out to continue; only {may} may change")
     if tuple(splits.labels) != tuple(card.labels):
         raise UsageError(f"the data's classes {list(splits.labels)} differ from the checkpoint's {list(card.labels)}")
     if splits.fingerprint() != card.dataset.get("fingerprint"):

@@ -140,6 +140,8 @@ def test_the_batch_size_follows_the_training_splits_size():
     batch, reason = chosen(large - 1)  # 319 images: 10 steps of 32
     assert batch == 32 and f"{large - 1} training images < {large}" in reason
     assert chosen(80)[0] == MIN_BATCH == 8 and chosen(170)[0] == 17 and chosen(105)[0] == 11
+    assert ": 10 steps per epoch (about 10 where" in chosen(170)[1] and ": 3 steps per epoch" in chosen(24)[1]
+    assert ": 1 step per epoch" in chosen(3)[1]  # the steps said are the ones the trainer takes
     assert chosen(3)[0] == MIN_BATCH  # a tiny split still gets BatchNorm's floor (the last short batch is one step)
     assert chosen(2 * large, world=2) == (BATCH, "") and chosen(2 * 170, world=2)[0] == 17  # per process
     assert chosen(80, batch_size=32) == (32, "") and chosen(5000, batch_size=4) == (4, "")  # given: kept, unexplained
@@ -156,7 +158,8 @@ def test_a_small_run_says_its_batch_size_and_records_it(image_folder, tmp_path, 
     config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), device="cpu", **options)
     with pytest.raises(Stop):
         finetune(config, on_epoch=stop)  # interrupted after its first epoch
-    assert "batch size 8: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "batch size 8: " in err and "note: --batch-size" not in err
     # --resume compares the resolved batch size with the card's: the same data resolves to the same one
     run = finetune(dataclasses.replace(config, resume=True))
     card = run.load_card()
@@ -237,6 +240,26 @@ def test_outputs_curves_confusion_and_determinism(image_folder, tmp_path):
     assert not a.file("resume.pt").exists() and not a.file("last.safetensors").exists()
 
 
+def test_ctrl_c_after_an_epoch_says_how_to_resume_and_a_too_large_batch_is_said(image_folder, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgetransfer import finetune as module
+    from edgetransfer.cli import app
+
+    def interrupt(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module._Trainer, "_should_stop", interrupt)  # Ctrl-C right after epoch 1 is saved
+    out = tmp_path / "run"
+    args = ["finetune", "--data", str(image_folder), "--out", str(out), "--size", "32", "--epochs", "2"]
+    result = CliRunner().invoke(app, [*args, "--batch-size", "512"])
+    assert result.exit_code == 130, result.output
+    assert f"interrupted; the finished epochs are kept in {out}: the same command with --resume continues" in (
+        result.stderr
+    )
+    assert "note: --batch-size 512 is more than the " in result.stderr and "each epoch is one step of" in result.stderr
+
+
 def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkeypatch):
     from edgetransfer import finetune as module
 
@@ -255,7 +278,7 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     monkeypatch.setattr(module._Trainer, "_should_stop", real)
     with pytest.raises(RunDirError, match="--resume"):
         RunDir.open(out)
-    with pytest.raises(UsageError, match="changed option"):
+    with pytest.raises(UsageError, match=r"changed option\(s\): --lr \(0.002 in the run, 0.5 now\); leave them out"):
         finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "lr": 0.5}))
     with pytest.raises(UsageError, match="already exists"):
         finetune(config)

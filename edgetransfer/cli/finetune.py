@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from edgetransfer.cli._common import friendly_errors
-from edgetransfer.finetune_config import FinetuneConfig
+from edgetransfer.finetune_config import RESUME_STATE, FinetuneConfig
 
 
 def config_default(name: str) -> str:
@@ -210,5 +212,17 @@ def finetune(
         raise UsageError("--data is required (a folder, or 'digits')")
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
     options.setdefault("out", default_out(options["data"], options.get("backbone", "mobilenet_v2")))
-    run = run_finetune(FinetuneConfig(**options))
+    started = time.time()
+    try:
+        run = run_finetune(FinetuneConfig(**options))
+    except KeyboardInterrupt:
+        state = Path(options["out"]) / RESUME_STATE
+        if state.is_file() and state.stat().st_mtime >= started:  # an epoch of this command finished
+            print(
+                f"interrupted; the finished epochs are kept in {options['out']}: the same command with --resume "
+                "continues",
+                file=sys.stderr,
+            )
+            raise typer.Exit(130) from None
+        raise
     typer.echo(str(run.path))
