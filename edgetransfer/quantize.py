@@ -345,20 +345,25 @@ def coarse_budget_note(val_images: int, max_drop: float) -> str:
     )
 
 
-def int8_budget(name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "") -> float:
+PTQ_HINT = "raise --max-drop, try --calib-method entropy or --int8-method qat, or use --no-int8"
+QAT_HINT = "raise --max-drop, add training and validation images, or use --no-int8"  # QAT was the last step
+
+
+def int8_budget(
+    name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "", hint: str = PTQ_HINT
+) -> float:
     """The one judge of int8 accuracy, for ONNX Runtime and NNCF alike: the validation top-1 drop in points, or a
-    :class:`QuantizationError` past ``max_drop`` (``tried`` says what was done to hold it)."""
+    :class:`QuantizationError` past ``max_drop`` (``tried`` says what was done to hold it, ``hint`` what to do)."""
     drop = points(fp32_top1, int8_top1)
     if not drop <= max_drop:  # NaN fails too
-        raise over_budget(name, drop, max_drop, tried)
+        raise over_budget(name, drop, max_drop, tried, hint)
     return drop
 
 
-def over_budget(name: str, drop: float, max_drop: float, tried: str = "") -> BudgetError:
+def over_budget(name: str, drop: float, max_drop: float, tried: str = "", hint: str = PTQ_HINT) -> BudgetError:
     return BudgetError(
         f"{name} cannot hold the {max_drop}-point budget: it loses {drop:.2f} points of validation top-1"
-        f"{f' ({tried})' if tried else ''}; raise --max-drop, try --calib-method entropy or --int8-method qat, "
-        "or use --no-int8"
+        f"{f' ({tried})' if tried else ''}; {hint}"
     )
 
 

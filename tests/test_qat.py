@@ -218,3 +218,21 @@ def test_qat_onnx_int8_weights_are_exactly_the_weights_qat_trained(qat_run, tmp_
         assert q.dtype == np.int8 and scale.shape == (weight.shape[0],), name
         back = q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
         np.testing.assert_allclose(back, weight, rtol=0, atol=1e-6 * float(np.abs(weight).max()), err_msg=name)
+
+
+def test_qat_over_the_budget_does_not_suggest_qat(qat_run, tmp_path, monkeypatch):
+    """QAT is the last step: past the budget its error says what is left (not '--int8-method qat', as PTQ's does)."""
+    from edgetransfer.errors import BudgetError
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.quantize import Int8Config, int8_budget
+
+    with pytest.raises(BudgetError, match="try --calib-method entropy or --int8-method qat"):
+        int8_budget("ONNX int8", 0.9, 0.8, 1.0)  # post-training's hint
+    from edgetransfer import quantize
+
+    monkeypatch.setattr(quantize, "points", lambda before, after: 5.0)  # the real QAT, judged as if it lost 5 points
+    run = _copy(qat_run[0], tmp_path)
+    with pytest.raises(BudgetError) as caught:
+        export(run, ExportConfig(openvino=False, int8=Int8Config(mode="qat", calibration_size=4)))
+    assert "loses 5.00 points" in str(caught.value) and "add training and validation images" in str(caught.value)
+    assert "--int8-method qat" not in str(caught.value)

@@ -11,6 +11,7 @@ from edgetransfer.backends.ort import _OrtSession, ort_session
 from edgetransfer.evaluation import DYNAMIC_NOTE, SPEEDUP_WORTH_IT, evaluate, latency_ratio, points
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.quantize import (
+    PTQ_HINT,
     Int8Config,
     int8_budget,
     ort_settings,
@@ -22,7 +23,9 @@ from edgetransfer.quantize import (
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8
 
 
-def judge_onnx_int8(ctx: ExportContext, config: Int8Config, settings: dict[str, Any], note: str = "") -> Artifact:
+def judge_onnx_int8(
+    ctx: ExportContext, config: Int8Config, settings: dict[str, Any], note: str = "", hint: str = PTQ_HINT
+) -> Artifact:
     """Score ``model.int8.onnx``, hold it to the validation budget (raises past it), measure its latency ratio to
     fp32 and say when it is no faster; the artifact with ``settings`` and the figures."""
     out = ctx.path(ONNX_INT8)
@@ -30,7 +33,9 @@ def judge_onnx_int8(ctx: ExportContext, config: Int8Config, settings: dict[str, 
     fp32 = ctx.metrics["onnx_fp32"]
     settings["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
     settings["latency_ratio_vs_fp32"] = ratio = latency_ratio(ctx.path(ONNX_FP32), out, ctx.pre.crop)
-    settings["val_drop_points"] = int8_budget("ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop)
+    settings["val_drop_points"] = int8_budget(
+        "ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop, hint=hint
+    )
     ctx.say_drop("ONNX int8", settings["test_drop_points"])
     where = "(ONNX Runtime, one image, this CPU)"
     if ratio >= 1 / SPEEDUP_WORTH_IT:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from edgetransfer import console
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.passes.onnx_int8 import judge_onnx_int8
+from edgetransfer.quantize import QAT_HINT
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8
 
 
@@ -34,4 +35,4 @@ class OnnxInt8Qat(Pass):
             )
         settings = {"tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime (QDQ)", **record}
         settings["ort_calibration_source"] = ctx.calibration[1]
-        return [judge_onnx_int8(ctx, self.config, settings)]
+        return [judge_onnx_int8(ctx, self.config, settings, hint=QAT_HINT)]
