@@ -162,6 +162,8 @@ def test_a_small_run_says_its_batch_size_and_records_it(image_folder, tmp_path, 
     assert "batch size 8: " in err and "note: --batch-size" not in err
     # --resume compares the resolved batch size with the card's: the same data resolves to the same one
     run = finetune(dataclasses.replace(config, resume=True))
+    said = capsys.readouterr().err
+    assert "; batch 8, at most 2 epochs" in said and "resuming after epoch 1" in said, said  # said again on resume
     card = run.load_card()
     assert card.training["config"]["batch_size"] == 8 and len(card.training["history"]) == 2
 

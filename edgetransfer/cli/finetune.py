@@ -83,7 +83,7 @@ def finetune(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Images per training step.",
+            help="Images per training step (2..4096).",
             show_default="32; below 320 training images about 10 steps per epoch, at least 8 images each",
         ),
     ] = None,
