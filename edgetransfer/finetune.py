@@ -41,8 +41,10 @@ from edgetransfer.finetune_config import (
     choose_size,
     choose_strategy,
     load_recipe,
+    per_process,
     resume_options,
 )
+from edgetransfer.finetune_config import steps_per_epoch as epoch_steps  # the trainer's local is steps_per_epoch
 from edgetransfer.finetune_report import dtype_name, finished_card, new_card, no_validation_note, say_end, say_start
 from edgetransfer.plots import plot_confusion, plot_curves
 from edgetransfer.rundir import CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text
@@ -87,11 +89,11 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     inputs = target_images(config, splits.labels)  # read and checked before the work
     dist = Distributed.from_env(device)
     config, batch_reason = choose_batch(config, len(splits.train), dist.world)  # from the training split's size
-    per_process = -(-len(splits.train) // dist.world)
-    if not batch_reason and 0 < per_process < config.batch_size:
+    images = per_process(len(splits.train), dist.world)
+    if not batch_reason and 0 < images < config.batch_size:
         console.err.print(
-            f"[yellow]note: --batch-size {config.batch_size} is more than the {per_process} training images"
-            f"{' per process' if dist.world > 1 else ''}: each epoch is one step of {per_process}[/]"
+            f"[yellow]note: --batch-size {config.batch_size} is more than the {images} training images"
+            f"{' per process' if dist.world > 1 else ''}: each epoch is one step of {images}[/]"
         )
     if dist.enabled and device == "cuda":
         import torch
@@ -171,8 +173,7 @@ class _Trainer:
             self.card = new_card(self, record["fingerprint"], self.threads)
             RunDir(self.out).save_card(self.card)
         batch = config.batch_size
-        per_rank = -(-len(train) // dist.world)
-        steps_per_epoch = per_rank // batch if per_rank > batch else 1  # the last, short batch is dropped
+        steps_per_epoch = epoch_steps(per_process(len(train), dist.world), batch)
         optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.body_lr_scale, config.weight_decay))
         if config.resume:
             optimizer.load_state_dict(self.state["optimizer"])

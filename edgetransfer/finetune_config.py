@@ -229,6 +229,16 @@ STEPS_PER_EPOCH = 10  # below that, a batch that gives about this many optimizer
 MIN_BATCH = 8  # ...but never fewer images than this (BatchNorm's statistics): run 13, finetune_recipes.md
 
 
+def per_process(images: int, world: int) -> int:
+    """Training images each of ``world`` processes sees per epoch (the last one may see fewer)."""
+    return -(-images // max(1, world))
+
+
+def steps_per_epoch(images: int, batch: int) -> int:
+    """Optimizer steps per epoch over ``images`` at ``batch``: the last, short batch is dropped; at least one."""
+    return images // batch if images > batch else 1
+
+
 def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[FinetuneConfig, str]:
     """The config with ``batch_size`` resolved for ``train`` training images split over ``world`` processes, and why
     (empty when given). :data:`BATCH` images per step from ``BATCH * STEPS_PER_EPOCH`` images per process on; below,
@@ -236,13 +246,13 @@ def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[Fi
     images took 2 steps per epoch, 8 in a default run (benchmarks/results/finetune_recipes.md, run 13)."""
     if config.batch_size is not None:
         return config, ""
-    per_process = -(-train // max(1, world))
-    if per_process >= BATCH * STEPS_PER_EPOCH:
+    images = per_process(train, world)
+    if images >= BATCH * STEPS_PER_EPOCH:
         return dataclasses.replace(config, batch_size=BATCH), ""
-    batch = max(MIN_BATCH, -(-per_process // STEPS_PER_EPOCH))
-    steps = per_process // batch if per_process > batch else 1  # as the trainer: the last, short batch is dropped
+    batch = max(MIN_BATCH, -(-images // STEPS_PER_EPOCH))
+    steps = steps_per_epoch(images, batch)
     reason = (
-        f"{per_process} training images < {BATCH * STEPS_PER_EPOCH}: {steps} step{'s' * (steps != 1)} per epoch "
+        f"{images} training images < {BATCH * STEPS_PER_EPOCH}: {steps} step{'s' * (steps != 1)} per epoch "
         f"(about {STEPS_PER_EPOCH} where the split allows, at least {MIN_BATCH} images each; --batch-size to choose)"
     )
     return dataclasses.replace(config, batch_size=batch), reason
