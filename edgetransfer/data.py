@@ -129,25 +129,30 @@ class _Scan:
     def check(self, files: list[Path]) -> list[Path]:
         """The good images among ``files``."""
         import warnings
+        from concurrent.futures import ThreadPoolExecutor
 
         from PIL import Image
 
+        from edgetransfer.decoded import decode_threads
+
         root = self.root.resolve()
+
+        def problem(path: Path) -> str | None:
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                return "symlink to outside the data folder"
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                return "not an image file"
+            if path.stat().st_size == 0:
+                return "empty file"
+            return _decode_error(path)
+
         good = []
-        with console.progress() as bar, warnings.catch_warnings():
+        # the warnings filter is the process's, so it holds in the pool's threads too (set before they start)
+        with console.progress() as bar, warnings.catch_warnings(), ThreadPoolExecutor(max(1, decode_threads())) as pool:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             task = bar.add_task(f"checking images in {self.root}", total=len(files), status="")
-            for path in files:
+            for path, reason in zip(files, pool.map(problem, files), strict=True):  # in the files' order
                 bar.update(task, advance=1)
-                reason = None
-                if path.is_symlink() and not path.resolve().is_relative_to(root):
-                    reason = "symlink to outside the data folder"
-                elif path.suffix.lower() not in IMAGE_SUFFIXES:
-                    reason = "not an image file"
-                elif path.stat().st_size == 0:
-                    reason = "empty file"
-                else:
-                    reason = _decode_error(path)
                 if reason:
                     self.bad.append((path, reason))
                 else:

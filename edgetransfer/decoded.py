@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 
 # decoded training/validation/test images kept in memory up to this many bytes (2,000 images at 96 px: 55 MB)
 CACHE_LIMIT_MB = int(os.environ.get("EDGETRANSFER_CACHE_MB", "2048"))
+# Pillow releases the GIL while it decodes and resizes: on 2 cores, 2 threads took decoding 408 images of 28-640 px at
+# 96 px from 0.37 s to 0.26 s, 250 photographs at 224 px from 0.52 s to 0.30 s
+MAX_DECODE_THREADS = 4
+
+
+def decode_threads(workers: int | None = None) -> int:
+    """Threads decoding images: ``workers`` when given (0: the calling thread), else one per usable core, at most
+    :data:`MAX_DECODE_THREADS`."""
+    from edgetransfer.machine import usable_cores
+
+    return min(MAX_DECODE_THREADS, usable_cores()) if workers is None else workers
 
 
 def decode(path, pre: Preprocessing) -> np.ndarray:
@@ -53,7 +64,7 @@ def decode(path, pre: Preprocessing) -> np.ndarray:
 
 class Decoded:
     """``samples`` at the training size: in memory as one (N, crop, crop, 3) uint8 array when it fits under
-    ``limit_mb``, else decoded again for every batch (``cached`` says which)."""
+    ``limit_mb``, else decoded again for every batch (``cached`` says which); on :func:`decode_threads` threads."""
 
     def __init__(
         self,
@@ -62,9 +73,9 @@ class Decoded:
         *,
         name: str = "",
         limit_mb: int | None = None,
-        workers: int = 0,
+        workers: int | None = None,
     ):
-        self.samples, self.pre, self.workers = tuple(samples), pre, workers
+        self.samples, self.pre, self.workers = tuple(samples), pre, decode_threads(workers)
         self.nbytes = len(self.samples) * pre.crop * pre.crop * 3
         limit = CACHE_LIMIT_MB if limit_mb is None else limit_mb
         self.cached = self.nbytes <= limit * 2**20

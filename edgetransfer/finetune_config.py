@@ -54,7 +54,7 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"
-    workers: int = 0
+    workers: int | None = None  # threads decoding images; default: one per usable core, at most 4
     adapt_bn: str | None = None  # unlabelled target-domain images: re-estimate BatchNorm statistics on them
     unlabeled: str | None = None  # unlabelled target images for pseudo-label self-training
     target_val: str | None = None  # a small labelled target split: measures (and guards) adaptation

@@ -12,8 +12,9 @@ from conftest import make_folder
 from PIL import Image
 
 from edgetransfer.data import default_preprocessing, load_splits
-from edgetransfer.decoded import Decoded, augment, decode, normalize
+from edgetransfer.decoded import MAX_DECODE_THREADS, Decoded, augment, decode, decode_threads, normalize
 from edgetransfer.images import preprocess_image
+from edgetransfer.machine import usable_cores
 
 
 def test_decoded_images_are_what_the_runtime_feeds_the_model(tmp_path):
@@ -67,6 +68,9 @@ def test_past_the_cache_bound_images_stream_with_a_note(tmp_path, capsys):
     assert torch.equal(cached.uint8([0, 2]), streamed.uint8([0, 2]))
     threaded = Decoded(splits.train, pre, limit_mb=0, workers=2)  # --workers: decoding threads
     assert torch.equal(threaded.uint8([0, 1, 2]), cached.uint8([0, 1, 2]))
+    one = Decoded(splits.train, pre, workers=0)  # --workers 0: the calling thread, the same pixels
+    assert one.workers == 0 and np.array_equal(one.pixels, cached.pixels)
+    assert cached.workers == decode_threads() == min(MAX_DECODE_THREADS, usable_cores())  # the default
     assert cached.uint8([0, 1]).is_contiguous(memory_format=torch.channels_last)
 
 

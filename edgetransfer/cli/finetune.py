@@ -153,7 +153,8 @@ def finetune(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Threads decoding the images (0: the training thread).", show_default=config_default("workers")
+            help="Threads decoding the images (0: the training thread).",
+            show_default="one per core, at most 4",
         ),
     ] = None,
     adapt_bn: Annotated[
