@@ -101,7 +101,9 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         torch.cuda.set_device(dist.local_rank)
     try:
         with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
-            trainer = _Trainer(config, out, backbone, splits, device, dist, choose_size(config, backbone, splits))
+            size = choose_size(config, backbone, splits)
+            config = dataclasses.replace(config, size=size[0])  # the card records the size trained at, as the batch
+            trainer = _Trainer(config, out, backbone, splits, device, dist, size)
             trainer.strategy_reason, trainer.batch_reason = strategy_reason, batch_reason
             trainer.on_epoch = on_epoch
             run = trainer.run()

@@ -13,6 +13,7 @@ from PIL import Image
 from edgetransfer import backbones
 from edgetransfer.errors import RunDirError, UsageError
 from edgetransfer.finetune import FinetuneConfig, TrainingDiverged, finetune, load_recipe
+from edgetransfer.finetune_config import AUTO_MIN_SIZE
 from edgetransfer.rundir import RunDir, sha256_file
 from edgetransfer.training import early_blocks, fixed_blocks, head_and_blocks, param_groups, set_phase, warmup_cosine
 
@@ -154,18 +155,20 @@ def test_a_small_run_says_its_batch_size_and_records_it(image_folder, tmp_path, 
     def stop(epoch, record):
         raise Stop
 
-    options = {k: v for k, v in TINY.items() if k != "batch_size"}
+    options = {k: v for k, v in TINY.items() if k not in ("batch_size", "size")}  # both from the data
     config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), device="cpu", **options)
     with pytest.raises(Stop):
         finetune(config, on_epoch=stop)  # interrupted after its first epoch
     err = capsys.readouterr().err
     assert "batch size 8: " in err and "note: --batch-size" not in err
-    # --resume compares the resolved batch size with the card's: the same data resolves to the same one
-    run = finetune(dataclasses.replace(config, resume=True))
+    # --resume compares the resolved batch and input sizes with the card's: the same data resolves to the same ones,
+    # and giving the size the run chose is no change
+    run = finetune(dataclasses.replace(config, resume=True, size=AUTO_MIN_SIZE))
     said = capsys.readouterr().err
     assert "; batch 8, at most 2 epochs" in said and "resuming after epoch 1" in said, said  # said again on resume
     card = run.load_card()
     assert card.training["config"]["batch_size"] == 8 and len(card.training["history"]) == 2
+    assert card.training["config"]["size"] == card.preprocessing.crop == AUTO_MIN_SIZE  # the size trained at
 
 
 def test_an_auto_run_above_the_threshold_trains_the_whole_network_from_the_start(
