@@ -103,6 +103,8 @@ def _echo(loc: tuple, others: list[tuple]) -> bool:
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, bool) or value is None:  # as the user wrote it: TOML and JSON spell them so
+        return {True: "true", False: "false", None: "null"}[value]
     if isinstance(value, (list, tuple, dict)) and len(value) > 10:
         return f"a {type(value).__name__} of {len(value)} items"
     if isinstance(value, str) and len(value) > 60:

@@ -88,7 +88,7 @@ TARGET = '[[target]]\nname = "pi"\nhost = "192.168.1.5"\n'
 FILE_CASES = {
     "recipe: unknown key": (_recipe("epochz = 3\n"), "recipe.toml: unknown key 'epochz'; did you mean 'epochs'?"),
     "recipe: NaN": (_recipe("lr = nan\n"), "recipe.toml: lr: expected a finite number, got nan"),
-    "recipe: true for a number": (_recipe("lr = true\n"), "recipe.toml: lr: expected a number, got True"),
+    "recipe: true for a number": (_recipe("lr = true\n"), "recipe.toml: lr: expected a number, got true"),
     "recipe: a million samples a batch": (_recipe("batch_size = 1000000\n"), "batch_size: expected <= 4096"),
     "recipe: unknown strategy": (_recipe('strategy = "partail"\n'), "strategy: expected 'auto', 'two-phase', 'full'"),
     "recipe: negative seed in [finetune]": (_recipe("[finetune]\nseed = -1\n"), "seed: expected >= 0, got -1"),

@@ -73,7 +73,7 @@ def test_a_good_targets_file_reads_with_its_defaults(tmp_path):
     "text, fragment",
     [
         ('epochs = "five"\n', "epochs: expected a whole number, got 'five'"),
-        ("lr = true\n", "lr: expected a number, got True"),
+        ("lr = true\n", "lr: expected a number, got true"),
         ("epochz = 3\n", "unknown key 'epochz'; did you mean 'epochs'?"),
         ("batch_size = 1000000\n", "batch_size: expected <= 4096, got 1000000"),
         ("weight_decay = nan\n", "weight_decay: expected a finite number, got nan"),
