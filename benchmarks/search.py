@@ -56,7 +56,7 @@ def make_set(name: str, root: Path) -> str:
         from datasets import long_tail
 
         return str(long_tail(root / "longtail", seed=6))
-    # run 6's fresh sets (added with the last-trial rule, before any of them was generated): the five held-out kinds
+    # run 6's sets (added with the last-trial rule, before any of them was generated; seen since): the five kinds
     # above again, with other seeds, so other crops and textures
     fresh = {
         "grey-b": lambda root: grey_textures(root, per_class=60, seed=32),
@@ -114,7 +114,6 @@ def one_set(name: str, root: Path, factor: float) -> dict:
         "stopped": result.stopped,
         "every_trial": result.rows,
     }
-    out["without_last_trial"] = _without_last_trial(result)
     if row is None:
         return out
     camera = load_profile("camera")
@@ -144,33 +143,6 @@ def one_set(name: str, root: Path, factor: float) -> dict:
         },
     }
     return out
-
-
-def _without_last_trial(result) -> dict | None:
-    """The pick the search would have made had it stopped where it started its first last trial (a trial admitted
-    over half the time left, as the cheapest candidate left; before that rule the search stopped there, and the
-    trials before it are the same): None when no trial was a last trial."""
-    from edgetransfer.rundir import RunDir
-    from edgetransfer.search import report as rep
-
-    first = min((r["number"] for r in result.rows if (r["note"] or "").startswith("the last trial")), default=None)
-    if first is None:
-        return None
-    before = [r for r in result.rows if r["number"] < first]
-    chosen = rep.recommend(before, result.budget.limit_ms)
-    row = chosen["row"] if chosen else None
-    if row is None:
-        return {"first_last_trial": first, "pick": None}
-    card = RunDir(Path(row["run"])).load_card()
-    key = "onnx_int8" if row["int8"] != "none" else "onnx"
-    return {
-        "first_last_trial": first,
-        "pick": f"{row['backbone']} {row['size']}px {row['int8']}",
-        "number": row["number"],
-        "val_top1": row["val_top1"],
-        "latency_ms": row["latency_ms"],
-        "test_top1": card.metrics.get(key, {}).get("test_top1"),
-    }
 
 
 def _int8_method(card) -> str:
@@ -218,20 +190,6 @@ def markdown(results: list[dict], factor: float) -> str:
             f"{r['search_in_default_finetunes']:.1f} | {c['done']} / {c['pruned']} / {c.get('skipped', 0)} / "
             f"{c['failed']} | {r['repeats']} | {r.get('stopped', '')} |"
         )
-    lasts = [r for r in results if r.get("without_last_trial")]
-    if lasts:
-        lines += ["", "Without the last trial (the pick had the search stopped before its first last trial):", ""]
-        for r in lasts:
-            w = r["without_last_trial"]
-            lines.append(
-                f"- {r['set']}: first last trial #{w['first_last_trial']}; the pick before it: "
-                + (
-                    f"#{w['number']} {w['pick']}, val {100 * w['val_top1']:.2f}%, test "
-                    f"{100 * (w['test_top1'] or 0):.2f}%, {w['latency_ms']:.3f} ms (the search's measure)"
-                    if w.get("pick")
-                    else "none"
-                )
-            )
     for r in results:
         lines += ["", f"The search's verdict, {r['set']}:", "", "```", *r.get("verdict", []), "```"]
         lines += ["", f"Every trial, {r['set']}:", "", "| # | candidate | state | val top-1 | latency ms | s | note |"]

@@ -524,18 +524,9 @@ def test_a_time_budget_starts_only_trials_predicted_to_fit():
     assert search._too_long(Candidate("mobilenet_v2", 96, "static"), done) is None
     why = search._too_long(Candidate("efficientnet_lite1", 224, "static"), done)
     assert why is not None and why.startswith("not started: predicted") and "of the time budget left" in why
-    search.deadline = time.monotonic() + 60  # 41 s of 60 fits, but would leave too little for any other trial...
-    mnv2_64 = Candidate("mobilenet_v2", 64, "static")  # about 20 s: fits half of the time left
-    half = search._too_long(Candidate("mobilenet_v2", 96, "static"), done, others=[mnv2_64])
-    assert half is not None and "more than 50% of the" in half and "the cheapest left may take 80%" in half
-    # ... unless no candidate left fits half of it: then the cheapest left may take up to 80 % (the last trial)
-    assert search._too_long(Candidate("mobilenet_v2", 96, "static"), done) is None
-    search.deadline = time.monotonic() + 100
-    mnv2_128, mnv2_112, mnv2_160 = (Candidate("mobilenet_v2", s, "static") for s in (128, 112, 160))
-    assert 50 < predict(mnv2_112, done, max_epochs=4) < predict(mnv2_128, done, max_epochs=4) <= 80
-    assert search._too_long(mnv2_128, done, others=[mnv2_160]) is None  # 160 px is dearer: 128 px is the last
-    assert search._too_long(mnv2_128, done, others=[mnv2_160, mnv2_112]) is not None  # 112 px is cheaper
-    assert search._too_long(mnv2_112, done, others=[mnv2_160, mnv2_128]) is None
+    search.deadline = time.monotonic() + 60  # 41 s of 60 fits, but would leave too little for any other trial
+    half = search._too_long(Candidate("mobilenet_v2", 96, "static"), done)
+    assert half is not None and "more than 50% of the" in half
     search.deadline = None
     assert search._too_long(Candidate("efficientnet_lite1", 224, "static"), done) is None  # no budget: all fit
 

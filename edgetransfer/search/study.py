@@ -29,9 +29,6 @@ FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "wit
 FIGURES += ("finetune_s", "export_s", "bench_s", "val_images", "measured_on", "slowest_on")
 FIRST_PRUNE_EPOCH = 2  # the earliest epoch a trial can be pruned at (epochs count from 1)
 MAX_SHARE = 0.5  # with a time budget, a trial may take at most this share of the time left: several get tried
-# ... except the last: when no untried candidate fits MAX_SHARE, the one predicted cheapest may take up to LAST_SHARE
-# of the time left (the rest is a margin for the prediction's error), so a search does not stop with half its budget
-LAST_SHARE = 0.8
 
 
 @dataclass
@@ -340,59 +337,35 @@ class _Search:
             return f"time budget (no untried candidate fits the {deadline - time.monotonic():.0f} s left)"
         return ""
 
-    def _not_covered(self, study) -> list[Candidate]:
-        """The candidates no trial has tried or is trying."""
-        covered = self._covered(study)[0]
-        return [
+    def _untried(self, study) -> list[Candidate]:
+        """The candidates not tried yet that are predicted to end within the time left."""
+        covered, measured = self._covered(study)[0], self._measured(study)
+        untried = [
             Candidate(b, s, m)
             for b, sizes in self.space.sizes.items()
             for s in sizes
             for m in self.space.int8_methods
             if f"{b}/{s}/{m}" not in covered
         ]
+        return [c for c in untried if self._too_long(c, measured) is None]
 
-    def _untried(self, study) -> list[Candidate]:
-        """The candidates not tried yet that are predicted to end within the time left."""
-        untried, measured = self._not_covered(study), self._measured(study)
-        return [c for c in untried if self._too_long(c, measured, others=untried) is None]
-
-    def _too_long(self, candidate: Candidate, measured: list[dict], others=()) -> str | None:
+    def _too_long(self, candidate: Candidate, measured: list[dict]) -> str | None:
         """Why ``candidate``'s trial would end past the time budget (its predicted time, the time left), or None
-        when it is predicted to fit, nothing was measured yet to predict from, or there is no budget. It fits within
-        :data:`MAX_SHARE` of the time left; or, as the last trial, within :data:`LAST_SHARE` when it is predicted the
-        cheapest of itself and ``others`` (the other untried candidates) and none of them fits :data:`MAX_SHARE`."""
+        when it is predicted to fit, nothing was measured yet to predict from, or there is no budget."""
         if self.deadline is None:
             return None
         from edgetransfer.search.cost import predict
 
-        def guess_of(c: Candidate) -> float | None:
-            return predict(c, measured, max_epochs=self._max_epochs())
-
-        guess = guess_of(candidate)
+        guess = predict(candidate, measured, max_epochs=self._max_epochs())
         left = self.deadline - time.monotonic()
         if guess is None or guess <= MAX_SHARE * left:
             return None
-        if guess <= LAST_SHARE * left:
-            rivals = [guess_of(c) for c in others if c != candidate]
-            if all(g is not None and g > MAX_SHARE * left and g >= guess for g in rivals):
-                return None  # the last trial: the cheapest of the candidates left, and none fits the half
         if guess <= left:
             return (
                 f"not started: predicted {guess:.0f} s, more than {MAX_SHARE:.0%} of the {left:.0f} s left "
-                f"(no one candidate takes the rest of the time budget; the cheapest left may take {LAST_SHARE:.0%})"
+                "(no one candidate takes the rest of the time budget)"
             )
         return f"not started: predicted {guess:.0f} s, {max(left, 0):.0f} s of the time budget left"
-
-    def _last_trial(self, candidate: Candidate, measured: list[dict]) -> str:
-        """What to say of a trial started as the last one (predicted over :data:`MAX_SHARE` of the time left), or ''."""
-        if self.deadline is None:
-            return ""
-        from edgetransfer.search.cost import predict
-
-        guess, left = predict(candidate, measured, max_epochs=self._max_epochs()), self.deadline - time.monotonic()
-        if guess is None or guess <= MAX_SHARE * left:
-            return ""
-        return f"the last trial: predicted {guess:.0f} s of the {left:.0f} s left, the cheapest candidate left"
 
     def _max_epochs(self) -> int:
         """The most epochs a trial may run: --epochs, else finetune's default."""
@@ -441,15 +414,11 @@ class _Search:
         prior = self._prior(trial, candidate)
         if prior is not None:
             return self._repeat(trial, prior)
-        too_long = self._too_long(candidate, self._measured(trial.study), others=self._not_covered(trial.study))
+        too_long = self._too_long(candidate, self._measured(trial.study))
         if too_long is not None:  # not started: it would end past the time budget; the next trial gets one that fits
             self.last_was_repeat = True
             trial.set_user_attr("skipped", too_long)
             raise self.optuna.TrialPruned()
-        last = self._last_trial(candidate, self._measured(trial.study))
-        if last:
-            trial.set_user_attr("last", last)
-            console.err.print(f"trial {trial.number}: {last}")
         folder = self.out / "trials" / candidate.folder(trial.number)
         trial.set_user_attr("run", str(folder))
         self.progress.refresh()
@@ -490,9 +459,7 @@ class _Search:
             return
         sibling = Candidate(candidate.backbone, candidate.size, "qat")
         study = trial.study
-        if sibling.key in self._covered(study)[0]:
-            return
-        if self._too_long(sibling, self._measured(study), others=self._not_covered(study)) is not None:
+        if sibling.key in self._covered(study)[0] or self._too_long(sibling, self._measured(study)) is not None:
             return
         study.enqueue_trial({"backbone": sibling.backbone, f"size_{sibling.backbone}": sibling.size, "int8": "qat"})
         trial.set_user_attr("escalated", sibling.key)
