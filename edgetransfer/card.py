@@ -111,7 +111,8 @@ class ModelCard:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        """The card as strict JSON (what a device app's parser reads): a NaN or infinite figure is written as null."""
+        return json.dumps(_finite(self.to_dict()), indent=2, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "model card") -> ModelCard:
@@ -205,6 +206,17 @@ def _distinct(labels: tuple[str, ...]) -> tuple[str, ...]:
     if twice:
         raise ValueError(f"expected distinct names; {', '.join(map(repr, twice[:3]))} more than once")
     return labels
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (not valid JSON) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def embed_in_onnx(model: Any, card: ModelCard) -> None:

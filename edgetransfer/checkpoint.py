@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,10 +70,11 @@ def load_model(run: RunDir, card: ModelCard, checkpoint: str = CHECKPOINT) -> to
 
 
 def confusion(samples: tuple[Sample, ...], predictions: list[int], labels: tuple[str, ...]) -> dict:
-    """The test confusion matrix (rows: true class, columns: predicted) and per-class accuracy."""
+    """The test confusion matrix (rows: true class, columns: predicted) and per-class accuracy (None for a class the
+    test split has no images of)."""
     n = len(labels)
     matrix = [[0] * n for _ in range(n)]
     for sample, predicted in zip(samples, predictions, strict=True):
         matrix[sample.label][predicted] += 1
-    per_class = {labels[i]: (matrix[i][i] / sum(matrix[i]) if sum(matrix[i]) else math.nan) for i in range(n)}
+    per_class = {labels[i]: (matrix[i][i] / sum(matrix[i]) if sum(matrix[i]) else None) for i in range(n)}
     return {"test_confusion": matrix, "test_per_class_top1": per_class}

@@ -39,6 +39,18 @@ def test_missing_field_is_rejected():
         ModelCard.from_dict(data)
 
 
+def test_a_nan_figure_is_written_as_null_so_the_card_is_strict_json():
+    """A device app's JSON parser (JSON.parse, nlohmann::json) refuses NaN: the card never holds it."""
+    card = make_card().with_metrics("torch", test_per_class_top1={"cat": 1.0, "dog": float("nan")}, x=float("inf"))
+
+    def refuse(name):
+        raise ValueError(f"{name} in a card")
+
+    data = json.loads(card.to_json(), parse_constant=refuse)
+    assert data["metrics"]["torch"]["test_per_class_top1"] == {"cat": 1.0, "dog": None}
+    assert data["metrics"]["torch"]["x"] is None
+
+
 def test_with_metrics_merges():
     card = make_card().with_metrics("torch", val_top1=0.9)
     assert card.metrics["torch"] == {"test_top1": 0.5, "val_top1": 0.9}
