@@ -175,3 +175,16 @@ def test_an_old_schema_is_rejected_with_what_to_do(document):
         validate_document(old, "old.json")
     with pytest.raises(UsageError, match="not an edgetransfer bench document"):
         validate_document({"results": []}, "x.json")
+
+
+def test_tied_scores_rank_by_class_index_as_argmax_does():
+    """An int8 model's scores tie often: bench must count the class export's and predict's argmax chose (the lower
+    index), or it reports another top-1 for the same model and images."""
+    from edgetransfer.bench.measure import top_hits
+
+    tied = np.zeros((1, 60), np.float32)
+    tied[0, [46, 51]] = 0.3658
+    assert top_hits(tied, np.array([46]), 5) == (1, 1) and top_hits(tied, np.array([51]), 5) == (0, 1)
+    scores = np.random.default_rng(0).integers(0, 4, (200, 60)).astype(np.float32)  # many ties
+    truth = scores.argmax(1)
+    assert top_hits(scores, truth, 5)[0] == 200
