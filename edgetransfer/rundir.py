@@ -228,17 +228,19 @@ class RunDir:
         finally:
             handle.close()  # releases the lock
 
-    def load_splits(self, card: ModelCard, data: Path | str | None = None):
+    def load_splits(self, card: ModelCard, data: Path | str | None = None, *, only: tuple[str, ...] | None = None):
         """The run's own train/val/test files (from ``splits.json``), read from ``data`` when the folder moved;
         a run made before that file existed rebuilds its split from the folder and its seed, checked against the
-        card's fingerprint. Either way the images are the ones the run was trained and tested on, or an error."""
+        card's fingerprint. Either way the images are the ones the run was trained and tested on, or an error.
+        ``only``: the splits the caller reads (from ``splits.json`` the others are left empty and not checked: a
+        bench reads the test split, and a changed training image does not stop it)."""
         from edgetransfer.data import load_splits, splits_from_record
 
         folder = data or card.dataset.get("path")
         if self.file(SPLITS_FILE).is_file():
             try:
                 record = json.loads(self.file(SPLITS_FILE).read_text(encoding="utf-8"))
-                splits = splits_from_record(record, folder)
+                splits = splits_from_record(record, folder, **({"only": only} if only else {}))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise RunDirError(f"{self.file(SPLITS_FILE)} cannot be read: {exc}") from None
         else:

@@ -390,6 +390,26 @@ def test_the_run_owns_its_split(trained_run, tmp_path):
     run_bad(["export", run, "--data", data], 2, f"{victim} is missing: the run's test split names it", tmp_path)
 
 
+def test_a_changed_training_image_stops_export_not_bench(trained_run, tmp_path):
+    """bench reads the run's test split only: a training image changed since does not stop it (export, which
+    calibrates on training images, still refuses)."""
+    from edgetransfer.errors import DataError
+    from edgetransfer.rundir import RunDir
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    data = tmp_path / "images"
+    shutil.copytree(trained_run.load_card().dataset["path"], data)
+    card = RunDir(run).load_card()
+    splits = RunDir(run).load_splits(card, data)
+    victim = splits.train[0].path
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    with pytest.raises(DataError, match="changed since the run was trained \\(its train split\\)"):
+        RunDir(run).load_splits(card, data)
+    test_only = RunDir(run).load_splits(card, data, only=("test",))
+    assert test_only.test == splits.test and not test_only.train and not test_only.val
+
+
 @pytest.mark.parametrize(
     "option", [("--atol", "nan"), ("--atol", "0"), ("--max-drop", "nan"), ("--max-drop", "-1"), ("--calib-size", "0")]
 )

@@ -61,7 +61,7 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
     if not folder or not Path(folder).is_dir():
         console.err.print(f"[yellow]note: data folder {folder} not found; accuracy not measured (--data DIR)[/]")
         return (), ""
-    return run.load_splits(card).test, f"{folder} (the run's test split)"
+    return run.load_splits(card, only=("test",)).test, f"{folder} (the run's test split)"
 
 
 def _accuracy_arrays(samples: tuple[Sample, ...], card: ModelCard) -> tuple[np.ndarray, np.ndarray] | None:
