@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from edgetransfer import backbones, console
 from edgetransfer.adapt import adapt, target_images
 from edgetransfer.builtin_data import resolve_data
@@ -41,6 +43,7 @@ from edgetransfer.finetune_config import (
     choose_size,
     choose_strategy,
     load_recipe,
+    missing_class_notes,
     per_process,
     resume_options,
 )
@@ -79,11 +82,18 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     backbone = backbones.get(config.backbone)
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):
-        console.err.print(f"[yellow]skipping {len(splits.extra['skipped'])} bad file(s) (--skip-bad)[/]")
+        skipped = splits.extra["skipped"]
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        console.err.print(
+            f"[yellow]skipping {len(skipped)} bad file(s) (--skip-bad): {escape(', '.join(skipped[:3]))}{more} "
+            "(all listed in the card's dataset.skipped_bad_files)[/]"
+        )
     if splits.layout == "split" and splits.train and not splits.val and not splits.test:
         console.err.print(f"[yellow]{no_validation_note(splits, config.epochs)}[/]")  # 1-3 images per class
     else:
         check_splits(splits)
+        for note in missing_class_notes(splits):
+            console.err.print(f"[yellow]{escape(note)}[/]")
     config, strategy_reason = choose_strategy(config, splits)  # --strategy auto: from the training split's size
     device = resolve_device(config.device)
     inputs = target_images(config, splits.labels)  # read and checked before the work
@@ -237,7 +247,7 @@ class _Trainer:
                 per_epoch = (time.perf_counter() - started) / (epoch - first_epoch + 1)
                 left = int((config.time_budget - (time.perf_counter() - started)) // per_epoch)
                 planned = max(epoch, min(config.epochs, epoch + left))
-            if self._should_stop(epoch):
+            if epoch < config.epochs and self._should_stop(epoch):  # (after the last epoch there is nothing to stop)
                 stopped_because = f"early stopping (no better validation score for {config.patience} epochs)"
                 break
         return self._finish(stopped_because, time.perf_counter() - started)
@@ -307,7 +317,9 @@ class _Trainer:
         model.load_state_dict(backbones.read_safetensors(self.out / CHECKPOINT))
         model.eval()
         test = score(model, Decoded(self.splits.test, self.pre, name="test images"), self.device)  # float32
-        card = finished_card(self, stopped_because, test, seconds)
+        # the card's validation figure in float32 too: the epoch's own score ran in bf16 while only the head learned
+        val = score(model, self.val, self.device)[0] if len(self.val) else None
+        card = finished_card(self, stopped_because, test, seconds, val)
         plot_curves(self.state["history"], self.out / CURVES)
         if card.metrics["torch"].get("test_confusion"):
             plot_confusion(card.metrics["torch"]["test_confusion"], self.splits.labels, self.out / CONFUSION)

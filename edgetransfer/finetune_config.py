@@ -289,6 +289,21 @@ def check_splits(splits: Splits) -> None:
     )
 
 
+def missing_class_notes(splits: Splits) -> list[str]:
+    """A note for a validation or test split that has no images of some classes (a DIR/val or DIR/test folder
+    without them): the checkpoint is then chosen, and the model tested, without those classes."""
+    notes = []
+    for name, what in (("val", "the best epoch is chosen"), ("test", "test top-1 is measured")):
+        present = {s.label for s in splits.split(name)}
+        missing = [label for i, label in enumerate(splits.labels) if i not in present]
+        if missing and splits.split(name):
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            notes.append(
+                f"note: the {name} split has no images of {len(missing)} class(es) ({shown}): {what} without them"
+            )
+    return notes
+
+
 MIN_PER_CLASS = 4  # 70/15/15: the fewest images per class that leave one for validation
 
 

@@ -119,13 +119,17 @@ def new_card(trainer, fingerprint: str, threads: int) -> ModelCard:
     )
 
 
-def finished_card(trainer, stopped_because: str, test: tuple, seconds: float) -> ModelCard:
-    """The card at the end: history, best epoch, why it stopped, the test metrics, the checkpoint's sha256."""
+def finished_card(trainer, stopped_because: str, test: tuple, seconds: float, val: float | None = None) -> ModelCard:
+    """The card at the end: history, best epoch, why it stopped, the test metrics, the checkpoint's sha256.
+    ``val``: the best checkpoint's validation top-1 scored again in float32 (the epoch's score, which chose it, is
+    in the history; in bf16 epochs the two can differ by an image)."""
     test_acc, predictions, _ = test
     state, splits, card = trainer.state, trainer.splits, trainer.card
     history = state["history"]
     measured = splits.test and not math.isnan(test_acc)
-    metrics = {"val_top1": state["best_acc"] if state["best_acc"] >= 0 else None, "test_top1": test_acc}
+    if val is None or math.isnan(val):
+        val = state["best_acc"] if state["best_acc"] >= 0 else None
+    metrics = {"val_top1": val, "test_top1": test_acc}
     if measured:
         metrics.update(confusion(splits.test, predictions, splits.labels))
     else:

@@ -40,10 +40,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         if len(lines) > 1:
             ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_confusion(matrix: list[list[int]], labels: tuple[str, ...], path: Path) -> None:
@@ -70,7 +67,19 @@ def plot_confusion(matrix: list[list[int]], labels: tuple[str, ...], path: Path)
                 if matrix[i][j]:
                     colour = "white" if matrix[i][j] > peak / 2 else "black"
                     ax.text(j, i, matrix[i][j], ha="center", va="center", color=colour, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    """``fig`` as a PNG at ``path`` (atomically), closed. A class name in a script the bundled font lacks (CJK, say)
+    draws as boxes: matplotlib's warning per missing glyph is kept off the console."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -477,3 +478,23 @@ def test_early_stopping_ends_the_run_when_validation_stops_improving(image_folde
     assert [h["epoch"] for h in card.training["history"]] == [1, 2, 3] and card.training["best_epoch"] == 1
     assert card.training["stopped"].startswith("early stopping")
     assert len(card.training["images_per_s"]) == 3 and all(v > 0 for v in card.training["images_per_s"])
+    scripted = iter([(0.9, 0.5), (0.8, 0.6), (0.7, 0.7)])  # the same scores, 3 epochs: nothing left to stop
+    card = finetune(dataclasses.replace(config, epochs=3, overwrite=True)).load_card()
+    assert len(card.training["history"]) == 3 and card.training["stopped"] == "epochs done"
+
+
+def test_a_validation_or_test_split_without_some_classes_is_said():
+    from edgetransfer.data import Sample, Splits
+    from edgetransfer.finetune_config import missing_class_notes
+
+    def samples(*labels):
+        return tuple(Sample(Path(f"{i}.png"), label) for i, label in enumerate(labels))
+
+    labels = ("red car", "café", "dog")
+    whole = Splits(Path("d"), labels, samples(0, 1, 2), samples(0, 1, 2), samples(0, 1, 2), 0, "folders")
+    assert missing_class_notes(whole) == []
+    gaps = Splits(Path("d"), labels, samples(0, 1, 2), samples(0, 2), samples(2), 0, "folders")
+    assert missing_class_notes(gaps) == [
+        "note: the val split has no images of 1 class(es) (café): the best epoch is chosen without them",
+        "note: the test split has no images of 2 class(es) (red car, café): test top-1 is measured without them",
+    ]
