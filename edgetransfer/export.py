@@ -131,7 +131,8 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
             record.update(sha256=sha256_file(path), bytes=_size(path))
             if name.endswith(".xml"):  # the IR's weights: swapping them alone must be noticed too
                 record["bin_sha256"] = sha256_file(path.with_suffix(".bin"))
-    (run.path / OPENVINO_DIR).mkdir(exist_ok=True)
+    if any(Path(name).parts[0] == OPENVINO_DIR for name in records):
+        (run.path / OPENVINO_DIR).mkdir(exist_ok=True)
     for name in records:
         for rel in _files_of(name):
             if (run.path / rel).is_dir():
@@ -140,6 +141,9 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
     for old in EXPORTED:  # a file of an earlier export that this one did not make would contradict the card
         if old not in records:
             _remove(run.path / old)
+    ir_dir = run.path / OPENVINO_DIR
+    if ir_dir.is_dir() and not any(ir_dir.iterdir()):  # --no-openvino: no empty folder left behind
+        ir_dir.rmdir()
     run.save_card(dataclasses.replace(card, artifacts={**card.artifacts, **records}))
     stale = [name for name in MEASURED if (run.path / name).exists()]
     for name in stale:  # they measured the models this export replaced

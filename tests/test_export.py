@@ -122,8 +122,8 @@ def test_int8_over_the_budget_fails_for_both_engines(trained_run, tmp_path, monk
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
     real = ExportContext.measure
 
-    def measure(self, name, session):
-        result = real(self, name, session)
+    def measure(self, name, session, **kwargs):
+        result = real(self, name, session, **kwargs)
         if name == variant:
             result["val_top1"] = 0.0
         return result
@@ -156,8 +156,8 @@ def test_auto_int8_converts_the_onnx_int8_model_where_nncf_cannot_hold_the_budge
     shutil.copytree(trained_run.path, tmp_path / "run")
     real, tries = ExportContext.measure, []
 
-    def measure(self, name, session):
-        result = real(self, name, session)
+    def measure(self, name, session, **kwargs):
+        result = real(self, name, session, **kwargs)
         if name == "openvino_int8":
             tries.append(result["val_top1"])
             result["val_top1"] = 0.0 if len(tries) == 1 else self.metrics["openvino_fp32"]["val_top1"]
@@ -167,6 +167,8 @@ def test_auto_int8_converts_the_onnx_int8_model_where_nncf_cannot_hold_the_budge
     result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--no-accuracy-aware", "--calib-size", "8"])
     assert result.exit_code == 0, result.output
     assert len(tries) == 2 and "NNCF's int8 IR cannot hold the budget; converting model.int8.onnx" in result.stderr
+    assert "openvino_int8 (NNCF): test top-1" in result.stderr  # the two IRs' lines say which IR they measured
+    assert "openvino_int8 (converted from model.int8.onnx): test top-1" in result.stderr
     card = RunDir.open(tmp_path / "run").load_card()
     record = card.artifacts["openvino/model.int8.xml"]["quantization"]
     assert record["converted_from"] == "model.int8.onnx" and record["tool"] == "openvino.convert_model"
@@ -274,3 +276,4 @@ def test_a_validation_split_too_small_for_the_int8_budget_is_said(trained_run, t
     assert f"note: the validation split has {val} images (one image is {100 / val:.1f} points" in result.stderr
     result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--no-int8", "--no-openvino"])
     assert result.exit_code == 0 and "note: the validation split" not in result.stderr  # nothing is quantized
+    assert not (tmp_path / "run" / "openvino").exists()  # the earlier IRs are removed, and no empty folder stays

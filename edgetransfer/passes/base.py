@@ -121,15 +121,15 @@ class ExportContext:
     def path(self, name: str) -> Path:
         return self.stage / name
 
-    def measure(self, name: str, session: Session) -> dict:
-        """Validation and test top-1 of ``session``, kept as the card's metrics ``name``."""
+    def measure(self, name: str, session: Session, *, shown: str = "") -> dict:
+        """Validation and test top-1 of ``session``, kept as the card's metrics ``name`` (said as ``shown``)."""
         result = {
             "val_top1": evaluate(session, self.val),
             "test_top1": evaluate(session, self.test),
             "precision": session.precision,
         }
         self.metrics[name] = result
-        console.err.print(f"{name}: test top-1 {result['test_top1']:.2%} (runs in {session.precision})")
+        console.err.print(f"{shown or name}: test top-1 {result['test_top1']:.2%} (runs in {session.precision})")
         return result
 
     def check(self, name: str, session: Session, atol: float, *, fail: bool = True) -> dict:

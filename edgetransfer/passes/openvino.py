@@ -112,18 +112,20 @@ class OpenVinoInt8(Pass):
         """Measured (accuracy, latency against the fp32 IR) and judged by the budget: the artifact, or a
         :class:`BudgetError`."""
         session = compile_model(model, LoadOptions(), int8=True)
-        result = ctx.measure("openvino_int8", session)
+        made_by = "converted from model.int8.onnx" if record["tool"] == "openvino.convert_model" else "NNCF"
+        result = ctx.measure("openvino_int8", session, shown=f"openvino_int8 ({made_by})")
         fp32 = ctx.metrics["openvino_fp32"]
         reference = compile_model(ctx.artifacts[OV_FP32].ov_model, LoadOptions())  # as a device runs it
         record["latency_ratio_vs_fp32"] = ratio = session_latency_ratio(reference, session, ctx.pre.crop)
         where = f"(OpenVINO, one image, this CPU; its fp32 runs in {reference.precision})"
         if ratio >= 1 / SPEEDUP_WORTH_IT:
             console.err.print(
-                f"[yellow]warning: the OpenVINO int8 IR is not measurably faster than the fp32 IR here: {ratio:.2f}x "
+                f"[yellow]warning: the OpenVINO int8 IR ({made_by}) is not measurably faster than the fp32 IR here: "
+                f"{ratio:.2f}x "
                 f"fp32's median latency {where}; 'edgetransfer explain' says why[/]"
             )
         else:
-            console.err.print(f"OpenVINO int8: {ratio:.2f}x fp32's median latency {where}")
+            console.err.print(f"OpenVINO int8 ({made_by}): {ratio:.2f}x fp32's median latency {where}")
         record["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
         tried = "after NNCF accuracy control" if record["tool"] == "nncf.quantize_with_accuracy_control" else ""
         record["val_drop_points"] = int8_budget(
