@@ -233,9 +233,14 @@ def _images(images: Any) -> tuple[list, bool]:
 
 
 def _model_file(path: Path, backend: str) -> Path:
-    if path.is_dir():
+    run = path if path.is_dir() else None
+    if run is not None:
         path = path / ("openvino/model.xml" if backend == "openvino" else "model.onnx")
     if not path.is_file():
+        if run is not None and (run / "model.onnx").is_file():  # exported with --no-openvino
+            raise UsageError(f"model file not found: {path}; the run has no OpenVINO IR: use the ort backend")
+        if run is not None and (run / "card.json").is_file():  # a run directory that was never exported
+            raise UsageError(f"model file not found: {path}; export the run first: edgetransfer export {run}")
         raise UsageError(f"model file not found: {path}")
     if backend == "ort" and path.suffix != ".onnx":
         raise UsageError(f"backend 'ort' reads .onnx files, not {path.name}; use --backend openvino for IR")

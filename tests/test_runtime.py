@@ -245,6 +245,14 @@ def test_bad_model_files_are_one_line_errors(tmp_path, trained_run):
         assert "\n" not in str(info.value)
     with pytest.raises(UsageError, match="model file not found"):
         runtime.Classifier(tmp_path / "missing.onnx")
+    unexported = tmp_path / "unexported"  # a run directory whose model was never exported
+    unexported.mkdir()
+    (unexported / "card.json").write_text("{}")
+    with pytest.raises(UsageError, match=f"; export the run first: edgetransfer export {unexported}$"):
+        runtime.Classifier(unexported)
+    (unexported / "model.onnx").write_bytes(b"")  # exported with --no-openvino
+    with pytest.raises(UsageError, match="the run has no OpenVINO IR: use the ort backend"):
+        runtime.Classifier(unexported, backend="openvino")
     with pytest.raises(UsageError, match="backend 'ort' reads .onnx files"):
         runtime.Classifier(trained_run.file("openvino/model.xml"), backend="ort")
     with pytest.raises(UsageError, match="unknown backend 'tflite'; known: ort, openvino"):
@@ -273,6 +281,24 @@ def test_predict_prints_one_line_per_image(cli, trained_run, samples):
     path, first, second = lines[0].split("  ")
     assert Path(path).parent == folder and first.split()[0] in trained_run.load_card().labels
     assert float(first.split()[1]) >= float(second.split()[1])
+
+
+def test_predict_skip_bad_classifies_the_readable_images(cli, trained_run, samples, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for sample in samples[:3]:
+        (folder / sample.name).write_bytes(sample.read_bytes())
+    (folder / "broken.png").write_bytes(samples[0].read_bytes()[:60])  # a truncated PNG
+    model = str(trained_run.file("model.onnx"))
+    stopped = CliRunner().invoke(cli, ["predict", model, str(folder)])
+    assert stopped.exit_code == 2 and "broken.png" in stopped.stderr, stopped.output
+    assert "(--skip-bad classifies the other images)" in stopped.stderr and stopped.stderr.count("\n") == 1
+    result = CliRunner().invoke(cli, ["predict", model, str(folder), "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 3 and "broken.png" not in result.stdout
+    assert "skipped 1 unreadable image(s) (--skip-bad)" in result.stderr
+    document = json.loads(CliRunner().invoke(cli, ["predict", model, str(folder), "--skip-bad", "--json"]).stdout)
+    assert len(document["results"]) == 3 and [Path(s["image"]).name for s in document["skipped"]] == ["broken.png"]
 
 
 def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tmp_path):

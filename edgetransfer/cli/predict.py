@@ -36,6 +36,9 @@ def predict(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference call.")] = 16,
     threads: Annotated[int | None, typer.Option(help="Inference threads.", show_default="all cores")] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Classify the readable images; list the unreadable ones and go on.")
+    ] = False,
 ) -> None:
     """Classify images with the labels and preprocessing embedded in the model file; print the top-k per image."""
     import json as json_module
@@ -55,10 +58,12 @@ def predict(
         resize=resize,
         threads=threads,
     )
-    results = _in_batches(classifier, images, top_k=top_k, batch_size=batch_size)
+    skipped: list[tuple[Path, str]] = []
+    results = _in_batches(classifier, images, top_k=top_k, batch_size=batch_size, skipped=skipped if skip_bad else None)
     if not json:
         for path, best in results:
             print(f"{path}  " + "  ".join(f"{p.label} {p.score:.4f}" for p in best), flush=True)
+        _say_skipped(skipped)
         return
     document = {
         "model": str(classifier.path),
@@ -68,13 +73,27 @@ def predict(
             for path, best in results
         ],
     }
+    if skip_bad:
+        document["skipped"] = [{"image": str(path), "why": why} for path, why in skipped]
     print(json_module.dumps(document, indent=2))
+    _say_skipped(skipped)
 
 
-def _in_batches(classifier, paths: list[Path], *, top_k: int, batch_size: int):
+def _say_skipped(skipped: list[tuple[Path, str]]) -> None:
+    if skipped:
+        from edgetransfer import console
+
+        console.err.print(f"[yellow]skipped {len(skipped)} unreadable image(s) (--skip-bad)[/]")
+
+
+def _in_batches(classifier, paths: list[Path], *, top_k: int, batch_size: int, skipped: list | None = None):
     """(file, top-k) per image, ``batch_size`` images decoded at a time (memory stays bounded on a folder of
-    thousands), with a progress bar on a terminal; Ctrl-C stops it (exit 130: nothing is written)."""
+    thousands), with a progress bar on a terminal; Ctrl-C stops it (exit 130: nothing is written). An unreadable
+    image stops it, unless ``skipped`` is a list: then it is said, added there, and the others are classified."""
+    from rich.markup import escape
+
     from edgetransfer import console
+    from edgetransfer.errors import DataError
     from edgetransfer.images import find_images
 
     files = find_images(paths)
@@ -82,7 +101,19 @@ def _in_batches(classifier, paths: list[Path], *, top_k: int, batch_size: int):
         task = bar.add_task("classifying", total=len(files), status="")
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
-            yield from zip(chunk, classifier.predict(chunk, top_k=top_k), strict=True)
+            try:
+                yield from zip(chunk, classifier.predict(chunk, top_k=top_k), strict=True)
+            except DataError as exc:
+                if skipped is None:
+                    raise DataError(f"{exc} (--skip-bad classifies the other images)") from None
+                for path in chunk:  # one at a time: which of them cannot be read
+                    try:
+                        best = classifier.predict([path], top_k=top_k)[0]
+                    except DataError as why:
+                        skipped.append((path, str(why)))
+                        console.err.print(f"[yellow]skipped: {escape(str(why))}[/]")
+                        continue
+                    yield path, best
             bar.update(task, advance=len(chunk), status=str(chunk[-1].name))
 
 
