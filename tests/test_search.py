@@ -99,6 +99,44 @@ def test_bad_candidates_are_one_line(options, message):
         build_space(SearchConfig(data="d", out="o", **options))
 
 
+def test_a_backbone_without_weights_here_is_refused_before_any_work(monkeypatch):
+    """A search fine-tunes from the weights on this machine (it has no --weights): a backbone whose weights would
+    need a download that is off is one line, not a search whose every trial fails."""
+    from edgetransfer import backbones
+
+    monkeypatch.setenv(backbones.OFFLINE_ENV, "1")
+    if backbones.weights_status(backbones.get("resnet18")).startswith("offline"):
+        pytest.skip("resnet18's weights are in this machine's torch hub cache")
+    with pytest.raises(UsageError, match="resnet18: its pretrained weights are not on this machine and downloads"):
+        build_space(SearchConfig(data="d", out="o", backbones=("mobilenet_v2", "resnet18")))
+
+
+def test_resume_tries_an_interrupted_trial_s_candidate_again_first():
+    """A trial that failed because it was interrupted (Ctrl-C) or its worker died (no error of its own) has its
+    candidate queued first on --resume, unless a trial has tried it since; a trial that failed for its own reason
+    is not."""
+    from edgetransfer.search.config import Space
+    from edgetransfer.search.study import _Search
+
+    study = optuna.create_study(direction="maximize")
+
+    def failed(backbone, size, **attrs):
+        trial = study.ask()
+        for key, value in {"backbone": backbone, "size": size, "int8": "static", **attrs}.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("candidate", f"{backbone}/{size}/static")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    failed("mobilenet_v2", 64, interrupted="interrupted (Ctrl-C); --resume tries it again")
+    failed("mobilenet_v2", 96, error="ONNX int8 cannot hold the 1.0-point budget")  # its own reason
+    search = _Search.__new__(_Search)
+    search.config, search.deadline, search.optuna = SearchConfig(data="d", out="o"), None, optuna
+    search.space = Space({"mobilenet_v2": (64, 96)}, ("static",))
+    search._retry_died(study)
+    waiting = [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    assert waiting == [{"backbone": "mobilenet_v2", "size_mobilenet_v2": 64, "int8": "static"}]
+
+
 def test_options_checked_before_any_work():
     assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400 and parse_duration("90") == 90
     with pytest.raises(UsageError, match="duration"):
@@ -191,6 +229,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     assert nothing.returncode == 2 and "no search named 's'" in nothing.stderr and not out.exists()
     no_data = cli("--out", str(out))
     assert no_data.returncode == 2 and "--data is needed" in no_data.stderr
+    bad_profile = tmp_path / "tight.toml"
+    bad_profile.write_text("[budget]\np50ms = 3\n")  # a typo of p50_ms
+    typo = cli("--data", str(data), "--out", str(out), "--profile", str(bad_profile), *FAST)
+    assert typo.returncode == 2 and "did you mean 'p50_ms'" in typo.stderr and not out.exists(), typo.stderr
     try:
         import mlflow  # noqa: F401
     except ModuleNotFoundError:

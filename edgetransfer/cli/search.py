@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -185,7 +187,18 @@ def search(
         wheelhouse=wheelhouse,
         known_hosts=known_hosts,
     )
-    result = search(config)
+    try:
+        result = search(config)
+    except KeyboardInterrupt:
+        if (Path(out).expanduser() / "study.db").is_file() or config.storage:
+            how = "--worker" if worker else "--resume"
+            print(
+                f"interrupted; the finished trials are kept in the study: 'edgetransfer search {how} --out {out}"
+                f"{' --storage URL' if config.storage else ''}' continues (the interrupted trial is tried again)",
+                file=sys.stderr,
+            )
+            raise typer.Exit(130) from None
+        raise
     if worker:
         mine = [r for r in result.rows if r["number"] in result.mine]
         if not mine:

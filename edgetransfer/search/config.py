@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,15 @@ def build_space(config: SearchConfig, side: int | None = None) -> Space:
     sizes: dict[str, tuple[int, ...]] = {}
     for name in dict.fromkeys(names):
         backbone = backbones.get(name)  # an unknown name lists the known ones
+        status = backbones.weights_status(backbone)
+        offline_only = os.environ.get(backbones.OFFLINE_ENV) == "1"
+        if status.startswith("not here") or (offline_only and not status.startswith("offline")):
+            here = ", ".join(offline_backbones()) or "none"
+            raise UsageError(
+                f"--backbones {name}: its pretrained weights are not on this machine"
+                f"{f' and downloads are off ({backbones.OFFLINE_ENV}=1)' if offline_only else ''}; a search "
+                f"fine-tunes from the weights here (offline now: {here}; 'edgetransfer models' says how to add one)"
+            )
         if config.sizes is None:
             sizes[name] = grid(backbone.input_size, grid_start(side))
             continue

@@ -42,7 +42,11 @@ def trial_rows(trials: list) -> list[dict[str, Any]]:
                 "worker": attrs.get("worker"),
                 "run": attrs.get("run"),
                 "same_as": attrs.get("same_as"),
-                "note": attrs.get("error") or attrs.get("pruned") or attrs.get("skipped") or "",
+                "note": attrs.get("error")
+                or attrs.get("pruned")
+                or attrs.get("skipped")
+                or attrs.get("interrupted")
+                or "",
                 "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
                 if t.datetime_complete and t.datetime_start
                 else None,

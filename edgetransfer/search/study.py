@@ -163,6 +163,9 @@ class _Search:
             from edgetransfer.data import median_shorter_side
 
             data, splits = _check_new(config, out)
+            from edgetransfer.bench.profiles import load_profile
+
+            load_profile(config.profile)  # a bad profile is one line before anything is written
             space = build_space(config, median_shorter_side(splits.train, seed=config.seed))
             first = _initial_design(config, space, splits)
             if config.trials is not None:
@@ -187,6 +190,12 @@ class _Search:
         dead = fail_dead_trials(study)
         if dead:
             console.err.print(f"[yellow]trial(s) {', '.join(map(str, dead))}: their worker died; marked failed[/]")
+        if config.resume and self.config.trials != 0:
+            self._retry_died(study)
+            if config.time_budget is None:
+                console.err.print(
+                    "[yellow]note: a --time-budget is not carried over by --resume; give one to bound this run[/]"
+                )
         result = self._run(study, dead)
         result.written = report.write(out, result.document, result.budget)
         return result
@@ -382,6 +391,23 @@ class _Search:
             if t.state.name == "COMPLETE" and "same_as" not in t.user_attrs and "finetune_s" in t.user_attrs
         ]
 
+    def _retry_died(self, study) -> None:
+        """Queue first the candidates of trials that failed because they were interrupted or their worker died
+        (not for a reason of their own) and that no other trial has tried since."""
+        state = self.optuna.trial.TrialState
+        covered = self._covered(study)[0]
+        retried = []
+        for t in study.get_trials(deepcopy=False, states=(state.FAIL,)):
+            attrs = t.user_attrs
+            key = attrs.get("candidate")
+            if not _died(t) or key is None or key in covered or key in retried:
+                continue
+            params = (attrs.get("backbone"), attrs.get("size"), attrs.get("int8"))
+            study.enqueue_trial({"backbone": params[0], f"size_{params[0]}": params[1], "int8": params[2]})
+            retried.append(key)
+        if retried:
+            console.err.print(f"tried again first (interrupted or their worker died): {', '.join(retried)}")
+
     def _enqueue_untried(self, study) -> None:
         untried = self._untried(study)
         if untried:
@@ -435,6 +461,11 @@ class _Search:
         except self.optuna.TrialPruned:
             shutil.rmtree(folder, ignore_errors=True)  # a pruned run is of no use; its curve stays in the study
             trial.set_user_attr("run", None)
+            raise
+        except KeyboardInterrupt:  # Optuna marks the trial failed; --resume tries its candidate again, first
+            shutil.rmtree(folder, ignore_errors=True)
+            trial.set_user_attr("run", None)
+            trial.set_user_attr("interrupted", "interrupted (Ctrl-C); --resume tries it again")
             raise
         except EdgeTransferError as exc:
             trial.set_user_attr("error", str(exc).splitlines()[0][:300])
