@@ -255,6 +255,8 @@ def _profiled(run: RunDir, name: str, measure) -> dict[str, Any]:
     """``measure(path)``, or why it could not be: the file is missing, or the engine cannot read or run it."""
     path = run.file(name)
     if not path.is_file():
+        if name != "model.onnx" and run.file("model.onnx").is_file():  # exported, without this variant
+            return {"skipped": f"{name} is not in the run (its export did not make it, e.g. --no-int8)"}
         return {"skipped": f"{name} is not in the run (export it first)"}
     try:
         return measure(path)

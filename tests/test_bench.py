@@ -188,3 +188,28 @@ def test_tied_scores_rank_by_class_index_as_argmax_does():
     scores = np.random.default_rng(0).integers(0, 4, (200, 60)).astype(np.float32)  # many ties
     truth = scores.argmax(1)
     assert top_hits(scores, truth, 5)[0] == 200
+
+
+def test_what_a_run_lacks_is_named_and_a_failed_bench_leaves_no_folder(trained_run, tmp_path):
+    """A run exported without int8 asked for int8 says so (not "no exported model"); a bench that fails before
+    measuring leaves no empty --out folder behind; a baseline without results is refused as such."""
+    from edgetransfer.bench.command import run_command
+    from edgetransfer.bench.config import make_config
+    from edgetransfer.bench.profiles import budget_line
+
+    no_int8 = tmp_path / "no_int8"
+    shutil.copytree(trained_run.path, no_int8)
+    for name in ("model.int8.onnx", "openvino/model.int8.xml", "openvino/model.int8.bin"):
+        (no_int8 / name).unlink(missing_ok=True)
+    with pytest.raises(RunDirError, match="has no int8 model for them .* choose --variants from what it has"):
+        bench(RunDir.open(no_int8), BenchConfig(backends=("ort-cpu",), variants=("int8",), **FAST))
+    out = tmp_path / "reports"
+    with pytest.raises(UsageError, match="unknown backend 'tensorflow'"):
+        run_command(trained_run, BenchConfig(backends=("ort-cpu", "tensorflow"), **FAST), out_dir=out)
+    assert not out.exists()
+    with pytest.raises(UsageError, match="the baseline holds no measured model"):
+        make_config({}, baseline={"results": [], "settings": {}})
+    check = {"budget": "p99_ms", "passed": False, "value": 55.53, "unit": "ms", "limit": 50, "where": "batch 1"}
+    check |= {"backend": "ort-cpu", "variant": "fp32", "what": "p99"}
+    assert budget_line(check).startswith("FAIL ort-cpu fp32: p99 55.53 ms > 50 ms")  # the inequality that holds
+    assert budget_line({**check, "passed": True, "value": 3.2}).startswith("PASS ort-cpu fp32: p99 3.2 ms <= 50 ms")

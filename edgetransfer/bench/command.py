@@ -136,6 +136,18 @@ def run_command(
     files would go is checked first, before anything is measured. ``devices`` (``bench --on``) measures on the
     devices after this machine; their outcomes land in ``document["devices"]``."""
     config.validate()
+    made = [f for f in (Path(out_dir) if out_dir else None, Path(save_baseline).parent if save_baseline else None) if f]
+    made = [f for f in made if not f.exists()]
+    try:
+        return _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir, devices)
+    except BaseException:
+        for folder in made:  # a failed bench leaves no empty folder it made for its reports
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir, devices) -> Outcome:
     check_outputs(run, out_dir, save_baseline)
     if gate is not None and gate.reference() is not None:
         check_relative_to(run, config, gate.relative_to)

@@ -120,6 +120,11 @@ def make_config(
     profile's settings, and the values given explicitly (``None`` values count as not given)."""
     values: dict[str, Any] = {}
     if baseline:
+        if not baseline.get("results"):
+            raise UsageError(
+                "the baseline holds no measured model (its results are empty); save one with a bench "
+                "that measured something: bench RUN --save-baseline FILE"
+            )
         kept = ("backends", "variants", "batches", "threads", "precision", "warmup", "warmup_time", "min_runs")
         kept += ("min_time", "rounds", "processes", "async_time")
         settings = baseline.get("settings", {})

@@ -116,8 +116,9 @@ def machine_probe(current: dict, baseline: dict, now: dict, before: dict, result
     if not (current.get("probe") and baseline.get("probe")):
         missing = "the baseline" if current.get("probe") else "this measurement"
         result.warnings.append(
-            f"{missing} has no machine probe (an older edgetransfer): absolute times are compared, and a busier "
-            "machine looks like a slower model; save the baseline again"
+            f"{missing} has no machine probe (saved without --save-baseline, or by an older edgetransfer): absolute "
+            "times are compared, and a busier machine looks like a slower model; save the baseline again with "
+            "--save-baseline"
         )
         return False
     ratios = []

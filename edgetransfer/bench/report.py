@@ -172,9 +172,11 @@ def noisy(document: dict) -> list[str]:
                 name += f" on {whose}" if whose not in (None, "this", "here", "reference") else ""
                 lines.append(f"noisy: {name} batch {lat['batch']}: {problem}")
     if lines:
+        one_thread = document.get("settings", {}).get("threads_resolved") == 1
         lines.append(
-            "noisy: close other programs, use --threads 1 or fewer threads than cores, or measure longer "
-            "(--min-time, --rounds)"
+            "noisy: close other programs, "
+            + ("" if one_thread else "use --threads 1 or fewer threads than cores, ")
+            + "or measure longer (--min-time, --rounds)"
         )
     return lines
 

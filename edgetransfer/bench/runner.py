@@ -142,9 +142,17 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     runs = {RUN: run, REFERENCE: reference}
     if not plan:
         names = ", ".join(b.name for b in chosen) or "none available"
+        exported = run.file("model.onnx").is_file()
         raise RunDirError(
-            f"nothing to benchmark in {run.path} for backends {names}: no exported model there; "
-            f"run 'edgetransfer export {run.path}' first"
+            f"nothing to benchmark in {run.path} for backends {names}: "
+            + (
+                f"the run has no {'/'.join(config.variants or ('',))} model for them (its export made other "
+                "variants, e.g. with --no-int8); export it again with them, or choose --variants from what it has"
+                if exported and config.variants
+                else f"the run has no model file for them; (re-)export it: edgetransfer export {run.path}"
+                if exported
+                else f"no exported model there; run 'edgetransfer export {run.path}' first"
+            )
         )
     verify_files(plan, runs)
     threads = config.threads or usable_cores()
