@@ -180,9 +180,10 @@ def check_out(config: FinetuneConfig) -> None:
     if not any(out.iterdir()):
         return
     if not config.overwrite:
+        unfinished = (out / RESUME_STATE).is_file()  # its training stopped after an epoch: it can go on
         raise UsageError(
-            f"{out} already exists and is not empty; choose another --out, pass --overwrite, "
-            "or --resume an unfinished run"
+            f"{out} already exists and is not empty; choose another --out or pass --overwrite"
+            + (f", or continue its training: edgetransfer finetune --resume --out {out}" if unfinished else "")
         )
     if not RunDir.is_run(out):
         raise UsageError(

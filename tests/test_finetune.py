@@ -498,3 +498,17 @@ def test_a_validation_or_test_split_without_some_classes_is_said():
         "note: the val split has no images of 1 class(es) (café): the best epoch is chosen without them",
         "note: the test split has no images of 2 class(es) (red car, café): test top-1 is measured without them",
     ]
+
+
+def test_an_occupied_out_says_how_to_continue_only_an_unfinished_run(tmp_path):
+    from edgetransfer.finetune_config import RESUME_STATE, check_out
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "card.json").write_text("{}")
+    config = FinetuneConfig(data="digits", out=str(out))
+    with pytest.raises(UsageError, match="already exists and is not empty; choose another --out or pass --overwrite$"):
+        check_out(config)
+    (out / RESUME_STATE).write_bytes(b"")  # stopped after an epoch (Ctrl-C in finetune or in pipeline)
+    with pytest.raises(UsageError, match=f"or continue its training: edgetransfer finetune --resume --out {out}$"):
+        check_out(config)
