@@ -213,3 +213,11 @@ def test_what_a_run_lacks_is_named_and_a_failed_bench_leaves_no_folder(trained_r
     check |= {"backend": "ort-cpu", "variant": "fp32", "what": "p99"}
     assert budget_line(check).startswith("FAIL ort-cpu fp32: p99 55.53 ms > 50 ms")  # the inequality that holds
     assert budget_line({**check, "passed": True, "value": 3.2}).startswith("PASS ort-cpu fp32: p99 3.2 ms <= 50 ms")
+
+
+def test_more_threads_than_cores_is_said(trained_run, capsys):
+    from edgetransfer.machine import usable_cores
+
+    cores = usable_cores()
+    bench(trained_run, BenchConfig(backends=("ort-cpu",), variants=("int8",), threads=cores + 2, **FAST), write=False)
+    assert f"note: {cores + 2} threads on the {cores} cores this process may use" in capsys.readouterr().err

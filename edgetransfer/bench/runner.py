@@ -156,6 +156,11 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         )
     verify_files(plan, runs)
     threads = config.threads or usable_cores()
+    if threads > usable_cores():  # a profile for a bigger device (vehicle: 4) on a smaller machine
+        console.err.print(
+            f"[yellow]note: {threads} threads on the {usable_cores()} cores this process may use: the threads "
+            "take turns and latencies come out erratic; --threads to measure with fewer[/]"
+        )
     samples_set, data_source = _labelled(run, card, config) if config.accuracy else ((), "")
     if config.accuracy and data_source and not samples_set:
         console.err.print(f"[yellow]note: no images in {data_source}; accuracy not measured[/]")
