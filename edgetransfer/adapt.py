@@ -280,6 +280,10 @@ def target_images(config, labels: tuple[str, ...]) -> tuple[tuple[Sample, ...], 
     """The adaptation inputs of a fine-tuning config (``adapt_bn``, ``unlabeled``, ``target_val`` folders), read and
     checked against the run's class ``labels``: called before training, so that a bad folder stops the run before
     the work."""
+    if config.target_val and not (config.adapt_bn or config.unlabeled):
+        raise UsageError(
+            "--target-val measures and guards domain adaptation: it goes with --adapt-bn and/or --unlabeled"
+        )
     adapt_images = list_images(config.adapt_bn) if config.adapt_bn else ()
     unlabeled = list_images(config.unlabeled) if config.unlabeled else ()
     for option, folder, images in (
@@ -310,11 +314,23 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
         splits = run.load_splits(card)
         model = load_model(run, card).to(device)
         pre = card.preprocessing
-        record = adapt_to_target(model, splits.train, adapt_images, unlabeled, target_val, pre, device, config)
-        save_checkpoint(model, run.file(CHECKPOINT), {"backbone": card.backbone})
+        try:
+            record = adapt_to_target(model, splits.train, adapt_images, unlabeled, target_val, pre, device, config)
+        except KeyboardInterrupt:  # the run keeps its fine-tuned model; the card says adaptation did not happen
+            note = "interrupted (Ctrl-C): not adapted; the model is the fine-tuned one"
+            run.save_card(dataclasses.replace(card, training={**card.training, "adaptation": {"interrupted": note}}))
+            console.err.print(
+                f"[yellow]interrupted during domain adaptation: {run.path} keeps the fine-tuned model, not adapted "
+                "(its card says so); the same command with --overwrite fine-tunes and adapts again[/]"
+            )
+            raise
+        before = dict(card.metrics.get("torch", {}))
+        val_acc = score(model, splits.val, pre, device)[0] if splits.val else None
         test_acc, predictions, _ = score(model, splits.test, pre, device)
-        torch_metrics = {**card.metrics.get("torch", {}), "test_top1": test_acc}
+        record["source_before"] = {"val_top1": before.get("val_top1"), "test_top1": before.get("test_top1")}
+        torch_metrics = {**before, "test_top1": test_acc, "val_top1": val_acc}  # all of the adapted model
         torch_metrics.update(confusion(splits.test, predictions, splits.labels))
+        save_checkpoint(model, run.file(CHECKPOINT), {"backbone": card.backbone})
         card = dataclasses.replace(
             card,
             training={**card.training, "adaptation": record},
@@ -322,5 +338,14 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
             artifacts={**card.artifacts, CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(run.file(CHECKPOINT))}},
         )
         run.save_card(card)
-        console.err.print(f"after adaptation: test top-1 {test_acc:.2%} (the labelled source test split)")
+        if splits.test and torch_metrics.get("test_confusion"):
+            from edgetransfer.plots import plot_confusion
+
+            plot_confusion(torch_metrics["test_confusion"], splits.labels, run.file("confusion.png"))
+        was = before.get("test_top1")
+        console.err.print(
+            f"after adaptation: test top-1 {test_acc:.2%} on the labelled source test split"
+            + (f" (before adaptation {was:.2%})" if isinstance(was, float) else "")
+            + "; the card's PyTorch figures and confusion.png are the adapted model's, which is for the target domain"
+        )
     return run

@@ -324,6 +324,11 @@ def check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[Mod
         raise RunDirError(f"nothing to resume in {out}: it has no {CARD}")
     card = run.load_card()
     if card.complete.get("finetune"):
+        if "interrupted" in card.training.get("adaptation", {}):
+            raise RunDirError(
+                f"{out} finished training, and its domain adaptation was interrupted; the same command with "
+                "--overwrite (not --resume) fine-tunes and adapts again"
+            )
         raise RunDirError(f"{out} finished training already; nothing to resume")
     if not run.file(RESUME_STATE).is_file():
         raise RunDirError(f"{out} has no {RESUME_STATE} (no epoch finished); start again with --overwrite")

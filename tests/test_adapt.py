@@ -7,6 +7,7 @@ from edgetransfer.adapt import adapt
 from edgetransfer.checkpoint import load_model
 from edgetransfer.errors import UsageError
 from edgetransfer.finetune import FinetuneConfig, finetune
+from edgetransfer.rundir import RunDir
 
 
 def test_adapt_is_a_stage_on_a_finished_run(image_folder, tmp_path):
@@ -23,3 +24,38 @@ def test_adapt_is_a_stage_on_a_finished_run(image_folder, tmp_path):
     other = make_folder(tmp_path / "other", per_class=4, classes=2)
     with pytest.raises(UsageError, match="--target-val has classes"):
         adapt(run, FinetuneConfig(**options, adapt_bn=str(target), target_val=str(other)))
+
+
+def test_the_card_s_figures_are_the_adapted_model_s_and_an_interrupted_adaptation_is_said(
+    image_folder, tmp_path, monkeypatch
+):
+    """After adaptation every PyTorch figure of the card (val, test, confusion) is the adapted model's, with the
+    figures before kept beside the record; Ctrl-C during adaptation leaves the fine-tuned model and a card that says
+    it was not adapted (and --resume says what to do); --target-val alone is refused."""
+    from edgetransfer import adapt as module
+    from edgetransfer.checkpoint import score
+    from edgetransfer.errors import RunDirError
+
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
+    run = finetune(FinetuneConfig(**options))
+    before = run.load_card().metrics["torch"]
+    target = make_folder(tmp_path / "target", per_class=4, seed=5)
+    card = adapt(run, FinetuneConfig(**options, adapt_bn=str(target))).load_card()
+    splits = run.load_splits(card)
+    model = load_model(run, card)
+    assert card.metrics["torch"]["val_top1"] == score(model, splits.val, card.preprocessing, "cpu")[0]
+    assert card.training["adaptation"]["source_before"] == {k: before[k] for k in ("val_top1", "test_top1")}
+    with pytest.raises(UsageError, match="--target-val measures and guards domain adaptation"):
+        module.target_images(FinetuneConfig(**options, target_val=str(target)), card.labels)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "adapt_to_target", interrupted)
+    again = FinetuneConfig(**{**options, "out": str(tmp_path / "again")}, adapt_bn=str(target))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(again)
+    stopped = RunDir(tmp_path / "again").load_card()
+    assert "not adapted" in stopped.training["adaptation"]["interrupted"]
+    with pytest.raises(RunDirError, match="its domain adaptation was interrupted; the same command with --overwrite"):
+        finetune(FinetuneConfig(**{**again.__dict__, "resume": True}))
