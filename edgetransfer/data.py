@@ -161,14 +161,15 @@ class _Scan:
                     good.append(path)
         return good
 
-    def finish(self) -> tuple[str, ...]:
-        """Raise on bad files unless skipping them; returns the skipped paths (relative to the root)."""
+    def finish(self, *, skippable: bool = True) -> tuple[str, ...]:
+        """Raise on bad files unless skipping them; returns the skipped paths (relative to the root).
+        ``skippable``: whether the command has --skip-bad for these files (its error suggests it)."""
         if self.bad and not self.skip_bad:
             listed = ", ".join(f"{p} ({why})" for p, why in self.bad[:MAX_LISTED])
             more = f" and {len(self.bad) - MAX_LISTED} more" if len(self.bad) > MAX_LISTED else ""
             raise DataError(
-                f"{len(self.bad)} bad file(s) in {self.root}: {listed}{more}; fix or remove them, "
-                "or pass --skip-bad to train on the rest"
+                f"{len(self.bad)} bad file(s) in {self.root}: {listed}{more}; fix or remove them"
+                + (", or pass --skip-bad to train on the rest" if skippable else "")
             )
         return tuple(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p, _ in self.bad)
 
@@ -213,7 +214,7 @@ def list_images(folder: Path | str, *, skip_bad: bool = False) -> tuple[Sample, 
         raise DataError(f"image folder not found: {folder}")
     scan = _Scan(folder, skip_bad=skip_bad)
     images = scan.check(scan.files(folder))
-    scan.finish()
+    scan.finish(skippable=False)  # no command offers --skip-bad for these folders (calibration, adaptation)
     if not images:
         raise DataError(f"{folder} has no images")
     return tuple(Sample(path, -1) for path in images)

@@ -105,3 +105,13 @@ def test_symlinks_inside_the_folder_are_fine(tmp_path):
     root = make_folder(tmp_path / "data", per_class=3, classes=2)
     (root / "class0" / "again.png").symlink_to(root / "class0" / "000.png")
     assert sum(load_splits(root).sizes().values()) == 7
+
+
+def test_a_bad_file_in_an_unlabelled_folder_does_not_suggest_skip_bad(tmp_path):
+    """Calibration and adaptation folders have no --skip-bad: their error does not offer it."""
+    from edgetransfer.data import list_images
+
+    folder = make_folder(tmp_path / "calib", per_class=2)
+    (folder / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="notes.txt \\(not an image file\\); fix or remove them$"):
+        list_images(folder)
