@@ -54,7 +54,7 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
         f"{f' ({threads} threads)' if trainer.device == 'cpu' else ''}; strategy {c.strategy}"
         + precision(trainer)
         + (f"; the first {trainer.fixed} body blocks (stride <= 4) stay fixed" if trainer.fixed else "")
-        + f"; batch {c.batch_size}, at most {c.epochs} epochs"
+        + f"; batch {c.batch_size}, at most {c.epochs} epoch{'s' * (c.epochs != 1)}"
         + (f", stopping after {c.patience} without a better validation score" if c.patience and sizes["val"] else "")
         + (f"; resuming after epoch {trainer.state['epoch']}" if c.resume else "")
         + (f"\ninput size {pre.crop} px {trainer.size_reason}" if trainer.size_reason != "--size" else "")

@@ -47,7 +47,11 @@ def predict(
     from edgetransfer.runtime import Classifier
 
     if top_k < 1 or batch_size < 1:
-        raise UsageError(f"--top-k and --batch-size must be at least 1, not {top_k} and {batch_size}")
+        bad = [
+            f"--{name} must be at least 1, not {value}"
+            for name, value in (("top-k", top_k), ("batch-size", batch_size))
+        ]
+        raise UsageError("; ".join(b for b, v in zip(bad, (top_k, batch_size), strict=True) if v < 1))
     classifier = Classifier(
         model,
         backend=backend,
