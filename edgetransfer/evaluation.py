@@ -96,6 +96,7 @@ def points(a: float, b: float) -> float:
 
 
 SPEEDUP_WORTH_IT = 1.25  # int8 that is not at least this much faster than fp32 is said to be no win
+SLOWER = 1.25  # ... and one that takes more than this much of fp32's time is said to be slower
 DYNAMIC_NOTE = "; dynamic (weight-only) int8 runs convolutions slowly in ONNX Runtime: try --int8-method static"
 
 

@@ -96,6 +96,10 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             console.err.print(f"[yellow]{escape(note)}[/]")
     config, strategy_reason = choose_strategy(config, splits)  # --strategy auto: from the training split's size
     device = resolve_device(config.device)
+    if config.amp == "fp16" and device == "cpu":
+        console.err.print(
+            "[yellow]note: --amp fp16 on a CPU trains in float32 (fp16 autocast is slow there); --amp bf16 for bf16[/]"
+        )
     inputs = target_images(config, splits.labels)  # read and checked before the work
     dist = Distributed.from_env(device)
     config, batch_reason = choose_batch(config, len(splits.train), dist.world)  # from the training split's size
@@ -204,7 +208,10 @@ class _Trainer:
                 stopped_because = "time budget"
                 break
             torch.manual_seed(config.seed * 10_000 + epoch)  # augmentation and dropout: a resumed epoch is the same
-            phase = "head" if config.strategy == "two-phase" and epoch <= config.head_epochs else "body"
+            head_only = config.strategy == "linear-probe" or (
+                config.strategy == "two-phase" and epoch <= config.head_epochs
+            )
+            phase = "head" if head_only else "body"  # linear-probe: only the head ever learns
             set_phase(model, config.strategy, phase, config.unfreeze, self.fixed)
             body_learns = bool(trainable_blocks(config.strategy, phase, [None], config.unfreeze))
             dtype = amp_dtype(config.amp, device, body_learns=body_learns)

@@ -98,7 +98,7 @@ def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, t
         app, ["export", str(tmp_path / "run"), "--int8", "--int8-method", "dynamic", "--no-openvino"]
     )
     assert result.exit_code == 0, result.output
-    assert "model.int8.onnx is not measurably faster than model.onnx here: 11.00x" in result.stderr
+    assert "model.int8.onnx is slower than model.onnx here: 11.00x" in result.stderr  # 11x is not "no faster"
     assert "try --int8-method static" in result.stderr
     assert not (tmp_path / "run" / "bench.json").exists() and not (tmp_path / "run" / "bench.html").exists()
     assert "removed bench.json, bench.html: they measured the models this export replaced" in result.stderr

@@ -222,11 +222,17 @@ def test_cli_flags_override_the_recipe(image_folder, tmp_path):
     recipe.write_text('strategy = "linear-probe"\nepochs = 3\nsize = 32\nbatch_size = 8\n')
     out = tmp_path / "run"
     result = CliRunner().invoke(
-        app, ["finetune", "--config", str(recipe), "--data", str(image_folder), "--out", str(out), "--epochs", "1"]
+        app,
+        ["finetune", "--config", str(recipe), "--data", str(image_folder), "--out", str(out), "--epochs", "1"]
+        + ["--amp", "fp16", "--device", "cpu"],
     )
     assert result.exit_code == 0, result.output
-    config = json.loads((out / "card.json").read_text())["training"]["config"]
+    assert "note: --amp fp16 on a CPU trains in float32" in result.stderr
+    training = json.loads((out / "card.json").read_text())["training"]
+    config = training["config"]
     assert config["strategy"] == "linear-probe" and config["epochs"] == 1 and config["size"] == 32
+    assert [h["phase"] for h in training["history"]] == ["head"]  # only the head learns in a linear probe
+    assert "(head)" in result.stderr and "(body)" not in result.stderr
 
 
 def test_outputs_curves_confusion_and_determinism(image_folder, tmp_path):

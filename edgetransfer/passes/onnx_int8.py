@@ -8,7 +8,7 @@ from typing import Any
 
 from edgetransfer import console
 from edgetransfer.backends.ort import _OrtSession, ort_session
-from edgetransfer.evaluation import DYNAMIC_NOTE, SPEEDUP_WORTH_IT, evaluate, latency_ratio, points
+from edgetransfer.evaluation import DYNAMIC_NOTE, SLOWER, SPEEDUP_WORTH_IT, evaluate, latency_ratio, points
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.quantize import (
     PTQ_HINT,
@@ -40,7 +40,8 @@ def judge_onnx_int8(
     where = "(ONNX Runtime, one image, this CPU)"
     if ratio >= 1 / SPEEDUP_WORTH_IT:
         console.err.print(
-            f"[yellow]warning: model.int8.onnx is not measurably faster than model.onnx here: {ratio:.2f}x "
+            f"[yellow]warning: model.int8.onnx is {'slower than' if ratio > SLOWER else 'not measurably faster than'} "
+            f"model.onnx here: {ratio:.2f}x "
             f"fp32's median latency {where}{note}; 'edgetransfer explain' says why[/]"
         )
     else:

@@ -12,7 +12,7 @@ from edgetransfer import console
 from edgetransfer.backends.base import LoadOptions
 from edgetransfer.backends.openvino import compile_model
 from edgetransfer.errors import BudgetError, UsageError
-from edgetransfer.evaluation import SPEEDUP_WORTH_IT, evaluate, points, session_latency_ratio
+from edgetransfer.evaluation import SLOWER, SPEEDUP_WORTH_IT, evaluate, points, session_latency_ratio
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
 from edgetransfer.quantize import Int8Config, int8_budget, over_budget
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP16, OV_FP32, OV_INT8
@@ -120,8 +120,8 @@ class OpenVinoInt8(Pass):
         where = f"(OpenVINO, one image, this CPU; its fp32 runs in {reference.precision})"
         if ratio >= 1 / SPEEDUP_WORTH_IT:
             console.err.print(
-                f"[yellow]warning: the OpenVINO int8 IR ({made_by}) is not measurably faster than the fp32 IR here: "
-                f"{ratio:.2f}x "
+                f"[yellow]warning: the OpenVINO int8 IR ({made_by}) is "
+                f"{'slower than' if ratio > SLOWER else 'not measurably faster than'} the fp32 IR here: {ratio:.2f}x "
                 f"fp32's median latency {where}; 'edgetransfer explain' says why[/]"
             )
         else:
