@@ -339,9 +339,10 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
         )
         run.save_card(card)
         if splits.test and torch_metrics.get("test_confusion"):
+            from edgetransfer.finetune import CONFUSION  # (finetune imports this module)
             from edgetransfer.plots import plot_confusion
 
-            plot_confusion(torch_metrics["test_confusion"], splits.labels, run.file("confusion.png"))
+            plot_confusion(torch_metrics["test_confusion"], splits.labels, run.file(CONFUSION))
         was = before.get("test_top1")
         console.err.print(
             f"after adaptation: test top-1 {test_acc:.2%} on the labelled source test split"

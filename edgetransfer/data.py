@@ -78,17 +78,18 @@ class Splits:
 
 
 def splits_from_record(
-    record: dict[str, Any], root: Path | str | None = None, *, only: tuple[str, ...] = SPLITS
+    record: dict[str, Any], root: Path | str | None = None, *, only: tuple[str, ...] | None = None
 ) -> Splits:
     """The splits a run recorded (see :meth:`Splits.record`), read from ``root`` (default: where they were). Images
     added to the folder since change nothing; a recorded image that is missing or changed is a :class:`DataError`
-    naming it, checked before any is used. ``only``: the splits needed (the others are left empty, unchecked)."""
+    naming it, checked before any is used. ``only``: the splits needed (the others are left empty, unchecked;
+    None: all)."""
     root = Path(root or record["root"])
     if not root.is_dir():
         raise DataError(f"the run's data folder {root} is gone; pass --data DIR (the folder it was trained on)")
     labels = tuple(record["labels"])
     splits: dict[str, tuple[Sample, ...]] = {name: () for name in SPLITS}
-    for name in only:
+    for name in only or SPLITS:
         samples = []
         for rel, label, digest in record["files"][name]:
             path = root / rel

@@ -131,8 +131,7 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
             record.update(sha256=sha256_file(path), bytes=_size(path))
             if name.endswith(".xml"):  # the IR's weights: swapping them alone must be noticed too
                 record["bin_sha256"] = sha256_file(path.with_suffix(".bin"))
-    if any(Path(name).parts[0] == OPENVINO_DIR for name in records):
-        (run.path / OPENVINO_DIR).mkdir(exist_ok=True)
+    (run.path / OPENVINO_DIR).mkdir(exist_ok=True)
     for name in records:
         for rel in _files_of(name):
             if (run.path / rel).is_dir():

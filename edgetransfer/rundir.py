@@ -240,7 +240,7 @@ class RunDir:
         if self.file(SPLITS_FILE).is_file():
             try:
                 record = json.loads(self.file(SPLITS_FILE).read_text(encoding="utf-8"))
-                splits = splits_from_record(record, folder, **({"only": only} if only else {}))
+                splits = splits_from_record(record, folder, only=only)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise RunDirError(f"{self.file(SPLITS_FILE)} cannot be read: {exc}") from None
         else:

@@ -142,18 +142,13 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     runs = {RUN: run, REFERENCE: reference}
     if not plan:
         names = ", ".join(b.name for b in chosen) or "none available"
-        exported = run.file("model.onnx").is_file()
-        raise RunDirError(
-            f"nothing to benchmark in {run.path} for backends {names}: "
-            + (
-                f"the run has no {'/'.join(config.variants or ('',))} model for them (its export made other "
+        why = f"no exported model there; run 'edgetransfer export {run.path}' first"
+        if run.file("model.onnx").is_file():  # exported, but not what was asked for
+            why = (
+                f"the run has no {'/'.join(config.variants or ('asked',))} model for them (its export made other "
                 "variants, e.g. with --no-int8); export it again with them, or choose --variants from what it has"
-                if exported and config.variants
-                else f"the run has no model file for them; (re-)export it: edgetransfer export {run.path}"
-                if exported
-                else f"no exported model there; run 'edgetransfer export {run.path}' first"
             )
-        )
+        raise RunDirError(f"nothing to benchmark in {run.path} for backends {names}: {why}")
     verify_files(plan, runs)
     threads = config.threads or usable_cores()
     if threads > usable_cores():  # a profile for a bigger device (vehicle: 4) on a smaller machine

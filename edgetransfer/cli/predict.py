@@ -47,11 +47,12 @@ def predict(
     from edgetransfer.runtime import Classifier
 
     if top_k < 1 or batch_size < 1:
-        bad = [
+        wrong = [
             f"--{name} must be at least 1, not {value}"
             for name, value in (("top-k", top_k), ("batch-size", batch_size))
+            if value < 1
         ]
-        raise UsageError("; ".join(b for b, v in zip(bad, (top_k, batch_size), strict=True) if v < 1))
+        raise UsageError("; ".join(wrong))
     classifier = Classifier(
         model,
         backend=backend,

@@ -114,6 +114,11 @@ def _plan_devices(config: SearchConfig, out: Path) -> list:
     return devices
 
 
+def _enqueue(study, c: Candidate) -> None:
+    """Queue ``c`` as the study's next trial (the parameters the sampler would suggest for it)."""
+    study.enqueue_trial({"backbone": c.backbone, f"size_{c.backbone}": c.size, "int8": c.int8})
+
+
 def _died(trial) -> bool:
     """A trial failed because its worker died (killed, or its heartbeat stopped), not for a reason of its own."""
     return trial.state.name == "FAIL" and (
@@ -228,7 +233,7 @@ class _Search:
         self.config = replace(self.config, data=data)
         self.space = space
         for c in first:  # the default candidate, then its smallest size (see _initial_design)
-            study.enqueue_trial({"backbone": c.backbone, f"size_{c.backbone}": c.size, "int8": c.int8})
+            _enqueue(study, c)
         console.err.print(f"search {name}: {space.describe()}; storage {self._where()}")
         return study
 
@@ -402,8 +407,7 @@ class _Search:
             key = attrs.get("candidate")
             if not _died(t) or key is None or key in covered or key in retried:
                 continue
-            params = (attrs.get("backbone"), attrs.get("size"), attrs.get("int8"))
-            study.enqueue_trial({"backbone": params[0], f"size_{params[0]}": params[1], "int8": params[2]})
+            _enqueue(study, Candidate(attrs.get("backbone"), attrs.get("size"), attrs.get("int8")))
             retried.append(key)
         if retried:
             console.err.print(f"tried again first (interrupted or their worker died): {', '.join(retried)}")
@@ -412,7 +416,7 @@ class _Search:
         untried = self._untried(study)
         if untried:
             c = self.rng.choice(untried)
-            study.enqueue_trial({"backbone": c.backbone, f"size_{c.backbone}": c.size, "int8": c.int8})
+            _enqueue(study, c)
 
     def _wait_for_others(self, study) -> None:
         """The lead reports once the other workers' running trials end (or their workers die)."""
@@ -492,7 +496,7 @@ class _Search:
         study = trial.study
         if sibling.key in self._covered(study)[0] or self._too_long(sibling, self._measured(study)) is not None:
             return
-        study.enqueue_trial({"backbone": sibling.backbone, f"size_{sibling.backbone}": sibling.size, "int8": "qat"})
+        _enqueue(study, sibling)
         trial.set_user_attr("escalated", sibling.key)
         console.err.print(
             f"[yellow]trial {trial.number}: static int8 cannot hold the budget; its quantization-aware sibling "
