@@ -97,5 +97,9 @@ class OnnxInt8Dynamic(Pass):
     needs = (ONNX_FP32,)
 
     def run(self, ctx: ExportContext) -> list[Artifact]:
-        quantize_dynamic(ctx.path(ONNX_FP32), ctx.path(ONNX_INT8))
+        # the same pre-processing as static int8 (ONNX Runtime warns on the root logger without it)
+        prepared = ctx.path("prepared.onnx")
+        prepare(ctx.path(ONNX_FP32), prepared)
+        quantize_dynamic(prepared, ctx.path(ONNX_INT8))
+        prepared.unlink()
         return [judge_onnx_int8(ctx, self.config, ort_settings(self.config, (), ""), DYNAMIC_NOTE)]
