@@ -87,7 +87,8 @@ def test_layers_go_back_to_float_only_while_int8_stays_faster(search):
     search.kept.clear()
     record = search(lambda path: 0.90 if len(search.kept[-1]) >= 1 else 0.87, latency)
     assert [(s["float_layers"], s["latency_ratio_vs_fp32"]) for s in record["steps"]] == [(0, 0.5), (1, 0.65)]
-    assert len(record["kept_in_float"]) == 1 and record["latency_ratio_vs_fp32"] == 0.65
+    assert len(record["kept_in_float"]) == 1 and record["val_drop_points"] == record["steps"][-1]["val_drop_points"]
+    assert "latency_ratio_vs_fp32" not in record  # the int8 model's ratio is measured once more after the search
 
 
 @pytest.fixture
