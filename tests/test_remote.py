@@ -405,7 +405,7 @@ def test_addresses_and_target_names_are_checked_before_measuring(tmp_path):
 
     target = parse_address("ssh://pi@cam-1.local:2222")
     assert (target.user, target.host, target.port) == ("pi", "cam-1.local", 2222)
-    for bad in ("ssh://host:99999", "http://host", "ssh://", "ssh://u:pw@host"):
+    for bad in ("ssh://host:99999", "ssh://host:0", "http://host", "ssh://", "ssh://u:pw@host"):
         with pytest.raises(UsageError):
             parse_address(bad)
     (tmp_path / "t.toml").write_text('[[target]]\nname = "cam1"\nhost = "10.0.0.5"\n')
@@ -420,3 +420,28 @@ def test_addresses_and_target_names_are_checked_before_measuring(tmp_path):
     assert not wheel_fits("numpy-2.0.0-cp312-cp312-manylinux_2_17_aarch64.whl", "aarch64", "cp311")
     assert wheel_fits("protobuf-5.0-cp38-abi3-manylinux2014_aarch64.whl", "aarch64", "cp311")
     assert wheel_fits("rich-13.0-py3-none-any.whl", "armv7l", "cp310")
+
+
+def test_a_wheelhouse_without_a_runtime_requirement_is_refused_with_a_command_that_fetches_them(tmp_path):
+    """A wheelhouse that lacks one of edgetransfer's runtime requirements is refused before the copy (pip on the
+    device would fail with no internet), and the suggested command names every requirement with its version floor
+    and a platform tag recent onnxruntime wheels have (manylinux2014 would find none since 1.25)."""
+    from edgetransfer.bench.targets import DeviceError, check_wheelhouse, runtime_requirements
+
+    (tmp_path / "rich-13.0-py3-none-any.whl").write_bytes(b"")
+    with pytest.raises(DeviceError) as caught:
+        check_wheelhouse(tmp_path, "x86_64", "cp311")
+    message = str(caught.value)
+    assert "for numpy, onnxruntime, pillow, pydantic, typer;" in message and "rich," not in message
+    assert "--platform manylinux_2_28_x86_64 --python-version 3.11" in message
+    assert '"onnxruntime>=1.25"' in message and all(f'"{r}"' in message for r in runtime_requirements())
+
+
+def test_a_changed_host_key_names_the_file_and_the_command_that_forgets_it(tmp_path):
+    from edgetransfer.bench.targets import Ssh, parse_address, resolve
+
+    device = resolve("ssh://pi@10.0.0.7:2222")[0]
+    assert device.target == parse_address("ssh://pi@10.0.0.7:2222")
+    line = Ssh(device, tmp_path / "known_hosts").explain(255, "Host key verification failed.\n")
+    assert f"recorded in {tmp_path / 'known_hosts'}" in line
+    assert f"ssh-keygen -R '[10.0.0.7]:2222' -f {tmp_path / 'known_hosts'}" in line

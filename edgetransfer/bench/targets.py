@@ -55,6 +55,8 @@ def parse_address(text: str) -> Target:
         port = parts.port
     except ValueError:
         raise UsageError(f"--on {text}: the port is not a number from 1 to 65535") from None
+    if port == 0:
+        raise UsageError(f"--on {text}: the port is not a number from 1 to 65535")
     if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.password:
         raise UsageError(f"--on {text}: expected ssh://user@host[:port] or a name from the targets file")
     values = {"host": parts.hostname, "port": port or 22, "user": parts.username}
@@ -120,6 +122,7 @@ class Ssh:
         self.options += ["-o", f"StrictHostKeyChecking={'yes' if strict else 'accept-new'}", "-o", "LogLevel=ERROR"]
         self.options += ["-p", str(t.port)] + (["-i", t.key, "-o", "IdentitiesOnly=yes"] if t.key else [])
         self.options += ["-l", t.user] if t.user else []
+        self.known_hosts = known_hosts
 
     def command(self, remote: str) -> list[str]:
         """The ``ssh`` command line that runs the shell command ``remote`` on the device."""
@@ -144,7 +147,12 @@ class Ssh:
             if "Permission denied" in stderr or "Too many authentication failures" in stderr:
                 return f"authentication refused ({last}); check the user and the key"
             if "Host key verification failed" in stderr or "IDENTIFICATION HAS CHANGED" in stderr:
-                return "its host key is not the one recorded in known_hosts; if the device was replaced, remove it"
+                t = self.device.target
+                entry = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
+                return (
+                    f"its host key is not the one recorded in {self.known_hosts} (or ~/.ssh/known_hosts); if the "
+                    f"device was replaced, remove the old key: ssh-keygen -R '{entry}' -f {self.known_hosts}"
+                )
             unreachable = ("Connection refused", "timed out", "No route to host", "Could not resolve", "unreachable")
             if not started and any(s in stderr for s in unreachable):
                 return f"unreachable: {last}"
@@ -226,17 +234,37 @@ def wheel_fits(name: str, arch: str, tag: str) -> bool:
     return any(p in ("py3", "py2.py3", tag) or p.startswith("py3") for p in pythons) or tag in pythons
 
 
+def runtime_requirements() -> list[str]:
+    """The runtime install's own requirements (``numpy>=1.26`` ...), from this edgetransfer's metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        found = requires("edgetransfer") or []
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return []
+    return [r.split(";")[0].replace(" ", "") for r in found if "extra" not in r]
+
+
+def _project(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
 def check_wheelhouse(wheelhouse: Path, arch: str, tag: str) -> None:
     """Refuse a device for which some project of the wheelhouse has no wheel that fits (another architecture or
-    Python): pip there would fail after the copy, with no internet to fall back on."""
+    Python), or that lacks one of edgetransfer's own runtime requirements: pip there would fail after the copy,
+    with no internet to fall back on. (Their own dependencies are pip's to resolve on the device.)"""
     projects: dict[str, bool] = {}
     for wheel in sorted(Path(wheelhouse).glob("*.whl")):
-        project = wheel.name.split("-")[0].lower()
+        project = wheel.name.split("-")[0].lower().replace("_", "-")
         projects[project] = projects.get(project, False) or wheel_fits(wheel.name, arch, tag)
-    lacking = sorted(p for p, fits in projects.items() if not fits)
+    needed = runtime_requirements()
+    lacking = sorted({p for p, fits in projects.items() if not fits} | {_project(r) for r in needed} - set(projects))
     if lacking:
+        version = f"{tag[2]}.{tag[3:]}"
+        wanted = " ".join(f'"{r}"' for r in needed) or "numpy pillow onnxruntime typer rich pydantic"
         raise DeviceError(
-            f"the device is {arch} with CPython {tag[2]}.{tag[3:]}: no wheel in {wheelhouse} fits it for "
-            f"{', '.join(lacking)}; add them with: pip download --only-binary=:all: --platform manylinux2014_{arch} "
-            f"--python-version {tag[2]}.{tag[3:]} -d {wheelhouse} edgetransfer"
+            f"the device is {arch} with CPython {version}: no wheel in {wheelhouse} fits it for "
+            f"{', '.join(lacking)}; add them (with their dependencies) on a machine with internet: pip download "
+            f"--only-binary=:all: --platform manylinux_2_28_{arch} --python-version {version} -d {wheelhouse} "
+            f"{wanted}"
         )
