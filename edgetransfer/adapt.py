@@ -71,11 +71,11 @@ def bn_statistics(model: torch.nn.Module, state: list[dict]) -> Iterator[None]:
         load_bn_state(model, previous)
 
 
-def _loader(samples: tuple[Sample, ...], transform, batch_size: int, *, shuffle: bool, seed: int = 0):
+def _loader(samples: tuple[Sample, ...], pre: Preprocessing, batch_size: int, *, shuffle: bool, seed: int = 0):
     import torch
 
     return torch.utils.data.DataLoader(
-        ImageDataset(samples, transform),
+        ImageDataset(samples, train_transform(pre), pre.resize),
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=shuffle and len(samples) > batch_size,
@@ -99,7 +99,7 @@ def adapt_bn(
     if len(samples) < 2:
         raise DataError(f"BatchNorm statistics need at least 2 images, {len(samples)} given")
     model.train()
-    dataset = ImageDataset(samples, eval_transform(pre))
+    dataset = ImageDataset(samples, eval_transform(pre), pre.resize)
     # batches of near-equal size, at least two images each: BatchNorm in train mode cannot take one image alone
     count = max(1, min(-(-len(samples) // batch_size), len(samples) // 2))
     with torch.no_grad():
@@ -121,7 +121,9 @@ def pseudo_labels(
     with torch.no_grad():
         for start in range(0, len(samples), 64):
             chunk = samples[start : start + 64]
-            images = torch.stack([ImageDataset(chunk, eval_transform(pre))[i][0] for i in range(len(chunk))])
+            images = torch.stack(
+                [ImageDataset(chunk, eval_transform(pre), pre.resize)[i][0] for i in range(len(chunk))]
+            )
             probs = model(images.to(device)).softmax(1)
             conf, pred = probs.max(1)
             kept += [
@@ -175,8 +177,8 @@ def self_train(
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
         for epoch in range(config.epochs_per_round):
             seed = config.seed + 100 * round_index + epoch
-            src = _loader(source, train_transform(pre), config.batch_size, shuffle=True, seed=seed)
-            tgt = _loader(labelled, train_transform(pre), config.batch_size, shuffle=True, seed=seed + 1)
+            src = _loader(source, pre, config.batch_size, shuffle=True, seed=seed)
+            tgt = _loader(labelled, pre, config.batch_size, shuffle=True, seed=seed + 1)
             _frozen_bn_train_mode(model)
             with console.progress() as bar:
                 task = bar.add_task(f"self-training round {round_index}", total=len(src), status="")

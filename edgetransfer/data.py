@@ -359,27 +359,30 @@ def train_transform(pre: Preprocessing, *, augment: str = "light", hflip: bool =
     return v2.Compose(steps)
 
 
-def open_rgb(path: Path):
+def open_rgb(path: Path, resize: int | None = None):
     """An image as 8-bit RGB exactly as the device runtime reads it (EXIF orientation applied; grey, palette,
-    alpha, CMYK converted; 16-bit scaled), or a :class:`DataError` naming it."""
+    alpha, CMYK converted; 16-bit scaled; with ``resize``, a large JPEG decoded at reduced scale), or a
+    :class:`DataError` naming it."""
     from edgetransfer.images import open_image
 
-    return open_image(path)
+    return open_image(path, resize=resize)
 
 
 class ImageDataset:
-    """A torch-style map dataset over samples, applying ``transform`` to each RGB image."""
+    """A torch-style map dataset over samples, applying ``transform`` to each RGB image (read as the runtime reads
+    it for an input resized to ``resize``)."""
 
-    def __init__(self, samples: tuple[Sample, ...], transform) -> None:
+    def __init__(self, samples: tuple[Sample, ...], transform, resize: int | None = None) -> None:
         self.samples = samples
         self.transform = transform
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        return self.transform(open_rgb(sample.path)), sample.label
+        return self.transform(open_rgb(sample.path, self.resize)), sample.label
 
 
 def batches(samples: tuple[Sample, ...], pre: Preprocessing, batch_size: int = 32):

@@ -16,7 +16,6 @@ import numpy as np
 
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
-from edgetransfer.errors import DataError
 
 if TYPE_CHECKING:
     import torch
@@ -39,27 +38,11 @@ def decode_threads(workers: int | None = None) -> int:
 
 
 def decode(path, pre: Preprocessing) -> np.ndarray:
-    """One image file as the (crop, crop, 3) uint8 array the evaluation transform starts from."""
-    from PIL import Image
+    """One image file as the (crop, crop, 3) uint8 array the evaluation transform starts from: the device
+    runtime's own steps (:func:`edgetransfer.images.open_image`, then :func:`~edgetransfer.images.resize_and_crop`)."""
+    from edgetransfer.images import open_image, resize_and_crop
 
-    from edgetransfer.images import RESAMPLING, center_crop, first_line, resized_size, to_rgb
-
-    try:
-        with Image.open(path) as img:
-            if img.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale while it stays >= twice what is needed
-                img.draft("RGB", (2 * pre.resize, 2 * pre.resize))
-            rgb = to_rgb(img)
-            rgb.load()
-    except DataError as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
-        raise DataError(f"cannot read image {path}: {first_line(exc)}") from None
-    width, height = resized_size(*rgb.size, pre.resize)
-    if width != rgb.width:  # one pass per axis, horizontal first: the runtime's (and torchvision's) rounding
-        rgb = rgb.resize((width, rgb.height), RESAMPLING[pre.interpolation], reducing_gap=None)
-    if height != rgb.height:
-        rgb = rgb.resize((width, height), RESAMPLING[pre.interpolation], reducing_gap=None)
-    return np.ascontiguousarray(center_crop(np.asarray(rgb), pre.crop))
+    return resize_and_crop(open_image(path, resize=pre.resize), pre)
 
 
 class Decoded:

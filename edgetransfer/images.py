@@ -5,6 +5,7 @@ export and bench, so every accuracy the project reports is measured on what a de
 from __future__ import annotations
 
 import stat
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -66,12 +67,17 @@ def regular_file(path: Path, what: str = "image") -> int:
     return info.st_size
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Read an image file as 8-bit RGB (see :func:`to_rgb`), or raise a :class:`DataError` naming it."""
+def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
+    """Read an image file as 8-bit RGB (see :func:`to_rgb`), or raise a :class:`DataError` naming it. With
+    ``resize`` (the shorter side it will be resized to), a JPEG far larger than that is decoded at 1/2, 1/4 or 1/8
+    scale while it stays at least twice ``resize`` (Pillow's draft mode: a 6000x4000 photo costs a few MB, not
+    72 MB), as training decodes it."""
     path = Path(path)
     regular_file(path)
     try:
         with Image.open(path) as img:
+            if resize and img.format == "JPEG":
+                img.draft("RGB", (2 * resize, 2 * resize))
             rgb = to_rgb(img)
             rgb.load()
             return rgb
@@ -81,9 +87,11 @@ def open_image(path: str | Path) -> Image.Image:
         raise DataError(f"cannot read image {path}: {first_line(exc)}") from None
 
 
-def _as_rgb(image: ImageInput) -> Image.Image:
+def _as_rgb(image: ImageInput, resize: int | None = None) -> Image.Image:
     if isinstance(image, (str, Path)):
-        return open_image(image)
+        with warnings.catch_warnings():  # past Pillow's pixel limit: one line, as training's scan says (no warning)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return open_image(image, resize=resize)
     if isinstance(image, Image.Image):
         return to_rgb(image)
     if isinstance(image, np.ndarray):
@@ -93,6 +101,8 @@ def _as_rgb(image: ImageInput) -> Image.Image:
             )
         if image.ndim == 3 and (image.dtype != np.uint8 or image.shape[2] not in (3, 4)):
             raise DataError(f"an HxWxC image array must be uint8 RGB or RGBA, not {image.dtype} {image.shape}")
+        if not image.size:
+            raise DataError(f"an image array must not be empty, got shape {image.shape}")
         return _convert_to_rgb(Image.fromarray(np.ascontiguousarray(image)))  # a frame has no EXIF
     raise DataError(f"cannot classify a {type(image).__name__}: pass a path, a PIL image or a numpy array")
 
@@ -116,10 +126,9 @@ def center_crop(pixels: np.ndarray, crop: int) -> np.ndarray:
     return pixels[top : top + crop, left : left + crop]
 
 
-def preprocess_image(image: ImageInput, pre: Preprocessing) -> np.ndarray:
-    """One image as the model's (3, crop, crop) float32 input: the evaluation transform of ``data.eval_transform``
-    (shorter side resized with antialiasing, centre crop, scale, mean/std) with Pillow instead of torchvision."""
-    rgb = _as_rgb(image)
+def resize_and_crop(rgb: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """An RGB image as the (crop, crop, 3) uint8 array the evaluation transform scales: shorter side to
+    ``pre.resize`` with antialiasing, then the centre ``pre.crop``."""
     width, height = resized_size(*rgb.size, pre.resize)
     # One pass per axis, horizontal first, as torchvision does (recent Pillow, 13 here, goes vertical first for tall
     # images, which rounds differently): at most one uint8 level from torchvision, the same on any Pillow.
@@ -127,7 +136,13 @@ def preprocess_image(image: ImageInput, pre: Preprocessing) -> np.ndarray:
         rgb = rgb.resize((width, rgb.height), RESAMPLING[pre.interpolation], reducing_gap=None)
     if height != rgb.height:
         rgb = rgb.resize((width, height), RESAMPLING[pre.interpolation], reducing_gap=None)
-    pixels = center_crop(np.asarray(rgb), pre.crop).astype(np.float32) * np.float32(pre.scale)
+    return np.ascontiguousarray(center_crop(np.asarray(rgb), pre.crop))
+
+
+def preprocess_image(image: ImageInput, pre: Preprocessing) -> np.ndarray:
+    """One image as the model's (3, crop, crop) float32 input: the evaluation transform of ``data.eval_transform``
+    (shorter side resized with antialiasing, centre crop, scale, mean/std) with Pillow instead of torchvision."""
+    pixels = resize_and_crop(_as_rgb(image, pre.resize), pre).astype(np.float32) * np.float32(pre.scale)
     pixels = (pixels - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 

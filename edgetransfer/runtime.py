@@ -242,6 +242,15 @@ def _model_file(path: Path, backend: str) -> Path:
         if run is not None and (run / "card.json").is_file():  # a run directory that was never exported
             raise UsageError(f"model file not found: {path}; export the run first: edgetransfer export {run}")
         raise UsageError(f"model file not found: {path}")
+    if path.suffix == ".bin" and path.with_suffix(".xml").is_file():
+        raise UsageError(
+            f"{path.name} holds an IR's weights: pass {path.with_suffix('.xml')} (with --backend openvino)"
+        )
+    if path.suffix not in (".onnx", ".xml"):
+        raise UsageError(
+            f"{path.name} is not a model file: pass a .onnx file, an OpenVINO IR's .xml (with --backend openvino) "
+            "or the run folder"
+        )
     if backend == "ort" and path.suffix != ".onnx":
         raise UsageError(f"backend 'ort' reads .onnx files, not {path.name}; use --backend openvino for IR")
     if path.suffix == ".onnx":

@@ -78,7 +78,7 @@ def test_files_are_read_as_training_reads_them(tmp_path, parity_images):
     pre = Preprocessing(resize=40, crop=32)
     transform = eval_transform(pre)
     for path in files:
-        expected = transform(open_rgb(path)).numpy()
+        expected = transform(open_rgb(path, pre.resize)).numpy()
         assert np.abs(runtime.preprocess_image(path, pre) - expected).max() <= ONE_LEVEL + 1e-5, path.name
     assert runtime.open_image(rotated).size == (240, 320)  # portrait after the EXIF rotation
 
@@ -101,6 +101,36 @@ def test_arrays_and_pil_images_are_accepted():
     assert np.array_equal(from_array, runtime.preprocess_image(with_alpha, pre))
     with pytest.raises(DataError, match="float32"):
         runtime.preprocess_image(pixels.astype(np.float32), pre)
+    with pytest.raises(DataError, match=r"must not be empty, got shape \(0, 0, 3\)"):
+        runtime.preprocess_image(np.zeros((0, 0, 3), np.uint8), pre)
+
+
+def test_a_large_jpeg_is_decoded_as_training_decodes_it(tmp_path, monkeypatch):
+    """A JPEG far larger than the model's input is decoded at reduced scale by the runtime too (Pillow's draft
+    mode), so predict, export and bench see the pixels training and its evaluation saw; past Pillow's pixel limit
+    the runtime refuses the file in one line (training's scan calls it bad), with no Python warning."""
+    import warnings
+
+    from edgetransfer.decoded import decode
+    from edgetransfer.images import resize_and_crop
+
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((1600, 1200)).save(big, quality=90)
+    pre = Preprocessing(resize=64, crop=64)
+    from_runtime = runtime.preprocess_image(big, pre)
+    training = decode(big, pre).astype(np.float32) * np.float32(pre.scale)
+    training = (training - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    assert np.array_equal(from_runtime, training.transpose(2, 0, 1))
+    with Image.open(big) as full:  # without draft mode the pixels differ: the check above can fail
+        full_pixels = resize_and_crop(runtime.to_rgb(full), pre)
+    assert not np.array_equal(full_pixels, decode(big, pre))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1600 * 1200 - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail here instead of the one-line error below
+        with pytest.raises(DataError, match="cannot read image .*big.jpg: Image size .* exceeds limit") as info:
+            runtime.preprocess_image(big, pre)
+    assert "\n" not in str(info.value)
 
 
 def test_unreadable_and_missing_images_are_one_line_errors(tmp_path):
@@ -255,6 +285,11 @@ def test_bad_model_files_are_one_line_errors(tmp_path, trained_run):
         runtime.Classifier(unexported, backend="openvino")
     with pytest.raises(UsageError, match="backend 'ort' reads .onnx files"):
         runtime.Classifier(trained_run.file("openvino/model.xml"), backend="ort")
+    for backend in ("ort", "openvino"):  # the card or an IR's weights passed for the model
+        with pytest.raises(UsageError, match="card.json is not a model file: pass a .onnx file, an OpenVINO IR"):
+            runtime.Classifier(trained_run.file("card.json"), backend=backend)
+        with pytest.raises(UsageError, match="model.bin holds an IR's weights: pass .*openvino/model.xml"):
+            runtime.Classifier(trained_run.file("openvino/model.bin"), backend=backend)
     with pytest.raises(UsageError, match="unknown backend 'tflite'; known: ort, openvino"):
         runtime.Classifier(trained_run.file("model.onnx"), backend="tflite")
 
