@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def cpu_features() -> dict[str, Any]:
             flags = set(value.split())
         elif key.strip() == "model name" and model is None:
             model = value.strip()
-    return {"model": model, "flags": {flag: flag in flags for flag in CPU_FLAGS}}
+    return {"model": model, "arch": platform.machine(), "flags": {flag: flag in flags for flag in CPU_FLAGS}}
 
 
 def implications(cpu: dict[str, Any]) -> list[str]:
@@ -75,7 +76,11 @@ def implications(cpu: dict[str, Any]) -> list[str]:
     elif flags.get("avx512_vnni") or flags.get("avx_vnni"):
         said.append("VNNI: int8 dot products in one instruction, so int8 convolutions can run ~2-4x faster than fp32")
     elif flags.get("avx2"):
-        said.append("no VNNI: int8 convolutions run on AVX2 and gain little over fp32; int8 may even be slower")
+        said.append(
+            "no VNNI: int8 convolutions run on AVX2 and gain little over fp32; int8 may even be slower, and "
+            "8-bit int8 weights can overflow here (pairs of products summed in 16 bits) and lose accuracy: "
+            "export with --int8-weights 7bit (auto does on such a CPU)"
+        )
     else:
         said.append("no AVX2: expect little or no int8 speed-up on this CPU")
     if flags.get("avx512_bf16") or flags.get("amx_bf16"):
@@ -211,6 +216,38 @@ def layer_sqnr(fp32: Path, int8: Path, images: np.ndarray) -> list[dict[str, Any
     return sorted(found, key=lambda item: item["sqnr_db"])
 
 
+def kernel_check(fp32: Path, int8: Path, images: np.ndarray) -> dict[str, Any]:
+    """The int8 model run by ONNX Runtime's int8 kernels against the same model with every optimization off (its
+    QuantizeLinear/DequantizeLinear pairs computed in float: int8 arithmetic without the kernels), on ``images``.
+    They should agree to rounding; where they do not, the kernels overflow (8-bit weights on an x86 CPU without
+    VNNI: pairs of uint8 x int8 products summed in 16 bits)."""
+    import onnxruntime as ort
+
+    def probabilities(path: Path, level) -> np.ndarray:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        logits = session.run(None, {session.get_inputs()[0].name: images})[0].astype(np.float64)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    levels = ort.GraphOptimizationLevel
+    kernels, simulated = probabilities(int8, levels.ORT_ENABLE_ALL), probabilities(int8, levels.ORT_DISABLE_ALL)
+    reference = probabilities(fp32, levels.ORT_ENABLE_ALL)
+    return {
+        "images": len(images),
+        "kernels_vs_arithmetic_top1_disagree": int((kernels.argmax(1) != simulated.argmax(1)).sum()),
+        "kernels_vs_arithmetic_max_prob_diff": float(np.abs(kernels - simulated).max()),
+        "kernels_vs_fp32_max_prob_diff": float(np.abs(kernels - reference).max()),
+        "arithmetic_vs_fp32_max_prob_diff": float(np.abs(simulated - reference).max()),
+    }
+
+
+# int8 kernels that differ from int8 arithmetic by more than this probability (or change a top-1) are not rounding
+KERNEL_GAP = 0.05
+
+
 def explain(run: RunDir, config: ExplainConfig = ExplainConfig()) -> dict[str, Any]:
     """Profile the run's fp32 and int8 models in ONNX Runtime and OpenVINO; write and return ``explain.json``."""
     config.validate()
@@ -246,6 +283,10 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
             doc["sqnr"] = _profiled(
                 run, ONNX_INT8, lambda path: {"layers": layer_sqnr(run.file(ONNX_FP32), path, batch)}
             )
+            status.update("comparing ONNX Runtime's int8 kernels with int8 arithmetic...")
+            doc["kernels"] = _profiled(run, ONNX_INT8, lambda path: kernel_check(run.file(ONNX_FP32), path, batch))
+            record = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
+            doc["kernels"]["weight_bits"] = record.get("weight_bits", 8)
     doc["verdict"] = verdict(doc)
     atomic_write_text(run.file(EXPLAIN_JSON), json.dumps(doc, indent=2, default=str) + "\n")
     return doc
@@ -292,6 +333,29 @@ def verdict(doc: dict[str, Any]) -> list[str]:
             line += f"; in float: {shown}{' ...' if len(int8['float_layers']) > 3 else ''}"
         said.append(line)
     said.extend(f"this CPU: {text}" for text in doc["cpu"].get("implies", []))
+    kernels = doc.get("kernels") or {}
+    if "images" in kernels:
+        gap, flips = kernels["kernels_vs_arithmetic_max_prob_diff"], kernels["kernels_vs_arithmetic_top1_disagree"]
+        figures = (
+            f"ONNX Runtime's int8 kernels vs the same int8 model computed exactly: top-1 differs on {flips} of "
+            f"{kernels['images']} images, probabilities by up to {gap:.3f}"
+        )
+        if flips or gap > KERNEL_GAP:
+            from edgetransfer.machine import int8_overflows
+
+            flags = {flag for flag, present in doc["cpu"]["flags"].items() if present}
+            overflows = (
+                kernels.get("weight_bits", 8) == 8 and bool(flags) and int8_overflows(flags, doc["cpu"].get("arch"))
+            )
+            why = (
+                "the kernels overflow: this CPU has no VNNI and the model's int8 weights have 8 bits; re-export with "
+                "--int8-weights 7bit"
+                if overflows
+                else "more than rounding: int8 accuracy measured here may not hold on another CPU"
+            )
+            said.append(f"int8 kernels: {figures}: {why}")
+        else:
+            said.append(f"int8 kernels: {figures} (rounding only)")
     layers = (doc.get("sqnr") or {}).get("layers") or []
     low = [item for item in layers if item["sqnr_db"] < LOW_SQNR_DB]
     if layers:

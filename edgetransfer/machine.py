@@ -16,6 +16,32 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_flags() -> set[str]:
+    """This CPU's flags from /proc/cpuinfo (empty where there is none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    return set()
+
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_overflows(flags: set[str] | None = None, arch: str | None = None) -> bool:
+    """Whether int8 kernels on this CPU (``flags``/``arch``: another's) can overflow with 8-bit weights: an x86 CPU
+    without VNNI multiplies uint8 activations by int8 weights and adds pairs in 16 bits (VPMADDUBSW), and
+    2 x 255 x 127 > 32767 saturates; 7-bit weights (2 x 255 x 63 < 32767) cannot. ONNX Runtime's and OpenVINO's
+    docs both name it; VNNI (and ARM's dot-product) instructions add in 32 bits."""
+    arch = (arch or platform.machine()).lower()
+    if arch not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    flags = cpu_flags() if flags is None else flags
+    return not any(flag in flags for flag in VNNI_FLAGS)
+
+
 def machine_info() -> dict:
     """CPU model, usable cores and the SIMD flags that decide int8/bf16 speed."""
     model, flags = platform.processor() or platform.machine(), set()

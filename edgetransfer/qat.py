@@ -105,10 +105,19 @@ def _batches(samples: Sequence[Sample], pre: Any, config: QatConfig, epoch: int)
 
     torch.manual_seed(config.seed * 10_000 + epoch)  # the augmentation's random draws
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
-    dataset = ImageDataset(tuple(samples[i] for i in order), train_transform(pre, augment=config.augment))
+    dataset = ImageDataset(tuple(samples[i] for i in order), train_transform(pre, augment=config.augment), pre.resize)
     for start in range(0, len(dataset), config.batch_size):
         items = [dataset[i] for i in range(start, min(start + config.batch_size, len(dataset)))]
         yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def _overflow_fix(nncf: Any, config: Any) -> Any:
+    """NNCF's overflow fix for ``config``'s weight bits: every weight in 7 bits, else NNCF's default (the first
+    layer only)."""
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    bits = config.weight_bits() if config is not None else 8
+    return OverflowFix.ENABLE if bits == 7 else OverflowFix.FIRST_LAYER
 
 
 def qat_to_onnx(
@@ -167,7 +176,9 @@ def qat_to_onnx(
             model,
             nncf.Dataset(items),
             subset_size=len(items),
-            advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True),
+            advanced_parameters=AdvancedQuantizationParameters(
+                disable_bias_correction=True, overflow_fix=_overflow_fix(nncf, ort_config)
+            ),
         )
     except Exception as exc:  # noqa: BLE001 - NNCF raises a wide variety; one line for the user
         raise QuantizationError(f"NNCF could not insert fake quantization: {str(exc).splitlines()[0]}") from None

@@ -24,6 +24,7 @@ Calibration = Decoded | tuple[Sample, ...]  # images decoded once per export, or
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 OPENVINO_INT8 = ("nncf", "qdq")
+INT8_WEIGHTS = ("auto", "7bit", "8bit")
 # ops whose int8 form (weights and/or output activations) can cost accuracy; candidates for staying in float
 _QUANTIZED_OPS = (
     "Conv",
@@ -56,6 +57,28 @@ class Int8Config:
     max_drop: float = 1.0
     openvino: str = "nncf"  # how the OpenVINO int8 IR is made: NNCF on the IR, or converted from the QDQ ONNX
     seed: int = 0
+    # int8 weights in 7 bits (ONNX Runtime's reduce_range, NNCF's overflow fix) or 8; auto: 7 where this CPU's int8
+    # kernels can overflow with 8 (x86 without VNNI, see machine.int8_overflows), so the accuracy checked here holds
+    weights: str = "auto"
+
+    def weight_bits(self) -> int:
+        """7 or 8 (``weights`` resolved on this machine)."""
+        from edgetransfer.machine import int8_overflows
+
+        if self.weights == "auto":
+            return 7 if int8_overflows() else 8
+        return int(self.weights.removesuffix("bit"))
+
+    def weights_note(self) -> str:
+        """Why the int8 weights have the bits they have, for the card."""
+        if self.weights != "auto":
+            return f"--int8-weights {self.weights}"
+        if self.weight_bits() == 7:
+            return "auto: this CPU has no VNNI, where 8-bit weights can overflow in int8 kernels"
+        return (
+            "auto: this CPU's int8 kernels do not overflow; on an x86 device without VNNI (AVX2 only) "
+            "re-export with --int8-weights 7bit"
+        )
 
     def validate(self) -> None:
         from edgetransfer.passes import INT8_METHODS  # each method is an export pass that registers itself
@@ -71,6 +94,8 @@ class Int8Config:
             raise UsageError("--calib-size must be 1..100000")
         if not 0 <= self.max_drop <= 100:  # NaN fails too: a NaN budget would pass any drop
             raise UsageError(f"--max-drop must be 0..100 points, not {self.max_drop}")
+        if self.weights not in INT8_WEIGHTS:
+            raise UsageError(f"unknown --int8-weights {self.weights!r}; choose one of {', '.join(INT8_WEIGHTS)}")
         if self.openvino not in OPENVINO_INT8:
             raise UsageError(f"unknown --openvino-int8 {self.openvino!r}; choose one of {', '.join(OPENVINO_INT8)}")
 
@@ -152,6 +177,7 @@ def quantize_static(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[config.method],
+            reduce_range=config.weight_bits() == 7,  # 7-bit weights (activations keep 8 bits)
             # per-batch min/max averaged: one outlier batch does not stretch a range (as observers in torch/TRT)
             extra_options={
                 "CalibMovingAverage": config.method == "minmax",
@@ -200,13 +226,15 @@ def ort_weight_steps(quantized: Path) -> dict[str, Any]:
     return steps
 
 
-def quantize_dynamic(fp32: Path, out: Path) -> None:
+def quantize_dynamic(fp32: Path, out: Path, *, weight_bits: int = 8) -> None:
     """Weight-only int8 (activations quantized on the fly): no calibration data needed."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     try:
-        ort_quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        ort_quantize_dynamic(
+            str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=weight_bits == 7
+        )
     except (RuntimeError, ValueError) as exc:
         raise QuantizationError(f"ONNX Runtime dynamic quantization failed: {str(exc).splitlines()[0]}") from None
 
@@ -374,12 +402,19 @@ def over_budget(name: str, drop: float, max_drop: float, tried: str = "", hint: 
 
 def ort_settings(config: Int8Config, calibration: Calibration, source: str) -> dict:
     """What the int8 model's card records about how it was made."""
+    weights = {"weight_bits": config.weight_bits(), "weight_bits_why": config.weights_note()}
     if config.mode == "dynamic":
-        return {"tool": "onnxruntime.quantize_dynamic", "weights": "int8 per-channel", "activations": "dynamic"}
+        return {
+            "tool": "onnxruntime.quantize_dynamic",
+            "weights": "int8 per-channel",
+            **weights,
+            "activations": "dynamic",
+        }
     return {
         "tool": "onnxruntime.quantize_static",
         "format": "QDQ",
         "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor",
+        **weights,
         "activations": "uint8",
         "calibration_method": config.method
         + (" (moving average of per-batch ranges)" if config.method == "minmax" else ""),

@@ -28,14 +28,28 @@ def _items(samples: Calibration, pre: Preprocessing) -> list:
     return [(images[i : i + 1], int(labels[i])) for images, labels in data.batches() for i in range(len(images))]
 
 
-def nncf_quantize(model: Any, calibration: Calibration, pre: Preprocessing) -> Any:
+def _advanced(weight_bits: int) -> Any:
+    """NNCF's parameters for ``weight_bits``: 7 applies its overflow fix to every weight (8: NNCF's default, the
+    first layer only)."""
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    return AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix.ENABLE if weight_bits == 7 else OverflowFix.FIRST_LAYER
+    )
+
+
+def nncf_quantize(model: Any, calibration: Calibration, pre: Preprocessing, *, weight_bits: int = 8) -> Any:
     """An int8 copy of the ``ov.Model``: NNCF's default PTQ (min-max ranges, fast bias correction)."""
     nncf = _quiet()
     items = _items(calibration, pre)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars are not results
             return nncf.quantize(
-                model, nncf.Dataset(items, lambda item: item[0]), subset_size=len(items), fast_bias_correction=True
+                model,
+                nncf.Dataset(items, lambda item: item[0]),
+                subset_size=len(items),
+                fast_bias_correction=True,
+                advanced_parameters=_advanced(weight_bits),
             )
     except Exception as exc:  # noqa: BLE001 - NNCF raises a wide variety; the user gets one line
         raise QuantizationError(f"NNCF quantization failed: {str(exc).splitlines()[0]}") from None
@@ -48,6 +62,7 @@ def nncf_quantize_with_accuracy_control(
     pre: Preprocessing,
     *,
     max_drop_points: float,
+    weight_bits: int = 8,
 ) -> Any:
     """Int8 whose validation top-1 stays within ``max_drop_points`` of the float model (NNCF accuracy control)."""
     import numpy as np
@@ -70,6 +85,7 @@ def nncf_quantize_with_accuracy_control(
                 max_drop=max_drop_points / 100,
                 drop_type=nncf.DropType.ABSOLUTE,
                 subset_size=len(calib_items),
+                advanced_quantization_parameters=_advanced(weight_bits),
             )
     except Exception as exc:  # noqa: BLE001
         raise QuantizationError(f"NNCF accuracy-controlled quantization failed: {str(exc).splitlines()[0]}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -45,6 +46,37 @@ def test_an_engine_that_cannot_profile_a_model_is_said_and_the_rest_reported(run
     assert "model.int8.onnx is not in the run" in doc["engines"]["onnxruntime"]["int8"]["skipped"]
     assert doc["engines"]["openvino"]["fp32"]["median_ms"] > 0 and "sqnr" not in doc
     assert any("cannot profile openvino/model.int8.xml" in line for line in doc["verdict"])
+
+
+def test_int8_kernels_agree_with_int8_arithmetic_with_the_default_weight_bits(trained_run):
+    """ONNX Runtime's int8 kernels run the exported int8 model as its int8 arithmetic says (to rounding) on this CPU,
+    whichever it is: the default --int8-weights picks 7 bits where 8 would overflow (x86 without VNNI; measured on
+    such a CPU: top-1 changed on 8 of 30 images with 8 bits, on none with 7)."""
+    from edgetransfer.explain import KERNEL_GAP, kernel_check
+    from edgetransfer.runtime import preprocess
+
+    card = trained_run.load_card()
+    images = preprocess(sorted(Path(card.dataset["path"]).rglob("*.png"))[:16], card.preprocessing)
+    found = kernel_check(trained_run.file("model.onnx"), trained_run.file("model.int8.onnx"), images)
+    assert found["images"] == 16 and found["kernels_vs_arithmetic_top1_disagree"] == 0, found
+    assert found["kernels_vs_arithmetic_max_prob_diff"] < KERNEL_GAP, found
+
+
+def test_the_verdict_names_overflowing_int8_kernels():
+    from edgetransfer.explain import verdict
+
+    def doc(flips, bits, flags):
+        kernels = {"images": 30, "kernels_vs_arithmetic_top1_disagree": flips, "weight_bits": bits}
+        kernels["kernels_vs_arithmetic_max_prob_diff"] = 0.2 if flips else 0.001
+        return {"engines": {}, "cpu": {"arch": "x86_64", "flags": flags, "implies": []}, "kernels": kernels}
+
+    avx2, vnni = {"avx2": True, "avx512_vnni": False}, {"avx2": True, "avx512_vnni": True}
+    [line] = verdict(doc(8, 8, avx2))
+    assert "top-1 differs on 8 of 30 images" in line and "re-export with --int8-weights 7bit" in line
+    [line] = verdict(doc(8, 7, avx2))
+    assert "may not hold on another CPU" in line and "7bit" not in line
+    [line] = verdict(doc(0, 8, vnni))
+    assert line.endswith("(rounding only)") and "on 0 of 30 images" in line
 
 
 def test_what_the_instruction_set_implies():

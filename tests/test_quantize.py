@@ -153,6 +153,32 @@ def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path):
     assert session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 3)
 
 
+def test_int8_weights_in_seven_or_eight_bits(run_copy):
+    """--int8-weights 7bit puts every ONNX int8 weight in -64..63 (ONNX Runtime's reduce_range), so that x86 CPUs
+    without VNNI cannot overflow (2 x 255 x 63 < 32767); 8bit uses the full range. auto follows this CPU."""
+    from onnx import numpy_helper
+
+    from edgetransfer.machine import int8_overflows
+
+    def widest_weight() -> int:
+        model = onnx.load(str(run_copy.file("model.int8.onnx")))
+        return max(
+            int(np.abs(numpy_helper.to_array(i).astype(np.int32)).max())
+            for i in model.graph.initializer
+            if i.data_type == onnx.TensorProto.INT8
+        )
+
+    for weights, bits, widest in (("7bit", 7, 64), ("8bit", 8, 127)):
+        export(run_copy, ExportConfig(int8=Int8Config(mode="static", weights=weights), openvino=False))
+        record = run_copy.load_card().artifacts["model.int8.onnx"]["quantization"]
+        assert record["weight_bits"] == bits and record["weight_bits_why"] == f"--int8-weights {weights}"
+        assert widest_weight() <= widest and (bits == 7 or widest_weight() == 127)  # per channel: the largest is 127
+    assert Int8Config().weight_bits() == (7 if int8_overflows() else 8)
+    assert int8_overflows({"avx2", "fma"}, "x86_64") and not int8_overflows({"avx2", "avx_vnni"}, "x86_64")
+    assert not int8_overflows({"avx512f", "avx512_vnni"}, "x86_64") and not int8_overflows(set(), "aarch64")
+    assert "without VNNI" in Int8Config().weights_note() or "no VNNI" in Int8Config().weights_note()
+
+
 def test_empty_calibration_folder(run_copy, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
@@ -162,7 +188,12 @@ def test_empty_calibration_folder(run_copy, tmp_path):
 
 
 def test_bad_int8_options(run_copy):
-    for bad in (Int8Config(mode="int4"), Int8Config(max_drop=-1), Int8Config(openvino="tflite")):
+    for bad in (
+        Int8Config(mode="int4"),
+        Int8Config(max_drop=-1),
+        Int8Config(openvino="tflite"),
+        Int8Config(weights="6bit"),
+    ):
         with pytest.raises(UsageError):
             export(run_copy, ExportConfig(int8=bad))
 

@@ -42,6 +42,15 @@ def export(
     max_drop: Annotated[
         float, typer.Option(help="Largest int8 top-1 loss on validation, in points.")
     ] = Int8Config.max_drop,
+    int8_weights: Annotated[
+        str,
+        typer.Option(
+            help="Bits of the int8 weights: 7bit, 8bit or auto (7 where this CPU is x86 without VNNI, else 8). "
+            "On such CPUs (AVX2 only) 8-bit weights can overflow in ONNX Runtime's and OpenVINO's int8 kernels and "
+            "lose accuracy there; 7bit avoids it on every CPU at a little precision. Exporting here for such a "
+            "device: pass 7bit.",
+        ),
+    ] = Int8Config.weights,
     openvino_int8: Annotated[
         str,
         typer.Option(
@@ -92,6 +101,7 @@ def export(
             accuracy_aware=accuracy_aware,
             max_drop=max_drop,
             openvino=openvino_int8,
+            weights=int8_weights,
         ),
     )
     done = run_export(RunDir.open(run), config)

@@ -141,10 +141,12 @@ class OpenVinoInt8(Pass):
         fp32 = ctx.artifacts[OV_FP32].ov_model
         calibration, source = ctx.calibration
         with console.err.status("quantizing the OpenVINO IR with NNCF..."):
-            model = nncf_quantize(fp32, calibration, ctx.pre)
+            model = nncf_quantize(fp32, calibration, ctx.pre, weight_bits=config.weight_bits())
         record: dict[str, Any] = {
             "tool": "nncf.quantize",
             "fast_bias_correction": True,
+            "weight_bits": config.weight_bits(),
+            "weight_bits_why": config.weights_note(),
             "calibration_source": source,
             "calibration_images": len(calibration),
         }
@@ -154,7 +156,12 @@ class OpenVinoInt8(Pass):
             console.err.print(f"NNCF int8 loses {drop:.2f} validation points; running NNCF accuracy control...")
             with console.err.status("NNCF accuracy control..."):
                 model = nncf_quantize_with_accuracy_control(
-                    fp32, calibration, ctx.val, ctx.pre, max_drop_points=config.max_drop
+                    fp32,
+                    calibration,
+                    ctx.val,
+                    ctx.pre,
+                    max_drop_points=config.max_drop,
+                    weight_bits=config.weight_bits(),
                 )
             record.update(tool="nncf.quantize_with_accuracy_control", max_drop_points=config.max_drop)
         return model, record
