@@ -229,6 +229,8 @@ def test_bench_on_a_device_end_to_end(device, main_server):
     assert " dev " in table and " here " in table and "device dev (ssh://" in table, table
     assert "device dev" in (run / "bench.md").read_text() and "Devices (bench --on)" in (run / "bench.html").read_text()
     assert (run / "known_hosts").read_text().strip()  # the device's host key, recorded on first contact
+    assert "[dev] runtime: installing this edgetransfer into a venv from the wheelhouse" in done.stderr
+    assert "[dev] copying " in done.stderr and "; 0 already there" in done.stderr
 
 
 def test_files_already_on_the_device_are_not_copied_again_and_the_baseline_gate_runs_there(device, servers):
@@ -242,6 +244,8 @@ def test_files_already_on_the_device_are_not_copied_again_and_the_baseline_gate_
     busy = done.returncode == 2 and "no verdict is trustworthy" in done.stdout
     assert done.returncode in (0, 1) or busy, done.stderr[-2000:]
     assert {p: p.stat().st_ino for p in copies} == before  # same files, not sent again
+    assert "[dev] runtime: a venv made by an earlier bench of this edgetransfer (reused)" in done.stderr
+    assert "file(s) already there (checked by sha256)" in done.stderr, done.stderr[-2000:]
     gate = json.loads((run / "bench.json").read_text())["devices"][0]["document"]["gate"]
     assert gate["mode"] == "baseline" and gate["rows"] and gate["rows"][0]["backend"] == "ort-cpu"
     assert "on dev:" in done.stdout and "regression gate against the baseline" in done.stdout
@@ -298,11 +302,15 @@ def test_failures_are_one_line_each_and_the_other_devices_are_still_reported(dev
     wheelhouse = tmp_path / "wheelhouse"  # a wheel for this machine only: nothing fits the "arm" device
     wheelhouse.mkdir()
     (wheelhouse / f"numpy-2.0.0-py3-none-manylinux_2_17_{platform.machine()}.whl").write_bytes(b"")
+    for project in ("pillow", "onnxruntime", "typer", "rich", "pydantic"):  # the other runtime requirements
+        (wheelhouse / f"{project}-99.0-py3-none-any.whl").write_bytes(b"")
     before = sorted(p.name for p in run.iterdir())
     args = ["--on", ",".join(devices), "--targets", str(targets), "--wheelhouse", str(wheelhouse)]
     done = bench(run, *QUICK, "--variants", "int8", "--in-process", *args)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+    local = done.stderr.index("measured ort-cpu")  # an unreachable or refusing device is said before this machine
+    assert -1 < done.stderr.find("[down] unreachable") < local and -1 < done.stderr.find("[refused] auth") < local
     errors = error_lines(done.stderr)
     print("\n".join(errors))  # what each case says (docs/remote.md lists them)
     assert len(errors) == len(expected), errors
@@ -445,3 +453,27 @@ def test_a_changed_host_key_names_the_file_and_the_command_that_forgets_it(tmp_p
     line = Ssh(device, tmp_path / "known_hosts").explain(255, "Host key verification failed.\n")
     assert f"recorded in {tmp_path / 'known_hosts'}" in line
     assert f"ssh-keygen -R '[10.0.0.7]:2222' -f {tmp_path / 'known_hosts'}" in line
+
+
+def test_a_device_without_vnni_is_warned_about_eight_bit_int8_weights():
+    """An x86 device without VNNI sums uint8 x int8 products in 16 bits: the run's 8-bit int8 weights can overflow
+    there, so bench --on says so for such a device (not for one with VNNI, an ARM board, or 7-bit weights)."""
+    from edgetransfer.bench.report import overflow_lines
+
+    def device(name, arch, isa, variant="int8"):
+        return {"target": name, "device": {"arch": arch, "isa": isa}, "document": {"results": [{"variant": variant}]}}
+
+    document = {
+        "devices": [
+            device("old", "x86_64", ["avx2"]),
+            device("new", "x86_64", ["avx2", "avx512_vnni"]),
+            device("pi", "aarch64", []),
+            device("fp32only", "x86_64", ["avx2"], variant="fp32"),
+            {"target": "down", "error": "unreachable"},
+        ]
+    }
+    lines = overflow_lines(document, 8)
+    assert len(lines) == 1 and lines[0].startswith("warning: old is x86 without VNNI")
+    assert "--int8-weights 7bit" in lines[0]
+    assert overflow_lines(document, None) == lines  # a card from before the option: its weights had 8 bits
+    assert overflow_lines(document, 7) == []

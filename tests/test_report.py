@@ -169,6 +169,21 @@ def test_cli_profile_prints_budget_lines_and_recommendation(trained_run, tmp_pat
     assert (tmp_path / "bench.html").is_file()
 
 
+def test_threads_are_a_column_only_where_rows_differ_in_them():
+    """A device of bench --on may run with its own threads: the table then says each row's, and the title says
+    that its thread count is this machine's."""
+    console = Console(width=220, record=True)
+    console.print(table(three_models()))
+    assert "threads" not in console.export_text()  # one thread count for all: in the title only
+    doc = three_models()
+    device = result("ort-cpu", "int8", {1: samples(1.5)}, top1=0.9, threads=1)
+    doc["devices"] = [{"target": "cam1", "address": "ssh://cam1", "document": {"results": [device]}}]
+    console = Console(width=220, record=True)
+    console.print(table(doc))
+    text = console.export_text()
+    assert "threads" in text and "2 thread(s) here" in text, text
+
+
 def test_a_reference_run_shows_beside_the_run_in_every_report():
     doc = three_models()
     doc["reference"] = {"run": "models/main", "results": [result("ort-cpu", "int8", {1: samples(0.9)}, top1=None)]}

@@ -25,7 +25,15 @@ from edgetransfer.bench import remote_worker
 from edgetransfer.bench.config import VARIANTS, BenchConfig
 from edgetransfer.bench.gate import GateConfig, GateResult, check
 from edgetransfer.bench.schema import validate_document
-from edgetransfer.bench.targets import Device, DeviceError, Ssh, check_wheelhouse, quote, runtime_wheel
+from edgetransfer.bench.targets import (
+    CONNECT_TIMEOUT,
+    Device,
+    DeviceError,
+    Ssh,
+    check_wheelhouse,
+    quote,
+    runtime_wheel,
+)
 from edgetransfer.errors import EdgeTransferError
 from edgetransfer.rundir import CARD, RunDir, sha256_file
 
@@ -129,7 +137,12 @@ class DeviceBench:
             check_wheelhouse(self.wheelhouse, found["arch"], found.get("tag", "cp3"))
         if not venv:
             self._check_modules()
-        if ready != "ready":
+        where = "a venv" if venv else f"a folder on {self.python}'s path"
+        if ready == "ready":
+            self._say(f"runtime: {where} made by an earlier bench of this edgetransfer (reused)")
+        else:
+            source = "the wheelhouse" if venv and self.wheelhouse else "the package index" if venv else "the wheel"
+            self._say(f"runtime: installing this edgetransfer into {where} from {source} (kept for later benches)")
             wheels = [self.wheel] + (sorted(Path(self.wheelhouse).glob("*.whl")) if venv and self.wheelhouse else [])
             files = {f"{self.root}/wheels": {p.name: p for p in wheels}}
             factor = INSTALL_FACTOR if venv else 1
@@ -154,9 +167,18 @@ class DeviceBench:
                 f"the device's disk is full: {free / 1e6:.1f} MB free in {self.root}, about {need / 1e6:.0f} MB "
                 "needed; free some space there or give --remote-dir on a larger disk"
             )
+        count, held = sum(len(r) for r in missing.values()), sum(len(m) for m in manifests.values())
+        self._say(
+            f"copying {count} file(s) ({need - extra:,} bytes); {held - count} already there"
+            if count
+            else f"all {held} file(s) already there (checked by sha256)"
+        )
         for dest, rels in missing.items():
             if rels:
                 self._upload(dest, {r: manifests[dest][r] for r in rels}, copies[dest])
+
+    def _say(self, line: str) -> None:
+        console.err.print(f"[{self.label}] {line}", markup=False, highlight=False)
 
     def _check_modules(self) -> None:
         code = f"import importlib.util as u; print(','.join(m for m in {RUNTIME_MODULES!r} if not u.find_spec(m)))"
@@ -308,11 +330,29 @@ def baseline_of(baseline: dict | None, label: str, name: str) -> dict | None:
     )
 
 
+def preflight(
+    devices: list[tuple[Device, Ssh]], baseline: dict | None = None, baseline_name: str | None = None
+) -> dict[str, str]:
+    """Each device's error found in seconds, before this machine measures for minutes: a baseline that holds no
+    measurement on it, or a device that cannot be reached or refuses the key (one ``ssh`` command each). By label;
+    the others are measured after this machine, as before."""
+    errors = {}
+    for device, ssh in devices:
+        try:
+            baseline_of(baseline, device.label, baseline_name or "baseline")
+            ssh.run("true", timeout=CONNECT_TIMEOUT + 30, what="connecting")
+        except EdgeTransferError as exc:
+            errors[device.label] = str(exc)
+            console.err.print(f"[{device.label}] {exc} (this machine is still measured)", markup=False)
+    return errors
+
+
 def bench_devices(
     run: RunDir,
     config: BenchConfig,
     devices: list[tuple[Device, Ssh]],
     *,
+    known_errors: dict[str, str] | None = None,
     gate: GateConfig | None = None,
     baseline: dict | None = None,
     baseline_name: str | None = None,
@@ -329,6 +369,10 @@ def bench_devices(
         images = _labelled(run, run.load_card(), config)[0] if config.accuracy else ()
         for device, ssh in devices:
             outcome = DeviceOutcome(device)
+            if device.label in (known_errors or {}):  # found by preflight: not contacted again
+                outcome.error = known_errors[device.label]
+                outcomes.append(outcome)
+                continue
             try:
                 console.err.print(f"[{device.label}] preparing {device.address}...", markup=False)
                 session = DeviceBench(device, ssh, wheel=wheel, wheelhouse=wheelhouse, remote_dir=remote_dir)

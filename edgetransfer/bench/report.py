@@ -69,6 +69,29 @@ def device_lines(document: dict) -> list[str]:
     return lines
 
 
+def overflow_lines(document: dict, weight_bits: int | None) -> list[str]:
+    """A warning per device of ``bench --on`` whose int8 kernels can overflow with the run's 8-bit int8 weights (an
+    x86 CPU without VNNI; see :func:`edgetransfer.machine.int8_overflows`). ``weight_bits``: the ONNX int8 model's,
+    from its card (None: not recorded, an export from before the option, which wrote 8)."""
+    from edgetransfer.machine import int8_overflows
+
+    if weight_bits == 7:
+        return []
+    lines = []
+    for d in document.get("devices") or []:
+        info = d.get("device") or {}
+        if d.get("error") or not info.get("arch"):
+            continue
+        int8 = [r for r in (d.get("document") or {}).get("results", []) if r.get("variant") == "int8"]
+        if int8 and int8_overflows(set(info.get("isa") or []), info["arch"]):
+            lines.append(
+                f"warning: {d['target']} is x86 without VNNI: the run's int8 weights have 8 bits, which can overflow "
+                "in its int8 kernels and lose accuracy there (compare its int8 top-1); re-export with "
+                "--int8-weights 7bit for it"
+            )
+    return lines
+
+
 def device_gates(document: dict) -> list[tuple[str, GateResult]]:
     """The gate's result on each device (``bench --on`` with a gate), rebuilt from the document."""
     from edgetransfer.bench.gate import Row
@@ -132,7 +155,9 @@ def title(document: dict) -> str:
     profile = f", profile {s['profile']}" if s.get("profile") else ""
     reference = (document.get("accuracy_reference") or {}).get("source")
     return (
-        f"{model['backbone']} {model['input'][2]}px, {s['threads_resolved']} thread(s), "
+        f"{model['backbone']} {model['input'][2]}px, {s['threads_resolved']} thread(s)"
+        + (" here" if document.get("devices") else "")
+        + ", "
         f"batch {','.join(map(str, s['batches']))}{profile}"
         + (f"; top-1 Δ in points vs {reference}" if reference else "")
     )
@@ -152,7 +177,8 @@ def table(document: dict):
     for row in data:
         row["model_name"] = f"{row['backend']} {row['variant']}"
     columns = [("model", "model_name", "{}"), *COLUMNS]
-    shown = [c for c in filled(columns, data) if c[0] in TERMINAL]
+    threads_vary = len({row["threads"] for row in data}) > 1  # a device of bench --on set its own threads
+    shown = [c for c in filled(columns, data) if c[0] in TERMINAL or (c[0] == "threads" and threads_vary)]
     out = Table(title=title(document), box=box.SIMPLE_HEAD, pad_edge=False)
     for header, _, fmt in shown:
         out.add_column(header, justify="left" if fmt == "{}" and header != "batch" else "right", no_wrap=True)

@@ -203,7 +203,7 @@ def bench(
     from edgetransfer.bench.gate import GateConfig
     from edgetransfer.bench.gate_text import gate_lines
     from edgetransfer.bench.profiles import budget_line, load_profile, recommendation_line
-    from edgetransfer.bench.report import device_gates, device_lines, noisy, table
+    from edgetransfer.bench.report import device_gates, device_lines, noisy, overflow_lines, table
     from edgetransfer.bench.schema import load_document
     from edgetransfer.errors import UsageError
     from edgetransfer.rundir import RunDir
@@ -241,14 +241,15 @@ def bench(
     config = make_config(explicit, profile=load_profile(profile) if profile else None, baseline=base)
     devices = None
     if on is not None:
-        from edgetransfer.bench.remote import bench_devices, plan_devices
+        from edgetransfer.bench.remote import bench_devices, plan_devices, preflight
 
         found = plan_devices(on, target, targets=targets, python=python, known_hosts=known_hosts, wheelhouse=wheelhouse)
+        early = preflight(found, base, str(baseline) if baseline else None)
 
         def devices():
             return bench_devices(
-                target, config, found, gate=gate, baseline=base, baseline_name=str(baseline) if baseline else None,
-                wheelhouse=wheelhouse, remote_dir=remote_dir,
+                target, config, found, known_errors=early, gate=gate, baseline=base,
+                baseline_name=str(baseline) if baseline else None, wheelhouse=wheelhouse, remote_dir=remote_dir,
             )  # fmt: skip
 
     outcome = run_command(
@@ -285,6 +286,10 @@ def bench(
         shown.print("\n".join(gate_lines(outcome.gate)), markup=False)
     for line in device_lines(document):
         shown.print(line, markup=False)
+    if document.get("devices"):
+        int8_record = target.load_card().artifacts.get("model.int8.onnx", {}).get("quantization", {})
+        for line in overflow_lines(document, int8_record.get("weight_bits")):
+            console.err.print(f"[yellow]{escape(line)}[/]")
     for name, result in device_gates(document):
         shown.print(f"on {name}:\n" + "\n".join(gate_lines(result)), markup=False)
     shown.print("wrote " + ", ".join(str(p) for p in outcome.written), markup=False)
