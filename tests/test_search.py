@@ -321,6 +321,11 @@ def test_opening_retries_only_a_schema_race(monkeypatch):
 # ----------------------------------------------------------------------------- real searches
 
 
+def over_budget(note: str | None) -> bool:
+    """A trial that failed because its int8 model could not hold export's accuracy budget: it ran to the end."""
+    return bool(note) and "int8 cannot hold the" in note
+
+
 def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     """A lead and a worker share the SQLite study; a third worker is killed mid-trial: its trial is marked failed
     and the others go on; a second search on the folder is refused; --resume marks dead workers' trials."""
@@ -345,7 +350,12 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     trials = {t["number"]: t for t in doc["trials"]}
     killed = [t for t in trials.values() if t["worker"].endswith(f":{victim.pid}") and t["same_as"] is None]
     assert len(killed) == 1 and killed[0]["state"] == "failed" and "died mid-trial" in killed[0]["note"]
-    ran = [t for t in trials.values() if t["state"] in ("done", "pruned") and t["same_as"] is None]
+    # a trial whose int8 fails export's budget ran too (3-image validation splits: one image is 33 points)
+    ran = [
+        t
+        for t in trials.values()
+        if (t["state"] in ("done", "pruned") or over_budget(t["note"])) and t["same_as"] is None
+    ]
     assert len(ran) >= 3
     assert {t["worker"].rsplit(":", 1)[1] for t in ran} == {str(lead.pid), str(worker.pid)}  # both did trials
     assert "running" not in {t["state"] for t in trials.values()}
@@ -454,7 +464,12 @@ def test_postgresql_two_workers_on_other_folders(tmp_path, postgres):
     assert lead.returncode == 0, err[-3000:]
     assert worker.returncode == 0, worker_err[-3000:]
     trials = load(postgres, "s").get_trials(deepcopy=False)
-    ran = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and "same_as" not in t.user_attrs]
+    ran = [
+        t
+        for t in trials
+        if (t.state.name in ("COMPLETE", "PRUNED") or over_budget(t.user_attrs.get("error")))
+        and "same_as" not in t.user_attrs
+    ]
     assert len(ran) >= 3
     workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in ran}
     assert workers == {str(lead.pid), str(worker.pid)}
