@@ -44,6 +44,7 @@ def nncf_quantize_onnx(
     preset: str = "performance",
     fast_bias_correction: bool = True,
     bias_correction: bool = True,
+    weight_bits: int = 8,
 ) -> dict:
     """Write an int8 QDQ copy of the fp32 ONNX model at ``onnx_path`` to ``out_path``, calibrated by NNCF on
     ``calibration_samples`` (images preprocessed with ``pre``); returns a record of how it was made.
@@ -57,6 +58,8 @@ def nncf_quantize_onnx(
             (asymmetric activations).
         fast_bias_correction: NNCF's fast bias correction (one pass); False runs the full, slower algorithm.
         bias_correction: False turns bias correction off altogether (plain min-max ranges).
+        weight_bits: 7 applies NNCF's overflow fix to every weight (for x86 CPUs without VNNI); 8, NNCF's default
+            (the first layer only).
 
     Raises:
         QuantizationError: the model cannot be read or NNCF fails; nothing is written then.
@@ -77,7 +80,12 @@ def nncf_quantize_onnx(
 
     input_name = model.graph.input[0].name
     items = [images[i : i + 1] for images, _ in data.batches() for i in range(len(images))]
-    advanced = AdvancedQuantizationParameters(disable_bias_correction=not bias_correction)
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    advanced = AdvancedQuantizationParameters(
+        disable_bias_correction=not bias_correction,
+        overflow_fix=OverflowFix.ENABLE if weight_bits == 7 else OverflowFix.FIRST_LAYER,
+    )
     started = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars are not results
@@ -105,6 +113,7 @@ def nncf_quantize_onnx(
         "nncf": nncf.__version__,
         "preset": preset,
         "bias_correction": "off" if not bias_correction else "fast" if fast_bias_correction else "full",
+        "weight_bits": weight_bits,
         "calibration_images": len(items),
         "quantize_nodes": nodes.count("QuantizeLinear"),
         "seconds": round(seconds, 1),
