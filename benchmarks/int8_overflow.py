@@ -57,7 +57,12 @@ def one_run(folder: Path) -> list[str]:
             images = runtime.preprocess([s.path for s in samples], pre)
             labels = np.array([s.label for s in samples])
             fp32 = (scores(run.file("model.onnx"), images, False).argmax(1) == labels).mean()
-            cells = [f"{folder.name}", split, str(len(samples)), f"{100 * fp32:.2f}"]
+            cells = [
+                f"{folder.name} ({Path(card.dataset['path']).name}, {card.backbone})",
+                split,
+                str(len(samples)),
+                f"{100 * fp32:.2f}",
+            ]
             for bits in (8, 7):
                 kernels = scores(models[bits], images, False).argmax(1)
                 exact = scores(models[bits], images, True).argmax(1)

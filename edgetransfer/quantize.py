@@ -59,6 +59,7 @@ class Int8Config:
     seed: int = 0
     # int8 weights in 7 bits (ONNX Runtime's reduce_range, NNCF's overflow fix) or 8; auto: 7 where this CPU's int8
     # kernels can overflow with 8 (x86 without VNNI, see machine.int8_overflows), so the accuracy checked here holds
+    # on every CPU (kernels and exact int8 arithmetic agree with 7-bit weights)
     weights: str = "auto"
 
     def weight_bits(self) -> int:
@@ -199,6 +200,35 @@ def _weight_overrides(steps: dict[str, Any]) -> dict[str, list[dict]]:
         name: [{"axis": 0, "scale": np.float32(step), "zero_point": np.int8(0)} for step in channel_steps]
         for name, channel_steps in steps.items()
     }
+
+
+def kernel_gap(int8: Path, batches) -> dict[str, Any]:
+    """The int8 model at ``int8`` run by ONNX Runtime's int8 kernels (every optimization on, as deployed) against the
+    same file with every optimization off (each QuantizeLinear/DequantizeLinear pair in float: the exact int8
+    arithmetic), on the image ``batches``: how many top-1s the kernels change and by how much a probability moves.
+    They agree to rounding unless the kernels overflow (8-bit weights on an x86 CPU without VNNI)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    def session(level):
+        options = ort.SessionOptions()
+        options.log_severity_level, options.graph_optimization_level = 3, level
+        return ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+
+    def probabilities(run, images):
+        logits = run.run(None, {run.get_inputs()[0].name: images})[0].astype(np.float64)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+    levels = ort.GraphOptimizationLevel
+    kernels, exact = session(levels.ORT_ENABLE_ALL), session(levels.ORT_DISABLE_ALL)
+    images = flips = 0
+    gap = 0.0
+    for batch in batches:
+        a, b = probabilities(kernels, batch), probabilities(exact, batch)
+        images, flips = images + len(batch), flips + int((a.argmax(1) != b.argmax(1)).sum())
+        gap = max(gap, float(np.abs(a - b).max()))
+    return {"images": images, "top1_changed": flips, "max_prob_diff": gap}
 
 
 def ort_weight_steps(quantized: Path) -> dict[str, Any]:

@@ -35,4 +35,5 @@ class OnnxInt8Qat(Pass):
             )
         settings = {"tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime (QDQ)", **record}
         settings["ort_calibration_source"] = ctx.calibration[1]
+        settings.update(weight_bits=self.config.weight_bits(), weight_bits_why=self.config.weights_note())
         return [judge_onnx_int8(ctx, self.config, settings, hint=QAT_HINT)]
