@@ -220,8 +220,14 @@ def kernel_check(int8: Path, images: np.ndarray) -> dict[str, Any]:
     """The int8 model run by ONNX Runtime's int8 kernels against its exact int8 arithmetic on ``images``
     (:func:`edgetransfer.quantize.kernel_gap`): they agree to rounding unless the kernels overflow (8-bit weights on
     an x86 CPU without VNNI: pairs of uint8 x int8 products summed in 16 bits)."""
+    import onnx
+
     from edgetransfer.quantize import kernel_gap
 
+    if not any(node.op_type == "DequantizeLinear" for node in onnx.load(str(int8)).graph.node):
+        return {
+            "skipped": "not a QDQ model (dynamic int8 runs integer kernels either way): no exact arithmetic to compare"
+        }
     gap = kernel_gap(int8, [images])
     return {
         "images": gap["images"],
@@ -230,8 +236,10 @@ def kernel_check(int8: Path, images: np.ndarray) -> dict[str, Any]:
     }
 
 
-# int8 kernels that differ from int8 arithmetic by more than this probability (or change a top-1) are not rounding
-KERNEL_GAP = 0.05
+# kernels that move a probability by more than this from the exact int8 arithmetic overflow: measured on an AVX2 CPU
+# (benchmarks/results/int8_overflow.md), 7-bit weights (no overflow possible) moved at most 0.044 by rounding (and
+# changed one top-1 of 60 so), 8-bit weights 0.23 and 0.88
+KERNEL_GAP = 0.1
 
 
 def explain(run: RunDir, config: ExplainConfig = ExplainConfig()) -> dict[str, Any]:
@@ -326,7 +334,7 @@ def verdict(doc: dict[str, Any]) -> list[str]:
             f"ONNX Runtime's int8 kernels vs the same int8 model computed exactly: top-1 differs on {flips} of "
             f"{kernels['images']} images, probabilities by up to {gap:.3f}"
         )
-        if flips or gap > KERNEL_GAP:
+        if gap > KERNEL_GAP:
             from edgetransfer.machine import int8_overflows
 
             flags = {flag for flag, present in doc["cpu"]["flags"].items() if present}
@@ -342,6 +350,8 @@ def verdict(doc: dict[str, Any]) -> list[str]:
             said.append(f"int8 kernels: {figures}: {why}")
         else:
             said.append(f"int8 kernels: {figures} (rounding only)")
+    elif kernels.get("error") or kernels.get("skipped"):
+        said.append(f"int8 kernels: {kernels.get('error') or kernels.get('skipped')}")
     layers = (doc.get("sqnr") or {}).get("layers") or []
     low = [item for item in layers if item["sqnr_db"] < LOW_SQNR_DB]
     if layers:

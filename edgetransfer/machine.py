@@ -34,11 +34,13 @@ def int8_overflows(flags: set[str] | None = None, arch: str | None = None) -> bo
     """Whether int8 kernels on this CPU (``flags``/``arch``: another's) can overflow with 8-bit weights: an x86 CPU
     without VNNI multiplies uint8 activations by int8 weights and adds pairs in 16 bits (VPMADDUBSW), and
     2 x 255 x 127 > 32767 saturates; 7-bit weights (2 x 255 x 63 < 32767) cannot. ONNX Runtime's and OpenVINO's
-    docs both name it; VNNI (and ARM's dot-product) instructions add in 32 bits."""
+    docs both name it; VNNI (and ARM's dot-product) instructions add in 32 bits. Unknown flags: False."""
     arch = (arch or platform.machine()).lower()
     if arch not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False
     flags = cpu_flags() if flags is None else flags
+    if not flags:  # unknown (no /proc/cpuinfo: macOS, Windows, a device that did not say): not claimed
+        return False
     return not any(flag in flags for flag in VNNI_FLAGS)
 
 

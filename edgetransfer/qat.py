@@ -111,7 +111,7 @@ def _batches(samples: Sequence[Sample], pre: Any, config: QatConfig, epoch: int)
         yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
-def _overflow_fix(nncf: Any, config: Any) -> Any:
+def _overflow_fix(config: Any) -> Any:
     """NNCF's overflow fix for ``config``'s weight bits: every weight in 7 bits, else NNCF's default (the first
     layer only)."""
     from nncf.quantization.advanced_parameters import OverflowFix
@@ -177,7 +177,7 @@ def qat_to_onnx(
             nncf.Dataset(items),
             subset_size=len(items),
             advanced_parameters=AdvancedQuantizationParameters(
-                disable_bias_correction=True, overflow_fix=_overflow_fix(nncf, ort_config)
+                disable_bias_correction=True, overflow_fix=_overflow_fix(ort_config)
             ),
         )
     except Exception as exc:  # noqa: BLE001 - NNCF raises a wide variety; one line for the user

@@ -256,14 +256,18 @@ def ort_weight_steps(quantized: Path) -> dict[str, Any]:
     return steps
 
 
-def quantize_dynamic(fp32: Path, out: Path, *, weight_bits: int = 8) -> None:
+def quantize_dynamic(fp32: Path, out: Path, *, weight_bits: int | None = None) -> None:
     """Weight-only int8 (activations quantized on the fly): no calibration data needed."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     try:
         ort_quantize_dynamic(
-            str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=weight_bits == 7
+            str(fp32),
+            str(out),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=(weight_bits or Int8Config().weight_bits()) == 7,  # None: auto, as export's default
         )
     except (RuntimeError, ValueError) as exc:
         raise QuantizationError(f"ONNX Runtime dynamic quantization failed: {str(exc).splitlines()[0]}") from None

@@ -44,7 +44,7 @@ def nncf_quantize_onnx(
     preset: str = "performance",
     fast_bias_correction: bool = True,
     bias_correction: bool = True,
-    weight_bits: int = 8,
+    weight_bits: int | None = None,
 ) -> dict:
     """Write an int8 QDQ copy of the fp32 ONNX model at ``onnx_path`` to ``out_path``, calibrated by NNCF on
     ``calibration_samples`` (images preprocessed with ``pre``); returns a record of how it was made.
@@ -59,7 +59,7 @@ def nncf_quantize_onnx(
         fast_bias_correction: NNCF's fast bias correction (one pass); False runs the full, slower algorithm.
         bias_correction: False turns bias correction off altogether (plain min-max ranges).
         weight_bits: 7 applies NNCF's overflow fix to every weight (for x86 CPUs without VNNI); 8, NNCF's default
-            (the first layer only).
+            (the first layer only); None: as export's ``--int8-weights auto`` on this CPU.
 
     Raises:
         QuantizationError: the model cannot be read or NNCF fails; nothing is written then.
@@ -81,6 +81,10 @@ def nncf_quantize_onnx(
     input_name = model.graph.input[0].name
     items = [images[i : i + 1] for images, _ in data.batches() for i in range(len(images))]
     from nncf.quantization.advanced_parameters import OverflowFix
+
+    from edgetransfer.quantize import Int8Config
+
+    weight_bits = weight_bits or Int8Config().weight_bits()  # None: auto, as export's default
 
     advanced = AdvancedQuantizationParameters(
         disable_bias_correction=not bias_correction,

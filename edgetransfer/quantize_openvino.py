@@ -28,17 +28,20 @@ def _items(samples: Calibration, pre: Preprocessing) -> list:
     return [(images[i : i + 1], int(labels[i])) for images, labels in data.batches() for i in range(len(images))]
 
 
-def _advanced(weight_bits: int) -> Any:
+def _advanced(weight_bits: int | None) -> Any:
     """NNCF's parameters for ``weight_bits``: 7 applies its overflow fix to every weight (8: NNCF's default, the
     first layer only)."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
+    from edgetransfer.quantize import Int8Config
+
+    weight_bits = weight_bits or Int8Config().weight_bits()  # None: auto, as export's default
     return AdvancedQuantizationParameters(
         overflow_fix=OverflowFix.ENABLE if weight_bits == 7 else OverflowFix.FIRST_LAYER
     )
 
 
-def nncf_quantize(model: Any, calibration: Calibration, pre: Preprocessing, *, weight_bits: int = 8) -> Any:
+def nncf_quantize(model: Any, calibration: Calibration, pre: Preprocessing, *, weight_bits: int | None = None) -> Any:
     """An int8 copy of the ``ov.Model``: NNCF's default PTQ (min-max ranges, fast bias correction)."""
     nncf = _quiet()
     items = _items(calibration, pre)
@@ -62,7 +65,7 @@ def nncf_quantize_with_accuracy_control(
     pre: Preprocessing,
     *,
     max_drop_points: float,
-    weight_bits: int = 8,
+    weight_bits: int | None = None,
 ) -> Any:
     """Int8 whose validation top-1 stays within ``max_drop_points`` of the float model (NNCF accuracy control)."""
     import numpy as np

@@ -441,6 +441,15 @@ def test_a_wheelhouse_without_a_runtime_requirement_is_refused_with_a_command_th
         check_wheelhouse(tmp_path, "x86_64", "cp311")
     message = str(caught.value)
     assert "for numpy, onnxruntime, pillow, pydantic, typer;" in message and "rich," not in message
+    for name in (
+        "numpy-2.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "Pillow-11.3-cp311-cp311-manylinux_2_28_x86_64.whl",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    for name in ("onnxruntime-1.25-cp311-cp311-manylinux_2_28_x86_64.whl", "typer-0.12-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "pydantic-2.6-py3-none-any.whl").write_bytes(b"")
+    check_wheelhouse(tmp_path, "x86_64", "cp311")  # every requirement there (Pillow's capital too): accepted
     assert "--platform manylinux_2_28_x86_64 --python-version 3.11" in message
     assert '"onnxruntime>=1.25"' in message and all(f'"{r}"' in message for r in runtime_requirements())
 
@@ -452,7 +461,7 @@ def test_a_changed_host_key_names_the_file_and_the_command_that_forgets_it(tmp_p
     assert device.target == parse_address("ssh://pi@10.0.0.7:2222")
     line = Ssh(device, tmp_path / "known_hosts").explain(255, "Host key verification failed.\n")
     assert f"recorded in {tmp_path / 'known_hosts'}" in line
-    assert f"ssh-keygen -R '[10.0.0.7]:2222' -f {tmp_path / 'known_hosts'}" in line
+    assert f"ssh-keygen -R '[10.0.0.7]:2222' -f '{tmp_path / 'known_hosts'}'" in line
 
 
 def test_a_device_without_vnni_is_warned_about_eight_bit_int8_weights():

@@ -137,6 +137,19 @@ def test_resume_tries_an_interrupted_trial_s_candidate_again_first():
     assert waiting == [{"backbone": "mobilenet_v2", "size_mobilenet_v2": 64, "int8": "static"}]
 
 
+def test_int8_weights_are_resolved_where_the_study_starts_and_recorded_for_every_worker():
+    """auto is this machine's choice (export's rule), recorded as 7bit or 8bit: a worker on another CPU takes it."""
+    from edgetransfer.quantize import Int8Config
+
+    recorded = SearchConfig(data="d", out="o").recorded()
+    assert recorded["int8_weights"] == f"{Int8Config().weight_bits()}bit"
+    assert SearchConfig(data="d", out="o", int8_weights="7bit").recorded()["int8_weights"] == "7bit"
+    worker = SearchConfig(data="", out="o", worker=True).with_recorded({"int8_weights": "7bit"})
+    assert worker.int8_weights == "7bit"
+    with pytest.raises(UsageError, match="unknown --int8-weights '6bit'"):
+        SearchConfig(data="d", out="o", int8_weights="6bit").validate()
+
+
 def test_options_checked_before_any_work():
     assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400 and parse_duration("90") == 90
     with pytest.raises(UsageError, match="duration"):

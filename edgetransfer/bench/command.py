@@ -130,16 +130,18 @@ def run_command(
     save_baseline: Path | None = None,
     out_dir: Path | None = None,
     devices: Callable[[], list] | None = None,
+    preflight: Callable[[], None] | None = None,
 ) -> Outcome:
     """Measure ``run`` (comparing with ``baseline`` and/or a reference backend when ``gate`` is given), write
     bench.json and the CSV/Markdown/HTML reports into ``out_dir`` (default: the run), and save a baseline. Where the
     files would go is checked first, before anything is measured. ``devices`` (``bench --on``) measures on the
-    devices after this machine; their outcomes land in ``document["devices"]``."""
+    devices after this machine; their outcomes land in ``document["devices"]``; ``preflight`` runs after the checks,
+    before this machine measures (bench --on: a device that cannot be reached is said in seconds)."""
     config.validate()
     made = [f for f in (Path(out_dir) if out_dir else None, Path(save_baseline).parent if save_baseline else None) if f]
     made = [f for f in made if not f.exists()]
     try:
-        return _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir, devices)
+        return _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir, devices, preflight)
     except BaseException:
         for folder in made:  # a failed bench leaves no empty folder it made for its reports
             if folder.is_dir() and not any(folder.iterdir()):
@@ -147,13 +149,15 @@ def run_command(
         raise
 
 
-def _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir, devices) -> Outcome:
+def _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir, devices, preflight) -> Outcome:
     check_outputs(run, out_dir, save_baseline)
     if gate is not None and gate.reference() is not None:
         check_relative_to(run, config, gate.relative_to)
+    if gate is not None and baseline is not None:
+        check_baseline_model(run, baseline, baseline_name or "baseline")
+    if preflight is not None:
+        preflight()
     if gate is not None:
-        if baseline is not None:
-            check_baseline_model(run, baseline, baseline_name or "baseline")
         document, result = check(run, config, gate, baseline, baseline_name=baseline_name)
     else:
         document, result = bench(run, config, write=False), None

@@ -151,7 +151,8 @@ class Ssh:
                 entry = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
                 return (
                     f"its host key is not the one recorded in {self.known_hosts} (or ~/.ssh/known_hosts); if the "
-                    f"device was replaced, remove the old key: ssh-keygen -R '{entry}' -f {self.known_hosts}"
+                    f"device was replaced, remove the old key: ssh-keygen -R '{entry}' -f '{self.known_hosts}' "
+                    "(and, if it is there, ssh-keygen -R with no -f for ~/.ssh/known_hosts)"
                 )
             unreachable = ("Connection refused", "timed out", "No route to host", "Could not resolve", "unreachable")
             if not started and any(s in stderr for s in unreachable):
@@ -246,7 +247,9 @@ def runtime_requirements() -> list[str]:
 
 
 def _project(requirement: str) -> str:
-    return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+    """A requirement's or a wheel file's project name, normalised as PEP 503 says (``Zope.Interface`` ->
+    ``zope-interface``)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0]).lower()
 
 
 def check_wheelhouse(wheelhouse: Path, arch: str, tag: str) -> None:
@@ -255,7 +258,7 @@ def check_wheelhouse(wheelhouse: Path, arch: str, tag: str) -> None:
     with no internet to fall back on. (Their own dependencies are pip's to resolve on the device.)"""
     projects: dict[str, bool] = {}
     for wheel in sorted(Path(wheelhouse).glob("*.whl")):
-        project = wheel.name.split("-")[0].lower().replace("_", "-")
+        project = _project(wheel.name.split("-")[0])
         projects[project] = projects.get(project, False) or wheel_fits(wheel.name, arch, tag)
     needed = runtime_requirements()
     lacking = sorted({p for p, fits in projects.items() if not fits} | {_project(r) for r in needed} - set(projects))

@@ -239,12 +239,15 @@ def bench(
         "probe": True if baseline or save_baseline else None,  # the machine probe: a stored baseline's yardstick
     }
     config = make_config(explicit, profile=load_profile(profile) if profile else None, baseline=base)
-    devices = None
+    devices = before_measuring = None
     if on is not None:
         from edgetransfer.bench.remote import bench_devices, plan_devices, preflight
 
         found = plan_devices(on, target, targets=targets, python=python, known_hosts=known_hosts, wheelhouse=wheelhouse)
-        early = preflight(found, base, str(baseline) if baseline else None)
+        early: dict[str, str] = {}
+
+        def before_measuring() -> None:  # after the local checks, before minutes of local measuring
+            early.update(preflight(found, base, str(baseline) if baseline else None))
 
         def devices():
             return bench_devices(
@@ -261,6 +264,7 @@ def bench(
         save_baseline=save_baseline,
         out_dir=out,
         devices=devices,
+        preflight=before_measuring,
     )
     document = outcome.document
     shown = console.err if as_json else console.out  # with --json, stdout holds the document alone

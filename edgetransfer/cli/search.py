@@ -104,6 +104,15 @@ def search(
             rich_help_panel=CANDIDATES,
         ),
     ] = None,
+    int8_weights: Annotated[
+        str,
+        typer.Option(
+            help="Bits of every trial's int8 weights, as export's --int8-weights: 7bit, 8bit or auto (7 where the "
+            "machine that starts the search is x86 without VNNI, else 8; recorded for every worker). Measuring on an "
+            "x86 device without VNNI (--on): pass 7bit.",
+            rich_help_panel=CANDIDATES,
+        ),
+    ] = "auto",
     epochs: Annotated[
         int | None,
         typer.Option(help="Fine-tuning epochs per trial.", show_default="finetune's", rich_help_panel=CANDIDATES),
@@ -174,6 +183,7 @@ def search(
         backbones=split_list(backbones) if backbones is not None else None,
         sizes=_ints(sizes, "--sizes"),
         int8_methods=split_list(int8_methods) if int8_methods is not None else None,
+        int8_weights=int8_weights,
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,

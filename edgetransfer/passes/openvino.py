@@ -24,6 +24,10 @@ class OpenVinoConfig:
     fp16: bool  # also the fp16-compressed IR
 
 
+# NNCF's overflow fix for each weight-bits setting: 7 bits everywhere, or (8) its own default, the first layer in 7
+NNCF_OVERFLOW_FIX = {7: "every layer (7-bit weights)", 8: "first layer only (NNCF's default; the rest 8-bit)"}
+
+
 @register
 class OpenVinoIR(Pass):
     name = "openvino_ir"
@@ -105,7 +109,9 @@ class OpenVinoInt8(Pass):
         if ONNX_INT8 not in ctx.artifacts:
             raise UsageError("--openvino-int8 qdq converts model.int8.onnx, which this export does not make")
         model = ov.convert_model(str(ctx.path(ONNX_INT8)))
-        return model, {"tool": "openvino.convert_model", "converted_from": ONNX_INT8}
+        onnx_record = ctx.artifacts[ONNX_INT8].record.get("quantization", {})
+        bits = {k: onnx_record[k] for k in ("weight_bits", "weight_bits_why") if k in onnx_record}
+        return model, {"tool": "openvino.convert_model", "converted_from": ONNX_INT8, **bits}
 
     @staticmethod
     def _judged(ctx: ExportContext, config: Int8Config, model: Any, record: dict[str, Any]) -> Artifact:
@@ -147,6 +153,7 @@ class OpenVinoInt8(Pass):
             "fast_bias_correction": True,
             "weight_bits": config.weight_bits(),
             "weight_bits_why": config.weights_note(),
+            "nncf_overflow_fix": NNCF_OVERFLOW_FIX[config.weight_bits()],
             "calibration_source": source,
             "calibration_images": len(calibration),
         }

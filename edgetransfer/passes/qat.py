@@ -8,6 +8,7 @@ from __future__ import annotations
 from edgetransfer import console
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.passes.onnx_int8 import judge_onnx_int8
+from edgetransfer.passes.openvino import NNCF_OVERFLOW_FIX
 from edgetransfer.quantize import QAT_HINT
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8
 
@@ -36,4 +37,5 @@ class OnnxInt8Qat(Pass):
         settings = {"tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime (QDQ)", **record}
         settings["ort_calibration_source"] = ctx.calibration[1]
         settings.update(weight_bits=self.config.weight_bits(), weight_bits_why=self.config.weights_note())
+        settings["nncf_overflow_fix"] = NNCF_OVERFLOW_FIX[self.config.weight_bits()]
         return [judge_onnx_int8(ctx, self.config, settings, hint=QAT_HINT)]

@@ -59,6 +59,9 @@ class SearchConfig:
     targets: str | None = None  # the targets file for names in ``on`` (default ./targets.toml)
     wheelhouse: str | None = None  # wheels of the runtime's dependencies for devices without internet
     known_hosts: str | None = None  # the devices' host keys (strict); default: recorded on first contact
+    # int8 weights' bits (export's --int8-weights); auto is resolved on the machine that starts the study and
+    # recorded, so every worker quantizes alike
+    int8_weights: str = "auto"
 
     def validate(self) -> None:
         """Every option checked before any work; one :class:`UsageError` each."""
@@ -78,6 +81,10 @@ class SearchConfig:
                 "--min-time must be 0..600 seconds",
             ),
             (1 <= self.heartbeat <= 3600, "--heartbeat must be 1..3600 seconds"),
+            (
+                self.int8_weights in ("auto", "7bit", "8bit"),
+                f"unknown --int8-weights {self.int8_weights!r}; choose one of auto, 7bit, 8bit",
+            ),
             (not (self.worker and self.resume), "--worker joins a running search; --resume continues your own"),
             (
                 self.on is not None
@@ -98,7 +105,12 @@ class SearchConfig:
     def recorded(self) -> dict[str, Any]:
         """What the study records at its start, so that workers and resumed searches run the same search."""
         keep = ("profile", "epochs", "batch_size", "seed", "pruner", "backend", "min_time", "on")
-        return {k: getattr(self, k) for k in keep}
+        found = {k: getattr(self, k) for k in keep}
+        if self.int8_weights == "auto":  # this machine's choice, for every worker (see export's --int8-weights)
+            from edgetransfer.quantize import Int8Config
+
+            return {**found, "int8_weights": f"{Int8Config().weight_bits()}bit"}
+        return {**found, "int8_weights": self.int8_weights}
 
     def with_recorded(self, recorded: dict[str, Any]) -> SearchConfig:
         """This config with a study's recorded options (the data path given here wins: another machine)."""

@@ -106,7 +106,7 @@ def run_trial(
     )
     timings["finetune_s"] = time.perf_counter() - started
     openvino = config.backend.startswith("openvino")
-    export(run, ExportConfig(openvino=openvino, int8=Int8Config(mode=candidate.int8)))
+    export(run, ExportConfig(openvino=openvino, int8=Int8Config(mode=candidate.int8, weights=config.int8_weights)))
     timings["export_s"] = time.perf_counter() - started - timings["finetune_s"]
     explicit = {
         "backends": (config.backend,),

@@ -24,12 +24,13 @@ from edgetransfer.errors import EdgeTransferError
 from edgetransfer.runtime import Classifier, find_images, open_image
 
 
-def folder_frames(folder: Path, repeat: int) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, HxWx3 uint8 RGB) for every image in ``folder``, ``repeat`` times over."""
+def folder_frames(folder: Path, repeat: int, resize: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, HxWx3 uint8 RGB) for every image in ``folder``, ``repeat`` times over; a large JPEG decoded at the
+    reduced scale training used for an input resized to ``resize``."""
     files = find_images([folder])
     for _ in range(repeat):
         for path in files:
-            yield path.name, np.asarray(open_image(path))
+            yield path.name, np.asarray(open_image(path, resize=resize))
 
 
 def video_frames(source: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         classifier = Classifier(args.model, backend=args.backend, threads=args.threads)
         source = Path(args.source)
-        frames = folder_frames(source, args.repeat) if source.is_dir() else video_frames(args.source)
+        resize = classifier.preprocessing.resize
+        frames = folder_frames(source, args.repeat, resize) if source.is_dir() else video_frames(args.source)
         recent: collections.deque[float] = collections.deque(maxlen=args.window)
         for name, frame in frames:
             started = time.perf_counter()
