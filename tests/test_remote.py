@@ -264,6 +264,8 @@ def test_reference_run_on_a_device(device, tmp_path):
     assert "unavailable openvino-cpu on dev: openvino is not installed" in done.stderr, done.stderr[-2000:]
     theirs = json.loads((run / "bench.json").read_text())["devices"][0]["document"]
     assert theirs["reference"]["results"][0]["variant"] == "int8"
+    # no fp32 measured there (--variants int8): its rows are compared with this machine's reference (same images)
+    assert theirs["results"][0]["accuracy"]["top1_delta_points"] is not None
     assert theirs["gate"]["mode"] == "reference-run" and theirs["gate"]["rows"]
 
 
@@ -486,3 +488,19 @@ def test_a_device_without_vnni_is_warned_about_eight_bit_int8_weights():
     assert "--int8-weights 7bit" in lines[0]
     assert overflow_lines(document, None) == lines  # a card from before the option: its weights had 8 bits
     assert overflow_lines(document, 7) == []
+
+
+def test_a_device_without_its_own_fp32_gets_accuracy_deltas_against_this_machines_reference():
+    """With --variants int8 a device measures no fp32 of its own: its int8 rows are compared with this machine's
+    reference, measured on the same images (the device gets a copy); a device that has its own deltas keeps them."""
+    from edgetransfer.bench.command import fill_deltas
+
+    reference = {"source": "ort-cpu fp32", "top1": 0.9926, "top5": 1.0, "k": 5}
+    lone = {"results": [{"variant": "int8", "accuracy": {"top1": 0.9889, "top5": 1.0, "top1_delta_points": None}}]}
+    fill_deltas(lone, reference)
+    assert lone["results"][0]["accuracy"]["top1_delta_points"] == pytest.approx(-0.37)
+    assert lone["results"][0]["accuracy"]["top5_delta_points"] == 0
+    own = {"results": [{"variant": "int8", "accuracy": {"top1": 0.9, "top5": 1.0, "top1_delta_points": 0.5}}]}
+    fill_deltas(own, reference)
+    assert own["results"][0]["accuracy"]["top1_delta_points"] == 0.5
+    fill_deltas(lone, None)  # nothing measured here to compare with: nothing invented

@@ -120,6 +120,21 @@ def check_relative_to(run: RunDir, config: BenchConfig, spec: str) -> None:
         )
 
 
+def fill_deltas(device_document: dict, reference: dict | None) -> None:
+    """A device's accuracy deltas where it measured no fp32 of its own (``--variants int8``, say): against this
+    machine's accuracy reference, which was measured on the same images (the device gets a copy of them)."""
+    from edgetransfer.evaluation import points
+
+    if not reference or reference.get("top1") is None:
+        return
+    for result in device_document.get("results", []):
+        accuracy = result.get("accuracy")
+        if accuracy and accuracy.get("top1") is not None and accuracy.get("top1_delta_points") is None:
+            accuracy["top1_delta_points"] = points(accuracy["top1"], reference["top1"])
+            if reference.get("top5") is not None and accuracy.get("top5") is not None:
+                accuracy["top5_delta_points"] = points(accuracy["top5"], reference["top5"])
+
+
 def run_command(
     run: RunDir,
     config: BenchConfig,
@@ -163,6 +178,9 @@ def _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir
         document, result = bench(run, config, write=False), None
     found = devices() if devices is not None else []
     if found:
+        for device in found:
+            if device.document is not None:
+                fill_deltas(device.document, document.get("accuracy_reference"))
         document["devices"] = [device.entry() for device in found]
     written = write_reports(document, Path(out_dir) if out_dir else run.path, result)
     outcome = Outcome(document, result, written, devices=found)
