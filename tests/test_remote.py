@@ -504,3 +504,23 @@ def test_a_device_without_its_own_fp32_gets_accuracy_deltas_against_this_machine
     fill_deltas(own, reference)
     assert own["results"][0]["accuracy"]["top1_delta_points"] == 0.5
     fill_deltas(lone, None)  # nothing measured here to compare with: nothing invented
+
+
+def test_old_runtimes_on_a_device_are_pruned_to_the_most_recently_used(tmp_path):
+    """Each edgetransfer build installs a new runtime (~200 MB venv) on the device: after an install, all but the
+    three most recently used are removed, never one still being made; the command runs in the device's POSIX sh."""
+    import os
+
+    from edgetransfer.bench.remote import prune_command
+
+    envs = tmp_path / "envs"
+    for age, name in enumerate(["e5", "e4", "e3", "e2", "e1"]):  # e5 newest
+        (envs / name / "bin").mkdir(parents=True)
+        os.utime(envs / name, (1_000_000 - age * 100, 1_000_000 - age * 100))
+    (envs / "e9.partial-123").mkdir()  # another bench's install under way: newest-looking or not, never touched
+    os.utime(envs / "e9.partial-123", (1, 1))
+    done = subprocess.run(["sh", "-c", prune_command(str(envs))], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "2"
+    assert sorted(p.name for p in envs.iterdir()) == ["e3", "e4", "e5", "e9.partial-123"]
+    missing = subprocess.run(["sh", "-c", prune_command(str(tmp_path / "none"))], capture_output=True, text=True)
+    assert missing.returncode == 0 and missing.stdout.strip() == "0"

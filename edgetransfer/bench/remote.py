@@ -138,8 +138,11 @@ class DeviceBench:
         if not venv:
             self._check_modules()
         where = "a venv" if venv else f"a folder on {self.python}'s path"
+        runtimes = f"{self.root}/envs" if venv else f"{self.root}/lib"
+        runtime = f"{self.root}/envs/{self.env}" if venv else f"{self.root}/lib/{self.wheel_sha[:16]}"
         if ready == "ready":
             self._say(f"runtime: {where} made by an earlier bench of this edgetransfer (reused)")
+            self.ssh.run(f"touch {quote(runtime)}", what="marking the runtime used")  # kept by the pruning below
         else:
             source = "the wheelhouse" if venv and self.wheelhouse else "the package index" if venv else "the wheel"
             self._say(f"runtime: installing this edgetransfer into {where} from {source} (kept for later benches)")
@@ -150,8 +153,13 @@ class DeviceBench:
             if venv:
                 self._make_venv()
             else:
-                lib = f"{self.root}/lib/{self.wheel_sha[:16]}"
-                self._agent("unpack", f"{self.root}/wheels/{self.wheel.name}", lib, what="unpacking the runtime")
+                self._agent("unpack", f"{self.root}/wheels/{self.wheel.name}", runtime, what="unpacking the runtime")
+            removed = self.ssh.run(prune_command(runtimes), what="removing old runtimes").strip()
+            if removed not in ("", "0"):
+                self._say(
+                    f"removed {removed} runtime(s) of other edgetransfer builds (kept the {KEEP_RUNTIMES} most "
+                    "recently used)"
+                )
         answer = self._worker("probe")
         self.info, self.backends = answer["device"], answer["backends"]
         chosen, _ = self._backends(config.backends)
@@ -305,6 +313,20 @@ class DeviceBench:
             asked = ", ".join(dict.fromkeys(wanted))
             raise DeviceError(f"none of the backends asked for ({asked}) runs there: {unavailable[0]['reason']}")
         return chosen, unavailable
+
+
+KEEP_RUNTIMES = 3  # runtimes (a venv is ~200 MB) of edgetransfer builds kept on a device, the most recently used
+
+
+def prune_command(folder: str, keep: int = KEEP_RUNTIMES) -> str:
+    """Shell code that removes all but the ``keep`` most recently used entries of ``folder`` on the device (the
+    runtimes of other edgetransfer builds: each build is a new one), never one still being made (``.partial``), and
+    prints how many it removed."""
+    return (
+        f"cd {quote(folder)} 2>/dev/null || {{ echo 0; exit 0; }}; "
+        f"ls -1t | grep -v '[.]partial' | tail -n +{keep + 1} | "
+        'while IFS= read -r old; do rm -rf -- "$old" && echo "$old"; done | wc -l'
+    )
 
 
 def model_files(config: BenchConfig, names: list[str]) -> list[str]:
