@@ -52,18 +52,11 @@ class ExplainConfig:
 
 def cpu_features() -> dict[str, Any]:
     """The CPU's model name and the instruction-set flags that decide int8 and bf16 speed (Linux /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    from edgetransfer.machine import cpuinfo
+
+    model, flags = cpuinfo()
+    if model is None and not flags:
         return {"model": None, "flags": {}, "note": "no /proc/cpuinfo here: instruction set unknown"}
-    flags = set()
-    model = None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags" and not flags:
-            flags = set(value.split())
-        elif key.strip() == "model name" and model is None:
-            model = value.strip()
     return {"model": model, "arch": platform.machine(), "flags": {flag: flag in flags for flag in CPU_FLAGS}}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -16,15 +17,24 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_flags() -> set[str]:
-    """This CPU's flags from /proc/cpuinfo (empty where there is none)."""
+@functools.cache
+def cpuinfo() -> tuple[str | None, frozenset[str]]:
+    """This CPU's model name and flags from /proc/cpuinfo, read once (None and empty where there is none)."""
+    model, flags = None, frozenset()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                return set(value.split())
-    return set()
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = frozenset(value.split())
+    return model, flags
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's flags from /proc/cpuinfo (empty where there is none)."""
+    return set(cpuinfo()[1])
 
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
@@ -46,15 +56,8 @@ def int8_overflows(flags: set[str] | None = None, arch: str | None = None) -> bo
 
 def machine_info() -> dict:
     """CPU model, usable cores and the SIMD flags that decide int8/bf16 speed."""
-    model, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    name, flags = cpuinfo()
+    model = name or platform.processor() or platform.machine()
     return {
         "cpu": model,
         "cores": usable_cores(),

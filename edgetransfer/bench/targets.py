@@ -236,14 +236,19 @@ def wheel_fits(name: str, arch: str, tag: str) -> bool:
 
 
 def runtime_requirements() -> list[str]:
-    """The runtime install's own requirements (``numpy>=1.26`` ...), from this edgetransfer's metadata."""
+    """The runtime install's requirements (``numpy>=1.26`` ...), from where :func:`runtime_wheel` takes them:
+    pyproject.toml when edgetransfer runs from its source tree, else the installed metadata."""
     from importlib.metadata import PackageNotFoundError, requires
 
-    try:
-        found = requires("edgetransfer") or []
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return []
-    return [r.split(";")[0].replace(" ", "") for r in found if "extra" not in r]
+    import edgetransfer
+
+    found = _requirements(Path(edgetransfer.__file__).parent)
+    if not found:
+        try:
+            found = [r for r in requires("edgetransfer") or [] if "extra ==" not in r]
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            return []
+    return [r.split(";")[0].replace(" ", "") for r in found]
 
 
 def _project(requirement: str) -> str:
