@@ -5,6 +5,7 @@ export and bench, so every accuracy the project reports is measured on what a de
 from __future__ import annotations
 
 import stat
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 ImageInput = str | Path | Image.Image | np.ndarray
 MAX_IMAGE_BYTES = 256_000_000  # one image file; Pillow's own limit refuses more than ~179 million pixels
 MAX_IMAGES = 1_000_000  # files one call may list (their paths are held in memory)
+_PIXEL_LIMIT_CHECK = threading.Lock()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -71,11 +73,12 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
     """Read an image file as 8-bit RGB (see :func:`to_rgb`), or raise a :class:`DataError` naming it. With
     ``resize`` (the shorter side it will be resized to), a JPEG far larger than that is decoded at 1/2, 1/4 or 1/8
     scale while it stays at least twice ``resize`` (Pillow's draft mode: a 6000x4000 photo costs a few MB, not
-    72 MB), as training decodes it."""
+    72 MB), as training decodes it. An image past Pillow's pixel limit (``Image.MAX_IMAGE_PIXELS``) is a
+    :class:`DataError`, not a warning."""
     path = Path(path)
     regular_file(path)
     try:
-        with Image.open(path) as img:
+        with _open_within_pixel_limit(path) as img:
             if resize and img.format == "JPEG":
                 img.draft("RGB", (2 * resize, 2 * resize))
             rgb = to_rgb(img)
@@ -87,11 +90,18 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
         raise DataError(f"cannot read image {path}: {first_line(exc)}") from None
 
 
+def _open_within_pixel_limit(path: Path) -> Image.Image:
+    """``Image.open`` with Pillow's pixel-limit warning raised as an error (one line, as training's scan says). The
+    warnings filters are the process's: they are changed under a lock, and only while Pillow reads the header, so
+    an app classifying in several threads neither loses the error nor keeps the filter; decoding runs unlocked."""
+    with _PIXEL_LIMIT_CHECK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def _as_rgb(image: ImageInput, resize: int | None = None) -> Image.Image:
     if isinstance(image, (str, Path)):
-        with warnings.catch_warnings():  # past Pillow's pixel limit: one line, as training's scan says (no warning)
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return open_image(image, resize=resize)
+        return open_image(image, resize=resize)
     if isinstance(image, Image.Image):
         return to_rgb(image)
     if isinstance(image, np.ndarray):

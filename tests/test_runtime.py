@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +110,6 @@ def test_a_large_jpeg_is_decoded_as_training_decodes_it(tmp_path, monkeypatch):
     """A JPEG far larger than the model's input is decoded at reduced scale by the runtime too (Pillow's draft
     mode), so predict, export and bench see the pixels training and its evaluation saw; past Pillow's pixel limit
     the runtime refuses the file in one line (training's scan calls it bad), with no Python warning."""
-    import warnings
 
     from edgetransfer.decoded import decode
     from edgetransfer.images import resize_and_crop
@@ -453,3 +453,35 @@ def test_the_runtime_extra_pulls_no_torch(tmp_path):
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert "onnxruntime" in names and "edgetransfer" in names
     assert not names & {"torch", "torchvision", "openvino", "nncf", "onnx"}, names
+
+
+def test_pixel_limit_check_is_thread_safe(tmp_path, monkeypatch):
+    """A device app classifies from several threads: each image past Pillow's pixel limit is one error in every
+    thread, an image under it is classified, and the process's warnings filters are as they were (the check once
+    swapped the process-wide filters in each call: threads restored each other's and lost or leaked the error)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    Image.new("RGB", (60, 50), (200, 10, 10)).save(big)  # 3000 pixels: past the limit below, under twice it
+    Image.new("RGB", (20, 20), (10, 200, 10)).save(small)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    pre = Preprocessing(resize=16, crop=16)
+    filters_before = list(warnings.filters)
+
+    def classify(i: int) -> str:
+        path = big if i % 2 else small
+        try:
+            runtime.preprocess_image(path, pre)
+        except DataError as exc:
+            return "error" if "exceeds limit" in str(exc) else f"other: {exc}"
+        return "ok"
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(classify, range(800)))
+        leaked = list(warnings.filters)
+    assert results == ["ok", "error"] * 400
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert leaked[0][2] is not Image.DecompressionBombWarning  # no 'error' filter left behind
+    assert warnings.filters == filters_before
