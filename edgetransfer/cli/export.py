@@ -47,8 +47,8 @@ def export(
         typer.Option(
             help="Bits of the int8 weights: 7bit, 8bit or auto (7 where this CPU is x86 without VNNI, else 8). "
             "On such CPUs (AVX2 only) 8-bit weights can overflow in ONNX Runtime's and OpenVINO's int8 kernels and "
-            "lose accuracy there; 7bit avoids it on every CPU at a little precision. Exporting here for such a "
-            "device: pass 7bit.",
+            "lose accuracy there; 7bit avoids it on every CPU at a little precision. If this CPU has VNNI but the "
+            "model will run on an x86 device without it, pass 7bit.",
         ),
     ] = Int8Config.weights,
     openvino_int8: Annotated[
