@@ -254,11 +254,9 @@ def _model_file(path: Path, backend: str) -> Path:
     if backend == "ort" and path.suffix != ".onnx":
         raise UsageError(f"backend 'ort' reads .onnx files, not {path.name}; use --backend openvino for IR")
     if path.suffix == ".onnx":
-        try:
-            from edgetransfer.safety import check_onnx_external_data
-        except ImportError:  # without the onnx package (a runtime-only install) onnxruntime checks this itself
-            return path
-        check_onnx_external_data(path)
+        from edgetransfer.safety import check_onnx_external_data
+
+        check_onnx_external_data(path)  # without the onnx package (a runtime-only install), onnxruntime's own check
     return path
 
 

@@ -13,12 +13,14 @@ def check_onnx_external_data(path: Path | str) -> None:
     Reads only the graph (no tensor data) to find every ``location``; an absolute path, a ``..`` escape or a
     symlink leading out of the folder is a :class:`UsageError`. (onnx >= 1.21 also refuses these on load; this
     check covers the runtimes that read external data themselves. Without the onnx package, as on a device, it
-    leaves the check to onnxruntime, which refuses them itself from 1.25 on.)
+    leaves the check to onnxruntime, which refuses them itself from 1.25 on; an older onnxruntime without onnx
+    is refused: :func:`onnxruntime_refuses_escapes`.)
     """
     try:
         import onnx
         from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
     except ImportError:  # a runtime-only install: onnxruntime >= 1.25 refuses these paths itself (tested)
+        onnxruntime_refuses_escapes()
         return
 
     path = Path(path)
@@ -37,3 +39,22 @@ def check_onnx_external_data(path: Path | str) -> None:
                 f"{path} refers to external data outside its folder ({location!r} for tensor {tensor.name!r}); "
                 "refusing to load it"
             )
+
+
+ORT_REFUSES_ESCAPES = (1, 25)  # onnxruntime refuses external data outside the model's folder from this version on
+
+
+def onnxruntime_refuses_escapes() -> None:
+    """Without the onnx package nothing of ours reads an ONNX file's external-data paths: refuse an onnxruntime
+    that loads them wherever they point (before 1.25: seen with 1.20 and 1.23 loading ``../secret.bin``; 1.23 is
+    the last for Python 3.10, where the runtime install brings onnx for this check)."""
+    import re
+
+    import onnxruntime
+
+    release = tuple(int(n) for n in re.findall(r"\d+", onnxruntime.__version__)[:2])
+    if len(release) == 2 and release < ORT_REFUSES_ESCAPES:
+        raise UsageError(
+            f"onnxruntime {onnxruntime.__version__} loads a model's external data from outside its folder, and the "
+            "onnx package that would check the paths is not installed: pip install onnx, or onnxruntime>=1.25"
+        )

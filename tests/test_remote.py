@@ -453,7 +453,14 @@ def test_a_wheelhouse_without_a_runtime_requirement_is_refused_with_a_command_th
     (tmp_path / "pydantic-2.6-py3-none-any.whl").write_bytes(b"")
     check_wheelhouse(tmp_path, "x86_64", "cp311")  # every requirement there (Pillow's capital too): accepted
     assert "--platform manylinux_2_28_x86_64 --python-version 3.11" in message
-    assert '"onnxruntime>=1.25"' in message and all(f'"{r}"' in message for r in runtime_requirements())
+    assert '"onnxruntime>=1.25"' in message and all(f'"{r}"' in message for r in runtime_requirements("3.11"))
+    assert '"onnx>=' not in message  # Python 3.10's own requirements are not asked of a 3.11 device
+    # a Python 3.10 device (Ubuntu 22.04, JetPack 6): onnxruntime 1.23 is its last, and onnx checks the paths
+    older = runtime_requirements("3.10")
+    assert "onnxruntime>=1.20" in older and "onnx>=1.21" in older and "onnxruntime>=1.25" not in older
+    with pytest.raises(DeviceError, match="fits it for numpy, onnx, onnxruntime, pillow;") as caught:  # cp311 wheels
+        check_wheelhouse(tmp_path, "x86_64", "cp310")
+    assert "--python-version 3.10" in str(caught.value) and '"onnxruntime>=1.20"' in str(caught.value)
 
 
 def test_a_changed_host_key_names_the_file_and_the_command_that_forgets_it(tmp_path):

@@ -90,3 +90,70 @@ def test_external_data_outside_the_folder_is_refused_without_onnx(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "escapes model directory" in lines[0], done.stderr
+
+
+def python310() -> str | None:
+    """A CPython 3.10 interpreter that runs on this machine (on PATH, or one of pyenv's: its shim on PATH may
+    refuse to run one that is not selected), or None."""
+    import shutil
+
+    candidates = [shutil.which("python3.10"), *map(str, sorted(Path.home().glob(".pyenv/versions/3.10*/bin/python3")))]
+    for candidate in filter(None, candidates):
+        probe = [candidate, "-c", "import sys, venv; assert sys.version_info[:2] == (3, 10)"]
+        if subprocess.run(probe, capture_output=True, timeout=60).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.slow
+def test_the_runtime_installs_and_answers_on_python_310(trained_run, tmp_path):
+    """A device on Python 3.10 (Ubuntu 22.04, JetPack 6), where onnxruntime 1.23 is the last release: the runtime
+    install (pip install edgetransfer, no extras) finds its requirements there (it asked for onnxruntime >= 1.25,
+    which has no 3.10 wheels, and pip failed), predicts what this Python's install predicts, and still refuses a
+    model whose external data leaves its folder (onnxruntime 1.23 loads it; the onnx package checks it there)."""
+    interpreter = python310()
+    if interpreter is None:
+        pytest.skip("no Python 3.10 on this machine (python3.10 on PATH or ~/.pyenv/versions/3.10*)")
+    venv = tmp_path / "py310"
+    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=120)
+    root = Path(__file__).resolve().parent.parent
+    install = subprocess.run(
+        [str(venv / "bin/pip"), "install", "-q", "--disable-pip-version-check", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    check = "import onnxruntime, sys; print(sys.version_info[:2] == (3, 10), onnxruntime.__version__)"
+    versions = subprocess.run([str(venv / "bin/python"), "-c", check], capture_output=True, text=True, timeout=60)
+    assert versions.stdout.split()[0] == "True" and versions.stdout.split()[1] < "1.25", versions.stdout
+    images = sorted(Path(trained_run.load_card().dataset["path"]).rglob("*.png"))[:6]
+    args = ["predict", str(trained_run.file("model.int8.onnx")), *map(str, images), "--top-k", "1"]
+    env = {**os.environ, "EDGETRANSFER_OFFLINE": "1"}
+    there = subprocess.run([str(venv / "bin/edgetransfer"), *args], capture_output=True, text=True, env=env)
+    here = subprocess.run([sys.executable, "-m", "edgetransfer", *args], capture_output=True, text=True, env=env)
+    assert there.returncode == 0 and here.returncode == 0, there.stderr + here.stderr
+    rows_there, rows_here = (
+        [line.split() for line in done.stdout.splitlines() if line.strip()] for done in (there, here)
+    )
+    assert len(rows_there) == len(images) == len(rows_here)
+    for a, b in zip(rows_there, rows_here, strict=True):
+        assert a[:2] == b[:2] and abs(float(a[2]) - float(b[2])) < 2e-3, (a, b)
+
+    import onnx
+    from test_safety import model_with_external_data
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = model_with_external_data(folder, "../secret.bin")
+    old = onnx.load(str(path), load_external_data=False)
+    old.ir_version = 9  # what onnxruntime 1.23 reads (it refuses IR 14 before looking at the paths)
+    onnx.save(old, str(path))
+    (folder / "m.data").rename(tmp_path / "secret.bin")
+    refused = subprocess.run(
+        [str(venv / "bin/edgetransfer"), "predict", str(path), str(images[0]), "--labels", "a,b,c,d", "--size", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert refused.returncode == 2 and "external data outside its folder" in refused.stderr, refused.stderr

@@ -41,3 +41,26 @@ def test_a_corrupt_model_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="not a readable ONNX model") as info:
         check_onnx_external_data(tmp_path / "bad.onnx")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"), [("1.23.2", True), ("1.20.1", True), ("1.25.0", False), ("1.32.0", False)]
+)
+def test_an_onnxruntime_that_loads_escaping_external_data_is_refused_without_onnx(
+    tmp_path, monkeypatch, version, refused
+):
+    """Without the onnx package (a runtime-only install) the paths are left to onnxruntime, which refuses escapes
+    from 1.25 on; 1.20 and 1.23 (the last for Python 3.10) loaded ``../secret.bin`` when tried: refused by name."""
+    import sys
+
+    import onnxruntime
+
+    path = model_with_external_data(tmp_path, "m.data")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError, as on a device
+    monkeypatch.setitem(sys.modules, "onnx.external_data_helper", None)
+    monkeypatch.setattr(onnxruntime, "__version__", version)
+    if refused:
+        with pytest.raises(UsageError, match=f"onnxruntime {version} loads .* pip install onnx, or onnxruntime>=1.25"):
+            check_onnx_external_data(path)
+    else:
+        check_onnx_external_data(path)

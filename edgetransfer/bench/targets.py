@@ -235,9 +235,10 @@ def wheel_fits(name: str, arch: str, tag: str) -> bool:
     return any(p in ("py3", "py2.py3", tag) or p.startswith("py3") for p in pythons) or tag in pythons
 
 
-def runtime_requirements() -> list[str]:
+def runtime_requirements(python: str | None = None) -> list[str]:
     """The runtime install's requirements (``numpy>=1.26`` ...), from where :func:`runtime_wheel` takes them:
-    pyproject.toml when edgetransfer runs from its source tree, else the installed metadata."""
+    pyproject.toml when edgetransfer runs from its source tree, else the installed metadata. With ``python``
+    (``"3.10"``), those whose environment marker holds for that Python, without the marker."""
     from importlib.metadata import PackageNotFoundError, requires
 
     import edgetransfer
@@ -248,6 +249,11 @@ def runtime_requirements() -> list[str]:
             found = [r for r in requires("edgetransfer") or [] if "extra ==" not in r]
         except PackageNotFoundError:  # run from a source tree that was never installed
             return []
+    if python is not None and re.fullmatch(r"\d+\.\d+", python):
+        from packaging.markers import Marker  # onnxruntime's dependency
+
+        env = {"python_version": python, "python_full_version": f"{python}.0"}
+        found = [r for r in found if ";" not in r or Marker(r.split(";", 1)[1]).evaluate(env)]
     return [r.split(";")[0].replace(" ", "") for r in found]
 
 
@@ -265,10 +271,10 @@ def check_wheelhouse(wheelhouse: Path, arch: str, tag: str) -> None:
     for wheel in sorted(Path(wheelhouse).glob("*.whl")):
         project = _project(wheel.name.split("-")[0])
         projects[project] = projects.get(project, False) or wheel_fits(wheel.name, arch, tag)
-    needed = runtime_requirements()
+    version = f"{tag[2]}.{tag[3:]}"
+    needed = runtime_requirements(version)
     lacking = sorted({p for p, fits in projects.items() if not fits} | {_project(r) for r in needed} - set(projects))
     if lacking:
-        version = f"{tag[2]}.{tag[3:]}"
         wanted = " ".join(f'"{r}"' for r in needed) or "numpy pillow onnxruntime typer rich pydantic"
         raise DeviceError(
             f"the device is {arch} with CPython {version}: no wheel in {wheelhouse} fits it for "
