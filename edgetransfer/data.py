@@ -1,7 +1,8 @@
 """Image folders, their splits and transforms, and the built-in digits dataset.
 
 A data folder is either ``DIR/<class>/*.png|jpg`` (split into train/val/test with a fixed seed) or
-``DIR/train/<class>/...`` with optional ``DIR/val`` and ``DIR/test`` beside it.
+``DIR/train/<class>/...`` with optional ``DIR/val`` and ``DIR/test`` beside it (split folders named in any case;
+``valid``/``validation``, ``training`` and ``testing`` too, as other tools export them).
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ if TYPE_CHECKING:
 
 
 SPLITS = ("train", "val", "test")
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}  # a folder's name, lower-cased -> the split it holds
 MAX_LISTED = 5
 
 
@@ -57,7 +67,8 @@ class Splits:
         for name in SPLITS:
             for sample in sorted(self.split(name), key=lambda s: s.path):
                 content = hashes[sample.path] if hashes else sha256_file(sample.path)
-                digest.update(f"{name}/{self.labels[sample.label]}/{sample.path.name}:{content}\n".encode())
+                line = f"{name}/{self.labels[sample.label]}/{sample.path.name}:{content}\n"
+                digest.update(line.encode("utf-8", "surrogateescape"))  # a file name that is not UTF-8 as its bytes
         return digest.hexdigest()
 
     def record(self) -> dict[str, Any]:
@@ -202,8 +213,30 @@ def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
         if class_dir.is_symlink():
             scan.bad.append((class_dir, "symlinked folder (not followed)"))
             continue
+        try:
+            class_dir.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(
+                f"the class folder {class_dir.name!r} in {folder} has a name that is not UTF-8 (from another system's "
+                "encoding?): the name becomes the label inside the model file; rename the folder"
+            ) from None
         classes[class_dir.name] = scan.check(scan.files(class_dir))
     return classes
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """Split -> its folder in ``root`` (``Train``, ``valid``... as :data:`SPLIT_FOLDERS` says); two folders for one
+    split are an error."""
+    found: dict[str, Path] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        split = SPLIT_FOLDERS.get(folder.name.lower())
+        if split in found:
+            raise DataError(
+                f"{root} has two {split} folders, {found[split].name}/ and {folder.name}/: keep one (or merge them)"
+            )
+        if split:
+            found[split] = folder
+    return found
 
 
 def list_images(folder: Path | str, *, skip_bad: bool = False) -> tuple[Sample, ...]:
@@ -247,15 +280,18 @@ def load_splits(
     if not root.is_dir():
         raise DataError(f"data path is not a folder: {root}")
     scan = _Scan(root, skip_bad=skip_bad)
-    if (root / "train").is_dir():
-        per_split = {name: _scan_classes(scan, root / name) for name in SPLITS if (root / name).is_dir()}
-        extra = {"skipped": scan.finish()}
-        _check_classes(per_split["train"], root / "train")
+    folders = _split_folders(root)
+    if "train" in folders:
+        per_split = {name: _scan_classes(scan, folders[name]) for name in SPLITS if name in folders}
+        extra: dict[str, Any] = {"skipped": scan.finish()}
+        _check_classes(per_split["train"], folders["train"])
         labels = tuple(per_split["train"])
         for name, classes in per_split.items():
             unknown = set(classes) - set(labels)
             if unknown:
-                raise DataError(f"{root / name} has classes that train/ lacks: {', '.join(sorted(unknown))}")
+                raise DataError(
+                    f"{folders[name]} has classes that {folders['train'].name}/ lacks: {', '.join(sorted(unknown))}"
+                )
         samples = {
             name: tuple(Sample(p, labels.index(c)) for c, files in per_split.get(name, {}).items() for p in files)
             for name in SPLITS
@@ -263,9 +299,22 @@ def load_splits(
         if not samples["val"]:  # no val folder: hold out part of train, with the seed
             train, val, _ = stratified(samples["train"], seed, val_fraction, 0.0)
             samples["train"], samples["val"] = train, val
+            extra["val_from_train"] = f"{val_fraction:.0%} of {folders['train'].name}/ per class"
+        others = [p for p in root.iterdir() if not p.name.startswith(".") and p not in folders.values()]
+        if others:  # not read: said, so that images put there by mistake are not lost without a word
+            extra["ignored"] = sorted(p.name + "/" * p.is_dir() for p in others)
         return Splits(root, labels, samples["train"], samples["val"], samples["test"], seed, "folders", extra)
+    if folders:  # val/ or test/ without train/: these are not classes
+        names = ", ".join(f"{f.name}/" for f in folders.values())
+        raise DataError(
+            f"{root} has {names} but no train/ folder: put the training images in {root}/train/<class>/ beside "
+            "them, or give one folder per class without split folders"
+        )
     classes = _scan_classes(scan, root)
     extra = {"skipped": scan.finish()}
+    stray = sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    if stray:  # files beside the class folders belong to no class
+        extra["ignored"] = stray
     _check_classes(classes, root)
     labels = tuple(classes)
     everything = tuple(Sample(p, i) for i, c in enumerate(labels) for p in classes[c])

@@ -88,6 +88,21 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             f"[yellow]skipping {len(skipped)} bad file(s) (--skip-bad): {escape(', '.join(skipped[:3]))}{more} "
             "(all listed in the card's dataset.skipped_bad_files)[/]"
         )
+    if splits.extra.get("val_from_train"):
+        console.err.print(
+            f"no validation folder in {escape(str(splits.root))}: {splits.extra['val_from_train']} held out for "
+            f"validation (seed {splits.seed})"
+        )
+    if splits.extra.get("ignored"):
+        console.err.print(
+            f"[yellow]note: not read in {escape(str(splits.root))}: {escape(', '.join(splits.extra['ignored']))} "
+            + (
+                "(with split folders only train/, val/ and test/ are)"
+                if splits.layout == "folders"
+                else "(files beside the class folders belong to no class)"
+            )
+            + "[/]"
+        )
     if splits.layout == "split" and splits.train and not splits.val and not splits.test:
         console.err.print(f"[yellow]{no_validation_note(splits, config.epochs)}[/]")  # 1-3 images per class
     else:

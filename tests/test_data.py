@@ -115,3 +115,69 @@ def test_a_bad_file_in_an_unlabelled_folder_does_not_suggest_skip_bad(tmp_path):
     (folder / "notes.txt").write_text("not an image")
     with pytest.raises(DataError, match="notes.txt \\(not an image file\\); fix or remove them$"):
         list_images(folder)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("Train", "Val", "Test"), ("train", "valid", "test"), ("TRAINING", "Validation", "testing")],
+    ids=["capitalised", "valid", "long-names"],
+)
+def test_split_folders_are_found_in_any_case_and_by_other_tools_names(tmp_path, names):
+    """Train/Val/Test (a common export) were read as three classes of the same images, and valid/ (Roboflow's,
+    YOLO's) was ignored while validation was cut from train/ without a word."""
+    for name, n in zip(names, (6, 2, 3), strict=True):
+        make_folder(tmp_path / name, per_class=n, classes=2)
+    splits = load_splits(tmp_path)
+    assert splits.layout == "folders" and splits.labels == ("class0", "class1")
+    assert splits.sizes() == {"train": 12, "val": 4, "test": 6}
+    assert all(s.path.parent.parent.name == names[1] for s in splits.val)
+    assert "val_from_train" not in splits.extra and "ignored" not in splits.extra
+
+
+def test_validation_cut_from_train_and_unread_entries_are_recorded(tmp_path):
+    make_folder(tmp_path / "train", per_class=8, classes=2)
+    make_folder(tmp_path / "test", per_class=2, classes=2)
+    make_folder(tmp_path / "unsorted", per_class=2, classes=2)
+    (tmp_path / "stray.png").write_bytes((tmp_path / "train/class0").iterdir().__next__().read_bytes())
+    splits = load_splits(tmp_path)
+    assert splits.sizes()["val"] == 2 and splits.extra["val_from_train"] == "15% of train/ per class"
+    assert splits.extra["ignored"] == ["stray.png", "unsorted/"]
+    flat = make_folder(tmp_path / "flat", per_class=6, classes=2)
+    (flat / "stray.png").write_bytes((flat / "class0").iterdir().__next__().read_bytes())
+    assert load_splits(flat).extra["ignored"] == ["stray.png"]
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda root: [make_folder(root / n, per_class=2, classes=2) for n in ("val", "test")], "no train/ folder"),
+        (
+            lambda root: [make_folder(root / n, per_class=2, classes=2) for n in ("train", "val", "Valid")],
+            "two val folders",
+        ),
+    ],
+    ids=["no-train", "two-val"],
+)
+def test_split_folders_that_cannot_be_read_are_one_line_errors(tmp_path, build, message):
+    build(tmp_path)
+    with pytest.raises(DataError, match=message) as info:
+        load_splits(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_file_and_class_names_that_are_not_utf8(tmp_path):
+    """A file name from another system's encoding (bytes that are not UTF-8) crashed the fingerprint with a
+    traceback; a class folder so named is refused (its name becomes the label inside the model file)."""
+    import os
+
+    root = make_folder(tmp_path / "data", per_class=6, classes=2)
+    source = next((root / "class0").iterdir())
+    os.rename(source, os.fsencode(root / "class0") + b"/caf\xe9.png")
+    splits = load_splits(root)
+    assert len(splits.fingerprint()) == 64 and any(
+        s.path.name == "caf\udce9.png" for s in splits.train + splits.val + splits.test
+    )
+    os.rename(os.fsencode(root / "class1"), os.fsencode(root) + b"/Caf\xe9")
+    with pytest.raises(DataError, match="class folder 'Caf\\\\udce9' .* not UTF-8") as info:
+        load_splits(root)
+    assert "\n" not in str(info.value)
