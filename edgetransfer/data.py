@@ -224,7 +224,7 @@ def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _split_folders(root: Path) -> dict[str, Path]:
+def split_folders(root: Path) -> dict[str, Path]:
     """Split -> its folder in ``root`` (``Train``, ``valid``... as :data:`SPLIT_FOLDERS` says); two folders for one
     split are an error."""
     found: dict[str, Path] = {}
@@ -280,7 +280,7 @@ def load_splits(
     if not root.is_dir():
         raise DataError(f"data path is not a folder: {root}")
     scan = _Scan(root, skip_bad=skip_bad)
-    folders = _split_folders(root)
+    folders = split_folders(root)
     if "train" in folders:
         per_split = {name: _scan_classes(scan, folders[name]) for name in SPLITS if name in folders}
         extra: dict[str, Any] = {"skipped": scan.finish()}

@@ -141,6 +141,10 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path):
     (folder / "class9").mkdir()
     with pytest.raises(DataError, match="one folder per class"):
         bench(trained_run, config)
+    only_test = make_folder(tmp_path / "only" / "Test", per_class=2).parent  # DIR/Test/<class>/ alone (any case)
+    config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(only_test), **FAST)
+    doc = bench(trained_run, config, write=False)
+    assert doc["results"][0]["accuracy"]["images"] == 6 and "Test (every image)" in doc["accuracy_data"]["source"]
 
 
 # --------------------------------------------------------------------------- schema

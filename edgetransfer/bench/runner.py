@@ -31,7 +31,7 @@ from edgetransfer.bench.profiles import check_budgets, recommend
 from edgetransfer.bench.schema import BENCH_SCHEMA_VERSION, values
 from edgetransfer.bench.stats import latency_stats
 from edgetransfer.card import ModelCard, finite
-from edgetransfer.data import Sample, batches, list_images, load_splits
+from edgetransfer.data import Sample, batches, list_images, load_splits, split_folders
 from edgetransfer.errors import DataError, EdgeTransferError, RunDirError
 from edgetransfer.evaluation import points
 from edgetransfer.machine import machine_info, usable_cores
@@ -44,8 +44,11 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
     under DIR/<class>/), or the run's own test split (the files it was tested on, from its splits.json)."""
     if config.data:
         root = Path(config.data)
-        if (root / "train").is_dir() or (root / "test").is_dir():
+        folders = split_folders(root) if root.is_dir() else {}
+        if "train" in folders:
             return load_splits(root, seed=card.dataset.get("seed", 0)).test, f"{root} (test split)"
+        if "test" in folders:  # DIR/test/<class>/ alone: every image of it
+            root = folders["test"]
         if not root.is_dir():
             raise DataError(f"data folder not found: {root}")
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
