@@ -214,3 +214,21 @@ def test_the_entry_point_collects_garbage_less_often_and_freezes_it_before_exit(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_pipeline_has_the_flags_its_messages_suggest(tmp_path, monkeypatch):
+    """pipeline's bad-file error says 'pass --skip-bad': it had no such option ('No such option: --skip-bad')."""
+    from conftest import make_folder
+
+    import edgetransfer.pipeline as pipeline_module
+
+    folder = make_folder(tmp_path / "data", per_class=6, classes=2)
+    (folder / "class0" / "notes.txt").write_text("not an image")
+    result = invoke("pipeline", "--data", folder, "--out", tmp_path / "run", "--size", 32)
+    assert_one_line_error(result, 2, "pass --skip-bad")
+    seen = {}
+    monkeypatch.setattr(pipeline_module, "run_pipeline", lambda config: seen.setdefault("config", config) and ())
+    monkeypatch.setattr(pipeline_module, "summary", lambda *args: None)
+    result = invoke("pipeline", "--data", folder, "--out", tmp_path / "run", "--skip-bad", "--time-budget", 30)
+    assert result.exit_code == 0, result.output
+    assert seen["config"].skip_bad is True and seen["config"].time_budget == 30

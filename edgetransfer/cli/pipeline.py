@@ -27,10 +27,16 @@ def pipeline(
             help="Fine-tuning epochs, at most (early stopping as in finetune).", show_default=config_default("epochs")
         ),
     ] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Seconds of training at most (epochs are re-planned), as in finetune.")
+    ] = None,
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for the split and the training.")] = 0,
     overwrite: Annotated[
         bool, typer.Option(help="Replace --out if it is a run made by edgetransfer (never any other folder).")
+    ] = False,
+    skip_bad: Annotated[
+        bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")
     ] = False,
 ) -> None:
     """Run finetune -> export (fp32, int8, OpenVINO) -> bench, and print accuracies and a latency table."""
@@ -43,6 +49,8 @@ def pipeline(
         backbone=backbone,
         size=size,
         **({"epochs": epochs} if epochs is not None else {}),  # finetune's default, not a copy of it
+        time_budget=time_budget,
+        skip_bad=skip_bad,
         device=device,
         seed=seed,
         overwrite=overwrite,
