@@ -18,8 +18,10 @@ the machine's compiler on first use (a minute or more, and a 60 s timeout that f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -172,14 +174,15 @@ def qat_to_onnx(
     started = time.perf_counter()
     try:
         # no bias correction: the fine-tune that follows corrects the biases itself (and it halves the set-up time)
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(items),
-            subset_size=len(items),
-            advanced_parameters=AdvancedQuantizationParameters(
-                disable_bias_correction=True, overflow_fix=_overflow_fix(ort_config)
-            ),
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bar is not a result (stdout is export's list)
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(items),
+                subset_size=len(items),
+                advanced_parameters=AdvancedQuantizationParameters(
+                    disable_bias_correction=True, overflow_fix=_overflow_fix(ort_config)
+                ),
+            )
     except Exception as exc:  # noqa: BLE001 - NNCF raises a wide variety; one line for the user
         raise QuantizationError(f"NNCF could not insert fake quantization: {str(exc).splitlines()[0]}") from None
     optimizer = torch.optim.AdamW(quantized.parameters(), lr=config.lr, weight_decay=0.0)
