@@ -113,6 +113,18 @@ def test_every_option_has_help():
             assert getattr(param, "help", None), f"{name} {param.name} has no help"
 
 
+@pytest.mark.parametrize(
+    "command", ["pipeline", "finetune", "export", "bench", "explain", "predict", "models", "search"]
+)
+def test_help_is_not_cut_on_an_80_column_terminal(command, monkeypatch):
+    """A word longer than its column was cut with an ellipsis ('DIR/train|val|test/<cla…' in finetune --data)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("TERMINAL_WIDTH", "80")
+    result = CliRunner().invoke(app, [command, "--help"], terminal_width=80)
+    assert result.exit_code == 0 and "--help" in result.output
+    assert "…" not in result.output, [line for line in result.output.splitlines() if "…" in line]
+
+
 @pytest.mark.slow
 def test_pipeline_prints_accuracies_and_the_latency_table(image_folder, tmp_path):
     out = tmp_path / "run"

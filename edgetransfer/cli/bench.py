@@ -24,7 +24,7 @@ def bench(
         typer.Option(
             help="Comma-separated: torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-trt, ort-openvino, openvino-cpu, "
             "openvino-gpu; or 'all' (every one available here).",
-            show_default="torch-cpu,ort-cpu,openvino-cpu",
+            show_default="torch-cpu, ort-cpu, openvino-cpu",
         ),
     ] = None,
     variants: Annotated[

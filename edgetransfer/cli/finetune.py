@@ -19,9 +19,10 @@ def config_default(name: str) -> str:
     return str(next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == name))
 
 
+OUT_HELP = "Run directory to create (default: a folder in models/ named <data>-<backbone>)."
 DATA_HELP = (
-    "Image folder: DIR/<class>/*.png|jpg (split 70/15/15 with --seed) or DIR/train|val|test/<class>/...; "
-    "'digits' for the built-in handwritten digits."
+    "Image folder: DIR/<class>/*.png|jpg (split 70/15/15 with --seed), or DIR/train/<class>/... with DIR/val and "
+    "DIR/test beside it (in any case; valid/ too); 'digits' for the built-in handwritten digits."
 )
 
 
@@ -39,9 +40,7 @@ def finetune(
         str | None,
         typer.Option(help="Backbone name (see 'edgetransfer models').", show_default=config_default("backbone")),
     ] = None,
-    out: Annotated[
-        str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")
-    ] = None,
+    out: Annotated[str | None, typer.Option(help=OUT_HELP, show_default=False)] = None,
     weights: Annotated[
         Path | None, typer.Option(help="Start from this weights file (.pth or .safetensors) instead of ImageNet.")
     ] = None,

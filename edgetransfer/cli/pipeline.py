@@ -7,16 +7,14 @@ from typing import Annotated
 import typer
 
 from edgetransfer.cli._common import friendly_errors
-from edgetransfer.cli.finetune import DATA_HELP, config_default, default_out
+from edgetransfer.cli.finetune import DATA_HELP, OUT_HELP, config_default, default_out
 
 
 @friendly_errors
 def pipeline(
     data: Annotated[str, typer.Option(help=DATA_HELP)] = "digits",
     backbone: Annotated[str, typer.Option(help="Backbone name (see 'edgetransfer models').")] = "mobilenet_v2",
-    out: Annotated[
-        str | None, typer.Option(help="Run directory to create.", show_default="models/<data>-<backbone>")
-    ] = None,
+    out: Annotated[str | None, typer.Option(help=OUT_HELP, show_default=False)] = None,
     size: Annotated[
         int | None,
         typer.Option(help="Input resolution in pixels.", show_default="from the images (96 for the digits)"),
