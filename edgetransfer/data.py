@@ -163,7 +163,7 @@ class _Scan:
         good = []
         # the warnings filter is the process's, so it holds in the pool's threads too (set before they start)
         with console.progress() as bar, warnings.catch_warnings(), ThreadPoolExecutor(max(1, decode_threads())) as pool:
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # up to Pillow's hard limit (179 MP)
             task = bar.add_task(f"checking images in {self.root}", total=len(files), status="")
             for path, reason in zip(files, pool.map(problem, files), strict=True):  # in the files' order
                 bar.update(task, advance=1)
@@ -198,9 +198,7 @@ def _decode_error(path: Path) -> str | None:
                 img.draft("RGB", (64, 64))
             img.load()
     except Image.DecompressionBombError:
-        return "too many pixels (decompression bomb?)"
-    except Warning:
-        return "too many pixels (decompression bomb?)"
+        return f"too many pixels (over {2 * Image.MAX_IMAGE_PIXELS:,}: a decompression bomb?)"
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
         return f"unreadable: {str(exc).splitlines()[0][:80]}"
     return None

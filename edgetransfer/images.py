@@ -73,8 +73,9 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
     """Read an image file as 8-bit RGB (see :func:`to_rgb`), or raise a :class:`DataError` naming it. With
     ``resize`` (the shorter side it will be resized to), a JPEG far larger than that is decoded at 1/2, 1/4 or 1/8
     scale while it stays at least twice ``resize`` (Pillow's draft mode: a 6000x4000 photo costs a few MB, not
-    72 MB), as training decodes it. An image past Pillow's pixel limit (``Image.MAX_IMAGE_PIXELS``) is a
-    :class:`DataError`, not a warning."""
+    72 MB), as training decodes it. Up to Pillow's hard pixel limit (twice ``Image.MAX_IMAGE_PIXELS``: 179
+    million pixels, a 100-megapixel camera's photos) an image is read without Pillow's warning; past it, a
+    :class:`DataError`."""
     path = Path(path)
     regular_file(path)
     try:
@@ -91,11 +92,13 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
 
 
 def _open_within_pixel_limit(path: Path) -> Image.Image:
-    """``Image.open`` with Pillow's pixel-limit warning raised as an error (one line, as training's scan says). The
-    warnings filters are the process's: they are changed under a lock, and only while Pillow reads the header, so
-    an app classifying in several threads neither loses the error nor keeps the filter; decoding runs unlocked."""
+    """``Image.open`` without Pillow's warning for an image between its soft and its hard pixel limit (89 and 179
+    million pixels: a 100-megapixel camera's photo is an image, not a bomb; past the hard limit Pillow raises, one
+    line). The warnings filters are the process's: they are changed under a lock, and only while Pillow reads the
+    header, so an app classifying in several threads neither sees the warning nor keeps the filter; decoding runs
+    unlocked."""
     with _PIXEL_LIMIT_CHECK, warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(path)
 
 

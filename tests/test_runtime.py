@@ -125,9 +125,11 @@ def test_a_large_jpeg_is_decoded_as_training_decodes_it(tmp_path, monkeypatch):
     with Image.open(big) as full:  # without draft mode the pixels differ: the check above can fail
         full_pixels = resize_and_crop(runtime.to_rgb(full), pre)
     assert not np.array_equal(full_pixels, decode(big, pre))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1600 * 1200 - 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning would fail here instead of the one-line error below
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1600 * 1200 - 1)  # past the soft limit: read, no warning
+        assert np.array_equal(runtime.preprocess_image(big, pre), from_runtime)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1600 * 1200 // 2 - 1)  # past the hard limit: refused
         with pytest.raises(DataError, match="cannot read image .*big.jpg: Image size .* exceeds limit") as info:
             runtime.preprocess_image(big, pre)
     assert "\n" not in str(info.value)
@@ -456,15 +458,16 @@ def test_the_runtime_extra_pulls_no_torch(tmp_path):
 
 
 def test_pixel_limit_check_is_thread_safe(tmp_path, monkeypatch):
-    """A device app classifies from several threads: each image past Pillow's pixel limit is one error in every
-    thread, an image under it is classified, and the process's warnings filters are as they were (the check once
-    swapped the process-wide filters in each call: threads restored each other's and lost or leaked the error)."""
+    """A device app classifies from several threads: each image past Pillow's hard pixel limit is one error in every
+    thread, one between its soft and hard limits is classified without a warning, and the process's warnings filters
+    are as they were (the check once swapped the process-wide filters in each call: threads restored each other's
+    and lost or leaked the filter)."""
     from concurrent.futures import ThreadPoolExecutor
 
     big, small = tmp_path / "big.png", tmp_path / "small.png"
-    Image.new("RGB", (60, 50), (200, 10, 10)).save(big)  # 3000 pixels: past the limit below, under twice it
-    Image.new("RGB", (20, 20), (10, 200, 10)).save(small)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    Image.new("RGB", (60, 50), (200, 10, 10)).save(big)  # 3000 pixels: past twice the limit below (Pillow's error)
+    Image.new("RGB", (30, 30), (10, 200, 10)).save(small)  # 900: past the limit, under twice it (Pillow's warning)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 800)
     pre = Preprocessing(resize=16, crop=16)
     filters_before = list(warnings.filters)
 
@@ -483,5 +486,5 @@ def test_pixel_limit_check_is_thread_safe(tmp_path, monkeypatch):
         leaked = list(warnings.filters)
     assert results == ["ok", "error"] * 400
     assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
-    assert leaked[0][2] is not Image.DecompressionBombWarning  # no 'error' filter left behind
+    assert leaked[0][2] is not Image.DecompressionBombWarning  # no filter of ours left behind
     assert warnings.filters == filters_before
