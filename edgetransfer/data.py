@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
-from edgetransfer.images import IMAGE_SUFFIXES  # one list for training and the device runtime
+from edgetransfer.images import (  # one list for training and the device runtime
+    IMAGE_SUFFIXES,
+    ignored_file,
+    not_an_image,
+)
 from edgetransfer.rundir import sha256_file
 
 if TYPE_CHECKING:
@@ -137,7 +141,7 @@ class _Scan:
             for d in dirnames:
                 if (Path(dirpath) / d).is_symlink():
                     self.bad.append((Path(dirpath) / d, "symlinked folder (not followed)"))
-            found += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+            found += [Path(dirpath) / f for f in sorted(filenames) if not ignored_file(f)]
         return found
 
     def check(self, files: list[Path]) -> list[Path]:
@@ -155,7 +159,7 @@ class _Scan:
             if path.is_symlink() and not path.resolve().is_relative_to(root):
                 return "symlink to outside the data folder"
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                return "not an image file"
+                return not_an_image(path)
             if path.stat().st_size == 0:
                 return "empty file"
             return _decode_error(path)
@@ -298,7 +302,7 @@ def load_splits(
             train, val, _ = stratified(samples["train"], seed, val_fraction, 0.0)
             samples["train"], samples["val"] = train, val
             extra["val_from_train"] = f"{val_fraction:.0%} of {folders['train'].name}/ per class"
-        others = [p for p in root.iterdir() if not p.name.startswith(".") and p not in folders.values()]
+        others = [p for p in root.iterdir() if not ignored_file(p.name) and p not in folders.values()]
         if others:  # not read: said, so that images put there by mistake are not lost without a word
             extra["ignored"] = sorted(p.name + "/" * p.is_dir() for p in others)
         return Splits(root, labels, samples["train"], samples["val"], samples["test"], seed, "folders", extra)
@@ -310,7 +314,7 @@ def load_splits(
         )
     classes = _scan_classes(scan, root)
     extra = {"skipped": scan.finish()}
-    stray = sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    stray = sorted(p.name for p in root.iterdir() if not ignored_file(p.name) and not p.is_dir())
     if stray:  # files beside the class folders belong to no class
         extra["ignored"] = stray
     _check_classes(classes, root)

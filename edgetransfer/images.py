@@ -16,7 +16,28 @@ from PIL import Image, ImageOps
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".avif", ".tif", ".tiff"}
+    | {".ppm", ".pgm", ".pnm"}
+)
+# photos in formats Pillow does not read (HEIC needs a plugin; camera raw files need a raw developer): named as such
+UNREADABLE_PHOTOS = frozenset({".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"})
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})  # Windows' own, as macOS's are dot-files
+
+
+def not_an_image(path: Path) -> str:
+    """Why a file that is not read as an image is not (for the messages that list such files)."""
+    suffix = path.suffix.lower()
+    if suffix in UNREADABLE_PHOTOS:
+        return f"a {suffix} photo, a format this install cannot read: convert it to JPEG or PNG"
+    return "not an image file"
+
+
+def ignored_file(name: str) -> bool:
+    """A hidden or system file (.DS_Store, ._x.jpg, Thumbs.db, desktop.ini): never data, never listed."""
+    return name.startswith(".") or name.lower() in SYSTEM_FILES
+
+
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -165,17 +186,25 @@ def preprocess(images: Sequence[ImageInput], pre: Preprocessing) -> np.ndarray:
     return np.stack([preprocess_image(image, pre) for image in images])
 
 
-def find_images(paths: Iterable[str | Path], *, limit: int = MAX_IMAGES) -> list[Path]:
-    """Image files named or found below the folders named (recursively, hidden files skipped, anything but a
-    regular file skipped), in order; more than ``limit`` is a :class:`DataError` (the list is held in memory)."""
+def find_images(
+    paths: Iterable[str | Path], *, limit: int = MAX_IMAGES, passed_over: list[tuple[Path, str]] | None = None
+) -> list[Path]:
+    """Image files named or found below the folders named (recursively, hidden and system files skipped, anything
+    but a regular file skipped), in order; more than ``limit`` is a :class:`DataError` (the list is held in memory).
+    ``passed_over``: a list that receives (path, why) for each other visible file and symlinked folder below the
+    folders named, for the caller to say."""
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
             below = []
             for p in path.rglob("*"):
-                if p.suffix.lower() not in IMAGE_SUFFIXES or any(
-                    part.startswith(".") for part in p.relative_to(path).parts
-                ):
+                if any(ignored_file(part) for part in p.relative_to(path).parts):
+                    continue
+                if p.suffix.lower() not in IMAGE_SUFFIXES:
+                    if passed_over is not None and p.is_symlink() and p.is_dir():
+                        passed_over.append((p, "symlinked folder, not followed: name it to classify its images"))
+                    elif passed_over is not None and p.is_file():
+                        passed_over.append((p, not_an_image(p)))
                     continue
                 if p.is_file():  # follows a link; a FIFO or device named *.png is no image
                     below.append(p)

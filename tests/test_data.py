@@ -101,6 +101,21 @@ def test_every_kind_of_bad_file_is_named_with_its_reason(tmp_path, monkeypatch):
     assert len(splits.extra["skipped"]) == 5 and "class0/link.png" in splits.extra["skipped"]
 
 
+def test_system_files_are_ignored_and_unreadable_photo_formats_named(tmp_path):
+    """Thumbs.db stopped training as 'not an image file' while .DS_Store was ignored; a .heic photo was 'not an
+    image file' too (it is one, in a format Pillow does not read); a .jfif JPEG was refused."""
+    from PIL import Image
+
+    root = make_folder(tmp_path / "data", per_class=6, classes=2)
+    (root / "class0" / "Thumbs.db").write_bytes(b"\x00" * 16)
+    (root / "class1" / "desktop.ini").write_text("[.ShellClassInfo]")
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(root / "class1" / "extra.jfif", format="JPEG")
+    assert sum(load_splits(root).sizes().values()) == 13
+    (root / "class0" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(DataError, match=r"IMG_0001.HEIC \(a .heic photo, a format this install cannot read: convert"):
+        load_splits(root)
+
+
 def test_symlinks_inside_the_folder_are_fine(tmp_path):
     root = make_folder(tmp_path / "data", per_class=3, classes=2)
     (root / "class0" / "again.png").symlink_to(root / "class0" / "000.png")

@@ -488,3 +488,31 @@ def test_pixel_limit_check_is_thread_safe(tmp_path, monkeypatch):
     assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
     assert leaked[0][2] is not Image.DecompressionBombWarning  # no filter of ours left behind
     assert warnings.filters == filters_before
+
+
+def test_predict_names_what_it_does_not_classify_in_a_folder(cli, trained_run, tmp_path):
+    """predict on a folder skipped .heic photos, other files and symlinked folders without a word; a .jfif JPEG was
+    not read at all; Windows' Thumbs.db is system clutter like .DS_Store (never listed)."""
+    folder = tmp_path / "photos"
+    (folder / "a").mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(folder / "a" / "one.jpg")
+    Image.new("RGB", (40, 40), (30, 200, 30)).save(folder / "a" / "two.jfif", format="JPEG")
+    (folder / "a" / "three.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (folder / "a" / "Thumbs.db").write_bytes(b"\x00" * 16)
+    (folder / "a" / ".DS_Store").write_bytes(b"\x00" * 16)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    Image.new("RGB", (40, 40)).save(other / "four.png")
+    (folder / "linked").symlink_to(other, target_is_directory=True)
+    passed_over: list = []
+    found = runtime.find_images([folder], passed_over=passed_over)
+    assert [p.name for p in found] == ["one.jpg", "two.jfif"]
+    assert sorted((p.name, why.split(",")[0]) for p, why in passed_over) == [
+        ("linked", "symlinked folder"),
+        ("three.heic", "a .heic photo"),
+    ]
+    result = CliRunner().invoke(cli, ["predict", str(trained_run.file("model.onnx")), str(folder), "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.stdout.splitlines() if line.strip()]) == 2
+    assert "note: 2 not classified" in result.stderr and "convert it to JPEG or PNG" in result.stderr
+    assert "Thumbs.db" not in result.stderr and "DS_Store" not in result.stderr

@@ -101,7 +101,12 @@ def _in_batches(classifier, paths: list[Path], *, top_k: int, batch_size: int, s
     from edgetransfer.errors import DataError
     from edgetransfer.images import find_images
 
-    files = find_images(paths)
+    passed_over: list[tuple[Path, str]] = []
+    files = find_images(paths, passed_over=passed_over)
+    if passed_over:  # an iPhone's .heic photos or a symlinked folder are not classified: said, not silently
+        listed = "; ".join(f"{path} ({why})" for path, why in passed_over[:3])
+        more = f"; and {len(passed_over) - 3} more" if len(passed_over) > 3 else ""
+        console.err.print(f"[yellow]note: {len(passed_over)} not classified: {escape(listed + more)}[/]")
     with console.progress() as bar:
         task = bar.add_task("classifying", total=len(files), status="")
         for start in range(0, len(files), batch_size):
