@@ -356,6 +356,7 @@ def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tm
         (["MISSING.png"], "image or folder not found"),
         (["--mean", "a,b,c"], "--mean takes comma-separated numbers"),
         (["--backend", "tflite"], "unknown backend"),
+        (["--labels", "nofile.txt"], "--labels file not found: nofile.txt"),  # was "4 outputs but 1 labels given"
     ],
 )
 def test_predict_errors_are_one_line_with_exit_code_2(cli, trained_run, samples, extra, message):

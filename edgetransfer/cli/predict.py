@@ -148,4 +148,6 @@ def _labels(value: str | None) -> tuple[str, ...] | None:
     if path.exists():  # a text file with one name per line (at most 1 MB; a FIFO or device is refused)
         text = read_text(path, what="--labels file", error=UsageError)
         return tuple(line.strip() for line in text.splitlines() if line.strip())
+    if "," not in value and (path.suffix.lower() in (".txt", ".csv", ".names", ".labels") or len(path.parts) > 1):
+        raise UsageError(f"--labels file not found: {value} (or give the names comma-separated)")
     return split_list(value)
