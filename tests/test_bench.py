@@ -124,6 +124,21 @@ def test_absent_variant_files_are_skipped_with_a_note_only_when_asked_for(traine
     ]
 
 
+def test_a_backend_named_with_none_of_its_models_in_the_run_is_said(trained_run, tmp_path):
+    """bench --backends ort-cpu,openvino-cpu on a run exported with --no-openvino measured ort-cpu alone, silently."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run.path, copy, ignore=shutil.ignore_patterns("openvino", "bench.*"))
+    config = BenchConfig(backends=("ort-cpu", "openvino-cpu"), accuracy=False, **FAST)
+    doc = bench(RunDir.open(copy), config, write=False)
+    assert {r["backend"] for r in doc["results"]} == {"ort-cpu"}
+    assert [(s["backend"], s["reason"]) for s in doc["skipped"]] == [
+        (
+            "openvino-cpu",
+            "openvino/model.xml is not in the run (exported with --no-openvino?): none of openvino-cpu's models is",
+        )
+    ]
+
+
 def test_a_run_without_exported_models(trained_run, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgetransfer import backends as backend_registry
 from edgetransfer.backends.base import Backend
-from edgetransfer.bench.config import VARIANTS, BenchConfig
+from edgetransfer.bench.config import DEFAULT_BACKENDS, VARIANTS, BenchConfig
 from edgetransfer.card import ModelCard, verify_artifact
 from edgetransfer.errors import RunDirError, UsageError
 from edgetransfer.rundir import CARD, CHECKPOINT, RunDir
@@ -54,7 +54,10 @@ def _plan(
     plan, skipped = [], []
     wanted = config.variants or VARIANTS
     only = {tuple(k.split(":", 1)) for k in config.only}
+    # named on the command line: a backend with none of its files in the run is said (it was left out silently)
+    named = set(config.backends) - {"all"} if tuple(config.backends) != DEFAULT_BACKENDS else set()
     for backend in chosen:
+        missing = []
         for variant in wanted:
             rel = backend.variants.get(variant)
             if rel is None or (only and (backend.name, variant) not in only):
@@ -69,6 +72,13 @@ def _plan(
             elif config.variants:  # asked for by name: say why it is not measured
                 reason = f"{rel} is not in the run (run 'edgetransfer export'{' --fp16' if variant == 'fp16' else ''})"
                 skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
+            else:
+                missing.append((variant, rel))
+        if backend.name in named and missing and not any(item[0] is backend for item in plan):
+            variant, rel = missing[0]
+            hint = " (exported with --no-openvino?)" if rel.startswith("openvino/") else ""
+            reason = f"{rel} is not in the run{hint}: none of {backend.name}'s models is"
+            skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
     return plan, skipped
 
 
