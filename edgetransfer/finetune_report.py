@@ -12,6 +12,7 @@ from edgetransfer.card import ModelCard
 from edgetransfer.checkpoint import confusion
 from edgetransfer.finetune_config import class_counts
 from edgetransfer.rundir import CHECKPOINT, sha256_file
+from edgetransfer.training import balanced_reason
 from edgetransfer.versions import package_versions
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
     splits, c, pre = trainer.splits, trainer.config, trainer.pre
     sizes = splits.sizes()
     cached = ", ".join(f"{name} {d.nbytes / 2**20:.0f} MB" for name, d in caches.items() if d.cached)
+    balanced = None if trainer.dist.enabled else balanced_reason(splits.train, c)
     console.err.print(
         f"fine-tuning {trainer.backbone.name} on {splits.root} ({len(splits.labels)} classes: "
         f"{class_counts(splits)}; train {sizes['train']}, val {sizes['val']}, test {sizes['test']}) at "
@@ -60,6 +62,7 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
         + (f"\ninput size {pre.crop} px {trainer.size_reason}" if trainer.size_reason != "--size" else "")
         + (f"\nstrategy {c.strategy}: {trainer.strategy_reason}" if trainer.strategy_reason else "")
         + (f"\nbatch size {c.batch_size}: {trainer.batch_reason}" if trainer.batch_reason else "")
+        + (f"\nsampling class-balanced: {balanced}" if balanced else "")
         + (f"\nimages decoded once and kept in memory ({cached})" if cached else "")
     )
     if c.freeze_early and not trainer.fixed:

@@ -244,6 +244,24 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def balanced_reason(samples: tuple, config) -> str | None:
+    """Why training samples class-balanced (said at the start of the run), or None when it does not."""
+    import collections
+
+    counts = collections.Counter(s.label for s in samples)
+    if not counts or config.balanced == "off":
+        return None
+    largest, smallest = max(counts.values()), min(counts.values())
+    if config.balanced == "on":
+        return "--balanced on"
+    if largest >= 3 * smallest:
+        return (
+            f"the training classes are skewed {largest / smallest:.0f}:1 (largest {largest}, smallest {smallest} "
+            "images) >= 3:1; --balanced off to sample them as they come"
+        )
+    return None
+
+
 def sampler_for_epoch(samples: tuple, config, epoch: int, dist: Distributed):
     """Distributed, class-balanced or plain shuffling, seeded per epoch (so a resumed run sees the same order)."""
     import collections

@@ -518,3 +518,18 @@ def test_an_occupied_out_says_how_to_continue_only_an_unfinished_run(tmp_path):
     (out / RESUME_STATE).write_bytes(b"")  # stopped after an epoch (Ctrl-C in finetune or in pipeline)
     with pytest.raises(UsageError, match=f"or continue its training: edgetransfer finetune --resume --out {out}$"):
         check_out(config)
+
+
+def test_class_balanced_sampling_is_said_when_it_is_chosen():
+    """auto switched class-balanced sampling on for a skewed set without a console line (only the card knew)."""
+    from types import SimpleNamespace
+
+    from edgetransfer.data import Sample
+    from edgetransfer.training import balanced_reason
+
+    skewed = tuple(Sample(Path(f"{i}.png"), 0) for i in range(10)) + (Sample(Path("x.png"), 1),)
+    even = tuple(Sample(Path(f"{i}.png"), i % 2) for i in range(10))
+    assert "skewed 10:1 (largest 10, smallest 1 images)" in balanced_reason(skewed, SimpleNamespace(balanced="auto"))
+    assert balanced_reason(skewed, SimpleNamespace(balanced="off")) is None
+    assert balanced_reason(even, SimpleNamespace(balanced="auto")) is None
+    assert balanced_reason(even, SimpleNamespace(balanced="on")) == "--balanced on"
