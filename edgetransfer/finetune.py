@@ -3,7 +3,8 @@ to an unlabelled target domain (a new camera) follows as its own stage (:func:`e
 
 The run directory is written in place and is always consistent: ``card.json`` says whether training finished;
 ``model.safetensors`` is the best checkpoint so far; ``resume.pt`` + ``last.safetensors`` hold the last finished
-epoch, so Ctrl-C or a crash can be continued with ``--resume``. Every file is written atomically.
+epoch, so Ctrl-C or a crash can be continued with ``--resume``. Every file is written atomically. Until the first epoch
+has finished there is nothing to continue: a stop or a failure then leaves ``--out`` as it was (:class:`_NewOut`).
 
 Images are decoded and resized once (:mod:`edgetransfer.decoded`), batches are augmented whole, the model runs in
 channels-last memory with mixed precision where the hardware computes it natively: on a GPU throughout, on a CPU
@@ -16,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -31,7 +33,7 @@ from edgetransfer.checkpoint import evaluate, load_model, non_finite, save_check
 from edgetransfer.data import Splits, default_preprocessing, load_splits
 from edgetransfer.decoded import Decoded, augment, score
 from edgetransfer.devices import resolve_device
-from edgetransfer.errors import TrainingDiverged, UsageError
+from edgetransfer.errors import EdgeTransferError, RunDirError, TrainingDiverged, UsageError
 from edgetransfer.finetune_config import (
     LAST_CHECKPOINT,
     RESUME_STATE,
@@ -77,8 +79,10 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     exception it raises stops training there (the run keeps that epoch, resumable), e.g. a search pruning a trial."""
     config.validate()
     config = dataclasses.replace(config, data=resolve_data(config.data, config.seed))  # 'digits' from Python too
-    check_out(config)
     out = Path(config.out)
+    if str(config.out).strip():
+        _put_back_previous(out)  # one left aside by a killed --overwrite: before check_out looks at --out
+    check_out(config)
     backbone = backbones.get(config.backbone)
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):
@@ -132,19 +136,95 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
             size = choose_size(config, backbone, splits)
             config = dataclasses.replace(config, size=size[0])  # the card records the size trained at, as the batch
-            trainer = _Trainer(config, out, backbone, splits, device, dist, size)
-            trainer.strategy_reason, trainer.batch_reason = strategy_reason, batch_reason
-            trainer.on_epoch = on_epoch
-            run = trainer.run()
+            with _NewOut(out) if dist.main and not config.resume else contextlib.nullcontext() as new_out:
+                trainer = _Trainer(config, out, backbone, splits, device, dist, size)
+                trainer.strategy_reason, trainer.batch_reason = strategy_reason, batch_reason
+                trainer.on_epoch = on_epoch
+                trainer.on_resumable = new_out.keep if new_out else None
+                run = trainer.run()
             return adapt(run, config, device=device, inputs=inputs) if dist.main else run
     finally:
         dist.close()
 
 
-def _prepare_out(out: Path) -> None:
-    """Empty ``out`` (a run directory, checked by :func:`check_out`) for a new run."""
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out)
+def previous_of(out: Path) -> Path:
+    """Where a new run keeps what was in ``out`` until its first epoch finished: a hidden sibling (same filesystem:
+    moved by a rename)."""
+    return out.parent / f".{out.name}.previous"
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+class _NewOut:
+    """A new run in ``out`` that is kept only once it can be continued (its first epoch finished): until then a
+    stop (Ctrl-C) or a failure leaves ``out`` as it was. What ``out`` held (a run --overwrite replaces, or an empty
+    folder) waits in :func:`previous_of` and is put back; a folder this run made is removed."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.previous = out, previous_of(out)
+        self.replaced = out.exists() and any(out.iterdir())
+        self.kept = False
+
+    def __enter__(self) -> _NewOut:
+        if self.out.exists() or self.out.is_symlink():
+            if self.previous.exists() or self.previous.is_symlink():  # not ours (:func:`_put_back_previous`)
+                raise RunDirError(f"{self.previous} is in the way of --out {self.out}; move it or choose another --out")
+            os.replace(self.out, self.previous)
+        return self
+
+    def keep(self) -> None:
+        """The new run can be continued: what it replaced goes (said when that was a run)."""
+        if self.kept:
+            return
+        self.kept = True
+        if self.previous.exists() or self.previous.is_symlink():
+            _remove(self.previous)
+            if self.replaced:
+                console.err.print(
+                    f"the previous run in {escape(str(self.out))} is removed: this one can be continued with --resume"
+                )
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.keep()
+        elif not self.kept:
+            _remove(self.out)
+            if self.previous.exists() or self.previous.is_symlink():
+                os.replace(self.previous, self.out)
+
+
+def _put_back_previous(out: Path) -> None:
+    """A :func:`previous_of` left by a finetune that was killed (SIGKILL, a power cut) while its new run could not
+    be continued yet: put it back into ``out``, as a stop would have; one whose new run finished an epoch goes.
+    Under the run's lock: a live run's is not touched."""
+    previous = previous_of(out)
+    if not previous.is_dir():
+        return
+    with RunDir(out).lock("finetune"):
+        if not previous.is_dir() or not (RunDir.is_run(previous) or not any(previous.iterdir())):
+            return  # the run holding the lock finished meanwhile, or a folder that is not ours
+        if (out / RESUME_STATE).is_file() or _finished(out):
+            _remove(previous)
+            console.err.print(f"note: removed {escape(str(previous))}, the run {escape(str(out))} replaced")
+        else:
+            _remove(out)
+            os.replace(previous, out)
+            console.err.print(
+                f"note: put the previous run back into {escape(str(out))} from {escape(str(previous))}: a finetune "
+                "was stopped there before its first epoch finished"
+            )
+
+
+def _finished(out: Path) -> bool:
+    try:
+        return bool(RunDir.is_run(out) and RunDir(out).load_card().complete.get("finetune"))
+    except EdgeTransferError:
+        return False
 
 
 class _Trainer:
@@ -178,11 +258,10 @@ class _Trainer:
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": 0, "history": []}
         self.card = None
         self.on_epoch: Callable[[int, dict], None] | None = None
+        self.on_resumable: Callable[[], None] | None = None  # called once the first epoch is saved
         if config.resume:
             self.card, self.state = check_resume(out, config, splits)
             self.model.load_state_dict(backbones.read_safetensors(out / LAST_CHECKPOINT))
-        elif dist.main:
-            _prepare_out(out)
         dist.barrier()
 
     # ------------------------------------------------------------------ the loop
@@ -249,8 +328,7 @@ class _Trainer:
                     if dist.any(not torch.isfinite(loss).item()):
                         raise TrainingDiverged(
                             f"the loss became {loss.item()} at epoch {epoch}, step {step % steps_per_epoch + 1}; "
-                            f"training stopped, the best checkpoint so far (epoch {self.state['best_epoch']}) is kept "
-                            f"in {self.out}; try a lower --lr"
+                            f"training stopped{self._kept()}; try a lower --lr"
                         )
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -281,8 +359,8 @@ class _Trainer:
         broken = non_finite(self.model)
         if broken:
             raise TrainingDiverged(
-                f"the weights became NaN or infinite at epoch {epoch} ({broken}); training stopped, the best "
-                f"checkpoint so far (epoch {self.state['best_epoch']}) is kept in {self.out}; try a lower --lr"
+                f"the weights became NaN or infinite at epoch {epoch} ({broken}); training stopped{self._kept()}; "
+                "try a lower --lr"
             )
         if self.dist.main:
             dtype = amp_dtype(self.config.amp, self.device)
@@ -315,12 +393,20 @@ class _Trainer:
             save_checkpoint(self.model, self.out / LAST_CHECKPOINT, {"backbone": self.backbone.name})
             with atomic_path(self.out / RESUME_STATE) as tmp:
                 torch.save(self.state, tmp)
+            if self.on_resumable is not None:
+                self.on_resumable()
             val = f"val loss {val_loss:.4f}  val top-1 {val_acc:.2%}" if val_acc is not None else "no validation"
             console.err.print(
                 f"epoch {epoch}/{planned} ({phase})  loss {loss:.4f}  {val}  {images_per_s:.0f} img/s  "
                 f"lr {lr:.2e}{'  (best, saved)' if improved and val_acc is not None else ''}"
             )
         self.dist.barrier()
+
+    def _kept(self) -> str:
+        """What a failure leaves: the best checkpoint, or (no epoch finished: :class:`_NewOut`) ``--out`` as it was."""
+        if self.state["best_epoch"]:
+            return f", the best checkpoint so far (epoch {self.state['best_epoch']}) is kept in {self.out}"
+        return f" before its first epoch finished; {self.out} is as it was"
 
     def _should_stop(self, epoch: int) -> bool:
         """Early stopping: ``patience`` epochs without a better validation score. In two-phase the first epoch of

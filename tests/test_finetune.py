@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -533,3 +534,73 @@ def test_class_balanced_sampling_is_said_when_it_is_chosen():
     assert balanced_reason(skewed, SimpleNamespace(balanced="off")) is None
     assert balanced_reason(even, SimpleNamespace(balanced="auto")) is None
     assert balanced_reason(even, SimpleNamespace(balanced="on")) == "--balanced on"
+
+
+# --------------------------------------------------------------------------- a run stopped before its first epoch
+# finished leaves --out as it was: the previous run of --overwrite put back, a folder it made removed
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished run with the files an export and a bench add (stand-ins), and the images it was trained on."""
+    base = tmp_path_factory.mktemp("finished")
+    data = make_folder(base / "images", per_class=6)
+    run = finetune(FinetuneConfig(data=str(data), out=str(base / "run"), **{**TINY, "epochs": 1}))
+    (run.path / "openvino").mkdir()
+    (run.path / "openvino" / "model.xml").write_text("<net/>")
+    (run.path / "bench.json").write_text("{}")
+    return data, run.path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def hidden(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_a_failure_before_the_first_epoch_with_overwrite_puts_the_previous_run_back(
+    finished_run, tmp_path, monkeypatch
+):
+    data, finished = finished_run
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
+    before = snapshot(out)
+
+    class Exploding(torch.nn.CrossEntropyLoss):
+        def forward(self, logits, target):
+            return super().forward(logits, target) * math.nan
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", Exploding)
+    config = FinetuneConfig(data=str(data), out=str(out), overwrite=True, **{**TINY, "epochs": 1})
+    with pytest.raises(TrainingDiverged, match=f"before its first epoch finished; {out} is as it was; try a lower"):
+        finetune(config)
+    assert snapshot(out) == before and hidden(tmp_path) == []
+
+
+def test_a_previous_run_left_aside_by_a_killed_overwrite_is_put_back(finished_run, tmp_path):
+    """SIGKILL between moving the previous run aside and the first finished epoch: the next finetune on that --out
+    puts it back when the new run never finished an epoch (there is then nothing of the new run to keep)."""
+    from edgetransfer.finetune import previous_of
+
+    data, finished = finished_run
+    out = tmp_path / "run"
+    before = snapshot(Path(shutil.copytree(finished, previous_of(out))))
+    out.mkdir()
+    shutil.copy(finished / "splits.json", out)  # the killed run's half-written start
+    with pytest.raises(UsageError, match="already exists and is not empty"):
+        finetune(FinetuneConfig(data=str(data), out=str(out), **TINY))
+    assert snapshot(out) == before and hidden(tmp_path) == []
+
+
+def test_a_previous_run_left_by_a_killed_overwrite_after_its_first_epoch_is_removed(finished_run, tmp_path):
+    from edgetransfer.finetune import previous_of
+
+    data, finished = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, previous_of(out))
+    out.mkdir()
+    (out / "resume.pt").write_bytes(b"")  # the killed run finished an epoch: it replaced the previous one
+    with pytest.raises(UsageError, match="or continue its training"):
+        finetune(FinetuneConfig(data=str(data), out=str(out), **TINY))
+    assert hidden(tmp_path) == [] and [p.name for p in out.iterdir()] == ["resume.pt"]
