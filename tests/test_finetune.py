@@ -560,6 +560,35 @@ def hidden(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
+def interrupt_in_the_first_step(monkeypatch):
+    """Ctrl-C while the first epoch trains: card.json and splits.json are written by then."""
+    from edgetransfer import finetune as module
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "augment", interrupt)
+
+
+def cli(*args):
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_ctrl_c_before_the_first_epoch_with_overwrite_puts_the_previous_run_back(finished_run, tmp_path, monkeypatch):
+    data, finished = finished_run
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
+    before = snapshot(out)
+    interrupt_in_the_first_step(monkeypatch)
+    result = cli("finetune", "--data", data, "--out", out, "--size", 32, "--epochs", 1, "--overwrite")
+    assert result.exit_code == 130, result.output
+    assert f"interrupted; nothing was kept: {out} is as it was" in result.stderr
+    assert snapshot(out) == before and hidden(tmp_path) == []
+
+
 def test_a_failure_before_the_first_epoch_with_overwrite_puts_the_previous_run_back(
     finished_run, tmp_path, monkeypatch
 ):
@@ -575,6 +604,57 @@ def test_a_failure_before_the_first_epoch_with_overwrite_puts_the_previous_run_b
     config = FinetuneConfig(data=str(data), out=str(out), overwrite=True, **{**TINY, "epochs": 1})
     with pytest.raises(TrainingDiverged, match=f"before its first epoch finished; {out} is as it was; try a lower"):
         finetune(config)
+    assert snapshot(out) == before and hidden(tmp_path) == []
+
+
+def test_ctrl_c_before_the_first_epoch_removes_the_folder_it_made(image_folder, tmp_path, monkeypatch):
+    out = tmp_path / "new" / "run"
+    interrupt_in_the_first_step(monkeypatch)
+    args = ["finetune", "--data", image_folder, "--out", out, "--size", 32, "--epochs", 1]
+    result = cli(*args)
+    assert result.exit_code == 130, result.output
+    assert f"interrupted; nothing was kept: {out} is as it was" in result.stderr
+    assert not out.exists() and hidden(out.parent) == []
+    monkeypatch.undo()
+    result = cli(*args)  # the same command again: no "already exists", no "--resume"
+    assert result.exit_code == 0, result.output
+    assert RunDir.open(out).load_card().complete["finetune"]
+
+
+def test_overwrite_removes_the_previous_run_once_an_epoch_finished(finished_run, tmp_path, monkeypatch):
+    from edgetransfer import finetune as module
+
+    data, finished = finished_run
+    out = Path(shutil.copytree(finished, tmp_path / "run"))
+
+    def interrupt(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module._Trainer, "_should_stop", interrupt)  # Ctrl-C right after epoch 1 is saved
+    result = cli("finetune", "--data", data, "--out", out, "--size", 32, "--epochs", 2, "--overwrite")
+    assert result.exit_code == 130, result.output
+    assert f"the previous run in {out} is removed: this one can be continued with --resume" in result.stderr
+    assert f"interrupted; the finished epochs are kept in {out}: the same command with --resume" in result.stderr
+    assert (out / "resume.pt").is_file() and not (out / "bench.json").exists() and hidden(tmp_path) == []
+
+
+def test_ctrl_c_in_a_resumed_run_keeps_its_finished_epochs(image_folder, tmp_path, monkeypatch):
+    from edgetransfer import finetune as module
+
+    out = tmp_path / "run"
+    args = ["finetune", "--data", image_folder, "--out", out, "--size", 32, "--epochs", 2]
+
+    def interrupt(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module._Trainer, "_should_stop", interrupt)
+    assert cli(*args).exit_code == 130
+    before = snapshot(out)
+    monkeypatch.undo()
+    interrupt_in_the_first_step(monkeypatch)  # epoch 2 is interrupted
+    result = cli("finetune", "--resume", "--out", out)
+    assert result.exit_code == 130, result.output
+    assert f"interrupted; the finished epochs are kept in {out}: the same command with --resume" in result.stderr
     assert snapshot(out) == before and hidden(tmp_path) == []
 
 

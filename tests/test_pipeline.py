@@ -20,3 +20,26 @@ def test_the_pipeline_writes_every_bench_report(trained_run, tmp_path, monkeypat
     assert all(run.file(name).is_file() for name in BENCH_REPORTS), BENCH_REPORTS
     pipeline.summary(done, document, timings)
     assert f"bench reports: {run.file('bench.json')}" in capsys.readouterr().out
+
+
+def test_ctrl_c_in_the_pipelines_first_epoch_leaves_the_previous_run_as_it_was(trained_run, tmp_path, monkeypatch):
+    """--overwrite moves the previous run aside, and puts it back when fine-tuning stops before its first epoch."""
+    from typer.testing import CliRunner
+
+    from edgetransfer import finetune as module
+    from edgetransfer.cli import app
+
+    out = shutil.copytree(trained_run.path, tmp_path / "run")
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "augment", interrupt)  # Ctrl-C in the first training step
+    data = trained_run.load_card().dataset["path"]
+    args = ["pipeline", "--data", data, "--out", str(out), "--size", "32", "--epochs", "1", "--overwrite"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert f"interrupted; nothing was kept: {out} is as it was" in result.stderr
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -12,6 +12,7 @@ import typer
 
 from edgetransfer.cli._common import friendly_errors
 from edgetransfer.finetune_config import RESUME_STATE, FinetuneConfig
+from edgetransfer.rundir import CARD
 
 
 def config_default(name: str) -> str:
@@ -216,13 +217,19 @@ def finetune(
     try:
         run = run_finetune(FinetuneConfig(**options))
     except KeyboardInterrupt:
-        state = Path(options["out"]) / RESUME_STATE
-        if state.is_file() and state.stat().st_mtime >= started:  # an epoch of this command finished
-            print(
-                f"interrupted; the finished epochs are kept in {options['out']}: the same command with --resume "
-                "continues",
-                file=sys.stderr,
-            )
-            raise typer.Exit(130) from None
-        raise
+        say_interrupted(options["out"], started, resume=options["resume"])
+        raise typer.Exit(130) from None
     typer.echo(str(run.path))
+
+
+def say_interrupted(out: str, started: float, *, resume: bool, again: str = "the same command with --resume") -> None:
+    """What a Ctrl-C in fine-tuning leaves, said truly: the finished epochs (of this command, or of the run it
+    resumed), the finished run (a later stage was interrupted), or ``out`` as it was (no epoch finished: the
+    previous run put back, a new folder removed)."""
+    state, card = Path(out) / RESUME_STATE, Path(out) / CARD
+    if state.is_file() and (resume or state.stat().st_mtime >= started):
+        print(f"interrupted; the finished epochs are kept in {out}: {again} continues", file=sys.stderr)
+    elif card.is_file() and card.stat().st_mtime >= started:  # training finished; what came after is atomic
+        print("interrupted; nothing half-written was kept", file=sys.stderr)
+    else:
+        print(f"interrupted; nothing was kept: {out} is as it was", file=sys.stderr)

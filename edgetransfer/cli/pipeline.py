@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+import time
 from typing import Annotated
 
 import typer
 
 from edgetransfer.cli._common import friendly_errors
-from edgetransfer.cli.finetune import DATA_HELP, OUT_HELP, config_default, default_out
+from edgetransfer.cli.finetune import DATA_HELP, OUT_HELP, config_default, default_out, say_interrupted
 
 
 @friendly_errors
@@ -53,4 +55,11 @@ def pipeline(
         seed=seed,
         overwrite=overwrite,
     )
-    summary(*run_pipeline(config))
+    started = time.time()
+    try:
+        done = run_pipeline(config)
+    except KeyboardInterrupt:
+        again = f"edgetransfer finetune --resume --out {shlex.quote(config.out)}"
+        say_interrupted(config.out, started, resume=False, again=again)
+        raise typer.Exit(130) from None
+    summary(*done)
