@@ -6,6 +6,7 @@ model of the stage is scored on the same arrays: the number in the card is what 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,6 +94,18 @@ def points(a: float, b: float) -> float:
     """``a - b`` (accuracies as fractions) in percentage points, rounded to 1e-6 so that one image of 100 is exactly
     1.0 and not 1.0000000000000009 (which a 1.0-point budget would refuse)."""
     return round(100 * (a - b), 6)
+
+
+def measured(accuracy: float | None) -> float | None:
+    """``accuracy`` as a card records it: None where there were no images to measure it on (not NaN)."""
+    return None if accuracy is None or math.isnan(accuracy) else accuracy
+
+
+def top1_text(accuracy: float | None, split: str = "test") -> str:
+    """``test top-1 93.75%``, or why there is no figure (a split too small to hold out any image)."""
+    if measured(accuracy) is None:
+        return f"no {split} images: accuracy not measured"
+    return f"{split} top-1 {accuracy:.2%}"
 
 
 SPEEDUP_WORTH_IT = 1.25  # int8 that is not at least this much faster than fp32 is said to be no win

@@ -46,7 +46,8 @@ def summary(run: RunDir, document: dict, timings: dict[str, float]) -> None:
         ("openvino_int8", "OpenVINO int8 IR"),
     ]:
         if key in metrics:
-            console.out.print(f"  {label:<22} {100 * metrics[key]['test_top1']:.2f}%")
+            top1 = metrics[key].get("test_top1")
+            console.out.print(f"  {label:<22} {'not measured (no test images)' if top1 is None else f'{top1:.2%}'}")
     console.out.print(table(document))
     for line in noisy(document):
         console.err.print(f"[yellow]{line}[/]", markup=True)

@@ -279,3 +279,32 @@ def test_a_validation_split_too_small_for_the_int8_budget_is_said(trained_run, t
     result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--no-int8", "--no-openvino"])
     assert result.exit_code == 0 and "note: the validation split" not in result.stderr  # nothing is quantized
     assert not (tmp_path / "run" / "openvino").exists()  # the earlier IRs are removed, and no empty folder stays
+
+
+@pytest.fixture(scope="module")
+def unvalidated_run(tmp_path_factory):
+    """A run of 2 classes x 2 images, which the README supports: too few to hold any out, so it has no validation
+    and no test images (fine-tuned only; each test exports a copy)."""
+    from conftest import make_folder
+
+    from edgetransfer.finetune import FinetuneConfig, finetune
+
+    base = tmp_path_factory.mktemp("unvalidated")
+    data = make_folder(base / "images", per_class=2, classes=2)
+    return finetune(FinetuneConfig(data=str(data), out=str(base / "run"), size=32, epochs=1, batch_size=8))
+
+
+def test_a_run_without_test_images_exports_without_int8(unvalidated_run, tmp_path):
+    """--no-int8 on a run without test images: the summary says so (it multiplied None: a TypeError traceback)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    shutil.copytree(unvalidated_run.path, tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--no-int8", "--no-openvino"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "onnx_fp32      no test images: accuracy not measured" in result.stdout
+    assert "torch          no test images: accuracy not measured" in result.stdout
+    assert "nan" not in result.output.lower()

@@ -79,6 +79,7 @@ def export(
 ) -> None:
     """Convert a run to ONNX (fp32, int8, fp16) and OpenVINO IR; check each against PyTorch; embed the card."""
     from edgetransfer import console
+    from edgetransfer.evaluation import top1_text
     from edgetransfer.export import ExportConfig
     from edgetransfer.export import export as run_export
     from edgetransfer.quantize import Int8Config
@@ -110,4 +111,4 @@ def export(
         if "bytes" in item:
             console.out.print(f"{done.path / name}  ({item['bytes'] / 1e6:.1f} MB)")
     for key, item in card.metrics.items():
-        console.out.print(f"{key:<14} test top-1 {100 * item['test_top1']:.2f}%")
+        console.out.print(f"{key:<14} {top1_text(item.get('test_top1'))}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgetransfer import console
 from edgetransfer.errors import ExportError
-from edgetransfer.evaluation import Decoded, evaluate, parity
+from edgetransfer.evaluation import Decoded, evaluate, parity, top1_text
 from edgetransfer.registry import Registry
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class ExportContext:
             "precision": session.precision,
         }
         self.metrics[name] = result
-        console.err.print(f"{shown or name}: test top-1 {result['test_top1']:.2%} (runs in {session.precision})")
+        console.err.print(f"{shown or name}: {top1_text(result['test_top1'])} (runs in {session.precision})")
         return result
 
     def check(self, name: str, session: Session, atol: float, *, fail: bool = True) -> dict:
