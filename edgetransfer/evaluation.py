@@ -90,9 +90,12 @@ def parity(
     return {"max_abs_diff": max_diff, "top1_agreement": agree / max(count, 1), "images": count}
 
 
-def points(a: float, b: float) -> float:
+def points(a: float | None, b: float | None) -> float | None:
     """``a - b`` (accuracies as fractions) in percentage points, rounded to 1e-6 so that one image of 100 is exactly
-    1.0 and not 1.0000000000000009 (which a 1.0-point budget would refuse)."""
+    1.0 and not 1.0000000000000009 (which a 1.0-point budget would refuse); None where either was not measured (no
+    images: None, or NaN from :func:`evaluate`)."""
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return None
     return round(100 * (a - b), 6)
 
 

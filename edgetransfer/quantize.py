@@ -417,10 +417,19 @@ QAT_HINT = "raise --max-drop, add training and validation images, or use --no-in
 
 
 def int8_budget(
-    name: str, fp32_top1: float, int8_top1: float, max_drop: float, *, tried: str = "", hint: str = PTQ_HINT
-) -> float:
+    name: str,
+    fp32_top1: float | None,
+    int8_top1: float | None,
+    max_drop: float,
+    *,
+    tried: str = "",
+    hint: str = PTQ_HINT,
+) -> float | None:
     """The one judge of int8 accuracy, for ONNX Runtime and NNCF alike: the validation top-1 drop in points, or a
-    :class:`QuantizationError` past ``max_drop`` (``tried`` says what was done to hold it, ``hint`` what to do)."""
+    :class:`QuantizationError` past ``max_drop`` (``tried`` says what was done to hold it, ``hint`` what to do);
+    None where there are no validation images to judge by (the caller records it as not checked)."""
+    if fp32_top1 is None or int8_top1 is None:
+        return None
     drop = points(fp32_top1, int8_top1)
     if not drop <= max_drop:  # NaN fails too
         raise over_budget(name, drop, max_drop, tried, hint)

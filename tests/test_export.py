@@ -294,6 +294,41 @@ def unvalidated_run(tmp_path_factory):
     return finetune(FinetuneConfig(data=str(data), out=str(base / "run"), size=32, epochs=1, batch_size=8))
 
 
+def test_a_run_without_validation_images_exports_int8_unchecked_and_says_so(unvalidated_run, tmp_path):
+    """No validation images: no budget can be checked, so int8 is exported anyway, said once and recorded as
+    unchecked (not failed as a NaN drop, nor escalated to QAT); no test images: said, not ``nan%``; bench and
+    explain read such a run as well."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+    from edgetransfer.rundir import RunDir
+
+    shutil.copytree(unvalidated_run.path, tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--calib-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert "nan" not in result.output.lower() and "escalating" not in result.stderr, result.output
+    assert result.stderr.count("note: no validation images: int8 accuracy was not checked against the 1-point") == 1
+    assert "onnx_int8      no test images: accuracy not measured" in result.stdout
+    card = RunDir.open(tmp_path / "run").load_card()
+    for name in ("model.int8.onnx", "openvino/model.int8.xml"):
+        record = card.artifacts[name]["quantization"]
+        assert record["accuracy_not_checked"] == "no validation images" and record["val_drop_points"] is None
+        assert record["escalation"][0]["held"] is None, record["escalation"]
+    assert card.metrics["onnx_int8"]["test_top1"] is None and card.metrics["onnx_int8"]["val_top1"] is None
+    assert "nan" not in (tmp_path / "run" / "card.json").read_text().lower()
+    for args in (
+        ["explain", str(tmp_path / "run")],
+        ["bench", str(tmp_path / "run"), "--backends", "ort-cpu", "--warmup", "1", "--warmup-time", "0"]
+        + ["--min-runs", "2", "--min-time", "0", "--rounds", "1", "--processes", "1"],
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0 and "nan" not in result.output.lower(), result.output
+    for name in ("bench.json", "bench.md", "explain.json"):
+        assert "nan" not in (tmp_path / "run" / name).read_text().lower(), name
+
+
 def test_a_run_without_test_images_exports_without_int8(unvalidated_run, tmp_path):
     """--no-int8 on a run without test images: the summary says so (it multiplied None: a TypeError traceback)."""
     import shutil

@@ -52,7 +52,8 @@ class OnnxInt8Auto(Pass):
 
     @staticmethod
     def _step(method: str, made: list[Artifact]) -> dict:
-        return {"method": method, "held": True, "val_drop_points": made[0].record["quantization"]["val_drop_points"]}
+        drop = made[0].record["quantization"]["val_drop_points"]  # None: no validation images, not checked
+        return {"method": method, "held": True if drop is not None else None, "val_drop_points": drop}
 
     @staticmethod
     def _done(made: list[Artifact], steps: list[dict]) -> list[Artifact]:

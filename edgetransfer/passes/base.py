@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgetransfer import console
 from edgetransfer.errors import ExportError
-from edgetransfer.evaluation import Decoded, evaluate, parity, top1_text
+from edgetransfer.evaluation import Decoded, evaluate, measured, parity, top1_text
 from edgetransfer.registry import Registry
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class ExportContext:
         )
         self.metrics: dict[str, dict] = {}
         self.artifacts: dict[str, Artifact] = {}
+        self._said_unchecked = False
 
     @functools.cached_property
     def reference(self) -> Session:
@@ -122,10 +123,11 @@ class ExportContext:
         return self.stage / name
 
     def measure(self, name: str, session: Session, *, shown: str = "") -> dict:
-        """Validation and test top-1 of ``session``, kept as the card's metrics ``name`` (said as ``shown``)."""
+        """Validation and test top-1 of ``session``, kept as the card's metrics ``name`` (said as ``shown``); None
+        for a split without images, as fine-tuning records it."""
         result = {
-            "val_top1": evaluate(session, self.val),
-            "test_top1": evaluate(session, self.test),
+            "val_top1": measured(evaluate(session, self.val)),
+            "test_top1": measured(evaluate(session, self.test)),
             "precision": session.precision,
         }
         self.metrics[name] = result
@@ -146,7 +148,19 @@ class ExportContext:
             )
         return figures
 
-    def say_drop(self, name: str, drop: float) -> None:
+    def say_drop(self, name: str, drop: float | None) -> None:
         """The test split decides nothing (validation does), but a larger loss there than the budget is said."""
-        if drop > self.config.int8.max_drop:
+        if drop is not None and drop > self.config.int8.max_drop:
             console.err.print(f"[yellow]note: {name} loses {drop:.2f} points of test top-1 against fp32[/]")
+
+    def unchecked(self, record: dict[str, Any]) -> None:
+        """Without validation images no int8 model can be held to the budget (finetune kept its last epoch for the
+        same reason): it is exported all the same, its card entry says it was not checked, and the console once."""
+        record["accuracy_not_checked"] = "no validation images"
+        if not self._said_unchecked:
+            self._said_unchecked = True
+            console.err.print(
+                f"[yellow]note: no validation images: int8 accuracy was not checked against the "
+                f"{self.config.int8.max_drop:g}-point budget; the int8 models are exported unchecked (the card says "
+                "so). Add images, or give DIR/train, DIR/val and DIR/test[/]"
+            )

@@ -36,6 +36,8 @@ def judge_onnx_int8(
     settings["val_drop_points"] = int8_budget(
         "ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop, hint=hint
     )
+    if settings["val_drop_points"] is None:
+        ctx.unchecked(settings)
     ctx.say_drop("ONNX int8", settings["test_drop_points"])
     where = "(ONNX Runtime, one image, this CPU)"
     if ratio >= 1 / SPEEDUP_WORTH_IT:

@@ -93,7 +93,8 @@ class OpenVinoInt8(Pass):
             steps = []
         quantization = done.record["quantization"]
         method = "nncf" if quantization["tool"].startswith("nncf") else "qdq"
-        steps.append({"method": method, "held": True, "val_drop_points": quantization["val_drop_points"]})
+        drop = quantization["val_drop_points"]
+        steps.append({"method": method, "held": True if drop is not None else None, "val_drop_points": drop})
         quantization["escalation"] = steps
         return [done]
 
@@ -137,6 +138,8 @@ class OpenVinoInt8(Pass):
         record["val_drop_points"] = int8_budget(
             "OpenVINO int8", fp32["val_top1"], result["val_top1"], config.max_drop, tried=tried
         )
+        if record["val_drop_points"] is None:
+            ctx.unchecked(record)
         ctx.say_drop("OpenVINO int8", record["test_drop_points"])
         return Artifact(OV_INT8, {"file": OV_INT8, "quantization": record}, model)
 
