@@ -137,9 +137,9 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
             if (run.path / rel).is_dir():
                 shutil.rmtree(run.path / rel)
             os.replace(ctx.path(rel), run.path / rel)
-    for old in EXPORTED:  # a file of an earlier export that this one did not make would contradict the card
-        if old not in records:
-            _remove(run.path / old)
+    gone = [old for old in EXPORTED if old not in records and (run.path / old).exists()]
+    for old in gone:  # a file of an earlier export that this one did not make would contradict the card
+        _remove(run.path / old)
     ir_dir = run.path / OPENVINO_DIR
     if ir_dir.is_dir() and not any(ir_dir.iterdir()):  # --no-openvino: no empty folder left behind
         ir_dir.rmdir()
@@ -147,8 +147,10 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
     stale = [name for name in MEASURED if (run.path / name).exists()]
     for name in stale:  # they measured the models this export replaced
         _remove(run.path / name)
-    if stale:
-        console.err.print(f"removed {', '.join(stale)}: they measured the models this export replaced")
+    if gone or stale:  # a re-export with fewer outputs (--no-int8) must not lose the earlier files unsaid
+        console.err.print(
+            f"removed {', '.join(gone + stale)}: they belonged to the earlier export and would not match this one"
+        )
     return run
 
 

@@ -103,7 +103,7 @@ def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, t
     # the model is pre-processed first, as for static int8: ONNX Runtime's root-logger warning does not appear
     assert not [r for r in caplog.records if "pre-processing before quantization" in r.getMessage()]
     assert not (tmp_path / "run" / "bench.json").exists() and not (tmp_path / "run" / "bench.html").exists()
-    assert "removed bench.json, bench.html: they measured the models this export replaced" in result.stderr
+    assert "bench.json, bench.html: they belonged to the earlier export and would not match this one" in result.stderr
     card = RunDir.open(tmp_path / "run").load_card()
     assert card.artifacts["model.int8.onnx"]["quantization"]["latency_ratio_vs_fp32"] == 11.0
 
@@ -343,3 +343,24 @@ def test_a_run_without_test_images_exports_without_int8(unvalidated_run, tmp_pat
     assert "onnx_fp32      no test images: accuracy not measured" in result.stdout
     assert "torch          no test images: accuracy not measured" in result.stdout
     assert "nan" not in result.output.lower()
+
+
+def test_a_reexport_that_makes_fewer_files_says_which_it_removed(trained_run, tmp_path):
+    """The files of an earlier export that this one does not make would contradict the new card (their sha256 and
+    metrics are gone from it; they were made from the earlier model.onnx): removed, and said in one line."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    (tmp_path / "run" / "bench.json").write_text("{}")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--no-int8", "--no-openvino"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run" / "model.int8.onnx").exists() and not (tmp_path / "run" / "openvino").exists()
+    lines = [line for line in result.stderr.splitlines() if line.startswith("removed ")]
+    assert lines == [
+        "removed model.int8.onnx, openvino/model.xml, openvino/model.int8.xml, bench.json: they belonged to the "
+        "earlier export and would not match this one"
+    ], result.stderr
