@@ -43,3 +43,27 @@ def test_ctrl_c_in_the_pipelines_first_epoch_leaves_the_previous_run_as_it_was(t
     assert f"interrupted; nothing was kept: {out} is as it was" in result.stderr
     assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_summary_of_a_run_without_test_images(trained_run, tmp_path, monkeypatch, capsys):
+    """A dataset too small to hold out test images (2 per class) has null test top-1s in its card: the summary says
+    they were not measured (it multiplied None: a TypeError traceback after every stage had run)."""
+    import json
+
+    run = RunDir.open(shutil.copytree(trained_run.path, tmp_path / "run"))
+    card = json.loads(run.file("card.json").read_text())
+    for metrics in card["metrics"].values():
+        metrics["test_top1"] = None
+    run.file("card.json").write_text(json.dumps(card))
+    monkeypatch.setattr(pipeline, "finetune", lambda config: run)
+    monkeypatch.setattr(pipeline, "export", lambda run, config: None)
+    config = BenchConfig(
+        backends=("ort-cpu",), variants=("fp32",), isolate=False, warmup=1, warmup_time=0, min_runs=3, min_time=0
+    )
+    done, document, timings = pipeline.run_pipeline(
+        pipeline.FinetuneConfig(data=str(tmp_path), out=str(run.path)), bench_config=config
+    )
+    pipeline.summary(done, document, timings)
+    out = capsys.readouterr().out
+    assert "PyTorch (fine-tuned)   not measured (no test images)" in out and "nan" not in out.lower(), out
+    assert "ONNX int8              not measured (no test images)" in out, out
