@@ -364,3 +364,24 @@ def test_a_reexport_that_makes_fewer_files_says_which_it_removed(trained_run, tm
         "removed model.int8.onnx, openvino/model.xml, openvino/model.int8.xml, bench.json: they belonged to the "
         "earlier export and would not match this one"
     ], result.stderr
+
+
+def test_export_without_int8_does_not_need_the_training_images(trained_run, tmp_path):
+    """A training photo culled after fine-tuning stopped every export ('... is missing: fine-tune again'), though
+    only int8 reads the training split (to calibrate): --no-int8 exports, int8 still says which image is missing."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    data = shutil.copytree(trained_run.load_card().dataset["path"], tmp_path / "data")
+    culled = json.loads((run / "splits.json").read_text())["files"]["train"][0][0]
+    (data / culled).unlink()
+    result = CliRunner().invoke(app, ["export", str(run), "--data", str(data), "--no-int8", "--no-openvino"])
+    assert result.exit_code == 0, result.output
+    assert "onnx_fp32      test top-1" in result.stdout
+    result = CliRunner().invoke(app, ["export", str(run), "--data", str(data), "--no-openvino"])
+    assert result.exit_code == 2 and f"{culled} is missing" in result.stderr, result.output
