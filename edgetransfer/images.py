@@ -98,7 +98,8 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
     million pixels, a 100-megapixel camera's photos) an image is read without Pillow's warning; past it, a
     :class:`DataError`."""
     path = Path(path)
-    regular_file(path)
+    if not regular_file(path):
+        raise DataError(f"cannot read image {path}: empty file")
     try:
         with _open_within_pixel_limit(path) as img:
             if resize and img.format == "JPEG":

@@ -345,6 +345,10 @@ def _resolve_preprocessing(
         raise UsageError(f"only RGB NCHW input is supported, not {pre.color} {pre.layout}")
     if fixed and fixed != pre.crop:
         raise UsageError(f"{path} takes {fixed}x{fixed} images but the preprocessing crops {pre.crop}x{pre.crop}")
+    if resize is not None and pre.resize < pre.crop:  # the crop would reach past the image: a zero-padded border
+        raise UsageError(
+            f"resize (--resize) {pre.resize} is smaller than the {pre.crop}x{pre.crop} crop; give {pre.crop} or more"
+        )
     return pre
 
 

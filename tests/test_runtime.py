@@ -143,6 +143,10 @@ def test_unreadable_and_missing_images_are_one_line_errors(tmp_path):
     assert "\n" not in str(info.value)
     with pytest.raises(DataError, match="not found"):
         runtime.open_image(tmp_path / "missing.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match="cannot read image .*empty.png: empty file"):  # was "cannot identify"
+        runtime.open_image(tmp_path / "empty.png")
+    (tmp_path / "empty.png").unlink()
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / ".hidden.png").write_bytes(b"")
     assert runtime.find_images([tmp_path]) == [broken]
@@ -357,6 +361,7 @@ def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tm
         (["--mean", "a,b,c"], "--mean takes comma-separated numbers"),
         (["--backend", "tflite"], "unknown backend"),
         (["--labels", "nofile.txt"], "--labels file not found: nofile.txt"),  # was "4 outputs but 1 labels given"
+        (["--resize", "10"], "resize (--resize) 10 is smaller than the 32x32 crop"),  # was a zero-padded border
     ],
 )
 def test_predict_errors_are_one_line_with_exit_code_2(cli, trained_run, samples, extra, message):
