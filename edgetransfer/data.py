@@ -256,6 +256,17 @@ def list_images(folder: Path | str, *, skip_bad: bool = False) -> tuple[Sample, 
     return tuple(Sample(path, -1) for path in images)
 
 
+def lookalike_classes(labels: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Groups of class names that differ only in case or Unicode form ('Cat' and 'cat'; 'Café' typed on macOS and
+    on Linux): most likely one class split in two by accident."""
+    import unicodedata
+
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(unicodedata.normalize("NFC", label).casefold(), []).append(label)
+    return [tuple(group) for group in groups.values() if len(group) > 1]
+
+
 def _check_classes(classes: dict[str, list[Path]], where: Path) -> None:
     if not classes:
         raise DataError(f"{where} has no class folders (expected {where}/<class>/*.png|jpg)")

@@ -30,7 +30,7 @@ from edgetransfer import backbones, console
 from edgetransfer.adapt import adapt, target_images
 from edgetransfer.builtin_data import resolve_data
 from edgetransfer.checkpoint import evaluate, load_model, non_finite, save_checkpoint, unwrap
-from edgetransfer.data import Splits, default_preprocessing, load_splits
+from edgetransfer.data import Splits, default_preprocessing, load_splits, lookalike_classes
 from edgetransfer.decoded import Decoded, augment, score
 from edgetransfer.devices import resolve_device
 from edgetransfer.errors import EdgeTransferError, RunDirError, TrainingDiverged, UsageError
@@ -91,6 +91,11 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         console.err.print(
             f"[yellow]skipping {len(skipped)} bad file(s) (--skip-bad): {escape(', '.join(skipped[:3]))}{more} "
             "(all listed in the card's dataset.skipped_bad_files)[/]"
+        )
+    for group in lookalike_classes(splits.labels):
+        console.err.print(
+            f"[yellow]note: the classes {escape(', '.join(repr(name) for name in group))} differ only in case or "
+            "Unicode form: one class split in two by accident? (merge their folders if so)[/]"
         )
     if splits.extra.get("val_from_train"):
         console.err.print(

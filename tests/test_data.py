@@ -196,3 +196,11 @@ def test_file_and_class_names_that_are_not_utf8(tmp_path):
     with pytest.raises(DataError, match="class folder 'Caf\\\\udce9' .* not UTF-8") as info:
         load_splits(root)
     assert "\n" not in str(info.value)
+
+
+def test_class_names_that_differ_only_in_case_or_unicode_form_are_found():
+    from edgetransfer.data import lookalike_classes
+
+    nfd = "Cafe\u0301"  # 'Café' as macOS writes file names
+    assert lookalike_classes(("Café", nfd, "Cat", "cat", "dog")) == [("Café", nfd), ("Cat", "cat")]
+    assert lookalike_classes(("cat", "dog", "Café")) == []
