@@ -305,6 +305,11 @@ class _Trainer:
         for epoch in range(first_epoch, config.epochs + 1):
             if epoch > planned:
                 stopped_because = "time budget"
+                if config.strategy == "two-phase" and epoch <= config.head_epochs + 1:  # no body epoch ran
+                    stopped_because += (
+                        f" (--time-budget {config.time_budget:g} s held the head-only epoch alone: the rest of the "
+                        "network never learned; give more time)"
+                    )
                 break
             torch.manual_seed(config.seed * 10_000 + epoch)  # augmentation and dropout: a resumed epoch is the same
             head_only = config.strategy == "linear-probe" or (

@@ -684,3 +684,13 @@ def test_a_previous_run_left_by_a_killed_overwrite_after_its_first_epoch_is_remo
     with pytest.raises(UsageError, match="or continue its training"):
         finetune(FinetuneConfig(data=str(data), out=str(out), **TINY))
     assert hidden(tmp_path) == [] and [p.name for p in out.iterdir()] == ["resume.pt"]
+
+
+def test_a_time_budget_that_holds_only_the_head_epoch_says_the_body_never_learned(image_folder, tmp_path):
+    """--time-budget 10 on a slow machine ran the two-phase head-only epoch alone and said only 'time budget'."""
+    config = FinetuneConfig(
+        data=str(image_folder), out=str(tmp_path / "r"), device="cpu", strategy="two-phase", time_budget=0.01, **TINY
+    )
+    card = finetune(config).load_card()
+    assert [h["phase"] for h in card.training["history"]] == ["head"]
+    assert "held the head-only epoch alone: the rest of the network never learned" in card.training["stopped"]
