@@ -292,7 +292,9 @@ class _Trainer:
         optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.body_lr_scale, config.weight_decay))
         if config.resume:
             optimizer.load_state_dict(self.state["optimizer"])
-        planned = self.state.get("planned_epochs", config.epochs)  # --time-budget re-plans it after each epoch
+        planned = config.epochs  # --time-budget re-plans it after each epoch (a resumed run: its saved plan)
+        if config.time_budget and "planned_epochs" in self.state:
+            planned = min(self.state["planned_epochs"], config.epochs)
         warmup_steps = max(1, int(config.warmup * config.epochs * steps_per_epoch))
         dtype = amp_dtype(config.amp, device, body_learns=True)  # per epoch below; this one for the GradScaler
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)

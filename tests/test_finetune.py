@@ -694,3 +694,24 @@ def test_a_time_budget_that_holds_only_the_head_epoch_says_the_body_never_learne
     card = finetune(config).load_card()
     assert [h["phase"] for h in card.training["history"]] == ["head"]
     assert "held the head-only epoch alone: the rest of the network never learned" in card.training["stopped"]
+
+
+@pytest.mark.parametrize("epochs", [3, 2])
+def test_resume_with_other_epochs_follows_them(image_folder, tmp_path, capsys, epochs):
+    """--resume --epochs N (a change --resume allows) kept the run's first plan: a run of 3 resumed with --epochs 2
+    said 'epoch 2/3' and ended its schedule early; one of 2 resumed with --epochs 3 stopped at 2 ('time budget')."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, record):
+        raise Stop
+
+    start = {**TINY, "epochs": 5 - epochs}  # 2 -> 3 and 3 -> 2
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), device="cpu", strategy="full", **start)
+    with pytest.raises(Stop):
+        finetune(config, on_epoch=stop)  # interrupted after its first epoch
+    capsys.readouterr()
+    card = finetune(dataclasses.replace(config, resume=True, epochs=epochs)).load_card()
+    assert len(card.training["history"]) == epochs and card.training["stopped"] == "epochs done"
+    assert f"epoch {epochs}/{epochs} (body)" in capsys.readouterr().err
