@@ -334,6 +334,8 @@ def test_predict_skip_bad_classifies_the_readable_images(cli, trained_run, sampl
     stopped = CliRunner().invoke(cli, ["predict", model, str(folder)])
     assert stopped.exit_code == 2 and "broken.png" in stopped.stderr, stopped.output
     assert "(--skip-bad classifies the other images)" in stopped.stderr and stopped.stderr.count("\n") == 1
+    alone = CliRunner().invoke(cli, ["predict", model, str(folder / "broken.png")])  # no other image to classify
+    assert alone.exit_code == 2 and "broken.png" in alone.stderr and "--skip-bad" not in alone.stderr, alone.output
     result = CliRunner().invoke(cli, ["predict", model, str(folder), "--skip-bad"])
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 3 and "broken.png" not in result.stdout

@@ -115,7 +115,8 @@ def _in_batches(classifier, paths: list[Path], *, top_k: int, batch_size: int, s
                 yield from zip(chunk, classifier.predict(chunk, top_k=top_k), strict=True)
             except DataError as exc:
                 if skipped is None:
-                    raise DataError(f"{exc} (--skip-bad classifies the other images)") from None
+                    hint = " (--skip-bad classifies the other images)" if len(files) > 1 else ""
+                    raise DataError(f"{exc}{hint}") from None
                 for path in chunk:  # one at a time: which of them cannot be read
                     try:
                         best = classifier.predict([path], top_k=top_k)[0]
