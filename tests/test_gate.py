@@ -193,7 +193,12 @@ def test_a_slowdown_near_the_threshold_is_decided_on_both_measurements():
 
 
 def test_option_spellings():
-    assert parse_fraction("10%") == pytest.approx(0.1) == parse_fraction("0.1") == parse_fraction("10")
+    assert parse_fraction("10%") == pytest.approx(0.1) == parse_fraction("10") == parse_fraction(" 10 ")
+    # a bare 1 was 100% while 2 was 2%: a gate written for 1% passed a 70% slowdown
+    assert parse_fraction("1") == pytest.approx(0.01) == parse_fraction("1%") and parse_fraction("1.5") == 0.015
+    with pytest.raises(UsageError, match=r"'0.5': a percentage or a fraction\? write 50% or 0.5%"):
+        parse_fraction("0.5")
+    assert parse_fraction("0.5%") == pytest.approx(0.005)
     assert parse_batches("1,8") == (1, 8) and parse_batches("1..8") == (1, 2, 4, 8)
     with pytest.raises(UsageError, match="--max-regression"):
         parse_fraction("fast")

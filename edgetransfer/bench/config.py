@@ -179,12 +179,20 @@ def _check_batch(text: str, size: int) -> int:
 
 
 def parse_fraction(text: str, option: str = "--max-regression") -> float:
-    """``"10%"`` or ``"0.1"`` -> 0.1 (a bare number above 1 is read as percent)."""
+    """``"10%"`` or ``"10"`` -> 0.1: a percentage, with or without its sign. A bare number below 1 is refused: read
+    as a fraction it meant another gate than read as a percentage ('0.5': 50 % or 0.5 %?), and a bare 1 was once
+    100 % beside 2 meaning 2 %, so a gate written '1' for 1 % passed a 70 % slowdown."""
+    stripped = text.strip()
     try:
-        value = float(text.strip().rstrip("%")) / 100 if text.strip().endswith("%") else float(text)
+        number = float(stripped.rstrip("%"))
     except ValueError:
-        raise UsageError(f"{option} {text!r}: expected a percentage like 10% (or a fraction like 0.1)") from None
-    value = value / 100 if value > 1 and not text.strip().endswith("%") else value
+        raise UsageError(f"{option} {text!r}: expected a percentage like 10%") from None
+    if not stripped.endswith("%") and 0 < number < 1:
+        raise UsageError(
+            f"{option} {text!r}: a percentage or a fraction? write {number * 100:g}% or {number:g}% (a bare number "
+            "is read as a percentage)"
+        )
+    value = number / 100
     if not 0 < value < 10:
         raise UsageError(f"{option} {text!r}: must be above 0% and below 1000%")
     return value

@@ -115,7 +115,8 @@ def bench(
         ),
     ] = None,
     max_regression: Annotated[
-        str, typer.Option(help="Slowdown tolerated before the gate fails, e.g. 10%.", rich_help_panel=GATE)
+        str,
+        typer.Option(help="Slowdown tolerated before the gate fails, a percentage: 10% (or 10).", rich_help_panel=GATE),
     ] = "10%",
     relative_to: Annotated[
         str | None,
@@ -215,8 +216,9 @@ def bench(
         raise UsageError(
             "--reference-run measures two runs side by side: it does not combine with --baseline or --relative-to"
         )
+    threshold = parse_fraction(max_regression)  # a bad value is said even where no gate runs
     if baseline or relative_to or reference_run:
-        gate = GateConfig(max_regression=parse_fraction(max_regression), relative_to=relative_to, confirm=confirm)
+        gate = GateConfig(max_regression=threshold, relative_to=relative_to, confirm=confirm)
     explicit = {
         "backends": split_list(backends) if backends is not None else None,
         "variants": split_list(variants) if variants is not None else None,
