@@ -138,6 +138,14 @@ def test_relative_to_compares_within_one_run():
     assert bad.exit_code == 1 and bad.rows[0].reference == "ort-cpu fp32"
     missing = compare(two_variants(), None, GateConfig(relative_to="torch-cpu"))
     assert missing.exit_code == 2 and "no torch-cpu fp32 batch 1" in missing.problems[0]
+    # the docs' "int8 no slower than fp32" step on a run without model.int8.onnx compared nothing and passed
+    fp32_only = document([result("ort-cpu", "fp32", {1: samples(1.0)})])
+    nothing = compare(fp32_only, None, GateConfig(relative_to="ort-cpu:fp32"))
+    assert nothing.exit_code == 2 and not nothing.rows
+    assert nothing.problems == [
+        "nothing to compare with ort-cpu fp32: no model was measured beside it (e.g. --relative-to ort-cpu:fp32 "
+        "with --variants fp32 alone, or a run without the int8 model); a gate that judges nothing cannot pass"
+    ]
 
 
 def test_relative_to_a_baseline_holds_on_a_machine_twice_as_slow():
