@@ -81,3 +81,21 @@ def test_sigkill_during_export_leaves_the_previous_state(trained_run, tmp_path):
     assert not list(out.glob(".export.*")), "the next export cleans what the killed one left"
     card = json.loads((out / "card.json").read_text())
     assert card["artifacts"]["model.onnx"]["sha256"] == sha256_file(out / "model.onnx")
+
+
+@pytest.mark.slow
+def test_sigterm_during_export_cleans_up_as_ctrl_c_does(trained_run, tmp_path):
+    """A cancelled CI job (SIGTERM) left the export's 20 MB staging folder in the run, and bench's temporary
+    files in /tmp: now SIGTERM goes through Ctrl-C's clean-up, and the exit code is 143 as for any SIGTERM."""
+    import shutil
+
+    out = shutil.copytree(trained_run.path, tmp_path / "run")
+    card_before = (out / "card.json").read_text()
+    process = start("export", out, "--calib-size", 8)
+    wait_for(lambda: any(out.glob(".export.*.partial/model.onnx")), process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err.decode()[-2000:]
+    assert "interrupted; nothing half-written was kept" in err.decode()
+    assert not list(out.glob(".export.*")), "the staging folder is removed"
+    assert (out / "card.json").read_text() == card_before
