@@ -184,20 +184,22 @@ def export(run: RunDir, config: ExportConfig = ExportConfig()) -> RunDir:
 
 def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
     try:
-        passes = plan(config)
-        if config.tensorrt:
-            require_tensorrt()  # before any slow work
-        card = run.load_card()
-        # the training images are read to calibrate int8 (and to fine-tune QAT); without int8 a training image culled
-        # since is no reason to refuse (the parity check's images come from the validation split where it has any)
-        needs_train = config.int8.mode != "none" or any(step.calibrates for step in passes)
-        splits = run.load_splits(card, config.data, only=None if needs_train else ("val", "test"))
-        if not needs_train and not splits.val:
-            splits = run.load_splits(card, config.data)
-        ctx = ExportContext(run, card, splits, stage, config)
-        if any(step.calibrates for step in passes):
-            ctx.calibration  # noqa: B018 - a bad --calib folder is said before any slow work
-        run_passes(ctx, passes)
-        return commit(ctx, passes)
+        # a full disk mid-export is one line; the run's own files are not touched until the commit
+        with write_errors_said(run.path):
+            passes = plan(config)
+            if config.tensorrt:
+                require_tensorrt()  # before any slow work
+            card = run.load_card()
+            # the training images are read to calibrate int8 (and to fine-tune QAT); without int8 a training image
+            # culled since is no reason to refuse (the parity check's images come from the validation split)
+            needs_train = config.int8.mode != "none" or any(step.calibrates for step in passes)
+            splits = run.load_splits(card, config.data, only=None if needs_train else ("val", "test"))
+            if not needs_train and not splits.val:
+                splits = run.load_splits(card, config.data)
+            ctx = ExportContext(run, card, splits, stage, config)
+            if any(step.calibrates for step in passes):
+                ctx.calibration  # noqa: B018 - a bad --calib folder is said before any slow work
+            run_passes(ctx, passes)
+            return commit(ctx, passes)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -385,3 +385,26 @@ def test_export_without_int8_does_not_need_the_training_images(trained_run, tmp_
     assert "onnx_fp32      test top-1" in result.stdout
     result = CliRunner().invoke(app, ["export", str(run), "--data", str(data), "--no-openvino"])
     assert result.exit_code == 2 and f"{culled} is missing" in result.stderr, result.output
+
+
+def test_a_full_disk_during_export_is_one_line_and_changes_nothing(trained_run, tmp_path, monkeypatch):
+    """ENOSPC while the exporter wrote model.onnx ended in a 62-line traceback (seen on a full tmpfs)."""
+    import errno
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+    from edgetransfer.passes import onnx as onnx_pass
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx_pass, "torch_to_onnx", full)
+    result = CliRunner().invoke(app, ["export", str(run), "--no-int8", "--no-openvino"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(f"error: cannot write {run}: No space left on device")
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
