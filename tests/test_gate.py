@@ -404,3 +404,14 @@ def test_a_pass_too_noisy_to_rule_out_a_slowdown_says_so():
     assert "note: a pass, but the CI of ort-cpu int8 b1 (to +" in text and "not ruled out" in text
     tight = compare(noisy(0.02, 1), noisy(0.02, 2), GATE)
     assert tight.exit_code == 0 and tight.rows[0].high < 1.10 and "note: a pass" not in "\n".join(gate_lines(tight))
+
+
+def test_a_gate_without_scipy_is_said_before_measuring(trained_run, monkeypatch):
+    """With the runtime-only install (the CI recipe once said 'pip install edgetransfer') bench measured every model,
+    then failed on the gate's statistics: scipy is asked for before any measuring."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # import scipy.stats fails as where it is not installed
+    result = invoke(trained_run.path, *FAST, "--relative-to", "ort-cpu:fp32")
+    assert result.exit_code == 2 and "needs scipy" in result.stderr and "edgetransfer[train]" in result.stderr
+    assert "measured" not in result.stderr, result.stderr

@@ -219,6 +219,7 @@ def bench(
     threshold = parse_fraction(max_regression)  # a bad value is said even where no gate runs
     if baseline or relative_to or reference_run:
         gate = GateConfig(max_regression=threshold, relative_to=relative_to, confirm=confirm)
+        import scipy.stats  # noqa: F401 - the gate's intervals: a runtime-only install is told before measuring
     explicit = {
         "backends": split_list(backends) if backends is not None else None,
         "variants": split_list(variants) if variants is not None else None,
