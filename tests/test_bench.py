@@ -3,6 +3,7 @@
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,6 +129,7 @@ def test_a_backend_named_with_none_of_its_models_in_the_run_is_said(trained_run,
     """bench --backends ort-cpu,openvino-cpu on a run exported with --no-openvino measured ort-cpu alone, silently."""
     copy = tmp_path / "run"
     shutil.copytree(trained_run.path, copy, ignore=shutil.ignore_patterns("openvino", "bench.*"))
+    forget_missing(copy)
     config = BenchConfig(backends=("ort-cpu", "openvino-cpu"), accuracy=False, **FAST)
     doc = bench(RunDir.open(copy), config, write=False)
     assert {r["backend"] for r in doc["results"]} == {"ort-cpu"}
@@ -139,11 +141,21 @@ def test_a_backend_named_with_none_of_its_models_in_the_run_is_said(trained_run,
     ]
 
 
+def forget_missing(run) -> None:
+    """Drop from the run's card.json the artifacts whose files are not there: the card of an export that did not
+    make them (--no-int8, --no-openvino, no export yet), not of files deleted since (which bench names)."""
+    card_file = Path(run) / "card.json"
+    card = json.loads(card_file.read_text())
+    card["artifacts"] = {k: v for k, v in card["artifacts"].items() if (Path(run) / k).is_file()}
+    card_file.write_text(json.dumps(card))
+
+
 def test_a_run_without_exported_models(trained_run, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     for name in ("card.json", "model.safetensors"):
         shutil.copy(trained_run.file(name), bare / name)
+    forget_missing(bare)
     with pytest.raises(RunDirError, match="no exported model there; run 'edgetransfer export"):
         bench(RunDir.open(bare), BenchConfig(backends=("ort-cpu", "openvino-cpu"), **FAST))
 
@@ -220,6 +232,7 @@ def test_what_a_run_lacks_is_named_and_a_failed_bench_leaves_no_folder(trained_r
     shutil.copytree(trained_run.path, no_int8)
     for name in ("model.int8.onnx", "openvino/model.int8.xml", "openvino/model.int8.bin"):
         (no_int8 / name).unlink(missing_ok=True)
+    forget_missing(no_int8)
     with pytest.raises(RunDirError, match="has no int8 model for them .* choose --variants from what it has"):
         bench(RunDir.open(no_int8), BenchConfig(backends=("ort-cpu",), variants=("int8",), **FAST))
     out = tmp_path / "reports"
@@ -240,3 +253,22 @@ def test_more_threads_than_cores_is_said(trained_run, capsys):
     cores = usable_cores()
     bench(trained_run, BenchConfig(backends=("ort-cpu",), variants=("int8",), threads=cores + 2, **FAST), write=False)
     assert f"note: {cores + 2} threads on the {cores} cores this process may use" in capsys.readouterr().err
+
+
+def test_a_model_file_the_card_records_but_that_is_gone_is_said(trained_run, tmp_path):
+    """A deleted model.int8.onnx was skipped silently (skipped: []), and with --variants int8 the error blamed the
+    export ('e.g. with --no-int8') though the card records the file and its sha256."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run.path, copy, ignore=shutil.ignore_patterns("bench.*"))
+    (copy / "model.int8.onnx").unlink()
+    doc = bench(RunDir.open(copy), BenchConfig(backends=("ort-cpu",), accuracy=False, **FAST), write=False)
+    assert {(r["backend"], r["variant"]) for r in doc["results"]} == {("ort-cpu", "fp32")}
+    assert doc["skipped"] == [
+        {
+            "backend": "ort-cpu",
+            "variant": "int8",
+            "reason": "model.int8.onnx is recorded in card.json but missing from the run: restore it, or export again",
+        }
+    ]
+    with pytest.raises(RunDirError, match="model.int8.onnx is recorded in card.json but missing from the run"):
+        bench(RunDir.open(copy), BenchConfig(backends=("ort-cpu",), variants=("int8",), accuracy=False, **FAST))

@@ -56,6 +56,7 @@ def _plan(
     only = {tuple(k.split(":", 1)) for k in config.only}
     # named on the command line: a backend with none of its files in the run is said (it was left out silently)
     named = set(config.backends) - {"all"} if tuple(config.backends) != DEFAULT_BACKENDS else set()
+    recorded = set(run.load_card().artifacts)  # what the export made: one of them gone is said, not skipped silently
     for backend in chosen:
         missing = []
         for variant in wanted:
@@ -69,6 +70,9 @@ def _plan(
                 elif reference is not None:
                     reason = f"{rel} is not in the reference run {reference.path}"
                     skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
+            elif rel in recorded:
+                reason = f"{rel} is recorded in card.json but missing from the run: restore it, or export again"
+                skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
             elif config.variants:  # asked for by name: say why it is not measured
                 reason = f"{rel} is not in the run (run 'edgetransfer export'{' --fp16' if variant == 'fp16' else ''})"
                 skipped.append({"backend": backend.name, "variant": variant, "reason": reason})

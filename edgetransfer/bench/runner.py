@@ -146,7 +146,10 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     if not plan:
         names = ", ".join(b.name for b in chosen) or "none available"
         why = f"no exported model there; run 'edgetransfer export {run.path}' first"
-        if run.file("model.onnx").is_file():  # exported, but not what was asked for
+        gone = [item["reason"] for item in skipped if "recorded in card.json but missing" in item["reason"]]
+        if gone:
+            why = gone[0]
+        elif run.file("model.onnx").is_file():  # exported, but not what was asked for
             why = (
                 f"the run has no {'/'.join(config.variants or ('asked',))} model for them (its export made other "
                 "variants, e.g. with --no-int8); export it again with them, or choose --variants from what it has"
