@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from edgetransfer import console
-from edgetransfer.errors import EdgeTransferError, UsageError
+from edgetransfer.card import verify_artifact
+from edgetransfer.errors import EdgeTransferError, RunDirError, UsageError
 from edgetransfer.rundir import EXPLAIN_JSON, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, RunDir, atomic_write_text
 
 INT8_ORT_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul")
@@ -284,8 +285,13 @@ def _profiled(run: RunDir, name: str, measure) -> dict[str, Any]:
     path = run.file(name)
     if not path.is_file():
         if name != "model.onnx" and run.file("model.onnx").is_file():  # exported, without this variant
-            return {"skipped": f"{name} is not in the run (its export did not make it, e.g. --no-int8)"}
+            flag = "--no-openvino" if name.startswith("openvino/") and ".int8." not in name else "--no-int8"
+            return {"skipped": f"{name} is not in the run (its export did not make it, e.g. {flag})"}
         return {"skipped": f"{name} is not in the run (export it first)"}
+    try:  # a file changed or copied in since the export would be explained with confidence, and wrongly
+        verify_artifact(run.path, name, run.load_card().artifacts, required=True)
+    except RunDirError as exc:
+        return {"error": str(exc)}
     try:
         return measure(path)
     except ImportError as exc:

@@ -38,8 +38,18 @@ def test_explain_profiles_both_engines_and_measures_each_layers_error(run_copy):
     assert json.loads(run_copy.file("explain.json").read_text())["verdict"] == doc["verdict"]
 
 
+def record(run: RunDir, rel: str) -> None:
+    """Record ``rel``'s present bytes in the run's card, as an export that made this file would have."""
+    from edgetransfer.rundir import sha256_file
+
+    card = json.loads(run.file("card.json").read_text())
+    card["artifacts"][rel]["sha256"] = sha256_file(run.file(rel))
+    run.file("card.json").write_text(json.dumps(card))
+
+
 def test_an_engine_that_cannot_profile_a_model_is_said_and_the_rest_reported(run_copy):
     run_copy.file("openvino/model.int8.xml").write_text("<net>not an IR</net>")
+    record(run_copy, "openvino/model.int8.xml")  # a file the export wrote (not one changed since: that is refused)
     run_copy.file("model.int8.onnx").unlink()
     doc = explain(run_copy, FAST)
     assert "cannot profile openvino/model.int8.xml" in doc["engines"]["openvino"]["int8"]["error"]
@@ -103,3 +113,15 @@ def test_a_run_without_exported_models_is_told_to_export_first(run_copy):
         run_copy.file(name).unlink()
     result = CliRunner().invoke(app, ["explain", str(run_copy.path)])
     assert result.exit_code == 2 and "has no exported model to explain: run 'edgetransfer export" in result.stderr
+
+
+def test_a_model_file_changed_since_the_export_is_not_explained(run_copy):
+    """explain profiled any file it found: fp32 copied over int8 gave 'int8 is 0.99x ... 0 of 53 layers in int8'
+    with exit 0, and another run's model a traceback; bench and predict refuse such files by their sha256."""
+    shutil.copy(run_copy.file("model.onnx"), run_copy.file("model.int8.onnx"))
+    doc = explain(run_copy, FAST)
+    assert "model.int8.onnx does not match the sha256 recorded" in doc["engines"]["onnxruntime"]["int8"]["error"]
+    assert (
+        doc["engines"]["onnxruntime"]["fp32"]["median_ms"] > 0
+        and "int8_latency_ratio" not in doc["engines"]["onnxruntime"]
+    )
