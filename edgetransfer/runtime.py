@@ -55,6 +55,7 @@ __all__ = [
     "preprocess",
     "preprocess_image",
     "softmax",
+    "as_probabilities",
     "to_rgb",
     "top_classes",
 ]
@@ -78,6 +79,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of (N, classes) logits."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def as_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """A model's (N, classes) outputs as probabilities: softmax of logits, or the rows as they are where every row
+    already is a distribution (non-negative, summing to 1: a model that ends in its own Softmax, as models from other
+    tools often do; a second softmax squashed its 0.9999 to 0.58)."""
+    rows = outputs.astype(np.float64)
+    if outputs.size and (rows >= 0).all() and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):
+        return outputs
+    return softmax(outputs)
 
 
 def top_classes(scores: np.ndarray, labels: Sequence[str], k: int) -> list[list[Prediction]]:
@@ -184,6 +195,10 @@ class Classifier:
             )
         return out
 
+    def _probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        """Ours output logits (their card says how they were made); a model of another tool may end in a Softmax."""
+        return softmax(outputs) if self.card is not None else as_probabilities(outputs)
+
     @overload
     def scores(self, images: ImageInput) -> np.ndarray: ...
     @overload
@@ -193,7 +208,7 @@ class Classifier:
         batch, one = _images(images)
         if not batch:
             return np.zeros((0, len(self._labels or ())), np.float32)
-        out = softmax(self.logits(preprocess(batch, self.preprocessing)))
+        out = self._probabilities(self.logits(preprocess(batch, self.preprocessing)))
         return out[0] if one else out
 
     @overload
@@ -207,7 +222,8 @@ class Classifier:
         batch, one = _images(images)
         if not batch:
             return []
-        found = top_classes(softmax(self.logits(preprocess(batch, self.preprocessing))), self._labels or (), top_k)
+        scores = self._probabilities(self.logits(preprocess(batch, self.preprocessing)))
+        found = top_classes(scores, self._labels or (), top_k)
         return found[0] if one else found
 
     def predict_files(

@@ -524,3 +524,24 @@ def test_predict_names_what_it_does_not_classify_in_a_folder(cli, trained_run, t
     assert len([line for line in result.stdout.splitlines() if line.strip()]) == 2
     assert "note: 2 not classified" in result.stderr and "convert it to JPEG or PNG" in result.stderr
     assert "Thumbs.db" not in result.stderr and "DS_Store" not in result.stderr
+
+
+def test_a_model_that_ends_in_softmax_is_not_softmaxed_twice(plain_onnx, samples, tmp_path):
+    """A model from another tool that outputs probabilities scored 0.9999 as 0.58 (softmax of probabilities)."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    model = onnx.load(str(plain_onnx))
+    logits = model.graph.output[0].name
+    model.graph.node.append(helper.make_node("Softmax", [logits], ["probabilities"], axis=1))
+    model.graph.output[0].name = "probabilities"
+    path = tmp_path / "with_softmax.onnx"
+    onnx.save(model, str(path))
+    options = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "size": 32}
+    classifier = runtime.Classifier(path, **options)
+    batch = runtime.preprocess(list(samples[:4]), classifier.preprocessing)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": batch})[0]
+    assert np.allclose(classifier.scores(list(samples[:4])), expected, atol=1e-6)
+    plain = runtime.Classifier(plain_onnx, **options).scores(list(samples[:4]))  # logits: softmax applied
+    assert np.allclose(plain, expected, atol=1e-5)
+    assert np.allclose(runtime.as_probabilities(np.array([[2.0, -1.0, 0.5]])).sum(), 1.0)
