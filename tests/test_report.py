@@ -156,6 +156,23 @@ def test_recommend_names_the_fastest_variant_within_the_accuracy_budget():
     assert none["backend"] is None and "loses more than" in none["reason"]
 
 
+def test_recommend_without_accuracy_measured_uses_what_the_export_measured():
+    """bench --no-accuracy --recommend picked ort-cpu int8, which the export had measured losing 1.49 points, over
+    the 1-point budget (accuracy_checked false, excluded [])."""
+    from edgetransfer.bench.profiles import exported_drops
+
+    results = three_models()["results"]
+    for r in results:
+        r["accuracy"] = None
+    metrics = {"onnx_fp32": {"test_top1": 0.9777}, "onnx_int8": {"test_top1": 0.9628}, "openvino_fp32": {}}
+    drops = exported_drops(metrics)
+    assert drops == {("onnx", "int8"): pytest.approx(1.49)}
+    rec = recommend(results, [], objective="p50", max_drop=1.0, exported=drops)
+    assert (rec["backend"], rec["variant"]) != ("ort-cpu", "int8") and not rec["accuracy_checked"]
+    assert "ort-cpu int8 lost 1.49 top-1 points at export (test split), more than 1" in rec["excluded"]
+    assert recommend(results, [], objective="p50", max_drop=2.0, exported=drops)["variant"] == "int8"
+
+
 def test_cli_profile_prints_budget_lines_and_recommendation(trained_run, tmp_path):
     args = ["bench", str(trained_run.path), "--profile", "camera", "--recommend", "--backends", "ort-cpu"]
     args += ["--in-process", "--min-runs", "3", "--min-time", "0", "--warmup", "1", "--out", str(tmp_path)]

@@ -193,19 +193,42 @@ def objective_value(result: dict, objective: str) -> float:
     return smallest[f"{objective}_ms"]
 
 
-def recommend(results: list[dict], checks: list[dict], *, objective: str, max_drop: float) -> dict:
+def exported_drops(metrics: dict) -> dict[tuple[str, str], float]:
+    """(engine, variant) -> the test top-1 points the export measured it losing against fp32 (card metrics), for a
+    bench that measures no accuracy itself: ("onnx", "int8") for the ort-* backends, ("openvino", ...) for OpenVINO."""
+    drops = {}
+    for engine in ("onnx", "openvino"):
+        fp32 = (metrics.get(f"{engine}_fp32") or {}).get("test_top1")
+        for variant in ("fp16", "int8"):
+            top1 = (metrics.get(f"{engine}_{variant}") or {}).get("test_top1")
+            if isinstance(fp32, (int, float)) and isinstance(top1, (int, float)):
+                drops[(engine, variant)] = 100 * (fp32 - top1)
+    return drops
+
+
+def recommend(
+    results: list[dict], checks: list[dict], *, objective: str, max_drop: float, exported: dict | None = None
+) -> dict:
     """The fastest variant whose top-1 is within ``max_drop`` points of the fp32 reference and that meets every
-    budget; ``{"backend": None, "reason": ...}`` when none does."""
+    budget; ``{"backend": None, "reason": ...}`` when none does. Without accuracy measured here, the drops the
+    export measured (``exported``, from :func:`exported_drops`) still exclude a variant known to lose too much."""
     failed = {(c["backend"], c["variant"]) for c in checks if not c["passed"]}
     measured = any(r.get("accuracy") for r in results)
     candidates, excluded = [], []
     for r in results:
         acc = r.get("accuracy") or {}
         delta = acc.get("top1_delta_points")
+        engine = "openvino" if r["backend"].startswith("openvino") else "onnx" if r["backend"].startswith("ort") else ""
+        known = None if measured else (exported or {}).get((engine, r["variant"]))
         if (r["backend"], r["variant"]) in failed:
             excluded.append(f"{r['backend']} {r['variant']} misses a budget")
         elif measured and (delta is None or -delta > max_drop):
             excluded.append(f"{r['backend']} {r['variant']} loses more than {max_drop:g} top-1 points")
+        elif known is not None and known > max_drop:
+            excluded.append(
+                f"{r['backend']} {r['variant']} lost {known:.2f} top-1 points at export (test split), more than "
+                f"{max_drop:g}"
+            )
         else:
             candidates.append(r)
     higher_better = objective == "throughput"

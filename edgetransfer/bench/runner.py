@@ -27,7 +27,7 @@ from edgetransfer.bench.plan import (
     verify_files,
 )
 from edgetransfer.bench.probe import PROBE_KEY, probe_entry, probe_job
-from edgetransfer.bench.profiles import check_budgets, recommend
+from edgetransfer.bench.profiles import check_budgets, exported_drops, recommend
 from edgetransfer.bench.schema import BENCH_SCHEMA_VERSION, values
 from edgetransfer.bench.stats import latency_stats
 from edgetransfer.card import ModelCard, finite
@@ -295,7 +295,13 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         "failed": failures,
         "unavailable": unavailable,
         "budget_checks": checks,
-        "recommendation": recommend(results, checks, objective=config.objective, max_drop=config.max_accuracy_drop)
+        "recommendation": recommend(
+            results,
+            checks,
+            objective=config.objective,
+            max_drop=config.max_accuracy_drop,
+            exported=exported_drops(card.metrics),
+        )
         if config.recommend
         else None,
         "gate": None,
