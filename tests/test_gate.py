@@ -271,6 +271,10 @@ def test_cli_baseline_of_another_schema_or_model_is_exit_2(trained_run, tmp_path
     result_ = invoke(trained_run.path, *FAST, "--baseline", other)
     assert result_.exit_code == 2 and "another model" in result_.stderr
     assert invoke(trained_run.path, *FAST, "--baseline", tmp_path / "none.json").exit_code == 2
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"schema_version": 3, "results": [{"backend": "ort')
+    result_ = invoke(trained_run.path, *FAST, "--baseline", cut)  # was "Unterminated string starting at at line 1"
+    assert result_.exit_code == 2 and "is not JSON: Unterminated string starting at (line 1, column" in result_.stderr
 
 
 # --------------------------------------------------------------------------- a reference run, side by side

@@ -217,7 +217,7 @@ def load_document(path: Path | str) -> dict:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+        raise UsageError(f"{path} is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise UsageError(f"{path} nests too deeply to be a bench document") from None
     return validate_document(document, str(path))
