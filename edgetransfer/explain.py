@@ -262,17 +262,17 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
             found: dict[str, Any] = {}
             for variant, name in (("fp32", fp32_name), ("int8", int8_name)):
                 status.update(f"profiling {name} in {engine}...")
-                found[variant] = _profiled(run, name, lambda path, fn=profile: fn(path, one, config))
+                found[variant] = _profiled(run, card, name, lambda path, fn=profile: fn(path, one, config))
             if "median_ms" in found["fp32"] and "median_ms" in found["int8"]:
                 found["int8_latency_ratio"] = found["int8"]["median_ms"] / found["fp32"]["median_ms"]
             doc["engines"][engine] = found
         if run.file(ONNX_FP32).is_file() and run.file(ONNX_INT8).is_file():
             status.update("measuring the int8 error of each layer...")
             doc["sqnr"] = _profiled(
-                run, ONNX_INT8, lambda path: {"layers": layer_sqnr(run.file(ONNX_FP32), path, batch)}
+                run, card, ONNX_INT8, lambda path: {"layers": layer_sqnr(run.file(ONNX_FP32), path, batch)}
             )
             status.update("comparing ONNX Runtime's int8 kernels with int8 arithmetic...")
-            doc["kernels"] = _profiled(run, ONNX_INT8, lambda path: kernel_check(path, batch))
+            doc["kernels"] = _profiled(run, card, ONNX_INT8, lambda path: kernel_check(path, batch))
             record = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
             doc["kernels"]["weight_bits"] = record.get("weight_bits", 8)
     doc["verdict"] = verdict(doc)
@@ -280,7 +280,7 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     return doc
 
 
-def _profiled(run: RunDir, name: str, measure) -> dict[str, Any]:
+def _profiled(run: RunDir, card: Any, name: str, measure) -> dict[str, Any]:
     """``measure(path)``, or why it could not be: the file is missing, or the engine cannot read or run it."""
     path = run.file(name)
     if not path.is_file():
@@ -289,7 +289,7 @@ def _profiled(run: RunDir, name: str, measure) -> dict[str, Any]:
             return {"skipped": f"{name} is not in the run (its export did not make it, e.g. {flag})"}
         return {"skipped": f"{name} is not in the run (export it first)"}
     try:  # a file changed or copied in since the export would be explained with confidence, and wrongly
-        verify_artifact(run.path, name, run.load_card().artifacts, required=True)
+        verify_artifact(run.path, name, card.artifacts, required=True)
     except RunDirError as exc:
         return {"error": str(exc)}
     try:
