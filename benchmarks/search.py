@@ -64,6 +64,13 @@ def make_set(name: str, root: Path) -> str:
         "lowshot-b": lambda root: low_shot(root, seed=34),
         "twotex-b": lambda root: two_textures(root, per_class=100, seed=35),
         "longtail-b": lambda root: long_tail(root, seed=36),
+        # run 7's sets (added 2026-12-04 with the grid's 64 px step for images of 65-96 px, before any of them was
+        # generated): the five kinds again, other seeds
+        "grey-c": lambda root: grey_textures(root, per_class=60, seed=42),
+        "fifty-c": lambda root: fifty_regions(root, per_class=12, seed=43),
+        "lowshot-c": lambda root: low_shot(root, seed=44),
+        "twotex-c": lambda root: two_textures(root, per_class=100, seed=45),
+        "longtail-c": lambda root: long_tail(root, seed=46),
     }
     if name in fresh:
         from datasets import fifty_regions, grey_textures, long_tail, low_shot, two_textures  # noqa: F401

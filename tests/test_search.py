@@ -536,10 +536,14 @@ def test_the_defaults_candidate_is_tried_first(tmp_path):
 
 
 def test_the_size_grid_starts_at_64_for_small_images():
+    """Below finetune's own floor (96 px, for images of 96 px or less) the grid goes one step further, so the
+    default candidate always has a faster sibling of its backbone to be measured against."""
     config = SearchConfig(data="d", out="o", backbones=("mobilenet_v2",), int8_methods=("static",))
     assert build_space(config, side=32).sizes["mobilenet_v2"][0] == 64  # 32 px images: 64 px loses no pixel
     assert build_space(config, side=64).sizes["mobilenet_v2"][0] == 64
-    assert build_space(config, side=65).sizes["mobilenet_v2"][0] == 96
+    assert build_space(config, side=72).sizes["mobilenet_v2"][0] == 64  # trains at 96 by default: 64 is below
+    assert build_space(config, side=96).sizes["mobilenet_v2"][0] == 64
+    assert build_space(config, side=97).sizes["mobilenet_v2"][0] == 96  # trains at 128 by default: 96 is below
     assert build_space(config).sizes["mobilenet_v2"] == (96, 128, 160, 192, 224)  # size unknown: from 96
 
 

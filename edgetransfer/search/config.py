@@ -15,7 +15,7 @@ from edgetransfer.errors import UsageError
 
 STRIDE = 32  # the backbones' total stride: input sizes on this grid keep every feature map whole
 MIN_GRID = 96  # the smallest size the grid starts at by default (as finetune's size from the images)
-SMALL_GRID = 64  # ...and where the images are this small or smaller: a 64 px input then loses none of their pixels
+SMALL_GRID = 64  # ...and where finetune's size for the images is that floor: one step below the default's size
 TIE_SE = 1.0  # validation top-1 within this many standard errors of the best counts as equal: the faster one wins
 PRUNERS = ("median", "halving", "none")
 BACKENDS = ("ort-cpu", "openvino-cpu")
@@ -168,9 +168,14 @@ def grid(input_size: int, low: int = MIN_GRID) -> tuple[int, ...]:
 
 
 def grid_start(side: int | None) -> int:
-    """Where the size grid starts for images whose median shorter side is ``side`` px: 64 for images of 64 px or
-    less (a smaller input loses none of their pixels and may be as accurate, faster), else 96."""
-    return SMALL_GRID if side is not None and side <= SMALL_GRID else MIN_GRID
+    """Where the size grid starts for images whose median shorter side is ``side`` px: 64 for images of 96 px or
+    less, else 96. For such images finetune's size (the default candidate's) is 96, the floor of its own range; a
+    grid from 96 would hold nothing faster of the default's backbone, and a latency budget's first question (does
+    this data need the default's resolution?) could not be asked. Images above 96 px train at 128 or more by
+    default, so the grid from 96 is already below them."""
+    from edgetransfer.finetune_config import AUTO_MIN_SIZE
+
+    return SMALL_GRID if side is not None and side <= AUTO_MIN_SIZE else MIN_GRID
 
 
 def export_int8_methods() -> tuple[str, ...]:
