@@ -71,6 +71,13 @@ def make_set(name: str, root: Path) -> str:
         "lowshot-c": lambda root: low_shot(root, seed=44),
         "twotex-c": lambda root: two_textures(root, per_class=100, seed=45),
         "longtail-c": lambda root: long_tail(root, seed=46),
+        # run 8's sets (added 2026-12-04 with the rule that the initial design's trials run whenever they fit the
+        # time left, before any of them was generated)
+        "grey-d": lambda root: grey_textures(root, per_class=60, seed=52),
+        "fifty-d": lambda root: fifty_regions(root, per_class=12, seed=53),
+        "lowshot-d": lambda root: low_shot(root, seed=54),
+        "twotex-d": lambda root: two_textures(root, per_class=100, seed=55),
+        "longtail-d": lambda root: long_tail(root, seed=56),
     }
     if name in fresh:
         from datasets import fifty_regions, grey_textures, long_tail, low_shot, two_textures  # noqa: F401

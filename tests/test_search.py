@@ -594,6 +594,7 @@ def test_a_time_budget_starts_only_trials_predicted_to_fit():
     assert predict(Candidate("mobilenet_v2", 96, "static"), setup) == pytest.approx(41.0)  # the smallest bench
     search = _Search.__new__(_Search)
     search.config = SearchConfig(data="d", out="o", epochs=4)
+    search.first = set()
     search.deadline = time.monotonic() + 100
     assert search._too_long(Candidate("mobilenet_v2", 96, "static"), done) is None
     why = search._too_long(Candidate("efficientnet_lite1", 224, "static"), done)
@@ -601,6 +602,10 @@ def test_a_time_budget_starts_only_trials_predicted_to_fit():
     search.deadline = time.monotonic() + 60  # 41 s of 60 fits, but would leave too little for any other trial
     half = search._too_long(Candidate("mobilenet_v2", 96, "static"), done)
     assert half is not None and "more than 50% of the" in half
+    search.first = {"mobilenet_v2/96/static"}  # of the initial design: it runs whenever it fits the time left
+    assert search._too_long(Candidate("mobilenet_v2", 96, "static"), done) is None
+    search.deadline = time.monotonic() + 30  # ...but not past the budget
+    assert "of the time budget left" in search._too_long(Candidate("mobilenet_v2", 96, "static"), done)
     search.deadline = None
     assert search._too_long(Candidate("efficientnet_lite1", 224, "static"), done) is None  # no budget: all fit
 

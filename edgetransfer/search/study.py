@@ -29,6 +29,7 @@ FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "wit
 FIGURES += ("finetune_s", "export_s", "bench_s", "val_images", "measured_on", "slowest_on")
 FIRST_PRUNE_EPOCH = 2  # the earliest epoch a trial can be pruned at (epochs count from 1)
 MAX_SHARE = 0.5  # with a time budget, a trial may take at most this share of the time left: several get tried
+# (the sampler's choices; the initial design's trials run whenever they fit the time left: see _too_long)
 
 
 @dataclass
@@ -158,6 +159,7 @@ class _Search:
         self.mine: list[int] = []
         self.last_was_repeat = False
         self.rng = random.Random(config.seed)
+        self.first: set[str] = set()  # the initial design's candidates (keys)
         self.deadline: float | None = None
         self.devices: list = []
 
@@ -232,6 +234,8 @@ class _Search:
             study.set_user_attr(key, value)
         self.config = replace(self.config, data=data)
         self.space = space
+        study.set_user_attr("first", [c.key for c in first])
+        self.first = {c.key for c in first}
         for c in first:  # the default candidate, then its smallest size (see _initial_design)
             _enqueue(study, c)
         console.err.print(f"search {name}: {space.describe()}; storage {self._where()}")
@@ -260,6 +264,7 @@ class _Search:
         if not self.config.data:
             self.config = replace(self.config, data=study.user_attrs.get("data", ""))
         self.space = Space.from_dict(study.user_attrs["space"])
+        self.first = set(study.user_attrs.get("first", []))
         study.sampler, study.pruner = self._sampler(self.space), self._pruner()
         console.err.print(f"joined search {self.study_name} ({self.space.describe()}) as {this_worker()}")
         return study
@@ -365,14 +370,21 @@ class _Search:
 
     def _too_long(self, candidate: Candidate, measured: list[dict]) -> str | None:
         """Why ``candidate``'s trial would end past the time budget (its predicted time, the time left), or None
-        when it is predicted to fit, nothing was measured yet to predict from, or there is no budget."""
+        when it is predicted to fit, nothing was measured yet to predict from, or there is no budget. A candidate
+        the sampler chose may take at most MAX_SHARE of the time left, so that several get tried; one of the initial
+        design (the default, then its backbone's smallest size, the cheapest of its family) runs whenever it fits
+        the time left: it is the comparison and the first question a budget asks. (A run in which the default's
+        trial took 5x a default fine-tune, its int8 export escalating on 72 validation images, left 44 s of 120:
+        the 64 px trial, predicted at 33 s, was not started under the share rule, and the search ended with the
+        default alone; grey-c in benchmarks/results/search_run7.md.)"""
         if self.deadline is None:
             return None
         from edgetransfer.search.cost import predict
 
         guess = predict(candidate, measured, max_epochs=self._max_epochs())
         left = self.deadline - time.monotonic()
-        if guess is None or guess <= MAX_SHARE * left:
+        share = 1.0 if candidate.key in self.first else MAX_SHARE
+        if guess is None or guess <= share * left:
             return None
         if guess <= left:
             return (
