@@ -188,6 +188,24 @@ def test_command_line_mistakes_are_one_line(args, fragment):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], done.stderr
 
 
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_is_printed_without_loading_torch(flag):
+    """``edgetransfer --version`` said 'No such option: --version' (exit 2); it prints the installed version and
+    exits 0, without importing torch (it must stay as fast as --help)."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    code = (
+        "import sys\nfrom edgetransfer.cli import main\ntry:\n    main()\n"
+        "finally:\n    print(sorted({'torch', 'onnxruntime', 'openvino'} & set(sys.modules)), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, flag], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"edgetransfer {version('edgetransfer')}\n"
+    assert done.stderr.strip() == "[]"
+
+
 def test_a_progress_task_without_a_status_renders_on_a_terminal(monkeypatch):
     """Bars are drawn only on a terminal, so a task that lacks the status column's field crashed there alone
     (KeyError: 'status'); every task now has it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import signal
 import sys
+from typing import Annotated
 
 import typer
 
@@ -23,6 +24,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    """``--version``: the installed version, printed before any command (or torch) is loaded."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("edgetransfer")
+        except PackageNotFoundError:  # a source tree that was never installed
+            from edgetransfer import __version__ as installed
+        print(f"edgetransfer {installed}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """From a pretrained vision backbone to a fast, small, accurate model on an edge device."""
+
+
 app.command()(pipeline)
 app.command()(finetune)
 app.command()(export)
