@@ -148,7 +148,7 @@ def make_config(
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
-    """``"1,8"`` or ``"1..8"`` (powers of two from 1 to 8: 1,2,4,8) -> batch sizes."""
+    """``"1,8"`` or ``"1..8"`` (doubling from 1, then 8 itself: 1,2,4,8; ``"3..10"``: 3,6,10) -> batch sizes."""
     sizes: list[int] = []
     try:
         for part in (p.strip() for p in text.split(",") if p.strip()):

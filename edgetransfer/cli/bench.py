@@ -31,7 +31,11 @@ def bench(
         str | None, typer.Option(help="Comma-separated: fp32, fp16, int8.", show_default="every one the run has")
     ] = None,
     batch: Annotated[
-        str | None, typer.Option(help="Batch sizes: 1,8 or 1..8 (powers of two).", show_default="1")
+        str | None,
+        typer.Option(
+            help="Batch sizes, any from 1 to 1024: 1,3,8 or 1..8 (a range doubles: 1,2,4,8).",
+            show_default="1",
+        ),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(help="Intra-op threads for every backend.", show_default="all usable cores")
