@@ -11,7 +11,7 @@ from bench_fakes import document, result, samples
 from test_bad_input import run_bad, snapshot
 from typer.testing import CliRunner
 
-from edgetransfer.bench.config import BenchConfig, parse_batches
+from edgetransfer.bench.config import BenchConfig, make_config, parse_batches
 from edgetransfer.bench.gate import GateConfig, compare
 from edgetransfer.card import ModelCard
 from edgetransfer.cli import app
@@ -208,6 +208,14 @@ def test_batch_help_does_not_promise_powers_of_two():
     assert parse_batches("3,5") == (3, 5) and parse_batches("3..10") == (3, 6, 10)
     help_text = " ".join(CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}).stdout.split())
     assert "powers of two" not in help_text and "any from 1 to 1024" in help_text
+
+
+def test_a_backend_or_variant_named_twice_is_measured_once():
+    """--variants fp32,fp32 measured and reported ort-cpu fp32 twice (two identical rows, two results in
+    bench.json), and --backends ort-cpu,ort-cpu was recorded twice in its settings: each is kept once, in order."""
+    config = make_config({"backends": ("ort-cpu", "torch-cpu", "ort-cpu"), "variants": ("int8", "fp32", "int8")})
+    assert config.backends == ("ort-cpu", "torch-cpu") and config.variants == ("int8", "fp32")
+    assert config.settings()["variants"] == ["int8", "fp32"]
 
 
 @pytest.mark.parametrize(

@@ -144,6 +144,9 @@ def make_config(
     for key in ("backends", "variants", "batches", "only"):
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
+    for key in ("backends", "variants"):  # one named twice (ort-cpu,ort-cpu) is measured once, where first named
+        if isinstance(values.get(key), tuple):
+            values[key] = tuple(dict.fromkeys(values[key]))
     return BenchConfig(**values)
 
 
