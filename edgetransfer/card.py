@@ -240,10 +240,12 @@ def verify_artifact(root: Path, rel: str, artifacts: Any, *, required: bool = Fa
     """Raise a :class:`RunDirError` unless the file ``rel`` of the run ``root`` matches the sha256 that its card
     records in ``artifacts``; a file with no sha256 recorded passes unless ``required``."""
     from edgetransfer.rundir import CARD, sha256_file
+    from edgetransfer.safety import check_ir_weights
 
     entry = artifacts.get(rel) if isinstance(artifacts, dict) else None
     recorded = entry.get("sha256") if isinstance(entry, dict) else None
     fix = "fine-tune the run again" if rel.endswith(".safetensors") else f"re-run 'edgetransfer export {root}'"
+    check_ir_weights(root / rel, fix=fix, error=RunDirError)
     if not isinstance(recorded, str):
         if required:
             raise RunDirError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgetransfer.errors import UsageError
+from edgetransfer.errors import EdgeTransferError, UsageError
 
 
 def check_onnx_external_data(path: Path | str) -> None:
@@ -39,6 +39,20 @@ def check_onnx_external_data(path: Path | str) -> None:
                 f"{path} refers to external data outside its folder ({location!r} for tensor {tensor.name!r}); "
                 "refusing to load it"
             )
+
+
+def check_ir_weights(
+    path: Path | str,
+    *,
+    fix: str = "copy it beside the .xml, or export the model again",
+    error: type[EdgeTransferError] = UsageError,
+) -> None:
+    """Refuse an OpenVINO IR's ``.xml`` whose ``.bin`` (its weights) is not beside it, naming the missing file:
+    OpenVINO's own error stops at the line of its source that raised it."""
+    path = Path(path)
+    weights = path.with_suffix(".bin")
+    if path.suffix == ".xml" and not weights.is_file():
+        raise error(f"{weights} is missing: the OpenVINO IR {path.name} needs its weights (.bin) beside it; {fix}")
 
 
 ORT_REFUSES_ESCAPES = (1, 25)  # onnxruntime refuses external data outside the model's folder from this version on

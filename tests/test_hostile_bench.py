@@ -489,3 +489,24 @@ def test_bench_refuses_an_openvino_ir_whose_weights_were_replaced(run, tmp_path,
     shutil.copyfile(run / "openvino" / "model.int8.bin", run / "openvino" / "model.bin")
     args = ["bench", run, *FAST, "--backends", "openvino-cpu", "--variants", "fp32"]
     run_bad(args, 2, f"{run / 'openvino' / 'model.bin'} does not match the sha256 recorded in", tmp_path)
+
+
+def test_an_openvino_ir_without_its_weights_is_one_line_naming_the_bin(run, tmp_path, no_measuring, image):
+    """An .xml whose .bin is gone: bench, predict and explain crashed with a FileNotFoundError traceback (the
+    sha256 check of the .bin), and predict of a lone .xml gave OpenVINO's own message, cut off after
+    'Exception from src/inference/src/cpp/core.cpp:84:'. They name the missing .bin and what to do."""
+    from edgetransfer.explain import _profiled
+    from edgetransfer.rundir import RunDir
+
+    (run / "openvino" / "model.bin").unlink()
+    missing = f"{run / 'openvino' / 'model.bin'} is missing: the OpenVINO IR model.xml needs its weights (.bin)"
+    fix = f"re-run 'edgetransfer export {run}'"
+    args = ["bench", run, *FAST, "--backends", "openvino-cpu", "--variants", "fp32"]
+    run_bad(args, 2, f"{missing} beside it; {fix}", tmp_path)
+    for target in (run / "openvino" / "model.xml", run):
+        run_bad(["predict", target, image, "--backend", "openvino"], 2, f"{missing} beside it; {fix}", tmp_path)
+    lone = shutil.copy(run / "openvino" / "model.xml", tmp_path / "model.xml")
+    run_bad(["predict", lone, image], 2, f"{tmp_path / 'model.bin'} is missing: the OpenVINO IR model.xml", tmp_path)
+    found = RunDir.open(run)
+    profiled = _profiled(found, found.load_card(), "openvino/model.xml", lambda path: {})
+    assert profiled["error"].startswith(missing)  # explain reports it as that model's error, and the rest

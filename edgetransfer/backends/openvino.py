@@ -64,6 +64,7 @@ def open_ir(path: Path, *, threads: int | None = None, device: str = "CPU", prec
     a file it cannot read or a device it cannot compile for is one line."""
     from edgetransfer.errors import BackendUnavailableError, UsageError
     from edgetransfer.images import first_line
+    from edgetransfer.safety import check_ir_weights
 
     if importlib.util.find_spec("openvino") is None:
         raise BackendUnavailableError("backend 'openvino' needs openvino: pip install openvino")
@@ -71,6 +72,7 @@ def open_ir(path: Path, *, threads: int | None = None, device: str = "CPU", prec
         raise UsageError(f"unknown precision {precision!r}; use auto or fp32")
     import openvino as ov
 
+    check_ir_weights(path)
     try:
         model = ov.Core().read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and others for corrupt files
