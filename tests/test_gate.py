@@ -386,6 +386,23 @@ def test_cli_reference_run(trained_run, tmp_path):
     assert both.exit_code == 2 and "does not combine" in both.stderr
 
 
+def test_cli_reference_run_that_is_the_run_itself_is_exit_2(trained_run, tmp_path, monkeypatch):
+    """--reference-run naming the run itself (under any spelling) measured its models against themselves and
+    passed with a warning: a gate that judges nothing. It is one line, exit 2, before anything is measured."""
+    monkeypatch.setattr("edgetransfer.bench.runner.InProcessMeasurer", None)  # a measurement would fail
+    (tmp_path / "link").symlink_to(trained_run.path)
+    for spelling in (trained_run.path, trained_run.path.parent / ".." / trained_run.path.parent.name / "run"):
+        for reference in (spelling, tmp_path / "link"):
+            outcome = invoke(trained_run.path, *FAST, "--reference-run", reference, "--out", tmp_path / "out")
+            assert outcome.exit_code == 2 and not outcome.stdout, outcome.output
+            assert outcome.stderr.strip() == (
+                f"error: --reference-run {reference} is this run itself: its models would be measured against "
+                "themselves, and a gate that judges nothing cannot pass; give another run (e.g. the main branch's "
+                "build)"
+            )
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_reference_run_of_another_model_is_exit_2(trained_run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(trained_run.path, other)

@@ -120,6 +120,21 @@ def check_relative_to(run: RunDir, config: BenchConfig, spec: str) -> None:
         )
 
 
+def check_reference_run(run: RunDir, config: BenchConfig) -> None:
+    """``--reference-run`` must be another run: this run itself would be measured against itself, a gate that judges
+    nothing. Checked before measuring. (A reference run whose files are byte-identical to this run's is another
+    matter: a pull request that changed nothing the model depends on exports the same files, and its gate should
+    pass; it does, with a warning that any difference is noise.)"""
+    from edgetransfer.bench.plan import open_reference
+
+    reference = open_reference(run, config.reference_run)
+    if reference.path.resolve() == run.path.resolve():
+        raise UsageError(
+            f"--reference-run {config.reference_run} is this run itself: its models would be measured against "
+            "themselves, and a gate that judges nothing cannot pass; give another run (e.g. the main branch's build)"
+        )
+
+
 def fill_deltas(device_document: dict, reference: dict | None) -> None:
     """A device's accuracy deltas where it measured no fp32 of its own (``--variants int8``, say): against this
     machine's accuracy reference, which was measured on the same images (the device gets a copy of them)."""
@@ -168,6 +183,8 @@ def _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir
     check_outputs(run, out_dir, save_baseline)
     if gate is not None and gate.reference() is not None:
         check_relative_to(run, config, gate.relative_to)
+    if gate is not None and config.reference_run is not None:
+        check_reference_run(run, config)
     if gate is not None and baseline is not None:
         check_baseline_model(run, baseline, baseline_name or "baseline")
     if preflight is not None:
