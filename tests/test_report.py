@@ -146,6 +146,14 @@ def test_budgets_become_pass_and_fail_lines():
     }
 
 
+def test_the_help_says_exit_1_when_no_model_passes_the_budgets():
+    """A profile that no model meets exits 1, but bench --help gave exit 1 as 'slower' alone."""
+    help_text = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "80"}, terminal_width=80).stdout
+    assert "(exit 1: slower, or no model passes the profile's budgets; 2: cannot compare)" in " ".join(
+        help_text.replace("│", " ").split()
+    )
+
+
 def test_recommend_names_the_fastest_variant_within_the_accuracy_budget():
     results = three_models()["results"]
     best = recommend(results, [], objective="p50", max_drop=1.0)

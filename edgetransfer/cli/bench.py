@@ -195,7 +195,8 @@ def bench(
     ] = False,
 ) -> None:
     """Measure latency, throughput, memory and accuracy per backend and variant; write bench.json, CSV, Markdown
-    and HTML; check profile budgets; gate against a baseline (exit 1: slower, 2: cannot compare).
+    and HTML; check profile budgets; gate against a baseline (exit 1: slower, or no model passes the profile's
+    budgets; 2: cannot compare).
 
     A measurement is flagged noisy (a warning, in the reports too) when its CV is above 50% or the 95% confidence
     interval of its median is wider than ±5%."""
