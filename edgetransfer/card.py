@@ -219,6 +219,42 @@ def _finite(value: Any) -> Any:
     return value
 
 
+# the card's entries that hold a path on the training machine: (section, keys inside it)
+LOCAL_PATHS = (
+    ("dataset", ("path",)),
+    ("weights", ("source",)),
+    ("training", ("config", "data")),
+    ("training", ("config", "out")),
+    ("training", ("config", "weights")),
+    ("training", ("config", "adapt_bn")),
+    ("export", ("config", "data")),
+)
+
+
+def for_model_files(card: ModelCard) -> ModelCard:
+    """The card as the model files carry it: each path on the training machine (the data folder, the output folder,
+    a weights file) reduced to its last component. A model file travels to devices and to other people, and
+    ``/home/alice/clients/acme/faces`` says more than the model needs to; the run's card.json keeps the full paths
+    (resume and export read them there)."""
+    import copy
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    def named(value: Any) -> Any:
+        if not isinstance(value, str) or not value or "://" in value:  # a URL is where anyone can look
+            return value
+        pure = PureWindowsPath(value) if PureWindowsPath(value).drive else PurePosixPath(value)
+        return pure.name or value
+
+    sections = {name: copy.deepcopy(getattr(card, name)) for name in {section for section, _ in LOCAL_PATHS}}
+    for section, keys in LOCAL_PATHS:
+        holder = sections[section]
+        for key in keys[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and keys[-1] in holder:
+            holder[keys[-1]] = named(holder[keys[-1]])
+    return dataclasses.replace(card, **sections)
+
+
 def embed_in_onnx(model: Any, card: ModelCard) -> None:
     """Write the card into an ``onnx.ModelProto``'s ``metadata_props`` (replacing an older one)."""
     for prop in list(model.metadata_props):

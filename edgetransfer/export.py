@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgetransfer import console
-from edgetransfer.card import OPENVINO_RT_INFO_PATH, embed_in_onnx
+from edgetransfer.card import OPENVINO_RT_INFO_PATH, embed_in_onnx, for_model_files
 from edgetransfer.errors import ExportError, UsageError
 from edgetransfer.passes import INT8_METHODS, ExportContext, Pass
 from edgetransfer.passes.onnx import OnnxFp16, OnnxFp32, OnnxFp32Config
@@ -112,10 +112,11 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
         export={"config": dataclasses.asdict(ctx.config), "passes": [step.describe() for step in passes]},
         complete={**ctx.card.complete, "export": True},
     )
+    inside = for_model_files(card)  # the files carry the card without the training machine's paths
     for name in (ONNX_FP32, ONNX_FP16, ONNX_INT8):
         if name in made:
             proto = onnx.load(str(ctx.path(name)))
-            embed_in_onnx(proto, card)
+            embed_in_onnx(proto, inside)
             onnx.save(proto, str(ctx.path(name)))
     irs = {name: artifact for name, artifact in made.items() if artifact.ov_model is not None}
     if irs:
@@ -123,7 +124,7 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
 
         (ctx.stage / OPENVINO_DIR).mkdir(exist_ok=True)
         for name, artifact in irs.items():
-            artifact.ov_model.set_rt_info(card.to_json(), list(OPENVINO_RT_INFO_PATH))
+            artifact.ov_model.set_rt_info(inside.to_json(), list(OPENVINO_RT_INFO_PATH))
             ov.save_model(artifact.ov_model, str(ctx.path(name)), compress_to_fp16=artifact.compress_to_fp16)
     for name, record in records.items():
         path = ctx.path(name)

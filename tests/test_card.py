@@ -65,3 +65,27 @@ def test_card_travels_in_onnx_metadata():
     assert read_from_onnx_metadata(props).metrics["x"] == {"a": 1.0}
     with pytest.raises(RunDirError, match="metadata"):
         read_from_onnx_metadata({})
+
+
+def test_the_model_files_carry_no_paths_of_the_training_machine():
+    from edgetransfer.card import for_model_files
+
+    card = ModelCard(
+        labels=("a", "b"),
+        preprocessing=Preprocessing(resize=32, crop=32),
+        backbone="mobilenet_v2",
+        weights={"source": "/home/alice/weights/mine.pth", "sha256": "0" * 64},
+        dataset={"path": "/home/alice/clients/acme/faces", "fingerprint": "f"},
+        training={"config": {"data": "/home/alice/clients/acme/faces", "out": "models/faces", "adapt_bn": None}},
+        export={"config": {"data": "C:\\Users\\alice\\faces-val"}},
+    )
+    inside = for_model_files(card)
+    assert inside.dataset == {"path": "faces", "fingerprint": "f"}
+    assert inside.weights["source"] == "mine.pth" and inside.weights["sha256"] == "0" * 64
+    assert inside.training["config"] == {"data": "faces", "out": "faces", "adapt_bn": None}
+    assert inside.export["config"]["data"] == "faces-val"
+    assert "alice" not in inside.to_json()
+    assert card.dataset["path"] == "/home/alice/clients/acme/faces"  # the run's own card is unchanged
+    for source in ("MobileNet_V2_Weights.IMAGENET1K_V1", "https://example.org/w/m.pth"):  # names, URLs: kept
+        registry = dataclasses.replace(card, weights={"source": source}, training={}, export={})
+        assert for_model_files(registry).weights == {"source": source}

@@ -19,6 +19,11 @@ def test_export_writes_checked_models_with_the_card_inside(trained_run):
     model = onnx.load(str(trained_run.file("model.onnx")))
     embedded = read_from_onnx_metadata({p.key: p.value for p in model.metadata_props})
     assert embedded.labels == card.labels and embedded.preprocessing == card.preprocessing
+    # the file carries the data folder's name, not where it lay on the training machine (card.json keeps that)
+    local = card.dataset["path"]
+    assert local.startswith("/") and embedded.dataset["path"] == local.rsplit("/", 1)[-1]
+    assert local not in model.metadata_props[0].value
+    assert embedded.training["config"]["data"] == embedded.dataset["path"]
     # dynamic batch axis: the same file runs batches of 1 and 3
     session = ort.InferenceSession(str(trained_run.file("model.onnx")))
     for n in (1, 3):
@@ -44,6 +49,7 @@ def test_openvino_ir_carries_the_card(trained_run):
     model = ov.Core().read_model(str(trained_run.file("openvino/model.xml")))
     text = model.get_rt_info(["edgetransfer", "card"]).astype(str)
     assert ModelCard.from_json(text).labels == trained_run.load_card().labels
+    assert trained_run.load_card().dataset["path"] not in text  # no path of the training machine inside
 
 
 def test_parity_failure_fails_and_leaves_the_run_as_it_was(trained_run):
