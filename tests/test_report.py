@@ -56,6 +56,36 @@ def test_html_is_self_contained_with_both_plots(tmp_path):
     assert sorted(p.name for p in written) == ["bench.csv", "bench.html", "bench.json", "bench.md"]
 
 
+def test_the_reports_are_written_all_or_none(tmp_path, monkeypatch):
+    """A full disk while bench wrote its four reports left a new bench.json beside the old bench.html (the message
+    said the reports were unchanged): now every report is written before any is put in place."""
+    import errno
+    from pathlib import Path
+
+    from edgetransfer.errors import EdgeTransferError
+
+    old = three_models()
+    write_reports(old, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    new = three_models()
+    new["results"][0]["latency"][0]["p50_ms"] *= 3
+    real = Path.write_text
+
+    def full_at_html(self, *args, **kwargs):
+        if ".bench.html." in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_at_html)
+    with pytest.raises((EdgeTransferError, OSError)):
+        write_reports(new, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing new, no temporary file left
+    monkeypatch.setattr(Path, "write_text", real)
+    write_reports(new, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == set(before)
+    assert all((tmp_path / name).read_bytes() != before[name] for name in ("bench.json", "bench.csv", "bench.md"))
+
+
 def test_pareto_front():
     points = [(1.0, 80.0), (2.0, 90.0), (1.5, 70.0), (3.0, 89.0), (0.5, 60.0)]
     assert pareto_front(points) == [4, 0, 1]

@@ -13,7 +13,7 @@ from edgetransfer.bench.plan import identity_diff, model_identity
 from edgetransfer.bench.report import to_csv, to_markdown
 from edgetransfer.bench.runner import bench, save_document
 from edgetransfer.errors import UsageError
-from edgetransfer.rundir import BENCH_REPORTS, RunDir, atomic_write_text
+from edgetransfer.rundir import BENCH_REPORTS, RunDir, atomic_path
 
 
 @dataclass
@@ -52,20 +52,27 @@ def check_baseline_model(run: RunDir, baseline: dict, name: str) -> None:
 
 
 def write_reports(document: dict, folder: Path, gate: GateResult | None = None) -> list[Path]:
-    """Every file of :data:`~edgetransfer.rundir.BENCH_REPORTS` in ``folder``: bench.json, .csv, .md and .html."""
+    """Every file of :data:`~edgetransfer.rundir.BENCH_REPORTS` in ``folder``: bench.json, .csv, .md and .html, all
+    or none. Each is written to a temporary file beside its place first, and only when every one was written are
+    they renamed into place: a disk that fills up on the third leaves the earlier reports as they were, not a new
+    bench.json beside an old bench.html."""
+    import contextlib
+    import json
+
     from edgetransfer.bench.html import to_html
 
     folder = Path(folder)
-    texts = {".csv": to_csv, ".md": lambda d: to_markdown(d, gate), ".html": lambda d: to_html(d, gate)}
-    written = []
-    for name in BENCH_REPORTS:
-        path = folder / name
-        if path.suffix == ".json":
-            save_document(document, path)
-        else:
-            atomic_write_text(path, texts[path.suffix](document))
-        written.append(path)
-    return written
+    render: dict[str, Callable[[dict], str]] = {
+        ".json": lambda d: json.dumps(d, indent=1) + "\n",  # as save_document writes it
+        ".csv": to_csv,
+        ".md": lambda d: to_markdown(d, gate),
+        ".html": lambda d: to_html(d, gate),
+    }
+    texts = {folder / name: render[Path(name).suffix](document) for name in BENCH_REPORTS}
+    with contextlib.ExitStack() as renames:  # each renames its file on exit, or removes it after a failure
+        for path, text in texts.items():
+            renames.enter_context(atomic_path(path)).write_text(text, encoding="utf-8")
+    return list(texts)
 
 
 def _can_write(folder: Path) -> bool:
