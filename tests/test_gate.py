@@ -403,6 +403,21 @@ def test_cli_reference_run_that_is_the_run_itself_is_exit_2(trained_run, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_a_baseline_of_other_threads_or_precision_is_refused_before_measuring(trained_run, tmp_path, monkeypatch):
+    """The gate refused such a comparison only after measuring every model (minutes on a real bench); the settings
+    are known before: one line, exit 2, nothing measured."""
+    base = tmp_path / "base.json"
+    assert invoke(trained_run.path, *FAST, "--threads", "1", "--save-baseline", base, "--out", tmp_path).exit_code == 0
+    monkeypatch.setattr("edgetransfer.bench.runner.InProcessMeasurer", None)  # a measurement would fail
+    for option, given, expected in (("--threads", "2", "threads 1, this bench would use 2"),
+                                    ("--precision", "fp32", "precision auto, this bench would use fp32")):  # fmt: skip
+        outcome = invoke(trained_run.path, *FAST, option, given, "--baseline", base, "--out", tmp_path / "o")
+        assert outcome.exit_code == 2 and not outcome.stdout, outcome.output
+        assert outcome.stderr.startswith(f"error: the baseline {base} was measured with {expected}"), outcome.stderr
+        assert len(outcome.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_reference_run_of_another_model_is_exit_2(trained_run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(trained_run.path, other)

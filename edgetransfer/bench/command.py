@@ -44,11 +44,25 @@ def _any_passes(document: dict) -> bool:
     return any((r["backend"], r["variant"]) not in failed for r in document["results"])
 
 
-def check_baseline_model(run: RunDir, baseline: dict, name: str) -> None:
-    """Fail before measuring when the baseline is of another model (backbone, input size, classes)."""
+def check_baseline_model(run: RunDir, baseline: dict, name: str, config: BenchConfig | None = None) -> None:
+    """Fail before measuring when the baseline is of another model (backbone, input size, classes), or was measured
+    with other threads or precision than given now (the gate would refuse the comparison after measuring)."""
     diff = identity_diff(model_identity(run.load_card()), baseline["model"])
     if diff:
         raise UsageError(f"the baseline {name} is of another model ({diff}); save a baseline of this one")
+    settings = baseline.get("settings", {})
+    if config is None:
+        return
+    for key, what, now in (
+        ("threads_resolved", "threads", config.threads),
+        ("precision", "precision", config.precision),
+    ):
+        then = settings.get(key)
+        if then is not None and now is not None and then != now:
+            raise UsageError(
+                f"the baseline {name} was measured with {what} {then}, this bench would use {now}: the times do not "
+                f"compare; use --{what} {then} (or save a new baseline)"
+            )
 
 
 def write_reports(document: dict, folder: Path, gate: GateResult | None = None) -> list[Path]:
@@ -193,7 +207,7 @@ def _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir
     if gate is not None and config.reference_run is not None:
         check_reference_run(run, config)
     if gate is not None and baseline is not None:
-        check_baseline_model(run, baseline, baseline_name or "baseline")
+        check_baseline_model(run, baseline, baseline_name or "baseline", config)
     if preflight is not None:
         preflight()
     if gate is not None:
