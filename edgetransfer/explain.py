@@ -3,9 +3,9 @@ OpenVINO's per-layer performance counters), which layers really execute in int8 
 Dequantize / Reorder nodes cost, the CPU's instruction set and what it implies, and the per-layer int8 error
 (SQNR against fp32). A short verdict in plain words; the detail in ``explain.json``.
 
-Every figure is measured here, in one process, on the run's own validation images; ratios are of medians measured
-in the same run (the machine's noise hits both models alike). An engine that cannot profile a model is said, and
-the rest is still reported.
+Every figure is measured here, in one process, on the run's own validation images. The int8/fp32 latency ratio is
+measured in alternating rounds of the two models (a burst of load hits both alike), and said to be noisy when its
+rounds disagree. An engine that cannot profile a model is said, and the rest is still reported.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ COMPUTE_OV_TYPES = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile")
 WORST_LAYERS = 5
 LOW_SQNR_DB = 15.0  # below this an activation keeps less than ~5 bits of signal: a layer to suspect
+ROUNDS = 10  # alternating rounds of fp32 and int8 for the latency ratio
+NOISY_SPREAD = 1.25  # the ratio's rounds are noisy when their upper quartile over the lower is above this
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,50 @@ def _median_ms(run, feed, runs: int) -> float:
         run(feed)
         times.append(time.perf_counter() - started)
     return 1000 * float(np.median(times))
+
+
+def paired_ratio(first, second, runs: int, rounds: int = ROUNDS, timer=time.perf_counter) -> dict[str, Any]:
+    """``second``'s latency over ``first``'s (each a callable that runs one inference), measured in ``rounds``
+    alternating rounds of about ``runs / rounds`` inferences each, the order swapped every round: a change in the
+    machine's load hits both alike. The ratio is the median of the rounds' ratios of medians; ``low``/``high`` are
+    their quartiles, and ``noisy`` says that the rounds disagree (high / low above NOISY_SPREAD)."""
+    for run in (first, second):
+        for _ in range(3):
+            run()
+    per_round = max(3, runs // rounds)
+    ratios = []
+    for index in range(rounds):
+        medians = {}
+        for which, run in ((0, first), (1, second))[:: 1 if index % 2 == 0 else -1]:
+            times = []
+            for _ in range(per_round):
+                started = timer()
+                run()
+                times.append(timer() - started)
+            medians[which] = float(np.median(times))
+        ratios.append(medians[1] / max(medians[0], 1e-12))
+    low, mid, high = (float(q) for q in np.quantile(ratios, [0.25, 0.5, 0.75]))
+    return {"ratio": mid, "low": low, "high": high, "rounds": rounds, "noisy": high / max(low, 1e-12) > NOISY_SPREAD}
+
+
+def _ort_runner(path: Path, image: np.ndarray, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: image}
+    return lambda: session.run(None, feed)
+
+
+def _openvino_runner(path: Path, image: np.ndarray, threads: int):
+    import openvino as ov
+
+    core = ov.Core()
+    settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    request = core.compile_model(core.read_model(str(path)), "CPU", settings).create_infer_request()
+    return lambda: request.infer({0: image})
 
 
 def ort_profile(path: Path, image: np.ndarray, config: ExplainConfig) -> dict[str, Any]:
@@ -256,15 +302,24 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     one = batch[:1]
     doc: dict[str, Any] = {"cpu": cpu_features(), "settings": {**config.__dict__}, "engines": {}}
     doc["cpu"]["implies"] = implications(doc["cpu"])
-    engines = (("onnxruntime", ort_profile, ONNX_FP32, ONNX_INT8), ("openvino", openvino_profile, OV_FP32, OV_INT8))
+    engines = (
+        ("onnxruntime", ort_profile, _ort_runner, ONNX_FP32, ONNX_INT8),
+        ("openvino", openvino_profile, _openvino_runner, OV_FP32, OV_INT8),
+    )
     with console.err.status("profiling the models...") as status:
-        for engine, profile, fp32_name, int8_name in engines:
+        for engine, profile, runner, fp32_name, int8_name in engines:
             found: dict[str, Any] = {}
             for variant, name in (("fp32", fp32_name), ("int8", int8_name)):
                 status.update(f"profiling {name} in {engine}...")
                 found[variant] = _profiled(run, card, name, lambda path, fn=profile: fn(path, one, config))
             if "median_ms" in found["fp32"] and "median_ms" in found["int8"]:
-                found["int8_latency_ratio"] = found["int8"]["median_ms"] / found["fp32"]["median_ms"]
+                status.update(f"timing int8 against fp32 in {engine}, alternately...")
+                pair = paired_ratio(
+                    runner(run.file(fp32_name), one, config.threads),
+                    runner(run.file(int8_name), one, config.threads),
+                    config.runs,
+                )
+                found["int8_latency_ratio"], found["int8_latency_ratio_rounds"] = pair["ratio"], pair
             doc["engines"][engine] = found
         if run.file(ONNX_FP32).is_file() and run.file(ONNX_INT8).is_file():
             status.update("measuring the int8 error of each layer...")
@@ -315,8 +370,15 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         layers = int8["int8_layers"] + len(int8["float_layers"])
         speed = "faster than" if ratio < 0.8 else "no real gain over" if ratio <= 1.05 else "SLOWER than"
         threads = doc["settings"]["threads"]
+        rounds = found.get("int8_latency_ratio_rounds") or {}
+        unsure = ""
+        if rounds.get("noisy") and any(rounds["low"] < edge < rounds["high"] for edge in (0.8, 1.05)):
+            unsure = (  # the rounds fall on both sides of a verdict's edge: the verdict itself is in doubt
+                f", but noisy: its rounds ranged {rounds['low']:.2f}-{rounds['high']:.2f}x; run again when the "
+                "machine is quiet, or with more --runs"
+            )
         line = (
-            f"{engine}: int8 is {ratio:.2f}x fp32's median latency ({speed} fp32) at {threads} "
+            f"{engine}: int8 is {ratio:.2f}x fp32's median latency ({speed} fp32{unsure}) at {threads} "
             f"thread{'s' if threads > 1 else ''}; {int8['int8_layers']} of {layers} compute layers run in int8; "
             f"quantize/dequantize nodes take {int8['qdq_share']:.0%} of its time, "
             f"layout reorders {int8['layout_share']:.0%}"

@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -125,3 +126,54 @@ def test_a_model_file_changed_since_the_export_is_not_explained(run_copy):
         doc["engines"]["onnxruntime"]["fp32"]["median_ms"] > 0
         and "int8_latency_ratio" not in doc["engines"]["onnxruntime"]
     )
+
+
+def test_the_int8_ratio_is_timed_in_alternating_rounds_and_said_noisy_when_they_disagree():
+    """explain timed fp32, then int8: a burst of load during one of them flipped the verdict between runs of the
+    same models (0.47x, 0.52x, 1.42x on a busy machine). The two now alternate, round by round, and a ratio whose
+    rounds disagree is flagged. A fake clock: each inference advances it by the model's cost times the load."""
+    from edgetransfer.explain import paired_ratio, verdict
+
+    clock = [0.0]
+    load = iter([1.0] * 10_000)
+
+    def model(cost):
+        def run():
+            clock[0] += cost * next(load)
+
+        return run
+
+    steady = paired_ratio(model(2.0), model(1.0), runs=30, timer=lambda: clock[0])
+    assert steady["ratio"] == pytest.approx(0.5) and not steady["noisy"]
+
+    # the machine three times as slow for a stretch (a neighbour's job) that began as int8's timing did
+    def timed(run):
+        started = clock[0]
+        run()
+        return clock[0] - started
+
+    pattern = [1.0] * 66 + [3.0] * 66
+    load = iter(pattern)
+    sequential = []
+    for run in (model(2.0), model(1.0)):  # the old way: 3 warm-up runs, then 60 timed, one model after the other
+        for _ in range(3):
+            run()
+        sequential.append(np.median([timed(run) for _ in range(60)]))
+    assert sequential[1] / sequential[0] == pytest.approx(1.5)  # int8 read "SLOWER than fp32"
+    load = iter(pattern * 10)
+    busy = paired_ratio(model(2.0), model(1.0), runs=60, timer=lambda: clock[0])
+    assert 0.4 < busy["ratio"] < 0.7  # the rounds pair the two models under the same load
+    load = iter([1.0, 3.0, 1.0, 1.0, 3.0, 3.0, 1.0] * 10_000)  # load that changes within a round
+    noisy = paired_ratio(model(2.0), model(1.0), runs=30, timer=lambda: clock[0])
+    assert noisy["noisy"] and noisy["high"] / noisy["low"] > 1.25
+    found = {"fp32": {}, "int8": {"int8_layers": 5, "float_layers": [], "qdq_share": 0.1, "layout_share": 0.0}}
+    doc = {"engines": {"onnxruntime": {**found, "int8_latency_ratio": noisy["ratio"],
+                                       "int8_latency_ratio_rounds": noisy}},
+           "settings": {"threads": 1}, "cpu": {}}  # fmt: skip
+    assert noisy["low"] < 0.8 < noisy["high"]  # on both sides of "faster than fp32": the verdict itself in doubt
+    assert "fp32, but noisy: its rounds ranged" in verdict(doc)[0]
+    doc["engines"]["onnxruntime"]["int8_latency_ratio_rounds"] = steady
+    assert "noisy" not in verdict(doc)[0]
+    sure = {**noisy, "low": 0.5, "high": 0.7}  # noisy rounds, all of them faster: the verdict stands
+    doc["engines"]["onnxruntime"]["int8_latency_ratio_rounds"] = sure
+    assert "noisy" not in verdict(doc)[0]
