@@ -350,6 +350,39 @@ def median_shorter_side(samples: tuple[Sample, ...], *, limit: int = 500, seed: 
     return sides[len(sides) // 2]
 
 
+NARROW = 4.0  # an image more than this many times as long as it is wide (or the reverse) loses most of itself
+
+
+def narrow_note(samples: tuple[Sample, ...], *, limit: int = 500, seed: int = 0, ratio: float = NARROW) -> str | None:
+    """A note when some of up to ``limit`` of ``samples`` (the same seeded choice as :func:`median_shorter_side`;
+    headers only) are more than ``ratio``:1: the shorter side is resized and the centre square cropped, so such an
+    image keeps only its middle (a 2000x50 strip keeps 2.5 % of itself), and nothing said so."""
+    from PIL import Image
+
+    chosen = list(samples)
+    if len(chosen) > limit:
+        chosen = random.Random(seed).sample(chosen, limit)
+    narrow = []
+    for sample in chosen:
+        try:
+            with Image.open(sample.path) as img:
+                size = img.size
+        except (OSError, ValueError, Image.DecompressionBombError):  # a bad file is said where it is decoded
+            continue
+        short, long = sorted(size)
+        if long > ratio * short:
+            narrow.append((short / long, sample.path.name, size))
+    if not narrow:
+        return None
+    kept, name, (width, height) = min(narrow)
+    of = f"{len(chosen)} sampled" if len(chosen) < len(samples) else f"{len(chosen)}"
+    return (
+        f"note: {len(narrow)} of {of} images are more than {ratio:.0f}:1 (the narrowest: {name}, "
+        f"{width}x{height}): the centre crop keeps their middle square only ({100 * kept:.1f} % of that one); crop "
+        "them around what matters, or pad them to a square, to keep the rest"
+    )
+
+
 def stratified(samples: tuple[Sample, ...], seed: int, val_fraction: float, test_fraction: float):
     """Split per class with a fixed seed, keeping at least one image of each class in train."""
     rng = random.Random(seed)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from edgetransfer import console
 from edgetransfer.card import ModelCard
 from edgetransfer.checkpoint import confusion
+from edgetransfer.data import narrow_note
 from edgetransfer.finetune_config import class_counts
 from edgetransfer.rundir import CHECKPOINT, sha256_file
 from edgetransfer.training import balanced_reason
@@ -75,6 +76,9 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
             f"[yellow]note: --head-epochs {c.head_epochs} >= --epochs {c.epochs}: the body never learns; "
             "raise --epochs to fine-tune it[/]"
         )
+    narrow = narrow_note(splits.train + splits.val + splits.test, seed=c.seed) if trainer.dist.main else None
+    if narrow:
+        console.err.print(f"[yellow]{narrow}[/]")
     if 0 < sizes["val"] < SMALL_VAL:
         console.err.print(
             f"[yellow]note: the validation split has {sizes['val']} images (one image is "

@@ -204,3 +204,25 @@ def test_class_names_that_differ_only_in_case_or_unicode_form_are_found():
     nfd = "Cafe\u0301"  # 'Café' as macOS writes file names
     assert lookalike_classes(("Café", nfd, "Cat", "cat", "dog")) == [("Café", nfd), ("Cat", "cat")]
     assert lookalike_classes(("cat", "dog", "Café")) == []
+
+
+def test_images_far_from_square_are_noted_with_what_the_crop_keeps(tmp_path):
+    """A 2000x50 strip keeps 2.5 % of itself after the centre crop, and nothing said so (a helper's finding)."""
+    from PIL import Image
+
+    from edgetransfer.data import Sample, narrow_note
+
+    paths = []
+    for name, size in (("square.png", (64, 64)), ("wide.png", (120, 40)), ("strip.png", (2000, 50))):
+        Image.new("RGB", size, (90, 120, 30)).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    (tmp_path / "bad.png").write_bytes(b"not an image")  # said elsewhere, not here
+    samples = tuple(Sample(p, 0) for p in [*paths, tmp_path / "bad.png"])
+    note = narrow_note(samples)
+    assert note.startswith("note: 1 of 4 images are more than 4:1 (the narrowest: strip.png, 2000x50)")
+    assert "(2.5 % of that one)" in note  # 3:1 (wide.png) is within the limit
+    assert narrow_note(samples[:2]) is None
+    many = tuple(Sample(paths[0], 0) for _ in range(600)) + samples[2:3]
+    assert narrow_note(many, limit=1000).startswith("note: 1 of 601 images")
+    sampled = narrow_note(many, limit=600, seed=0)
+    assert sampled is None or "of 600 sampled images" in sampled
