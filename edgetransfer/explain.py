@@ -63,8 +63,9 @@ def cpu_features() -> dict[str, Any]:
     return {"model": model, "arch": platform.machine(), "flags": {flag: flag in flags for flag in CPU_FLAGS}}
 
 
-def implications(cpu: dict[str, Any]) -> list[str]:
-    """What the CPU's instruction set means for int8 and fp32, in plain words."""
+def implications(cpu: dict[str, Any], weight_bits: int | None = None) -> list[str]:
+    """What the CPU's instruction set means for int8 and fp32, in plain words (``weight_bits``: the run's int8 weights,
+    when it has an int8 model: 7-bit weights need no advice to use them)."""
     flags = cpu.get("flags") or {}
     said = []
     if flags.get("amx_int8"):
@@ -72,10 +73,15 @@ def implications(cpu: dict[str, Any]) -> list[str]:
     elif flags.get("avx512_vnni") or flags.get("avx_vnni"):
         said.append("VNNI: int8 dot products in one instruction, so int8 convolutions can run ~2-4x faster than fp32")
     elif flags.get("avx2"):
-        said.append(
-            "no VNNI: int8 convolutions run on AVX2 and gain little over fp32; int8 may even be slower, and "
-            "8-bit int8 weights can overflow here (pairs of products summed in 16 bits) and lose accuracy: "
+        overflow = (
+            "8-bit int8 weights can overflow here (pairs of products summed in 16 bits) and lose accuracy; this "
+            "run's int8 weights have 7 bits, which do not"
+            if weight_bits == 7
+            else "8-bit int8 weights can overflow here (pairs of products summed in 16 bits) and lose accuracy: "
             "export with --int8-weights 7bit (auto does on such a CPU)"
+        )
+        said.append(
+            f"no VNNI: int8 convolutions run on AVX2 and gain little over fp32; int8 may even be slower, and {overflow}"
         )
     else:
         said.append("no AVX2: expect little or no int8 speed-up on this CPU")
@@ -301,7 +307,9 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     batch = next(images.batches(len(images)))[0]
     one = batch[:1]
     doc: dict[str, Any] = {"cpu": cpu_features(), "settings": {**config.__dict__}, "engines": {}}
-    doc["cpu"]["implies"] = implications(doc["cpu"])
+    quantization = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
+    bits = quantization.get("weight_bits", 8) if run.file(ONNX_INT8).is_file() else None
+    doc["cpu"]["implies"] = implications(doc["cpu"], bits)
     engines = (
         ("onnxruntime", ort_profile, _ort_runner, ONNX_FP32, ONNX_INT8),
         ("openvino", openvino_profile, _openvino_runner, OV_FP32, OV_INT8),
@@ -341,6 +349,11 @@ def _profiled(run: RunDir, card: Any, name: str, measure) -> dict[str, Any]:
     if not path.is_file():
         if name != "model.onnx" and run.file("model.onnx").is_file():  # exported, without this variant
             flag = "--no-openvino" if name.startswith("openvino/") and ".int8." not in name else "--no-int8"
+            if name in (card.artifacts or {}):  # the export made it: it was removed since
+                return {
+                    "error": f"{name} is recorded in card.json but missing from the run: restore it, or re-run "
+                    f"'edgetransfer export {run.path}'"
+                }
             return {"skipped": f"{name} is not in the run (its export did not make it, e.g. {flag})"}
         return {"skipped": f"{name} is not in the run (export it first)"}
     try:  # a file changed or copied in since the export would be explained with confidence, and wrongly
