@@ -191,6 +191,12 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
             if config.tensorrt:
                 require_tensorrt()  # before any slow work
             card = run.load_card()
+            before = ((card.export or {}).get("config") or {}).get("int8", {}).get("mode")
+            if before not in (None, "auto", config.int8.mode) and config.int8.mode != "none":
+                console.err.print(  # a search trial's QAT run exported again with the defaults became static int8
+                    f"[yellow]note: the previous export of {run.path} made its int8 model with --int8-method {before}; "
+                    f"this one uses {config.int8.mode}: give --int8-method {before} to make the same kind again[/]"
+                )
             # the training images are read to calibrate int8 (and to fine-tune QAT); without int8 a training image
             # culled since is no reason to refuse (the parity check's images come from the validation split)
             needs_train = config.int8.mode != "none" or any(step.calibrates for step in passes)

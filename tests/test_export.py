@@ -414,3 +414,28 @@ def test_a_full_disk_during_export_is_one_line_and_changes_nothing(trained_run, 
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert result.stderr.startswith(f"error: cannot write {run}: No space left on device")
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+
+
+def test_exporting_again_with_another_int8_method_says_which_the_last_one_used(trained_run, tmp_path):
+    """A search's QAT trial exported again with the defaults (as explain's advice said) silently became a static int8
+    model, 33 points worse on its validation split; the export now names the method the last export used."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    card["export"]["config"]["int8"]["mode"] = "qat"  # as a search's QAT trial records it
+    (tmp_path / "run" / "card.json").write_text(json.dumps(card))
+    args = ["export", str(tmp_path / "run"), "--no-openvino", "--calib-size", "16", "--no-accuracy-aware"]
+    result = CliRunner().invoke(app, [*args, "--int8-method", "static"])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: the previous export of {tmp_path / 'run'} made its int8 model with --int8-method qat; this one uses "
+        "static: give --int8-method qat to make the same kind again" in " ".join(result.stderr.split())
+    )
+    again = CliRunner().invoke(app, [*args, "--int8-method", "static"])  # the last export was static: nothing to say
+    assert again.exit_code == 0 and "previous export" not in again.stderr, again.output
