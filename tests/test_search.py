@@ -260,6 +260,7 @@ def test_a_second_search_of_one_name_in_a_shared_storage_is_refused(tmp_path):
     first = cli("--data", str(data), "--out", str(tmp_path / "a" / "cam"), "--storage", shared, "--trials", "0", *FAST)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "no trial finished with a measured model yet" in first.stdout
+    assert "note: --trials 0: the search is made and no trial runs; workers can join it (--worker)" in first.stderr
     second = cli("--data", str(data), "--out", str(tmp_path / "b" / "cam"), "--storage", shared, *FAST)
     assert second.returncode == 2
     assert (
@@ -388,9 +389,11 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     trial = study.ask()
     trial.set_user_attr("worker", f"{socket.gethostname()}:{ghost.pid}")
     trial.set_user_attr("candidate", "mobilenet_v2/32/static")
-    resumed = cli("--resume", "--out", str(out), "--trials", "0")
+    resumed = cli("--resume", "--out", str(out), "--trials", "0", "--sizes", "64")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"trial(s) {trial.number}: their worker died; marked failed" in resumed.stderr
+    # candidates given again are not the study's: said, not silently ignored (a new user's finding)
+    assert "note: --sizes not used: this search's candidates were fixed at its start (" in resumed.stderr
     assert load(storage, name).trials[trial.number].state.name == "FAIL"
 
 
@@ -639,7 +642,7 @@ def test_a_static_trial_that_cannot_hold_the_budget_queues_its_qat_sibling(capsy
     search._escalate(trial, static)
     qat = {"backbone": "mobilenet_v2", "size_mobilenet_v2": 128, "int8": "qat"}
     assert waiting(study) == [qat] and trial.user_attrs["escalated"] == "mobilenet_v2/128/qat"
-    assert "quantization-aware sibling (mobilenet_v2 128px qat) is queued next" in capsys.readouterr().err
+    assert "quantization-aware sibling (mobilenet_v2 128px qat) is queued" in capsys.readouterr().err
     running = study.ask({"backbone": optuna.distributions.CategoricalDistribution(["mobilenet_v2"])})
     running.set_user_attr("candidate", "mobilenet_v2/96/qat")  # the 96 px sibling is being tried already
     assert waiting(study) == []  # (ask took the queued trial; the sampler would have)
@@ -672,3 +675,63 @@ def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monk
     assert tried == ["mobilenet_v2/96/static", "mobilenet_v2/96/qat"]  # the sibling before the queued 2nd design
     (pick,) = [r for r in result.rows if r["number"] == result.document["recommended"]]
     assert (pick["int8"], pick["state"]) == ("qat", "done") and result.rows[0]["state"] == "failed"
+
+
+def test_a_failed_trial_says_why_in_whole_words_without_export_options():
+    """A trial whose int8 could not hold export's budget said '...; raise --max-drop, try --calib-method entropy or
+    --int8-method qat, ' (cut mid-advice), options search does not have; the table cut it mid-word ('(trie')."""
+    from edgetransfer.quantize import over_budget
+    from edgetransfer.search.study import trial_note
+    from edgetransfer.search.trial import TrialError
+
+    tried = "tried " + ", ".join(f"{n} in float: drop {n / 3:.2f}" for n in range(40))
+    note = trial_note(over_budget("ONNX int8", 3.12, 1.0, tried))
+    assert note.startswith("ONNX int8 cannot hold the 1.0-point budget: it loses 3.12 points of validation top-1")
+    assert "--max-drop" not in note and "--calib-method" not in note
+    assert len(note) <= 400 and note.endswith(" ...") and note[:-4] in str(over_budget("ONNX int8", 3.12, 1.0, tried))
+    assert trial_note(TrialError("a\nb")) == "a"
+
+
+def test_a_trial_is_not_pruned_after_its_last_epoch():
+    """Pruning after the last epoch saves no training: such a trial (88.89 %, the recommended one's score) was pruned
+    where the tie rule would have called it equal."""
+    from edgetransfer.search.study import _Search
+
+    search = _Search.__new__(_Search)
+    search.config = SearchConfig(data="d", out="o", epochs=2)
+    assert search._may_prune(1) and not search._may_prune(2)
+    search.config = SearchConfig(data="d", out="o")  # finetune's default epochs
+    from edgetransfer.finetune_config import FinetuneConfig
+
+    assert search._may_prune(FinetuneConfig.epochs - 1) and not search._may_prune(FinetuneConfig.epochs)
+
+
+def test_a_queued_trial_that_never_ran_is_named_and_an_interrupted_one_retried_says_so():
+    """A lead's QAT sibling queued while a worker used up --trials stayed in the finished report as '(not sampled
+    yet) waiting'; an interrupted trial kept '--resume tries it again' after it had been."""
+    import optuna
+
+    from edgetransfer.search import report as rep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    first = study.ask({"backbone": optuna.distributions.CategoricalDistribution(["mobilenet_v2"])})
+    for key, value in (("backbone", "mobilenet_v2"), ("size", 64), ("int8", "static")):
+        first.set_user_attr(key, value)
+    first.set_user_attr("interrupted", "interrupted (Ctrl-C); --resume tries it again")
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    again = study.ask()
+    for key, value in (("backbone", "mobilenet_v2"), ("size", 64), ("int8", "static")):
+        again.set_user_attr(key, value)
+    study.tell(again, 90.0)
+    study.enqueue_trial({"backbone": "mobilenet_v2", "size_mobilenet_v2": 96, "int8": "qat"})
+    rows = rep.trial_rows(study.get_trials(deepcopy=False), stopped=True)
+    assert rows[0]["note"] == "interrupted (Ctrl-C); tried again as trial 1"
+    queued = rows[2]
+    assert (queued["state"], rep._name(queued)) == ("queued", "mobilenet_v2 96px qat")
+    assert queued["note"] == "not started: the search stopped before it; --resume runs it first"
+    live = rep.trial_rows(study.get_trials(deepcopy=False))  # while the search runs: queued, no such note
+    assert live[2]["state"] == "queued" and live[2]["note"] == ""
+    assert (
+        rep.document(rows, budget=Budget("p50_ms", 33.0), space={}, profile="camera", data="d")["counts"]["queued"] == 1
+    )

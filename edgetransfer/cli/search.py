@@ -92,7 +92,7 @@ def search(
         str | None,
         typer.Option(
             help="Input sizes (multiples of 32).",
-            show_default="96..each backbone's size, step 32",
+            show_default="from 96 (64 for images of 96 px or less) to each backbone's size, step 32",
             rich_help_panel=CANDIDATES,
         ),
     ] = None,

@@ -9,6 +9,7 @@ import html
 import io
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +18,29 @@ from rich.table import Table
 from edgetransfer.rundir import atomic_write_text
 from edgetransfer.search.config import TIE_SE
 
-STATES = {"COMPLETE": "done", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+STATES = {"COMPLETE": "done", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
 REPORT_JSON, REPORT_HTML = "search.json", "search.html"
 
 
-def trial_rows(trials: list) -> list[dict[str, Any]]:
-    """One row per Optuna trial (a ``FrozenTrial``): its candidate, state, figures and who ran it."""
+def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
+    """One row per Optuna trial (a ``FrozenTrial``): its candidate, state, figures and who ran it; ``stopped``: the
+    search has stopped, so a trial still queued will not run in it."""
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
-        attrs = t.user_attrs
+        attrs = dict(t.user_attrs)
         steps = sorted(t.intermediate_values.items())
+        state = "skipped" if "skipped" in attrs else STATES.get(t.state.name, t.state.name.lower())
+        if t.state.name == "WAITING":  # queued (the default, its smallest size, a QAT sibling), not started yet
+            fixed = (getattr(t, "system_attrs", None) or {}).get("fixed_params") or {}
+            name = fixed.get("backbone")
+            attrs.update(backbone=name, size=fixed.get(f"size_{name}"), int8=fixed.get("int8"))
+            state = "queued"
+            if stopped:
+                attrs["interrupted"] = "not started: the search stopped before it; --resume runs it first"
         rows.append(
             {
                 "number": t.number,
-                "state": "skipped" if "skipped" in attrs else STATES.get(t.state.name, t.state.name.lower()),
+                "state": state,
                 "backbone": attrs.get("backbone"),
                 "size": attrs.get("size"),
                 "int8": attrs.get("int8"),
@@ -58,6 +68,16 @@ def trial_rows(trials: list) -> list[dict[str, Any]]:
                 "measured_on": attrs.get("measured_on"),
             }
         )
+    for row in rows:  # an interrupted trial whose candidate ran again later says so, not "--resume tries it again"
+        again = [
+            r["number"]
+            for r in rows
+            if r["number"] > row["number"]
+            and r["state"] not in ("queued", "skipped")
+            and (r["backbone"], r["size"], r["int8"]) == (row["backbone"], row["size"], row["int8"])
+        ]
+        if row["note"].startswith("interrupted (Ctrl-C)") and again:
+            row["note"] = f"interrupted (Ctrl-C); tried again as trial {again[0]}"
     return rows
 
 
@@ -133,7 +153,9 @@ def document(rows: list[dict], *, budget, space: dict, profile: str, data: str) 
         "data": data,
         "budget": {"key": budget.key, "limit_ms": budget.limit_ms if math.isfinite(budget.limit_ms) else None},
         "space": space,
-        "counts": {s: sum(r["state"] == s for r in rows) for s in ("done", "pruned", "skipped", "failed", "running")},
+        "counts": {
+            s: sum(r["state"] == s for r in rows) for s in ("done", "pruned", "skipped", "failed", "running", "queued")
+        },
         "pareto": [r["number"] for r in pareto_front(rows)],
         "recommended": rec["row"]["number"] if rec["row"] else None,
         "margin_ms": rec["margin_ms"],
@@ -176,7 +198,7 @@ def trials_table(rows: list[dict], budget, *, title: str = "trials") -> Table:
             _ms(r["latency_ms"]),
             within,
             r["worker"] or "",
-            (r["note"] or "")[:80],
+            textwrap.shorten(r["note"] or "", 80, placeholder=" ..."),
             style="bold green" if best else None,
         )
     return table

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import textwrap
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -127,6 +128,16 @@ def _died(trial) -> bool:
     )
 
 
+def trial_note(exc: EdgeTransferError) -> str:
+    """What a failed trial's row says: the error's first line, whole words; for an int8 budget export could not
+    hold, without export's advice (its options, --max-drop and --calib-method, are not search's: the search tries
+    the quantization-aware sibling itself)."""
+    said = str(exc).splitlines()[0]
+    if isinstance(exc, BudgetError):
+        said = said.rsplit("; ", 1)[0]
+    return textwrap.shorten(said, 400, placeholder=" ...")
+
+
 def _default_candidate(config: SearchConfig, space: Space, splits) -> Candidate | None:
     """The candidate the commands' defaults make (their backbone, the size from the images, static int8), when it is
     in the space: tried first, so the pick is measured against it in the same search."""
@@ -197,6 +208,11 @@ class _Search:
         dead = fail_dead_trials(study)
         if dead:
             console.err.print(f"[yellow]trial(s) {', '.join(map(str, dead))}: their worker died; marked failed[/]")
+        if not config.resume and self.config.trials == 0:
+            console.err.print(
+                "[yellow]note: --trials 0: the search is made and no trial runs; workers can join it (--worker), "
+                "--resume continues it[/]"
+            )
         if config.resume and self.config.trials != 0:
             self._retry_died(study)
             if config.time_budget is None:
@@ -265,6 +281,20 @@ class _Search:
             self.config = replace(self.config, data=study.user_attrs.get("data", ""))
         self.space = Space.from_dict(study.user_attrs["space"])
         self.first = set(study.user_attrs.get("first", []))
+        given = [
+            option
+            for option, value in (
+                ("--backbones", self.config.backbones),
+                ("--sizes", self.config.sizes),
+                ("--int8-methods", self.config.int8_methods),
+            )
+            if value is not None
+        ]
+        if given:  # the candidates are the study's: fixed at its start, the same for every worker
+            console.err.print(
+                f"[yellow]note: {', '.join(given)} not used: this search's candidates were fixed at its start "
+                f"({self.space.describe()}); start a new search (another --out) to search others[/]"
+            )
         study.sampler, study.pruner = self._sampler(self.space), self._pruner()
         console.err.print(f"joined search {self.study_name} ({self.space.describe()}) as {this_worker()}")
         return study
@@ -321,7 +351,7 @@ class _Search:
                     console.err.print(f"[yellow]trial {self.mine[-1]} was marked failed by another worker: {exc}[/]")
             if not self.config.worker:
                 self._wait_for_others(study)
-        rows = report.trial_rows(study.get_trials(deepcopy=False))
+        rows = report.trial_rows(study.get_trials(deepcopy=False), stopped=True)
         doc = report.document(
             rows, budget=self.budget, space=self.space.to_dict(), profile=self.config.profile, data=self.config.data
         )
@@ -392,6 +422,11 @@ class _Search:
                 "(no one candidate takes the rest of the time budget)"
             )
         return f"not started: predicted {guess:.0f} s, {max(left, 0):.0f} s of the time budget left"
+
+    def _may_prune(self, epoch: int) -> bool:
+        """Whether a trial may be pruned after ``epoch``: not after its last, when no training is left to save (a
+        trial pruned there had scored what the recommended one scored, within the tie rule's noise)."""
+        return epoch < self._max_epochs()
 
     def _max_epochs(self) -> int:
         """The most epochs a trial may run: --epochs, else finetune's default."""
@@ -468,7 +503,7 @@ class _Search:
         def on_epoch(epoch: int, record: dict) -> None:
             trial.report(100 * record["val_top1"], epoch)
             self.progress.refresh()
-            if trial.should_prune():
+            if self._may_prune(epoch) and trial.should_prune():
                 trial.set_user_attr("pruned", f"val top-1 {record['val_top1']:.2%} after epoch {epoch}")
                 raise self.optuna.TrialPruned()
 
@@ -484,7 +519,7 @@ class _Search:
             trial.set_user_attr("interrupted", "interrupted (Ctrl-C); --resume tries it again")
             raise
         except EdgeTransferError as exc:
-            trial.set_user_attr("error", str(exc).splitlines()[0][:300])
+            trial.set_user_attr("error", trial_note(exc))
             if isinstance(exc, BudgetError):
                 self._escalate(trial, candidate)
             raise
@@ -512,7 +547,7 @@ class _Search:
         trial.set_user_attr("escalated", sibling.key)
         console.err.print(
             f"[yellow]trial {trial.number}: static int8 cannot hold the budget; its quantization-aware sibling "
-            f"({sibling.backbone} {sibling.size}px qat) is queued next[/]"
+            f"({sibling.backbone} {sibling.size}px qat) is queued[/]"
         )
 
     def _prior(self, trial, candidate: Candidate):
