@@ -162,7 +162,8 @@ def search(
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = _default("device"),
 ) -> None:
     """Find the most accurate model within the profile's latency budget: backbone x input size x int8 method, each
-    trial an ordinary run (finetune -> export -> bench); the Pareto front, the pick and every trial."""
+    trial an ordinary run (finetune -> export -> bench); the Pareto front, the pick and every trial (exit 1: trials
+    were measured and none meets the budget; the closest is named)."""
     from edgetransfer import console
     from edgetransfer.errors import UsageError
     from edgetransfer.search import SearchConfig, parse_duration, search
@@ -221,3 +222,5 @@ def search(
         console.out.print(line, markup=False)
     console.out.print(rep.trials_table(result.rows, result.budget, title=f"every trial (stopped: {result.stopped})"))
     console.out.print("reports: " + ", ".join(str(p) for p in result.written), markup=False)
+    if result.document.get("recommended") is None and result.document.get("closest") is not None:
+        raise typer.Exit(1)  # trials were measured and none meets the budget: a script can tell (as bench's exit 1)
