@@ -165,6 +165,15 @@ def test_options_checked_before_any_work():
     SearchConfig(data="d", out="o", on="dev", targets="t.toml").validate()
 
 
+def test_an_out_under_a_file_says_so(tmp_path):
+    """It read 'cannot write .../.x.lock: File exists' (a new user's finding): the lock was tried first."""
+    from edgetransfer.search import search
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UsageError, match=r"^--out .*afile/x: .*afile is a file, not a folder$"):
+        search(SearchConfig(data="d", out=str(tmp_path / "afile" / "x")))
+
+
 # ----------------------------------------------------------------------------- the Pareto front and the pick
 
 

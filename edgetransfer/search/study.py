@@ -55,6 +55,9 @@ def search(config: SearchConfig) -> SearchResult:
 
     log = mlflow_logger(config.mlflow, Path(config.out).name) if config.mlflow else None  # checked before any work
     out = Path(config.out).expanduser()
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # before the lock, whose error read "cannot write .../.x.lock: File exists"
+        raise UsageError(f"--out {config.out}: {blocked} is a file, not a folder")
     from sqlalchemy.exc import OperationalError
 
     try:
