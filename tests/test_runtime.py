@@ -322,6 +322,14 @@ def test_predict_prints_one_line_per_image(cli, trained_run, samples):
     path, first, second = lines[0].split("  ")
     assert Path(path).parent == folder and first.split()[0] in trained_run.load_card().labels
     assert float(first.split()[1]) >= float(second.split()[1])
+    assert "note:" not in result.stderr  # a model file named: nothing to say
+    # a run folder: its fp32 model.onnx is used; the int8 one (what a search measured) is named beside it
+    run = CliRunner().invoke(cli, ["predict", str(trained_run.path), str(samples[0]), "--top-k", "2"])
+    assert run.exit_code == 0 and run.stdout.splitlines()[0].split("  ")[1:] == [first, second], run.output
+    assert run.stderr.strip() == (
+        f"note: classifying with {trained_run.file('model.onnx')} (fp32); the int8 model is "
+        f"{trained_run.file('model.int8.onnx')}"
+    )
 
 
 def test_predict_skip_bad_classifies_the_readable_images(cli, trained_run, samples, tmp_path):

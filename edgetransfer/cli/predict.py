@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,13 @@ from edgetransfer.cli._common import friendly_errors, split_list
 
 @friendly_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="A .onnx, an OpenVINO .xml, or a run directory.")],
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="A .onnx, an OpenVINO .xml, or a run directory (its fp32 model.onnx, or openvino/model.xml with "
+            "--backend openvino; name RUN/model.int8.onnx for int8)."
+        ),
+    ],
     images: Annotated[list[Path], typer.Argument(help="Image files, or folders searched recursively for images.")],
     top_k: Annotated[int, typer.Option(help="Classes printed per image, best first.")] = 5,
     backend: Annotated[
@@ -63,6 +70,9 @@ def predict(
         resize=resize,
         threads=threads,
     )
+    int8 = classifier.path.with_name(classifier.path.name.replace("model.", "model.int8.", 1))
+    if model.is_dir() and int8.is_file():  # the run's fp32 model: the search measured (and export checked) its int8
+        print(f"note: classifying with {classifier.path} (fp32); the int8 model is {int8}", file=sys.stderr)
     skipped: list[tuple[Path, str]] = []
     results = _in_batches(classifier, images, top_k=top_k, batch_size=batch_size, skipped=skipped if skip_bad else None)
     if not json:
