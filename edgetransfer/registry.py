@@ -30,7 +30,23 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UsageError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+            close = self.closest(name)
+            hint = f" (did you mean {close!r}?)" if close else ""
+            raise UsageError(f"unknown {self.kind} {name!r}{hint}; known: {', '.join(self.names())}") from None
+
+    def closest(self, name: str) -> str | None:
+        """The known name ``name`` was likely meant as: the same but for case, '_' and '-' (mobilenetv2), or the
+        nearest spelling (difflib)."""
+        import difflib
+
+        def bare(text: str) -> str:
+            return text.lower().replace("_", "").replace("-", "")
+
+        same = [known for known in self.names() if bare(known) == bare(name)]
+        if same:
+            return same[0]
+        near = difflib.get_close_matches(name.lower(), self.names(), n=1, cutoff=0.75)
+        return near[0] if near else None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -261,3 +261,18 @@ def test_pipeline_has_the_flags_its_messages_suggest(tmp_path, monkeypatch):
     result = invoke("pipeline", "--data", folder, "--out", tmp_path / "run", "--skip-bad", "--time-budget", 30)
     assert result.exit_code == 0, result.output
     assert seen["config"].skip_bad is True and seen["config"].time_budget == 30
+
+
+def test_a_misspelt_name_gets_the_known_one_it_was_likely_meant_as():
+    """'--backbones mobilenetv2' listed eleven names and left the user to spot 'mobilenet_v2' (a new user's finding)."""
+    from edgetransfer import backbones
+    from edgetransfer.errors import UsageError
+
+    for given, meant in (("mobilenetv2", "mobilenet_v2"), ("MobileNet-V2", "mobilenet_v2"),
+                         ("efficentnet_lite0", "efficientnet_lite0")):  # fmt: skip
+        with pytest.raises(UsageError) as caught:
+            backbones.get(given)
+        assert str(caught.value).startswith(f"unknown backbone {given!r} (did you mean {meant!r}?); known: ")
+    with pytest.raises(UsageError) as caught:
+        backbones.get("vgg99")
+    assert str(caught.value).startswith("unknown backbone 'vgg99'; known: efficientnet_b0, ")
