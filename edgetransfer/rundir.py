@@ -194,9 +194,14 @@ class RunDir:
                 except json.JSONDecodeError:
                     holder = {}
                 handle.close()
+                join = (  # a second machine's worth of work on a running search is welcome: as a worker
+                    f", or join it: edgetransfer search --worker --out {self.path}"
+                    if holder.get("command") == "search"
+                    else ""
+                )
                 raise RunDirError(
                     f"{self.path} is in use by 'edgetransfer {holder.get('command', '?')}' "
-                    f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish"
+                    f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish{join}"
                 ) from None
             try:
                 same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino

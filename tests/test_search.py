@@ -365,6 +365,7 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     victim.wait()  # reaped: its pid is gone
     twice = cli("--data", str(data), "--out", str(out), "--resume")
     assert twice.returncode == 2 and "in use by 'edgetransfer search'" in twice.stderr.strip().splitlines()[-1]
+    assert twice.stderr.strip().endswith(f"wait for it to finish, or join it: edgetransfer search --worker --out {out}")
     worker_out, worker_err = worker.communicate(timeout=300)
     lead_out, lead_err = lead.communicate(timeout=300)
     assert lead.returncode == 0, lead_err[-3000:]
