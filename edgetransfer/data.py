@@ -339,15 +339,18 @@ def median_shorter_side(samples: tuple[Sample, ...], *, limit: int = 500, seed: 
     """The median shorter side, in pixels, of up to ``limit`` of ``samples`` (a seeded choice; headers only)."""
     from PIL import Image
 
-    chosen = list(samples)
-    if len(chosen) > limit:
-        chosen = random.Random(seed).sample(chosen, limit)
     sides = []
-    for sample in chosen:
+    for sample in sampled(samples, limit, seed):
         with Image.open(sample.path) as img:
             sides.append(min(img.size))
     sides.sort()
     return sides[len(sides) // 2]
+
+
+def sampled(samples: tuple[Sample, ...], limit: int, seed: int) -> list[Sample]:
+    """Up to ``limit`` of ``samples``: all of them, or a seeded choice (what the image-size looks read)."""
+    chosen = list(samples)
+    return random.Random(seed).sample(chosen, limit) if len(chosen) > limit else chosen
 
 
 NARROW = 4.0  # an image more than this many times as long as it is wide (or the reverse) loses most of itself
@@ -359,9 +362,7 @@ def narrow_note(samples: tuple[Sample, ...], *, limit: int = 500, seed: int = 0,
     image keeps only its middle (a 2000x50 strip keeps 2.5 % of itself), and nothing said so."""
     from PIL import Image
 
-    chosen = list(samples)
-    if len(chosen) > limit:
-        chosen = random.Random(seed).sample(chosen, limit)
+    chosen = sampled(samples, limit, seed)
     narrow = []
     for sample in chosen:
         try:

@@ -128,13 +128,20 @@ def paired_ratio(first, second, runs: int, rounds: int = ROUNDS, timer=time.perf
     return {"ratio": mid, "low": low, "high": high, "rounds": rounds, "noisy": high / max(low, 1e-12) > NOISY_SPREAD}
 
 
-def _ort_runner(path: Path, image: np.ndarray, threads: int):
+def _ort_session(path: Path, threads: int, profile_prefix: str | None = None):
+    """An ONNX Runtime session of ``path`` on the CPU (profiling into ``profile_prefix`` when given)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if profile_prefix is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_runner(path: Path, image: np.ndarray, threads: int):
+    session = _ort_session(path, threads)
     feed = {session.get_inputs()[0].name: image}
     return lambda: session.run(None, feed)
 
@@ -150,20 +157,13 @@ def _openvino_runner(path: Path, image: np.ndarray, threads: int):
 
 def ort_profile(path: Path, image: np.ndarray, config: ExplainConfig) -> dict[str, Any]:
     """Median latency and kernel time per op type of one model in ONNX Runtime on the CPU (its profiler)."""
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads, options.inter_op_num_threads = config.threads, 1
-        plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = plain.get_inputs()[0].name
-        latency = _median_ms(lambda feed: plain.run(None, feed), {name: image}, config.runs)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        plain = _ort_runner(path, image, config.threads)
+        latency = _median_ms(lambda _: plain(), None, config.runs)
+        session = _ort_session(path, config.threads, profile_prefix=str(Path(tmp) / "ort"))
+        feed = {session.get_inputs()[0].name: image}
         for _ in range(config.runs):
-            session.run(None, {name: image})
+            session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text(encoding="utf-8"))
     by_op: collections.Counter[str] = collections.Counter()
     nodes: dict[str, str] = {}

@@ -11,7 +11,7 @@ from edgetransfer.bench.config import BenchConfig
 from edgetransfer.bench.gate import GateConfig, GateResult, check
 from edgetransfer.bench.plan import identity_diff, model_identity
 from edgetransfer.bench.report import to_csv, to_markdown
-from edgetransfer.bench.runner import bench, save_document
+from edgetransfer.bench.runner import bench, document_text, save_document
 from edgetransfer.errors import UsageError
 from edgetransfer.rundir import BENCH_REPORTS, RunDir, atomic_path
 
@@ -44,15 +44,13 @@ def _any_passes(document: dict) -> bool:
     return any((r["backend"], r["variant"]) not in failed for r in document["results"])
 
 
-def check_baseline_model(run: RunDir, baseline: dict, name: str, config: BenchConfig | None = None) -> None:
+def check_baseline_model(run: RunDir, baseline: dict, name: str, config: BenchConfig) -> None:
     """Fail before measuring when the baseline is of another model (backbone, input size, classes), or was measured
     with other threads or precision than given now (the gate would refuse the comparison after measuring)."""
     diff = identity_diff(model_identity(run.load_card()), baseline["model"])
     if diff:
         raise UsageError(f"the baseline {name} is of another model ({diff}); save a baseline of this one")
     settings = baseline.get("settings", {})
-    if config is None:
-        return
     for key, what, now in (
         ("threads_resolved", "threads", config.threads),
         ("precision", "precision", config.precision),
@@ -71,13 +69,12 @@ def write_reports(document: dict, folder: Path, gate: GateResult | None = None) 
     they renamed into place: a disk that fills up on the third leaves the earlier reports as they were, not a new
     bench.json beside an old bench.html."""
     import contextlib
-    import json
 
     from edgetransfer.bench.html import to_html
 
     folder = Path(folder)
     render: dict[str, Callable[[dict], str]] = {
-        ".json": lambda d: json.dumps(d, indent=1) + "\n",  # as save_document writes it
+        ".json": document_text,
         ".csv": to_csv,
         ".md": lambda d: to_markdown(d, gate),
         ".html": lambda d: to_html(d, gate),

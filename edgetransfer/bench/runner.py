@@ -349,6 +349,11 @@ def _runtime_versions() -> dict[str, str]:
     return found
 
 
+def document_text(document: dict) -> str:
+    """A bench document as it is written to disk."""
+    return json.dumps(document, indent=1) + "\n"
+
+
 def save_document(document: dict, path: Path) -> None:
     """Write a bench document (atomically)."""
-    atomic_write_text(Path(path), json.dumps(document, indent=1) + "\n")
+    atomic_write_text(Path(path), document_text(document))

@@ -70,9 +70,12 @@ def predict(
         resize=resize,
         threads=threads,
     )
-    int8 = classifier.path.with_name(classifier.path.name.replace("model.", "model.int8.", 1))
-    if model.is_dir() and int8.is_file():  # the run's fp32 model: the search measured (and export checked) its int8
-        print(f"note: classifying with {classifier.path} (fp32); the int8 model is {int8}", file=sys.stderr)
+    if model.is_dir():  # the run's fp32 model: a search measured (and export checked) its int8 one
+        from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8
+
+        int8 = model / {ONNX_FP32: ONNX_INT8, OV_FP32: OV_INT8}[classifier.path.relative_to(model).as_posix()]
+        if int8.is_file():
+            print(f"note: classifying with {classifier.path} (fp32); the int8 model is {int8}", file=sys.stderr)
     skipped: list[tuple[Path, str]] = []
     results = _in_batches(classifier, images, top_k=top_k, batch_size=batch_size, skipped=skipped if skip_bad else None)
     if not json:
