@@ -78,9 +78,24 @@ def make_set(name: str, root: Path) -> str:
         "lowshot-d": lambda root: low_shot(root, seed=54),
         "twotex-d": lambda root: two_textures(root, per_class=100, seed=55),
         "longtail-d": lambda root: long_tail(root, seed=56),
+        # run 9's sets (added 2026-12-05 with two rule changes, the most accurate recommended and no layer ranking in
+        # a trial's export, before any of them was generated): the five kinds again, and the photo crops of run 1
+        "grey-e": lambda root: grey_textures(root, per_class=60, seed=62),
+        "fifty-e": lambda root: fifty_regions(root, per_class=12, seed=63),
+        "lowshot-e": lambda root: low_shot(root, seed=64),
+        "twotex-e": lambda root: two_textures(root, per_class=100, seed=65),
+        "longtail-e": lambda root: long_tail(root, seed=66),
+        "photos-e": lambda root: photo_crops(root, classes=5, per_class=80, seed=67),
     }
     if name in fresh:
-        from datasets import fifty_regions, grey_textures, long_tail, low_shot, two_textures  # noqa: F401
+        from datasets import (  # noqa: F401
+            fifty_regions,
+            grey_textures,
+            long_tail,
+            low_shot,
+            photo_crops,
+            two_textures,
+        )
 
         return str(fresh[name](root / name))
     raise SystemExit(f"unknown set {name}")
@@ -124,6 +139,7 @@ def one_set(name: str, root: Path, factor: float) -> dict:
         "pareto": [r for r in result.rows if r["number"] in result.document["pareto"]],
         "verdict": verdict,
         "most_accurate": result.document.get("most_accurate"),
+        "faster_within_noise": result.document.get("faster_within_noise"),
         "tie_points": result.document.get("tie_points"),
         "stopped": result.stopped,
         "every_trial": result.rows,
