@@ -164,17 +164,27 @@ class _Scan:
                 return "empty file"
             return _decode_error(path)
 
+        keys = [(*_file_key(path), str(root)) for path in files]
+        unknown = [i for i, key in enumerate(keys) if key not in _CHECKED]  # not checked yet in this process
+        if unknown:
+            # the warnings filter is the process's, so it holds in the pool's threads too (set before they start)
+            with (
+                console.progress() as bar,
+                warnings.catch_warnings(),
+                ThreadPoolExecutor(max(1, decode_threads())) as pool,
+            ):
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # up to Pillow's hard limit (179 MP)
+                task = bar.add_task(f"checking images in {self.root}", total=len(unknown), status="")
+                for i, reason in zip(unknown, pool.map(problem, [files[i] for i in unknown]), strict=True):
+                    bar.update(task, advance=1)
+                    _CHECKED[keys[i]] = reason
+        reasons = [_CHECKED[key] for key in keys]  # in the files' order
         good = []
-        # the warnings filter is the process's, so it holds in the pool's threads too (set before they start)
-        with console.progress() as bar, warnings.catch_warnings(), ThreadPoolExecutor(max(1, decode_threads())) as pool:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # up to Pillow's hard limit (179 MP)
-            task = bar.add_task(f"checking images in {self.root}", total=len(files), status="")
-            for path, reason in zip(files, pool.map(problem, files), strict=True):  # in the files' order
-                bar.update(task, advance=1)
-                if reason:
-                    self.bad.append((path, reason))
-                else:
-                    good.append(path)
+        for path, reason in zip(files, reasons, strict=True):
+            if reason:
+                self.bad.append((path, reason))
+            else:
+                good.append(path)
         return good
 
     def finish(self, *, skippable: bool = True) -> tuple[str, ...]:
@@ -188,6 +198,26 @@ class _Scan:
                 + (", or pass --skip-bad to train on the rest" if skippable else "")
             )
         return tuple(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p, _ in self.bad)
+
+
+# this process's verdicts on files it checked: a search loads one folder for its space and again in every trial's
+# fine-tune, and checked (decoded) every image each time, printing "checking images in DIR" each time
+_CHECKED: dict[tuple, str | None] = {}
+
+
+def _file_key(path: Path) -> tuple:
+    """What identifies a file's state: its path, size and modification time, and for a symlink its target's."""
+    import os
+
+    def state(p: Path) -> tuple:
+        try:
+            st = os.stat(p, follow_symlinks=False)
+        except OSError:
+            return (None, None)
+        return (st.st_size, st.st_mtime_ns)
+
+    target = (str(path.resolve()), *state(path.resolve())) if path.is_symlink() else ()
+    return (str(path.absolute()), *state(path), *target)
 
 
 def _decode_error(path: Path) -> str | None:

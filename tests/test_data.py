@@ -226,3 +226,27 @@ def test_images_far_from_square_are_noted_with_what_the_crop_keeps(tmp_path):
     assert narrow_note(many, limit=1000).startswith("note: 1 of 601 images")
     sampled = narrow_note(many, limit=600, seed=0)
     assert sampled is None or "of 600 sampled images" in sampled
+
+
+def test_a_folder_is_decoded_once_per_process_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    """A search loads its folder for the space and in every trial's fine-tune: each time it decoded every image and
+    printed 'checking images in DIR'. A file checked already (same path, size and time) is not decoded again; a
+    changed one is, and a bad one stays bad."""
+    import edgetransfer.data as data
+
+    root = make_folder(tmp_path / "d", classes=2)
+    decoded = []
+    real = data._decode_error
+    monkeypatch.setattr(data, "_decode_error", lambda path: decoded.append(path) or real(path))
+    first = load_splits(root, seed=0)
+    count = len(decoded)
+    assert count == len(first.train) + len(first.val) + len(first.test) > 0
+    again = load_splits(root, seed=0)
+    assert len(decoded) == count and again.train == first.train  # nothing decoded the second time
+    victim = first.train[0].path
+    victim.write_bytes(b"\x89PNG broken, and longer than before " * 10)
+    with pytest.raises(DataError, match=victim.name):
+        load_splits(root, seed=0)
+    assert decoded[count:] == [victim]  # only the changed file
+    with pytest.raises(DataError, match=victim.name):
+        load_splits(root, seed=0)  # still bad, from the record
