@@ -350,10 +350,7 @@ def _profiled(run: RunDir, card: Any, name: str, measure) -> dict[str, Any]:
         if name != "model.onnx" and run.file("model.onnx").is_file():  # exported, without this variant
             flag = "--no-openvino" if name.startswith("openvino/") and ".int8." not in name else "--no-int8"
             if name in (card.artifacts or {}):  # the export made it: it was removed since
-                return {
-                    "error": f"{name} is recorded in card.json but missing from the run: restore it, or re-run "
-                    f"'edgetransfer export {run.path}'"
-                }
+                return {"error": run.gone(name)}
             return {"skipped": f"{name} is not in the run (its export did not make it, e.g. {flag})"}
         return {"skipped": f"{name} is not in the run (export it first)"}
     try:  # a file changed or copied in since the export would be explained with confidence, and wrongly

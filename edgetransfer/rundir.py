@@ -115,6 +115,9 @@ def staging_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+RECORDED_BUT_GONE = "is recorded in card.json but missing from the run"
+
+
 @dataclasses.dataclass(frozen=True)
 class RunDir:
     """A run directory (``models/NAME``): checkpoint, card, exported models and bench results."""
@@ -126,6 +129,10 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def gone(self, name: str) -> str:
+        """What to say of a model file the card records that is no longer in the run (bench and explain alike)."""
+        return f"{name} {RECORDED_BUT_GONE}: restore it, or re-run 'edgetransfer export {self.path}'"
 
     @classmethod
     def open(cls, path: Path | str) -> RunDir:

@@ -267,7 +267,8 @@ def test_a_model_file_the_card_records_but_that_is_gone_is_said(trained_run, tmp
         {
             "backend": "ort-cpu",
             "variant": "int8",
-            "reason": "model.int8.onnx is recorded in card.json but missing from the run: restore it, or export again",
+            "reason": "model.int8.onnx is recorded in card.json but missing from the run: restore it, or re-run "
+            f"'edgetransfer export {copy}'",
         }
     ]
     with pytest.raises(RunDirError, match="model.int8.onnx is recorded in card.json but missing from the run"):

@@ -71,7 +71,7 @@ def _plan(
                     reason = f"{rel} is not in the reference run {reference.path}"
                     skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
             elif rel in recorded:
-                reason = f"{rel} is recorded in card.json but missing from the run: restore it, or export again"
+                reason = run.gone(rel)
                 skipped.append({"backend": backend.name, "variant": variant, "reason": reason})
             elif config.variants:  # asked for by name: say why it is not measured
                 reason = f"{rel} is not in the run (run 'edgetransfer export'{' --fp16' if variant == 'fp16' else ''})"

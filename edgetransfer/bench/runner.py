@@ -35,7 +35,7 @@ from edgetransfer.data import Sample, batches, list_images, load_splits, split_f
 from edgetransfer.errors import DataError, EdgeTransferError, RunDirError
 from edgetransfer.evaluation import points
 from edgetransfer.machine import machine_info, usable_cores
-from edgetransfer.rundir import BENCH_JSON, RunDir, atomic_write_text, sha256_file
+from edgetransfer.rundir import BENCH_JSON, RECORDED_BUT_GONE, RunDir, atomic_write_text, sha256_file
 from edgetransfer.versions import package_versions
 
 
@@ -146,7 +146,7 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     if not plan:
         names = ", ".join(b.name for b in chosen) or "none available"
         why = f"no exported model there; run 'edgetransfer export {run.path}' first"
-        gone = [item["reason"] for item in skipped if "recorded in card.json but missing" in item["reason"]]
+        gone = [item["reason"] for item in skipped if RECORDED_BUT_GONE in item["reason"]]
         if gone:
             why = gone[0]
         elif run.file("model.onnx").is_file():  # exported, but not what was asked for
