@@ -86,6 +86,15 @@ def make_set(name: str, root: Path) -> str:
         "twotex-e": lambda root: two_textures(root, per_class=100, seed=65),
         "longtail-e": lambda root: long_tail(root, seed=66),
         "photos-e": lambda root: photo_crops(root, classes=5, per_class=80, seed=67),
+        # run 10's sets (added 2026-12-05 after run 9, with three changes made on its results: the default's QAT
+        # sibling runs whenever it fits, a trial is not failed for its int8 drop, and each folder is decoded once per
+        # process; before any of them was generated)
+        "grey-f": lambda root: grey_textures(root, per_class=60, seed=72),
+        "fifty-f": lambda root: fifty_regions(root, per_class=12, seed=73),
+        "lowshot-f": lambda root: low_shot(root, seed=74),
+        "twotex-f": lambda root: two_textures(root, per_class=100, seed=75),
+        "longtail-f": lambda root: long_tail(root, seed=76),
+        "photos-f": lambda root: photo_crops(root, classes=5, per_class=80, seed=77),
     }
     if name in fresh:
         from datasets import (  # noqa: F401

@@ -650,6 +650,7 @@ def test_a_static_trial_that_cannot_hold_the_budget_queues_its_qat_sibling(capsy
         search = _Search.__new__(_Search)
         search.config, search.deadline = SearchConfig(data="d", out="o"), None
         search.space, search.optuna = Space({"mobilenet_v2": (96, 128)}, methods), optuna
+        search.first = set()
         return search
 
     def waiting(study):
@@ -671,6 +672,25 @@ def test_a_static_trial_that_cannot_hold_the_budget_queues_its_qat_sibling(capsy
     assert waiting(study) == []
     search._escalate(Trial(study, 4), static)  # the 128 px sibling is not running or done: queued again
     assert waiting(study) == [qat]
+    assert search.first == set()  # not the default's: the sampler's rule (at most half the time left) holds for it
+
+    # the default's sibling (export's auto is static, then QAT) joins the initial design: it runs whenever it fits
+    # the time left (search run 9, fifty-e: predicted at 48 s with 62 s left, it was not started)
+    import time
+
+    measured = [dict(backbone="mobilenet_v2", size=96, int8="static", epochs_run=4, finetune_s=20.0, export_s=5.0,
+                     bench_s=3.0)]  # fmt: skip
+    fresh = optuna.create_study(direction="maximize")
+    default = Candidate("mobilenet_v2", 96, "static")
+    search.first, search.deadline = {default.key}, time.monotonic() + 62
+    search._measured = lambda study: measured
+    search._escalate(Trial(fresh), default)
+    assert search.first == {default.key, "mobilenet_v2/96/qat"}
+    assert waiting(fresh) == [{"backbone": "mobilenet_v2", "size_mobilenet_v2": 96, "int8": "qat"}]
+    predicted = search._too_long(Candidate("mobilenet_v2", 96, "qat"), measured) is None
+    assert predicted  # more than half of the 62 s left (a QAT epoch costs 3), yet it fits: started
+    search.first = set()
+    assert "more than 50%" in search._too_long(Candidate("mobilenet_v2", 96, "qat"), measured)
 
 
 def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monkeypatch):
@@ -694,6 +714,40 @@ def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monk
     assert tried == ["mobilenet_v2/96/static", "mobilenet_v2/96/qat"]  # the sibling before the queued 2nd design
     (pick,) = [r for r in result.rows if r["number"] == result.document["recommended"]]
     assert (pick["int8"], pick["state"]) == ("qat", "done") and result.rows[0]["state"] == "failed"
+
+
+def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tmp_path, monkeypatch):
+    """A trial exports without an accuracy budget and is ranked by its int8 model's own validation top-1 (a trial
+    failed for its drop was measured and thrown away: search run 9); a static one that loses more than export's
+    budget against its fp32 model is kept with a note, and its QAT sibling is tried next. The more accurate int8
+    model is recommended, whichever method made it."""
+    from edgetransfer.search import search, study
+
+    tried = []
+
+    def trial(config, candidate, folder, profile, on_epoch=None, devices=None):
+        tried.append(candidate.key)
+        static = candidate.int8 == "static"
+        return dict(run=str(folder), val_top1=0.85 if static else 0.89, latency_ms=1.0, latency_key="p50_ms",
+                    p50_ms=1.0, p99_ms=1.2, int8_drop_points=4.0 if static else 0.0)  # fmt: skip
+
+    monkeypatch.setattr(study, "run_trial", trial)
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), sizes=(96, 128))
+    result = search(replace(config, int8_methods=("static", "qat"), trials=2))
+    assert tried == ["mobilenet_v2/96/static", "mobilenet_v2/96/qat"]
+    first = result.rows[0]
+    assert first["state"] == "done" and first["val_top1"] == 0.85
+    assert first["note"] == (
+        "int8 loses 4.00 points of validation top-1 against its fp32 model (over export's 1-point budget)"
+    )
+    (pick,) = [r for r in result.rows if r["number"] == result.document["recommended"]]
+    assert pick["int8"] == "qat" and pick["note"] == ""
+    lossy = [dict(first, val_top1=0.95)]  # the most accurate, though its int8 lost 4 points: recommended, and said
+    assert rep.verdict(lossy, Budget("p50_ms", 33.0))[1] == (
+        "  its int8 loses 4.00 points of validation top-1 against its fp32 model (over export's 1-point budget): "
+        "still the most accurate int8 model within the budget"
+    )
 
 
 def test_a_failed_trial_says_why_in_whole_words_without_export_options():
@@ -780,3 +834,15 @@ def test_a_static_trial_keeps_every_layer_int8_without_exports_layer_ranking(mon
         run_trial(config, Candidate("mobilenet_v2", 96, "static"), Path("o/t"), profile=None)
     assert seen["int8"].mode == "static" and seen["int8"].weights == "7bit"
     assert seen["int8"].accuracy_aware is False
+    assert seen["int8"].max_drop == 100.0  # ranked by its own int8 accuracy, not failed for its drop
+
+
+def test_labels_of_points_close_together_are_lifted_apart():
+    """search.html's plot wrote the labels of trials with equal scores and similar latency on top of each other."""
+    assert rep.label_lifts([]) == []
+    assert rep.label_lifts([(1.0, 100.0), (1.01, 100.0), (1.02, 100.0), (5.0, 90.0)]) == [0, 1, 2, 0]
+    assert rep.label_lifts([(1.0, 100.0), (5.0, 100.0)]) == [0, 0]  # far apart: none lifted
+    assert rep.label_lifts([(1.0, 100.0), (1.0, 100.0)]) == [0, 1]  # the same point (one range is 0)
+    png = rep._plot_png([_row(0, 1.0, 0.2, val_images=30), _row(1, 1.0, 0.21, val_images=30),
+                         _row(2, 0.9, 30.0, val_images=30)], Budget("p50_ms", 33.0))  # fmt: skip
+    assert len(png) > 1000  # a log-scale plot was drawn

@@ -56,6 +56,7 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                 or attrs.get("pruned")
                 or attrs.get("skipped")
                 or attrs.get("interrupted")
+                or attrs.get("int8_note")
                 or "",
                 "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
                 if t.datetime_complete and t.datetime_start
@@ -233,6 +234,8 @@ def verdict(rows: list[dict], budget) -> list[str]:
             f"recommended: trial {r['number']}, {_name(r)}: val top-1 {_pct(r['val_top1'])}, "
             f"{budget.label} {r['latency_ms']:.3f} ms{margin}{test if r['test_top1'] is not None else ''}",
         ]
+        if (r["note"] or "").startswith("int8 loses"):  # kept by the search, though export's budget would refuse it
+            lines.append(f"  its {r['note']}: still the most accurate int8 model within the budget")
         fast = rec["faster_within_noise"]
         if fast is not None:
             lines.append(
@@ -252,6 +255,23 @@ def verdict(rows: list[dict], budget) -> list[str]:
     ]
 
 
+def label_lifts(points: list[tuple[float, float]], near: float = 0.04) -> list[int]:
+    """For each point's label, how many label lines to lift it so that it does not overwrite the label of an
+    earlier point close to it (within ``near`` of each axis's range): trials of equal score and similar latency
+    printed their labels on top of each other in search.html."""
+    if not points:
+        return []
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    lifts: list[int] = []
+    for i, (x, y) in enumerate(points):
+        taken = {
+            lifts[j] for j in range(i) if abs(points[j][0] - x) <= near * dx and abs(points[j][1] - y) <= near * dy
+        }
+        lifts.append(next(k for k in range(len(points)) if k not in taken))
+    return lifts
+
+
 def _plot_png(rows: list[dict], budget) -> str:
     """The accuracy-vs-latency scatter with the Pareto front and the budget, as base64 PNG."""
     import matplotlib
@@ -264,8 +284,19 @@ def _plot_png(rows: list[dict], budget) -> str:
     for backbone in sorted({r["backbone"] for r in done}):
         mine = [r for r in done if r["backbone"] == backbone]
         ax.scatter([r["latency_ms"] for r in mine], [100 * r["val_top1"] for r in mine], label=backbone, alpha=0.8)
-        for r in mine:
-            ax.annotate(f"#{r['number']} {r['size']} {r['int8']}", (r["latency_ms"], 100 * r["val_top1"]), fontsize=7)
+    latencies = [r["latency_ms"] for r in done]
+    spread = bool(latencies) and min(latencies) > 0 and max(latencies) / min(latencies) > 10
+    if spread:
+        ax.set_xscale("log")  # 0.2 ms and 75 ms on one axis: linear would stack the fast ones in one corner
+    points = [(math.log10(r["latency_ms"]) if spread else r["latency_ms"], 100 * r["val_top1"]) for r in done]
+    for r, lift in zip(done, label_lifts(points), strict=True):
+        ax.annotate(
+            f"#{r['number']} {r['size']} {r['int8']}",
+            (r["latency_ms"], 100 * r["val_top1"]),
+            xytext=(4, 2 + 9 * lift),
+            textcoords="offset points",
+            fontsize=7,
+        )
     if front:
         ax.plot([r["latency_ms"] for r in front], [100 * r["val_top1"] for r in front], "k--", lw=1, label="Pareto")
     if math.isfinite(budget.limit_ms):

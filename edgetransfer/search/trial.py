@@ -108,8 +108,10 @@ def run_trial(
     openvino = config.backend.startswith("openvino")
     # every layer int8, no accuracy-aware escalation: export's ranking of layers by sensitivity re-quantizes the model
     # once per layer (66 s against a 6 s fine-tune on a 30-image split in search run 8, which then ended after that
-    # one trial); a static trial over the budget fails instead and the search queues its QAT sibling (study._escalate)
-    int8 = Int8Config(mode=candidate.int8, weights=config.int8_weights, accuracy_aware=False)
+    # one trial). No accuracy budget either (max_drop 100): the search ranks trials by their int8 model's own
+    # validation top-1, which counts what int8 lost; a trial failed for its drop was a trial measured and thrown
+    # away. A static one that loses more than export's budget has its QAT sibling queued (study._escalate).
+    int8 = Int8Config(mode=candidate.int8, weights=config.int8_weights, accuracy_aware=False, max_drop=100.0)
     export(run, ExportConfig(openvino=openvino, int8=int8))
     timings["export_s"] = time.perf_counter() - started - timings["finetune_s"]
     explicit = {
@@ -148,11 +150,18 @@ def run_trial(
     smallest = min(result["latency"], key=lambda lat: lat["batch"])
     card = run.load_card()
     metric = card.metrics.get(export_metric(config, candidate), {})
+    fp32 = card.metrics.get(export_metric(config, Candidate(candidate.backbone, candidate.size, "none")), {})
+    drop = (
+        100 * (fp32["val_top1"] - metric["val_top1"])
+        if candidate.variant == "int8" and fp32.get("val_top1") is not None and metric.get("val_top1") is not None
+        else None
+    )
     history = card.training.get("history", [])
     return {
         "run": str(out),
         "val_top1": metric.get("val_top1"),  # the exported model's, on the validation split: what the search ranks
         "torch_val_top1": card.metrics.get("torch", {}).get("val_top1"),
+        "int8_drop_points": drop,  # the int8 model's validation top-1 below its own fp32 model's, in points
         "test_top1": metric.get("test_top1"),  # for the final report only
         "latency_ms": check["value"],  # the budget's figure (worst over the profile's batch sizes)
         "latency_key": budget.key,
