@@ -206,18 +206,22 @@ _CHECKED: dict[tuple, str | None] = {}
 
 
 def _file_key(path: Path) -> tuple:
-    """What identifies a file's state: its path, size and modification time, and for a symlink its target's."""
+    """What identifies a file's state: its path, device, inode, size, modification and change times (the change
+    time moves on every write, rename and chmod, and cannot be set back), for a symlink its target's too, and
+    Pillow's pixel limit (the decompression-bomb verdict depends on it)."""
     import os
+
+    from PIL import Image
 
     def state(p: Path) -> tuple:
         try:
             st = os.stat(p, follow_symlinks=False)
         except OSError:
-            return (None, None)
-        return (st.st_size, st.st_mtime_ns)
+            return (None,) * 5
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     target = (str(path.resolve()), *state(path.resolve())) if path.is_symlink() else ()
-    return (str(path.absolute()), *state(path), *target)
+    return (str(path.absolute()), *state(path), *target, Image.MAX_IMAGE_PIXELS)
 
 
 def _decode_error(path: Path) -> str | None:

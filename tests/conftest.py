@@ -46,3 +46,11 @@ def trained_run(tmp_path_factory):
     run = finetune(FinetuneConfig(data=str(data), out=str(base / "run"), size=32, epochs=2, batch_size=8))
     export(run, ExportConfig(int8=Int8Config(calibration_size=16)))
     return run
+
+
+@pytest.fixture(autouse=True)
+def fresh_image_checks(monkeypatch):
+    """Each test checks its images anew: edgetransfer.data keeps its verdicts on files for the whole process."""
+    import edgetransfer.data
+
+    monkeypatch.setattr(edgetransfer.data, "_CHECKED", {})

@@ -573,6 +573,7 @@ def test_the_most_accurate_is_recommended_and_a_faster_one_within_the_noise_is_n
     lines = rep.verdict(rows, Budget("p50_ms", 33.0))
     assert "recommended: trial 1" in lines[0]
     assert "trial 0" in lines[1] and "49.38x faster" in lines[1] and "0.74 points less" in lines[1]
+    assert "noise (0.97 points on 269 images)" in lines[1]
     many = [dict(r, val_images=100_000) for r in rows]
     assert rep.recommend(many, 33.0)["faster_within_noise"] is None  # a real 0.74-point gap: nothing to name
     assert len(rep.verdict(many, Budget("p50_ms", 33.0))) == 2  # the pick and its run only
@@ -682,15 +683,21 @@ def test_a_static_trial_that_cannot_hold_the_budget_queues_its_qat_sibling(capsy
                      bench_s=3.0)]  # fmt: skip
     fresh = optuna.create_study(direction="maximize")
     default = Candidate("mobilenet_v2", 96, "static")
-    search.first, search.deadline = {default.key}, time.monotonic() + 62
+    fresh.set_user_attr("first", [default.key, "mobilenet_v2/64/static"])  # as the lead records it
+    search.first, search.deadline = {default.key, "mobilenet_v2/64/static"}, time.monotonic() + 62
     search._measured = lambda study: measured
     search._escalate(Trial(fresh), default)
-    assert search.first == {default.key, "mobilenet_v2/96/qat"}
-    assert waiting(fresh) == [{"backbone": "mobilenet_v2", "size_mobilenet_v2": 96, "int8": "qat"}]
+    assert search.first == {default.key, "mobilenet_v2/64/static", "mobilenet_v2/96/qat"}
+    assert fresh.user_attrs["first"][-1] == "mobilenet_v2/96/qat"  # in the study: a worker or --resume reads it
+    search._escalate(Trial(fresh, 1), Candidate("mobilenet_v2", 64, "static"))  # the smallest size's: not the default
+    assert "mobilenet_v2/64/qat" not in search.first and "mobilenet_v2/64/qat" not in fresh.user_attrs["first"]
+    assert waiting(fresh)[0] == {"backbone": "mobilenet_v2", "size_mobilenet_v2": 96, "int8": "qat"}
     predicted = search._too_long(Candidate("mobilenet_v2", 96, "qat"), measured) is None
     assert predicted  # more than half of the 62 s left (a QAT epoch costs 3), yet it fits: started
     search.first = set()
     assert "more than 50%" in search._too_long(Candidate("mobilenet_v2", 96, "qat"), measured)
+    # reusing a finished fine-tune of its backbone and size, it is export and bench only: it fits the share
+    assert search._too_long(Candidate("mobilenet_v2", 96, "qat"), measured, fine_tuned=True) is None
 
 
 def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monkeypatch):
@@ -701,7 +708,7 @@ def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monk
 
     tried = []
 
-    def trial(config, candidate, folder, profile, on_epoch=None, devices=None):
+    def trial(config, candidate, folder, profile, on_epoch=None, devices=None, trained=None):
         tried.append(candidate.key)
         if candidate.int8 == "static":
             raise BudgetError("ONNX int8 cannot hold the 1.0-point budget: it loses 3.12 points of validation top-1")
@@ -723,13 +730,18 @@ def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tm
     model is recommended, whichever method made it."""
     from edgetransfer.search import search, study
 
-    tried = []
+    tried, reused = [], []
 
-    def trial(config, candidate, folder, profile, on_epoch=None, devices=None):
+    def trial(config, candidate, folder, profile, on_epoch=None, devices=None, trained=None):
         tried.append(candidate.key)
+        reused.append(trained)
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"weights")  # what _fine_tuned looks for: a fine-tuned run
+        (folder / "card.json").write_text("{}")
         static = candidate.int8 == "static"
         return dict(run=str(folder), val_top1=0.85 if static else 0.89, latency_ms=1.0, latency_key="p50_ms",
-                    p50_ms=1.0, p99_ms=1.2, int8_drop_points=4.0 if static else 0.0)  # fmt: skip
+                    p50_ms=1.0, p99_ms=1.2, int8_drop_points=4.0 if static else 0.0,
+                    finetune_s=0.1 if trained else 20.0)  # fmt: skip
 
     monkeypatch.setattr(study, "run_trial", trial)
     data = make_folder(tmp_path / "img", per_class=6)
@@ -738,16 +750,21 @@ def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tm
     assert tried == ["mobilenet_v2/96/static", "mobilenet_v2/96/qat"]
     first = result.rows[0]
     assert first["state"] == "done" and first["val_top1"] == 0.85
-    assert first["note"] == (
-        "int8 loses 4.00 points of validation top-1 against its fp32 model (over export's 1-point budget)"
-    )
+    assert first["note"] == "int8 loses 4.00 points vs its fp32 (over export's 1-point budget)"
     (pick,) = [r for r in result.rows if r["number"] == result.document["recommended"]]
-    assert pick["int8"] == "qat" and pick["note"] == ""
-    lossy = [dict(first, val_top1=0.95)]  # the most accurate, though its int8 lost 4 points: recommended, and said
+    assert pick["int8"] == "qat" and pick["note"] == "trial 0's fine-tune, exported again"
+    # the sibling is export's QAT on the static trial's fine-tuned model, not the same fine-tune run again
+    assert reused == [None, Path(first["run"])]
+    url = f"sqlite:///{tmp_path / 's' / 'study.db'}"  # the study, as a worker would read it
+    (summary,) = optuna.get_all_study_summaries(url)
+    qat_trial = optuna.load_study(study_name=summary.study_name, storage=url).trials[1]
+    assert qat_trial.user_attrs["fine_tune_of"] == 0 and qat_trial.user_attrs["finetune_s"] == 20.0  # the cost model
+    lossy = [dict(r, val_top1=0.95) if r["number"] == 0 else r for r in result.rows]  # the most accurate now
     assert rep.verdict(lossy, Budget("p50_ms", 33.0))[1] == (
-        "  its int8 loses 4.00 points of validation top-1 against its fp32 model (over export's 1-point budget): "
-        "still the most accurate int8 model within the budget"
+        "  note: int8 loses 4.00 points vs its fp32 (over export's 1-point budget); it is still the most accurate "
+        f"trial within the budget (its QAT sibling, trial {pick['number']}, scored 89.00%)"
     )
+    assert "(its QAT sibling was not tried)" in rep.verdict(lossy[:1], Budget("p50_ms", 33.0))[1]
 
 
 def test_a_failed_trial_says_why_in_whole_words_without_export_options():
@@ -812,8 +829,8 @@ def test_a_queued_trial_that_never_ran_is_named_and_an_interrupted_one_retried_s
 
 def test_a_static_trial_keeps_every_layer_int8_without_exports_layer_ranking(monkeypatch):
     """Export's accuracy-aware step (one re-quantization per layer) took 66 s against a 6 s fine-tune in search run 8
-    and ended that search after one trial: a trial exports without it (every layer int8; over the budget the trial
-    fails and its QAT sibling is queued)."""
+    and ended that search after one trial: a trial exports without it (every layer int8) and without export's
+    accuracy budget (the search ranks by the int8 model's own accuracy); --int8-methods auto is export's own auto."""
     import edgetransfer.export as export_module
     import edgetransfer.finetune as finetune_module
     from edgetransfer.search.trial import Candidate, run_trial
@@ -835,6 +852,9 @@ def test_a_static_trial_keeps_every_layer_int8_without_exports_layer_ranking(mon
     assert seen["int8"].mode == "static" and seen["int8"].weights == "7bit"
     assert seen["int8"].accuracy_aware is False
     assert seen["int8"].max_drop == 100.0  # ranked by its own int8 accuracy, not failed for its drop
+    with pytest.raises(Stop):
+        run_trial(config, Candidate("mobilenet_v2", 96, "auto"), Path("o/t"), profile=None)
+    assert seen["int8"].mode == "auto" and seen["int8"].accuracy_aware and seen["int8"].max_drop == 1.0
 
 
 def test_labels_of_points_close_together_are_lifted_apart():
@@ -846,3 +866,30 @@ def test_labels_of_points_close_together_are_lifted_apart():
     png = rep._plot_png([_row(0, 1.0, 0.2, val_images=30), _row(1, 1.0, 0.21, val_images=30),
                          _row(2, 0.9, 30.0, val_images=30)], Budget("p50_ms", 33.0))  # fmt: skip
     assert len(png) > 1000  # a log-scale plot was drawn
+
+
+def test_a_copied_fine_tune_is_exported_as_a_run_of_its_own(trained_run, tmp_path, capsys):
+    """A QAT (or other int8) candidate of a finished trial's backbone and size reuses that trial's fine-tune: the
+    copy keeps the checkpoint, card and splits and drops what the export and bench made, so the export in it makes
+    the only models there and says nothing of an earlier export."""
+    import shutil
+
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.quantize import Int8Config
+    from edgetransfer.search.trial import copy_fine_tuned
+
+    source = Path(shutil.copytree(trained_run.path, tmp_path / "source"))
+    (source / "bench.json").write_text("{}")  # a bench of the source's models: not copied
+    run = copy_fine_tuned(source, tmp_path / "copy")
+    names = {p.name for p in run.path.iterdir()}
+    assert {"model.safetensors", "card.json", "splits.json"} <= names
+    assert not names & {"model.onnx", "model.int8.onnx", "openvino", "bench.json"}
+    card = run.load_card()
+    assert not any(k.startswith(("onnx_", "openvino_")) for k in card.metrics) and "torch" in card.metrics
+    assert card.export == {} and "export" not in card.complete and card.complete.get("finetune")
+    capsys.readouterr()
+    export(run, ExportConfig(openvino=False, int8=Int8Config(mode="static", calibration_size=16, max_drop=100.0)))
+    assert "previous export" not in capsys.readouterr().err
+    again = run.load_card()
+    assert again.metrics["onnx_int8"]["val_top1"] is not None and (run.path / "model.int8.onnx").is_file()
+    assert (source / "model.onnx").is_file() and (source / "bench.json").is_file()  # the source is untouched

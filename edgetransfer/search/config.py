@@ -16,7 +16,7 @@ from edgetransfer.errors import UsageError
 STRIDE = 32  # the backbones' total stride: input sizes on this grid keep every feature map whole
 MIN_GRID = 96  # the smallest size the grid starts at by default (as finetune's size from the images)
 SMALL_GRID = 64  # ...and where finetune's size for the images is that floor: one step below the default's size
-TIE_SE = 1.0  # validation top-1 within this many standard errors of the best counts as equal: the faster one wins
+TIE_SE = 1.0  # a faster trial within this many standard errors of the pick's validation top-1 is named beside it
 PRUNERS = ("median", "halving", "none")
 BACKENDS = ("ort-cpu", "openvino-cpu")
 LATENCY_KEYS = ("p99_ms", "p90_ms", "p50_ms")  # the profile's latency budget the search holds, strictest first

@@ -37,12 +37,18 @@ def _nearest(rows: list[dict], work: float) -> dict:
 
 
 def predict(
-    candidate, measured: list[dict[str, Any]], *, max_epochs: int | None = None, qat_epochs: int = 1
+    candidate,
+    measured: list[dict[str, Any]],
+    *,
+    max_epochs: int | None = None,
+    qat_epochs: int = 1,
+    fine_tuned: bool = False,
 ) -> float | None:
     """Seconds the trial of ``candidate`` (backbone, size, int8) will take, from ``measured`` trials (rows with
     backbone, size, int8, epochs_run, finetune_s, export_s, bench_s); None before any trial was measured. Early
     stopping ends trials after different numbers of epochs, so fine-tuning is scaled per epoch to ``max_epochs``
-    (the most a trial may run; the prediction is then an upper bound of that part)."""
+    (the most a trial may run; the prediction is then an upper bound of that part). ``fine_tuned``: the trial reuses
+    a finished fine-tune of its backbone and size (export and bench only)."""
     usable = [r for r in measured if all(r.get(k) is not None for k in ("finetune_s", "export_s", "bench_s"))]
     if not usable:
         return None
@@ -62,4 +68,4 @@ def predict(
             export += QAT_EPOCH_COST * qat_epochs * per_epoch
     # the bench takes about the same time for any model; the smallest measured, since the first trial's may include
     # a one-time setup (with --on: the device's runtime venv)
-    return finetune + export + min(r["bench_s"] for r in usable)
+    return (0.0 if fine_tuned else finetune) + export + min(r["bench_s"] for r in usable)

@@ -57,6 +57,7 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                 or attrs.get("skipped")
                 or attrs.get("interrupted")
                 or attrs.get("int8_note")
+                or (f"trial {attrs['fine_tune_of']}'s fine-tune, exported again" if "fine_tune_of" in attrs else "")
                 or "",
                 "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
                 if t.datetime_complete and t.datetime_start
@@ -115,7 +116,7 @@ def noise(row: dict) -> float:
 
 
 def tie_band(best: dict, tie_se: float = TIE_SE) -> float:
-    """How far below ``best``'s validation top-1 (a fraction) another trial still counts as equally accurate:
+    """How far below ``best``'s validation top-1 (a fraction) another trial is within its validation noise:
     ``tie_se`` standard errors of the best one's score, and never less than ``tie_se``² images. Two models scored on
     the same images that differ by d images disagree on at least d of them, so the paired (McNemar) standard error of
     their difference is at least sqrt(d)/n, and a difference of d <= tie_se² images can never reach ``tie_se``
@@ -235,14 +236,17 @@ def verdict(rows: list[dict], budget) -> list[str]:
             f"{budget.label} {r['latency_ms']:.3f} ms{margin}{test if r['test_top1'] is not None else ''}",
         ]
         if (r["note"] or "").startswith("int8 loses"):  # kept by the search, though export's budget would refuse it
-            lines.append(f"  its {r['note']}: still the most accurate int8 model within the budget")
+            lines.append(
+                f"  note: {r['note']}; it is still the most accurate trial within the budget ({_qat(r, rows)})"
+            )
         fast = rec["faster_within_noise"]
         if fast is not None:
             lines.append(
                 f"  trial {fast['number']} ({_name(fast)}) is {r['latency_ms'] / fast['latency_ms']:.2f}x faster and "
-                f"scored {100 * (r['val_top1'] - fast['val_top1']):.2f} points less on validation, within its noise "
-                f"({rec['tie_points']:.2f} points: {TIE_SE:g} standard error on {r['val_images']} images): the "
-                "validation split cannot tell them apart, and it may be less accurate; take it if speed matters more"
+                f"scored {100 * (r['val_top1'] - fast['val_top1']):.2f} points less on validation, within the pick's "
+                f"validation noise ({rec['tie_points']:.2f} points on {r['val_images']} images): the split cannot tell "
+                "them apart, though on held-out sets such a faster trial was more often less accurate on test; "
+                "take it if speed matters more"
             )
         return [*lines, f"run: {r['run']}"]
     if rec["closest"] is None:
@@ -270,6 +274,18 @@ def label_lifts(points: list[tuple[float, float]], near: float = 0.04) -> list[i
         }
         lifts.append(next(k for k in range(len(points)) if k not in taken))
     return lifts
+
+
+def _qat(row: dict, rows: list[dict]) -> str:
+    """What became of a static trial's quantization-aware sibling (the same backbone and size), for the verdict."""
+    sibling = next(
+        (x for x in rows if (x["backbone"], x["size"], x["int8"]) == (row["backbone"], row["size"], "qat")), None
+    )
+    if sibling is None:
+        return "its QAT sibling was not tried"
+    if sibling["state"] == "done" and sibling["val_top1"] is not None:
+        return f"its QAT sibling, trial {sibling['number']}, scored {_pct(sibling['val_top1'])}"
+    return f"its QAT sibling, trial {sibling['number']}, is {sibling['state']}"
 
 
 def _plot_png(rows: list[dict], budget) -> str:

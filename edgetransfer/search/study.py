@@ -19,7 +19,7 @@ from pathlib import Path
 from edgetransfer import console
 from edgetransfer.errors import BudgetError, EdgeTransferError, UsageError
 from edgetransfer.quantize import Int8Config
-from edgetransfer.rundir import RunDir
+from edgetransfer.rundir import CARD, CHECKPOINT, RunDir
 from edgetransfer.search import report
 from edgetransfer.search.config import SearchConfig, Space, build_space
 from edgetransfer.search.live import Progress
@@ -401,9 +401,28 @@ class _Search:
             for m in self.space.int8_methods
             if f"{b}/{s}/{m}" not in covered
         ]
-        return [c for c in untried if self._too_long(c, measured) is None]
+        return [
+            c for c in untried if self._too_long(c, measured, fine_tuned=self._fine_tuned(study, c) is not None) is None
+        ]
 
-    def _too_long(self, candidate: Candidate, measured: list[dict]) -> str | None:
+    def _fine_tuned(self, study, candidate: Candidate):
+        """A finished trial of ``candidate``'s backbone and size whose run (its fine-tune) is on this machine, for
+        the candidate to reuse instead of fine-tuning the same model again (the fine-tune does not depend on the
+        int8 method); None when there is none."""
+        for t in study.get_trials(deepcopy=False):
+            attrs = t.user_attrs
+            if (
+                t.state.name == "COMPLETE"
+                and "same_as" not in attrs
+                and (attrs.get("backbone"), attrs.get("size")) == (candidate.backbone, candidate.size)
+                and attrs.get("run")
+                and (Path(attrs["run"]) / CHECKPOINT).is_file()
+                and (Path(attrs["run"]) / CARD).is_file()
+            ):
+                return t
+        return None
+
+    def _too_long(self, candidate: Candidate, measured: list[dict], *, fine_tuned: bool = False) -> str | None:
         """Why ``candidate``'s trial would end past the time budget (its predicted time, the time left), or None
         when it is predicted to fit, nothing was measured yet to predict from, or there is no budget. A candidate
         the sampler chose may take at most MAX_SHARE of the time left, so that several get tried; one of the initial
@@ -416,7 +435,7 @@ class _Search:
             return None
         from edgetransfer.search.cost import predict
 
-        guess = predict(candidate, measured, max_epochs=self._max_epochs())
+        guess = predict(candidate, measured, max_epochs=self._max_epochs(), fine_tuned=fine_tuned)
         left = self.deadline - time.monotonic()
         share = 1.0 if candidate.key in self.first else MAX_SHARE
         if guess is None or guess <= share * left:
@@ -430,7 +449,7 @@ class _Search:
 
     def _may_prune(self, epoch: int) -> bool:
         """Whether a trial may be pruned after ``epoch``: not after its last, when no training is left to save (a
-        trial pruned there had scored what the recommended one scored, within the tie rule's noise)."""
+        trial pruned there had scored what the recommended one scored, within the validation noise)."""
         return epoch < self._max_epochs()
 
     def _max_epochs(self) -> int:
@@ -496,7 +515,9 @@ class _Search:
         prior = self._prior(trial, candidate)
         if prior is not None:
             return self._repeat(trial, prior)
-        too_long = self._too_long(candidate, self._measured(trial.study))
+        self.first |= set(trial.study.user_attrs.get("first", []))  # the default's QAT sibling may have joined it
+        source = self._fine_tuned(trial.study, candidate)
+        too_long = self._too_long(candidate, self._measured(trial.study), fine_tuned=source is not None)
         if too_long is not None:  # not started: it would end past the time budget; the next trial gets one that fits
             self.last_was_repeat = True
             trial.set_user_attr("skipped", too_long)
@@ -513,7 +534,15 @@ class _Search:
                 raise self.optuna.TrialPruned()
 
         try:
-            figures = run_trial(self.config, candidate, folder, self.profile, on_epoch=on_epoch, devices=self.devices)
+            figures = run_trial(
+                self.config,
+                candidate,
+                folder,
+                self.profile,
+                on_epoch=on_epoch,
+                devices=self.devices,
+                trained=Path(source.user_attrs["run"]) if source is not None else None,
+            )
         except self.optuna.TrialPruned:
             shutil.rmtree(folder, ignore_errors=True)  # a pruned run is of no use; its curve stays in the study
             trial.set_user_attr("run", None)
@@ -530,12 +559,14 @@ class _Search:
             raise
         if figures["val_top1"] is None:
             raise TrialError(f"{folder}: export recorded no validation top-1 for the measured model")
+        if source is not None:  # its fine-tune is trial N's: the cost model learns what a fine-tune of it took
+            figures["finetune_s"] = source.user_attrs.get("finetune_s")
+            trial.set_user_attr("fine_tune_of", source.number)
         drop = figures.get("int8_drop_points")
         if drop is not None and drop > EXPORT_MAX_DROP:  # kept, ranked by its own int8 accuracy; export would refuse it
             trial.set_user_attr(
                 "int8_note",
-                f"int8 loses {drop:.2f} points of validation top-1 against its fp32 model (over export's "
-                f"{EXPORT_MAX_DROP:g}-point budget)",
+                f"int8 loses {drop:.2f} points vs its fp32 (over export's {EXPORT_MAX_DROP:g}-point budget)",
             )
             self._escalate(trial, candidate)
         figures["within_budget"] = figures["latency_ms"] <= self.budget.limit_ms
@@ -555,18 +586,27 @@ class _Search:
             return
         sibling = Candidate(candidate.backbone, candidate.size, "qat")
         study = trial.study
-        if candidate.key in self.first:
-            # the default's int8 is export's auto, static then QAT: its sibling runs whenever it fits the time left,
-            # as the initial design does (search run 9, fifty-e: the default's static trial lost 4 points, and its
-            # QAT sibling, predicted at 48 s with 62 s left, was not started under the half-the-time-left rule)
+        first = list(study.user_attrs.get("first", []))
+        if first and candidate.key == first[0]:
+            # the default's int8 is export's auto, static then QAT: its sibling joins the initial design and runs
+            # whenever it fits the time left (search run 9, fifty-e: the default's static trial lost 4 points, and
+            # its QAT sibling, predicted at 48 s with 62 s left, was not started under the half-the-time-left rule);
+            # recorded in the study, so a worker or --resume that starts it follows the same rule
+            study.set_user_attr("first", [*first, sibling.key])
             self.first.add(sibling.key)
-        if sibling.key in self._covered(study)[0] or self._too_long(sibling, self._measured(study)) is not None:
+        reuse = trial.user_attrs.get("run") is not None and "error" not in trial.user_attrs  # kept: its fine-tune
+        if (
+            sibling.key in self._covered(study)[0]
+            or self._too_long(sibling, self._measured(study), fine_tuned=reuse) is not None
+        ):
             return
         _enqueue(study, sibling)
         trial.set_user_attr("escalated", sibling.key)
+        drop = trial.user_attrs.get("int8_note")
         console.err.print(
-            f"[yellow]trial {trial.number}: static int8 cannot hold the budget; its quantization-aware sibling "
-            f"({sibling.backbone} {sibling.size}px qat) is queued[/]"
+            f"[yellow]trial {trial.number}: "
+            + (f"{drop}: kept; " if drop else "static int8 cannot hold the budget; ")
+            + f"its quantization-aware sibling ({sibling.backbone} {sibling.size}px qat) is queued[/]"
         )
 
     def _prior(self, trial, candidate: Candidate):

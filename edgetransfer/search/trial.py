@@ -78,10 +78,14 @@ def run_trial(
     *,
     on_epoch: Callable[[int, dict], None] | None = None,
     devices: list | None = None,
+    trained: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune, export and bench ``candidate`` into the run directory ``out``; its figures as a flat dict. With
     ``devices`` (``--on``: (Device, Ssh) pairs) the latency is measured on each device instead of here, and the
-    budget's figure is the worst of them."""
+    budget's figure is the worst of them. With ``trained`` (a finished trial of the same backbone and size, whose
+    fine-tune is the one this candidate's would repeat: same data, options and seed) its fine-tuned run is copied
+    and only exported and benched here: a QAT candidate is export's QAT on the fine-tuned model, as ``export
+    --int8-method qat`` on a run."""
     from edgetransfer.bench import make_config
     from edgetransfer.bench.command import run_command
     from edgetransfer.bench.profiles import check_budgets
@@ -92,18 +96,21 @@ def run_trial(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     given = {k: getattr(config, k) for k in ("epochs", "batch_size") if getattr(config, k) is not None}
-    run = finetune(
-        FinetuneConfig(
-            data=config.data,
-            out=str(out),
-            backbone=candidate.backbone,
-            size=candidate.size,
-            seed=config.seed,
-            device=config.device,
-            **given,  # else FinetuneConfig's defaults, as 'edgetransfer finetune'
-        ),
-        on_epoch=on_epoch,
-    )
+    if trained is not None:
+        run = copy_fine_tuned(trained, out)
+    else:
+        run = finetune(
+            FinetuneConfig(
+                data=config.data,
+                out=str(out),
+                backbone=candidate.backbone,
+                size=candidate.size,
+                seed=config.seed,
+                device=config.device,
+                **given,  # else FinetuneConfig's defaults, as 'edgetransfer finetune'
+            ),
+            on_epoch=on_epoch,
+        )
     timings["finetune_s"] = time.perf_counter() - started
     openvino = config.backend.startswith("openvino")
     # every layer int8, no accuracy-aware escalation: export's ranking of layers by sensitivity re-quantizes the model
@@ -112,6 +119,8 @@ def run_trial(
     # validation top-1, which counts what int8 lost; a trial failed for its drop was a trial measured and thrown
     # away. A static one that loses more than export's budget has its QAT sibling queued (study._escalate).
     int8 = Int8Config(mode=candidate.int8, weights=config.int8_weights, accuracy_aware=False, max_drop=100.0)
+    if candidate.int8 == "auto":  # asked for by name (--int8-methods auto): export's own auto, its budget and steps
+        int8 = Int8Config(mode="auto", weights=config.int8_weights)
     export(run, ExportConfig(openvino=openvino, int8=int8))
     timings["export_s"] = time.perf_counter() - started - timings["finetune_s"]
     explicit = {
@@ -177,6 +186,34 @@ def run_trial(
         "seconds": time.perf_counter() - started,
         **timings,
     }
+
+
+def copy_fine_tuned(trained: Path, out: Path):
+    """A copy of the fine-tuned run ``trained`` in ``out`` (checkpoint, card, splits, plots), without what its export
+    and bench made, so that the export here makes the only models in it."""
+    import dataclasses
+    import shutil
+
+    from edgetransfer.export import EXPORT_METRICS, EXPORTED
+    from edgetransfer.rundir import MEASURED, RunDir
+
+    out.mkdir(parents=True)
+    skip = {*EXPORTED, *MEASURED}
+    for item in Path(trained).iterdir():
+        if item.is_file() and item.name not in skip and not item.name.startswith("."):
+            shutil.copy2(item, out / item.name)
+    run = RunDir(out)
+    card = run.load_card()
+    run.save_card(
+        dataclasses.replace(
+            card,
+            metrics={k: v for k, v in card.metrics.items() if k not in EXPORT_METRICS},
+            artifacts={k: v for k, v in card.artifacts.items() if k not in EXPORTED},
+            export={},
+            complete={k: v for k, v in card.complete.items() if k != "export"},
+        )
+    )
+    return run
 
 
 def _on_devices(run, bench_config, devices: list, config: SearchConfig) -> list[tuple[str, dict]]:
