@@ -893,3 +893,18 @@ def test_a_copied_fine_tune_is_exported_as_a_run_of_its_own(trained_run, tmp_pat
     again = run.load_card()
     assert again.metrics["onnx_int8"]["val_top1"] is not None and (run.path / "model.int8.onnx").is_file()
     assert (source / "model.onnx").is_file() and (source / "bench.json").is_file()  # the source is untouched
+
+
+def test_the_int8_drop_is_counted_as_exports_budget_counts_it():
+    """One image of 100 is 1.00 point, within export's 1-point budget: the search computed 1.0000000000000009 and
+    flagged it as over (search run 10, fifty-f's 64 px trial), queueing a QAT sibling for nothing."""
+    from edgetransfer.search.trial import Candidate, int8_drop
+
+    config = SearchConfig(data="d", out="o")
+    static = Candidate("mobilenet_v2", 64, "static")
+    metrics = {"onnx_fp32": {"val_top1": 0.85}, "onnx_int8": {"val_top1": 0.84}}
+    assert 100 * (0.85 - 0.84) != 1.0 and int8_drop(metrics, config, static) == 1.0
+    assert int8_drop(metrics, config, Candidate("mobilenet_v2", 64, "none")) is None  # fp32: no int8 to lose
+    assert int8_drop({"onnx_int8": {"val_top1": 0.84}}, config, static) is None  # fp32 not measured
+    ov = SearchConfig(data="d", out="o", backend="openvino-cpu")
+    assert int8_drop({"openvino_fp32": {"val_top1": 0.9}, "openvino_int8": {"val_top1": 0.8}}, ov, static) == 10.0

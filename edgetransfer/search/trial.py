@@ -70,6 +70,17 @@ def export_metric(config: SearchConfig, candidate: Candidate) -> str:
     return f"{engine}_{candidate.variant}"
 
 
+def int8_drop(metrics: dict, config: SearchConfig, candidate: Candidate) -> float | None:
+    """The measured int8 model's validation top-1 below its own fp32 model's, in points as export's budget counts
+    them (one image of 100 is exactly 1.0, not 1.0000000000000009); None for an fp32 candidate or a figure missing."""
+    from edgetransfer.evaluation import points
+
+    if candidate.variant != "int8":
+        return None
+    fp32 = metrics.get(export_metric(config, Candidate(candidate.backbone, candidate.size, "none")), {})
+    return points(fp32.get("val_top1"), metrics.get(export_metric(config, candidate), {}).get("val_top1"))
+
+
 def run_trial(
     config: SearchConfig,
     candidate: Candidate,
@@ -159,12 +170,7 @@ def run_trial(
     smallest = min(result["latency"], key=lambda lat: lat["batch"])
     card = run.load_card()
     metric = card.metrics.get(export_metric(config, candidate), {})
-    fp32 = card.metrics.get(export_metric(config, Candidate(candidate.backbone, candidate.size, "none")), {})
-    drop = (
-        100 * (fp32["val_top1"] - metric["val_top1"])
-        if candidate.variant == "int8" and fp32.get("val_top1") is not None and metric.get("val_top1") is not None
-        else None
-    )
+    drop = int8_drop(card.metrics, config, candidate)
     history = card.training.get("history", [])
     return {
         "run": str(out),
