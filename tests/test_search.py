@@ -723,6 +723,17 @@ def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monk
     assert (pick["int8"], pick["state"]) == ("qat", "done") and result.rows[0]["state"] == "failed"
 
 
+class _Frozen:
+    """What trial_rows reads of a finished Optuna trial."""
+
+    def __init__(self, attrs):
+        import datetime
+
+        self.number, self.user_attrs, self.intermediate_values = 1, {"backbone": "mobilenet_v2", **attrs}, {}
+        self.state = optuna.trial.TrialState.COMPLETE
+        self.datetime_start = self.datetime_complete = datetime.datetime(2026, 12, 5)
+
+
 def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tmp_path, monkeypatch):
     """A trial exports without an accuracy budget and is ranked by its int8 model's own validation top-1 (a trial
     failed for its drop was measured and thrown away: search run 9); a static one that loses more than export's
@@ -765,6 +776,14 @@ def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tm
         f"trial within the budget (its QAT sibling, trial {pick['number']}, scored 89.00%)"
     )
     assert "(its QAT sibling was not tried)" in rep.verdict(lossy[:1], Budget("p50_ms", 33.0))[1]
+    # a QAT trial on a reused fine-tune that lost more than the budget: both said, and no "sibling" of itself
+    attrs = {"fine_tune_of": 0, "int8_note": "int8 loses 6.25 points vs its fp32 (over export's 1-point budget)"}
+    assert rep.trial_rows([_Frozen(attrs)], stopped=True)[0]["note"] == (
+        "trial 0's fine-tune, exported again; int8 loses 6.25 points vs its fp32 (over export's 1-point budget)"
+    )
+    qat = [dict(pick, int8_note=attrs["int8_note"], val_top1=0.99)]
+    line = rep.verdict(qat, Budget("p50_ms", 33.0))[1]
+    assert line.endswith("it is still the most accurate trial within the budget") and "sibling" not in line
 
 
 def test_a_failed_trial_says_why_in_whole_words_without_export_options():

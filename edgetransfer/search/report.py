@@ -56,9 +56,15 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                 or attrs.get("pruned")
                 or attrs.get("skipped")
                 or attrs.get("interrupted")
-                or attrs.get("int8_note")
-                or (f"trial {attrs['fine_tune_of']}'s fine-tune, exported again" if "fine_tune_of" in attrs else "")
-                or "",
+                or "; ".join(
+                    note
+                    for note in (
+                        f"trial {attrs['fine_tune_of']}'s fine-tune, exported again" if "fine_tune_of" in attrs else "",
+                        attrs.get("int8_note") or "",
+                    )
+                    if note
+                ),
+                "int8_note": attrs.get("int8_note"),  # int8 lost more than export's budget (the verdict says so)
                 "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
                 if t.datetime_complete and t.datetime_start
                 else None,
@@ -235,9 +241,10 @@ def verdict(rows: list[dict], budget) -> list[str]:
             f"recommended: trial {r['number']}, {_name(r)}: val top-1 {_pct(r['val_top1'])}, "
             f"{budget.label} {r['latency_ms']:.3f} ms{margin}{test if r['test_top1'] is not None else ''}",
         ]
-        if (r["note"] or "").startswith("int8 loses"):  # kept by the search, though export's budget would refuse it
+        if r.get("int8_note"):  # kept by the search, though export's budget would refuse it
             lines.append(
-                f"  note: {r['note']}; it is still the most accurate trial within the budget ({_qat(r, rows)})"
+                f"  note: {r['int8_note']}; it is still the most accurate trial within the budget"
+                + (f" ({_qat(r, rows)})" if r["int8"] == "static" else "")
             )
         fast = rec["faster_within_noise"]
         if fast is not None:
