@@ -248,7 +248,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     no_study = cli("--worker", "--out", str(out))
     assert no_study.returncode == 2 and "no search to join" in no_study.stderr and not out.exists()
     nothing = cli("--resume", "--out", str(out))
-    assert nothing.returncode == 2 and "no search named 's'" in nothing.stderr and not out.exists()
+    assert nothing.returncode == 2 and "--resume: no search to resume in" in nothing.stderr and not out.exists()
     no_data = cli("--out", str(out))
     assert no_data.returncode == 2 and "--data is needed" in no_data.stderr
     bad_profile = tmp_path / "tight.toml"
@@ -838,7 +838,10 @@ def test_a_queued_trial_that_never_ran_is_named_and_an_interrupted_one_retried_s
     assert rows[0]["note"] == "interrupted (Ctrl-C); tried again as trial 1"
     queued = rows[2]
     assert (queued["state"], rep._name(queued)) == ("queued", "mobilenet_v2 96px qat")
-    assert queued["note"] == "not started: the search stopped before it; --resume runs it first"
+    assert queued["note"] == (
+        "not started: the search stopped before it; --resume runs it first (with a higher --trials if the search "
+        "stopped at its --trials)"
+    )
     live = rep.trial_rows(study.get_trials(deepcopy=False))  # while the search runs: queued, no such note
     assert live[2]["state"] == "queued" and live[2]["note"] == ""
     assert (
@@ -927,3 +930,31 @@ def test_the_int8_drop_is_counted_as_exports_budget_counts_it():
     assert int8_drop({"onnx_int8": {"val_top1": 0.84}}, config, static) is None  # fp32 not measured
     ov = SearchConfig(data="d", out="o", backend="openvino-cpu")
     assert int8_drop({"openvino_fp32": {"val_top1": 0.9}, "openvino_int8": {"val_top1": 0.8}}, ov, static) == 10.0
+
+
+def test_resume_in_a_folder_without_a_search_writes_nothing_there(tmp_path):
+    """A new user's finding: '--resume --out IMAGES' (a wrong folder) said 'no search named ...' and left a 114 KB
+    study.db among the images."""
+    from edgetransfer.errors import UsageError
+    from edgetransfer.search import search
+
+    images = make_folder(tmp_path / "img", per_class=6)
+    before = sorted(p.relative_to(images) for p in images.rglob("*"))
+    with pytest.raises(UsageError, match=r"--resume: no search to resume in .*img \(no study.db\)"):
+        search(SearchConfig(data="", out=str(images), resume=True))
+    assert sorted(p.relative_to(images) for p in images.rglob("*")) == before
+
+
+def test_a_size_above_every_backbones_range_is_said(capsys):
+    """--sizes 96,1024 searched 96 and said nothing of 1024 (a new user's finding); 1024 alone is an error."""
+    from edgetransfer.errors import UsageError
+
+    config = SearchConfig(data="d", out="o", backbones=("mobilenet_v2",), sizes=(96, 1024), int8_methods=("static",))
+    assert build_space(config).sizes == {"mobilenet_v2": (96,)}
+    assert "note: --sizes 1024: above every backbone's range (mobilenet_v2 at 224 px); not searched" in (
+        capsys.readouterr().err
+    )
+    build_space(replace(config, sizes=(96,)))
+    assert "not searched" not in capsys.readouterr().err
+    with pytest.raises(UsageError, match="none fits mobilenet_v2"):
+        build_space(replace(config, sizes=(1024,)))

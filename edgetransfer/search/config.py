@@ -223,6 +223,15 @@ def build_space(config: SearchConfig, side: int | None = None) -> Space:
         if not fitting:
             raise UsageError(f"--sizes: none fits {name} (its range ends at {backbone.input_size} px)")
         sizes[name] = fitting
+    unused = sorted({s for s in config.sizes or () if not any(s in fits for fits in sizes.values())})
+    if unused:  # dropped silently, while one size alone that fits nothing is an error
+        from edgetransfer import console
+
+        ends = ", ".join(f"{name} at {backbones.get(name).input_size} px" for name in sizes)
+        console.err.print(
+            f"[yellow]note: --sizes {', '.join(map(str, unused))}: above every backbone's range ({ends}); "
+            "not searched[/]"
+        )
     supported = export_int8_methods()
     default = tuple(m for m in supported if m not in NOT_BY_DEFAULT) or supported
     methods = tuple(dict.fromkeys(config.int8_methods or default))

@@ -36,7 +36,10 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
             attrs.update(backbone=name, size=fixed.get(f"size_{name}"), int8=fixed.get("int8"))
             state = "queued"
             if stopped:
-                attrs["interrupted"] = "not started: the search stopped before it; --resume runs it first"
+                attrs["interrupted"] = (
+                    "not started: the search stopped before it; --resume runs it first (with a higher --trials if "
+                    "the search stopped at its --trials)"
+                )
         rows.append(
             {
                 "number": t.number,

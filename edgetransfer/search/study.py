@@ -193,6 +193,12 @@ class _Search:
             first = _initial_design(config, space, splits)
             if config.trials is not None:
                 first = first[: config.trials]  # no trial left waiting that will never run
+        if config.resume and config.storage is None and not (out / "study.db").is_file():
+            # opening the SQLite storage would create an empty study.db in a wrong --out (an image folder, say)
+            raise UsageError(
+                f"--resume: no search to resume in {out} (no study.db); start one with 'edgetransfer search', or "
+                "pass its --storage"
+            )
         made = not out.exists()
         hosts = out / "known_hosts"
         had_hosts = hosts.exists()
