@@ -23,6 +23,36 @@ from pathlib import Path
 ALTERNATIONS = 3  # benches of each model, alternating
 
 
+# The held-out rounds: the kinds above again with other seeds (other crops and textures), each round added with the
+# rule change it measured, before any of its sets was generated (seen since). Round suffix -> (the first kind's seed,
+# how many of KINDS); a set is KIND-ROUND, its seed the round's plus the kind's place in KINDS.
+KINDS = ("grey", "fifty", "lowshot", "twotex", "longtail", "photos")
+ROUNDS = {
+    "b": (32, 5),  # run 6: the last-trial rule
+    "c": (42, 5),  # run 7 (2026-12-04): the grid's 64 px step for images of 65-96 px
+    "d": (52, 5),  # run 8 (2026-12-04): the initial design's trials run whenever they fit the time left
+    "e": (62, 6),  # run 9 (2026-12-05): the most accurate recommended, no layer ranking in a trial's export; and the
+    # photo crops of run 1
+    "f": (72, 6),  # run 10 (2026-12-05): the default's QAT sibling runs whenever it fits, no trial failed for its int8
+    # drop, each folder decoded once per process
+    "g": (82, 6),  # run 11 (2026-12-05): one fine-tune per backbone and size (run 10 stopped after two sets)
+}
+
+
+def _held_out(kind: str, root: Path, seed: int):
+    import datasets
+
+    make = {
+        "grey": lambda: datasets.grey_textures(root, per_class=60, seed=seed),
+        "fifty": lambda: datasets.fifty_regions(root, per_class=12, seed=seed),
+        "lowshot": lambda: datasets.low_shot(root, seed=seed),
+        "twotex": lambda: datasets.two_textures(root, per_class=100, seed=seed),
+        "longtail": lambda: datasets.long_tail(root, seed=seed),
+        "photos": lambda: datasets.photo_crops(root, classes=5, per_class=80, seed=seed),
+    }
+    return make[kind]()
+
+
 def make_set(name: str, root: Path) -> str:
     if name == "digits":
         return "digits"
@@ -56,65 +86,9 @@ def make_set(name: str, root: Path) -> str:
         from datasets import long_tail
 
         return str(long_tail(root / "longtail", seed=6))
-    # run 6's sets (added with the last-trial rule, before any of them was generated; seen since): the five kinds
-    # above again, with other seeds, so other crops and textures
-    fresh = {
-        "grey-b": lambda root: grey_textures(root, per_class=60, seed=32),
-        "fifty-b": lambda root: fifty_regions(root, per_class=12, seed=33),
-        "lowshot-b": lambda root: low_shot(root, seed=34),
-        "twotex-b": lambda root: two_textures(root, per_class=100, seed=35),
-        "longtail-b": lambda root: long_tail(root, seed=36),
-        # run 7's sets (added 2026-12-04 with the grid's 64 px step for images of 65-96 px, before any of them was
-        # generated): the five kinds again, other seeds
-        "grey-c": lambda root: grey_textures(root, per_class=60, seed=42),
-        "fifty-c": lambda root: fifty_regions(root, per_class=12, seed=43),
-        "lowshot-c": lambda root: low_shot(root, seed=44),
-        "twotex-c": lambda root: two_textures(root, per_class=100, seed=45),
-        "longtail-c": lambda root: long_tail(root, seed=46),
-        # run 8's sets (added 2026-12-04 with the rule that the initial design's trials run whenever they fit the
-        # time left, before any of them was generated)
-        "grey-d": lambda root: grey_textures(root, per_class=60, seed=52),
-        "fifty-d": lambda root: fifty_regions(root, per_class=12, seed=53),
-        "lowshot-d": lambda root: low_shot(root, seed=54),
-        "twotex-d": lambda root: two_textures(root, per_class=100, seed=55),
-        "longtail-d": lambda root: long_tail(root, seed=56),
-        # run 9's sets (added 2026-12-05 with two rule changes, the most accurate recommended and no layer ranking in
-        # a trial's export, before any of them was generated): the five kinds again, and the photo crops of run 1
-        "grey-e": lambda root: grey_textures(root, per_class=60, seed=62),
-        "fifty-e": lambda root: fifty_regions(root, per_class=12, seed=63),
-        "lowshot-e": lambda root: low_shot(root, seed=64),
-        "twotex-e": lambda root: two_textures(root, per_class=100, seed=65),
-        "longtail-e": lambda root: long_tail(root, seed=66),
-        "photos-e": lambda root: photo_crops(root, classes=5, per_class=80, seed=67),
-        # run 10's sets (added 2026-12-05 after run 9, with three changes made on its results: the default's QAT
-        # sibling runs whenever it fits, a trial is not failed for its int8 drop, and each folder is decoded once per
-        # process; before any of them was generated)
-        "grey-f": lambda root: grey_textures(root, per_class=60, seed=72),
-        "fifty-f": lambda root: fifty_regions(root, per_class=12, seed=73),
-        "lowshot-f": lambda root: low_shot(root, seed=74),
-        "twotex-f": lambda root: two_textures(root, per_class=100, seed=75),
-        "longtail-f": lambda root: long_tail(root, seed=76),
-        "photos-f": lambda root: photo_crops(root, classes=5, per_class=80, seed=77),
-        # run 11's sets (added 2026-12-05 with one fine-tune per backbone and size, before any was generated; run 10
-        # was stopped after two sets, its code superseded)
-        "grey-g": lambda root: grey_textures(root, per_class=60, seed=82),
-        "fifty-g": lambda root: fifty_regions(root, per_class=12, seed=83),
-        "lowshot-g": lambda root: low_shot(root, seed=84),
-        "twotex-g": lambda root: two_textures(root, per_class=100, seed=85),
-        "longtail-g": lambda root: long_tail(root, seed=86),
-        "photos-g": lambda root: photo_crops(root, classes=5, per_class=80, seed=87),
-    }
-    if name in fresh:
-        from datasets import (  # noqa: F401
-            fifty_regions,
-            grey_textures,
-            long_tail,
-            low_shot,
-            photo_crops,
-            two_textures,
-        )
-
-        return str(fresh[name](root / name))
+    kind, _, round_ = name.rpartition("-")
+    if round_ in ROUNDS and kind in KINDS[: ROUNDS[round_][1]]:
+        return str(_held_out(kind, root / name, ROUNDS[round_][0] + KINDS.index(kind)))
     raise SystemExit(f"unknown set {name}")
 
 

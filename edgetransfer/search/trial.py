@@ -129,9 +129,9 @@ def run_trial(
     # one trial). No accuracy budget either (max_drop 100): the search ranks trials by their int8 model's own
     # validation top-1, which counts what int8 lost; a trial failed for its drop was a trial measured and thrown
     # away. A static one that loses more than export's budget has its QAT sibling queued (study._escalate).
-    int8 = Int8Config(mode=candidate.int8, weights=config.int8_weights, accuracy_aware=False, max_drop=100.0)
-    if candidate.int8 == "auto":  # asked for by name (--int8-methods auto): export's own auto, its budget and steps
-        int8 = Int8Config(mode="auto", weights=config.int8_weights)
+    # --int8-methods auto, asked for by name, is export's own auto (its budget and steps)
+    plain = {} if candidate.int8 == "auto" else {"accuracy_aware": False, "max_drop": 100.0}
+    int8 = Int8Config(mode=candidate.int8, weights=config.int8_weights, **plain)
     export(run, ExportConfig(openvino=openvino, int8=int8))
     timings["export_s"] = time.perf_counter() - started - timings["finetune_s"]
     explicit = {
