@@ -890,6 +890,23 @@ def test_labels_of_points_close_together_are_lifted_apart():
     assert len(png) > 1000  # a log-scale plot was drawn
 
 
+def test_the_plot_marks_the_pick_and_draws_a_front_only_of_two_or_more_points():
+    """search.html's plot did not show which trial was recommended, and listed "Pareto" in its legend for a front of
+    one point (nothing drawn)."""
+    import matplotlib.pyplot as plt
+
+    one = [_row(0, 0.9, 1.0), _row(1, 0.8, 2.0)]  # trial 0 is better and faster: a front of one
+    fig = rep._figure(one, Budget("p50_ms", 33.0), recommended=0)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    plt.close(fig)
+    assert "recommended (#0)" in labels and "Pareto" not in labels
+    two = [_row(0, 0.9, 2.0), _row(1, 0.8, 1.0)]
+    fig = rep._figure(two, Budget("p50_ms", 33.0), recommended=None)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    plt.close(fig)
+    assert "Pareto" in labels and not any(label.startswith("recommended") for label in labels)
+
+
 def test_a_copied_fine_tune_is_exported_as_a_run_of_its_own(trained_run, tmp_path, capsys):
     """A QAT (or other int8) candidate of a finished trial's backbone and size reuses that trial's fine-tune: the
     copy keeps the checkpoint, card and splits and drops what the export and bench made, so the export in it makes

@@ -298,8 +298,8 @@ def _qat(row: dict, rows: list[dict]) -> str:
     return f"its QAT sibling, trial {sibling['number']}, is {sibling['state']}"
 
 
-def _plot_png(rows: list[dict], budget) -> str:
-    """The accuracy-vs-latency scatter with the Pareto front and the budget, as base64 PNG."""
+def _figure(rows: list[dict], budget, recommended: int | None = None):
+    """The accuracy-vs-latency scatter with the Pareto front, the budget and the recommended trial (a ring)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,8 +323,12 @@ def _plot_png(rows: list[dict], budget) -> str:
             textcoords="offset points",
             fontsize=7,
         )
-    if front:
+    if len(front) > 1:  # one point is no front to draw: its table row says it
         ax.plot([r["latency_ms"] for r in front], [100 * r["val_top1"] for r in front], "k--", lw=1, label="Pareto")
+    pick = next((r for r in done if r["number"] == recommended), None)
+    if pick is not None:
+        ax.scatter([pick["latency_ms"]], [100 * pick["val_top1"]], s=160, facecolors="none", edgecolors="green",
+                   linewidths=2, label=f"recommended (#{pick['number']})")  # fmt: skip
     if math.isfinite(budget.limit_ms):
         ax.axvline(budget.limit_ms, color="red", lw=1, label=f"budget {budget.limit_ms:g} ms")
     ax.set_xlabel(f"{budget.label} latency (ms)")
@@ -332,6 +336,14 @@ def _plot_png(rows: list[dict], budget) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def _plot_png(rows: list[dict], budget, recommended: int | None = None) -> str:
+    """:func:`_figure` as base64 PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = _figure(rows, budget, recommended)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
@@ -355,11 +367,8 @@ def to_html(doc: dict, budget) -> str:
         f"<td>{_ms(r['latency_ms'])}</td></tr>"
         for r in pareto_front(rows)
     )
-    plot = (
-        f'<img alt="accuracy vs latency" src="data:image/png;base64,{_plot_png(rows, budget)}">'
-        if measured(rows)
-        else ""
-    )
+    png = _plot_png(rows, budget, doc["recommended"]) if measured(rows) else None
+    plot = f'<img alt="accuracy vs latency" src="data:image/png;base64,{png}">' if png else ""
     lines = "".join(f"<p>{esc(line)}</p>" for line in verdict(rows, budget))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>edgetransfer search</title><style>"

@@ -474,8 +474,9 @@ class _Search:
         ]
 
     def _retry_died(self, study) -> None:
-        """Queue first the candidates of trials that failed because they were interrupted or their worker died
-        (not for a reason of their own) and that no other trial has tried since."""
+        """Queue again the candidates of trials that failed because they were interrupted or their worker died
+        (not for a reason of their own) and that no other trial has tried since: before any candidate the sampler
+        chooses, after any trial already waiting in the study (Optuna runs waiting trials in the order queued)."""
         state = self.optuna.trial.TrialState
         covered = self._covered(study)[0]
         retried = []
@@ -487,7 +488,9 @@ class _Search:
             _enqueue(study, Candidate(attrs.get("backbone"), attrs.get("size"), attrs.get("int8")))
             retried.append(key)
         if retried:
-            console.err.print(f"tried again first (interrupted or their worker died): {', '.join(retried)}")
+            console.err.print(
+                f"queued again (interrupted or their worker died), after any trial waiting: {', '.join(retried)}"
+            )
 
     def _enqueue_untried(self, study) -> None:
         untried = self._untried(study)
