@@ -26,7 +26,7 @@ ALTERNATIONS = 3  # benches of each model, alternating
 # The held-out rounds: the kinds above again with other seeds (other crops and textures), each round added with the
 # rule change it measured, before any of its sets was generated (seen since). Round suffix -> (the first kind's seed,
 # how many of KINDS); a set is KIND-ROUND, its seed the round's plus the kind's place in KINDS.
-KINDS = ("grey", "fifty", "lowshot", "twotex", "longtail", "photos")
+KINDS = ("grey", "fifty", "lowshot", "twotex", "longtail", "photos", "mixed", "shapes")
 ROUNDS = {
     "b": (32, 5),  # run 6: the last-trial rule
     "c": (42, 5),  # run 7 (2026-12-04): the grid's 64 px step for images of 65-96 px
@@ -36,6 +36,8 @@ ROUNDS = {
     "f": (72, 6),  # run 10 (2026-12-05): the default's QAT sibling runs whenever it fits, no trial failed for its int8
     # drop, each folder decoded once per process
     "g": (82, 6),  # run 11 (2026-12-05): one fine-tune per backbone and size (run 10 stopped after two sets)
+    "h": (92, 8),  # run 12 (2026-12-05): no rule changed since run 11 (bug fixes only); two kinds no search rule was
+    # chosen on: photo crops saved at 28-640 px, and drawn shapes
 }
 
 
@@ -49,6 +51,8 @@ def _held_out(kind: str, root: Path, seed: int):
         "twotex": lambda: datasets.two_textures(root, per_class=100, seed=seed),
         "longtail": lambda: datasets.long_tail(root, seed=seed),
         "photos": lambda: datasets.photo_crops(root, classes=5, per_class=80, seed=seed),
+        "mixed": lambda: datasets.mixed_sizes(root, per_class=40, seed=seed),
+        "shapes": lambda: datasets.shapes(root, per_class=30, seed=seed),
     }
     return make[kind]()
 
