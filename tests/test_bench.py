@@ -1,7 +1,10 @@
 """bench(): what is measured, for which models, and the bench.json schema."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -273,3 +276,26 @@ def test_a_model_file_the_card_records_but_that_is_gone_is_said(trained_run, tmp
     ]
     with pytest.raises(RunDirError, match="model.int8.onnx is recorded in card.json but missing from the run"):
         bench(RunDir.open(copy), BenchConfig(backends=("ort-cpu",), variants=("int8",), accuracy=False, **FAST))
+
+
+def test_a_device_bench_stopped_by_a_dropped_connection_leaves_no_temporary_files(tmp_path):
+    """On the device, a dropped connection ends the bench with os._exit (remote_worker._stop_group), past the
+    with-blocks that remove its temporary folder (the images for accuracy, the measuring processes' files): each
+    dropped bench left one behind in the device's /tmp."""
+    device_tmp = tmp_path / "device-tmp"
+    device_tmp.mkdir()
+    script = (
+        "import tempfile, pathlib\n"
+        "from edgetransfer.bench import remote_worker as w\n"
+        "w._own_tmp()\n"
+        "folder = tempfile.mkdtemp(prefix='edgetransfer-bench-')\n"  # as runner.bench makes its own
+        "pathlib.Path(folder, 'accuracy.npz').write_bytes(b'x')\n"
+        "print(folder, flush=True)\n"
+        "w._stop_group()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "TMPDIR": str(device_tmp)}
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).is_relative_to(device_tmp)  # it wrote where the device's temporary files go
+    assert list(device_tmp.iterdir()) == []

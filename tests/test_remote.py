@@ -128,9 +128,14 @@ class Servers:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
+    # the "device" is this machine: a device bench killed with SIGKILL (the dropped connection below) cannot remove
+    # its temporary folder (a plain drop removes it: test_bench), so the folders it made here go with the servers
+    before = set(Path("/tmp").glob("edgetransfer-device-*"))
     found = Servers(tmp_path_factory.mktemp("sshd"))
     yield found
     found.stop()
+    for folder in set(Path("/tmp").glob("edgetransfer-device-*")) - before:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

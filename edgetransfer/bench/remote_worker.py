@@ -166,11 +166,27 @@ def _watch_stdin() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+_TMP: str | None = None  # this bench's temporary folder on the device (see _own_tmp)
+
+
+def _own_tmp() -> None:
+    """Put every temporary file of this bench (its own and its measuring processes') in one folder, which
+    :func:`_stop_group` removes: a dropped connection ends the bench with ``os._exit``, past the with-blocks that
+    would have removed them, and a device would collect one folder of images and models per dropped bench."""
+    global _TMP
+    import tempfile
+
+    _TMP = tempfile.mkdtemp(prefix="edgetransfer-device-")
+    tempfile.tempdir = os.environ["TMPDIR"] = _TMP
+
+
 def _stop_group() -> None:
     """End this process and every process it started (measuring processes, anything a library forked), so that
-    none keeps the connection open or runs on after the bench."""
+    none keeps the connection open or runs on after the bench; its temporary folder goes first."""
     import signal
 
+    if _TMP:
+        shutil.rmtree(_TMP, ignore_errors=True)
     sys.stderr.flush()
     if os.getpgrp() == os.getpid():
         os.killpg(0, signal.SIGKILL)
@@ -214,6 +230,7 @@ def main(argv: list[str]) -> int:
                 free = shutil.disk_usage(".").free  # run in the device's folder for bench --on
                 answer = {"device": device_info(), "backends": backends_here(), "free_bytes": free}
             else:
+                _own_tmp()
                 request = _request()
                 _watch_stdin()
                 answer = {"document": bench(request)}
