@@ -31,11 +31,16 @@ FAST = ["--sizes", "32", "--epochs", "1", "--batch-size", "8", "--min-time", "0.
 FAST += ["--backbones", "mobilenet_v2,efficientnet_lite0"]
 
 
-def cli(*args: str, wait: bool = True, timeout: float = 300):
-    """The real entry point in a process of its own (a worker is a process)."""
+def cli(*args: str, wait: bool = True, timeout: float = 300, tmpdir: Path | None = None):
+    """The real entry point in a process of its own (a worker is a process). ``tmpdir``: its temporary files go
+    there (a process killed with SIGKILL cannot remove them: kept out of the machine's /tmp)."""
     command = [sys.executable, "-m", "edgetransfer", "search", *args]
+    env = None
+    if tmpdir is not None:
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(tmpdir)}
     if not wait:
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -357,7 +362,7 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     storage, name = f"sqlite:///{out / 'study.db'}", "s"
     lead = cli("--data", str(data), "--out", str(out), "--trials", "3", *FAST, wait=False)
     wait_for(lambda: running_trial_of(storage, name, lead.pid), lead)
-    victim = cli("--worker", "--out", str(out), wait=False)
+    victim = cli("--worker", "--out", str(out), wait=False, tmpdir=tmp_path / "victim-tmp")
     wait_for(lambda: running_trial_of(storage, name, victim.pid), victim)
     worker = cli("--worker", "--out", str(out), wait=False)
     time.sleep(1)
@@ -975,3 +980,14 @@ def test_a_size_above_every_backbones_range_is_said(capsys):
     assert "not searched" not in capsys.readouterr().err
     with pytest.raises(UsageError, match="none fits mobilenet_v2"):
         build_space(replace(config, sizes=(1024,)))
+
+
+def test_a_size_list_with_an_empty_item_is_refused():
+    """--sizes 64,,96 was taken as 64,96: a size typed out of the list went unsaid."""
+    from edgetransfer.cli.search import _ints
+    from edgetransfer.errors import UsageError
+
+    assert _ints("64, 96", "--sizes") == (64, 96) and _ints(None, "--sizes") is None
+    for text in ("64,,96", "64,", ",96"):
+        with pytest.raises(UsageError, match="expected whole numbers like 96,128,160"):
+            _ints(text, "--sizes")
