@@ -91,12 +91,15 @@ class Servers:
         port, folder = _free_port(), self.base / name
         cache = folder / "cache"
         cache.mkdir(parents=True)
+        # the device's temporary files in the test's folder: a device bench killed with SIGKILL (the dropped
+        # connection below) cannot remove its own (a plain drop does: test_bench)
+        (folder / "tmp").mkdir()
         config = folder / "sshd_config"
         config.write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {self.base / 'host'}\nPidFile {folder / 'pid'}\n"
             f"AuthorizedKeysFile {self.base / 'authorized_keys'}\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-            f"SetEnv XDG_CACHE_HOME={cache} PATH={path}\n"
+            f"SetEnv XDG_CACHE_HOME={cache} PATH={path} TMPDIR={folder / 'tmp'}\n"
         )
         command = [SSHD, "-D", "-e", "-f", str(config)]
         if tmpfs_kb is not None:  # the device's folder on a tiny disk of its own, seen only by this server
@@ -128,14 +131,9 @@ class Servers:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    # the "device" is this machine: a device bench killed with SIGKILL (the dropped connection below) cannot remove
-    # its temporary folder (a plain drop removes it: test_bench), so the folders it made here go with the servers
-    before = set(Path("/tmp").glob("edgetransfer-device-*"))
     found = Servers(tmp_path_factory.mktemp("sshd"))
     yield found
     found.stop()
-    for folder in set(Path("/tmp").glob("edgetransfer-device-*")) - before:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

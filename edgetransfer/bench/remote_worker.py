@@ -186,6 +186,10 @@ def _stop_group() -> None:
     import signal
 
     if _TMP:
+        if "multiprocessing" in sys.modules:  # the measuring processes first: one could still create a file there
+            for child in sys.modules["multiprocessing"].active_children():
+                child.kill()
+                child.join(1)
         shutil.rmtree(_TMP, ignore_errors=True)
     sys.stderr.flush()
     if os.getpgrp() == os.getpid():
@@ -241,11 +245,13 @@ def main(argv: list[str]) -> int:
 
             traceback.print_exc()
             _stop_group()
-        sys.stdout.flush()
-        data = (MARK + json.dumps(answer) + "\n").encode()
-        while data:
-            data = data[os.write(1, data) :]
-        _stop_group()
+        try:  # the host may be gone by now (a broken pipe): this bench's files and processes go all the same
+            sys.stdout.flush()
+            data = (MARK + json.dumps(answer) + "\n").encode()
+            while data:
+                data = data[os.write(1, data) :]
+        finally:
+            _stop_group()
     else:
         sys.stderr.write(f"unknown operation {op!r}\n")
         return 2
