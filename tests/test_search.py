@@ -41,7 +41,7 @@ def cli(*args: str, wait: bool = True, timeout: float = 300, tmpdir: Path | None
         env = {**os.environ, "TMPDIR": str(tmpdir)}
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def load(storage: str, name: str):
@@ -931,6 +931,14 @@ def test_a_copied_fine_tune_is_exported_as_a_run_of_its_own(trained_run, tmp_pat
     card = run.load_card()
     assert not any(k.startswith(("onnx_", "openvino_")) for k in card.metrics) and "torch" in card.metrics
     assert card.export == {} and "export" not in card.complete and card.complete.get("finetune")
+    # where the copy is and where it came from (the card said the source's folder as its own --out)
+    assert card.training["config"]["out"] == str(tmp_path / "copy") and card.training["copied_from"] == str(source)
+    from edgetransfer.rundir import RunDir
+
+    source_card = RunDir(source).load_card()
+    assert {k: v for k, v in card.training["config"].items() if k != "out"} == {
+        k: v for k, v in source_card.training["config"].items() if k != "out"
+    }  # the recipe as it trained
     capsys.readouterr()
     export(run, ExportConfig(openvino=False, int8=Int8Config(mode="static", calibration_size=16, max_drop=100.0)))
     assert "previous export" not in capsys.readouterr().err

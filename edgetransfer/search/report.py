@@ -323,7 +323,7 @@ def _figure(rows: list[dict], budget, recommended: int | None = None):
             textcoords="offset points",
             fontsize=7,
         )
-    if len(front) > 1:  # one point is no front to draw: its table row says it
+    if len({(r["latency_ms"], r["val_top1"]) for r in front}) > 1:  # one point is no front to draw: its row says it
         ax.plot([r["latency_ms"] for r in front], [100 * r["val_top1"] for r in front], "k--", lw=1, label="Pareto")
     pick = next((r for r in done if r["number"] == recommended), None)
     if pick is not None:

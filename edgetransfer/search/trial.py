@@ -210,9 +210,13 @@ def copy_fine_tuned(trained: Path, out: Path):
             shutil.copy2(item, out / item.name)
     run = RunDir(out)
     card = run.load_card()
+    # the recipe stays as it trained; its --out and a note of the source say where this copy is and came from
+    training = {**card.training, "config": {**card.training.get("config", {}), "out": str(out)}}
+    training["copied_from"] = str(trained)
     run.save_card(
         dataclasses.replace(
             card,
+            training=training,
             metrics={k: v for k, v in card.metrics.items() if k not in EXPORT_METRICS},
             artifacts={k: v for k, v in card.artifacts.items() if k not in EXPORTED},
             export={},
