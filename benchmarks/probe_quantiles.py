@@ -39,10 +39,12 @@ def by_round(latency: dict) -> list[np.ndarray]:
 
 
 def figures(document: dict) -> dict[tuple[str, str], float]:
-    """(variant, statistic) -> the geometric mean over rounds of the model's statistic over the probe's."""
+    """(variant, statistic) -> the geometric mean over rounds of the model's statistic over the probe's; and
+    (variant or "probe", "absolute ms") -> its median over the session, for the spread without the probe."""
     probe = by_round(document["probe"]["latency"][0])
-    out = {}
+    out = {("probe", "absolute ms"): float(np.median(document["probe"]["latency"][0]["samples_ms"]))}
     for result in document["results"]:
+        out[(result["variant"], "absolute ms")] = float(np.median(result["latency"][0]["samples_ms"]))
         model = by_round(result["latency"][0])
         for name, stat in STATS.items():
             logs = [np.log(stat(m) / stat(p)) for m, p in zip(model, probe, strict=True)]
@@ -77,7 +79,7 @@ def main() -> int:
                     hog.wait()
             sessions[load].append(figures(json.loads((out / "base.json").read_text())))
             print(f"session {index + 1}/{args.sessions} (load {load}) done", flush=True)
-    for key in sessions[0][0]:
+    for key in sorted(sessions[0][0]):
         quiet, busy = (np.log([s[key] for s in sessions[k]]) for k in (0, 1))
         print(
             f"{key[0]:5s} {key[1]:6s} quiet sd {100 * quiet.std(ddof=1):5.1f}%  load sd {100 * busy.std(ddof=1):5.1f}%"

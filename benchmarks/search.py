@@ -37,7 +37,7 @@ ROUNDS = {
     # drop, each folder decoded once per process
     "g": (82, 6),  # run 11 (2026-12-05): one fine-tune per backbone and size (run 10 stopped after two sets)
     "h": (92, 8),  # run 12 (2026-12-05): no rule changed since run 11 (bug fixes only); two kinds no search rule was
-    # chosen on: photo crops saved at 28-640 px, and drawn shapes
+    # chosen on: photo crops saved at 28-640 px, and drawn shapes (issue 15's fine-tuning defaults were chosen on it)
 }
 
 
