@@ -299,3 +299,24 @@ def test_a_device_bench_stopped_by_a_dropped_connection_leaves_no_temporary_file
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).is_relative_to(device_tmp)  # it wrote where the device's temporary files go
     assert list(device_tmp.iterdir()) == []
+
+
+def test_a_device_bench_removes_the_folders_of_earlier_benches_that_were_killed(tmp_path):
+    """A bench killed outright (SIGKILL, out of memory, power lost) cannot remove its temporary folder: the next
+    bench on the device removes those whose process is gone, and no folder of a live process."""
+    device_tmp = tmp_path / "device-tmp"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has now
+    dead = device_tmp / f"edgetransfer-device-{gone.pid}-abc"
+    live = device_tmp / f"edgetransfer-device-{os.getpid()}-def"  # this test's process: alive
+    other = device_tmp / "edgetransfer-device-notapid-x"  # not a name of ours
+    for folder in (dead, live, other):
+        (folder / "sub").mkdir(parents=True)
+    script = "from edgetransfer.bench import remote_worker as w\nw._own_tmp()\nprint(w._TMP)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "TMPDIR": str(device_tmp)}
+    )
+    assert done.returncode == 0, done.stderr
+    mine = Path(done.stdout.strip())
+    assert not dead.exists() and live.exists() and other.exists()
+    assert mine.is_dir() and mine.parent == device_tmp and mine.name.startswith("edgetransfer-device-")

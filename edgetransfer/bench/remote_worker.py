@@ -176,8 +176,26 @@ def _own_tmp() -> None:
     global _TMP
     import tempfile
 
-    _TMP = tempfile.mkdtemp(prefix="edgetransfer-device-")
+    _TMP = tempfile.mkdtemp(prefix=f"edgetransfer-device-{os.getpid()}-")
     tempfile.tempdir = os.environ["TMPDIR"] = _TMP
+    _sweep(os.path.dirname(_TMP))
+
+
+def _sweep(parent: str) -> None:
+    """Remove the temporary folders of earlier benches here whose process is gone without removing them (killed
+    with SIGKILL, out of memory, the device lost power): ours (same user), named with a pid no process has."""
+    import glob
+
+    for folder in glob.glob(os.path.join(parent, "edgetransfer-device-*-*")):
+        try:
+            pid = int(os.path.basename(folder).split("-")[2])
+            if pid == os.getpid() or os.stat(folder).st_uid != os.getuid():
+                continue
+            os.kill(pid, 0)  # raises when no such process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, IndexError, OSError):  # not one of ours, or a live process (maybe another user's)
+            continue
 
 
 def _stop_group() -> None:
