@@ -284,6 +284,20 @@ def test_a_second_search_of_one_name_in_a_shared_storage_is_refused(tmp_path):
     )
 
 
+def test_a_worker_without_a_budget_of_its_own_keeps_the_leads(tmp_path):
+    """The lead's --time-budget bounds the search: a worker joining after it passed starts no trial (it used to
+    train until the space or --trials was used up)."""
+    data = make_folder(tmp_path / "img", per_class=6)
+    out = tmp_path / "cam"
+    lead = cli("--data", str(data), "--out", str(out), "--trials", "0", "--time-budget", "1s", *FAST)
+    assert lead.returncode == 0, lead.stderr[-2000:]
+    time.sleep(1.5)
+    worker = cli("--worker", "--out", str(out), "--trials", "1")
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert "this worker ran no trial (the search stopped: the lead's time budget)" in worker.stdout, worker.stdout
+    assert not load(f"sqlite:///{out / 'study.db'}", "cam").trials
+
+
 def _open_at_once(url, barrier, results):
     from edgetransfer.search.storage import open_storage
 

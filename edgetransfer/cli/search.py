@@ -45,7 +45,11 @@ def search(
         str, typer.Option(help="Deployment profile with the latency budget: camera, vehicle, server or a .toml file.")
     ] = _default("profile"),
     time_budget: Annotated[
-        str | None, typer.Option(help="Stop starting trials after this long: 2h, 30m, 90s.", show_default="none")
+        str | None,
+        typer.Option(
+            help="Stop starting trials after this long: 2h, 30m, 90s (a --worker without one keeps its lead's).",
+            show_default="none",
+        ),
     ] = None,
     trials: Annotated[
         int | None,

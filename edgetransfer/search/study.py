@@ -343,13 +343,14 @@ class _Search:
 
         self.profile = load_profile(self.config.profile)
         self.budget = Budget.of(self.profile)
-        deadline = time.monotonic() + self.config.time_budget if self.config.time_budget else None
-        self.deadline = deadline
+        self.deadline = time.monotonic() + self.config.time_budget if self.config.time_budget else None
+        if not self.config.worker:  # the search's deadline, in wall-clock time: workers without their own follow it
+            study.set_user_attr("deadline", time.time() + self.config.time_budget if self.config.time_budget else None)
         self.progress = Progress(study, self.budget)
         stopped = ""
         with self.progress.shown():
             while not stopped:
-                stopped = self._why_stop(study, deadline)
+                stopped = self._why_stop(study)
                 if stopped:
                     break
                 if self.last_was_repeat:  # the sampler chose a candidate tried already: give it an untried one
@@ -384,17 +385,28 @@ class _Search:
         covered.discard(None)
         return covered, counted, running
 
-    def _why_stop(self, study, deadline: float | None) -> str:
+    def _follow_lead(self, study) -> None:
+        """A worker without a --time-budget of its own keeps the lead's: the deadline the lead recorded in the study
+        (wall-clock time, so machines' clocks must agree; a lead resumed with another budget moves it)."""
+        if not self.config.worker or self.config.time_budget:
+            return
+        at = study.user_attrs.get("deadline")
+        self.deadline = time.monotonic() + (float(at) - time.time()) if at is not None else None
+
+    def _why_stop(self, study) -> str:
         fail_dead_trials(study)  # a worker killed mid-trial: its trial fails now, not at the end
+        self._follow_lead(study)
+        deadline = self.deadline
         covered, counted, running = self._covered(study)
         if self.config.trials is not None and counted + running >= self.config.trials:
             return f"{self.config.trials} trial(s)"
         if len(covered) >= self.space.count():
             return "every candidate tried"
+        budget = "the lead's time budget" if self.config.worker and not self.config.time_budget else "time budget"
         if deadline is not None and time.monotonic() >= deadline:
-            return "time budget"
+            return budget
         if deadline is not None and not self._untried(study):
-            return f"time budget (no untried candidate fits the {deadline - time.monotonic():.0f} s left)"
+            return f"{budget} (no untried candidate fits the {deadline - time.monotonic():.0f} s left)"
         return ""
 
     def _untried(self, study) -> list[Candidate]:
