@@ -254,6 +254,11 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     assert no_study.returncode == 2 and "no search to join" in no_study.stderr and not out.exists()
     nothing = cli("--resume", "--out", str(out))
     assert nothing.returncode == 2 and "--resume: no search to resume in" in nothing.stderr and not out.exists()
+    tpu = cli("--data", str(data), "--out", str(out), "--device", "tpu", *FAST)
+    assert tpu.returncode == 2 and tpu.stderr.strip().splitlines()[-1] == (
+        "error: unknown device 'tpu'; choose one of auto, cpu, cuda"
+    ), tpu.stderr
+    assert not out.exists()
     no_data = cli("--out", str(out))
     assert no_data.returncode == 2 and "--data is needed" in no_data.stderr
     bad_profile = tmp_path / "tight.toml"
@@ -740,6 +745,37 @@ def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monk
     assert tried == ["mobilenet_v2/96/static", "mobilenet_v2/96/qat"]  # the sibling before the queued 2nd design
     (pick,) = [r for r in result.rows if r["number"] == result.document["recommended"]]
     assert (pick["int8"], pick["state"]) == ("qat", "done") and result.rows[0]["state"] == "failed"
+
+
+def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatch):
+    """A cause every candidate shares (here a stubbed trial that always fails) is not met once per candidate: the
+    search stops after three failed trials when none finished, and says why."""
+    from edgetransfer.search import search, study
+    from edgetransfer.search.trial import TrialError
+
+    tried = []
+
+    def trial(config, candidate, folder, profile, on_epoch=None, devices=None, trained=None):
+        tried.append(candidate.key)
+        raise TrialError("the images cannot be read")
+
+    monkeypatch.setattr(study, "run_trial", trial)
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), sizes=(32, 64, 96, 128))
+    result = search(config)
+    assert len(tried) == 3, tried
+    assert result.stopped == "3 trials failed and none finished (trial 2: the images cannot be read)"
+    assert [r["state"] for r in result.rows] == ["failed"] * 3
+    # the command exits 1 with one line (it exited 0, as if the search had found nothing better)
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    ran = CliRunner().invoke(app, ["search", "--data", str(data), "--out", str(tmp_path / "t"), "--sizes", "32,64"])
+    assert ran.exit_code == 1, ran.output
+    assert (
+        ran.stderr.strip().splitlines()[-1] == "error: no trial finished, 3 failed (trial 2: the images cannot be read)"
+    )
 
 
 class _Frozen:

@@ -228,3 +228,14 @@ def search(
     console.out.print("reports: " + ", ".join(str(p) for p in result.written), markup=False)
     if result.document.get("recommended") is None and result.document.get("closest") is not None:
         raise typer.Exit(1)  # trials were measured and none meets the budget: a script can tell (as bench's exit 1)
+    failed = [r for r in result.rows if r["state"] == "failed"]
+    if (
+        result.document.get("closest") is None
+        and failed
+        and not any(r["state"] in ("done", "pruned") for r in result.rows)
+    ):
+        print(
+            f"error: no trial finished, {len(failed)} failed (trial {failed[-1]['number']}: {failed[-1]['note']})",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgetransfer import console
+from edgetransfer.devices import resolve_device
 from edgetransfer.errors import BudgetError, EdgeTransferError, UsageError
 from edgetransfer.quantize import Int8Config
 from edgetransfer.rundir import CARD, CHECKPOINT, RunDir
@@ -31,6 +32,7 @@ FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "wit
 FIGURES += ("finetune_s", "export_s", "bench_s", "val_images", "measured_on", "slowest_on", "int8_drop_points")
 FIRST_PRUNE_EPOCH = 2  # the earliest epoch a trial can be pruned at (epochs count from 1)
 EXPORT_MAX_DROP = Int8Config.max_drop  # export's int8 budget (points): a static trial past it has its QAT sibling tried
+ALL_FAILED_STOP = 3  # trials that failed, none finished: the search stops (_failing)
 MAX_SHARE = 0.5  # with a time budget, a trial may take at most this share of the time left: several get tried
 # (the sampler's choices; the initial design's trials run whenever they fit the time left: see _too_long)
 
@@ -182,6 +184,7 @@ class _Search:
     # ------------------------------------------------------------------ the three ways in
     def lead(self) -> SearchResult:
         config, out = self.config, self.out
+        resolve_device(config.device)  # --device tpu, or cuda without a GPU: one line, not a failed trial each
         if not config.resume:
             from edgetransfer.data import median_shorter_side
 
@@ -235,6 +238,7 @@ class _Search:
         return result
 
     def join(self) -> SearchResult:
+        resolve_device(self.config.device)
         if self.config.storage is None and not (self.out / "study.db").is_file():
             raise UsageError(
                 f"no search to join in {self.out} (no study.db); start one with 'edgetransfer search' first, or "
@@ -397,6 +401,9 @@ class _Search:
         fail_dead_trials(study)  # a worker killed mid-trial: its trial fails now, not at the end
         self._follow_lead(study)
         deadline = self.deadline
+        failing = self._failing(study)
+        if failing:
+            return failing
         covered, counted, running = self._covered(study)
         if self.config.trials is not None and counted + running >= self.config.trials:
             return f"{self.config.trials} trial(s)"
@@ -408,6 +415,24 @@ class _Search:
         if deadline is not None and not self._untried(study):
             return f"{budget} (no untried candidate fits the {deadline - time.monotonic():.0f} s left)"
         return ""
+
+    def _failing(self, study) -> str:
+        """Why to stop when the search only fails: ALL_FAILED_STOP trials or more ended, each failed with an error
+        of its own, and none finished (a cause every candidate shares, such as unusable data, is not tried on each of
+        them); "" otherwise."""
+        state = self.optuna.trial.TrialState
+        ended = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished()
+            and "same_as" not in t.user_attrs
+            and "skipped" not in t.user_attrs
+            and not _died(t)
+        ]
+        if len(ended) < ALL_FAILED_STOP or any(t.state != state.FAIL for t in ended):
+            return ""  # (a failed trial left in ``ended`` failed with an error of its own: see _died)
+        last = ended[-1]
+        return f"{len(ended)} trials failed and none finished (trial {last.number}: {last.user_attrs.get('error')})"
 
     def _untried(self, study) -> list[Candidate]:
         """The candidates not tried yet that are predicted to end within the time left."""
