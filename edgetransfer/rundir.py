@@ -248,6 +248,8 @@ class RunDir:
         bench reads the test split, and a changed training image does not stop it)."""
         from edgetransfer.data import load_splits, splits_from_record
 
+        if data is not None and not Path(data).expanduser().is_dir():  # the folder given, not the run's, is missing
+            raise RunDirError(f"--data {data}: folder not found")
         folder = data or card.dataset.get("path")
         if self.file(SPLITS_FILE).is_file():
             try:

@@ -444,6 +444,10 @@ def test_export_with_another_folder_and_a_file_for_calibration(trained_run, tmp_
     for name in ("class0", "class1"):  # another labelled folder: other class names
         (other / name).rename(other / f"cat-{name}")
     run_bad(["export", run, "--data", other], 2, "is not the folder the run was trained on", tmp_path)
+    # a --data that does not exist is named as the user's, not as "the run's data folder ... is gone"
+    run_bad(
+        ["export", run, "--data", tmp_path / "nosuch"], 2, f"--data {tmp_path / 'nosuch'}: folder not found", tmp_path
+    )
     (tmp_path / "afile").write_text("x")
     run_bad(["export", run, "--calib", tmp_path / "afile"], 2, "is a file; give a folder of images", tmp_path)
 

@@ -78,7 +78,7 @@ class SearchConfig:
             (self.backend in BACKENDS, f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}"),
             (
                 self.min_time is None or (math.isfinite(self.min_time) and 0 < self.min_time <= 600),
-                "--min-time must be 0..600 seconds",
+                "--min-time must be more than 0 and at most 600 seconds",
             ),
             (1 <= self.heartbeat <= 3600, "--heartbeat must be 1..3600 seconds"),
             (
