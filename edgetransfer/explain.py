@@ -348,7 +348,8 @@ def _profiled(run: RunDir, card: Any, name: str, measure) -> dict[str, Any]:
     path = run.file(name)
     if not path.is_file():
         if name != "model.onnx" and run.file("model.onnx").is_file():  # exported, without this variant
-            flag = "--no-openvino" if name.startswith("openvino/") and ".int8." not in name else "--no-int8"
+            no_openvino = name.startswith("openvino/") and not run.file("openvino/model.xml").is_file()
+            flag = "--no-openvino" if no_openvino else "--no-int8"
             if name in (card.artifacts or {}):  # the export made it: it was removed since
                 return {"error": run.gone(name)}
             return {"skipped": f"{name} is not in the run (its export did not make it, e.g. {flag})"}

@@ -153,7 +153,7 @@ def forget_missing(run) -> None:
     card_file.write_text(json.dumps(card))
 
 
-def test_a_run_without_exported_models(trained_run, tmp_path):
+def test_a_run_without_exported_models(trained_run, tmp_path, capsys):
     bare = tmp_path / "bare"
     bare.mkdir()
     for name in ("card.json", "model.safetensors"):
@@ -161,6 +161,10 @@ def test_a_run_without_exported_models(trained_run, tmp_path):
     forget_missing(bare)
     with pytest.raises(RunDirError, match="no exported model there; run 'edgetransfer export"):
         bench(RunDir.open(bare), BenchConfig(backends=("ort-cpu", "openvino-cpu"), **FAST))
+    # the default backends measure its PyTorch model, and say why the others measured nothing (it was silent)
+    doc = bench(RunDir.open(bare), BenchConfig(accuracy=False, **FAST), write=False)
+    assert {r["backend"] for r in doc["results"]} == {"torch-cpu"}
+    assert f"note: {bare} is not exported: only its PyTorch model is measured" in capsys.readouterr().err
 
 
 def test_accuracy_on_a_labelled_folder(trained_run, tmp_path):
@@ -238,6 +242,11 @@ def test_what_a_run_lacks_is_named_and_a_failed_bench_leaves_no_folder(trained_r
     forget_missing(no_int8)
     with pytest.raises(RunDirError, match="has no int8 model for them .* choose --variants from what it has"):
         bench(RunDir.open(no_int8), BenchConfig(backends=("ort-cpu",), variants=("int8",), **FAST))
+    # the export option that makes the variant asked for (it said "e.g. with --no-int8" for --variants fp16)
+    with pytest.raises(RunDirError, match=r"has no fp16 model for them \(its export made other variants\); export it "):
+        bench(RunDir.open(no_int8), BenchConfig(backends=("ort-cpu",), variants=("fp16",), **FAST))
+    with pytest.raises(RunDirError, match="export it again with --fp16, or choose --variants"):
+        bench(RunDir.open(no_int8), BenchConfig(backends=("ort-cpu",), variants=("fp16",), **FAST))
     out = tmp_path / "reports"
     with pytest.raises(UsageError, match="unknown backend 'tensorflow'"):
         run_command(trained_run, BenchConfig(backends=("ort-cpu", "tensorflow"), **FAST), out_dir=out)

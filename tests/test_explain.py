@@ -67,8 +67,16 @@ def test_an_engine_that_cannot_profile_a_model_is_said_and_the_rest_reported(run
     run_copy.file("card.json").write_text(json.dumps(card))
     doc = explain(run_copy, FAST)
     assert (
-        "model.int8.onnx is not in the run (its export did not make it"
+        "model.int8.onnx is not in the run (its export did not make it, e.g. --no-int8)"
         in doc["engines"]["onnxruntime"]["int8"]["skipped"]
+    )
+    # exported with --no-openvino: that is the flag named for its OpenVINO int8 model (it said --no-int8)
+    shutil.rmtree(run_copy.file("openvino"))
+    card["artifacts"] = {k: v for k, v in card["artifacts"].items() if not k.startswith("openvino/")}
+    run_copy.file("card.json").write_text(json.dumps(card))
+    doc = explain(run_copy, FAST)
+    assert doc["engines"]["openvino"]["int8"]["skipped"] == (
+        "openvino/model.int8.xml is not in the run (its export did not make it, e.g. --no-openvino)"
     )
 
 

@@ -150,12 +150,21 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         if gone:
             why = gone[0]
         elif run.file("model.onnx").is_file():  # exported, but not what was asked for
+            flags = {"int8": "--int8", "fp16": "--fp16"}
+            hint = " or ".join(flags[v] for v in config.variants or () if v in flags)
             why = (
                 f"the run has no {'/'.join(config.variants or ('asked',))} model for them (its export made other "
-                "variants, e.g. with --no-int8); export it again with them, or choose --variants from what it has"
+                f"variants); export it again{f' with {hint}' if hint else ' with them'}, or choose --variants from "
+                "what it has"
             )
         raise RunDirError(f"nothing to benchmark in {run.path} for backends {names}: {why}")
     verify_files(plan, runs)
+    # a fine-tuned run not exported: its PyTorch model alone is measured
+    if all(b.name.startswith("torch") for b, *_ in plan) and not run.file("model.onnx").is_file():
+        console.err.print(
+            f"[yellow]note: {run.path} is not exported: only its PyTorch model is measured; 'edgetransfer export "
+            f"{run.path}' makes the ONNX and OpenVINO models the other backends measure[/]"
+        )
     threads = config.threads or usable_cores()
     if threads > usable_cores():  # a profile for a bigger device (vehicle: 4) on a smaller machine
         console.err.print(
