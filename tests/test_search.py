@@ -259,6 +259,13 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
         "error: unknown device 'tpu'; choose one of auto, cpu, cuda"
     ), tpu.stderr
     assert not out.exists()
+    for name, said in (("card.json", "holds a fine-tuned run and no search"), ("study.db", "holds a search already")):
+        taken = tmp_path / f"taken-{name}"
+        taken.mkdir()
+        (taken / name).write_text("x")
+        refused = cli("--data", str(data), "--out", str(taken), *FAST)
+        assert refused.returncode == 2 and said in refused.stderr.strip().splitlines()[-1], refused.stderr
+        assert sorted(p.name for p in taken.iterdir()) == [name]
     no_data = cli("--out", str(out))
     assert no_data.returncode == 2 and "--data is needed" in no_data.stderr
     bad_profile = tmp_path / "tight.toml"

@@ -90,7 +90,10 @@ def _check_new(config: SearchConfig, out: Path):
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {config.out} is a file; name a folder for the search")
     if config.storage is None and out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"{out} holds files already; --resume continues the search there, or choose another --out")
+        if (out / "study.db").is_file():
+            raise UsageError(f"{out} holds a search already; --resume continues it, or choose another --out")
+        what = "a fine-tuned run" if (out / CARD).is_file() else "files"
+        raise UsageError(f"{out} holds {what} and no search; choose another --out (a new or empty folder)")
     data = resolve_data(config.data, config.seed)
     given = Path(data).expanduser().resolve()
     if given.is_relative_to(where) or where.is_relative_to(given):
