@@ -213,7 +213,8 @@ def test_out_that_is_a_file(tmp_path, image_folder):
 BAD_OPTIONS = {
     ("--weight-decay", "nan"): "--weight-decay: expected a finite number, got nan",
     ("--lr", "inf"): "--lr: expected a finite number",
-    ("--time-budget", "inf"): "--time-budget: expected a finite number",
+    ("--time-budget", "inf"): "--time-budget 'inf': expected a duration like 2h, 30m, 90s or 1h30m",
+    ("--time-budget", "0s"): "--time-budget: expected > 0, got 0.0",
     ("--label-smoothing", "5"): "--label-smoothing: expected < 1, got 5.0",
     ("--warmup", "1.5"): "--warmup: expected < 1, got 1.5",
     ("--workers", "-1"): "--workers: expected >= 0, got -1",

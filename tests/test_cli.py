@@ -258,9 +258,9 @@ def test_pipeline_has_the_flags_its_messages_suggest(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(pipeline_module, "run_pipeline", lambda config: seen.setdefault("config", config) and ())
     monkeypatch.setattr(pipeline_module, "summary", lambda *args: None)
-    result = invoke("pipeline", "--data", folder, "--out", tmp_path / "run", "--skip-bad", "--time-budget", 30)
+    result = invoke("pipeline", "--data", folder, "--out", tmp_path / "run", "--skip-bad", "--time-budget", "1m30s")
     assert result.exit_code == 0, result.output
-    assert seen["config"].skip_bad is True and seen["config"].time_budget == 30
+    assert seen["config"].skip_bad is True and seen["config"].time_budget == 90  # a duration, as search's
 
 
 def test_a_misspelt_name_gets_the_known_one_it_was_likely_meant_as():

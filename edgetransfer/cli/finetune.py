@@ -133,7 +133,8 @@ def finetune(
         ),
     ] = None,
     time_budget: Annotated[
-        float | None, typer.Option(help="Seconds of training at most (epochs are re-planned).")
+        str | None,
+        typer.Option(help="Training time at most: 90s, 30m, 2h or plain seconds (epochs are re-planned)."),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed for split, head and batch order.", show_default=config_default("seed"))
@@ -197,8 +198,11 @@ def finetune(
     from edgetransfer.errors import UsageError
     from edgetransfer.finetune import finetune as run_finetune
     from edgetransfer.finetune_config import load_recipe, resume_options
+    from edgetransfer.search.config import parse_duration
 
     given = {k: v for k, v in locals().items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}}
+    if time_budget is not None:
+        given["time_budget"] = parse_duration(time_budget)
     options = load_recipe(config) if config else {}
     if resume:  # the run's own options first; the recipe and flags given now override them
         if not (out or options.get("out")):

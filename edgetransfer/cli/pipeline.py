@@ -28,7 +28,8 @@ def pipeline(
         ),
     ] = None,
     time_budget: Annotated[
-        float | None, typer.Option(help="Seconds of training at most (epochs are re-planned), as in finetune.")
+        str | None,
+        typer.Option(help="Training time at most: 90s, 30m, 2h or plain seconds (epochs are re-planned), as finetune."),
     ] = None,
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed for the split and the training.")] = 0,
@@ -42,6 +43,7 @@ def pipeline(
     """Run finetune -> export (fp32, int8, OpenVINO) -> bench, and print accuracies and a latency table."""
     from edgetransfer.finetune import FinetuneConfig
     from edgetransfer.pipeline import run_pipeline, summary
+    from edgetransfer.search.config import parse_duration
 
     config = FinetuneConfig(
         data=data,
@@ -49,7 +51,7 @@ def pipeline(
         backbone=backbone,
         size=size,
         **({"epochs": epochs} if epochs is not None else {}),  # finetune's default, not a copy of it
-        time_budget=time_budget,
+        time_budget=parse_duration(time_budget) if time_budget is not None else None,
         skip_bad=skip_bad,
         device=device,
         seed=seed,
