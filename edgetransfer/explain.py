@@ -81,7 +81,8 @@ def implications(cpu: dict[str, Any], weight_bits: int | None = None) -> list[st
             "export with --int8-weights 7bit (auto does on such a CPU)"
         )
         said.append(
-            f"no VNNI: int8 convolutions run on AVX2 and gain little over fp32; int8 may even be slower, and {overflow}"
+            f"no VNNI: int8 convolutions run on AVX2 (int8 gains less over fp32 here than on a CPU with VNNI, on some "
+            f"models nothing), and {overflow}"
         )
     else:
         said.append("no AVX2: expect little or no int8 speed-up on this CPU")

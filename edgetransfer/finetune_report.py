@@ -88,10 +88,11 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
 
 
 def no_validation_note(splits: Splits, epochs: int) -> str:
+    trains = "its one epoch" if epochs == 1 else f"all {epochs} epochs"
     return (
         f"note: {splits.root} has {sum(splits.sizes().values())} images in {len(splits.labels)} classes "
         f"({class_counts(splits)}): too few to hold any out (a class needs 4 images for one validation and one test "
-        f"image), so this run cannot validate: it trains all {epochs} epochs on every image, keeps the last epoch "
+        f"image), so this run cannot validate: it trains {trains} on every image, keeps the last epoch "
         "and measures no accuracy. Add images, or give DIR/train, DIR/val and DIR/test"
     )
 

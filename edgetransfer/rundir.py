@@ -138,6 +138,8 @@ class RunDir:
     def open(cls, path: Path | str) -> RunDir:
         """Open an existing, fine-tuned run; a missing folder, card or checkpoint is a :class:`RunDirError`."""
         run = cls(Path(path))
+        if run.path.is_file():
+            raise RunDirError(f"{run.path} is a file, not a run directory (a folder 'edgetransfer finetune' made)")
         if not run.path.is_dir():
             raise RunDirError(f"run directory not found: {run.path}")
         if not run.file(CARD).is_file():

@@ -140,7 +140,7 @@ class Classifier:
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
         if threads is not None and threads < 1:
-            raise UsageError(f"threads must be at least 1, not {threads}")
+            raise UsageError(f"--threads must be at least 1, not {threads}")
         changes = _preprocessing_changes(mean=mean, std=std, size=size, resize=resize)
         if labels is not None:
             labels = tuple(labels)
@@ -257,6 +257,8 @@ def _model_file(path: Path, backend: str) -> Path:
             raise UsageError(f"model file not found: {path}; the run has no OpenVINO IR: use the ort backend")
         if run is not None and (run / "card.json").is_file():  # a run directory that was never exported
             raise UsageError(f"model file not found: {path}; export the run first: edgetransfer export {run}")
+        if run is not None and (run / "model.xml").is_file():  # a run's openvino/ folder
+            raise UsageError(f"model file not found: {path}; {run} holds an OpenVINO IR: pass {run / 'model.xml'}")
         raise UsageError(f"model file not found: {path}")
     if path.suffix == ".bin" and path.with_suffix(".xml").is_file():
         raise UsageError(

@@ -457,3 +457,14 @@ def test_predict_needs_at_least_one_class_and_image_per_call(trained_run, tmp_pa
     image = next(iter(sorted(__import__("pathlib").Path(trained_run.load_card().dataset["path"]).rglob("*.png"))))
     for option in ("--top-k", "--batch-size"):
         run_bad(["predict", trained_run.file("model.onnx"), image, option, 0], 2, "must be at least 1", tmp_path)
+
+
+def test_a_file_or_a_runs_openvino_folder_where_a_run_or_model_is_expected(trained_run, tmp_path):
+    """A new user's findings: explain on an image said 'run directory not found' (it exists: it is a file), and
+    predict on a run's openvino/ folder looked for openvino/model.onnx without pointing to the IR there."""
+    image = tmp_path / "image.png"
+    image.write_bytes(b"x")
+    run_bad(["explain", image], 2, f"{image} is a file, not a run directory", tmp_path)
+    run_bad(["bench", image], 2, f"{image} is a file, not a run directory", tmp_path)
+    openvino = trained_run.path / "openvino"
+    run_bad(["predict", openvino, image], 2, f"holds an OpenVINO IR: pass {openvino / 'model.xml'}", tmp_path)

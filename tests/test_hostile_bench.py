@@ -421,7 +421,7 @@ def test_predict_refuses_an_embedded_card_no_model_can_be_fed_with_and_options_o
         ("--size", "0", "size (--size) is 0 (expected a whole number of pixels from 1 to 4096)"),
         ("--size", "100000", "size (--size) is 100000"),
         ("--resize", "-5", "resize (--resize) is -5"),
-        ("--threads", "-1", "threads must be at least 1"),
+        ("--threads", "-1", "--threads must be at least 1"),
     ],
 )
 def test_predict_options_out_of_range(trained_run, tmp_path, image, option, value, fragment):
