@@ -87,8 +87,8 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
             and r["state"] not in ("queued", "skipped")
             and (r["backbone"], r["size"], r["int8"]) == (row["backbone"], row["size"], row["int8"])
         ]
-        if row["note"].startswith("interrupted (Ctrl-C)") and again:
-            row["note"] = f"interrupted (Ctrl-C); tried again as trial {again[0]}"
+        if row["note"].startswith("interrupted (") and again:
+            row["note"] = f"{row['note'].split(';')[0]}; tried again as trial {again[0]}"
     return rows
 
 
@@ -212,7 +212,7 @@ def trials_table(rows: list[dict], budget, *, title: str = "trials") -> Table:
             _ms(r["latency_ms"]),
             within,
             r["worker"] or "",
-            textwrap.shorten(r["note"] or "", 80, placeholder=" ..."),
+            textwrap.shorten(r["note"] or "", 120, placeholder=" ..."),
             style="bold green" if best else None,
         )
     return table

@@ -599,7 +599,7 @@ class _Search:
         except KeyboardInterrupt:  # Optuna marks the trial failed; --resume tries its candidate again, first
             shutil.rmtree(folder, ignore_errors=True)
             trial.set_user_attr("run", None)
-            trial.set_user_attr("interrupted", "interrupted (Ctrl-C); --resume tries it again")
+            trial.set_user_attr("interrupted", "interrupted (Ctrl-C or SIGTERM); --resume tries it again")
             raise
         except EdgeTransferError as exc:
             trial.set_user_attr("error", trial_note(exc))
