@@ -39,6 +39,8 @@ ROUNDS = {
     "h": (92, 8),  # run 12 (2026-12-05): no rule changed since run 11 (bug fixes only); two kinds no search rule was
     # chosen on: photo crops saved at 28-640 px, and drawn shapes (issue 15's fine-tuning defaults were chosen on it)
     "i": (102, 8),  # run 13 (2026-12-05): round h's kinds again, code 8564a9b (no rule change), more held-out searches
+    "j": (112, 8),  # run 14 (2026-12-05): round h's kinds again; no search rule changed (bug fixes only: a --worker
+    # keeps its lead's --time-budget, a search whose every trial fails stops after three)
 }
 
 
