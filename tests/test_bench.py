@@ -165,6 +165,8 @@ def test_a_run_without_exported_models(trained_run, tmp_path, capsys):
     doc = bench(RunDir.open(bare), BenchConfig(accuracy=False, **FAST), write=False)
     assert {r["backend"] for r in doc["results"]} == {"torch-cpu"}
     assert f"note: {bare} is not exported: only its PyTorch model is measured" in capsys.readouterr().err
+    bench(RunDir.open(bare), BenchConfig(backends=("torch-cpu",), accuracy=False, **FAST), write=False)
+    assert "is not exported" not in capsys.readouterr().err  # asked for PyTorch alone: nothing to say
 
 
 def test_accuracy_on_a_labelled_folder(trained_run, tmp_path):
@@ -247,6 +249,12 @@ def test_what_a_run_lacks_is_named_and_a_failed_bench_leaves_no_folder(trained_r
         bench(RunDir.open(no_int8), BenchConfig(backends=("ort-cpu",), variants=("fp16",), **FAST))
     with pytest.raises(RunDirError, match="export it again with --fp16, or choose --variants"):
         bench(RunDir.open(no_int8), BenchConfig(backends=("ort-cpu",), variants=("fp16",), **FAST))
+    no_openvino = tmp_path / "no_openvino"
+    shutil.copytree(trained_run.path, no_openvino)
+    shutil.rmtree(no_openvino / "openvino")
+    forget_missing(no_openvino)
+    with pytest.raises(RunDirError, match=r"the run has no OpenVINO IR \(exported with --no-openvino\?\)"):
+        bench(RunDir.open(no_openvino), BenchConfig(backends=("openvino-cpu",), variants=("int8",), **FAST))
     out = tmp_path / "reports"
     with pytest.raises(UsageError, match="unknown backend 'tensorflow'"):
         run_command(trained_run, BenchConfig(backends=("ort-cpu", "tensorflow"), **FAST), out_dir=out)

@@ -783,6 +783,52 @@ def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatc
     assert (
         ran.stderr.strip().splitlines()[-1] == "error: no trial finished, 3 failed (trial 2: the images cannot be read)"
     )
+    # resumed once the cause is gone, the old failures do not stop it again
+    monkeypatch.setattr(
+        study,
+        "run_trial",
+        lambda config, candidate, folder, *a, **k: dict(
+            run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2
+        ),
+    )
+    again = search(replace(config, resume=True, trials=5))
+    assert [r["state"] for r in again.rows].count("done") == 2 and again.stopped == "5 trial(s)"
+
+
+def test_what_stops_a_search_that_only_fails():
+    """Three failures with none finished stop a search only when nothing runs and they share a cause: one error
+    text, or several backbones (one backbone failing in several ways leaves the others worth trying)."""
+    from edgetransfer.search.study import _Search
+
+    state = optuna.trial.TrialState
+    search = _Search(SearchConfig(data="d", out="o"), Path("o"), None)
+
+    def study_of(*trials):
+        study = optuna.create_study()
+        for backbone, error, st in trials:
+            attrs = {"backbone": backbone, **({"error": error} if error else {})}
+            study.add_trial(
+                optuna.trial.create_trial(state=st, user_attrs=attrs, value=None if st != state.COMPLETE else 1.0)
+            )
+        return study
+
+    same = [("mobilenet_v2", "disk full", state.FAIL)] * 3
+    assert search._failing(study_of(*same)) == "3 trials failed and none finished (trial 2: disk full)"
+    assert search._failing(study_of(*same[:2])) == ""
+    mixed = [("mobilenet_v2", f"error {i}", state.FAIL) for i in range(3)]
+    assert search._failing(study_of(*mixed)) == ""  # one backbone, three causes
+    spread = [
+        ("mobilenet_v2", "a", state.FAIL),
+        ("efficientnet_lite0", "b", state.FAIL),
+        ("mobilenet_v2", "c", state.FAIL),
+    ]
+    assert search._failing(study_of(*spread)).startswith("3 trials failed")
+    assert search._failing(study_of(*same, ("mobilenet_v2", None, state.COMPLETE))) == ""  # one finished
+    running = study_of(*same)
+    running.ask()  # a trial running (another worker's, say): it may finish
+    assert search._failing(running) == ""
+    search.before = {0, 1, 2}  # the failures came before this process (a --resume): they do not count
+    assert search._failing(study_of(*same)) == ""
 
 
 class _Frozen:

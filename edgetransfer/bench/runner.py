@@ -13,7 +13,7 @@ import numpy as np
 
 from edgetransfer import console
 from edgetransfer.backends.base import LoadOptions
-from edgetransfer.bench.config import BenchConfig
+from edgetransfer.bench.config import DEFAULT_BACKENDS, BenchConfig
 from edgetransfer.bench.measure import ROUND_WARMUP, InProcessMeasurer, Job, MeasureError, ProcessMeasurer
 from edgetransfer.bench.plan import (
     REFERENCE,
@@ -149,6 +149,12 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         gone = [item["reason"] for item in skipped if RECORDED_BUT_GONE in item["reason"]]
         if gone:
             why = gone[0]
+        elif (
+            run.file("model.onnx").is_file()
+            and all(b.name.startswith("openvino") for b in chosen)
+            and not run.file("openvino/model.xml").is_file()
+        ):
+            why = "the run has no OpenVINO IR (exported with --no-openvino?); export it again without it"
         elif run.file("model.onnx").is_file():  # exported, but not what was asked for
             flags = {"int8": "--int8", "fp16": "--fp16"}
             hint = " or ".join(flags[v] for v in config.variants or () if v in flags)
@@ -159,8 +165,12 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
             )
         raise RunDirError(f"nothing to benchmark in {run.path} for backends {names}: {why}")
     verify_files(plan, runs)
-    # a fine-tuned run not exported: its PyTorch model alone is measured
-    if all(b.name.startswith("torch") for b, *_ in plan) and not run.file("model.onnx").is_file():
+    # a fine-tuned run never exported, benched with the default backends: its PyTorch model alone is measured
+    if (
+        tuple(config.backends) == DEFAULT_BACKENDS
+        and all(b.name.startswith("torch") for b, *_ in plan)
+        and "model.onnx" not in card.artifacts
+    ):
         console.err.print(
             f"[yellow]note: {run.path} is not exported: only its PyTorch model is measured; 'edgetransfer export "
             f"{run.path}' makes the ONNX and OpenVINO models the other backends measure[/]"

@@ -182,12 +182,14 @@ class _Search:
         self.rng = random.Random(config.seed)
         self.first: set[str] = set()  # the initial design's candidates (keys)
         self.deadline: float | None = None
+        self.before: set[int] = set()  # the trials started before this process's loop began (_failing)
         self.devices: list = []
 
     # ------------------------------------------------------------------ the three ways in
     def lead(self) -> SearchResult:
         config, out = self.config, self.out
-        resolve_device(config.device)  # --device tpu, or cuda without a GPU: one line, not a failed trial each
+        if not (config.resume and config.trials == 0):  # --resume --trials 0 only rewrites the report
+            resolve_device(config.device)  # --device tpu, or cuda without a GPU: one line, not a failed trial each
         if not config.resume:
             from edgetransfer.data import median_shorter_side
 
@@ -351,7 +353,10 @@ class _Search:
         self.profile = load_profile(self.config.profile)
         self.budget = Budget.of(self.profile)
         self.deadline = time.monotonic() + self.config.time_budget if self.config.time_budget else None
-        if not self.config.worker:  # the search's deadline, in wall-clock time: workers without their own follow it
+        waiting = self.optuna.trial.TrialState.WAITING  # (a queued trial runs in this process's time)
+        self.before = {t.number for t in study.get_trials(deepcopy=False) if t.state != waiting}  # see _failing
+        if not self.config.worker and not (self.config.resume and self.config.trials == 0):
+            # the search's deadline, in wall-clock time: workers without a --time-budget of their own follow it
             study.set_user_attr("deadline", time.time() + self.config.time_budget if self.config.time_budget else None)
         self.progress = Progress(study, self.budget)
         stopped = ""
@@ -420,13 +425,18 @@ class _Search:
         return ""
 
     def _failing(self, study) -> str:
-        """Why to stop when the search only fails: ALL_FAILED_STOP trials or more ended, each failed with an error
-        of its own, and none finished (a cause every candidate shares, such as unusable data, is not tried on each of
-        them); "" otherwise."""
+        """Why to stop when the search only fails: since this process started, ALL_FAILED_STOP trials or more ended,
+        each failed with an error of its own, none finished, none is running, and the failures share their cause
+        (one error text, or several backbones): a cause every candidate shares, such as unusable data or an
+        unreachable device, is not met once per candidate. "" otherwise. Trials from before (a search resumed after
+        such a stop) do not count: the cause may be gone."""
         state = self.optuna.trial.TrialState
+        trials = [t for t in study.get_trials(deepcopy=False) if t.number not in self.before]
+        if any(t.state == state.RUNNING for t in trials):
+            return ""
         ended = [
             t
-            for t in study.get_trials(deepcopy=False)
+            for t in trials
             if t.state.is_finished()
             and "same_as" not in t.user_attrs
             and "skipped" not in t.user_attrs
@@ -434,6 +444,9 @@ class _Search:
         ]
         if len(ended) < ALL_FAILED_STOP or any(t.state != state.FAIL for t in ended):
             return ""  # (a failed trial left in ``ended`` failed with an error of its own: see _died)
+        errors = {t.user_attrs.get("error") for t in ended}
+        if len(errors) > 1 and len({t.user_attrs.get("backbone") for t in ended}) < 2:
+            return ""  # one backbone failing in several ways: the others may work
         last = ended[-1]
         return f"{len(ended)} trials failed and none finished (trial {last.number}: {last.user_attrs.get('error')})"
 
