@@ -126,6 +126,14 @@ def load_recipe(path: Path | str) -> dict[str, Any]:
     one line naming the file and the key."""
     path = Path(path)
     recipe = read_toml(path, what="recipe", error=UsageError)
+    for table in (recipe, recipe.get("finetune")):  # a duration as the flag takes it: time_budget = "30m"
+        if isinstance(table, dict) and isinstance(table.get("time_budget"), str):
+            from edgetransfer.search.config import parse_duration
+
+            try:
+                table["time_budget"] = parse_duration(table["time_budget"])
+            except UsageError as exc:
+                raise UsageError(f"{path}: time_budget: {str(exc).split(': ', 1)[1]}") from None
     if "finetune" in recipe and isinstance(recipe["finetune"], dict):  # the options in a [finetune] table
         checked = validate(recipe_table_schema(), recipe, str(path), error=UsageError).finetune
         return checked.model_dump(include=set(recipe["finetune"]))

@@ -212,6 +212,14 @@ def test_recipe_and_its_errors(tmp_path):
     recipe.write_text("epochs = = 3\n")
     with pytest.raises(UsageError, match="not valid TOML"):
         load_recipe(recipe)
+    # a duration, as --time-budget takes it, at the top or in [finetune]
+    recipe.write_text('time_budget = "1m30s"\n')
+    assert load_recipe(recipe) == {"time_budget": 90.0}
+    recipe.write_text('[finetune]\ntime_budget = "2h"\n')
+    assert load_recipe(recipe) == {"time_budget": 7200.0}
+    recipe.write_text('time_budget = "soon"\n')
+    with pytest.raises(UsageError, match="r.toml: time_budget: expected a duration like 2h"):
+        load_recipe(recipe)
 
 
 def test_cli_flags_override_the_recipe(image_folder, tmp_path):
