@@ -78,16 +78,17 @@ def parity(
     reference: Session, candidate: Session, samples: Decoded | Sequence[Sample], pre: Preprocessing | None = None
 ) -> dict:
     """Max absolute logit difference and top-1 agreement of two models on the same images."""
-    max_diff, agree, count = 0.0, 0, 0
+    max_diff, agree, count, scale = 0.0, 0, 0, 0.0
     for images, _ in decoded(samples, pre).batches():
         a, b = reference.run(images), candidate.run(images)
         for which, logits in (("the reference model", a), ("the model under check", b)):
             if not np.isfinite(logits).all():
                 raise ExportError(f"{which} gives NaN or infinite logits on validation images; parity cannot hold")
         max_diff = max(max_diff, float(np.abs(a - b).max()))
+        scale = max(scale, float(np.abs(a).max()))
         agree += int((a.argmax(1) == b.argmax(1)).sum())
         count += len(images)
-    return {"max_abs_diff": max_diff, "top1_agreement": agree / max(count, 1), "images": count}
+    return {"max_abs_diff": max_diff, "top1_agreement": agree / max(count, 1), "images": count, "max_abs_logit": scale}
 
 
 def points(a: float | None, b: float | None) -> float | None:

@@ -86,7 +86,7 @@ def test_parity_reports_the_largest_difference_and_refuses_nan(samples):
             return out
 
     figures = parity(Oracle(3), Shifted(3), data)
-    assert figures == {"max_abs_diff": 1.5, "top1_agreement": 0.0, "images": 10}
+    assert figures == {"max_abs_diff": 1.5, "top1_agreement": 0.0, "images": 10, "max_abs_logit": 1.0}
     assert parity(Oracle(3), Oracle(3), data)["top1_agreement"] == 1.0
 
     class Broken(Oracle):
@@ -102,3 +102,13 @@ def test_the_latency_ratio_of_a_model_to_itself_is_about_one(trained_run):
     measurement gives 0, inf or NaN)."""
     ratio = evaluation.latency_ratio(trained_run.file("model.onnx"), trained_run.file("model.onnx"), 32, seconds=0.3)
     assert 0.5 < ratio < 2.0
+
+
+def test_the_fp16_tolerance_grows_with_the_logits_and_with_atol():
+    """A new user's export --fp16 failed at max |logit diff| 0.0533 > 0.05 with top-1 agreement 100 %, and --atol
+    did not change the fp16 limit: it is now relative to the logits' size when they are large, and --atol raises it."""
+    from edgetransfer.passes.onnx import FP16_ATOL, fp16_tolerance
+
+    assert fp16_tolerance(0.5, 1e-3) == FP16_ATOL  # small logits: the fixed floor
+    assert fp16_tolerance(20.0, 1e-3) == pytest.approx(1.0)  # 5 % of the largest logit
+    assert fp16_tolerance(3.0, 0.3) == 0.3  # --atol 0.3

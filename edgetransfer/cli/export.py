@@ -70,7 +70,10 @@ def export(
     ] = ExportConfig.simplify,
     opset: Annotated[int, typer.Option(help="ONNX opset to write.")] = ExportConfig.opset,
     atol: Annotated[
-        float, typer.Option(help="Max |logit difference| to PyTorch before the export fails.")
+        float,
+        typer.Option(
+            help="Max |logit difference| to PyTorch before the export fails (fp16: at least 0.05, or 5% of the top logit)."
+        ),
     ] = ExportConfig.atol,
     data: Annotated[
         Path | None,
