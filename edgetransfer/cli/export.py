@@ -72,7 +72,7 @@ def export(
     atol: Annotated[
         float,
         typer.Option(
-            help="Max |logit difference| to PyTorch before the export fails (fp16: at least 0.05, or 5% of the top logit)."
+            help="Max |logit difference| to PyTorch before export fails (fp16: at least 0.05, or 5% of the top logit)."
         ),
     ] = ExportConfig.atol,
     data: Annotated[
