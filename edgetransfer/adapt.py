@@ -245,6 +245,7 @@ def adapt_to_target(model, source, adapt_images, unlabeled, target_val, pre, dev
     record: dict[str, Any] = {}
     if measure:
         record["target_val_top1_source_only"] = measure(model)
+        source_only = copy.deepcopy(model.state_dict())
     target = adapt_images or unlabeled
     adapt_bn(model, target, pre, device)
     model.eval()
@@ -275,6 +276,15 @@ def adapt_to_target(model, source, adapt_images, unlabeled, target_val, pre, dev
         )
         if measure:
             record["target_val_top1_final"] = measure(model)
+    if measure:  # the guard covers AdaBN too: adapted, the model must not be worse on the labelled target images
+        adapted = record.get("target_val_top1_final", record["target_val_top1_adabn"])
+        if adapted < record["target_val_top1_source_only"]:
+            model.load_state_dict(source_only)
+            record["rolled_back_to_source"] = True
+            console.err.print(
+                f"[yellow]adaptation made target val top-1 worse ({adapted:.2%} < source-only "
+                f"{record['target_val_top1_source_only']:.2%}): rolled back; the model is the fine-tuned one[/]"
+            )
     return record
 
 
@@ -346,9 +356,13 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
 
             plot_confusion(torch_metrics["test_confusion"], splits.labels, run.file(CONFUSION))
         was = before.get("test_top1")
-        console.err.print(
-            f"after adaptation: test top-1 {test_acc:.2%} on the labelled source test split"
-            + (f" (before adaptation {was:.2%})" if isinstance(was, float) else "")
-            + "; the card's PyTorch figures and confusion.png are the adapted model's, which is for the target domain"
-        )
+        if record.get("rolled_back_to_source"):
+            console.err.print(f"not adapted: test top-1 {test_acc:.2%} on the labelled source test split")
+        else:
+            console.err.print(
+                f"after adaptation: test top-1 {test_acc:.2%} on the labelled source test split"
+                + (f" (before adaptation {was:.2%})" if isinstance(was, float) else "")
+                + "; the card's PyTorch figures and confusion.png are the adapted model's, which is for the target "
+                "domain"
+            )
     return run
