@@ -213,6 +213,9 @@ def test_an_old_schema_is_rejected_with_what_to_do(document):
     old = {**document, "schema_version": 1}
     with pytest.raises(UsageError, match="schema version 1; this edgetransfer reads version 2: measure it again"):
         validate_document(old, "old.json")
+    text = {**document, "schema_version": "2"}  # edited by hand: the right version as text
+    with pytest.raises(UsageError, match="text.json: schema_version is the text '2'; it should be the number 2"):
+        validate_document(text, "text.json")
     with pytest.raises(UsageError, match="not an edgetransfer bench document"):
         validate_document({"results": []}, "x.json")
 

@@ -146,6 +146,9 @@ def test_relative_to_compares_within_one_run():
         "nothing to compare with ort-cpu fp32: no model was measured beside it (e.g. --relative-to ort-cpu:fp32 "
         "with --variants fp32 alone, or a run without the int8 model); a gate that judges nothing cannot pass"
     ]
+    # --relative-to with a backend alone: no Python None in the message (a new user saw "with ort-cpu None")
+    alone = compare(fp32_only, None, GateConfig(relative_to="ort-cpu"))
+    assert alone.exit_code == 2 and alone.problems[0].startswith("nothing to compare with ort-cpu: ")
 
 
 def test_relative_to_a_baseline_holds_on_a_machine_twice_as_slow():

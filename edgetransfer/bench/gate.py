@@ -298,7 +298,11 @@ def compare(
         verdict = _verdict(ratio, low, high, config.max_regression)
         result.rows.append(Row(backend, variant, batch, shown[0], shown[1], ratio, low, high, verdict, ref_name))
     if not result.rows and not result.problems and (only is None or keys):  # a gate that judged nothing passed
-        what = f"with {ref[0]} {ref[1]}" if ref is not None and not probed else "with the " + (mode.split("+")[0])
+        what = (
+            f"with {ref[0]}{f' {ref[1]}' if ref[1] else ''}"  # --relative-to BACKEND alone: no variant
+            if ref is not None and not probed
+            else "with the " + (mode.split("+")[0])
+        )
         result.problems.append(
             f"nothing to compare {what}: no model was measured beside it (e.g. --relative-to ort-cpu:fp32 with "
             "--variants fp32 alone, or a run without the int8 model); a gate that judges nothing cannot pass"

@@ -197,6 +197,8 @@ def validate_document(document: Any, source: str = "bench document") -> dict:
     if not isinstance(document, dict) or "schema_version" not in document:
         raise UsageError(f"{source} is not an edgetransfer bench document (no schema_version)")
     version = document["schema_version"]
+    if isinstance(version, str) and version.strip() == str(BENCH_SCHEMA_VERSION):
+        raise UsageError(f"{source}: schema_version is the text {version!r}; it should be the number {version.strip()}")
     if version != BENCH_SCHEMA_VERSION:
         raise UsageError(
             f"{source} has bench schema version {version!r}; this edgetransfer reads version "
