@@ -4,6 +4,7 @@ written, and never a wrong number with exit 0."""
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,6 +267,13 @@ def test_an_unwritable_out_folder(run, tmp_path, no_measuring, monkeypatch):
     run_bad(["bench", run, *FAST, "--save-baseline", tmp_path / "locked" / "b.json"], 2, "cannot write in", tmp_path)
 
 
+@pytest.mark.skipif(not Path("/sys").is_dir(), reason="no /sys on this machine")
+def test_a_folder_no_file_can_be_made_in_even_as_root(run, tmp_path, no_measuring):
+    """--save-baseline /sys/x.json measured first and then failed (as root, os.access says /sys is writable): the
+    folder is now tried before measuring."""
+    run_bad(["bench", run, *FAST, "--save-baseline", "/sys/edgetransfer-b.json"], 2, "cannot write in /sys", tmp_path)
+
+
 def test_a_report_name_taken_by_a_folder(run, tmp_path, no_measuring):
     (tmp_path / "out" / "bench.html").mkdir(parents=True)
     run_bad(["bench", run, *FAST, "--out", tmp_path / "out"], 2, "bench.html is a folder", tmp_path)
@@ -510,3 +518,14 @@ def test_an_openvino_ir_without_its_weights_is_one_line_naming_the_bin(run, tmp_
     found = RunDir.open(run)
     profiled = _profiled(found, found.load_card(), "openvino/model.xml", lambda path: {})
     assert profiled["error"].startswith(missing)  # explain reports it as that model's error, and the rest
+
+
+def test_a_max_regression_without_a_gate_is_said(run, tmp_path):
+    """--max-regression 5% with nothing to gate against was silently ignored (exit 0, no word)."""
+    result = CliRunner().invoke(app, ["bench", str(run), *FAST, "--variants", "int8", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0 and "--max-regression" not in result.stderr, result.output
+    result = CliRunner().invoke(
+        app, ["bench", str(run), *FAST, "--variants", "int8", "--out", str(tmp_path / "r"), "--max-regression", "5%"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "note: --max-regression 5% is not used: no gate runs without --baseline" in " ".join(result.stderr.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,16 @@ def write_reports(document: dict, folder: Path, gate: GateResult | None = None) 
 
 
 def _can_write(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
+    """Whether a file can be made in ``folder``: tried (as root, os.access says yes to /sys and read-only mounts)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".edgetransfer-write-check-")
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(name)
+    return True
 
 
 def _writable_folder(folder: Path, what: str) -> None:

@@ -225,6 +225,11 @@ def bench(
     if baseline or relative_to or reference_run:
         gate = GateConfig(max_regression=threshold, relative_to=relative_to, confirm=confirm)
         import scipy.stats  # noqa: F401 - the gate's intervals: a runtime-only install is told before measuring
+    elif max_regression != "10%":  # given, and nothing to gate: said, not silently ignored
+        console.err.print(
+            f"[yellow]note: --max-regression {max_regression} is not used: no gate runs without --baseline, "
+            "--relative-to or --reference-run[/]"
+        )
     explicit = {
         "backends": split_list(backends) if backends is not None else None,
         "variants": split_list(variants) if variants is not None else None,
