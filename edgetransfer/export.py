@@ -197,6 +197,13 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
                     f"[yellow]note: the previous export of {run.path} made its int8 model with --int8-method {before}; "
                     f"this one uses {config.int8.mode}: give --int8-method {before} to make the same kind again[/]"
                 )
+            adaptation = (card.training or {}).get("adaptation") or {}
+            adapted = adaptation.get("adapt_bn_images") and not adaptation.get("rolled_back_to_source")
+            if adapted and config.int8.mode != "none" and not config.int8.calibration_dir:
+                console.err.print(
+                    f"[yellow]note: {run.path} was adapted to a target domain; int8 is calibrated on the source "
+                    "training split and checked on source images: --calib TARGET_DIR calibrates it on target images[/]"
+                )
             # the training images are read to calibrate int8 (and to fine-tune QAT); without int8 a training image
             # culled since is no reason to refuse (the parity check's images come from the validation split)
             needs_train = config.int8.mode != "none" or any(step.calibrates for step in passes)

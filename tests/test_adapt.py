@@ -10,7 +10,7 @@ from edgetransfer.finetune import FinetuneConfig, finetune
 from edgetransfer.rundir import RunDir
 
 
-def test_adapt_is_a_stage_on_a_finished_run(image_folder, tmp_path):
+def test_adapt_is_a_stage_on_a_finished_run(image_folder, tmp_path, capsys):
     options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
     run = finetune(FinetuneConfig(**options))
     before = run.load_card()
@@ -21,6 +21,14 @@ def test_adapt_is_a_stage_on_a_finished_run(image_folder, tmp_path):
     assert card.training["adaptation"]["adapt_bn_images"] == 12
     assert card.artifacts["model.safetensors"]["sha256"] != before.artifacts["model.safetensors"]["sha256"]
     load_model(adapted, card)  # the new checkpoint matches the sha256 the card records
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.quantize import Int8Config
+
+    capsys.readouterr()
+    export(adapted, ExportConfig(openvino=False, int8=Int8Config(mode="static", calibration_size=8, max_drop=100.0)))
+    assert "was adapted to a target domain; int8 is calibrated on the source training split" in " ".join(
+        capsys.readouterr().err.split()
+    )  # a new user's adapted run was calibrated and checked on source images without a word
     other = make_folder(tmp_path / "other", per_class=4, classes=2)
     with pytest.raises(UsageError, match="--target-val has classes"):
         adapt(run, FinetuneConfig(**options, adapt_bn=str(target), target_val=str(other)))

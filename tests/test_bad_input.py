@@ -433,7 +433,7 @@ def test_out_where_no_folder_can_be_made(tmp_path, image_folder, monkeypatch, ou
 def test_bench_checks_its_output_folder_and_relative_to_before_measuring(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run.path, run)
-    run_bad(["bench", run, "--out", "/proc/reports"], 2, "cannot make /proc/reports", tmp_path)
+    run_bad(["bench", run, "--out", "/proc/reports"], 2, "--out /proc/reports: cannot write in /proc", tmp_path)
     run_bad(["bench", run, "--relative-to", "foo:fp32"], 2, "--relative-to foo:fp32 names no model", tmp_path)
     run_bad(["bench", run, "--backends", ""], 2, "--backends is empty", tmp_path)
 

@@ -56,6 +56,17 @@ def test_identical_runs_pass_and_a_slower_one_fails_with_a_readable_diff():
     assert "SLOWER  ort-cpu int8 b1" in text and "+25" in text and "exit 1" in text and "base.json" in text
 
 
+def test_models_measured_now_but_not_in_the_baseline_are_named_as_not_judged():
+    """A baseline of ort-cpu int8 alone, a bench of fp32 and int8: fp32 was measured and silently not judged."""
+    baseline = document([result("ort-cpu", "int8", {1: samples(0.7, seed=1)})])
+    outcome = compare(two_variants(seed=10), baseline, GATE, baseline_name="base.json")
+    assert outcome.exit_code == 0 and [r.variant for r in outcome.rows] == ["int8"]
+    assert "not judged: ort-cpu fp32 batch 1 (not in the baseline); save a baseline that measures them" in " ".join(
+        outcome.warnings
+    )
+    assert not any("not judged" in w for w in compare(two_variants(seed=10), two_variants(), GATE).warnings)
+
+
 def test_gate_lines_show_the_medians_and_the_judged_change_with_one_sign():
     """Issue 20: "0.3428 -> 0.3288 x ref +3.8%" (the ratio down, the change up) and "+10.3% ... not slower beyond the
     threshold" at 5%. Every line now names the medians with their own change, then the change that is judged and

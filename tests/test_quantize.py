@@ -129,9 +129,11 @@ def test_weight_steps_read_back_from_an_int8_model_give_the_same_model(search, t
     assert own_nodes == back_nodes
 
 
-def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path):
+def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path, capsys):
     calib = make_folder(tmp_path / "calib", per_class=2, classes=2)
     export(run_copy, ExportConfig(fp16=True, int8=Int8Config(mode="static", calibration_dir=str(calib))))
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"note: int8 is calibrated on 4 images from {calib} (--calib-size 200)" in said  # so few is said
     card = run_copy.load_card()
     assert card.artifacts["model.int8.onnx"]["quantization"]["calibration_source"] == str(calib)
     assert card.artifacts["model.int8.onnx"]["quantization"]["calibration_images"] == 4

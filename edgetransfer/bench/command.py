@@ -109,7 +109,7 @@ def _writable_folder(folder: Path, what: str) -> None:
     if not existing.is_dir():
         raise UsageError(f"{what}: {existing} is a file, not a folder")
     if not _can_write(existing):
-        raise UsageError(f"{what}: cannot write in {existing} (permission denied)")
+        raise UsageError(f"{what}: cannot write in {existing}")
     if existing != folder:  # the folders to make: try now, so that a place where none can be made fails first
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -247,6 +247,14 @@ def compare(
             whose = " of the reference run" if r.get("run") == "reference" else ""
             result.problems.append(f"{r['backend']} {r['variant']}{whose} could not be measured: {r['error']}")
     keys = sorted(before) if baseline is not None else sorted(now)
+    if baseline is not None and only is None:  # measured now, absent from the baseline: said, not silently unjudged
+        unjudged = sorted(k for k in now if k not in before and k[0] != PROBE_NAME)
+        if unjudged:
+            named = ", ".join(f"{b} {v} batch {n}" for b, v, n in unjudged[:4])
+            more = f" and {len(unjudged) - 4} more" if len(unjudged) > 4 else ""
+            result.warnings.append(
+                f"not judged: {named}{more} (not in the baseline); save a baseline that measures them to gate them"
+            )
     if only is not None:  # a re-measurement of some keys: leave the others alone
         keys = [k for k in keys if k[:2] in only]
     for key in keys:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from edgetransfer.rundir import RunDir
 
 PARITY_IMAGES = 64
+FEW_CALIBRATION = 32  # fewer --calib images than this is said (a --calib folder of one image was not)
 
 
 @dataclass
@@ -114,10 +115,16 @@ class ExportContext:
         from edgetransfer.quantize import calibration_subset
 
         config = self.config.int8
-        if config.calibration_dir:
-            chosen = calibration_subset(list_images(config.calibration_dir), config)
-            return Decoded(chosen, self.pre), str(config.calibration_dir)
-        return Decoded(calibration_subset(self.splits.train, config), self.pre), "train split"
+        if not config.calibration_dir:
+            return Decoded(calibration_subset(self.splits.train, config), self.pre), "train split"
+        chosen = calibration_subset(list_images(config.calibration_dir), config)
+        if len(chosen) < min(FEW_CALIBRATION, config.calibration_size):  # a --calib of one image went unsaid
+            console.err.print(
+                f"[yellow]note: int8 is calibrated on {len(chosen)} image{'s' * (len(chosen) != 1)} from "
+                f"{config.calibration_dir} (--calib-size {config.calibration_size}): activation ranges from so few "
+                "may not hold on other images; the accuracy checks below say how int8 does[/]"
+            )
+        return Decoded(chosen, self.pre), str(config.calibration_dir)
 
     def path(self, name: str) -> Path:
         return self.stage / name
