@@ -85,7 +85,7 @@ def parity(
             if not np.isfinite(logits).all():
                 raise ExportError(f"{which} gives NaN or infinite logits on validation images; parity cannot hold")
         max_diff = max(max_diff, float(np.abs(a - b).max()))
-        scale = max(scale, float(np.abs(a).max()))
+        scale = max(scale, float(np.abs(a.max(1)).max()))  # each image's top logit (fp16's relative scale)
         agree += int((a.argmax(1) == b.argmax(1)).sum())
         count += len(images)
     return {"max_abs_diff": max_diff, "top1_agreement": agree / max(count, 1), "images": count, "max_abs_logit": scale}

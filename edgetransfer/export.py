@@ -199,7 +199,7 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
                 )
             adaptation = (card.training or {}).get("adaptation") or {}
             adapted = adaptation.get("adapt_bn_images") and not adaptation.get("rolled_back_to_source")
-            if adapted and config.int8.mode != "none" and not config.int8.calibration_dir:
+            if adapted and config.int8.mode not in ("none", "dynamic") and not config.int8.calibration_dir:
                 console.err.print(
                     f"[yellow]note: {run.path} was adapted to a target domain; int8 is calibrated on the source "
                     "training split and checked on source images: --calib TARGET_DIR calibrates it on target images[/]"

@@ -132,8 +132,11 @@ def load_recipe(path: Path | str) -> dict[str, Any]:
 
             try:
                 table["time_budget"] = parse_duration(table["time_budget"])
-            except UsageError as exc:
-                raise UsageError(f"{path}: time_budget: {str(exc).split(': ', 1)[1]}") from None
+            except UsageError:
+                raise UsageError(
+                    f"{path}: time_budget: expected a duration like 2h, 30m, 90s or 1h30m, or seconds; got "
+                    f"{table['time_budget']!r}"
+                ) from None
     if "finetune" in recipe and isinstance(recipe["finetune"], dict):  # the options in a [finetune] table
         checked = validate(recipe_table_schema(), recipe, str(path), error=UsageError).finetune
         return checked.model_dump(include=set(recipe["finetune"]))

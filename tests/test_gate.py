@@ -65,6 +65,9 @@ def test_models_measured_now_but_not_in_the_baseline_are_named_as_not_judged():
         outcome.warnings
     )
     assert not any("not judged" in w for w in compare(two_variants(seed=10), two_variants(), GATE).warnings)
+    # --relative-to's reference is the yardstick, never judged: not named as "not judged" (a reviewer's finding)
+    relative = compare(two_variants(seed=10), baseline, GateConfig(max_regression=0.1, relative_to="ort-cpu:fp32"))
+    assert not any("not judged" in w for w in relative.warnings), relative.warnings
 
 
 def test_gate_lines_show_the_medians_and_the_judged_change_with_one_sign():

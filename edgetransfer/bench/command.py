@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -96,7 +97,8 @@ def _can_write(folder: Path) -> bool:
     except OSError:
         return False
     os.close(handle)
-    os.unlink(name)
+    with contextlib.suppress(OSError):  # made but not removable (an append-only folder): writable all the same
+        os.unlink(name)
     return True
 
 

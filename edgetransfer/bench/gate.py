@@ -248,7 +248,11 @@ def compare(
             result.problems.append(f"{r['backend']} {r['variant']}{whose} could not be measured: {r['error']}")
     keys = sorted(before) if baseline is not None else sorted(now)
     if baseline is not None and only is None:  # measured now, absent from the baseline: said, not silently unjudged
-        unjudged = sorted(k for k in now if k not in before and k[0] != PROBE_NAME)
+
+        def yardstick(key) -> bool:  # --relative-to's model (any variant of its backend when none is named)
+            return ref is not None and key[0] == ref[0] and ref[1] in (None, key[1])
+
+        unjudged = sorted(k for k in now if k not in before and k[0] != PROBE_NAME and not yardstick(k))
         if unjudged:
             named = ", ".join(f"{b} {v} batch {n}" for b, v, n in unjudged[:4])
             more = f" and {len(unjudged) - 4} more" if len(unjudged) > 4 else ""

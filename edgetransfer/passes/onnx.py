@@ -72,7 +72,8 @@ class OnnxFp32(Pass):
 
 def fp16_tolerance(max_abs_logit: float, atol: float) -> float:
     """The max |logit difference| an fp16 model may have against PyTorch: FP16_ATOL, or FP16_RTOL of the largest
-    logit when larger, or ``atol`` (export's --atol) when larger still."""
+    top logit of an image (``parity``'s ``max_abs_logit``; not the most negative one) when larger, or ``atol``
+    (export's --atol) when larger still."""
     return max(FP16_ATOL, FP16_RTOL * max_abs_logit, atol)
 
 
@@ -92,8 +93,8 @@ class OnnxFp16(Pass):
         if figures["max_abs_diff"] > tolerance:
             raise ExportError(
                 f"ONNX fp16 disagrees with PyTorch: max |logit diff| {figures['max_abs_diff']:.3g} > tolerance "
-                f"{tolerance:.3g} (the larger of {FP16_ATOL:g}, {FP16_RTOL:.0%} of the largest logit, and --atol); "
-                "--atol raises it, or export without --fp16"
+                f"{tolerance:.3g} (the larger of {FP16_ATOL:g}, {FP16_RTOL:.0%} of the largest top logit, and --atol); "
+                "--atol raises it (and every other parity check's limit with it), or export without --fp16"
             )
         ctx.measure("onnx_fp16", session)
         return [Artifact(ONNX_FP16, {"file": ONNX_FP16, "parity": figures})]
