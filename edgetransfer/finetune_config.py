@@ -128,7 +128,7 @@ def load_recipe(path: Path | str) -> dict[str, Any]:
     recipe = read_toml(path, what="recipe", error=UsageError)
     for table in (recipe, recipe.get("finetune")):  # a duration as the flag takes it: time_budget = "30m"
         if isinstance(table, dict) and isinstance(table.get("time_budget"), str):
-            from edgetransfer.search.config import parse_duration
+            from edgetransfer.durations import parse_duration
 
             try:
                 table["time_budget"] = parse_duration(table["time_budget"])

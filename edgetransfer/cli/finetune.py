@@ -195,10 +195,10 @@ def finetune(
 ) -> None:
     """Fine-tune an ImageNet backbone on your labelled images; keep the best checkpoint (by val accuracy)."""
     from edgetransfer.builtin_data import resolve_data
+    from edgetransfer.durations import parse_duration
     from edgetransfer.errors import UsageError
     from edgetransfer.finetune import finetune as run_finetune
     from edgetransfer.finetune_config import load_recipe, resume_options
-    from edgetransfer.search.config import parse_duration
 
     given = {k: v for k, v in locals().items() if k in {f.name for f in dataclasses.fields(FinetuneConfig)}}
     if time_budget is not None:

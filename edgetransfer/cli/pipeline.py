@@ -41,9 +41,9 @@ def pipeline(
     ] = False,
 ) -> None:
     """Run finetune -> export (fp32, int8, OpenVINO) -> bench, and print accuracies and a latency table."""
+    from edgetransfer.durations import parse_duration
     from edgetransfer.finetune import FinetuneConfig
     from edgetransfer.pipeline import run_pipeline, summary
-    from edgetransfer.search.config import parse_duration
 
     config = FinetuneConfig(
         data=data,

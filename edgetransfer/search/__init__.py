@@ -3,7 +3,8 @@ Optuna: :mod:`.config` (the options and the candidates), :mod:`.trial` (one tria
 :mod:`.storage` (the study's storage, dead workers), :mod:`.study` (:func:`search`), :mod:`.live` (progress),
 :mod:`.report` (Pareto front, recommendation, tables, HTML) and :mod:`.tracking` (MLflow)."""
 
-from edgetransfer.search.config import SearchConfig, Space, build_space, parse_duration
+from edgetransfer.durations import parse_duration
+from edgetransfer.search.config import SearchConfig, Space, build_space
 from edgetransfer.search.study import SearchResult, search
 
 __all__ = ["SearchConfig", "SearchResult", "Space", "build_space", "parse_duration", "search"]

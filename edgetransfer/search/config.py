@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,17 +115,6 @@ class SearchConfig:
         """This config with a study's recorded options (the data path given here wins: another machine)."""
         known = {f.name for f in dataclasses.fields(self)}
         return dataclasses.replace(self, **{k: v for k, v in recorded.items() if k in known})
-
-
-def parse_duration(text: str) -> float:
-    """``"2h"``, ``"30m"``, ``"90s"``, ``"1.5h"``, ``"1h30m"`` or plain seconds -> seconds."""
-    spelled = text.strip().lower().replace(" ", "")
-    if re.fullmatch(r"\d+(\.\d+)?", spelled):
-        return float(spelled)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", spelled)
-    if not parts or "".join(n + u for n, u in parts) != spelled:
-        raise UsageError(f"--time-budget {text!r}: expected a duration like 2h, 30m, 90s or 1h30m")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
 
 
 @dataclass(frozen=True)
