@@ -157,8 +157,10 @@ def test_int8_weights_are_resolved_where_the_study_starts_and_recorded_for_every
 
 def test_options_checked_before_any_work():
     assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400 and parse_duration("90") == 90
-    with pytest.raises(UsageError, match="duration"):
-        parse_duration("soon")
+    assert parse_duration(".5") == 0.5 and parse_duration("1e3") == 1000  # what the float option took
+    for bad in ("soon", "", "30m1h", "1m1m", "inf"):  # out of order or repeated units are a typo, not a sum
+        with pytest.raises(UsageError, match="duration like 2h, 30m, 90s or 1h30m, or seconds"):
+            parse_duration(bad)
     for bad in ({"trials": -1}, {"pruner": "random"}, {"backend": "tpu"}, {"epochs": 0}, {"time_budget": math.nan}):
         with pytest.raises(UsageError):
             SearchConfig(data="d", out="o", **bad).validate()
@@ -783,6 +785,11 @@ def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatc
     assert (
         ran.stderr.strip().splitlines()[-1] == "error: no trial finished, 3 failed (trial 2: the images cannot be read)"
     )
+    # a worker whose own trials all fail exits 1 too (it printed its table and exited 0)
+    worker = CliRunner().invoke(app, ["search", "--worker", "--out", str(tmp_path / "t")])
+    assert worker.exit_code == 1, worker.output
+    said = worker.stderr.strip().splitlines()[-1]
+    assert said.startswith("error: none of this worker's trials finished, ") and "the images cannot be read" in said
     # resumed once the cause is gone, the old failures do not stop it again
     monkeypatch.setattr(
         study,
@@ -829,6 +836,14 @@ def test_what_stops_a_search_that_only_fails():
     assert search._failing(running) == ""
     search.before = {0, 1, 2}  # the failures came before this process (a --resume): they do not count
     assert search._failing(study_of(*same)) == ""
+    earlier_running = study_of(*same)
+    earlier_running.ask()  # trial 3: another worker's, running since before this process began
+    for _ in range(3):
+        earlier_running.add_trial(
+            optuna.trial.create_trial(state=state.FAIL, user_attrs={"backbone": "mobilenet_v2", "error": "disk full"})
+        )
+    search.before = {0, 1, 2, 3}
+    assert search._failing(earlier_running) == "", "a trial running since before this process may still finish"
 
 
 class _Frozen:

@@ -103,8 +103,9 @@ def search(
     int8_methods: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated: static, qat, dynamic (slow for CNNs in ONNX Runtime), none (fp32).",
-            show_default="every one export has but dynamic",
+            help="Comma-separated: static, qat, dynamic (slow for CNNs in ONNX Runtime), auto (export's own: static, "
+            "then qat where static loses accuracy; the search tries both itself), none (fp32).",
+            show_default="static, qat",
             rich_help_panel=CANDIDATES,
         ),
     ] = None,
@@ -179,7 +180,7 @@ def search(
         data=data or "",
         out=out,
         profile=profile,
-        time_budget=parse_duration(time_budget) if time_budget else None,
+        time_budget=parse_duration(time_budget) if time_budget is not None else None,
         trials=trials,
         storage=storage,
         worker=worker,
@@ -220,6 +221,7 @@ def search(
             console.out.print(f"this worker ran no trial (the search stopped: {result.stopped})", markup=False)
             return
         console.out.print(rep.trials_table(mine, result.budget, title=f"this worker's trials ({result.stopped})"))
+        _exit_if_none_finished(mine, "none of this worker's trials finished")
         return
     console.out.print(rep.pareto_table(result.rows, result.budget))
     for line in rep.verdict(result.rows, result.budget):
@@ -228,14 +230,15 @@ def search(
     console.out.print("reports: " + ", ".join(str(p) for p in result.written), markup=False)
     if result.document.get("recommended") is None and result.document.get("closest") is not None:
         raise typer.Exit(1)  # trials were measured and none meets the budget: a script can tell (as bench's exit 1)
-    failed = [r for r in result.rows if r["state"] == "failed"]
-    if (
-        result.document.get("closest") is None
-        and failed
-        and not any(r["state"] in ("done", "pruned") for r in result.rows)
-    ):
-        print(
-            f"error: no trial finished, {len(failed)} failed (trial {failed[-1]['number']}: {failed[-1]['note']})",
-            file=sys.stderr,
-        )
+    if result.document.get("closest") is None:
+        _exit_if_none_finished(result.rows, "no trial finished")
+
+
+def _exit_if_none_finished(rows: list[dict], what: str) -> None:
+    """Exit 1 with one line when trials failed and none of ``rows`` finished (done or pruned): the search, or this
+    worker's part of it, produced nothing a script should take for a result."""
+    failed = [r for r in rows if r["state"] == "failed"]
+    if failed and not any(r["state"] in ("done", "pruned") for r in rows):
+        last = failed[-1]
+        print(f"error: {what}, {len(failed)} failed (trial {last['number']}: {last['note']})", file=sys.stderr)
         raise typer.Exit(1)

@@ -138,6 +138,13 @@ def _died(trial) -> bool:
     )
 
 
+def _counts(trial) -> bool:
+    """A trial that ended and counts towards --trials and the stop rules: not a repeat of another trial's candidate,
+    not skipped, and not one whose worker died (its candidate is tried again)."""
+    attrs = trial.user_attrs
+    return trial.state.is_finished() and "same_as" not in attrs and "skipped" not in attrs and not _died(trial)
+
+
 def trial_note(exc: EdgeTransferError) -> str:
     """What a failed trial's row says: the error's first line, whole words; for an int8 budget export could not
     hold, without export's advice (its options, --max-drop and --calib-method, are not search's: the search tries
@@ -390,7 +397,7 @@ class _Search:
             if t.state == state.RUNNING:
                 running += 1
                 covered.add(attrs.get("candidate"))
-            elif t.state.is_finished() and "same_as" not in attrs and "skipped" not in attrs and not _died(t):
+            elif _counts(t):
                 counted += 1  # a trial whose worker died does not count: its candidate is tried again
                 if t.state != state.FAIL or "error" in attrs:
                     covered.add(attrs.get("candidate"))
@@ -431,17 +438,11 @@ class _Search:
         unreachable device, is not met once per candidate. "" otherwise. Trials from before (a search resumed after
         such a stop) do not count: the cause may be gone."""
         state = self.optuna.trial.TrialState
-        trials = [t for t in study.get_trials(deepcopy=False) if t.number not in self.before]
-        if any(t.state == state.RUNNING for t in trials):
+        every = study.get_trials(deepcopy=False)
+        if any(t.state == state.RUNNING for t in every):  # another worker's, started before this process, too
             return ""
-        ended = [
-            t
-            for t in trials
-            if t.state.is_finished()
-            and "same_as" not in t.user_attrs
-            and "skipped" not in t.user_attrs
-            and not _died(t)
-        ]
+        trials = [t for t in every if t.number not in self.before]
+        ended = [t for t in trials if _counts(t)]
         if len(ended) < ALL_FAILED_STOP or any(t.state != state.FAIL for t in ended):
             return ""  # (a failed trial left in ``ended`` failed with an error of its own: see _died)
         errors = {t.user_attrs.get("error") for t in ended}
