@@ -75,20 +75,33 @@ def top1(session: Session, samples: Decoded | Sequence[Sample], pre: Preprocessi
 
 
 def parity(
-    reference: Session, candidate: Session, samples: Decoded | Sequence[Sample], pre: Preprocessing | None = None
+    reference: Session,
+    candidate: Session,
+    samples: Decoded | Sequence[Sample],
+    pre: Preprocessing | None = None,
+    rtol: float = 0.0,
 ) -> dict:
-    """Max absolute logit difference and top-1 agreement of two models on the same images."""
-    max_diff, agree, count, scale = 0.0, 0, 0, 0.0
+    """Max absolute logit difference and top-1 agreement of two models on the same images, and the largest |logit|
+    of the reference. With ``rtol``, also ``max_diff_beyond_rtol``: the largest of each image's max difference less
+    ``rtol`` times that image's largest |logit| (a precision such as fp16 errs in proportion to the values it holds;
+    held to an absolute tolerance, this is numpy's ``allclose`` rule with each image's own scale)."""
+    max_diff, agree, count, scale, beyond = 0.0, 0, 0, 0.0, -math.inf
     for images, _ in decoded(samples, pre).batches():
         a, b = reference.run(images), candidate.run(images)
         for which, logits in (("the reference model", a), ("the model under check", b)):
             if not np.isfinite(logits).all():
                 raise ExportError(f"{which} gives NaN or infinite logits on validation images; parity cannot hold")
-        max_diff = max(max_diff, float(np.abs(a - b).max()))
-        scale = max(scale, float(np.abs(a.max(1)).max()))  # each image's top logit (fp16's relative scale)
+        row_diff, row_scale = np.abs(a - b).max(1), np.abs(a).max(1)
+        max_diff = max(max_diff, float(row_diff.max()))
+        scale = max(scale, float(row_scale.max()))
+        beyond = max(beyond, float((row_diff - rtol * row_scale).max()))
         agree += int((a.argmax(1) == b.argmax(1)).sum())
         count += len(images)
-    return {"max_abs_diff": max_diff, "top1_agreement": agree / max(count, 1), "images": count, "max_abs_logit": scale}
+    figures = {"max_abs_diff": max_diff, "top1_agreement": agree / max(count, 1), "images": count}
+    figures["max_abs_logit"] = scale
+    if rtol:
+        figures["max_diff_beyond_rtol"] = max(beyond, 0.0)
+    return figures
 
 
 def points(a: float | None, b: float | None) -> float | None:

@@ -72,7 +72,8 @@ def export(
     atol: Annotated[
         float,
         typer.Option(
-            help="Max |logit difference| to PyTorch before export fails (fp16: at least 0.05, or 5% of the top logit)."
+            help="Max |logit difference| to PyTorch before export fails (fp16: at least 0.05, plus 5% of each "
+            "image's largest |logit|)."
         ),
     ] = ExportConfig.atol,
     data: Annotated[

@@ -141,10 +141,10 @@ class ExportContext:
         console.err.print(f"{shown or name}: {top1_text(result['test_top1'])} (runs in {session.precision})")
         return result
 
-    def check(self, name: str, session: Session, atol: float, *, fail: bool = True) -> dict:
+    def check(self, name: str, session: Session, atol: float, *, fail: bool = True, rtol: float = 0.0) -> dict:
         """Parity with PyTorch on validation images; past ``atol`` an :class:`ExportError` (or, without ``fail``,
-        the figures, for the caller to judge)."""
-        figures = parity(self.reference, session, self.check_set)
+        the figures, for the caller to judge; ``rtol``: see :func:`parity`)."""
+        figures = parity(self.reference, session, self.check_set, rtol=rtol)
         console.err.print(
             f"{name}: max |logit diff| {figures['max_abs_diff']:.2e} vs PyTorch, "
             f"top-1 agreement {figures['top1_agreement']:.2%} on {figures['images']} images"
