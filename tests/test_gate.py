@@ -398,7 +398,7 @@ def test_cli_reference_run(trained_run, tmp_path):
     assert same_int8.exit_code == 0 and "any difference is noise" in same_int8.stdout, same_int8.output
     (cheap / "model.int8.onnx").unlink()
     no_int8 = invoke(trained_run.path, *FAST, "--variants", "int8", "--reference-run", cheap, "--out", tmp_path)
-    assert no_int8.exit_code == 2 and "not measured in the reference run" in no_int8.stdout, no_int8.output
+    assert no_int8.exit_code == 2 and "has no model.int8.onnx" in no_int8.stderr, no_int8.output  # before measuring
     both = invoke(trained_run.path, *fast, "--reference-run", cheap, "--relative-to", "ort-cpu")
     assert both.exit_code == 2 and "does not combine" in both.stderr
 
@@ -432,6 +432,18 @@ def test_a_baseline_of_other_threads_or_precision_is_refused_before_measuring(tr
         assert outcome.exit_code == 2 and not outcome.stdout, outcome.output
         assert outcome.stderr.startswith(f"error: the baseline {base} was measured with {expected}"), outcome.stderr
         assert len(outcome.stderr.strip().splitlines()) == 1
+    # a baseline model this bench would not measure, and a reference run without one of the run's models: found
+    # after measuring before (as "in the baseline but was not measured" / "not measured in the reference run")
+    fp32_only = invoke(trained_run.path, *FAST, "--threads", "1", "--variants", "fp32", "--baseline", base, "--out",
+                       tmp_path / "o")  # fmt: skip
+    assert fp32_only.exit_code == 2 and not fp32_only.stdout, fp32_only.output
+    assert fp32_only.stderr.startswith(f"error: the baseline {base} holds ort-cpu int8, which this bench would not")
+    no_int8 = tmp_path / "no-int8"
+    shutil.copytree(trained_run.path, no_int8)
+    (no_int8 / "model.int8.onnx").unlink()
+    lacking = invoke(trained_run.path, *FAST, "--reference-run", no_int8, "--out", tmp_path / "o")
+    assert lacking.exit_code == 2 and not lacking.stdout, lacking.output
+    assert lacking.stderr.startswith(f"error: --reference-run {no_int8} has no model.int8.onnx: this run's ort-cpu")
     assert not (tmp_path / "o").exists()
 
 

@@ -274,6 +274,38 @@ def test_a_folder_no_file_can_be_made_in_even_as_root(run, tmp_path, no_measurin
     run_bad(["bench", run, *FAST, "--save-baseline", "/sys/edgetransfer-b.json"], 2, "cannot write in /sys", tmp_path)
 
 
+def test_a_folder_that_refuses_new_files_though_access_says_yes(tmp_path, monkeypatch):
+    """The same without /sys (which a container may mount writable): os.access says yes, as it does to root, and
+    making a file fails; the folder is not writable."""
+    import tempfile
+
+    from edgetransfer.bench import command
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(command.os, "access", lambda *args: True)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert command._can_write(tmp_path) is False
+    with pytest.raises(UsageError, match="cannot write in"):
+        command._writable_folder(tmp_path / "new", "--save-baseline")
+
+
+def test_an_append_only_folder_is_not_writable_for_the_reports(tmp_path, monkeypatch):
+    """A file can be made in an append-only folder (chattr +a) but not renamed or removed, and the reports are
+    written by renaming a temporary file: such a folder was counted writable, and bench failed after measuring."""
+    from edgetransfer.bench import command
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(command.os, "replace", refuse)
+    assert command._can_write(tmp_path) is False
+    monkeypatch.undo()
+    assert command._can_write(tmp_path) is True
+    assert list(tmp_path.iterdir()) == [], "the check leaves nothing behind where it can remove its file"
+
+
 def test_a_report_name_taken_by_a_folder(run, tmp_path, no_measuring):
     (tmp_path / "out" / "bench.html").mkdir(parents=True)
     run_bad(["bench", run, *FAST, "--out", tmp_path / "out"], 2, "bench.html is a folder", tmp_path)

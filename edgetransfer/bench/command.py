@@ -89,7 +89,9 @@ def write_reports(document: dict, folder: Path, gate: GateResult | None = None) 
 
 
 def _can_write(folder: Path) -> bool:
-    """Whether a file can be made in ``folder``: tried (as root, os.access says yes to /sys and read-only mounts)."""
+    """Whether the reports can be written in ``folder`` as :func:`~edgetransfer.rundir.atomic_path` writes them (a
+    file made, renamed, removed): tried, as root's os.access says yes to /sys and read-only mounts, and an
+    append-only folder lets a file be made but not renamed."""
     if not os.access(folder, os.W_OK | os.X_OK):
         return False
     try:
@@ -97,8 +99,15 @@ def _can_write(folder: Path) -> bool:
     except OSError:
         return False
     os.close(handle)
-    with contextlib.suppress(OSError):  # made but not removable (an append-only folder): writable all the same
-        os.unlink(name)
+    renamed = f"{name}.renamed"
+    try:
+        os.replace(name, renamed)
+        os.unlink(renamed)
+    except OSError:
+        for left in (name, renamed):  # where it can be removed (it cannot in an append-only folder)
+            with contextlib.suppress(OSError):
+                os.unlink(left)
+        return False
     return True
 
 
@@ -165,6 +174,35 @@ def check_reference_run(run: RunDir, config: BenchConfig) -> None:
         )
 
 
+def check_gate_plan(run: RunDir, config: BenchConfig, gate, baseline: dict | None, name: str) -> None:
+    """The comparisons the gate would find it cannot make, found before measuring (they were found after minutes
+    of it): a model in a stored baseline (judged alone, against the machine probe) that this bench would not
+    measure, and one of the run's models that the reference run lacks."""
+    from edgetransfer.bench.plan import REFERENCE, RUN, _plan, open_reference, resolve_backends
+
+    chosen, _ = resolve_backends(config.backends)
+    reference = open_reference(run, config.reference_run) if config.reference_run else None
+    plan, _ = _plan(run, chosen, config, reference)
+    ours = {(b.name, v): rel for b, v, rel, whose in plan if whose == RUN}
+    if reference is not None:
+        theirs = {(b.name, v) for b, v, _, whose in plan if whose == REFERENCE}
+        lacking = [key for key in ours if key not in theirs]
+        if lacking:
+            backend, variant = lacking[0]
+            raise UsageError(
+                f"--reference-run {config.reference_run} has no {ours[lacking[0]]}: this run's {backend} {variant} "
+                f"could not be compared; export it there too, or leave it out (--variants, --backends)"
+            )
+    if baseline is not None and gate.reference() is None:
+        stored = sorted({(r["backend"], r["variant"]) for r in baseline.get("results", [])} - set(ours))
+        if stored:
+            named = ", ".join(f"{b} {v}" for b, v in stored)
+            raise UsageError(
+                f"the baseline {name} holds {named}, which this bench would not measure (left out by --backends or "
+                "--variants, not in the run, or unavailable here): measure the same models, or save a new baseline"
+            )
+
+
 def fill_deltas(device_document: dict, reference: dict | None) -> None:
     """A device's accuracy deltas where it measured no fp32 of its own (``--variants int8``, say): against this
     machine's accuracy reference, which was measured on the same images (the device gets a copy of them)."""
@@ -217,6 +255,8 @@ def _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir
         check_reference_run(run, config)
     if gate is not None and baseline is not None:
         check_baseline_model(run, baseline, baseline_name or "baseline", config)
+    if gate is not None:
+        check_gate_plan(run, config, gate, baseline, baseline_name or "baseline")
     if preflight is not None:
         preflight()
     if gate is not None:
