@@ -260,9 +260,13 @@ def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
 def split_folders(root: Path) -> dict[str, Path]:
     """Split -> its folder in ``root`` (``Train``, ``valid``... as :data:`SPLIT_FOLDERS` says); two folders for one
-    split are an error."""
+    split are an error. None when no such folder holds a folder: then they are classes (named 'train'...)."""
     found: dict[str, Path] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         split = SPLIT_FOLDERS.get(folder.name.lower())
@@ -272,6 +276,9 @@ def split_folders(root: Path) -> dict[str, Path]:
             )
         if split:
             found[split] = folder
+    if not any(_subfolders(f) for f in found.values()):
+        return {}  # train/, val/ or test/ holding images themselves: classes of those names (a vehicles set's
+        # "train"), not splits, which hold class folders
     return found
 
 

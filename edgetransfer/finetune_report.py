@@ -71,6 +71,10 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
             f"[yellow]note: --freeze-early changes nothing with --strategy {c.strategy}"
             f"{f' --unfreeze {c.unfreeze}' if c.strategy == 'partial' else ''}: the early blocks do not learn anyway[/]"
         )
+    unused = _unused_options(c)
+    if unused:
+        chosen = " (chosen by --strategy auto)" if trainer.strategy_reason else ""
+        console.err.print(f"[yellow]note: with --strategy {c.strategy}{chosen}, {'; '.join(unused)}[/]")
     if c.strategy == "two-phase" and c.head_epochs >= c.epochs:
         console.err.print(
             f"[yellow]note: --head-epochs {c.head_epochs} >= --epochs {c.epochs}: the body never learns; "
@@ -85,6 +89,20 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
             f"{100 / sizes['val']:.1f} points): the best epoch is a coarse choice; ties go to the lower "
             "validation loss[/]"
         )
+
+
+def _unused_options(c) -> list[str]:
+    """Options set away from their defaults that the (resolved) strategy does not use: said, not silently kept in
+    the card as if they had acted."""
+    default = {f.name: f.default for f in dataclasses.fields(c)}
+    unused = []
+    if c.strategy != "partial" and c.unfreeze != default["unfreeze"]:
+        unused.append(f"--unfreeze {c.unfreeze} changes nothing (it is for --strategy partial)")
+    if c.strategy != "two-phase" and c.head_epochs != default["head_epochs"]:
+        unused.append(f"--head-epochs {c.head_epochs} changes nothing (it is for --strategy two-phase)")
+    if c.strategy == "linear-probe" and c.body_lr_scale != default["body_lr_scale"]:
+        unused.append(f"--body-lr-scale {c.body_lr_scale:g} changes nothing (the body does not learn)")
+    return unused
 
 
 def no_validation_note(splits: Splits, epochs: int) -> str:

@@ -30,7 +30,33 @@ def not_an_image(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in UNREADABLE_PHOTOS:
         return f"a {suffix} photo, a format this install cannot read: convert it to JPEG or PNG"
+    kind = _signature(path)
+    if kind is not None:  # a camera's IMG_0001 without an extension, a .jpg saved as .dat
+        return f"a {kind[0]} image without an image file extension: rename it to {kind[1]}"
     return "not an image file"
+
+
+_SIGNATURES = (  # the first bytes of the formats the data folders read, and the extension each takes
+    (b"\xff\xd8\xff", ("JPEG", ".jpg")),
+    (b"\x89PNG\r\n\x1a\n", ("PNG", ".png")),
+    (b"GIF8", ("GIF", ".gif")),
+    (b"II*\x00", ("TIFF", ".tif")),
+    (b"MM\x00*", ("TIFF", ".tif")),
+)
+
+
+def _signature(path: Path) -> tuple[str, str] | None:
+    """(format, extension) when the file's first bytes are those of an image format read here, else None."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return ("WebP", ".webp")
+    if head[:2] == b"BM" and head[6:10] == bytes(4):  # two letters alone begin many a text file
+        return ("BMP", ".bmp")
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
 def ignored_file(name: str) -> bool:

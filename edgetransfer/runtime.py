@@ -248,6 +248,16 @@ def _images(images: Any) -> tuple[list, bool]:
     )
 
 
+def _fine_tuned(card: Path) -> bool:
+    """Whether the run's card says its training finished (read as plain JSON: no torch, no pydantic here)."""
+    import json
+
+    try:
+        return bool((json.loads(card.read_text(encoding="utf-8")).get("complete") or {}).get("finetune"))
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable: the export's own error will say what is wrong
+
+
 def _model_file(path: Path, backend: str) -> Path:
     run = path if path.is_dir() else None
     if run is not None:
@@ -256,6 +266,11 @@ def _model_file(path: Path, backend: str) -> Path:
         if run is not None and (run / "model.onnx").is_file():  # exported with --no-openvino
             raise UsageError(f"model file not found: {path}; the run has no OpenVINO IR: use the ort backend")
         if run is not None and (run / "card.json").is_file():  # a run directory that was never exported
+            if not _fine_tuned(run / "card.json"):
+                raise UsageError(
+                    f"model file not found: {path}; training of {run} did not finish: continue it with "
+                    f"'edgetransfer finetune --resume --out {run}', then 'edgetransfer export {run}'"
+                )
             raise UsageError(f"model file not found: {path}; export the run first: edgetransfer export {run}")
         if run is not None and (run / "model.xml").is_file():  # a run's openvino/ folder
             raise UsageError(f"model file not found: {path}; {run} holds an OpenVINO IR: pass {run / 'model.xml'}")

@@ -37,6 +37,17 @@ def test_fingerprint_changes_with_content(image_folder):
     assert load_splits(image_folder).fingerprint() != before
 
 
+def test_a_class_named_train_is_a_class_when_it_holds_images_itself(tmp_path):
+    """A vehicles set with a class folder 'train' was read as a train/ split and refused ('train has no class
+    folders'): split folders hold class folders, a class folder holds images."""
+    root = make_folder(tmp_path / "vehicles", per_class=6, classes=2)
+    make_folder(tmp_path / "other", per_class=6, classes=1)
+    (tmp_path / "other" / "class0").rename(root / "train")
+    splits = load_splits(root)
+    assert splits.layout == "split" and splits.labels == ("class0", "class1", "train")
+    assert sum(splits.sizes().values()) == 18
+
+
 @pytest.mark.parametrize(
     "build, message",
     [
@@ -250,3 +261,18 @@ def test_a_folder_is_decoded_once_per_process_and_again_when_a_file_changes(tmp_
     assert decoded[count:] == [victim]  # only the changed file
     with pytest.raises(DataError, match=victim.name):
         load_splits(root, seed=0)  # still bad, from the record
+
+
+def test_an_image_without_an_image_extension_is_named_as_such(tmp_path):
+    """A camera's JPEG copied as IMG_0001 (no extension) was called 'not an image file', which it is not: the message
+    now says what it is and what to do; a text file is still not an image."""
+    from edgetransfer.images import not_an_image
+
+    root = make_folder(tmp_path / "data", per_class=6, classes=2)
+    source = next((root / "class0").iterdir())
+    (root / "class0" / "IMG_0001").write_bytes(source.read_bytes())
+    (root / "class0" / "notes.txt").write_text("BMW photos, not sorted")
+    expected = "IMG_0001 \\(a PNG image without an image file extension: rename it to .png\\)"
+    with pytest.raises(DataError, match=expected):
+        load_splits(root)
+    assert not_an_image(root / "class0" / "notes.txt") == "not an image file"

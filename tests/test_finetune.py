@@ -723,3 +723,18 @@ def test_resume_with_other_epochs_follows_them(image_folder, tmp_path, capsys, e
     card = finetune(dataclasses.replace(config, resume=True, epochs=epochs)).load_card()
     assert len(card.training["history"]) == epochs and card.training["stopped"] == "epochs done"
     assert f"epoch {epochs}/{epochs} (body)" in capsys.readouterr().err
+
+
+def test_options_the_strategy_does_not_use_are_said():
+    """--unfreeze with two-phase, --head-epochs with full, --body-lr-scale with linear-probe changed nothing and were
+    written into the card without a word (a new user's trial)."""
+    from edgetransfer.finetune_report import _unused_options
+
+    def unused(**given):
+        return _unused_options(FinetuneConfig(data="d", out="o", **given))
+
+    assert unused(strategy="two-phase", unfreeze=2) == ["--unfreeze 2 changes nothing (it is for --strategy partial)"]
+    assert unused(strategy="full", head_epochs=3)[0].startswith("--head-epochs 3 changes nothing")
+    assert unused(strategy="linear-probe", body_lr_scale=0.5)[0].startswith("--body-lr-scale 0.5 changes nothing")
+    assert unused(strategy="partial", unfreeze=2) == [] and unused(strategy="two-phase", head_epochs=2) == []
+    assert unused(strategy="full") == []  # the defaults are never said

@@ -283,7 +283,10 @@ def test_bad_model_files_are_one_line_errors(tmp_path, trained_run):
         runtime.Classifier(tmp_path / "missing.onnx")
     unexported = tmp_path / "unexported"  # a run directory whose model was never exported
     unexported.mkdir()
-    (unexported / "card.json").write_text("{}")
+    (unexported / "card.json").write_text('{"complete": {}}')  # stopped before its training finished
+    with pytest.raises(UsageError, match=f"training of {unexported} did not finish: .*finetune --resume --out"):
+        runtime.Classifier(unexported)  # (it pointed to export, which refuses such a run)
+    (unexported / "card.json").write_text('{"complete": {"finetune": true}}')
     with pytest.raises(UsageError, match=f"; export the run first: edgetransfer export {unexported}$"):
         runtime.Classifier(unexported)
     (unexported / "model.onnx").write_bytes(b"")  # exported with --no-openvino
@@ -532,6 +535,11 @@ def test_predict_names_what_it_does_not_classify_in_a_folder(cli, trained_run, t
     assert len([line for line in result.stdout.splitlines() if line.strip()]) == 2
     assert "note: 2 not classified" in result.stderr and "convert it to JPEG or PNG" in result.stderr
     assert "Thumbs.db" not in result.stderr and "DS_Store" not in result.stderr
+    # --json lists them too: a script reading stdout alone saw only the classified images
+    as_json = CliRunner().invoke(cli, ["predict", str(trained_run.file("model.onnx")), str(folder), "--json"])
+    document = json.loads(as_json.stdout)
+    assert sorted(Path(e["image"]).name for e in document["not_classified"]) == ["linked", "three.heic"]
+    assert len(document["results"]) == 2
 
 
 def test_a_model_that_ends_in_softmax_is_not_softmaxed_twice(plain_onnx, samples, tmp_path):

@@ -77,7 +77,11 @@ def predict(
         if int8.is_file():
             print(f"note: classifying with {classifier.path} (fp32); the int8 model is {int8}", file=sys.stderr)
     skipped: list[tuple[Path, str]] = []
-    results = _in_batches(classifier, images, top_k=top_k, batch_size=batch_size, skipped=skipped if skip_bad else None)
+    passed_over: list[tuple[Path, str]] = []  # not image files (a .heic, a .txt), symlinked folders: never classified
+    results = _in_batches(
+        classifier, images, top_k=top_k, batch_size=batch_size, skipped=skipped if skip_bad else None,
+        passed_over=passed_over,
+    )  # fmt: skip
     if not json:
         for path, best in results:
             print(f"{path}  " + "  ".join(f"{p.label} {p.score:.4f}" for p in best), flush=True)
@@ -93,6 +97,8 @@ def predict(
     }
     if skip_bad:
         document["skipped"] = [{"image": str(path), "why": why} for path, why in skipped]
+    if passed_over:  # said on stderr too; here for a script that reads stdout alone
+        document["not_classified"] = [{"image": str(path), "why": why} for path, why in passed_over]
     print(json_module.dumps(document, indent=2))
     _say_skipped(skipped)
 
@@ -104,17 +110,26 @@ def _say_skipped(skipped: list[tuple[Path, str]]) -> None:
         console.err.print(f"[yellow]skipped {len(skipped)} unreadable image(s) (--skip-bad)[/]")
 
 
-def _in_batches(classifier, paths: list[Path], *, top_k: int, batch_size: int, skipped: list | None = None):
+def _in_batches(
+    classifier,
+    paths: list[Path],
+    *,
+    top_k: int,
+    batch_size: int,
+    skipped: list | None = None,
+    passed_over: list | None = None,
+):
     """(file, top-k) per image, ``batch_size`` images decoded at a time (memory stays bounded on a folder of
     thousands), with a progress bar on a terminal; Ctrl-C stops it (exit 130: nothing is written). An unreadable
-    image stops it, unless ``skipped`` is a list: then it is said, added there, and the others are classified."""
+    image stops it, unless ``skipped`` is a list: then it is said, added there, and the others are classified.
+    Files passed over (not images) are said and added to ``passed_over``."""
     from rich.markup import escape
 
     from edgetransfer import console
     from edgetransfer.errors import DataError
     from edgetransfer.images import find_images
 
-    passed_over: list[tuple[Path, str]] = []
+    passed_over = [] if passed_over is None else passed_over
     files = find_images(paths, passed_over=passed_over)
     if passed_over:  # an iPhone's .heic photos or a symlinked folder are not classified: said, not silently
         listed = "; ".join(f"{path} ({why})" for path, why in passed_over[:3])
