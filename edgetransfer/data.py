@@ -266,7 +266,8 @@ def _subfolders(folder: Path) -> list[Path]:
 
 def split_folders(root: Path) -> dict[str, Path]:
     """Split -> its folder in ``root`` (``Train``, ``valid``... as :data:`SPLIT_FOLDERS` says); two folders for one
-    split are an error. None when no such folder holds a folder: then they are classes (named 'train'...)."""
+    split are an error. None when no such folder holds a folder and other folders lie beside them: then they are
+    classes named like splits (a vehicles set's 'train')."""
     found: dict[str, Path] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         split = SPLIT_FOLDERS.get(folder.name.lower())
@@ -276,9 +277,10 @@ def split_folders(root: Path) -> dict[str, Path]:
             )
         if split:
             found[split] = folder
-    if not any(_subfolders(f) for f in found.values()):
-        return {}  # train/, val/ or test/ holding images themselves: classes of those names (a vehicles set's
-        # "train"), not splits, which hold class folders
+    beside = [p for p in _subfolders(root) if p not in found.values()]
+    if found and beside and not any(_subfolders(f) for f in found.values()):
+        return {}  # train/, val/ or test/ holding images themselves among other class folders: classes of those
+        # names (a vehicles set's "train"), not splits, which hold class folders (see load_splits' note)
     return found
 
 
@@ -366,6 +368,9 @@ def load_splits(
         )
     classes = _scan_classes(scan, root)
     extra = {"skipped": scan.finish()}
+    named_like_splits = sorted(c for c in classes if c.lower() in SPLIT_FOLDERS)
+    if named_like_splits:  # read as classes (split_folders): said, in case they were meant as splits
+        extra["classes_named_like_splits"] = named_like_splits
     stray = sorted(p.name for p in root.iterdir() if not ignored_file(p.name) and not p.is_dir())
     if stray:  # files beside the class folders belong to no class
         extra["ignored"] = stray

@@ -14,6 +14,8 @@ _SPELLED = re.compile(rf"(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")  # hour
 def parse_duration(text: str) -> float:
     """``"2h"``, ``"30m"``, ``"90s"``, ``"1.5h"``, ``"1h30m"`` or plain seconds (``"90"``, ``"1e3"``) -> seconds."""
     spelled = text.strip().lower().replace(" ", "")
+    if spelled[:1] in ("-", "+") or "_" in spelled:  # float() takes "-5" and "1_000"; a duration is neither
+        raise UsageError(f"--time-budget {text!r}: expected a duration like 2h, 30m, 90s or 1h30m, or seconds")
     try:
         seconds = float(spelled)
     except ValueError:

@@ -84,7 +84,8 @@ def parity(
     """Max absolute logit difference and top-1 agreement of two models on the same images, and the largest |logit|
     of the reference. With ``rtol``, also ``max_diff_beyond_rtol``: the largest of each image's max difference less
     ``rtol`` times that image's largest |logit| (a precision such as fp16 errs in proportion to the values it holds;
-    held to an absolute tolerance, this is numpy's ``allclose`` rule with each image's own scale)."""
+    held to an absolute tolerance, this is numpy's ``allclose`` rule with each image's largest |logit| as the
+    scale of all its logits)."""
     max_diff, agree, count, scale, beyond = 0.0, 0, 0, 0.0, -math.inf
     for images, _ in decoded(samples, pre).batches():
         a, b = reference.run(images), candidate.run(images)

@@ -97,6 +97,12 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             f"[yellow]note: the classes {escape(', '.join(repr(name) for name in group))} differ only in case or "
             "Unicode form: one class split in two by accident? (merge their folders if so)[/]"
         )
+    if splits.extra.get("classes_named_like_splits"):
+        named = ", ".join(f"{c}/" for c in splits.extra["classes_named_like_splits"])
+        console.err.print(
+            f"[yellow]note: {escape(named)} in {escape(str(splits.root))} hold images, not class folders, beside "
+            "other class folders: read as classes of those names (split folders hold DIR/train/<class>/)[/]"
+        )
     if splits.extra.get("val_from_train"):
         console.err.print(
             f"no validation folder in {escape(str(splits.root))}: {splits.extra['val_from_train']} held out for "

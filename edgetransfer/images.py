@@ -4,6 +4,7 @@ export and bench, so every accuracy the project reports is measured on what a de
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
 import warnings
@@ -31,6 +32,8 @@ def not_an_image(path: Path) -> str:
     if suffix in UNREADABLE_PHOTOS:
         return f"a {suffix} photo, a format this install cannot read: convert it to JPEG or PNG"
     kind = _signature(path)
+    if kind is not None and kind[0] == "TIFF" and suffix:  # most camera raw formats are TIFF inside
+        return f"a TIFF-based {suffix} file (a camera raw?), a format not read here: convert it to JPEG or PNG"
     if kind is not None:  # a camera's IMG_0001 without an extension, a .jpg saved as .dat
         return f"a {kind[0]} image without an image file extension: rename it to {kind[1]}"
     return "not an image file"
@@ -48,6 +51,8 @@ _SIGNATURES = (  # the first bytes of the formats the data folders read, and the
 def _signature(path: Path) -> tuple[str, str] | None:
     """(format, extension) when the file's first bytes are those of an image format read here, else None."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device: reading it could wait forever
+            return None
         with open(path, "rb") as handle:
             head = handle.read(12)
     except OSError:

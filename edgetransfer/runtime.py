@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,10 +251,9 @@ def _images(images: Any) -> tuple[list, bool]:
 
 def _fine_tuned(card: Path) -> bool:
     """Whether the run's card says its training finished (read as plain JSON: no torch, no pydantic here)."""
-    import json
-
     try:
-        return bool((json.loads(card.read_text(encoding="utf-8")).get("complete") or {}).get("finetune"))
+        complete = json.loads(card.read_text(encoding="utf-8")).get("complete")
+        return complete is None or bool(complete.get("finetune"))  # no record of it at all: not known unfinished
     except (OSError, ValueError, AttributeError):
         return True  # unreadable: the export's own error will say what is wrong
 
@@ -269,7 +269,8 @@ def _model_file(path: Path, backend: str) -> Path:
             if not _fine_tuned(run / "card.json"):
                 raise UsageError(
                     f"model file not found: {path}; training of {run} did not finish: continue it with "
-                    f"'edgetransfer finetune --resume --out {run}', then 'edgetransfer export {run}'"
+                    f"'edgetransfer finetune --resume --out {shlex.quote(str(run))}', then 'edgetransfer export "
+                    f"{shlex.quote(str(run))}'"
                 )
             raise UsageError(f"model file not found: {path}; export the run first: edgetransfer export {run}")
         if run is not None and (run / "model.xml").is_file():  # a run's openvino/ folder

@@ -45,7 +45,20 @@ def test_a_class_named_train_is_a_class_when_it_holds_images_itself(tmp_path):
     (tmp_path / "other" / "class0").rename(root / "train")
     splits = load_splits(root)
     assert splits.layout == "split" and splits.labels == ("class0", "class1", "train")
-    assert sum(splits.sizes().values()) == 18
+    assert sum(splits.sizes().values()) == 18 and splits.extra["classes_named_like_splits"] == ["train"]
+    # split folders alone that hold images (labels kept elsewhere, a Kaggle train/ + test1/) are not three classes
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("train", "test"):
+        make_folder(tmp_path / f"f-{name}", per_class=3, classes=1)
+        (tmp_path / f"f-{name}" / "class0").rename(flat / name)
+    with pytest.raises(DataError, match="train has no class folders"):
+        load_splits(flat)
+    empty = tmp_path / "skeleton"  # train/ and val/ made, nothing in them yet
+    (empty / "train").mkdir(parents=True)
+    (empty / "val").mkdir()
+    with pytest.raises(DataError, match="train has no class folders"):
+        load_splits(empty)
 
 
 @pytest.mark.parametrize(
@@ -276,3 +289,10 @@ def test_an_image_without_an_image_extension_is_named_as_such(tmp_path):
     with pytest.raises(DataError, match=expected):
         load_splits(root)
     assert not_an_image(root / "class0" / "notes.txt") == "not an image file"
+    raw = root / "class0" / "shot.pef"  # a camera raw: TIFF inside, not a TIFF to rename
+    raw.write_bytes(b"II*\x00" + bytes(64))
+    assert not_an_image(raw).startswith("a TIFF-based .pef file (a camera raw?)")
+    import os
+
+    os.mkfifo(root / "pipe")  # reading a FIFO to identify it would wait forever
+    assert not_an_image(root / "pipe") == "not an image file"

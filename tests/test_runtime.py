@@ -286,6 +286,9 @@ def test_bad_model_files_are_one_line_errors(tmp_path, trained_run):
     (unexported / "card.json").write_text('{"complete": {}}')  # stopped before its training finished
     with pytest.raises(UsageError, match=f"training of {unexported} did not finish: .*finetune --resume --out"):
         runtime.Classifier(unexported)  # (it pointed to export, which refuses such a run)
+    (unexported / "card.json").write_text("{}")  # no record either way: not said to be unfinished
+    with pytest.raises(UsageError, match=f"; export the run first: edgetransfer export {unexported}$"):
+        runtime.Classifier(unexported)
     (unexported / "card.json").write_text('{"complete": {"finetune": true}}')
     with pytest.raises(UsageError, match=f"; export the run first: edgetransfer export {unexported}$"):
         runtime.Classifier(unexported)
