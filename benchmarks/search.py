@@ -41,6 +41,8 @@ ROUNDS = {
     "i": (102, 8),  # run 13 (2026-12-05): round h's kinds again, code 8564a9b (no rule change), more held-out searches
     "j": (112, 8),  # run 14 (2026-12-05): round h's kinds again; no search rule changed (bug fixes only: a --worker
     # keeps its lead's --time-budget, a search whose every trial fails stops after three)
+    "k": (122, 8),  # run 15 (2026-12-05): round h's kinds again; no search rule changed (bug fixes only: a worker none
+    # of whose trials finished exits 1; the all-failed stop waits for trials other workers started earlier)
 }
 
 
