@@ -161,6 +161,8 @@ def test_options_checked_before_any_work():
     for bad in ("soon", "", "30m1h", "1m1m", "inf", "-5", "1_000"):  # units out of order or twice: a typo, not a sum
         with pytest.raises(UsageError, match="duration like 2h, 30m, 90s or 1h30m, or seconds"):
             parse_duration(bad)
+    with pytest.raises(UsageError, match="--int8-methods dynamic makes an ONNX model only"):
+        build_space(SearchConfig(data="d", out="o", int8_methods=("static", "dynamic"), backend="openvino-cpu"))
     for bad in ({"trials": -1}, {"pruner": "random"}, {"backend": "tpu"}, {"epochs": 0}, {"time_budget": math.nan}):
         with pytest.raises(UsageError):
             SearchConfig(data="d", out="o", **bad).validate()
@@ -432,11 +434,13 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     trial = study.ask()
     trial.set_user_attr("worker", f"{socket.gethostname()}:{ghost.pid}")
     trial.set_user_attr("candidate", "mobilenet_v2/32/static")
-    resumed = cli("--resume", "--out", str(out), "--trials", "0", "--sizes", "64")
+    resumed = cli("--resume", "--out", str(out), "--trials", "0", "--sizes", "64", "--epochs", "3")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"trial(s) {trial.number}: their worker died; marked failed" in resumed.stderr
     # candidates given again are not the study's: said, not silently ignored (a new user's finding)
     assert "note: --sizes not used: this search's candidates were fixed at its start (" in resumed.stderr
+    said = " ".join(resumed.stderr.split())
+    assert "note: --epochs 3 not used: this search keeps the settings it started with (epochs 1)" in said
     assert load(storage, name).trials[trial.number].state.name == "FAIL"
 
 
@@ -623,6 +627,25 @@ def test_the_most_accurate_is_recommended_and_a_faster_one_within_the_noise_is_n
     assert rep.noise(_row(0, 0.5, 1.0)) == 0  # the count unknown (an older study): no band
     doc = rep.document(rows, budget=Budget("p50_ms", 33.0), space={}, profile="camera", data="d")
     assert doc["recommended"] == 1 and doc["faster_within_noise"] == 0
+
+
+def test_the_profiles_other_budgets_bind_the_recommendation(tmp_path):
+    """A profile limiting model size (or memory, or throughput) was judged on latency alone: search recommended a
+    2.6 MB model as within a 1 MB budget, with exit 0, while bench failed it on that profile."""
+    from edgetransfer.bench.profiles import load_profile
+
+    profile = tmp_path / "flash.toml"
+    profile.write_text('name = "flash"\n[budget]\np50_ms = 33.0\nmax_model_mb = 1.0\nmax_top1_drop_points = 1.0\n')
+    budget = Budget.of(load_profile(str(profile)))
+    assert budget.others == (("max_model_mb", 1.0),)  # the top-1 drop is bench's test-split check, not the search's
+    assert budget.describe() == "p50 <= 33 ms, model size <= 1 MB"
+    big = dict(_row(0, 0.95, 0.6, val_images=60), budget_failures=["model size 2.602 MB > 1 MB"])
+    small = _row(1, 0.90, 0.9, val_images=60)
+    assert rep.recommend([big, small], budget.limit_ms)["row"]["number"] == 1  # the more accurate one is too big
+    lines = rep.verdict([big], budget)
+    assert lines[0].startswith("no candidate meets the budget p50 <= 33 ms, model size <= 1 MB: the closest is trial 0")
+    assert "(over the profile's model size 2.602 MB > 1 MB)" in lines[0]
+    assert "within the profile's other budgets" in rep.verdict([small], budget)[0]
 
 
 def test_a_time_budget_starts_only_trials_predicted_to_fit():
@@ -1117,3 +1140,14 @@ def test_a_size_list_with_an_empty_item_is_refused():
     for text in ("64,,96", "64,", ",96"):
         with pytest.raises(UsageError, match="expected whole numbers like 96,128,160"):
             _ints(text, "--sizes")
+
+
+def test_a_trial_over_a_size_budget_is_infeasible_to_the_sampler():
+    from edgetransfer.search.study import _violation
+
+    trial = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=90.0, user_attrs={"over_budget_ms": -30.0}
+    )
+    assert _violation(trial) == [-30.0]  # within the latency budget, nothing else broken: feasible
+    trial.user_attrs["budget_failures"] = ["model size 2.602 MB > 1 MB"]
+    assert _violation(trial) == [1.0]

@@ -228,4 +228,9 @@ def build_space(config: SearchConfig, side: int | None = None) -> Space:
         raise UsageError(
             f"--int8-methods {', '.join(unknown) or '(empty)'}: choose from {', '.join(supported)}, none (fp32)"
         )
+    if "dynamic" in methods and config.backend.startswith("openvino"):  # every such trial failed after training
+        raise UsageError(
+            f"--int8-methods dynamic makes an ONNX model only (no OpenVINO IR): with --backend {config.backend} "
+            "choose from static, qat, none, or measure in ONNX Runtime (--backend ort-cpu)"
+        )
     return Space(sizes, methods)

@@ -50,6 +50,7 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                 "val_top1": attrs.get("val_top1"),
                 "latency_ms": attrs.get("latency_ms"),
                 "within_budget": attrs.get("within_budget"),
+                "budget_failures": attrs.get("budget_failures"),  # the profile's other budgets it breaks
                 "epochs": attrs.get("epochs_run", len(steps)),
                 "last_val_top1": steps[-1][1] / 100 if steps else None,
                 "worker": attrs.get("worker"),
@@ -64,6 +65,9 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                     for note in (
                         f"trial {attrs['fine_tune_of']}'s fine-tune, exported again" if "fine_tune_of" in attrs else "",
                         attrs.get("int8_note") or "",
+                        "over the profile's " + "; ".join(attrs["budget_failures"])
+                        if attrs.get("budget_failures")
+                        else "",
                     )
                     if note
                 ),
@@ -136,6 +140,11 @@ def tie_band(best: dict, tie_se: float = TIE_SE) -> float:
     return max(tie_se * noise(best), tie_se**2 / n)
 
 
+def _within(row: dict, limit_ms: float) -> bool:
+    """Within the latency budget and every other budget of the profile (model size, memory, throughput)."""
+    return row["latency_ms"] <= limit_ms and not row.get("budget_failures")
+
+
 def recommend(rows: list[dict], limit_ms: float, tie_se: float = TIE_SE) -> dict[str, Any]:
     """The recommended trial within ``limit_ms``: the most accurate on validation (of equal scores, the fastest).
     ``faster_within_noise`` is the fastest other trial within the budget whose validation top-1 is within ``tie_se``
@@ -144,7 +153,7 @@ def recommend(rows: list[dict], limit_ms: float, tie_se: float = TIE_SE) -> dict
     test top-1 was never higher and up to 17 points lower. When none is within the budget, ``row`` is None and
     ``closest`` the fastest one."""
     done = measured(rows)
-    within = [r for r in done if r["latency_ms"] <= limit_ms]
+    within = [r for r in done if _within(r, limit_ms)]
     if within:
         best = max(within, key=lambda r: (r["val_top1"], -r["latency_ms"]))
         band = tie_band(best, tie_se)
@@ -164,7 +173,11 @@ def document(rows: list[dict], *, budget, space: dict, profile: str, data: str) 
         "kind": "edgetransfer.search",
         "profile": profile,
         "data": data,
-        "budget": {"key": budget.key, "limit_ms": budget.limit_ms if math.isfinite(budget.limit_ms) else None},
+        "budget": {
+            "key": budget.key,
+            "limit_ms": budget.limit_ms if math.isfinite(budget.limit_ms) else None,
+            "others": dict(budget.others),
+        },
         "space": space,
         "counts": {
             s: sum(r["state"] == s for r in rows) for s in ("done", "pruned", "skipped", "failed", "running", "queued")
@@ -223,7 +236,7 @@ def pareto_table(rows: list[dict], budget) -> Table:
     for column in ("#", "candidate", "val top-1", f"{budget.label} ms", "budget", "run"):
         table.add_column(column)
     for r in pareto_front(rows):
-        within = "within" if r["latency_ms"] <= budget.limit_ms else "over"
+        within = "within" if _within(r, budget.limit_ms) else "over"
         table.add_row(str(r["number"]), _name(r), _pct(r["val_top1"]), _ms(r["latency_ms"]), within, r["run"] or "")
     return table
 
@@ -238,7 +251,7 @@ def verdict(rows: list[dict], budget) -> list[str]:
             f", {rec['margin_ms']:.3f} ms ({100 * rec['margin_ms'] / budget.limit_ms:.0f}%) under the budget"
             if math.isfinite(budget.limit_ms)
             else " (the profile sets no latency budget)"
-        )
+        ) + ("; within the profile's other budgets" if budget.others else "")
         test = f"; test top-1 {_pct(r['test_top1'])} (the final report's only use of the test split)"
         lines = [
             f"recommended: trial {r['number']}, {_name(r)}: val top-1 {_pct(r['val_top1'])}, "
@@ -262,9 +275,11 @@ def verdict(rows: list[dict], budget) -> list[str]:
     if rec["closest"] is None:
         return ["no trial finished with a measured model yet; nothing to recommend"]
     c = rec["closest"]
+    over = [f"{c['latency_ms'] - budget.limit_ms:.3f} ms over"] if c["latency_ms"] > budget.limit_ms else []
+    over += ["over the profile's " + "; ".join(c["budget_failures"])] if c.get("budget_failures") else []
     return [
         f"no candidate meets the budget {budget.describe()}: the closest is trial {c['number']}, {_name(c)}, "
-        f"{budget.label} {c['latency_ms']:.3f} ms ({c['latency_ms'] - budget.limit_ms:.3f} ms over), "
+        f"{budget.label} {c['latency_ms']:.3f} ms ({'; '.join(over)}), "
         f"val top-1 {_pct(c['val_top1'])}; run: {c['run']}"
     ]
 

@@ -13,8 +13,10 @@ import random
 import shutil
 import textwrap
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from rich.markup import escape
 
 from edgetransfer import console
 from edgetransfer.devices import resolve_device
@@ -29,6 +31,7 @@ from edgetransfer.search.trial import Budget, Candidate, TrialError, run_trial
 
 FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "latency_key", "p50_ms", "p99_ms")
 FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "within_budget", "over_budget_ms")
+FIGURES += ("budget_failures",)
 FIGURES += ("finetune_s", "export_s", "bench_s", "val_images", "measured_on", "slowest_on", "int8_drop_points")
 FIRST_PRUNE_EPOCH = 2  # the earliest epoch a trial can be pruned at (epochs count from 1)
 EXPORT_MAX_DROP = Int8Config.max_drop  # export's int8 budget (points): a static trial past it has its QAT sibling tried
@@ -136,6 +139,13 @@ def _died(trial) -> bool:
     return trial.state.name == "FAIL" and (
         "error" not in trial.user_attrs or "died mid-trial" in trial.user_attrs["error"]
     )
+
+
+def _violation(trial) -> list[float]:
+    """The TPE sampler's constraint (feasible when <= 0): ms over the latency budget; at least 1 when the model
+    breaks another of the profile's budgets (size, memory, throughput)."""
+    over = float(trial.user_attrs.get("over_budget_ms", 0.0))
+    return [max(over, 1.0) if trial.user_attrs.get("budget_failures") else over]
 
 
 def _counts(trial) -> bool:
@@ -298,6 +308,19 @@ class _Search:
                 study.set_user_attr("config", {**recorded, "trials": self.config.trials})
             recorded.pop("trials", None)
         given_on = self.config.on
+        defaults = {f.name: f.default for f in fields(self.config)}
+        unused = [  # given now, other than the study's and than the default: the study's settings win (said)
+            (key, getattr(self.config, key))
+            for key in sorted(recorded)
+            if key in defaults and key != "on" and getattr(self.config, key) not in (defaults[key], recorded[key])
+        ]
+        if unused:
+            flags = ", ".join("--" + key.replace("_", "-") + f" {value}" for key, value in unused)
+            kept = ", ".join(f"{key} {recorded[key]}" for key, _ in unused)
+            console.err.print(
+                f"[yellow]note: {escape(flags)} not used: this search keeps the settings it started with "
+                f"({escape(kept)}), the same for every worker; start a new search (another --out) to change them[/]"
+            )
         self.config = self.config.with_recorded(recorded)
         if given_on is not None and "on" in recorded and given_on != recorded["on"]:
             where = f"on {recorded['on']}" if recorded["on"] else "here"
@@ -340,7 +363,7 @@ class _Search:
         return self.optuna.samplers.TPESampler(
             seed=seed % 2**31,
             n_startup_trials=min(10, max(2, space.count() // 3)),
-            constraints_func=lambda t: [float(t.user_attrs.get("over_budget_ms", 0.0))],
+            constraints_func=_violation,
         )
 
     def _pruner(self):
@@ -632,7 +655,7 @@ class _Search:
                 f"int8 loses {drop:.2f} points vs its fp32 (over export's {EXPORT_MAX_DROP:g}-point budget)",
             )
             self._escalate(trial, candidate)
-        figures["within_budget"] = figures["latency_ms"] <= self.budget.limit_ms
+        figures["within_budget"] = figures["latency_ms"] <= self.budget.limit_ms and not figures.get("budget_failures")
         over = figures["latency_ms"] - self.budget.limit_ms
         figures["over_budget_ms"] = over if math.isfinite(over) else 0.0
         for key in FIGURES:
