@@ -34,6 +34,7 @@ from edgetransfer.rundir import (
     sha256_file,
     write_errors_said,
 )
+from edgetransfer.telemetry import decline_without_consent
 
 DEFAULT_OPSET = 17  # written by torch's exporter, run by ONNX Runtime and OpenVINO alike
 MIN_OPSET = 13
@@ -175,6 +176,7 @@ def _remove(path: Path) -> None:
 def export(run: RunDir, config: ExportConfig = ExportConfig()) -> RunDir:
     """Write model.onnx (+ fp16, int8, OpenVINO IR) into ``run``; each file is checked, then moved in together."""
     config.validate()
+    decline_without_consent()  # NNCF and the OpenVINO converter report usage unless told no (edgetransfer.telemetry)
     with run.lock("export"):
         for stale in run.path.glob(".export.*.partial"):  # left by an export that was killed
             shutil.rmtree(stale, ignore_errors=True)
@@ -192,7 +194,7 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
                 require_tensorrt()  # before any slow work
             card = run.load_card()
             before = ((card.export or {}).get("config") or {}).get("int8", {}).get("mode")
-            if before not in (None, "auto", config.int8.mode) and config.int8.mode != "none":
+            if before not in (None, "auto", "none", config.int8.mode) and config.int8.mode != "none":
                 console.err.print(  # a search trial's QAT run exported again with the defaults became static int8
                     f"[yellow]note: the previous export of {run.path} made its int8 model with --int8-method {before}; "
                     f"this one uses {config.int8.mode}: give --int8-method {before} to make the same kind again[/]"

@@ -1,0 +1,31 @@
+"""NNCF and the OpenVINO converter sent usage data (forked processes posting to Google Analytics) from every export:
+with no consent file, openvino_telemetry takes consent as given. edgetransfer takes it as declined."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("nncf")
+
+CONSENT = """
+from openvino_telemetry.utils.opt_in_checker import OptInChecker
+print(OptInChecker().check(enable_opt_in_dialog=False, disable_in_ci=True).name)  # what NNCF asks: no file
+from edgetransfer.telemetry import decline_without_consent
+decline_without_consent()
+from nncf.telemetry.wrapper import NNCFTelemetry
+print(NNCFTelemetry()._impl.consent)
+"""
+
+
+def test_no_usage_data_is_sent_without_a_consent_file(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path)}  # no ~/intel/openvino_telemetry consent file
+    for key in ("CI", "TF_BUILD", "JENKINS_URL"):  # the libraries' own CI switch would hide the difference
+        env.pop(key, None)
+    ran = subprocess.run([sys.executable, "-c", CONSENT], env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    # NNCF creates its telemetry with enable_opt_in_dialog=False, which counts NO_FILE as consent (the reason for
+    # this module); after decline_without_consent it is declined
+    assert ran.stdout.split() == ["NO_FILE", "False"]
+    assert not (tmp_path / "intel" / "openvino_ga_cid").exists()  # no client id made either
