@@ -75,6 +75,16 @@ def write_errors_said(target: Path) -> Iterator[None]:
         raise
 
 
+def _search_pick(folder: Path) -> str:
+    """Where a search's recommended run is, from its search.json (or where its trials' runs are)."""
+    try:
+        document = json.loads((folder / "search.json").read_text(encoding="utf-8"))
+        pick = next(t["run"] for t in document["trials"] if t["number"] == document["recommended"] and t.get("run"))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return f"give one of its trials' runs, in {folder / 'trials'}"
+    return f"its recommended run is {pick}"
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success it is renamed onto ``final``, on failure removed."""
@@ -143,6 +153,8 @@ class RunDir:
         if not run.path.is_dir():
             raise RunDirError(f"run directory not found: {run.path}")
         if not run.file(CARD).is_file():
+            if run.file("search.json").is_file():  # a search's folder: its runs are its trials
+                raise RunDirError(f"{run.path} is a search's folder, not a run directory: {_search_pick(run.path)}")
             raise RunDirError(f"{run.path} is not a run directory: it has no {CARD} (run 'edgetransfer finetune')")
         card = run.load_card()
         if not card.complete.get("finetune"):

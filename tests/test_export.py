@@ -439,3 +439,32 @@ def test_exporting_again_with_another_int8_method_says_which_the_last_one_used(t
     )
     again = CliRunner().invoke(app, [*args, "--int8-method", "static"])  # the last export was static: nothing to say
     assert again.exit_code == 0 and "previous export" not in again.stderr, again.output
+
+
+def test_a_calibration_folder_dynamic_int8_does_not_read_is_said_and_not_recorded(trained_run, tmp_path):
+    """--calib with --int8-method dynamic (or --no-int8) was accepted without a word, even a folder without images,
+    and the card recorded it as the calibration folder."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    args = [
+        "export",
+        str(tmp_path / "run"),
+        "--no-openvino",
+        "--int8-method",
+        "dynamic",
+        "--calib",
+        str(tmp_path / "empty"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert f"note: --calib {tmp_path / 'empty'} not used: dynamic int8 calibrates nothing" in said
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["export"]["config"]["int8"]["calibration_dir"] is None

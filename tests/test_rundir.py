@@ -130,3 +130,21 @@ def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path, monkeyp
         )
         assert other.stdout.strip() == "held", "another command could take the run at the same time"
     assert len(calls) == 2
+
+
+def test_a_search_folder_given_for_a_run_names_the_search_s_pick(tmp_path):
+    """export/bench/explain of a search's folder said 'it has no card.json (run edgetransfer finetune)'."""
+    import json
+
+    search = tmp_path / "cam"
+    search.mkdir()
+    (search / "search.json").write_text(
+        json.dumps({"recommended": 1, "trials": [{"number": 0, "run": "a"}, {"number": 1, "run": "cam/trials/1"}]})
+    )
+    with pytest.raises(
+        RunDirError, match="is a search's folder, not a run directory: its recommended run is cam/trials/1$"
+    ):
+        RunDir.open(search)
+    (search / "search.json").write_text(json.dumps({"recommended": None, "trials": []}))  # nothing recommended
+    with pytest.raises(RunDirError, match="give one of its trials' runs, in .*cam/trials$"):
+        RunDir.open(search)

@@ -22,7 +22,8 @@ def export(
             help="auto: static, then qat when static cannot hold --max-drop while staying faster than fp32; "
             "static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR, sensitive layers in float while still faster; "
             "dynamic: weight-only int8 (ONNX only); qat: a short quantization-aware fine-tune (NNCF) on the training "
-            "images, quantized by ONNX Runtime as QDQ ONNX (all int8 in ONNX Runtime and OpenVINO) and its IR."
+            "images, quantized by ONNX Runtime as QDQ ONNX (all int8 in ONNX Runtime and OpenVINO) and its IR; "
+            "none: no int8 model (as --no-int8)."
         ),
     ] = Int8Config.mode,
     calib: Annotated[
@@ -89,6 +90,10 @@ def export(
     from edgetransfer.quantize import Int8Config
     from edgetransfer.rundir import RunDir
 
+    if calib is not None and (not int8 or int8_method in ("dynamic", "none")):  # recorded in the card, never read
+        why = "dynamic int8 calibrates nothing (activations are quantized at run time)" if int8 else "no int8 model"
+        console.err.print(f"[yellow]note: --calib {calib} not used: {why}[/]")
+        calib = None
     config = ExportConfig(
         opset=opset,
         atol=atol,
@@ -102,7 +107,7 @@ def export(
             method=calib_method,
             calibration_size=calib_size,
             per_channel=per_channel,
-            calibration_dir=str(calib) if calib else None,
+            calibration_dir=str(calib.expanduser().resolve()) if calib else None,  # a full path, as the card's data
             accuracy_aware=accuracy_aware,
             max_drop=max_drop,
             openvino=openvino_int8,
