@@ -141,9 +141,12 @@ def qat_to_onnx(
     """
     import random
 
-    import nncf
     import numpy as np
     import torch
+
+    from edgetransfer.telemetry import import_nncf
+
+    nncf = import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     from edgetransfer.checkpoint import load_model

@@ -11,28 +11,19 @@ quantized model, so preprocessing still travels with it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from edgetransfer.card import Preprocessing
 from edgetransfer.data import Sample
 from edgetransfer.errors import QuantizationError
 from edgetransfer.evaluation import Decoded, decoded
 from edgetransfer.rundir import atomic_path
+from edgetransfer.telemetry import import_nncf
 
 PRESETS = ("performance", "mixed")  # symmetric activations / asymmetric activations (weights symmetric in both)
-
-
-def _nncf() -> Any:
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; no CUDA is fine
-    import nncf
-
-    nncf.set_log_level(logging.ERROR)
-    return nncf
 
 
 def nncf_quantize_onnx(
@@ -75,7 +66,7 @@ def nncf_quantize_onnx(
         model = onnx.load(str(onnx_path))
     except Exception as exc:  # noqa: BLE001 - a missing, truncated or foreign file: one line
         raise QuantizationError(f"cannot read {onnx_path}: {str(exc).splitlines()[0]}") from None
-    nncf = _nncf()
+    nncf = import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     input_name = model.graph.input[0].name

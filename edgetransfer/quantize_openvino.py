@@ -4,7 +4,6 @@ accuracy-control mode that reverts the most sensitive layers to float until the 
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 from typing import Any
 
@@ -12,14 +11,7 @@ from edgetransfer.card import Preprocessing
 from edgetransfer.errors import QuantizationError
 from edgetransfer.evaluation import decoded
 from edgetransfer.quantize import Calibration
-
-
-def _quiet() -> Any:
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # nncf imports it; no CUDA is fine
-    import nncf
-
-    nncf.set_log_level(logging.ERROR)
-    return nncf
+from edgetransfer.telemetry import import_nncf
 
 
 def _items(samples: Calibration, pre: Preprocessing) -> list:
@@ -43,7 +35,7 @@ def _advanced(weight_bits: int | None) -> Any:
 
 def nncf_quantize(model: Any, calibration: Calibration, pre: Preprocessing, *, weight_bits: int | None = None) -> Any:
     """An int8 copy of the ``ov.Model``: NNCF's default PTQ (min-max ranges, fast bias correction)."""
-    nncf = _quiet()
+    nncf = import_nncf()
     items = _items(calibration, pre)
     try:
         with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars are not results
@@ -70,7 +62,7 @@ def nncf_quantize_with_accuracy_control(
     """Int8 whose validation top-1 stays within ``max_drop_points`` of the float model (NNCF accuracy control)."""
     import numpy as np
 
-    nncf = _quiet()
+    nncf = import_nncf()
     calib_items, val_items = _items(calibration, pre), _items(validation, pre)
 
     def validate(compiled, data) -> float:

@@ -82,7 +82,8 @@ def _search_pick(folder: Path) -> str:
         pick = next(t["run"] for t in document["trials"] if t["number"] == document["recommended"] and t.get("run"))
     except (OSError, ValueError, KeyError, TypeError, StopIteration):
         return f"give one of its trials' runs, in {folder / 'trials'}"
-    return f"its recommended run is {pick}"
+    here = folder / "trials" / Path(pick).name  # the recorded path is relative to where the search was started
+    return f"its recommended run is {here if here.is_dir() else pick}"
 
 
 @contextlib.contextmanager

@@ -145,6 +145,9 @@ def test_a_search_folder_given_for_a_run_names_the_search_s_pick(tmp_path):
         RunDirError, match="is a search's folder, not a run directory: its recommended run is cam/trials/1$"
     ):
         RunDir.open(search)
+    (search / "trials" / "1").mkdir(parents=True)  # the recorded path is relative to another folder: found here
+    with pytest.raises(RunDirError, match=f"its recommended run is {search / 'trials' / '1'}$"):
+        RunDir.open(search)
     (search / "search.json").write_text(json.dumps({"recommended": None, "trials": []}))  # nothing recommended
     with pytest.raises(RunDirError, match="give one of its trials' runs, in .*cam/trials$"):
         RunDir.open(search)

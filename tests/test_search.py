@@ -1142,6 +1142,26 @@ def test_a_size_list_with_an_empty_item_is_refused():
             _ints(text, "--sizes")
 
 
+def test_trials_measured_before_the_other_budgets_were_checked_are_checked_from_their_bench(tmp_path):
+    """A search resumed across versions: its earlier trials recorded no budget_failures and counted as within the
+    profile's size budget unchecked; they are checked from their run's bench.json, or counted over."""
+    budget = Budget("p50_ms", 33.0, (("max_model_mb", 1.0),))
+    big, gone, fresh = (tmp_path / name for name in ("big", "gone", "fresh"))
+    big.mkdir()
+    (big / "bench.json").write_text(
+        json.dumps({"results": [{"backend": "ort-cpu", "variant": "int8", "model_bytes": 2.6e6}]})
+    )
+    rows = [
+        dict(_row(0, 0.99, 0.5, run=str(big)), budget_checked=False, within_budget=True),
+        dict(_row(1, 0.98, 0.5, run=str(gone)), budget_checked=False, within_budget=True),
+        dict(_row(2, 0.90, 0.7, run=str(fresh)), budget_checked=True, within_budget=True, budget_failures=None),
+    ]
+    rep.check_old_trials(rows, budget)
+    assert rows[0]["budget_failures"] == ["model size 2.6 MB > 1 MB"] and rows[0]["within_budget"] is False
+    assert rows[1]["budget_failures"][0].startswith("not checked") and rows[1]["within_budget"] is False
+    assert rep.recommend(rows, 33.0)["row"]["number"] == 2  # the only one known to be within
+
+
 def test_a_trial_over_a_size_budget_is_infeasible_to_the_sampler():
     from edgetransfer.search.study import _violation
 

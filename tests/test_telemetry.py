@@ -29,3 +29,22 @@ def test_no_usage_data_is_sent_without_a_consent_file(tmp_path):
     # this module); after decline_without_consent it is declined
     assert ran.stdout.split() == ["NO_FILE", "False"]
     assert not (tmp_path / "intel" / "openvino_ga_cid").exists()  # no client id made either
+
+
+IMPORTED_FIRST = """
+import nncf  # makes NNCF's telemetry object, consent given for want of a file
+from nncf.telemetry import telemetry
+print(telemetry._impl.consent)
+from edgetransfer.telemetry import decline_without_consent
+decline_without_consent()
+print(telemetry._impl.consent)
+"""
+
+
+def test_nncf_imported_before_edgetransfer_declines_too(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    ran = subprocess.run(
+        [sys.executable, "-c", IMPORTED_FIRST], env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split() == ["True", "False"]

@@ -83,6 +83,8 @@ def export(
     ] = None,
 ) -> None:
     """Convert a run to ONNX (fp32, int8, fp16) and OpenVINO IR; check each against PyTorch; embed the card."""
+    from rich.markup import escape
+
     from edgetransfer import console
     from edgetransfer.evaluation import top1_text
     from edgetransfer.export import ExportConfig
@@ -91,8 +93,9 @@ def export(
     from edgetransfer.rundir import RunDir
 
     if calib is not None and (not int8 or int8_method in ("dynamic", "none")):  # recorded in the card, never read
-        why = "dynamic int8 calibrates nothing (activations are quantized at run time)" if int8 else "no int8 model"
-        console.err.print(f"[yellow]note: --calib {calib} not used: {why}[/]")
+        dynamic = int8 and int8_method == "dynamic"
+        why = "dynamic int8 calibrates nothing (activations are quantized at run time)" if dynamic else "no int8 model"
+        console.err.print(f"[yellow]note: --calib {escape(str(calib))} not used: {why}[/]")
         calib = None
     config = ExportConfig(
         opset=opset,

@@ -51,6 +51,7 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                 "latency_ms": attrs.get("latency_ms"),
                 "within_budget": attrs.get("within_budget"),
                 "budget_failures": attrs.get("budget_failures"),  # the profile's other budgets it breaks
+                "budget_checked": "budget_failures" in attrs,  # False: measured by an edgetransfer before 86a2d61
                 "epochs": attrs.get("epochs_run", len(steps)),
                 "last_val_top1": steps[-1][1] / 100 if steps else None,
                 "worker": attrs.get("worker"),
@@ -138,6 +139,28 @@ def tie_band(best: dict, tie_se: float = TIE_SE) -> float:
     if n <= 0:
         return tie_se * noise(best)
     return max(tie_se * noise(best), tie_se**2 / n)
+
+
+def check_old_trials(rows: list[dict], budget) -> None:
+    """Trials measured by an edgetransfer that checked latency alone (a search resumed across versions): checked
+    now against the profile's other budgets from their run's bench.json, or counted over when it cannot be read,
+    never taken as within unchecked."""
+    from edgetransfer.bench.profiles import check_budgets
+    from edgetransfer.search.trial import failure_text
+
+    if not budget.others:
+        return
+    for r in rows:
+        if r["state"] != "done" or r.get("budget_checked", True) or r["latency_ms"] is None:
+            continue
+        try:
+            results = json.loads((Path(r["run"]) / "bench.json").read_text(encoding="utf-8"))["results"]
+            failed = [c for c in check_budgets(results, dict(budget.others)) if not c["passed"]]
+            r["budget_failures"] = [failure_text(c) for c in failed] or None
+        except (OSError, ValueError, KeyError, TypeError):
+            r["budget_failures"] = ["not checked (measured before the search checked them; its bench.json is gone)"]
+        r["budget_checked"] = True
+        r["within_budget"] = bool(r["within_budget"]) and not r["budget_failures"]
 
 
 def _within(row: dict, limit_ms: float) -> bool:

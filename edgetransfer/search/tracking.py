@@ -10,6 +10,7 @@ from pathlib import Path
 from edgetransfer.errors import UsageError
 
 METRICS = ("val_top1", "torch_val_top1", "latency_ms", "p50_ms", "p99_ms", "model_mb", "seconds", "over_budget_ms")
+METRICS += ("within_budget",)  # 1 within every budget of the profile, 0 over one (budget_failures, a tag, says which)
 
 
 def mlflow_logger(uri: str, experiment: str) -> Callable:
@@ -46,6 +47,8 @@ def mlflow_logger(uri: str, experiment: str) -> Callable:
             tags = {"state": trial.state.name.lower(), "worker": attrs.get("worker", ""), "study": study.study_name}
             if attrs.get("same_as") is not None:
                 tags["same_as"] = str(attrs["same_as"])
+            if attrs.get("budget_failures"):
+                tags["budget_failures"] = "; ".join(attrs["budget_failures"])
             mlflow.set_tags(tags)
             run = attrs.get("run")
             for name in ("card.json", "bench.json"):

@@ -75,6 +75,14 @@ class Budget:
         return ", ".join([latency, *rest])
 
 
+def failure_text(check: dict) -> str:
+    """A failed bench budget check in a few words: ``model size 2.602 MB > 1 MB``."""
+    from edgetransfer.bench.profiles import BUDGETS
+
+    value = "not measured" if check["value"] is None else f"{check['value']:.4g} {check['unit']}"
+    return f"{check['what']} {value} {'<' if BUDGETS[check['budget']][2] else '>'} {check['limit']:g} {check['unit']}"
+
+
 class TrialError(EdgeTransferError):
     """A candidate could not be made or measured (its trial is marked failed; the search goes on)."""
 
@@ -114,7 +122,7 @@ def run_trial(
     --int8-method qat`` on a run."""
     from edgetransfer.bench import make_config
     from edgetransfer.bench.command import run_command
-    from edgetransfer.bench.profiles import BUDGETS, check_budgets
+    from edgetransfer.bench.profiles import check_budgets
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.finetune import FinetuneConfig, finetune
     from edgetransfer.quantize import Int8Config
@@ -184,10 +192,7 @@ def run_trial(
         checked.append((check, result, where, failures))
     check, result, where, _ = max(checked, key=lambda c: c[0]["value"])  # the slowest device holds the budget
     over = [  # the profile's other budgets, on every device measured
-        f"{c['what']} {'not measured' if c['value'] is None else format(c['value'], '.4g') + ' ' + c['unit']} "
-        f"{'<' if BUDGETS[c['budget']][2] else '>'} {c['limit']:g} {c['unit']}{' on ' + w if devices else ''}"
-        for _, _, w, failed in checked
-        for c in failed
+        failure_text(c) + (f" on {w}" if devices else "") for _, _, w, failed in checked for c in failed
     ]
     smallest = min(result["latency"], key=lambda lat: lat["batch"])
     card = run.load_card()
