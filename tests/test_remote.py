@@ -288,6 +288,7 @@ def test_failures_are_one_line_each_and_the_other_devices_are_still_reported(dev
         "down": {"port": _free_port()},
         "refused": {"port": main_server.port, "key": str(servers.base / "stranger")},
         "nopython": {"port": main_server.port, "python": "/nonexistent/python3"},
+        "notpython": {"port": main_server.port, "python": "/bin/true"},  # runs, prints no version
         "noort": {"port": main_server.port, "python": str(bare / "bin" / "python")},
         "arm": {"port": arm.port},
     }
@@ -295,6 +296,7 @@ def test_failures_are_one_line_each_and_the_other_devices_are_still_reported(dev
         "down": "unreachable: ssh: connect to host 127.0.0.1 port",
         "refused": "authentication refused",
         "nopython": "no Python on the device: /nonexistent/python3 not found",
+        "notpython": "/bin/true on the device is not a Python interpreter",
         "noort": "lacks numpy, onnxruntime",
         "arm": f"the device is {other} with CPython",
     }
@@ -474,6 +476,35 @@ def test_a_changed_host_key_names_the_file_and_the_command_that_forgets_it(tmp_p
     line = Ssh(device, tmp_path / "known_hosts").explain(255, "Host key verification failed.\n")
     assert f"recorded in {tmp_path / 'known_hosts'}" in line
     assert f"ssh-keygen -R '[10.0.0.7]:2222' -f '{tmp_path / 'known_hosts'}'" in line
+    # --known-hosts FILE without the device's key: not "changed", and no ssh-keygen -R that would do nothing
+    strict = Ssh(device, tmp_path / "pinned", strict=True)
+    said = (
+        "No ED25519 host key is known for [10.0.0.7]:2222 and you have requested strict checking.\n"
+        "Host key verification failed.\n"
+    )
+    line = strict.explain(255, said)
+    assert (
+        line.startswith(f"no host key for [10.0.0.7]:2222 in {tmp_path / 'pinned'}") and "ssh-keyscan -p 2222" in line
+    )
+    assert "~/.ssh/known_hosts" not in strict.explain(255, "Host key verification failed.\n")
+    # a key file ssh will not use (too open, or the .pub given): its reason, not "check the user and the key"
+    too_open = 'Load key "/k/user": bad permissions\nroot@10.0.0.7: Permission denied (publickey).\n'
+    assert (
+        Ssh(device, tmp_path / "kh")
+        .explain(255, too_open)
+        .startswith('authentication refused: Load key "/k/user": bad permissions (the key must be the private key')
+    )
+
+
+def test_known_hosts_given_trusts_that_file_alone(tmp_path):
+    """--known-hosts FILE is documented to accept only the keys in that file; ~/.ssh/known_hosts was consulted too."""
+    from edgetransfer.bench.targets import Ssh, resolve
+
+    device = resolve("ssh://pi@10.0.0.7:2222")[0]
+    strict = Ssh(device, tmp_path / "pinned", strict=True).options
+    assert f'UserKnownHostsFile="{tmp_path / "pinned"}"' in strict and "StrictHostKeyChecking=yes" in strict
+    relaxed = " ".join(Ssh(device, tmp_path / "known_hosts").options)
+    assert ".ssh/known_hosts" in relaxed and "StrictHostKeyChecking=accept-new" in relaxed
 
 
 def test_a_device_without_vnni_is_warned_about_eight_bit_int8_weights():

@@ -111,6 +111,11 @@ class DeviceBench:
             raise DeviceError(f"cannot make the folder {self.remote_dir or '~/.cache/edgetransfer/remote'} there")
         if not found.get("python"):
             raise DeviceError(f"no Python on the device: {self.python} not found (install Python 3.10 or later)")
+        if not found.get("version"):  # it ran, and printed no version: /bin/true, a shell, a folder
+            raise DeviceError(
+                f"{found['python']} on the device is not a Python interpreter (it printed no version); give the path "
+                "of Python 3.10 or later (python = ... in targets.toml, or --python)"
+            )
         version = tuple(int(x) for x in found.get("version", "0.0.0").split("."))
         if version[:2] < MIN_PYTHON:
             raise DeviceError(f"{found['python']} on the device is Python {found.get('version')}; 3.10 or later needed")

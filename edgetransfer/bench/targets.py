@@ -116,13 +116,15 @@ class Ssh:
         if shutil.which("ssh") is None:
             raise UsageError("bench --on needs the OpenSSH client (ssh): apt install openssh-client")
         t, self.device = device.target, device
-        files = " ".join(f'"{p}"' for p in (known_hosts, Path("~/.ssh/known_hosts").expanduser()))
+        # strict (--known-hosts FILE): that file's keys alone; else the user's own known_hosts is consulted too
+        trusted = (known_hosts,) if strict else (known_hosts, Path("~/.ssh/known_hosts").expanduser())
+        files = " ".join(f'"{p}"' for p in trusted)
         self.options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", *ALIVE]
         self.options += ["-o", f"UserKnownHostsFile={files}"]
         self.options += ["-o", f"StrictHostKeyChecking={'yes' if strict else 'accept-new'}", "-o", "LogLevel=ERROR"]
         self.options += ["-p", str(t.port)] + (["-i", t.key, "-o", "IdentitiesOnly=yes"] if t.key else [])
         self.options += ["-l", t.user] if t.user else []
-        self.known_hosts = known_hosts
+        self.known_hosts, self.strict = known_hosts, strict
 
     def command(self, remote: str) -> list[str]:
         """The ``ssh`` command line that runs the shell command ``remote`` on the device."""
@@ -144,15 +146,29 @@ class Ssh:
         lines = [line.strip() for line in stderr.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {code}"
         if code == 255:
+            unusable = next((line for line in lines if line.startswith("Load key")), None)
+            if unusable is not None:  # ssh skipped the key file: a public key, or one others may read
+                return (
+                    f"authentication refused: {unusable} (the key must be the private key, readable by you alone: "
+                    "chmod 600 KEY)"
+                )
             if "Permission denied" in stderr or "Too many authentication failures" in stderr:
                 return f"authentication refused ({last}); check the user and the key"
-            if "Host key verification failed" in stderr or "IDENTIFICATION HAS CHANGED" in stderr:
-                t = self.device.target
-                entry = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
+            t = self.device.target
+            entry = t.host if t.port == 22 else f"[{t.host}]:{t.port}"
+            if "host key is known for" in stderr:  # strict checking, and no key for it in the file at all
                 return (
-                    f"its host key is not the one recorded in {self.known_hosts} (or ~/.ssh/known_hosts); if the "
-                    f"device was replaced, remove the old key: ssh-keygen -R '{entry}' -f '{self.known_hosts}' "
-                    "(and, if it is there, ssh-keygen -R with no -f for ~/.ssh/known_hosts)"
+                    f"no host key for {entry} in {self.known_hosts} (--known-hosts accepts only the keys in that "
+                    f"file): add the device's, e.g. ssh-keyscan -p {t.port} {t.host} >> '{self.known_hosts}' (check "
+                    "its fingerprint first)"
+                )
+            if "Host key verification failed" in stderr or "IDENTIFICATION HAS CHANGED" in stderr:
+                also = "" if self.strict else " (or ~/.ssh/known_hosts)"
+                forget = " (and, if it is there, ssh-keygen -R with no -f for ~/.ssh/known_hosts)"
+                forget = "" if self.strict else forget
+                return (
+                    f"its host key is not the one recorded in {self.known_hosts}{also}; if the device was replaced, "
+                    f"remove the old key: ssh-keygen -R '{entry}' -f '{self.known_hosts}'{forget}"
                 )
             unreachable = ("Connection refused", "timed out", "No route to host", "Could not resolve", "unreachable")
             if not started and any(s in stderr for s in unreachable):
