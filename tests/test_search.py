@@ -1160,6 +1160,13 @@ def test_trials_measured_before_the_other_budgets_were_checked_are_checked_from_
     assert rows[0]["budget_failures"] == ["model size 2.6 MB > 1 MB"] and rows[0]["within_budget"] is False
     assert rows[1]["budget_failures"][0].startswith("not checked") and rows[1]["within_budget"] is False
     assert rep.recommend(rows, 33.0)["row"]["number"] == 2  # the only one known to be within
+    assert "over the profile's model size 2.6 MB > 1 MB" in rows[0]["note"]
+    moved = tmp_path / "s" / "trials" / "big"  # the run recorded relative to another folder: found under OUT/trials
+    moved.parent.mkdir(parents=True)
+    big.rename(moved)
+    again = [dict(_row(0, 0.99, 0.5, run="elsewhere/trials/big"), budget_checked=False, within_budget=True)]
+    rep.check_old_trials(again, budget, tmp_path / "s")
+    assert again[0]["budget_failures"] == ["model size 2.6 MB > 1 MB"]
 
 
 def test_a_trial_over_a_size_budget_is_infeasible_to_the_sampler():

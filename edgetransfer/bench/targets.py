@@ -121,6 +121,7 @@ class Ssh:
         files = " ".join(f'"{p}"' for p in trusted)
         self.options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}", *ALIVE]
         self.options += ["-o", f"UserKnownHostsFile={files}"]
+        self.options += ["-o", "GlobalKnownHostsFile=/dev/null"] if strict else []  # not /etc/ssh's either
         self.options += ["-o", f"StrictHostKeyChecking={'yes' if strict else 'accept-new'}", "-o", "LogLevel=ERROR"]
         self.options += ["-p", str(t.port)] + (["-i", t.key, "-o", "IdentitiesOnly=yes"] if t.key else [])
         self.options += ["-l", t.user] if t.user else []
@@ -147,7 +148,9 @@ class Ssh:
         last = lines[-1] if lines else f"exit status {code}"
         if code == 255:
             unusable = next((line for line in lines if line.startswith("Load key")), None)
-            if unusable is not None:  # ssh skipped the key file: a public key, or one others may read
+            refused = "Permission denied" in stderr
+            if unusable is not None and refused and ("bad permissions" in unusable or "invalid format" in unusable):
+                # ssh skipped the key file (a public key, or one others may read) and then was refused
                 return (
                     f"authentication refused: {unusable} (the key must be the private key, readable by you alone: "
                     "chmod 600 KEY)"

@@ -141,7 +141,7 @@ def tie_band(best: dict, tie_se: float = TIE_SE) -> float:
     return max(tie_se * noise(best), tie_se**2 / n)
 
 
-def check_old_trials(rows: list[dict], budget) -> None:
+def check_old_trials(rows: list[dict], budget, out: Path | None = None) -> None:
     """Trials measured by an edgetransfer that checked latency alone (a search resumed across versions): checked
     now against the profile's other budgets from their run's bench.json, or counted over when it cannot be read,
     never taken as within unchecked."""
@@ -153,14 +153,23 @@ def check_old_trials(rows: list[dict], budget) -> None:
     for r in rows:
         if r["state"] != "done" or r.get("budget_checked", True) or r["latency_ms"] is None:
             continue
+        run = Path(r["run"] or "")
+        if out is not None and not run.is_dir():  # recorded relative to where the search was started
+            run = out / "trials" / run.name
         try:
-            results = json.loads((Path(r["run"]) / "bench.json").read_text(encoding="utf-8"))["results"]
+            results = json.loads((run / "bench.json").read_text(encoding="utf-8"))["results"]
             failed = [c for c in check_budgets(results, dict(budget.others)) if not c["passed"]]
             r["budget_failures"] = [failure_text(c) for c in failed] or None
         except (OSError, ValueError, KeyError, TypeError):
-            r["budget_failures"] = ["not checked (measured before the search checked them; its bench.json is gone)"]
+            r["budget_failures"] = [
+                "not checked: measured before the search checked them, and no readable bench.json in its run (a "
+                "trial measured on a device keeps none)"
+            ]
         r["budget_checked"] = True
         r["within_budget"] = bool(r["within_budget"]) and not r["budget_failures"]
+        if r["budget_failures"]:
+            over = "over the profile's " + "; ".join(r["budget_failures"])
+            r["note"] = f"{r['note']}; {over}" if r["note"] else over
 
 
 def _within(row: dict, limit_ms: float) -> bool:

@@ -406,7 +406,7 @@ class _Search:
             if not self.config.worker:
                 self._wait_for_others(study)
         rows = report.trial_rows(study.get_trials(deepcopy=False), stopped=True)
-        report.check_old_trials(rows, self.budget)
+        report.check_old_trials(rows, self.budget, self.out)
         doc = report.document(
             rows, budget=self.budget, space=self.space.to_dict(), profile=self.config.profile, data=self.config.data
         )
