@@ -25,7 +25,6 @@ class Outcome:
     document: dict
     gate: GateResult | None = None
     written: list[Path] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)  # why the exit code is not 0
     devices: list = field(default_factory=list)  # bench --on: a remote.DeviceOutcome per device
 
     @property
@@ -39,6 +38,18 @@ class Outcome:
         if self.document.get("profile") and not _any_passes(self.document):
             codes.append(1)
         return 2 if 2 in codes else max(codes)
+
+    def reasons(self) -> list[str]:
+        """Why the exit code is not the gate's own: each device's, a model not measured, the profile's budgets."""
+        why = [
+            f"on {d.device.label}: {'slower (its gate)' if d.exit_code == 1 else 'not measured or not judged'}"
+            for d in self.devices
+            if d.exit_code
+        ]
+        why += ["a model could not be measured"] if self.document["failed"] else []
+        if self.document.get("profile") and not _any_passes(self.document):
+            why.append("no model passes the profile's budgets")
+        return why
 
 
 def _any_passes(document: dict) -> bool:

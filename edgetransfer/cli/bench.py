@@ -319,18 +319,7 @@ def bench(
         sys.stdout.write(json.dumps(document, indent=1) + "\n")
         sys.stdout.flush()
     if outcome.gate is not None and outcome.exit_code != outcome.gate.exit_code:  # "gate: pass (exit 0)", then 2
-        from edgetransfer.bench.command import _any_passes
-
-        why = [
-            f"on {d.device.label}: {'slower (its gate)' if d.exit_code == 1 else 'not measured or not judged'}"
-            for d in outcome.devices
-            if d.exit_code
-        ]
-        why += ["a model could not be measured"] if document["failed"] else []
-        why += (
-            ["no model passes the profile's budgets"] if document.get("profile") and not _any_passes(document) else []
-        )
-        why_text = "; ".join(w for w in why if w) or "see above"
+        why_text = "; ".join(outcome.reasons()) or "see above"
         print(f"exit {outcome.exit_code}, not the gate's {outcome.gate.exit_code}: {why_text}", file=sys.stderr)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)

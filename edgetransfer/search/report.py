@@ -66,9 +66,7 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                     for note in (
                         f"trial {attrs['fine_tune_of']}'s fine-tune, exported again" if "fine_tune_of" in attrs else "",
                         attrs.get("int8_note") or "",
-                        "over the profile's " + "; ".join(attrs["budget_failures"])
-                        if attrs.get("budget_failures")
-                        else "",
+                        over_profile(attrs.get("budget_failures")),
                     )
                     if note
                 ),
@@ -141,6 +139,11 @@ def tie_band(best: dict, tie_se: float = TIE_SE) -> float:
     return max(tie_se * noise(best), tie_se**2 / n)
 
 
+def over_profile(failures: list[str] | None) -> str:
+    """A trial's note for the profile's budgets other than latency that it breaks ("" for none)."""
+    return "over the profile's " + "; ".join(failures) if failures else ""
+
+
 def check_old_trials(rows: list[dict], budget, out: Path | None = None) -> None:
     """Trials measured by an edgetransfer that checked latency alone (a search resumed across versions): checked
     now against the profile's other budgets from their run's bench.json, or counted over when it cannot be read,
@@ -168,7 +171,7 @@ def check_old_trials(rows: list[dict], budget, out: Path | None = None) -> None:
         r["budget_checked"] = True
         r["within_budget"] = bool(r["within_budget"]) and not r["budget_failures"]
         if r["budget_failures"]:
-            over = "over the profile's " + "; ".join(r["budget_failures"])
+            over = over_profile(r["budget_failures"])
             r["note"] = f"{r['note']}; {over}" if r["note"] else over
 
 
@@ -308,7 +311,7 @@ def verdict(rows: list[dict], budget) -> list[str]:
         return ["no trial finished with a measured model yet; nothing to recommend"]
     c = rec["closest"]
     over = [f"{c['latency_ms'] - budget.limit_ms:.3f} ms over"] if c["latency_ms"] > budget.limit_ms else []
-    over += ["over the profile's " + "; ".join(c["budget_failures"])] if c.get("budget_failures") else []
+    over += [over_profile(c.get("budget_failures"))] if c.get("budget_failures") else []
     return [
         f"no candidate meets the budget {budget.describe()}: the closest is trial {c['number']}, {_name(c)}, "
         f"{budget.label} {c['latency_ms']:.3f} ms ({'; '.join(over)}), "
