@@ -72,14 +72,12 @@ def fine_tune(model, params, samples, pre, args, label: str) -> list[float]:
 
 
 def nncf_qat(model, calibration, samples, pre, args, out: Path) -> dict:
-    import logging
-
-    import nncf
     import torch
 
     from edgetransfer.qat import _use_reference_functions
+    from edgetransfer.telemetry import import_nncf
 
-    nncf.set_log_level(logging.ERROR)
+    nncf = import_nncf()  # quiet, and no usage data sent without consent, as the product's own paths
     _use_reference_functions()
     example = torch.from_numpy(calibration.images[:1])
     items = [torch.from_numpy(calibration.images[i : i + 1]) for i in range(len(calibration))]

@@ -294,7 +294,10 @@ class TargetsFile(Schema):
 def load_targets(path: Path | str) -> dict[str, Target]:
     """The devices of a targets file by name; any mistake in it is one :class:`FileError` line."""
     source = str(path)
-    parsed = validate(TargetsFile, read_toml(Path(path), what="targets file"), source)
+    raw = read_toml(Path(path), what="targets file")
+    if isinstance(raw.get("target"), dict):  # [target] instead of [[target]]: TOML's one table, not a list of them
+        raise FileError(f"{source}: write each device as a [[target]] table (two brackets), not [target]")
+    parsed = validate(TargetsFile, raw, source)
     names = [t.name for t in parsed.target]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

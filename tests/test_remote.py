@@ -437,6 +437,17 @@ def test_addresses_and_target_names_are_checked_before_measuring(tmp_path):
     assert wheel_fits("rich-13.0-py3-none-any.whl", "armv7l", "cp310")
 
 
+def test_a_wheelhouse_folder_that_is_missing_or_holds_no_wheels_is_one_line_each(tmp_path):
+    """A mistyped --wheelhouse is told as missing, not as a folder without wheels; both before any device is asked."""
+    from edgetransfer.bench.remote import plan_devices
+    from edgetransfer.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--wheelhouse .*wheelz: no such folder"):
+        plan_devices("ssh://me@127.0.0.1", None, wheelhouse=tmp_path / "wheelz")
+    with pytest.raises(UsageError, match=r"--wheelhouse .*: no wheels \(\*\.whl\) there"):
+        plan_devices("ssh://me@127.0.0.1", None, wheelhouse=tmp_path)
+
+
 def test_a_wheelhouse_without_a_runtime_requirement_is_refused_with_a_command_that_fetches_them(tmp_path):
     """A wheelhouse that lacks one of edgetransfer's runtime requirements is refused before the copy (pip on the
     device would fail with no internet), and the suggested command names every requirement with its version floor

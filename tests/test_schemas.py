@@ -48,6 +48,7 @@ TARGET = '[[target]]\nname = "pi"\nhost = "192.168.1.5"\nuser = "me"\nthreads = 
         (TARGET + TARGET, "target name 'pi' appears more than once"),
         ('[[target]]\nname = "pi"\n', "target[0].host: missing"),
         ("targets = []\n", "unknown key 'targets'; did you mean 'target'?"),
+        (TARGET.replace("[[target]]", "[target]"), "write each device as a [[target]] table (two brackets)"),
     ],
 )
 def test_targets_file(tmp_path, text, fragment):

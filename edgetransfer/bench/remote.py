@@ -435,6 +435,8 @@ def plan_devices(
     from edgetransfer.bench.targets import resolve
     from edgetransfer.errors import UsageError
 
+    if wheelhouse is not None and not Path(wheelhouse).is_dir():
+        raise UsageError(f"--wheelhouse {wheelhouse}: no such folder; make it with pip download -d DIR ...")
     if wheelhouse is not None and not any(Path(wheelhouse).glob("*.whl")):
         raise UsageError(f"--wheelhouse {wheelhouse}: no wheels (*.whl) there; make it with pip download -d DIR ...")
     if known_hosts is not None and not Path(known_hosts).is_file():
