@@ -122,6 +122,8 @@ def test_help_is_not_cut_on_an_80_column_terminal(command):
     result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
     assert result.exit_code == 0 and "--help" in result.output
     assert "…" not in result.output, [line for line in result.output.splitlines() if "…" in line]
+    # an on/off flag takes no value: nothing beside it may read as if it did ('--int8 --no-int8 <bool>')
+    assert "<bool>" not in result.output, [line for line in result.output.splitlines() if "<bool>" in line]
 
 
 @pytest.mark.slow

@@ -18,6 +18,27 @@ from edgetransfer.cli.pipeline import pipeline
 from edgetransfer.cli.predict import predict
 from edgetransfer.cli.search import search
 
+
+def _no_value_shown_for_flags() -> None:
+    """Recent typer shows ``<bool>`` beside on/off flags (``--int8 --no-int8 <bool>``, even ``--help <bool>``), which
+    reads as if they took a value (``--int8 true`` is refused). Flags take none: show none. Older typer (no such
+    method) shows none already."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - typer's layout changed: its own help, as it is
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:
+        return
+
+    def display_type_rich(self, ctx):  # noqa: ANN001, ANN202 - typer's own signature
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_value_shown_for_flags()
+
 app = typer.Typer(
     help="From a pretrained vision backbone to a fast, small, accurate model on an edge device.",
     no_args_is_help=True,
