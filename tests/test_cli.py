@@ -1,6 +1,7 @@
 """The commands as a user runs them, through Typer's CliRunner."""
 
 import json
+from pathlib import Path
 
 import pytest
 from hardware import run_if
@@ -278,3 +279,42 @@ def test_a_misspelt_name_gets_the_known_one_it_was_likely_meant_as():
     with pytest.raises(UsageError) as caught:
         backbones.get("vgg99")
     assert str(caught.value).startswith("unknown backbone 'vgg99'; known: efficientnet_b0, ")
+
+
+def test_a_recipes_switch_is_turned_off_by_its_no_flag(tmp_path, monkeypatch):
+    """'flags override the recipe': `skip_bad = true` in a recipe could not be turned off with --no-skip-bad (the
+    switches were or-ed with the recipe); without the flag the recipe's value holds."""
+    from conftest import make_folder
+
+    import edgetransfer.finetune as finetune_module
+    from edgetransfer.rundir import RunDir
+
+    folder = make_folder(tmp_path / "data", per_class=6, classes=2)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("skip_bad = true\noverwrite = true\n")
+    seen = []
+    monkeypatch.setattr(finetune_module, "finetune", lambda config: seen.append(config) or RunDir(tmp_path))
+    for flags, expected in (
+        ([], (True, True)),
+        (["--no-skip-bad"], (False, True)),
+        (["--no-overwrite"], (True, False)),
+    ):
+        result = invoke("finetune", "--data", folder, "--out", tmp_path / "run", "--config", recipe, *flags)
+        assert result.exit_code == 0, result.output
+        assert (seen[-1].skip_bad, seen[-1].overwrite) == expected, flags
+    result = invoke("finetune", "--data", folder, "--out", tmp_path / "run", "--skip-bad")  # no recipe: the flag
+    assert result.exit_code == 0 and seen[-1].skip_bad is True and seen[-1].overwrite is False
+
+
+def test_finetune_names_its_default_out_after_the_data_as_given_like_pipeline(tmp_path, monkeypatch):
+    """`finetune --data digits` landed in models/digits-seed0-mobilenet_v2 (named after the cache folder the digits
+    are written to), `pipeline --data digits` in models/digits-mobilenet_v2, as both helps say."""
+    import edgetransfer.builtin_data as builtin_data
+    import edgetransfer.finetune as finetune_module
+    from edgetransfer.rundir import RunDir
+
+    seen = []
+    monkeypatch.setattr(builtin_data, "resolve_data", lambda data, seed: str(tmp_path / "cache" / f"{data}-seed{seed}"))
+    monkeypatch.setattr(finetune_module, "finetune", lambda config: seen.append(config) or RunDir(tmp_path))
+    assert invoke("finetune", "--data", "digits").exit_code == 0
+    assert seen[-1].out == str(Path("models") / "digits-mobilenet_v2") and seen[-1].data.endswith("digits-seed0")

@@ -93,6 +93,8 @@ def _copy(run, tmp_path):
 def test_auto_escalates_to_qat_when_post_training_int8_cannot_hold(qat_run, tmp_path, monkeypatch):
     import json
 
+    import onnx
+
     from edgetransfer.errors import BudgetError
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.passes.onnx_int8 import OnnxInt8Static
@@ -103,9 +105,12 @@ def test_auto_escalates_to_qat_when_post_training_int8_cannot_hold(qat_run, tmp_
 
     monkeypatch.setattr(OnnxInt8Static, "run", cannot_hold)
     run = _copy(qat_run[0], tmp_path)
-    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8, max_drop=100.0)))
+    ONNX_FILES = ("model.onnx", "model.int8.onnx")
+    export(run, ExportConfig(opset=18, int8=Int8Config(mode="auto", calibration_size=8, max_drop=100.0)))
     card = json.loads(run.file("card.json").read_text())
     onnx_q = card["artifacts"]["model.int8.onnx"]["quantization"]
+    opsets = [{o.domain: o.version for o in onnx.load(run.file(f)).opset_import}.get("", 0) for f in ONNX_FILES]
+    assert opsets == [18, 18], opsets  # --opset holds for the QAT model too (it was always 17)
     assert onnx_q["method"].startswith("qat") and [s["method"] for s in onnx_q["escalation"]] == ["static", "qat"]
     assert onnx_q["escalation"][0]["held"] is False and "cannot hold" in onnx_q["escalation"][0]["why"]
     assert "latency_ratio_vs_fp32" in onnx_q  # judged for speed like every int8 model

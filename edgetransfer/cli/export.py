@@ -21,8 +21,9 @@ def export(
         typer.Option(
             help="auto: static, then qat when static cannot hold --max-drop while staying faster than fp32; "
             "static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR, sensitive layers in float while still faster; "
-            "dynamic: weight-only int8 (ONNX only); qat: a short quantization-aware fine-tune (NNCF) on the training "
-            "images, quantized by ONNX Runtime as QDQ ONNX (all int8 in ONNX Runtime and OpenVINO) and its IR; "
+            "dynamic: int8 weights, activations quantized at run time (ONNX only); qat: a short quantization-aware "
+            "fine-tune (NNCF) on the training images, quantized by ONNX Runtime as QDQ ONNX (all int8 in ONNX "
+            "Runtime and OpenVINO) and its IR; "
             "none: no int8 model (as --no-int8)."
         ),
     ] = Int8Config.mode,

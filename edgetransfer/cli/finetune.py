@@ -181,17 +181,24 @@ def finetune(
         typer.Option(help="Self-training's learning rate (AdamW).", show_default=config_default("pseudo_lr")),
     ] = None,
     skip_bad: Annotated[
-        bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")
-    ] = False,
-    resume: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="Continue the interrupted run in --out from its last epoch, with the options it started with."
+            help="Train on the readable images of a folder with bad files (listed in the card).", show_default="off"
         ),
-    ] = False,
+    ] = None,
+    resume: Annotated[
+        bool | None,
+        typer.Option(
+            help="Continue the interrupted run in --out from its last epoch, with the options it started with.",
+            show_default="off",
+        ),
+    ] = None,
     overwrite: Annotated[
-        bool, typer.Option(help="Replace --out if it is a run made by edgetransfer (never any other folder).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="Replace --out if it is a run made by edgetransfer (never any other folder).", show_default="off"
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune an ImageNet backbone on your labelled images; keep the best checkpoint (by val accuracy)."""
     from edgetransfer.builtin_data import resolve_data
@@ -204,19 +211,23 @@ def finetune(
     if time_budget is not None:
         given["time_budget"] = parse_duration(time_budget)
     options = load_recipe(config) if config else {}
-    if resume:  # the run's own options first; the recipe and flags given now override them
+    switches = ("resume", "overwrite", "skip_bad")  # on/off: the flag given here (--no-X too), else the recipe's
+
+    def switch(name: str) -> bool:
+        return bool(options.get(name, False)) if given[name] is None else given[name]
+
+    if switch("resume"):  # the run's own options first; the recipe and flags given now override them
         if not (out or options.get("out")):
             raise UsageError("--resume needs --out RUN (the run to continue)")
-        options = {**resume_options(out or options["out"]), **options}
-    switches = ("resume", "overwrite", "skip_bad")  # plain flags: on when given here or in the recipe
+        options = {**resume_options(out or options["out"]), **options, "resume": True}
+    options.update({k: switch(k) for k in switches})
     options.update(
         {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None and k not in switches}
     )
-    options.update({k: bool(given[k] or options.get(k, False)) for k in switches})
     if not options.get("data"):
         raise UsageError("--data is required (a folder, or 'digits')")
+    options.setdefault("out", default_out(options["data"], options.get("backbone", "mobilenet_v2")))  # as pipeline's
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
-    options.setdefault("out", default_out(options["data"], options.get("backbone", "mobilenet_v2")))
     started = time.time()
     try:
         run = run_finetune(FinetuneConfig(**options))

@@ -75,7 +75,9 @@ def search(
     mlflow: Annotated[
         str | None,
         typer.Option(
-            help="Log every trial to MLflow: a tracking URI, or a folder for a local file store.", rich_help_panel=STUDY
+            help="Log every trial to MLflow: a tracking URI, or a folder (a SQLite store FOLDER/mlflow.db, its "
+            "artifacts/ beside it).",
+            rich_help_panel=STUDY,
         ),
     ] = None,
     heartbeat: Annotated[
@@ -168,7 +170,7 @@ def search(
 ) -> None:
     """Find the most accurate model within the profile's latency budget: backbone x input size x int8 method, each
     trial an ordinary run (finetune -> export -> bench); the Pareto front, the pick and every trial (exit 1: trials
-    were measured and none meets the budget; the closest is named)."""
+    were measured and none meets the budget, the closest named; or no trial finished)."""
     from edgetransfer import console
     from edgetransfer.errors import UsageError
     from edgetransfer.search import SearchConfig, parse_duration, search
