@@ -185,10 +185,20 @@ def quantize_static(
                 **({"TensorQuantOverrides": _weight_overrides(weight_steps)} if weight_steps else {}),
             },
             nodes_to_exclude=list(exclude),
-            calibration_cache_path=cache,
+            **_cache_option(ort_quantize_static, cache),
         )
     except (RuntimeError, ValueError) as exc:
         raise QuantizationError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0]}") from None
+
+
+def _cache_option(quantizer: Any, cache: Path | None) -> dict[str, Any]:
+    """``calibration_cache_path`` where this onnxruntime has it (from mid-2026; the project allows 1.20 on Python 3.10,
+    1.25 elsewhere): older ones calibrate again on every call, slower and the same."""
+    import inspect
+
+    return (
+        {"calibration_cache_path": cache} if "calibration_cache_path" in inspect.signature(quantizer).parameters else {}
+    )
 
 
 def _weight_overrides(steps: dict[str, Any]) -> dict[str, list[dict]]:

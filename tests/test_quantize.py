@@ -129,6 +129,60 @@ def test_weight_steps_read_back_from_an_int8_model_give_the_same_model(search, t
     assert own_nodes == back_nodes
 
 
+def test_an_onnxruntime_without_the_calibration_cache_quantizes_the_same(search, tmp_path, monkeypatch):
+    """calibration_cache_path came to quantize_static in mid-2026; the project allows older onnxruntime (1.20 on
+    Python 3.10): there the cache is not passed (a TypeError before) and the model is the same, calibrated again."""
+    import onnxruntime.quantization as ortq
+
+    from edgetransfer.data import load_splits
+    from edgetransfer.quantize import quantize_static
+
+    splits = load_splits(search.data, seed=0)
+    args = (splits.train[:8], search.pre, Int8Config())
+    quantize_static(search.prepared, tmp_path / "new.onnx", *args, cache=tmp_path / "cache.json")
+    assert (tmp_path / "cache.json").is_file()  # this onnxruntime has it
+    real, calls = ortq.quantize_static, []
+
+    def older(
+        model_input,
+        model_output,
+        calibration_data_reader=None,
+        quant_format=None,
+        op_types_to_quantize=None,
+        per_channel=False,
+        reduce_range=False,
+        activation_type=None,
+        weight_type=None,
+        nodes_to_quantize=None,
+        nodes_to_exclude=None,
+        use_external_data_format=False,
+        calibrate_method=None,
+        extra_options=None,
+    ):
+        calls.append(model_output)
+        return real(
+            model_input,
+            model_output,
+            calibration_data_reader,
+            quant_format=quant_format,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=activation_type,
+            weight_type=weight_type,
+            nodes_to_exclude=nodes_to_exclude,
+            calibrate_method=calibrate_method,
+            extra_options=extra_options,
+        )
+
+    monkeypatch.setattr(ortq, "quantize_static", older)
+    quantize_static(search.prepared, tmp_path / "old.onnx", *args, cache=tmp_path / "unused.json")
+    assert calls and not (tmp_path / "unused.json").exists()
+    new, old = (onnx.load(str(tmp_path / f"{n}.onnx")).graph for n in ("new", "old"))
+    assert [n.op_type for n in new.node] == [n.op_type for n in old.node]
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in new.initializer}
+    assert all(np.array_equal(weights[i.name], onnx.numpy_helper.to_array(i)) for i in old.initializer)
+
+
 def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path, capsys):
     calib = make_folder(tmp_path / "calib", per_class=2, classes=2)
     export(run_copy, ExportConfig(fp16=True, int8=Int8Config(mode="static", calibration_dir=str(calib))))
