@@ -192,7 +192,10 @@ class RunDir:
         who holds it and stops."""
         import fcntl
 
-        path = self.path.parent / f".{self.path.name}.lock"  # beside the run: survives replacing the run
+        # beside the run (it survives replacing the run), named after the real folder: `export .` inside the run and
+        # `export models/run` from above (or through a link) take the same lock
+        real = self.path.resolve()
+        path = real.parent / f".{real.name}.lock"
         key = str(path.resolve())
         if key in _HELD:  # this process holds it already (a gate re-measuring inside a bench): re-enter
             yield

@@ -54,6 +54,12 @@ def test_a_second_command_on_the_same_run_says_who_holds_it(tmp_path):
     assert "in use by 'edgetransfer finetune' (pid" in held.stdout, held.stdout + held.stderr
     free = subprocess.run([sys.executable, "-c", second, str(run.path)], capture_output=True, text=True)
     assert free.stdout.strip() == "got it"
+    # the same run named '.' from inside it: the same lock (it took './..lock', inside the run, and both went on)
+    run.path.mkdir()
+    with run.lock("finetune"):
+        inside = subprocess.run([sys.executable, "-c", second, "."], capture_output=True, text=True, cwd=run.path)
+    assert "in use by 'edgetransfer finetune' (pid" in inside.stdout, inside.stdout + inside.stderr
+    assert not (run.path / "..lock").exists()
 
 
 def test_a_read_only_folder_is_one_clear_error(tmp_path):
