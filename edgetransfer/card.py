@@ -227,8 +227,14 @@ LOCAL_PATHS = (
     ("training", ("config", "out")),
     ("training", ("config", "weights")),
     ("training", ("config", "adapt_bn")),
+    ("training", ("config", "unlabeled")),
+    ("training", ("config", "target_val")),
+    ("training", ("copied_from",)),  # a search trial's fine-tune, exported again
     ("export", ("config", "data")),
+    ("export", ("config", "int8", "calibration_dir")),
 )
+# in each artifact's quantization record: where its calibration images came from (a --calib folder)
+ARTIFACT_PATHS = ("calibration_source", "ort_calibration_source")
 
 
 def for_model_files(card: ModelCard) -> ModelCard:
@@ -245,14 +251,30 @@ def for_model_files(card: ModelCard) -> ModelCard:
         pure = PureWindowsPath(value) if PureWindowsPath(value).drive else PurePosixPath(value)
         return pure.name or value
 
-    sections = {name: copy.deepcopy(getattr(card, name)) for name in {section for section, _ in LOCAL_PATHS}}
+    def absolute(value: Any) -> bool:
+        return isinstance(value, str) and (value.startswith(("/", "~", "\\")) or bool(PureWindowsPath(value).drive))
+
+    def sweep(value: Any) -> Any:  # any other absolute path, in a record added later: its name too
+        if isinstance(value, dict):
+            return {k: sweep(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sweep(v) for v in value]
+        return named(value) if absolute(value) else value
+
+    names = {section for section, _ in LOCAL_PATHS} | {"artifacts"}
+    sections = {name: copy.deepcopy(getattr(card, name)) for name in names}
     for section, keys in LOCAL_PATHS:
         holder = sections[section]
         for key in keys[:-1]:
             holder = holder.get(key) if isinstance(holder, dict) else None
         if isinstance(holder, dict) and keys[-1] in holder:
             holder[keys[-1]] = named(holder[keys[-1]])
-    return dataclasses.replace(card, **sections)
+    for record in sections["artifacts"].values():
+        quantization = record.get("quantization") if isinstance(record, dict) else None
+        for key in ARTIFACT_PATHS if isinstance(quantization, dict) else ():
+            if key in quantization:
+                quantization[key] = named(quantization[key])
+    return dataclasses.replace(card, **{name: sweep(value) for name, value in sections.items()})
 
 
 def embed_in_onnx(model: Any, card: ModelCard) -> None:

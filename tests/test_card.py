@@ -76,14 +76,22 @@ def test_the_model_files_carry_no_paths_of_the_training_machine():
         backbone="mobilenet_v2",
         weights={"source": "/home/alice/weights/mine.pth", "sha256": "0" * 64},
         dataset={"path": "/home/alice/clients/acme/faces", "fingerprint": "f"},
-        training={"config": {"data": "/home/alice/clients/acme/faces", "out": "models/faces", "adapt_bn": None}},
-        export={"config": {"data": "C:\\Users\\alice\\faces-val"}},
+        training={
+            "config": {"data": "/home/alice/clients/acme/faces", "out": "models/faces", "adapt_bn": None},
+            "copied_from": "models/search/trials/0001-mobilenet_v2-96px-static",
+            "adaptation": {"log": ["/home/alice/night-cam unlabelled"]},  # a path in a record not listed: swept
+        },
+        export={"config": {"data": "C:\\Users\\alice\\faces-val", "int8": {"calibration_dir": "/home/alice/cam"}}},
+        artifacts={"model.int8.onnx": {"quantization": {"calibration_source": "/home/alice/cam", "method": "static"}}},
     )
     inside = for_model_files(card)
     assert inside.dataset == {"path": "faces", "fingerprint": "f"}
     assert inside.weights["source"] == "mine.pth" and inside.weights["sha256"] == "0" * 64
     assert inside.training["config"] == {"data": "faces", "out": "faces", "adapt_bn": None}
-    assert inside.export["config"]["data"] == "faces-val"
+    assert inside.training["copied_from"] == "0001-mobilenet_v2-96px-static"
+    assert inside.training["adaptation"]["log"] == ["night-cam unlabelled"]
+    assert inside.export["config"] == {"data": "faces-val", "int8": {"calibration_dir": "cam"}}
+    assert inside.artifacts["model.int8.onnx"]["quantization"] == {"calibration_source": "cam", "method": "static"}
     assert "alice" not in inside.to_json()
     assert card.dataset["path"] == "/home/alice/clients/acme/faces"  # the run's own card is unchanged
     for source in ("MobileNet_V2_Weights.IMAGENET1K_V1", "https://example.org/w/m.pth"):  # names, URLs: kept
