@@ -468,3 +468,7 @@ def test_a_calibration_folder_dynamic_int8_does_not_read_is_said_and_not_recorde
     assert f"note: --calib {tmp_path / 'empty'} not used: dynamic int8 calibrates nothing" in said
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert card["export"]["config"]["int8"]["calibration_dir"] is None
+    # with --tensorrt, --calib calibrates the TensorRT table whatever the int8: not dropped, not said unused (here
+    # the machine has no GPU: the export stops at that, having kept --calib as given)
+    result = CliRunner().invoke(app, [*args, "--tensorrt"])
+    assert "not used" not in result.stderr and (result.exit_code == 0 or "TensorRT" in result.stderr), result.output

@@ -93,7 +93,8 @@ def export(
     from edgetransfer.quantize import Int8Config
     from edgetransfer.rundir import RunDir
 
-    if calib is not None and (not int8 or int8_method in ("dynamic", "none")):  # recorded in the card, never read
+    # recorded in the card, never read (the TensorRT table, though, is calibrated on --calib whatever the int8)
+    if calib is not None and not tensorrt and (not int8 or int8_method in ("dynamic", "none")):
         dynamic = int8 and int8_method == "dynamic"
         why = "dynamic int8 calibrates nothing (activations are quantized at run time)" if dynamic else "no int8 model"
         console.err.print(f"[yellow]note: --calib {escape(str(calib))} not used: {why}[/]")
