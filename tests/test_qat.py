@@ -140,12 +140,20 @@ def test_auto_says_both_steps_when_neither_holds_and_writes_nothing(qat_run, tmp
         return run
 
     monkeypatch.setattr(OnnxInt8Static, "run", over("static: loses 3.00 points"))
-    monkeypatch.setattr(OnnxInt8Qat, "run", fails("qat: loses 2.00 points"))
+    monkeypatch.setattr(OnnxInt8Qat, "run", over("qat: loses 2.00 points"))
     run = _copy(qat_run[0], tmp_path)
     before = run.file("model.int8.onnx").read_bytes()
     with pytest.raises(QuantizationError, match="neither post-training.*qat: loses 2.00.*static: loses 3.00"):
         export(run, ExportConfig(int8=Int8Config(mode="auto")))
     assert run.file("model.int8.onnx").read_bytes() == before  # the run's previous models untouched
+    # QAT failing for another reason than its accuracy is not said as a budget it missed
+    monkeypatch.setattr(OnnxInt8Qat, "run", fails("QAT: the loss diverged"))
+    with pytest.raises(QuantizationError) as caught:
+        export(run, ExportConfig(int8=Int8Config(mode="auto"), openvino=False))
+    assert str(caught.value).startswith(
+        "post-training int8 cannot hold the budget, and quantization-aware fine-tuning failed: QAT: the loss diverged"
+    )
+    assert run.file("model.int8.onnx").read_bytes() == before
 
 
 def _with_drop(cls, monkeypatch, drop):

@@ -84,6 +84,13 @@ def test_layers_go_back_to_float_only_while_int8_stays_faster(search):
     message = str(caught.value)
     assert "0 in float: -3.00 at 0.50x" in message and "2 in float: -3.00 at 0.80x" in message
     assert "4 in float" not in message and "more layers in float would be no faster than fp32" in message
+    # a step that holds the budget but is no faster: the loss said is the faster steps' (not its 0.00, which read
+    # "cannot hold the 1.0-point budget: it loses 0.00 points")
+    search.kept.clear()
+    with pytest.raises(QuantizationError) as caught:
+        search(lambda path: 0.90 if len(search.kept[-1]) >= 2 else 0.87, latency)
+    message = str(caught.value)
+    assert "budget while faster than fp32: it loses 3.00 points" in message and "2 in float: -0.00 at 0.80x" in message
     search.kept.clear()
     record = search(lambda path: 0.90 if len(search.kept[-1]) >= 1 else 0.87, latency)
     assert [(s["float_layers"], s["latency_ratio_vs_fp32"]) for s in record["steps"]] == [(0, 0.5), (1, 0.65)]

@@ -43,10 +43,12 @@ class OnnxInt8Auto(Pass):
             try:
                 made = OnnxInt8Qat(self.config).run(ctx)
             except QuantizationError as qat_exc:
-                raise QuantizationError(
-                    f"neither post-training int8 nor quantization-aware fine-tuning holds the budget: {qat_exc}; "
-                    f"post-training: {exc}"
-                ) from None
+                what = (  # QAT may fail for another reason than its accuracy: not said as a budget it missed
+                    "neither post-training int8 nor quantization-aware fine-tuning holds the budget"
+                    if isinstance(qat_exc, BudgetError)
+                    else "post-training int8 cannot hold the budget, and quantization-aware fine-tuning failed"
+                )
+                raise QuantizationError(f"{what}: {qat_exc}; post-training: {exc}") from None
             return self._done(made, [*steps, self._step("qat", made)])
         return self._done(made, [self._step("static", made)])
 
