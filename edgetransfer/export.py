@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgetransfer import console
 from edgetransfer.card import OPENVINO_RT_INFO_PATH, embed_in_onnx, for_model_files
-from edgetransfer.errors import ExportError, UsageError
+from edgetransfer.errors import ExportError, RunDirError, UsageError
 from edgetransfer.passes import INT8_METHODS, ExportContext, Pass
 from edgetransfer.passes.onnx import OnnxFp16, OnnxFp32, OnnxFp32Config
 from edgetransfer.passes.openvino import OpenVinoConfig, OpenVinoInt8, OpenVinoIR
@@ -126,7 +126,14 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
         (ctx.stage / OPENVINO_DIR).mkdir(exist_ok=True)
         for name, artifact in irs.items():
             artifact.ov_model.set_rt_info(inside.to_json(), list(OPENVINO_RT_INFO_PATH))
-            ov.save_model(artifact.ov_model, str(ctx.path(name)), compress_to_fp16=artifact.compress_to_fp16)
+            try:
+                ov.save_model(artifact.ov_model, str(ctx.path(name)), compress_to_fp16=artifact.compress_to_fp16)
+            except RuntimeError as exc:  # a full disk is OpenVINO's RuntimeError ("Can't open bin file"), no OSError
+                said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                raise RunDirError(
+                    f"cannot write {run.path / name}: OpenVINO could not save it ({said[-1] if said else exc}; is "
+                    "the disk full?); what was there before is unchanged"
+                ) from None
     for name, record in records.items():
         path = ctx.path(name)
         if path.is_file():

@@ -416,6 +416,32 @@ def test_a_full_disk_during_export_is_one_line_and_changes_nothing(trained_run, 
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
 
 
+def test_a_full_disk_while_openvino_saves_is_one_line_and_changes_nothing(trained_run, tmp_path, monkeypatch):
+    """OpenVINO says a full disk as a RuntimeError ("Can't open bin file"), not an OSError: it was a traceback."""
+    import shutil
+
+    import openvino as ov
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+    def full(model, path, **kwargs):
+        raise RuntimeError(
+            f"Check 'bin_file' failed at src/core/src/pass/serialize.cpp:124:\nCan't open bin file: \"{path}\"\n"
+        )
+
+    monkeypatch.setattr(ov, "save_model", full)
+    result = CliRunner().invoke(app, ["export", str(run), "--no-int8"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert errors[0].startswith(f"error: cannot write {run / 'openvino'}") and "Can't open bin file" in errors[0]
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    assert not list(run.glob(".export.*"))
+
+
 def test_exporting_again_with_another_int8_method_says_which_the_last_one_used(trained_run, tmp_path):
     """A search's QAT trial exported again with the defaults (as explain's advice said) silently became a static int8
     model, 33 points worse on its validation split; the export now names the method the last export used."""
