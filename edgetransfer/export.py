@@ -58,12 +58,22 @@ class ExportConfig:
     def validate(self) -> None:
         import onnx
 
-        newest = onnx.defs.onnx_opset_version()
+        newest = min(onnx.defs.onnx_opset_version(), _torch_max_opset())
         if not MIN_OPSET <= self.opset <= newest:
             raise UsageError(f"--opset {self.opset} is not supported here: choose {MIN_OPSET}..{newest}")
         if not 0 < self.atol < 1e3:  # NaN fails too: a NaN tolerance would pass any difference
             raise UsageError(f"--atol must be a positive, finite tolerance, not {self.atol}")
         self.int8.validate()
+
+
+def _torch_max_opset() -> int:
+    """The newest opset torch's TorchScript exporter (the one export uses) supports: past it, torch refuses after the
+    checkpoint is loaded (24+) or writes with a warning that it is not supported (21-23 with torch 2.14)."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # pragma: no cover - export needs torch; this only keeps validate() importable without
+        return 10**6
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(_constants, "ONNX_MAX_OPSET", 10**6)))
 
 
 def plan(config: ExportConfig) -> list[Pass]:

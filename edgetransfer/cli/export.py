@@ -70,7 +70,9 @@ def export(
     simplify: Annotated[
         bool, typer.Option(help="Simplify the ONNX graph with onnxslim (kept only if parity holds).")
     ] = ExportConfig.simplify,
-    opset: Annotated[int, typer.Option(help="ONNX opset to write.")] = ExportConfig.opset,
+    opset: Annotated[
+        int, typer.Option(help="ONNX opset to write (13 up to the newest torch's exporter writes: 20 with torch 2.14).")
+    ] = ExportConfig.opset,
     atol: Annotated[
         float,
         typer.Option(
