@@ -268,7 +268,7 @@ class RunDir:
 
         if data is not None and not Path(data).expanduser().is_dir():  # the folder given, not the run's, is missing
             raise RunDirError(f"--data {data}: folder not found")
-        folder = data or card.dataset.get("path")
+        folder = str(Path(data).expanduser()) if data else card.dataset.get("path")  # '~/x' quoted reaches us as is
         if self.file(SPLITS_FILE).is_file():
             try:
                 record = json.loads(self.file(SPLITS_FILE).read_text(encoding="utf-8"))

@@ -378,6 +378,18 @@ def test_a_reexport_that_makes_fewer_files_says_which_it_removed(trained_run, tm
     ], result.stderr
 
 
+def test_a_data_folder_given_with_a_tilde_is_read_from_home(trained_run, tmp_path, monkeypatch):
+    """--data '~/x' (quoted: no shell expands it) passed the existence check, which expanded it, and was then read
+    as a folder literally named '~': 'the run's data folder ~/x is gone'."""
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    card = trained_run.load_card()
+    shutil.copytree(card.dataset["path"], tmp_path / "moved")
+    splits = trained_run.load_splits(card, "~/moved")
+    assert splits.test and all(str(s.path).startswith(str(tmp_path / "moved")) for s in splits.test)
+
+
 def test_export_without_int8_does_not_need_the_training_images(trained_run, tmp_path):
     """A training photo culled after fine-tuning stopped every export ('... is missing: fine-tune again'), though
     only int8 reads the training split (to calibrate): --no-int8 exports, int8 still says which image is missing."""
