@@ -31,6 +31,7 @@ from edgetransfer.rundir import (
     OV_INT8,
     TENSORRT_DIR,
     RunDir,
+    interrupts_deferred,
     sha256_file,
     write_errors_said,
 )
@@ -151,24 +152,33 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
             if name.endswith(".xml"):  # the IR's weights: swapping them alone must be noticed too
                 record["bin_sha256"] = sha256_file(path.with_suffix(".bin"))
     (run.path / OPENVINO_DIR).mkdir(exist_ok=True)
-    for name in records:
-        for rel in _files_of(name):
-            if (run.path / rel).is_dir():
-                shutil.rmtree(run.path / rel)
-            os.replace(ctx.path(rel), run.path / rel)
+    # the swap: every new file moved in, then the card that names them; a Ctrl-C or SIGTERM waits for its end (it
+    # would leave new models beside the old card), and nothing in it can fail for want of space (renames only)
+    with interrupts_deferred():
+        for index, name in enumerate(records):
+            for rel in _files_of(name):
+                if (run.path / rel).is_dir():  # a folder artifact (tensorrt/): the old one aside, removed below
+                    os.replace(run.path / rel, ctx.stage / f"replaced-{index}")
+                os.replace(ctx.path(rel), run.path / rel)
+        run.save_card(dataclasses.replace(card, artifacts={**card.artifacts, **records}))
+    # then what the earlier export made and this one did not (it would contradict the card), and the bench results
+    # that measured the models replaced; one that cannot be removed is said, the export stands
     gone = [old for old in EXPORTED if old not in records and (run.path / old).exists()]
-    for old in gone:  # a file of an earlier export that this one did not make would contradict the card
-        _remove(run.path / old)
+    stale = [name for name in MEASURED if (run.path / name).exists()]
+    failed = {name: _remove(run.path / name) for name in gone + stale}
     ir_dir = run.path / OPENVINO_DIR
     if ir_dir.is_dir() and not any(ir_dir.iterdir()):  # --no-openvino: no empty folder left behind
         ir_dir.rmdir()
-    run.save_card(dataclasses.replace(card, artifacts={**card.artifacts, **records}))
-    stale = [name for name in MEASURED if (run.path / name).exists()]
-    for name in stale:  # they measured the models this export replaced
-        _remove(run.path / name)
-    if gone or stale:  # a re-export with fewer outputs (--no-int8) must not lose the earlier files unsaid
+    removed = [name for name, why in failed.items() if not why]
+    kept = [f"{name} ({why})" for name, why in failed.items() if why]
+    if removed:  # a re-export with fewer outputs (--no-int8) must not lose the earlier files unsaid
         console.err.print(
-            f"removed {', '.join(gone + stale)}: they belonged to the earlier export and would not match this one"
+            f"removed {', '.join(removed)}: they belonged to the earlier export and would not match this one"
+        )
+    if kept:
+        console.err.print(
+            f"[yellow]warning: could not remove {', '.join(kept)} from {run.path}: they belong to the earlier export "
+            "and do not match this one (the card does not list them); remove them by hand[/]"
         )
     return run
 
@@ -182,12 +192,17 @@ def _size(path: Path) -> int:
     return sum((path.parent / Path(rel).name).stat().st_size for rel in _files_of(path.name))
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        for rel in _files_of(path.name):
-            (path.parent / rel).unlink(missing_ok=True)
+def _remove(path: Path) -> str:
+    """Remove an earlier export's file (an IR with its .bin) or folder; what went wrong, or "" when it is gone."""
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            for rel in _files_of(path.name):
+                (path.parent / rel).unlink(missing_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
 
 
 def export(run: RunDir, config: ExportConfig = ExportConfig()) -> RunDir:

@@ -75,6 +75,31 @@ def write_errors_said(target: Path) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM during a short swap of a run's files are taken when it is done, not in its
+    middle (new models beside the old card). The signal is then raised again, to whatever handled it before (the
+    CLI's turns SIGTERM into an interruption too; a library caller's default still ends the process)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    caught: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.getsignal(s) for s in signals}
+    for s in signals:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
 def _search_pick(folder: Path) -> str:
     """Where a search's recommended run is, from its search.json (or where its trials' runs are)."""
     try:

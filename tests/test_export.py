@@ -120,6 +120,63 @@ def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, t
     assert card.artifacts["model.int8.onnx"]["quantization"]["latency_ratio_vs_fp32"] == 11.0
 
 
+def test_an_earlier_file_that_cannot_be_removed_is_said_and_the_export_stands(trained_run, tmp_path, monkeypatch):
+    """The earlier export's files were removed before the card was saved, inside the 'cannot write ...; what was
+    there before is unchanged' guard: one that could not be removed (a root-owned file in Docker) ended the export
+    after the new models were moved in, beside the old card, and said nothing had changed."""
+    import pathlib
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+    from edgetransfer.rundir import RunDir
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    (run / "bench.json").write_text("{}")
+    (run / "bench.html").write_text("<html></html>")
+    unlink = pathlib.Path.unlink
+
+    def refused(self, *args, **kwargs):
+        if self.name == "bench.html":
+            raise PermissionError(13, "Permission denied", str(self))
+        return unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", refused)
+    result = CliRunner().invoke(app, ["export", str(run), "--no-int8", "--no-openvino"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "warning: could not remove bench.html (Permission denied)" in said and "remove them by hand" in said
+    assert "removed " in said and "bench.json" in said.split("warning:")[0]  # the others went, and are said
+    card = RunDir.open(run).load_card()
+    assert "model.onnx" in card.artifacts and "model.int8.onnx" not in card.artifacts  # the new export's card
+    assert (run / "bench.html").exists() and not (run / "bench.json").exists()
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_during_the_swap_is_taken_after_it(signum):
+    """In a process of its own: a signal sent to the pytest process after an in-process export can crash it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal\n"
+        "from edgetransfer.rundir import interrupts_deferred\n"
+        "try:\n"
+        "    with interrupts_deferred():\n"
+        f"        os.kill(os.getpid(), signal.{signum})\n"
+        "        print('the swap went on', flush=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after it')\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, signal.getsignal(signal.SIGTERM))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    if signum == "SIGINT":
+        assert done.stdout.split("\n")[:3] == ["the swap went on", "interrupted after it", "True 0"]
+    else:  # no handler of the caller's: the default one, taken after the swap, ends the process as it would have
+        assert done.stdout == "the swap went on\n" and done.returncode == -15, (done.stdout, done.stderr)
+
+
 @pytest.mark.parametrize("variant", ["onnx_int8", "openvino_int8"])
 def test_int8_over_the_budget_fails_for_both_engines(trained_run, tmp_path, monkeypatch, variant):
     """One judge for ONNX Runtime and NNCF alike: an int8 model whose validation top-1 is past --max-drop fails the
