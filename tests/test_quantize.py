@@ -1,6 +1,8 @@
 """int8: the accuracy-aware loop, dynamic quantization, calibration folders, TensorRT calibration files."""
 
+import dataclasses
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -214,6 +216,30 @@ def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path, capsys):
 
     session = ort.InferenceSession(str(run_copy.file("model.int8.onnx")))
     assert session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 3)
+
+
+def test_a_calibration_folder_holding_the_test_images_leaves_them_out(run_copy, tmp_path, capsys):
+    """--calib DATA (the labelled folder itself, test split included) calibrated int8 on test images, so the test
+    top-1 the export reports was measured on images that set its ranges. They are left out, and said."""
+    import json
+    import shutil
+
+    data = run_copy.load_card().dataset["path"]
+    test = json.loads(run_copy.file("splits.json").read_text())["files"]["test"]
+    config = Int8Config(mode="static", calibration_dir=str(data), calibration_size=100_000, accuracy_aware=False)
+    export(run_copy, ExportConfig(openvino=False, int8=config))
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"holds images of {run_copy.path}'s test split; {len(test)} met were left out of calibration" in said
+    images = len(list_images(data))
+    quantization = run_copy.load_card().artifacts["model.int8.onnx"]["quantization"]
+    assert quantization["calibration_images"] == images - len(test)
+    copies = tmp_path / "copies" / "a"  # the test images alone, copied elsewhere: nothing left to calibrate on
+    copies.mkdir(parents=True)
+    for index, (path, *_rest) in enumerate(test):
+        shutil.copy(Path(data) / path, copies / f"{index}{Path(path).suffix}")
+    config = dataclasses.replace(config, calibration_dir=str(copies.parent))
+    with pytest.raises(QuantizationError, match="every image there is in the run's test split"):
+        export(run_copy, ExportConfig(openvino=False, int8=config))
 
 
 def test_int8_weights_in_seven_or_eight_bits(run_copy):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgetransfer import console
-from edgetransfer.errors import ExportError
+from edgetransfer.errors import ExportError, QuantizationError
 from edgetransfer.evaluation import Decoded, evaluate, measured, parity, top1_text
 from edgetransfer.registry import Registry
 
@@ -117,7 +118,20 @@ class ExportContext:
         config = self.config.int8
         if not config.calibration_dir:
             return Decoded(calibration_subset(self.splits.train, config), self.pre), "train split"
-        chosen = calibration_subset(list_images(config.calibration_dir), config)
+        chosen, skipped = self._not_test_images(
+            calibration_subset(list_images(config.calibration_dir), dataclasses.replace(config, calibration_size=10**9))
+        )
+        if skipped:
+            console.err.print(
+                f"[yellow]note: --calib {config.calibration_dir} holds images of {self.run.path}'s test split; "
+                f"{skipped} met were left out of calibration (the test split only measures: ranges set on it would "
+                "flatter the test top-1 reported)[/]"
+            )
+        if not chosen:
+            raise QuantizationError(
+                f"--calib {config.calibration_dir}: every image there is in the run's test split; calibrate on other "
+                "images of the target domain (or leave --calib out: the training split)"
+            )
         if len(chosen) < min(FEW_CALIBRATION, config.calibration_size):  # a --calib of one image went unsaid
             console.err.print(
                 f"[yellow]note: int8 is calibrated on {len(chosen)} image{'s' * (len(chosen) != 1)} from "
@@ -125,6 +139,26 @@ class ExportContext:
                 "may not hold on other images; the accuracy checks below say how int8 does[/]"
             )
         return Decoded(chosen, self.pre), str(config.calibration_dir)
+
+    def _not_test_images(self, ordered: tuple) -> tuple[tuple, int]:
+        """The first ``calibration_size`` of ``ordered`` that are not test images of the run (by content: a copy or
+        the labelled folder itself counts), and how many test images were passed over on the way."""
+        from edgetransfer.rundir import SPLITS_FILE, sha256_file
+
+        try:
+            record = json.loads(self.run.file(SPLITS_FILE).read_text(encoding="utf-8"))
+            test = {entry[2] for entry in record["files"]["test"]}
+        except (OSError, ValueError, KeyError, TypeError, IndexError):  # a run from before splits.json
+            test = {sha256_file(sample.path) for sample in self.splits.test}
+        chosen, skipped = [], 0
+        for sample in ordered:
+            if len(chosen) == self.config.int8.calibration_size:
+                break
+            if sha256_file(sample.path) in test:
+                skipped += 1
+            else:
+                chosen.append(sample)
+        return tuple(chosen), skipped
 
     def path(self, name: str) -> Path:
         return self.stage / name
