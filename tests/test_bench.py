@@ -177,6 +177,23 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path):
     (folder / "class9").mkdir()
     with pytest.raises(DataError, match="one folder per class"):
         bench(trained_run, config)
+    # DIR/train|test/<class>/ with some of the model's classes: each image labelled by its class's name, not by
+    # its place among the folder's own classes (class1/ and class2/ alone were scored as class0 and class1)
+    import shutil
+
+    from edgetransfer.bench.runner import _labelled
+
+    for split in ("train", "test"):
+        made = make_folder(tmp_path / "split" / split, per_class=4, seed=len(split))
+        shutil.rmtree(made / "class0")
+    some = BenchConfig(data=str(tmp_path / "split"))
+    samples, source = _labelled(trained_run, trained_run.load_card(), some)
+    labels = trained_run.load_card().labels
+    assert samples and source.endswith("(test split)")
+    assert all(labels[s.label] == s.path.parent.name for s in samples), [(s.path, s.label) for s in samples]
+    shutil.copytree(tmp_path / "split" / "train" / "class1", tmp_path / "split" / "train" / "class7")  # not the model's
+    with pytest.raises(DataError, match="classes must be classes of the model"):
+        _labelled(trained_run, trained_run.load_card(), some)
     only_test = make_folder(tmp_path / "only" / "Test", per_class=2).parent  # DIR/Test/<class>/ alone (any case)
     config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(only_test), **FAST)
     doc = bench(trained_run, config, write=False)

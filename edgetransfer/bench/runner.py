@@ -45,8 +45,16 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
     if config.data:
         root = Path(config.data)
         folders = split_folders(root) if root.is_dir() else {}
-        if "train" in folders:
-            return load_splits(root, seed=card.dataset.get("seed", 0)).test, f"{root} (test split)"
+        if "train" in folders:  # its own split's test images, numbered by its classes: mapped to the model's by name
+            splits = load_splits(root, seed=card.dataset.get("seed", 0))
+            unknown = sorted(set(splits.labels) - set(card.labels))
+            if unknown:
+                raise DataError(
+                    f"{root}'s classes must be classes of the model ({', '.join(card.labels)}); it has "
+                    f"{', '.join(unknown)} besides"
+                )
+            names = [card.labels.index(name) for name in splits.labels]
+            return tuple(Sample(s.path, names[s.label]) for s in splits.test), f"{root} (test split)"
         if "test" in folders:  # DIR/test/<class>/ alone: every image of it
             root = folders["test"]
         if not root.is_dir():
