@@ -9,7 +9,7 @@ from edgetransfer import backbones
 from edgetransfer.card import ModelCard, Preprocessing, verify_artifact
 from edgetransfer.data import Sample
 from edgetransfer.errors import RunDirError
-from edgetransfer.rundir import CHECKPOINT, RunDir, atomic_path
+from edgetransfer.rundir import CHECKPOINT, RunDir, atomic_path, library_write_errors, write_errors_said
 
 if TYPE_CHECKING:
     import torch
@@ -35,7 +35,7 @@ def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    with atomic_path(path) as tmp:
+    with write_errors_said(path), atomic_path(path) as tmp, library_write_errors(tmp):  # a full disk: one line
         save_file(state, str(tmp), metadata=metadata)
 
 

@@ -52,7 +52,15 @@ from edgetransfer.finetune_config import (
 from edgetransfer.finetune_config import steps_per_epoch as epoch_steps  # the trainer's local is steps_per_epoch
 from edgetransfer.finetune_report import dtype_name, finished_card, new_card, no_validation_note, say_end, say_start
 from edgetransfer.plots import plot_confusion, plot_curves
-from edgetransfer.rundir import CHECKPOINT, SPLITS_FILE, RunDir, atomic_path, atomic_write_text
+from edgetransfer.rundir import (
+    CHECKPOINT,
+    SPLITS_FILE,
+    RunDir,
+    atomic_path,
+    atomic_write_text,
+    library_write_errors,
+    write_errors_said,
+)
 from edgetransfer.training import (
     Distributed,
     amp_dtype,
@@ -409,7 +417,7 @@ class _Trainer:
             )
             self.state.update(epoch=epoch, step=step, planned_epochs=planned, optimizer=optimizer.state_dict())
             save_checkpoint(self.model, self.out / LAST_CHECKPOINT, {"backbone": self.backbone.name})
-            with atomic_path(self.out / RESUME_STATE) as tmp:
+            with write_errors_said(self.out), atomic_path(self.out / RESUME_STATE) as tmp, library_write_errors(tmp):
                 torch.save(self.state, tmp)
             if self.on_resumable is not None:
                 self.on_resumable()

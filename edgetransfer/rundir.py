@@ -65,6 +65,29 @@ WRITE_ERRORS = {
 
 
 @contextlib.contextmanager
+def library_write_errors(path: Path) -> Iterator[None]:
+    """A write by a library that reports a failed write in its own words as an :class:`OSError`, for
+    :func:`write_errors_said`: safetensors' ``SafetensorError`` ("I/O error: No space left on device (os error 28)")
+    and torch.save's ``RuntimeError`` ("[enforce fail at inline_container.cc] unexpected pos ..." on a full disk)."""
+    import re
+
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        code = re.search(r"\(os error (\d+)\)", text)
+        if code:
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
+        if type(exc).__name__ == "RuntimeError" and "inline_container" in text:  # torch's zip writer
+            free = shutil.disk_usage(Path(path).parent).free
+            if free < 64 * 2**20:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from None
+        raise
+
+
+@contextlib.contextmanager
 def write_errors_said(target: Path) -> Iterator[None]:
     """A full disk or a read-only folder becomes one clear :class:`RunDirError` naming ``target``."""
     try:

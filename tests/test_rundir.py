@@ -157,3 +157,34 @@ def test_a_search_folder_given_for_a_run_names_the_search_s_pick(tmp_path):
     (search / "search.json").write_text(json.dumps({"recommended": None, "trials": []}))  # nothing recommended
     with pytest.raises(RunDirError, match="give one of its trials' runs, in .*cam/trials$"):
         RunDir.open(search)
+
+
+def test_a_full_disk_in_a_library_save_is_one_clear_error(tmp_path, monkeypatch):
+    """safetensors and torch.save say a full disk in their own words (SafetensorError "... (os error 28)", torch's
+    RuntimeError "[enforce fail at inline_container.cc] unexpected pos"): finetune ended in a traceback."""
+    import collections
+    import shutil
+
+    import safetensors.torch
+    import torch
+
+    from edgetransfer.checkpoint import save_checkpoint
+    from edgetransfer.rundir import library_write_errors
+
+    safetensor_error = type("SafetensorError", (Exception,), {})
+
+    def full(*args, **kwargs):
+        raise safetensor_error("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(RunDirError, match=r"cannot write .*last.safetensors: No space left on device"):
+        save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "last.safetensors", {})
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(OSError, match="No space left on device"):
+        with library_write_errors(tmp_path / "resume.pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    with pytest.raises(ValueError, match="not a write"):  # anything else goes on as it was
+        with library_write_errors(tmp_path / "resume.pt"):
+            raise ValueError("not a write")
