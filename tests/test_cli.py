@@ -259,11 +259,15 @@ def test_pipeline_has_the_flags_its_messages_suggest(tmp_path, monkeypatch):
     result = invoke("pipeline", "--data", folder, "--out", tmp_path / "run", "--size", 32)
     assert_one_line_error(result, 2, "pass --skip-bad")
     seen = {}
-    monkeypatch.setattr(pipeline_module, "run_pipeline", lambda config: seen.setdefault("config", config) and ())
+    monkeypatch.setattr(pipeline_module, "run_pipeline", lambda config: seen.update(config=config) or ())
     monkeypatch.setattr(pipeline_module, "summary", lambda *args: None)
     result = invoke("pipeline", "--data", folder, "--out", tmp_path / "run", "--skip-bad", "--time-budget", "1m30s")
     assert result.exit_code == 0, result.output
     assert seen["config"].skip_bad is True and seen["config"].time_budget == 90  # a duration, as search's
+    # 'no pretrained weights for resnet18 ...; pass --weights PATH': pipeline had no --weights
+    weights = tmp_path / "mine.pth"
+    result = invoke("pipeline", "--data", folder, "--out", tmp_path / "run2", "--weights", weights)
+    assert result.exit_code == 0 and seen["config"].weights == str(weights), result.output
 
 
 def test_a_misspelt_name_gets_the_known_one_it_was_likely_meant_as():

@@ -1025,6 +1025,36 @@ def test_a_static_trial_keeps_every_layer_int8_without_exports_layer_ranking(mon
     assert seen["int8"].mode == "auto" and seen["int8"].accuracy_aware and seen["int8"].max_drop == 1.0
 
 
+def test_skip_bad_splits_a_folder_with_bad_files_and_every_trial_trains_on_the_rest(tmp_path, monkeypatch):
+    """The search's bad-file error said 'pass --skip-bad', an option search did not have ('No such option')."""
+    import edgetransfer.finetune as finetune_module
+    from edgetransfer.errors import DataError
+    from edgetransfer.search.study import _check_new
+    from edgetransfer.search.trial import Candidate, run_trial
+
+    data = make_folder(tmp_path / "img", per_class=8)
+    (data / "class0" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="pass --skip-bad"):
+        _check_new(SearchConfig(data=str(data), out=str(tmp_path / "s")), tmp_path / "s")
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), skip_bad=True)
+    _, splits = _check_new(config, tmp_path / "s")
+    assert splits.extra["skipped"] == ("class0/broken.png",)
+    assert config.recorded()["skip_bad"] is True  # every worker and a resumed search train as the lead did
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_finetune(finetune_config, on_epoch=None):
+        seen.append(finetune_config)
+        raise Stop
+
+    monkeypatch.setattr(finetune_module, "finetune", fake_finetune)
+    with pytest.raises(Stop):
+        run_trial(config, Candidate("mobilenet_v2", 96, "static"), tmp_path / "t", profile=None)
+    assert seen[0].skip_bad is True
+
+
 def test_labels_of_points_close_together_are_lifted_apart():
     """search.html's plot wrote the labels of trials with equal scores and similar latency on top of each other."""
     assert rep.label_lifts([]) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -39,6 +40,9 @@ def pipeline(
     skip_bad: Annotated[
         bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")
     ] = False,
+    weights: Annotated[
+        Path | None, typer.Option(help="Start from this weights file (.pth or .safetensors) instead of ImageNet.")
+    ] = None,
 ) -> None:
     """Run finetune -> export (fp32, int8, OpenVINO) -> bench, and print accuracies and a latency table."""
     from edgetransfer.durations import parse_duration
@@ -53,6 +57,7 @@ def pipeline(
         **({"epochs": epochs} if epochs is not None else {}),  # finetune's default, not a copy of it
         time_budget=parse_duration(time_budget) if time_budget is not None else None,
         skip_bad=skip_bad,
+        weights=str(weights) if weights is not None else None,
         device=device,
         seed=seed,
         overwrite=overwrite,

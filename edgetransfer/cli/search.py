@@ -167,6 +167,10 @@ def search(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split, the training and the sampler.")] = _default("seed"),
     device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = _default("device"),
+    skip_bad: Annotated[
+        bool,
+        typer.Option(help="Train every trial on the readable images of a folder with bad files (listed in each card)."),
+    ] = False,
 ) -> None:
     """Find the most accurate model within the profile's latency budget: backbone x input size x int8 method, each
     trial an ordinary run (finetune -> export -> bench); the Pareto front, the pick and every trial (exit 1: trials
@@ -196,6 +200,7 @@ def search(
         batch_size=batch_size,
         seed=seed,
         device=device,
+        skip_bad=skip_bad,
         pruner=pruner,
         backend=backend,
         min_time=min_time,

@@ -50,6 +50,7 @@ class SearchConfig:
     batch_size: int | None = None  # None: FinetuneConfig's
     seed: int = 0
     device: str = "auto"
+    skip_bad: bool = False  # train on the readable images of a folder with bad files (as finetune --skip-bad)
     pruner: str = "median"
     backend: str = "ort-cpu"  # where latency is measured (locally, with the profile's settings)
     min_time: float | None = None  # bench seconds per model; default: the profile's or the bench's
@@ -103,7 +104,7 @@ class SearchConfig:
 
     def recorded(self) -> dict[str, Any]:
         """What the study records at its start, so that workers and resumed searches run the same search."""
-        keep = ("profile", "epochs", "batch_size", "seed", "pruner", "backend", "min_time", "on")
+        keep = ("profile", "epochs", "batch_size", "seed", "skip_bad", "pruner", "backend", "min_time", "on")
         found = {k: getattr(self, k) for k in keep}
         if self.int8_weights == "auto":  # this machine's choice, for every worker (see export's --int8-weights)
             from edgetransfer.quantize import Int8Config

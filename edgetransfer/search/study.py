@@ -101,7 +101,7 @@ def _check_new(config: SearchConfig, out: Path):
     given = Path(data).expanduser().resolve()
     if given.is_relative_to(where) or where.is_relative_to(given):
         raise UsageError(f"--out {config.out} and --data {config.data} overlap; choose an --out outside the data")
-    splits = load_splits(data, seed=config.seed)
+    splits = load_splits(data, seed=config.seed, skip_bad=config.skip_bad)
     check_splits(splits)
     return str(given), splits
 

@@ -141,6 +141,7 @@ def run_trial(
                 size=candidate.size,
                 seed=config.seed,
                 device=config.device,
+                skip_bad=config.skip_bad,
                 **given,  # else FinetuneConfig's defaults, as 'edgetransfer finetune'
             ),
             on_epoch=on_epoch,
