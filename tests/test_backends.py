@@ -149,3 +149,28 @@ def test_a_checkpoint_with_another_head_size_is_read_with_its_own_classes():
     assert checkpoint_classes(expected, expected, 4) == 4
     other = {**state, "body.weight": np.zeros((8, 5))}  # another architecture: left to load_state_dict to refuse
     assert checkpoint_classes(expected, other, 4) == 4
+
+
+def test_an_fp16_model_is_said_to_run_in_what_onnx_runtime_computes_it_in(trained_run, tmp_path):
+    """ONNX Runtime's CPU provider casts an fp16 model's weights to fp32 at load on x86 (fp32 kernels): bench and
+    export said "runs in fp16" while it ran in fp32, hiding why fp16 was no faster."""
+    import platform
+
+    import onnx
+
+    from edgetransfer.backends.ort import fp16_runs_in
+    from edgetransfer.onnx_convert import to_fp16
+
+    half = tmp_path / "model.fp16.onnx"
+    to_fp16(trained_run.file("model.onnx"), half)
+    assert all(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(half)).graph.initializer)
+    runs_in = fp16_runs_in(half)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert runs_in == "fp32"
+    card = trained_run.load_card()
+    session = backends.get("ort-cpu").load(half, card, LoadOptions(threads=1, variant="fp16"))
+    assert session.precision == runs_in and runs_in in ("fp16", "fp32")
+    assert (
+        backends.get("ort-cpu").load(trained_run.file("model.onnx"), card, LoadOptions(variant="fp32")).precision
+        == "fp32"
+    )

@@ -33,6 +33,33 @@ class _OrtSession:
         return self.session.run(None, {self.input_name: images})[0]
 
 
+_FP16_RUNS_IN: dict[tuple[str, int, int], str] = {}
+
+
+def fp16_runs_in(path: Path) -> str:
+    """What ONNX Runtime's CPU provider computes an fp16 model in here: "fp16", or "fp32" where its optimized graph
+    casts the fp16 weights to fp32 (x86 CPUs: MLAS has fp32 kernels only for most ops, and inserts the casts at
+    load). Read from the graph it optimizes, once per file."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _FP16_RUNS_IN:
+        with tempfile.TemporaryDirectory() as tmp:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            types = [i.data_type for i in onnx.load(options.optimized_model_filepath).graph.initializer]
+        half = sum(t == onnx.TensorProto.FLOAT16 for t in types)
+        _FP16_RUNS_IN[key] = "fp16" if half * 2 > len(types) else "fp32"
+    return _FP16_RUNS_IN[key]
+
+
 def ort_session(
     path: Path | bytes,
     *,
@@ -115,6 +142,15 @@ class OrtBackend(Backend):
 class OrtCpuBackend(OrtBackend):
     name = "ort-cpu"
     install_hint = "pip install onnxruntime"
+
+    def precision(self, options: LoadOptions) -> str:
+        return options.variant  # an fp16 model's is found at load (:meth:`load`): ORT may compute it in fp32
+
+    def load(self, path: Path, card, options: LoadOptions):
+        session = super().load(path, card, options)
+        if options.variant == "fp16":
+            session.precision = fp16_runs_in(Path(path))
+        return session
 
     def is_available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None

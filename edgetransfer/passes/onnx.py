@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgetransfer import console
-from edgetransfer.backends.ort import _OrtSession, ort_session
+from edgetransfer.backends.ort import _OrtSession, fp16_runs_in, ort_session
 from edgetransfer.errors import ExportError
 from edgetransfer.onnx_convert import simplify, to_fp16, torch_to_onnx
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
@@ -86,7 +86,7 @@ class OnnxFp16(Pass):
 
     def run(self, ctx: ExportContext) -> list[Artifact]:
         to_fp16(ctx.path(ONNX_FP32), ctx.path(ONNX_FP16))
-        session = _OrtSession(ort_session(ctx.path(ONNX_FP16)), "fp16")
+        session = _OrtSession(ort_session(ctx.path(ONNX_FP16)), fp16_runs_in(ctx.path(ONNX_FP16)))
         figures = ctx.check("ONNX fp16", session, FP16_ATOL, fail=False, rtol=FP16_RTOL)
         # fp16 keeps ~3 significant digits: its error grows with the logits (FP16_RTOL); --atol raises the floor
         if not fp16_within(figures, ctx.config.atol):
