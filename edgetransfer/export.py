@@ -141,9 +141,11 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
                 ov.save_model(artifact.ov_model, str(ctx.path(name)), compress_to_fp16=artifact.compress_to_fp16)
             except RuntimeError as exc:  # a full disk is OpenVINO's RuntimeError ("Can't open bin file"), no OSError
                 said = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                if not any(word in str(exc) for word in ("Can't open", "Couldn't create", "write")):
+                    raise  # not the disk: a bug, with its traceback
                 raise RunDirError(
-                    f"cannot write {run.path / name}: OpenVINO could not save it ({said[-1] if said else exc}; is "
-                    "the disk full?); what was there before is unchanged"
+                    f"cannot write {run.path / name}: OpenVINO could not save it ({said[-1].split(': ')[0]}; is the "
+                    "disk full?); what was there before is unchanged"
                 ) from None
     for name, record in records.items():
         path = ctx.path(name)
@@ -152,17 +154,31 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
             if name.endswith(".xml"):  # the IR's weights: swapping them alone must be noticed too
                 record["bin_sha256"] = sha256_file(path.with_suffix(".bin"))
     (run.path / OPENVINO_DIR).mkdir(exist_ok=True)
-    # the swap: every new file moved in, then the card that names them; a Ctrl-C or SIGTERM waits for its end (it
-    # would leave new models beside the old card), and nothing in it can fail for want of space (renames only)
+    # the card is written into the stage first (a full disk stops here, nothing of the run touched); the swap then
+    # moves every new file in and the card last, renames only, with a Ctrl-C or SIGTERM held until the clean-up
+    # below is done too (it would leave new models beside the old card, or old files the new card does not list)
+    staged_card = ctx.stage / "card.json.new"
+    staged_card.write_text(dataclasses.replace(card, artifacts={**card.artifacts, **records}).to_json() + "\n")
     with interrupts_deferred():
-        for index, name in enumerate(records):
-            for rel in _files_of(name):
-                if (run.path / rel).is_dir():  # a folder artifact (tensorrt/): the old one aside, removed below
-                    os.replace(run.path / rel, ctx.stage / f"replaced-{index}")
-                os.replace(ctx.path(rel), run.path / rel)
-        run.save_card(dataclasses.replace(card, artifacts={**card.artifacts, **records}))
-    # then what the earlier export made and this one did not (it would contradict the card), and the bench results
-    # that measured the models replaced; one that cannot be removed is said, the export stands
+        try:
+            for index, name in enumerate(records):
+                for rel in _files_of(name):
+                    if (run.path / rel).is_dir():  # a folder artifact (tensorrt/): the old one aside, removed below
+                        os.replace(run.path / rel, ctx.stage / f"replaced-{index}")
+                    os.replace(ctx.path(rel), run.path / rel)
+            os.replace(staged_card, run.file("card.json"))
+        except OSError as exc:  # a rename refused (a root-owned file in the run): the run is between two exports
+            raise RunDirError(
+                f"cannot write {run.path}: {exc.strerror} while moving the new files in; it now holds some of them "
+                "beside the earlier card: fix that and export again"
+            ) from None
+        _clean_up_earlier(run, records)
+    return run
+
+
+def _clean_up_earlier(run: RunDir, records: dict) -> None:
+    """Remove what the earlier export made and this one did not (it would contradict the card), and the bench
+    results that measured the models replaced; one that cannot be removed is said, the export stands."""
     gone = [old for old in EXPORTED if old not in records and (run.path / old).exists()]
     stale = [name for name in MEASURED if (run.path / name).exists()]
     failed = {name: _remove(run.path / name) for name in gone + stale}
@@ -180,7 +196,6 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
             f"[yellow]warning: could not remove {', '.join(kept)} from {run.path}: they belong to the earlier export "
             "and do not match this one (the card does not list them); remove them by hand[/]"
         )
-    return run
 
 
 def _files_of(name: str) -> list[str]:

@@ -383,8 +383,8 @@ def quantize_accuracy_aware(
             )
             if ratio is not None and ratio >= NOT_FASTER:  # the loss said is the least of the steps still faster
                 faster = [s["val_drop_points"] for s in steps if s["latency_ratio_vs_fp32"] < NOT_FASTER]
-                drop = min(faster, default=first["val_drop_points"])
-                raise over_budget("ONNX int8", drop, config.max_drop, _tried(steps), while_faster=True)
+                drop = min(faster, default=first["val_drop_points"])  # none faster: all int8's loss, said plainly
+                raise over_budget("ONNX int8", drop, config.max_drop, _tried(steps), while_faster=bool(faster))
             if figures["val_drop_points"] <= config.max_drop:
                 return {**record, **_outcome(figures), "kept_in_float": list(exclude)}
     raise over_budget("ONNX int8", min(s["val_drop_points"] for s in steps), config.max_drop, _tried(steps))

@@ -240,16 +240,16 @@ class RunDir:
         who holds it and stops."""
         import fcntl
 
-        # beside the run (it survives replacing the run), named after the real folder: `export .` inside the run and
-        # `export models/run` from above (or through a link) take the same lock
-        real = self.path.resolve()
+        # beside the run (it survives replacing the run), named after its absolute path: `export .` inside the run
+        # and `export models/run` from above take the same lock (a link is not followed: --overwrite replaces it)
+        real = Path(os.path.abspath(self.path))
         path = real.parent / f".{real.name}.lock"
         key = str(path.resolve())
         if key in _HELD:  # this process holds it already (a gate re-measuring inside a bench): re-enter
             yield
             return
         with write_errors_said(path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait
         while True:  # wait a moment: a measuring process that just finished may still be closing it
             with write_errors_said(path):

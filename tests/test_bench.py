@@ -169,7 +169,7 @@ def test_a_run_without_exported_models(trained_run, tmp_path, capsys):
     assert "is not exported" not in capsys.readouterr().err  # asked for PyTorch alone: nothing to say
 
 
-def test_accuracy_on_a_labelled_folder(trained_run, tmp_path):
+def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch):
     folder = make_folder(tmp_path / "extra", per_class=2)
     config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(folder), **FAST)
     doc = bench(trained_run, config, write=False)
@@ -194,6 +194,9 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path):
     shutil.copytree(tmp_path / "split" / "train" / "class1", tmp_path / "split" / "train" / "class7")  # not the model's
     with pytest.raises(DataError, match="classes must be classes of the model"):
         _labelled(trained_run, trained_run.load_card(), some)
+    monkeypatch.setenv("HOME", str(tmp_path))  # --data '~/split' (quoted: no shell expands it) is found and read
+    with pytest.raises(DataError, match="class7 besides"):
+        _labelled(trained_run, trained_run.load_card(), BenchConfig(data="~/split"))
     only_test = make_folder(tmp_path / "only" / "Test", per_class=2).parent  # DIR/Test/<class>/ alone (any case)
     config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(only_test), **FAST)
     doc = bench(trained_run, config, write=False)

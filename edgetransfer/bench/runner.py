@@ -43,7 +43,7 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
     """The accuracy images: ``--data DIR`` (another labelled folder: its test split if it has one, else every image
     under DIR/<class>/), or the run's own test split (the files it was tested on, from its splits.json)."""
     if config.data:
-        root = Path(config.data)
+        root = Path(config.data).expanduser()  # '~/x' quoted reaches us as is
         folders = split_folders(root) if root.is_dir() else {}
         if "train" in folders:  # its own split's test images, numbered by its classes: mapped to the model's by name
             splits = load_splits(root, seed=card.dataset.get("seed", 0))

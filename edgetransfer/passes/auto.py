@@ -15,7 +15,7 @@ run and 40-50 s per export (see that file). The card records each step tried and
 from __future__ import annotations
 
 from edgetransfer import console
-from edgetransfer.errors import BudgetError, QuantizationError
+from edgetransfer.errors import BudgetError, ExportError, QuantizationError
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.passes.onnx_int8 import OnnxInt8Static
 from edgetransfer.passes.qat import OnnxInt8Qat
@@ -42,7 +42,7 @@ class OnnxInt8Auto(Pass):
             )
             try:
                 made = OnnxInt8Qat(self.config).run(ctx)
-            except QuantizationError as qat_exc:
+            except (QuantizationError, ExportError) as qat_exc:  # ExportError: its ONNX export at --opset failed
                 what = (  # QAT may fail for another reason than its accuracy: not said as a budget it missed
                     "neither post-training int8 nor quantization-aware fine-tuning holds the budget"
                     if isinstance(qat_exc, BudgetError)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgetransfer import console
-from edgetransfer.errors import ExportError, QuantizationError
+from edgetransfer.errors import DataError, ExportError
 from edgetransfer.evaluation import Decoded, evaluate, measured, parity, top1_text
 from edgetransfer.registry import Registry
 
@@ -123,14 +123,14 @@ class ExportContext:
         )
         if skipped:
             console.err.print(
-                f"[yellow]note: --calib {config.calibration_dir} holds images of {self.run.path}'s test split; "
-                f"{skipped} met were left out of calibration (the test split only measures: ranges set on it would "
-                "flatter the test top-1 reported)[/]"
+                f"[yellow]note: --calib {config.calibration_dir} holds images of {self.run.path}'s validation or test "
+                f"split: {skipped} of them left out of calibration (those splits judge the int8 model: ranges set on "
+                "them would flatter it)[/]"
             )
         if not chosen:
-            raise QuantizationError(
-                f"--calib {config.calibration_dir}: every image there is in the run's test split; calibrate on other "
-                "images of the target domain (or leave --calib out: the training split)"
+            raise DataError(
+                f"--calib {config.calibration_dir}: every image there is in the run's validation or test split; "
+                "calibrate on other images of the target domain (or leave --calib out: the training split)"
             )
         if len(chosen) < min(FEW_CALIBRATION, config.calibration_size):  # a --calib of one image went unsaid
             console.err.print(
@@ -141,15 +141,15 @@ class ExportContext:
         return Decoded(chosen, self.pre), str(config.calibration_dir)
 
     def _not_test_images(self, ordered: tuple) -> tuple[tuple, int]:
-        """The first ``calibration_size`` of ``ordered`` that are not test images of the run (by content: a copy or
-        the labelled folder itself counts), and how many test images were passed over on the way."""
+        """The first ``calibration_size`` of ``ordered`` that are not validation or test images of the run (by
+        content: a copy or the labelled folder itself counts), and how many of those were passed over on the way."""
         from edgetransfer.rundir import SPLITS_FILE, sha256_file
 
         try:
             record = json.loads(self.run.file(SPLITS_FILE).read_text(encoding="utf-8"))
-            test = {entry[2] for entry in record["files"]["test"]}
+            test = {entry[2] for split in ("val", "test") for entry in record["files"][split]}
         except (OSError, ValueError, KeyError, TypeError, IndexError):  # a run from before splits.json
-            test = {sha256_file(sample.path) for sample in self.splits.test}
+            test = {sha256_file(sample.path) for sample in (*self.splits.val, *self.splits.test)}
         chosen, skipped = [], 0
         for sample in ordered:
             if len(chosen) == self.config.int8.calibration_size:
