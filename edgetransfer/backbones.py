@@ -312,9 +312,21 @@ def _load_state_file(path: Path) -> dict:
 
     if path.suffix == ".safetensors":
         return read_safetensors(path)
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch.save's zip nor a legacy pickle
+        raise WeightsError(f"{path} is not a PyTorch weights file (.pth/.pt from torch.save, or .safetensors)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the user's file, said in one line
+        if "Weights only load failed" in str(exc):  # torch's text goes on to advise weights_only=False: not here
+            raise WeightsError(
+                f"cannot load {path} as plain weights (weights_only=True): it holds objects other than tensors "
+                "(a whole pickled model "
+                "or training state?); load it where it was made and save its state_dict(), or a .safetensors file"
+            ) from None
         raise WeightsError(
             f"cannot load {path} as plain weights (weights_only=True): {str(exc).splitlines()[0]}"
         ) from None

@@ -32,6 +32,7 @@ def run_bad(args, code, fragment, watch):
     assert {k: v for k, v in after.items() if not k.endswith(".lock")} == {
         k: v for k, v in before.items() if not k.endswith(".lock")
     }, "nothing written or changed"
+    return lines[0]
 
 
 class Evil:
@@ -119,6 +120,12 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, image_folder):
         tmp_path,
     )
     assert not os.path.exists("/tmp/edgetransfer-pwned"), "the pickle's code ran"
+    said = run_bad(["finetune", "--data", image_folder, "--out", tmp_path / "run", "--weights", evil], 2, "", tmp_path)
+    assert "weights_only` set to `False`" not in said and "holds objects other than tensors" in said  # torch's advice
+    notes = tmp_path / "notes.txt"  # not weights at all: said so, not torch's KeyError or unpickling text
+    notes.write_text("hello")
+    run_bad(["finetune", "--data", image_folder, "--out", tmp_path / "run", "--weights", notes], 2,
+            f"{notes} is not a PyTorch weights file", tmp_path)  # fmt: skip
 
 
 @pytest.mark.parametrize("version", [0, 99])
@@ -223,6 +230,7 @@ BAD_OPTIONS = {
     ("--epochs", "0"): "--epochs: expected >= 1, got 0",
     ("--pseudo-rounds", "0"): "--pseudo-rounds: expected >= 1, got 0",
     ("--unfreeze", "1000", "--strategy", "partial"): "--unfreeze 1000: mobilenet_v2 has 19 blocks",
+    ("--unfreeze", "0", "--strategy", "partial"): "--unfreeze 0 with --strategy partial trains no block",
 }
 
 

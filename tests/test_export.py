@@ -593,6 +593,8 @@ def test_a_calibration_folder_dynamic_int8_does_not_read_is_said_and_not_recorde
     assert f"note: --calib {tmp_path / 'empty'} not used: dynamic int8 calibrates nothing" in said
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert card["export"]["config"]["int8"]["calibration_dir"] is None
+    said = " ".join(CliRunner().invoke(app, [*args, "--openvino-int8", "qdq"]).stderr.split())
+    assert "note: --openvino-int8 qdq not used: no OpenVINO IR (--no-openvino)" in said  # recorded, never used
     # with --tensorrt, --calib calibrates the TensorRT table whatever the int8: not dropped as unused (without a
     # GPU the export stops at that, before any work; with one, the table is calibrated on the folder given)
     from conftest import make_folder

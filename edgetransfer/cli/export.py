@@ -101,6 +101,10 @@ def export(
         why = "dynamic int8 calibrates nothing (activations are quantized at run time)" if dynamic else "no int8 model"
         console.err.print(f"[yellow]note: --calib {escape(str(calib))} not used: {why}[/]")
         calib = None
+    if openvino_int8 == "qdq" and (not openvino or not int8 or int8_method in ("dynamic", "none")):  # not "nncf"
+        why = "no OpenVINO IR (--no-openvino)" if not openvino else "no int8 model"
+        why = "dynamic int8 makes no OpenVINO int8 IR" if openvino and int8 and int8_method == "dynamic" else why
+        console.err.print(f"[yellow]note: --openvino-int8 qdq not used: {why}[/]")
     config = ExportConfig(
         opset=opset,
         atol=atol,
