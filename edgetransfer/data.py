@@ -19,6 +19,7 @@ from edgetransfer.errors import DataError
 from edgetransfer.images import (  # one list for training and the device runtime
     IMAGE_SUFFIXES,
     ignored_file,
+    ignored_folder,
     not_an_image,
 )
 from edgetransfer.rundir import sha256_file
@@ -137,7 +138,7 @@ class _Scan:
 
         found = []
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not ignored_folder(d))
             for d in dirnames:
                 if (Path(dirpath) / d).is_symlink():
                     self.bad.append((Path(dirpath) / d, "symlinked folder (not followed)"))
@@ -245,7 +246,7 @@ def _decode_error(path: Path) -> str | None:
 def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
     """Class name -> good image files of ``folder/<class>/``."""
     classes: dict[str, list[Path]] = {}
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not ignored_folder(p.name)):
         if class_dir.is_symlink():
             scan.bad.append((class_dir, "symlinked folder (not followed)"))
             continue
@@ -261,7 +262,7 @@ def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return [p for p in folder.iterdir() if p.is_dir() and not ignored_folder(p.name)]
 
 
 def split_folders(root: Path) -> dict[str, Path]:
@@ -269,7 +270,7 @@ def split_folders(root: Path) -> dict[str, Path]:
     split are an error. None when no such folder holds a folder and other folders lie beside them: then they are
     classes named like splits (a vehicles set's 'train')."""
     found: dict[str, Path] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not ignored_folder(p.name)):
         split = SPLIT_FOLDERS.get(folder.name.lower())
         if split in found:
             raise DataError(
@@ -356,7 +357,11 @@ def load_splits(
             train, val, _ = stratified(samples["train"], seed, val_fraction, 0.0)
             samples["train"], samples["val"] = train, val
             extra["val_from_train"] = f"{val_fraction:.0%} of {folders['train'].name}/ per class"
-        others = [p for p in root.iterdir() if not ignored_file(p.name) and p not in folders.values()]
+        others = [
+            p
+            for p in root.iterdir()
+            if not ignored_file(p.name) and not ignored_folder(p.name) and p not in folders.values()
+        ]
         if others:  # not read: said, so that images put there by mistake are not lost without a word
             extra["ignored"] = sorted(p.name + "/" * p.is_dir() for p in others)
         return Splits(root, labels, samples["train"], samples["val"], samples["test"], seed, "folders", extra)

@@ -138,6 +138,12 @@ def load_recipe(path: Path | str) -> dict[str, Any]:
                     f"{table['time_budget']!r}"
                 ) from None
     if "finetune" in recipe and isinstance(recipe["finetune"], dict):  # the options in a [finetune] table
+        top = sorted(k for k in recipe if k != "finetune" and k in {f.name for f in dataclasses.fields(FinetuneConfig)})
+        if top:  # TOML puts keys written above [finetune] at the top: one place or the other, not both
+            raise UsageError(
+                f"{path}: {', '.join(top)} above the [finetune] table: put every option under [finetune], or every "
+                "one at the top without it"
+            )
         checked = validate(recipe_table_schema(), recipe, str(path), error=UsageError).finetune
         return checked.model_dump(include=set(recipe["finetune"]))
     return validate(recipe_schema(), recipe, str(path), error=UsageError).model_dump(include=set(recipe))

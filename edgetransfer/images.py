@@ -64,6 +64,11 @@ def _signature(path: Path) -> tuple[str, str] | None:
     return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
+def ignored_folder(name: str) -> bool:
+    """A hidden folder, or the __MACOSX/ a zip made on macOS unpacks (resource forks, ._x.jpg): never a class."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def ignored_file(name: str) -> bool:
     """A hidden or system file (.DS_Store, ._x.jpg, Thumbs.db, desktop.ini): never data, never listed."""
     return name.startswith(".") or name.lower() in SYSTEM_FILES

@@ -322,3 +322,9 @@ def test_finetune_names_its_default_out_after_the_data_as_given_like_pipeline(tm
     monkeypatch.setattr(finetune_module, "finetune", lambda config: seen.append(config) or RunDir(tmp_path))
     assert invoke("finetune", "--data", "digits").exit_code == 0
     assert seen[-1].out == str(Path("models") / "digits-mobilenet_v2") and seen[-1].data.endswith("digits-seed0")
+    # `--data .` from inside the data: the default out would land in it; said as the default, not as a given --out
+    from conftest import make_folder
+
+    folder = make_folder(tmp_path / "photos", per_class=2)
+    monkeypatch.chdir(folder)
+    assert_one_line_error(invoke("finetune", "--data", "."), 2, "the default --out, models/photos-mobilenet_v2 (")

@@ -134,7 +134,12 @@ def test_system_files_are_ignored_and_unreadable_photo_formats_named(tmp_path):
     (root / "class0" / "Thumbs.db").write_bytes(b"\x00" * 16)
     (root / "class1" / "desktop.ini").write_text("[.ShellClassInfo]")
     Image.new("RGB", (40, 40), (9, 9, 9)).save(root / "class1" / "extra.jfif", format="JPEG")
-    assert sum(load_splits(root).sizes().values()) == 13
+    (root / "__MACOSX" / "class0").mkdir(parents=True)  # a zip made on macOS, unpacked: not a class
+    (root / "__MACOSX" / "class0" / "._000.png").write_bytes(b"\x00\x05\x16\x07")
+    (root / "class1" / "__MACOSX").mkdir()  # nor a folder of images inside a class
+    (root / "class1" / "__MACOSX" / "x.png").write_bytes(b"\x00\x05\x16\x07")
+    splits = load_splits(root)
+    assert sum(splits.sizes().values()) == 13 and splits.labels == ("class0", "class1")
     (root / "class0" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
     with pytest.raises(DataError, match=r"IMG_0001.HEIC \(a .heic photo, a format this install cannot read: convert"):
         load_splits(root)

@@ -220,6 +220,9 @@ def test_recipe_and_its_errors(tmp_path):
     recipe.write_text('time_budget = "soon"\n')
     with pytest.raises(UsageError, match="r.toml: time_budget: expected a duration like 2h"):
         load_recipe(recipe)
+    recipe.write_text("epochs = 1\n[finetune]\nepochs = 2\n")  # was "unknown key 'epochs' (known: finetune)"
+    with pytest.raises(UsageError, match=r"r.toml: epochs above the \[finetune\] table: put every option under"):
+        load_recipe(recipe)
 
 
 def test_cli_flags_override_the_recipe(image_folder, tmp_path):

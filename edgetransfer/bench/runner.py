@@ -34,6 +34,7 @@ from edgetransfer.card import ModelCard, finite
 from edgetransfer.data import Sample, batches, list_images, load_splits, split_folders
 from edgetransfer.errors import DataError, EdgeTransferError, RunDirError
 from edgetransfer.evaluation import points
+from edgetransfer.images import ignored_folder
 from edgetransfer.machine import machine_info, usable_cores
 from edgetransfer.rundir import BENCH_JSON, RECORDED_BUT_GONE, RunDir, atomic_write_text, sha256_file
 from edgetransfer.versions import package_versions
@@ -59,7 +60,7 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
             root = folders["test"]
         if not root.is_dir():
             raise DataError(f"data folder not found: {root}")
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not ignored_folder(p.name))
         unknown = set(classes) - set(card.labels)
         if unknown or not classes:
             raise DataError(

@@ -28,7 +28,9 @@ DATA_HELP = (
 
 
 def default_out(data: str, backbone: str) -> str:
-    return str(Path("models") / f"{Path(data).name or 'data'}-{backbone}")
+    """models/<data folder's name>-<backbone> (`--data .` is named after the folder it is)."""
+    name = Path(data).name or Path(data).expanduser().resolve().name
+    return str(Path("models") / f"{name or 'data'}-{backbone}")
 
 
 @friendly_errors
@@ -226,7 +228,14 @@ def finetune(
     )
     if not options.get("data"):
         raise UsageError("--data is required (a folder, or 'digits')")
-    options.setdefault("out", default_out(options["data"], options.get("backbone", "mobilenet_v2")))  # as pipeline's
+    if not options.get("out"):  # named as pipeline names it; where it would land inside the data, said so
+        options["out"] = default_out(options["data"], options.get("backbone", "mobilenet_v2"))
+        where = Path(options["out"]).resolve()
+        if options["data"] != "digits" and where.is_relative_to(Path(options["data"]).expanduser().resolve()):
+            raise UsageError(
+                f"the default --out, {options['out']} (models/ in the current folder), is inside --data "
+                f"{options['data']}: run from outside the data folder, or give --out"
+            )
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
     started = time.time()
     try:
