@@ -707,6 +707,21 @@ def test_a_time_budget_that_holds_only_the_head_epoch_says_the_body_never_learne
     assert "held the head-only epoch alone: the rest of the network never learned" in card.training["stopped"]
 
 
+def test_a_time_budget_plans_body_epochs_by_a_body_epochs_time(image_folder, tmp_path, monkeypatch):
+    """--time-budget planned the two-phase run's body epochs by the head-only epoch's time (2-5x faster): 6 s became
+    7.5 s of training, 20 s became 50 s on a loaded machine. Here a body epoch is pretended endlessly slower than
+    the head's: after the head epoch no body epoch fits a budget of days."""
+    import edgetransfer.finetune as finetune_module
+
+    monkeypatch.setattr(finetune_module, "BODY_EPOCH_SLOWER", 1e12)
+    config = FinetuneConfig(
+        data=str(image_folder), out=str(tmp_path / "r"), device="cpu", strategy="two-phase", time_budget=1e6, **TINY
+    )
+    card = finetune(config).load_card()
+    assert [h["phase"] for h in card.training["history"]] == ["head"]
+    assert card.training["stopped"].startswith("time budget")
+
+
 @pytest.mark.parametrize("epochs", [3, 2])
 def test_resume_with_other_epochs_follows_them(image_folder, tmp_path, capsys, epochs):
     """--resume --epochs N (a change --resume allows) kept the run's first plan: a run of 3 resumed with --epochs 2
