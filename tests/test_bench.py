@@ -360,3 +360,31 @@ def test_a_device_bench_removes_the_folders_of_earlier_benches_that_were_killed(
     mine = Path(done.stdout.strip())
     assert not dead.exists() and live.exists() and other.exists()
     assert mine.is_dir() and mine.parent == device_tmp and mine.name.startswith("edgetransfer-device-")
+
+
+def test_a_measuring_process_starts_with_ctrl_c_ignored_until_its_output_is_its_log():
+    """Ctrl-C reaches every process of the terminal: a measuring child still importing printed its KeyboardInterrupt
+    traceback over the bench's output. A child started as they are starts with SIGINT blocked (_worker unblocks it
+    once its output goes to its log); the parent's own handler and mask are as they were."""
+    import signal
+    import subprocess
+    import sys
+
+    from edgetransfer.bench.measure import _sigint_ignored
+
+    before = signal.getsignal(signal.SIGINT)
+    with _sigint_ignored():
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import signal; print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert child.stdout.strip() == "True", child.stderr
+    assert signal.getsignal(signal.SIGINT) is before and signal.SIGINT not in signal.pthread_sigmask(
+        signal.SIG_BLOCK, []
+    )

@@ -7,6 +7,7 @@ backend to the next, and a backend that crashes (even with a signal) takes only 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -207,11 +208,30 @@ class InProcessMeasurer(_Forwarding):
         self.local.close()
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT blocked while a child is spawned, so the child starts with it blocked (the mask stays through exec)
+    until its output goes to its log: a Ctrl-C printed a child's KeyboardInterrupt traceback from the middle of its
+    imports. Blocked, not ignored: a Ctrl-C in this window still reaches this process (when the block is lifted)
+    and the child (when :func:`_worker` lifts its own)."""
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    except (AttributeError, ValueError, OSError):  # no pthread_sigmask here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _worker(conn, job: Job, log_path: str) -> None:
     """The spawned process: the library's own output goes to a log file (the pipe carries results only)."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked: a Ctrl-C now ends it quietly (in its log)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     measurer = LocalMeasurer(job)
     while True:
         try:
@@ -240,7 +260,8 @@ class ProcessMeasurer(_Forwarding):
         self.log = log_dir / f"{job.backend.name}-{job.variant}-{whose}.log"
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker, args=(child, job, str(self.log)), daemon=True)
-        self.process.start()
+        with _sigint_ignored():  # Ctrl-C reaches every process of the terminal: this one stops the children
+            self.process.start()
         child.close()
 
     def _call(self, method: str, *args, timeout: float | None = None):
