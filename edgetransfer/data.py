@@ -111,8 +111,9 @@ def splits_from_record(
             path = root / rel
             if not path.is_file() and not (root / Path(rel).parts[0]).is_dir():
                 raise DataError(
-                    f"{root} is not the folder the run was trained on: it has no {Path(rel).parts[0]}/ (the run's "
-                    f"classes: {', '.join(labels)}); pass that folder with --data"
+                    f"{root} is not the folder the run was trained on: it has no {Path(rel).parts[0]}/ at its top "
+                    f"(the run's images were {rel.rsplit('/', 1)[0]}/..., classes {', '.join(labels)}); pass that "
+                    "folder, moved, with --data (to measure on other labelled images: 'edgetransfer bench --data')"
                 )
             if not path.is_file():
                 raise DataError(f"{path} is missing: the run's {name} split names it; restore it or fine-tune again")

@@ -452,7 +452,8 @@ def test_export_with_another_folder_and_a_file_for_calibration(trained_run, tmp_
     other = make_folder(tmp_path / "other", classes=2)
     for name in ("class0", "class1"):  # another labelled folder: other class names
         (other / name).rename(other / f"cat-{name}")
-    run_bad(["export", run, "--data", other], 2, "is not the folder the run was trained on", tmp_path)
+    said = run_bad(["export", run, "--data", other], 2, "is not the folder the run was trained on", tmp_path)
+    assert "(the run's images were class" in said and "'edgetransfer bench --data'" in said  # where to go instead
     # a --data that does not exist is named as the user's, not as "the run's data folder ... is gone"
     run_bad(
         ["export", run, "--data", tmp_path / "nosuch"], 2, f"--data {tmp_path / 'nosuch'}: folder not found", tmp_path

@@ -82,7 +82,11 @@ def export(
     ] = ExportConfig.atol,
     data: Annotated[
         Path | None,
-        typer.Option(help="Labelled image folder for checks and accuracy.", show_default="the run's data folder"),
+        typer.Option(
+            help="Where the run's own data folder is now, if it moved (its images are checked against the run's "
+            "record); other labelled images are measured by 'edgetransfer bench --data'.",
+            show_default="the run's data folder",
+        ),
     ] = None,
 ) -> None:
     """Convert a run to ONNX (fp32, int8, fp16) and OpenVINO IR; check each against PyTorch; embed the card."""
