@@ -189,15 +189,18 @@ class _Scan:
                 good.append(path)
         return good
 
-    def finish(self, *, skippable: bool = True) -> tuple[str, ...]:
+    def finish(self, *, skippable: bool = True, empty: list[str] | None = None) -> tuple[str, ...]:
         """Raise on bad files unless skipping them; returns the skipped paths (relative to the root).
-        ``skippable``: whether the command has --skip-bad for these files (its error suggests it)."""
+        ``skippable``: whether the command has --skip-bad for these files (its error suggests it); ``empty``: class
+        folders without a file, said in the same error (one fix, not two runs)."""
         if self.bad and not self.skip_bad:
             listed = ", ".join(f"{p} ({why})" for p, why in self.bad[:MAX_LISTED])
             more = f" and {len(self.bad) - MAX_LISTED} more" if len(self.bad) > MAX_LISTED else ""
+            also = f"; class folder(s) without images too: {', '.join(empty)}" if empty else ""
             raise DataError(
                 f"{len(self.bad)} bad file(s) in {self.root}: {listed}{more}; fix or remove them"
                 + (", or pass --skip-bad to train on the rest" if skippable else "")
+                + also
             )
         return tuple(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p, _ in self.bad)
 
@@ -341,7 +344,8 @@ def load_splits(
     folders = split_folders(root)
     if "train" in folders:
         per_split = {name: _scan_classes(scan, folders[name]) for name in SPLITS if name in folders}
-        extra: dict[str, Any] = {"skipped": scan.finish()}
+        empty = [f"{folders['train'].name}/{name}" for name, files in per_split["train"].items() if not files]
+        extra: dict[str, Any] = {"skipped": scan.finish(empty=empty)}
         _check_classes(per_split["train"], folders["train"])
         labels = tuple(per_split["train"])
         for name, classes in per_split.items():
@@ -373,7 +377,7 @@ def load_splits(
             "them, or give one folder per class without split folders"
         )
     classes = _scan_classes(scan, root)
-    extra = {"skipped": scan.finish()}
+    extra = {"skipped": scan.finish(empty=[name for name, files in classes.items() if not files])}
     named_like_splits = sorted(c for c in classes if c.lower() in SPLIT_FOLDERS)
     if named_like_splits:  # read as classes (split_folders): said, in case they were meant as splits
         extra["classes_named_like_splits"] = named_like_splits

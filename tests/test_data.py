@@ -145,6 +145,18 @@ def test_system_files_are_ignored_and_unreadable_photo_formats_named(tmp_path):
         load_splits(root)
 
 
+def test_bad_files_and_empty_class_folders_are_said_in_one_error(tmp_path):
+    """A new user fixed the bad files the first error named, then met a second error for an empty class folder."""
+    root = make_folder(tmp_path / "data", per_class=6, classes=2)
+    (root / "class0" / "zero.jpg").write_bytes(b"")
+    (root / "empty_class").mkdir()
+    with pytest.raises(DataError) as caught:
+        load_splits(root)
+    said = str(caught.value)
+    assert "1 bad file(s)" in said and "zero.jpg" in said
+    assert said.endswith("; class folder(s) without images too: empty_class")
+
+
 def test_symlinks_inside_the_folder_are_fine(tmp_path):
     root = make_folder(tmp_path / "data", per_class=3, classes=2)
     (root / "class0" / "again.png").symlink_to(root / "class0" / "000.png")
