@@ -505,7 +505,9 @@ def write_tensorrt_calibration(fp32: Path, out_dir: Path, calibration: Calibrati
         "trt_int8_enable": True,
         "trt_int8_calibration_table_name": "calibration.flatbuffers",
         "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": "tensorrt/engines",
+        # the TensorRT provider reads the table from the engine cache's folder (GetCachePath(cache_path, name)):
+        # both in tensorrt/, relative to the run folder
+        "trt_engine_cache_path": "tensorrt",
     }
     (out_dir / "provider_options.json").write_text(json.dumps(options, indent=2) + "\n")
     return {"file": out_dir.name, "calibration_images": len(calibration), "provider_options": options}

@@ -305,7 +305,13 @@ def test_tensorrt_calibration_table_is_written(trained_run, tmp_path):
     images = list_images(trained_run.load_card().dataset["path"])[:4]
     record = write_tensorrt_calibration(trained_run.file("model.onnx"), tmp_path / "trt", images, card.preprocessing)
     assert (tmp_path / "trt" / "calibration.flatbuffers").stat().st_size > 0
-    assert record["provider_options"]["trt_int8_enable"]
+    options = record["provider_options"]
+    assert options["trt_int8_enable"]
+    # the provider reads the table from the engine cache's folder: the options must name the table's own folder
+    # (they named tensorrt/engines: "Failed to read INT8 calibration table tensorrt/engines/calibration.flatbuffers")
+    assert options["trt_engine_cache_path"] == "tensorrt" and options["trt_int8_calibration_table_name"] == (
+        "calibration.flatbuffers"
+    )
 
 
 def test_one_image_of_a_hundred_is_exactly_one_point():
