@@ -189,6 +189,14 @@ class _Scan:
                 good.append(path)
         return good
 
+    def empty(self, classes: dict[str, list[Path]], folder: Path) -> list[str]:
+        """The classes of ``folder`` with no file at all (one whose files are all bad is not empty: they are named)."""
+        return [
+            name
+            for name, files in classes.items()
+            if not files and not any(path.is_relative_to(folder / name) for path, _ in self.bad)
+        ]
+
     def finish(self, *, skippable: bool = True, empty: list[str] | None = None) -> tuple[str, ...]:
         """Raise on bad files unless skipping them; returns the skipped paths (relative to the root).
         ``skippable``: whether the command has --skip-bad for these files (its error suggests it); ``empty``: class
@@ -344,7 +352,7 @@ def load_splits(
     folders = split_folders(root)
     if "train" in folders:
         per_split = {name: _scan_classes(scan, folders[name]) for name in SPLITS if name in folders}
-        empty = [f"{folders['train'].name}/{name}" for name, files in per_split["train"].items() if not files]
+        empty = [f"{folders['train'].name}/{name}" for name in scan.empty(per_split["train"], folders["train"])]
         extra: dict[str, Any] = {"skipped": scan.finish(empty=empty)}
         _check_classes(per_split["train"], folders["train"])
         labels = tuple(per_split["train"])
@@ -377,7 +385,7 @@ def load_splits(
             "them, or give one folder per class without split folders"
         )
     classes = _scan_classes(scan, root)
-    extra = {"skipped": scan.finish(empty=[name for name, files in classes.items() if not files])}
+    extra = {"skipped": scan.finish(empty=scan.empty(classes, root))}
     named_like_splits = sorted(c for c in classes if c.lower() in SPLIT_FOLDERS)
     if named_like_splits:  # read as classes (split_folders): said, in case they were meant as splits
         extra["classes_named_like_splits"] = named_like_splits

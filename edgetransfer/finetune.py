@@ -383,22 +383,29 @@ class _Trainer:
                 self.on_epoch(epoch, self.state["history"][-1])
             took[phase].append(time.perf_counter() - epoch_began)
             if config.time_budget:  # re-plan: as many epochs as the budget holds, the schedule follows
-                # the epochs to come train the body: timed by the last body epochs, or, after head-only epochs
-                # alone, by the last of those times how much slower a body epoch is (2-5x measured on CPUs)
-                if took["body"]:
-                    per_epoch = sum(took["body"][-2:]) / len(took["body"][-2:])
-                elif config.strategy == "linear-probe":  # only the head ever learns
-                    per_epoch = took["head"][-1]
-                else:
-                    per_epoch = took["head"][-1] * BODY_EPOCH_SLOWER
-                left = int((config.time_budget - (time.perf_counter() - started)) // per_epoch)
-                planned = max(epoch, min(config.epochs, epoch + left))
+                left = config.time_budget - (time.perf_counter() - started)
+                planned = epoch
+                for later in range(epoch + 1, config.epochs + 1):  # each epoch to come at its phase's cost
+                    left -= self._epoch_cost(later, took)
+                    if left < 0:
+                        break
+                    planned = later
             if epoch < config.epochs and self._should_stop(epoch):  # (after the last epoch there is nothing to stop)
                 stopped_because = f"early stopping (no better validation score for {config.patience} epochs)"
                 break
         return self._finish(stopped_because, time.perf_counter() - started)
 
     # ------------------------------------------------------------------ helpers of the loop
+    def _epoch_cost(self, epoch: int, took: dict[str, list[float]]) -> float:
+        """The wall time ``epoch`` is expected to take: its phase's last epochs', or, for a body epoch before any
+        ran, the last head-only epoch's times how much slower a body epoch is (2-5x measured on CPUs)."""
+        config = self.config
+        head = config.strategy == "linear-probe" or (config.strategy == "two-phase" and epoch <= config.head_epochs)
+        recent = took["head" if head else "body"][-2:]
+        if recent:
+            return sum(recent) / len(recent)
+        return took["head"][-1] * (1 if head else BODY_EPOCH_SLOWER)
+
     def _end_epoch(self, epoch, phase, sampling, loss, images_per_s, optimizer, step, planned) -> None:
         import torch
 

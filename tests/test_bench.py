@@ -362,29 +362,35 @@ def test_a_device_bench_removes_the_folders_of_earlier_benches_that_were_killed(
     assert mine.is_dir() and mine.parent == device_tmp and mine.name.startswith("edgetransfer-device-")
 
 
-def test_a_measuring_process_starts_with_ctrl_c_ignored_until_its_output_is_its_log():
+SPAWNED = """
+import multiprocessing, signal
+from edgetransfer.bench.measure import _sigint_blocked
+
+def report(conn):
+    conn.send(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    seen = []
+    for _ in range(2):  # the first child of a process too (the resource tracker's start unblocked SIGINT)
+        mine, theirs = context.Pipe()  # a pipe, as bench's: a Queue would start the tracker before
+        with _sigint_blocked():
+            child = context.Process(target=report, args=(theirs,))
+            child.start()
+        seen.append(mine.recv())
+        child.join()
+    print(seen, signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+"""
+
+
+def test_a_measuring_process_starts_with_ctrl_c_blocked_until_its_output_is_its_log(tmp_path):
     """Ctrl-C reaches every process of the terminal: a measuring child still importing printed its KeyboardInterrupt
-    traceback over the bench's output. A child started as they are starts with SIGINT blocked (_worker unblocks it
-    once its output goes to its log); the parent's own handler and mask are as they were."""
-    import signal
+    traceback over the bench's output. Children spawned as bench spawns them start with SIGINT blocked (_worker
+    unblocks it once its output goes to its log), the first one too; the parent's mask is as it was."""
     import subprocess
     import sys
 
-    from edgetransfer.bench.measure import _sigint_ignored
-
-    before = signal.getsignal(signal.SIGINT)
-    with _sigint_ignored():
-        child = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import signal; print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert child.stdout.strip() == "True", child.stderr
-    assert signal.getsignal(signal.SIGINT) is before and signal.SIGINT not in signal.pthread_sigmask(
-        signal.SIG_BLOCK, []
-    )
+    script = tmp_path / "spawned.py"
+    script.write_text(SPAWNED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[True, True] False", done.stdout + done.stderr

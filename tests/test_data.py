@@ -155,6 +155,10 @@ def test_bad_files_and_empty_class_folders_are_said_in_one_error(tmp_path):
     said = str(caught.value)
     assert "1 bad file(s)" in said and "zero.jpg" in said
     assert said.endswith("; class folder(s) without images too: empty_class")
+    (root / "empty_class" / "IMG_1.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # its only file unreadable
+    with pytest.raises(DataError) as caught:
+        load_splits(root)
+    assert "IMG_1.HEIC" in str(caught.value) and "without images" not in str(caught.value)  # named, not "empty"
 
 
 def test_symlinks_inside_the_folder_are_fine(tmp_path):

@@ -209,20 +209,24 @@ class InProcessMeasurer(_Forwarding):
 
 
 @contextlib.contextmanager
-def _sigint_ignored():
+def _sigint_blocked():
     """SIGINT blocked while a child is spawned, so the child starts with it blocked (the mask stays through exec)
     until its output goes to its log: a Ctrl-C printed a child's KeyboardInterrupt traceback from the middle of its
-    imports. Blocked, not ignored: a Ctrl-C in this window still reaches this process (when the block is lifted)
-    and the child (when :func:`_worker` lifts its own)."""
+    imports. Blocked, not ignored: a Ctrl-C in this window still reaches this process (when the mask is restored)
+    and the child (when :func:`_worker` unblocks it). multiprocessing's resource tracker is started first: starting
+    it unblocks SIGINT itself (the first child of a process would start unprotected)."""
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    except (AttributeError, ValueError, OSError):  # no pthread_sigmask here
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    except (AttributeError, ValueError, OSError, ImportError):  # no pthread_sigmask (or tracker) here
         yield
         return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _worker(conn, job: Job, log_path: str) -> None:
@@ -260,7 +264,7 @@ class ProcessMeasurer(_Forwarding):
         self.log = log_dir / f"{job.backend.name}-{job.variant}-{whose}.log"
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker, args=(child, job, str(self.log)), daemon=True)
-        with _sigint_ignored():  # Ctrl-C reaches every process of the terminal: this one stops the children
+        with _sigint_blocked():  # Ctrl-C reaches every process of the terminal: this one stops the children
             self.process.start()
         child.close()
 
