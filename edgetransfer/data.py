@@ -93,6 +93,10 @@ class Splits:
         }
 
 
+def _same(path: Path, digest: str) -> bool:
+    return path.is_file() and sha256_file(path) == digest
+
+
 def splits_from_record(
     record: dict[str, Any], root: Path | str | None = None, *, only: tuple[str, ...] | None = None
 ) -> Splits:
@@ -107,7 +111,15 @@ def splits_from_record(
     splits: dict[str, tuple[Sample, ...]] = {name: () for name in SPLITS}
     for name in only or SPLITS:
         samples = []
-        for rel, label, digest in record["files"][name]:
+        entries = record["files"][name]
+        first = entries[:50]
+        if first and root != Path(record["root"]) and not any(_same(root / rel, digest) for rel, _, digest in first):
+            raise DataError(  # another labelled folder with the run's class names: none of its images is there
+                f"{root} is not the folder the run was trained on: none of the run's {name} images is there (e.g. "
+                f"{entries[0][0]}); pass the run's own folder, moved, with --data (to measure on other labelled "
+                "images: 'edgetransfer bench --data')"
+            )
+        for rel, label, digest in entries:
             path = root / rel
             if not path.is_file() and not (root / Path(rel).parts[0]).is_dir():
                 raise DataError(

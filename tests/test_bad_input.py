@@ -453,7 +453,10 @@ def test_export_with_another_folder_and_a_file_for_calibration(trained_run, tmp_
     for name in ("class0", "class1"):  # another labelled folder: other class names
         (other / name).rename(other / f"cat-{name}")
     said = run_bad(["export", run, "--data", other], 2, "is not the folder the run was trained on", tmp_path)
-    assert "(the run's images were class" in said and "'edgetransfer bench --data'" in said  # where to go instead
+    assert "'edgetransfer bench --data'" in said  # where to go instead
+    same_names = make_folder(tmp_path / "same", classes=3, seed=9)  # the run's class names, other images
+    said = run_bad(["export", run, "--data", same_names], 2, "is not the folder the run was trained on", tmp_path)
+    assert "none of the run's" in said and "'edgetransfer bench --data'" in said  # not "X is missing: restore it"
     # a --data that does not exist is named as the user's, not as "the run's data folder ... is gone"
     run_bad(
         ["export", run, "--data", tmp_path / "nosuch"], 2, f"--data {tmp_path / 'nosuch'}: folder not found", tmp_path

@@ -109,6 +109,7 @@ def export(
         why = "no OpenVINO IR (--no-openvino)" if not openvino else "no int8 model"
         why = "dynamic int8 makes no OpenVINO int8 IR" if openvino and int8 and int8_method == "dynamic" else why
         console.err.print(f"[yellow]note: --openvino-int8 qdq not used: {why}[/]")
+        openvino_int8 = Int8Config.openvino  # not recorded in the card as if it had been used
     config = ExportConfig(
         opset=opset,
         atol=atol,

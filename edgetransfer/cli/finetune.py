@@ -28,9 +28,18 @@ DATA_HELP = (
 
 
 def default_out(data: str, backbone: str) -> str:
-    """models/<data folder's name>-<backbone> (`--data .` is named after the folder it is)."""
-    name = Path(data).name or Path(data).expanduser().resolve().name
-    return str(Path("models") / f"{name or 'data'}-{backbone}")
+    """models/<data folder's name>-<backbone> (`--data .`, `..` or `~` named after the folder they are); where that
+    lands inside the data folder (run from inside it), a :class:`UsageError` that says it is the default --out."""
+    from edgetransfer.errors import UsageError
+
+    folder = Path(data).expanduser().resolve()
+    out = str(Path("models") / f"{folder.name or 'data'}-{backbone}")
+    if data != "digits" and Path(out).resolve().is_relative_to(folder):
+        raise UsageError(
+            f"the default --out, {out} (models/ in the current folder), is inside --data {data}: run from outside "
+            "the data folder, or give --out"
+        )
+    return out
 
 
 @friendly_errors
@@ -228,14 +237,8 @@ def finetune(
     )
     if not options.get("data"):
         raise UsageError("--data is required (a folder, or 'digits')")
-    if not options.get("out"):  # named as pipeline names it; where it would land inside the data, said so
+    if not options.get("out"):  # named as pipeline names it
         options["out"] = default_out(options["data"], options.get("backbone", "mobilenet_v2"))
-        where = Path(options["out"]).resolve()
-        if options["data"] != "digits" and where.is_relative_to(Path(options["data"]).expanduser().resolve()):
-            raise UsageError(
-                f"the default --out, {options['out']} (models/ in the current folder), is inside --data "
-                f"{options['data']}: run from outside the data folder, or give --out"
-            )
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
     started = time.time()
     try:
