@@ -315,7 +315,9 @@ def _load_state_file(path: Path) -> dict:
     import zipfile
 
     with open(path, "rb") as handle:
-        head = handle.read(2)
+        head = handle.read(9)
+    if head[8:9] == b"{" and not zipfile.is_zipfile(path):  # safetensors (a header length, then JSON) named .pth
+        return read_safetensors(path)
     if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch.save's zip nor a legacy pickle
         raise WeightsError(f"{path} is not a PyTorch weights file (.pth/.pt from torch.save, or .safetensors)")
     try:

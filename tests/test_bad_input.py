@@ -126,6 +126,14 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path, image_folder):
     notes.write_text("hello")
     run_bad(["finetune", "--data", image_folder, "--out", tmp_path / "run", "--weights", notes], 2,
             f"{notes} is not a PyTorch weights file", tmp_path)  # fmt: skip
+    from edgetransfer.backbones import _load_state_file
+
+    named_pth = tmp_path / "weights.pth"  # safetensors under another name: read as what it is
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(named_pth))
+    assert _load_state_file(named_pth)["w"].tolist() == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("version", [0, 99])
