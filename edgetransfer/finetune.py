@@ -275,10 +275,6 @@ class _Trainer:
             raise UsageError(
                 f"--unfreeze {config.unfreeze}: {backbone.name} has {blocks} blocks; --strategy full trains all"
             )
-        if config.strategy == "partial" and config.unfreeze == 0:  # it trained the head alone, said as "(body)"
-            raise UsageError(
-                "--unfreeze 0 with --strategy partial trains no block: --strategy linear-probe trains the head alone"
-            )
         self.size_reason = size[1]
         self.strategy_reason = ""  # --strategy auto's choice, said at the start
         self.batch_reason = ""  # the batch size's, where it came from the training split

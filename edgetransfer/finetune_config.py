@@ -70,6 +70,10 @@ class FinetuneConfig:
         """Every option checked before any work against the schema derived from these fields (types, finite
         numbers, ranges, choices): the first mistake as one :class:`UsageError` line naming its option."""
         validate(options_schema(), dataclasses.asdict(self), "", error=UsageError, flags=True)
+        if self.strategy == "partial" and self.unfreeze == 0 and not self.resume:  # trained the head alone, "(body)"
+            raise UsageError(
+                "--unfreeze 0 with --strategy partial trains no block: --strategy linear-probe trains the head alone"
+            )
 
 
 MIN_SIZE, MAX_SIZE = 32, 1024  # input pixels; past 1024 a classifier backbone only burns memory
