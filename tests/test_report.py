@@ -211,6 +211,25 @@ def test_recommend_without_accuracy_measured_uses_what_the_export_measured():
     assert recommend(results, [], objective="p50", max_drop=2.0, exported=drops)["variant"] == "int8"
 
 
+def test_a_top1_budget_without_accuracy_measured_is_checked_by_what_the_export_measured():
+    """bench --profile camera --no-accuracy (as every search trial's bench) failed every row's top-1 budget as 'not
+    measured', exit 1, while the export had measured the drop: that figure is used, said as the export's."""
+    from edgetransfer.bench.profiles import budget_line, check_budgets, exported_drops
+
+    results = three_models()["results"]
+    for r in results:
+        r["accuracy"] = None
+    metrics = {"torch": {"test_top1": 0.9777}, "onnx_fp32": {"test_top1": 0.9777}, "onnx_int8": {"test_top1": 0.9703}}
+    checks = check_budgets(results, {"max_top1_drop_points": 1.0}, exported_drops(metrics))
+    lines = {(c["backend"], c["variant"]): budget_line(c) for c in checks}
+    assert lines[("ort-cpu", "int8")].startswith("PASS ort-cpu int8: top-1 drop 0.74 points <= 1 points (measured at")
+    assert lines[("ort-cpu", "fp32")].startswith("PASS ort-cpu fp32: top-1 drop 0 points")
+    strict = check_budgets(results, {"max_top1_drop_points": 0.5}, exported_drops(metrics))
+    assert not next(c for c in strict if (c["backend"], c["variant"]) == ("ort-cpu", "int8"))["passed"]
+    unknown = check_budgets(results, {"max_top1_drop_points": 1.0})  # no export figure either: not passed
+    assert all(not c["passed"] and "not measured" in budget_line(c) for c in unknown if c["backend"] == "ort-cpu")
+
+
 def test_cli_profile_prints_budget_lines_and_recommendation(trained_run, tmp_path):
     args = ["bench", str(trained_run.path), "--profile", "camera", "--recommend", "--backends", "ort-cpu"]
     args += ["--in-process", "--min-runs", "3", "--min-time", "0", "--warmup", "1", "--out", str(tmp_path)]

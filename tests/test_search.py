@@ -1055,6 +1055,25 @@ def test_skip_bad_splits_a_folder_with_bad_files_and_every_trial_trains_on_the_r
     assert seen[0].skip_bad is True
 
 
+def test_resume_or_a_worker_with_other_images_is_refused(tmp_path):
+    """search --resume (or --worker) --data OTHER trained the next trials on other images, ranked them with the
+    search's and wrote the other folder into search.json. The same images under another path are fine."""
+    import shutil
+
+    data = make_folder(tmp_path / "img", per_class=6)
+    out = tmp_path / "s"
+    started = cli("--data", str(data), "--out", str(out), "--trials", "0", *FAST)
+    assert started.returncode == 0, started.stderr
+    other = make_folder(tmp_path / "other", per_class=6, seed=5)
+    for how in ("--resume", "--worker"):
+        refused = cli(how, "--out", str(out), "--data", str(other), "--trials", "0")
+        assert refused.returncode == 2, refused.stderr
+        assert f"--data {other} holds other images than this search's" in refused.stderr.strip().splitlines()[-1]
+    moved = shutil.copytree(data, tmp_path / "moved")  # the same images elsewhere (another machine)
+    same = cli("--resume", "--out", str(out), "--data", str(moved), "--trials", "0")
+    assert same.returncode == 0 and "holds other images" not in same.stderr, same.stderr
+
+
 def test_labels_of_points_close_together_are_lifted_apart():
     """search.html's plot wrote the labels of trials with equal scores and similar latency on top of each other."""
     assert rep.label_lifts([]) == []

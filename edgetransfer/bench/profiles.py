@@ -124,8 +124,13 @@ def parse_profile(text: str, source: str) -> Profile:
 # ------------------------------------------------------------------------- budgets and recommendation
 
 
-def _value(result: dict, key: str) -> tuple[float | None, str]:
-    """A result's figure for a budget key, and where it comes from."""
+def _engine(backend: str) -> str:
+    return "openvino" if backend.startswith("openvino") else "onnx" if backend.startswith("ort") else ""
+
+
+def _value(result: dict, key: str, exported: dict | None = None) -> tuple[float | None, str]:
+    """A result's figure for a budget key, and where it comes from (the top-1 drop: measured here, or else the one
+    the export measured, ``exported`` from :func:`exported_drops`)."""
     if key in ("p50_ms", "p90_ms", "p99_ms"):
         worst = max(result["latency"], key=lambda lat: lat[key])
         return worst[key], f"worst at batch {worst['batch']}"
@@ -134,7 +139,12 @@ def _value(result: dict, key: str) -> tuple[float | None, str]:
     if key == "max_top1_drop_points":
         acc = result.get("accuracy") or {}
         delta = acc.get("top1_delta_points")
-        return (None, "accuracy not measured") if delta is None else (0.0 - delta + 0.0, "vs the fp32 reference")
+        if delta is not None:
+            return 0.0 - delta + 0.0, "vs the fp32 reference"
+        if result["backend"].startswith("torch") and result["variant"] == "fp32":  # the reference itself
+            return 0.0, "the fp32 reference itself"
+        known = (exported or {}).get((_engine(result["backend"]), result["variant"]))
+        return (None, "accuracy not measured") if known is None else (known, "measured at export, test split")
     if key == "max_model_mb":
         return result["model_bytes"] / 1e6, "on disk"
     peak = result.get("peak_rss_mb")
@@ -148,13 +158,14 @@ def best_throughput(result: dict) -> tuple[float, str]:
     return max(options)
 
 
-def check_budgets(results: list[dict], budget: dict[str, float]) -> list[dict]:
-    """One check per (result, budget): value, limit and passed (False when the value was not measured)."""
+def check_budgets(results: list[dict], budget: dict[str, float], exported: dict | None = None) -> list[dict]:
+    """One check per (result, budget): value, limit and passed (False when the value was not measured; a top-1 drop
+    not measured here is the one the export measured, ``exported``, where there is one)."""
     checks = []
     for result in results:
         for key, limit in budget.items():
             what, unit, higher_better = BUDGETS[key]
-            value, where = _value(result, key)
+            value, where = _value(result, key, exported)
             passed = value is not None and (value >= limit if higher_better else value <= limit)
             checks.append(
                 {
@@ -194,11 +205,15 @@ def objective_value(result: dict, objective: str) -> float:
 
 
 def exported_drops(metrics: dict) -> dict[tuple[str, str], float]:
-    """(engine, variant) -> the test top-1 points the export measured it losing against fp32 (card metrics), for a
-    bench that measures no accuracy itself: ("onnx", "int8") for the ort-* backends, ("openvino", ...) for OpenVINO."""
+    """(engine, variant) -> the test top-1 points the export measured it losing against fp32 (card metrics; an fp32
+    model against PyTorch's), for a bench that measures no accuracy itself: ("onnx", "int8") for the ort-* backends,
+    ("openvino", ...) for OpenVINO."""
     drops = {}
+    torch = (metrics.get("torch") or {}).get("test_top1")
     for engine in ("onnx", "openvino"):
         fp32 = (metrics.get(f"{engine}_fp32") or {}).get("test_top1")
+        if isinstance(fp32, (int, float)) and isinstance(torch, (int, float)):  # the converted fp32 vs PyTorch's
+            drops[(engine, "fp32")] = 100 * (torch - fp32)
         for variant in ("fp16", "int8"):
             top1 = (metrics.get(f"{engine}_{variant}") or {}).get("test_top1")
             if isinstance(fp32, (int, float)) and isinstance(top1, (int, float)):
@@ -218,7 +233,7 @@ def recommend(
     for r in results:
         acc = r.get("accuracy") or {}
         delta = acc.get("top1_delta_points")
-        engine = "openvino" if r["backend"].startswith("openvino") else "onnx" if r["backend"].startswith("ort") else ""
+        engine = _engine(r["backend"])
         known = None if measured else (exported or {}).get((engine, r["variant"]))
         if (r["backend"], r["variant"]) in failed:
             excluded.append(f"{r['backend']} {r['variant']} misses a budget")

@@ -188,7 +188,8 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     if threads > usable_cores():  # a profile for a bigger device (vehicle: 4) on a smaller machine
         console.err.print(
             f"[yellow]note: {threads} threads on the {usable_cores()} cores this process may use: the threads "
-            "take turns and latencies come out erratic; --threads to measure with fewer[/]"
+            "take turns and latencies come out erratic; --threads to measure with fewer (search: a profile of your "
+            "own with threads = N under [settings])[/]"
         )
     samples_set, data_source = _labelled(run, card, config) if config.accuracy else ((), "")
     if config.accuracy and data_source and not samples_set:
@@ -304,7 +305,7 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     for (backend, variant, whose), error in failed.items():
         console.err.print(f"[red]failed {_label((backend, variant, whose))}: {error}[/]")
     budget = config.profile.budget if config.profile else {}
-    checks = check_budgets(results, budget)
+    checks = check_budgets(results, budget, exported_drops(card.metrics))
     settings = {**config.settings(), "threads_resolved": threads, "isolated": config.isolate}
     document = {
         "schema_version": BENCH_SCHEMA_VERSION,

@@ -201,6 +201,7 @@ class _Search:
         self.deadline: float | None = None
         self.before: set[int] = set()  # the trials started before this process's loop began (_failing)
         self.devices: list = []
+        self.fingerprint: str | None = None  # the new search's split, recorded for --resume and workers
 
     # ------------------------------------------------------------------ the three ways in
     def lead(self) -> SearchResult:
@@ -211,6 +212,7 @@ class _Search:
             from edgetransfer.data import median_shorter_side
 
             data, splits = _check_new(config, out)
+            self.fingerprint = splits.fingerprint()  # what --resume and workers given a --data are checked against
             from edgetransfer.bench.profiles import load_profile
 
             load_profile(config.profile)  # a bad profile is one line before anything is written
@@ -283,7 +285,8 @@ class _Search:
                 f"{self._where()} holds a search named {name!r} already; --resume continues it, --worker joins it"
             ) from None
         recorded = {**self.config.recorded(), "trials": self.config.trials}
-        for key, value in {"config": recorded, "space": space.to_dict(), "data": data}.items():
+        attrs = {"config": recorded, "space": space.to_dict(), "data": data, "fingerprint": self.fingerprint}
+        for key, value in attrs.items():
             study.set_user_attr(key, value)
         self.config = replace(self.config, data=data)
         self.space = space
@@ -294,6 +297,34 @@ class _Search:
         console.err.print(f"search {name}: {space.describe()}; storage {self._where()}")
         return study
 
+    def _check_same_data(self, study, recorded: dict) -> None:
+        """A --data given to --resume or a worker must hold the search's images (another path to them is fine: another
+        machine); other images were trained on without a word and ranked with the search's trials."""
+        from edgetransfer.builtin_data import resolve_data
+        from edgetransfer.data import load_splits
+
+        given, known = self.config.data, study.user_attrs.get("data", "")
+        if not given or not known:
+            return
+        seed = recorded.get("seed", self.config.seed)
+        path = resolve_data(given, seed)
+        if Path(path).expanduser().resolve() == Path(known).expanduser().resolve():
+            return
+        fingerprint = study.user_attrs.get("fingerprint")
+        if fingerprint is None:  # a study from before the fingerprint was recorded
+            console.err.print(
+                f"[yellow]note: this search (started by an older edgetransfer) cannot check that --data "
+                f"{escape(given)} holds its images ({escape(known)}); its trials train on what is given[/]"
+            )
+            return
+        splits = load_splits(path, seed=seed, skip_bad=recorded.get("skip_bad", self.config.skip_bad))
+        if splits.fingerprint() != fingerprint:
+            raise UsageError(
+                f"--data {given} holds other images than this search's ({known}): every trial of a search trains on "
+                "the same split; give the same images (another path to them is fine), or start a new search (another "
+                "--out)"
+            )
+
     def _load(self, storage):
         try:
             study = self.optuna.load_study(study_name=self.study_name, storage=storage)
@@ -303,6 +334,7 @@ class _Search:
                 f"{what}: no search named {self.study_name!r} in {self._where()}; start one with 'edgetransfer search'"
             ) from None
         recorded = dict(study.user_attrs.get("config", {}))
+        self._check_same_data(study, recorded)
         if self.config.trials is not None:  # a new total given here wins (and, resuming, the workers follow it)
             if self.config.resume:
                 study.set_user_attr("config", {**recorded, "trials": self.config.trials})
