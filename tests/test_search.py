@@ -1072,6 +1072,14 @@ def test_resume_or_a_worker_with_other_images_is_refused(tmp_path):
     moved = shutil.copytree(data, tmp_path / "moved")  # the same images elsewhere (another machine)
     same = cli("--resume", "--out", str(out), "--data", str(moved), "--trials", "0")
     assert same.returncode == 0 and "holds other images" not in same.stderr, same.stderr
+    # a profile's backends/variants: search measures each trial with --backend, said (they were silently unused)
+    profile = tmp_path / "mine.toml"
+    profile.write_text(
+        'name = "mine"\n[settings]\nbackends = ["openvino-cpu"]\nvariants = ["fp32"]\n[budget]\np50_ms = 50\n'
+    )
+    noted = cli("--data", str(data), "--out", str(tmp_path / "s2"), "--trials", "0", "--profile", str(profile), *FAST)
+    assert noted.returncode == 0, noted.stderr
+    assert "the profile's backends and variants setting not used" in " ".join(noted.stderr.split())
 
 
 def test_labels_of_points_close_together_are_lifted_apart():

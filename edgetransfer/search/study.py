@@ -215,7 +215,13 @@ class _Search:
             self.fingerprint = splits.fingerprint()  # what --resume and workers given a --data are checked against
             from edgetransfer.bench.profiles import load_profile
 
-            load_profile(config.profile)  # a bad profile is one line before anything is written
+            profile = load_profile(config.profile)  # a bad profile is one line before anything is written
+            unused = [key for key in ("backends", "variants") if key in profile.settings]
+            if unused:  # each trial is measured with --backend and its own int8 variant
+                console.err.print(
+                    f"[yellow]note: the profile's {' and '.join(unused)} setting not used: a search measures each "
+                    f"trial's own int8 model with --backend ({config.backend})[/]"
+                )
             space = build_space(config, median_shorter_side(splits.train, seed=config.seed))
             first = _initial_design(config, space, splits)
             if config.trials is not None:
