@@ -1072,6 +1072,13 @@ def test_resume_or_a_worker_with_other_images_is_refused(tmp_path):
     moved = shutil.copytree(data, tmp_path / "moved")  # the same images elsewhere (another machine)
     same = cli("--resume", "--out", str(out), "--data", str(moved), "--trials", "0")
     assert same.returncode == 0 and "holds other images" not in same.stderr, same.stderr
+    resumed = cli("--resume", "--out", str(out), "--trials", "1", "--sizes", "32", "--epochs", "1")
+    said = " ".join(resumed.stderr.split())
+    assert "--time-budget is not carried over" not in said  # this search never had one
+    again = cli("--resume", "--out", str(out))  # its one trial done: nothing runs, and that is said
+    assert again.returncode in (0, 1) and "the search has its 1 trial(s) already: none ran" in " ".join(
+        again.stderr.split()
+    ), again.stderr
     # a profile's backends/variants: search measures each trial with --backend, said (they were silently unused)
     profile = tmp_path / "mine.toml"
     profile.write_text(

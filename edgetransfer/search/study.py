@@ -259,7 +259,7 @@ class _Search:
             )
         if config.resume and self.config.trials != 0:
             self._retry_died(study)
-            if config.time_budget is None:
+            if config.time_budget is None and study.user_attrs.get("deadline") is not None:  # it had one
                 console.err.print(
                     "[yellow]note: a --time-budget is not carried over by --resume; give one to bound this run[/]"
                 )
@@ -443,6 +443,11 @@ class _Search:
                     console.err.print(f"[yellow]trial {self.mine[-1]} was marked failed by another worker: {exc}[/]")
             if not self.config.worker:
                 self._wait_for_others(study)
+        if self.config.resume and self.config.trials and not self.mine and stopped == f"{self.config.trials} trial(s)":
+            console.err.print(
+                f"[yellow]note: the search has its {self.config.trials} trial(s) already: none ran; --trials N "
+                "(more) runs more[/]"
+            )
         rows = report.trial_rows(study.get_trials(deepcopy=False), stopped=True)
         report.check_old_trials(rows, self.budget, self.out)
         doc = report.document(
