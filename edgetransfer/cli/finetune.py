@@ -237,7 +237,7 @@ def finetune(
     )
     if not options.get("data"):
         raise UsageError("--data is required (a folder, or 'digits')")
-    if not options.get("out"):  # named as pipeline names it
+    if options.get("out") is None:  # named as pipeline names it ('' given is refused as an empty --out, later)
         options["out"] = default_out(options["data"], options.get("backbone", "mobilenet_v2"))
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
     started = time.time()
