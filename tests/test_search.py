@@ -217,6 +217,14 @@ def test_pareto_front_and_recommendation():
     )
 
 
+def test_a_stopped_trials_last_val_top1_is_in_the_html_as_in_the_terminal():
+    """search.html left it blank for a pruned or failed trial while the terminal table showed it."""
+    rows = [_row(0, 0.90, 1.0), {**_row(1, None, None, "pruned"), "last_val_top1": 0.4321}]
+    doc = rep.document(rows, budget=Budget("p50_ms", 5.0), space={}, profile="camera", data="d")
+    page = rep.to_html(doc, Budget("p50_ms", 5.0))
+    assert "<td>1</td><td>mobilenet_v2 96px static</td><td>pruned</td><td>2</td><td>43.21%</td>" in page
+
+
 # ----------------------------------------------------------------------------- the finetune hook
 
 
@@ -298,6 +306,24 @@ def test_a_second_search_of_one_name_in_a_shared_storage_is_refused(tmp_path):
         .splitlines()[-1]
         .endswith("holds a search named 'cam' already; --resume continues it, --worker joins it")
     )
+
+
+def test_a_copied_search_folder_says_the_name_its_study_holds(tmp_path):
+    """A search folder copied elsewhere could not be resumed, and the error did not say why: its study keeps the name
+    of the folder it started in."""
+    import shutil
+
+    data = make_folder(tmp_path / "img", per_class=6)
+    first = cli("--data", str(data), "--out", str(tmp_path / "cam"), "--trials", "0", *FAST)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.copytree(tmp_path / "cam", tmp_path / "cam-copy")
+    resumed = cli("--resume", "--out", str(tmp_path / "cam-copy"))
+    assert resumed.returncode == 2
+    assert " ".join(resumed.stderr.split()).endswith(
+        f"no search named 'cam-copy' in sqlite:///{tmp_path / 'cam-copy' / 'study.db'} (a search is named after "
+        "its --out folder); it holds 'cam': "
+        "give --out a folder of that name (rename it back if it was renamed or copied)"
+    ), resumed.stderr
 
 
 def test_a_worker_without_a_budget_of_its_own_keeps_the_leads(tmp_path):
@@ -422,6 +448,7 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
         if t["state"] == "done":
             assert (Path(t["run"]) / "card.json").is_file() and (Path(t["run"]) / "bench.json").is_file()
             assert 0 <= t["val_top1"] <= 1 and t["latency_ms"] > 0
+            assert t["latency_key"] == "p50_ms" and t["p50_p99_batch"] == 1  # the camera profile's
     assert "the Pareto front" in lead_out and "recommended: trial" in lead_out and "every trial" in lead_out
     assert doc["recommended"] in doc["pareto"]
     html = (out / "search.html").read_text()

@@ -48,7 +48,8 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                 "size": attrs.get("size"),
                 "int8": attrs.get("int8"),
                 "val_top1": attrs.get("val_top1"),
-                "latency_ms": attrs.get("latency_ms"),
+                "latency_ms": attrs.get("latency_ms"),  # the budget's figure: the worst over the batch sizes
+                "latency_key": attrs.get("latency_key"),
                 "within_budget": attrs.get("within_budget"),
                 "budget_failures": attrs.get("budget_failures"),  # the profile's other budgets it breaks
                 "budget_checked": "budget_failures" in attrs,  # False: measured by an edgetransfer before 86a2d61
@@ -77,6 +78,7 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
                 "test_top1": attrs.get("test_top1"),
                 "p50_ms": attrs.get("p50_ms"),
                 "p99_ms": attrs.get("p99_ms"),
+                "p50_p99_batch": attrs.get("p50_p99_batch"),  # the batch size p50_ms and p99_ms were measured at
                 "model_mb": attrs.get("model_mb"),
                 "val_images": attrs.get("val_images"),
                 "measured_on": attrs.get("measured_on"),
@@ -236,6 +238,11 @@ def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
+def _val(r: dict) -> str:
+    """A trial's val top-1: its model's, or for one stopped before export (pruned, failed) its last epoch's."""
+    return _pct(r["val_top1"]) if r["val_top1"] is not None else _pct(r["last_val_top1"])
+
+
 def _name(r: dict) -> str:
     return f"{r['backbone']} {r['size']}px {r['int8']}" if r["backbone"] else "(not sampled yet)"
 
@@ -247,7 +254,7 @@ def trials_table(rows: list[dict], budget, *, title: str = "trials") -> Table:
     for column in ("#", "candidate", "state", "epochs", "val top-1", f"{budget.label} ms", "budget", "worker", "note"):
         table.add_column(column, justify="right" if column in ("#", "epochs", "val top-1") else "left")
     for r in rows:
-        val = _pct(r["val_top1"]) if r["val_top1"] is not None else _pct(r["last_val_top1"])
+        val = _val(r)
         within = "" if r["within_budget"] is None else ("within" if r["within_budget"] else "over")
         state = r["state"] + (f" (= #{r['same_as']})" if r["same_as"] is not None else "")
         best = rec is not None and r["number"] == rec["number"]
@@ -408,7 +415,7 @@ def to_html(doc: dict, budget) -> str:
     for r in rows:
         within = "" if r["within_budget"] is None else ("within" if r["within_budget"] else "over")
         cells = [r["number"], _name(r), r["state"] + (f" (= #{r['same_as']})" if r["same_as"] is not None else "")]
-        cells += [r["epochs"] or "", _pct(r["val_top1"]), _ms(r["latency_ms"]), within, r["worker"] or ""]
+        cells += [r["epochs"] or "", _val(r), _ms(r["latency_ms"]), within, r["worker"] or ""]
         cells += [r["run"] or "", r["note"]]
         mark = ' class="best"' if r["number"] == doc["recommended"] else ""
         body.append(f"<tr{mark}>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")

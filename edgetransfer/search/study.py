@@ -31,7 +31,7 @@ from edgetransfer.search.trial import Budget, Candidate, TrialError, run_trial
 
 FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "latency_key", "p50_ms", "p99_ms")
 FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "within_budget", "over_budget_ms")
-FIGURES += ("budget_failures",)
+FIGURES += ("budget_failures", "p50_p99_batch")
 FIGURES += ("finetune_s", "export_s", "bench_s", "val_images", "measured_on", "slowest_on", "int8_drop_points")
 FIRST_PRUNE_EPOCH = 2  # the earliest epoch a trial can be pruned at (epochs count from 1)
 EXPORT_MAX_DROP = Int8Config.max_drop  # export's int8 budget (points): a static trial past it has its QAT sibling tried
@@ -336,6 +336,14 @@ class _Search:
             study = self.optuna.load_study(study_name=self.study_name, storage=storage)
         except KeyError:
             what = "--resume" if self.config.resume else "--worker"
+            held = self.optuna.get_all_study_names(storage=storage)
+            if held:  # a search folder renamed or copied: its study keeps the name of the folder it started in
+                names = ", ".join(repr(n) for n in held[:5]) + (", ..." if len(held) > 5 else "")
+                raise UsageError(
+                    f"{what}: no search named {self.study_name!r} in {self._where()} (a search is named after its "
+                    f"--out folder); it holds {names}: give --out a folder of that name (rename it back if it was "
+                    "renamed or copied)"
+                ) from None
             raise UsageError(
                 f"{what}: no search named {self.study_name!r} in {self._where()}; start one with 'edgetransfer search'"
             ) from None
