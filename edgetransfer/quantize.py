@@ -266,7 +266,7 @@ def ort_weight_steps(quantized: Path) -> dict[str, Any]:
     return steps
 
 
-def quantize_dynamic(fp32: Path, out: Path, *, weight_bits: int | None = None) -> None:
+def quantize_dynamic(fp32: Path, out: Path, *, weight_bits: int | None = None, per_channel: bool = True) -> None:
     """Weight-only int8 (activations quantized on the fly): no calibration data needed."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
@@ -276,7 +276,7 @@ def quantize_dynamic(fp32: Path, out: Path, *, weight_bits: int | None = None) -
             str(fp32),
             str(out),
             weight_type=QuantType.QInt8,
-            per_channel=True,
+            per_channel=per_channel,
             reduce_range=(weight_bits or Int8Config().weight_bits()) == 7,  # None: auto, as export's default
         )
     except (RuntimeError, ValueError) as exc:
@@ -466,7 +466,7 @@ def ort_settings(config: Int8Config, calibration: Calibration, source: str) -> d
     if config.mode == "dynamic":
         return {
             "tool": "onnxruntime.quantize_dynamic",
-            "weights": "int8 per-channel",
+            "weights": "int8 per-channel" if config.per_channel else "int8 per-tensor",
             **weights,
             "activations": "dynamic",
         }

@@ -218,6 +218,26 @@ def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path, capsys):
     assert session.run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})[0].shape == (2, 3)
 
 
+def test_dynamic_int8_follows_per_channel(tmp_path):
+    """--no-per-channel was accepted with --int8-method dynamic and ignored (every weight got per-channel scales)."""
+    import torch
+
+    from edgetransfer.quantize import quantize_dynamic
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 4)).eval()
+    fp32 = tmp_path / "m.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 8, 8),), str(fp32), dynamo=False, input_names=["input"])
+
+    def largest_scale(per_channel: bool) -> int:
+        out = tmp_path / f"m.{per_channel}.onnx"
+        quantize_dynamic(fp32, out, weight_bits=8, per_channel=per_channel)
+        scales = [i for i in onnx.load(str(out)).graph.initializer if i.name.endswith("_scale")]
+        assert scales
+        return max(int(np.prod(i.dims)) for i in scales)
+
+    assert largest_scale(True) > 1 and largest_scale(False) == 1
+
+
 def test_a_calibration_folder_holding_the_test_images_leaves_them_out(run_copy, tmp_path, capsys):
     """--calib DATA (the labelled folder itself) calibrated int8 on validation and test images, so the drop export
     judges and the test top-1 it reports were measured on images that set its ranges. They are left out, and said."""

@@ -32,11 +32,19 @@ def export(
         typer.Option(help="Folder of target-domain images to calibrate int8 on.", show_default="the training split"),
     ] = None,
     calib_method: Annotated[
-        str, typer.Option(help="int8 calibration: minmax, entropy or percentile.")
+        str,
+        typer.Option(
+            help="How ONNX Runtime's static int8 (model.int8.onnx) sets activation ranges: minmax, entropy or "
+            "percentile. NNCF's OpenVINO IR uses NNCF's own range estimation, the TensorRT table min-max."
+        ),
     ] = Int8Config.method,
     calib_size: Annotated[int, typer.Option(help="Images used to calibrate int8.")] = Int8Config.calibration_size,
     per_channel: Annotated[
-        bool, typer.Option(help="One int8 scale per output channel (else per tensor).")
+        bool,
+        typer.Option(
+            help="One int8 weight scale per output channel, else one per tensor (model.int8.onnx, static or "
+            "dynamic; NNCF's OpenVINO IR is always per channel)."
+        ),
     ] = Int8Config.per_channel,
     accuracy_aware: Annotated[
         bool, typer.Option(help="Keep the most sensitive layers in float until --max-drop holds (needs val images).")

@@ -102,6 +102,8 @@ class OnnxInt8Dynamic(Pass):
         # the same pre-processing as static int8 (ONNX Runtime warns on the root logger without it)
         prepared = ctx.path("prepared.onnx")
         prepare(ctx.path(ONNX_FP32), prepared)
-        quantize_dynamic(prepared, ctx.path(ONNX_INT8), weight_bits=self.config.weight_bits())
+        quantize_dynamic(
+            prepared, ctx.path(ONNX_INT8), weight_bits=self.config.weight_bits(), per_channel=self.config.per_channel
+        )
         prepared.unlink()
         return [judge_onnx_int8(ctx, self.config, ort_settings(self.config, (), ""), DYNAMIC_NOTE)]
