@@ -806,6 +806,35 @@ def test_a_search_escalates_a_static_trial_over_the_budget_to_qat(tmp_path, monk
     assert (pick["int8"], pick["state"]) == ("qat", "done") and result.rows[0]["state"] == "failed"
 
 
+def test_a_trial_that_crashes_fails_alone_and_is_not_taken_for_a_dead_worker(tmp_path, monkeypatch):
+    """A trial raising something other than edgetransfer's errors (a CUDA out-of-memory, an engine's own error)
+    stopped the whole search with a traceback and left its trial failed without a reason, read as a dead worker's:
+    --resume ran it first and crashed again. A measured model without a val top-1 was such a trial too."""
+    from edgetransfer.search import search, study
+
+    tried = []
+
+    def trial(config, candidate, folder, profile, on_epoch=None, devices=None, trained=None):
+        tried.append(candidate.key)
+        if len(tried) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore lines")
+        figures = dict(run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2)
+        return {**figures, "val_top1": None} if len(tried) == 2 else figures
+
+    monkeypatch.setattr(study, "run_trial", trial)
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), sizes=(32, 64, 96), int8_methods=("static",))
+    result = search(replace(config, backbones=("mobilenet_v2",), trials=3))
+    assert len(tried) == 3
+    assert [r["state"] for r in result.rows] == ["failed", "failed", "done"]
+    assert result.rows[0]["note"] == (
+        "unexpected error, not retried: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    assert result.rows[1]["note"].endswith("export recorded no validation top-1 for the measured model")
+    resumed = search(replace(config, backbones=None, sizes=None, int8_methods=None, resume=True, trials=3))
+    assert len(tried) == 3 and not resumed.mine  # neither failure is queued again as a dead worker's trial
+
+
 def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatch):
     """A cause every candidate shares (here a stubbed trial that always fails) is not met once per candidate: the
     search stops after three failed trials when none finished, and says why."""

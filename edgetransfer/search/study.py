@@ -695,8 +695,18 @@ class _Search:
             if isinstance(exc, BudgetError):
                 self._escalate(trial, candidate)
             raise
+        except Exception as exc:  # noqa: BLE001 -- one candidate's crash (a CUDA out-of-memory, an engine's own
+            # error, a bug) fails its trial, said with its type, and the search goes on; uncaught, it stopped the
+            # search and left the trial failed without a reason, as if its worker had died: --resume ran it first
+            # and stopped again, every time
+            first = (str(exc).strip().splitlines() or [""])[0]
+            said = textwrap.shorten(f"{type(exc).__name__}: {first}", 400, placeholder=" ...")
+            trial.set_user_attr("error", f"unexpected error, not retried: {said}")
+            raise TrialError(said) from exc
         if figures["val_top1"] is None:
-            raise TrialError(f"{folder}: export recorded no validation top-1 for the measured model")
+            note = f"{folder}: export recorded no validation top-1 for the measured model"
+            trial.set_user_attr("error", note)  # a failure of its own (without one it reads as a dead worker's)
+            raise TrialError(note)
         if source is not None:  # its fine-tune is trial N's: the cost model learns what a fine-tune of it took
             figures["finetune_s"] = source.user_attrs.get("finetune_s")
             trial.set_user_attr("fine_tune_of", source.number)
