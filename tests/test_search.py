@@ -225,6 +225,18 @@ def test_a_stopped_trials_last_val_top1_is_in_the_html_as_in_the_terminal():
     assert "<td>1</td><td>mobilenet_v2 96px static</td><td>pruned</td><td>2</td><td>43.21%</td>" in page
 
 
+def test_search_json_is_strict_json_without_a_latency_budget_and_counts_repeats_apart():
+    """A profile without a latency budget (server) wrote "margin_ms": Infinity (jq and JSON.parse refuse it); a
+    repeat of a finished candidate counted as one more "done" though it made no model."""
+    import json
+
+    rows = [_row(0, 0.90, 1.0), _row(1, 0.95, 3.0), _row(2, 0.95, 3.0, same_as=1)]
+    doc = rep.document(rows, budget=Budget("p50_ms", math.inf), space={}, profile="server", data="d")
+    assert doc["recommended"] == 1 and doc["margin_ms"] is None
+    json.dumps(doc, allow_nan=False)  # raises on Infinity or NaN
+    assert doc["counts"]["done"] == 2 and doc["counts"]["repeats"] == 1
+
+
 # ----------------------------------------------------------------------------- the finetune hook
 
 
@@ -833,6 +845,46 @@ def test_a_trial_that_crashes_fails_alone_and_is_not_taken_for_a_dead_worker(tmp
     assert result.rows[1]["note"].endswith("export recorded no validation top-1 for the measured model")
     resumed = search(replace(config, backbones=None, sizes=None, int8_methods=None, resume=True, trials=3))
     assert len(tried) == 3 and not resumed.mine  # neither failure is queued again as a dead worker's trial
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the stand-in worker asks without optimize
+def test_a_trial_started_past_trials_by_a_worker_at_the_same_time_is_skipped(tmp_path, monkeypatch):
+    """Two workers that each saw one trial left both started one (the check and the new trial are not one step):
+    --trials 1 ran 2. The later-numbered trial is not started now."""
+    from edgetransfer.search import search, study
+
+    tried, checks = [], []
+    monkeypatch.setattr(
+        study,
+        "run_trial",
+        lambda config, candidate, folder, *a, **k: (
+            tried.append(candidate.key)
+            or dict(run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2)
+        ),
+    )
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), sizes=(32, 64))
+    search(replace(config, trials=0))
+    storage = study.open_storage(f"sqlite:///{tmp_path / 's' / 'study.db'}", heartbeat=config.heartbeat)
+    other = study.need_optuna().load_study(study_name="s", storage=storage)
+    original, others = study._Search._why_stop, []
+
+    def why_stop(self, s):
+        said = original(self, s)
+        if not checks:  # between this worker's check and its new trial, another worker starts one
+            others.append(other.ask())
+            others[0].set_user_attr("worker", study.this_worker())  # alive: not failed as a dead worker's
+        else:
+            other.tell(others[0], 90.0)  # and finishes it (the lead waits for running trials)
+        checks.append(said)
+        return said
+
+    monkeypatch.setattr(study._Search, "_why_stop", why_stop)
+    result = search(replace(config, backbones=None, sizes=None, resume=True, trials=1))
+    assert tried == [] and checks[0] == ""
+    (mine,) = [r for r in result.rows if r["number"] in result.mine]
+    assert mine["state"] == "skipped"
+    assert mine["note"] == "not started: the search has its 1 trial(s) (another worker started the last one)"
 
 
 def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatch):

@@ -216,12 +216,16 @@ def document(rows: list[dict], *, budget, space: dict, profile: str, data: str) 
             "others": dict(budget.others),
         },
         "space": space,
-        "counts": {
-            s: sum(r["state"] == s for r in rows) for s in ("done", "pruned", "skipped", "failed", "running", "queued")
+        "counts": {  # a repeat (a candidate sampled again: no model of its own) is counted apart, as the front does
+            **{
+                s: sum(r["state"] == s and r["same_as"] is None for r in rows)
+                for s in ("done", "pruned", "skipped", "failed", "running", "queued")
+            },
+            "repeats": sum(r["same_as"] is not None for r in rows),
         },
         "pareto": [r["number"] for r in pareto_front(rows)],
         "recommended": rec["row"]["number"] if rec["row"] else None,
-        "margin_ms": rec["margin_ms"],
+        "margin_ms": rec["margin_ms"] if rec["margin_ms"] is not None and math.isfinite(rec["margin_ms"]) else None,
         "most_accurate": rec["most_accurate"]["number"] if rec["most_accurate"] else None,
         "faster_within_noise": rec["faster_within_noise"]["number"] if rec["faster_within_noise"] else None,
         "tie_points": rec["tie_points"],

@@ -479,6 +479,23 @@ class _Search:
         covered.discard(None)
         return covered, counted, running
 
+    def _past_total(self, trial) -> str | None:
+        """Workers that each saw one trial left start theirs at once (the check before and the new trial are not
+        one step): the trial past --trials, counting the trials that ended and those running that started before
+        it, is not started (the earlier-numbered one goes on)."""
+        if self.config.trials is None:
+            return None
+        running = self.optuna.trial.TrialState.RUNNING
+        ahead = sum(
+            _counts(t)
+            or (t.state == running and t.number < trial.number and not {"same_as", "skipped"} & set(t.user_attrs))
+            for t in trial.study.get_trials(deepcopy=False)
+            if t.number != trial.number
+        )
+        if ahead < self.config.trials:
+            return None
+        return f"not started: the search has its {self.config.trials} trial(s) (another worker started the last one)"
+
     def _follow_lead(self, study) -> None:
         """A worker without a --time-budget of its own keeps the lead's: the deadline the lead recorded in the study
         (wall-clock time, so machines' clocks must agree; a lead resumed with another budget moves it)."""
@@ -650,6 +667,10 @@ class _Search:
         trial.set_user_attr("worker", this_worker())
         self.mine.append(trial.number)
         self.last_was_repeat = False
+        past = self._past_total(trial)
+        if past is not None:
+            trial.set_user_attr("skipped", past)
+            raise self.optuna.TrialPruned()
         prior = self._prior(trial, candidate)
         if prior is not None:
             return self._repeat(trial, prior)
