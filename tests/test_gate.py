@@ -109,6 +109,21 @@ def test_every_gate_mode_prints_the_median_change_and_the_judged_change_alike(mo
     assert line.lstrip().startswith("SLOWER")
 
 
+def test_one_run_a_side_cannot_be_judged():
+    """--rounds 1 --min-runs 1 --min-time 0 gave one block a side: its interval was zero wide, so one sample 25 %
+    slower failed the gate (exit 1) and the measurement was not called noisy."""
+    from edgetransfer.bench.stats import noise_problem
+
+    fp32, int8 = result("ort-cpu", "fp32", {1: [2.0]}), result("ort-cpu", "int8", {1: [2.5]})
+    outcome = compare(document([fp32, int8]), None, GateConfig(relative_to="ort-cpu:fp32"))
+    assert outcome.exit_code == 2 and not outcome.rows
+    assert outcome.problems == [
+        "cannot compare ort-cpu int8 batch 1: too few runs to tell a change from noise (one block of runs a side; "
+        "more --rounds or --min-runs)"
+    ]
+    assert "too few runs to estimate its spread" in noise_problem(int8["latency"][0])
+
+
 def test_a_slowdown_below_the_threshold_passes():
     result_ = compare(two_variants(int8_ms=0.7 * 1.04, seed=10), two_variants(), GATE)
     assert result_.exit_code == 0
@@ -123,6 +138,19 @@ def test_another_model_or_settings_cannot_be_compared():
     threads = two_variants()
     threads["settings"]["threads_resolved"] = 4
     assert "threads 4" in compare(two_variants(), threads, GATE).problems[0]
+    # a baseline saved --in-process (every model in one process, sharing its thread pools) against an isolated
+    # run was compared without a word; the baseline's way is taken when none is given, and another one is refused
+    in_process = two_variants()
+    in_process["settings"]["isolated"] = False
+    said = compare(two_variants(), in_process, GATE).problems
+    assert said == [
+        "the baseline was measured with every model in one process, this run with each model in a process of its "
+        "own (use --in-process)"
+    ]
+    from edgetransfer.bench.config import make_config
+
+    assert make_config({}, baseline=in_process).isolate is False
+    assert make_config({"isolate": True}, baseline=in_process).isolate is True
 
 
 def test_a_missing_or_failed_backend_is_exit_2_not_slower():

@@ -136,6 +136,19 @@ BAD_BASELINES = {
         lambda d: _latency(d).update(rounds=[1, 1]),
         "results[0].latency[0]: rounds add up to 2 runs, but samples_ms holds 200",
     ),
+    # the machine probe was not checked: an IndexError traceback, or "this machine is nanx faster"
+    "a probe without runs": (
+        lambda d: d.update(probe={"latency": [{**_latency(d), "samples_ms": [], "runs": 0, "rounds": [1]}]}),
+        "probe.latency[0]: rounds add up to 1 runs, but samples_ms holds 0",
+    ),
+    "a probe without samples": (
+        lambda d: d.update(probe={"latency": [{k: v for k, v in _latency(d).items() if k != "samples_ms"}]}),
+        "probe.latency[0].samples_ms: missing",
+    ),
+    "a negative probe time": (
+        lambda d: d.update(probe={"latency": [{**_latency(d), "samples_ms": [-1.0] * 200}]}),
+        "probe.latency[0].samples_ms[0]: expected > 0, got -1.0",
+    ),
 }
 
 

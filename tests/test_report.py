@@ -211,6 +211,22 @@ def test_recommend_without_accuracy_measured_uses_what_the_export_measured():
     assert recommend(results, [], objective="p50", max_drop=2.0, exported=drops)["variant"] == "int8"
 
 
+def test_recommend_with_accuracy_but_no_fp32_reference_does_not_invent_a_drop():
+    """bench --variants int8 --data DIR --recommend (accuracy measured, no fp32 beside it) excluded every model as
+    'loses more than 1 top-1 points' though no drop was measured; the export's drop is used, as the budget lines do."""
+    from edgetransfer.bench.profiles import recommendation_line
+
+    results = [r for r in three_models()["results"] if r["variant"] == "int8"]
+    for r in results:
+        r["accuracy"]["top1_delta_points"] = None
+    rec = recommend(results, [], objective="p50", max_drop=1.0, exported={("onnx", "int8"): 0.5})
+    assert (rec["backend"], rec["variant"]) == ("openvino-cpu", "int8") and rec["excluded"] == []
+    assert "(no fp32 reference measured beside it)" in recommendation_line(rec)
+    worse = recommend(results, [], objective="p50", max_drop=1.0, exported={("openvino", "int8"): 3.0})
+    assert worse["backend"] == "ort-cpu"
+    assert worse["excluded"] == ["openvino-cpu int8 lost 3.00 top-1 points at export (test split), more than 1"]
+
+
 def test_a_top1_budget_without_accuracy_measured_is_checked_by_what_the_export_measured():
     """bench --profile camera --no-accuracy (as every search trial's bench) failed every row's top-1 budget as 'not
     measured', exit 1, while the export had measured the drop: that figure is used, said as the export's."""

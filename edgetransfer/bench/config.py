@@ -129,6 +129,8 @@ def make_config(
         kept += ("min_time", "rounds", "processes", "async_time")
         settings = baseline.get("settings", {})
         values.update({k: settings[k] for k in kept if settings.get(k) is not None})
+        if settings.get("isolated") is not None:  # in one process, models share its thread pools: measure alike
+            values["isolate"] = settings["isolated"]
         if settings.get("threads") is None and settings.get("threads_resolved"):
             values["threads"] = settings["threads_resolved"]
         if "variants" not in values:  # the baseline took what its run had: ask for exactly those now

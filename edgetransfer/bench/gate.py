@@ -148,6 +148,13 @@ def _differences(baseline: dict, current: dict, result: GateResult) -> None:
         b, n = baseline["settings"].get(key), current["settings"].get(key)
         if b != n:
             result.problems.append(f"the baseline was measured with {what} {b}, this run with {n} (use --{what} {b})")
+    b, n = baseline["settings"].get("isolated"), current["settings"].get("isolated")
+    if b is not None and n is not None and b != n:
+        how = {True: "each model in a process of its own", False: "every model in one process"}
+        result.problems.append(
+            f"the baseline was measured with {how[b]}, this run with {how[n]} "
+            f"(use {'--isolate' if b else '--in-process'})"
+        )
     old_files = {(r["backend"], r["variant"]): r["model_sha256"] for r in baseline["results"]}
     changed = [
         f"{r['backend']} {r['variant']}"
@@ -301,6 +308,12 @@ def compare(
                 shown = (_median(before[key][0]) / _median(before[rkey][0]), now_ratio)
                 shown = (_median(before[key][0]), _median(now[key][0])) if probed else shown
         ratio, low, high = interval
+        if low == 0 and high == math.inf and 0 < ratio < math.inf:  # one block of runs a side: no interval
+            result.problems.append(
+                f"cannot compare {backend} {variant} batch {batch}: too few runs to tell a change from noise (one "
+                "block of runs a side; more --rounds or --min-runs)"
+            )
+            continue
         if not all(math.isfinite(x) and x > 0 for x in (ratio, low, high, *shown)):
             result.problems.append(
                 f"cannot compare {backend} {variant} batch {batch}: its times give a ratio of {ratio:g} "

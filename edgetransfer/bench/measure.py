@@ -46,12 +46,13 @@ class Job:
 
 
 def _rss_mb(peak: bool) -> float | None:
-    """This process's resident set (or its peak) in MiB. On Linux from /proc (VmHWM belongs to the process's own
-    address space: getrusage's ru_maxrss would carry over the parent's peak through fork and exec)."""
+    """This process's resident set (or its peak) in MB (10^6 bytes, as the model sizes and the profiles' budgets
+    beside it; it was MiB under the same "MB" label, 4.9 % less). On Linux from /proc (VmHWM belongs to the
+    process's own address space: getrusage's ru_maxrss would carry over the parent's peak through fork and exec)."""
     try:
         with open("/proc/self/status") as fh:
             fields = dict(line.split(":", 1) for line in fh if ":" in line)
-        return int(fields["VmHWM" if peak else "VmRSS"].split()[0]) / 1024
+        return int(fields["VmHWM" if peak else "VmRSS"].split()[0]) * 1024 / 1e6  # kB there means KiB
     except (OSError, KeyError, ValueError):
         pass
     try:
@@ -61,7 +62,7 @@ def _rss_mb(peak: bool) -> float | None:
     if not peak:
         return None
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 2**20 if sys.platform == "darwin" else kib / 1024  # bytes on macOS, KiB elsewhere
+    return kib / 1e6 if sys.platform == "darwin" else kib * 1024 / 1e6  # bytes on macOS, KiB elsewhere
 
 
 class LocalMeasurer:

@@ -233,11 +233,12 @@ def recommend(
     for r in results:
         acc = r.get("accuracy") or {}
         delta = acc.get("top1_delta_points")
-        engine = _engine(r["backend"])
-        known = None if measured else (exported or {}).get((engine, r["variant"]))
+        # a drop not measured here (no accuracy, or no fp32 reference beside it: --variants int8 --data DIR) is the
+        # one the export measured, as check_budgets takes it; it read "loses more than N points" without any drop
+        known = None if delta is not None else _value(r, "max_top1_drop_points", exported)[0]
         if (r["backend"], r["variant"]) in failed:
             excluded.append(f"{r['backend']} {r['variant']} misses a budget")
-        elif measured and (delta is None or -delta > max_drop):
+        elif delta is not None and -delta > max_drop:
             excluded.append(f"{r['backend']} {r['variant']} loses more than {max_drop:g} top-1 points")
         elif known is not None and known > max_drop:
             excluded.append(
@@ -276,6 +277,8 @@ def recommendation_line(rec: dict) -> str:
     acc = (
         f", top-1 {100 * rec['top1']:.2f}% ({rec['top1_delta_points']:+.2f} points vs fp32)"
         if rec.get("top1") is not None and rec.get("top1_delta_points") is not None
+        else f", top-1 {100 * rec['top1']:.2f}% (no fp32 reference measured beside it)"
+        if rec.get("top1") is not None
         else " (accuracy not measured)"
     )
     return (

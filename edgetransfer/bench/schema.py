@@ -152,6 +152,12 @@ class Reference(Open):
     results: Annotated[list[Result], Field(max_length=MAX_RESULTS)]
 
 
+class Probe(Open):
+    """The machine probe's timed runs (``--save-baseline``): the yardstick of a stored baseline's machine factor."""
+
+    latency: Annotated[list[Latency], Field(min_length=1, max_length=64)]
+
+
 class BenchDocument(Open):
     schema_version: Annotated[int, Strict()]
     kind: Name
@@ -172,6 +178,7 @@ class BenchDocument(Open):
     recommendation: dict[str, Any] | None
     gate: dict[str, Any] | None
     reference: Reference | None = None
+    probe: Probe | None = None
 
 
 def problem(document: Any) -> str | None:

@@ -67,6 +67,8 @@ def log_ratio_interval(
     mean_a, var_a, n_a = part(a)
     mean_b, var_b, n_b = part(b) if b is not None else (0.0, 0.0, 0)
     diff, var = mean_a - mean_b, var_a + var_b
+    if n_a < 2 and n_b < 2:  # one block a side: no spread to judge by, so no interval (it read as zero wide)
+        return _exp(diff), 0.0, math.inf
     if var == 0:
         return _exp(diff), _exp(diff), _exp(diff)
     terms = [v**2 / (n - 1) for v, n in ((var_a, n_a), (var_b, n_b)) if n > 1 and v > 0]
@@ -99,6 +101,8 @@ def noise_problem(latency: dict) -> str | None:
     why = []
     if latency["cv_percent"] > NOISY_CV_PERCENT:
         why.append(f"CV {latency['cv_percent']:.0f}% (above {NOISY_CV_PERCENT:.0f}%)")
-    if max(below, above) > NOISY_CI:
+    if not math.isfinite(above):
+        why.append("too few runs to estimate its spread (one block: more --rounds or --min-runs)")
+    elif max(below, above) > NOISY_CI:
         why.append(f"95% CI of the median -{100 * below:.1f}% to +{100 * above:.1f}% (wider than ±{100 * NOISY_CI:g}%)")
     return "; ".join(why) or None
