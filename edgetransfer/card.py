@@ -255,8 +255,9 @@ def for_model_files(card: ModelCard) -> ModelCard:
         return isinstance(value, str) and (value.startswith(("/", "~", "\\")) or bool(PureWindowsPath(value).drive))
 
     def sweep(value: Any) -> Any:  # any other absolute path, in a record added later: its name too
-        if isinstance(value, dict):
-            return {k: sweep(v) for k, v in value.items()}
+        if isinstance(value, dict):  # not inside a quantization record: ONNX node names start with "/" too
+            # (kept_in_float's "/features/features.0/features.0.0/Conv" became "Conv"); its paths are listed
+            return {k: v if k == "quantization" else sweep(v) for k, v in value.items()}
         if isinstance(value, list):
             return [sweep(v) for v in value]
         return named(value) if absolute(value) else value

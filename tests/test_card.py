@@ -82,7 +82,15 @@ def test_the_model_files_carry_no_paths_of_the_training_machine():
             "adaptation": {"log": ["/home/alice/night-cam unlabelled"]},  # a path in a record not listed: swept
         },
         export={"config": {"data": "C:\\Users\\alice\\faces-val", "int8": {"calibration_dir": "/home/alice/cam"}}},
-        artifacts={"model.int8.onnx": {"quantization": {"calibration_source": "/home/alice/cam", "method": "static"}}},
+        artifacts={
+            "model.int8.onnx": {
+                "quantization": {
+                    "calibration_source": "/home/alice/cam",
+                    "method": "static",
+                    "kept_in_float": ["/features/features.0/features.0.0/Conv"],  # a node name, not a path
+                }
+            }
+        },
     )
     inside = for_model_files(card)
     assert inside.dataset == {"path": "faces", "fingerprint": "f"}
@@ -91,7 +99,11 @@ def test_the_model_files_carry_no_paths_of_the_training_machine():
     assert inside.training["copied_from"] == "0001-mobilenet_v2-96px-static"
     assert inside.training["adaptation"]["log"] == ["night-cam unlabelled"]
     assert inside.export["config"] == {"data": "faces-val", "int8": {"calibration_dir": "cam"}}
-    assert inside.artifacts["model.int8.onnx"]["quantization"] == {"calibration_source": "cam", "method": "static"}
+    assert inside.artifacts["model.int8.onnx"]["quantization"] == {
+        "calibration_source": "cam",
+        "method": "static",
+        "kept_in_float": ["/features/features.0/features.0.0/Conv"],  # it was cut to "Conv"
+    }
     assert "alice" not in inside.to_json()
     assert card.dataset["path"] == "/home/alice/clients/acme/faces"  # the run's own card is unchanged
     for source in ("MobileNet_V2_Weights.IMAGENET1K_V1", "https://example.org/w/m.pth"):  # names, URLs: kept
