@@ -222,9 +222,12 @@ def bench(
             "--reference-run measures two runs side by side: it does not combine with --baseline or --relative-to"
         )
     threshold = parse_fraction(max_regression)  # a bad value is said even where no gate runs
+    # the gate's intervals and every report's noise check: a runtime-only install is told before measuring (it
+    # measured every model, then said so)
+    import scipy.stats  # noqa: F401
+
     if baseline or relative_to or reference_run:
         gate = GateConfig(max_regression=threshold, relative_to=relative_to, confirm=confirm)
-        import scipy.stats  # noqa: F401 - the gate's intervals: a runtime-only install is told before measuring
     elif max_regression != "10%":  # given, and nothing to gate: said, not silently ignored
         console.err.print(
             f"[yellow]note: --max-regression {max_regression} is not used: no gate runs without --baseline, "
