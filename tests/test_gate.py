@@ -167,8 +167,12 @@ def test_another_machine_or_library_version_warns():
     current = two_variants(seed=5)
     current["machine"]["cpu"] = "Other CPU"
     current["versions"]["onnxruntime"] = "1.21.0"
+    current["model"]["labels"] = ["a", "b", "x"]  # a baseline of other data with the same network: said (silent)
     outcome = compare(current, baseline, GATE)
     assert outcome.exit_code == 0
+    assert any(
+        w.startswith("the baseline's model has other class names ('c' there, 'x' here)") for w in outcome.warnings
+    )
     assert any("another machine" in w and "--relative-to" in w for w in outcome.warnings)
     assert any("onnxruntime 1.20.0 -> 1.21.0" in w for w in outcome.warnings)
 

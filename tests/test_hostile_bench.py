@@ -132,6 +132,12 @@ BAD_BASELINES = {
     ),
     "zero threads": (lambda d: d["settings"].update(threads_resolved=0), "settings.threads_resolved: expected >= 1"),
     "batch 0": (lambda d: d["settings"].update(batches=[0]), "settings.batches[0]: expected >= 1, got 0"),
+    "a model card": (  # it said "has bench schema version 1" (the card's own version)
+        lambda d: [d.pop("kind"), d.update(labels=["a"], preprocessing={})],
+        "not an edgetransfer bench document (a run's model card); a baseline is what 'edgetransfer bench RUN "
+        "--save-baseline FILE' saves",
+    ),
+    "another kind": (lambda d: d.update(kind="something.else"), "not an edgetransfer bench document (kind 'something"),
     "rounds that do not add up": (
         lambda d: _latency(d).update(rounds=[1, 1]),
         "results[0].latency[0]: rounds add up to 2 runs, but samples_ms holds 200",

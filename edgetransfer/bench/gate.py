@@ -144,6 +144,19 @@ def _differences(baseline: dict, current: dict, result: GateResult) -> None:
             result.problems.append(
                 f"the baseline is of another model: {key} {before.get(key)} there, {now.get(key)} here"
             )
+    if before.get("labels") != now.get("labels") and not result.problems:  # the same network, other classes
+        differ = next(
+            (
+                f"{a!r} there, {b!r} here"
+                for a, b in zip(before.get("labels") or [], now.get("labels") or [], strict=False)
+                if a != b
+            ),
+            "",
+        )
+        result.warnings.append(
+            f"the baseline's model has other class names ({differ or 'another order'}): a model of other data? "
+            "its speed is compared (the same backbone, input and number of classes)"
+        )
     for key, what in (("threads_resolved", "threads"), ("precision", "precision")):
         b, n = baseline["settings"].get(key), current["settings"].get(key)
         if b != n:

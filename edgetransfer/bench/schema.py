@@ -203,6 +203,14 @@ def validate_document(document: Any, source: str = "bench document") -> dict:
     :class:`UsageError` that names ``source``, the key and what was expected."""
     if not isinstance(document, dict) or "schema_version" not in document:
         raise UsageError(f"{source} is not an edgetransfer bench document (no schema_version)")
+    kind = document.get("kind")
+    card = kind is None and "labels" in document and "preprocessing" in document
+    if card or kind not in (None, "edgetransfer.bench"):  # a card.json read "has bench schema version 1" (its own)
+        what = "a run's model card" if card else f"kind {kind!r}"
+        raise UsageError(
+            f"{source}: not an edgetransfer bench document ({what}); a baseline is what "
+            "'edgetransfer bench RUN --save-baseline FILE' saves"
+        )
     version = document["schema_version"]
     if isinstance(version, str) and version.strip() == str(BENCH_SCHEMA_VERSION):
         raise UsageError(f"{source}: schema_version is the text {version!r}; it should be the number {version.strip()}")
