@@ -21,6 +21,8 @@ from edgetransfer.images import (  # one list for training and the device runtim
     ignored_file,
     ignored_folder,
     not_an_image,
+    regular_file,
+    to_rgb,
 )
 from edgetransfer.rundir import sha256_file
 
@@ -174,8 +176,13 @@ class _Scan:
                 return "symlink to outside the data folder"
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 return not_an_image(path)
-            if path.stat().st_size == 0:
-                return "empty file"
+            if path.is_symlink() and not path.exists():  # it was a FileNotFoundError traceback
+                return "broken symlink (its target is gone)"
+            try:  # what decoding refuses later (a file past the size limit, a FIFO), refused here: said with the rest
+                if regular_file(path) == 0:
+                    return "empty file"
+            except DataError as exc:
+                return str(exc).replace(f" {path}", "")
             return _decode_error(path)
 
         keys = [(*_file_key(path), str(root)) for path in files]
@@ -260,6 +267,7 @@ def _decode_error(path: Path) -> str | None:
             if img.format == "JPEG":
                 img.draft("RGB", (64, 64))
             img.load()
+            to_rgb(img)  # as decoding will convert it (a float image with values past 0..65535 failed only there)
     except Image.DecompressionBombError:
         return f"too many pixels (over {2 * Image.MAX_IMAGE_PIXELS:,}: a decompression bomb?)"
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file

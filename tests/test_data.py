@@ -125,6 +125,35 @@ def test_every_kind_of_bad_file_is_named_with_its_reason(tmp_path, monkeypatch):
     assert len(splits.extra["skipped"]) == 5 and "class0/link.png" in splits.extra["skipped"]
 
 
+def test_what_decoding_would_refuse_is_refused_by_the_check(tmp_path, monkeypatch):
+    """Found by a reviewer: a broken symlink was a FileNotFoundError traceback; a float image that decoding cannot
+    convert and a file past the size limit passed the check and failed in training (in the test split: after the
+    whole run, and again at every --resume)."""
+    import numpy as np
+    from PIL import Image
+
+    from edgetransfer import images
+
+    root = make_folder(tmp_path / "data", per_class=4, classes=2)
+    limit = max(f.stat().st_size for f in root.rglob("*.png")) + 1000
+    (root / "class0" / "gone.png").symlink_to(root / "class0" / "deleted.png")
+    Image.fromarray(np.full((8, 8), -3.0, np.float32)).save(root / "class0" / "negative.tiff")
+    whole = (root / "class1" / "000.png").read_bytes()
+    (root / "class1" / "big.png").write_bytes(whole + bytes(limit))  # data past a PNG's end: readable
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", limit)
+    with pytest.raises(DataError) as info:
+        load_splits(root)
+    message = str(info.value)
+    for fragment in (
+        "3 bad file(s)",
+        "gone.png (broken symlink (its target is gone))",
+        "negative.tiff (unreadable: F image with values outside 0..65535",
+        f"big.png (image is {len(whole) + limit:,} bytes (expected at most {limit:,}))",
+    ):
+        assert fragment in message, fragment
+    assert sum(load_splits(root, skip_bad=True).sizes().values()) == 8
+
+
 def test_system_files_are_ignored_and_unreadable_photo_formats_named(tmp_path):
     """Thumbs.db stopped training as 'not an image file' while .DS_Store was ignored; a .heic photo was 'not an
     image file' too (it is one, in a format Pillow does not read); a .jfif JPEG was refused."""
