@@ -169,6 +169,17 @@ class Classifier:
         if self._labels is not None and len(self._labels) != classes:
             raise UsageError(f"{self.path} has {classes} outputs but {len(self._labels)} labels {self._labels_from}")
 
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """The engine's answer; its own error (an input it refuses: another dtype, layout or size) in one line (it
+        was the engine's traceback)."""
+        try:
+            return self._model.run(batch)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception alone
+            said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UsageError(
+                f"{self.path} cannot run on {batch.shape} float32 input ({self.backend}): {said}"
+            ) from None
+
     @property
     def labels(self) -> tuple[str, ...] | None:
         """Class names, or None for a model without a card or labels until its first run shows the class count."""
@@ -178,13 +189,13 @@ class Classifier:
         """Run a preprocessed (N, 3, crop, crop) batch; a model with a fixed batch size gets it in chunks."""
         fixed = self._model.input_shape[0] if self._model.input_shape else None
         if not fixed or fixed == len(batch):
-            out = self._model.run(batch)
+            out = self._run(batch)
         else:
             chunks = []
             for start in range(0, len(batch), fixed):
                 chunk = batch[start : start + fixed]
                 padded = np.concatenate([chunk, np.zeros((fixed - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-                chunks.append(self._model.run(padded)[: len(chunk)])
+                chunks.append(self._run(padded)[: len(chunk)])
             out = np.concatenate(chunks)
         out = np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
         if self._labels is None:
@@ -360,6 +371,10 @@ def _resolve_preprocessing(
     if len(input_shape) != 4 or input_shape[1] not in (3, None):
         shown = ", ".join("?" if d is None else str(d) for d in input_shape)
         raise UsageError(f"{path} takes input of shape ({shown}); only (N, 3, H, W) RGB image models are supported")
+    if input_shape[2] and input_shape[3] and input_shape[2] != input_shape[3]:  # the engine refused it at run time
+        raise UsageError(
+            f"{path} takes {input_shape[3]}x{input_shape[2]} (width x height) images; only square inputs are supported"
+        )
     fixed = input_shape[2] if len(input_shape) == 4 and input_shape[2] and input_shape[2] == input_shape[3] else None
     if card is None:
         missing = [name for name, value in (("mean", mean), ("std", std)) if value is None]

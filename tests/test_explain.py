@@ -62,6 +62,20 @@ def test_an_engine_that_cannot_profile_a_model_is_said_and_the_rest_reported(run
     )
     assert doc["engines"]["openvino"]["fp32"]["median_ms"] > 0 and "sqnr" not in doc
     assert any("cannot profile openvino/model.int8.xml" in line for line in doc["verdict"])
+    # onnxruntime's own errors (InvalidGraph, Fail...) derive from Exception alone: they were a traceback
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["input"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+    )
+    onnx.save(helper.make_model(graph), str(run_copy.file("model.onnx")))
+    record(run_copy, "model.onnx")
+    broken = explain(run_copy, FAST)["engines"]["onnxruntime"]["fp32"]
+    assert broken["error"].startswith("cannot profile model.onnx: "), broken
     card = json.loads(run_copy.file("card.json").read_text())
     del card["artifacts"]["model.int8.onnx"]  # as an export with --no-int8 leaves the card
     run_copy.file("card.json").write_text(json.dumps(card))

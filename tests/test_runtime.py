@@ -238,6 +238,18 @@ def test_backends_and_variants_agree(trained_run, samples):
     assert np.abs(int8.scores(samples) - reference).max() < 0.1
 
 
+def test_an_openvino_classifier_can_be_shared_by_threads(trained_run, samples):
+    """A reviewer's finding: one infer request served every thread ('Infer Request is busy', and another thread's
+    scores returned); onnxruntime's session is shared safely, and so is this now."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    classifier = runtime.Classifier(trained_run.file("openvino/model.xml"), precision="fp32")
+    expected = [classifier.scores(image) for image in samples]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: classifier.scores(samples[i % len(samples)]), range(200)))
+    assert all(np.abs(g - expected[i % len(samples)]).max() < 1e-5 for i, g in enumerate(got))
+
+
 def test_a_fixed_batch_size_is_fed_in_chunks(trained_run, samples):
     classifier = runtime.Classifier(trained_run.file("model.onnx"))
     expected = classifier.scores(samples[:3])
@@ -356,6 +368,40 @@ def test_predict_skip_bad_classifies_the_readable_images(cli, trained_run, sampl
     assert "skipped 1 unreadable image(s) (--skip-bad)" in result.stderr
     document = json.loads(CliRunner().invoke(cli, ["predict", model, str(folder), "--skip-bad", "--json"]).stdout)
     assert len(document["results"]) == 3 and [Path(s["image"]).name for s in document["skipped"]] == ["broken.png"]
+
+
+def test_a_model_the_engine_cannot_feed_is_one_line(cli, samples, tmp_path):
+    """A reviewer's finding: a model taking fp16 input (or a fixed non-square one) ended predict in onnxruntime's
+    40-line traceback."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(name, dtype, shape):
+        graph = helper.make_graph(
+            [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)],
+            "g",
+            [helper.make_tensor_value_info("x", dtype, shape)],
+            [helper.make_tensor_value_info("y", dtype, ["N", 3])],
+        )
+        path = tmp_path / name
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+        return str(path)
+
+    plain = ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--size", "8"]
+    half = CliRunner().invoke(
+        cli, ["predict", model("half.onnx", TensorProto.FLOAT16, ["N", 3, 8, 8]), str(samples[0]), *plain]
+    )
+    assert half.exit_code == 2 and "Traceback" not in half.output, half.output
+    said = half.stderr.strip()
+    assert (
+        said.count("\n") == 0
+        and said.startswith("error: ")
+        and "half.onnx cannot run on (1, 3, 8, 8) float32 input (ort): " in said
+    )
+    wide = CliRunner().invoke(
+        cli, ["predict", model("wide.onnx", TensorProto.FLOAT, ["N", 3, 8, 12]), str(samples[0]), *plain]
+    )
+    assert wide.exit_code == 2 and "takes 12x8 (width x height) images; only square inputs are supported" in wide.stderr
 
 
 def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tmp_path):

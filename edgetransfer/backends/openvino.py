@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 import time
 from pathlib import Path
 
@@ -16,14 +17,25 @@ from edgetransfer.rundir import OV_FP16, OV_FP32, OV_INT8
 class _OvSession:
     def __init__(self, compiled, precision: str, threads: int | None) -> None:
         self.compiled, self.precision, self.threads = compiled, precision, threads
-        self.request = compiled.create_infer_request()
+        self.request = compiled.create_infer_request()  # the opening thread's (the bench times it)
+        self._owner, self._others = threading.get_ident(), threading.local()
         self.input_shape = _dims(compiled.input(0).get_partial_shape())  # None: dynamic
         classes = _dims(compiled.output(0).get_partial_shape())
         self.classes = classes[-1] if classes else None  # scores per image, where fixed
         self.card_json: str | None = None  # the model card read from the IR's rt_info (see open_ir)
 
     def run(self, images):
-        return self.request.infer({0: images})[0].copy()
+        return self._request().infer({0: images})[0].copy()
+
+    def _request(self):
+        """An infer request of this thread's own: one shared by an app's threads said 'Infer Request is busy', or
+        returned another thread's scores (onnxruntime's sessions may be shared; OpenVINO's requests may not)."""
+        if threading.get_ident() == self._owner:
+            return self.request
+        request = getattr(self._others, "request", None)
+        if request is None:
+            request = self._others.request = self.compiled.create_infer_request()
+        return request
 
     def run_async(self, images, seconds: float) -> dict:
         """Images/s with OpenVINO's optimal number of requests in flight (an AsyncInferQueue) for ``seconds``."""
