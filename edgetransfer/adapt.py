@@ -98,7 +98,12 @@ def adapt_bn(
         m.momentum = None  # a cumulative average over all target batches
     if len(samples) < 2:
         raise DataError(f"BatchNorm statistics need at least 2 images, {len(samples)} given")
-    model.train()
+    # only the BatchNorm layers gather statistics: model.train() also switched on dropout and stochastic depth
+    # (efficientnet_b0's 16 StochasticDepth blocks drop residual branches at random), which made the statistics
+    # noisy, inflated and not reproducible from --seed
+    model.eval()
+    for m in layers:
+        m.train()
     dataset = ImageDataset(samples, eval_transform(pre), pre.resize)
     # batches of near-equal size, at least two images each: BatchNorm in train mode cannot take one image alone
     count = max(1, min(-(-len(samples) // batch_size), len(samples) // 2))

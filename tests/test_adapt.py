@@ -87,3 +87,25 @@ def test_adaptation_that_makes_the_labelled_target_worse_is_rolled_back(image_fo
     assert record["rolled_back_to_source"] is True and record["target_val_top1_adabn"] == 0.5
     after = load_model(run, card).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the fine-tuned weights and statistics
+
+
+def test_adabn_gathers_statistics_without_dropout_or_stochastic_depth(tmp_path):
+    """A reviewer's finding: AdaBN ran the whole network in train mode, so efficientnet_b0's stochastic depth
+    dropped residual branches at random while the statistics were gathered: two runs on the same images differed
+    (up to 20x in a running variance) and --seed did not make them reproducible."""
+    import torch
+
+    from edgetransfer import backbones
+    from edgetransfer.adapt import adapt_bn, bn_layers
+    from edgetransfer.data import default_preprocessing, list_images
+
+    folder = make_folder(tmp_path / "target", per_class=4, classes=2)
+    samples = list_images(folder)
+    stats = []
+    for seed in (1, 2):
+        torch.manual_seed(0)
+        model, _ = backbones.build("efficientnet_b0", 2, pretrained=False)
+        torch.manual_seed(seed)  # only the random drops differ
+        adapt_bn(model, samples, default_preprocessing(32), "cpu")
+        stats.append(torch.cat([m.running_var.flatten() for m in bn_layers(model)]))
+    assert torch.allclose(stats[0], stats[1], rtol=1e-4, atol=1e-6)
