@@ -283,9 +283,12 @@ def adapt_to_target(model, source, adapt_images, unlabeled, target_val, pre, dev
             record["target_val_top1_final"] = measure(model)
     if measure:  # the guard covers AdaBN too: adapted, the model must not be worse on the labelled target images
         adapted = record.get("target_val_top1_final", record["target_val_top1_adabn"])
-        if adapted < record["target_val_top1_source_only"]:
+        record["rolled_back_to_source"] = adapted < record["target_val_top1_source_only"]
+        if record["rolled_back_to_source"]:
             model.load_state_dict(source_only)
-            record["rolled_back_to_source"] = True
+            # the final figure is the kept model's (it read the rejected adaptation's: 25 % for a 80 % model)
+            record["target_val_top1_rejected"] = adapted
+            record["target_val_top1_final"] = record["target_val_top1_source_only"]
             console.err.print(
                 f"[yellow]adaptation made target val top-1 worse ({adapted:.2%} < source-only "
                 f"{record['target_val_top1_source_only']:.2%}): rolled back; the model is the fine-tuned one[/]"
@@ -315,7 +318,25 @@ def target_images(config, labels: tuple[str, ...]) -> tuple[tuple[Sample, ...], 
         if tuple(target.labels) != tuple(labels):
             raise UsageError(f"--target-val has classes {list(target.labels)}, the data has {list(labels)}")
         target_val = target.train + target.val + target.test
+        adapted_on = (("--adapt-bn", config.adapt_bn, adapt_images), ("--unlabeled", config.unlabeled, unlabeled))
+        _apart(config.target_val, target_val, adapted_on)
     return adapt_images, unlabeled, target_val
+
+
+def _apart(given: str, target_val: tuple[Sample, ...], adapted_on: tuple) -> None:
+    """--target-val must hold images the adaptation does not see (by content): the same folder given to --unlabeled
+    and --target-val reported AdaBN's 100 % on the images its statistics were taken from."""
+    from edgetransfer.rundir import sha256_file
+
+    judged = {sha256_file(s.path) for s in target_val}
+    for option, folder, images in adapted_on:
+        shared = sum(sha256_file(s.path) in judged for s in images)
+        if shared:
+            raise UsageError(
+                f"--target-val {given} shares {shared} image(s) with {option} {folder} "
+                "(by content): the adaptation would be judged on images it adapted on; keep the labelled target "
+                "images apart from the unlabelled ones"
+            )
 
 
 def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = None) -> RunDir:

@@ -82,9 +82,15 @@ def test_adaptation_that_makes_the_labelled_target_worse_is_rolled_back(image_fo
     scores = iter([0.9, 0.5])  # source-only, then after AdaBN
     monkeypatch.setattr(module, "evaluate", lambda *args: next(scores))
     target = make_folder(tmp_path / "target", per_class=4, seed=5)
-    card = adapt(run, FinetuneConfig(**options, adapt_bn=str(target), target_val=str(target))).load_card()
+    labelled = make_folder(tmp_path / "labelled", per_class=4, seed=6)
+    # the same images to adapt on and to judge by: refused (AdaBN was measured on the images it was taken from)
+    with pytest.raises(UsageError, match=r"--target-val .*target shares 12 image\(s\) with --adapt-bn .*target \(by"):
+        adapt(run, FinetuneConfig(**options, adapt_bn=str(target), target_val=str(target)))
+    card = adapt(run, FinetuneConfig(**options, adapt_bn=str(target), target_val=str(labelled))).load_card()
     record = card.training["adaptation"]
     assert record["rolled_back_to_source"] is True and record["target_val_top1_adabn"] == 0.5
+    # the final figure is the kept model's, not the rejected adaptation's
+    assert record["target_val_top1_final"] == 0.9 and record["target_val_top1_rejected"] == 0.5
     after = load_model(run, card).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the fine-tuned weights and statistics
 

@@ -352,14 +352,15 @@ def test_odd_image_modes_are_converted(tmp_path):
 
 def test_adabn_and_self_training_are_measured(image_folder, tmp_path):
     target = tmp_path / "target"
-    make_folder(target, per_class=4, seed=5)  # another draw of the same classes: a labelled target split
+    make_folder(target, per_class=4, seed=5)  # another draw of the same classes: unlabelled target images
+    labelled = make_folder(tmp_path / "labelled", per_class=3, seed=6)  # and labelled ones, kept apart
     run = finetune(
         FinetuneConfig(
             data=str(image_folder),
             out=str(tmp_path / "run"),
             adapt_bn=str(target),
             unlabeled=str(target),
-            target_val=str(target),
+            target_val=str(labelled),
             pseudo_rounds=1,
             pseudo_threshold=1e-6,
             **TINY,
