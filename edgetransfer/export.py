@@ -248,10 +248,16 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
                 )
             adaptation = (card.training or {}).get("adaptation") or {}
             adapted = adaptation.get("adapt_bn_images") and not adaptation.get("rolled_back_to_source")
-            if adapted and config.int8.mode not in ("none", "dynamic") and not config.int8.calibration_dir:
+            if adapted:  # with --calib too: the accuracy figures and int8's check are the source split's
+                calibrated = (
+                    ""
+                    if config.int8.mode in ("none", "dynamic") or config.int8.calibration_dir
+                    else "int8 is calibrated on the source training split (--calib TARGET_DIR: on target images); "
+                )
                 console.err.print(
-                    f"[yellow]note: {run.path} was adapted to a target domain; int8 is calibrated on the source "
-                    "training split and checked on source images: --calib TARGET_DIR calibrates it on target images[/]"
+                    f"[yellow]note: {run.path} was adapted to a target domain: {calibrated}the top-1 figures below "
+                    "and int8's --max-drop check are measured on source images, where an adapted model can score "
+                    "far lower; 'edgetransfer bench RUN --data DIR' measures on labelled target images[/]"
                 )
             # the training images are read to calibrate int8 (and to fine-tune QAT); without int8 a training image
             # culled since is no reason to refuse (the parity check's images come from the validation split)

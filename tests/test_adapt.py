@@ -26,9 +26,25 @@ def test_adapt_is_a_stage_on_a_finished_run(image_folder, tmp_path, capsys):
 
     capsys.readouterr()
     export(adapted, ExportConfig(openvino=False, int8=Int8Config(mode="static", calibration_size=8, max_drop=100.0)))
-    assert "was adapted to a target domain; int8 is calibrated on the source training split" in " ".join(
+    assert "was adapted to a target domain: int8 is calibrated on the source training split" in " ".join(
         capsys.readouterr().err.split()
     )  # a new user's adapted run was calibrated and checked on source images without a word
+    # with --calib TARGET too: the figures and int8's check stay the source split's (said; they were not)
+    calibrated = Int8Config(mode="static", calibration_dir=str(target), accuracy_aware=False, max_drop=100.0)
+    export(adapted, ExportConfig(openvino=False, int8=calibrated))
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "was adapted to a target domain: the top-1 figures below and int8's --max-drop check are measured on " in said
+    )
+    from edgetransfer.bench import BenchConfig, bench
+
+    capsys.readouterr()
+    bench(
+        adapted, BenchConfig(backends=("ort-cpu",), variants=("fp32",), min_runs=2, min_time=0, rounds=1), write=False
+    )
+    assert "this run's model was adapted to a target domain: its top-1 here is on the source test split" in " ".join(
+        capsys.readouterr().err.split()
+    )
     other = make_folder(tmp_path / "other", per_class=4, classes=2)
     with pytest.raises(UsageError, match="--target-val has classes"):
         adapt(run, FinetuneConfig(**options, adapt_bn=str(target), target_val=str(other)))

@@ -201,6 +201,17 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch):
     config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(only_test), **FAST)
     doc = bench(trained_run, config, write=False)
     assert doc["results"][0]["accuracy"]["images"] == 6 and "Test (every image)" in doc["accuracy_data"]["source"]
+    # the run's own data folder, moved: its test split, not every image (training images included: a new user's
+    # 100 %)
+    card = trained_run.load_card()
+    moved = tmp_path / "moved"
+    shutil.copytree(card.dataset["path"], moved)
+    samples, source = _labelled(trained_run, card, BenchConfig(data=str(moved)))
+    test = trained_run.load_splits(card, only=("test",)).test
+    assert source.endswith("(the run's own data folder: its test split)")
+    assert [(s.path.relative_to(moved), s.label) for s in samples] == [
+        (s.path.relative_to(card.dataset["path"]), s.label) for s in test
+    ]
 
 
 # --------------------------------------------------------------------------- schema

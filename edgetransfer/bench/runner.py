@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from edgetransfer import console
 from edgetransfer.backends.base import LoadOptions
@@ -45,6 +46,16 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
     under DIR/<class>/), or the run's own test split (the files it was tested on, from its splits.json)."""
     if config.data:
         root = Path(config.data).expanduser()  # '~/x' quoted reaches us as is
+        held = _holds_the_runs_images(run, root) if root.is_dir() else None
+        if held == "test":  # its own folder, moved: every image of it was scored, training images included (a new
+            # user's 100 %)
+            test = run.load_splits(card, root, only=("test",)).test
+            return test, f"{root} (the run's own data folder: its test split)"
+        if held == "train":
+            console.err.print(
+                f"[yellow]note: {escape(str(root))} holds images the run was trained on: its top-1 there is not "
+                "a held-out figure[/]"
+            )
         folders = split_folders(root) if root.is_dir() else {}
         if "train" in folders:  # its own split's test images, numbered by its classes: mapped to the model's by name
             splits = load_splits(root, seed=card.dataset.get("seed", 0))
@@ -73,7 +84,30 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
     if not folder or not Path(folder).is_dir():
         console.err.print(f"[yellow]note: data folder {folder} not found; accuracy not measured (--data DIR)[/]")
         return (), ""
+    adaptation = (card.training or {}).get("adaptation") or {}
+    if adaptation.get("adapt_bn_images") and not adaptation.get("rolled_back_to_source"):
+        console.err.print(
+            "[yellow]note: this run's model was adapted to a target domain: its top-1 here is on the source test "
+            "split, where an adapted model can score far lower; --data DIR (labelled target images) measures it "
+            "where it will run[/]"
+        )
     return run.load_splits(card, only=("test",)).test, f"{folder} (the run's test split)"
+
+
+def _holds_the_runs_images(run: RunDir, root: Path) -> str | None:
+    """Which of the run's own splits ``root`` holds, "test" (its data folder, perhaps moved) or "train", by one of
+    the first recorded files of it there, by content; None."""
+    from edgetransfer.rundir import SPLITS_FILE
+
+    try:
+        files = json.loads(run.file(SPLITS_FILE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):  # a run before splits.json, or a damaged one
+        return None
+    for name in ("test", "train"):
+        entries = files.get(name, [])[:20] if isinstance(files, dict) else []
+        if any((root / rel).is_file() and sha256_file(root / rel) == digest for rel, _, digest in entries):
+            return name
+    return None
 
 
 def _accuracy_arrays(samples: tuple[Sample, ...], card: ModelCard) -> tuple[np.ndarray, np.ndarray] | None:
