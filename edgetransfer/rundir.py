@@ -207,6 +207,8 @@ class RunDir:
             raise RunDirError(f"{run.path} is not a run directory: it has no {CARD} (run 'edgetransfer finetune')")
         card = run.load_card()
         if not card.complete.get("finetune"):
+            with run.lock("open"):  # still training: "in use by 'edgetransfer finetune'", not "--resume it"
+                pass
             raise RunDirError(
                 f"training of {run.path} did not finish; continue it with: "
                 f"edgetransfer finetune --resume --out {shlex.quote(str(run.path))}"

@@ -45,8 +45,11 @@ def test_sigkill_during_training_then_resume_and_export(image_folder, tmp_path):
 
     out = tmp_path / "run"
     args = ["--data", image_folder, "--out", out, "--size", 32, "--batch-size", 4]
-    process = start("finetune", *args, "--epochs", 40)
+    process = start("finetune", *args, "--epochs", 40, "--patience", 40)
     wait_for(lambda: (out / "resume.pt").exists(), process)  # at least epoch 1 is done; kill it wherever it is
+    # still training: said so (a new user was told to --resume it, and then that it was in use)
+    with pytest.raises(RunDirError, match=r"is in use by 'edgetransfer finetune' \(pid "):
+        RunDir.open(out)
     process.send_signal(signal.SIGKILL)
     process.wait()
     with pytest.raises(RunDirError, match="did not finish.*--resume") as refused:
