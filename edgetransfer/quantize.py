@@ -384,10 +384,13 @@ def quantize_accuracy_aware(
             if ratio is not None and ratio >= NOT_FASTER:  # the loss said is the least of the steps still faster
                 faster = [s["val_drop_points"] for s in steps if s["latency_ratio_vs_fp32"] < NOT_FASTER]
                 drop = min(faster, default=first["val_drop_points"])  # none faster: all int8's loss, said plainly
-                raise over_budget("ONNX int8", drop, config.max_drop, _tried(steps), while_faster=bool(faster))
+                raise over_budget(
+                    "ONNX int8", drop, config.max_drop, _tried(steps), ptq_hint(config), while_faster=bool(faster)
+                )
             if figures["val_drop_points"] <= config.max_drop:
                 return {**record, **_outcome(figures), "kept_in_float": list(exclude)}
-    raise over_budget("ONNX int8", min(s["val_drop_points"] for s in steps), config.max_drop, _tried(steps))
+    least = min(s["val_drop_points"] for s in steps)
+    raise over_budget("ONNX int8", least, config.max_drop, _tried(steps), ptq_hint(config))
 
 
 def _outcome(figures: dict) -> dict:
@@ -425,6 +428,18 @@ def coarse_budget_note(val_images: int, max_drop: float) -> str:
 
 
 PTQ_HINT = "raise --max-drop, try --calib-method entropy or --int8-method qat, or use --no-int8"
+OTHER_PTQ_HINT = "raise --max-drop or try --int8-method qat, or use --no-int8"  # where --calib-method does not apply
+
+
+def ptq_hint(config: Int8Config) -> str:
+    """What to try when post-training int8 misses the budget: another calibration method than the one that just
+    failed (it suggested entropy after entropy), none for dynamic int8 (it calibrates nothing)."""
+    if config.mode == "dynamic":
+        return "raise --max-drop, try --int8-method static or qat, or use --no-int8"
+    other = "percentile" if config.method == "entropy" else "entropy"
+    return f"raise --max-drop, try --calib-method {other} or --int8-method qat, or use --no-int8"
+
+
 QAT_HINT = "raise --max-drop, add training and validation images, or use --no-int8"  # QAT was the last step
 
 

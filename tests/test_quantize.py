@@ -346,3 +346,13 @@ def test_one_image_of_a_hundred_is_exactly_one_point():
     assert int8_budget("ONNX int8", 0.87, 0.86, 1.0) == 1.0
     with pytest.raises(QuantizationError):
         int8_budget("ONNX int8", 0.87, 0.85, 1.0)
+
+
+def test_the_advice_past_the_budget_is_something_not_tried_yet():
+    """A new user's export with --calib-method entropy failed with 'try --calib-method entropy'; dynamic int8 (which
+    calibrates nothing) was told to try a calibration method."""
+    from edgetransfer.quantize import ptq_hint
+
+    assert "--calib-method entropy" in ptq_hint(Int8Config(mode="static", method="minmax"))
+    assert "--calib-method percentile" in ptq_hint(Int8Config(mode="static", method="entropy"))
+    assert "--calib-method" not in ptq_hint(Int8Config(mode="dynamic"))

@@ -11,11 +11,11 @@ from edgetransfer.backends.ort import _OrtSession, ort_session
 from edgetransfer.evaluation import DYNAMIC_NOTE, SLOWER, SPEEDUP_WORTH_IT, evaluate, latency_ratio, points
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.quantize import (
-    PTQ_HINT,
     Int8Config,
     int8_budget,
     ort_settings,
     prepare,
+    ptq_hint,
     quantize_accuracy_aware,
     quantize_dynamic,
     quantize_static,
@@ -24,7 +24,7 @@ from edgetransfer.rundir import ONNX_FP32, ONNX_INT8
 
 
 def judge_onnx_int8(
-    ctx: ExportContext, config: Int8Config, settings: dict[str, Any], note: str = "", hint: str = PTQ_HINT
+    ctx: ExportContext, config: Int8Config, settings: dict[str, Any], note: str = "", hint: str | None = None
 ) -> Artifact:
     """Score ``model.int8.onnx``, hold it to the validation budget (raises past it), measure its latency ratio to
     fp32 and say when it is no faster; the artifact with ``settings`` and the figures."""
@@ -34,7 +34,7 @@ def judge_onnx_int8(
     settings["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
     settings["latency_ratio_vs_fp32"] = ratio = latency_ratio(ctx.path(ONNX_FP32), out, ctx.pre.crop)
     settings["val_drop_points"] = int8_budget(
-        "ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop, hint=hint
+        "ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop, hint=hint or ptq_hint(config)
     )
     if settings["val_drop_points"] is None:
         ctx.unchecked(settings)

@@ -14,7 +14,7 @@ from edgetransfer.backends.openvino import compile_model
 from edgetransfer.errors import BudgetError, UsageError
 from edgetransfer.evaluation import SLOWER, SPEEDUP_WORTH_IT, evaluate, points, session_latency_ratio
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
-from edgetransfer.quantize import Int8Config, int8_budget, over_budget
+from edgetransfer.quantize import OTHER_PTQ_HINT, Int8Config, int8_budget, over_budget, ptq_hint
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP16, OV_FP32, OV_INT8
 
 
@@ -88,6 +88,7 @@ class OpenVinoInt8(Pass):
                     config.max_drop,
                     f"model.int8.onnx converted; NNCF's own IR loses {nncf_drop:.2f}"
                     + (" after its accuracy control" if model_tool == "nncf.quantize_with_accuracy_control" else ""),
+                    ptq_hint(config),
                 ) from None
         else:
             steps = []
@@ -135,8 +136,8 @@ class OpenVinoInt8(Pass):
             console.err.print(f"OpenVINO int8 ({made_by}): {ratio:.2f}x fp32's median latency {where}")
         record["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
         tried = "after NNCF accuracy control" if record["tool"] == "nncf.quantize_with_accuracy_control" else ""
-        record["val_drop_points"] = int8_budget(
-            "OpenVINO int8", fp32["val_top1"], result["val_top1"], config.max_drop, tried=tried
+        record["val_drop_points"] = int8_budget(  # NNCF's IR: --calib-method shapes only ONNX Runtime's model
+            "OpenVINO int8", fp32["val_top1"], result["val_top1"], config.max_drop, tried=tried, hint=OTHER_PTQ_HINT
         )
         if record["val_drop_points"] is None:
             ctx.unchecked(record)
