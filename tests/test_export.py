@@ -607,3 +607,22 @@ def test_a_calibration_folder_dynamic_int8_does_not_read_is_said_and_not_recorde
         assert card["export"]["config"]["int8"]["calibration_dir"] == str(calib)
     else:
         assert "--tensorrt needs onnxruntime-gpu" in result.stderr, result.output
+
+
+def test_int8_options_that_do_nothing_are_said_or_recorded_as_used(tmp_path, monkeypatch):
+    """A new user's findings: '--int8-method qat --no-int8' was accepted without a word (and removed the old int8
+    model); with qat the card recorded '--openvino-int8 nncf' while the IR was model.int8.onnx converted."""
+    from typer.testing import CliRunner
+
+    from edgetransfer import export as module
+    from edgetransfer.cli import app
+    from edgetransfer.rundir import RunDir
+
+    given = []
+    monkeypatch.setattr(RunDir, "open", classmethod(lambda cls, path: cls(path)))
+    monkeypatch.setattr(module, "export", lambda run, config: given.append(config) or 1 / 0)
+    CliRunner().invoke(app, ["export", str(tmp_path), "--int8-method", "qat"])
+    assert given[-1].int8.mode == "qat" and given[-1].int8.openvino == "qdq"
+    said = CliRunner().invoke(app, ["export", str(tmp_path), "--int8-method", "qat", "--no-int8"]).stderr
+    assert "note: --int8-method qat not used: --no-int8 makes no int8 model" in " ".join(said.split())
+    assert given[-1].int8.mode == "none"

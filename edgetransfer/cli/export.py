@@ -65,7 +65,8 @@ def export(
         str,
         typer.Option(
             help="OpenVINO int8 IR from: nncf (quantize the IR; with --int8-method auto, model.int8.onnx converted "
-            "where NNCF's IR cannot hold --max-drop) or qdq (convert model.int8.onnx).",
+            "where NNCF's IR cannot hold --max-drop) or qdq (convert model.int8.onnx). With --int8-method qat the "
+            "IR is always model.int8.onnx converted.",
         ),
     ] = Int8Config.openvino,
     fp16: Annotated[
@@ -113,6 +114,10 @@ def export(
         why = "dynamic int8 calibrates nothing (activations are quantized at run time)" if dynamic else "no int8 model"
         console.err.print(f"[yellow]note: --calib {escape(str(calib))} not used: {why}[/]")
         calib = None
+    if not int8 and int8_method not in (Int8Config.mode, "none"):  # accepted without a word, and no int8 made
+        console.err.print(f"[yellow]note: --int8-method {int8_method} not used: --no-int8 makes no int8 model[/]")
+    if int8 and openvino and int8_method == "qat":  # its IR is always model.int8.onnx converted: recorded so
+        openvino_int8 = "qdq"
     if openvino_int8 == "qdq" and (not openvino or not int8 or int8_method in ("dynamic", "none")):  # not "nncf"
         why = "no OpenVINO IR (--no-openvino)" if not openvino else "no int8 model"
         why = "dynamic int8 makes no OpenVINO int8 IR" if openvino and int8 and int8_method == "dynamic" else why
