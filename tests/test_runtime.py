@@ -362,6 +362,10 @@ def test_predict_skip_bad_classifies_the_readable_images(cli, trained_run, sampl
     assert "(--skip-bad classifies the other images)" in stopped.stderr and stopped.stderr.count("\n") == 1
     alone = CliRunner().invoke(cli, ["predict", model, str(folder / "broken.png")])  # no other image to classify
     assert alone.exit_code == 2 and "broken.png" in alone.stderr and "--skip-bad" not in alone.stderr, alone.output
+    for json_ in ([], ["--json"]):  # --skip-bad that classified nothing exited 0 (a new user's finding)
+        none = CliRunner().invoke(cli, ["predict", model, str(folder / "broken.png"), "--skip-bad", *json_])
+        assert none.exit_code == 1 and "error: no image could be classified (1 unreadable, skipped)" in none.stderr
+    assert json.loads(none.stdout)["results"] == [] and json.loads(none.stdout)["not_classified"] == []
     result = CliRunner().invoke(cli, ["predict", model, str(folder), "--skip-bad"])
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 3 and "broken.png" not in result.stdout

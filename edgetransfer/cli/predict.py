@@ -83,9 +83,12 @@ def predict(
         passed_over=passed_over,
     )  # fmt: skip
     if not json:
+        classified = 0
         for path, best in results:
             print(f"{path}  " + "  ".join(f"{p.label} {p.score:.4f}" for p in best), flush=True)
+            classified += 1
         _say_skipped(skipped)
+        _none_classified(classified, skipped)
         return
     document = {
         "model": str(classifier.path),
@@ -95,12 +98,21 @@ def predict(
             for path, best in results
         ],
     }
-    if skip_bad:
-        document["skipped"] = [{"image": str(path), "why": why} for path, why in skipped]
-    if passed_over:  # said on stderr too; here for a script that reads stdout alone
-        document["not_classified"] = [{"image": str(path), "why": why} for path, why in passed_over]
+    # both keys always (a script tells "none" from "not there"); not_classified is said on stderr too
+    document["skipped"] = [{"image": str(path), "why": why} for path, why in skipped]
+    document["not_classified"] = [{"image": str(path), "why": why} for path, why in passed_over]
     print(json_module.dumps(document, indent=2))
     _say_skipped(skipped)
+    _none_classified(len(document["results"]), skipped)
+
+
+def _none_classified(classified: int, skipped: list) -> None:
+    """Exit 1 when --skip-bad skipped every image: nothing was classified (it exited 0, as a success)."""
+    if skipped and not classified:
+        from edgetransfer import console
+
+        console.err.print(f"error: no image could be classified ({len(skipped)} unreadable, skipped)")
+        raise typer.Exit(1)
 
 
 def _say_skipped(skipped: list[tuple[Path, str]]) -> None:
