@@ -485,8 +485,9 @@ def test_predict_runs_without_torch(torch_blocked, trained_run, samples, model):
     assert done.stdout.startswith(str(samples[0])) and done.stderr.strip() == "modules:"
 
 
-def test_the_camera_loop_example_runs_on_a_folder(trained_run, samples, capsys):
+def test_the_camera_loop_example_runs_on_a_folder(trained_run, samples, capsys, tmp_path):
     import runpy
+    import shutil
 
     example = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "python" / "camera_loop.py"))
     folder = samples[0].parent
@@ -494,6 +495,13 @@ def test_the_camera_loop_example_runs_on_a_folder(trained_run, samples, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * len(list(folder.glob("*.png")))
     assert " ms   p99 " in lines[-1] and lines[-1].split()[-2] in trained_run.load_card().labels
+    # one unreadable frame is said and passed over (the loop ended there, exit 2: a new user's finding)
+    frames = tmp_path / "frames"
+    shutil.copytree(folder, frames)
+    (frames / "000-empty.png").write_bytes(b"")
+    assert example["main"]([str(trained_run.file("model.onnx")), str(frames)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == len(list(folder.glob("*.png"))) and "skipped: " in err and "empty" in err
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgetransfer.errors import EdgeTransferError
+from edgetransfer.errors import DataError, EdgeTransferError
 from edgetransfer.runtime import Classifier, find_images, open_image
 
 
@@ -30,7 +30,12 @@ def folder_frames(folder: Path, repeat: int, resize: int) -> Iterator[tuple[str,
     files = find_images([folder])
     for _ in range(repeat):
         for path in files:
-            yield path.name, np.asarray(open_image(path, resize=resize))
+            try:  # one bad frame is said and passed over: a camera loop goes on
+                frame = np.asarray(open_image(path, resize=resize))
+            except DataError as exc:
+                print(f"skipped: {exc}", file=sys.stderr)
+                continue
+            yield path.name, frame
 
 
 def video_frames(source: str) -> Iterator[tuple[str, np.ndarray]]:
