@@ -277,6 +277,9 @@ def test_save_baseline_that_is_a_folder_or_below_a_file(run, tmp_path, no_measur
     )
     target = tmp_path / "file" / "base.json"
     run_bad(["bench", run, *FAST, "--save-baseline", target], 2, "file is a file, not a folder", tmp_path)
+    # the --baseline file itself: it gated, then replaced it (a new user's finding: a creep never fails)
+    same = a_baseline(tmp_path, lambda d: None)
+    run_bad(["bench", run, "--baseline", same, "--save-baseline", same], 2, "is the --baseline file", tmp_path)
 
 
 def test_an_unwritable_out_folder(run, tmp_path, no_measuring, monkeypatch):

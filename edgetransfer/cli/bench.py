@@ -110,7 +110,12 @@ def bench(
         ),
     ] = None,
     save_baseline: Annotated[
-        Path | None, typer.Option(help="Also save this run's document as a baseline file.", rich_help_panel=GATE)
+        Path | None,
+        typer.Option(
+            help="Also save this run's document as a baseline file, with the machine probe measured beside the "
+            "models (a plain bench.json has none); its folder is made.",
+            rich_help_panel=GATE,
+        ),
     ] = None,
     baseline: Annotated[
         Path | None,
@@ -125,7 +130,8 @@ def bench(
     relative_to: Annotated[
         str | None,
         typer.Option(
-            help="BACKEND[:variant]: compare ratios to it within one run (with --baseline: against the baseline's).",
+            help="BACKEND[:variant]: compare ratios to it within one run (with --baseline: against the baseline's). "
+            "The reference itself is not judged, and a slowdown common to it and the models cancels.",
             rich_help_panel=GATE,
         ),
     ] = None,
@@ -214,6 +220,11 @@ def bench(
     from edgetransfer.errors import UsageError
     from edgetransfer.rundir import RunDir
 
+    if baseline and save_baseline and Path(baseline).expanduser().resolve() == save_baseline.expanduser().resolve():
+        raise UsageError(  # it gated, then overwrote the baseline: moved forward every run, a creep never fails
+            f"--save-baseline {save_baseline} is the --baseline file: each run would replace the baseline it was "
+            "judged by, so a slow creep never fails; save to another file and promote it deliberately"
+        )
     target = RunDir.open(run)
     base = load_document(baseline) if baseline else None
     gate = None
