@@ -150,6 +150,14 @@ def test_another_model_or_settings_cannot_be_compared():
     from edgetransfer.bench.config import make_config
 
     assert make_config({}, baseline=in_process).isolate is False
+    # a gate that cannot compare labels no row SLOWER (a new user read "SLOWER" beside "neither pass nor fail")
+    outcome = compare(two_variants(int8_ms=1.4), in_process, GATE)
+    assert outcome.exit_code == 2 and outcome.rows
+    rows = [line for line in gate_lines(outcome) if " b1 " in line]
+    assert rows and all(
+        line.startswith("  n/a     ort-cpu") and line.endswith("(not judged: the comparison cannot be made, below)")
+        for line in rows
+    )
     assert make_config({"isolate": True}, baseline=in_process).isolate is True
 
 

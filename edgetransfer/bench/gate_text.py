@@ -89,7 +89,10 @@ def gate_lines(result: GateResult) -> list[str]:
         )
     lines += [f"  warning: {w}" for w in result.warnings]
     for r in result.rows:
-        lines += row_lines(r, result.mode, result.max_regression, result.level)
+        said = row_lines(r, result.mode, result.max_regression, result.level)
+        if result.problems:  # no verdict (exit 2): a row read "SLOWER" beside "neither pass nor fail"
+            said[0] = f"  {'n/a':7s} {said[0][10:]} (not judged: the comparison cannot be made, below)"
+        lines += said
     lines += [f"  cannot compare: {p}" for p in result.problems]
     blind = unresolved(result)
     if result.exit_code == 0 and blind:
