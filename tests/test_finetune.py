@@ -744,6 +744,29 @@ def test_resume_with_other_epochs_follows_them(image_folder, tmp_path, capsys, e
     assert f"epoch {epochs}/{epochs} (body)" in capsys.readouterr().err
 
 
+def test_a_resume_with_a_time_budget_keeps_one_decaying_schedule(image_folder, tmp_path, capsys):
+    """A new user's run of --epochs 2, interrupted after epoch 1 and resumed with --epochs 4 --time-budget 600, ran
+    epoch 2 as the last of 2 (lr 1.7e-05) and epoch 3 of a new 4-epoch plan (lr 3.8e-04): the learning rate went
+    back up 22x. A budget only ever shortens the plan; one made by --epochs alone follows the --epochs given."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, record):
+        raise Stop
+
+    config = FinetuneConfig(
+        data=str(image_folder), out=str(tmp_path / "r"), device="cpu", strategy="full", **{**TINY, "epochs": 2}
+    )
+    with pytest.raises(Stop):
+        finetune(config, on_epoch=stop)
+    capsys.readouterr()
+    card = finetune(dataclasses.replace(config, resume=True, epochs=4, time_budget=1e6, patience=10)).load_card()
+    lrs = [h["lr"] for h in card.training["history"]]
+    assert len(lrs) == 4 and lrs[1] > lrs[2] > lrs[3], lrs
+    assert "epoch 2/4 (body)" in capsys.readouterr().err
+
+
 def test_options_the_strategy_does_not_use_are_said():
     """--unfreeze with two-phase, --head-epochs with full, --body-lr-scale with linear-probe changed nothing and were
     written into the card without a word (a new user's trial)."""

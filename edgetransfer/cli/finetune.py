@@ -145,7 +145,10 @@ def finetune(
     ] = None,
     time_budget: Annotated[
         str | None,
-        typer.Option(help="Training time at most: 90s, 30m, 2h or plain seconds (epochs are re-planned)."),
+        typer.Option(
+            help="Training time: 90s, 30m, 2h or plain seconds. After each epoch the epochs left are re-planned to "
+            "fit, each costed by the ones before it (an estimate: an epoch slower than those can overrun it, said)."
+        ),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed for split, head and batch order.", show_default=config_default("seed"))
