@@ -23,7 +23,26 @@ if TYPE_CHECKING:
     from edgetransfer.data import Sample
 
 # decoded training/validation/test images kept in memory up to this many bytes (2,000 images at 96 px: 55 MB)
-CACHE_LIMIT_MB = int(os.environ.get("EDGETRANSFER_CACHE_MB", "2048"))
+CACHE_LIMIT_MB = 2048  # EDGETRANSFER_CACHE_MB sets it (read when a set is decoded: cache_limit_mb)
+
+
+def cache_limit_mb() -> int:
+    """EDGETRANSFER_CACHE_MB as a whole number of MB (0: never cache), else :data:`CACHE_LIMIT_MB`; a value that is
+    no such number is a one-line error (``2G`` was a ValueError traceback at import)."""
+    from edgetransfer.errors import UsageError
+
+    given = os.environ.get("EDGETRANSFER_CACHE_MB")
+    if given is None or not given.strip():
+        return CACHE_LIMIT_MB
+    try:
+        value = int(given.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise UsageError(f"EDGETRANSFER_CACHE_MB={given!r}: give the decoded-image cache's size in MB, e.g. 4096")
+    return value
+
+
 # Pillow releases the GIL while it decodes and resizes: on 2 cores, 2 threads took decoding 408 images of 28-640 px at
 # 96 px from 0.37 s to 0.26 s, 250 photographs at 224 px from 0.52 s to 0.30 s
 MAX_DECODE_THREADS = 4
@@ -60,7 +79,7 @@ class Decoded:
     ):
         self.samples, self.pre, self.workers = tuple(samples), pre, decode_threads(workers)
         self.nbytes = len(self.samples) * pre.crop * pre.crop * 3
-        limit = CACHE_LIMIT_MB if limit_mb is None else limit_mb
+        limit = cache_limit_mb() if limit_mb is None else limit_mb
         self.cached = self.nbytes <= limit * 2**20
         self.pixels: np.ndarray | None = None
         if self.cached and self.samples:

@@ -99,3 +99,18 @@ def test_bf16_autocast_only_where_the_cpu_computes_it(monkeypatch):
     monkeypatch.setattr(training, "cpu_bf16", lambda: False)
     assert training.amp_dtype("auto", "cpu") is None and training.amp_dtype("fp16", "cpu") is None
     assert training.amp_dtype("bf16", "cpu") == torch.bfloat16
+
+
+def test_the_cache_size_from_the_environment_is_checked(monkeypatch):
+    """EDGETRANSFER_CACHE_MB=2G was a ValueError traceback when edgetransfer was imported (a reviewer's finding)."""
+    from edgetransfer.decoded import CACHE_LIMIT_MB, cache_limit_mb
+    from edgetransfer.errors import UsageError
+
+    monkeypatch.delenv("EDGETRANSFER_CACHE_MB", raising=False)
+    assert cache_limit_mb() == CACHE_LIMIT_MB
+    monkeypatch.setenv("EDGETRANSFER_CACHE_MB", " 512 ")
+    assert cache_limit_mb() == 512
+    for bad in ("2G", "-1", "1.5"):
+        monkeypatch.setenv("EDGETRANSFER_CACHE_MB", bad)
+        with pytest.raises(UsageError, match=f"EDGETRANSFER_CACHE_MB='{bad}': give the decoded-image cache's size"):
+            cache_limit_mb()
