@@ -5,7 +5,7 @@
 // metadata_props "edgetransfer.card", which OpenVINO shows as rt_info "framework/edgetransfer.card").
 // Images are binary PPM (P6, colour) or PGM (P5, grey) with maxval 255, so no image library is needed.
 // The resize is Pillow's antialiased resampling, integer for integer, so the input tensor is the one
-// `edgetransfer.runtime` makes in Python.
+// `edgetransfer.runtime` makes in Python from the same decoded image (see README.md for converting a JPEG).
 //
 //   classify MODEL IMAGE.ppm [IMAGE.ppm ...] [--top-k K] [--device CPU] [--precision auto|f32]
 //
