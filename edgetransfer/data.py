@@ -388,8 +388,14 @@ def load_splits(
         }
         if not samples["val"]:  # no val folder: hold out part of train, with the seed
             train, val, _ = stratified(samples["train"], seed, val_fraction, 0.0)
-            samples["train"], samples["val"] = train, val
+            samples["train"], samples["val"], _, moved = _copies_together(train, val, ())
             extra["val_from_train"] = f"{val_fraction:.0%} of {folders['train'].name}/ per class"
+            if moved:
+                extra["copies_kept_in_train"] = moved
+        _, _, _, across = _copies_together(samples["train"], samples["val"], samples["test"], move=False)
+        if across:  # the user's own split folders: not moved, said
+            extra["copies_across_splits"] = across
+        _copies_across_classes(samples["train"] + samples["val"] + samples["test"], labels, extra)
         others = [
             p
             for p in root.iterdir()
@@ -416,7 +422,53 @@ def load_splits(
     labels = tuple(classes)
     everything = tuple(Sample(p, i) for i, c in enumerate(labels) for p in classes[c])
     train, val, test = stratified(everything, seed, val_fraction, test_fraction)
+    train, val, test, moved = _copies_together(train, val, test)
+    if moved:
+        extra["copies_kept_in_train"] = moved
+    _copies_across_classes(everything, labels, extra)
     return Splits(root, labels, train, val, test, seed, "split", extra)
+
+
+def _copies(samples: tuple[Sample, ...]) -> list[list[Sample]]:
+    """Groups of byte-identical images (only files of one size are hashed: cheap where there are none)."""
+    by_size: dict[int, list[Sample]] = {}
+    for sample in samples:
+        by_size.setdefault(sample.path.stat().st_size, []).append(sample)
+    groups: dict[str, list[Sample]] = {}
+    for same in by_size.values():
+        if len(same) > 1:
+            for sample in same:
+                groups.setdefault(sha256_file(sample.path), []).append(sample)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _copies_together(train, val, test, *, move: bool = True):
+    """Byte-identical images split apart (a copy in train and one in test: the test scored an image trained on)
+    moved into train with the rest of their group; (train, val, test, how many moved). ``move=False``: nothing
+    moved (the user's own split folders), the count of copies outside train said."""
+    where = {s.path: name for name, part in (("train", train), ("val", val), ("test", test)) for s in part}
+    away: set[Path] = set()
+    for group in _copies(tuple(train) + tuple(val) + tuple(test)):
+        if len({where[s.path] for s in group}) > 1:
+            away |= {s.path for s in group if where[s.path] != "train"}
+    if not away or not move:
+        return train, val, test, len(away)
+    kept = tuple(s for s in (*val, *test) if s.path in away)
+    return (
+        tuple(train) + kept,
+        tuple(s for s in val if s.path not in away),
+        tuple(s for s in test if s.path not in away),
+        len(away),
+    )
+
+
+def _copies_across_classes(samples: tuple[Sample, ...], labels: tuple[str, ...], extra: dict) -> None:
+    """The same image in two classes (contradictory labels): named in ``extra`` for the command to say."""
+    found = [
+        sorted({labels[s.label] for s in group}) for group in _copies(samples) if len({s.label for s in group}) > 1
+    ]
+    if found:
+        extra["copies_across_classes"] = [" / ".join(names) for names in found]
 
 
 def median_shorter_side(samples: tuple[Sample, ...], *, limit: int = 500, seed: int = 0) -> int:

@@ -116,6 +116,24 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             f"no validation folder in {escape(str(splits.root))}: {splits.extra['val_from_train']} held out for "
             f"validation (seed {splits.seed})"
         )
+    if splits.extra.get("copies_kept_in_train"):
+        console.err.print(
+            f"note: {splits.extra['copies_kept_in_train']} image(s) are byte-identical copies of images the split put "
+            "elsewhere: kept in train with their copies (a copy in validation or test scores an image trained on)"
+        )
+    if splits.extra.get("copies_across_splits"):
+        console.err.print(
+            f"[yellow]note: {splits.extra['copies_across_splits']} image(s) in {escape(str(splits.root))}'s val/ or "
+            "test/ are byte-identical copies of images in another split folder: their scores are not held-out "
+            "figures[/]"
+        )
+    if splits.extra.get("copies_across_classes"):
+        pairs = splits.extra["copies_across_classes"]
+        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        console.err.print(
+            f"[yellow]note: the same image is in two classes ({escape(', '.join(pairs[:3]))}{more}): "
+            "contradictory labels; remove the wrong copy[/]"
+        )
     if splits.extra.get("ignored"):
         console.err.print(
             f"[yellow]note: not read in {escape(str(splits.root))}: {escape(', '.join(splits.extra['ignored']))} "

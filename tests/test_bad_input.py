@@ -261,8 +261,8 @@ def test_a_recipe_value_of_the_wrong_type(tmp_path, image_folder):
 
 def test_a_folder_layout_without_test_images(tmp_path):
     data = tmp_path / "data"
-    for split in ("train", "val"):
-        make_folder(data / split, per_class=4)
+    for seed, split in enumerate(("train", "val")):  # other images (copies of train in val/ are said)
+        make_folder(data / split, per_class=4, seed=seed)
     run_bad(["finetune", "--data", data, "--out", tmp_path / "run"], 2, "has no test images", tmp_path)
 
 

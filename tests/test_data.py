@@ -346,3 +346,29 @@ def test_an_image_without_an_image_extension_is_named_as_such(tmp_path):
 
     os.mkfifo(root / "pipe")  # reading a FIFO to identify it would wait forever
     assert not_an_image(root / "pipe") == "not an image file"
+
+
+def test_copies_of_one_image_stay_in_one_split(tmp_path):
+    """A reviewer's finding: byte-identical copies ('0 copy 1.png') were split across train, val and test with no
+    word, so validation and test scored images trained on; the same image in two classes was not said either."""
+    import shutil
+
+    root = make_folder(tmp_path / "data", per_class=20, classes=2)
+    plain = load_splits(root, seed=3)
+    for k in range(6):  # six copies of one image: a 20 % test and 10 % val share would split them
+        shutil.copy(root / "class0" / "000.png", root / "class0" / f"000 copy {k}.png")
+    splits = load_splits(root, seed=3)
+    copies = {root / "class0" / "000.png", *(root / "class0" / f"000 copy {k}.png" for k in range(6))}
+    groups = {name for name in SPLITS for s in splits.split(name) if s.path in copies}
+    assert groups == {"train"} and splits.extra["copies_kept_in_train"] >= 1
+    others = {name: [s.path for s in splits.split(name) if s.path not in copies] for name in SPLITS}
+    assert sum(map(len, others.values())) == 39 and plain.extra.get("copies_kept_in_train") is None
+    shutil.copy(root / "class1" / "001.png", root / "class0" / "from-class1.png")
+    assert load_splits(root, seed=3).extra["copies_across_classes"] == ["class0 / class1"]
+    # the user's own split folders are not moved: said
+    folders = tmp_path / "folders"
+    shutil.copytree(root / "class0", folders / "train" / "class0")
+    shutil.copytree(root / "class1", folders / "train" / "class1")
+    (folders / "test" / "class0").mkdir(parents=True)
+    shutil.copy(root / "class0" / "005.png", folders / "test" / "class0" / "again.png")
+    assert load_splits(folders, seed=3).extra["copies_across_splits"] == 1
