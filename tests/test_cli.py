@@ -328,3 +328,16 @@ def test_finetune_names_its_default_out_after_the_data_as_given_like_pipeline(tm
     folder = make_folder(tmp_path / "photos", per_class=2)
     monkeypatch.chdir(folder)
     assert_one_line_error(invoke("finetune", "--data", "."), 2, "the default --out, models/photos-mobilenet_v2 (")
+
+
+def test_the_list_of_commands_has_each_summary_on_its_own_lines():
+    """`edgetransfer --help` kept the line breaks of search's docstring: 'each' and 'trials' stood alone on lines."""
+    import typer
+
+    from edgetransfer.cli import app
+
+    commands = typer.main.get_command(app).commands
+    assert set(commands) >= {"pipeline", "finetune", "export", "bench", "explain", "predict", "models", "search"}
+    for name, command in commands.items():
+        assert command.short_help and "\n" not in command.short_help, name
+    assert commands["search"].short_help.startswith("Find the most accurate model within the profile's latency budget")

@@ -70,14 +70,16 @@ def _options(
     """From a pretrained vision backbone to a fast, small, accurate model on an edge device."""
 
 
-app.command()(pipeline)
-app.command()(finetune)
-app.command()(export)
-app.command()(bench)
-app.command()(explain)
-app.command()(predict)
-app.command()(models)
-app.command()(search)
+def _summary(command) -> str:
+    """A command's first paragraph on one line, for the list of commands (its line breaks were kept there: a
+    wrapped word stood alone on a line)."""
+    import inspect
+
+    return " ".join(inspect.cleandoc(command.__doc__ or "").split("\n\n")[0].split())
+
+
+for _command in (pipeline, finetune, export, bench, explain, predict, models, search):
+    app.command(short_help=_summary(_command))(_command)
 
 
 def main() -> None:

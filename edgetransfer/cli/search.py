@@ -174,7 +174,10 @@ def search(
 ) -> None:
     """Find the most accurate model within the profile's latency budget: backbone x input size x int8 method, each
     trial an ordinary run (finetune -> export -> bench); the Pareto front, the pick and every trial (exit 1: trials
-    were measured and none meets the budget, the closest named; or no trial finished)."""
+    were measured and none meets the budget, the closest named; or no trial finished).
+
+    Each trial is ranked by its exported model's validation top-1; the test split is read for the final report
+    only. docs/search.md has the details (workers, --resume, storage, the report files)."""
     from edgetransfer import console
     from edgetransfer.errors import UsageError
     from edgetransfer.search import SearchConfig, parse_duration, search
