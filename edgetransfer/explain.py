@@ -46,7 +46,7 @@ class ExplainConfig:
     images: int = 8  # validation images for the per-layer error
 
     def validate(self) -> None:
-        for name, value, top in (("--threads", self.threads, 256), ("--runs", self.runs, 10_000)):
+        for name, value, top in (("--threads", self.threads, 1024), ("--runs", self.runs, 10_000)):
             if not 1 <= value <= top:
                 raise UsageError(f"{name} must be 1..{top}, not {value}")
         if not 1 <= self.images <= 256:

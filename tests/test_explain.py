@@ -139,7 +139,7 @@ def test_what_the_instruction_set_implies():
 
 
 @pytest.mark.parametrize(
-    ("args", "message"), [(["--threads", "0"], "--threads must be 1..256"), (["--images", "999"], "--images")]
+    ("args", "message"), [(["--threads", "0"], "--threads must be 1..1024"), (["--images", "999"], "--images")]
 )
 def test_bad_settings_are_one_line(run_copy, args, message):
     result = CliRunner().invoke(app, ["explain", str(run_copy.path), *args])

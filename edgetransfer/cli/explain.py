@@ -14,10 +14,14 @@ from edgetransfer.explain import ExplainConfig  # the defaults below are the lib
 @friendly_errors
 def explain(
     run: Annotated[Path, typer.Argument(help="Run directory with exported models ('edgetransfer export').")],
-    threads: Annotated[int, typer.Option(help="Intra-op threads for the profiles.")] = ExplainConfig.threads,
-    runs: Annotated[int, typer.Option(help="Timed inferences per model after warm-up.")] = ExplainConfig.runs,
+    threads: Annotated[
+        int, typer.Option(help="Intra-op threads for the profiles (1..1024, as bench).")
+    ] = ExplainConfig.threads,
+    runs: Annotated[
+        int, typer.Option(help="Timed inferences per model after warm-up (1..10000).")
+    ] = ExplainConfig.runs,
     images: Annotated[
-        int, typer.Option(help="Validation images for the per-layer int8 error (SQNR).")
+        int, typer.Option(help="Validation images for the per-layer int8 error (SQNR; 1..256).")
     ] = ExplainConfig.images,
 ) -> None:
     """Why is my int8 slow or wrong: time per op type, which layers run in int8, what quantize/dequantize and
