@@ -304,8 +304,8 @@ def target_images(config, labels: tuple[str, ...]) -> tuple[tuple[Sample, ...], 
         raise UsageError(
             "--target-val measures and guards domain adaptation: it goes with --adapt-bn and/or --unlabeled"
         )
-    adapt_images = list_images(config.adapt_bn) if config.adapt_bn else ()
-    unlabeled = list_images(config.unlabeled) if config.unlabeled else ()
+    adapt_images = _listed("--adapt-bn", config.adapt_bn)
+    unlabeled = _listed("--unlabeled", config.unlabeled)
     for option, folder, images in (
         ("--adapt-bn", config.adapt_bn, adapt_images),
         ("--unlabeled", config.unlabeled, unlabeled),
@@ -321,6 +321,17 @@ def target_images(config, labels: tuple[str, ...]) -> tuple[tuple[Sample, ...], 
         adapted_on = (("--adapt-bn", config.adapt_bn, adapt_images), ("--unlabeled", config.unlabeled, unlabeled))
         _apart(config.target_val, target_val, adapted_on)
     return adapt_images, unlabeled, target_val
+
+
+def _listed(option: str, folder: str | None) -> tuple[Sample, ...]:
+    """The images of an adaptation folder; its errors name the option (they read "DIR has no images")."""
+    if not folder:
+        return ()
+    try:
+        return list_images(folder)
+    except DataError as exc:
+        said = str(exc)
+        raise DataError(said if said.startswith(option) else f"{option}: {said}") from None
 
 
 def _apart(given: str, target_val: tuple[Sample, ...], adapted_on: tuple) -> None:

@@ -272,6 +272,10 @@ def test_one_adaptation_image_is_refused_before_training(tmp_path, image_folder)
     shutil.copy(image_folder / "class0" / "000.png", one)
     args = ["finetune", "--data", image_folder, "--out", tmp_path / "run", "--size", 32, "--adapt-bn", one]
     run_bad(args, 2, "has 1 image; BatchNorm statistics need at least 2", tmp_path)
+    (tmp_path / "empty").mkdir()  # "error: .../empty has no images" named no option (a new user's finding)
+    args = ["finetune", "--data", image_folder, "--out", tmp_path / "run", "--size", 32, "--unlabeled"]
+    said = run_bad([*args, tmp_path / "empty"], 2, "error: --unlabeled: ", tmp_path)
+    assert "empty" in said and "no images" in said
 
 
 @pytest.mark.parametrize("count", [3, 5, 65])
