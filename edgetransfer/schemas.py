@@ -130,7 +130,15 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or-python"))))
     kind, msg = first["type"], first["msg"]
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+
+    def named_key(e: dict) -> str:
+        at = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or"))))
+        below = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at[1:])
+        return "--" + str(at[0]).replace("_", "-") + below if flags and at else _key_path(at)
+
+    rest = [named_key(e) for e in errors[1:4]]  # named: one fix was followed by another error ("and 1 more")
+    named = ": " + ", ".join(rest) + (", ..." if len(errors) > 4 else "") if rest else ""
+    more = f" (and {len(errors) - 1} more{named})" if len(errors) > 1 else ""
     lead = f"{source}: " if source else ""
     if kind == "extra_forbidden":
         known = known_keys(model, loc[:-1]) if model is not None else []

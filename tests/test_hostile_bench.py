@@ -395,7 +395,7 @@ def test_bench_refuses_a_card_with_another_number_of_labels(run, tmp_path, label
 BAD_CARDS = {
     "std 0": (
         lambda p: p.update(std=[0.0, 0.0, 0.0]),
-        "preprocessing.std[0]: expected > 0, got 0.0 (and 2 more)",
+        "preprocessing.std[0]: expected > 0, got 0.0 (and 2 more: preprocessing.std[1], preprocessing.std[2])",
     ),
     "nan mean": (
         lambda p: p.update(mean=[math.nan, 0.4, 0.4]),

@@ -233,7 +233,7 @@ def test_every_mistake_is_counted_and_the_first_named():
         a: int
         b: int
 
-    with pytest.raises(FileError, match=r"^f.toml: a: expected a whole number, got 'x' \(and 1 more\)$"):
+    with pytest.raises(FileError, match=r"^f.toml: a: expected a whole number, got 'x' \(and 1 more: b\)$"):
         validate(Two, {"a": "x", "b": "y"}, "f.toml")
     with pytest.raises(FileError, match=r"^f.toml: unknown key 'zzz' \(known: a, b\)$"):
         validate(Two, {"a": 1, "b": 2, "zzz": 3}, "f.toml")
