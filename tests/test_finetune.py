@@ -245,6 +245,10 @@ def test_cli_flags_override_the_recipe(image_folder, tmp_path):
     assert config["strategy"] == "linear-probe" and config["epochs"] == 1 and config["size"] == 32
     assert [h["phase"] for h in training["history"]] == ["head"]  # only the head learns in a linear probe
     assert "(head)" in result.stderr and "(body)" not in result.stderr
+    # a recipe's folder that is not there names the recipe (it read "data folder not found: src")
+    recipe.write_text('data = "no-such-folder"\n')
+    said = CliRunner().invoke(app, ["finetune", "--config", str(recipe), "--out", str(tmp_path / "x")]).stderr
+    assert " ".join(said.split()).startswith(f"error: {recipe}: data = 'no-such-folder' not found (a path in a recipe")
 
 
 def test_outputs_curves_confusion_and_determinism(image_folder, tmp_path):

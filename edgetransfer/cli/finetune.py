@@ -225,6 +225,7 @@ def finetune(
     if time_budget is not None:
         given["time_budget"] = parse_duration(time_budget)
     options = load_recipe(config) if config else {}
+    from_recipe = set(options)
     switches = ("resume", "overwrite", "skip_bad")  # on/off: the flag given here (--no-X too), else the recipe's
 
     def switch(name: str) -> bool:
@@ -240,6 +241,14 @@ def finetune(
     )
     if not options.get("data"):
         raise UsageError("--data is required (a folder, or 'digits')")
+    for key in ("data", "adapt_bn", "unlabeled", "target_val"):  # a recipe's folder that is not there: said as
+        value = options.get(key)  # the recipe's (it read "data folder not found: src", naming no recipe)
+        if given.get(key) is None and key in from_recipe and value != "digits":
+            if not Path(str(value)).expanduser().exists():
+                raise UsageError(
+                    f"{config}: {key} = {str(value)!r} not found (a path in a recipe is read from the folder the "
+                    f"command runs in, {Path.cwd()})"
+                )
     if options.get("out") is None:  # named as pipeline names it ('' given is refused as an empty --out, later)
         options["out"] = default_out(options["data"], options.get("backbone", "mobilenet_v2"))
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
