@@ -30,7 +30,8 @@ from edgetransfer.rundir import EXPLAIN_JSON, ONNX_FP32, ONNX_INT8, OV_FP32, OV_
 INT8_ORT_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul")
 QDQ_ORT_OPS = ("QuantizeLinear", "DequantizeLinear")
 LAYOUT_ORT_OPS = ("Transpose", "ReorderInput", "ReorderOutput")
-COMPUTE_ORT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+# FusedConv/FusedGemm/FusedMatMul: a float Conv+activation fused where ONNX Runtime does not use its NCHWc layout (ARM)
+COMPUTE_ORT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose", "FusedConv", "FusedGemm", "FusedMatMul")
 COMPUTE_OV_TYPES = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile")
 WORST_LAYERS = 5
