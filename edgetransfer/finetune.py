@@ -332,8 +332,22 @@ class _Trainer:
             optimizer.load_state_dict(self.state["optimizer"])
         planned = config.epochs  # --time-budget re-plans it after each epoch (a resumed run: its saved plan, where a
         # time budget made it; a run planned by its --epochs alone follows the --epochs given now)
-        if config.time_budget and self.state.get("planned_by_budget") and "planned_epochs" in self.state:
-            planned = min(self.state["planned_epochs"], config.epochs)
+        anchor = None  # (step, lr factor): after a re-plan the schedule goes on from there, never back up
+        # (a state saved before planned_by_budget existed: as it was resumed then, by its plan under a budget)
+        if self.state.get("planned_by_budget", bool(config.time_budget)) and config.time_budget:
+            if "planned_epochs" in self.state:
+                planned = min(self.state["planned_epochs"], config.epochs)
+                anchor = self.state.get("lr_anchor")
+
+        def lr_factor(at: int, plan: int) -> float:
+            """Warm-up, then cosine to zero at the plan's last step; past a re-plan's anchor, a cosine from the
+            factor reached there (a plan lengthened mid-run took a decayed learning rate back up 22x)."""
+            total = plan * steps_per_epoch
+            if anchor is None or at < anchor[0]:
+                return warmup_cosine(total, max(1, int(config.warmup * total)))(at)
+            progress = min(1.0, (at - anchor[0]) / max(1, total - anchor[0]))
+            return anchor[1] * 0.5 * (1.0 + math.cos(math.pi * progress))
+
         dtype = amp_dtype(config.amp, device, body_learns=True)  # per epoch below; this one for the GradScaler
         scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -368,11 +382,10 @@ class _Trainer:
             epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
             with console.progress() as bar:
                 task = bar.add_task(f"epoch {epoch}/{planned} ({phase})", total=len(batches), status="")
-                # warm-up a share of the planned steps (of --epochs' it outlasted a budget of fewer epochs)
-                warmup_steps = max(1, int(config.warmup * planned * steps_per_epoch))
                 for indices in batches:
-                    # the learning rate of this step: warm-up, then cosine to zero at the planned last step
-                    lr_scale = warmup_cosine(planned * steps_per_epoch, warmup_steps)(step)
+                    # the learning rate of this step: warm-up (a share of the planned steps: of --epochs' it
+                    # outlasted a budget of fewer epochs), then cosine to zero at the planned last step
+                    lr_scale = lr_factor(step, planned)
                     for group in optimizer.param_groups:
                         group["lr"] = group["peak_lr"] * lr_scale
                     images = augment(train.uint8(indices), pre, kind=config.augment, hflip=config.hflip)
@@ -406,9 +419,13 @@ class _Trainer:
                     if left < 0:
                         break
                     fits = later
-                # only ever shortened: a cosine schedule lengthened mid-run takes its decayed learning rate back up
-                # (a resumed run's rose 22x, 1.7e-05 to 3.8e-04)
-                planned = min(planned, fits)
+                # a schedule that ended (this was its last epoch) is not lengthened: its learning rate is down to
+                # zero, and taking it back up restarts the training (a resumed run's rose 22x)
+                if fits < planned or epoch < planned < fits:
+                    if step >= max(1, int(config.warmup * planned * steps_per_epoch)):  # past the warm-up: go on
+                        anchor = (step, lr_factor(step, planned))  # from the factor reached, to zero at the new end
+                    planned = fits
+                    self.state["lr_anchor"] = anchor
             if epoch < config.epochs and self._should_stop(epoch):  # (after the last epoch there is nothing to stop)
                 stopped_because = f"early stopping (no better validation score for {config.patience} epochs)"
                 break

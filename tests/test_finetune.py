@@ -771,6 +771,29 @@ def test_a_resume_with_a_time_budget_keeps_one_decaying_schedule(image_folder, t
     assert "epoch 2/4 (body)" in capsys.readouterr().err
 
 
+def test_a_plan_lengthened_by_the_time_budget_goes_on_from_the_learning_rate_reached(
+    image_folder, tmp_path, monkeypatch
+):
+    """A re-plan that lengthened the schedule took a decayed learning rate back up (a cosine to a later end); only
+    shortening it lost budget when the first estimate was pessimistic (a reviewer's finding). Here the plan shrinks
+    to 2 epochs after the first, then grows back to 4: the learning rate never rises after the warm-up."""
+    from edgetransfer import finetune as module
+
+    def planned(costs: list[float], out: str) -> list[float]:
+        left = iter(costs)
+        monkeypatch.setattr(module._Trainer, "_epoch_cost", lambda self, epoch, took: next(left, 1.0))
+        config = FinetuneConfig(
+            data=str(image_folder), out=str(tmp_path / out), device="cpu", strategy="full", time_budget=1e6,
+            **{**TINY, "epochs": 4, "patience": 10, "warmup": 0.1},
+        )  # fmt: skip
+        return [h["lr"] for h in finetune(config).load_card().training["history"]]
+
+    lrs = planned([1.0, 1.0, 1e9], "a")  # after epoch 1: 2 and 3 fit, 4 does not; after epoch 2: every one fits
+    assert len(lrs) == 4 and lrs[1] > lrs[2] > lrs[3] > 0, lrs
+    # a plan that ended (epoch 2 of 2, its learning rate down to zero) is not taken back up: it stops there
+    assert len(planned([1.0, 1e9], "b")) == 2
+
+
 def test_options_the_strategy_does_not_use_are_said():
     """--unfreeze with two-phase, --head-epochs with full, --body-lr-scale with linear-probe changed nothing and were
     written into the card without a word (a new user's trial)."""
