@@ -73,7 +73,7 @@ class Splits:
         digest = hashlib.sha256()
         for name in SPLITS:
             for sample in sorted(self.split(name), key=lambda s: s.path):
-                content = hashes[sample.path] if hashes else sha256_file(sample.path)
+                content = hashes[sample.path] if hashes else file_sha256(sample.path)
                 line = f"{name}/{self.labels[sample.label]}/{sample.path.name}:{content}\n"
                 digest.update(line.encode("utf-8", "surrogateescape"))  # a file name that is not UTF-8 as its bytes
         return digest.hexdigest()
@@ -81,7 +81,7 @@ class Splits:
     def record(self) -> dict[str, Any]:
         """The exact files of each split (relative to the root) with their class and sha256, and the fingerprint:
         what the run was trained, validated and tested on, for export and bench to read back."""
-        hashes = {s.path: sha256_file(s.path) for name in SPLITS for s in self.split(name)}
+        hashes = {s.path: file_sha256(s.path) for name in SPLITS for s in self.split(name)}
         return {
             "root": str(self.root.resolve()),
             "labels": list(self.labels),
@@ -429,6 +429,19 @@ def load_splits(
     return Splits(root, labels, train, val, test, seed, "split", extra)
 
 
+# this process's sha256 of files by their state (_file_key): a search loads one folder in every trial, and the copy
+# check and the split record read the same files
+_HASHED: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """``sha256_file`` once per file state in this process."""
+    key = _file_key(path)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_file(path)
+    return _HASHED[key]
+
+
 def _copies(samples: tuple[Sample, ...]) -> list[list[Sample]]:
     """Groups of byte-identical images (only files of one size are hashed: cheap where there are none)."""
     by_size: dict[int, list[Sample]] = {}
@@ -438,7 +451,7 @@ def _copies(samples: tuple[Sample, ...]) -> list[list[Sample]]:
     for same in by_size.values():
         if len(same) > 1:
             for sample in same:
-                groups.setdefault(sha256_file(sample.path), []).append(sample)
+                groups.setdefault(file_sha256(sample.path), []).append(sample)
     return [group for group in groups.values() if len(group) > 1]
 
 
