@@ -845,6 +845,15 @@ def test_a_trial_that_crashes_fails_alone_and_is_not_taken_for_a_dead_worker(tmp
     assert result.rows[1]["note"].endswith("export recorded no validation top-1 for the measured model")
     resumed = search(replace(config, backbones=None, sizes=None, int8_methods=None, resume=True, trials=3))
     assert len(tried) == 3 and not resumed.mine  # neither failure is queued again as a dead worker's trial
+    # the storage failing is not the candidate's failure: it goes up (a reviewer's finding)
+    import optuna
+
+    def storage_fails(*args, **kwargs):
+        raise optuna.exceptions.StorageInternalError("database is locked")
+
+    monkeypatch.setattr(study, "run_trial", storage_fails)
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        search(replace(config, out=str(tmp_path / "t"), backbones=("mobilenet_v2",), trials=1))
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the stand-in worker asks without optimize

@@ -719,7 +719,12 @@ class _Search:
         except Exception as exc:  # noqa: BLE001 -- one candidate's crash (a CUDA out-of-memory, an engine's own
             # error, a bug) fails its trial, said with its type, and the search goes on; uncaught, it stopped the
             # search and left the trial failed without a reason, as if its worker had died: --resume ran it first
-            # and stopped again, every time
+            # and stopped again, every time. The study's storage failing (a locked SQLite, a lost PostgreSQL) is
+            # not the candidate's: it goes up as before (the trial is then retried as a dead worker's)
+            if isinstance(exc, self.optuna.exceptions.StorageInternalError) or type(exc).__module__.startswith(
+                "sqlalchemy"
+            ):
+                raise
             first = (str(exc).strip().splitlines() or [""])[0]
             said = textwrap.shorten(f"{type(exc).__name__}: {first}", 400, placeholder=" ...")
             trial.set_user_attr("error", f"unexpected error, not retried: {said}")
