@@ -207,8 +207,12 @@ class RunDir:
             raise RunDirError(f"{run.path} is not a run directory: it has no {CARD} (run 'edgetransfer finetune')")
         card = run.load_card()
         if not card.complete.get("finetune"):
-            with run.lock("open"):  # still training: "in use by 'edgetransfer finetune'", not "--resume it"
-                pass
+            holder = run.held_by()  # still training: "in use by 'edgetransfer finetune'", not "--resume it"
+            if holder is not None:
+                raise RunDirError(
+                    f"{run.path} is in use by 'edgetransfer {holder.get('command', '?')}' "
+                    f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish"
+                )
             raise RunDirError(
                 f"training of {run.path} did not finish; continue it with: "
                 f"edgetransfer finetune --resume --out {shlex.quote(str(run.path))}"
@@ -235,6 +239,30 @@ class RunDir:
 
     def save_card(self, card: ModelCard) -> None:
         atomic_write_text(self.file(CARD), card.to_json() + "\n")
+
+    def held_by(self) -> dict | None:
+        """Who holds the run's lock now (what it wrote there), or None; a look that writes nothing (a run on a
+        read-only mount is still read)."""
+        import fcntl
+
+        real = Path(os.path.abspath(self.path))
+        path = real.parent / f".{real.name}.lock"
+        if str(path.resolve()) in _HELD:
+            return None
+        try:
+            handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError:
+            return None
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    return json.loads(handle.read() or "{}")
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    return {}
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
 
     @contextlib.contextmanager
     def lock(self, command: str, *, wait: float = 3.0) -> Iterator[None]:
