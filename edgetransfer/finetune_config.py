@@ -305,9 +305,13 @@ def check_splits(splits: Splits) -> None:
     counts = f"{sizes['train']} training, {sizes['val']} validation and {sizes['test']} test images"
     if splits.layout == "folders" and sizes["train"] and sizes["val"]:
         raise DataError(f"{splits.root} has no test images ({counts}); add {splits.root / 'test'}/<class>/...")
+    copies = splits.extra.get("copies_kept_in_train")
+    why = (  # the images are there, but copies of one another stay together in train
+        f" (besides {copies} byte-identical copies kept in train with their originals)" if copies else ""
+    )
     raise DataError(
-        f"{splits.root} gives {counts} ({class_counts(splits)}): too few to split; each class needs at least "
-        f"{MIN_PER_CLASS} images, or give DIR/train, DIR/val and DIR/test"
+        f"{splits.root} gives {counts} ({class_counts(splits)}): too few to split{why}; each class needs at least "
+        f"{MIN_PER_CLASS} distinct images, or give DIR/train, DIR/val and DIR/test"
     )
 
 

@@ -371,3 +371,18 @@ def test_copies_of_one_image_stay_in_one_split(tmp_path):
     (folders / "test" / "class0").mkdir(parents=True)
     shutil.copy(root / "class0" / "005.png", folders / "test" / "class0" / "again.png")
     assert load_splits(folders, seed=3).extra["copies_across_splits"] == 1
+
+
+def test_a_folder_of_copies_says_why_it_cannot_be_split(tmp_path):
+    """All copies: moved into train, validation and test were empty, and the error said 'too few to split' of a
+    folder holding six images per class (a reviewer's finding)."""
+    import shutil
+
+    from edgetransfer.finetune_config import check_splits
+
+    root = make_folder(tmp_path / "data", per_class=1, classes=2)
+    for name in ("class0", "class1"):
+        for k in range(5):
+            shutil.copy(root / name / "000.png", root / name / f"copy{k}.png")
+    with pytest.raises(DataError, match=r"too few to split \(besides \d+ byte-identical copies kept in train"):
+        check_splits(load_splits(root))
