@@ -44,7 +44,9 @@ def default_out(data: str, backbone: str) -> str:
 
 @friendly_errors
 def finetune(
-    data: Annotated[str | None, typer.Option("--data", help=DATA_HELP)] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help=DATA_HELP + " Required, here or in the --config recipe.")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML recipe holding any of these options; flags override it.")
     ] = None,
@@ -176,10 +178,18 @@ def finetune(
         Path | None, typer.Option(help="Unlabelled target-domain images: re-estimate BatchNorm statistics (AdaBN).")
     ] = None,
     unlabeled: Annotated[
-        Path | None, typer.Option(help="Unlabelled target images for pseudo-label self-training (after AdaBN).")
+        Path | None,
+        typer.Option(
+            help="Unlabelled target images for pseudo-label self-training, after AdaBN (on --adapt-bn's images, or "
+            "these when --adapt-bn is not given)."
+        ),
     ] = None,
     target_val: Annotated[
-        Path | None, typer.Option(help="Labelled target images (DIR/<class>/...): measure and guard adaptation.")
+        Path | None,
+        typer.Option(
+            help="Labelled target images (DIR/<class>/...), none of them in --adapt-bn or --unlabeled: measure and "
+            "guard adaptation (what to keep is chosen by them: a selection's figure, not a held-out one)."
+        ),
     ] = None,
     pseudo_threshold: Annotated[
         float | None, typer.Option(help="Pseudo-label confidence.", show_default=config_default("pseudo_threshold"))
