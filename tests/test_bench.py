@@ -306,7 +306,9 @@ def test_more_threads_than_cores_is_said(trained_run, capsys):
 
     cores = usable_cores()
     bench(trained_run, BenchConfig(backends=("ort-cpu",), variants=("int8",), threads=cores + 2, **FAST), write=False)
-    assert f"note: {cores + 2} threads on the {cores} cores this process may use" in capsys.readouterr().err
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"note: {cores + 2} threads on the {cores} cores this process may use" in said
+    assert "a profile of your own with threads = N under [settings])" in said  # rich had eaten "[settings]"
 
 
 def test_a_model_file_the_card_records_but_that_is_gone_is_said(trained_run, tmp_path):

@@ -939,7 +939,9 @@ def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatc
         ),
     )
     again = search(replace(config, resume=True, trials=5))
-    assert [r["state"] for r in again.rows].count("done") == 2 and again.stopped == "5 trial(s)"
+    assert [r["state"] for r in again.rows].count(
+        "done"
+    ) == 2 and again.stopped == "--trials 5 reached (every worker together)"
 
 
 def test_what_stops_a_search_that_only_fails():
@@ -1359,3 +1361,31 @@ def test_a_trial_over_a_size_budget_is_infeasible_to_the_sampler():
     assert _violation(trial) == [-30.0]  # within the latency budget, nothing else broken: feasible
     trial.user_attrs["budget_failures"] = ["model size 2.602 MB > 1 MB"]
     assert _violation(trial) == [1.0]
+
+
+def test_a_trial_over_the_latency_budget_says_so_in_its_note():
+    """docs/search.md: 'A trial over any of them is "over" (its note says which)'; a trial over the latency budget
+    alone had an empty note, and one over both named only the model size (a new user's finding)."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for over, failures in ((103.468, None), (1.664, ["model size 4.684 MB > 3 MB"])):
+        trial = study.ask()
+        attrs = dict(backbone="mobilenet_v2", size=96, int8="static", val_top1=0.9, latency_key="p99_ms")
+        attrs |= dict(latency_ms=50.0 + over, over_budget_ms=over, within_budget=False, budget_failures=failures)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, 90.0)
+    rows = rep.trial_rows(study.get_trials())
+    assert rows[0]["note"] == "over the profile's p99 153.468 ms > 50 ms"
+    assert rows[1]["note"] == "over the profile's p99 51.664 ms > 50 ms; model size 4.684 MB > 3 MB"
+
+
+def test_a_profile_without_a_latency_budget_shows_the_throughput_it_checks():
+    """The server profile (no latency budget, min_throughput 500) recommended 'p50 62.248 ms (the profile sets no
+    latency budget)': batch 32's p50, unsaid, and not the throughput that decided (510 img/s: a new user's finding)."""
+    budget = Budget("p50_ms", math.inf, (("min_throughput", 500.0),))
+    rows = [{**_row(0, 0.95, 62.248), "throughput_ips": 510.1}]
+    line = rep.verdict(rows, budget)[0]
+    assert "p50 62.248 ms (its worst over the profile's batch sizes; the profile sets no latency budget)" in line
+    assert "(throughput 510 img/s >= 500, +2%)" in line

@@ -223,7 +223,7 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
         console.err.print(
             f"[yellow]note: {threads} threads on the {usable_cores()} cores this process may use: the threads "
             "take turns and latencies come out erratic; --threads to measure with fewer (search: a profile of your "
-            "own with threads = N under [settings])[/]"
+            "own with threads = N under \\[settings])[/]"  # escaped: rich took [settings] for a tag and dropped it
         )
     samples_set, data_source = _labelled(run, card, config) if config.accuracy else ((), "")
     if config.accuracy and data_source and not samples_set:

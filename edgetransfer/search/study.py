@@ -31,7 +31,7 @@ from edgetransfer.search.trial import Budget, Candidate, TrialError, run_trial
 
 FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "latency_key", "p50_ms", "p99_ms")
 FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "within_budget", "over_budget_ms")
-FIGURES += ("budget_failures", "p50_p99_batch")
+FIGURES += ("budget_failures", "p50_p99_batch", "throughput_ips")
 FIGURES += ("finetune_s", "export_s", "bench_s", "val_images", "measured_on", "slowest_on", "int8_drop_points")
 FIRST_PRUNE_EPOCH = 2  # the earliest epoch a trial can be pruned at (epochs count from 1)
 EXPORT_MAX_DROP = Int8Config.max_drop  # export's int8 budget (points): a static trial past it has its QAT sibling tried
@@ -132,6 +132,12 @@ def _plan_devices(config: SearchConfig, out: Path) -> list:
 def _enqueue(study, c: Candidate) -> None:
     """Queue ``c`` as the study's next trial (the parameters the sampler would suggest for it)."""
     study.enqueue_trial({"backbone": c.backbone, f"size_{c.backbone}": c.size, "int8": c.int8})
+
+
+def _trials_reached(config: SearchConfig) -> str:
+    """Why a search stopped at its --trials (it read "stopped: 0 trial(s)" above a table of three trials: the
+    search's total, every worker together, not this run's)."""
+    return f"--trials {config.trials} reached (every worker together)"
 
 
 def _died(trial) -> bool:
@@ -451,7 +457,7 @@ class _Search:
                     console.err.print(f"[yellow]trial {self.mine[-1]} was marked failed by another worker: {exc}[/]")
             if not self.config.worker:
                 self._wait_for_others(study)
-        if self.config.resume and self.config.trials and not self.mine and stopped == f"{self.config.trials} trial(s)":
+        if self.config.resume and self.config.trials and not self.mine and stopped == _trials_reached(self.config):
             console.err.print(
                 f"[yellow]note: the search has its {self.config.trials} trial(s) already: none ran; --trials N "
                 "(more) runs more[/]"
@@ -513,14 +519,15 @@ class _Search:
             return failing
         covered, counted, running = self._covered(study)
         if self.config.trials is not None and counted + running >= self.config.trials:
-            return f"{self.config.trials} trial(s)"
+            return _trials_reached(self.config)
         if len(covered) >= self.space.count():
             return "every candidate tried"
         budget = "the lead's time budget" if self.config.worker and not self.config.time_budget else "time budget"
         if deadline is not None and time.monotonic() >= deadline:
             return budget
         if deadline is not None and not self._untried(study):
-            return f"{budget} (no untried candidate fits the {deadline - time.monotonic():.0f} s left)"
+            left = deadline - time.monotonic()  # (the look at the untried ones takes seconds: it may have passed)
+            return f"{budget} (no untried candidate fits the {left:.0f} s left)" if left >= 1 else budget
         return ""
 
     def _failing(self, study) -> str:

@@ -122,7 +122,7 @@ def run_trial(
     --int8-method qat`` on a run."""
     from edgetransfer.bench import make_config
     from edgetransfer.bench.command import run_command
-    from edgetransfer.bench.profiles import check_budgets
+    from edgetransfer.bench.profiles import best_throughput, check_budgets
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.finetune import FinetuneConfig, finetune
     from edgetransfer.quantize import Int8Config
@@ -211,6 +211,7 @@ def run_trial(
         "p50_ms": smallest["p50_ms"],  # at the profile's smallest batch size (latency_ms is the worst of them)
         "p99_ms": smallest["p99_ms"],
         "p50_p99_batch": smallest["batch"],
+        "throughput_ips": best_throughput(result)[0],  # as the profile's min_throughput checks it
         "cv_percent": smallest.get("cv_percent"),
         "model_mb": result["model_bytes"] / 1e6,
         "precision": result["precision"],
