@@ -202,7 +202,8 @@ def qat_to_onnx(
             total, count = total + float(loss.detach()) * len(labels), count + len(labels)
         losses.append(total / count)
         seconds = time.perf_counter() - epoch_start
-        say(f"QAT epoch {epoch + 1}/{config.epochs}  loss {losses[-1]:.4f}  {count / seconds:.0f} img/s")
+        rate = count / seconds  # 3 figures: a slow epoch (0.17 img/s) read "0 img/s"
+        say(f"QAT epoch {epoch + 1}/{config.epochs}  loss {losses[-1]:.4f}  {rate:.3g} img/s ({seconds:.0f} s)")
     quantized.eval()
     if config.onnx_format == "nncf":
         stripped = nncf.strip(quantized, example_input=items[0], strip_format=nncf.StripFormat.NATIVE)

@@ -1107,6 +1107,15 @@ def test_a_queued_trial_that_never_ran_is_named_and_an_interrupted_one_retried_s
         "not started: the search stopped before it; --resume runs it first (with a higher --trials if the search "
         "stopped at its --trials)"
     )
+    for why, need in (  # a search stopped by its time budget was told to raise --trials (a new user's finding)
+        (
+            "time budget (no untried candidate fits the 27 s left)",
+            " (give a --time-budget again: it is not carried over)",
+        ),
+        ("--trials 3 reached (every worker together)", " (with a higher --trials)"),
+    ):
+        said = rep.trial_rows(study.get_trials(deepcopy=False), stopped=why)[2]["note"]
+        assert said == f"not started: the search stopped before it; --resume runs it first{need}"
     live = rep.trial_rows(study.get_trials(deepcopy=False))  # while the search runs: queued, no such note
     assert live[2]["state"] == "queued" and live[2]["note"] == ""
     assert (

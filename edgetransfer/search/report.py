@@ -22,9 +22,9 @@ STATES = {"COMPLETE": "done", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "
 REPORT_JSON, REPORT_HTML = "search.json", "search.html"
 
 
-def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
+def trial_rows(trials: list, *, stopped: bool | str = False) -> list[dict[str, Any]]:
     """One row per Optuna trial (a ``FrozenTrial``): its candidate, state, figures and who ran it; ``stopped``: the
-    search has stopped, so a trial still queued will not run in it."""
+    search has stopped (why, where known), so a trial still queued will not run in it."""
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         attrs = dict(t.user_attrs)
@@ -35,11 +35,18 @@ def trial_rows(trials: list, *, stopped: bool = False) -> list[dict[str, Any]]:
             name = fixed.get("backbone")
             attrs.update(backbone=name, size=fixed.get(f"size_{name}"), int8=fixed.get("int8"))
             state = "queued"
-            if stopped:
-                attrs["interrupted"] = (
-                    "not started: the search stopped before it; --resume runs it first (with a higher --trials if "
-                    "the search stopped at its --trials)"
+            if stopped:  # what --resume needs to run it, for the reason the search stopped where it is known
+                why = stopped if isinstance(stopped, str) else ""
+                need = (
+                    " (with a higher --trials)"
+                    if why.startswith("--trials")
+                    else " (give a --time-budget again: it is not carried over)"
+                    if "time budget" in why
+                    else ""
+                    if why
+                    else " (with a higher --trials if the search stopped at its --trials)"
                 )
+                attrs["interrupted"] = f"not started: the search stopped before it; --resume runs it first{need}"
         rows.append(
             {
                 "number": t.number,

@@ -462,7 +462,7 @@ class _Search:
                 f"[yellow]note: the search has its {self.config.trials} trial(s) already: none ran; --trials N "
                 "(more) runs more[/]"
             )
-        rows = report.trial_rows(study.get_trials(deepcopy=False), stopped=True)
+        rows = report.trial_rows(study.get_trials(deepcopy=False), stopped=stopped or True)
         report.check_old_trials(rows, self.budget, self.out)
         doc = report.document(
             rows, budget=self.budget, space=self.space.to_dict(), profile=self.config.profile, data=self.config.data
