@@ -246,6 +246,12 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
                     f"[yellow]note: the previous export of {run.path} made its int8 model with --int8-method {before}; "
                     f"this one uses {config.int8.mode}: give --int8-method {before} to make the same kind again[/]"
                 )
+            search = run.path.resolve().parent.parent
+            if run.path.resolve().parent.name == "trials" and (search / "search.json").is_file():
+                console.err.print(  # its figures there are the earlier export's (a new user's finding)
+                    f"[yellow]note: {run.path} is a trial of the search in {search}: its search.json and search.html "
+                    "keep the figures measured before this export (copy the trial's folder to export it apart)[/]"
+                )
             adaptation = (card.training or {}).get("adaptation") or {}
             adapted = adaptation.get("adapt_bn_images") and not adaptation.get("rolled_back_to_source")
             if adapted:  # with --calib too: the accuracy figures and int8's check are the source split's

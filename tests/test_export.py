@@ -626,3 +626,21 @@ def test_int8_options_that_do_nothing_are_said_or_recorded_as_used(tmp_path, mon
     said = CliRunner().invoke(app, ["export", str(tmp_path), "--int8-method", "qat", "--no-int8"]).stderr
     assert "note: --int8-method qat not used: --no-int8 makes no int8 model" in " ".join(said.split())
     assert given[-1].int8.mode == "none"
+
+
+def test_exporting_a_search_trial_again_says_the_search_report_keeps_the_old_figures(trained_run, tmp_path):
+    """A new user re-exported the recommended trial as the docs suggest: search.json kept quoting the deleted
+    model's latency, without a word."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    trial = tmp_path / "cam" / "trials" / "0000-mobilenet_v2-32px-static"
+    shutil.copytree(trained_run.path, trial)
+    (tmp_path / "cam" / "search.json").write_text("{}")
+    result = CliRunner().invoke(app, ["export", str(trial), "--no-int8", "--no-openvino"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert f"note: {trial} is a trial of the search in {tmp_path / 'cam'}: its search.json and search.html keep" in said
