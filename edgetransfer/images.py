@@ -85,7 +85,8 @@ _PIXEL_LIMIT_CHECK = threading.Lock()
 def to_rgb(image: Image.Image) -> Image.Image:
     """An image as 8-bit RGB, as training saw it: EXIF orientation applied, grey/palette/CMYK converted by Pillow,
     alpha dropped. 16-bit images (``I;16``) are scaled to 8 bits (``/257``) instead of clipped; ``I``/``F`` images
-    are read as 8-bit values when they fit 0..255, else as 16-bit."""
+    are read as 8-bit values when they fit 0..255, else as 16-bit; a float (``F``) image whose values all lie in
+    0..1 is read as 0..1 (times 255)."""
     return _convert_to_rgb(ImageOps.exif_transpose(image))
 
 
@@ -97,7 +98,9 @@ def _convert_to_rgb(image: Image.Image) -> Image.Image:
         values = np.asarray(image, dtype=np.float64)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise DataError(f"{mode} image with values outside 0..65535 cannot be read as 8 or 16 bits")
-        if mode in _SIXTEEN_BIT_MODES or (values.size and values.max() > 255):
+        if mode == "F" and values.size and 0 < values.max() <= 1.0:  # a float image of 0..1 (it read as black)
+            values = values * 255.0
+        elif mode in _SIXTEEN_BIT_MODES or (values.size and values.max() > 255):
             values = values / 257.0
         return Image.fromarray(np.rint(values).astype(np.uint8)).convert("RGB")
     try:

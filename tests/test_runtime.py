@@ -91,6 +91,11 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     assert rgb.mode == "RGB"
     assert np.asarray(rgb)[0, :, 0].tolist() == [0, 1, 128, 255]
     assert np.asarray(runtime.to_rgb(Image.fromarray(np.array([[0, 200]], np.int32))))[0, :, 0].tolist() == [0, 200]
+    # a float image of 0..1 (a new user's TIFF of a digit read as nearly black): times 255; of 0..255: as is
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32))
+    assert np.asarray(runtime.to_rgb(unit))[0, :, 0].tolist() == [0, 128, 255]
+    wide = Image.fromarray(np.array([[0.0, 0.5, 200.0]], np.float32))
+    assert np.asarray(runtime.to_rgb(wide))[0, :, 0].tolist() == [0, 0, 200]
 
 
 def test_arrays_and_pil_images_are_accepted():
