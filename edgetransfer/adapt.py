@@ -337,11 +337,11 @@ def _listed(option: str, folder: str | None) -> tuple[Sample, ...]:
 def _apart(given: str, target_val: tuple[Sample, ...], adapted_on: tuple) -> None:
     """--target-val must hold images the adaptation does not see (by content): the same folder given to --unlabeled
     and --target-val reported AdaBN's 100 % on the images its statistics were taken from."""
-    from edgetransfer.rundir import sha256_file
+    from edgetransfer.data import file_sha256
 
-    judged = {sha256_file(s.path) for s in target_val}
+    judged = {file_sha256(s.path) for s in target_val}
     for option, folder, images in adapted_on:
-        shared = sum(sha256_file(s.path) in judged for s in images)
+        shared = sum(file_sha256(s.path) in judged for s in images)
         if shared:
             raise UsageError(
                 f"--target-val {given} shares {shared} image(s) with {option} {folder} "

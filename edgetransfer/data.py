@@ -95,8 +95,13 @@ class Splits:
         }
 
 
-def _same(path: Path, digest: str) -> bool:
-    return path.is_file() and sha256_file(path) == digest
+def holds_recorded(record: dict[str, Any], root: Path, name: str, first: int = 50) -> bool:
+    """Whether ``root`` holds the recorded split ``name`` (one of its first ``first`` files there, by content):
+    the run's own folder, perhaps moved; a split without files counts as held."""
+    entries = record["files"][name][:first]
+    return not entries or any(
+        (root / rel).is_file() and file_sha256(root / rel) == digest for rel, _, digest in entries
+    )
 
 
 def splits_from_record(
@@ -114,8 +119,7 @@ def splits_from_record(
     for name in only or SPLITS:
         samples = []
         entries = record["files"][name]
-        first = entries[:50]
-        if first and root != Path(record["root"]) and not any(_same(root / rel, digest) for rel, _, digest in first):
+        if root != Path(record["root"]) and not holds_recorded(record, root, name):
             raise DataError(  # another labelled folder with the run's class names: none of its images is there
                 f"{root} is not the folder the run was trained on: none of the run's {name} images is there (e.g. "
                 f"{entries[0][0]}); pass the run's own folder, moved, with --data (to measure on other labelled "
@@ -131,7 +135,7 @@ def splits_from_record(
                 )
             if not path.is_file():
                 raise DataError(f"{path} is missing: the run's {name} split names it; restore it or fine-tune again")
-            if sha256_file(path) != digest:
+            if file_sha256(path) != digest:  # (hashed once per file state in this process)
                 raise DataError(f"{path} changed since the run was trained (its {name} split); restore it")
             samples.append(Sample(path, int(label)))
         splits[name] = tuple(samples)

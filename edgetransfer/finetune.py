@@ -95,9 +95,8 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):
         skipped = splits.extra["skipped"]
-        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         console.err.print(
-            f"[yellow]skipping {len(skipped)} bad file(s) (--skip-bad): {escape(', '.join(skipped[:3]))}{more} "
+            f"[yellow]skipping {len(skipped)} bad file(s) (--skip-bad): {escape(_first_three(skipped))} "
             "(all listed in the card's dataset.skipped_bad_files)[/]"
         )
     for group in lookalike_classes(splits.labels):
@@ -128,10 +127,9 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             "figures[/]"
         )
     if splits.extra.get("copies_across_classes"):
-        pairs = splits.extra["copies_across_classes"]
-        more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+        pairs = _first_three(splits.extra["copies_across_classes"])
         console.err.print(
-            f"[yellow]note: the same image is in two classes ({escape(', '.join(pairs[:3]))}{more}): "
+            f"[yellow]note: the same image is in two classes ({escape(pairs)}): "
             "contradictory labels; remove the wrong copy[/]"
         )
     if splits.extra.get("ignored"):
@@ -533,3 +531,8 @@ class _Trainer:
             (self.out / name).unlink(missing_ok=True)
         say_end(self, stopped_because, test[0])
         return run
+
+
+def _first_three(items) -> str:
+    """``a, b, c and 4 more``: a list said in one line."""
+    return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")

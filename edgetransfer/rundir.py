@@ -209,10 +209,7 @@ class RunDir:
         if not card.complete.get("finetune"):
             holder = run.held_by()  # still training: "in use by 'edgetransfer finetune'", not "--resume it"
             if holder is not None:
-                raise RunDirError(
-                    f"{run.path} is in use by 'edgetransfer {holder.get('command', '?')}' "
-                    f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish"
-                )
+                raise RunDirError(run._in_use(holder))
             raise RunDirError(
                 f"training of {run.path} did not finish; continue it with: "
                 f"edgetransfer finetune --resume --out {shlex.quote(str(run.path))}"
@@ -240,13 +237,24 @@ class RunDir:
     def save_card(self, card: ModelCard) -> None:
         atomic_write_text(self.file(CARD), card.to_json() + "\n")
 
+    def _lock_path(self) -> Path:
+        # beside the run (it survives replacing the run), named after its absolute path: `export .` inside the run
+        # and `export models/run` from above take the same lock (a link is not followed: --overwrite replaces it)
+        real = Path(os.path.abspath(self.path))
+        return real.parent / f".{real.name}.lock"
+
+    def _in_use(self, holder: dict) -> str:
+        return (
+            f"{self.path} is in use by 'edgetransfer {holder.get('command', '?')}' "
+            f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish"
+        )
+
     def held_by(self) -> dict | None:
         """Who holds the run's lock now (what it wrote there), or None; a look that writes nothing (a run on a
         read-only mount is still read)."""
         import fcntl
 
-        real = Path(os.path.abspath(self.path))
-        path = real.parent / f".{real.name}.lock"
+        path = self._lock_path()
         if str(path.resolve()) in _HELD:
             return None
         try:
@@ -270,10 +278,7 @@ class RunDir:
         who holds it and stops."""
         import fcntl
 
-        # beside the run (it survives replacing the run), named after its absolute path: `export .` inside the run
-        # and `export models/run` from above take the same lock (a link is not followed: --overwrite replaces it)
-        real = Path(os.path.abspath(self.path))
-        path = real.parent / f".{real.name}.lock"
+        path = self._lock_path()
         key = str(path.resolve())
         if key in _HELD:  # this process holds it already (a gate re-measuring inside a bench): re-enter
             yield
@@ -302,10 +307,7 @@ class RunDir:
                     if holder.get("command") == "search"
                     else ""
                 )
-                raise RunDirError(
-                    f"{self.path} is in use by 'edgetransfer {holder.get('command', '?')}' "
-                    f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish{join}"
-                ) from None
+                raise RunDirError(self._in_use(holder) + join) from None
             try:
                 same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
             except FileNotFoundError:

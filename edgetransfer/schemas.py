@@ -128,15 +128,9 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     errors = [e for e in errors if not (e["type"] in ("too_short", "too_long") and _echo(e["loc"], inner))]
     errors.sort(key=lambda e: e["type"] != "extra_forbidden")  # a misspelt key first: it explains a missing one
     first = errors[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or-python"))))
+    loc = _user_loc(first["loc"])
     kind, msg = first["type"], first["msg"]
-
-    def named_key(e: dict) -> str:
-        at = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or"))))
-        below = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at[1:])
-        return "--" + str(at[0]).replace("_", "-") + below if flags and at else _key_path(at)
-
-    rest = [named_key(e) for e in errors[1:4]]  # named: one fix was followed by another error ("and 1 more")
+    rest = [_named_key(_user_loc(e["loc"]), flags) for e in errors[1:4]]  # named: "(and 1 more)" hid a second fix
     named = ": " + ", ".join(rest) + (", ..." if len(errors) > 4 else "") if rest else ""
     more = f" (and {len(errors) - 1} more{named})" if len(errors) > 1 else ""
     lead = f"{source}: " if source else ""
@@ -164,9 +158,18 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     for words, short in _SHORTER:
         msg = msg.replace(words, short)
     got = "" if kind.startswith("value_error") else f", got {_shown(first.get('input'))}"
+    return f"{lead}{_named_key(loc, flags)}: {msg}{got}{more}"
+
+
+def _user_loc(loc: tuple) -> tuple:
+    """An error's location without pydantic's validator steps (``function-after[...]``, ``json-or-python[...]``)."""
+    return tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "json-or-python"))))
+
+
+def _named_key(loc: tuple, flags: bool) -> str:
+    """A key as the error names it: ``a.b[0]``, or as a command-line option (``--batch-size``) with ``flags``."""
     below = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-    key = "--" + str(loc[0]).replace("_", "-") + below if flags and loc else _key_path(loc)
-    return f"{lead}{key}: {msg}{got}{more}"
+    return "--" + str(loc[0]).replace("_", "-") + below if flags and loc else _key_path(loc)
 
 
 _SHORTER = [

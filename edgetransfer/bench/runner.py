@@ -97,17 +97,17 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
 def _holds_the_runs_images(run: RunDir, root: Path) -> str | None:
     """Which of the run's own splits ``root`` holds, "test" (its data folder, perhaps moved) or "train", by one of
     the first recorded files of it there, by content; None."""
+    from edgetransfer.data import holds_recorded
     from edgetransfer.rundir import SPLITS_FILE
 
     try:
-        files = json.loads(run.file(SPLITS_FILE).read_text())["files"]
+        record = json.loads(run.file(SPLITS_FILE).read_text())
+        return next(
+            (name for name in ("test", "train") if record["files"][name] and holds_recorded(record, root, name, 20)),
+            None,
+        )
     except (OSError, ValueError, KeyError, TypeError):  # a run before splits.json, or a damaged one
         return None
-    for name in ("test", "train"):
-        entries = files.get(name, [])[:20] if isinstance(files, dict) else []
-        if any((root / rel).is_file() and sha256_file(root / rel) == digest for rel, _, digest in entries):
-            return name
-    return None
 
 
 def _accuracy_arrays(samples: tuple[Sample, ...], card: ModelCard) -> tuple[np.ndarray, np.ndarray] | None:
