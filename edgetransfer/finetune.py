@@ -65,6 +65,7 @@ from edgetransfer.training import (
     Distributed,
     amp_dtype,
     fixed_blocks,
+    follow_data_quickly,
     head_and_blocks,
     param_groups,
     sampler_for_epoch,
@@ -286,6 +287,7 @@ class _Trainer:
         torch.manual_seed(config.seed)
         weights = Path(config.weights) if config.weights else None
         self.model, self.weights_info = backbones.build(backbone, len(splits.labels), weights_path=weights)
+        follow_data_quickly(self.model)
         blocks = len(head_and_blocks(self.model)[1])
         if config.strategy == "partial" and config.unfreeze > blocks:
             raise UsageError(

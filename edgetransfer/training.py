@@ -47,6 +47,22 @@ def trainable_blocks(strategy: str, phase: str, blocks: list, unfreeze: int) -> 
     return blocks
 
 
+FINE_TUNE_BN_MOMENTUM = 0.1  # PyTorch's default: the running statistics follow the last ~10 batches
+
+
+def follow_data_quickly(model: torch.nn.Module) -> None:
+    """BatchNorm running statistics that forget ImageNet's within a fine-tune's steps. EfficientNet-Lite's layers
+    carry TensorFlow's momentum 0.01 (made for 350 epochs of ImageNet): after a fine-tune of 160 steps, 20 % of
+    their statistics were still ImageNet's, and a Lite0 run on the digits scored 80 % where the same weights with
+    statistics of its training images scored 96 %. A momentum of at least 0.1 leaves 0.9**50 < 1 % after 50 steps
+    (a cumulative average, momentum None, is kept as it is)."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.momentum is not None:
+            m.momentum = max(m.momentum, FINE_TUNE_BN_MOMENTUM)
+
+
 def set_phase(model: torch.nn.Module, strategy: str, phase: str, unfreeze: int, fixed: int = 0) -> int:
     """Freeze what does not learn in this phase (frozen BatchNorm layers keep their statistics too); returns
     how many parameters will learn. ``fixed``: the body's first blocks that never learn (``--freeze-early``); their

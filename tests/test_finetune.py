@@ -807,3 +807,28 @@ def test_options_the_strategy_does_not_use_are_said():
     assert unused(strategy="linear-probe", body_lr_scale=0.5)[0].startswith("--body-lr-scale 0.5 changes nothing")
     assert unused(strategy="partial", unfreeze=2) == [] and unused(strategy="two-phase", head_epochs=2) == []
     assert unused(strategy="full") == []  # the defaults are never said
+
+
+def test_batchnorm_statistics_follow_the_training_images_within_a_fine_tune(image_folder, tmp_path, monkeypatch):
+    # EfficientNet-Lite's BatchNorm layers carry TensorFlow's momentum 0.01: after a digits fine-tune of 160 steps
+    # a fifth of their running statistics were still ImageNet's (test top-1 80 %, 96 % with the images' own)
+    from edgetransfer import finetune as finetune_module
+    from edgetransfer.training import FINE_TUNE_BN_MOMENTUM, follow_data_quickly
+
+    lite = backbones.build("efficientnet_lite0", 3, pretrained=False)[0]
+    cumulative = torch.nn.BatchNorm2d(4, momentum=None)
+    assert {m.momentum for m in lite.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.01}
+    follow_data_quickly(torch.nn.Sequential(lite, cumulative, torch.nn.BatchNorm1d(4, momentum=0.5)))
+    assert {m.momentum for m in lite.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {FINE_TUNE_BN_MOMENTUM}
+    assert cumulative.momentum is None
+    seen = []
+    real = finetune_module.set_phase
+
+    def spy(model, *args, **kwargs):
+        seen.extend(m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "set_phase", spy)
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), backbone="efficientnet_lite0", **TINY)
+    finetune(config)
+    assert seen and min(seen) >= FINE_TUNE_BN_MOMENTUM
