@@ -43,6 +43,8 @@ ROUNDS = {
     # keeps its lead's --time-budget, a search whose every trial fails stops after three)
     "k": (122, 8),  # run 15 (2026-12-05): round h's kinds again; no search rule changed (bug fixes only: a worker none
     # of whose trials finished exits 1; the all-failed stop waits for trials other workers started earlier)
+    "l": (132, 8),  # run 16 (2026-12-06): round h's kinds again; no search rule changed, but every EfficientNet-Lite
+    # trial trains differently: BatchNorm momentum 0.1 in fine-tuning (67e7903; it was 0.01, stale statistics)
 }
 
 
