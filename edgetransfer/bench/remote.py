@@ -173,7 +173,10 @@ class DeviceBench:
     def _send(self, copies: dict[str, dict[str, Path]], free: int, extra: int) -> None:
         """Copy to each folder on the device the files it lacks (by sha256), if they (and ``extra`` bytes) fit."""
         manifests = {dest: {rel: sha256_file(p) for rel, p in files.items()} for dest, files in copies.items()}
-        missing = json.loads(self._agent("have", json.dumps(manifests), what="checking what is there"))
+        with tempfile.TemporaryFile() as request:
+            request.write(json.dumps(manifests).encode() + b"\n")
+            request.seek(0)
+            missing = json.loads(self._agent("have", stdin=request, what="checking what is there"))
         need = extra + sum(copies[dest][rel].stat().st_size for dest, rels in missing.items() for rel in rels)
         if free and free < need:
             raise DeviceError(
@@ -228,11 +231,12 @@ class DeviceBench:
 
     def _upload(self, dest: str, manifest: dict[str, str], files: dict[str, Path]) -> None:
         with tempfile.TemporaryFile() as buffer:
+            buffer.write(json.dumps(manifest).encode() + b"\n")  # the manifest's line, then the tar
             with tarfile.open(fileobj=buffer, mode="w") as tar:
                 for rel in manifest:
                     tar.add(files[rel], arcname=rel)
             buffer.seek(0)
-            self._agent("put", dest, json.dumps(manifest), stdin=buffer, what=f"copying {len(manifest)} file(s)")
+            self._agent("put", dest, stdin=buffer, what=f"copying {len(manifest)} file(s)")
 
     def _make_venv(self) -> None:
         final, stage = f"{self.root}/envs/{self.env}", f"{self.root}/envs/{self.env}.partial-$$"

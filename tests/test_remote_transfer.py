@@ -1,0 +1,53 @@
+"""bench --on's file transfer without an ssh server: a stand-in runs each remote command as sshd does (``sh -c
+COMMAND``, one argument), so the limits of a real command line apply."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from edgetransfer.bench.config import BenchConfig
+from edgetransfer.bench.remote import DeviceBench
+from edgetransfer.bench.targets import Device, DeviceError
+from edgetransfer.data import Sample
+from edgetransfer.schemas import Target
+
+
+class ShellSsh:
+    """What sshd does with a command: execve of the user's shell with ["sh", "-c", COMMAND]."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def run(self, remote: str, *, stdin=None, timeout: float = 600, what: str = "") -> str:
+        self.said.append(what)
+        done = subprocess.run(["sh", "-c", remote], stdin=stdin, capture_output=True, timeout=timeout)
+        if done.returncode:
+            raise DeviceError(f"{what} failed: {done.stderr.decode()[-300:]}")
+        return done.stdout.decode()
+
+
+def test_thousands_of_accuracy_images_reach_the_device(trained_run, tmp_path):
+    # the names and sha256 of every accuracy image went as one argument of the remote command: past 128 KiB (about
+    # 1,200 images) Linux refused it ("Argument list too long") and bench --on failed on every device
+    images = tmp_path / "images"
+    images.mkdir()
+    samples = []
+    for i in range(1500):
+        path = images / f"IMG_2024_camera_front_{i:05d}.jpg"
+        path.write_bytes(i.to_bytes(4, "little") * 8)
+        samples.append(Sample(path, i % 2))
+    ssh = ShellSsh()
+    card = trained_run.file("card.json")
+    bench = DeviceBench(
+        Device("cam", Target(name="cam", host="cam")), ssh, wheel=card, wheelhouse=None, remote_dir=None
+    )
+    bench.root = str(tmp_path / "device")
+    copies = bench._copies(trained_run, BenchConfig(), tuple(samples), ["ort-cpu"])
+    bench._send(copies, 0, 0)
+    arrived = sorted(Path(bench.data).rglob("*.jpg"))
+    assert len(arrived) == 1500
+    assert {p.read_bytes() for p in arrived} == {p.read_bytes() for p in images.iterdir()}
+    ssh.said.clear()
+    bench._send(copies, 0, 0)  # the second time: all there (checked by sha256), nothing copied
+    assert ssh.said == ["checking what is there"]
