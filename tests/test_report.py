@@ -316,3 +316,25 @@ def test_cli_json_prints_the_document_alone_and_a_line_per_model(trained_run, tm
     assert re.search(r"^measured ort-cpu fp32: p50 [\d.e-]+ ms at batch 1", outcome.stderr, re.M), outcome.stderr
     assert "measured ort-cpu int8" in outcome.stderr and "p50 ms" in outcome.stderr  # the table goes to stderr
     assert "━" not in outcome.stderr  # no progress bar in a log
+
+
+def test_a_model_that_failed_on_a_device_is_said_in_every_report():
+    # the bench exited 2 for a device's failed model while no report, table or line said which or why
+    from edgetransfer.bench.html import to_html
+    from edgetransfer.bench.report import notes, to_markdown
+
+    here = document([result("ort-cpu", "fp32", {1: samples(2.0)})])
+    there = dict(
+        document(
+            [result("ort-cpu", "fp32", {1: samples(5.0)})],
+            failed=[{"backend": "ort-cpu", "variant": "int8", "error": "the int8 session crashed"}],
+            unavailable=[{"backend": "openvino-cpu", "reason": "no openvino", "install": "", "needs_gpu": False}],
+        )
+    )
+    here["devices"] = [
+        {"target": "cam1", "address": "cam1", "notes": "", "device": {"arch": "aarch64"}, "document": there}
+    ]
+    assert "FAILED ort-cpu int8 on cam1: the int8 session crashed" in notes(here)
+    assert "unavailable openvino-cpu on cam1: no openvino" in notes(here)
+    assert "the int8 session crashed" in to_markdown(here)
+    assert "FAILED ort-cpu int8 on cam1: the int8 session crashed" in to_html(here)

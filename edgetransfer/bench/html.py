@@ -8,7 +8,18 @@ import io
 from edgetransfer.bench.gate import GateResult
 from edgetransfer.bench.gate_text import gate_lines
 from edgetransfer.bench.profiles import budget_line, recommendation_line
-from edgetransfer.bench.report import COLUMNS, _cell, device_gates, device_lines, filled, measured, noisy, rows, title
+from edgetransfer.bench.report import (
+    COLUMNS,
+    _cell,
+    device_gates,
+    device_lines,
+    device_problems,
+    filled,
+    measured,
+    noisy,
+    rows,
+    title,
+)
 
 MARKERS = {"fp32": "o", "fp16": "s", "int8": "^"}
 CSS = """
@@ -273,6 +284,7 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
     problems = [f"skipped {x['backend']} {x['variant']}: {x['reason']}" for x in document["skipped"]]
     problems += [f"failed {x['backend']} {x['variant']}: {x['error']}" for x in document["failed"]]
     problems += [f"unavailable {x['backend']}: {x['reason']}; {x['install']}" for x in document["unavailable"]]
+    problems += device_problems(document)
     if problems:
         parts += ["<h2>Not measured</h2>", _list(problems, "warn")]
     ref = document.get("accuracy_reference") or {}

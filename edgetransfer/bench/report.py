@@ -207,6 +207,20 @@ def noisy(document: dict) -> list[str]:
     return lines
 
 
+def device_problems(document: dict) -> list[str]:
+    """What each device of ``bench --on`` skipped, failed or could not run, naming the device: a model that failed
+    there made the bench exit 2, and no line said why."""
+    lines = []
+    for entry in document.get("devices") or []:
+        doc, on = entry.get("document") or {}, f"on {entry['target']}"
+        lines += [f"skipped {s['backend']} {s['variant']} {on}: {s['reason']}" for s in doc.get("skipped", [])]
+        lines += [f"FAILED {f['backend']} {f['variant']} {on}: {f['error']}" for f in doc.get("failed", [])]
+        for u in doc.get("unavailable", []):
+            reason = u["reason"] if u["reason"].startswith(on) else f"{on}: {u['reason']}"
+            lines.append(f"unavailable {u['backend']} {reason}" + (f"; {u['install']}" if u.get("install") else ""))
+    return lines
+
+
 def notes(document: dict) -> list[str]:
     """Noisy measurements, skipped, failed and unavailable backends, budget checks and the recommendation, as
     lines."""
@@ -214,6 +228,7 @@ def notes(document: dict) -> list[str]:
     lines += [f"skipped {s['backend']} {s['variant']}: {s['reason']}" for s in document["skipped"]]
     lines += [f"FAILED {f['backend']} {f['variant']}: {f['error']}" for f in document["failed"]]
     lines += [f"unavailable {u['backend']}: {u['reason']}; {u['install']}" for u in document["unavailable"]]
+    lines += device_problems(document)
     if document.get("profile"):
         p = document["profile"]
         lines.append(f"profile {p['name']} ({p['source']}): {p['description']}")

@@ -215,7 +215,7 @@ def bench(
     from edgetransfer.bench.gate import GateConfig
     from edgetransfer.bench.gate_text import gate_lines
     from edgetransfer.bench.profiles import budget_line, load_profile, recommendation_line
-    from edgetransfer.bench.report import device_gates, device_lines, noisy, overflow_lines, table
+    from edgetransfer.bench.report import device_gates, device_lines, device_problems, noisy, overflow_lines, table
     from edgetransfer.bench.schema import load_document
     from edgetransfer.errors import UsageError
     from edgetransfer.rundir import RunDir
@@ -301,10 +301,8 @@ def bench(
         Console(width=160, highlight=False, soft_wrap=True, stderr=as_json).print(table(document))
     for item in document["unavailable"]:
         console.err.print(f"[dim]unavailable {item['backend']}: {item['reason']}; {item['install']}[/]")
-    for entry in document.get("devices") or []:  # a device's reasons name it ("on cam1: ...")
-        for item in (entry.get("document") or {}).get("unavailable", []):
-            install = f"; {item['install']}" if item["install"] else ""
-            console.err.print(f"[dim]unavailable {item['backend']} {escape(item['reason'] + install)}[/]")
+    for line in device_problems(document):  # each names its device ("on cam1: ...")
+        console.err.print(f"[{'red' if line.startswith('FAILED') else 'dim'}]{escape(line)}[/]")
     for line in noisy(document):
         console.err.print(f"[yellow]{escape(line)}[/]")
     if document.get("profile"):
