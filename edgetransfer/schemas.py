@@ -275,7 +275,9 @@ def read_toml(path: Path, *, what: str, error: type[UsageError] = FileError) -> 
 
 # --------------------------------------------------------------------------- targets.toml (bench --on)
 
-HostName = Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.:\[\]-]+$")]
+HostName = Annotated[
+    str, _Strict(), StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]*$")
+]
 UserName = Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 TargetName = Annotated[str, _Strict(), StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 

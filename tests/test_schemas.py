@@ -49,6 +49,8 @@ TARGET = '[[target]]\nname = "pi"\nhost = "192.168.1.5"\nuser = "me"\nthreads = 
         ('[[target]]\nname = "pi"\n', "target[0].host: missing"),
         ("targets = []\n", "unknown key 'targets'; did you mean 'target'?"),
         (TARGET.replace("[[target]]", "[target]"), "write each device as a [[target]] table (two brackets)"),
+        # ssh read a host starting with '-' as an option: -Jother.example routed the bench through another machine
+        (TARGET.replace('"192.168.1.5"', '"-Jother.example"'), "target[0].host"),
     ],
 )
 def test_targets_file(tmp_path, text, fragment):
