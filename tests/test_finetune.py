@@ -832,3 +832,11 @@ def test_batchnorm_statistics_follow_the_training_images_within_a_fine_tune(imag
     config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), backbone="efficientnet_lite0", **TINY)
     finetune(config)
     assert seen and min(seen) >= FINE_TUNE_BN_MOMENTUM
+
+
+def test_the_confusion_plot_draws_class_names_with_dollar_signs_as_written(tmp_path):
+    # matplotlib read '$5_$10' as math and raised after training had finished, before the card was saved
+    from edgetransfer.plots import plot_confusion
+
+    plot_confusion([[3, 1], [0, 4]], ("$5_$10", "$x$"), tmp_path / "confusion.png")
+    assert Image.open(tmp_path / "confusion.png").size[0] > 100
