@@ -507,6 +507,12 @@ def test_the_camera_loop_example_runs_on_a_folder(trained_run, samples, capsys, 
     assert example["main"]([str(trained_run.file("model.onnx")), str(frames)]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == len(list(folder.glob("*.png"))) and "skipped: " in err and "empty" in err
+    with pytest.raises(SystemExit) as exit_info:  # --window 0 was an IndexError at the first frame
+        example["main"]([str(trained_run.file("model.onnx")), str(frames), "--window", "0"])
+    assert (
+        exit_info.value.code == 2
+        and "--window: expected a whole number of at least 1, got 0" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow

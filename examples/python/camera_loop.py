@@ -59,15 +59,26 @@ def video_frames(source: str) -> Iterator[tuple[str, np.ndarray]]:
         capture.release()
 
 
+def positive(text: str) -> int:
+    """A whole number of at least 1 (``--window 0`` kept no frame and the p99 was an IndexError)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a .onnx, an OpenVINO .xml or a run directory")
     parser.add_argument("source", help="a folder of images, a video file or a camera index (OpenCV)")
-    parser.add_argument("--top-k", type=int, default=1, help="classes printed per frame")
+    parser.add_argument("--top-k", type=positive, default=1, help="classes printed per frame")
     parser.add_argument("--backend", choices=("ort", "openvino"), help="default: openvino for .xml, else ort")
-    parser.add_argument("--threads", type=int, help="inference threads (default: all cores)")
-    parser.add_argument("--repeat", type=int, default=1, help="times a folder is played")
-    parser.add_argument("--window", type=int, default=300, help="frames the running p99 is taken over")
+    parser.add_argument("--threads", type=positive, help="inference threads (default: all cores)")
+    parser.add_argument("--repeat", type=positive, default=1, help="times a folder is played")
+    parser.add_argument("--window", type=positive, default=300, help="frames the running p99 is taken over")
     args = parser.parse_args(argv)
     try:
         classifier = Classifier(args.model, backend=args.backend, threads=args.threads)
