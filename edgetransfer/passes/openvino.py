@@ -110,7 +110,7 @@ class OpenVinoInt8(Pass):
     @staticmethod
     def _val_drop(ctx: ExportContext) -> float:
         """The validation drop of the OpenVINO int8 IR measured last."""
-        return points(ctx.metrics["openvino_fp32"]["val_top1"], ctx.metrics["openvino_int8"]["val_top1"])
+        return points(_true_fp32(ctx)["val_top1"], ctx.metrics["openvino_int8"]["val_top1"])
 
     @staticmethod
     def _converted(ctx: ExportContext) -> tuple[Any, dict[str, Any]]:
@@ -130,7 +130,10 @@ class OpenVinoInt8(Pass):
         session = compile_model(model, LoadOptions(), int8=True)
         made_by = "converted from model.int8.onnx" if record["tool"] == "openvino.convert_model" else "NNCF"
         result = ctx.measure("openvino_int8", session, shown=f"openvino_int8 ({made_by})")
-        fp32 = ctx.metrics["openvino_fp32"]
+        fp32 = _true_fp32(ctx)
+        record["drop_against"] = (
+            fp32["precision"] + " " + ("ONNX Runtime" if fp32 is ctx.metrics.get("onnx_fp32") else "IR")
+        )
         reference = compile_model(ctx.artifacts[OV_FP32].ov_model, LoadOptions())  # as a device runs it
         record["latency_ratio_vs_fp32"] = ratio = session_latency_ratio(reference, session, ctx.pre.crop)
         where = f"(OpenVINO, one image, this CPU; its fp32 runs in {reference.precision})"
@@ -170,7 +173,7 @@ class OpenVinoInt8(Pass):
             "calibration_images": len(calibration),
         }
         val = evaluate(compile_model(model, LoadOptions(), int8=True), ctx.val)
-        drop = points(ctx.metrics["openvino_fp32"]["val_top1"], val)
+        drop = points(_true_fp32(ctx)["val_top1"], val)
         if config.accuracy_aware and len(ctx.val) and drop > config.max_drop:
             console.err.print(f"NNCF int8 loses {drop:.2f} validation points; running NNCF accuracy control...")
             with console.err.status("NNCF accuracy control..."):
@@ -184,3 +187,11 @@ class OpenVinoInt8(Pass):
                 )
             record.update(tool="nncf.quantize_with_accuracy_control", max_drop_points=config.max_drop)
         return model, record
+
+
+def _true_fp32(ctx: ExportContext) -> dict[str, Any]:
+    """The figures int8 IR drops are taken against: the fp32 ONNX model's in ONNX Runtime, fp32 math (the IR
+    converted from it matched it under the f32 hint). The fp32 IR's own figures ran in bf16 on a CPU with AVX-512
+    BF16 or AMX: measured against them, what bf16 lost was left out of the int8 IR's drop (the demo's card said 0.00
+    validation points where the loss against fp32 was 0.74), and a device without bf16 loses all of it."""
+    return ctx.metrics.get("onnx_fp32") or ctx.metrics["openvino_fp32"]

@@ -100,7 +100,10 @@ def int8_drop(metrics: dict, config: SearchConfig, candidate: Candidate) -> floa
 
     if candidate.variant != "int8":
         return None
-    fp32 = metrics.get(export_metric(config, Candidate(candidate.backbone, candidate.size, "none")), {})
+    # true fp32 math, as export judges int8 IRs: an OpenVINO fp32 IR ran in bf16 on a CPU with AVX-512 BF16 or AMX
+    fp32 = metrics.get("onnx_fp32") or metrics.get(
+        export_metric(config, Candidate(candidate.backbone, candidate.size, "none")), {}
+    )
     return points(fp32.get("val_top1"), metrics.get(export_metric(config, candidate), {}).get("val_top1"))
 
 
