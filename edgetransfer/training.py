@@ -24,9 +24,15 @@ def head_and_blocks(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch
 
     from edgetransfer.backbones import _classifier_path
 
-    head = model.get_submodule(_classifier_path(model))
+    path = _classifier_path(model)
+    head = model.get_submodule(path)
     if isinstance(getattr(model, "features", None), torch.nn.Sequential):
-        return head, list(model.features.children())
+        # layers that learn between the features and the head are the body's last blocks: MobileNetV3's classifier.0
+        # (a 960->1280 Linear, 29 % of v3-large's weights) was in neither and never trained, under --strategy full too
+        parent = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
+        between = [m for m in parent.children() if m is not head and any(True for _ in m.parameters())]
+        return head, list(model.features.children()) + (between if parent is not model else [])
+    blocks = []
     blocks = []
     for _, child in model.named_children():
         if any(p is head.weight for p in child.parameters()) or child is head:

@@ -840,3 +840,16 @@ def test_the_confusion_plot_draws_class_names_with_dollar_signs_as_written(tmp_p
 
     plot_confusion([[3, 1], [0, 4]], ("$5_$10", "$x$"), tmp_path / "confusion.png")
     assert Image.open(tmp_path / "confusion.png").size[0] > 100
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v2", "efficientnet_lite0"])
+def test_strategy_full_trains_every_weight(name):
+    # MobileNetV3's classifier.0 (a Linear between the features and the head) was in neither and never trained
+    net = backbones.build(name, 3, pretrained=False)[0]
+    set_phase(net, "full", "body", 3)
+    assert all(p.requires_grad for p in net.parameters())
+    head, blocks = head_and_blocks(net)
+    set_phase(net, "partial", "body", 1)  # the last body block: for MobileNetV3 the Linear before the head
+    assert {id(p) for p in net.parameters() if p.requires_grad} == {
+        id(p) for m in (head, blocks[-1]) for p in m.parameters()
+    }
