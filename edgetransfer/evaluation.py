@@ -23,6 +23,14 @@ if TYPE_CHECKING:
 MAX_DECODED_BYTES = 1 << 30  # a set larger than this as float32 is decoded batch by batch each time instead
 
 
+def spaced(total: int, count: int) -> np.ndarray:
+    """The indices of at most ``count`` items evenly spaced through ``total`` (all of them when ``count`` >=
+    ``total``)."""
+    if count >= total:
+        return np.arange(total)
+    return np.unique(np.linspace(0, total - 1, max(count, 0)).round().astype(int))
+
+
 class Decoded:
     """Labelled images preprocessed once into a float32 NCHW array (or, past :data:`MAX_DECODED_BYTES`, decoded
     again on each pass, so that memory stays bounded)."""
@@ -41,6 +49,16 @@ class Decoded:
         """The first ``count`` images, without decoding them again."""
         images = None if self.images is None else self.images[:count]
         return Decoded(self.samples[:count], self.pre, images=images)
+
+    def spread(self, count: int) -> Decoded:
+        """At most ``count`` images evenly spaced through the set, without decoding them again. A split is listed
+        class by class: its first 64 images were the digits' classes 0-2 alone, so the parity checks and the int8
+        layer ranking that took them looked at a few classes only."""
+        if count >= len(self):
+            return self
+        picked = spaced(len(self), count)
+        images = None if self.images is None else self.images[picked]
+        return Decoded([self.samples[i] for i in picked], self.pre, images=images)
 
     def batches(self, batch_size: int = 32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.images is None:

@@ -366,7 +366,7 @@ def quantize_accuracy_aware(
         )
         steps_of_weights = ort_weight_steps(out)  # the same int8 weights in every later model, computed once
         ranked = sensitivity(
-            prepared, calibration, decoded(validation, pre).head(256), pre, config, cache, steps_of_weights
+            prepared, calibration, decoded(validation, pre).spread(256), pre, config, cache, steps_of_weights
         )
         limit = max(1, len(ranked) // 2)
         for count in sorted({min(2**i, limit) for i in range(limit.bit_length() + 1)}):

@@ -51,6 +51,15 @@ def test_images_are_decoded_once_and_every_model_sees_the_same_arrays(samples, m
     assert (
         len(calls) == 1 and np.array_equal(head.images, data.images[:5]) and list(head.labels) == list(data.labels[:5])
     )
+    # a split is listed class by class: a subset of it (the parity checks' 64 images, the int8 layer ranking's 256)
+    # is spread through it, every class in it; the first 64 of the digits' validation split were classes 0-2 alone
+    some = data.spread(len(samples) // 4)
+    assert len(calls) == 1 and len(some) == len(samples) // 4 and set(some.labels) == set(data.labels)
+    assert np.array_equal(some.images[-1], data.images[-1]) and data.spread(10**6) is data
+    ordered = Decoded(sorted(samples, key=lambda s: s.label), pre)
+    assert (
+        set(ordered.head(len(samples) // 4).labels) == {0} and len(set(ordered.spread(len(samples) // 4).labels)) == 3
+    )
 
 
 def test_a_set_too_large_for_memory_is_decoded_batch_by_batch_with_the_same_result(samples, monkeypatch):

@@ -694,3 +694,22 @@ def test_an_openvino_ir_that_loses_accuracy_in_bf16_is_said(trained_run, tmp_pat
     precision = run.load_card().metrics["openvino_fp32"]["precision"]
     note = f"note: the OpenVINO fp32 IR runs in {precision} on this CPU and loses 5.00 points of test top-1"
     assert (note in said) == (precision != "fp32"), said
+
+
+def test_the_parity_checks_look_at_every_class(trained_run, tmp_path):
+    # the validation split is listed class by class: the first 64 images the checks took were a few classes only
+    from edgetransfer.data import splits_from_record
+    from edgetransfer.export import ExportConfig
+    from edgetransfer.passes import ExportContext, base
+
+    splits = splits_from_record(json.loads(trained_run.file("splits.json").read_text()))
+    classes = {s.label for s in splits.val}
+    count = len(classes)
+    assert len(splits.val) >= 2 * count
+    real = base.PARITY_IMAGES
+    try:
+        base.PARITY_IMAGES = count
+        ctx = ExportContext(trained_run, trained_run.load_card(), splits, tmp_path, ExportConfig())
+    finally:
+        base.PARITY_IMAGES = real
+    assert len(ctx.check_set) == count and set(ctx.check_set.labels) == classes

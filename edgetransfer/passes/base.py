@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgetransfer import console
 from edgetransfer.errors import DataError, ExportError
-from edgetransfer.evaluation import Decoded, evaluate, measured, parity, top1_text
+from edgetransfer.evaluation import Decoded, evaluate, measured, parity, spaced, top1_text
 from edgetransfer.registry import Registry
 
 if TYPE_CHECKING:
@@ -95,7 +95,9 @@ class ExportContext:
         self.val = Decoded(splits.val, self.pre)
         self.test = Decoded(splits.test, self.pre)
         self.check_set = (
-            self.val.head(PARITY_IMAGES) if len(self.val) else Decoded(splits.train[:PARITY_IMAGES], self.pre)
+            self.val.spread(PARITY_IMAGES)
+            if len(self.val)
+            else Decoded([splits.train[i] for i in spaced(len(splits.train), PARITY_IMAGES)], self.pre)
         )
         self.metrics: dict[str, dict] = {}
         self.artifacts: dict[str, Artifact] = {}
