@@ -51,3 +51,17 @@ def test_thousands_of_accuracy_images_reach_the_device(trained_run, tmp_path):
     ssh.said.clear()
     bench._send(copies, 0, 0)  # the second time: all there (checked by sha256), nothing copied
     assert ssh.said == ["checking what is there"]
+
+
+def test_a_remote_dir_under_home_is_the_devices_home(tmp_path):
+    # --remote-dir=~/bench reaches bench unexpanded; quoted whole, it made a folder named '~' in the login folder
+    from edgetransfer.bench.remote import _remote_path
+
+    home = tmp_path / "home with space"
+    home.mkdir()
+    for given, expected in (("~/bench dir", home / "bench dir"), ("~", home), ("/opt/b c", Path("/opt/b c"))):
+        out = subprocess.run(
+            ["sh", "-c", f"root={_remote_path(given)}; echo \"$root\""],
+            capture_output=True, text=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, cwd=tmp_path,
+        ).stdout  # fmt: skip
+        assert out.strip() == str(expected)

@@ -56,6 +56,15 @@ exit 0
 """
 
 
+def _remote_path(path: str) -> str:
+    """``path`` for the device's shell: quoted, with a leading ``~`` meaning the device's home (``--remote-dir=~/x``
+    reaches us unexpanded, and quoting it made a folder named '~')."""
+    if path == "~" or path.startswith("~/"):
+        rest = path[2:]
+        return '"$HOME"' + (f"/{quote(rest)}" if rest else "")
+    return quote(path)
+
+
 @dataclass
 class DeviceOutcome:
     """What one device gave: its bench document (and gate result), or why it could not be measured."""
@@ -103,7 +112,11 @@ class DeviceBench:
         return self.device.label
 
     def _probe(self) -> dict[str, str]:
-        root = quote(self.remote_dir) if self.remote_dir else '"${XDG_CACHE_HOME:-$HOME/.cache}/edgetransfer/remote"'
+        root = (
+            _remote_path(self.remote_dir)
+            if self.remote_dir
+            else '"${XDG_CACHE_HOME:-$HOME/.cache}/edgetransfer/remote"'
+        )
         script = PROBE.format(root=root, python=quote(self.python), env=self.env, lib=self.wheel_sha[:16])
         out = self.ssh.run(script, what="the probe", timeout=60)
         found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
