@@ -65,3 +65,29 @@ def test_a_remote_dir_under_home_is_the_devices_home(tmp_path):
             capture_output=True, text=True, env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, cwd=tmp_path,
         ).stdout  # fmt: skip
         assert out.strip() == str(expected)
+
+
+def test_the_copies_of_earlier_benches_are_pruned_the_latest_kept(trained_run, tmp_path):
+    # each re-export is a new card, so a new runs/ folder on the device: they piled up until the disk was full
+    import os
+
+    from edgetransfer.bench.remote import KEEP_COPIES
+
+    device = tmp_path / "device"
+    for i in range(KEEP_COPIES["runs"] + 3):
+        old = device / "runs" / f"old{i:02d}"
+        old.mkdir(parents=True)
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    ssh = ShellSsh()
+    bench = DeviceBench(
+        Device("cam", Target(name="cam", host="cam")), ssh, wheel=trained_run.file("card.json"), wheelhouse=None,
+        remote_dir=None,
+    )  # fmt: skip
+    bench.root = str(device)
+    copies = bench._copies(trained_run, BenchConfig(), (), ["ort-cpu"])
+    bench._send(copies, 0, 0)
+    script = bench._prune_script(copies)
+    assert ssh.run(script).strip() == "4"
+    kept = sorted(p.name for p in (device / "runs").iterdir())
+    assert len(kept) == KEEP_COPIES["runs"] and Path(next(iter(copies))).name in kept  # this bench's, and the newest
+    assert "old00" not in kept and f"old{KEEP_COPIES['runs'] + 2:02d}" in kept

@@ -181,7 +181,20 @@ class DeviceBench:
         answer = self._worker("probe")
         self.info, self.backends = answer["device"], answer["backends"]
         chosen, _ = self._backends(config.backends)
-        self._send(self._copies(run, config, samples, chosen), answer["free_bytes"], 0)
+        copies = self._copies(run, config, samples, chosen)
+        self._send(copies, answer["free_bytes"], 0)
+        # the models and images of earlier benches: a re-export is a new card, so a new folder each time; the most
+        # recently used are kept (those of this bench just touched), the rest go, as old runtimes do
+        removed = self.ssh.run(self._prune_script(copies), what="removing old copies")
+        if removed.strip() not in ("", "0"):
+            self._say(f"removed {removed.strip()} folder(s) of models or images of earlier benches")
+
+    def _prune_script(self, copies: dict[str, dict[str, Path]]) -> str:
+        """Shell code: mark this bench's folders used, remove all but the most recently used of each kind
+        (:data:`KEEP_COPIES`), print how many went."""
+        used = " ".join(quote(dest) for dest in copies)
+        prune = "; ".join(f"( {prune_command(f'{self.root}/{kind}', keep)} )" for kind, keep in KEEP_COPIES.items())
+        return f"touch {used}; {{ {prune}; }} | awk '{{n += $1}} END {{print n + 0}}'"
 
     def _send(self, copies: dict[str, dict[str, Path]], free: int, extra: int) -> None:
         """Copy to each folder on the device the files it lacks (by sha256), if they (and ``extra`` bytes) fit."""
@@ -338,6 +351,7 @@ class DeviceBench:
 
 
 KEEP_RUNTIMES = 3  # runtimes (a venv is ~200 MB) of edgetransfer builds kept on a device, the most recently used
+KEEP_COPIES = {"runs": 8, "data": 4}  # models of runs, accuracy image sets: the most recently used kept on a device
 
 
 def prune_command(folder: str, keep: int = KEEP_RUNTIMES) -> str:
