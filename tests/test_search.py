@@ -581,6 +581,28 @@ def test_postgresql_two_workers_on_other_folders(tmp_path, postgres):
     assert (lead_out / "search.html").is_file() and not (lead_out / "study.db").exists()
 
 
+def test_a_tracking_server_gone_mid_search_is_a_warning(tmp_path, monkeypatch, capsys):
+    # MLflow's error went up through Optuna's callback and ended the search with a traceback
+    import types
+
+    from edgetransfer.search.tracking import mlflow_logger
+
+    def gone(*args, **kwargs):
+        raise ConnectionError("HTTPConnectionPool(host='tracker', port=5000): Max retries exceeded")
+
+    fake = types.SimpleNamespace(
+        set_tracking_uri=lambda uri: None, get_experiment_by_name=lambda name: object(), set_experiment=lambda n: None,
+        start_run=gone,
+    )  # fmt: skip
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    study.tell(trial, 90.0)
+    mlflow_logger("http://tracker:5000", "demo")(study, study.trials[0])
+    err = capsys.readouterr().err
+    assert "MLflow did not take trial 0 (ConnectionError: HTTPConnectionPool" in err and "the search goes on" in err
+
+
 def test_mlflow_logs_each_trial(tmp_path):
     pytest.importorskip("mlflow", reason="mlflow is an optional extra (pip install 'edgetransfer[mlflow]')")
     from edgetransfer.search.tracking import mlflow_logger

@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.markup import escape
+
+from edgetransfer import console
 from edgetransfer.errors import UsageError
 
 METRICS = ("val_top1", "torch_val_top1", "latency_ms", "p50_ms", "p99_ms", "model_mb", "seconds", "over_budget_ms")
@@ -35,6 +38,17 @@ def mlflow_logger(uri: str, experiment: str) -> Callable:
     mlflow.set_experiment(name)
 
     def log(study, trial) -> None:
+        """One trial logged; a tracking server gone mid-search is a warning, not the search's end."""
+        try:
+            _log(study, trial)
+        except Exception as exc:  # noqa: BLE001 - MLflow's and its HTTP client's errors, whatever they are
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            console.err.print(
+                f"[yellow]warning: MLflow did not take trial {trial.number} ({type(exc).__name__}: {escape(first)}); "
+                "the search goes on, its own records are complete[/]"
+            )
+
+    def _log(study, trial) -> None:
         attrs = trial.user_attrs
         with mlflow.start_run(run_name=f"trial-{trial.number}"):
             mlflow.log_params({k: attrs[k] for k in ("backbone", "size", "int8") if k in attrs})
