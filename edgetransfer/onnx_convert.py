@@ -34,6 +34,7 @@ def torch_to_onnx(model: Any, size: int, path: Path, opset: int) -> None:
         ValueError,
         TypeError,
         onnx.checker.ValidationError,
+        onnx.shape_inference.InferenceError,  # an Exception of its own, not a ValueError: it was a traceback
         torch.onnx.errors.OnnxExporterError,
     ) as exc:
         raise ExportError(f"ONNX export at opset {opset} failed: {str(exc).strip().splitlines()[0]}") from None

@@ -713,3 +713,19 @@ def test_the_parity_checks_look_at_every_class(trained_run, tmp_path):
     finally:
         base.PARITY_IMAGES = real
     assert len(ctx.check_set) == count and set(ctx.check_set.labels) == classes
+
+
+def test_a_failed_shape_inference_is_one_export_error(tmp_path, monkeypatch):
+    # onnx's InferenceError is an Exception of its own (not a ValueError): it went up as a traceback
+    import onnx
+    import torch
+
+    from edgetransfer.errors import ExportError
+    from edgetransfer.onnx_convert import torch_to_onnx
+
+    def fails(*args, **kwargs):
+        raise onnx.shape_inference.InferenceError("[ShapeInferenceError] Inferred shape and existing shape differ")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", fails)
+    with pytest.raises(ExportError, match="ONNX export at opset 17 failed: .ShapeInferenceError. Inferred shape"):
+        torch_to_onnx(torch.nn.Conv2d(3, 4, 3), 16, tmp_path / "m.onnx", 17)
