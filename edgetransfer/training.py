@@ -33,7 +33,6 @@ def head_and_blocks(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch
         between = [m for m in parent.children() if m is not head and any(True for _ in m.parameters())]
         return head, list(model.features.children()) + (between if parent is not model else [])
     blocks = []
-    blocks = []
     for _, child in model.named_children():
         if any(p is head.weight for p in child.parameters()) or child is head:
             continue

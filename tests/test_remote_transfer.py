@@ -91,3 +91,9 @@ def test_the_copies_of_earlier_benches_are_pruned_the_latest_kept(trained_run, t
     kept = sorted(p.name for p in (device / "runs").iterdir())
     assert len(kept) == KEEP_COPIES["runs"] and Path(next(iter(copies))).name in kept  # this bench's, and the newest
     assert "old00" not in kept and f"old{KEEP_COPIES['runs'] + 2:02d}" in kept
+    # a folder another bench removed meanwhile is not made a plain file (the run could never be copied there again)
+    import shutil
+
+    shutil.rmtree(next(iter(copies)))
+    ssh.run(script)
+    assert not Path(next(iter(copies))).exists()

@@ -1048,7 +1048,7 @@ def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tm
     assert tried == ["mobilenet_v2/96/static", "mobilenet_v2/96/qat"]
     first = result.rows[0]
     assert first["state"] == "done" and first["val_top1"] == 0.85
-    assert first["note"] == "int8 loses 4.00 points vs its fp32 (over export's 1-point budget)"
+    assert first["note"] == "int8 loses 4.00 points vs fp32 (over export's 1-point budget)"
     (pick,) = [r for r in result.rows if r["number"] == result.document["recommended"]]
     assert pick["int8"] == "qat" and pick["note"] == "trial 0's fine-tune, exported again"
     # the sibling is export's QAT on the static trial's fine-tuned model, not the same fine-tune run again
@@ -1059,14 +1059,14 @@ def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tm
     assert qat_trial.user_attrs["fine_tune_of"] == 0 and qat_trial.user_attrs["finetune_s"] == 20.0  # the cost model
     lossy = [dict(r, val_top1=0.95) if r["number"] == 0 else r for r in result.rows]  # the most accurate now
     assert rep.verdict(lossy, Budget("p50_ms", 33.0))[1] == (
-        "  note: int8 loses 4.00 points vs its fp32 (over export's 1-point budget); it is still the most accurate "
+        "  note: int8 loses 4.00 points vs fp32 (over export's 1-point budget); it is still the most accurate "
         f"trial within the budget (its QAT sibling, trial {pick['number']}, scored 89.00%)"
     )
     assert "(its QAT sibling was not tried)" in rep.verdict(lossy[:1], Budget("p50_ms", 33.0))[1]
     # a QAT trial on a reused fine-tune that lost more than the budget: both said, and no "sibling" of itself
-    attrs = {"fine_tune_of": 0, "int8_note": "int8 loses 6.25 points vs its fp32 (over export's 1-point budget)"}
+    attrs = {"fine_tune_of": 0, "int8_note": "int8 loses 6.25 points vs fp32 (over export's 1-point budget)"}
     assert rep.trial_rows([_Frozen(attrs)], stopped=True)[0]["note"] == (
-        "trial 0's fine-tune, exported again; int8 loses 6.25 points vs its fp32 (over export's 1-point budget)"
+        "trial 0's fine-tune, exported again; int8 loses 6.25 points vs fp32 (over export's 1-point budget)"
     )
     qat = [dict(pick, int8_note=attrs["int8_note"], val_top1=0.99)]
     line = rep.verdict(qat, Budget("p50_ms", 33.0))[1]

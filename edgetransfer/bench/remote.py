@@ -185,16 +185,21 @@ class DeviceBench:
         self._send(copies, answer["free_bytes"], 0)
         # the models and images of earlier benches: a re-export is a new card, so a new folder each time; the most
         # recently used are kept (those of this bench just touched), the rest go, as old runtimes do
-        removed = self.ssh.run(self._prune_script(copies), what="removing old copies")
-        if removed.strip() not in ("", "0"):
-            self._say(f"removed {removed.strip()} folder(s) of models or images of earlier benches")
+        try:
+            removed = self.ssh.run(self._prune_script(copies), what="removing old copies").strip()
+        except DeviceError as exc:  # the copy is done: measuring need not wait on housekeeping
+            self._say(f"warning: {exc}; earlier benches' copies stay")
+            removed = ""
+        if removed not in ("", "0"):
+            self._say(f"removed {removed} folder(s) of models or images of earlier benches")
 
     def _prune_script(self, copies: dict[str, dict[str, Path]]) -> str:
-        """Shell code: mark this bench's folders used, remove all but the most recently used of each kind
+        """Shell code: mark this bench's folders used (``-c``: a folder another bench removed meanwhile is not made a
+        file), remove all but the most recently used of each kind
         (:data:`KEEP_COPIES`), print how many went."""
         used = " ".join(quote(dest) for dest in copies)
         prune = "; ".join(f"( {prune_command(f'{self.root}/{kind}', keep)} )" for kind, keep in KEEP_COPIES.items())
-        return f"touch {used}; {{ {prune}; }} | awk '{{n += $1}} END {{print n + 0}}'"
+        return f"touch -c {used}; {{ {prune}; }} | awk '{{n += $1}} END {{print n + 0}}'"
 
     def _send(self, copies: dict[str, dict[str, Path]], free: int, extra: int) -> None:
         """Copy to each folder on the device the files it lacks (by sha256), if they (and ``extra`` bytes) fit."""

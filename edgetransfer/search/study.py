@@ -747,7 +747,7 @@ class _Search:
         if drop is not None and drop > EXPORT_MAX_DROP:  # kept, ranked by its own int8 accuracy; export would refuse it
             trial.set_user_attr(
                 "int8_note",
-                f"int8 loses {drop:.2f} points vs its fp32 (over export's {EXPORT_MAX_DROP:g}-point budget)",
+                f"int8 loses {drop:.2f} points vs fp32 (over export's {EXPORT_MAX_DROP:g}-point budget)",
             )
             self._escalate(trial, candidate)
         figures["within_budget"] = figures["latency_ms"] <= self.budget.limit_ms and not figures.get("budget_failures")

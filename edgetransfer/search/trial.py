@@ -207,7 +207,7 @@ def run_trial(
         "run": str(out),
         "val_top1": metric.get("val_top1"),  # the exported model's, on the validation split: what the search ranks
         "torch_val_top1": card.metrics.get("torch", {}).get("val_top1"),
-        "int8_drop_points": drop,  # the int8 model's validation top-1 below its own fp32 model's, in points
+        "int8_drop_points": drop,  # validation top-1 below fp32 math's (the fp32 ONNX model), in points
         "test_top1": metric.get("test_top1"),  # for the final report only
         "latency_ms": check["value"],  # the budget's figure (worst over the profile's batch sizes)
         "latency_key": budget.key,
