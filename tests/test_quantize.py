@@ -200,7 +200,7 @@ def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path, capsys):
     card = run_copy.load_card()
     drop = card.artifacts["model.int8.onnx"]["quantization"]["val_drop_points"]
     # the decisive figure on the console (a new user found a QAT model's only in the card)
-    assert f"ONNX int8: validation top-1 {-drop:+.2f} points against fp32 (within the 1-point budget)" in said
+    assert f"ONNX int8: validation top-1 {0.0 - drop:+.2f} points against fp32 (within the 1-point budget)" in said
     assert card.artifacts["model.int8.onnx"]["quantization"]["calibration_source"] == str(calib)
     assert card.artifacts["model.int8.onnx"]["quantization"]["calibration_images"] == 4
     assert card.artifacts["model.fp16.onnx"]["parity"]["top1_agreement"] >= 0.95

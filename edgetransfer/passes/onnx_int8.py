@@ -40,7 +40,7 @@ def judge_onnx_int8(
         ctx.unchecked(settings)
     else:  # the decisive figure (a QAT model's was in the card only)
         console.err.print(
-            f"ONNX int8: validation top-1 {-settings['val_drop_points']:+.2f} points against fp32 (within the "
+            f"ONNX int8: validation top-1 {0.0 - settings['val_drop_points']:+.2f} points against fp32 (within the "
             f"{config.max_drop:g}-point budget)"
         )
     ctx.say_drop("ONNX int8", settings["test_drop_points"])
