@@ -583,3 +583,16 @@ def test_a_max_regression_without_a_gate_is_said(run, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "note: --max-regression 5% is not used: no gate runs without --baseline" in " ".join(result.stderr.split())
+
+
+def test_the_accuracy_reference_is_fp32_math_not_a_bf16_ir(run):
+    # with --backends openvino-cpu alone, int8's delta was taken against the fp32 IR, which ran in bf16 on this CPU
+    from edgetransfer.bench import runner
+
+    card = ModelCard.from_json((run / "card.json").read_text())
+    acc = {"top1": 0.5, "top5": None, "k": None}
+    bf16 = {"backend": "openvino-cpu", "variant": "fp32", "precision": "bf16", "accuracy": acc}
+    fp32 = {"backend": "ort-cpu", "variant": "fp32", "precision": "fp32", "accuracy": {**acc, "top1": 0.6}}
+    assert runner._reference([bf16, fp32], card, own_split=True)["source"] == "ort-cpu fp32"
+    assert runner._reference([bf16], card, own_split=True)["source"] == "card: PyTorch test top-1"
+    assert runner._reference([bf16], card, own_split=False)["source"] == "openvino-cpu fp32 (runs in bf16)"

@@ -158,17 +158,23 @@ def _step(measurers: dict, failed: dict, key, method: str, *args):
 
 
 def _reference(results: list[dict], card: ModelCard, own_split: bool) -> dict | None:
-    """The fp32 accuracy each variant is compared with: PyTorch fp32 measured here, else the first fp32 result
-    measured here, else the card's PyTorch test top-1 (when the images are the run's test split)."""
+    """The fp32 accuracy each variant is compared with, in fp32 math: PyTorch fp32 measured here, else the first
+    fp32 model measured here that ran in fp32, else the card's PyTorch test top-1 (when the images are the run's
+    test split), else an fp32 model that ran in bf16 (OpenVINO's IR on a CPU with AVX-512 BF16 or AMX), said so."""
     fp32 = [r for r in results if r["variant"] == "fp32" and r.get("accuracy")]
-    fp32.sort(key=lambda r: r["backend"] != "torch-cpu")
-    if fp32:
-        acc = fp32[0]["accuracy"]
-        return {"source": f"{fp32[0]['backend']} fp32", "top1": acc["top1"], "top5": acc["top5"], "k": acc["k"]}
+    fp32.sort(key=lambda r: (r.get("precision", "fp32") != "fp32", r["backend"] != "torch-cpu"))
+
+    def of(r: dict) -> dict:
+        acc, ran = r["accuracy"], r.get("precision", "fp32")
+        source = f"{r['backend']} fp32" + ("" if ran == "fp32" else f" (runs in {ran})")
+        return {"source": source, "top1": acc["top1"], "top5": acc["top5"], "k": acc["k"]}
+
+    if fp32 and fp32[0].get("precision", "fp32") == "fp32":
+        return of(fp32[0])
     card_top1 = card.metrics.get("torch", {}).get("test_top1")
     if finite(card_top1) and 0 <= card_top1 <= 1 and own_split:
         return {"source": "card: PyTorch test top-1", "top1": card_top1, "top5": None, "k": None}
-    return None
+    return of(fp32[0]) if fp32 else None
 
 
 def bench(run: RunDir, config: BenchConfig | None = None, *, write: bool = True) -> dict:
