@@ -44,7 +44,10 @@ def judge_onnx_int8(
             f"{config.max_drop:g}-point budget)"
         )
     ctx.say_drop("ONNX int8", settings["test_drop_points"])
-    where = "(ONNX Runtime, one image, this CPU)"
+    where = (
+        "(ONNX Runtime, one image, its default threads, a short measure on this CPU; 'edgetransfer bench' measures it "
+        "properly)"
+    )
     if ratio >= 1 / SPEEDUP_WORTH_IT:
         console.err.print(
             f"[yellow]warning: model.int8.onnx is {'slower than' if ratio > SLOWER else 'not measurably faster than'} "

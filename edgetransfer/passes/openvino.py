@@ -136,7 +136,10 @@ class OpenVinoInt8(Pass):
         )
         reference = compile_model(ctx.artifacts[OV_FP32].ov_model, LoadOptions())  # as a device runs it
         record["latency_ratio_vs_fp32"] = ratio = session_latency_ratio(reference, session, ctx.pre.crop)
-        where = f"(OpenVINO, one image, this CPU; its fp32 runs in {reference.precision})"
+        where = (
+            f"(OpenVINO, one image, its default threads, a short measure on this CPU; its fp32 runs in "
+            f"{reference.precision}; 'edgetransfer bench' measures it properly)"
+        )
         if ratio >= 1 / SPEEDUP_WORTH_IT:
             console.err.print(
                 f"[yellow]warning: the OpenVINO int8 IR ({made_by}) is "
