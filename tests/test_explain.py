@@ -34,7 +34,12 @@ def test_explain_profiles_both_engines_and_measures_each_layers_error(run_copy):
     ov = doc["engines"]["openvino"]
     assert ov["int8"]["layers_by_precision"].get("i8", 0) > 0 and "i8" not in ov["fp32"]["layers_by_precision"]
     layers = doc["sqnr"]["layers"]
-    assert layers and all(a["sqnr_db"] <= b["sqnr_db"] for a, b in zip(layers, layers[1:], strict=False))  # worst first
+    local = [item["local_sqnr_db"] for item in layers]
+    assert layers and local == sorted(local)  # the worst own rounding first
+    # a ReLU6 folded into its quantizer's range is the activation, not an error: counted as one, those read 1-2 dB
+    assert min(local) > 10, layers[:3]
+    # the accumulated figure (against fp32) includes the layers before: never better than a layer's own by much
+    assert any(item["sqnr_db"] is not None and item["sqnr_db"] < item["local_sqnr_db"] for item in layers)
     assert any(line.startswith("onnxruntime: int8 is ") for line in doc["verdict"])
     assert json.loads(run_copy.file("explain.json").read_text())["verdict"] == doc["verdict"]
 
