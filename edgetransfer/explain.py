@@ -174,14 +174,39 @@ def ort_profile(path: Path, image: np.ndarray, config: ExplainConfig) -> dict[st
             op = event["args"]["op_name"]
             by_op[op] += event["dur"]
             nodes[event["name"][: -len("_kernel_time")]] = op
+    named = _model_names(path)
     return {
         "median_ms": latency,
         **_shares(by_op, config.runs),
         "int8_layers": sum(1 for op in nodes.values() if op in INT8_ORT_OPS),
-        "float_layers": sorted(node for node, op in nodes.items() if op in COMPUTE_ORT_OPS),
+        "float_layers": sorted({named(node) for node, op in nodes.items() if op in COMPUTE_ORT_OPS}),
         "qdq_share": _share(by_op, QDQ_ORT_OPS),
         "layout_share": _share(by_op, LAYOUT_ORT_OPS),
     }
+
+
+def _model_names(path: Path):
+    """A function from ONNX Runtime's profiled node names to the model's own: its optimiser renames the nodes it
+    rewrites after their output tensor (``/features/features.0/features.0.0/Conv_output_0_nchwc``), a name in
+    neither the model nor the card (which says ``/features/features.0/features.0.0/Conv``)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    nodes = {node.name for node in graph.node}
+    producers = {out: node for node in graph.node for out in node.output if node.name}
+
+    def named(profiled: str) -> str:
+        name = profiled
+        while name.endswith("_nchwc"):
+            name = name[: -len("_nchwc")]
+        if name in nodes or name not in producers:
+            return name if name in nodes else profiled
+        node = producers[name]
+        # a convolution fused with its ReLU/ReLU6 is named after the activation's output: the layer is the conv
+        before = producers.get(node.input[0]) if node.op_type in ("Relu", "Clip") and node.input else None
+        return before.name if before is not None and before.op_type in ("Conv", "Gemm", "MatMul") else node.name
+
+    return named
 
 
 def openvino_profile(path: Path, image: np.ndarray, config: ExplainConfig) -> dict[str, Any]:
@@ -208,7 +233,8 @@ def openvino_profile(path: Path, image: np.ndarray, config: ExplainConfig) -> di
         "median_ms": latency,
         **_shares(by_type, config.runs),
         "layers_by_precision": dict(counts),
-        "float_layers": sorted(name for name, p in precision.items() if p != "i8"),
+        # OpenVINO splits a conv's bias off as "<node>/WithoutBiases": the model's (and the card's) name is <node>
+        "float_layers": sorted({name.removesuffix("/WithoutBiases") for name, p in precision.items() if p != "i8"}),
         "int8_layers": counts.get("i8", 0),
         "qdq_share": _share(by_type, ("FakeQuantize",)),
         "layout_share": _share(by_type, ("Reorder", "Transpose")),

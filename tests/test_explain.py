@@ -30,6 +30,13 @@ def test_explain_profiles_both_engines_and_measures_each_layers_error(run_copy):
     assert ort["int8"]["int8_layers"] > 0 and not ort["int8"]["float_layers"]  # every conv quantized
     assert ort["fp32"]["int8_layers"] == 0 and ort["fp32"]["float_layers"]
     assert "QLinearConv" in ort["int8"]["by_op"] and "Conv" in ort["fp32"]["by_op"]
+    # the model's own node names (the card's), not ONNX Runtime's rewritten ones ("..._output_0_nchwc")
+    import onnx
+
+    names = {node.name for node in onnx.load(str(run_copy.file("model.onnx"))).graph.node}
+    assert set(ort["fp32"]["float_layers"]) <= names, set(ort["fp32"]["float_layers"]) - names
+    assert "/features/features.0/features.0.0/Conv" in ort["fp32"]["float_layers"]  # the first conv, fused with ReLU6
+    assert not [name for name in doc["engines"]["openvino"]["fp32"]["float_layers"] if name.endswith("/WithoutBiases")]
     assert ort["int8_latency_ratio"] > 0 and math.isfinite(ort["int8_latency_ratio"])
     ov = doc["engines"]["openvino"]
     assert ov["int8"]["layers_by_precision"].get("i8", 0) > 0 and "i8" not in ov["fp32"]["layers_by_precision"]
