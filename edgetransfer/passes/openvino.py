@@ -12,7 +12,14 @@ from edgetransfer import console
 from edgetransfer.backends.base import LoadOptions
 from edgetransfer.backends.openvino import compile_model
 from edgetransfer.errors import BudgetError, UsageError
-from edgetransfer.evaluation import SLOWER, SPEEDUP_WORTH_IT, evaluate, points, session_latency_ratio
+from edgetransfer.evaluation import (
+    SLOWER,
+    SPEEDUP_WORTH_IT,
+    evaluate,
+    fp32_reference,
+    points,
+    session_latency_ratio,
+)
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
 from edgetransfer.quantize import OTHER_PTQ_HINT, Int8Config, int8_budget, over_budget, ptq_hint
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP16, OV_FP32, OV_INT8
@@ -110,7 +117,7 @@ class OpenVinoInt8(Pass):
     @staticmethod
     def _val_drop(ctx: ExportContext) -> float:
         """The validation drop of the OpenVINO int8 IR measured last."""
-        return points(_true_fp32(ctx)["val_top1"], ctx.metrics["openvino_int8"]["val_top1"])
+        return points(fp32_reference(ctx.metrics)[1]["val_top1"], ctx.metrics["openvino_int8"]["val_top1"])
 
     @staticmethod
     def _converted(ctx: ExportContext) -> tuple[Any, dict[str, Any]]:
@@ -130,10 +137,8 @@ class OpenVinoInt8(Pass):
         session = compile_model(model, LoadOptions(), int8=True)
         made_by = "converted from model.int8.onnx" if record["tool"] == "openvino.convert_model" else "NNCF"
         result = ctx.measure("openvino_int8", session, shown=f"openvino_int8 ({made_by})")
-        fp32 = _true_fp32(ctx)
-        record["drop_against"] = (
-            fp32["precision"] + " " + ("ONNX Runtime" if fp32 is ctx.metrics.get("onnx_fp32") else "IR")
-        )
+        key, fp32 = fp32_reference(ctx.metrics)
+        record["drop_against"] = "fp32 ONNX Runtime" if key == "onnx_fp32" else f"{fp32['precision']} IR"
         reference = compile_model(ctx.artifacts[OV_FP32].ov_model, LoadOptions())  # as a device runs it
         record["latency_ratio_vs_fp32"] = ratio = session_latency_ratio(reference, session, ctx.pre.crop)
         where = (
@@ -176,7 +181,7 @@ class OpenVinoInt8(Pass):
             "calibration_images": len(calibration),
         }
         val = evaluate(compile_model(model, LoadOptions(), int8=True), ctx.val)
-        drop = points(_true_fp32(ctx)["val_top1"], val)
+        drop = points(fp32_reference(ctx.metrics)[1]["val_top1"], val)
         if config.accuracy_aware and len(ctx.val) and drop > config.max_drop:
             console.err.print(f"NNCF int8 loses {drop:.2f} validation points; running NNCF accuracy control...")
             with console.err.status("NNCF accuracy control..."):
@@ -190,11 +195,3 @@ class OpenVinoInt8(Pass):
                 )
             record.update(tool="nncf.quantize_with_accuracy_control", max_drop_points=config.max_drop)
         return model, record
-
-
-def _true_fp32(ctx: ExportContext) -> dict[str, Any]:
-    """The figures int8 IR drops are taken against: the fp32 ONNX model's in ONNX Runtime, fp32 math (the IR
-    converted from it matched it under the f32 hint). The fp32 IR's own figures ran in bf16 on a CPU with AVX-512
-    BF16 or AMX: measured against them, what bf16 lost was left out of the int8 IR's drop (the demo's card said 0.00
-    validation points where the loss against fp32 was 0.74), and a device without bf16 loses all of it."""
-    return ctx.metrics.get("onnx_fp32") or ctx.metrics["openvino_fp32"]

@@ -94,16 +94,14 @@ def export_metric(config: SearchConfig, candidate: Candidate) -> str:
 
 
 def int8_drop(metrics: dict, config: SearchConfig, candidate: Candidate) -> float | None:
-    """The measured int8 model's validation top-1 below its own fp32 model's, in points as export's budget counts
-    them (one image of 100 is exactly 1.0, not 1.0000000000000009); None for an fp32 candidate or a figure missing."""
-    from edgetransfer.evaluation import points
+    """The measured int8 model's validation top-1 below fp32 math's (see fp32_reference), in points as export's
+    budget counts them (one image of 100 is exactly 1.0, not 1.0000000000000009); None for an fp32 candidate or a
+    figure missing."""
+    from edgetransfer.evaluation import fp32_reference, points
 
     if candidate.variant != "int8":
         return None
-    # true fp32 math, as export judges int8 IRs: an OpenVINO fp32 IR ran in bf16 on a CPU with AVX-512 BF16 or AMX
-    fp32 = metrics.get("onnx_fp32") or metrics.get(
-        export_metric(config, Candidate(candidate.backbone, candidate.size, "none")), {}
-    )
+    fp32 = fp32_reference(metrics)[1]  # fp32 math, as export judges every int8 model
     return points(fp32.get("val_top1"), metrics.get(export_metric(config, candidate), {}).get("val_top1"))
 
 
