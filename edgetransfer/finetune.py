@@ -419,6 +419,7 @@ class _Trainer:
                     if left < 0:
                         break
                     fits = later
+                fits = dist.least(fits)  # one plan for every rank
                 # a schedule that ended (this was its last epoch) is not lengthened: its learning rate is down to
                 # zero, and taking it back up restarts the training (a resumed run's rose 22x)
                 if fits < planned or epoch < planned < fits:

@@ -258,6 +258,21 @@ class Distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor.item())
 
+    def least(self, value: int) -> int:
+        """The smallest of every rank's ``value``, on every rank (each rank times its own epochs, and rank 0's
+        include validation: a plan each made alone would stop one rank an epoch before the others, which then wait
+        on it in the next step's gradient exchange)."""
+        if not self.enabled:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor([float(value)])
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+        return int(tensor.item())
+
     def close(self) -> None:
         if self.enabled:
             import torch.distributed as dist

@@ -422,6 +422,38 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path):
     assert result.stderr.count("best val top-1") == 1, "only rank 0 reports and writes"
 
 
+@pytest.mark.slow
+def test_torchrun_ranks_agree_on_a_time_budgets_plan(image_folder, tmp_path):
+    """Each rank times its own epochs (rank 0's include validation); where their plans differed one rank stopped
+    while the other waited on it in the next step's gradient exchange (a hang). Rank 0 is made to think an epoch
+    costs far more than the budget: every rank must stop with it."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    script = tmp_path / "slow_rank0.py"
+    script.write_text(
+        "import os, sys\n"
+        "from edgetransfer import finetune\n"
+        "if os.environ['RANK'] == '0':\n"
+        "    finetune._Trainer._epoch_cost = lambda self, epoch, took: 1e9\n"
+        "from edgetransfer.cli import main\n"
+        "sys.argv = ['edgetransfer'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    command += ["finetune", "--data", str(image_folder), "--out", str(out), "--size", "32", "--epochs", "3"]
+    command += ["--batch-size", "4", "--device", "cpu", "--time-budget", "600", "--strategy", "full"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((out / "card.json").read_text())
+    assert [entry["epoch"] for entry in card["training"]["history"]] == [1]
+    assert "time budget" in card["training"]["stopped"]
+
+
 def test_self_training_has_its_own_learning_rate():
     """The head's and body's rates do not move self-training's (a small one that refines an adapted model)."""
     assert FinetuneConfig(data="x", out="y").pseudo_lr == 9e-5
