@@ -44,7 +44,11 @@ class QatConfig:
     lr: float = 5e-5
     batch_size: int = 32
     calibration_size: int = 200  # images NNCF sets the initial ranges from
-    augment: str = "light"
+    # the training's own recipe when None (the run's card): the fine-tune goes on from weights trained on images
+    # augmented so; a different mix (no flip where the run flipped) shifts what the model sees for one epoch
+    augment: str | None = None
+    hflip: bool | None = None
+    label_smoothing: float | None = None
     opset: int = 17
     max_images: int = 4000  # training images per epoch at most (about 2 minutes at 96 px on a 2-core CPU)
     # "ort": the trained weights quantized by ONNX Runtime's own static quantizer (u8 activations, s8 per-channel
@@ -61,6 +65,10 @@ class QatConfig:
             raise QuantizationError(f"QAT needs at least one training image per epoch, not {self.max_images}")
         if self.onnx_format not in ("ort", "nncf"):
             raise QuantizationError(f"QAT's ONNX format is 'ort' or 'nncf', not {self.onnx_format!r}")
+        if self.augment not in (None, "none", "light", "trivial", "randaugment"):
+            raise QuantizationError(f"QAT's augmentation is none, light, trivial or randaugment, not {self.augment!r}")
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
+            raise QuantizationError(f"QAT's label smoothing must be in [0, 1), not {self.label_smoothing}")
         if not 1 <= self.batch_size <= 1024 or self.calibration_size < 1:
             raise QuantizationError("QAT batch size must be 1..1024 and the calibration size at least 1")
 
@@ -99,6 +107,20 @@ def _use_reference_functions() -> None:
         namespace._loaded_namespace = ReferenceQuantizedFunctions
 
 
+def with_runs_recipe(config: QatConfig, card: Any) -> QatConfig:
+    """``config`` with what it leaves open (None) taken from the run's training recipe (its card); a run whose card
+    has no recipe (made before it was recorded): light augmentation, no flip, no label smoothing."""
+    import dataclasses
+
+    recipe = (card.training or {}).get("config") or {}
+    fallback = {"augment": "light", "hflip": False, "label_smoothing": 0.0}
+    filled = {
+        key: recipe.get(key, default) if getattr(config, key) is None else getattr(config, key)
+        for key, default in fallback.items()
+    }
+    return dataclasses.replace(config, **filled)
+
+
 def _batches(samples: Sequence[Sample], pre: Any, config: QatConfig, epoch: int):
     """One epoch of seeded, shuffled, augmented (image tensor, label tensor) batches."""
     import torch
@@ -107,7 +129,8 @@ def _batches(samples: Sequence[Sample], pre: Any, config: QatConfig, epoch: int)
 
     torch.manual_seed(config.seed * 10_000 + epoch)  # the augmentation's random draws
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(config.seed + epoch)).tolist()
-    dataset = ImageDataset(tuple(samples[i] for i in order), train_transform(pre, augment=config.augment), pre.resize)
+    transform = train_transform(pre, augment=config.augment, hflip=config.hflip)
+    dataset = ImageDataset(tuple(samples[i] for i in order), transform, pre.resize)
     for start in range(0, len(dataset), config.batch_size):
         items = [dataset[i] for i in range(start, min(start + config.batch_size, len(dataset)))]
         yield torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
@@ -159,6 +182,8 @@ def qat_to_onnx(
     run = run if isinstance(run, RunDir) else RunDir(Path(run))
     card = run.load_card()
     pre = card.preprocessing
+    config = with_runs_recipe(config, card)
+    config.validate()
     model = fold_batchnorm(load_model(run, card))
     plain = copy.deepcopy(model)  # receives the trained weights for the ONNX Runtime format
     say = progress or (lambda line: None)
@@ -193,7 +218,7 @@ def qat_to_onnx(
     for epoch in range(config.epochs):
         total, count, epoch_start = 0.0, 0, time.perf_counter()
         for images, labels in _batches(train, pre, config, epoch):
-            loss = torch.nn.functional.cross_entropy(quantized(images), labels)
+            loss = torch.nn.functional.cross_entropy(quantized(images), labels, label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
                 raise QuantizationError(f"QAT diverged in epoch {epoch + 1} (loss {loss.item()}); try a smaller lr")
             optimizer.zero_grad()
@@ -225,6 +250,9 @@ def qat_to_onnx(
         "epochs": config.epochs,
         "seed": config.seed,
         "lr": config.lr,
+        "augment": config.augment,
+        "hflip": config.hflip,
+        "label_smoothing": config.label_smoothing,
         "losses": [round(v, 6) for v in losses],
         "calibration_images": len(items),
         "train_images": len(train),

@@ -30,6 +30,12 @@ def test_qat_writes_an_int8_qdq_model_deterministically(qat_run, tmp_path, capfd
     printed = capfd.readouterr()  # NNCF's progress bar went to stdout, among export's results ('> list.txt')
     assert "Statistics collection" not in printed.out and "Statistics collection" in printed.err
     assert first["epochs"] == 1 and len(first["losses"]) == 1 and all(np.isfinite(first["losses"]))
+    recipe = card.training["config"]  # QAT goes on with the run's own augmentation, flip and label smoothing
+    assert (first["augment"], first["hflip"], first["label_smoothing"]) == (
+        recipe["augment"],
+        recipe["hflip"],
+        recipe["label_smoothing"],
+    )
     ops = [node.op_type for node in onnx.load(str(tmp_path / "a.onnx")).graph.node]
     assert ops.count("QuantizeLinear") >= 10 and "BatchNormalization" not in ops
     # the engine really runs the convolutions in int8: ONNX Runtime fuses them into QLinearConv
@@ -49,6 +55,23 @@ def test_qat_writes_an_int8_qdq_model_deterministically(qat_run, tmp_path, capfd
     second = qat_to_onnx(run, splits.train, tmp_path / "b.onnx", config)
     assert second["losses"] == first["losses"]
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_qat_takes_what_it_leaves_open_from_the_runs_recipe(qat_run):
+    import dataclasses
+
+    from edgetransfer.qat import QatConfig, with_runs_recipe
+
+    _, card, _ = qat_run
+    ran = dataclasses.replace(card, training={"config": {"augment": "trivial", "hflip": True, "label_smoothing": 0.2}})
+    filled = with_runs_recipe(QatConfig(), ran)
+    assert (filled.augment, filled.hflip, filled.label_smoothing) == ("trivial", True, 0.2)
+    told = with_runs_recipe(QatConfig(augment="none", hflip=False, label_smoothing=0.0), ran)
+    assert (told.augment, told.hflip, told.label_smoothing) == ("none", False, 0.0)
+    old = with_runs_recipe(QatConfig(), dataclasses.replace(card, training={}))  # a card without its recipe
+    assert (old.augment, old.hflip, old.label_smoothing) == ("light", False, 0.0)
+    with pytest.raises(QuantizationError, match="augmentation"):
+        QatConfig(augment="heavy").validate()
 
 
 def test_qat_errors_write_nothing(qat_run, tmp_path):
