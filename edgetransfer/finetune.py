@@ -2,8 +2,9 @@
 to an unlabelled target domain (a new camera) follows as its own stage (:func:`edgetransfer.adapt.adapt`).
 
 The run directory is written in place and is always consistent: ``card.json`` says whether training finished;
-``model.safetensors`` is the best checkpoint so far; ``resume.pt`` + ``last.safetensors`` hold the last finished
-epoch, so Ctrl-C or a crash can be continued with ``--resume``. Every file is written atomically. Until the first epoch
+``model.safetensors`` is the best checkpoint so far; ``resume.pt`` holds the last finished epoch, its weights
+included (one file: a stop between two files left weights one epoch ahead of their state, and the resumed run
+trained that epoch twice), so Ctrl-C or a crash can be continued with ``--resume``. Every file is written atomically. Until the first epoch
 has finished there is nothing to continue: a stop or a failure then leaves ``--out`` as it was (:class:`_NewOut`).
 
 Images are decoded and resized once (:mod:`edgetransfer.decoded`), batches are augmented whole, the model runs in
@@ -304,7 +305,10 @@ class _Trainer:
         self.on_resumable: Callable[[], None] | None = None  # called once the first epoch is saved
         if config.resume:
             self.card, self.state = check_resume(out, config, splits)
-            self.model.load_state_dict(backbones.read_safetensors(out / LAST_CHECKPOINT))
+            weights = self.state.pop("weights", None)  # a state written before they were in it: the file beside
+            self.model.load_state_dict(
+                weights if weights is not None else backbones.read_safetensors(out / LAST_CHECKPOINT)
+            )
         dist.barrier()
 
     # ------------------------------------------------------------------ the loop
@@ -488,9 +492,10 @@ class _Trainer:
             )
             self.state.update(epoch=epoch, step=step, planned_epochs=planned, optimizer=optimizer.state_dict())
             self.state["planned_by_budget"] = bool(self.config.time_budget)
-            save_checkpoint(self.model, self.out / LAST_CHECKPOINT, {"backbone": self.backbone.name})
+            weights = {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()}
             with write_errors_said(self.out), atomic_path(self.out / RESUME_STATE) as tmp, library_write_errors(tmp):
-                torch.save(self.state, tmp)
+                torch.save({**self.state, "weights": weights}, tmp)
+            (self.out / LAST_CHECKPOINT).unlink(missing_ok=True)  # an older run's, superseded
             if self.on_resumable is not None:
                 self.on_resumable()
             val = f"val loss {val_loss:.4f}  val top-1 {val_acc:.2%}" if val_acc is not None else "no validation"

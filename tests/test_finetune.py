@@ -13,7 +13,7 @@ from conftest import make_folder
 from PIL import Image
 
 from edgetransfer import backbones
-from edgetransfer.errors import RunDirError, UsageError
+from edgetransfer.errors import EdgeTransferError, RunDirError, UsageError
 from edgetransfer.finetune import FinetuneConfig, TrainingDiverged, finetune, load_recipe
 from edgetransfer.finetune_config import AUTO_MIN_SIZE
 from edgetransfer.rundir import RunDir, sha256_file
@@ -320,6 +320,36 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     assert [(h["loss"], h["val_loss"]) for h in card.training["history"]] == [
         (h["loss"], h["val_loss"]) for h in straight
     ]
+
+
+def test_a_failed_state_write_resumes_from_the_epoch_before_exactly(image_folder, tmp_path, monkeypatch):
+    """The disk filling while epoch 2's state is written: resuming trains epoch 2 again from epoch 1's weights (the
+    weights sat in their own file, written first: they were epoch 2's while the state said epoch 1, and the
+    resumed run trained epoch 2 twice)."""
+    import errno
+
+    import torch
+
+    out = tmp_path / "run"
+    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
+    real, calls = torch.save, []
+
+    def full_disk_at_epoch_2(obj, f, *args, **kwargs):
+        calls.append(f)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_epoch_2)
+    with pytest.raises(EdgeTransferError, match="No space left"):
+        finetune(config)
+    monkeypatch.setattr(torch, "save", real)
+    run = finetune(FinetuneConfig(**{**config.__dict__, "resume": True}))
+    straight = finetune(FinetuneConfig(**{**config.__dict__, "out": str(tmp_path / "straight")}))
+    assert [h["loss"] for h in run.load_card().training["history"]] == [
+        h["loss"] for h in straight.load_card().training["history"]
+    ]
+    assert run.file("model.safetensors").read_bytes() == straight.file("model.safetensors").read_bytes()
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_best(image_folder, tmp_path, monkeypatch):
