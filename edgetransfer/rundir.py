@@ -106,6 +106,8 @@ def interrupts_deferred() -> Iterator[None]:
     import signal
     import threading
 
+    from edgetransfer.signal_stack import on_thread_stack
+
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
@@ -119,6 +121,9 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for s, handler in before.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        on_thread_stack(
+            signals
+        )  # signal.signal runs handlers on the alternate stack again: edgetransfer/signal_stack.py
         if caught:
             signal.raise_signal(caught[0])
 

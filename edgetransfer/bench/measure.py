@@ -22,6 +22,7 @@ import numpy as np
 
 from edgetransfer.backends.base import Backend, LoadOptions
 from edgetransfer.card import ModelCard
+from edgetransfer.signal_stack import on_thread_stack
 
 ROUND_WARMUP = 2  # untimed runs at the start of every round: caches are cold after another model ran
 ACCURACY_BATCH = 32
@@ -237,6 +238,7 @@ def _worker(conn, job: Job, log_path: str) -> None:
     os.dup2(log, 2)
     if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked: a Ctrl-C now ends it quietly (in its log)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    on_thread_stack()  # a Ctrl-C after OpenVINO's models went: a crash, not an interruption (signal_stack.py)
     measurer = LocalMeasurer(job)
     while True:
         try:

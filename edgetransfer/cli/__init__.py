@@ -17,6 +17,7 @@ from edgetransfer.cli.models import models
 from edgetransfer.cli.pipeline import pipeline
 from edgetransfer.cli.predict import predict
 from edgetransfer.cli.search import search
+from edgetransfer.signal_stack import on_thread_stack
 
 
 def _no_value_shown_for_flags() -> None:
@@ -92,6 +93,7 @@ def main() -> None:
     # each). Cycles are still collected, less often; nothing at exit is skipped (atexit, finalizers still run).
     gc.set_threshold(GC_GEN0, *gc.get_threshold()[1:])
     signal.signal(signal.SIGTERM, _terminated)
+    on_thread_stack()  # Ctrl-C after OpenVINO's compiled models are gone: a crash (edgetransfer/signal_stack.py)
     try:
         _run()
     finally:
