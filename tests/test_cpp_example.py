@@ -92,10 +92,37 @@ def test_cpp_errors_are_one_line(classify, trained_run, pnm_images, tmp_path):
         ([tmp_path / "plain.onnx", pnm_images[0]], "no edgetransfer model card"),
         ([trained_run.file("model.onnx"), not_an_image], "not a binary PPM (P6) or PGM (P5) image"),
         ([trained_run.file("model.onnx"), tmp_path / "missing.ppm"], "cannot open image"),
+        # OpenVINO's own errors: what went wrong, not where it was thrown ("Exception from src/.../core.cpp:84:")
+        ([tmp_path / "missing.xml", pnm_images[0]], "Could not open the file"),
+        ([trained_run.file("model.onnx"), pnm_images[0], "--device", "XYZ"], 'Device with "XYZ" name'),
     ]:
         done = subprocess.run([str(classify), *map(str, args)], capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and done.stderr.startswith("error: ") and message in done.stderr
         assert done.stderr.count("\n") == 1
+    for top_k in ("abc", "0", "-3", "2x"):  # a mistake on the command line: the usage, exit 2
+        done = subprocess.run(
+            [str(classify), str(trained_run.file("model.onnx")), str(pnm_images[0]), "--top-k", top_k],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and "usage" in done.stderr.lower() and not done.stdout, top_k
+
+
+def test_build_without_openvino_says_so_in_one_line(tmp_path):
+    python = tmp_path / "python"  # an interpreter without the openvino package
+    python.write_text("#!/bin/sh\necho 'ModuleNotFoundError' >&2\nexit 1\n")
+    python.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "OpenVINO_DIR"}
+    done = subprocess.run(
+        ["bash", str(EXAMPLE / "build.sh"), str(tmp_path / "build")],
+        env={**env, "PYTHON": str(python)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "no openvino package" in done.stderr
 
 
 def test_cpp_reads_escaped_unicode_labels(classify, trained_run, pnm_images, tmp_path):

@@ -11,7 +11,10 @@ if [[ -z "${OpenVINO_DIR:-}" ]]; then
   if [[ -z "$python" ]]; then
     if [[ -x "$here/../../.venv/bin/python" ]]; then python="$here/../../.venv/bin/python"; else python=python3; fi
   fi
-  OpenVINO_DIR="$("$python" -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "cmake"))')"
+  OpenVINO_DIR="$("$python" -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "cmake"))' 2>/dev/null)" || {
+    echo "error: $python has no openvino package (pip install openvino, or PYTHON=/path/to/python with it, or OpenVINO_DIR=...)" >&2
+    exit 2
+  }
 fi
 [[ -f "$OpenVINO_DIR/OpenVINOConfig.cmake" ]] || { echo "error: no OpenVINOConfig.cmake in $OpenVINO_DIR" >&2; exit 2; }
 generator=()

@@ -396,7 +396,12 @@ int main(int argc, char** argv) {
         std::string arg = argv[i];
         if ((arg == "--top-k" || arg == "--device" || arg == "--precision") && i + 1 < argc) {
             std::string value = argv[++i];
-            if (arg == "--top-k") top_k = std::max(1, std::atoi(value.c_str()));
+            if (arg == "--top-k") {  // a whole number >= 1, as `edgetransfer predict --top-k` takes it
+                char* end = nullptr;
+                const long k = std::strtol(value.c_str(), &end, 10);
+                if (value.empty() || *end != '\0' || k < 1 || k > 1000000) return usage();
+                top_k = static_cast<int>(k);
+            }
             else if (arg == "--device") device = value;
             else precision = value;
         } else if (arg.rfind("--", 0) == 0) {
@@ -436,8 +441,13 @@ int main(int argc, char** argv) {
             std::printf("\n");
         }
     } catch (const std::exception& e) {
-        std::string message = e.what();
-        std::cerr << "error: " << message.substr(0, message.find('\n')) << "\n";
+        // OpenVINO's messages open with where they were thrown ("Exception from src/inference/src/cpp/core.cpp:84:")
+        // and end with what went wrong ('Could not open the file: "model.xml"'): the last line that says something
+        std::istringstream lines(e.what());
+        std::string line, last;
+        while (std::getline(lines, line))
+            if (line.find_first_not_of(" \t\r") != std::string::npos) last = line;
+        std::cerr << "error: " << last << "\n";
         return 1;
     }
     return 0;
