@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,7 @@ def self_train(
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
         for epoch in range(config.epochs_per_round):
             seed = config.seed + 100 * round_index + epoch
+            torch.manual_seed(seed)  # the augmentation's and dropout's draws: a resumed run adapts as a straight one
             src = _loader(source, pre, config.batch_size, shuffle=True, seed=seed)
             tgt = _loader(labelled, pre, config.batch_size, shuffle=True, seed=seed + 1)
             _frozen_bn_train_mode(model)
@@ -375,31 +377,46 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
             raise
         before = dict(card.metrics.get("torch", {}))
         val_acc = score(model, splits.val, pre, device)[0] if splits.val else None
-        test_acc, predictions, _ = score(model, splits.test, pre, device)
+        test_acc = None  # a set too small to split has no test images: nothing to say of it (it printed "nan%")
+        if splits.test:
+            test_acc, predictions, _ = score(model, splits.test, pre, device)
         record["source_before"] = {"val_top1": before.get("val_top1"), "test_top1": before.get("test_top1")}
         torch_metrics = {**before, "test_top1": test_acc, "val_top1": val_acc}  # all of the adapted model
-        torch_metrics.update(confusion(splits.test, predictions, splits.labels))
-        save_checkpoint(model, run.file(CHECKPOINT), {"backbone": card.backbone})
-        card = dataclasses.replace(
-            card,
-            training={**card.training, "adaptation": record},
-            metrics={**card.metrics, "torch": torch_metrics},
-            artifacts={**card.artifacts, CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(run.file(CHECKPOINT))}},
-        )
-        run.save_card(card)
+        if splits.test:
+            torch_metrics.update(confusion(splits.test, predictions, splits.labels))
+        # the adapted weights beside the fine-tuned ones, then the card naming them, then the swap: a card that failed
+        # to save (a full disk) left weights the card did not know, and the run refused by every later command
+        adapted = run.file(CHECKPOINT + ".adapted")
+        try:
+            save_checkpoint(model, adapted, {"backbone": card.backbone})
+            card = dataclasses.replace(
+                card,
+                training={**card.training, "adaptation": record},
+                metrics={**card.metrics, "torch": torch_metrics},
+                artifacts={**card.artifacts, CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(adapted)}},
+            )
+            run.save_card(card)
+            os.replace(adapted, run.file(CHECKPOINT))
+        finally:
+            adapted.unlink(missing_ok=True)
         if splits.test and torch_metrics.get("test_confusion"):
             from edgetransfer.finetune import CONFUSION  # (finetune imports this module)
             from edgetransfer.plots import plot_confusion
 
             plot_confusion(torch_metrics["test_confusion"], splits.labels, run.file(CONFUSION))
         was = before.get("test_top1")
+        measured = (
+            f"test top-1 {test_acc:.2%} on the labelled source test split"
+            if test_acc is not None
+            else "no test figure (the labelled source set has no test split)"
+        )
         if record.get("rolled_back_to_source"):
-            console.err.print(f"not adapted: test top-1 {test_acc:.2%} on the labelled source test split")
+            console.err.print(f"not adapted: {measured}")
         else:
+            plotted = " and confusion.png" if splits.test and torch_metrics.get("test_confusion") else ""
             console.err.print(
-                f"after adaptation: test top-1 {test_acc:.2%} on the labelled source test split"
-                + (f" (before adaptation {was:.2%})" if isinstance(was, float) else "")
-                + "; the card's PyTorch figures and confusion.png are the adapted model's, which is for the target "
-                "domain"
+                f"after adaptation: {measured}"
+                + (f" (before adaptation {was:.2%})" if isinstance(was, float) and test_acc is not None else "")
+                + f"; the card's PyTorch figures{plotted} are the adapted model's, which is for the target domain"
             )
     return run

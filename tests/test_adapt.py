@@ -131,3 +131,61 @@ def test_adabn_gathers_statistics_without_dropout_or_stochastic_depth(tmp_path):
         adapt_bn(model, samples, default_preprocessing(32), "cpu")
         stats.append(torch.cat([m.running_var.flatten() for m in bn_layers(model)]))
     assert torch.allclose(stats[0], stats[1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_card_that_fails_to_save_after_adaptation_leaves_the_run_usable(image_folder, tmp_path, monkeypatch):
+    """The adapted weights replaced the fine-tuned ones before the card naming them was saved: a full disk there
+    left a run every later command refused ("model.safetensors does not match the sha256")."""
+    import errno
+
+    from edgetransfer.errors import EdgeTransferError
+
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
+    run = finetune(FinetuneConfig(**options))
+    before = run.load_card()
+    target = make_folder(tmp_path / "target", per_class=4, seed=5)
+
+    def full_disk(self, card):
+        raise EdgeTransferError(str(OSError(errno.ENOSPC, "No space left on device")))
+
+    monkeypatch.setattr(RunDir, "save_card", full_disk)
+    with pytest.raises(EdgeTransferError, match="No space left"):
+        adapt(run, FinetuneConfig(**options, adapt_bn=str(target)))
+    monkeypatch.undo()
+    assert run.load_card() == before and sorted(p.name for p in run.path.iterdir() if "adapted" in p.name) == []
+    load_model(run, before)  # the fine-tuned weights, as the card says
+
+
+def test_self_training_is_the_same_whatever_ran_before_it(image_folder, tmp_path):
+    """Self-training drew its augmentation from whatever random state the process had (a resumed run adapted to
+    other weights than a straight one): seeded, two adaptations from different states give the same weights."""
+    import shutil
+
+    import torch
+
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
+    run = finetune(FinetuneConfig(**options))
+    unlabeled = make_folder(tmp_path / "unlabeled", per_class=4, seed=7)
+    weights = []
+    for state in (1, 2):
+        copy = tmp_path / f"copy{state}"
+        shutil.copytree(run.path, copy)
+        torch.manual_seed(state)
+        config = FinetuneConfig(**{**options, "out": str(copy)}, unlabeled=str(unlabeled), pseudo_threshold=0.0)
+        adapted = adapt(RunDir(copy), config)
+        card = adapted.load_card()
+        assert card.training["adaptation"]["self_training"], "self-training ran"
+        weights.append(load_model(adapted, card).state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_adaptation_of_a_set_without_a_test_split_says_so(tmp_path, capsys):
+    images = make_folder(tmp_path / "tiny", per_class=2)  # too few images to split: no test split
+    target = make_folder(tmp_path / "target", per_class=4, seed=5)
+    options = {"data": str(images), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
+    run = finetune(FinetuneConfig(**options, adapt_bn=str(target)))
+    card = run.load_card()
+    assert not run.load_splits(card).test and card.training["adaptation"]["adapt_bn_images"] == 12
+    said = " ".join(capsys.readouterr().err.split())
+    assert "after adaptation: no test figure" in said and "nan%" not in said and "confusion.png" not in said
+    assert card.metrics["torch"]["test_top1"] is None and "test_confusion" not in card.metrics["torch"]
