@@ -90,6 +90,12 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     exception it raises stops training there (the run keeps that epoch, resumable), e.g. a search pruning a trial."""
     config.validate()
     config = dataclasses.replace(config, data=resolve_data(config.data, config.seed))  # 'digits' from Python too
+    # the other inputs absolute too, as the card records them: a run started with --unlabeled unl (relative) could
+    # not be resumed from another folder, and giving the folder again by another path was "a changed option"
+    inputs = ("adapt_bn", "unlabeled", "target_val", "weights")
+    config = dataclasses.replace(
+        config, **{k: str(Path(v).expanduser().resolve()) for k in inputs if (v := getattr(config, k)) is not None}
+    )
     out = Path(config.out)
     if str(config.out).strip():
         _put_back_previous(out)  # one left aside by a killed --overwrite: before check_out looks at --out

@@ -322,6 +322,36 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     ]
 
 
+def test_a_run_with_relative_input_folders_resumes_from_another_folder(image_folder, tmp_path, monkeypatch):
+    """The card kept --adapt-bn/--unlabeled/--target-val/--weights as typed: resumed from another working folder
+    they were not found, and naming them again by another path was refused as a changed option."""
+    from edgetransfer import finetune as module
+    from edgetransfer.finetune_config import resume_options
+
+    make_folder(tmp_path / "unl", per_class=4, seed=7)
+    monkeypatch.chdir(tmp_path)
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "run"), adapt_bn="unl", **TINY)
+    real = module._Trainer._should_stop
+
+    def interrupt_after_epoch_1(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(module._Trainer, "_should_stop", interrupt_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config)
+    monkeypatch.setattr(module._Trainer, "_should_stop", real)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    options = resume_options(tmp_path / "run")  # what `finetune --resume --out RUN` starts from
+    assert options["adapt_bn"] == str(tmp_path / "unl")
+    again = {**options, "out": str(tmp_path / "run"), "resume": True, "adapt_bn": "../unl"}  # the same, by another path
+    card = finetune(FinetuneConfig(**again)).load_card()
+    assert card.complete["finetune"] and card.training["adaptation"]["adapt_bn_images"] == 12
+
+
 def test_a_failed_state_write_resumes_from_the_epoch_before_exactly(image_folder, tmp_path, monkeypatch):
     """The disk filling while epoch 2's state is written: resuming trains epoch 2 again from epoch 1's weights (the
     weights sat in their own file, written first: they were epoch 2's while the state said epoch 1, and the
