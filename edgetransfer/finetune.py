@@ -101,6 +101,8 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         _put_back_previous(out)  # one left aside by a killed --overwrite: before check_out looks at --out
     check_out(config)
     backbone = backbones.get(config.backbone)
+    device = resolve_device(config.device)  # these before the data scan, which can take minutes
+    backbones.check_weights_here(backbone, config.weights)
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):
         skipped = splits.extra["skipped"]
@@ -158,7 +160,6 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         for note in missing_class_notes(splits):
             console.err.print(f"[yellow]{escape(note)}[/]")
     config, strategy_reason = choose_strategy(config, splits)  # --strategy auto: from the training split's size
-    device = resolve_device(config.device)
     if config.amp == "fp16" and device == "cpu":
         console.err.print(
             "[yellow]note: --amp fp16 on a CPU trains in float32 (fp16 autocast is slow there); --amp bf16 for bf16[/]"

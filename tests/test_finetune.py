@@ -322,6 +322,28 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     ]
 
 
+def test_weights_and_device_are_checked_before_the_data_scan(image_folder, tmp_path, monkeypatch, capsys):
+    """A new user's --weights typo and a backbone with no weights here were said only after the data scan (which
+    can take minutes on a large folder): before it now, with nothing written."""
+    from edgetransfer.errors import BackendUnavailableError, WeightsError
+
+    (image_folder / "class0" / "broken.png").write_bytes(b"not a png")  # the scan would say it skips this
+    base = {"data": str(image_folder), "out": str(tmp_path / "run"), "skip_bad": True, **TINY}
+    monkeypatch.setenv("EDGETRANSFER_OFFLINE", "1")
+    cases = [
+        ({"weights": str(tmp_path / "missing.pth")}, UsageError, "weights file not found"),
+        ({"backbone": "resnet18"}, WeightsError, "no pretrained weights for resnet18"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(({"device": "cuda"}, BackendUnavailableError, "no CUDA GPU"))
+    for options, error, message in cases:
+        capsys.readouterr()
+        with pytest.raises(error, match=message):
+            finetune(FinetuneConfig(**{**base, **options}))
+        assert "skipping" not in capsys.readouterr().err, options
+        assert not (tmp_path / "run").exists()
+
+
 def test_a_run_with_relative_input_folders_resumes_from_another_folder(image_folder, tmp_path, monkeypatch):
     """The card kept --adapt-bn/--unlabeled/--target-val/--weights as typed: resumed from another working folder
     they were not found, and naming them again by another path was refused as a changed option."""
