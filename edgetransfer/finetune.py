@@ -368,6 +368,11 @@ class _Trainer:
         started, stopped_because = time.perf_counter(), "epochs done"
         step = self.state.get("step", self.state["epoch"] * steps_per_epoch)  # steps taken so far
         first_epoch = self.state["epoch"] + 1
+        if config.resume and 0 < self.state["epoch"] < config.epochs and self._should_stop(self.state["epoch"]):
+            # stopped after the epoch early stopping ended it (Ctrl-C while the test split was scored): what a run
+            # never stopped would have done, not one more epoch
+            stopped_because = f"early stopping (no better validation score for {config.patience} epochs)"
+            first_epoch = config.epochs + 1
         took: dict[str, list[float]] = {"head": [], "body": []}  # each epoch's wall time (validation included)
         for epoch in range(first_epoch, config.epochs + 1):
             epoch_began = time.perf_counter()

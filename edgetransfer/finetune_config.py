@@ -381,4 +381,9 @@ def check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[Mod
         raise RunDirError(
             f"cannot read {run.file(RESUME_STATE)} ({str(exc).splitlines()[0][:80]}); start again with --overwrite"
         ) from None
+    if config.epochs < state.get("epoch", 0):
+        raise UsageError(
+            f"--epochs {config.epochs} with --resume: {out} has finished {state['epoch']} epochs already; give "
+            f"--epochs {state['epoch']} or more (or leave it out)"
+        )
     return card, state

@@ -374,6 +374,29 @@ def test_a_run_with_relative_input_folders_resumes_from_another_folder(image_fol
     assert card.complete["finetune"] and card.training["adaptation"]["adapt_bn_images"] == 12
 
 
+def test_a_run_stopped_after_early_stopping_resumes_to_its_end(image_folder, tmp_path, monkeypatch):
+    """Ctrl-C after early stopping ended training (while the test split was scored): --resume trained one more
+    epoch and called it 'epochs done'; it finishes as the run would have."""
+    from edgetransfer import finetune as module
+
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "run"), **{**TINY, "epochs": 4})
+    monkeypatch.setattr(module._Trainer, "_should_stop", lambda self, epoch: epoch >= 2)  # no better score after 2
+    real_finish = module._Trainer._finish
+
+    def interrupted(self, stopped_because, seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module._Trainer, "_finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config)
+    monkeypatch.setattr(module._Trainer, "_finish", real_finish)
+    with pytest.raises(UsageError, match="has finished 2 epochs already; give --epochs 2 or more"):
+        finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "epochs": 1}))  # it recorded 1 of 2 epochs
+    card = finetune(FinetuneConfig(**{**config.__dict__, "resume": True})).load_card()
+    assert [h["epoch"] for h in card.training["history"]] == [1, 2]
+    assert card.training["stopped"].startswith("early stopping")
+
+
 def test_a_failed_state_write_resumes_from_the_epoch_before_exactly(image_folder, tmp_path, monkeypatch):
     """The disk filling while epoch 2's state is written: resuming trains epoch 2 again from epoch 1's weights (the
     weights sat in their own file, written first: they were epoch 2's while the state said epoch 1, and the
