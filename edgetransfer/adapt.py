@@ -21,7 +21,7 @@ from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.checkpoint import confusion, evaluate, load_model, non_finite, save_checkpoint, score
 from edgetransfer.data import ImageDataset, Sample, eval_transform, list_images, load_splits, train_transform
-from edgetransfer.errors import DataError, TrainingDiverged, UsageError
+from edgetransfer.errors import DataError, EdgeTransferError, TrainingDiverged, UsageError
 from edgetransfer.rundir import CHECKPOINT, RunDir, sha256_file
 from edgetransfer.training import amp_dtype
 
@@ -352,6 +352,34 @@ def _apart(given: str, target_val: tuple[Sample, ...], adapted_on: tuple) -> Non
             )
 
 
+AGAIN = (
+    "the same command with --resume adapts again without fine-tuning (its --adapt-bn/--unlabeled/--pseudo-* may change)"
+)
+ADAPT_OPTIONS = {
+    "adapt_bn",
+    "unlabeled",
+    "target_val",
+    "pseudo_threshold",
+    "pseudo_rounds",
+    "pseudo_lambda",
+    "pseudo_lr",
+    "amp",
+}
+
+
+def _with_adapt_options(card, config) -> dict:
+    """The card's recorded options with the adaptation's as used (an adaptation done again may change them)."""
+    recorded = dict(card.training.get("config") or {})
+    recorded.update({k: getattr(config, k) for k in ADAPT_OPTIONS if hasattr(config, k)})
+    return recorded
+
+
+def not_adapted(card) -> str | None:
+    """Why a finished run's adaptation did not happen (interrupted, failed), or None."""
+    adaptation = card.training.get("adaptation") or {}
+    return adaptation.get("interrupted") or adaptation.get("failed")
+
+
 def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = None) -> RunDir:
     """The adaptation stage: a fine-tuned run's model adapted to the target images named by ``config`` (a
     FinetuneConfig: AdaBN on ``adapt_bn``, self-training on ``unlabeled``, guarded by ``target_val``); the
@@ -372,9 +400,13 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
             run.save_card(dataclasses.replace(card, training={**card.training, "adaptation": {"interrupted": note}}))
             console.err.print(
                 f"[yellow]interrupted during domain adaptation: {run.path} keeps the fine-tuned model, not adapted "
-                "(its card says so); the same command with --overwrite fine-tunes and adapts again[/]"
+                f"(its card says so); {AGAIN}[/]"
             )
             raise
+        except EdgeTransferError as exc:  # diverged, or a target image unreadable: the same, said in the card
+            said = f"{exc}; {run.path} keeps the fine-tuned model, not adapted (its card says so); {AGAIN}"
+            run.save_card(dataclasses.replace(card, training={**card.training, "adaptation": {"failed": str(exc)}}))
+            raise type(exc)(said) from None
         before = dict(card.metrics.get("torch", {}))
         val_acc = score(model, splits.val, pre, device)[0] if splits.val else None
         test_acc = None  # a set too small to split has no test images: nothing to say of it (it printed "nan%")
@@ -391,7 +423,7 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
             save_checkpoint(model, adapted, {"backbone": card.backbone})
             card = dataclasses.replace(
                 card,
-                training={**card.training, "adaptation": record},
+                training={**card.training, "adaptation": record, "config": _with_adapt_options(card, config)},
                 metrics={**card.metrics, "torch": torch_metrics},
                 artifacts={**card.artifacts, CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(adapted)}},
             )

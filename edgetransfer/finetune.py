@@ -29,7 +29,7 @@ from typing import Any
 from rich.markup import escape
 
 from edgetransfer import backbones, console
-from edgetransfer.adapt import adapt, target_images
+from edgetransfer.adapt import ADAPT_OPTIONS, adapt, not_adapted, target_images
 from edgetransfer.builtin_data import resolve_data
 from edgetransfer.checkpoint import evaluate, load_model, non_finite, save_checkpoint, unwrap
 from edgetransfer.data import Splits, default_preprocessing, load_splits, lookalike_classes
@@ -38,6 +38,7 @@ from edgetransfer.devices import resolve_device
 from edgetransfer.errors import EdgeTransferError, RunDirError, TrainingDiverged, UsageError
 from edgetransfer.finetune_config import (
     LAST_CHECKPOINT,
+    RESUMABLE_CHANGES,
     RESUME_STATE,
     FinetuneConfig,
     check_out,
@@ -49,6 +50,7 @@ from edgetransfer.finetune_config import (
     load_recipe,
     missing_class_notes,
     per_process,
+    refuse_changes,
     resume_options,
 )
 from edgetransfer.finetune_config import steps_per_epoch as epoch_steps  # the trainer's local is steps_per_epoch
@@ -102,6 +104,15 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     check_out(config)
     backbone = backbones.get(config.backbone)
     device = resolve_device(config.device)  # these before the data scan, which can take minutes
+    if config.resume and _finished(out):
+        card = RunDir(out).load_card()
+        if not_adapted(card):  # trained, adaptation interrupted or failed: adapt again, not fine-tune again
+            defaults = {f.name for f in dataclasses.fields(config) if getattr(config, f.name) == f.default}
+            refuse_changes(card, config, RESUMABLE_CHANGES | ADAPT_OPTIONS | defaults)  # (auto: resolved in the card)
+            if not (config.adapt_bn or config.unlabeled):
+                raise UsageError(f"{out}: nothing to adapt to; give --adapt-bn DIR or --unlabeled DIR")
+            console.err.print(f"{escape(str(out))} finished training; adapting it again ({escape(not_adapted(card))})")
+            return adapt(RunDir(out), config, device=device)
     backbones.check_weights_here(backbone, config.weights)
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):

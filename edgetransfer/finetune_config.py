@@ -341,6 +341,22 @@ def class_counts(splits: Splits) -> str:
     return shown + (", ..." if len(splits.labels) > 12 else "")
 
 
+def refuse_changes(card: ModelCard, config: FinetuneConfig, allowed: set[str]) -> None:
+    """A :class:`UsageError` naming the options ``config`` changes from the run's, other than ``allowed``."""
+    before = card.training.get("config", {})
+    changed = sorted(
+        k for k, v in dataclasses.asdict(config).items() if k not in allowed and k in before and before[k] != v
+    )
+    if changed:
+
+        def flag(name: str) -> str:
+            return "--" + name.replace("_", "-")
+
+        said = ", ".join(f"{flag(k)} ({before[k]} in the run, {getattr(config, k)} now)" for k in changed)
+        may = ", ".join(flag(k) for k in sorted(allowed - {"resume", "overwrite", "out"}))
+        raise UsageError(f"--resume with changed option(s): {said}; leave them out to continue; only {may} may change")
+
+
 def check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[ModelCard, dict]:
     import torch
 
@@ -349,28 +365,10 @@ def check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[Mod
         raise RunDirError(f"nothing to resume in {out}: it has no {CARD}")
     card = run.load_card()
     if card.complete.get("finetune"):
-        if "interrupted" in card.training.get("adaptation", {}):
-            raise RunDirError(
-                f"{out} finished training, and its domain adaptation was interrupted; the same command with "
-                "--overwrite (not --resume) fine-tunes and adapts again"
-            )
         raise RunDirError(f"{out} finished training already; nothing to resume")
     if not run.file(RESUME_STATE).is_file():
         raise RunDirError(f"{out} has no {RESUME_STATE} (no epoch finished); start again with --overwrite")
-    before = card.training.get("config", {})
-    changed = sorted(
-        k
-        for k, v in dataclasses.asdict(config).items()
-        if k not in RESUMABLE_CHANGES and k in before and before[k] != v
-    )
-    if changed:
-
-        def flag(name: str) -> str:
-            return "--" + name.replace("_", "-")
-
-        said = ", ".join(f"{flag(k)} ({before[k]} in the run, {getattr(config, k)} now)" for k in changed)
-        may = ", ".join(flag(k) for k in sorted(RESUMABLE_CHANGES - {"resume", "overwrite", "out"}))
-        raise UsageError(f"--resume with changed option(s): {said}; leave them out to continue; only {may} may change")
+    refuse_changes(card, config, RESUMABLE_CHANGES)
     if tuple(splits.labels) != tuple(card.labels):
         raise UsageError(f"the data's classes {list(splits.labels)} differ from the checkpoint's {list(card.labels)}")
     if splits.fingerprint() != card.dataset.get("fingerprint"):

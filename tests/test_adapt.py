@@ -81,8 +81,42 @@ def test_the_card_s_figures_are_the_adapted_model_s_and_an_interrupted_adaptatio
         finetune(again)
     stopped = RunDir(tmp_path / "again").load_card()
     assert "not adapted" in stopped.training["adaptation"]["interrupted"]
-    with pytest.raises(RunDirError, match="its domain adaptation was interrupted; the same command with --overwrite"):
+    monkeypatch.undo()
+    trained = (tmp_path / "again" / "model.safetensors").read_bytes()
+    card = finetune(FinetuneConfig(**{**again.__dict__, "resume": True})).load_card()  # adapts, no fine-tune
+    assert card.training["adaptation"]["adapt_bn_images"] == 12 and "interrupted" not in card.training["adaptation"]
+    assert card.training["history"] == stopped.training["history"]
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() != trained
+    with pytest.raises(RunDirError, match="finished training already"):  # adapted now: nothing to resume
         finetune(FinetuneConfig(**{**again.__dict__, "resume": True}))
+
+
+def test_a_failed_adaptation_is_said_and_adapts_again_with_resume(image_folder, tmp_path, monkeypatch):
+    """Self-training that diverged said 'rolled back; try a lower --pseudo-lr', but --resume then said 'finished
+    training already' and only --overwrite (a whole fine-tune again) could try it: now the card says it failed and
+    --resume adapts again with the new --pseudo-* options, refusing changed training options."""
+    from edgetransfer import adapt as module
+    from edgetransfer.errors import TrainingDiverged
+
+    target = make_folder(tmp_path / "target", per_class=4, seed=5)
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
+    config = FinetuneConfig(**options, unlabeled=str(target), pseudo_threshold=0.01)
+    real = module.adapt_to_target
+
+    def diverged(*args, **kwargs):
+        raise TrainingDiverged("self-training's loss became nan in round 1, step 1; try a lower --pseudo-lr")
+
+    monkeypatch.setattr(module, "adapt_to_target", diverged)
+    with pytest.raises(TrainingDiverged, match="keeps the fine-tuned model, not adapted .* --resume adapts again"):
+        finetune(config)
+    monkeypatch.setattr(module, "adapt_to_target", real)
+    card = RunDir(tmp_path / "run").load_card()
+    assert "loss became nan" in card.training["adaptation"]["failed"] and card.complete["finetune"]
+    with pytest.raises(UsageError, match=r"changed option\(s\): --lr"):
+        finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "lr": 0.1}))
+    again = finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "pseudo_lr": 1e-5})).load_card()
+    assert again.training["adaptation"]["self_training"] and "failed" not in again.training["adaptation"]
+    assert again.training["config"]["pseudo_lr"] == 1e-5
 
 
 def test_adaptation_that_makes_the_labelled_target_worse_is_rolled_back(image_folder, tmp_path, monkeypatch):

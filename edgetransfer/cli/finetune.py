@@ -213,7 +213,8 @@ def finetune(
     resume: Annotated[
         bool | None,
         typer.Option(
-            help="Continue the interrupted run in --out from its last epoch, with the options it started with.",
+            help="Continue the interrupted run in --out from its last epoch, with the options it started with (a "
+            "finished run whose domain adaptation was interrupted or failed: adapt it again, not fine-tune).",
             show_default="off",
         ),
     ] = None,
