@@ -15,6 +15,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgetransfer import console
@@ -22,7 +23,7 @@ from edgetransfer.card import Preprocessing
 from edgetransfer.checkpoint import confusion, evaluate, load_model, non_finite, save_checkpoint, score
 from edgetransfer.data import ImageDataset, Sample, eval_transform, list_images, load_splits, train_transform
 from edgetransfer.errors import DataError, EdgeTransferError, TrainingDiverged, UsageError
-from edgetransfer.rundir import CHECKPOINT, RunDir, sha256_file
+from edgetransfer.rundir import CHECKPOINT, RunDir, interrupts_deferred, sha256_file
 from edgetransfer.training import amp_dtype
 
 if TYPE_CHECKING:
@@ -370,7 +371,8 @@ ADAPT_OPTIONS = {
 def _with_adapt_options(card, config) -> dict:
     """The card's recorded options with the adaptation's as used (an adaptation done again may change them)."""
     recorded = dict(card.training.get("config") or {})
-    recorded.update({k: getattr(config, k) for k in ADAPT_OPTIONS if hasattr(config, k)})
+    recorded.update({k: getattr(config, k) for k in ADAPT_OPTIONS - {"amp"} if hasattr(config, k)})  # (amp: the
+    # training's stays; the adaptation's own is in its record's options)
     return recorded
 
 
@@ -380,21 +382,31 @@ def not_adapted(card) -> str | None:
     return adaptation.get("interrupted") or adaptation.get("failed")
 
 
-def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = None) -> RunDir:
+def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = None, again: bool = False) -> RunDir:
     """The adaptation stage: a fine-tuned run's model adapted to the target images named by ``config`` (a
     FinetuneConfig: AdaBN on ``adapt_bn``, self-training on ``unlabeled``, guarded by ``target_val``); the
     checkpoint, its test metrics and the card's ``training.adaptation`` record are replaced. ``inputs``: the
-    images :func:`target_images` read already. Returns the run."""
+    images :func:`target_images` read already. ``again``: only a run whose adaptation was interrupted or failed
+    (checked under the run's lock). Returns the run."""
     if not (config.adapt_bn or config.unlabeled):
         return run
     with run.lock("adapt"):
         card = run.load_card()
+        if again and not not_adapted(card):  # another process adapted it while this one waited for the lock
+            console.err.print(f"{run.path} was adapted meanwhile; nothing to do")
+            return run
         adapt_images, unlabeled, target_val = inputs or target_images(config, card.labels)
-        splits = run.load_splits(card)
+        moved = config.data if config.data and Path(str(config.data)).expanduser().is_dir() else None
+        splits = run.load_splits(card, moved)  # (--data: the run's images moved since it trained)
         model = load_model(run, card).to(device)
         pre = card.preprocessing
+        before = dict(card.metrics.get("torch", {}))
         try:
             record = adapt_to_target(model, splits.train, adapt_images, unlabeled, target_val, pre, device, config)
+            val_acc = score(model, splits.val, pre, device)[0] if splits.val else None
+            test_acc = None  # a set too small to split has no test images: nothing to say of it (it printed "nan%")
+            if splits.test:
+                test_acc, predictions, _ = score(model, splits.test, pre, device)
         except KeyboardInterrupt:  # the run keeps its fine-tuned model; the card says adaptation did not happen
             note = "interrupted (Ctrl-C): not adapted; the model is the fine-tuned one"
             run.save_card(dataclasses.replace(card, training={**card.training, "adaptation": {"interrupted": note}}))
@@ -407,17 +419,14 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
             said = f"{exc}; {run.path} keeps the fine-tuned model, not adapted (its card says so); {AGAIN}"
             run.save_card(dataclasses.replace(card, training={**card.training, "adaptation": {"failed": str(exc)}}))
             raise type(exc)(said) from None
-        before = dict(card.metrics.get("torch", {}))
-        val_acc = score(model, splits.val, pre, device)[0] if splits.val else None
-        test_acc = None  # a set too small to split has no test images: nothing to say of it (it printed "nan%")
-        if splits.test:
-            test_acc, predictions, _ = score(model, splits.test, pre, device)
         record["source_before"] = {"val_top1": before.get("val_top1"), "test_top1": before.get("test_top1")}
+        record["options"] = {k: getattr(config, k) for k in sorted(ADAPT_OPTIONS) if hasattr(config, k)}
         torch_metrics = {**before, "test_top1": test_acc, "val_top1": val_acc}  # all of the adapted model
         if splits.test:
             torch_metrics.update(confusion(splits.test, predictions, splits.labels))
-        # the adapted weights beside the fine-tuned ones, then the card naming them, then the swap: a card that failed
-        # to save (a full disk) left weights the card did not know, and the run refused by every later command
+        # the adapted weights beside the fine-tuned ones, then the card naming them and the swap, a Ctrl-C held until
+        # both are done: a card that failed to save (a full disk) left weights the card did not know, and the run
+        # refused by every later command
         adapted = run.file(CHECKPOINT + ".adapted")
         try:
             save_checkpoint(model, adapted, {"backbone": card.backbone})
@@ -427,10 +436,12 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
                 metrics={**card.metrics, "torch": torch_metrics},
                 artifacts={**card.artifacts, CHECKPOINT: {"file": CHECKPOINT, "sha256": sha256_file(adapted)}},
             )
-            run.save_card(card)
-            os.replace(adapted, run.file(CHECKPOINT))
-        finally:
+            with interrupts_deferred():
+                run.save_card(card)
+                os.replace(adapted, run.file(CHECKPOINT))
+        except BaseException:
             adapted.unlink(missing_ok=True)
+            raise
         if splits.test and torch_metrics.get("test_confusion"):
             from edgetransfer.finetune import CONFUSION  # (finetune imports this module)
             from edgetransfer.plots import plot_confusion

@@ -107,12 +107,7 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     if config.resume and _finished(out):
         card = RunDir(out).load_card()
         if not_adapted(card):  # trained, adaptation interrupted or failed: adapt again, not fine-tune again
-            defaults = {f.name for f in dataclasses.fields(config) if getattr(config, f.name) == f.default}
-            refuse_changes(card, config, RESUMABLE_CHANGES | ADAPT_OPTIONS | defaults)  # (auto: resolved in the card)
-            if not (config.adapt_bn or config.unlabeled):
-                raise UsageError(f"{out}: nothing to adapt to; give --adapt-bn DIR or --unlabeled DIR")
-            console.err.print(f"{escape(str(out))} finished training; adapting it again ({escape(not_adapted(card))})")
-            return adapt(RunDir(out), config, device=device)
+            return _adapt_again(config, out, card, device)
     backbones.check_weights_here(backbone, config.weights)
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
     if splits.extra.get("skipped"):
@@ -201,6 +196,27 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             return adapt(run, config, device=device, inputs=inputs) if dist.main else run
     finally:
         dist.close()
+
+
+def _adapt_again(config: FinetuneConfig, out: Path, card, device: str) -> RunDir:
+    """``--resume`` on a finished run whose adaptation was interrupted or failed: the run's own options (from its
+    card), with the ones given now that differ from the defaults; adaptation options may change, training ones not.
+    Under torchrun rank 0 adapts, the others leave it to it."""
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+    given = {k: v for k, v in dataclasses.asdict(config).items() if v != defaults.get(k) and k != "data"}
+    options = {**resume_options(out), **given, "data": config.data, "resume": True}
+    config = FinetuneConfig(**options)
+    inputs = ("adapt_bn", "unlabeled", "target_val", "weights")
+    config = dataclasses.replace(
+        config, **{k: str(Path(v).expanduser().resolve()) for k in inputs if (v := getattr(config, k)) is not None}
+    )
+    refuse_changes(card, config, RESUMABLE_CHANGES | ADAPT_OPTIONS)
+    if not (config.adapt_bn or config.unlabeled):
+        raise UsageError(f"{out}: nothing to adapt to; give --adapt-bn DIR or --unlabeled DIR")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return RunDir(out)
+    console.err.print(f"{escape(str(out))} finished training; adapting it again ({escape(not_adapted(card))})")
+    return adapt(RunDir(out), config, device=device, again=True)
 
 
 def previous_of(out: Path) -> Path:

@@ -343,7 +343,10 @@ def class_counts(splits: Splits) -> str:
 
 def refuse_changes(card: ModelCard, config: FinetuneConfig, allowed: set[str]) -> None:
     """A :class:`UsageError` naming the options ``config`` changes from the run's, other than ``allowed``."""
-    before = card.training.get("config", {})
+    before = dict(card.training.get("config", {}))
+    for key in ("adapt_bn", "unlabeled", "target_val", "weights"):  # a card written before they were made absolute:
+        if isinstance(before.get(key), str):  # relative to the folder the run started in, taken to be this one
+            before[key] = str(Path(before[key]).expanduser().resolve())
     changed = sorted(
         k for k, v in dataclasses.asdict(config).items() if k not in allowed and k in before and before[k] != v
     )

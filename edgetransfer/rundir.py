@@ -116,6 +116,7 @@ def interrupts_deferred() -> Iterator[None]:
     before = {s: signal.getsignal(s) for s in signals}
     for s in signals:
         signal.signal(s, lambda signum, frame: caught.append(signum))
+    on_thread_stack(signals)  # the swap often follows OpenVINO's work: signal.signal set SA_ONSTACK again
     try:
         yield
     finally:

@@ -7,7 +7,8 @@ thread's registration pointing at memory already freed. The next Ctrl-C then kil
 139, no "interrupted" line, a staging folder left behind: seen in 4 of 5 Ctrl-Cs during ``pipeline``'s bench after its
 export). Handled without ``SA_ONSTACK``, SIGINT and SIGTERM run on the thread's stack, which is always there.
 
-Only where the C library's ``struct sigaction`` layout is known (glibc on Linux); elsewhere nothing changes.
+Only where the C library's ``struct sigaction`` layout is known (glibc on Linux, x86 and Arm); elsewhere nothing
+changes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import platform
 import signal
 import sys
 
-SA_ONSTACK = 0x08000000  # Linux's value on every architecture glibc supports
+SA_ONSTACK = 0x08000000  # Linux's value on x86 and Arm (Alpha, PA-RISC, SPARC and MIPS differ: left alone)
 SA_RESTORER = 0x04000000  # set by glibc itself
+MACHINES = {"x86_64", "amd64", "i386", "i686", "aarch64", "arm64"}  # glibc's struct sigaction is laid out as below
 
 
 class _Sigaction(ctypes.Structure):
@@ -33,7 +35,7 @@ class _Sigaction(ctypes.Structure):
 
 
 def _libc():
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc" or platform.machine().lower() not in MACHINES:
         return None
     try:
         return ctypes.CDLL(None, use_errno=True)

@@ -1,5 +1,7 @@
 """Domain adaptation as its own stage: adapt(run, config) -> run on a finished run."""
 
+import dataclasses
+
 import pytest
 from conftest import make_folder
 
@@ -100,7 +102,7 @@ def test_a_failed_adaptation_is_said_and_adapts_again_with_resume(image_folder, 
 
     target = make_folder(tmp_path / "target", per_class=4, seed=5)
     options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
-    config = FinetuneConfig(**options, unlabeled=str(target), pseudo_threshold=0.01)
+    config = FinetuneConfig(**options, unlabeled=str(target), pseudo_threshold=0.01, seed=3)
     real = module.adapt_to_target
 
     def diverged(*args, **kwargs):
@@ -114,9 +116,16 @@ def test_a_failed_adaptation_is_said_and_adapts_again_with_resume(image_folder, 
     assert "loss became nan" in card.training["adaptation"]["failed"] and card.complete["finetune"]
     with pytest.raises(UsageError, match=r"changed option\(s\): --lr"):
         finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "lr": 0.1}))
-    again = finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "pseudo_lr": 1e-5})).load_card()
+    moved = tmp_path / "moved"  # the run's images elsewhere now (--data may change on resume)
+    image_folder.rename(moved)
+    # from Python with only what changes: the run's own options fill the rest (its seed 3, batch 8), not defaults
+    minimal = FinetuneConfig(data=str(moved), out=str(tmp_path / "run"), resume=True, unlabeled=str(target))
+    again = finetune(dataclasses.replace(minimal, pseudo_lr=1e-5, pseudo_threshold=0.01)).load_card()
     assert again.training["adaptation"]["self_training"] and "failed" not in again.training["adaptation"]
-    assert again.training["config"]["pseudo_lr"] == 1e-5
+    assert (
+        again.training["config"]["pseudo_lr"] == 1e-5 and again.training["adaptation"]["options"]["pseudo_lr"] == 1e-5
+    )
+    assert again.training["config"]["seed"] == card.training["config"]["seed"]  # the run's options, not defaults
 
 
 def test_adaptation_that_makes_the_labelled_target_worse_is_rolled_back(image_folder, tmp_path, monkeypatch):
@@ -223,3 +232,56 @@ def test_adaptation_of_a_set_without_a_test_split_says_so(tmp_path, capsys):
     said = " ".join(capsys.readouterr().err.split())
     assert "after adaptation: no test figure" in said and "nan%" not in said and "confusion.png" not in said
     assert card.metrics["torch"]["test_top1"] is None and "test_confusion" not in card.metrics["torch"]
+
+
+def test_ctrl_c_while_the_adapted_model_is_scored_is_said_and_resumable(image_folder, tmp_path, monkeypatch):
+    from edgetransfer import adapt as module
+
+    target = make_folder(tmp_path / "target", per_class=4, seed=5)
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
+    run = finetune(FinetuneConfig(**options))
+    trained = run.file("model.safetensors").read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "score", interrupted)  # after AdaBN, while the adapted model is scored
+    with pytest.raises(KeyboardInterrupt):
+        adapt(run, FinetuneConfig(**options, adapt_bn=str(target)))
+    card = run.load_card()
+    assert "interrupted" in card.training["adaptation"] and run.file("model.safetensors").read_bytes() == trained
+    monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 adapts again: the others leave the run to it
+    assert finetune(FinetuneConfig(**options, adapt_bn=str(target), resume=True)).load_card() == card
+    monkeypatch.delenv("RANK")
+    monkeypatch.undo()
+    adapted = finetune(FinetuneConfig(**options, adapt_bn=str(target), resume=True)).load_card()
+    assert adapted.training["adaptation"]["adapt_bn_images"] == 12
+
+
+def test_a_card_from_before_paths_were_absolute_resumes(image_folder, tmp_path, monkeypatch):
+    """Cards written before kept --adapt-bn as typed ('tgt'): resuming an interrupted training from the same folder
+    must not read the now absolute path as a changed option."""
+    import json
+
+    from edgetransfer import finetune as module
+    from edgetransfer.finetune_config import resume_options
+
+    make_folder(tmp_path / "tgt", per_class=4, seed=5)
+    monkeypatch.chdir(tmp_path)
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 2, "batch_size": 8}
+
+    def interrupted_after_epoch_1(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module._Trainer, "_should_stop", interrupted_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(FinetuneConfig(**options, adapt_bn="tgt"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    card_file = tmp_path / "run" / "card.json"
+    card = json.loads(card_file.read_text())
+    card["training"]["config"]["adapt_bn"] = "tgt"  # as an older version wrote it
+    card_file.write_text(json.dumps(card))
+    adapted = finetune(FinetuneConfig(**{**resume_options(tmp_path / "run"), "resume": True})).load_card()
+    assert [h["epoch"] for h in adapted.training["history"]] == [1, 2]
+    assert adapted.training["adaptation"]["adapt_bn_images"] == 12
