@@ -377,9 +377,15 @@ def _with_adapt_options(card, config) -> dict:
 
 
 def not_adapted(card) -> str | None:
-    """Why a finished run's adaptation did not happen (interrupted, failed), or None."""
+    """Why a finished run's adaptation did not happen (interrupted, failed, or stopped before it began: its options
+    name target images and no record says what came of them), or None."""
     adaptation = card.training.get("adaptation") or {}
-    return adaptation.get("interrupted") or adaptation.get("failed")
+    if adaptation:
+        return adaptation.get("interrupted") or adaptation.get("failed")
+    config = card.training.get("config") or {}
+    if config.get("adapt_bn") or config.get("unlabeled"):
+        return "stopped after training, before adaptation began"
+    return None
 
 
 def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = None, again: bool = False) -> RunDir:
@@ -427,8 +433,14 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
         # the adapted weights beside the fine-tuned ones, then the card naming them and the swap, a Ctrl-C held until
         # both are done: a card that failed to save (a full disk) left weights the card did not know, and the run
         # refused by every later command
+        from edgetransfer.finetune import CONFUSION  # (finetune imports this module)
+        from edgetransfer.plots import plot_confusion
+
         adapted = run.file(CHECKPOINT + ".adapted")
+        plot = run.file("confusion.adapted.png")  # drawn before the swap, swapped with it (one left stale otherwise)
         try:
+            if splits.test and torch_metrics.get("test_confusion"):
+                plot_confusion(torch_metrics["test_confusion"], splits.labels, plot)
             save_checkpoint(model, adapted, {"backbone": card.backbone})
             card = dataclasses.replace(
                 card,
@@ -439,14 +451,12 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
             with interrupts_deferred():
                 run.save_card(card)
                 os.replace(adapted, run.file(CHECKPOINT))
+                if plot.is_file():
+                    os.replace(plot, run.file(CONFUSION))
         except BaseException:
             adapted.unlink(missing_ok=True)
+            plot.unlink(missing_ok=True)
             raise
-        if splits.test and torch_metrics.get("test_confusion"):
-            from edgetransfer.finetune import CONFUSION  # (finetune imports this module)
-            from edgetransfer.plots import plot_confusion
-
-            plot_confusion(torch_metrics["test_confusion"], splits.labels, run.file(CONFUSION))
         was = before.get("test_top1")
         measured = (
             f"test top-1 {test_acc:.2%} on the labelled source test split"

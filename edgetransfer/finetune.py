@@ -91,7 +91,8 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     record)`` is called after each finished epoch with its history record (``val_top1``, ``val_loss``, ...); an
     exception it raises stops training there (the run keeps that epoch, resumable), e.g. a search pruning a trial."""
     config.validate()
-    config = dataclasses.replace(config, data=resolve_data(config.data, config.seed))  # 'digits' from Python too
+    data = resolve_data(config.data, config.seed)  # 'digits' from Python too; absolute, as the card keeps it
+    config = dataclasses.replace(config, data=str(Path(data).expanduser().resolve()) if str(data).strip() else data)
     # the other inputs absolute too, as the card records them: a run started with --unlabeled unl (relative) could
     # not be resumed from another folder, and giving the folder again by another path was "a changed option"
     inputs = ("adapt_bn", "unlabeled", "target_val", "weights")

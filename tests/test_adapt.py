@@ -285,3 +285,31 @@ def test_a_card_from_before_paths_were_absolute_resumes(image_folder, tmp_path, 
     adapted = finetune(FinetuneConfig(**{**resume_options(tmp_path / "run"), "resume": True})).load_card()
     assert [h["epoch"] for h in adapted.training["history"]] == [1, 2]
     assert adapted.training["adaptation"]["adapt_bn_images"] == 12
+
+
+def test_a_run_stopped_between_training_and_adaptation_adapts_with_resume(image_folder, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after training's card was saved and before adaptation began: the card says training finished and
+    nothing of adaptation; --resume said 'finished training already' (only --overwrite, a new fine-tune, helped)."""
+    from edgetransfer import finetune as module
+
+    target = make_folder(tmp_path / "target", per_class=4, seed=5)
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "adapt", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(FinetuneConfig(**options, adapt_bn=str(target)))
+    monkeypatch.undo()
+    card = RunDir(tmp_path / "run").load_card()
+    assert card.complete["finetune"] and not card.training.get("adaptation")
+    from edgetransfer.cli.finetune import say_interrupted
+
+    say_interrupted(str(tmp_path / "run"), 0.0, resume=False)  # what the command says then: true, and what to do
+    assert "training had finished, adaptation had not: the same command with --resume adapts it" in (
+        capsys.readouterr().err
+    )
+    adapted = finetune(FinetuneConfig(**options, adapt_bn=str(target), resume=True))
+    assert adapted.load_card().training["adaptation"]["adapt_bn_images"] == 12
+    assert adapted.file("confusion.png").is_file() and not adapted.file("confusion.adapted.png").exists()

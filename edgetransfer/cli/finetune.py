@@ -277,9 +277,29 @@ def say_interrupted(out: str, started: float, *, resume: bool, again: str = "the
     resumed), the finished run (a later stage was interrupted), or ``out`` as it was (no epoch finished: the
     previous run put back, a new folder removed)."""
     state, card = Path(out) / RESUME_STATE, Path(out) / CARD
-    if state.is_file() and (resume or state.stat().st_mtime >= started):
+    finished = _finished_card(card)
+    if finished is not None and (resume or card.stat().st_mtime >= started):  # training had finished
+        from edgetransfer.adapt import not_adapted
+
+        if not_adapted(finished):
+            print(f"interrupted; training had finished, adaptation had not: {again} adapts it", file=sys.stderr)
+        else:
+            print("interrupted; nothing half-written was kept", file=sys.stderr)
+    elif state.is_file() and (resume or state.stat().st_mtime >= started):
         print(f"interrupted; the finished epochs are kept in {out}: {again} continues", file=sys.stderr)
     elif card.is_file() and card.stat().st_mtime >= started:  # training finished; what came after is atomic
         print("interrupted; nothing half-written was kept", file=sys.stderr)
     else:
         print(f"interrupted; nothing was kept: {out} is as it was", file=sys.stderr)
+
+
+def _finished_card(path: Path):
+    """The run's card when it says training finished, else None (no card, unreadable, unfinished)."""
+    from edgetransfer.errors import EdgeTransferError
+    from edgetransfer.rundir import RunDir
+
+    try:
+        card = RunDir(path.parent).load_card() if path.is_file() else None
+    except EdgeTransferError:
+        return None
+    return card if card is not None and card.complete.get("finetune") else None
