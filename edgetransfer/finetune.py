@@ -216,6 +216,11 @@ def _adapt_again(config: FinetuneConfig, out: Path, card, device: str) -> RunDir
         raise UsageError(f"{out}: nothing to adapt to; give --adapt-bn DIR or --unlabeled DIR")
     if int(os.environ.get("RANK", "0")) != 0:
         return RunDir(out)
+    trained = card.training.get("config", {})
+    unused = [k for k in ("epochs", "time_budget", "patience") if k in trained and trained[k] != getattr(config, k)]
+    if unused:  # accepted by --resume, and nothing trains now: said, not silently dropped
+        flags = ", ".join("--" + k.replace("_", "-") for k in unused)
+        console.err.print(f"[yellow]note: {flags} not used: training has finished; only adaptation runs again[/]")
     console.err.print(f"{escape(str(out))} finished training; adapting it again ({escape(not_adapted(card))})")
     return adapt(RunDir(out), config, device=device, again=True)
 

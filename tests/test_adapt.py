@@ -310,6 +310,9 @@ def test_a_run_stopped_between_training_and_adaptation_adapts_with_resume(image_
     assert "training had finished, adaptation had not: the same command with --resume adapts it" in (
         capsys.readouterr().err
     )
-    adapted = finetune(FinetuneConfig(**options, adapt_bn=str(target), resume=True))
+    capsys.readouterr()
+    adapted = finetune(FinetuneConfig(**{**options, "epochs": 6}, adapt_bn=str(target), resume=True))
+    assert "note: --epochs not used: training has finished" in capsys.readouterr().err
     assert adapted.load_card().training["adaptation"]["adapt_bn_images"] == 12
+    assert [h["epoch"] for h in adapted.load_card().training["history"]] == [1]
     assert adapted.file("confusion.png").is_file() and not adapted.file("confusion.adapted.png").exists()
