@@ -45,6 +45,8 @@ ROUNDS = {
     # of whose trials finished exits 1; the all-failed stop waits for trials other workers started earlier)
     "l": (132, 8),  # run 16 (2026-12-06): round h's kinds again; no search rule changed, but every EfficientNet-Lite
     # trial trains differently: BatchNorm momentum 0.1 in fine-tuning (67e7903; it was 0.01, stale statistics)
+    "m": (142, 8),  # run 17 (2026-12-06): the same kinds again; no search rule changed; QAT trials now fine-tune with
+    # the run's own augmentation, flip and label smoothing (af8c9bc)
 }
 
 
