@@ -41,6 +41,7 @@ from edgetransfer.finetune_config import (
     RESUMABLE_CHANGES,
     RESUME_STATE,
     FinetuneConfig,
+    absolute_inputs,
     check_out,
     check_resume,
     check_splits,
@@ -93,12 +94,7 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     config.validate()
     data = resolve_data(config.data, config.seed)  # 'digits' from Python too; absolute, as the card keeps it
     config = dataclasses.replace(config, data=str(Path(data).expanduser().resolve()) if str(data).strip() else data)
-    # the other inputs absolute too, as the card records them: a run started with --unlabeled unl (relative) could
-    # not be resumed from another folder, and giving the folder again by another path was "a changed option"
-    inputs = ("adapt_bn", "unlabeled", "target_val", "weights")
-    config = dataclasses.replace(
-        config, **{k: str(Path(v).expanduser().resolve()) for k in inputs if (v := getattr(config, k)) is not None}
-    )
+    config = absolute_inputs(config)  # the other inputs absolute too
     out = Path(config.out)
     if str(config.out).strip():
         _put_back_previous(out)  # one left aside by a killed --overwrite: before check_out looks at --out
@@ -206,11 +202,7 @@ def _adapt_again(config: FinetuneConfig, out: Path, card, device: str) -> RunDir
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
     given = {k: v for k, v in dataclasses.asdict(config).items() if v != defaults.get(k) and k != "data"}
     options = {**resume_options(out), **given, "data": config.data, "resume": True}
-    config = FinetuneConfig(**options)
-    inputs = ("adapt_bn", "unlabeled", "target_val", "weights")
-    config = dataclasses.replace(
-        config, **{k: str(Path(v).expanduser().resolve()) for k in inputs if (v := getattr(config, k)) is not None}
-    )
+    config = absolute_inputs(FinetuneConfig(**options))
     refuse_changes(card, config, RESUMABLE_CHANGES | ADAPT_OPTIONS)
     if not (config.adapt_bn or config.unlabeled):
         raise UsageError(f"{out}: nothing to adapt to; give --adapt-bn DIR or --unlabeled DIR")

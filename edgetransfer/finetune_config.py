@@ -341,10 +341,21 @@ def class_counts(splits: Splits) -> str:
     return shown + (", ..." if len(splits.labels) > 12 else "")
 
 
+PATH_OPTIONS = ("adapt_bn", "unlabeled", "target_val", "weights")  # besides --data: kept absolute in the card
+
+
+def absolute_inputs(config: FinetuneConfig) -> FinetuneConfig:
+    """``config`` with its input paths (:data:`PATH_OPTIONS`) absolute, as the card records them: a run started with
+    --unlabeled unl (relative) could not be resumed from another folder, and giving the folder again by another path
+    was "a changed option"."""
+    absolute = {k: str(Path(v).expanduser().resolve()) for k in PATH_OPTIONS if (v := getattr(config, k)) is not None}
+    return dataclasses.replace(config, **absolute)
+
+
 def refuse_changes(card: ModelCard, config: FinetuneConfig, allowed: set[str]) -> None:
     """A :class:`UsageError` naming the options ``config`` changes from the run's, other than ``allowed``."""
     before = dict(card.training.get("config", {}))
-    for key in ("adapt_bn", "unlabeled", "target_val", "weights"):  # a card written before they were made absolute:
+    for key in PATH_OPTIONS:  # a card written before they were made absolute:
         if isinstance(before.get(key), str):  # relative to the folder the run started in, taken to be this one
             before[key] = str(Path(before[key]).expanduser().resolve())
     changed = sorted(

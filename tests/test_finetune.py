@@ -288,22 +288,27 @@ def test_ctrl_c_after_an_epoch_says_how_to_resume_and_a_too_large_batch_is_said(
     assert "note: --batch-size 512 is more than the " in result.stderr and "each epoch is one step of" in result.stderr
 
 
-def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkeypatch):
+def stop_after_epoch(monkeypatch, stop: int) -> None:
+    """Ctrl-C right after epoch ``stop`` is saved (where early stopping is asked); ``monkeypatch.undo()`` ends it."""
     from edgetransfer import finetune as module
 
-    out = tmp_path / "run"
-    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
     real = module._Trainer._should_stop
 
-    def interrupt_after_epoch_2(self, epoch):
-        if epoch == 2:
+    def interrupted(self, epoch):
+        if epoch == stop:
             raise KeyboardInterrupt
         return real(self, epoch)
 
-    monkeypatch.setattr(module._Trainer, "_should_stop", interrupt_after_epoch_2)
+    monkeypatch.setattr(module._Trainer, "_should_stop", interrupted)
+
+
+def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
+    stop_after_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         finetune(config)
-    monkeypatch.setattr(module._Trainer, "_should_stop", real)
+    monkeypatch.undo()
     with pytest.raises(RunDirError, match="--resume"):
         RunDir.open(out)
     with pytest.raises(UsageError, match=r"changed option\(s\): --lr \(0.002 in the run, 0.5 now\); leave them out"):
@@ -347,23 +352,16 @@ def test_weights_and_device_are_checked_before_the_data_scan(image_folder, tmp_p
 def test_a_run_with_relative_input_folders_resumes_from_another_folder(image_folder, tmp_path, monkeypatch):
     """The card kept --adapt-bn/--unlabeled/--target-val/--weights as typed: resumed from another working folder
     they were not found, and naming them again by another path was refused as a changed option."""
-    from edgetransfer import finetune as module
     from edgetransfer.finetune_config import resume_options
 
     make_folder(tmp_path / "unl", per_class=4, seed=7)
     monkeypatch.chdir(tmp_path)
     config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "run"), adapt_bn="unl", **TINY)
-    real = module._Trainer._should_stop
-
-    def interrupt_after_epoch_1(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real(self, epoch)
-
-    monkeypatch.setattr(module._Trainer, "_should_stop", interrupt_after_epoch_1)
+    stop_after_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         finetune(config)
-    monkeypatch.setattr(module._Trainer, "_should_stop", real)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
