@@ -386,7 +386,10 @@ class _Trainer:
             return anchor[1] * 0.5 * (1.0 + math.cos(math.pi * progress))
 
         dtype = amp_dtype(config.amp, device, body_learns=True)  # per epoch below; this one for the GradScaler
-        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
+        if scaler.is_enabled() and self.state.get("scaler"):  # the loss scale reached, not 65536 again (its first
+            scaler.load_state_dict(self.state["scaler"])  # steps would overflow and be skipped a second time)
+        self.scaler = scaler
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         if dist.main:
             say_start(self, self.threads, {"training images": train, "validation images": self.val})
@@ -529,6 +532,7 @@ class _Trainer:
                 }
             )
             self.state.update(epoch=epoch, step=step, planned_epochs=planned, optimizer=optimizer.state_dict())
+            self.state["scaler"] = self.scaler.state_dict()  # fp16 on a GPU: the loss scale ({} when not used)
             self.state["planned_by_budget"] = bool(self.config.time_budget)
             weights = {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()}
             with write_errors_said(self.out), atomic_path(self.out / RESUME_STATE) as tmp, library_write_errors(tmp):

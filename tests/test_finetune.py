@@ -327,6 +327,42 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     ]
 
 
+def test_a_resumed_fp16_run_keeps_its_loss_scale(image_folder, tmp_path, monkeypatch):
+    """fp16 training (a GPU's --amp fp16) scales its loss; the scale it had backed off to was not saved, so a
+    resumed run began at the initial scale again and skipped steps to overflow a second time. fp16 autocast on the
+    CPU stands in for the GPU; an initial scale far past fp16's range makes the first steps overflow for sure."""
+    import torch
+
+    from edgetransfer import finetune as module
+
+    scales = []  # the scale at each step's update
+
+    class Scaler(torch.amp.GradScaler):
+        def __init__(self, device, enabled=True):
+            super().__init__(device, init_scale=2.0**30, enabled=enabled)
+
+        def update(self, new_scale=None):
+            scales.append(self.get_scale())
+            super().update(new_scale)
+
+    # fp16 for training steps only (scoring in fp16 on a CPU is slow and says nothing here)
+    monkeypatch.setattr(
+        module, "amp_dtype", lambda mode, device, body_learns=False: torch.float16 if body_learns else None
+    )
+    monkeypatch.setattr(torch.amp, "GradScaler", Scaler)
+    options = {**TINY, "epochs": 2, "strategy": "full", "batch_size": 32}  # one step an epoch
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "run"), **options)
+    stop_after_epoch(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config)
+    saved = torch.load(tmp_path / "run" / "resume.pt", weights_only=True)["scaler"]["scale"]
+    assert saved < 2.0**30 and saved == scales[-1] / 2  # epoch 1 overflowed and backed off
+    monkeypatch.setattr(module._Trainer, "_should_stop", lambda self, epoch: False)
+    scales.clear()
+    finetune(FinetuneConfig(**{**config.__dict__, "resume": True}))
+    assert scales[0] == saved  # epoch 2 went on from the scale reached, not from the initial one
+
+
 def test_weights_and_device_are_checked_before_the_data_scan(image_folder, tmp_path, monkeypatch, capsys):
     """A new user's --weights typo and a backbone with no weights here were said only after the data scan (which
     can take minutes on a large folder): before it now, with nothing written."""
