@@ -65,10 +65,12 @@ def photo_crops(root: Path, *, classes: int = 10, per_class: int = 60, seed: int
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             turned = photo.rotate(float(rng.uniform(-20, 20)), resample=Image.BILINEAR, expand=False)
-            side = int(min(turned.size) * rng.uniform(0.3, 0.9))
-            x = int(rng.integers(0, turned.size[0] - side + 1))
-            y = int(rng.integers(0, turned.size[1] - side + 1))
-            crop = turned.crop((x, y, x + side, y + side))
+            # (its own name: it was ``side``, which overwrote the argument, so every image kept its crop's size,
+            # ~90-1,270 px squares, whatever ``side`` asked; sets made before the fix were those)
+            crop_side = int(min(turned.size) * rng.uniform(0.3, 0.9))
+            x = int(rng.integers(0, turned.size[0] - crop_side + 1))
+            y = int(rng.integers(0, turned.size[1] - crop_side + 1))
+            crop = turned.crop((x, y, x + crop_side, y + crop_side))
             width, height = int(rng.integers(300, 641)), int(rng.integers(200, 481))
             if rng.random() < 0.3:
                 width, height = height, width  # some portrait images
