@@ -92,6 +92,11 @@ def implications(cpu: dict[str, Any], weight_bits: int | None = None) -> list[st
             "bf16 in hardware: OpenVINO runs 'fp32' models in bf16 by default here, so its fp32 baseline is "
             "already fast and int8 gains less against it"
         )
+    elif flags.get("avx2") or flags.get("avx512f"):  # an x86 CPU whose flags were read
+        said.append(
+            "no bf16 in hardware (no AVX-512 BF16 or AMX): OpenVINO runs 'fp32' models in fp32 here and training "
+            "stays in float32; int8 is the way to a faster model on this CPU"
+        )
     return said
 
 

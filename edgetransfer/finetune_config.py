@@ -273,8 +273,9 @@ def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[Fi
         return dataclasses.replace(config, batch_size=BATCH), ""
     batch = max(MIN_BATCH, -(-images // STEPS_PER_EPOCH))
     steps = steps_per_epoch(images, batch)
+    each = f"one step of all {images} per epoch" if images < batch else f"{steps} step{'s' * (steps != 1)} per epoch"
     reason = (
-        f"{images} training images < {BATCH * STEPS_PER_EPOCH}: {steps} step{'s' * (steps != 1)} per epoch "
+        f"{images} training images < {BATCH * STEPS_PER_EPOCH}: {each} "
         f"(about {STEPS_PER_EPOCH} where the split allows, at least {MIN_BATCH} images each; --batch-size to choose)"
     )
     return dataclasses.replace(config, batch_size=batch), reason

@@ -144,7 +144,8 @@ def test_the_batch_size_follows_the_training_splits_size():
     assert batch == 32 and f"{large - 1} training images < {large}" in reason
     assert chosen(80)[0] == MIN_BATCH == 8 and chosen(170)[0] == 17 and chosen(105)[0] == 11
     assert ": 10 steps per epoch (about 10 where" in chosen(170)[1] and ": 3 steps per epoch" in chosen(24)[1]
-    assert ": 1 step per epoch" in chosen(3)[1]  # the steps said are the ones the trainer takes
+    assert ": 1 step per epoch" in chosen(9)[1]  # the steps said are the ones the trainer takes
+    assert ": one step of all 3 per epoch" in chosen(3)[1]  # fewer images than the batch (it said "batch size 8")
     assert chosen(3)[0] == MIN_BATCH  # a tiny split still gets BatchNorm's floor (the last short batch is one step)
     assert chosen(2 * large, world=2) == (BATCH, "") and chosen(2 * 170, world=2)[0] == 17  # per process
     assert chosen(80, batch_size=32) == (32, "") and chosen(5000, batch_size=4) == (4, "")  # given: kept, unexplained
