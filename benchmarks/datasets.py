@@ -418,6 +418,33 @@ SUITE = {
         "fresh5",
         "6 classes, 150 down to 15 images (1:10), 64-128 px photo crops",
     ),
+    # run 16's held-out sets (2026-12-06), made with the early-stopping change (not before the middle of the planned
+    # epochs) and never run before it: other kinds and seeds (+16) than fresh5, 150-500 training images
+    "photo-crops-300": (
+        lambda root, seed=0: photo_crops(root, classes=6, per_class=50, seed=seed + 16),
+        "fresh6",
+        "6 classes, 50 each, 300-640 px JPEG crops of colour photographs",
+    ),
+    "grey-textures-360": (
+        lambda root, seed=0: grey_textures(root, per_class=45, seed=seed + 16),
+        "fresh6",
+        "8 classes, 45 each, 48-96 px single-channel crops",
+    ),
+    "two-textures-300": (
+        lambda root, seed=0: two_textures(root, per_class=150, seed=seed + 16, blurs=(1.0, 1.4)),
+        "fresh6",
+        "2 classes, 150 each, 32 px noise textures (blur radii 1.0 vs 1.4)",
+    ),
+    "regions-10": (
+        lambda root, seed=0: fifty_regions(root, per_class=10, seed=seed + 16, scale=(0.3, 0.7), photos=PHOTOS[2:12]),
+        "fresh6",
+        "50 classes, 10 each, 40-64 px crops of 30-70 % of a region of ten photographs",
+    ),
+    "mixed-sizes-40": (
+        lambda root, seed=0: mixed_sizes(root, per_class=40, seed=seed + 16),
+        "fresh6",
+        "12 classes, 40 each, crops of 10-30 % of a colour photograph saved at 28-640 px",
+    ),
 }
 
 RUN12_CHOOSE = ("choose-regions-mid", "regions-mid", "two-textures-mid")  # run 12's choose sets (300-1,000 train)

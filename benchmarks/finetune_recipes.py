@@ -170,7 +170,7 @@ def _mean(values) -> float:
 # The halves no default was chosen on. Run 14 chose its batch-size rule on the test figures of every set seen
 # before it (report, fresh, fresh2 and fresh3 among them): from then on only fresh4 is held out, and fresh5 (run 15,
 # made after every default was fixed).
-HELD_OUT = ("fresh4", "fresh5")
+HELD_OUT = ("fresh4", "fresh6")  # fresh5 chose run 16's early-stopping change
 
 
 def half_of(name: str, asked: str) -> str:
@@ -254,7 +254,19 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
         "--half",
-        choices=["choose", "report", "scale", "fresh", "choose-mid", "fresh2", "fresh3", "fresh4", "fresh5", "all"],
+        choices=[
+            "choose",
+            "report",
+            "scale",
+            "fresh",
+            "choose-mid",
+            "fresh2",
+            "fresh3",
+            "fresh4",
+            "fresh5",
+            "fresh6",
+            "all",
+        ],
         default="all",
     )
     parser.add_argument("--sets", default="", help="comma-separated names from benchmarks/datasets.SUITE")

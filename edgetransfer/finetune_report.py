@@ -44,6 +44,13 @@ def precision(trainer) -> str:
     return f", mixed precision {dtype_name(dtype)}" if dtype is not None else ", float32"
 
 
+def said_stop(stopped_because: str, history: list[dict]) -> str:
+    """Why training ended, for the closing line: the card's "epochs done" as how many ran."""
+    if stopped_because == "epochs done":
+        return f"all {len(history)} epoch{'s' * (len(history) != 1)} ran" if history else "no epoch left to run"
+    return stopped_because
+
+
 def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
     """The run's opening lines on stderr: data, size and why, device and precision, and the notes that apply."""
     splits, c, pre = trainer.splits, trainer.config, trainer.pre
@@ -58,7 +65,13 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
         + precision(trainer)
         + (f"; the first {trainer.fixed} body blocks (stride <= 4) stay fixed" if trainer.fixed else "")
         + f"; batch {c.batch_size}, at most {c.epochs} epoch{'s' * (c.epochs != 1)}"
-        + (f", stopping after {c.patience} without a better validation score" if c.patience and sizes["val"] else "")
+        + (
+            f", stopping after {c.patience} without a better validation score"
+            + " from the middle of the epochs on"
+            + (" (the body's first epoch not counted)" if c.strategy == "two-phase" else "")
+            if c.patience and sizes["val"]
+            else ""
+        )
         + (f"; resuming after epoch {trainer.state['epoch']}" if c.resume else "")
         + (f"\ninput size {pre.crop} px {trainer.size_reason}" if trainer.size_reason != "--size" else "")
         + (f"\nstrategy {c.strategy}: {trainer.strategy_reason}" if trainer.strategy_reason else "")
@@ -196,6 +209,7 @@ def say_end(trainer, stopped_because: str, test_acc: float) -> None:
         return
     test = f"test top-1 {test_acc:.2%}" if not math.isnan(test_acc) else "no test images"
     console.err.print(
-        f"best val top-1 {state['best_acc']:.2%} (epoch {state['best_epoch']}, {stopped_because}); {test}; "
+        f"best val top-1 {state['best_acc']:.2%} (epoch {state['best_epoch']}; "
+        f"stopped: {said_stop(stopped_because, history)}); {test}; "
         f"img/s per epoch {speeds}; saved {trainer.out}"
     )

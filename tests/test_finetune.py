@@ -109,6 +109,8 @@ def test_auto_precision_is_bf16_while_only_the_head_learns_on_a_bf16_cpu(
         assert "mixed precision bfloat16 while only the head learns, float32 when the body does" in err
     else:
         assert [h["precision"] for h in history] == ["float32", "float32"] and "; strategy two-phase, float32;" in err
+    # two-phase does not count the body's first epoch against the patience: said where the patience is
+    assert "without a better validation score from the middle of the epochs on (the body's first epoch not" in err
 
 
 def test_auto_strategy_follows_the_training_splits_size():
@@ -678,6 +680,30 @@ def test_early_stopping_ends_the_run_when_validation_stops_improving(image_folde
     assert len(card.training["history"]) == 3 and card.training["stopped"] == "epochs done"
 
 
+def test_early_stopping_waits_for_the_middle_of_the_planned_epochs(image_folder, tmp_path, monkeypatch):
+    """A 4-epoch run whose validation fell at the peak learning rate stopped after epoch 3 (75 % test on a held-out
+    set, 100 % run to its end): epochs before the middle of the plan are not counted against the patience."""
+    from edgetransfer import finetune as module
+
+    real = module.score
+    falling = iter(())
+
+    def scores(model, samples, *args, **kwargs):
+        accuracy, predictions, loss = real(model, samples, *args, **kwargs)
+        accuracy, loss = next(falling, (accuracy, loss))
+        return accuracy, predictions, loss
+
+    monkeypatch.setattr(module, "score", scores)
+    base = {**TINY, "strategy": "full", "patience": 2}
+    for epochs, ran in ((4, 4), (8, 6)):  # 4: no stop before the end; 8: counted from epoch 4, stops after 6
+        falling = iter([(0.9 - 0.05 * e, 0.5 + 0.1 * e) for e in range(epochs)])  # the best at epoch 1, then worse
+        out = tmp_path / f"run{epochs}"
+        card = finetune(FinetuneConfig(data=str(image_folder), out=str(out), **{**base, "epochs": epochs})).load_card()
+        assert [h["epoch"] for h in card.training["history"]] == list(range(1, ran + 1)), epochs
+        assert card.training["best_epoch"] == 1
+        assert card.training["stopped"].startswith("epochs done" if ran == epochs else "early stopping")
+
+
 def test_a_validation_or_test_split_without_some_classes_is_said():
     from edgetransfer.data import Sample, Splits
     from edgetransfer.finetune_config import missing_class_notes
@@ -917,7 +943,9 @@ def test_resume_with_other_epochs_follows_them(image_folder, tmp_path, capsys, e
     capsys.readouterr()
     card = finetune(dataclasses.replace(config, resume=True, epochs=epochs)).load_card()
     assert len(card.training["history"]) == epochs and card.training["stopped"] == "epochs done"
-    assert f"epoch {epochs}/{epochs} (body)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"epoch {epochs}/{epochs} (body)" in err
+    assert f"; stopped: all {epochs} epochs ran)" in err  # it said "epochs done" (a new user: unclear)
 
 
 def test_a_resume_with_a_time_budget_keeps_one_decaying_schedule(image_folder, tmp_path, capsys):

@@ -141,7 +141,8 @@ def finetune(
     patience: Annotated[
         int | None,
         typer.Option(
-            help="Stop after this many epochs without a better val top-1 (ties: lower val loss).",
+            help="Stop after this many epochs without a better val top-1 (ties: lower val loss), counted from "
+            "the middle of the planned epochs on (two-phase: not the body's first either).",
             show_default=config_default("patience"),
         ),
     ] = None,
