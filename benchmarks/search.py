@@ -47,6 +47,9 @@ ROUNDS = {
     # trial trains differently: BatchNorm momentum 0.1 in fine-tuning (67e7903; it was 0.01, stale statistics)
     "m": (142, 8),  # run 17 (2026-12-06): the same kinds again; no search rule changed; QAT trials now fine-tune with
     # the run's own augmentation, flip and label smoothing (af8c9bc)
+    "n": (152, 8),  # run 18 (2026-12-06): the same kinds again; no search rule changed; every fine-tune (the default's
+    # and each trial's) stops early only from the middle of its planned epochs (68518f7), photos sets are 300-640 px
+    # as described (photo_crops resizes, 09ff113), the first set's timing no longer includes the torch import
 }
 
 
