@@ -391,8 +391,9 @@ SUITE = {
     ),
     # run 15's held-out sets (2026-12-06): no default changes with them; they re-measure the defaults as they stand,
     # on another CPU (an Intel Xeon without AVX-512 BF16) and with the img/s measure made time-weighted. Training
-    # splits of 268-420 images (aimed at run 12's range, where it met the targets); new seeds (+15); no digits (digits-15 shared
-    # images with the choose half); photo-crops as described now that photo_crops resizes (300-640 px)
+    # splits of 268-420 images (aimed at run 12's range, where it met the targets); new seeds (+15); no digits
+    # (digits-15 shared images with the choose half); photo-crops as described now that photo_crops resizes
+    # (300-640 px)
     "photo-crops-480": (
         lambda root, seed=0: photo_crops(root, classes=8, per_class=60, seed=seed + 15),
         "fresh5",
