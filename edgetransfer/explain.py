@@ -95,7 +95,12 @@ def implications(cpu: dict[str, Any], weight_bits: int | None = None) -> list[st
     elif flags.get("avx2") or flags.get("avx512f"):  # an x86 CPU whose flags were read
         said.append(
             "no bf16 in hardware (no AVX-512 BF16 or AMX): OpenVINO runs 'fp32' models in fp32 here and training "
-            "stays in float32; int8 is the way to a faster model on this CPU"
+            "stays in float32"
+            + (
+                "; int8 is the way to a faster model on this CPU"
+                if flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8")
+                else ""
+            )
         )
     return said
 

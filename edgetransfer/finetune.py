@@ -396,10 +396,13 @@ class _Trainer:
         started, stopped_because = time.perf_counter(), "epochs done"
         step = self.state.get("step", self.state["epoch"] * steps_per_epoch)  # steps taken so far
         first_epoch = self.state["epoch"] + 1
+        self.state["planned_epochs"] = (
+            planned  # the plan this run follows: a resume's --epochs, where no budget made it
+        )
         if config.resume and 0 < self.state["epoch"] < config.epochs and self._should_stop(self.state["epoch"]):
             # stopped after the epoch early stopping ended it (Ctrl-C while the test split was scored): what a run
             # never stopped would have done, not one more epoch
-            stopped_because = f"early stopping (no better validation score for {config.patience} epochs)"
+            stopped_because = self._early_stop_reason(self.state["epoch"])
             first_epoch = config.epochs + 1
         took: dict[str, list[float]] = {"head": [], "body": []}  # each epoch's wall time (validation included)
         for epoch in range(first_epoch, config.epochs + 1):
@@ -473,7 +476,7 @@ class _Trainer:
                     planned = fits
                     self.state["lr_anchor"] = anchor
             if epoch < config.epochs and self._should_stop(epoch):  # (after the last epoch there is nothing to stop)
-                stopped_because = f"early stopping (no better validation score for {config.patience} epochs)"
+                stopped_because = self._early_stop_reason(epoch)
                 break
         took_s = time.perf_counter() - started
         if config.time_budget and took_s > 1.1 * config.time_budget and dist.main:
@@ -564,6 +567,12 @@ class _Trainer:
         since = max(self.state["best_epoch"], c.head_epochs + 1 if c.strategy == "two-phase" else 0, planned // 2)
         stop = self.dist.main and len(self.val) and c.patience is not None and epoch - since >= c.patience
         return self.dist.any(bool(stop))
+
+    def _early_stop_reason(self, epoch: int) -> str:
+        """Why early stopping ended the run after ``epoch``: the epochs since the best one (the patience counts
+        only those from the middle of the plan on, so there may be more)."""
+        since = epoch - self.state["best_epoch"]
+        return f"early stopping (no better validation score for {since} epoch{'s' * (since != 1)})"
 
     def _finish(self, stopped_because: str, seconds: float) -> RunDir:
         run = RunDir(self.out)

@@ -49,7 +49,8 @@ class FinetuneConfig:
     augment: str = "light"
     hflip: bool = True  # better on the choose half, digits included (--no-hflip for text)
     balanced: str = "auto"  # class-balanced sampling: auto (when classes are skewed 3:1 or more), on, off
-    patience: int | None = 2  # stop after this many epochs without a better val score (two-phase: from the body's 2nd)
+    patience: int | None = 2  # stop after this many epochs without a better val score, counted from the middle of the
+    # planned epochs on (two-phase: from the body's 2nd epoch on too); with the default 4 epochs it never stops early
     time_budget: float | None = None  # seconds of training, at most
     seed: int = 0
     device: str = "auto"

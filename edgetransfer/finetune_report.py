@@ -69,6 +69,7 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
             f", stopping after {c.patience} without a better validation score"
             + " from the middle of the epochs on"
             + (" (the body's first epoch not counted)" if c.strategy == "two-phase" else "")
+            + (f" (never before the last with {c.epochs})" if c.epochs // 2 + c.patience >= c.epochs else "")
             if c.patience and sizes["val"]
             else ""
         )

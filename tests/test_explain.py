@@ -144,6 +144,8 @@ def test_what_the_instruction_set_implies():
     assert "VNNI" in vnni[0] and len(vnni) == 2 and "no bf16 in hardware" in vnni[1] and "fp32 here" in vnni[1]
     old = implications({"flags": {"avx2": True}})
     assert "no VNNI" in old[0] and "gains less over fp32" in old[0] and "export with --int8-weights 7bit" in old[0]
+    # int8 is called the way to a faster model only where int8 has its own instructions (it contradicted "gains less")
+    assert "int8 is the way" in vnni[1] and "no bf16 in hardware" in old[1] and "int8 is the way" not in old[1]
     # a run whose int8 weights have 7 bits already (export's auto on such a CPU): no advice to do what is done
     seven = implications({"flags": {"avx2": True}}, weight_bits=7)
     assert "no VNNI" in seven[0] and "--int8-weights" not in seven[0] and "have 7 bits, which do not" in seven[0]

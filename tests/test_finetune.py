@@ -111,6 +111,7 @@ def test_auto_precision_is_bf16_while_only_the_head_learns_on_a_bf16_cpu(
         assert [h["precision"] for h in history] == ["float32", "float32"] and "; strategy two-phase, float32;" in err
     # two-phase does not count the body's first epoch against the patience: said where the patience is
     assert "without a better validation score from the middle of the epochs on (the body's first epoch not" in err
+    assert "(never before the last with 2)" in err  # 2 epochs, patience 2: it cannot stop early, and says so
 
 
 def test_auto_strategy_follows_the_training_splits_size():
@@ -432,6 +433,29 @@ def test_a_run_stopped_after_early_stopping_resumes_to_its_end(image_folder, tmp
     card = finetune(FinetuneConfig(**{**config.__dict__, "resume": True})).load_card()
     assert [h["epoch"] for h in card.training["history"]] == [1, 2]
     assert card.training["stopped"].startswith("early stopping")
+
+
+def test_a_resume_with_fewer_epochs_counts_the_patience_by_its_own_plan(image_folder, tmp_path, monkeypatch):
+    """Early stopping counts from the middle of the plan: a run of 8 interrupted after epoch 5 and resumed with
+    --epochs 6 judged its first epoch by the old plan (middle 4: one epoch counted, trained on) and only later ones by
+    the new (middle 3: two counted, it stops there). The stop says how long the score stalled (4 epochs, not the
+    patience's 2)."""
+    import torch
+
+    from edgetransfer.finetune_config import RESUME_STATE
+
+    out = tmp_path / "run"
+    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 8, "patience": 2})
+    stop_after_epoch(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config)
+    monkeypatch.undo()
+    state = torch.load(out / RESUME_STATE, map_location="cpu", weights_only=True)
+    state.update(best_acc=2.0, best_epoch=1)  # no better validation score since epoch 1 (none can beat 2.0)
+    torch.save(state, out / RESUME_STATE)
+    card = finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "epochs": 6})).load_card()
+    assert [h["epoch"] for h in card.training["history"]] == [1, 2, 3, 4, 5]
+    assert card.training["stopped"] == "early stopping (no better validation score for 4 epochs)"
 
 
 def test_a_failed_state_write_resumes_from_the_epoch_before_exactly(image_folder, tmp_path, monkeypatch):
