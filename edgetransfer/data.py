@@ -280,7 +280,8 @@ def _decode_error(path: Path) -> str | None:
 
 
 def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
-    """Class name -> good image files of ``folder/<class>/``."""
+    """Class name -> good image files of ``folder/<class>/``, checked together (under one progress bar: one per class
+    read as the whole folder checked again and again)."""
     classes: dict[str, list[Path]] = {}
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not ignored_folder(p.name)):
         if class_dir.is_symlink():
@@ -293,8 +294,9 @@ def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
                 f"the class folder {class_dir.name!r} in {folder} has a name that is not UTF-8 (from another system's "
                 "encoding?): the name becomes the label inside the model file; rename the folder"
             ) from None
-        classes[class_dir.name] = scan.check(scan.files(class_dir))
-    return classes
+        classes[class_dir.name] = scan.files(class_dir)
+    good = set(scan.check([path for files in classes.values() for path in files]))
+    return {name: [path for path in files if path in good] for name, files in classes.items()}
 
 
 def _subfolders(folder: Path) -> list[Path]:

@@ -120,9 +120,16 @@ def test_every_kind_of_bad_file_is_named_with_its_reason(tmp_path, monkeypatch):
         "--skip-bad",
     ):
         assert fragment in message, fragment
+    from edgetransfer import data
+
+    checks, real = [], data._Scan.check
+    monkeypatch.setattr(data._Scan, "check", lambda self, files: checks.append(len(files)) or real(self, files))
+    monkeypatch.setattr(data, "_CHECKED", {})  # checked again, not from this process's cache
     splits = load_splits(root, skip_bad=True)
     assert sum(splits.sizes().values()) == 8
     assert len(splits.extra["skipped"]) == 5 and "class0/link.png" in splits.extra["skipped"]
+    # one check (one progress bar) over every class's files: one per class read as the whole folder checked again
+    assert checks == [13]
 
 
 def test_what_decoding_would_refuse_is_refused_by_the_check(tmp_path, monkeypatch):

@@ -276,6 +276,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     assert "secret" not in unreachable.stderr and not out.exists()
     no_study = cli("--worker", "--out", str(out))
     assert no_study.returncode == 2 and "no search to join" in no_study.stderr and not out.exists()
+    # a worker on a storage it cannot reach makes no folder either (it left --out and its parents, empty)
+    worker = cli("--worker", "--out", str(out / "deeper"), "--storage", "postgresql://u:secret@127.0.0.1:1/db")
+    assert worker.returncode == 2 and "error: cannot reach the storage" in worker.stderr and not out.exists()
     nothing = cli("--resume", "--out", str(out))
     assert nothing.returncode == 2 and "--resume: no search to resume in" in nothing.stderr and not out.exists()
     tpu = cli("--data", str(data), "--out", str(out), "--device", "tpu", *FAST)
@@ -447,6 +450,10 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     trials = {t["number"]: t for t in doc["trials"]}
     killed = [t for t in trials.values() if t["worker"].endswith(f":{victim.pid}") and t["same_as"] is None]
     assert len(killed) == 1 and killed[0]["state"] == "failed" and "died mid-trial" in killed[0]["note"]
+    # its half-made run folder and lock went, as an interrupted trial's do (they stayed among the search's runs)
+    number = f"{killed[0]['number']:04d}-"
+    assert killed[0]["run"] is None
+    assert not [p.name for p in (out / "trials").iterdir() if p.name.lstrip(".").startswith(number)]
     # a trial whose int8 fails export's budget ran too (3-image validation splits: one image is 33 points)
     ran = [
         t
@@ -707,6 +714,24 @@ def test_the_profiles_other_budgets_bind_the_recommendation(tmp_path):
     assert lines[0].startswith("no candidate meets the budget p50 <= 33 ms, model size <= 1 MB: the closest is trial 0")
     assert "(over the profile's model size 2.602 MB > 1 MB)" in lines[0]
     assert "within the profile's other budgets" in rep.verdict([small], budget)[0]
+
+
+def test_a_finished_trials_log_line_says_over_once(monkeypatch, capsys):
+    """In a log, a trial over the budget read "p50 0.902 ms (over) (over the profile's p50 ...)" (a new user's
+    finding): the note says it once; a trial within the budget still says so."""
+    from edgetransfer.search.live import Progress
+
+    budget = Budget(key="p50_ms", limit_ms=0.5)
+    over = _row(0, 1.0, 0.902, within_budget=False)
+    over["note"] = "over the profile's p50 0.902 ms > 0.5 ms"
+    rows = [over, _row(1, 0.9, 0.4, within_budget=True)]
+    monkeypatch.setattr(Progress, "_rows", lambda self: rows)
+    progress = Progress(None, budget)
+    for number in (0, 1):
+        progress.finished(type("Trial", (), {"number": number})())
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("p50 0.902 ms (over the profile's p50 0.902 ms > 0.5 ms)") and "(over)" not in lines[0]
+    assert lines[1].endswith("p50 0.400 ms (within)")
 
 
 def test_a_time_budget_starts_only_trials_predicted_to_fit():

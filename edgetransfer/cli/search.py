@@ -219,7 +219,7 @@ def search(
         if (Path(out).expanduser() / "study.db").is_file() or config.storage:
             how = "--worker" if worker else "--resume"
             print(
-                f"interrupted; the finished trials are kept in the study: 'edgetransfer search {how} --out {out}"
+                f"interrupted; any trial that finished is kept in the study: 'edgetransfer search {how} --out {out}"
                 f"{' --storage URL' if config.storage else ''}' continues (the interrupted trial is tried again)",
                 file=sys.stderr,
             )

@@ -280,8 +280,10 @@ class _Search:
                 f"no search to join in {self.out} (no study.db); start one with 'edgetransfer search' first, or "
                 "pass its --storage"
             )
-        self.out.mkdir(parents=True, exist_ok=True)
+        # the folder only once the search is there: a storage that cannot be reached, or holds no such search,
+        # left an empty --out (and its parents) behind
         study = self._load(open_storage(self.config.storage_url(), heartbeat=self.config.heartbeat))
+        self.out.mkdir(parents=True, exist_ok=True)
         self.devices = _plan_devices(self.config, self.out)
         return self._run(study, fail_dead_trials(study))
 
