@@ -464,6 +464,23 @@ SUITE = {
         "fresh7",
         "2 classes, 600 each, 32 px noise textures (blur radii 1.0 vs 1.3)",
     ),
+    # run 20's held-out sets (2026-12-06), made after run 19 and never run before it: between runs 15/16 (204-420
+    # training images, targets missed) and run 19 (840-1,400, met): 500-560 training images, seeds +20
+    "regions-750": (
+        lambda root, seed=0: fifty_regions(root, per_class=15, seed=seed + 20, scale=(0.2, 0.45), photos=PHOTOS[1:11]),
+        "fresh8",
+        "50 classes, 15 each, 40-64 px crops of 20-45 % of a region of ten photographs",
+    ),
+    "mixed-sizes-720": (
+        lambda root, seed=0: mixed_sizes(root, per_class=60, seed=seed + 20),
+        "fresh8",
+        "12 classes, 60 each, crops of 10-30 % of a colour photograph saved at 28-640 px",
+    ),
+    "two-textures-800": (
+        lambda root, seed=0: two_textures(root, per_class=400, seed=seed + 20, blurs=(1.0, 1.3)),
+        "fresh8",
+        "2 classes, 400 each, 32 px noise textures (blur radii 1.0 vs 1.3)",
+    ),
 }
 
 RUN12_CHOOSE = ("choose-regions-mid", "regions-mid", "two-textures-mid")  # run 12's choose sets (300-1,000 train)
