@@ -69,7 +69,11 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
             f", stopping after {c.patience} without a better validation score"
             + " from the middle of the epochs on"
             + (" (the body's first epoch not counted)" if c.strategy == "two-phase" else "")
-            + (f" (never before the last with {c.epochs})" if c.epochs // 2 + c.patience >= c.epochs else "")
+            + (
+                f" (never before the last with {c.epochs})"
+                if c.epochs // 2 + c.patience >= c.epochs and not c.time_budget  # a budget may cut the plan
+                else ""
+            )
             if c.patience and sizes["val"]
             else ""
         )

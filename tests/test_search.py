@@ -490,6 +490,52 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     assert load(storage, name).trials[trial.number].state.name == "FAIL"
 
 
+def test_a_dead_workers_own_trial_folder_goes_never_a_finished_trials(tmp_path, monkeypatch):
+    """A dead worker's half-made trial folder and lock are removed; a repeat of a finished candidate records that
+    trial's folder (its figures are copied), and that folder stays (a reviewer's finding: it was removed, the
+    recommended model with it). A trial another worker marked failed meanwhile is passed over (it raised Optuna's
+    UpdateFinishedTrialError and stopped the worker)."""
+    optuna = pytest.importorskip("optuna")
+    from edgetransfer.search.storage import fail_dead_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    ghost = subprocess.Popen(["true"])
+    ghost.wait()  # reaped: its pid is gone
+    dead = f"{socket.gethostname()}:{ghost.pid}"
+    trials = tmp_path / "trials"
+    finished = trials / "0000-mobilenet_v2-96px-static"
+    finished.mkdir(parents=True)
+    first = study.ask()
+    first.set_user_attr("run", str(finished))
+    study.tell(first, 90.0)
+    repeat = study.ask()
+    for key, value in (("run", str(finished)), ("same_as", 0), ("worker", dead)):
+        repeat.set_user_attr(key, value)
+    own = trials / "0002-mobilenet_v2-64px-static"
+    (own / ".export.x.partial").mkdir(parents=True)
+    lock = trials / ".0002-mobilenet_v2-64px-static.lock"
+    lock.write_text("{}")
+    half = study.ask()
+    half.set_user_attr("run", str(own))
+    half.set_user_attr("worker", dead)
+    assert fail_dead_trials(study) == [1, 2]
+    assert finished.is_dir() and not own.exists() and not lock.exists()
+    after = study.get_trials()
+    assert after[1].user_attrs["run"] == str(finished) and after[2].user_attrs["run"] is None
+    assert after[0].state.name == "COMPLETE" and after[2].user_attrs["error"].endswith("died mid-trial")
+    # a look at the trials taken before another worker failed trial 3: skipped, not an error
+    late = study.ask()
+    late.set_user_attr("worker", dead)
+    stale, real = study.get_trials(deepcopy=True), study.get_trials
+    study._storage.set_trial_state_values(late._trial_id, optuna.trial.TrialState.FAIL)
+    looks = []
+    monkeypatch.setattr(
+        study, "get_trials", lambda **kw: stale if not looks.append(1) and len(looks) == 1 else real(**kw)
+    )
+    assert fail_dead_trials(study) == []
+
+
 def _postgres_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     return found[-1].parent if found else None

@@ -57,7 +57,7 @@ class Progress:
         figures = ""
         if row["val_top1"] is not None and row["latency_ms"] is not None:
             within = "within" if row["within_budget"] else "over"
-            said = within == "over" and (row["note"] or "").startswith("over ")  # it printed "(over) (over the ..."
+            said = within == "over" and "over the profile's" in (row["note"] or "")  # it printed "(over) (over the"
             figures = f": val top-1 {100 * row['val_top1']:.2f}%, {self.budget.label} {row['latency_ms']:.3f} ms" + (
                 "" if said else f" ({within})"
             )

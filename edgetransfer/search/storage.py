@@ -118,31 +118,44 @@ def fail_dead_trials(study) -> list[int]:
     failed = []
     host = socket.gethostname()
     storage = study._storage  # the public API has no "fail this trial": the storage's own calls
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    trials = study.get_trials(deepcopy=False)
+    for trial in (t for t in trials if t.state == TrialState.RUNNING):
         worker = str(trial.user_attrs.get("worker", ""))
         where, _, pid = worker.rpartition(":")
         if where == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            if _remove_half_made(trial.user_attrs.get("run")):  # (a finished trial's attributes cannot change)
-                storage.set_trial_user_attr(trial._trial_id, "run", None)
-            storage.set_trial_user_attr(trial._trial_id, "error", f"its worker ({worker}) died mid-trial")
-            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                failed.append(trial.number)
+            try:  # (a finished trial's attributes cannot change: the folder first)
+                if _own_folder(trial, trials) and _remove_half_made(trial.user_attrs["run"]):
+                    storage.set_trial_user_attr(trial._trial_id, "run", None)
+                storage.set_trial_user_attr(trial._trial_id, "error", f"its worker ({worker}) died mid-trial")
+                if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                    failed.append(trial.number)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker marked it failed meanwhile
+                continue
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     optuna.storages.fail_stale_trials(study)  # another machine's worker: its folder is on that machine
     after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     return sorted(set(failed) | (after - before))
 
 
-def _remove_half_made(run: str | None) -> bool:
+def _own_folder(trial, trials) -> bool:
+    """Whether ``trial``'s recorded run folder is its own: a repeat of a finished candidate records that trial's
+    folder (its figures are copied), which must not go with the repeat."""
+    run = trial.user_attrs.get("run")
+    if not run or "same_as" in trial.user_attrs or not Path(run).name.startswith(f"{trial.number:04d}-"):
+        return False
+    return not any(t.user_attrs.get("run") == run for t in trials if t.number != trial.number)
+
+
+def _remove_half_made(run: str) -> bool:
     """A dead worker's trial folder (a half-trained or half-exported run, its staging folders inside) and its lock go,
     as an interrupted trial's do: left, it sat among the search's runs (a 27 MB resume.pt, an 8.9 MB staging export)
     and bench on it said to continue it with finetune --resume. A folder whose lock a process still holds (a worker
     whose heartbeat only stalled) stays. Returns whether the trial has no run folder now."""
     from edgetransfer.rundir import RunDir
 
-    if not run:
-        return False
     folder = RunDir(Path(run))
+    if not folder.path.exists():  # killed before its first write: no folder (a relative path from another working
+        return folder.path.is_absolute()  # folder may name one elsewhere: left as it is)
     if folder.held_by() is not None:
         return False
     shutil.rmtree(folder.path, ignore_errors=True)
