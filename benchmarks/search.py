@@ -50,6 +50,8 @@ ROUNDS = {
     "n": (152, 8),  # run 18 (2026-12-06): the same kinds again; no search rule changed; every fine-tune (the default's
     # and each trial's) stops early only from the middle of its planned epochs (68518f7), photos sets are 300-640 px
     # as described (photo_crops resizes, 09ff113), the first set's timing no longer includes the torch import
+    "o": (162, 8),  # run 19 (2026-12-06): the same kinds again; no search rule changed (bug fixes for dead workers,
+    # a worker's storage check and log lines only)
 }
 
 
