@@ -396,9 +396,8 @@ class _Trainer:
         started, stopped_because = time.perf_counter(), "epochs done"
         step = self.state.get("step", self.state["epoch"] * steps_per_epoch)  # steps taken so far
         first_epoch = self.state["epoch"] + 1
-        self.state["planned_epochs"] = (
-            planned  # the plan this run follows: a resume's --epochs, where no budget made it
-        )
+        # the plan this run follows (a resume's --epochs, where no budget made it), as the resume check reads it
+        self.state["planned_epochs"] = planned
         if config.resume and 0 < self.state["epoch"] < config.epochs and self._should_stop(self.state["epoch"]):
             # stopped after the epoch early stopping ended it (Ctrl-C while the test split was scored): what a run
             # never stopped would have done, not one more epoch

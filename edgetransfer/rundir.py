@@ -278,6 +278,15 @@ class RunDir:
             fcntl.flock(handle, fcntl.LOCK_UN)
         return None
 
+    def remove_unless_held(self) -> bool:
+        """Remove the run folder and its lock file unless a process holds the lock (a dead process's run: nothing
+        else cleans up after it); whether the folder is gone."""
+        if self.held_by() is not None:
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._lock_path().unlink(missing_ok=True)
+        return not self.path.exists()
+
     @contextlib.contextmanager
     def lock(self, command: str, *, wait: float = 3.0) -> Iterator[None]:
         """Hold the run for ``command``; a second command on the same run waits up to ``wait`` seconds, then says

@@ -7,7 +7,6 @@ import importlib.util
 import os
 import random
 import re
-import shutil
 import socket
 import time
 import warnings
@@ -156,8 +155,4 @@ def _remove_half_made(run: str) -> bool:
     folder = RunDir(Path(run))
     if not folder.path.exists():  # killed before its first write: no folder (a relative path from another working
         return folder.path.is_absolute()  # folder may name one elsewhere: left as it is)
-    if folder.held_by() is not None:
-        return False
-    shutil.rmtree(folder.path, ignore_errors=True)
-    folder._lock_path().unlink(missing_ok=True)
-    return not folder.path.exists()
+    return folder.remove_unless_held()
