@@ -305,6 +305,32 @@ def test_the_int8_ir_drop_is_against_fp32_math_not_the_bf16_ir(trained_run, tmp_
     assert record["test_drop_points"] == points(fp32["test_top1"], int8["test_top1"])
 
 
+def test_the_int8_irs_latency_ratio_is_cpu_time_at_one_thread(trained_run, tmp_path, monkeypatch):
+    """As ONNX Runtime's (test_evaluation): the int8 IR against the fp32 IR at 1 thread, each inference timed by the
+    process's CPU clock, which other work on the machine barely moves (benchmarks/results/probe_cpu_time.md, the
+    demo's IRs: 0.61-0.62x quiet and 0.62-0.69x under load in CPU time at 1 thread; 0.71-0.72x quiet and 0.53-0.70x
+    under load by wall time at the default threads)."""
+    import shutil
+    import time
+
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.quantize import Int8Config
+    from edgetransfer.rundir import RunDir
+
+    shutil.copytree(trained_run.path, tmp_path / "run")
+    seen = []
+
+    def ratio(fp32, candidate, size, *, seconds=1.0, clock=None):
+        seen.append((fp32.threads, candidate.threads, clock))
+        return 0.5
+
+    monkeypatch.setattr("edgetransfer.passes.openvino.session_latency_ratio", ratio)
+    export(RunDir.open(tmp_path / "run"), ExportConfig(int8=Int8Config(calibration_size=8, max_drop=100.0)))
+    card = RunDir.open(tmp_path / "run").load_card()
+    assert seen == [(1, 1, time.process_time)]
+    assert card.artifacts["openvino/model.int8.xml"]["quantization"]["latency_ratio_vs_fp32"] == 0.5
+
+
 def test_the_card_in_every_file_says_how_it_was_made(trained_run):
     """The resolved export config and the passes that ran, in card.json and inside the exported model."""
     card = trained_run.load_card()

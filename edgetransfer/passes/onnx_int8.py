@@ -8,7 +8,15 @@ from typing import Any
 
 from edgetransfer import console
 from edgetransfer.backends.ort import _OrtSession, ort_session
-from edgetransfer.evaluation import DYNAMIC_NOTE, SLOWER, SPEEDUP_WORTH_IT, evaluate, latency_ratio, points
+from edgetransfer.evaluation import (
+    DYNAMIC_NOTE,
+    LATENCY_MEASURE,
+    SLOWER,
+    SPEEDUP_WORTH_IT,
+    evaluate,
+    latency_ratio,
+    points,
+)
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.quantize import (
     Int8Config,
@@ -45,7 +53,7 @@ def judge_onnx_int8(
         )
     ctx.say_drop("ONNX int8", settings["test_drop_points"])
     where = (
-        "(ONNX Runtime, one image, its default threads, a short measure on this CPU; 'edgetransfer bench' measures it "
+        f"({LATENCY_MEASURE}, a short measure on this CPU; 'edgetransfer bench' measures it at the profile's threads "
         "properly)"
     )
     if ratio >= 1 / SPEEDUP_WORTH_IT:
