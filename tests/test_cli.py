@@ -1,6 +1,9 @@
 """The commands as a user runs them, through Typer's CliRunner."""
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -236,6 +239,7 @@ def test_the_entry_point_collects_garbage_less_often_and_freezes_it_before_exit(
     from edgetransfer import cli
 
     before = gc.get_threshold()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(sys, "argv", ["edgetransfer", "models"])
     try:
         with pytest.raises(SystemExit) as exited:
@@ -246,6 +250,29 @@ def test_the_entry_point_collects_garbage_less_often_and_freezes_it_before_exit(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        for signum, handler in handlers.items():  # main() leaves the process to its exit: not this one's
+            signal.signal(signum, handler)
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("argv", [["models"], ["export", "no-such-run"]])
+def test_ctrl_c_while_the_interpreter_exits_ends_it_quietly_with_the_commands_code(tmp_path, signum, argv):
+    """A Ctrl-C (or SIGTERM) after the command's work, while the interpreter runs its exit handlers, printed a
+    KeyboardInterrupt traceback from whichever handler it hit. Here an exit handler registered last (so run first)
+    sends it to its own process: no traceback, the command's output all there, its exit code kept."""
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import atexit, os, signal, sys, time\n"
+        "from edgetransfer.cli import main\n"
+        f"atexit.register(lambda: (os.kill(os.getpid(), signal.{signum}), time.sleep(2)))\n"
+        f"sys.argv = ['edgetransfer', *{argv!r}]\n"
+        "main()\n"
+    )
+    plain = subprocess.run([sys.executable, "-m", "edgetransfer", *argv], capture_output=True, text=True, timeout=300)
+    late = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in late.stderr and "KeyboardInterrupt" not in late.stderr, late.stderr[-2000:]
+    assert (late.returncode, late.stdout, late.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    assert plain.returncode == (0 if argv == ["models"] else 2)
 
 
 def test_pipeline_has_the_flags_its_messages_suggest(tmp_path, monkeypatch):

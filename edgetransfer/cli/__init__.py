@@ -94,10 +94,39 @@ def main() -> None:
     gc.set_threshold(GC_GEN0, *gc.get_threshold()[1:])
     signal.signal(signal.SIGTERM, _terminated)
     on_thread_stack()  # Ctrl-C after OpenVINO's compiled models are gone: a crash (edgetransfer/signal_stack.py)
+    code: object = 0
     try:
         _run()
+    except SystemExit as exc:
+        code = exc.code
+        raise
+    except BaseException:  # a traceback on its way out: the interpreter exits 1
+        code = 1
+        raise
     finally:
         gc.freeze()
+        # The command's work is done and said; what is left is the interpreter's exit (libraries' exit handlers,
+        # finalizers). A Ctrl-C or SIGTERM there printed a KeyboardInterrupt traceback from whichever exit handler
+        # it hit: now it ends the process at once, with the command's own exit code, its output flushed.
+        _EXIT_CODE[:] = [code if isinstance(code, int) else 0 if code is None else 1]
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupted_at_exit)
+
+
+_EXIT_CODE: list[int] = [1]
+
+
+def _interrupted_at_exit(signum, frame) -> None:
+    """Ctrl-C or SIGTERM after the command: flush what it printed and exit with its code, skipping the rest of the
+    interpreter's exit (nothing of the command's is left to do there)."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(_EXIT_CODE[0])
 
 
 TERMINATED: list[int] = []
