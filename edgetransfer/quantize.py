@@ -376,7 +376,7 @@ def quantize_accuracy_aware(
             )
             figures = step(exclude)
             ratio = figures.get("latency_ratio_vs_fp32")
-            speed = f", {ratio:.2f}x fp32's latency" if ratio is not None else ""
+            speed = f", {ratio:.2f}x fp32's latency at 1 thread" if ratio is not None else ""
             console.err.print(
                 f"  {count} layer(s) in float: validation top-1 {figures['val_top1']:.2%} "
                 f"(drop {figures['val_drop_points']:.2f} points{speed})"
@@ -408,7 +408,7 @@ def _tried(steps: list[dict]) -> str:
     parts = []
     for figures in steps:
         ratio = figures.get("latency_ratio_vs_fp32")
-        speed = f" at {ratio:.2f}x fp32's latency" if ratio is not None else ""
+        speed = f" at {ratio:.2f}x fp32's latency at 1 thread" if ratio is not None else ""
         parts.append(f"{figures['float_layers']} in float: -{figures['val_drop_points']:.2f}{speed}")
     stop = steps[-1].get("latency_ratio_vs_fp32")
     why = "; more layers in float would be no faster than fp32" if stop is not None and stop >= NOT_FASTER else ""

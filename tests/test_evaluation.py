@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -146,6 +147,16 @@ def test_the_export_time_latency_ratio_is_cpu_time_at_one_thread(trained_run, mo
     model = trained_run.file("model.onnx")
     assert evaluation.latency_ratio(model, model, 32, seconds=0.1) == pytest.approx(0.5)
     assert made == [1, 1]
+
+
+def test_a_latency_ratio_a_clock_cannot_see_is_an_error_not_a_figure():
+    """A clock too coarse for one inference (Windows' process times move in 15.6 ms ticks, hence wall time there)
+    reads 0 for both models: the ratio 0/0 was NaN, which compares false against 'not faster' and so passed as
+    faster. It is an error now."""
+    still = lambda: 1.0  # noqa: E731
+    with pytest.raises(ExportError, match="could not be measured"):
+        evaluation.session_latency_ratio(Oracle(3), Oracle(3), 8, seconds=0.01, clock=still)
+    assert evaluation.cpu_clock()[1] == ("wall time" if sys.platform == "win32" else "CPU time")
 
 
 def test_the_fp16_tolerance_grows_with_each_images_logits_and_with_atol(samples):

@@ -328,7 +328,12 @@ def test_the_int8_irs_latency_ratio_is_cpu_time_at_one_thread(trained_run, tmp_p
     export(RunDir.open(tmp_path / "run"), ExportConfig(int8=Int8Config(calibration_size=8, max_drop=100.0)))
     card = RunDir.open(tmp_path / "run").load_card()
     assert seen == [(1, 1, time.process_time)]
-    assert card.artifacts["openvino/model.int8.xml"]["quantization"]["latency_ratio_vs_fp32"] == 0.5
+    record = card.artifacts["openvino/model.int8.xml"]["quantization"]
+    assert record["latency_ratio_vs_fp32"] == 0.5
+    assert record["latency_measure"] == "OpenVINO, one image, 1 thread, CPU time"  # the card says what it is
+    assert card.artifacts["model.int8.onnx"]["quantization"]["latency_measure"] == (
+        "ONNX Runtime, one image, 1 thread, CPU time"
+    )
 
 
 def test_the_card_in_every_file_says_how_it_was_made(trained_run):

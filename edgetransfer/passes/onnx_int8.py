@@ -41,6 +41,7 @@ def judge_onnx_int8(
     fp32 = ctx.metrics["onnx_fp32"]
     settings["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
     settings["latency_ratio_vs_fp32"] = ratio = latency_ratio(ctx.path(ONNX_FP32), out, ctx.pre.crop)
+    settings["latency_measure"] = LATENCY_MEASURE
     settings["val_drop_points"] = int8_budget(
         "ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop, hint=hint or ptq_hint(config)
     )
@@ -53,8 +54,8 @@ def judge_onnx_int8(
         )
     ctx.say_drop("ONNX int8", settings["test_drop_points"])
     where = (
-        f"({LATENCY_MEASURE}, a short measure on this CPU; 'edgetransfer bench' measures it at the profile's threads "
-        "properly)"
+        f"({LATENCY_MEASURE}, a short measure on this CPU; 'edgetransfer bench' measures it properly at the profile's "
+        "threads)"
     )
     if ratio >= 1 / SPEEDUP_WORTH_IT:
         console.err.print(
@@ -96,7 +97,11 @@ class OnnxInt8Static(Pass):
                     accuracy=lambda path: evaluate(_OrtSession(ort_session(path), "int8"), ctx.val),
                     latency=lambda path: latency_ratio(ctx.path(ONNX_FP32), path, ctx.pre.crop, seconds=0.5),
                 )
-                settings["accuracy_aware"] = {**search, "max_drop_points": config.max_drop}
+                settings["accuracy_aware"] = {
+                    **search,
+                    "max_drop_points": config.max_drop,
+                    "latency_measure": LATENCY_MEASURE,  # each step's latency_ratio_vs_fp32
+                }
                 if search["kept_in_float"]:
                     kept = search["kept_in_float"]
                     console.err.print(f"accuracy-aware int8: {len(kept)} layer(s) kept in float: {', '.join(kept)}")
