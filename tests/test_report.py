@@ -246,6 +246,24 @@ def test_a_top1_budget_without_accuracy_measured_is_checked_by_what_the_export_m
     assert all(not c["passed"] and "not measured" in budget_line(c) for c in unknown if c["backend"] == "ort-cpu")
 
 
+def test_a_latency_budget_judged_at_a_batch_of_several_images_says_so():
+    """A new user ran bench --profile camera --batch 1,8: the header said 'batch 1: median latency within a 30 fps
+    frame (33 ms)' and then 'FAIL ...: p50 45.57 ms > 33 ms (worst at batch 8)', a per-frame budget on a call of 8
+    images. The budget is judged for one call at every batch size measured (the vehicle profile's whole-batch
+    deadline needs that); the line says it was a call of 8 images, and a note says --batch replaced the profile's."""
+    from edgetransfer.bench.profiles import batches_note, budget_line, check_budgets, load_profile
+
+    results = three_models()["results"]
+    check = check_budgets(results, {"p50_ms": 33.0})[2]  # openvino-cpu int8: 60 ms at batch 8
+    assert budget_line(check).endswith("ms > 33 ms (worst at batch 8: one call of 8 images)"), check
+    camera = load_profile("camera").to_dict()
+    note = batches_note(camera, results)
+    assert note.startswith("note: measured at batch 1, 8 (--batch replaced the profile's 1)"), note
+    assert batches_note(camera, [{**r, "latency": r["latency"][:1]} for r in results]) is None  # batch 1 alone
+    assert batches_note(load_profile("vehicle").to_dict(), results) is not None
+    assert batches_note(load_profile("server").to_dict(), results) is None  # no latency budget to misread
+
+
 def test_cli_profile_prints_budget_lines_and_recommendation(trained_run, tmp_path):
     args = ["bench", str(trained_run.path), "--profile", "camera", "--recommend", "--backends", "ort-cpu"]
     args += ["--in-process", "--min-runs", "3", "--min-time", "0", "--warmup", "1", "--out", str(tmp_path)]
