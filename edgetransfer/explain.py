@@ -420,6 +420,8 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
             doc["kernels"] = _profiled(run, card, ONNX_INT8, lambda path: kernel_check(path, batch))
             record = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
             doc["kernels"]["weight_bits"] = record.get("weight_bits", 8)
+            if str(record.get("tool", "")).startswith("nncf QAT"):  # its weights are not the fp32 model's
+                doc["sqnr"]["retrained"] = True
     doc["verdict"] = verdict(doc)
     atomic_write_text(run.file(EXPLAIN_JSON), json.dumps(doc, indent=2, default=str) + "\n")
     return doc
@@ -521,5 +523,7 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         ends = [item for item in layers if item["sqnr_db"] is not None]
         end = min(ends, key=lambda item: item["sqnr_db"]) if ends else None
         so_far = f"; accumulated vs fp32, worst: {end['layer']} ({end['sqnr_db']:.1f} dB)" if end else ""
+        if so_far and doc["sqnr"].get("retrained"):  # a low figure there is no rounding error to mend
+            so_far += " (quantization-aware training retrained the weights: this counts what it changed too)"
         said.append(f"int8 error (SQNR of each quantizer's own rounding, worst first): {worst}; {advice}{so_far}")
     return said

@@ -138,6 +138,19 @@ def test_the_verdict_names_overflowing_int8_kernels():
     assert line.endswith("(rounding only)") and "on 0 of 30 images" in line
 
 
+def test_the_accumulated_error_of_a_qat_model_says_its_weights_were_retrained():
+    """A new user's QAT model: explain gave its accumulated error against fp32 (3.8 dB; post-training int8 6.9 dB)
+    as if it were rounding, where QAT had retrained the weights it is compared through."""
+    from edgetransfer.explain import verdict
+
+    layers = [{"layer": "/a/Conv", "local_sqnr_db": 30.0, "sqnr_db": 3.8}]
+    base = {"engines": {}, "cpu": {"arch": "x86_64", "flags": {}, "implies": []}}
+    [plain] = verdict({**base, "sqnr": {"layers": layers}})
+    [qat] = verdict({**base, "sqnr": {"layers": layers, "retrained": True}})
+    assert plain.endswith("accumulated vs fp32, worst: /a/Conv (3.8 dB)"), plain
+    assert qat == plain + " (quantization-aware training retrained the weights: this counts what it changed too)"
+
+
 def test_what_the_instruction_set_implies():
     vnni = implications({"flags": {"avx2": True, "avx512_vnni": True}})
     # a VNNI CPU without bf16 (an Intel Xeon without AVX-512 BF16): that is said too (a new user saw only VNNI)
