@@ -7,7 +7,7 @@ import io
 
 from edgetransfer.bench.gate import GateResult
 from edgetransfer.bench.gate_text import gate_lines
-from edgetransfer.bench.profiles import budget_line, recommendation_line
+from edgetransfer.bench.profiles import batches_note, budget_line, recommendation_line
 from edgetransfer.bench.report import (
     COLUMNS,
     _cell,
@@ -277,6 +277,8 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
         parts.append(
             f"<h2>Profile {e(p['name'])}</h2><p>{e(p['description'])} <span class=sub>({e(p['source'])})</span></p>"
         )
+        note = batches_note(p, document["results"])
+        parts += [_list([note], "warn")] if note else []
         items = "".join(
             f"<li class={'pass' if c['passed'] else 'fail'}>{e(budget_line(c))}</li>" for c in document["budget_checks"]
         )

@@ -7,7 +7,7 @@ import io
 
 from edgetransfer.bench.gate import GateResult
 from edgetransfer.bench.gate_text import gate_lines
-from edgetransfer.bench.profiles import budget_line, recommendation_line
+from edgetransfer.bench.profiles import batches_note, budget_line, recommendation_line
 from edgetransfer.bench.stats import noise_problem
 
 COLUMNS = (  # (header, key of a row from rows(), format)
@@ -232,6 +232,8 @@ def notes(document: dict) -> list[str]:
     if document.get("profile"):
         p = document["profile"]
         lines.append(f"profile {p['name']} ({p['source']}): {p['description']}")
+        note = batches_note(p, document["results"])
+        lines += [f"  {note}"] if note else []
         lines += [f"  {budget_line(c)}" for c in document["budget_checks"]]
     if document.get("recommendation"):
         lines.append(recommendation_line(document["recommendation"]))

@@ -63,7 +63,8 @@ class OnnxFp32(Pass):
                     f"--atol {config.atol:g}); checking the plain export instead[/]"
                 )
         except Exception as exc:  # noqa: BLE001 - a failed simplification keeps the plain export
-            console.err.print(f"[yellow]note: onnxslim failed ({str(exc).splitlines()[0]}); plain export kept[/]")
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]  # onnxslim's bare asserts say nothing
+            console.err.print(f"[yellow]note: onnxslim failed ({first}); plain export kept[/]")
         if not kept:
             os.replace(plain, path)
         plain.unlink(missing_ok=True)

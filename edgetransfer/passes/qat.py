@@ -23,7 +23,13 @@ class OnnxInt8Qat(Pass):
     def run(self, ctx: ExportContext) -> list[Artifact]:
         from edgetransfer.qat import QatConfig, qat_to_onnx
 
-        config = QatConfig(seed=self.config.seed, calibration_size=self.config.calibration_size, opset=ctx.config.opset)
+        config = QatConfig(
+            seed=self.config.seed,
+            calibration_size=self.config.calibration_size,
+            opset=ctx.config.opset,
+            simplify=ctx.config.simplify,
+            atol=ctx.config.atol,
+        )
         with console.err.status("quantization-aware fine-tuning..."):
             record = qat_to_onnx(
                 ctx.run,
