@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,27 @@ def torch_to_onnx(model: Any, size: int, path: Path, opset: int) -> None:
         torch.onnx.errors.OnnxExporterError,
     ) as exc:
         raise ExportError(f"ONNX export at opset {opset} failed: {str(exc).strip().splitlines()[0]}") from None
+
+
+def simplified_if(path: Path, judge: Callable[[Path], str | None]) -> tuple[str | None, int]:
+    """Simplify ``path`` in place with onnxslim and keep it only where ``judge(plain)`` (given the plain export's
+    copy) returns None; else, or where onnxslim fails, the plain export is put back. Returns why it was put back
+    (None: simplified) and how many nodes onnxslim removed."""
+    import os
+    import shutil
+
+    plain = path.with_name("plain.onnx")
+    shutil.copyfile(path, plain)
+    removed = 0
+    try:
+        removed = simplify(path)
+        why = judge(plain)
+    except Exception as exc:  # noqa: BLE001 - a failed simplification keeps the plain export
+        why = f"onnxslim failed ({(str(exc).splitlines() or [type(exc).__name__])[0]})"  # its bare asserts: empty
+    if why:
+        os.replace(plain, path)
+    plain.unlink(missing_ok=True)
+    return why, removed
 
 
 def simplify(path: Path) -> int:

@@ -313,33 +313,27 @@ def _slimmed(fp32: Path, calibration: Any, grid: dict[str, Any] | None, *, atol:
     QuantizeLinear of their own, in float: a new user's QAT Lite0 model ran at 0.79-0.83x fp32's latency in ONNX
     Runtime against 0.61x for post-training int8 (whose fp32 model, simplified, has the Pad folded into its
     convolution)."""
-    import shutil
-
     import onnx
 
     from edgetransfer import console
     from edgetransfer.backends.ort import _OrtSession, ort_session
     from edgetransfer.evaluation import parity
-    from edgetransfer.onnx_convert import simplify
+    from edgetransfer.onnx_convert import simplified_if
 
-    plain = fp32.with_name("plain.onnx")
-    shutil.copyfile(fp32, plain)
-    held = {init.name for init in onnx.load(str(plain)).graph.initializer} & set(grid or ())
-    try:
-        simplify(fp32)
-        lost = sorted(held - {init.name for init in onnx.load(str(fp32)).graph.initializer})
-        why = f"onnxslim renamed weight {lost[0]}" if lost else None
-        if not why:
-            images = calibration.spread(64) if hasattr(calibration, "spread") else calibration
-            sessions = (_OrtSession(ort_session(path), "fp32") for path in (plain, fp32))
-            moved = parity(*sessions, images)["max_abs_diff"]
-            why = f"onnxslim moved the logits by {moved:.3g} (over --atol {atol:g})" if moved > atol else None
-    except Exception as exc:  # noqa: BLE001 - a failed simplification keeps the plain export
-        why = f"onnxslim failed ({(str(exc).splitlines() or [type(exc).__name__])[0]})"
+    def names(path: Path) -> set[str]:
+        return {init.name for init in onnx.load(str(path)).graph.initializer}
+
+    def judge(plain: Path) -> str | None:
+        lost = sorted((names(plain) & set(grid or ())) - names(fp32))
+        if lost:
+            return f"onnxslim renamed weight {lost[0]}"
+        sessions = (_OrtSession(ort_session(path), "fp32") for path in (plain, fp32))
+        moved = parity(*sessions, calibration.spread(64))["max_abs_diff"]
+        return f"onnxslim moved the logits by {moved:.3g} (over --atol {atol:g})" if moved > atol else None
+
+    why, _ = simplified_if(fp32, judge)
     if why:
-        shutil.copyfile(plain, fp32)
         console.err.print(f"[yellow]note: QAT's graph not simplified: {why}; plain export kept[/]")
-    plain.unlink()
     return why or True
 
 

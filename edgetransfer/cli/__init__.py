@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import signal
 import sys
@@ -108,15 +109,12 @@ def main() -> None:
         # The command's work is done and said; what is left is the interpreter's exit (libraries' exit handlers,
         # finalizers). A Ctrl-C or SIGTERM there printed a KeyboardInterrupt traceback from whichever exit handler
         # it hit: now it ends the process at once, with the command's own exit code, its output flushed.
-        _EXIT_CODE[:] = [code if isinstance(code, int) else 0 if code is None else 1]
+        code = code if isinstance(code, int) else 0 if code is None else 1
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _interrupted_at_exit)
+            signal.signal(signum, functools.partial(_interrupted_at_exit, code))
 
 
-_EXIT_CODE: list[int] = [1]
-
-
-def _interrupted_at_exit(signum, frame) -> None:
+def _interrupted_at_exit(code: int, signum, frame) -> None:
     """Ctrl-C or SIGTERM after the command: flush what it printed and exit with its code, skipping the rest of the
     interpreter's exit (nothing of the command's is left to do there)."""
     import os
@@ -126,7 +124,7 @@ def _interrupted_at_exit(signum, frame) -> None:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more can reach it
             pass
-    os._exit(_EXIT_CODE[0])
+    os._exit(code)
 
 
 TERMINATED: list[int] = []

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgetransfer import console
 from edgetransfer.backends.ort import _OrtSession, fp16_runs_in, ort_session
 from edgetransfer.errors import ExportError
-from edgetransfer.onnx_convert import simplify, to_fp16, torch_to_onnx
+from edgetransfer.onnx_convert import simplified_if, to_fp16, torch_to_onnx
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
 from edgetransfer.rundir import ONNX_FP16, ONNX_FP32
 
@@ -47,28 +46,23 @@ class OnnxFp32(Pass):
     @staticmethod
     def _simplify(ctx: ExportContext, config: OnnxFp32Config) -> dict[str, Any]:
         """Simplify the graph in place with onnxslim, kept only if parity holds; what the card records of it."""
-        path = ctx.path(ONNX_FP32)
-        plain = path.with_name("plain.onnx")
-        shutil.copyfile(path, plain)
-        kept: dict[str, Any] = {}
-        try:
-            removed = simplify(path)
+        path, figures = ctx.path(ONNX_FP32), {}
+
+        def judge(plain: Path) -> str | None:
             session = _OrtSession(ort_session(path), "fp32")
-            figures = ctx.check("ONNX fp32 (onnxslim)", session, config.atol, fail=False)
+            figures.update(ctx.check("ONNX fp32 (onnxslim)", session, config.atol, fail=False))
             if figures["max_abs_diff"] <= config.atol:
-                kept = {"simplified": True, "simplified_nodes_removed": removed, "parity": figures}
-            else:
-                console.err.print(
-                    f"[yellow]note: the onnxslim graph differs from PyTorch by {figures['max_abs_diff']:.3g} (over "
-                    f"--atol {config.atol:g}); checking the plain export instead[/]"
-                )
-        except Exception as exc:  # noqa: BLE001 - a failed simplification keeps the plain export
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]  # onnxslim's bare asserts say nothing
-            console.err.print(f"[yellow]note: onnxslim failed ({first}); plain export kept[/]")
-        if not kept:
-            os.replace(plain, path)
-        plain.unlink(missing_ok=True)
-        return kept
+                return None
+            console.err.print(
+                f"[yellow]note: the onnxslim graph differs from PyTorch by {figures['max_abs_diff']:.3g} (over "
+                f"--atol {config.atol:g}); checking the plain export instead[/]"
+            )
+            return "parity"
+
+        why, removed = simplified_if(path, judge)
+        if why and why != "parity":
+            console.err.print(f"[yellow]note: {why}; plain export kept[/]")
+        return {} if why else {"simplified": True, "simplified_nodes_removed": removed, "parity": figures}
 
 
 def fp16_within(figures: dict, atol: float) -> bool:
