@@ -442,8 +442,8 @@ def test_sqlite_two_workers_a_killed_one_and_the_report(tmp_path):
     twice = cli("--data", str(data), "--out", str(out), "--resume")
     assert twice.returncode == 2 and "in use by 'edgetransfer search'" in twice.stderr.strip().splitlines()[-1]
     assert twice.stderr.strip().endswith(f"wait for it to finish, or join it: edgetransfer search --worker --out {out}")
-    worker_out, worker_err = worker.communicate(timeout=300)
-    lead_out, lead_err = lead.communicate(timeout=300)
+    worker_out, worker_err = worker.communicate(timeout=900)
+    lead_out, lead_err = lead.communicate(timeout=900)
     assert lead.returncode == 0, lead_err[-3000:]
     assert worker.returncode == 0, worker_err[-3000:]
     doc = json.loads((out / "search.json").read_text())
@@ -614,8 +614,8 @@ def test_postgresql_two_workers_on_other_folders(tmp_path, postgres):
     )
     wait_for(lambda: running_trial_of(postgres, "s", lead.pid), lead)
     worker = cli("--worker", "--out", str(other_out), "--storage", postgres, "--data", str(data), wait=False)
-    worker_out, worker_err = worker.communicate(timeout=300)
-    out, err = lead.communicate(timeout=300)
+    worker_out, worker_err = worker.communicate(timeout=900)
+    out, err = lead.communicate(timeout=900)
     assert lead.returncode == 1, err[-3000:]  # none meets the budget: exit 1, as bench's budgets (the worker: 0)
     assert worker.returncode == 0, worker_err[-3000:]
     trials = load(postgres, "s").get_trials(deepcopy=False)

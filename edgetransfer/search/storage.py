@@ -48,7 +48,10 @@ def open_storage(url: str, *, heartbeat: int):
         connect = {"connect_timeout": 10}
     else:
         connect = {}
-    for attempt in range(_OPEN_ATTEMPTS):
+    deadline = time.monotonic() + _SCHEMA_RACE_S
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return optuna.storages.RDBStorage(
                 url,
@@ -59,16 +62,16 @@ def open_storage(url: str, *, heartbeat: int):
         except ImportError as exc:
             raise UsageError(f"--storage {shown}: its database driver is not installed ({exc})") from None
         except (SQLAlchemyError, ArgumentError, ValueError, OSError) as exc:
-            if _schema_race(exc) and attempt + 1 < _OPEN_ATTEMPTS:
-                # another worker is creating the same new study's tables right now: once it has, opening works
-                time.sleep(0.2 * (attempt + 1) + random.uniform(0, 0.2))
+            if _schema_race(exc) and time.monotonic() < deadline:
+                # another worker is creating the same new study's tables right now: once it has, opening works (a
+                # fixed 8 tries, about 7 s, could run out on a busy machine while the winner was still at it)
+                time.sleep(min(0.2 * attempt, 2.0) + random.uniform(0, 0.2))
                 continue
             first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             raise UsageError(f"cannot reach the storage {shown}: {first[0] if first else type(exc).__name__}") from None
-    raise AssertionError("unreachable")
 
 
-_OPEN_ATTEMPTS = 8
+_SCHEMA_RACE_S = 60.0  # as long as SQLite's own lock timeout above
 
 
 def _schema_race(exc: BaseException) -> bool:
