@@ -32,12 +32,25 @@ def make_run(work: Path, *, size: int = 96):
     return export(run, ExportConfig(openvino=False, int8=Int8Config(calibration_size=16)))
 
 
+def machine_line() -> str:
+    """The CPU's int8 instructions and the load: a CPU without VNNI (or AMX) may run int8 no faster than fp32."""
+    from edgetransfer.machine import cpu_flags, cpuinfo
+
+    flags = cpu_flags()
+    int8 = [name for name, flag in (("VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni"), ("AMX", "amx_int8"))
+            if flag in flags]  # fmt: skip
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (f"machine: {cpuinfo()[0] or 'unknown CPU'}; int8 instructions: {', '.join(int8) or 'none of VNNI/AMX'}; "
+            f"load average {load}")  # fmt: skip
+
+
 def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgetransfer-gate-") as tmp:
         run = make_run(Path(tmp))
         built = time.perf_counter() - started
         command = [str(Path(sys.executable).with_name("edgetransfer")), "bench", str(run.path), *GATE, "--out", tmp]
+        print(machine_line(), flush=True)  # so that a failure shows whether the CPU or the load made it
         print("$ edgetransfer bench RUN " + " ".join(GATE), flush=True)
         code = subprocess.run(command, check=False).returncode
     print(f"self gate: exit {code}; run built in {built:.0f} s, {time.perf_counter() - started:.0f} s in all")
