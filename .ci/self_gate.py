@@ -33,15 +33,13 @@ def make_run(work: Path, *, size: int = 96):
 
 
 def machine_line() -> str:
-    """The CPU's int8 instructions and the load: a CPU without VNNI (or AMX) may run int8 no faster than fp32."""
-    from edgetransfer.machine import cpu_flags, cpuinfo
+    """The CPU and its int8 instructions, and the load: a CPU without VNNI (or AMX) may run int8 no faster than fp32."""
+    from edgetransfer.machine import VNNI_FLAGS, machine_info
 
-    flags = cpu_flags()
-    int8 = [name for name, flag in (("VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni"), ("AMX", "amx_int8"))
-            if flag in flags]  # fmt: skip
+    info = machine_info()
+    int8 = [flag for flag in info["flags"] if flag in VNNI_FLAGS]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"machine: {cpuinfo()[0] or 'unknown CPU'}; int8 instructions: {', '.join(int8) or 'none of VNNI/AMX'}; "
-            f"load average {load}")  # fmt: skip
+    return f"machine: {info['cpu']}; int8 instructions: {', '.join(int8) or 'no VNNI or AMX'}; load average {load}"
 
 
 def main() -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import datasets  # noqa: E402
 import numpy as np  # noqa: E402
-from int8_escalation import make_set  # noqa: E402
+from int8_escalation import export_copy, make_set  # noqa: E402
 from int8_methods import write_results  # noqa: E402
 
 from edgetransfer.backends.ort import ort_session  # noqa: E402
@@ -36,7 +35,6 @@ from edgetransfer.data import batches, load_splits  # noqa: E402
 from edgetransfer.export import ExportConfig, export  # noqa: E402
 from edgetransfer.finetune import FinetuneConfig, finetune  # noqa: E402
 from edgetransfer.quantize import Int8Config  # noqa: E402
-from edgetransfer.rundir import RunDir  # noqa: E402
 
 METHODS = {  # name: (label in the table, settings)
     "ptq": ("PTQ static, every layer int8", Int8Config(mode="static", accuracy_aware=False)),
@@ -67,11 +65,9 @@ def one(set_name: str, data: Path, backbone: str, work: Path, size: int, methods
     for index, method in enumerate(methods):
         label, config = METHODS[method]
         folder = work / f"{set_name}-{backbone}-{index}"
-        shutil.copytree(base, folder)
-        try:
-            export(RunDir(folder), ExportConfig(int8=config, openvino=False))
-        except Exception as exc:  # noqa: BLE001 - reported in the table
-            rows.append({"set": set_name, "backbone": backbone, "method": label, "failed": str(exc)})
+        failed = export_copy(base, folder, config, openvino=False)
+        if failed:
+            rows.append({"set": set_name, "backbone": backbone, "method": label, "failed": failed})
             continue
         q = json.loads((folder / "card.json").read_text())["artifacts"]["model.int8.onnx"]["quantization"]
         row = {

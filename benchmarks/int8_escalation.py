@@ -52,6 +52,17 @@ def make_set(name: str, work: Path) -> Path:
     raise SystemExit(f"unknown set {name}")
 
 
+def export_copy(base: Path, folder: Path, config: Int8Config, *, openvino: bool) -> str | None:
+    """Export a copy (``folder``) of the fine-tuned run at ``base`` with ``config``; the export's error, for the
+    table, or None."""
+    shutil.copytree(base, folder)
+    try:
+        export(RunDir(folder), ExportConfig(int8=config, openvino=openvino))
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        return str(exc)
+    return None
+
+
 def one(set_name: str, data: Path, backbone: str, work: Path, args) -> list[dict]:
     base = work / f"{set_name}-{backbone}"
     t0 = time.perf_counter()
@@ -61,12 +72,10 @@ def one(set_name: str, data: Path, backbone: str, work: Path, args) -> list[dict
     rows, files = [], {}
     for index, (label, config) in enumerate(METHODS.items()):
         folder = work / f"{set_name}-{backbone}-{index}"
-        shutil.copytree(base, folder)
         t0 = time.perf_counter()
-        try:
-            export(RunDir(folder), ExportConfig(int8=config, openvino=True))
-        except Exception as exc:  # noqa: BLE001 - reported in the table
-            rows.append({"set": set_name, "backbone": backbone, "method": label, "failed": str(exc)})
+        failed = export_copy(base, folder, config, openvino=True)
+        if failed:
+            rows.append({"set": set_name, "backbone": backbone, "method": label, "failed": failed})
             continue
         seconds = time.perf_counter() - t0
         card = json.loads((folder / "card.json").read_text())
