@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -633,3 +634,79 @@ def test_a_model_that_ends_in_softmax_is_not_softmaxed_twice(plain_onnx, samples
     plain = runtime.Classifier(plain_onnx, **options).scores(list(samples[:4]))  # logits: softmax applied
     assert np.allclose(plain, expected, atol=1e-5)
     assert np.allclose(runtime.as_probabilities(np.array([[2.0, -1.0, 0.5]])).sum(), 1.0)
+
+
+STANDALONE_APP = Path(__file__).resolve().parents[1] / "examples" / "python" / "standalone_app.py"
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory, parity_images) -> list[Path]:
+    """Image files of every kind a device app meets: EXIF-rotated and large JPEGs, grey, palette, alpha, CMYK,
+    16-bit grey, 32-bit integer and float TIFFs (0..255 and 0..1), very wide and very tall."""
+    folder = tmp_path_factory.mktemp("odd")
+    base = parity_images[-1]
+    rotated, exif = folder / "rotated.jpg", Image.Exif()
+    exif[0x0112] = 6
+    base.save(rotated, exif=exif)
+    files = [rotated]
+    for mode, suffix in [("L", ".png"), ("P", ".png"), ("RGBA", ".png"), ("LA", ".png"), ("CMYK", ".jpg")]:
+        files.append(folder / f"{mode}{suffix}")
+        base.convert(mode).save(files[-1])
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, (50, 70))
+    arrays = {
+        "deep.png": (grey * 200 + 100).astype(np.uint16),
+        "int32.tif": grey.astype(np.int32),
+        "float255.tif": grey.astype(np.float32),
+        "float01.tif": (grey / 255).astype(np.float32),
+        "wide.png": rng.integers(0, 256, (17, 400, 3), dtype=np.uint8),
+        "tall.png": rng.integers(0, 256, (403, 150, 3), dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        files.append(folder / name)
+        Image.fromarray(array).save(files[-1])
+    files.append(folder / "big.jpg")
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((1600, 1200)).save(files[-1])
+    return files
+
+
+@pytest.mark.parametrize(("resize", "crop"), [(32, 32), (40, 32), (28, 32)])
+def test_the_standalone_example_feeds_the_model_what_the_runtime_feeds_it(odd_files, resize, crop):
+    """examples/python/standalone_app.py (onnxruntime, numpy and Pillow, nothing of the project) gives every kind of
+    file the very tensor edgetransfer's runtime gives it (a helper's app written from the README alone differed on
+    a 0..255 integer TIFF and by a level on tall images)."""
+    import runpy
+
+    app = runpy.run_path(str(STANDALONE_APP))
+    pre = Preprocessing(resize=resize, crop=crop)
+    for path in odd_files:
+        got = app["preprocess"](app["open_image"](path, resize), dataclasses.asdict(pre))
+        assert np.array_equal(got, runtime.preprocess_image(path, pre)), path.name
+
+
+@pytest.mark.parametrize("model", ["model.onnx", "model.int8.onnx", "openvino/model.xml"])
+def test_the_standalone_example_predicts_as_predict_does_without_the_project(
+    trained_run, samples, odd_files, torch_blocked, model
+):
+    path = trained_run.file(model)
+    check = (  # the app run as a script, then which of the project's modules (or torch) it imported
+        "import runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "finally:\n"
+        "    print('modules:', *sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'edgetransfer'}),"
+        " file=sys.stderr)\n"
+    )
+    images = [*samples[:6], *odd_files]
+    command = [sys.executable, "-c", check, str(STANDALONE_APP), str(path), *map(str, images), "--top-k", "2"]
+    done = subprocess.run(command, env=torch_blocked, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "modules:"
+    expected = runtime.Classifier(path, precision="fp32").predict([str(p) for p in images], top_k=2)
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(images)
+    for line, image, top in zip(lines, images, expected, strict=True):
+        fields = line.split("  ")
+        assert fields[0] == str(image)
+        assert [f.rsplit(" ", 1)[0] for f in fields[1:]] == [p.label for p in top], image.name
+        assert [float(f.rsplit(" ", 1)[1]) for f in fields[1:]] == pytest.approx([p.score for p in top], abs=1e-4)

@@ -118,7 +118,7 @@ private:
         if (take("true")) { v.kind = Json::Bool; v.boolean = true; return v; }
         if (take("false")) { v.kind = Json::Bool; return v; }
         if (take("null")) return v;
-        // Python's json writes NaN and Infinity for such floats; accept them.
+        // The card is strict JSON (export writes no NaN): accepted all the same, as Python's json would read them.
         v.kind = Json::Number;
         if (take("NaN")) { v.number = NAN; return v; }
         if (take("Infinity")) { v.number = INFINITY; return v; }
