@@ -649,10 +649,14 @@ def odd_files(tmp_path_factory, parity_images) -> list[Path]:
     exif[0x0112] = 6
     base.save(rotated, exif=exif)
     files = [rotated]
+    rng = np.random.default_rng(3)
+    alpha = Image.fromarray(rng.integers(0, 256, base.size[::-1], dtype=np.uint8))
     for mode, suffix in [("L", ".png"), ("P", ".png"), ("RGBA", ".png"), ("LA", ".png"), ("CMYK", ".jpg")]:
         files.append(folder / f"{mode}{suffix}")
-        base.convert(mode).save(files[-1])
-    rng = np.random.default_rng(3)
+        image = base.convert(mode)
+        if "A" in mode:  # a real alpha channel: dropped, not composited
+            image.putalpha(alpha)
+        image.save(files[-1])
     grey = rng.integers(0, 256, (50, 70))
     arrays = {
         "deep.png": (grey * 200 + 100).astype(np.uint16),
@@ -670,7 +674,7 @@ def odd_files(tmp_path_factory, parity_images) -> list[Path]:
     return files
 
 
-@pytest.mark.parametrize(("resize", "crop"), [(32, 32), (40, 32), (28, 32)])
+@pytest.mark.parametrize(("resize", "crop"), [(32, 32), (40, 32), (28, 32), (27, 32)])  # 27: uneven padding
 def test_the_standalone_example_feeds_the_model_what_the_runtime_feeds_it(odd_files, resize, crop):
     """examples/python/standalone_app.py (onnxruntime, numpy and Pillow, nothing of the project) gives every kind of
     file the very tensor edgetransfer's runtime gives it (a helper's app written from the README alone differed on
@@ -698,10 +702,15 @@ def test_the_standalone_example_predicts_as_predict_does_without_the_project(
         " file=sys.stderr)\n"
     )
     images = [*samples[:6], *odd_files]
-    command = [sys.executable, "-c", check, str(STANDALONE_APP), str(path), *map(str, images), "--top-k", "2"]
+    bad = odd_files[0].parent / "bad"  # a folder of what a device meets besides images: said or passed over
+    bad.mkdir(exist_ok=True)
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "._resource-fork.png").write_bytes(b"\0\5\26\7")  # macOS's, beside a copied photo
+    command = [sys.executable, "-c", check, str(STANDALONE_APP), str(path), *map(str, images), str(bad), "--top-k", "2"]
     done = subprocess.run(command, env=torch_blocked, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip() == "modules:"
+    said = done.stderr.strip().splitlines()
+    assert said[-1] == "modules:" and len(said) == 2 and said[0].startswith(f"{bad / 'empty.png'}: skipped: "), said
     expected = runtime.Classifier(path, precision="fp32").predict([str(p) for p in images], top_k=2)
     lines = done.stdout.splitlines()
     assert len(lines) == len(images)

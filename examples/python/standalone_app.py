@@ -5,7 +5,8 @@ file, and it feeds the model exactly what training fed it (the same tensor as ``
     python standalone_app.py MODEL IMAGE|DIR [...] [--top-k 3]
 
 MODEL is an exported ``model.onnx`` / ``model.int8.onnx`` (ONNX Runtime) or an OpenVINO IR ``openvino/*.xml``
-(``pip install openvino``). Prints ``path  label score`` per image.
+(``pip install openvino``). Prints ``path  label score`` per image; a file it cannot read is named on stderr and
+passed over (exit 1 when none could be classified).
 """
 
 from __future__ import annotations
@@ -20,7 +21,23 @@ from PIL import Image, ImageOps
 
 SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"}
+SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".jfif",
+    ".jpe",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".avif",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".pnm",
+}
+DEFAULTS = {"interpolation": "bilinear", "scale": 1 / 255, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
 def load_model(path: str):
@@ -31,17 +48,22 @@ def load_model(path: str):
 
         core = ov.Core()
         model = core.read_model(path)
-        key = ["edgetransfer", "card"]  # an IR; a .onnx read by OpenVINO has its metadata under "framework"
-        card = model.get_rt_info(key if model.has_rt_info(key) else ["framework", "edgetransfer.card"]).astype(str)
+        keys = [["edgetransfer", "card"], ["framework", "edgetransfer.card"]]  # an IR; one converted by OpenVINO itself
+        key = next((k for k in keys if model.has_rt_info(k)), None)
+        if key is None:
+            raise SystemExit(f"{path} carries no edgetransfer card (rt_info edgetransfer/card): not an exported model")
+        card = model.get_rt_info(key).astype(str)
         # f32: on CPUs with AVX-512 BF16 or AMX, OpenVINO would otherwise run an fp32 model in bf16
         request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
         return json.loads(card), lambda x: np.asarray(request.infer({0: x})[0])
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    card = json.loads(session.get_modelmeta().custom_metadata_map["edgetransfer.card"])
+    card = session.get_modelmeta().custom_metadata_map.get("edgetransfer.card")
+    if card is None:
+        raise SystemExit(f"{path} carries no edgetransfer card (metadata edgetransfer.card): not an exported model")
     name = session.get_inputs()[0].name
-    return card, lambda x: session.run(None, {name: x})[0]
+    return json.loads(card), lambda x: session.run(None, {name: x})[0]
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -53,14 +75,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in SIXTEEN_BIT or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{image.mode} image with values outside 0..65535 cannot be read as 8 or 16 bits")
         if image.mode == "F" and values.size and 0 < values.max() <= 1.0:
             values = values * 255.0
         elif image.mode in SIXTEEN_BIT or (values.size and values.max() > 255):
             values = values / 257.0
-        return Image.fromarray(np.rint(np.clip(values, 0, 255)).astype(np.uint8)).convert("RGB")
+        return Image.fromarray(np.rint(values).astype(np.uint8)).convert("RGB")
     try:
         return image.convert("RGB")
-    except ValueError:  # "La", "RGBa": through RGBA
+    except ValueError:  # a mode Pillow converts to RGB only through RGBA
         return image.convert("RGBA").convert("RGB")
 
 
@@ -79,6 +103,7 @@ def preprocess(image: Image.Image, pre: dict) -> np.ndarray:
     longer side truncated), one antialiased pass per axis, horizontal first (as torchvision does), the centre
     ``crop`` (zero-padded first where smaller; offsets rounded half to even), times ``scale``, minus ``mean``,
     over ``std``, channels first."""
+    pre = {**DEFAULTS, **pre}
     resize, crop, resample = pre["resize"], pre["crop"], RESAMPLING[pre["interpolation"]]
     w, h = image.size
     width, height = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
@@ -105,20 +130,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="model.onnx, model.int8.onnx or an OpenVINO .xml")
     parser.add_argument("images", nargs="+", help="image files or folders")
-    parser.add_argument("--top-k", type=int, default=1, help="classes shown per image")
+    parser.add_argument("--top-k", type=int, default=1, help="classes shown per image (at least 1)")
     args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error(f"--top-k must be at least 1, not {args.top_k}")
     card, run = load_model(args.model)
     pre, labels = card["preprocessing"], card["labels"]
     if pre.get("color", "RGB") != "RGB" or pre.get("layout", "NCHW") != "NCHW":
         raise SystemExit(f"this app feeds RGB NCHW; the model wants {pre.get('color')} {pre.get('layout')}")
     files = []
     for item in map(Path, args.images):
-        files += sorted(p for p in item.rglob("*") if p.suffix.lower() in SUFFIXES) if item.is_dir() else [item]
+        if item.is_dir():  # image files below it; hidden ones (macOS's ._x.jpg) are not images
+            found = item.rglob("*")
+            files += sorted(p for p in found if p.suffix.lower() in SUFFIXES and p.is_file() and p.name[0] != ".")
+        else:
+            files.append(item)
+    classified = 0
     for path in files:
-        probabilities = softmax(run(preprocess(open_image(path, pre["resize"]), pre)[None])[0].astype(np.float64))
-        best = np.argsort(-probabilities)[: args.top_k]
+        try:
+            image = open_image(path, pre["resize"])
+        except (OSError, ValueError) as exc:  # unreadable, truncated, not an image: said, and the rest go on
+            print(f"{path}: skipped: {exc}", file=sys.stderr)
+            continue
+        probabilities = softmax(run(preprocess(image, pre)[None])[0].astype(np.float64))
+        best = np.argsort(-probabilities, kind="stable")[: args.top_k]
         print(f"{path}  " + "  ".join(f"{labels[i]} {probabilities[i]:.4f}" for i in best))
-    return 0
+        classified += 1
+    if not classified:
+        print("no image classified", file=sys.stderr)
+    return 0 if classified else 1
 
 
 if __name__ == "__main__":
