@@ -214,6 +214,92 @@ def test_auto_keeps_post_training_int8_that_holds_and_trains_nothing(qat_run, tm
     assert steps == [{"method": "static", "held": True, "val_drop_points": 0.5}]
 
 
+def _graph(path) -> bytes:
+    """A model file's graph (export adds the card to the file's metadata when it commits)."""
+    import onnx
+
+    return onnx.load(str(path)).graph.SerializeToString()
+
+
+def _static_with_float_layers(monkeypatch, drop, seen):
+    """OnnxInt8Static.run as it is, except that its model reads as holding the budget (``drop``) with one layer
+    back in float; ``seen`` gets its file's graph and metrics."""
+    from edgetransfer.passes.onnx_int8 import OnnxInt8Static
+    from edgetransfer.rundir import ONNX_INT8
+
+    original = OnnxInt8Static.run
+
+    def run(self, ctx):
+        made = original(self, ctx)
+        quantization = made[0].record["quantization"]
+        quantization["val_drop_points"] = drop
+        quantization["accuracy_aware"] = {**quantization.get("accuracy_aware", {}), "kept_in_float": ["/conv/Conv"]}
+        seen.update(graph=_graph(ctx.path(ONNX_INT8)), metrics=dict(ctx.metrics["onnx_int8"]))
+        return made
+
+    monkeypatch.setattr(OnnxInt8Static, "run", run)
+    # which path runs is the point: the real latency measure must not stop the step on a busy machine
+    monkeypatch.setattr("edgetransfer.passes.onnx_int8.latency_ratio", lambda *args, **kwargs: 0.5)
+
+
+def test_auto_tries_qat_where_post_training_int8_needed_float_layers_and_keeps_the_better(
+    qat_run, tmp_path, monkeypatch
+):
+    """Where every-layer int8 missed the budget and layers went back in float, QAT runs too: the model that loses
+    less on validation is kept (a tie: QAT, every layer int8), with both steps in the card."""
+    import json
+
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.qat import OnnxInt8Qat
+    from edgetransfer.quantize import Int8Config
+
+    seen: dict = {}
+    _static_with_float_layers(monkeypatch, 0.5, seen)
+    _with_drop(OnnxInt8Qat, monkeypatch, 0.5)  # a tie on validation
+    run = _copy(qat_run[0], tmp_path)
+    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8), openvino=False))
+    quantization = json.loads(run.file("card.json").read_text())["artifacts"]["model.int8.onnx"]["quantization"]
+    assert quantization["method"].startswith("qat")
+    steps = quantization["escalation"]
+    assert [(s["method"], s["kept"]) for s in steps] == [("static", False), ("qat", True)]
+    assert steps[0]["float_layers"] == 1 and steps[0]["held"] is True and steps[1]["val_drop_points"] == 0.5
+    assert _graph(run.file("model.int8.onnx")) != seen["graph"]
+    assert not list(run.path.rglob("static.int8.onnx"))  # the set-aside model is not left behind
+
+
+@pytest.mark.parametrize("qat_outcome", ["loses more", "misses the budget"])
+def test_auto_keeps_post_training_int8_with_float_layers_where_qat_does_worse(
+    qat_run, tmp_path, monkeypatch, qat_outcome
+):
+    import json
+
+    from edgetransfer.errors import BudgetError
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.base import Artifact
+    from edgetransfer.passes.qat import OnnxInt8Qat
+    from edgetransfer.quantize import Int8Config
+    from edgetransfer.rundir import ONNX_INT8
+
+    def worse(self, ctx):  # QAT's model overwrites the staged file and the metrics, as the real one does
+        ctx.path(ONNX_INT8).write_bytes(b"not the kept model")
+        ctx.metrics["onnx_int8"] = {"val_top1": 0.0, "test_top1": 0.0, "precision": "int8"}
+        if qat_outcome == "misses the budget":
+            raise BudgetError("ONNX int8 cannot hold the 1.0-point budget: it loses 5.00 points")
+        return [Artifact(ONNX_INT8, {"file": ONNX_INT8, "quantization": {"method": "qat", "val_drop_points": 0.8}})]
+
+    seen: dict = {}
+    _static_with_float_layers(monkeypatch, 0.5, seen)
+    monkeypatch.setattr(OnnxInt8Qat, "run", worse)
+    run = _copy(qat_run[0], tmp_path)
+    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8), openvino=False))
+    card = json.loads(run.file("card.json").read_text())
+    steps = card["artifacts"]["model.int8.onnx"]["quantization"]["escalation"]
+    assert [(s["method"], s["kept"]) for s in steps] == [("static", True), ("qat", False)]
+    assert steps[1]["held"] is (qat_outcome == "loses more")
+    assert _graph(run.file("model.int8.onnx")) == seen["graph"]  # the post-training model, put back
+    assert card["metrics"]["onnx_int8"] == seen["metrics"]  # and its figures, not QAT's
+
+
 def test_auto_does_not_escalate_a_broken_quantizer(qat_run, tmp_path, monkeypatch):
     """Only a blown budget escalates: a quantizer that fails outright is reported as it is, with no QAT run."""
     from edgetransfer.export import ExportConfig, export
