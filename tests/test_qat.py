@@ -242,11 +242,12 @@ def _static_with_float_layers(monkeypatch, drop, seen):
     monkeypatch.setattr("edgetransfer.passes.onnx_int8.latency_ratio", lambda *args, **kwargs: 0.5)
 
 
+@pytest.mark.parametrize("qat_drop", [0.5, 0.2])  # a tie on validation, and QAT losing less
 def test_auto_tries_qat_where_post_training_int8_needed_float_layers_and_keeps_the_better(
-    qat_run, tmp_path, monkeypatch
+    qat_run, tmp_path, monkeypatch, qat_drop
 ):
     """Where every-layer int8 missed the budget and layers went back in float, QAT runs too: the model that loses
-    less on validation is kept (a tie: QAT, every layer int8), with both steps in the card."""
+    less on validation is kept (a tie: QAT, every layer int8), with both steps in the card, and its IR is QAT's."""
     import json
 
     from edgetransfer.export import ExportConfig, export
@@ -255,19 +256,51 @@ def test_auto_tries_qat_where_post_training_int8_needed_float_layers_and_keeps_t
 
     seen: dict = {}
     _static_with_float_layers(monkeypatch, 0.5, seen)
-    _with_drop(OnnxInt8Qat, monkeypatch, 0.5)  # a tie on validation
+    _with_drop(OnnxInt8Qat, monkeypatch, qat_drop)
     run = _copy(qat_run[0], tmp_path)
-    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8), openvino=False))
-    quantization = json.loads(run.file("card.json").read_text())["artifacts"]["model.int8.onnx"]["quantization"]
+    # max_drop 100: a real QAT losing one of the tiny run's validation images must not fail the test
+    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8, max_drop=100.0)))
+    card = json.loads(run.file("card.json").read_text())
+    quantization = card["artifacts"]["model.int8.onnx"]["quantization"]
     assert quantization["method"].startswith("qat")
     steps = quantization["escalation"]
     assert [(s["method"], s["kept"]) for s in steps] == [("static", False), ("qat", True)]
-    assert steps[0]["float_layers"] == 1 and steps[0]["held"] is True and steps[1]["val_drop_points"] == 0.5
+    assert steps[0]["float_layers"] == 1 and steps[0]["held"] is True and steps[1]["val_drop_points"] == qat_drop
     assert _graph(run.file("model.int8.onnx")) != seen["graph"]
-    assert not list(run.path.rglob("static.int8.onnx"))  # the set-aside model is not left behind
+    assert card["artifacts"]["openvino/model.int8.xml"]["quantization"]["converted_from"] == "model.int8.onnx"
 
 
-@pytest.mark.parametrize("qat_outcome", ["loses more", "misses the budget"])
+def test_openvino_falls_back_to_nncf_where_the_qat_model_converted_misses_the_budget(qat_run, tmp_path, monkeypatch):
+    import json
+
+    from edgetransfer.errors import BudgetError
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.onnx_int8 import OnnxInt8Static
+    from edgetransfer.passes.openvino import OpenVinoInt8
+    from edgetransfer.quantize import Int8Config
+
+    def cannot_hold(self, ctx):
+        raise BudgetError("ONNX int8 cannot hold the 1.0-point budget: it loses 3.00 points (tried ...)")
+
+    judged = OpenVinoInt8._judged
+
+    def converted_misses(ctx, config, model, record):
+        if record["tool"] == "openvino.convert_model":
+            raise BudgetError("OpenVINO int8 cannot hold the 1.0-point budget: it loses 2.00 points")
+        return judged(ctx, config, model, record)
+
+    monkeypatch.setattr(OnnxInt8Static, "run", cannot_hold)  # so auto keeps a QAT model
+    monkeypatch.setattr(OpenVinoInt8, "_judged", staticmethod(converted_misses))
+    run = _copy(qat_run[0], tmp_path)
+    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8, max_drop=100.0)))
+    card = json.loads(run.file("card.json").read_text())["artifacts"]
+    assert card["model.int8.onnx"]["quantization"]["method"].startswith("qat")
+    ir = card["openvino/model.int8.xml"]["quantization"]
+    assert ir["tool"].startswith("nncf") and "converted_from" not in ir
+    assert [(s["method"], s["held"]) for s in ir["escalation"]] == [("qdq", False), ("nncf", True)]
+
+
+@pytest.mark.parametrize("qat_outcome", ["loses more", "misses the budget", "is no faster", "fails"])
 def test_auto_keeps_post_training_int8_with_float_layers_where_qat_does_worse(
     qat_run, tmp_path, monkeypatch, qat_outcome
 ):
@@ -285,7 +318,12 @@ def test_auto_keeps_post_training_int8_with_float_layers_where_qat_does_worse(
         ctx.metrics["onnx_int8"] = {"val_top1": 0.0, "test_top1": 0.0, "precision": "int8"}
         if qat_outcome == "misses the budget":
             raise BudgetError("ONNX int8 cannot hold the 1.0-point budget: it loses 5.00 points")
-        return [Artifact(ONNX_INT8, {"file": ONNX_INT8, "quantization": {"method": "qat", "val_drop_points": 0.8}})]
+        if qat_outcome == "fails":  # any error: the post-training model held the budget and stays
+            raise RuntimeError("DataLoader worker exited unexpectedly")
+        quantization = {"method": "qat", "val_drop_points": 0.8, "latency_ratio_vs_fp32": 0.5}
+        if qat_outcome == "is no faster":  # more accurate, but the post-training model is faster than fp32
+            quantization.update(val_drop_points=0.0, latency_ratio_vs_fp32=1.1)
+        return [Artifact(ONNX_INT8, {"file": ONNX_INT8, "quantization": quantization})]
 
     seen: dict = {}
     _static_with_float_layers(monkeypatch, 0.5, seen)
@@ -295,7 +333,8 @@ def test_auto_keeps_post_training_int8_with_float_layers_where_qat_does_worse(
     card = json.loads(run.file("card.json").read_text())
     steps = card["artifacts"]["model.int8.onnx"]["quantization"]["escalation"]
     assert [(s["method"], s["kept"]) for s in steps] == [("static", True), ("qat", False)]
-    assert steps[1]["held"] is (qat_outcome == "loses more")
+    assert steps[1]["held"] is (qat_outcome in ("loses more", "is no faster"))
+    assert qat_outcome != "fails" or steps[1]["why"] == "DataLoader worker exited unexpectedly"
     assert _graph(run.file("model.int8.onnx")) == seen["graph"]  # the post-training model, put back
     assert card["metrics"]["onnx_int8"] == seen["metrics"]  # and its figures, not QAT's
 

@@ -106,7 +106,7 @@ def search(
         str | None,
         typer.Option(
             help="Comma-separated: static, qat, dynamic (slow for CNNs in ONNX Runtime), auto (export's own: static, "
-            "then qat where static loses accuracy; the search tries both itself), none (fp32).",
+            "or qat where static loses accuracy; the search tries both itself), none (fp32).",
             show_default="static, qat",
             rich_help_panel=CANDIDATES,
         ),

@@ -80,6 +80,8 @@ class OpenVinoInt8(Pass):
         config: Int8Config = self.config
         made = ctx.artifacts.get(ONNX_INT8)
         from_qat = made is not None and str(made.record.get("quantization", {}).get("method", "")).startswith("qat")
+        if from_qat and config.mode == "auto" and config.openvino != "qdq":
+            return [self._qat_or_nncf(ctx, config)]
         if config.openvino == "qdq" or from_qat:  # OpenVINO runs a QAT model's QDQ file in int8 as it is
             return [self._judged(ctx, config, *self._converted(ctx))]
         model, record = self._nncf(ctx, config)
@@ -114,6 +116,29 @@ class OpenVinoInt8(Pass):
         steps.append({"method": method, "held": True if drop is not None else None, "val_drop_points": drop})
         quantization["escalation"] = steps
         return [done]
+
+    def _qat_or_nncf(self, ctx: ExportContext, config: Int8Config) -> Artifact:
+        """``auto`` kept a QAT model: its QDQ file converted, or, where that IR cannot hold the budget, NNCF's
+        post-training IR (judged the same way; the export fails only if both miss it, and says both)."""
+        try:
+            done = self._judged(ctx, config, *self._converted(ctx))
+        except BudgetError as exc:
+            console.err.print(
+                f"[yellow]{ONNX_INT8} (quantization-aware) converted cannot hold the budget in OpenVINO; trying "
+                "NNCF's post-training int8 IR instead[/]"
+            )
+            steps = [{"method": "qdq", "held": False, "why": str(exc)}]
+            try:
+                done = self._judged(ctx, config, *self._nncf(ctx, config))
+            except BudgetError as nncf_exc:
+                raise BudgetError(f"{nncf_exc}; {ONNX_INT8} (quantization-aware) converted: {exc}") from None
+            method = "nncf"
+        else:
+            steps, method = [], "qdq"
+        drop = done.record["quantization"]["val_drop_points"]
+        steps.append({"method": method, "held": True if drop is not None else None, "val_drop_points": drop})
+        done.record["quantization"]["escalation"] = steps
+        return done
 
     @staticmethod
     def _val_drop(ctx: ExportContext) -> float:

@@ -771,7 +771,7 @@ class _Search:
         study = trial.study
         first = list(study.user_attrs.get("first", []))
         if first and candidate.key == first[0]:
-            # the default's int8 is export's auto, static then QAT: its sibling joins the initial design and runs
+            # the default's int8 is export's auto, static or QAT: its sibling joins the initial design and runs
             # whenever it fits the time left (search run 9, fifty-e: the default's static trial lost 4 points, and
             # its QAT sibling, predicted at 48 s with 62 s left, was not started under the half-the-time-left rule);
             # recorded in the study, so a worker or --resume that starts it follows the same rule
