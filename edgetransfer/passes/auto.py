@@ -84,14 +84,16 @@ class OnnxInt8Auto(Pass):
         else:
             qat = {**self._step("qat", trained), "kept": False}
             ratio = trained[0].record["quantization"].get("latency_ratio_vs_fp32")
-            said = f"validation {-qat['val_drop_points']:+.2f} points" if qat["val_drop_points"] is not None else ""
+            said = (
+                f"validation {0.0 - qat['val_drop_points']:+.2f} points" if qat["val_drop_points"] is not None else ""
+            )
             if ratio is not None and ratio >= NOT_FASTER:  # step 1's model is faster than fp32: QAT's must be too
                 said += f", {ratio:.2f}x fp32's latency: no faster"
             elif qat["val_drop_points"] is not None and qat["val_drop_points"] <= static["val_drop_points"]:
                 saved.unlink()
                 console.err.print(
-                    f"kept quantization-aware int8: validation {-qat['val_drop_points']:+.2f} points against fp32, "
-                    f"post-training {-static['val_drop_points']:+.2f} with {float_layers} layer(s) in float"
+                    f"kept quantization-aware int8: validation {0.0 - qat['val_drop_points']:+.2f} points against "
+                    f"fp32, post-training {0.0 - static['val_drop_points']:+.2f} with {float_layers} layer(s) in float"
                 )
                 return trained, [{**static, "kept": False}, {**qat, "kept": True}]
         os.replace(saved, ctx.path(ONNX_INT8))
