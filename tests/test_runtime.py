@@ -719,3 +719,13 @@ def test_the_standalone_example_predicts_as_predict_does_without_the_project(
         assert fields[0] == str(image)
         assert [f.rsplit(" ", 1)[0] for f in fields[1:]] == [p.label for p in top], image.name
         assert [float(f.rsplit(" ", 1)[1]) for f in fields[1:]] == pytest.approx([p.score for p in top], abs=1e-4)
+
+
+def test_the_standalone_example_stops_quietly_when_its_reader_leaves(trained_run, samples):
+    """``standalone_app.py ... | head -1``: the pipe closes under it; a Unix tool stops without a traceback."""
+    command = [sys.executable, str(STANDALONE_APP), str(trained_run.file("model.onnx")), *map(str, samples)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as app:
+        app.stdout.close()  # before its first line: every write it makes meets a closed pipe
+        said = app.stderr.read().decode()
+        assert app.wait(timeout=120) == 1
+    assert said == "", said
