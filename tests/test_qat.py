@@ -221,9 +221,9 @@ def _graph(path) -> bytes:
     return onnx.load(str(path)).graph.SerializeToString()
 
 
-def _static_with_float_layers(monkeypatch, drop, seen):
-    """OnnxInt8Static.run as it is, except that its model reads as holding the budget (``drop``) with one layer
-    back in float; ``seen`` gets its file's graph and metrics."""
+def _static_that_holds(monkeypatch, drop, seen, float_layers=("/conv/Conv",)):
+    """OnnxInt8Static.run as it is, except that its model reads as holding the budget (``drop``) with
+    ``float_layers`` back in float (none: every layer int8); ``seen`` gets its file's graph and metrics."""
     from edgetransfer.passes.onnx_int8 import OnnxInt8Static
     from edgetransfer.rundir import ONNX_INT8
 
@@ -233,7 +233,7 @@ def _static_with_float_layers(monkeypatch, drop, seen):
         made = original(self, ctx)
         quantization = made[0].record["quantization"]
         quantization["val_drop_points"] = drop
-        quantization["accuracy_aware"] = {**quantization.get("accuracy_aware", {}), "kept_in_float": ["/conv/Conv"]}
+        quantization["accuracy_aware"] = {**quantization.get("accuracy_aware", {}), "kept_in_float": [*float_layers]}
         seen.update(graph=_graph(ctx.path(ONNX_INT8)), metrics=dict(ctx.metrics["onnx_int8"]))
         return made
 
@@ -255,7 +255,7 @@ def test_auto_tries_qat_where_post_training_int8_needed_float_layers_and_keeps_t
     from edgetransfer.quantize import Int8Config
 
     seen: dict = {}
-    _static_with_float_layers(monkeypatch, 0.5, seen)
+    _static_that_holds(monkeypatch, 0.5, seen)
     _with_drop(OnnxInt8Qat, monkeypatch, qat_drop)
     run = _copy(qat_run[0], tmp_path)
     # max_drop 100: a real QAT losing one of the tiny run's validation images must not fail the test
@@ -268,6 +268,34 @@ def test_auto_tries_qat_where_post_training_int8_needed_float_layers_and_keeps_t
     assert steps[0]["float_layers"] == 1 and steps[0]["held"] is True and steps[1]["val_drop_points"] == qat_drop
     assert _graph(run.file("model.int8.onnx")) != seen["graph"]
     assert card["artifacts"]["openvino/model.int8.xml"]["quantization"]["converted_from"] == "model.int8.onnx"
+
+
+@pytest.mark.parametrize("qat_drop", [60.0, 10.0])  # a tie on validation, and QAT losing less
+def test_auto_tries_qat_where_post_training_int8_loses_over_half_the_budget(qat_run, tmp_path, monkeypatch, qat_drop):
+    """Every layer int8 held the budget but lost more than half of it: QAT runs too and is kept where it loses less
+    on validation; on a tie (both all int8) the post-training model stays."""
+    import json
+
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.qat import OnnxInt8Qat
+    from edgetransfer.quantize import Int8Config
+
+    seen: dict = {}
+    _static_that_holds(monkeypatch, 60.0, seen, float_layers=())
+    _with_drop(OnnxInt8Qat, monkeypatch, qat_drop)
+    run = _copy(qat_run[0], tmp_path)
+    # a budget of 100 points, of which 60 is over half: the real models, judged before their drops are set, hold it
+    # whatever the tiny run's validation split makes of them
+    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8, max_drop=100.0), openvino=False))
+    card = json.loads(run.file("card.json").read_text())
+    quantization = card["artifacts"]["model.int8.onnx"]["quantization"]
+    steps = quantization["escalation"]
+    qat_kept = qat_drop < 60.0
+    assert [(s["method"], s["kept"]) for s in steps] == [("static", not qat_kept), ("qat", qat_kept)]
+    assert steps[0]["float_layers"] == 0 and steps[1]["val_drop_points"] == qat_drop
+    assert quantization.get("method", "static").startswith("qat") is qat_kept
+    assert (_graph(run.file("model.int8.onnx")) == seen["graph"]) is not qat_kept
+    assert qat_kept or card["metrics"]["onnx_int8"] == seen["metrics"]  # the post-training model's figures, back
 
 
 def test_openvino_falls_back_to_nncf_where_the_qat_model_converted_misses_the_budget(qat_run, tmp_path, monkeypatch):
@@ -326,7 +354,7 @@ def test_auto_keeps_post_training_int8_with_float_layers_where_qat_does_worse(
         return [Artifact(ONNX_INT8, {"file": ONNX_INT8, "quantization": quantization})]
 
     seen: dict = {}
-    _static_with_float_layers(monkeypatch, 0.5, seen)
+    _static_that_holds(monkeypatch, 0.5, seen)
     monkeypatch.setattr(OnnxInt8Qat, "run", worse)
     run = _copy(qat_run[0], tmp_path)
     export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8), openvino=False))

@@ -19,8 +19,8 @@ def export(
     int8_method: Annotated[
         str,
         typer.Option(
-            help="auto: static, then qat when static cannot hold --max-drop while staying faster than fp32, or holds "
-            "it only with layers in float (the one that loses less on validation is kept); "
+            help="auto: static, then qat when static cannot hold --max-drop while staying faster than fp32, holds "
+            "it only with layers in float, or loses over half of it (the one that loses less on validation is kept); "
             "static: calibrated QDQ int8 (ONNX Runtime) + NNCF int8 IR, sensitive layers in float while still faster; "
             "dynamic: int8 weights, activations quantized at run time (ONNX only); qat: a short quantization-aware "
             "fine-tune (NNCF) on the training images, quantized by ONNX Runtime as QDQ ONNX (all int8 in ONNX "

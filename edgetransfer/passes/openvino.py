@@ -110,12 +110,9 @@ class OpenVinoInt8(Pass):
                 ) from None
         else:
             steps = []
-        quantization = done.record["quantization"]
-        method = "nncf" if quantization["tool"].startswith("nncf") else "qdq"
-        drop = quantization["val_drop_points"]
-        steps.append({"method": method, "held": True if drop is not None else None, "val_drop_points": drop})
-        quantization["escalation"] = steps
-        return [done]
+        return [
+            self._recorded(done, steps, "nncf" if done.record["quantization"]["tool"].startswith("nncf") else "qdq")
+        ]
 
     def _qat_or_nncf(self, ctx: ExportContext, config: Int8Config) -> Artifact:
         """``auto`` kept a QAT model: its QDQ file converted, or, where that IR cannot hold the budget, NNCF's
@@ -135,9 +132,15 @@ class OpenVinoInt8(Pass):
             method = "nncf"
         else:
             steps, method = [], "qdq"
-        drop = done.record["quantization"]["val_drop_points"]
-        steps.append({"method": method, "held": True if drop is not None else None, "val_drop_points": drop})
-        done.record["quantization"]["escalation"] = steps
+        return self._recorded(done, steps, method)
+
+    @staticmethod
+    def _recorded(done: Artifact, steps: list[dict], method: str) -> Artifact:
+        """``done`` with the escalation in its card: the ``steps`` tried before it, then its own (``method``)."""
+        quantization = done.record["quantization"]
+        drop = quantization["val_drop_points"]  # None: no validation images, not checked
+        step = {"method": method, "held": True if drop is not None else None, "val_drop_points": drop}
+        quantization["escalation"] = [*steps, step]
         return done
 
     @staticmethod

@@ -23,7 +23,8 @@ STUDY = "search"  # the study's name inside the storage
 # int8 methods not searched unless --int8-methods names them: ONNX Runtime's dynamic quantization (weights int8,
 # activations quantized at run time, ConvInteger) is meant for RNNs and transformers; its documentation recommends
 # static quantization for CNNs, and here it ran a 192 px EfficientNet-Lite1 at 75 ms, several times its fp32 time
-# auto is static, then qat when static fails or needs layers in float: the search tries both itself
+# auto is static, then qat when static fails, needs layers in float or loses over half the budget: the search tries
+# both itself
 NOT_BY_DEFAULT = ("dynamic", "auto")
 
 
