@@ -11,9 +11,9 @@ Sets: the digits (the demo's data, where the defaults were developed), photo cro
 (``benchmarks/datasets.py``; not used to choose anything here); ``photo-crops-large`` and ``fifty-regions-large``
 (another seed, 4,000 images each: 600 test images, so one image is 0.17 points) and ``fifty-regions-hard`` (the same
 size, crops of a quarter to half of each region), ``fifty-regions-hard2``, ``mixed-sizes-large``,
-``mixed-sizes-large2``, ``grey-textures-large``, ``mixed-sizes-large3`` and ``fifty-regions-large2`` (the last
-four held out from auto's half-budget rule) on ``--sets``. Run it on a quiet machine: the latency ratios are
-medians of interleaved rounds, but a busy machine still blurs them.
+``mixed-sizes-large2``, ``grey-textures-large``, ``mixed-sizes-large3``, ``fifty-regions-large2``,
+``mixed-sizes-large4`` and ``long-tail-large`` (the last six held out from auto's half-budget rule) on ``--sets``.
+Run it on a quiet machine: the latency ratios are medians of interleaved rounds, but a busy machine still blurs them.
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ def make_set(name: str, work: Path) -> Path:
         return datasets.mixed_sizes(work / "mixed-sizes-large3", per_class=333, seed=11)
     if name == "fifty-regions-large2":
         return datasets.fifty_regions(work / "fifty-regions-large2", per_class=80, seed=10)
+    if name == "mixed-sizes-large4":
+        return datasets.mixed_sizes(work / "mixed-sizes-large4", per_class=333, seed=12)
+    if name == "long-tail-large":  # six photos' crops, 1,500 down to 150 a class (1:10)
+        return datasets.long_tail(work / "long-tail-large", most=1500, seed=7)
     raise SystemExit(f"unknown set {name}")
 
 
