@@ -15,11 +15,11 @@ fp32.
    four such cases and two images more in one. It costs a QAT fine-tune (85 -> 201 s in the held-out case).
 4. Where step 1 held the budget with every layer int8 but lost more than half of it on validation, QAT is tried as
    in 3 (a tie: step 1's model, both all int8). Formed on int8_escalation_mixed_qat.md (step 1's models lost 0.83
-   and 0.50 test points there, QAT's gained 0.17 and 0.67, at 2-6x the export time); on eight held-out pairs of set
-   and backbone (int8_escalation_heldout_half_rule*.md) it fired twice, and QAT lost less on test both times (0.33
-   -> -0.33, 0.83 -> 0.00). Trying QAT wherever step 1 loses any validation image was measured earlier and not
-   adopted: it helped on the digits run of int8_escalation.md and cost a test image on the demo's run, for 40-50 s
-   per export (see that file).
+   and 0.50 test points there, QAT's gained 0.17 and 0.67, at 2-6x the export time); on twelve held-out pairs of set
+   and backbone (int8_escalation_heldout_half_rule*.md) it fired three times: QAT lost less on test twice (0.33 ->
+   -0.33, 0.83 -> 0.00) and one image more once (0.00 -> 0.17). Trying QAT wherever step 1 loses any validation
+   image was measured earlier and not adopted: it helped on the digits run of int8_escalation.md and cost a test
+   image on the demo's run, for 40-50 s per export (see that file).
 
 The card records each step tried, why the next one ran and which model was kept (``quantization.escalation``)."""
 
