@@ -221,9 +221,10 @@ def _graph(path) -> bytes:
     return onnx.load(str(path)).graph.SerializeToString()
 
 
-def _static_that_holds(monkeypatch, drop, seen, float_layers=("/conv/Conv",)):
+def _static_that_holds(monkeypatch, drop, seen, float_layers=("/conv/Conv",), ratio=None):
     """OnnxInt8Static.run as it is, except that its model reads as holding the budget (``drop``) with
-    ``float_layers`` back in float (none: every layer int8); ``seen`` gets its file's graph and metrics."""
+    ``float_layers`` back in float (none: every layer int8), at ``ratio`` of fp32's latency where given; ``seen``
+    gets its file's graph and metrics."""
     from edgetransfer.passes.onnx_int8 import OnnxInt8Static
     from edgetransfer.rundir import ONNX_INT8
 
@@ -234,6 +235,8 @@ def _static_that_holds(monkeypatch, drop, seen, float_layers=("/conv/Conv",)):
         quantization = made[0].record["quantization"]
         quantization["val_drop_points"] = drop
         quantization["accuracy_aware"] = {**quantization.get("accuracy_aware", {}), "kept_in_float": [*float_layers]}
+        if ratio is not None:
+            quantization["latency_ratio_vs_fp32"] = ratio
         seen.update(graph=_graph(ctx.path(ONNX_INT8)), metrics=dict(ctx.metrics["onnx_int8"]))
         return made
 
@@ -365,6 +368,35 @@ def test_auto_keeps_post_training_int8_with_float_layers_where_qat_does_worse(
     assert qat_outcome != "fails" or steps[1]["why"] == "DataLoader worker exited unexpectedly"
     assert _graph(run.file("model.int8.onnx")) == seen["graph"]  # the post-training model, put back
     assert card["metrics"]["onnx_int8"] == seen["metrics"]  # and its figures, not QAT's
+
+
+def test_auto_keeps_the_more_accurate_qat_model_where_neither_is_faster_than_fp32(qat_run, tmp_path, monkeypatch):
+    """A post-training model with every layer int8 may itself be no faster than fp32 (kept with a warning): a QAT
+    model just as slow is then judged by its accuracy, not refused for its speed."""
+    import json
+
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.passes.base import Artifact
+    from edgetransfer.passes.qat import OnnxInt8Qat
+    from edgetransfer.quantize import NOT_FASTER, Int8Config
+    from edgetransfer.rundir import ONNX_INT8
+
+    def slow_but_accurate(self, ctx):
+        # the file stays the staged post-training one (a real model, which commit writes the card into)
+        ctx.metrics["onnx_int8"] = {"val_top1": 1.0, "test_top1": 1.0, "precision": "int8"}
+        quantization = {"method": "qat", "val_drop_points": 0.0, "latency_ratio_vs_fp32": NOT_FASTER + 0.1}
+        return [Artifact(ONNX_INT8, {"file": ONNX_INT8, "quantization": quantization})]
+
+    seen: dict = {}
+    _static_that_holds(monkeypatch, 0.8, seen, float_layers=(), ratio=NOT_FASTER + 0.05)
+    monkeypatch.setattr(OnnxInt8Qat, "run", slow_but_accurate)
+    run = _copy(qat_run[0], tmp_path)
+    export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8), openvino=False))
+    card = json.loads(run.file("card.json").read_text())
+    steps = card["artifacts"]["model.int8.onnx"]["quantization"]["escalation"]
+    assert [(s["method"], s["kept"]) for s in steps] == [("static", False), ("qat", True)]
+    assert card["artifacts"][ONNX_INT8]["quantization"]["method"] == "qat"
+    assert card["metrics"]["onnx_int8"]["val_top1"] == 1.0  # QAT's figures, not the post-training model's
 
 
 def test_auto_does_not_escalate_a_broken_quantizer(qat_run, tmp_path, monkeypatch):
