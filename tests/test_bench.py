@@ -170,10 +170,10 @@ def test_a_run_without_exported_models(trained_run, tmp_path, capsys):
 
 
 def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch):
-    folder = make_folder(tmp_path / "extra", per_class=2)
+    folder = make_folder(tmp_path / "extra", per_class=2, seed=7)  # seed 0 would share images with the run's
     config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(folder), **FAST)
     doc = bench(trained_run, config, write=False)
-    assert doc["results"][0]["accuracy"]["images"] == 6 and "every image" in doc["accuracy_data"]["source"]
+    assert doc["results"][0]["accuracy"]["images"] == 6 and doc["accuracy_data"]["source"].endswith("(every image)")
     (folder / "class9").mkdir()
     with pytest.raises(DataError, match="one folder per class"):
         bench(trained_run, config)
@@ -197,7 +197,9 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))  # --data '~/split' (quoted: no shell expands it) is found and read
     with pytest.raises(DataError, match="class7 besides"):
         _labelled(trained_run, trained_run.load_card(), BenchConfig(data="~/split"))
-    only_test = make_folder(tmp_path / "only" / "Test", per_class=2).parent  # DIR/Test/<class>/ alone (any case)
+    only_test = make_folder(
+        tmp_path / "only" / "Test", per_class=2, seed=7
+    ).parent  # DIR/Test/<class>/ alone (any case)
     config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(only_test), **FAST)
     doc = bench(trained_run, config, write=False)
     assert doc["results"][0]["accuracy"]["images"] == 6 and "Test (every image)" in doc["accuracy_data"]["source"]
@@ -215,6 +217,29 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- schema
+
+
+def test_the_runs_own_images_under_other_names_are_said_not_held_out(trained_run, tmp_path, capsys):
+    """--data with copies of the run's training and validation images, renamed (a "held-out" folder made from the
+    same photos): counted by content and said, not scored silently as a held-out figure."""
+    import shutil
+
+    from edgetransfer.bench.runner import _labelled
+
+    card = trained_run.load_card()
+    splits = trained_run.load_splits(card)
+    other = make_folder(tmp_path / "other", per_class=2, seed=7)  # images the run never saw
+    for number, sample in enumerate((*splits.train[:3], *splits.val[:2])):
+        shutil.copyfile(sample.path, other / card.labels[sample.label] / f"copy_{number}{sample.path.suffix}")
+    capsys.readouterr()
+    samples, source = _labelled(trained_run, card, BenchConfig(data=str(other)))
+    said = capsys.readouterr().err
+    assert len(samples) == 11 and "5 of them the run's own: 3 trained on, 2 validated on" in source
+    assert "5 of its 11 images are the run's own" in " ".join(said.split()), said
+    shutil.rmtree(other)
+    fresh = make_folder(tmp_path / "other", per_class=2, seed=7)
+    samples, source = _labelled(trained_run, card, BenchConfig(data=str(fresh)))
+    assert source == f"{fresh} (every image)" and "the run's own" not in capsys.readouterr().err
 
 
 def test_the_schema_holds_every_field_and_round_trips(trained_run, document, tmp_path):

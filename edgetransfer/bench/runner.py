@@ -46,16 +46,10 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
     under DIR/<class>/), or the run's own test split (the files it was tested on, from its splits.json)."""
     if config.data:
         root = Path(config.data).expanduser()  # '~/x' quoted reaches us as is
-        held = _holds_the_runs_images(run, root) if root.is_dir() else None
-        if held == "test":  # its own folder, moved: every image of it was scored, training images included (a new
-            # user's 100 %)
+        if root.is_dir() and _holds_the_runs_images(run, root):
+            # its own folder, moved: every image of it was scored, training images included (a new user's 100 %)
             test = run.load_splits(card, root, only=("test",)).test
             return test, f"{root} (the run's own data folder: its test split)"
-        if held == "train":
-            console.err.print(
-                f"[yellow]note: {escape(str(root))} holds images the run was trained on: its top-1 there is not "
-                "a held-out figure[/]"
-            )
         folders = split_folders(root) if root.is_dir() else {}
         if "train" in folders:  # its own split's test images, numbered by its classes: mapped to the model's by name
             splits = load_splits(root, seed=card.dataset.get("seed", 0))
@@ -66,7 +60,8 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
                     f"{', '.join(unknown)} besides"
                 )
             names = [card.labels.index(name) for name in splits.labels]
-            return tuple(Sample(s.path, names[s.label]) for s in splits.test), f"{root} (test split)"
+            test = tuple(Sample(s.path, names[s.label]) for s in splits.test)
+            return test, f"{root} (test split{_seen_by_the_run(run, root, test)})"
         if "test" in folders:  # DIR/test/<class>/ alone: every image of it
             root = folders["test"]
         if not root.is_dir():
@@ -79,7 +74,7 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
                 f"it has {', '.join(classes) or 'none'}"
             )
         samples = tuple(Sample(s.path, card.labels.index(name)) for name in classes for s in list_images(root / name))
-        return samples, f"{root} (every image)"
+        return samples, f"{root} (every image{_seen_by_the_run(run, root, samples)})"
     folder = card.dataset.get("path")
     if not folder or not Path(folder).is_dir():
         console.err.print(f"[yellow]note: data folder {folder} not found; accuracy not measured (--data DIR)[/]")
@@ -94,20 +89,53 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
     return run.load_splits(card, only=("test",)).test, f"{folder} (the run's test split)"
 
 
-def _holds_the_runs_images(run: RunDir, root: Path) -> str | None:
-    """Which of the run's own splits ``root`` holds, "test" (its data folder, perhaps moved) or "train", by one of
-    the first recorded files of it there, by content; None."""
+def _holds_the_runs_images(run: RunDir, root: Path) -> bool:
+    """Whether ``root`` is the run's own data folder, perhaps moved: one of the first recorded test files there, by
+    content."""
     from edgetransfer.data import holds_recorded
     from edgetransfer.rundir import SPLITS_FILE
 
     try:
         record = json.loads(run.file(SPLITS_FILE).read_text())
-        return next(
-            (name for name in ("test", "train") if record["files"][name] and holds_recorded(record, root, name, 20)),
-            None,
-        )
+        return bool(record["files"]["test"]) and holds_recorded(record, root, "test", 20)
     except (OSError, ValueError, KeyError, TypeError):  # a run before splits.json, or a damaged one
-        return None
+        return False
+
+
+def _seen_by_the_run(run: RunDir, root: Path, samples: tuple[Sample, ...]) -> str:
+    """How many of ``samples`` the run trained or chose its epoch on (the same content as a file of its training or
+    validation split, under any name), said as a note and returned for the source's description ("" when none, or
+    the run recorded no splits)."""
+    from edgetransfer.data import file_sha256
+    from edgetransfer.rundir import SPLITS_FILE
+
+    try:
+        files = json.loads(run.file(SPLITS_FILE).read_text())["files"]
+        seen = {name: {digest for _, _, digest in files[name]} for name in ("train", "val")}
+    except (OSError, ValueError, KeyError, TypeError):  # a run before splits.json, or a damaged one
+        return ""
+    counts = dict.fromkeys(seen, 0)
+    for sample in samples:
+        try:
+            digest = file_sha256(sample.path)
+        except OSError:  # unreadable: said where it is decoded
+            continue
+        for name in ("train", "val"):
+            if digest in seen[name]:
+                counts[name] += 1
+                break
+    if not any(counts.values()):
+        return ""
+    which = ", ".join(
+        f"{n} {what}" for what, n in (("trained on", counts["train"]), ("validated on", counts["val"])) if n
+    )
+    own = f"{sum(counts.values())} of them the run's own: {which}"
+    console.err.print(
+        f"[yellow]note: {escape(str(root))}: {sum(counts.values())} of its {len(samples)} images are the run's own "
+        f"training or validation images ({which}; the same content under any name): its top-1 there is not a "
+        "held-out figure[/]"
+    )
+    return f"; {own}"
 
 
 def _accuracy_arrays(samples: tuple[Sample, ...], card: ModelCard) -> tuple[np.ndarray, np.ndarray] | None:

@@ -97,7 +97,10 @@ def bench(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Labelled image folder for accuracy.", show_default="the run's test split", rich_help_panel=MEASURE
+            help="Labelled image folder for accuracy: DIR/<class>/ (every image), or DIR/train|val|test/<class>/ (its "
+            "test split); the run's own training or validation images in it, by content, are counted and said.",
+            show_default="the run's test split",
+            rich_help_panel=MEASURE,
         ),
     ] = None,
     isolate: Annotated[
