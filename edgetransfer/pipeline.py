@@ -43,6 +43,7 @@ def summary(run: RunDir, document: dict, timings: dict[str, float]) -> None:
         ("onnx_fp32", "ONNX fp32"),
         ("onnx_int8", "ONNX int8"),
         ("openvino_fp32", "OpenVINO fp32 IR"),
+        ("openvino_fp16", "OpenVINO fp16 IR"),
         ("openvino_int8", "OpenVINO int8 IR"),
     ]:
         if key in metrics:

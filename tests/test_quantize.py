@@ -222,13 +222,17 @@ def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path, capsys):
     fp16 = onnx.load(str(run_copy.file("model.fp16.onnx")))
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.graph.initializer)
     assert run_copy.file("openvino/model.fp16.xml").is_file()
+    # the fp16 IR is checked and scored as the fp16 ONNX model is (it was written unchecked, with no test top-1)
+    assert card.artifacts["openvino/model.fp16.xml"]["parity"]["top1_agreement"] >= 0.95
+    assert card.metrics["openvino_fp16"]["test_top1"] is not None
+    assert "OpenVINO fp16 (f32 hint): max |logit diff|" in said and "openvino_fp16: test top-1" in said
     assert card.artifacts["openvino/model.int8.xml"]["quantization"]["tool"].startswith("nncf")
 
     export(run_copy, ExportConfig(int8=Int8Config(mode="dynamic"), openvino=False))
     card = run_copy.load_card()
     assert card.artifacts["model.int8.onnx"]["quantization"]["tool"] == "onnxruntime.quantize_dynamic"
     assert not run_copy.file("model.fp16.onnx").exists(), "a stale fp16 file would contradict the card"
-    assert "onnx_fp16" not in card.metrics and "openvino_fp32" not in card.metrics
+    assert not {"onnx_fp16", "openvino_fp32", "openvino_fp16"} & set(card.metrics)
     assert not run_copy.file("openvino/model.xml").exists()
     import onnxruntime as ort
 

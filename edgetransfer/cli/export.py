@@ -71,7 +71,10 @@ def export(
         ),
     ] = Int8Config.openvino,
     fp16: Annotated[
-        bool, typer.Option(help="Also write model.fp16.onnx and openvino/model.fp16.xml.")
+        bool,
+        typer.Option(
+            help="Also write model.fp16.onnx and openvino/model.fp16.xml, each checked against PyTorch and scored."
+        ),
     ] = ExportConfig.fp16,
     openvino: Annotated[bool, typer.Option(help="Also write OpenVINO IR (openvino/*.xml).")] = ExportConfig.openvino,
     tensorrt: Annotated[

@@ -1,6 +1,6 @@
-"""OpenVINO passes: ``openvino_ir`` (the fp32 IR converted from model.onnx, checked, and its fp16-compressed twin)
-and ``openvino_int8`` (NNCF on the IR, with accuracy control past the budget, or the QDQ ONNX model converted;
-under ``--int8-method auto`` the converted model where NNCF cannot hold the budget).
+"""OpenVINO passes: ``openvino_ir`` (the fp32 IR converted from model.onnx, checked, and its fp16-compressed twin,
+checked and scored too) and ``openvino_int8`` (NNCF on the IR, with accuracy control past the budget, or the QDQ ONNX
+model converted; under ``--int8-method auto`` the converted model where NNCF cannot hold the budget).
 IRs stay in memory until the export commits, so that the final card goes inside them."""
 
 from __future__ import annotations
@@ -61,8 +61,40 @@ class OpenVinoIR(Pass):
         made = [Artifact(OV_FP32, {"file": OV_FP32, "parity": figures, "converted_from": ONNX_FP32}, model)]
         if config.fp16:
             record = {"file": OV_FP16, "converted_from": ONNX_FP32, "weights": "fp16 compressed"}
+            record["parity"] = self._fp16_checked(ctx, model)
             made.append(Artifact(OV_FP16, record, model, compress_to_fp16=True))
         return made
+
+    @staticmethod
+    def _fp16_checked(ctx: ExportContext, model: Any) -> dict:
+        """The fp16-compressed IR as it will be written (saved to a scratch folder and read back), checked against
+        PyTorch with fp16's tolerance (see ``onnx_fp16``) and measured as ``openvino_fp16``."""
+        import tempfile
+
+        import openvino as ov
+
+        from edgetransfer.errors import ExportError
+        from edgetransfer.passes.onnx import FP16_ATOL, FP16_RTOL, fp16_within
+
+        with tempfile.TemporaryDirectory(dir=ctx.stage) as scratch:
+            path = f"{scratch}/model.fp16.xml"
+            ov.save_model(model, path, compress_to_fp16=True)
+            compressed = ov.Core().read_model(path)
+            figures = ctx.check(
+                "OpenVINO fp16 (f32 hint)",
+                compile_model(compressed, LoadOptions(precision="fp32")),
+                FP16_ATOL,
+                fail=False,
+                rtol=FP16_RTOL,
+            )
+            if not fp16_within(figures, ctx.config.atol):
+                raise ExportError(
+                    f"OpenVINO fp16 disagrees with PyTorch: max |logit diff| {figures['max_abs_diff']:.3g}, "
+                    f"{figures['max_diff_beyond_rtol']:.3g} beyond {FP16_RTOL:.0%} of its image's largest |logit| > "
+                    f"{max(FP16_ATOL, ctx.config.atol):.3g}; --atol raises it, or export without --fp16"
+                )
+            ctx.measure("openvino_fp16", compile_model(compressed, LoadOptions()))
+        return figures
 
 
 @register
