@@ -454,6 +454,8 @@ def test_bench_checks_its_output_folder_and_relative_to_before_measuring(trained
     run = tmp_path / "run"
     shutil.copytree(trained_run.path, run)
     run_bad(["bench", run, "--out", "/proc/reports"], 2, "--out /proc/reports: cannot write in /proc", tmp_path)
+    # the filesystem's root (writable as root): four report files at the top of it, said instead
+    run_bad(["bench", run, "--out", "/"], 2, "--out / is /; name a folder for the reports", tmp_path)
     run_bad(["bench", run, "--relative-to", "foo:fp32"], 2, "--relative-to foo:fp32 names no model", tmp_path)
     run_bad(["bench", run, "--backends", ""], 2, "--backends is empty", tmp_path)
 

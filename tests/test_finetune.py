@@ -1068,6 +1068,26 @@ def test_the_confusion_plot_draws_class_names_with_dollar_signs_as_written(tmp_p
     assert Image.open(tmp_path / "confusion.png").size[0] > 100
 
 
+@pytest.mark.parametrize(
+    "labels", [("astronaut photo", "café", "chelsea_the_cat", "Rakete", "coins"), tuple("abcdefgh")]
+)
+def test_the_confusion_plots_column_names_do_not_run_together(tmp_path, monkeypatch, labels):
+    # five names like 'astronaut photo' were drawn upright (turned only past six classes) and ran into one line
+    from edgetransfer import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.update(fig=fig))
+    n = len(labels)
+    plots.plot_confusion([[int(i == j) for j in range(n)] for i in range(n)], labels, tmp_path / "c.png")
+    fig = drawn["fig"]
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].get_xticklabels()]
+    assert len(boxes) == n and all(a.x1 <= b.x0 + 1 for a, b in zip(boxes[:-1], boxes[1:], strict=True)), [
+        (b.x0, b.x1) for b in boxes
+    ]
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v2", "efficientnet_lite0"])
 def test_strategy_full_trains_every_weight(name):
     # MobileNetV3's classifier.0 (a Linear between the features and the head) was in neither and never trained

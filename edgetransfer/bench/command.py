@@ -145,6 +145,9 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
     what = f"--out {folder}" if out_dir else f"the run folder {folder}"
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{what} is a file; give a folder for the reports")
+    where = folder.expanduser().resolve()
+    if out_dir and where == Path(where.anchor):  # four report files at the top of the filesystem (run as root)
+        raise UsageError(f"--out {out_dir} is {where}; name a folder for the reports, e.g. RUN/bench")
     _writable_folder(folder, what)
     for name in BENCH_REPORTS:
         if (folder / name).is_dir():
