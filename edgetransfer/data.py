@@ -401,7 +401,7 @@ def load_splits(
         _, _, _, across = _copies_together(samples["train"], samples["val"], samples["test"], move=False)
         if across:  # the user's own split folders: not moved, said
             extra["copies_across_splits"] = across
-        _copies_across_classes(samples["train"] + samples["val"] + samples["test"], labels, extra)
+        _copies_across_classes(samples["train"] + samples["val"] + samples["test"], root, extra)
         others = [
             p
             for p in root.iterdir()
@@ -431,7 +431,7 @@ def load_splits(
     train, val, test, moved = _copies_together(train, val, test)
     if moved:
         extra["copies_kept_in_train"] = moved
-    _copies_across_classes(everything, labels, extra)
+    _copies_across_classes(everything, root, extra)
     return Splits(root, labels, train, val, test, seed, "split", extra)
 
 
@@ -481,13 +481,21 @@ def _copies_together(train, val, test, *, move: bool = True):
     )
 
 
-def _copies_across_classes(samples: tuple[Sample, ...], labels: tuple[str, ...], extra: dict) -> None:
-    """The same image in two classes (contradictory labels): named in ``extra`` for the command to say."""
+def _copies_across_classes(samples: tuple[Sample, ...], root: Path, extra: dict) -> None:
+    """The same image in two classes (contradictory labels): its files (relative to ``root``, ``a = b``) named in
+    ``extra`` for the command to say, so that the wrong copy can be found among the class's images."""
+
+    def named(sample: Sample) -> str:
+        try:
+            return sample.path.relative_to(root).as_posix()
+        except ValueError:
+            return str(sample.path)
+
     found = [
-        sorted({labels[s.label] for s in group}) for group in _copies(samples) if len({s.label for s in group}) > 1
+        " = ".join(sorted(named(s) for s in group)) for group in _copies(samples) if len({s.label for s in group}) > 1
     ]
     if found:
-        extra["copies_across_classes"] = [" / ".join(names) for names in found]
+        extra["copies_across_classes"] = sorted(found)
 
 
 def median_shorter_side(samples: tuple[Sample, ...], *, limit: int = 500, seed: int = 0) -> int:

@@ -143,8 +143,8 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
     if splits.extra.get("copies_across_classes"):
         pairs = _first_three(splits.extra["copies_across_classes"])
         console.err.print(
-            f"[yellow]note: the same image is in two classes ({escape(pairs)}): "
-            "contradictory labels; remove the wrong copy[/]"
+            f"[yellow]note: the same image is in two classes ({escape(pairs)}): contradictory labels; remove the "
+            "wrong copy[/]"
         )
     if splits.extra.get("ignored"):
         console.err.print(
