@@ -40,6 +40,18 @@ def test_csv_and_markdown_have_a_row_per_model_and_batch_size():
     assert markdown.count("\n| ort-cpu | int8 |") == 2 and "| p99 ms |" in markdown
 
 
+def test_top5_is_left_out_where_the_model_has_five_classes_or_fewer():
+    """With 3 classes every model's "top-5" (top-3) is 100 % whatever it predicts: a column that told nothing, under
+    a header that said 5."""
+    few = three_models()
+    assert "top-5" not in to_markdown(few) and all(row["top5"] is None for row in rows(few))
+    many = three_models()
+    many["model"]["labels"] = [f"c{i}" for i in range(10)]
+    for r in many["results"]:
+        r["accuracy"].update(k=5, top5=0.97)
+    assert "| top-5 % |" in to_markdown(many) and all(row["top5"] == pytest.approx(97.0) for row in rows(many))
+
+
 def test_the_terminal_table_leaves_out_what_was_not_measured():
     console = Console(width=200, record=True)
     console.print(table(three_models()))
