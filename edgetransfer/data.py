@@ -220,17 +220,18 @@ class _Scan:
             if not files and not any(path.is_relative_to(folder / name) for path, _ in self.bad)
         ]
 
-    def finish(self, *, skippable: bool = True, empty: list[str] | None = None) -> tuple[str, ...]:
+    def finish(self, *, skippable: bool | str = True, empty: list[str] | None = None) -> tuple[str, ...]:
         """Raise on bad files unless skipping them; returns the skipped paths (relative to the root).
-        ``skippable``: whether the command has --skip-bad for these files (its error suggests it); ``empty``: class
-        folders without a file, said in the same error (one fix, not two runs)."""
+        ``skippable``: whether the command has --skip-bad for these files (its error suggests it; a text: what to
+        suggest); ``empty``: class folders without a file, said in the same error (one fix, not two runs)."""
         if self.bad and not self.skip_bad:
             listed = ", ".join(f"{p} ({why})" for p, why in self.bad[:MAX_LISTED])
             more = f" and {len(self.bad) - MAX_LISTED} more" if len(self.bad) > MAX_LISTED else ""
             also = f"; class folder(s) without images too: {', '.join(empty)}" if empty else ""
             raise DataError(
                 f"{len(self.bad)} bad file(s) in {self.root}: {listed}{more}; fix or remove them"
-                + (", or pass --skip-bad to train on the rest" if skippable else "")
+                + (f", or pass {skippable}" if isinstance(skippable, str) else "")
+                + (", or pass --skip-bad to train on the rest" if skippable is True else "")
                 + also
             )
         return tuple(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p, _ in self.bad)
@@ -323,8 +324,10 @@ def split_folders(root: Path) -> dict[str, Path]:
     return found
 
 
-def list_images(folder: Path | str, *, skip_bad: bool = False) -> tuple[Sample, ...]:
-    """Every image below ``folder`` (unlabelled, e.g. calibration images), each checked to be readable."""
+def list_images(folder: Path | str, *, skip_bad: bool = False, offer: str = "") -> tuple[Sample, ...]:
+    """Every image below ``folder`` (unlabelled, e.g. calibration images), each checked to be readable; bad files
+    refused (their error suggests ``offer``, the command's option to pass them over, where it has one), or with
+    ``skip_bad`` passed over and named."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder} is a file; give a folder of images")
@@ -332,7 +335,14 @@ def list_images(folder: Path | str, *, skip_bad: bool = False) -> tuple[Sample, 
         raise DataError(f"image folder not found: {folder}")
     scan = _Scan(folder, skip_bad=skip_bad)
     images = scan.check(scan.files(folder))
-    scan.finish(skippable=False)  # no command offers --skip-bad for these folders (calibration, adaptation)
+    skipped = scan.finish(skippable=offer or False)
+    if skipped:
+        from rich.markup import escape
+
+        console.err.print(
+            f"[yellow]note: skipped {len(skipped)} bad file(s) in {escape(str(folder))}: "
+            f"{escape(', '.join(skipped[:MAX_LISTED]))}{' and more' if len(skipped) > MAX_LISTED else ''}[/]"
+        )
     if not images:
         raise DataError(f"{folder} has no images")
     return tuple(Sample(path, -1) for path in images)

@@ -53,6 +53,7 @@ class Int8Config:
     calibration_size: int = 200
     per_channel: bool = True
     calibration_dir: str | None = None  # unlabelled target-domain images; default: the run's training split
+    skip_bad: bool = False  # calibration_dir's unreadable files passed over (named), not refused
     accuracy_aware: bool = True  # applies when labelled validation images exist
     max_drop: float = 1.0
     openvino: str = "nncf"  # how the OpenVINO int8 IR is made: NNCF on the IR, or converted from the QDQ ONNX

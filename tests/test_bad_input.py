@@ -479,6 +479,24 @@ def test_export_with_another_folder_and_a_file_for_calibration(trained_run, tmp_
     run_bad(["export", run, "--calib", tmp_path / "afile"], 2, "is a file; give a folder of images", tmp_path)
 
 
+def test_a_calibration_folder_with_a_bad_file_is_refused_or_skipped_with_skip_bad(trained_run, tmp_path):
+    """The folder finetune --skip-bad accepted was refused by export --calib with no way past it but to edit it."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.path, run)
+    calib = make_folder(tmp_path / "calib", per_class=3, seed=9)
+    (calib / "class0" / "empty.png").write_bytes(b"")
+    args = ["export", run, "--calib", calib, "--no-openvino", "--int8-method", "static", "--calib-size", 8]
+    said = run_bad(args, 2, "1 bad file(s) in", tmp_path)
+    assert "class0/empty.png (empty file)" in said and said.endswith("or pass --skip-bad to calibrate on the rest")
+    result = CliRunner().invoke(app, [str(a) for a in [*args, "--skip-bad"]])
+    assert result.exit_code == 0, result.output
+    assert "note: skipped 1 bad file(s) in" in " ".join(result.stderr.split())
+    card = json.loads((run / "card.json").read_text())
+    assert card["artifacts"]["model.int8.onnx"]["quantization"]["calibration_images"] == 8
+
+
 def test_predict_needs_at_least_one_class_and_image_per_call(trained_run, tmp_path):
     image = next(iter(sorted(__import__("pathlib").Path(trained_run.load_card().dataset["path"]).rglob("*.png"))))
     for option in ("--top-k", "--batch-size"):

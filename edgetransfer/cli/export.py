@@ -32,6 +32,13 @@ def export(
         Path | None,
         typer.Option(help="Folder of target-domain images to calibrate int8 on.", show_default="the training split"),
     ] = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            help="Calibrate on the readable images of a --calib folder with bad files (each skipped one named); "
+            "without it such a folder is refused, naming them."
+        ),
+    ] = Int8Config.skip_bad,
     calib_method: Annotated[
         str,
         typer.Option(
@@ -141,6 +148,7 @@ def export(
             calibration_size=calib_size,
             per_channel=per_channel,
             calibration_dir=str(calib.expanduser().resolve()) if calib else None,  # a full path, as the card's data
+            skip_bad=skip_bad,
             accuracy_aware=accuracy_aware,
             max_drop=max_drop,
             openvino=openvino_int8,

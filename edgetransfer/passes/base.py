@@ -121,7 +121,12 @@ class ExportContext:
         if not config.calibration_dir:
             return Decoded(calibration_subset(self.splits.train, config), self.pre), "train split"
         chosen, skipped = self._not_test_images(
-            calibration_subset(list_images(config.calibration_dir), dataclasses.replace(config, calibration_size=10**9))
+            calibration_subset(
+                list_images(
+                    config.calibration_dir, skip_bad=config.skip_bad, offer="--skip-bad to calibrate on the rest"
+                ),
+                dataclasses.replace(config, calibration_size=10**9),
+            )
         )
         if skipped:
             console.err.print(
