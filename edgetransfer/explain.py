@@ -379,12 +379,27 @@ def explain(run: RunDir, config: ExplainConfig = ExplainConfig()) -> dict[str, A
         return _explain(run, config)
 
 
+def check_images(splits, count: int) -> tuple[tuple, str | None]:
+    """Up to ``count`` images for the per-layer error and kernel checks: the validation split's, else the test's,
+    else the training split's, said (the docs say validation)."""
+    samples = (splits.val or splits.test or splits.train)[:count]
+    if splits.val:
+        return samples, None
+    source = "test" if splits.test else "training"
+    return (
+        samples,
+        f"the run has no validation images: the int8 error and kernel checks use {len(samples)} of its {source} images",
+    )
+
+
 def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     from edgetransfer.evaluation import Decoded
 
     card = run.load_card()
     splits = run.load_splits(card)
-    samples = (splits.val or splits.test or splits.train)[: config.images]
+    samples, note = check_images(splits, config.images)
+    if note:
+        console.err.print(f"[yellow]note: {note}[/]")
     images = Decoded(samples, card.preprocessing)
     batch = next(images.batches(len(images)))[0]
     one = batch[:1]

@@ -189,7 +189,8 @@ def _clean_up_earlier(run: RunDir, records: dict) -> None:
     kept = [f"{name} ({why})" for name, why in failed.items() if why]
     if removed:  # a re-export with fewer outputs (--no-int8) must not lose the earlier files unsaid
         console.err.print(
-            f"removed {', '.join(removed)}: they belonged to the earlier export and would not match this one"
+            f"removed {', '.join(removed)}: {'they' if len(removed) > 1 else 'it'} belonged to the earlier export and "
+            f"would not match this one"
         )
     if kept:
         console.err.print(

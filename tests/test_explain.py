@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgetransfer.cli import app
-from edgetransfer.explain import ExplainConfig, explain, implications
+from edgetransfer.explain import ExplainConfig, check_images, explain, implications
 from edgetransfer.rundir import RunDir
 
 FAST = ExplainConfig(runs=3, images=4)
@@ -49,6 +49,17 @@ def test_explain_profiles_both_engines_and_measures_each_layers_error(run_copy):
     assert any(item["sqnr_db"] is not None and item["sqnr_db"] < item["local_sqnr_db"] for item in layers)
     assert any(line.startswith("onnxruntime: int8 is ") for line in doc["verdict"])
     assert json.loads(run_copy.file("explain.json").read_text())["verdict"] == doc["verdict"]
+
+
+def test_the_images_of_the_checks_are_said_where_the_run_has_no_validation_split(trained_run):
+    """explain used training images for its error figures on a run without validation images, without a word."""
+    import dataclasses
+
+    splits = trained_run.load_splits(trained_run.load_card())
+    samples, note = check_images(splits, 4)
+    assert samples == splits.val[:4] and note is None
+    samples, note = check_images(dataclasses.replace(splits, val=(), test=()), 4)
+    assert samples == splits.train[:4] and "no validation images" in note and "4 of its training images" in note
 
 
 def record(run: RunDir, rel: str) -> None:

@@ -234,7 +234,7 @@ def notes(document: dict) -> list[str]:
     lines += device_problems(document)
     if document.get("profile"):
         p = document["profile"]
-        lines.append(f"profile {p['name']} ({p['source']}): {p['description']}")
+        lines.append(f"profile {p['name']} ({p['source']})" + (f": {p['description']}" if p.get("description") else ""))
         note = batches_note(p, document["results"])
         lines += [f"  {note}"] if note else []
         lines += [f"  {budget_line(c)}" for c in document["budget_checks"]]

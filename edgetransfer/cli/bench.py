@@ -309,7 +309,8 @@ def bench(
     for line in noisy(document):
         console.err.print(f"[yellow]{escape(line)}[/]")
     if document.get("profile"):
-        shown.print(f"profile {document['profile']['name']}: {document['profile']['description']}")
+        described = document["profile"].get("description")
+        shown.print(f"profile {document['profile']['name']}" + (f": {described}" if described else ""))
         note = batches_note(document["profile"], document["results"])
         if note:
             shown.print(f"  [yellow]{escape(note)}[/]", markup=True)

@@ -143,7 +143,7 @@ class Space:
 
     def describe(self) -> str:
         sizes = "; ".join(f"{b} {', '.join(map(str, s))} px" for b, s in self.sizes.items())
-        return f"{self.count()} candidates: {sizes}; int8 {', '.join(self.int8_methods)}"
+        return f"{self.count()} candidate{'s' * (self.count() != 1)}: {sizes}; int8 {', '.join(self.int8_methods)}"
 
 
 def offline_backbones() -> list[str]:
