@@ -335,16 +335,17 @@ def list_images(folder: Path | str, *, skip_bad: bool = False, offer: str = "") 
         raise DataError(f"image folder not found: {folder}")
     scan = _Scan(folder, skip_bad=skip_bad)
     images = scan.check(scan.files(folder))
+    bad = list(scan.bad)
     skipped = scan.finish(skippable=offer or False)
+    listed = ", ".join(f"{path} ({why})" for path, (_, why) in zip(skipped, bad, strict=True))
+    if not images:
+        raise DataError(f"{folder} has no images" + (f" that can be read (skipped: {listed})" if skipped else ""))
     if skipped:
         from rich.markup import escape
 
         console.err.print(
-            f"[yellow]note: skipped {len(skipped)} bad file(s) in {escape(str(folder))}: "
-            f"{escape(', '.join(skipped[:MAX_LISTED]))}{' and more' if len(skipped) > MAX_LISTED else ''}[/]"
+            f"[yellow]note: skipped {len(skipped)} bad file(s) in {escape(str(folder))}: {escape(listed)}[/]"
         )
-    if not images:
-        raise DataError(f"{folder} has no images")
     return tuple(Sample(path, -1) for path in images)
 
 

@@ -41,6 +41,7 @@ def summary(run: RunDir, document: dict, timings: dict[str, float]) -> None:
     for key, label in [
         ("torch", "PyTorch (fine-tuned)"),
         ("onnx_fp32", "ONNX fp32"),
+        ("onnx_fp16", "ONNX fp16"),
         ("onnx_int8", "ONNX int8"),
         ("openvino_fp32", "OpenVINO fp32 IR"),
         ("openvino_fp16", "OpenVINO fp16 IR"),

@@ -455,7 +455,9 @@ def test_bench_checks_its_output_folder_and_relative_to_before_measuring(trained
     shutil.copytree(trained_run.path, run)
     run_bad(["bench", run, "--out", "/proc/reports"], 2, "--out /proc/reports: cannot write in /proc", tmp_path)
     # the filesystem's root (writable as root): four report files at the top of it, said instead
-    run_bad(["bench", run, "--out", "/"], 2, "--out / is /; name a folder for the reports", tmp_path)
+    run_bad(
+        ["bench", run, "--out", "/"], 2, "--out / is the filesystem's root; name a folder for the reports", tmp_path
+    )
     run_bad(["bench", run, "--relative-to", "foo:fp32"], 2, "--relative-to foo:fp32 names no model", tmp_path)
     run_bad(["bench", run, "--backends", ""], 2, "--backends is empty", tmp_path)
 
@@ -495,6 +497,17 @@ def test_a_calibration_folder_with_a_bad_file_is_refused_or_skipped_with_skip_ba
     assert "note: skipped 1 bad file(s) in" in " ".join(result.stderr.split())
     card = json.loads((run / "card.json").read_text())
     assert card["artifacts"]["model.int8.onnx"]["quantization"]["calibration_images"] == 8
+    assert "class0/empty.png (empty file)" in " ".join(result.stderr.split())  # what was skipped, and why
+    assert card["export"]["config"]["int8"]["skip_bad"] is True
+    nothing = tmp_path / "bad-only"
+    nothing.mkdir()
+    (nothing / "empty.png").write_bytes(b"")
+    said = run_bad([*args[:3], nothing, *args[4:], "--skip-bad"], 2, "has no images that can be read", tmp_path)
+    assert "(skipped: empty.png (empty file))" in said
+    # without --calib it does nothing: said, and not recorded as if it had been used
+    result = CliRunner().invoke(app, [str(a) for a in ["export", run, "--no-openvino", "--no-int8", "--skip-bad"]])
+    assert result.exit_code == 0 and "--skip-bad not used" in result.stderr
+    assert json.loads((run / "card.json").read_text())["export"]["config"]["int8"]["skip_bad"] is False
 
 
 def test_predict_needs_at_least_one_class_and_image_per_call(trained_run, tmp_path):

@@ -727,7 +727,7 @@ def test_the_most_accurate_is_recommended_and_a_faster_one_within_the_noise_is_n
     assert "noise (0.97 points on 269 images)" in lines[1] and "note: its" not in lines[1]
     # a faster trial whose int8 lost more than export's budget: said where it is offered, not in the table alone
     lossy = [dict(rows[0], int8_note="int8 loses 3.33 points vs fp32 (over export's 1-point budget)"), *rows[1:]]
-    assert "(note: its int8 loses 3.33 points vs fp32" in rep.verdict(lossy, Budget("p50_ms", 33.0))[1]
+    assert "; note: its int8 loses 3.33 points vs fp32" in rep.verdict(lossy, Budget("p50_ms", 33.0))[1]
     many = [dict(r, val_images=100_000) for r in rows]
     assert rep.recommend(many, 33.0)["faster_within_noise"] is None  # a real 0.74-point gap: nothing to name
     assert len(rep.verdict(many, Budget("p50_ms", 33.0))) == 2  # the pick and its run only

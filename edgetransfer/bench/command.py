@@ -147,7 +147,10 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
         raise UsageError(f"{what} is a file; give a folder for the reports")
     where = folder.expanduser().resolve()
     if out_dir and where == Path(where.anchor):  # four report files at the top of the filesystem (run as root)
-        raise UsageError(f"--out {out_dir} is {where}; name a folder for the reports, e.g. RUN/bench")
+        said = "" if str(out_dir) == str(where) else f" ({where})"
+        raise UsageError(
+            f"--out {out_dir}{said} is the filesystem's root; name a folder for the reports, e.g. RUN/bench"
+        )
     _writable_folder(folder, what)
     for name in BENCH_REPORTS:
         if (folder / name).is_dir():

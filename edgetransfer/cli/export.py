@@ -125,6 +125,9 @@ def export(
         why = "dynamic int8 calibrates nothing (activations are quantized at run time)" if dynamic else "no int8 model"
         console.err.print(f"[yellow]note: --calib {escape(str(calib))} not used: {why}[/]")
         calib = None
+    if skip_bad and calib is None:  # it applies to --calib's files only: not recorded as if it had been used
+        console.err.print("[yellow]note: --skip-bad not used: it passes over unreadable files of --calib DIR[/]")
+        skip_bad = False
     if not int8 and int8_method not in (Int8Config.mode, "none"):  # accepted without a word, and no int8 made
         console.err.print(f"[yellow]note: --int8-method {int8_method} not used: --no-int8 makes no int8 model[/]")
     if int8 and openvino and int8_method == "qat":  # its IR is always model.int8.onnx converted: recorded so

@@ -207,8 +207,9 @@ class ExportContext:
         record["accuracy_not_checked"] = "no validation images"
         if not self._said_unchecked:
             self._said_unchecked = True
+            budget = self.config.int8.max_drop
+            against = "" if budget >= 100 else f" against the {budget:g}-point budget"  # 100: none (a search's trials)
             console.err.print(
-                f"[yellow]note: no validation images: int8 accuracy was not checked against the "
-                f"{self.config.int8.max_drop:g}-point budget; the int8 models are exported unchecked (the card says "
-                "so). Add images, or give DIR/train, DIR/val and DIR/test[/]"
+                f"[yellow]note: no validation images: int8 accuracy was not checked{against}; the int8 models are "
+                "exported unchecked (the card says so). Add images, or give DIR/train, DIR/val and DIR/test[/]"
             )

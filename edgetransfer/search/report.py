@@ -336,7 +336,7 @@ def verdict(rows: list[dict], budget) -> list[str]:
                 f"scored {100 * (r['val_top1'] - fast['val_top1']):.2f} points less on validation, within the pick's "
                 f"validation noise ({rec['tie_points']:.2f} points on {r['val_images']} images): the split cannot tell "
                 "them apart, though on held-out sets such a faster trial was more often less accurate on test; "
-                "take it if speed matters more" + (f" (note: its {fast['int8_note']})" if fast.get("int8_note") else "")
+                "take it if speed matters more" + (f"; note: its {fast['int8_note']}" if fast.get("int8_note") else "")
             )
         return [*lines, f"run: {r['run']}"]
     if rec["closest"] is None:
