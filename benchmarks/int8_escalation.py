@@ -80,6 +80,11 @@ def make_set(name: str, work: Path) -> Path:
         return datasets.mixed_sizes(work / "mixed-sizes-large4", per_class=333, seed=12)
     if name == "long-tail-large":  # six photos' crops, 1,500 down to 150 a class (1:10)
         return datasets.long_tail(work / "long-tail-large", most=1500, seed=7)
+    # Held out after every rule of auto was fixed (part 4): photographs, and the hard regions' kind, other seeds.
+    if name == "photo-crops-large2":  # ten photos' crops at 300-640 px, another seed
+        return datasets.photo_crops(work / "photo-crops-large2", per_class=300, seed=8)
+    if name == "fifty-regions-hard3":  # the hard kind, a third seed
+        return datasets.fifty_regions(work / "fifty-regions-hard3", per_class=80, seed=11, scale=(0.25, 0.5))
     raise SystemExit(f"unknown set {name}")
 
 
