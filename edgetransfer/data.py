@@ -335,9 +335,8 @@ def list_images(folder: Path | str, *, skip_bad: bool = False, offer: str = "") 
         raise DataError(f"image folder not found: {folder}")
     scan = _Scan(folder, skip_bad=skip_bad)
     images = scan.check(scan.files(folder))
-    bad = list(scan.bad)
-    skipped = scan.finish(skippable=offer or False)
-    listed = ", ".join(f"{path} ({why})" for path, (_, why) in zip(skipped, bad, strict=True))
+    skipped = scan.finish(skippable=offer or False)  # the paths of scan.bad, relative to the folder
+    listed = ", ".join(f"{path} ({why})" for path, (_, why) in zip(skipped, scan.bad, strict=True))
     if not images:
         raise DataError(f"{folder} has no images" + (f" that can be read (skipped: {listed})" if skipped else ""))
     if skipped:

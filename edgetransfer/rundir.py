@@ -386,6 +386,15 @@ class RunDir:
             raise RunDirError(f"{folder} has classes {list(splits.labels)}, the run was trained on {list(card.labels)}")
         return splits
 
+    def recorded_digests(self, *names: str) -> set[str] | None:
+        """The sha256 of every file of the recorded splits ``names`` (``splits.json``), to know the run's images by
+        content under any name; None for a run from before that file, or a damaged one."""
+        try:
+            record = json.loads(self.file(SPLITS_FILE).read_text(encoding="utf-8"))
+            return {entry[2] for name in names for entry in record["files"][name]}
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+
     def require(self, name: str, hint: str) -> Path:
         """The path of an artifact that must exist, or a one-line error with ``hint``."""
         path = self.file(name)

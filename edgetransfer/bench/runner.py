@@ -107,12 +107,9 @@ def _seen_by_the_run(run: RunDir, root: Path, samples: tuple[Sample, ...]) -> st
     validation split, under any name), said as a note and returned for the source's description ("" when none, or
     the run recorded no splits)."""
     from edgetransfer.data import file_sha256
-    from edgetransfer.rundir import SPLITS_FILE
 
-    try:
-        files = json.loads(run.file(SPLITS_FILE).read_text())["files"]
-        seen = {name: {digest for _, _, digest in files[name]} for name in ("train", "val")}
-    except (OSError, ValueError, KeyError, TypeError):  # a run before splits.json, or a damaged one
+    seen = {name: run.recorded_digests(name) for name in ("train", "val")}
+    if None in seen.values():  # a run before splits.json, or a damaged one
         return ""
     counts = dict.fromkeys(seen, 0)
     for sample in samples:
@@ -120,10 +117,9 @@ def _seen_by_the_run(run: RunDir, root: Path, samples: tuple[Sample, ...]) -> st
             digest = file_sha256(sample.path)
         except OSError:  # unreadable: said where it is decoded
             continue
-        for name in ("train", "val"):
-            if digest in seen[name]:
-                counts[name] += 1
-                break
+        name = next((name for name in ("train", "val") if digest in seen[name]), None)
+        if name:
+            counts[name] += 1
     if not any(counts.values()):
         return ""
     which = ", ".join(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,12 +149,10 @@ class ExportContext:
     def _not_test_images(self, ordered: tuple) -> tuple[tuple, int]:
         """The first ``calibration_size`` of ``ordered`` that are not validation or test images of the run (by
         content: a copy or the labelled folder itself counts), and how many of those were passed over on the way."""
-        from edgetransfer.rundir import SPLITS_FILE, sha256_file
+        from edgetransfer.rundir import sha256_file
 
-        try:
-            record = json.loads(self.run.file(SPLITS_FILE).read_text(encoding="utf-8"))
-            test = {entry[2] for split in ("val", "test") for entry in record["files"][split]}
-        except (OSError, ValueError, KeyError, TypeError, IndexError):  # a run from before splits.json
+        test = self.run.recorded_digests("val", "test")
+        if test is None:  # a run from before splits.json
             test = {sha256_file(sample.path) for sample in (*self.splits.val, *self.splits.test)}
         chosen, skipped = [], 0
         for sample in ordered:

@@ -72,6 +72,20 @@ def fp16_within(figures: dict, atol: float) -> bool:
     return figures["max_diff_beyond_rtol"] <= max(FP16_ATOL, atol)
 
 
+def check_fp16(ctx: ExportContext, name: str, session: Any) -> dict:
+    """Parity of an fp16 model ``name`` with PyTorch: fp16 keeps ~3 significant digits, so its error grows with the
+    logits (FP16_RTOL); --atol raises the floor. Past it an :class:`ExportError`."""
+    figures = ctx.check(name, session, FP16_ATOL, fail=False, rtol=FP16_RTOL)
+    if not fp16_within(figures, ctx.config.atol):
+        raise ExportError(
+            f"{name} disagrees with PyTorch: max |logit diff| {figures['max_abs_diff']:.3g}, "
+            f"{figures['max_diff_beyond_rtol']:.3g} beyond {FP16_RTOL:.0%} of its image's largest |logit| > "
+            f"{max(FP16_ATOL, ctx.config.atol):.3g} (the larger of {FP16_ATOL:g} and --atol); --atol raises it "
+            "(and every other parity check's limit with it), or export without --fp16"
+        )
+    return figures
+
+
 @register
 class OnnxFp16(Pass):
     """fp16 weights and activations inside, fp32 inputs and outputs (``keep_io_types``)."""
@@ -82,14 +96,6 @@ class OnnxFp16(Pass):
     def run(self, ctx: ExportContext) -> list[Artifact]:
         to_fp16(ctx.path(ONNX_FP32), ctx.path(ONNX_FP16))
         session = _OrtSession(ort_session(ctx.path(ONNX_FP16)), fp16_runs_in(ctx.path(ONNX_FP16)))
-        figures = ctx.check("ONNX fp16", session, FP16_ATOL, fail=False, rtol=FP16_RTOL)
-        # fp16 keeps ~3 significant digits: its error grows with the logits (FP16_RTOL); --atol raises the floor
-        if not fp16_within(figures, ctx.config.atol):
-            raise ExportError(
-                f"ONNX fp16 disagrees with PyTorch: max |logit diff| {figures['max_abs_diff']:.3g}, "
-                f"{figures['max_diff_beyond_rtol']:.3g} beyond {FP16_RTOL:.0%} of its image's largest |logit| > "
-                f"{max(FP16_ATOL, ctx.config.atol):.3g} (the larger of {FP16_ATOL:g} and --atol); --atol raises it "
-                "(and every other parity check's limit with it), or export without --fp16"
-            )
+        figures = check_fp16(ctx, "ONNX fp16", session)
         ctx.measure("onnx_fp16", session)
         return [Artifact(ONNX_FP16, {"file": ONNX_FP16, "parity": figures})]
