@@ -324,7 +324,14 @@ def split_folders(root: Path) -> dict[str, Path]:
     return found
 
 
-def list_images(folder: Path | str, *, skip_bad: bool = False, offer: str = "") -> tuple[Sample, ...]:
+class Images(tuple):
+    """``list_images``' answer: the images, as samples, and in ``skipped`` the bad files passed over ("path (why)",
+    relative to the folder), for a record of them beside the note on the console."""
+
+    skipped: tuple[str, ...] = ()
+
+
+def list_images(folder: Path | str, *, skip_bad: bool = False, offer: str = "") -> Images:
     """Every image below ``folder`` (unlabelled, e.g. calibration images), each checked to be readable; bad files
     refused (their error suggests ``offer``, the command's option to pass them over, where it has one), or with
     ``skip_bad`` passed over and named."""
@@ -336,7 +343,8 @@ def list_images(folder: Path | str, *, skip_bad: bool = False, offer: str = "") 
     scan = _Scan(folder, skip_bad=skip_bad)
     images = scan.check(scan.files(folder))
     skipped = scan.finish(skippable=offer or False)  # the paths of scan.bad, relative to the folder
-    listed = ", ".join(f"{path} ({why})" for path, (_, why) in zip(skipped, scan.bad, strict=True))
+    named = tuple(f"{path} ({why})" for path, (_, why) in zip(skipped, scan.bad, strict=True))
+    listed = ", ".join(named)
     if not images:
         raise DataError(f"{folder} has no images" + (f" that can be read (skipped: {listed})" if skipped else ""))
     if skipped:
@@ -345,7 +353,9 @@ def list_images(folder: Path | str, *, skip_bad: bool = False, offer: str = "") 
         console.err.print(
             f"[yellow]note: skipped {len(skipped)} bad file(s) in {escape(str(folder))}: {escape(listed)}[/]"
         )
-    return tuple(Sample(path, -1) for path in images)
+    found = Images(Sample(path, -1) for path in images)
+    found.skipped = named
+    return found
 
 
 def lookalike_classes(labels: tuple[str, ...]) -> list[tuple[str, ...]]:

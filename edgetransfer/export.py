@@ -121,7 +121,11 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
         ctx.card,
         metrics={k: v for k, v in ctx.card.metrics.items() if k not in EXPORT_METRICS} | ctx.metrics,
         artifacts={k: v for k, v in ctx.card.artifacts.items() if k not in EXPORTED} | records,
-        export={"config": dataclasses.asdict(ctx.config), "passes": [step.describe() for step in passes]},
+        export={
+            "config": dataclasses.asdict(ctx.config),
+            "passes": [step.describe() for step in passes],
+            **({"calibration_skipped_bad_files": list(ctx.calibration_skipped)} if ctx.calibration_skipped else {}),
+        },
         complete={**ctx.card.complete, "export": True},
     )
     inside = for_model_files(card)  # the files carry the card without the training machine's paths

@@ -499,6 +499,7 @@ def test_a_calibration_folder_with_a_bad_file_is_refused_or_skipped_with_skip_ba
     assert card["artifacts"]["model.int8.onnx"]["quantization"]["calibration_images"] == 8
     assert "class0/empty.png (empty file)" in " ".join(result.stderr.split())  # what was skipped, and why
     assert card["export"]["config"]["int8"]["skip_bad"] is True
+    assert card["export"]["calibration_skipped_bad_files"] == ["class0/empty.png (empty file)"]  # recorded too
     nothing = tmp_path / "bad-only"
     nothing.mkdir()
     (nothing / "empty.png").write_bytes(b"")
@@ -508,6 +509,7 @@ def test_a_calibration_folder_with_a_bad_file_is_refused_or_skipped_with_skip_ba
     result = CliRunner().invoke(app, [str(a) for a in ["export", run, "--no-openvino", "--no-int8", "--skip-bad"]])
     assert result.exit_code == 0 and "--skip-bad not used" in result.stderr
     assert json.loads((run / "card.json").read_text())["export"]["config"]["int8"]["skip_bad"] is False
+    assert "calibration_skipped_bad_files" not in json.loads((run / "card.json").read_text())["export"]
 
 
 def test_predict_needs_at_least_one_class_and_image_per_call(trained_run, tmp_path):

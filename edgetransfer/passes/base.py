@@ -101,6 +101,7 @@ class ExportContext:
         self.metrics: dict[str, dict] = {}
         self.artifacts: dict[str, Artifact] = {}
         self._said_unchecked = False
+        self.calibration_skipped: tuple[str, ...] = ()  # a --calib folder's bad files passed over (--skip-bad)
 
     @functools.cached_property
     def reference(self) -> Session:
@@ -119,13 +120,12 @@ class ExportContext:
         config = self.config.int8
         if not config.calibration_dir:
             return Decoded(calibration_subset(self.splits.train, config), self.pre), "train split"
+        found = list_images(
+            config.calibration_dir, skip_bad=config.skip_bad, offer="--skip-bad to calibrate on the rest"
+        )
+        self.calibration_skipped = found.skipped
         chosen, skipped = self._not_test_images(
-            calibration_subset(
-                list_images(
-                    config.calibration_dir, skip_bad=config.skip_bad, offer="--skip-bad to calibrate on the rest"
-                ),
-                dataclasses.replace(config, calibration_size=10**9),
-            )
+            calibration_subset(found, dataclasses.replace(config, calibration_size=10**9))
         )
         if skipped:
             console.err.print(
