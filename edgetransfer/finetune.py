@@ -4,7 +4,8 @@ to an unlabelled target domain (a new camera) follows as its own stage (:func:`e
 The run directory is written in place and is always consistent: ``card.json`` says whether training finished;
 ``model.safetensors`` is the best checkpoint so far; ``resume.pt`` holds the last finished epoch, its weights
 included (one file: a stop between two files left weights one epoch ahead of their state, and the resumed run
-trained that epoch twice), so Ctrl-C or a crash can be continued with ``--resume``. Every file is written
+trained that epoch twice), so Ctrl-C or a crash can be continued with ``--resume``. A better epoch's checkpoint is
+written after the state that names it, and ``--resume`` writes it again from the state's weights. Every file is written
 atomically. Until the first epoch has finished there is nothing to continue: a stop or a failure then leaves
 ``--out`` as it was (:class:`_NewOut`).
 
@@ -342,6 +343,10 @@ class _Trainer:
             self.model.load_state_dict(
                 weights if weights is not None else backbones.read_safetensors(out / LAST_CHECKPOINT)
             )
+            if weights is not None and self.state["best_epoch"] == self.state["epoch"] and dist.main:
+                # the last saved epoch is the best: its checkpoint from the same weights (a stop after resume.pt
+                # and before model.safetensors left the epoch before's beside a state naming this one)
+                save_checkpoint(self.model, out / CHECKPOINT, {"backbone": backbone.name})
         dist.barrier()
 
     # ------------------------------------------------------------------ the loop
@@ -518,7 +523,6 @@ class _Trainer:
             if improved:
                 best = val_acc if val_acc is not None else -1.0
                 self.state.update(best_acc=best, best_epoch=epoch, best_loss=val_loss or math.inf)
-                save_checkpoint(self.model, self.out / CHECKPOINT, {"backbone": self.backbone.name})
             lr = max(group["lr"] for group in optimizer.param_groups)
             self.state["history"].append(
                 {
@@ -539,6 +543,8 @@ class _Trainer:
             weights = {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()}
             with write_errors_said(self.out), atomic_path(self.out / RESUME_STATE) as tmp, library_write_errors(tmp):
                 torch.save({**self.state, "weights": weights}, tmp)
+            if improved:  # after the state that names it: a stop between the two is mended by --resume (below)
+                save_checkpoint(self.model, self.out / CHECKPOINT, {"backbone": self.backbone.name})
             (self.out / LAST_CHECKPOINT).unlink(missing_ok=True)  # an older run's, superseded
             if self.on_resumable is not None:
                 self.on_resumable()

@@ -488,6 +488,64 @@ def test_a_failed_state_write_resumes_from_the_epoch_before_exactly(image_folder
     assert run.file("model.safetensors").read_bytes() == straight.file("model.safetensors").read_bytes()
 
 
+def test_the_best_checkpoint_is_the_epoch_the_saved_state_names(image_folder, tmp_path, monkeypatch):
+    """model.safetensors was written before resume.pt: a stop between the two left a checkpoint of an epoch the state
+    did not know, and a resumed run whose epoch scored lower (on a GPU it is not the same bit for bit) kept it as
+    its best. Now a stop at either write leaves the checkpoint of the epoch the state names as best."""
+    import errno
+
+    from edgetransfer import finetune as module
+
+    out = tmp_path / "run"
+    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
+    real_score, real_save, real_checkpoint = module.score, torch.save, module.save_checkpoint
+    accuracies: list[float] = []
+
+    def scored(*args, **kwargs):  # validation top-1 as the test says, one value per epoch (then the test split's)
+        accuracy, predicted, loss = real_score(*args, **kwargs)
+        return accuracies.pop(0) if accuracies else accuracy, predicted, loss
+
+    def best_matches_state() -> bool:
+        state = torch.load(out / "resume.pt", weights_only=False)
+        checkpoint = backbones.read_safetensors(out / "model.safetensors")
+        assert state["best_epoch"] == state["epoch"]  # the test's scores make the last saved epoch the best
+        return all(torch.equal(checkpoint[k], v) for k, v in state["weights"].items())
+
+    def fail_second(real):
+        calls = []
+
+        def write(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise EdgeTransferError(f"cannot write: {OSError(errno.ENOSPC, 'No space left on device')}")
+            return real(*args, **kwargs)
+
+        return write
+
+    monkeypatch.setattr(module, "score", scored)
+    # epoch 2 better than epoch 1, its state write fails: the checkpoint stays epoch 1's, as the state says
+    accuracies[:] = [0.5, 0.6]
+    monkeypatch.setattr(torch, "save", fail_second(real_save))
+    with pytest.raises(EdgeTransferError, match="No space left"):
+        finetune(config)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert best_matches_state()
+    # epoch 2 better, its state written and then its checkpoint write fails; the resumed epoch 3 scores lower:
+    # the run's best is epoch 2's weights, from the state
+    shutil.rmtree(out)
+    accuracies[:] = [0.5, 0.6]
+    monkeypatch.setattr(module, "save_checkpoint", fail_second(real_checkpoint))
+    with pytest.raises(EdgeTransferError, match="No space left"):
+        finetune(config)
+    monkeypatch.setattr(module, "save_checkpoint", real_checkpoint)
+    epoch_2 = torch.load(out / "resume.pt", weights_only=False)["weights"]
+    accuracies[:] = [0.4]
+    run = finetune(FinetuneConfig(**{**config.__dict__, "resume": True}))
+    assert run.load_card().training["best_epoch"] == 2
+    checkpoint = backbones.read_safetensors(run.file("model.safetensors"))
+    assert all(torch.equal(checkpoint[k], v) for k, v in epoch_2.items())
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_best(image_folder, tmp_path, monkeypatch):
     class Exploding(torch.nn.CrossEntropyLoss):
         calls = 0
