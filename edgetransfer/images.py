@@ -148,6 +148,15 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
             return rgb
     except DataError as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
+    except Image.UnidentifiedImageError:
+        # a text file named on predict's command line: as a folder's listing says it (Pillow's "cannot identify
+        # image file" for a file no one took for an image); a damaged file with an image's extension: unreadable
+        why = (
+            not_an_image(path)
+            if path.suffix.lower() not in IMAGE_SUFFIXES
+            else "unreadable (damaged, or not the format its extension says)"
+        )
+        raise DataError(f"cannot read image {path}: {why}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
         raise DataError(f"cannot read image {path}: {first_line(exc)}") from None
 

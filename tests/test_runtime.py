@@ -154,6 +154,12 @@ def test_unreadable_and_missing_images_are_one_line_errors(tmp_path):
         runtime.open_image(tmp_path / "empty.png")
     (tmp_path / "empty.png").unlink()
     (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match=r"cannot read image .*notes.txt: not an image file$"):  # as a folder says
+        runtime.open_image(tmp_path / "notes.txt")  # (was Pillow's "cannot identify image file '...'")
+    (tmp_path / "garbage.jpg").write_bytes(b"neither JPEG nor anything")
+    with pytest.raises(DataError, match=r"garbage.jpg: unreadable \(damaged, or not the format its extension says\)$"):
+        runtime.open_image(tmp_path / "garbage.jpg")
+    (tmp_path / "garbage.jpg").unlink()
     (tmp_path / ".hidden.png").write_bytes(b"")
     assert runtime.find_images([tmp_path]) == [broken]
     (tmp_path / "empty").mkdir()
