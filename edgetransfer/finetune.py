@@ -338,11 +338,14 @@ class _Trainer:
         self.on_epoch: Callable[[int, dict], None] | None = None
         self.on_resumable: Callable[[], None] | None = None  # called once the first epoch is saved
         if config.resume:
-            self.card, self.state = check_resume(out, config, splits)
+            self.card, self.state = check_resume(out, config, splits, dist.world)
             weights = self.state.pop("weights", None)  # a state written before they were in it: the file beside
             self.model.load_state_dict(
                 weights if weights is not None else backbones.read_safetensors(out / LAST_CHECKPOINT)
             )
+            if dist.main:  # what a killed run was writing (SIGKILL, a power cut): the files it wrote before are whole
+                for stale in out.glob(".*.tmp"):  # (atomic_path's temporaries; the run's lock is held)
+                    stale.unlink(missing_ok=True)
             if weights is not None and self.state["best_epoch"] == self.state["epoch"] and dist.main:
                 # the last saved epoch is the best: its checkpoint from the same weights (a stop after resume.pt
                 # and before model.safetensors left the epoch before's beside a state naming this one)

@@ -373,7 +373,15 @@ def refuse_changes(card: ModelCard, config: FinetuneConfig, allowed: set[str]) -
         raise UsageError(f"--resume with changed option(s): {said}; leave them out to continue; only {may} may change")
 
 
-def check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[ModelCard, dict]:
+def resume_command(out: Path | str, world: int) -> str:
+    """The command that continues the run in ``out``, trained in ``world`` processes (torchrun's, where several)."""
+    import shlex
+
+    start = f"torchrun --nproc_per_node {world} -m edgetransfer" if world > 1 else "edgetransfer"
+    return f"{start} finetune --resume --out {shlex.quote(str(out))}"
+
+
+def check_resume(out: Path, config: FinetuneConfig, splits: Splits, world: int = 1) -> tuple[ModelCard, dict]:
     import torch
 
     run = RunDir(out)
@@ -385,6 +393,14 @@ def check_resume(out: Path, config: FinetuneConfig, splits: Splits) -> tuple[Mod
     if not run.file(RESUME_STATE).is_file():
         raise RunDirError(f"{out} has no {RESUME_STATE} (no epoch finished); start again with --overwrite")
     refuse_changes(card, config, RESUMABLE_CHANGES)
+    trained_in = int((card.training or {}).get("world_size") or 1)
+    if trained_in != world:  # each process's share of the batches sets the steps per epoch, so the schedule
+        # (a resumed two-process run went on in one at the wrong learning rate and lost 22 validation points)
+        raise UsageError(
+            f"{out} was training in {trained_in} process{'es' * (trained_in > 1)}, this is {world}: the steps per "
+            f"epoch and the learning-rate schedule follow that; continue it as it started: "
+            f"{resume_command(out, trained_in)}"
+        )
     if tuple(splits.labels) != tuple(card.labels):
         raise UsageError(f"the data's classes {list(splits.labels)} differ from the checkpoint's {list(card.labels)}")
     if splits.fingerprint() != card.dataset.get("fingerprint"):

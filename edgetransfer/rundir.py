@@ -8,7 +8,6 @@ import errno
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -216,9 +215,11 @@ class RunDir:
             holder = run.held_by()  # still training: "in use by 'edgetransfer finetune'", not "--resume it"
             if holder is not None:
                 raise RunDirError(run._in_use(holder))
+            from edgetransfer.finetune_config import resume_command
+
+            world = int((card.training or {}).get("world_size") or 1)  # a torchrun run: resumed by torchrun
             raise RunDirError(
-                f"training of {run.path} did not finish; continue it with: "
-                f"edgetransfer finetune --resume --out {shlex.quote(str(run.path))}"
+                f"training of {run.path} did not finish; continue it with: {resume_command(run.path, world)}"
             )
         if not run.file(CHECKPOINT).is_file():
             raise RunDirError(f"{run.path} has no checkpoint ({CHECKPOINT}); run 'edgetransfer finetune'")

@@ -331,6 +331,31 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     ]
 
 
+def test_a_torchrun_run_is_resumed_by_torchrun_only(image_folder, tmp_path, monkeypatch):
+    """A two-process run resumed as one process went on silently with the wrong steps per epoch and learning rate
+    (72 % validation where the uninterrupted run had 94 %; a new user's trial). The card of a single-process run,
+    edited to say two processes as torchrun's does, stands in for one here."""
+    out = tmp_path / "run"
+    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
+    stop_after_epoch(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config)
+    monkeypatch.undo()
+    card = json.loads((out / "card.json").read_text())
+    card["training"]["world_size"] = 2
+    (out / "card.json").write_text(json.dumps(card))
+    command = f"torchrun --nproc_per_node 2 -m edgetransfer finetune --resume --out {out}"
+    with pytest.raises(RunDirError, match=f"continue it with: {command}$"):
+        RunDir.open(out)
+    with pytest.raises(UsageError, match=f"training in 2 processes, this is 1: .*as it started: {command}$"):
+        finetune(FinetuneConfig(**{**config.__dict__, "resume": True}))
+    card["training"]["world_size"] = 1
+    (out / "card.json").write_text(json.dumps(card))
+    with pytest.raises(RunDirError, match=f"continue it with: edgetransfer finetune --resume --out {out}$"):
+        RunDir.open(out)
+    assert finetune(FinetuneConfig(**{**config.__dict__, "resume": True})).load_card().complete["finetune"]
+
+
 def test_a_resumed_fp16_run_keeps_its_loss_scale(image_folder, tmp_path, monkeypatch):
     """fp16 training (a GPU's --amp fp16) scales its loss; the scale it had backed off to was not saved, so a
     resumed run began at the initial scale again and skipped steps to overflow a second time. fp16 autocast on the
