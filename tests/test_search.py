@@ -313,7 +313,9 @@ def test_a_second_search_of_one_name_in_a_shared_storage_is_refused(tmp_path):
     first = cli("--data", str(data), "--out", str(tmp_path / "a" / "cam"), "--storage", shared, "--trials", "0", *FAST)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "no trial finished with a measured model yet" in first.stdout
-    assert "note: --trials 0: the search is made and no trial runs; workers can join it (--worker)" in first.stderr
+    said = " ".join(first.stderr.split())  # a worker or --resume without --trials N ran nothing (a user's trial)
+    assert "note: --trials 0: the search is made and no trial runs; to run its trials, give the number: " in said
+    assert "workers join it with --worker --trials N, and --resume --trials N continues it" in said
     second = cli("--data", str(data), "--out", str(tmp_path / "b" / "cam"), "--storage", shared, *FAST)
     assert second.returncode == 2
     assert (
@@ -1093,6 +1095,40 @@ class _Frozen:
         self.number, self.user_attrs, self.intermediate_values = 1, {"backbone": "mobilenet_v2", **attrs}, {}
         self.state = optuna.trial.TrialState.COMPLETE
         self.datetime_start = self.datetime_complete = datetime.datetime(2026, 12, 5)
+
+
+def test_a_latency_measured_beside_another_trial_on_the_machine_is_said():
+    """Two workers of one search on one machine: a trial's bench ran while the other trained, its latency read 5x
+    the quiet figure, and the verdict called a trial '12.91x faster' without a word (a new user's trial). Trials
+    that overlapped on one host, and bench's noise verdict, are said in their notes and in the verdict."""
+    import datetime
+
+    def frozen(number, worker, start, end, latency, val, noisy=None):
+        trial = _Frozen({"worker": worker, "latency_ms": latency, "val_top1": val, "size": 96, "int8": "static"})
+        trial.number, trial.user_attrs["run"] = number, f"trials/{number}"
+        trial.user_attrs["val_images"], trial.user_attrs["latency_noisy"] = 100, noisy
+        trial.datetime_start = datetime.datetime(2026, 12, 7, 1, start)
+        trial.datetime_complete = datetime.datetime(2026, 12, 7, 1, end)
+        return trial
+
+    trials = [
+        frozen(0, "vm:10", 0, 5, 0.7, 0.95),
+        frozen(1, "vm:11", 3, 9, 8.7, 0.96, noisy="CV 67% (above 10%)"),  # overlaps trial 0 on vm
+        frozen(2, "other:12", 4, 8, 1.0, 0.90),  # another machine at the same time
+        frozen(3, "vm:10", 10, 12, 0.9, 0.80),  # on vm after both
+    ]
+    rows = rep.trial_rows(trials)
+    assert [r["beside"] for r in rows] == [[1], [0], [], []]
+    assert rows[1]["note"] == (
+        "ran beside trial(s) 0 on the same machine; latency noisy (CV 67% (above 10%)): its latency may be inflated"
+    )
+    assert rows[2]["note"] == rows[3]["note"] == ""
+    lines = rep.verdict(rows, Budget("p50_ms", 33.0))
+    assert "recommended: trial 1" in lines[0] and "12.43x faster" in lines[1]
+    assert lines[2].startswith("  note: trial 1 ran beside trial(s) 0 on the same machine; latency noisy")
+    assert "trial 0 ran beside trial(s) 1" in lines[2] and "measure again on a quiet machine" in lines[2]
+    quiet = rep.trial_rows([trials[2], trials[3]])
+    assert len(rep.verdict(quiet, Budget("p50_ms", 33.0))) == 2  # nothing to doubt: the pick and its run
 
 
 def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tmp_path, monkeypatch):

@@ -90,8 +90,11 @@ def trial_rows(trials: list, *, stopped: bool | str = False) -> list[dict[str, A
                 "model_mb": attrs.get("model_mb"),
                 "val_images": attrs.get("val_images"),
                 "measured_on": attrs.get("measured_on"),
+                "latency_noisy": attrs.get("latency_noisy"),  # bench's why its latency is too noisy, or None
+                "beside": [],  # trials that ran at the same time on the same machine (filled below)
             }
         )
+    _ran_beside(rows, {t.number: t for t in trials})
     for row in rows:  # an interrupted trial whose candidate ran again later says so, not "--resume tries it again"
         again = [
             r["number"]
@@ -103,6 +106,50 @@ def trial_rows(trials: list, *, stopped: bool | str = False) -> list[dict[str, A
         if row["note"].startswith("interrupted (") and again:
             row["note"] = f"{row['note'].split(';')[0]}; tried again as trial {again[0]}"
     return rows
+
+
+def _ran_beside(rows: list[dict], trials: dict) -> None:
+    """Fill each measured trial's ``beside``: the trials that ran at the same time on the same machine (workers of
+    one search on one host), whose training slowed its bench; and say it, with bench's noise verdict, in its note.
+    Latency read while another trial trained was 5x the quiet figure, and a '12.91x faster' verdict came of it."""
+    import datetime
+
+    now = datetime.datetime.now()
+
+    def span(number: int):
+        t = trials[number]
+        return t.datetime_start, t.datetime_complete or now
+
+    hosts = {r["number"]: (r["worker"] or "").rpartition(":")[0] for r in rows}
+    for row in rows:
+        if row["latency_ms"] is None or not hosts[row["number"]] or trials[row["number"]].datetime_start is None:
+            continue
+        if (row.get("measured_on") or "here") != "here":  # measured on a device (--on): this machine's load aside
+            continue
+        start, end = span(row["number"])
+        row["beside"] = [
+            r["number"]
+            for r in rows
+            if r["number"] != row["number"]
+            and hosts[r["number"]] == hosts[row["number"]]
+            and trials[r["number"]].datetime_start is not None
+            and span(r["number"])[0] < end
+            and start < span(r["number"])[1]
+        ]
+    for row in rows:
+        said = _busy(row)
+        if said:
+            row["note"] = f"{row['note']}; {said}" if row["note"] else said
+
+
+def _busy(row: dict) -> str:
+    """Why a trial's latency may be off: it ran beside other trials on its machine, its bench found it noisy."""
+    parts = []
+    if row.get("beside"):
+        parts.append(f"ran beside trial(s) {', '.join(map(str, row['beside']))} on the same machine")
+    if row.get("latency_noisy"):
+        parts.append(f"latency noisy ({row['latency_noisy']})")
+    return "; ".join(parts) + (": its latency may be inflated" if row.get("beside") else "")
 
 
 def measured(rows: list[dict]) -> list[dict]:
@@ -337,6 +384,14 @@ def verdict(rows: list[dict], budget) -> list[str]:
                 f"validation noise ({rec['tie_points']:.2f} points on {r['val_images']} images): the split cannot tell "
                 "them apart, though on held-out sets such a faster trial was more often less accurate on test; "
                 "take it if speed matters more" + (f"; note: its {fast['int8_note']}" if fast.get("int8_note") else "")
+            )
+        doubtful = [row for row in (r, fast) if row is not None and _busy(row)]
+        if doubtful:  # the margins and the "x faster" above rest on these latencies
+            lines.append(
+                "  note: "
+                + "; ".join(f"trial {row['number']} {_busy(row)}" for row in doubtful)
+                + ": measure again on a quiet machine before trusting the figures above (edgetransfer bench RUN "
+                "--profile ...), and run one worker per machine where latency decides"
             )
         return [*lines, f"run: {r['run']}"]
     if rec["closest"] is None:

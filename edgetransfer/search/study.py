@@ -260,8 +260,9 @@ class _Search:
             console.err.print(f"[yellow]trial(s) {', '.join(map(str, dead))}: their worker died; marked failed[/]")
         if not config.resume and self.config.trials == 0:
             console.err.print(
-                "[yellow]note: --trials 0: the search is made and no trial runs; workers can join it (--worker), "
-                "--resume continues it[/]"
+                "[yellow]note: --trials 0: the search is made and no trial runs; to run its trials, give the number: "
+                "workers join it with --worker --trials N, and --resume --trials N continues it (the limit counts "
+                "every worker's trials together; without it they stop at 0 too)[/]"
             )
         if config.resume and self.config.trials != 0:
             self._retry_died(study)

@@ -124,6 +124,7 @@ def run_trial(
     from edgetransfer.bench import make_config
     from edgetransfer.bench.command import run_command
     from edgetransfer.bench.profiles import best_throughput, check_budgets
+    from edgetransfer.bench.stats import noise_problem
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.finetune import FinetuneConfig, finetune
     from edgetransfer.quantize import Int8Config
@@ -214,6 +215,8 @@ def run_trial(
         "p50_p99_batch": smallest["batch"],
         "throughput_ips": best_throughput(result)[0],  # as the profile's min_throughput checks it
         "cv_percent": smallest.get("cv_percent"),
+        # why its latency is too noisy to trust (bench's rule; a machine busy with another worker's trial), or None
+        "latency_noisy": next((why for lat in result["latency"] if (why := noise_problem(lat))), None),
         "model_mb": result["model_bytes"] / 1e6,
         "precision": result["precision"],
         "epochs_run": len(history),
