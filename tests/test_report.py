@@ -207,6 +207,24 @@ def test_recommend_names_the_fastest_variant_within_the_accuracy_budget():
     assert none["backend"] is None and "loses more than" in none["reason"]
 
 
+def test_a_recommendation_between_engines_run_at_different_thread_counts_says_so():
+    """The vehicle profile's 4 threads on 2 cores: ONNX Runtime ran 4 (taking turns, missing the deadline), OpenVINO
+    at most one per core (2), and the recommendation named OpenVINO without a word of it (a new user's trial)."""
+    from edgetransfer.bench.profiles import recommendation_line
+
+    results = three_models()["results"]
+    for r in results:
+        r["threads"] = 2 if r["backend"] == "openvino-cpu" else 4
+    line = recommendation_line(recommend(results, [], objective="p50", max_drop=10.0))
+    assert line.endswith(
+        "; note: the engines ran different numbers of threads (openvino-cpu: 2; ort-cpu: 4): not a like-for-like "
+        "comparison; --threads N with N at most this machine's cores measures them alike"
+    )
+    for r in results:
+        r["threads"] = 2
+    assert "note:" not in recommendation_line(recommend(results, [], objective="p50", max_drop=10.0))
+
+
 def test_recommend_without_accuracy_measured_uses_what_the_export_measured():
     """bench --no-accuracy --recommend picked ort-cpu int8, which the export had measured losing 1.49 points, over
     the 1-point budget (accuracy_checked false, excluded [])."""

@@ -271,6 +271,10 @@ def recommend(
         return {"backend": None, "variant": None, "objective": objective, "reason": "; ".join(excluded)}
     best = sorted(candidates, key=lambda r: objective_value(r, objective), reverse=higher_better)[0]
     acc = best.get("accuracy") or {}
+    ran = {}  # threads each engine ran: OpenVINO uses at most one per core, where a profile asks for more
+    for r in results:
+        if r.get("threads") is not None:
+            ran.setdefault(r["threads"], []).append(r["backend"])
     where = "best of batch sizes and async" if higher_better else f"batch {min(b['batch'] for b in best['latency'])}"
     return {
         "backend": best["backend"],
@@ -285,6 +289,11 @@ def recommend(
         "max_drop_points": max_drop,
         "accuracy_checked": measured,
         "excluded": excluded,
+        # the engines ran different thread counts (a vehicle profile's 4 on 2 cores: ONNX Runtime's 4 took turns
+        # and missed the deadline where OpenVINO's 2 did not): not a like-for-like race
+        "threads_differ": "; ".join(f"{', '.join(sorted(set(b)))}: {n}" for n, b in sorted(ran.items()))
+        if len(ran) > 1
+        else None,
     }
 
 
@@ -299,7 +308,14 @@ def recommendation_line(rec: dict) -> str:
         if rec.get("top1") is not None
         else " (accuracy not measured)"
     )
+    differ = (
+        f"; note: the engines ran different numbers of threads ({rec['threads_differ']}): not a like-for-like "
+        "comparison; --threads N with N at most this machine's cores measures them alike"
+        if rec.get("threads_differ")
+        else ""
+    )
     return (
         f"recommend: {rec['backend']} {rec['variant']} (runs in {rec['precision']}): {name} "
-        f"{rec['value']:.4g} {rec['unit']} at {rec['where']}{acc}; accuracy budget {rec['max_drop_points']:g} points"
+        f"{rec['value']:.4g} {rec['unit']} at {rec['where']}{acc}; accuracy budget {rec['max_drop_points']:g} "
+        f"points{differ}"
     )

@@ -252,7 +252,8 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     if threads > usable_cores():  # a profile for a bigger device (vehicle: 4) on a smaller machine
         console.err.print(
             f"[yellow]note: {threads} threads on the {usable_cores()} cores this process may use: the threads "
-            "take turns and latencies come out erratic; --threads to measure with fewer (search: a profile of your "
+            "take turns and latencies come out erratic (OpenVINO runs at most one per core, so engines are not "
+            "measured alike); --threads to measure with fewer (search: a profile of your "
             "own with threads = N under \\[settings])[/]"  # escaped: rich took [settings] for a tag and dropped it
         )
     samples_set, data_source = _labelled(run, card, config) if config.accuracy else ((), "")
