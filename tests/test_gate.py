@@ -495,6 +495,24 @@ def test_cli_reference_run_of_another_model_is_exit_2(trained_run, tmp_path):
     (other / "card.json").write_text(json.dumps(card))
     outcome = invoke(trained_run.path, *FAST, "--reference-run", other)
     assert outcome.exit_code == 2 and "is of another model" in outcome.stderr, outcome.output
+    assert "to weigh two models, bench each and compare their bench.md" in " ".join(outcome.stderr.split())
+
+
+def test_a_baseline_of_another_model_does_not_just_say_save_a_new_one(trained_run):
+    """A change of input size (96 -> 64 px) was refused with 'save a baseline of this one': the advice that makes a
+    slower model the new reference unseen (a new user's trial)."""
+    from edgetransfer.bench.command import check_baseline_model
+    from edgetransfer.bench.plan import model_identity
+    from edgetransfer.errors import UsageError
+
+    model = model_identity(trained_run.load_card())
+    other = {**model, "input": [1, 3, 2 * model["input"][2], 2 * model["input"][3]]}
+    with pytest.raises(UsageError, match="is of another model") as refused:
+        check_baseline_model(trained_run, {"model": other, "settings": {}}, "base.json", BenchConfig())
+    assert str(refused.value).endswith(
+        "the gate compares one model's latency over time, not two models; if the change is meant, compare the two "
+        "first (bench each; their bench.md), then --save-baseline makes this model's latency the reference"
+    )
 
 
 def test_a_pass_too_noisy_to_rule_out_a_slowdown_says_so():

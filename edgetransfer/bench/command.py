@@ -62,7 +62,11 @@ def check_baseline_model(run: RunDir, baseline: dict, name: str, config: BenchCo
     with other threads or precision than given now (the gate would refuse the comparison after measuring)."""
     diff = identity_diff(model_identity(run.load_card()), baseline["model"])
     if diff:
-        raise UsageError(f"the baseline {name} is of another model ({diff}); save a baseline of this one")
+        raise UsageError(  # not "save a baseline of this one" alone: that accepts whatever latency the change brought
+            f"the baseline {name} is of another model ({diff}): the gate compares one model's latency over time, "
+            "not two models; if the change is meant, compare the two first (bench each; their bench.md), then "
+            "--save-baseline makes this model's latency the reference"
+        )
     settings = baseline.get("settings", {})
     for key, what, now in (
         ("threads_resolved", "threads", config.threads),

@@ -103,7 +103,10 @@ def open_reference(run: RunDir, path: str | None) -> RunDir | None:
     reference = RunDir.open(path)
     diff = identity_diff(model_identity(run.load_card()), model_identity(reference.load_card()))
     if diff:
-        raise UsageError(f"the reference run {reference.path} is of another model ({diff})")
+        raise UsageError(
+            f"the reference run {reference.path} is of another model ({diff}): --reference-run times the same model "
+            "built elsewhere (the main branch's export); to weigh two models, bench each and compare their bench.md"
+        )
     return reference
 
 
