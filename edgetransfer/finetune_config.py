@@ -276,7 +276,7 @@ def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[Fi
     steps = steps_per_epoch(images, batch)
     each = f"one step of all {images} per epoch" if images < batch else f"{steps} step{'s' * (steps != 1)} per epoch"
     reason = (
-        f"{images} training images < {BATCH * STEPS_PER_EPOCH}: {each} "
+        f"{images} training images{' per process' if world > 1 else ''} < {BATCH * STEPS_PER_EPOCH}: {each} "
         f"(about {STEPS_PER_EPOCH} where the split allows, at least {MIN_BATCH} images each; --batch-size to choose)"
     )
     return dataclasses.replace(config, batch_size=batch), reason

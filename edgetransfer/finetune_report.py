@@ -64,7 +64,9 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
         f"{f' ({threads} threads)' if trainer.device == 'cpu' else ''}; strategy {c.strategy}"
         + precision(trainer)
         + (f"; the first {trainer.fixed} body blocks (stride <= 4) stay fixed" if trainer.fixed else "")
-        + f"; batch {c.batch_size}, at most {c.epochs} epoch{'s' * (c.epochs != 1)}"
+        + f"; batch {c.batch_size}"
+        + (f" per process ({c.batch_size * trainer.dist.world} a step in all)" if trainer.dist.world > 1 else "")
+        + f", at most {c.epochs} epoch{'s' * (c.epochs != 1)}"
         + (
             f", stopping after {c.patience} without a better validation score"
             + " from the middle of the epochs on"

@@ -669,6 +669,8 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and card["complete"]["finetune"]
     assert result.stderr.count("best val top-1") == 1, "only rank 0 reports and writes"
+    # the batch is each process's: the step's in all is said (a user's trial read 'batch 8' for 16 a step)
+    assert "batch 4 per process (8 a step in all)" in " ".join(result.stderr.split())
 
 
 @pytest.mark.slow
