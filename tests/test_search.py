@@ -994,6 +994,23 @@ def test_a_trial_started_past_trials_by_a_worker_at_the_same_time_is_skipped(tmp
     assert mine["note"] == "not started: the search has its 1 trial(s) (another worker started the last one)"
 
 
+def test_a_trial_whose_worker_stopped_beating_says_why(tmp_path, monkeypatch):
+    """A worker paused past the heartbeat's grace period: Optuna failed its trial and the trial's note was empty,
+    where a killed worker's says it died (a new user's trial)."""
+    from edgetransfer.search import storage
+
+    store = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=5)
+    study = optuna.create_study(storage=store, study_name="s")
+    trial = study.ask()
+    trial.set_user_attr("worker", "elsewhere:123")  # another machine's: only its heartbeat tells
+    monkeypatch.setattr(type(study._storage), "_get_stale_trial_ids", lambda self, study_id: [trial._trial_id])
+    assert storage.fail_dead_trials(study) == [0]
+    (row,) = rep.trial_rows(study.get_trials())
+    assert row["state"] == "failed" and row["note"] == (
+        "its worker (elsewhere:123) sent no heartbeat for 30 s (stalled, killed or on a lost machine): marked failed"
+    )
+
+
 def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatch):
     """A cause every candidate shares (here a stubbed trial that always fails) is not met once per candidate: the
     search stops after three failed trials when none finished, and says why."""

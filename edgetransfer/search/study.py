@@ -457,7 +457,10 @@ class _Search:
                 except ValueError as exc:  # another worker failed this trial (its heartbeat came too late)
                     if "Cannot tell a" not in str(exc):
                         raise
-                    console.err.print(f"[yellow]trial {self.mine[-1]} was marked failed by another worker: {exc}[/]")
+                    console.err.print(
+                        f"[yellow]trial {self.mine[-1]} was marked failed by another worker: this worker sent no "
+                        "heartbeat in time (it stalled or was paused); its figures are not counted[/]"
+                    )
             if not self.config.worker:
                 self._wait_for_others(study)
         if self.config.resume and self.config.trials and not self.mine and stopped == _trials_reached(self.config):
