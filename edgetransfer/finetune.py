@@ -5,9 +5,9 @@ The run directory is written in place and is always consistent: ``card.json`` sa
 ``model.safetensors`` is the best checkpoint so far; ``resume.pt`` holds the last finished epoch, its weights
 included (one file: a stop between two files left weights one epoch ahead of their state, and the resumed run
 trained that epoch twice), so Ctrl-C or a crash can be continued with ``--resume``. A better epoch's checkpoint is
-written after the state that names it, and ``--resume`` writes it again from the state's weights. Every file is written
-atomically. Until the first epoch has finished there is nothing to continue: a stop or a failure then leaves
-``--out`` as it was (:class:`_NewOut`).
+written after the state that names it, and ``--resume`` writes it again from the state's weights where the last
+saved epoch is the best. Every file is written atomically. Until the first epoch has finished there is nothing to
+continue: a stop or a failure then leaves ``--out`` as it was (:class:`_NewOut`).
 
 Images are decoded and resized once (:mod:`edgetransfer.decoded`), batches are augmented whole, the model runs in
 channels-last memory with mixed precision where the hardware computes it natively: on a GPU throughout, on a CPU

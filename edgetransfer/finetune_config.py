@@ -398,8 +398,9 @@ def check_resume(out: Path, config: FinetuneConfig, splits: Splits, world: int =
         # (a resumed two-process run went on in one at the wrong learning rate and lost 22 validation points)
         raise UsageError(
             f"{out} was training in {trained_in} process{'es' * (trained_in > 1)}, this is {world}: the steps per "
-            f"epoch and the learning-rate schedule follow that; continue it as it started: "
-            f"{resume_command(out, trained_in)}"
+            f"epoch and the learning-rate schedule follow that; continue it as it started"
+            + (" (on several machines, torchrun's --nnodes and --nproc_per_node as then)" if trained_in > 1 else "")
+            + f": {resume_command(out, trained_in)}"
         )
     if tuple(splits.labels) != tuple(card.labels):
         raise UsageError(f"the data's classes {list(splits.labels)} differ from the checkpoint's {list(card.labels)}")

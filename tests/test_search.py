@@ -998,6 +998,7 @@ def test_a_trial_whose_worker_stopped_beating_says_why(tmp_path, monkeypatch):
     """A worker paused past the heartbeat's grace period: Optuna failed its trial and the trial's note was empty,
     where a killed worker's says it died (a new user's trial)."""
     from edgetransfer.search import storage
+    from edgetransfer.search import study as study_module
 
     store = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=5)
     study = optuna.create_study(storage=store, study_name="s")
@@ -1007,8 +1008,11 @@ def test_a_trial_whose_worker_stopped_beating_says_why(tmp_path, monkeypatch):
     assert storage.fail_dead_trials(study) == [0]
     (row,) = rep.trial_rows(study.get_trials())
     assert row["state"] == "failed" and row["note"] == (
-        "its worker (elsewhere:123) sent no heartbeat for 30 s (stalled, killed or on a lost machine): marked failed"
+        "its worker (elsewhere:123) stopped sending heartbeats (stalled, killed or on a lost machine): marked failed"
     )
+    # a died worker's trial: its candidate is tried again and it does not count (a recorded cause of its own made
+    # it a failure of the candidate, in a first version of this change: a read-only review caught it)
+    assert study_module._died(study.get_trials()[0])
 
 
 def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatch):
@@ -1146,6 +1150,20 @@ def test_a_latency_measured_beside_another_trial_on_the_machine_is_said():
     assert "trial 0 ran beside trial(s) 1" in lines[2] and "measure again on a quiet machine" in lines[2]
     quiet = rep.trial_rows([trials[2], trials[3]])
     assert len(rep.verdict(quiet, Budget("p50_ms", 33.0))) == 2  # nothing to doubt: the pick and its run
+    # where the timings say when a trial benched, only what ran then counts: trial 0 benched in its last minute
+    # (4-5), after trial 4 (0-3) had ended; trial 4 benched at 2-3 while trial 0 trained. A repeat did no work.
+    timed = frozen(0, "vm:10", 0, 5, 0.7, 0.95)
+    timed.user_attrs.update(finetune_s=200.0, export_s=40.0, bench_s=60.0)
+    early = frozen(4, "vm:13", 0, 3, 0.8, 0.94)
+    early.user_attrs.update(finetune_s=100.0, export_s=20.0, bench_s=60.0)
+    repeat = frozen(5, "vm:14", 4, 4, 0.7, 0.95)
+    repeat.user_attrs["same_as"] = 0
+    rows = rep.trial_rows([timed, early, repeat])
+    assert [r["beside"] for r in rows] == [[], [0], []]
+    over = rep.verdict(rep.trial_rows(trials), Budget("p50_ms", 5.0))  # trial 1 (8.7 ms) read over the budget
+    assert "recommended: trial 0" in over[0] and "trial 1 ran beside trial(s) 0" in over[1]  # it was more accurate
+    none = rep.verdict(rep.trial_rows(trials), Budget("p50_ms", 0.1))
+    assert none[0].startswith("no candidate meets") and "before concluding that nothing meets the budget" in none[1]
 
 
 def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tmp_path, monkeypatch):

@@ -69,6 +69,12 @@ def trial_rows(trials: list, *, stopped: bool | str = False) -> list[dict[str, A
                 or attrs.get("pruned")
                 or attrs.get("skipped")
                 or attrs.get("interrupted")
+                or (  # failed by Optuna for its heartbeat (nothing of ours recorded a cause): said, not left blank
+                    f"its worker ({attrs.get('worker') or '?'}) stopped sending heartbeats (stalled, killed or on a "
+                    "lost machine): marked failed"
+                    if t.state.name == "FAIL"
+                    else ""
+                )
                 or "; ".join(
                     note
                     for note in (
@@ -109,27 +115,39 @@ def trial_rows(trials: list, *, stopped: bool | str = False) -> list[dict[str, A
 
 
 def _ran_beside(rows: list[dict], trials: dict) -> None:
-    """Fill each measured trial's ``beside``: the trials that ran at the same time on the same machine (workers of
-    one search on one host), whose training slowed its bench; and say it, with bench's noise verdict, in its note.
+    """Fill each measured trial's ``beside``: the trials that ran on the same machine while it was benched (workers
+    of one search on one host), whose work slowed its bench; and say it, with bench's noise verdict, in its note.
     Latency read while another trial trained was 5x the quiet figure, and a '12.91x faster' verdict came of it."""
     import datetime
 
     now = datetime.datetime.now()
+    hosts = {r["number"]: (r["worker"] or "").rpartition(":")[0] for r in rows}
 
-    def span(number: int):
+    def span(number: int) -> tuple:
         t = trials[number]
         return t.datetime_start, t.datetime_complete or now
 
-    hosts = {r["number"]: (r["worker"] or "").rpartition(":")[0] for r in rows}
-    for row in rows:
-        if row["latency_ms"] is None or not hosts[row["number"]] or trials[row["number"]].datetime_start is None:
+    def bench_window(number: int) -> tuple:
+        """When the trial benched (after its fine-tune and export), where its timings say; else its whole span."""
+        start, end = span(number)
+        attrs = trials[number].user_attrs
+        if all(isinstance(attrs.get(k), (int, float)) for k in ("finetune_s", "export_s", "bench_s")):
+            began = start + datetime.timedelta(seconds=attrs["finetune_s"] + attrs["export_s"])
+            return began, began + datetime.timedelta(seconds=attrs["bench_s"])
+        return start, end
+
+    working = [  # trials that did work of their own (a repeat copies figures; a skipped one never started)
+        r for r in rows if r["same_as"] is None and r["state"] not in ("skipped", "queued") and hosts[r["number"]]
+    ]
+    for row in working:
+        if row["latency_ms"] is None or trials[row["number"]].datetime_start is None:
             continue
         if (row.get("measured_on") or "here") != "here":  # measured on a device (--on): this machine's load aside
             continue
-        start, end = span(row["number"])
+        start, end = bench_window(row["number"])
         row["beside"] = [
             r["number"]
-            for r in rows
+            for r in working
             if r["number"] != row["number"]
             and hosts[r["number"]] == hosts[row["number"]]
             and trials[r["number"]].datetime_start is not None
@@ -385,8 +403,11 @@ def verdict(rows: list[dict], budget) -> list[str]:
                 "them apart, though on held-out sets such a faster trial was more often less accurate on test; "
                 "take it if speed matters more" + (f"; note: its {fast['int8_note']}" if fast.get("int8_note") else "")
             )
-        doubtful = [row for row in (r, fast) if row is not None and _busy(row)]
-        if doubtful:  # the margins and the "x faster" above rest on these latencies
+        # the margins and the "x faster" above rest on these latencies; a more accurate trial read too slow may
+        # have lost the pick to this one
+        better = [x for x in measured(rows) if x["val_top1"] is not None and x["val_top1"] > r["val_top1"]]
+        doubtful = [row for row in (r, fast, *better) if row is not None and _busy(row)]
+        if doubtful:
             lines.append(
                 "  note: "
                 + "; ".join(f"trial {row['number']} {_busy(row)}" for row in doubtful)
@@ -399,10 +420,21 @@ def verdict(rows: list[dict], budget) -> list[str]:
     c = rec["closest"]
     over = [f"{c['latency_ms'] - budget.limit_ms:.3f} ms over"] if c["latency_ms"] > budget.limit_ms else []
     over += [over_profile(c.get("budget_failures"))] if c.get("budget_failures") else []
+    doubtful = [row for row in measured(rows) if _busy(row)]
+    busy = (
+        [
+            "  note: "
+            + "; ".join(f"trial {row['number']} {_busy(row)}" for row in doubtful)
+            + ": measure again on a quiet machine before concluding that nothing meets the budget"
+        ]
+        if doubtful
+        else []
+    )
     return [
         f"no candidate meets the budget {budget.describe()}: the closest is trial {c['number']}, {_name(c)}, "
         f"{budget.label} {c['latency_ms']:.3f} ms ({'; '.join(over)}), "
-        f"val top-1 {_pct(c['val_top1'])}; run: {c['run']}"
+        f"val top-1 {_pct(c['val_top1'])}; run: {c['run']}",
+        *busy,
     ]
 
 

@@ -134,33 +134,9 @@ def fail_dead_trials(study) -> list[int]:
             except optuna.exceptions.UpdateFinishedTrialError:  # another worker marked it failed meanwhile
                 continue
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    _say_stale(study, {t._trial_id: t for t in trials})  # Optuna fails them without a word: the note was empty
     optuna.storages.fail_stale_trials(study)  # another machine's worker: its folder is on that machine
     after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     return sorted(set(failed) | (after - before))
-
-
-def _say_stale(study, trials: dict) -> None:
-    """Record why the trials Optuna is about to fail for their heartbeat are failed (a stalled, killed or lost
-    worker), while they can still take an attribute."""
-    optuna = need_optuna()
-    storage = study._storage  # Optuna's cache in front of the RDB storage: both answer these
-    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
-    if not interval or not hasattr(storage, "_get_stale_trial_ids"):
-        return
-    grace = getattr(getattr(storage, "_backend", storage), "grace_period", None) or 2 * interval  # Optuna's default
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
-        trial = trials.get(trial_id)
-        worker = trial.user_attrs.get("worker", "?") if trial is not None else "?"
-        try:
-            storage.set_trial_user_attr(
-                trial_id,
-                "error",
-                f"its worker ({worker}) sent no heartbeat for {grace} s (stalled, killed or on a lost "
-                "machine): marked failed",
-            )
-        except optuna.exceptions.UpdateFinishedTrialError:  # it finished or was failed meanwhile
-            continue
 
 
 def _own_folder(trial, trials) -> bool:

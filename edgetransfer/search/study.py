@@ -33,6 +33,7 @@ FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "late
 FIGURES += ("cv_percent", "model_mb", "precision", "epochs_run", "seconds", "within_budget", "over_budget_ms")
 FIGURES += ("budget_failures", "p50_p99_batch", "throughput_ips")
 FIGURES += ("finetune_s", "export_s", "bench_s", "val_images", "measured_on", "slowest_on", "int8_drop_points")
+FIGURES += ("latency_noisy",)
 FIRST_PRUNE_EPOCH = 2  # the earliest epoch a trial can be pruned at (epochs count from 1)
 EXPORT_MAX_DROP = Int8Config.max_drop  # export's int8 budget (points): a static trial past it has its QAT sibling tried
 ALL_FAILED_STOP = 3  # trials that failed, none finished: the search stops (_failing)
