@@ -954,6 +954,31 @@ def test_a_trial_that_crashes_fails_alone_and_is_not_taken_for_a_dead_worker(tmp
         search(replace(config, out=str(tmp_path / "t"), backbones=("mobilenet_v2",), trials=1))
 
 
+def test_a_trial_s_noise_verdict_reaches_the_rows_and_search_json(tmp_path, monkeypatch):
+    """run_trial's latency_noisy was not among the figures saved on the trial (0e8aa2d): the note and search.json
+    never had it from a real trial. Through the search itself, with a stand-in trial."""
+    import json
+
+    from edgetransfer.search import search, study
+
+    noisy = "CV 67% (above 10%)"
+    monkeypatch.setattr(
+        study,
+        "run_trial",
+        lambda config, candidate, folder, *a, **k: dict(
+            run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2,
+            latency_noisy=noisy,
+        ),
+    )  # fmt: skip
+    data = make_folder(tmp_path / "img", per_class=6)
+    out = tmp_path / "s"
+    config = SearchConfig(data=str(data), out=str(out), backbones=("mobilenet_v2",), sizes=(32,), trials=1)
+    (row,) = [r for r in search(config).rows if r["state"] == "done"]
+    assert row["latency_noisy"] == noisy and f"latency noisy ({noisy})" in row["note"]
+    (saved,) = [t for t in json.loads((out / "search.json").read_text())["trials"] if t["state"] == "done"]
+    assert saved["latency_noisy"] == noisy
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the stand-in worker asks without optimize
 def test_a_trial_started_past_trials_by_a_worker_at_the_same_time_is_skipped(tmp_path, monkeypatch):
     """Two workers that each saw one trial left both started one (the check and the new trial are not one step):
@@ -1008,7 +1033,8 @@ def test_a_trial_whose_worker_stopped_beating_says_why(tmp_path, monkeypatch):
     assert storage.fail_dead_trials(study) == [0]
     (row,) = rep.trial_rows(study.get_trials())
     assert row["state"] == "failed" and row["note"] == (
-        "its worker (elsewhere:123) stopped sending heartbeats (stalled, killed or on a lost machine): marked failed"
+        "no cause recorded: its worker (elsewhere:123) stopped mid-trial (a heartbeat that stopped: stalled, killed "
+        "or on a lost machine); marked failed"
     )
     # a died worker's trial: its candidate is tried again and it does not count (a recorded cause of its own made
     # it a failure of the candidate, in a first version of this change: a read-only review caught it)

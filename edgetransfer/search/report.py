@@ -70,8 +70,8 @@ def trial_rows(trials: list, *, stopped: bool | str = False) -> list[dict[str, A
                 or attrs.get("skipped")
                 or attrs.get("interrupted")
                 or (  # failed by Optuna for its heartbeat (nothing of ours recorded a cause): said, not left blank
-                    f"its worker ({attrs.get('worker') or '?'}) stopped sending heartbeats (stalled, killed or on a "
-                    "lost machine): marked failed"
+                    f"no cause recorded: its worker ({attrs.get('worker') or '?'}) stopped mid-trial (a heartbeat "
+                    "that stopped: stalled, killed or on a lost machine); marked failed"
                     if t.state.name == "FAIL"
                     else ""
                 )
