@@ -343,13 +343,13 @@ class _Trainer:
             self.model.load_state_dict(
                 weights if weights is not None else backbones.read_safetensors(out / LAST_CHECKPOINT)
             )
-            if dist.main:  # what a killed run was writing (SIGKILL, a power cut): the files it wrote before are whole
-                for stale in out.glob(".*.tmp"):  # (atomic_path's temporaries; the run's lock is held)
-                    stale.unlink(missing_ok=True)
-            if weights is not None and self.state["best_epoch"] == self.state["epoch"] and dist.main:
-                # the last saved epoch is the best: its checkpoint from the same weights (a stop after resume.pt
-                # and before model.safetensors left the epoch before's beside a state naming this one)
-                save_checkpoint(self.model, out / CHECKPOINT, {"backbone": backbone.name})
+            if dist.main:
+                for stale in out.glob(".*.tmp"):  # what a killed run was writing (atomic_path's temporaries; the
+                    stale.unlink(missing_ok=True)  # files it wrote before are whole; the run's lock is held)
+                if weights is not None and self.state["best_epoch"] == self.state["epoch"]:
+                    # the last saved epoch is the best: its checkpoint from the same weights (a stop after
+                    # resume.pt and before model.safetensors left the epoch before's beside a state naming this one)
+                    save_checkpoint(self.model, out / CHECKPOINT, {"backbone": backbone.name})
         dist.barrier()
 
     # ------------------------------------------------------------------ the loop

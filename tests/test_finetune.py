@@ -306,13 +306,19 @@ def stop_after_epoch(monkeypatch, stop: int) -> None:
     monkeypatch.setattr(module._Trainer, "_should_stop", interrupted)
 
 
-def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkeypatch):
-    out = tmp_path / "run"
-    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
-    stop_after_epoch(monkeypatch, 2)
+def stopped_after_epoch(monkeypatch, config: FinetuneConfig, stop: int) -> None:
+    """Run ``config``'s fine-tune and stop it with Ctrl-C right after epoch ``stop`` is saved (every patch of
+    ``monkeypatch`` undone after)."""
+    stop_after_epoch(monkeypatch, stop)
     with pytest.raises(KeyboardInterrupt):
         finetune(config)
     monkeypatch.undo()
+
+
+def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
+    stopped_after_epoch(monkeypatch, config, 2)
     with pytest.raises(RunDirError, match="--resume"):
         RunDir.open(out)
     with pytest.raises(UsageError, match=r"changed option\(s\): --lr \(0.002 in the run, 0.5 now\); leave them out"):
@@ -337,10 +343,7 @@ def test_a_torchrun_run_is_resumed_by_torchrun_only(image_folder, tmp_path, monk
     edited to say two processes as torchrun's does, stands in for one here."""
     out = tmp_path / "run"
     config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 3})
-    stop_after_epoch(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(config)
-    monkeypatch.undo()
+    stopped_after_epoch(monkeypatch, config, 1)
     card = json.loads((out / "card.json").read_text())
     card["training"]["world_size"] = 2
     (out / "card.json").write_text(json.dumps(card))
@@ -422,10 +425,7 @@ def test_a_run_with_relative_input_folders_resumes_from_another_folder(image_fol
     make_folder(tmp_path / "unl", per_class=4, seed=7)
     monkeypatch.chdir(tmp_path)
     config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "run"), adapt_bn="unl", **TINY)
-    stop_after_epoch(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(config)
-    monkeypatch.undo()
+    stopped_after_epoch(monkeypatch, config, 1)
     monkeypatch.chdir(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -471,10 +471,7 @@ def test_a_resume_with_fewer_epochs_counts_the_patience_by_its_own_plan(image_fo
 
     out = tmp_path / "run"
     config = FinetuneConfig(data=str(image_folder), out=str(out), **{**TINY, "epochs": 8, "patience": 2})
-    stop_after_epoch(monkeypatch, 5)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(config)
-    monkeypatch.undo()
+    stopped_after_epoch(monkeypatch, config, 5)
     state = torch.load(out / RESUME_STATE, map_location="cpu", weights_only=True)
     state.update(best_acc=2.0, best_epoch=1)  # no better validation score since epoch 1 (none can beat 2.0)
     torch.save(state, out / RESUME_STATE)

@@ -170,6 +170,14 @@ def _busy(row: dict) -> str:
     return "; ".join(parts) + (": its latency may be inflated" if row.get("beside") else "")
 
 
+def _busy_note(doubtful: list[dict], before: str) -> list[str]:
+    """The verdict's line naming the trials whose latency may be off (none: no line)."""
+    if not doubtful:
+        return []
+    said = "; ".join(f"trial {row['number']} {_busy(row)}" for row in doubtful)
+    return [f"  note: {said}: measure again on a quiet machine {before}"]
+
+
 def measured(rows: list[dict]) -> list[dict]:
     """The trials that made and measured a model of their own (done, not a repeat of an earlier candidate)."""
     return [r for r in rows if r["state"] == "done" and r["same_as"] is None and r["latency_ms"] is not None]
@@ -407,29 +415,18 @@ def verdict(rows: list[dict], budget) -> list[str]:
         # have lost the pick to this one
         better = [x for x in measured(rows) if x["val_top1"] is not None and x["val_top1"] > r["val_top1"]]
         doubtful = [row for row in (r, fast, *better) if row is not None and _busy(row)]
-        if doubtful:
-            lines.append(
-                "  note: "
-                + "; ".join(f"trial {row['number']} {_busy(row)}" for row in doubtful)
-                + ": measure again on a quiet machine before trusting the figures above (edgetransfer bench RUN "
-                "--profile ...), and run one worker per machine where latency decides"
-            )
+        lines += _busy_note(
+            doubtful,
+            "before trusting the figures above (edgetransfer bench RUN --profile ...), and run one worker per "
+            "machine where latency decides",
+        )
         return [*lines, f"run: {r['run']}"]
     if rec["closest"] is None:
         return ["no trial finished with a measured model yet; nothing to recommend"]
     c = rec["closest"]
     over = [f"{c['latency_ms'] - budget.limit_ms:.3f} ms over"] if c["latency_ms"] > budget.limit_ms else []
     over += [over_profile(c.get("budget_failures"))] if c.get("budget_failures") else []
-    doubtful = [row for row in measured(rows) if _busy(row)]
-    busy = (
-        [
-            "  note: "
-            + "; ".join(f"trial {row['number']} {_busy(row)}" for row in doubtful)
-            + ": measure again on a quiet machine before concluding that nothing meets the budget"
-        ]
-        if doubtful
-        else []
-    )
+    busy = _busy_note([row for row in measured(rows) if _busy(row)], "before concluding that nothing meets the budget")
     return [
         f"no candidate meets the budget {budget.describe()}: the closest is trial {c['number']}, {_name(c)}, "
         f"{budget.label} {c['latency_ms']:.3f} ms ({'; '.join(over)}), "
