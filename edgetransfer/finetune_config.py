@@ -282,6 +282,7 @@ def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[Fi
     return dataclasses.replace(config, batch_size=batch), reason
 
 
+GRID = 32  # the backbones' total stride: the sizes chosen from the data, and the search's, are multiples of it
 AUTO_MIN_SIZE = 96  # the smallest input a size from the data goes to: MobileNetV2's last feature map is then 3x3
 
 
@@ -289,6 +290,13 @@ def choose_size(config: FinetuneConfig, backbone, splits: Splits) -> tuple[int, 
     """The input size and why: ``--size``, else from the training images (their median shorter side rounded up to
     a multiple of 32, within 96..the backbone's default): 64 px crops train at 96 px, not at 224."""
     if config.size:
+        if config.size % GRID:  # it trains and exports; said, as the sizes chosen here are all on the grid
+            below = config.size // GRID * GRID
+            return config.size, (
+                f"(--size; not a multiple of {GRID}, the backbones' total stride: it trains and exports, but the "
+                f"stride-2 layers pad uneven edges and many edge compilers and accelerators want multiples of "
+                f"{GRID}; the nearest on the grid: {' or '.join(str(n) for n in (below, below + GRID) if n)} px)"
+            )
         return config.size, "--size"
     side = median_shorter_side(splits.train, seed=config.seed)
     size = min(max(-(-side // 32) * 32, AUTO_MIN_SIZE), backbone.input_size)

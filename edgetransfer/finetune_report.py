@@ -155,6 +155,9 @@ def new_card(trainer, fingerprint: str, threads: int) -> ModelCard:
             "config": dataclasses.asdict(trainer.config),
             "device": trainer.device,
             "world_size": trainer.dist.world,
+            # config's batch_size is each process's: the images one optimizer step sees, the recipe's batch, are
+            # this (a torchrun run and a one-process run of one seed train different recipes)
+            "batch_per_step": trainer.config.batch_size * trainer.dist.world,
             "threads": threads,
             "input_size": {"pixels": trainer.pre.crop, "chosen": trainer.size_reason},
             "fixed_blocks": trainer.fixed,  # --freeze-early: the body's first blocks that never learn

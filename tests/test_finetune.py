@@ -174,6 +174,7 @@ def test_a_small_run_says_its_batch_size_and_records_it(image_folder, tmp_path, 
     assert "; batch 8, at most 2 epochs" in said and "resuming after epoch 1" in said, said  # said again on resume
     card = run.load_card()
     assert card.training["config"]["batch_size"] == 8 and len(card.training["history"]) == 2
+    assert card.training["batch_per_step"] == 8 and card.training["world_size"] == 1  # one process: its batch
     assert card.training["config"]["size"] == card.preprocessing.crop == AUTO_MIN_SIZE  # the size trained at
 
 
@@ -665,6 +666,7 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and card["complete"]["finetune"]
+    assert card["training"]["config"]["batch_size"] == 4 and card["training"]["batch_per_step"] == 8
     assert result.stderr.count("best val top-1") == 1, "only rank 0 reports and writes"
     # the batch is each process's: the step's in all is said (a user's trial read 'batch 8' for 16 a step)
     assert "batch 4 per process (8 a step in all)" in " ".join(result.stderr.split())
@@ -741,6 +743,12 @@ def test_input_size_from_the_images(tmp_path, side, expected):
     assert size == expected and f"median shorter side {side} px" in why
     given = FinetuneConfig(data=str(data), out=str(tmp_path / "run"), size=64)
     assert choose_size(given, backbones.get("mobilenet_v2"), splits) == (64, "--size")
+    off = FinetuneConfig(data=str(data), out=str(tmp_path / "run"), size=100)  # trains off the stride grid: said
+    size, why = choose_size(off, backbones.get("mobilenet_v2"), splits)
+    assert size == 100 and "not a multiple of 32" in why and why.endswith("nearest on the grid: 96 or 128 px)")
+    assert choose_size(dataclasses.replace(off, size=20), backbones.get("mobilenet_v2"), splits)[1].endswith(
+        "grid: 32 px)"
+    )
 
 
 def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeypatch, capsys):

@@ -18,16 +18,25 @@ from rich.table import Table
 from edgetransfer.rundir import atomic_write_text
 from edgetransfer.search.config import TIE_SE
 
+# what the study records of a re-measured trial besides its new figures (study._remeasure)
+AGAIN_RECORD = ("first_ms", "first_beside", "first_noisy", "started", "ended", "by")
 STATES = {"COMPLETE": "done", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "queued"}
 REPORT_JSON, REPORT_HTML = "search.json", "search.html"
 
 
-def trial_rows(trials: list, *, stopped: bool | str = False) -> list[dict[str, Any]]:
+def trial_rows(trials: list, *, stopped: bool | str = False, remeasured: dict | None = None) -> list[dict[str, Any]]:
     """One row per Optuna trial (a ``FrozenTrial``): its candidate, state, figures and who ran it; ``stopped``: the
-    search has stopped (why, where known), so a trial still queued will not run in it."""
+    search has stopped (why, where known), so a trial still queued will not run in it; ``remeasured``: the latency
+    figures the search measured again after its trials (the study's record, see study._remeasure), which replace
+    a trial's own (and a repeat's of it)."""
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         attrs = dict(t.user_attrs)
+        again = (remeasured or {}).get(str(attrs.get("same_as", t.number)))
+        if t.state.name == "COMPLETE" and again and "error" not in again:
+            attrs.update({k: v for k, v in again.items() if k not in AGAIN_RECORD})
+        else:
+            again = None
         steps = sorted(t.intermediate_values.items())
         state = "skipped" if "skipped" in attrs else STATES.get(t.state.name, t.state.name.lower())
         if t.state.name == "WAITING":  # queued (the default, its smallest size, a QAT sibling), not started yet
@@ -98,6 +107,8 @@ def trial_rows(trials: list, *, stopped: bool | str = False) -> list[dict[str, A
                 "measured_on": attrs.get("measured_on"),
                 "latency_noisy": attrs.get("latency_noisy"),  # bench's why its latency is too noisy, or None
                 "beside": [],  # trials that ran at the same time on the same machine (filled below)
+                # measured again after the search (its first reading was beside another trial, or noisy)
+                "remeasured": {k: again[k] for k in AGAIN_RECORD if k in again} if again else None,
             }
         )
     _ran_beside(rows, {t.number: t for t in trials})
@@ -122,6 +133,7 @@ def _ran_beside(rows: list[dict], trials: dict) -> None:
 
     now = datetime.datetime.now()
     hosts = {r["number"]: (r["worker"] or "").rpartition(":")[0] for r in rows}
+    rows_by = {r["number"]: r for r in rows}
 
     def span(number: int) -> tuple:
         t = trials[number]
@@ -131,6 +143,9 @@ def _ran_beside(rows: list[dict], trials: dict) -> None:
         """When the trial benched (after its fine-tune and export), where its timings say; else its whole span."""
         start, end = span(number)
         attrs = trials[number].user_attrs
+        again = rows_by[number].get("remeasured")
+        if again and rows_by[number]["same_as"] is None:
+            return datetime.datetime.fromisoformat(again["started"]), datetime.datetime.fromisoformat(again["ended"])
         if all(isinstance(attrs.get(k), (int, float)) for k in ("finetune_s", "export_s", "bench_s")):
             began = start + datetime.timedelta(seconds=attrs["finetune_s"] + attrs["export_s"])
             return began, began + datetime.timedelta(seconds=attrs["bench_s"])
@@ -155,9 +170,19 @@ def _ran_beside(rows: list[dict], trials: dict) -> None:
             and start < span(r["number"])[1]
         ]
     for row in rows:
-        said = _busy(row)
+        said = "; ".join(x for x in (_again(row), _busy(row)) if x)
         if said:
             row["note"] = f"{row['note']}; {said}" if row["note"] else said
+
+
+def _again(row: dict) -> str:
+    """A trial measured again after the search: what its first reading was and why it was not kept."""
+    again = row.get("remeasured")
+    if not again:
+        return ""
+    why = f"beside trial(s) {', '.join(map(str, again['first_beside']))}" if again.get("first_beside") else "noisy"
+    key = (row.get("latency_key") or "p50_ms").removesuffix("_ms")
+    return f"{key} measured again alone after the search (first read {again['first_ms']:.3f} ms, {why})"
 
 
 def _busy(row: dict) -> str:

@@ -121,10 +121,6 @@ def run_trial(
     fine-tune is the one this candidate's would repeat: same data, options and seed) its fine-tuned run is copied
     and only exported and benched here: a QAT candidate is export's QAT on the fine-tuned model, as ``export
     --int8-method qat`` on a run."""
-    from edgetransfer.bench import make_config
-    from edgetransfer.bench.command import run_command
-    from edgetransfer.bench.profiles import best_throughput, check_budgets
-    from edgetransfer.bench.stats import noise_problem
     from edgetransfer.export import ExportConfig, export
     from edgetransfer.finetune import FinetuneConfig, finetune
     from edgetransfer.quantize import Int8Config
@@ -160,6 +156,35 @@ def run_trial(
     int8 = Int8Config(mode=candidate.int8, weights=config.int8_weights, **plain)
     export(run, ExportConfig(openvino=openvino, int8=int8))
     timings["export_s"] = time.perf_counter() - started - timings["finetune_s"]
+    latency = measure_latency(run, config, candidate, profile, devices=devices)
+    timings["bench_s"] = time.perf_counter() - started - timings["finetune_s"] - timings["export_s"]
+    card = run.load_card()
+    metric = card.metrics.get(export_metric(config, candidate), {})
+    drop = int8_drop(card.metrics, config, candidate)
+    history = card.training.get("history", [])
+    return {
+        "run": str(out),
+        "val_top1": metric.get("val_top1"),  # the exported model's, on the validation split: what the search ranks
+        "torch_val_top1": card.metrics.get("torch", {}).get("val_top1"),
+        "int8_drop_points": drop,  # validation top-1 below fp32 math's (the fp32 ONNX model), in points
+        "test_top1": metric.get("test_top1"),  # for the final report only
+        **latency,
+        "epochs_run": len(history),
+        "val_images": card.dataset.get("sizes", {}).get("val"),  # for the noise of val top-1
+        "seconds": time.perf_counter() - started,
+        **timings,
+    }
+
+
+def measure_latency(run, config: SearchConfig, candidate: Candidate, profile, *, devices: list | None = None) -> dict:
+    """Bench the candidate's model in ``run`` with the profile's settings (here, or on each device of ``--on``) and
+    check the profile's budgets: a trial's latency figures. A trial measures with it, and
+    the search measures with it again a trial whose first reading was taken beside another trial (study._remeasure)."""
+    from edgetransfer.bench import make_config
+    from edgetransfer.bench.command import run_command
+    from edgetransfer.bench.profiles import best_throughput, check_budgets
+    from edgetransfer.bench.stats import noise_problem
+
     explicit = {
         "backends": (config.backend,),
         "variants": (candidate.variant,),
@@ -171,7 +196,6 @@ def run_trial(
         measured = _on_devices(run, bench_config, devices, config)
     else:
         measured = [("here", run_command(run, bench_config).document)]
-    timings["bench_s"] = time.perf_counter() - started - timings["finetune_s"] - timings["export_s"]
     budget = Budget.of(profile)
     limit = {budget.key: budget.limit_ms if math.isfinite(budget.limit_ms) else 1e300}
     checked = []
@@ -198,16 +222,7 @@ def run_trial(
         failure_text(c) + (f" on {w}" if devices else "") for _, _, w, failed in checked for c in failed
     ]
     smallest = min(result["latency"], key=lambda lat: lat["batch"])
-    card = run.load_card()
-    metric = card.metrics.get(export_metric(config, candidate), {})
-    drop = int8_drop(card.metrics, config, candidate)
-    history = card.training.get("history", [])
     return {
-        "run": str(out),
-        "val_top1": metric.get("val_top1"),  # the exported model's, on the validation split: what the search ranks
-        "torch_val_top1": card.metrics.get("torch", {}).get("val_top1"),
-        "int8_drop_points": drop,  # validation top-1 below fp32 math's (the fp32 ONNX model), in points
-        "test_top1": metric.get("test_top1"),  # for the final report only
         "latency_ms": check["value"],  # the budget's figure (worst over the profile's batch sizes)
         "latency_key": budget.key,
         "p50_ms": smallest["p50_ms"],  # at the profile's smallest batch size (latency_ms is the worst of them)
@@ -219,13 +234,9 @@ def run_trial(
         "latency_noisy": next((why for lat in result["latency"] if (why := noise_problem(lat))), None),
         "model_mb": result["model_bytes"] / 1e6,
         "precision": result["precision"],
-        "epochs_run": len(history),
-        "val_images": card.dataset.get("sizes", {}).get("val"),  # for the noise of val top-1
         "budget_failures": over or None,  # the profile's budgets other than latency that the model breaks
         "measured_on": ", ".join(w for _, _, w, _ in checked) if devices else "here",
         "slowest_on": where,
-        "seconds": time.perf_counter() - started,
-        **timings,
     }
 
 
