@@ -185,6 +185,36 @@ def test_another_machine_or_library_version_warns():
     assert any("onnxruntime 1.20.0 -> 1.21.0" in w for w in outcome.warnings)
 
 
+def test_the_same_model_read_faster_than_its_baseline_is_said_to_be_the_machine():
+    """Against a stored baseline each model is judged relative to the machine probe, which drifts: an unchanged
+    model read 'FASTER' by 10 % (a new user's trial). Where the file and the library versions are the baseline's,
+    the gate says that it is the machine; a model file of its own, or other versions, may truly be faster."""
+
+    def with_probe(doc, probe_ms, seed):
+        doc["probe"] = {"latency": [{"batch": 1, "samples_ms": samples(probe_ms, seed=seed), "rounds": [100, 100]}]}
+        return doc
+
+    baseline = with_probe(two_variants(seed=0), 1.0, 50)
+    for r in baseline["results"]:
+        r["latency"][0]["rounds"] = [100, 100]
+    current = with_probe(two_variants(fp32_ms=0.8, int8_ms=0.56, seed=10), 1.0, 51)
+    for r in current["results"]:
+        r["latency"][0]["rounds"] = [100, 100]
+    outcome = compare(current, baseline, GATE)
+    assert outcome.exit_code == 0 and [r.verdict for r in outcome.rows] == ["faster", "faster"]
+    said = [w for w in outcome.warnings if "drift against its probe" in w]
+    assert said == [
+        "ort-cpu fp32 batch 1, ort-cpu int8 batch 1: read faster, but the model file and the library versions are "
+        "the baseline's: the machine's drift against its probe (about 10 % seen), not the model"
+    ]
+    current["results"][1]["model_sha256"] = "1" * 64  # a new int8 model: it may truly be faster
+    assert [w for w in compare(current, baseline, GATE).warnings if "drift" in w][0].startswith(
+        "ort-cpu fp32 batch 1: read faster"
+    )
+    current["versions"]["onnxruntime"] = "1.21.0"  # another engine may truly be faster
+    assert not [w for w in compare(current, baseline, GATE).warnings if "drift" in w]
+
+
 def test_relative_to_compares_within_one_run():
     ok = compare(two_variants(fp32_ms=1.0, int8_ms=0.7), None, GateConfig(relative_to="ort-cpu:fp32"))
     assert ok.exit_code == 0 and ok.mode == "relative" and len(ok.rows) == 1

@@ -210,6 +210,27 @@ def _same_files(current: dict, side: dict, result: GateResult) -> None:
         )
 
 
+def _same_model_faster(current: dict, baseline: dict, result: GateResult) -> None:
+    """A model read FASTER than a stored baseline of the very same file, with the same library versions: nothing of
+    the model changed, so it is the machine's drift against its probe (an unchanged model read 10 % faster in a new
+    user's trial), said beside the row."""
+    if any(w.startswith("library versions differ") for w in result.warnings):
+        return
+    files = [{(r["backend"], r["variant"]): r.get("model_sha256") for r in d["results"]} for d in (current, baseline)]
+    same = [
+        f"{row.backend} {row.variant} batch {row.batch}"
+        for row in result.rows
+        if row.verdict == FASTER
+        and files[0].get(row.key[:2])
+        and files[0].get(row.key[:2]) == files[1].get(row.key[:2])
+    ]
+    if same:
+        result.warnings.append(
+            f"{', '.join(same)}: read faster, but the model file and the library versions are the baseline's: the "
+            "machine's drift against its probe (about 10 % seen), not the model"
+        )
+
+
 def _verdict(ratio: float, low: float, high: float, max_regression: float) -> str:
     if ratio > 1 + max_regression and low > 1:
         return SLOWER
@@ -335,6 +356,8 @@ def compare(
             continue
         verdict = _verdict(ratio, low, high, config.max_regression)
         result.rows.append(Row(backend, variant, batch, shown[0], shown[1], ratio, low, high, verdict, ref_name))
+    if probed:
+        _same_model_faster(current, baseline, result)
     if not result.rows and not result.problems and (only is None or keys):  # a gate that judged nothing passed
         what = (
             f"with {ref[0]}{f' {ref[1]}' if ref[1] else ''}"  # --relative-to BACKEND alone: no variant
