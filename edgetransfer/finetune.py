@@ -359,9 +359,11 @@ class _Trainer:
         config, device, dist, pre = self.config, self.device, self.dist, self.pre
         model = self.model.to(device).to(memory_format=torch.channels_last)
         ddp = model
-        if dist.enabled:  # frozen phases leave parameters without gradients: find_unused_parameters
+        if dist.enabled:  # frozen phases leave parameters without gradients: find_unused_parameters, only there
+            # (with every parameter learning, DDP warned on every run that it had found none unused, and searched)
+            frozen = config.strategy != "full" or bool(self.fixed)
             ddp = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[dist.local_rank] if device == "cuda" else None, find_unused_parameters=True
+                model, device_ids=[dist.local_rank] if device == "cuda" else None, find_unused_parameters=frozen
             )
         train = Decoded(self.splits.train, pre, name="training images", workers=config.workers)  # decoded once
         self.val = Decoded(self.splits.val, pre, name="validation images", workers=config.workers)

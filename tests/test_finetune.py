@@ -632,7 +632,8 @@ def test_bad_options(image_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path):
+@pytest.mark.parametrize("strategy", ["auto", "full"])  # auto: two-phase on these few images (a frozen body first)
+def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path, strategy):
     import subprocess
     import sys
 
@@ -659,6 +660,8 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path):
         "4",
         "--device",
         "cpu",
+        "--strategy",
+        strategy,
     ]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
@@ -666,6 +669,11 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and card["complete"]["finetune"]
+    assert card["training"]["config"]["strategy"] == ("full" if strategy == "full" else "two-phase")
+    # DDP searches for unused parameters only where a phase freezes some: it warned on every full fine-tune (a
+    # two-phase run needs the search in its head phase, and is warned in its body phase: torch's warning, kept)
+    if strategy == "full":
+        assert "find_unused_parameters=True was specified" not in result.stderr
     assert card["training"]["config"]["batch_size"] == 4 and card["training"]["batch_per_step"] == 8
     assert result.stderr.count("best val top-1") == 1, "only rank 0 reports and writes"
     # the batch is each process's: the step's in all is said (a user's trial read 'batch 8' for 16 a step)
