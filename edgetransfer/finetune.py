@@ -358,13 +358,7 @@ class _Trainer:
 
         config, device, dist, pre = self.config, self.device, self.dist, self.pre
         model = self.model.to(device).to(memory_format=torch.channels_last)
-        ddp = model
-        if dist.enabled:  # frozen phases leave parameters without gradients: find_unused_parameters, only there
-            # (with every parameter learning, DDP warned on every run that it had found none unused, and searched)
-            frozen = config.strategy != "full" or bool(self.fixed)
-            ddp = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[dist.local_rank] if device == "cuda" else None, find_unused_parameters=frozen
-            )
+        ddp, ddp_phase = model, None  # under torchrun: DDP around the model, made for each phase (below)
         train = Decoded(self.splits.train, pre, name="training images", workers=config.workers)  # decoded once
         self.val = Decoded(self.splits.val, pre, name="validation images", workers=config.workers)
         if dist.main and self.card is None:
@@ -430,6 +424,16 @@ class _Trainer:
             )
             phase = "head" if head_only else "body"  # linear-probe: only the head ever learns
             set_phase(model, config.strategy, phase, config.unfreeze, self.fixed)
+            if dist.enabled and phase != ddp_phase:
+                # DDP takes the parameters that learn when it is made: made again when the phase changes, it syncs
+                # exactly those, and needs no search for unused ones (made once with find_unused_parameters, it
+                # searched every step and torch warned on every run that it had found none)
+                ddp, ddp_phase = (
+                    torch.nn.parallel.DistributedDataParallel(
+                        model, device_ids=[dist.local_rank] if device == "cuda" else None, find_unused_parameters=False
+                    ),
+                    phase,
+                )
             body_learns = bool(trainable_blocks(config.strategy, phase, [None], config.unfreeze))
             dtype = amp_dtype(config.amp, device, body_learns=body_learns)
             self.epoch_precision = dtype_name(dtype)  # recorded in the epoch's history entry
