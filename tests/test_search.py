@@ -1045,6 +1045,33 @@ def test_a_trial_whose_worker_stopped_beating_says_why(tmp_path, monkeypatch):
     assert study_module._died(study.get_trials()[0])
 
 
+def test_a_stalled_worker_whose_trial_was_failed_removes_its_run(tmp_path, monkeypatch, capsys):
+    """A worker paused past its heartbeat: another worker marks its trial failed, and when it wakes and ends the trial
+    its figures are not counted; its run folder stayed among the search's runs (a new user's trial). Here the trial
+    is failed from outside while it runs (as another worker's heartbeat check does)."""
+    from edgetransfer.search import search, study
+
+    def trial(config, candidate, folder, profile, **kwargs):
+        folder.mkdir(parents=True)
+        (folder / "card.json").write_text("{}")
+        if folder.name.startswith("0000-"):  # the first: failed while it runs (its worker's heartbeat was late)
+            stored = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+            (running,) = stored.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            stored._storage.set_trial_state_values(running._trial_id, optuna.trial.TrialState.FAIL)
+        return dict(run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2)
+
+    monkeypatch.setattr(study, "run_trial", trial)
+    data = make_folder(tmp_path / "img", per_class=6)
+    out = tmp_path / "s"
+    config = SearchConfig(data=str(data), out=str(out), backbones=("mobilenet_v2",), sizes=(32,), trials=1)
+    result = search(config)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "trial 0 was marked failed by another worker" in said and "its run folder is removed" in said
+    assert not (out / "trials" / "0000-mobilenet_v2-32px-static").exists()
+    assert [(r["number"], r["state"]) for r in result.rows] == [(0, "failed"), (1, "done")]  # the worker goes on
+    assert result.rows[0]["run"] is None and Path(result.rows[1]["run"]).is_dir()
+
+
 def test_a_search_whose_every_trial_fails_stops_after_three(tmp_path, monkeypatch):
     """A cause every candidate shares (here a stubbed trial that always fails) is not met once per candidate: the
     search stops after three failed trials when none finished, and says why."""

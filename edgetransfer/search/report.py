@@ -72,7 +72,7 @@ def trial_rows(trials: list, *, stopped: bool | str = False, remeasured: dict | 
                 "epochs": attrs.get("epochs_run", len(steps)),
                 "last_val_top1": steps[-1][1] / 100 if steps else None,
                 "worker": attrs.get("worker"),
-                "run": attrs.get("run"),
+                "run": _kept_run(t.state.name, attrs.get("run")),
                 "same_as": attrs.get("same_as"),
                 "note": attrs.get("error")
                 or attrs.get("pruned")
@@ -123,6 +123,14 @@ def trial_rows(trials: list, *, stopped: bool | str = False, remeasured: dict | 
         if row["note"].startswith("interrupted (") and again:
             row["note"] = f"{row['note'].split(';')[0]}; tried again as trial {again[0]}"
     return rows
+
+
+def _kept_run(state: str, run: str | None) -> str | None:
+    """A trial's run folder, where it is: a failed trial's is removed by its worker (or by the one that found the
+    worker dead), and a stalled worker removes its own only after the trial was marked failed."""
+    if state == "FAIL" and run and not Path(run).is_dir():
+        return None
+    return run
 
 
 def _ran_beside(rows: list[dict], trials: dict) -> None:

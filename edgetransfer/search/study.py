@@ -459,9 +459,15 @@ class _Search:
                 except ValueError as exc:  # another worker failed this trial (its heartbeat came too late)
                     if "Cannot tell a" not in str(exc):
                         raise
+                    late = next((t for t in study.get_trials(deepcopy=False) if t.number == self.mine[-1]), None)
+                    run = late.user_attrs.get("run") if late is not None else None
+                    if run:  # its run is of no use (its figures are not counted): gone, as a dead worker's
+                        shutil.rmtree(run, ignore_errors=True)
                     console.err.print(
                         f"[yellow]trial {self.mine[-1]} was marked failed by another worker: this worker sent no "
-                        "heartbeat in time (it stalled or was paused); its figures are not counted[/]"
+                        "heartbeat in time (it stalled or was paused); its figures are not counted"
+                        + (" and its run folder is removed" if run else "")
+                        + "[/]"
                     )
             if not self.config.worker:
                 self._wait_for_others(study)
