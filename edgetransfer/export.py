@@ -98,6 +98,12 @@ def plan(config: ExportConfig) -> list[Pass]:
 def run_passes(ctx: ExportContext, passes: list[Pass]) -> None:
     """Run ``passes`` in order on ``ctx``; each one's artifacts are there for the next."""
     said = False
+    int8 = ctx.config.int8
+    if int8.mode != "none":  # the bits were in the card only: a device's int8 kernels depend on them
+        console.err.print(f"int8 weights: {int8.weight_bits()} bits ({int8.weights_note()})")
+        warning = int8.weights_warning()
+        if warning:
+            console.err.print(f"[yellow]{warning}[/]")
     for step in passes:
         missing = [name for name in step.needs if name not in ctx.artifacts]
         if missing:

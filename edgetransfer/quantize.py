@@ -82,6 +82,20 @@ class Int8Config:
             "re-export with --int8-weights 7bit"
         )
 
+    def weights_warning(self) -> str | None:
+        """A warning where 8-bit weights were asked for on a CPU whose int8 kernels can overflow with them: the
+        accuracy export measures here is then this CPU's saturated arithmetic, not a VNNI device's (a new user's
+        trial: every-layer int8 lost 5 points and export escalated to QAT, unsaid; only 'explain' told why)."""
+        from edgetransfer.machine import int8_overflows
+
+        if self.mode == "none" or self.weight_bits() != 8 or not int8_overflows():
+            return None
+        return (
+            f"warning: --int8-weights {self.weights} on this CPU (x86 without VNNI): its int8 kernels can overflow "
+            "with 8-bit weights, so the int8 accuracy measured here is this CPU's, lower than on a device with VNNI "
+            "or ARM dot-product; export for such a device on one like it, or keep 7-bit weights (auto, here)"
+        )
+
     def validate(self) -> None:
         from edgetransfer.passes import INT8_METHODS  # each method is an export pass that registers itself
 

@@ -285,9 +285,10 @@ def test_a_calibration_folder_holding_the_test_images_leaves_them_out(run_copy, 
         export(run_copy, ExportConfig(openvino=False, int8=config))
 
 
-def test_int8_weights_in_seven_or_eight_bits(run_copy):
+def test_int8_weights_in_seven_or_eight_bits(run_copy, capsys):
     """--int8-weights 7bit puts every ONNX int8 weight in -64..63 (ONNX Runtime's reduce_range), so that x86 CPUs
-    without VNNI cannot overflow (2 x 255 x 63 < 32767); 8bit uses the full range. auto follows this CPU."""
+    without VNNI cannot overflow (2 x 255 x 63 < 32767); 8bit uses the full range. auto follows this CPU. Export says
+    the bits (they were in the card only), and warns where 8 bits were asked for on a CPU that overflows with them."""
     from onnx import numpy_helper
 
     from edgetransfer.machine import int8_overflows
@@ -306,9 +307,21 @@ def test_int8_weights_in_seven_or_eight_bits(run_copy):
         record = run_copy.load_card().artifacts["model.int8.onnx"]["quantization"]
         assert record["weight_bits"] == bits and record["weight_bits_why"] == f"--int8-weights {weights}"
         assert widest_weight() <= widest and (bits == 7 or widest_weight() == 127)  # per channel: the largest is 127
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"int8 weights: {bits} bits (--int8-weights {weights})" in said
+        assert ("its int8 kernels can overflow with 8-bit weights" in said) is (bits == 8 and int8_overflows())
     assert Int8Config().weight_bits() == (7 if int8_overflows() else 8)
     assert int8_overflows({"avx2", "fma"}, "x86_64") and not int8_overflows({"avx2", "avx_vnni"}, "x86_64")
     assert not int8_overflows({"avx512f", "avx512_vnni"}, "x86_64") and not int8_overflows(set(), "aarch64")
+    import edgetransfer.machine as machine
+
+    for overflows in (True, False):  # the warning on either kind of CPU, whichever this one is
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(machine, "int8_overflows", lambda *a, overflows=overflows: overflows)
+            warned = Int8Config(weights="8bit").weights_warning()
+            assert (warned is not None and warned.startswith("warning: --int8-weights 8bit on this CPU")) is overflows
+            assert Int8Config().weights_warning() is None  # auto: 7 bits where it overflows, else 8 that cannot
+            assert Int8Config(weights="8bit", mode="none").weights_warning() is None
     note = Int8Config().weights_note()  # why auto chose its bits on this CPU, in the card
     assert (
         note.startswith("auto: this CPU has no VNNI")
