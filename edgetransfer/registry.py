@@ -45,6 +45,11 @@ class Registry(Generic[T]):
         same = [known for known in self.names() if bare(known) == bare(name)]
         if same:
             return same[0]
+        # a name given without its suffix: openvino -> openvino-cpu (difflib's nearest was ort-openvino)
+        prefixed = [known for known in self.names() if bare(known).startswith(bare(name)) and len(name) >= 3]
+        cpu = [known for known in prefixed if known.endswith("cpu")]
+        if prefixed:
+            return (cpu or prefixed)[0]
         near = difflib.get_close_matches(name.lower(), self.names(), n=1, cutoff=0.75)
         return near[0] if near else None
 

@@ -310,6 +310,16 @@ def test_a_misspelt_name_gets_the_known_one_it_was_likely_meant_as():
     with pytest.raises(UsageError) as caught:
         backbones.get("vgg99")
     assert str(caught.value).startswith("unknown backbone 'vgg99'; known: efficientnet_b0, ")
+    # a backend given without its device: the CPU one of that name (difflib's nearest to 'openvino' was ort-openvino,
+    # a new user's finding)
+    import edgetransfer.backends  # noqa: F401 -- registers them
+    from edgetransfer.backends.base import _BACKENDS
+
+    assert [_BACKENDS.closest(given) for given in ("openvino", "ort", "torch")] == [
+        "openvino-cpu",
+        "ort-cpu",
+        "torch-cpu",
+    ]
 
 
 def test_a_recipes_switch_is_turned_off_by_its_no_flag(tmp_path, monkeypatch):
