@@ -225,6 +225,21 @@ def test_a_recommendation_between_engines_run_at_different_thread_counts_says_so
     assert "note:" not in recommendation_line(recommend(results, [], objective="p50", max_drop=10.0))
 
 
+def test_a_latency_recommendation_says_when_another_variant_is_fastest_at_the_largest_batch():
+    """Latency is ranked at the smallest batch: a bench of batches 1 and 8 recommended one variant at batch 1 where
+    another was far faster at batch 8, unsaid (a new user's trial)."""
+    from edgetransfer.bench.profiles import recommendation_line
+
+    results = three_models()["results"]  # openvino int8: 0.8 ms at batch 1, 60 ms at 8; ort-cpu int8 5 ms at 8
+    line = recommendation_line(recommend(results, [], objective="p50", max_drop=10.0))
+    assert line.startswith("recommend: openvino-cpu int8") and " at batch 1," in line
+    assert "; at batch 8 ort-cpu int8 is the fastest (p50 5" in line and "ms): the pick is for batch 1" in line
+    only_one = [{**r, "latency": [lat for lat in r["latency"] if lat["batch"] == 1]} for r in results]
+    assert "at batch 8" not in recommendation_line(recommend(only_one, [], objective="p50", max_drop=10.0))
+    strict = recommend(results, [], objective="p50", max_drop=1.0)  # ort-cpu int8: the fastest at both batches
+    assert strict["largest_batch"] is None and "at batch 8" not in recommendation_line(strict)
+
+
 def test_recommend_without_accuracy_measured_uses_what_the_export_measured():
     """bench --no-accuracy --recommend picked ort-cpu int8, which the export had measured losing 1.49 points, over
     the 1-point budget (accuracy_checked false, excluded [])."""
