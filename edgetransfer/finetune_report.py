@@ -96,9 +96,11 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
         chosen = " (chosen by --strategy auto)" if trainer.strategy_reason else ""
         console.err.print(f"[yellow]note: with --strategy {c.strategy}{chosen}, {'; '.join(unused)}[/]")
     if c.strategy == "two-phase" and c.head_epochs >= c.epochs:
+        chosen = "chosen by --strategy auto; " if trainer.strategy_reason else ""
         console.err.print(
-            f"[yellow]note: --head-epochs {c.head_epochs} >= --epochs {c.epochs}: the body never learns; "
-            "raise --epochs to fine-tune it[/]"
+            f"[yellow]note: --epochs {c.epochs} ends within the head-only epochs of the two-phase recipe ({chosen}"
+            f"--head-epochs {c.head_epochs}): the body never learns; --epochs {c.head_epochs + 1} or more "
+            "fine-tunes it, or --strategy full[/]"
         )
     narrow = narrow_note(splits.train + splits.val + splits.test, seed=c.seed) if trainer.dist.main else None
     if narrow:
