@@ -97,17 +97,20 @@ def plan(config: ExportConfig) -> list[Pass]:
 
 def run_passes(ctx: ExportContext, passes: list[Pass]) -> None:
     """Run ``passes`` in order on ``ctx``; each one's artifacts are there for the next."""
-    said = False
+    said, bits_said = False, False
     int8 = ctx.config.int8
-    if int8.mode != "none":  # the bits were in the card only: a device's int8 kernels depend on them
-        console.err.print(f"int8 weights: {int8.weight_bits()} bits ({int8.weights_note()})")
-        warning = int8.weights_warning()
-        if warning:
-            console.err.print(f"[yellow]{warning}[/]")
     for step in passes:
         missing = [name for name in step.needs if name not in ctx.artifacts]
         if missing:
             raise ExportError(f"export pass {step.name} needs {', '.join(missing)}, which no earlier pass made")
+        if not bits_said and (step.calibrates or type(step) in INT8_METHODS.values()):
+            # before the first int8 model (the checkpoint is read and checked by now): the bits were in the card
+            # only, and a device's int8 kernels depend on them
+            bits_said = True
+            console.err.print(f"int8 weights: {int8.weight_bits()} bits ({int8.weights_note()})")
+            warning = int8.weights_warning()
+            if warning:
+                console.err.print(f"[yellow]{warning}[/]")
         if step.calibrates and not said:  # before the first int8 model is judged (the checkpoint is read by now)
             said = True
             note = coarse_budget_note(len(ctx.val), ctx.config.int8.max_drop)
