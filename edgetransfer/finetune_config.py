@@ -282,7 +282,8 @@ def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[Fi
     return dataclasses.replace(config, batch_size=batch), reason
 
 
-GRID = 32  # the backbones' total stride: the sizes chosen from the data, and the search's, are multiples of it
+GRID = 32  # the backbones' total stride: the sizes chosen from the data, and the search's, are on it (or the
+# backbone's own size: EfficientNet-Lite1's 240, Lite2's 260)
 AUTO_MIN_SIZE = 96  # the smallest input a size from the data goes to: MobileNetV2's last feature map is then 3x3
 
 
@@ -290,7 +291,7 @@ def choose_size(config: FinetuneConfig, backbone, splits: Splits) -> tuple[int, 
     """The input size and why: ``--size``, else from the training images (their median shorter side rounded up to
     a multiple of 32, within 96..the backbone's default): 64 px crops train at 96 px, not at 224."""
     if config.size:
-        if config.size % GRID:  # it trains and exports; said, as the sizes chosen here are all on the grid
+        if config.size % GRID and config.size != backbone.input_size:  # it trains and exports; said
             below = config.size // GRID * GRID
             return config.size, (
                 f"(--size; not a multiple of {GRID}, the backbones' total stride: it trains and exports, but the "
@@ -299,7 +300,7 @@ def choose_size(config: FinetuneConfig, backbone, splits: Splits) -> tuple[int, 
             )
         return config.size, "--size"
     side = median_shorter_side(splits.train, seed=config.seed)
-    size = min(max(-(-side // 32) * 32, AUTO_MIN_SIZE), backbone.input_size)
+    size = min(max(-(-side // GRID) * GRID, AUTO_MIN_SIZE), backbone.input_size)
     return size, (
         f"from the images: median shorter side {side} px, rounded up to a multiple of 32 within "
         f"{AUTO_MIN_SIZE}..{backbone.input_size} (--size to choose)"

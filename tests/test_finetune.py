@@ -775,6 +775,8 @@ def test_input_size_from_the_images(tmp_path, side, expected):
     assert choose_size(dataclasses.replace(off, size=20), backbones.get("mobilenet_v2"), splits)[1].endswith(
         "grid: 32 px)"
     )
+    lite1 = backbones.get("efficientnet_lite1")  # its own size, 240, is off the grid: no note for it
+    assert choose_size(dataclasses.replace(off, size=lite1.input_size), lite1, splits) == (240, "--size")
 
 
 def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeypatch, capsys):

@@ -238,6 +238,9 @@ def test_a_latency_recommendation_says_when_another_variant_is_fastest_at_the_la
     assert "at batch 8" not in recommendation_line(recommend(only_one, [], objective="p50", max_drop=10.0))
     strict = recommend(results, [], objective="p50", max_drop=1.0)  # ort-cpu int8: the fastest at both batches
     assert strict["largest_batch"] is None and "at batch 8" not in recommendation_line(strict)
+    results[2]["latency"] = [lat for lat in results[2]["latency"] if lat["batch"] == 1]  # failed at batch 8, say
+    line = recommendation_line(recommend(results, [], objective="p50", max_drop=10.0))
+    assert "is the fastest (p50 5" in line and "ms; the pick was not measured there): the pick is for batch 1" in line
 
 
 def test_recommend_without_accuracy_measured_uses_what_the_export_measured():

@@ -211,14 +211,15 @@ def _same_files(current: dict, side: dict, result: GateResult) -> None:
 
 
 def _same_model_faster(current: dict, baseline: dict, result: GateResult) -> None:
-    """A model read FASTER than a stored baseline of the very same file, with the same library versions: nothing of
-    the model changed, so it is the machine's drift against its probe (an unchanged model read 10 % faster in a new
-    user's trial), said beside the row."""
-    if any(w.startswith("library versions differ") for w in result.warnings):
+    """A model read FASTER than a stored baseline of the very same file, with the same library versions, on the same
+    machine: nothing of the model changed, so it is the machine's drift against its probe (an unchanged model read
+    10 % faster in a new user's trial), said with the row's ratio."""
+    changed = ("library versions differ", "the baseline was taken on another machine")  # then it may be true
+    if any(w.startswith(changed) for w in result.warnings):
         return
     files = [{(r["backend"], r["variant"]): r.get("model_sha256") for r in d["results"]} for d in (current, baseline)]
     same = [
-        f"{row.backend} {row.variant} batch {row.batch}"
+        f"{row.backend} {row.variant} batch {row.batch} ({row.ratio:.2f}x)"
         for row in result.rows
         if row.verdict == FASTER
         and files[0].get(row.key[:2])
@@ -226,8 +227,8 @@ def _same_model_faster(current: dict, baseline: dict, result: GateResult) -> Non
     ]
     if same:
         result.warnings.append(
-            f"{', '.join(same)}: read faster, but the model file and the library versions are the baseline's: the "
-            "machine's drift against its probe (about 10 % seen), not the model"
+            f"{', '.join(same)}: read faster, but the model file, the library versions and the machine are the "
+            "baseline's: the machine's drift against its probe, not the model"
         )
 
 

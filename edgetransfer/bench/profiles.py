@@ -312,10 +312,11 @@ def _fastest_at_largest_batch(candidates: list[dict], best: dict, objective: str
     timed = [r for r in candidates if at(r) is not None]
     if not timed:
         return None
-    fastest = min(timed, key=at)
-    if (fastest["backend"], fastest["variant"]) == (best["backend"], best["variant"]):
+    fastest = min(timed, key=lambda r: (at(r), r is not best))  # a tie goes to the pick
+    if fastest is best:
         return None
-    return {"batch": largest, "backend": fastest["backend"], "variant": fastest["variant"], "value": at(fastest)}
+    return {"batch": largest, "backend": fastest["backend"], "variant": fastest["variant"], "value": at(fastest),
+            "pick_measured": at(best) is not None}  # fmt: skip
 
 
 def recommendation_line(rec: dict) -> str:
@@ -338,7 +339,8 @@ def recommendation_line(rec: dict) -> str:
     large = rec.get("largest_batch")
     batched = (
         f"; at batch {large['batch']} {large['backend']} {large['variant']} is the fastest ({name} "
-        f"{large['value']:.4g} ms): the pick is for batch {rec['where'].removeprefix('batch ')}"
+        f"{large['value']:.4g} ms{'' if large.get('pick_measured', True) else '; the pick was not measured there'}"
+        f"): the pick is for batch {rec['where'].removeprefix('batch ')}"
         if large
         else ""
     )

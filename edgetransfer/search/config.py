@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from edgetransfer.errors import UsageError
+from edgetransfer.finetune_config import GRID as STRIDE  # the backbones' total stride: finetune's grid is the search's
 
-STRIDE = 32  # the backbones' total stride: input sizes on this grid keep every feature map whole
 MIN_GRID = 96  # the smallest size the grid starts at by default (as finetune's size from the images)
 SMALL_GRID = 64  # ...and where finetune's size for the images is that floor: one step below the default's size
 TIE_SE = 1.0  # a faster trial within this many standard errors of the pick's validation top-1 is named beside it

@@ -190,7 +190,7 @@ def _again(row: dict) -> str:
         return ""
     why = f"beside trial(s) {', '.join(map(str, again['first_beside']))}" if again.get("first_beside") else "noisy"
     key = (row.get("latency_key") or "p50_ms").removesuffix("_ms")
-    return f"{key} measured again alone after the search (first read {again['first_ms']:.3f} ms, {why})"
+    return f"{key} measured again after the search (first read {again['first_ms']:.3f} ms, {why})"
 
 
 def _busy(row: dict) -> str:

@@ -126,7 +126,7 @@ def fail_dead_trials(study) -> list[int]:
         where, _, pid = worker.rpartition(":")
         if where == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             try:  # (a finished trial's attributes cannot change: the folder first)
-                if _own_folder(trial, trials) and _remove_half_made(trial.user_attrs["run"]):
+                if own_folder(trial, trials) and _remove_half_made(trial.user_attrs["run"]):
                     storage.set_trial_user_attr(trial._trial_id, "run", None)
                 storage.set_trial_user_attr(trial._trial_id, "error", f"its worker ({worker}) died mid-trial")
                 if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
@@ -139,7 +139,7 @@ def fail_dead_trials(study) -> list[int]:
     return sorted(set(failed) | (after - before))
 
 
-def _own_folder(trial, trials) -> bool:
+def own_folder(trial, trials) -> bool:
     """Whether ``trial``'s recorded run folder is its own: a repeat of a finished candidate records that trial's
     folder (its figures are copied), which must not go with the repeat."""
     run = trial.user_attrs.get("run")

@@ -26,7 +26,7 @@ from edgetransfer.rundir import CARD, CHECKPOINT, RunDir
 from edgetransfer.search import report
 from edgetransfer.search.config import SearchConfig, Space, build_space
 from edgetransfer.search.live import Progress
-from edgetransfer.search.storage import fail_dead_trials, need_optuna, open_storage, this_worker
+from edgetransfer.search.storage import fail_dead_trials, need_optuna, open_storage, own_folder, this_worker
 from edgetransfer.search.trial import Budget, Candidate, TrialError, measure_latency, run_trial
 
 FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "latency_key", "p50_ms", "p99_ms")
@@ -213,7 +213,9 @@ class _Search:
     # ------------------------------------------------------------------ the three ways in
     def lead(self) -> SearchResult:
         config, out = self.config, self.out
-        if not (config.resume and config.trials == 0):  # --resume --trials 0 only rewrites the report
+        if not (
+            config.resume and config.trials == 0
+        ):  # --resume --trials 0 runs no trial (it measures again and reports)
             resolve_device(config.device)  # --device tpu, or cuda without a GPU: one line, not a failed trial each
         if not config.resume:
             from edgetransfer.data import median_shorter_side
@@ -254,7 +256,9 @@ class _Search:
             elif not had_hosts:
                 hosts.unlink(missing_ok=True)
             raise
-        if config.resume and self.config.trials != 0:  # --resume --trials 0 only rewrites the report
+        if (
+            config.resume and self.config.trials != 0
+        ):  # --resume --trials 0 runs no trial (it measures again and reports)
             self.devices = _plan_devices(self.config, out)  # the --on the study recorded
         dead = fail_dead_trials(study)
         if dead:
@@ -459,9 +463,12 @@ class _Search:
                 except ValueError as exc:  # another worker failed this trial (its heartbeat came too late)
                     if "Cannot tell a" not in str(exc):
                         raise
-                    late = next((t for t in study.get_trials(deepcopy=False) if t.number == self.mine[-1]), None)
-                    run = late.user_attrs.get("run") if late is not None else None
-                    if run:  # its run is of no use (its figures are not counted): gone, as a dead worker's
+                    trials = study.get_trials(deepcopy=False)
+                    late = next((t for t in trials if t.number == self.mine[-1]), None)
+                    # its own run (a repeat records the earlier trial's, which stays) is of no use: its figures are
+                    # not counted; gone, as a dead worker's
+                    run = late.user_attrs.get("run") if late is not None and own_folder(late, trials) else None
+                    if run:
                         shutil.rmtree(run, ignore_errors=True)
                     console.err.print(
                         f"[yellow]trial {self.mine[-1]} was marked failed by another worker: this worker sent no "
@@ -783,18 +790,20 @@ class _Search:
 
     # ------------------------------------------------------------------ after the trials
     def _remeasure(self, study) -> None:
-        """Bench again, alone on this machine, the trials whose latency was read beside another trial of the search
-        on it, or found noisy by their bench, where they could change the verdict: those at least as accurate as the
-        pick less its tie band (every one where nothing meets the budget), the most accurate first, while no trial
-        runs on this machine and the time budget allows. Two workers on one machine read a trial's latency at 5x its
-        quiet figure, and the verdict called another '12.91x faster' (a new user's trial); a note asking to measure
-        again was all it said. The new figures replace the first ones in the report; the study keeps both
-        (``remeasured``: trial number -> figures, the first reading and when)."""
+        """Bench again on this machine the trials whose latency was read beside another trial of the search on it,
+        or found noisy by their bench, where they could change the verdict: those at least as accurate as the pick
+        less its tie band (every one where nothing meets the budget), the most accurate first, while no trial runs on
+        this machine and the time budget allows. Two workers on one machine read a trial's latency at 5x its quiet
+        figure, and the verdict called another '12.91x faster' (a new user's trial); a note asking to measure again
+        was all it said. The new figures replace the first ones in the report; the study keeps both (``remeasured``:
+        trial number -> figures, the first reading and when; or the error, tried again by a later --resume)."""
         import datetime
 
         host = this_worker().rpartition(":")[0]
         running = self.optuna.trial.TrialState.RUNNING
         done = dict(study.user_attrs.get("remeasured") or {})
+        tried: set[str] = set()  # this time (a failed one is tried again by a later --resume, not in a loop here)
+        elsewhere_said = False
         while True:
             trials = study.get_trials(deepcopy=False)
             rows = report.trial_rows(trials, remeasured=done)
@@ -802,14 +811,24 @@ class _Search:
                 r
                 for r in report.measured(rows)
                 if (r["beside"] or r["latency_noisy"])
-                and str(r["number"]) not in done
-                and (r["worker"] or "").rpartition(":")[0] == host
                 and (r["measured_on"] or "here") == "here"
+                and (str(r["number"]) not in done or "error" in done[str(r["number"])])
+                and str(r["number"]) not in tried
             ]
             pick = report.recommend(rows, self.budget.limit_ms)
             if pick["row"] is not None:  # one less accurate than the pick's tie band cannot become it, nor tie it
                 floor = pick["row"]["val_top1"] - pick["tie_points"] / 100 - 1e-12
                 doubtful = [r for r in doubtful if r["val_top1"] >= floor]
+            hosts = {r["number"]: (r["worker"] or "").rpartition(":")[0] for r in doubtful}
+            other = [r for r in doubtful if hosts[r["number"]] != host]
+            if other and not elsewhere_said:  # their machine's load is not this one's: measured there or not at all
+                elsewhere_said = True
+                named = ", ".join(f"trial {r['number']} ({hosts[r['number']] or '?'})" for r in other)
+                console.err.print(
+                    f"[yellow]note: {named}: read beside another trial on its machine, or noisy; not measured again "
+                    "here (another machine): 'edgetransfer bench RUN --profile ...' there, when it is quiet[/]"
+                )
+            doubtful = [r for r in doubtful if hosts[r["number"]] == host]
             if not doubtful:
                 return
             row = max(doubtful, key=lambda r: (r["val_top1"], -r["latency_ms"]))
@@ -827,22 +846,26 @@ class _Search:
                 )
                 console.err.print(
                     f"[yellow]note: trial(s) {', '.join(left)} not measured again ({why}): their latency stays as "
-                    "first read; 'edgetransfer search --resume --trials 0' on a quiet machine measures them again[/]"
+                    f"first read; 'edgetransfer search --resume --trials 0 --out {self.out}' on this machine ({host}), "
+                    "when it is quiet, measures them again[/]"
                 )
                 return
-            run = Path(row["run"] or "")
+            tried.add(str(number))
+            run = Path(row["run"]) if row["run"] else self.out / "trials" / "-"
             if not run.is_dir():  # recorded relative to where the search was started
                 run = self.out / "trials" / run.name
             candidate = Candidate(row["backbone"], int(row["size"]), row["int8"])
             first = f"{row['latency_ms']:.3f} ms" + (
                 f" beside trial(s) {', '.join(map(str, row['beside']))}" if row["beside"] else ", noisy"
             )
-            console.err.print(f"trial {number}: its latency read {first}; measuring it again alone on this machine")
+            console.err.print(f"trial {number}: its latency read {first}; measuring it again on this machine")
             began = datetime.datetime.now()
             try:
                 figures = measure_latency(RunDir(run), self.config, candidate, self.profile)
-            except (EdgeTransferError, OSError) as exc:
-                said = textwrap.shorten(str(exc), 300, placeholder=" ...")
+            except Exception as exc:  # noqa: BLE001 -- one trial's failure (a removed run, an engine's error) leaves
+                # its first reading and the others' re-measure; the report is written all the same (Ctrl-C goes up
+                # as in a trial: what was measured again is in the study, and --resume --trials 0 goes on)
+                said = textwrap.shorten(f"{type(exc).__name__}: {exc}", 300, placeholder=" ...")
                 done[str(number)] = {"error": said}
                 console.err.print(
                     f"[yellow]trial {number}: could not measure it again ({escape(said)}); its first reading stays[/]"
