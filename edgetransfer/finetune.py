@@ -428,12 +428,10 @@ class _Trainer:
                 # DDP takes the parameters that learn when it is made: made again when the phase changes, it syncs
                 # exactly those, and needs no search for unused ones (made once with find_unused_parameters, it
                 # searched every step and torch warned on every run that it had found none)
-                ddp, ddp_phase = (
-                    torch.nn.parallel.DistributedDataParallel(
-                        model, device_ids=[dist.local_rank] if device == "cuda" else None, find_unused_parameters=False
-                    ),
-                    phase,
+                ddp = torch.nn.parallel.DistributedDataParallel(
+                    model, device_ids=[dist.local_rank] if device == "cuda" else None, find_unused_parameters=False
                 )
+                ddp_phase = phase
             body_learns = bool(trainable_blocks(config.strategy, phase, [None], config.unfreeze))
             dtype = amp_dtype(config.amp, device, body_learns=body_learns)
             self.epoch_precision = dtype_name(dtype)  # recorded in the epoch's history entry

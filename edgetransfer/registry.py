@@ -46,10 +46,9 @@ class Registry(Generic[T]):
         if same:
             return same[0]
         # a name given without its suffix: openvino -> openvino-cpu (difflib's nearest was ort-openvino)
-        prefixed = [known for known in self.names() if bare(known).startswith(bare(name)) and len(name) >= 3]
-        cpu = [known for known in prefixed if known.endswith("cpu")]
+        prefixed = [known for known in self.names() if bare(known).startswith(bare(name))] if len(name) >= 3 else []
         if prefixed:
-            return (cpu or prefixed)[0]
+            return next((known for known in prefixed if known.endswith("cpu")), prefixed[0])
         near = difflib.get_close_matches(name.lower(), self.names(), n=1, cutoff=0.75)
         return near[0] if near else None
 

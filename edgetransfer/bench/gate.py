@@ -35,6 +35,7 @@ from edgetransfer.bench.stats import block_log_medians, blocks_per_round, log_ra
 from edgetransfer.errors import UsageError
 
 OK, SLOWER, FASTER = "ok", "slower", "faster"
+MACHINE_KEYS = ("cpu", "cores", "flags")  # a baseline taken where any of these differ was taken on another machine
 
 
 @dataclass(frozen=True)
@@ -179,10 +180,9 @@ def _differences(baseline: dict, current: dict, result: GateResult) -> None:
             f"model files differ from the baseline's ({', '.join(changed)}): their speed is compared"
         )
     m_before, m_now = baseline["machine"], current["machine"]
-    machine_keys = ("cpu", "cores", "flags")
-    if any(m_before.get(k) != m_now.get(k) for k in machine_keys):
+    if any(m_before.get(k) != m_now.get(k) for k in MACHINE_KEYS):
         described = "; ".join(
-            f"{k} {m_before.get(k)} -> {m_now.get(k)}" for k in machine_keys if m_before.get(k) != m_now.get(k)
+            f"{k} {m_before.get(k)} -> {m_now.get(k)}" for k in MACHINE_KEYS if m_before.get(k) != m_now.get(k)
         )
         hint = "" if result.mode != "baseline" else " (absolute times do not carry across machines: see --relative-to)"
         result.warnings.append(f"the baseline was taken on another machine: {described}{hint}")
@@ -214,8 +214,8 @@ def _same_model_faster(current: dict, baseline: dict, result: GateResult) -> Non
     """A model read FASTER than a stored baseline of the very same file, with the same library versions, on the same
     machine: nothing of the model changed, so it is the machine's drift against its probe (an unchanged model read
     10 % faster in a new user's trial), said with the row's ratio."""
-    changed = ("library versions differ", "the baseline was taken on another machine")  # then it may be true
-    if any(w.startswith(changed) for w in result.warnings):
+    same_machine = all(current["machine"].get(k) == baseline["machine"].get(k) for k in MACHINE_KEYS)
+    if not same_machine or current["versions"] != baseline["versions"]:  # then it may truly be faster
         return
     files = [{(r["backend"], r["variant"]): r.get("model_sha256") for r in d["results"]} for d in (current, baseline)]
     same = [

@@ -140,7 +140,9 @@ def _ran_beside(rows: list[dict], trials: dict) -> None:
     import datetime
 
     now = datetime.datetime.now()
-    hosts = {r["number"]: (r["worker"] or "").rpartition(":")[0] for r in rows}
+    from edgetransfer.search.storage import host_of
+
+    hosts = {r["number"]: host_of(r["worker"]) for r in rows}
     rows_by = {r["number"]: r for r in rows}
 
     def span(number: int) -> tuple:
@@ -269,6 +271,15 @@ def over_profile(failures: list[str] | None) -> str:
     return "over the profile's " + "; ".join(failures) if failures else ""
 
 
+def run_folder(row: dict, out: Path | None = None) -> Path:
+    """A trial's run folder: as recorded, or ``out/trials/<its name>`` where the recorded path is not there (one
+    recorded relative to where the search was started, or a search folder moved)."""
+    run = Path(row["run"] or "")
+    if out is not None and not (row["run"] and run.is_dir()):
+        run = out / "trials" / run.name
+    return run
+
+
 def check_old_trials(rows: list[dict], budget, out: Path | None = None) -> None:
     """Trials measured by an edgetransfer that checked latency alone (a search resumed across versions): checked
     now against the profile's other budgets from their run's bench.json, or counted over when it cannot be read,
@@ -281,11 +292,8 @@ def check_old_trials(rows: list[dict], budget, out: Path | None = None) -> None:
     for r in rows:
         if r["state"] != "done" or r.get("budget_checked", True) or r["latency_ms"] is None:
             continue
-        run = Path(r["run"] or "")
-        if out is not None and not run.is_dir():  # recorded relative to where the search was started
-            run = out / "trials" / run.name
         try:
-            results = json.loads((run / "bench.json").read_text(encoding="utf-8"))["results"]
+            results = json.loads((run_folder(r, out) / "bench.json").read_text(encoding="utf-8"))["results"]
             failed = [c for c in check_budgets(results, dict(budget.others)) if not c["passed"]]
             r["budget_failures"] = [failure_text(c) for c in failed] or None
         except (OSError, ValueError, KeyError, TypeError):

@@ -101,6 +101,11 @@ def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def host_of(worker: str | None) -> str:
+    """The machine of a ``host:pid`` worker ("" when unknown)."""
+    return (worker or "").rpartition(":")[0]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -26,7 +26,7 @@ from edgetransfer.rundir import CARD, CHECKPOINT, RunDir
 from edgetransfer.search import report
 from edgetransfer.search.config import SearchConfig, Space, build_space
 from edgetransfer.search.live import Progress
-from edgetransfer.search.storage import fail_dead_trials, need_optuna, open_storage, own_folder, this_worker
+from edgetransfer.search.storage import fail_dead_trials, host_of, need_optuna, open_storage, own_folder, this_worker
 from edgetransfer.search.trial import Budget, Candidate, TrialError, measure_latency, run_trial
 
 FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "latency_key", "p50_ms", "p99_ms")
@@ -213,9 +213,8 @@ class _Search:
     # ------------------------------------------------------------------ the three ways in
     def lead(self) -> SearchResult:
         config, out = self.config, self.out
-        if not (
-            config.resume and config.trials == 0
-        ):  # --resume --trials 0 runs no trial (it measures again and reports)
+        # --resume --trials 0 runs no trial (it measures again and reports)
+        if not (config.resume and config.trials == 0):
             resolve_device(config.device)  # --device tpu, or cuda without a GPU: one line, not a failed trial each
         if not config.resume:
             from edgetransfer.data import median_shorter_side
@@ -256,9 +255,7 @@ class _Search:
             elif not had_hosts:
                 hosts.unlink(missing_ok=True)
             raise
-        if (
-            config.resume and self.config.trials != 0
-        ):  # --resume --trials 0 runs no trial (it measures again and reports)
+        if config.resume and self.config.trials != 0:  # --resume --trials 0 runs no trial
             self.devices = _plan_devices(self.config, out)  # the --on the study recorded
         dead = fail_dead_trials(study)
         if dead:
@@ -799,7 +796,7 @@ class _Search:
         trial number -> figures, the first reading and when; or the error, tried again by a later --resume)."""
         import datetime
 
-        host = this_worker().rpartition(":")[0]
+        host = host_of(this_worker())
         running = self.optuna.trial.TrialState.RUNNING
         done = dict(study.user_attrs.get("remeasured") or {})
         tried: set[str] = set()  # this time (a failed one is tried again by a later --resume, not in a loop here)
@@ -819,7 +816,7 @@ class _Search:
             if pick["row"] is not None:  # one less accurate than the pick's tie band cannot become it, nor tie it
                 floor = pick["row"]["val_top1"] - pick["tie_points"] / 100 - 1e-12
                 doubtful = [r for r in doubtful if r["val_top1"] >= floor]
-            hosts = {r["number"]: (r["worker"] or "").rpartition(":")[0] for r in doubtful}
+            hosts = {r["number"]: host_of(r["worker"]) for r in doubtful}
             other = [r for r in doubtful if hosts[r["number"]] != host]
             if other and not elsewhere_said:  # their machine's load is not this one's: measured there or not at all
                 elsewhere_said = True
@@ -834,11 +831,7 @@ class _Search:
             row = max(doubtful, key=lambda r: (r["val_top1"], -r["latency_ms"]))
             number, trial = row["number"], next(t for t in trials if t.number == row["number"])
             left = [str(r["number"]) for r in doubtful]
-            busy = [
-                t.number
-                for t in trials
-                if t.state == running and (t.user_attrs.get("worker") or "").rpartition(":")[0] == host
-            ]
+            busy = [t.number for t in trials if t.state == running and host_of(t.user_attrs.get("worker")) == host]
             need = trial.user_attrs.get("bench_s") or 0.0
             if busy or (self.deadline is not None and time.monotonic() + need > self.deadline):
                 why = (
@@ -851,9 +844,6 @@ class _Search:
                 )
                 return
             tried.add(str(number))
-            run = Path(row["run"]) if row["run"] else self.out / "trials" / "-"
-            if not run.is_dir():  # recorded relative to where the search was started
-                run = self.out / "trials" / run.name
             candidate = Candidate(row["backbone"], int(row["size"]), row["int8"])
             first = f"{row['latency_ms']:.3f} ms" + (
                 f" beside trial(s) {', '.join(map(str, row['beside']))}" if row["beside"] else ", noisy"
@@ -861,7 +851,9 @@ class _Search:
             console.err.print(f"trial {number}: its latency read {first}; measuring it again on this machine")
             began = datetime.datetime.now()
             try:
-                figures = measure_latency(RunDir(run), self.config, candidate, self.profile)
+                figures = measure_latency(
+                    RunDir(report.run_folder(row, self.out)), self.config, candidate, self.profile
+                )
             except Exception as exc:  # noqa: BLE001 -- one trial's failure (a removed run, an engine's error) leaves
                 # its first reading and the others' re-measure; the report is written all the same (Ctrl-C goes up
                 # as in a trial: what was measured again is in the study, and --resume --trials 0 goes on)
