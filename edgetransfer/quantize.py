@@ -62,6 +62,7 @@ class Int8Config:
     # kernels can overflow with 8 (x86 without VNNI, see machine.int8_overflows), so the accuracy checked here holds
     # on every CPU (kernels and exact int8 arithmetic agree with 7-bit weights)
     weights: str = "auto"
+    weights_why: str | None = None  # why ``weights``, where the user did not pass it (a search's recorded choice)
 
     def weight_bits(self) -> int:
         """7 or 8 (``weights`` resolved on this machine)."""
@@ -73,6 +74,8 @@ class Int8Config:
 
     def weights_note(self) -> str:
         """Why the int8 weights have the bits they have, for the card."""
+        if self.weights_why:
+            return self.weights_why
         if self.weights != "auto":
             return f"--int8-weights {self.weights}"
         if self.weight_bits() == 7:
@@ -90,8 +93,9 @@ class Int8Config:
 
         if self.mode == "none" or self.weight_bits() != 8 or not int8_overflows():
             return None
+        asked = f"8-bit int8 weights ({self.weights_why})" if self.weights_why else f"--int8-weights {self.weights}"
         return (
-            f"warning: --int8-weights {self.weights} on this CPU (x86 without VNNI): its int8 kernels can overflow "
+            f"warning: {asked} on this CPU (x86 without VNNI): its int8 kernels can overflow "
             "with 8-bit weights, so the int8 accuracy measured here is this CPU's, lower than on a device with VNNI "
             "or ARM dot-product; export for such a device on one like it, or keep 7-bit weights (auto, here)"
         )

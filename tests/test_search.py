@@ -149,8 +149,19 @@ def test_int8_weights_are_resolved_where_the_study_starts_and_recorded_for_every
     recorded = SearchConfig(data="d", out="o").recorded()
     assert recorded["int8_weights"] == f"{Int8Config().weight_bits()}bit"
     assert SearchConfig(data="d", out="o", int8_weights="7bit").recorded()["int8_weights"] == "7bit"
-    worker = SearchConfig(data="", out="o", worker=True).with_recorded({"int8_weights": "7bit"})
-    assert worker.int8_weights == "7bit"
+    worker = SearchConfig(data="", out="o", worker=True).with_recorded(recorded)
+    assert worker.int8_weights == recorded["int8_weights"]
+    # a worker's export says why in the search's words, not as an --int8-weights 7bit nobody passed
+    note = Int8Config(weights=worker.int8_weights, weights_why=worker.int8_weights_why).weights_note()
+    assert note.startswith(f"the search's --int8-weights auto, chosen on {socket.gethostname()}: ")
+    assert "--int8-weights 7bit)" not in note and "--int8-weights 8bit)" not in note
+    given = SearchConfig(data="", out="o", worker=True).with_recorded(
+        SearchConfig(data="d", out="o", int8_weights="7bit").recorded()
+    )
+    assert (
+        Int8Config(weights=given.int8_weights, weights_why=given.int8_weights_why).weights_note()
+        == "search --int8-weights 7bit"
+    )
     with pytest.raises(UsageError, match="unknown --int8-weights '6bit'"):
         SearchConfig(data="d", out="o", int8_weights="6bit").validate()
 

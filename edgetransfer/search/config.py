@@ -64,6 +64,7 @@ class SearchConfig:
     # int8 weights' bits (export's --int8-weights); auto is resolved on the machine that starts the study and
     # recorded, so every worker quantizes alike
     int8_weights: str = "auto"
+    int8_weights_why: str | None = None  # why, as recorded by the study's start (for the trials' export lines)
 
     def validate(self) -> None:
         """Every option checked before any work; one :class:`UsageError` each."""
@@ -109,10 +110,19 @@ class SearchConfig:
         keep = ("profile", "epochs", "batch_size", "seed", "skip_bad", "pruner", "backend", "min_time", "on")
         found = {k: getattr(self, k) for k in keep}
         if self.int8_weights == "auto":  # this machine's choice, for every worker (see export's --int8-weights)
+            import socket
+
             from edgetransfer.quantize import Int8Config
 
-            return {**found, "int8_weights": f"{Int8Config().weight_bits()}bit"}
-        return {**found, "int8_weights": self.int8_weights}
+            bits = Int8Config().weight_bits()
+            why = f"the search's --int8-weights auto, chosen on {socket.gethostname()}: "
+            why += Int8Config().weights_note().removeprefix("auto: ")
+            return {**found, "int8_weights": f"{bits}bit", "int8_weights_why": why}
+        return {
+            **found,
+            "int8_weights": self.int8_weights,
+            "int8_weights_why": f"search --int8-weights {self.int8_weights}",
+        }
 
     def with_recorded(self, recorded: dict[str, Any]) -> SearchConfig:
         """This config with a study's recorded options (the data path given here wins: another machine)."""
