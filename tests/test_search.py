@@ -677,7 +677,13 @@ def test_mlflow_logs_each_trial(tmp_path):
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("config", {"epochs": 1, "profile": "camera"})
     trial = study.ask()
-    for key, value in {"backbone": "mobilenet_v2", "size": 96, "int8": "static", "val_top1": 0.9}.items():
+    for key, value in {
+        "backbone": "mobilenet_v2",
+        "size": 96,
+        "int8": "static",
+        "val_top1": 0.9,
+        "p50_ms": 8.7,
+    }.items():
         trial.set_user_attr(key, value)
     trial.report(80.0, 1)
     study.tell(trial, 90.0)
@@ -688,6 +694,16 @@ def test_mlflow_logs_each_trial(tmp_path):
     runs = mlflow.search_runs(experiment_names=["edgetransfer-search-demo"], output_format="list")
     assert len(runs) == 1 and runs[0].data.params["backbone"] == "mobilenet_v2"
     assert runs[0].data.metrics["val_top1"] == 0.9 and runs[0].data.tags["state"] == "complete"
+    # a latency measured again after the search: the run's metric is the new reading, the first kept in its history
+    logger = mlflow_logger(str(tmp_path / "mlruns2"), "again")
+    logger(study, study.trials[0])
+    logger.remeasured(study, 0, {"p50_ms": 1.7, "latency_ms": 1.7, "first_ms": 8.7})
+    logger.remeasured(study, 5, {"p50_ms": 1.0, "first_ms": 2.0})  # a trial it never logged: left alone
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns2' / 'mlflow.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["edgetransfer-search-again"], output_format="list")
+    assert run.data.metrics["p50_ms"] == 1.7 and "first read 8.7 ms" in run.data.tags["latency_measured_again"]
+    history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "p50_ms")
+    assert [(m.step, m.value) for m in history] == [(0, 8.7), (1, 1.7)]
 
 
 def test_the_defaults_candidate_is_tried_first(tmp_path):
@@ -1282,13 +1298,20 @@ def test_a_trial_read_beside_another_is_measured_again_where_it_could_change_the
         return {**figures, "latency_noisy": None, "budget_failures": None, "measured_on": "here"}
 
     monkeypatch.setattr(study_module, "measure_latency", measure)
-    search = _Search(SearchConfig(data="d", out=str(tmp_path)), tmp_path, None)
+    logged = []  # what --mlflow is told: the new figures, with the first reading
+
+    class Log:
+        def remeasured(self, study, number, figures):
+            logged.append((number, figures["p50_ms"], figures["first_ms"]))
+
+    search = _Search(SearchConfig(data="d", out=str(tmp_path)), tmp_path, Log())
     search.budget, search.profile = Budget("p50_ms", 5.0), None
     first = rep.trial_rows(study_of().get_trials())
     assert rep.recommend(first, 5.0)["row"]["number"] == 1  # as first read: trial 0 is over the budget
     studied = study_of()
     search._remeasure(studied)
     assert calls == [0, 1]  # the most accurate first; trial 3 (60 %) could not be the pick or tie it
+    assert logged == [(0, 1.7, 8.7), (1, 0.72, 0.7)]
     again = studied.user_attrs["remeasured"]
     assert set(again) == {"0", "1"} and again["0"]["first_ms"] == 8.7 and again["0"]["first_beside"] == [1, 3]
     rows = rep.trial_rows(studied.get_trials(), remeasured=again)

@@ -873,6 +873,8 @@ class _Search:
                     "ended": datetime.datetime.now().isoformat(),
                     "by": this_worker(),
                 }
+                if self.log is not None:
+                    self.log.remeasured(study, number, done[str(number)])
             study.set_user_attr("remeasured", done)
 
     def _escalate(self, trial, candidate: Candidate) -> None:

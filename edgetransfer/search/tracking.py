@@ -16,7 +16,30 @@ METRICS = ("val_top1", "torch_val_top1", "latency_ms", "p50_ms", "p99_ms", "mode
 METRICS += ("within_budget",)  # 1 within every budget of the profile, 0 over one (budget_failures, a tag, says which)
 
 
-def mlflow_logger(uri: str, experiment: str) -> Callable:
+class Logger:
+    """``log(study, trial)`` records a finished trial; ``log.remeasured(study, number, figures)`` a trial's latency
+    measured again after the search."""
+
+    def __init__(self, log: Callable, remeasured: Callable) -> None:
+        self._log, self.remeasured = log, remeasured
+
+    def __call__(self, study, trial) -> None:
+        self._log(study, trial)
+
+
+def _warn(number: int, exc: Exception) -> None:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    console.err.print(
+        f"[yellow]warning: MLflow did not take trial {number} ({type(exc).__name__}: {escape(first)}); "
+        "the search goes on, its own records are complete[/]"
+    )
+
+
+def _metrics(figures: dict) -> dict[str, float]:
+    return {k: float(figures[k]) for k in METRICS if isinstance(figures.get(k), (int, float))}
+
+
+def mlflow_logger(uri: str, experiment: str) -> Logger:
     """A callback ``log(study, trial)`` that records a finished trial in MLflow at ``uri`` (a tracking server's URL
     or a local folder), in the experiment ``edgetransfer-search-<experiment>``. Raises a :class:`UsageError` when
     MLflow is not installed (checked before the search starts)."""
@@ -42,18 +65,34 @@ def mlflow_logger(uri: str, experiment: str) -> Callable:
         try:
             _log(study, trial)
         except Exception as exc:  # noqa: BLE001 - MLflow's and its HTTP client's errors, whatever they are
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            console.err.print(
-                f"[yellow]warning: MLflow did not take trial {trial.number} ({type(exc).__name__}: {escape(first)}); "
-                "the search goes on, its own records are complete[/]"
-            )
+            _warn(trial.number, exc)
+
+    def remeasured(study, number: int, figures: dict) -> None:
+        """The latency figures of trial ``number`` measured again after the search (see the study's re-measure):
+        logged to the trial's run as step 1 of the same metrics (MLflow keeps step 0, the first reading, in their
+        history; the run shows the last), with a tag giving the first reading. A trial this logger did not log (a
+        worker's, without --mlflow) is left alone."""
+        try:
+            runs = mlflow.search_runs(
+                experiment_names=[name],
+                filter_string=f"tags.study = '{study.study_name}' and attributes.run_name = 'trial-{number}'",
+                output_format="list",
+            )  # newest first
+            if not runs:
+                return
+            with mlflow.start_run(run_id=runs[0].info.run_id):
+                for key, value in _metrics(figures).items():
+                    mlflow.log_metric(key, value, step=1)
+                mlflow.set_tag("latency_measured_again", f"after the search; first read {figures.get('first_ms')} ms")
+        except Exception as exc:  # noqa: BLE001 - as in log()
+            _warn(number, exc)
 
     def _log(study, trial) -> None:
         attrs = trial.user_attrs
         with mlflow.start_run(run_name=f"trial-{trial.number}"):
             mlflow.log_params({k: attrs[k] for k in ("backbone", "size", "int8") if k in attrs})
             mlflow.log_params({k: v for k, v in study.user_attrs.get("config", {}).items() if v is not None})
-            metrics = {k: float(attrs[k]) for k in METRICS if isinstance(attrs.get(k), (int, float))}
+            metrics = _metrics(attrs)
             if metrics:
                 mlflow.log_metrics(metrics)
             for step, value in sorted(trial.intermediate_values.items()):
@@ -69,4 +108,4 @@ def mlflow_logger(uri: str, experiment: str) -> Callable:
                 if run and (Path(run) / name).is_file():
                     mlflow.log_artifact(str(Path(run) / name))
 
-    return log
+    return Logger(log, remeasured)
