@@ -304,6 +304,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
         refused = cli("--data", str(data), "--out", str(taken), *FAST)
         assert refused.returncode == 2 and said in refused.stderr.strip().splitlines()[-1], refused.stderr
         assert sorted(p.name for p in taken.iterdir()) == [name]
+    # a misspelt option is said before the used folder: one run shows the mistakes in turn, the options' first
+    typo = cli("--data", str(data), "--out", str(tmp_path / "taken-study.db"), *FAST[:-2], "--backbones", "mobilenet")
+    assert typo.returncode == 2 and "unknown backbone 'mobilenet'" in typo.stderr.strip().splitlines()[-1], typo.stderr
     no_data = cli("--out", str(out))
     assert no_data.returncode == 2 and "--data is needed" in no_data.stderr
     bad_profile = tmp_path / "tight.toml"

@@ -217,20 +217,23 @@ class _Search:
         if not (config.resume and config.trials == 0):
             resolve_device(config.device)  # --device tpu, or cuda without a GPU: one line, not a failed trial each
         if not config.resume:
+            from edgetransfer.bench.profiles import load_profile
             from edgetransfer.data import median_shorter_side
 
+            # the options first (a bad profile, backbone, size or method), then the folder and the data: one run
+            # shows every mistake in turn, not a used --out and then, once that is mended, a misspelt backbone
+            profile = load_profile(config.profile)
+            named = build_space(config)  # the images' size only sets the grid when no --sizes is given
             data, splits = _check_new(config, out)
             self.fingerprint = splits.fingerprint()  # what --resume and workers given a --data are checked against
-            from edgetransfer.bench.profiles import load_profile
-
-            profile = load_profile(config.profile)  # a bad profile is one line before anything is written
             unused = [key for key in ("backends", "variants") if key in profile.settings]
             if unused:  # each trial is measured with --backend and its own int8 variant
                 console.err.print(
                     f"[yellow]note: the profile's {' and '.join(unused)} setting not used: a search measures each "
                     f"trial's own int8 model with --backend ({config.backend})[/]"
                 )
-            space = build_space(config, median_shorter_side(splits.train, seed=config.seed))
+            side = None if config.sizes else median_shorter_side(splits.train, seed=config.seed)
+            space = named if side is None else build_space(config, side)
             first = _initial_design(config, space, splits)
             if config.trials is not None:
                 first = first[: config.trials]  # no trial left waiting that will never run
