@@ -48,7 +48,31 @@ def test_explain_profiles_both_engines_and_measures_each_layers_error(run_copy):
     # the accumulated figure (against fp32) includes the layers before: never better than a layer's own by much
     assert any(item["sqnr_db"] is not None and item["sqnr_db"] < item["local_sqnr_db"] for item in layers)
     assert any(line.startswith("onnxruntime: int8 is ") for line in doc["verdict"])
+    output = doc["sqnr"]["output"]  # the whole model's error, as deployed (ONNX Runtime's own kernels)
+    assert output["images"] == 4 and 0 <= output["top1_same"] <= 4 and 5 < output["logits_sqnr_db"] < math.inf
+    assert any(line.startswith("int8 error: ONNX int8's outputs against fp32 on 4 images") for line in doc["verdict"])
     assert json.loads(run_copy.file("explain.json").read_text())["verdict"] == doc["verdict"]
+
+
+def test_a_dynamic_int8_models_error_is_measured_on_its_outputs(trained_run, tmp_path):
+    """A dynamic int8 model has no quantizers in its graph to measure layer by layer: a new user's lost 25 points
+    and explain gave no error figure for it. Its outputs against fp32's are measured, and the verdict says why
+    there is nothing per layer."""
+    from edgetransfer.evaluation import Decoded
+    from edgetransfer.explain import layer_sqnr, output_error, verdict
+    from edgetransfer.quantize import quantize_dynamic
+
+    card = trained_run.load_card()
+    batch = next(Decoded(trained_run.load_splits(card).val[:4], card.preprocessing).batches(4))[0]
+    fp32, dynamic = trained_run.file("model.onnx"), tmp_path / "dynamic.onnx"
+    quantize_dynamic(fp32, dynamic)
+    assert layer_sqnr(fp32, dynamic, batch) == []
+    assert output_error(fp32, fp32, batch) == {"images": 4, "logits_sqnr_db": math.inf, "top1_same": 4}
+    found = output_error(fp32, dynamic, batch)
+    assert found["images"] == 4 and 0 <= found["top1_same"] <= 4 and found["logits_sqnr_db"] < math.inf
+    base = {"engines": {}, "cpu": {"arch": "x86_64", "flags": {}, "implies": []}}
+    [line] = verdict({**base, "sqnr": {"layers": [], "output": found}})
+    assert line.startswith("int8 error: ONNX int8's outputs against fp32 on 4 images: ") and "dynamic int8" in line
 
 
 def test_the_images_of_the_checks_are_said_where_the_run_has_no_validation_split(trained_run):
