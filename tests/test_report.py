@@ -241,6 +241,9 @@ def test_a_latency_recommendation_says_when_another_variant_is_fastest_at_the_la
     results[2]["latency"] = [lat for lat in results[2]["latency"] if lat["batch"] == 1]  # failed at batch 8, say
     line = recommendation_line(recommend(results, [], objective="p50", max_drop=10.0))
     assert "is the fastest (p50 5" in line and "ms; the pick was not measured there): the pick is for batch 1" in line
+    tied = three_models()["results"]  # the pick as fast as ort-cpu int8 at batch 8: a tie goes to the pick
+    tied[2] = result("openvino-cpu", "int8", {1: samples(0.8), 8: samples(5.0)}, top1=0.85)
+    assert recommend(tied, [], objective="p50", max_drop=10.0)["largest_batch"] is None
 
 
 def test_recommend_without_accuracy_measured_uses_what_the_export_measured():

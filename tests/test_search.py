@@ -1292,7 +1292,7 @@ def test_a_trial_read_beside_another_is_measured_again_where_it_could_change_the
     for t in range(4):
         (tmp_path / "trials" / f"{t:04d}-mobilenet_v2-96px-static").mkdir(parents=True, exist_ok=True)
     calls = []
-    alone = {0: 1.7, 1: 0.72}
+    alone = {0: 1.7, 1: 0.72, 3: 0.75}
 
     def measure(run, config, candidate, profile, devices=None):
         number = int(Path(run.path).name[:4])
@@ -1362,6 +1362,12 @@ def test_a_trial_read_beside_another_is_measured_again_where_it_could_change_the
     search._remeasure(failing)
     assert calls[-2:] == [1, 0] or calls[-2:] == [0, 1]  # tried again, now measured
     assert "error" not in failing.user_attrs["remeasured"]["1"]
+    # nothing meets the budget: no pick to be near, so every trial read beside another is measured again, the one
+    # far less accurate too (the report shows the closest to the budget, which any of them could be)
+    calls.clear()
+    search.budget = Budget("p50_ms", 0.1)
+    search._remeasure(study_of())
+    assert calls == [0, 1, 3]
 
 
 def test_a_static_trial_that_loses_accuracy_is_kept_and_its_qat_sibling_tried(tmp_path, monkeypatch):
