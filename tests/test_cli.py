@@ -194,6 +194,34 @@ def test_command_line_mistakes_are_one_line(args, fragment):
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], done.stderr
 
 
+@pytest.mark.parametrize("args", [["finetune", "--lr", "abc"], ["export"], ["finetune", "-h"]])
+def test_command_line_mistakes_are_one_line_with_click_installed_too(tmp_path, args):
+    """Later typers raise the errors of their own copy of click; click itself is installed beside it by other
+    packages (MLflow, the search's tracking extra): the entry point caught click's classes alone, and every mistake
+    ended in a traceback, exit 1 (a new user's trial). A stand-in click package, first on the path, makes that
+    case here whatever is installed."""
+    import os
+    import subprocess
+    import sys
+
+    import typer
+
+    if not hasattr(typer, "TyperException"):
+        pytest.skip("this typer runs on click itself: its errors are click's")
+    fake = tmp_path / "click"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "exceptions.py").write_text(
+        "class ClickException(Exception):\n    pass\n\n\nclass Abort(RuntimeError):\n    pass\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "edgetransfer", *args], capture_output=True, text=True, timeout=60, env=env
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+
+
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version_is_printed_without_loading_torch(flag):
     """``edgetransfer --version`` said 'No such option: --version' (exit 2); it prints the installed version and

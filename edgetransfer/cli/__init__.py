@@ -141,22 +141,39 @@ def _terminated(signum, frame) -> None:
 GC_GEN0 = 100_000
 
 
-def _run() -> None:
-    try:  # typer up to 0.2x runs on click; later versions carry their own copy of it
-        from click.exceptions import Abort, ClickException
-    except ModuleNotFoundError:
-        from typer import Abort
-        from typer import TyperException as ClickException
+def _parser_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The command-line parser's usage errors and its Abort, from typer's own copy of click (later typers) and from
+    click itself (older typers run on it). Both can be installed at once (MLflow brings click): catching click's
+    alone let every mistake typer's copy raised end in a traceback, exit 1 (a new user's trial)."""
+    errors, aborts = [], []
+    try:
+        from typer import Abort, TyperException
 
+        errors.append(TyperException)
+        aborts.append(Abort)
+    except ImportError:
+        pass
+    try:
+        from click.exceptions import Abort, ClickException
+
+        errors.append(ClickException)
+        aborts.append(Abort)
+    except ModuleNotFoundError:
+        pass
+    return tuple(dict.fromkeys(errors)), tuple(dict.fromkeys(aborts))
+
+
+def _run() -> None:
+    errors, aborts = _parser_errors()
     try:
         code = app(standalone_mode=False)
-    except ClickException as exc:
+    except errors as exc:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see 'edgetransfer {ctx.info_name} --help')" if ctx is not None and ctx.parent is not None else ""
         if exc.format_message():  # (no command at all: the help was printed, and that is the message)
             print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
-    except Abort:
+    except aborts:
         print("interrupted", file=sys.stderr)
         code = 130
     if TERMINATED and code == 130:  # the shell's code for a SIGTERM, as CI systems expect
