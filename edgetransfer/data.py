@@ -284,10 +284,16 @@ def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
     """Class name -> good image files of ``folder/<class>/``, checked together (under one progress bar: one per class
     read as the whole folder checked again and again)."""
     classes: dict[str, list[Path]] = {}
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not ignored_folder(p.name)):
-        if class_dir.is_symlink():
-            scan.bad.append((class_dir, "symlinked folder (not followed)"))
-            continue
+    folders = sorted(p for p in folder.iterdir() if p.is_dir() and not ignored_folder(p.name))
+    linked = [p for p in folders if p.is_symlink()]
+    if linked:  # a class, not a bad file: --skip-bad trained on the other classes, the label gone with one word
+        named = ", ".join(f"{p.name} -> {p.resolve()}" for p in linked[:MAX_LISTED])
+        raise DataError(
+            f"class folder(s) in {folder} that are symlinks: {named}; links to folders are not followed (the data's "
+            "files stay inside its folder), and a class is not skipped: copy the folder in (cp -rL) or pass --data "
+            "a folder that holds the real ones"
+        )
+    for class_dir in folders:
         try:
             class_dir.name.encode("utf-8")
         except UnicodeEncodeError:

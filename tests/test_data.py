@@ -203,6 +203,19 @@ def test_symlinks_inside_the_folder_are_fine(tmp_path):
     assert sum(load_splits(root).sizes().values()) == 7
 
 
+def test_a_symlinked_class_folder_is_refused_even_with_skip_bad(tmp_path):
+    """A class folder linked in from elsewhere was a 'bad file': --skip-bad trained on the other classes, the label
+    gone with one word in the list of skipped files (a new user's trial). A class is not skipped."""
+    elsewhere = make_folder(tmp_path / "elsewhere", per_class=3, classes=1)
+    root = make_folder(tmp_path / "data", per_class=3, classes=2)
+    (root / "linked").symlink_to(elsewhere / "class0", target_is_directory=True)
+    for skip_bad in (False, True):
+        with pytest.raises(
+            DataError, match="class folder\\(s\\) in .* that are symlinks: linked -> .*class0; .*cp -rL"
+        ):
+            load_splits(root, skip_bad=skip_bad)
+
+
 def test_a_bad_file_in_an_unlabelled_folder_does_not_suggest_skip_bad(tmp_path):
     """Calibration and adaptation folders have no --skip-bad: their error does not offer it."""
     from edgetransfer.data import list_images
