@@ -266,13 +266,18 @@ def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[Fi
     """The config with ``batch_size`` resolved for ``train`` training images split over ``world`` processes, and why
     (empty when given). :data:`BATCH` images per step from ``BATCH * STEPS_PER_EPOCH`` images per process on; below,
     about :data:`STEPS_PER_EPOCH` steps per epoch and at least :data:`MIN_BATCH` images per step: at 32 a split of 80
-    images took 2 steps per epoch, 8 in a default run (benchmarks/results/finetune_recipes.md, run 13)."""
+    images took 2 steps per epoch, 8 in a default run (benchmarks/results/finetune_recipes.md, run 13). The images
+    are spread evenly over the steps, so that an epoch leaves out fewer images than it takes steps."""
     if config.batch_size is not None:
         return config, ""
     images = per_process(train, world)
     if images >= BATCH * STEPS_PER_EPOCH:
         return dataclasses.replace(config, batch_size=BATCH), ""
-    batch = max(MIN_BATCH, -(-images // STEPS_PER_EPOCH))
+    # about STEPS_PER_EPOCH steps of at least MIN_BATCH images, the split spread evenly over them: the last short
+    # batch, which the trainer drops, is then under one image per step (a batch of ceil(images / 10) dropped up to
+    # 7 of 15 images, 31 of 319, every epoch; a new user's trial)
+    steps = min(STEPS_PER_EPOCH, max(1, images // MIN_BATCH))
+    batch = max(MIN_BATCH, images // steps)
     steps = steps_per_epoch(images, batch)
     each = f"one step of all {images} per epoch" if images < batch else f"{steps} step{'s' * (steps != 1)} per epoch"
     reason = (

@@ -143,9 +143,17 @@ def test_the_batch_size_follows_the_training_splits_size():
 
     large = BATCH * STEPS_PER_EPOCH
     assert chosen(large) == (BATCH, "") and chosen(50_000) == (BATCH, "")
-    batch, reason = chosen(large - 1)  # 319 images: 10 steps of 32
-    assert batch == 32 and f"{large - 1} training images < {large}" in reason
-    assert chosen(80)[0] == MIN_BATCH == 8 and chosen(170)[0] == 17 and chosen(105)[0] == 11
+    batch, reason = chosen(large - 1)  # 319 images: 10 steps of 31, 9 left out (at 32: 9 steps, 31 left out)
+    assert batch == 31 and f"{large - 1} training images < {large}: 10 steps per epoch" in reason
+    assert chosen(80)[0] == MIN_BATCH == 8 and chosen(170)[0] == 17 and chosen(105)[0] == 10
+    # every epoch leaves out fewer images than it takes steps (the trainer drops the last short batch): a split of
+    # 15 took one step of 8, leaving out 7 (a new user's trial)
+    for train in range(MIN_BATCH, large):
+        size = chosen(train)[0]
+        steps = train // size
+        assert size >= MIN_BATCH and steps <= STEPS_PER_EPOCH + 1, train  # about 10 steps
+        assert 1 <= steps and train - steps * size < steps, train
+    assert chosen(15) == (15, chosen(15)[1]) and ": 1 step per epoch" in chosen(15)[1]
     assert ": 10 steps per epoch (about 10 where" in chosen(170)[1] and ": 3 steps per epoch" in chosen(24)[1]
     assert ": 1 step per epoch" in chosen(9)[1]  # the steps said are the ones the trainer takes
     assert ": one step of all 3 per epoch" in chosen(3)[1]  # fewer images than the batch (it said "batch size 8")
