@@ -380,9 +380,20 @@ def _check_classes(classes: dict[str, list[Path]], where: Path) -> None:
         raise DataError(f"{where} has no class folders (expected {where}/<class>/*.png|jpg)")
     empty = [name for name, files in classes.items() if not files]
     if empty:
-        raise DataError(f"class folder(s) without images in {where}: {', '.join(empty)}")
+        raise DataError(
+            f"class folder(s) without images in {where}: {', '.join(empty)}; each folder there is a class: add its "
+            "images or remove it"
+        )
     if len(classes) < 2:
-        raise DataError(f"{where} has only one class ({next(iter(classes))}); a classifier needs at least two")
+        (name,) = classes
+        inner = sorted(p.name for p in _subfolders(where / name))
+        listed = ", ".join(inner[:MAX_LISTED]) + (" ..." if len(inner) > MAX_LISTED else "")
+        hint = (
+            f" ({where / name} holds folders: {listed}; if those are the classes, pass --data {where / name})"
+            if len(inner) > 1
+            else ""
+        )
+        raise DataError(f"{where} has only one class ({name}); a classifier needs at least two{hint}")
 
 
 def load_splits(

@@ -188,3 +188,14 @@ def test_a_full_disk_in_a_library_save_is_one_clear_error(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="not a write"):  # anything else goes on as it was
         with library_write_errors(tmp_path / "resume.pt"):
             raise ValueError("not a write")
+
+
+def test_a_folder_that_cannot_be_written_is_named_not_its_lock():
+    """--out /proc/foo said 'cannot write /proc/.foo.lock: ...': a file the user never named (a new user's trial)."""
+    from edgetransfer.errors import RunDirError
+
+    run = RunDir("/proc/edgetransfer-no-such-run")
+    with pytest.raises(RunDirError, match="^cannot write /proc/edgetransfer-no-such-run: ") as caught:
+        with run.lock("finetune"):
+            pass
+    assert ".lock" not in str(caught.value)
