@@ -299,11 +299,12 @@ class RunDir:
         if key in _HELD:  # this process holds it already (a gate re-measuring inside a bench): re-enter
             yield
             return
-        with write_errors_said(path):
+        # named by the folder asked for, not its lock beside it ('cannot write /proc/.foo.lock' for --out /proc/foo)
+        with write_errors_said(self.path):
             path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait
         while True:  # wait a moment: a measuring process that just finished may still be closing it
-            with write_errors_said(path):
+            with write_errors_said(self.path):
                 handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
