@@ -14,8 +14,10 @@ from pathlib import Path
 
 from edgetransfer import console
 from edgetransfer.card import OPENVINO_RT_INFO_PATH, embed_in_onnx, for_model_files
+from edgetransfer.data import Splits
 from edgetransfer.errors import ExportError, RunDirError, UsageError
 from edgetransfer.passes import INT8_METHODS, ExportContext, Pass
+from edgetransfer.passes.base import PARITY_IMAGES
 from edgetransfer.passes.onnx import OnnxFp16, OnnxFp32, OnnxFp32Config
 from edgetransfer.passes.openvino import OpenVinoConfig, OpenVinoInt8, OpenVinoIR
 from edgetransfer.passes.tensorrt import TensorRTCalibration, require_tensorrt
@@ -282,9 +284,23 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
             # the training images are read to calibrate int8 (and to fine-tune QAT); without int8 a training image
             # culled since is no reason to refuse (the parity check's images come from the validation split)
             needs_train = config.int8.mode != "none" or any(step.calibrates for step in passes)
-            splits = run.load_splits(card, config.data, only=None if needs_train else ("val", "test"))
-            if not needs_train and not splits.val:
-                splits = run.load_splits(card, config.data)
+            root = run.data_root(card)
+            if config.data is None and root and not Path(root).expanduser().is_dir():  # trained on another machine
+                if needs_train:
+                    raise UsageError(
+                        f"the run's data folder {root} is gone; pass --data DIR (the folder it was trained on: int8 "
+                        "is calibrated on its training images), or --no-int8 for the fp32 models alone"
+                    )
+                console.err.print(
+                    f"[yellow]note: the run's data folder {root} is not here: the models are checked against PyTorch "
+                    f"on {PARITY_IMAGES} random inputs instead of its validation images, and no top-1 is measured; "
+                    "--data DIR (the folder it was trained on) for both[/]"
+                )
+                splits = Splits(Path(root), tuple(card.labels), (), (), (), seed=0, layout="gone")
+            else:
+                splits = run.load_splits(card, config.data, only=None if needs_train else ("val", "test"))
+                if not needs_train and not splits.val:
+                    splits = run.load_splits(card, config.data)
             ctx = ExportContext(run, card, splits, stage, config)
             if any(step.calibrates for step in passes):
                 ctx.calibration  # noqa: B018 - a bad --calib folder is said before any slow work

@@ -388,6 +388,15 @@ class RunDir:
             raise RunDirError(f"{folder} has classes {list(splits.labels)}, the run was trained on {list(card.labels)}")
         return splits
 
+    def data_root(self, card: ModelCard) -> str | None:
+        """The folder :meth:`load_splits` reads without a ``data`` given: the card's, else ``splits.json``'s."""
+        if card.dataset.get("path"):
+            return card.dataset["path"]
+        try:
+            return str(json.loads(self.file(SPLITS_FILE).read_text(encoding="utf-8"))["root"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def recorded_digests(self, *names: str) -> set[str] | None:
         """The sha256 of every file of the recorded splits ``names`` (``splits.json``), to know the run's images by
         content under any name; None for a run from before that file, or a damaged one."""

@@ -760,3 +760,35 @@ def test_a_failed_shape_inference_is_one_export_error(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", fails)
     with pytest.raises(ExportError, match="ONNX export at opset 17 failed: .ShapeInferenceError. Inferred shape"):
         torch_to_onnx(torch.nn.Conv2d(3, 4, 3), 16, tmp_path / "m.onnx", 17)
+
+
+def test_export_without_int8_needs_no_data_folder(trained_run, tmp_path):
+    """A run trained on another machine and copied without its images: every export stopped ('the run's data
+    folder ... is gone; pass --data'), --no-int8 too (a new user's trial). Without int8 the models are checked
+    against PyTorch on random inputs, said, and no top-1 is measured; int8 still needs the images, and says how to
+    do without it."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    record = json.loads((run / "splits.json").read_text())
+    record["root"] = str(tmp_path / "on-another-machine")
+    (run / "splits.json").write_text(json.dumps(record))
+    card = json.loads((run / "card.json").read_text())
+    card["dataset"]["path"] = record["root"]
+    (run / "card.json").write_text(json.dumps(card))
+    result = CliRunner().invoke(app, ["export", str(run), "--no-int8", "--no-openvino"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "is not here: the models are checked against PyTorch on 64 random inputs" in said, said
+    assert "top-1 agreement 100.00% on 64 random inputs" in said, said
+    card = json.loads((run / "card.json").read_text())
+    assert card["artifacts"]["model.onnx"]["parity"]["inputs"] == "random inputs"
+    assert card["artifacts"]["model.onnx"]["parity"]["max_abs_diff"] < 1e-3
+    assert card["metrics"]["onnx_fp32"]["test_top1"] is None and card["metrics"]["onnx_fp32"]["val_top1"] is None
+    refused = CliRunner().invoke(app, ["export", str(run), "--no-openvino"])
+    assert refused.exit_code == 2 and "or --no-int8 for the fp32 models alone" in refused.stderr, refused.output

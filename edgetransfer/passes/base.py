@@ -85,6 +85,17 @@ def int8_method(method: str):
     return add
 
 
+def random_inputs(pre, count: int, seed: int = 0) -> Decoded:
+    """``count`` inputs drawn from a standard normal distribution, the scale of normalised images: what parity is
+    checked on where no image of the run is at hand."""
+    import numpy as np
+
+    from edgetransfer.data import Sample
+
+    images = np.random.default_rng(seed).standard_normal((count, 3, pre.crop, pre.crop)).astype(np.float32)
+    return Decoded([Sample(Path(f"<random input {i}>"), 0) for i in range(count)], pre, images=images)
+
+
 class ExportContext:
     """What the passes of one export read and add to. Images are decoded once here and shared by every pass."""
 
@@ -93,11 +104,13 @@ class ExportContext:
         self.pre = card.preprocessing
         self.val = Decoded(splits.val, self.pre)
         self.test = Decoded(splits.test, self.pre)
-        self.check_set = (
-            self.val.spread(PARITY_IMAGES)
-            if len(self.val)
-            else Decoded([splits.train[i] for i in spaced(len(splits.train), PARITY_IMAGES)], self.pre)
-        )
+        self.checked_on = "images"
+        if len(self.val):
+            self.check_set = self.val.spread(PARITY_IMAGES)
+        elif splits.train:
+            self.check_set = Decoded([splits.train[i] for i in spaced(len(splits.train), PARITY_IMAGES)], self.pre)
+        else:  # the run's images are not here (export --no-int8 of a run trained on another machine)
+            self.check_set, self.checked_on = random_inputs(self.pre, PARITY_IMAGES), "random inputs"
         self.metrics: dict[str, dict] = {}
         self.artifacts: dict[str, Artifact] = {}
         self._said_unchecked = False
@@ -185,8 +198,10 @@ class ExportContext:
         figures = parity(self.reference, session, self.check_set, rtol=rtol)
         console.err.print(
             f"{name}: max |logit diff| {figures['max_abs_diff']:.2e} vs PyTorch, "
-            f"top-1 agreement {figures['top1_agreement']:.2%} on {figures['images']} images"
+            f"top-1 agreement {figures['top1_agreement']:.2%} on {figures['images']} {self.checked_on}"
         )
+        if self.checked_on != "images":
+            figures["inputs"] = self.checked_on
         if figures["max_abs_diff"] > atol and fail:
             raise ExportError(
                 f"{name} disagrees with PyTorch: max |logit diff| {figures['max_abs_diff']:.3g} > tolerance {atol:g}"
