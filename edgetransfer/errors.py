@@ -23,6 +23,10 @@ class RunDirError(UsageError):
     """A run directory is missing, incomplete or of an unknown schema."""
 
 
+class WriteError(RunDirError):
+    """A file could not be written (a full disk, a read-only folder); what was there before is unchanged."""
+
+
 class WeightsError(EdgeTransferError):
     """Pretrained weights cannot be found, or a file does not match its recorded sha256."""
 

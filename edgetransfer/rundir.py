@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgetransfer.card import ModelCard
-from edgetransfer.errors import RunDirError
+from edgetransfer.errors import RunDirError, WriteError
 
 _HELD: set[str] = set()  # run locks this process holds
 CARD = "card.json"
@@ -93,7 +93,7 @@ def write_errors_said(target: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         if exc.errno in WRITE_ERRORS:
-            raise RunDirError(f"cannot write {target}: {exc.strerror}; what was there before is unchanged") from None
+            raise WriteError(f"cannot write {target}: {exc.strerror}; what was there before is unchanged") from None
         raise
 
 

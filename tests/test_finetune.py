@@ -519,6 +519,34 @@ def test_a_failed_state_write_resumes_from_the_epoch_before_exactly(image_folder
     assert run.file("model.safetensors").read_bytes() == straight.file("model.safetensors").read_bytes()
 
 
+def test_a_full_disk_mid_training_says_the_finished_epochs_are_kept(image_folder, tmp_path, monkeypatch):
+    """A full disk at epoch 2 said 'cannot write RUN/resume.pt: No space left on device; what was there before is
+    unchanged', and no more, over a run whose first epoch --resume continues (a new user's trial; Ctrl-C says so)."""
+    import errno
+
+    import torch
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    out = tmp_path / "run"
+    real, calls = torch.save, []
+
+    def full_disk_at_epoch_2(obj, f, *args, **kwargs):
+        calls.append(f)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_epoch_2)
+    args = ["finetune", "--data", str(image_folder), "--out", str(out), "--size", "32", "--epochs", "3"]
+    result = CliRunner().invoke(app, [*args, "--batch-size", "8"])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "No space left on device" in said, result.output
+    assert f"the finished epochs are kept in {out}: the same command with --resume continues once there is room" in said
+    assert (out / "resume.pt").is_file()
+
+
 def test_the_best_checkpoint_is_the_epoch_the_saved_state_names(image_folder, tmp_path, monkeypatch):
     """model.safetensors was written before resume.pt: a stop between the two left a checkpoint of an epoch the state
     did not know, and a resumed run whose epoch scored lower (on a GPU it is not the same bit for bit) kept it as

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from edgetransfer.cli._common import friendly_errors
+from edgetransfer.errors import WriteError
 from edgetransfer.finetune_config import RESUME_STATE, FinetuneConfig
 from edgetransfer.rundir import CARD
 
@@ -270,6 +271,14 @@ def finetune(
     except KeyboardInterrupt:
         say_interrupted(options["out"], started, resume=options["resume"])
         raise typer.Exit(130) from None
+    except WriteError as exc:  # a full disk mid-training said only that the file it wrote was unchanged
+        state = Path(options["out"]) / RESUME_STATE
+        if state.is_file() and (options["resume"] or state.stat().st_mtime >= started):
+            raise WriteError(
+                f"{exc}; the finished epochs are kept in {options['out']}: the same command with --resume continues "
+                "once there is room"
+            ) from None
+        raise
     typer.echo(str(run.path))
 
 
