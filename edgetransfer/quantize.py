@@ -94,10 +94,11 @@ class Int8Config:
         if self.mode == "none" or self.weight_bits() != 8 or not int8_overflows():
             return None
         asked = f"8-bit int8 weights ({self.weights_why})" if self.weights_why else f"--int8-weights {self.weights}"
+        fix = "use 7-bit weights (--int8-weights 7bit)" if self.weights_why else "keep 7-bit weights (auto, here)"
         return (
             f"warning: {asked} on this CPU (x86 without VNNI): its int8 kernels can overflow "
             "with 8-bit weights, so the int8 accuracy measured here is this CPU's, lower than on a device with VNNI "
-            "or ARM dot-product; export for such a device on one like it, or keep 7-bit weights (auto, here)"
+            f"or ARM dot-product; export for such a device on one like it, or {fix}"
         )
 
     def validate(self) -> None:

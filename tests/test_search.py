@@ -142,7 +142,7 @@ def test_resume_tries_an_interrupted_trial_s_candidate_again_first():
     assert waiting == [{"backbone": "mobilenet_v2", "size_mobilenet_v2": 64, "int8": "static"}]
 
 
-def test_int8_weights_are_resolved_where_the_study_starts_and_recorded_for_every_worker():
+def test_int8_weights_are_resolved_where_the_study_starts_and_recorded_for_every_worker(monkeypatch):
     """auto is this machine's choice (export's rule), recorded as 7bit or 8bit: a worker on another CPU takes it."""
     from edgetransfer.quantize import Int8Config
 
@@ -153,7 +153,14 @@ def test_int8_weights_are_resolved_where_the_study_starts_and_recorded_for_every
     assert worker.int8_weights == recorded["int8_weights"]
     # a worker's export says why in the search's words, not as an --int8-weights 7bit nobody passed
     note = Int8Config(weights=worker.int8_weights, weights_why=worker.int8_weights_why).weights_note()
-    assert note.startswith(f"the search's --int8-weights auto, chosen on {socket.gethostname()}: ")
+    assert note.startswith("the search's --int8-weights auto, chosen on the CPU it started on: ")
+    assert socket.gethostname() not in note  # kept in the cards, which travel inside the model files
+    # a worker without VNNI given the 8 bits a VNNI lead chose: warned, with the search's fix, not "auto, here"
+    from edgetransfer import machine
+
+    monkeypatch.setattr(machine, "int8_overflows", lambda: True)
+    warned = Int8Config(weights="8bit", weights_why="the search's --int8-weights auto, ...").weights_warning()
+    assert warned.startswith("warning: 8-bit int8 weights (the search's") and warned.endswith("(--int8-weights 7bit)")
     assert "--int8-weights 7bit)" not in note and "--int8-weights 8bit)" not in note
     given = SearchConfig(data="", out="o", worker=True).with_recorded(
         SearchConfig(data="d", out="o", int8_weights="7bit").recorded()

@@ -110,13 +110,16 @@ class SearchConfig:
         keep = ("profile", "epochs", "batch_size", "seed", "skip_bad", "pruner", "backend", "min_time", "on")
         found = {k: getattr(self, k) for k in keep}
         if self.int8_weights == "auto":  # this machine's choice, for every worker (see export's --int8-weights)
-            import socket
-
             from edgetransfer.quantize import Int8Config
 
             bits = Int8Config().weight_bits()
-            why = f"the search's --int8-weights auto, chosen on {socket.gethostname()}: "
-            why += Int8Config().weights_note().removeprefix("auto: ")
+            # said by every worker's export and kept in its cards (which travel inside the model files: no host
+            # name), of the CPU the search started on, not of the worker's own
+            why = "the search's --int8-weights auto, chosen on the CPU it started on: " + (
+                "no VNNI there, where 8-bit weights can overflow in int8 kernels"
+                if bits == 7
+                else "its int8 kernels do not overflow; for an x86 device without VNNI, search with --int8-weights 7bit"
+            )
             return {**found, "int8_weights": f"{bits}bit", "int8_weights_why": why}
         return {
             **found,
