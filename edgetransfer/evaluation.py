@@ -120,7 +120,7 @@ def parity(
         a, b = reference.run(images), candidate.run(images)
         for which, logits in (("the reference model", a), ("the model under check", b)):
             if not np.isfinite(logits).all():
-                raise ExportError(f"{which} gives NaN or infinite logits on validation images; parity cannot hold")
+                raise ExportError(f"{which} gives NaN or infinite logits on the check's inputs; parity cannot hold")
         row_diff, row_scale = np.abs(a - b).max(1), np.abs(a).max(1)
         max_diff = max(max_diff, float(row_diff.max()))
         scale = max(scale, float(row_scale.max()))

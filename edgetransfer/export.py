@@ -287,9 +287,18 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
             root = run.data_root(card)
             if config.data is None and root and not Path(root).expanduser().is_dir():  # trained on another machine
                 if needs_train:
+                    int8 = config.int8
+                    why = (
+                        "the TensorRT calibration table is made from its training images"
+                        if int8.mode == "none"
+                        else "int8's accuracy is checked on its validation images"
+                        if int8.calibration_dir or int8.mode == "dynamic"
+                        else "int8 is calibrated on its training images"
+                    )
+                    without = "--no-int8 for the fp32 models alone" if int8.mode != "none" else "leave out --tensorrt"
                     raise UsageError(
-                        f"the run's data folder {root} is gone; pass --data DIR (the folder it was trained on: int8 "
-                        "is calibrated on its training images), or --no-int8 for the fp32 models alone"
+                        f"the run's data folder {root} is gone; pass --data DIR (the folder it was trained on: {why}), "
+                        f"or {without}"
                     )
                 console.err.print(
                     f"[yellow]note: the run's data folder {root} is not here: the models are checked against PyTorch "

@@ -792,3 +792,6 @@ def test_export_without_int8_needs_no_data_folder(trained_run, tmp_path):
     assert card["metrics"]["onnx_fp32"]["test_top1"] is None and card["metrics"]["onnx_fp32"]["val_top1"] is None
     refused = CliRunner().invoke(app, ["export", str(run), "--no-openvino"])
     assert refused.exit_code == 2 and "or --no-int8 for the fp32 models alone" in refused.stderr, refused.output
+    assert "int8 is calibrated on its training images" in refused.stderr
+    dynamic = CliRunner().invoke(app, ["export", str(run), "--no-openvino", "--int8-method", "dynamic"])
+    assert dynamic.exit_code == 2 and "int8's accuracy is checked on its validation images" in dynamic.stderr
