@@ -24,7 +24,12 @@ class RunDirError(UsageError):
 
 
 class WriteError(RunDirError):
-    """A file could not be written (a full disk, a read-only folder); what was there before is unchanged."""
+    """A file could not be written (a full disk, a read-only folder); what was there before is unchanged.
+    ``errno``: the operating system's reason."""
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class WeightsError(EdgeTransferError):

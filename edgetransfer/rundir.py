@@ -93,7 +93,9 @@ def write_errors_said(target: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         if exc.errno in WRITE_ERRORS:
-            raise WriteError(f"cannot write {target}: {exc.strerror}; what was there before is unchanged") from None
+            raise WriteError(
+                f"cannot write {target}: {exc.strerror}; what was there before is unchanged", errno=exc.errno
+            ) from None
         raise
 
 

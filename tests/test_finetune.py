@@ -519,9 +519,19 @@ def test_a_failed_state_write_resumes_from_the_epoch_before_exactly(image_folder
     assert run.file("model.safetensors").read_bytes() == straight.file("model.safetensors").read_bytes()
 
 
-def test_a_full_disk_mid_training_says_the_finished_epochs_are_kept(image_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "code, reason, when",
+    [
+        ("ENOSPC", "No space left on device", "once there is room"),
+        ("EACCES", "Permission denied", "once it can be written"),
+    ],
+)
+def test_a_full_disk_mid_training_says_the_finished_epochs_are_kept(
+    image_folder, tmp_path, monkeypatch, code, reason, when
+):
     """A full disk at epoch 2 said 'cannot write RUN/resume.pt: No space left on device; what was there before is
-    unchanged', and no more, over a run whose first epoch --resume continues (a new user's trial; Ctrl-C says so)."""
+    unchanged', and no more, over a run whose first epoch --resume continues (a new user's trial; Ctrl-C says so).
+    Any other write error says so too, without 'room'."""
     import errno
 
     import torch
@@ -535,15 +545,15 @@ def test_a_full_disk_mid_training_says_the_finished_epochs_are_kept(image_folder
     def full_disk_at_epoch_2(obj, f, *args, **kwargs):
         calls.append(f)
         if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(getattr(errno, code), reason)
         return real(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk_at_epoch_2)
     args = ["finetune", "--data", str(image_folder), "--out", str(out), "--size", "32", "--epochs", "3"]
     result = CliRunner().invoke(app, [*args, "--batch-size", "8"])
     said = " ".join(result.stderr.split())
-    assert result.exit_code == 2 and "No space left on device" in said, result.output
-    assert f"the finished epochs are kept in {out}: the same command with --resume continues once there is room" in said
+    assert result.exit_code == 2 and reason in said, result.output
+    assert f"the finished epochs are kept in {out}: the same command with --resume continues {when}" in said
     assert (out / "resume.pt").is_file()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import sys
 import time
 from pathlib import Path
@@ -271,36 +272,42 @@ def finetune(
     except KeyboardInterrupt:
         say_interrupted(options["out"], started, resume=options["resume"])
         raise typer.Exit(130) from None
-    except WriteError as exc:  # a full disk mid-training said only that the file it wrote was unchanged
-        state = Path(options["out"]) / RESUME_STATE
-        if state.is_file() and (options["resume"] or state.stat().st_mtime >= started):
-            raise WriteError(
-                f"{exc}; the finished epochs are kept in {options['out']}: the same command with --resume continues "
-                "once there is room"
-            ) from None
-        raise
+    except WriteError as exc:
+        again = "the same command with --resume"
+        raise kept_after_write_error(exc, options["out"], started, resume=options["resume"], again=again) from None
     typer.echo(str(run.path))
 
 
 def say_interrupted(out: str, started: float, *, resume: bool, again: str = "the same command with --resume") -> None:
-    """What a Ctrl-C in fine-tuning leaves, said truly: the finished epochs (of this command, or of the run it
-    resumed), the finished run (a later stage was interrupted), or ``out`` as it was (no epoch finished: the
-    previous run put back, a new folder removed)."""
+    """What a Ctrl-C in fine-tuning leaves, said truly (:func:`what_is_kept`)."""
+    print(f"interrupted; {what_is_kept(out, started, resume=resume, again=again)[0]}", file=sys.stderr)
+
+
+def what_is_kept(out: str, started: float, *, resume: bool, again: str) -> tuple[str, bool]:
+    """What a fine-tune stopped by a Ctrl-C or a failure leaves, and whether ``again`` goes on from it: the finished
+    epochs (of this command, or of the run it resumed), the finished run (a later stage was stopped), or ``out`` as
+    it was (no epoch finished: the previous run put back, a new folder removed)."""
     state, card = Path(out) / RESUME_STATE, Path(out) / CARD
     finished = _finished_card(card)
     if finished is not None and (resume or card.stat().st_mtime >= started):  # training had finished
         from edgetransfer.adapt import not_adapted
 
         if not_adapted(finished):
-            print(f"interrupted; training had finished, adaptation had not: {again} adapts it", file=sys.stderr)
-        else:
-            print("interrupted; nothing half-written was kept", file=sys.stderr)
-    elif state.is_file() and (resume or state.stat().st_mtime >= started):
-        print(f"interrupted; the finished epochs are kept in {out}: {again} continues", file=sys.stderr)
-    elif card.is_file() and card.stat().st_mtime >= started:  # training finished; what came after is atomic
-        print("interrupted; nothing half-written was kept", file=sys.stderr)
-    else:
-        print(f"interrupted; nothing was kept: {out} is as it was", file=sys.stderr)
+            return f"training had finished, adaptation had not: {again} adapts it", True
+        return "nothing half-written was kept", False
+    if state.is_file() and (resume or state.stat().st_mtime >= started):
+        return f"the finished epochs are kept in {out}: {again} continues", True
+    if card.is_file() and card.stat().st_mtime >= started:  # training finished; what came after is atomic
+        return "nothing half-written was kept", False
+    return f"nothing was kept: {out} is as it was", False
+
+
+def kept_after_write_error(exc: WriteError, out: str, started: float, *, resume: bool, again: str) -> WriteError:
+    """``exc`` (a file of the run could not be written) with what the stopped fine-tune leaves: it said only that
+    the file was unchanged, over a run --resume continues (a new user's full disk)."""
+    kept, goes_on = what_is_kept(out, started, resume=resume, again=again)
+    when = " once there is room" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else " once it can be written"
+    return WriteError(f"{exc}; {kept}{when if goes_on else ''}", errno=exc.errno)
 
 
 def _finished_card(path: Path):

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from edgetransfer.cli._common import friendly_errors
-from edgetransfer.cli.finetune import DATA_HELP, OUT_HELP, config_default, default_out, say_interrupted
+from edgetransfer.cli.finetune import (
+    DATA_HELP,
+    OUT_HELP,
+    config_default,
+    default_out,
+    kept_after_write_error,
+    say_interrupted,
+)
+from edgetransfer.errors import WriteError
 
 
 @friendly_errors
@@ -69,4 +77,7 @@ def pipeline(
         again = f"edgetransfer finetune --resume --out {shlex.quote(config.out)}"
         say_interrupted(config.out, started, resume=False, again=again)
         raise typer.Exit(130) from None
+    except WriteError as exc:
+        again = f"edgetransfer finetune --resume --out {shlex.quote(config.out)}"
+        raise kept_after_write_error(exc, config.out, started, resume=False, again=again) from None
     summary(*done)
