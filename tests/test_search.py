@@ -711,7 +711,7 @@ def test_mlflow_logs_each_trial(tmp_path):
     logger.remeasured(study, 5, {"p50_ms": 1.0, "first_ms": 2.0})  # a trial it never logged: left alone
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns2' / 'mlflow.db'}")
     (run,) = mlflow.search_runs(experiment_names=["edgetransfer-search-again"], output_format="list")
-    assert run.data.metrics["p50_ms"] == 1.7 and "first read 8.7 ms" in run.data.tags["latency_measured_again"]
+    assert run.data.metrics["p50_ms"] == 1.7 and "first read 8.700 ms" in run.data.tags["latency_measured_again"]
     history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "p50_ms")
     assert [(m.step, m.value) for m in history] == [(0, 8.7), (1, 1.7)]
 

@@ -876,9 +876,9 @@ class _Search:
                     "ended": datetime.datetime.now().isoformat(),
                     "by": this_worker(),
                 }
-                if self.log is not None:
-                    self.log.remeasured(study, number, done[str(number)])
-            study.set_user_attr("remeasured", done)
+            study.set_user_attr("remeasured", done)  # kept first: a tracking server that retries can take minutes
+            if self.log is not None and "error" not in done[str(number)]:
+                self.log.remeasured(study, number, done[str(number)])
 
     def _escalate(self, trial, candidate: Candidate) -> None:
         """A static trial whose int8 model loses more than export's budget against its fp32 model (kept, ranked by

@@ -83,7 +83,9 @@ def mlflow_logger(uri: str, experiment: str) -> Logger:
             with mlflow.start_run(run_id=runs[0].info.run_id):
                 for key, value in _metrics(figures).items():
                     mlflow.log_metric(key, value, step=1)
-                mlflow.set_tag("latency_measured_again", f"after the search; first read {figures.get('first_ms')} ms")
+                first = figures.get("first_ms")
+                said = f"{first:.3f} ms" if isinstance(first, (int, float)) else "not recorded"
+                mlflow.set_tag("latency_measured_again", f"after the search; first read {said}")
         except Exception as exc:  # noqa: BLE001 - as in log()
             _warn(number, exc)
 
