@@ -301,12 +301,14 @@ class RunDir:
         if key in _HELD:  # this process holds it already (a gate re-measuring inside a bench): re-enter
             yield
             return
-        # named by the folder asked for, not its lock beside it ('cannot write /proc/.foo.lock' for --out /proc/foo)
-        with write_errors_said(self.path):
+        # named by the folder asked for, and where its lock goes ('cannot write /proc/.foo.lock' for --out /proc/foo
+        # named a file the user never gave; the folder alone hid a read-only parent)
+        said = Path(f"{self.path} (its lock file goes in {path.parent})")
+        with write_errors_said(said):
             path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait
         while True:  # wait a moment: a measuring process that just finished may still be closing it
-            with write_errors_said(self.path):
+            with write_errors_said(said):
                 handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -195,7 +195,8 @@ def test_a_folder_that_cannot_be_written_is_named_not_its_lock():
     from edgetransfer.errors import RunDirError
 
     run = RunDir("/proc/edgetransfer-no-such-run")
-    with pytest.raises(RunDirError, match="^cannot write /proc/edgetransfer-no-such-run: ") as caught:
+    said = "^cannot write /proc/edgetransfer-no-such-run \\(its lock file goes in /proc\\): "
+    with pytest.raises(RunDirError, match=said) as caught:
         with run.lock("finetune"):
             pass
     assert ".lock" not in str(caught.value)
