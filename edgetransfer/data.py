@@ -375,7 +375,8 @@ def lookalike_classes(labels: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [tuple(group) for group in groups.values() if len(group) > 1]
 
 
-def _check_classes(classes: dict[str, list[Path]], where: Path) -> None:
+def _check_classes(classes: dict[str, list[Path]], where: Path, *, split: bool = False) -> None:
+    """``split``: ``where`` is a split's folder (DIR/train), whose classes --data cannot move."""
     if not classes:
         raise DataError(f"{where} has no class folders (expected {where}/<class>/*.png|jpg)")
     empty = [name for name, files in classes.items() if not files]
@@ -389,7 +390,12 @@ def _check_classes(classes: dict[str, list[Path]], where: Path) -> None:
         inner = sorted(p.name for p in _subfolders(where / name))
         listed = ", ".join(inner[:MAX_LISTED]) + (" ..." if len(inner) > MAX_LISTED else "")
         hint = (
-            f" ({where / name} holds folders: {listed}; if those are the classes, pass --data {where / name})"
+            f" ({where / name} holds folders: {listed}; if those are the classes, "
+            + (
+                f"move them up into {where}, and likewise in the other splits)"
+                if split
+                else f"pass --data {where / name})"
+            )
             if len(inner) > 1
             else ""
         )
@@ -417,7 +423,7 @@ def load_splits(
         per_split = {name: _scan_classes(scan, folders[name]) for name in SPLITS if name in folders}
         empty = [f"{folders['train'].name}/{name}" for name in scan.empty(per_split["train"], folders["train"])]
         extra: dict[str, Any] = {"skipped": scan.finish(empty=empty)}
-        _check_classes(per_split["train"], folders["train"])
+        _check_classes(per_split["train"], folders["train"], split=True)
         labels = tuple(per_split["train"])
         for name, classes in per_split.items():
             unknown = set(classes) - set(labels)

@@ -75,8 +75,12 @@ def test_a_class_named_train_is_a_class_when_it_holds_images_itself(tmp_path):
         (lambda root: (make_folder(root, classes=2), (root / "class2").mkdir()), "without images.*remove it"),
         # --data one level too high: the one "class" holds the classes (a new user's trial)
         (lambda root: make_folder(root / "set", classes=3), "holds folders: class0, class1, class2; if those are"),
+        (
+            lambda root: [make_folder(root / split / "set", classes=3) for split in ("train", "val")],
+            "if those are the classes, move them up into .*train, and likewise in the other splits",
+        ),
     ],
-    ids=["missing", "empty", "one-class", "non-image", "corrupt", "empty-class", "one-level-up"],
+    ids=["missing", "empty", "one-class", "non-image", "corrupt", "empty-class", "one-level-up", "split-one-level-up"],
 )
 def test_bad_folders_are_one_line_errors(tmp_path, build, message):
     root = tmp_path / "data"
