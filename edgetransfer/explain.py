@@ -449,14 +449,13 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
         if run.file(ONNX_FP32).is_file() and run.file(ONNX_INT8).is_file():
             status.update("measuring the int8 error of each layer...")
             doc["sqnr"] = _profiled(
-                run,
-                card,
-                ONNX_INT8,
-                lambda path: {
-                    "layers": layer_sqnr(run.file(ONNX_FP32), path, batch),
-                    "output": output_error(run.file(ONNX_FP32), path, batch),
-                },
+                run, card, ONNX_INT8, lambda path: {"layers": layer_sqnr(run.file(ONNX_FP32), path, batch)}
             )
+            # apart: one failing leaves the other
+            doc["sqnr"]["output"] = _profiled(
+                run, card, ONNX_INT8, lambda path: output_error(run.file(ONNX_FP32), path, batch)
+            )
+            doc["sqnr"]["activations"] = quantization.get("activations")  # "dynamic": quantized inside its kernels
             status.update("comparing ONNX Runtime's int8 kernels with int8 arithmetic...")
             doc["kernels"] = _profiled(run, card, ONNX_INT8, lambda path: kernel_check(path, batch))
             record = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
@@ -567,15 +566,16 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         if so_far and doc["sqnr"].get("retrained"):  # a low figure there is no rounding error to mend
             so_far += " (quantization-aware training retrained the weights: this counts what it changed too)"
         said.append(f"int8 error (SQNR of each quantizer's own rounding, worst first): {worst}; {advice}{so_far}")
-    output = (doc.get("sqnr") or {}).get("output")
-    if output:
+    output = (doc.get("sqnr") or {}).get("output") or {}
+    if "images" in output:
         figures = (
             f"ONNX int8's outputs against fp32 on {output['images']} images: {output['logits_sqnr_db']:.1f} dB, the "
             f"same top-1 on {output['top1_same']} of {output['images']}"
         )
-        if not layers:  # a dynamic int8 model: its activations are quantized inside integer kernels
-            figures += (
-                " (no QDQ pairs in its graph to measure layer by layer: dynamic int8 quantizes inside its kernels)"
+        if not layers:
+            dynamic = doc["sqnr"].get("activations") == "dynamic"
+            figures += " (no QDQ pairs in its graph to measure layer by layer" + (
+                ": dynamic int8 quantizes its activations inside its kernels)" if dynamic else ")"
             )
         said.append(f"int8 error: {figures}")
     return said

@@ -71,8 +71,11 @@ def test_a_dynamic_int8_models_error_is_measured_on_its_outputs(trained_run, tmp
     found = output_error(fp32, dynamic, batch)
     assert found["images"] == 4 and 0 <= found["top1_same"] <= 4 and found["logits_sqnr_db"] < math.inf
     base = {"engines": {}, "cpu": {"arch": "x86_64", "flags": {}, "implies": []}}
-    [line] = verdict({**base, "sqnr": {"layers": [], "output": found}})
+    [line] = verdict({**base, "sqnr": {"layers": [], "output": found, "activations": "dynamic"}})
     assert line.startswith("int8 error: ONNX int8's outputs against fp32 on 4 images: ") and "dynamic int8" in line
+    [unknown] = verdict({**base, "sqnr": {"layers": [], "output": found, "activations": "uint8"}})  # not said dynamic
+    assert unknown.endswith("(no QDQ pairs in its graph to measure layer by layer)"), unknown
+    assert verdict({**base, "sqnr": {"layers": [], "output": {"error": "cannot run it"}}}) == []
 
 
 def test_the_images_of_the_checks_are_said_where_the_run_has_no_validation_split(trained_run):
