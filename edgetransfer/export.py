@@ -268,9 +268,13 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
                     f"[yellow]note: {run.path} is a trial of the search in {search}: its search.json and search.html "
                     "keep the figures measured before this export (copy the trial's folder to export it apart)[/]"
                 )
+            root = run.data_root(card)
+            gone = config.data is None and root and not Path(root).expanduser().is_dir()  # trained on another machine
             adaptation = (card.training or {}).get("adaptation") or {}
             adapted = adaptation.get("adapt_bn_images") and not adaptation.get("rolled_back_to_source")
-            if adapted:  # with --calib too: the accuracy figures and int8's check are the source split's
+            # with --calib too: the accuracy figures and int8's check are the source split's (without the images no
+            # top-1 is measured: said below)
+            if adapted and not gone:
                 calibrated = (
                     ""
                     if config.int8.mode in ("none", "dynamic") or config.int8.calibration_dir
@@ -284,8 +288,7 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
             # the training images are read to calibrate int8 (and to fine-tune QAT); without int8 a training image
             # culled since is no reason to refuse (the parity check's images come from the validation split)
             needs_train = config.int8.mode != "none" or any(step.calibrates for step in passes)
-            root = run.data_root(card)
-            if config.data is None and root and not Path(root).expanduser().is_dir():  # trained on another machine
+            if gone:
                 if needs_train:
                     int8 = config.int8
                     why = (
