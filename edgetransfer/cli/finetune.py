@@ -306,8 +306,10 @@ def kept_after_write_error(exc: WriteError, out: str, started: float, *, resume:
     """``exc`` (a file of the run could not be written) with what the stopped fine-tune leaves: it said only that
     the file was unchanged, over a run --resume continues (a new user's full disk)."""
     kept, goes_on = what_is_kept(out, started, resume=resume, again=again)
-    when = " once there is room" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else " once it can be written"
-    return WriteError(f"{exc}; {kept}{when if goes_on else ''}", errno=exc.errno)
+    if not goes_on:  # nothing to go on from: 'what was there before is unchanged' says it all
+        return exc
+    when = "once there is room" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "once it can be written"
+    return WriteError(f"{exc}; {kept} {when}", errno=exc.errno)
 
 
 def _finished_card(path: Path):
