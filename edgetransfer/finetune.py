@@ -168,7 +168,7 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         console.err.print(
             "[yellow]note: --amp fp16 on a CPU trains in float32 (fp16 autocast is slow there); --amp bf16 for bf16[/]"
         )
-    inputs = target_images(config, splits.labels)  # read and checked before the work
+    inputs = target_images(config, splits.labels, splits)  # read and checked before the work
     dist = Distributed.from_env(device)
     config, batch_reason = choose_batch(config, len(splits.train), dist.world)  # from the training split's size
     images = per_process(len(splits.train), dist.world)
