@@ -169,7 +169,7 @@ def test_a_run_without_exported_models(trained_run, tmp_path, capsys):
     assert "is not exported" not in capsys.readouterr().err  # asked for PyTorch alone: nothing to say
 
 
-def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch):
+def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch, capsys):
     folder = make_folder(tmp_path / "extra", per_class=2, seed=7)  # seed 0 would share images with the run's
     config = BenchConfig(backends=("ort-cpu",), variants=("fp32",), data=str(folder), **FAST)
     doc = bench(trained_run, config, write=False)
@@ -190,6 +190,10 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch):
     samples, source = _labelled(trained_run, trained_run.load_card(), some)
     labels = trained_run.load_card().labels
     assert samples and source.endswith("(test split)")
+    # a class the folder lacks is said: its top-1 is the other classes' (it went unsaid: a new user's trial)
+    assert "has no images of 1 of the model's 3 classes (class0): top-1 is measured on the others" in " ".join(
+        capsys.readouterr().err.split()
+    )
     assert all(labels[s.label] == s.path.parent.name for s in samples), [(s.path, s.label) for s in samples]
     shutil.copytree(tmp_path / "split" / "train" / "class1", tmp_path / "split" / "train" / "class7")  # not the model's
     with pytest.raises(DataError, match="classes must be classes of the model"):

@@ -59,6 +59,7 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
                     f"{root}'s classes must be classes of the model ({', '.join(card.labels)}); it has "
                     f"{', '.join(unknown)} besides"
                 )
+            _say_missing_classes(root, splits.labels, card.labels)
             names = [card.labels.index(name) for name in splits.labels]
             test = tuple(Sample(s.path, names[s.label]) for s in splits.test)
             return test, f"{root} (test split{_seen_by_the_run(run, root, test)})"
@@ -73,6 +74,7 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
                 f"{root} must hold one folder per class of the model ({', '.join(card.labels)}); "
                 f"it has {', '.join(classes) or 'none'}"
             )
+        _say_missing_classes(root, classes, card.labels)
         samples = tuple(Sample(s.path, card.labels.index(name)) for name in classes for s in list_images(root / name))
         return samples, f"{root} (every image{_seen_by_the_run(run, root, samples)})"
     folder = card.dataset.get("path")
@@ -87,6 +89,18 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
             "where it will run[/]"
         )
     return run.load_splits(card, only=("test",)).test, f"{folder} (the run's test split)"
+
+
+def _say_missing_classes(root: Path, have, labels) -> None:
+    """A --data folder without some of the model's classes is measured on the others, said (it went unsaid, where a
+    validation or test folder without some classes is said in finetune and export)."""
+    missing = [name for name in labels if name not in set(have)]
+    if missing:
+        console.err.print(
+            f"[yellow]note: {escape(str(root))} has no images of {len(missing)} of the model's {len(labels)} "
+            f"classes ({escape(', '.join(missing[:5]))}{' ...' if len(missing) > 5 else ''}): top-1 is measured on "
+            "the others[/]"
+        )
 
 
 def _holds_the_runs_images(run: RunDir, root: Path) -> bool:
