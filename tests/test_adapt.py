@@ -346,3 +346,24 @@ def test_target_folders_that_hold_the_source_images_are_refused(image_folder, tm
     missing = FinetuneConfig(**base, adapt_bn=str(target), target_val=str(tmp_path / "nosuch"))
     with pytest.raises(DataError, match="^--target-val: "):  # it read "data folder not found", as if --data were wrong
         target_images(missing, source.labels, source)
+
+
+def test_bench_on_the_adaptations_own_images_says_so(image_folder, tmp_path, capsys):
+    """bench --data given the run's own --target-val folder read 100 % with no word (a new user's trial): those
+    images chose what the adaptation kept. Said, as for the run's training and validation images."""
+    from edgetransfer.bench.config import BenchConfig
+    from edgetransfer.bench.runner import _labelled
+
+    target = make_folder(tmp_path / "target", per_class=4, seed=5)
+    labelled = make_folder(tmp_path / "labelled", per_class=4, seed=6)
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "size": 32, "epochs": 1, "batch_size": 8}
+    run = finetune(FinetuneConfig(**options, adapt_bn=str(target), target_val=str(labelled)))
+    card = run.load_card()
+    capsys.readouterr()
+    samples, source = _labelled(run, card, BenchConfig(data=str(labelled)))
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"of its 12 images, 12 the adaptation chose by (--target-val {labelled})" in said, said
+    assert "not a held-out figure" in said and source.endswith(f"12 the adaptation chose by (--target-val {labelled}))")
+    fresh = make_folder(tmp_path / "fresh", per_class=4, seed=7)  # other target images: nothing to say
+    _labelled(run, card, BenchConfig(data=str(fresh)))
+    assert "adaptation" not in capsys.readouterr().err
