@@ -497,5 +497,10 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
                 f"after adaptation: {measured}"
                 + (f" (before adaptation {was:.2%})" if isinstance(was, float) and test_acc is not None else "")
                 + f"; the card's PyTorch figures{plotted} are the adapted model's, which is for the target domain"
+                + (
+                    ""
+                    if target_val
+                    else "; its gain on the target domain is not measured (--target-val DIR: labelled target images)"
+                )
             )
     return run

@@ -18,7 +18,11 @@ def test_adapt_is_a_stage_on_a_finished_run(image_folder, tmp_path, capsys):
     before = run.load_card()
     assert adapt(run, FinetuneConfig(**options)) is run and run.load_card() == before, "nothing to adapt to"
     target = make_folder(tmp_path / "target", per_class=4, seed=5)
+    capsys.readouterr()
     adapted = adapt(run, FinetuneConfig(**options, adapt_bn=str(target)))  # (with --target-val it may roll back)
+    # without --target-val the target-domain gain is unmeasured: said beside the source figure (a new user's trial)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "its gain on the target domain is not measured (--target-val DIR: labelled target images)" in said, said
     card = adapted.load_card()
     assert card.training["adaptation"]["adapt_bn_images"] == 12
     assert card.artifacts["model.safetensors"]["sha256"] != before.artifacts["model.safetensors"]["sha256"]
