@@ -57,6 +57,8 @@ def test_the_terminal_table_leaves_out_what_was_not_measured():
     console.print(table(three_models()))
     text = console.export_text()
     assert "p99 ms" in text and "openvino-cpu int8" in text and "async img/s" not in text
+    # which images the top-1 column is of, in the table's title and the markdown (it was in bench.json alone)
+    assert "top-1 on 100 images of test" in text and "top-1 on 100 images of test" in to_markdown(three_models())
 
 
 def test_html_is_self_contained_with_both_plots(tmp_path):

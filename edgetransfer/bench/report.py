@@ -157,11 +157,18 @@ def title(document: dict) -> str:
     s, model = document["settings"], document["model"]
     profile = f", profile {s['profile']}" if s.get("profile") else ""
     reference = (document.get("accuracy_reference") or {}).get("source")
+    data = document.get("accuracy_data") or {}
     return (
         f"{model['backbone']} {model['input'][2]}px, {s['threads_resolved']} thread(s)"
         + (" here" if document.get("devices") else "")
         + ", "
         f"batch {','.join(map(str, s['batches']))}{profile}"
+        # which images the top-1 column is of (a --data folder, its notes): it was in bench.json alone
+        + (
+            f"; top-1 on {data['images']} images of {data['source']}"
+            if data.get("source") and data.get("images")
+            else ""
+        )
         + (f"; top-1 Δ in points vs {reference}" if reference else "")
     )
 
