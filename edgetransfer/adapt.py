@@ -340,11 +340,9 @@ def _apart_from_source(source, adapted_on: tuple, judged_on: tuple) -> None:
     the training folder judged AdaBN on source images and rolled back an adaptation that had lifted target top-1
     from 71 % to 96 %; --adapt-bn given it adapted on the source's own test images, and reported their top-1 as held
     out."""
-    from edgetransfer.data import file_sha256
-
-    digests = {file_sha256(s.path) for name in ("train", "val", "test") for s in source.split(name)}
+    digests = _digests(sample for name in ("train", "val", "test") for sample in source.split(name))
     for option, folder, images in (*adapted_on, judged_on):
-        shared = sum(file_sha256(s.path) in digests for s in images) if folder else 0
+        shared = _shared(images, digests) if folder else 0
         if shared:
             raise UsageError(
                 f"{option} {folder} shares {shared} image(s) with --data {source.root} (by content): domain "
@@ -366,17 +364,28 @@ def _listed(option: str, folder: str | None) -> tuple[Sample, ...]:
 def _apart(given: str, target_val: tuple[Sample, ...], adapted_on: tuple) -> None:
     """--target-val must hold images the adaptation does not see (by content): the same folder given to --unlabeled
     and --target-val reported AdaBN's 100 % on the images its statistics were taken from."""
-    from edgetransfer.data import file_sha256
-
-    judged = {file_sha256(s.path) for s in target_val}
+    judged = _digests(target_val)
     for option, folder, images in adapted_on:
-        shared = sum(file_sha256(s.path) in judged for s in images)
+        shared = _shared(images, judged)
         if shared:
             raise UsageError(
                 f"--target-val {given} shares {shared} image(s) with {option} {folder} "
                 "(by content): the adaptation would be judged on images it adapted on; keep the labelled target "
                 "images apart from the unlabelled ones"
             )
+
+
+def _digests(samples) -> set[str]:
+    from edgetransfer.data import file_sha256
+
+    return {file_sha256(sample.path) for sample in samples}
+
+
+def _shared(samples, digests: set[str]) -> int:
+    """How many of ``samples`` have the content of one of ``digests`` (under any name)."""
+    from edgetransfer.data import file_sha256
+
+    return sum(file_sha256(sample.path) in digests for sample in samples)
 
 
 AGAIN = (
