@@ -238,6 +238,18 @@ def test_predict_on_a_folder_goes_batch_by_batch(trained_run, tmp_path, image, m
     assert sizes == [8, 8, 8, 8, 5] and len(result.stdout.splitlines()) == 37
 
 
+def test_a_top_k_above_the_class_count_is_said_and_the_default_is_not(trained_run, image):
+    model = str(trained_run.file("model.onnx"))  # three classes
+    asked = CliRunner().invoke(app, ["predict", model, str(image), "--top-k", "10", "--json"])
+    assert asked.exit_code == 0, asked.output
+    assert len(json.loads(asked.stdout)["results"][0]["top_k"]) == 3
+    assert "note: --top-k 10: the model has 3 classes; each image lists all of them" in asked.stderr
+    default = CliRunner().invoke(app, ["predict", model, str(image)])
+    assert default.exit_code == 0 and "--top-k" not in default.stderr, default.output
+    exact = CliRunner().invoke(app, ["predict", model, str(image), "--top-k", "3"])
+    assert exact.exit_code == 0 and "--top-k" not in exact.stderr, exact.output
+
+
 def test_ctrl_c_during_predict_is_exit_130_and_one_line(trained_run, tmp_path, image, monkeypatch):
     from edgetransfer.runtime import Classifier
 

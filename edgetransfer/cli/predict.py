@@ -21,7 +21,12 @@ def predict(
         ),
     ],
     images: Annotated[list[Path], typer.Argument(help="Image files, or folders searched recursively for images.")],
-    top_k: Annotated[int, typer.Option(help="Classes printed per image, best first.")] = 5,
+    top_k: Annotated[
+        int | None,
+        typer.Option(
+            help="Classes printed per image, best first (all of them where the model has fewer).", show_default="5"
+        ),
+    ] = None,
     backend: Annotated[
         str | None, typer.Option(help="ort (ONNX Runtime) or openvino.", show_default="openvino for .xml, else ort")
     ] = None,
@@ -53,6 +58,7 @@ def predict(
     from edgetransfer.errors import UsageError
     from edgetransfer.runtime import Classifier
 
+    asked_k, top_k = top_k, 5 if top_k is None else top_k
     if top_k < 1 or batch_size < 1:
         wrong = [
             f"--{name} must be at least 1, not {value}"
@@ -88,6 +94,7 @@ def predict(
             print(f"{path}  " + "  ".join(f"{p.label} {p.score:.4f}" for p in best), flush=True)
             classified += 1
         _say_skipped(skipped)
+        _fewer_classes(asked_k, classifier.labels)
         _none_classified(classified, skipped)
         return
     document = {
@@ -103,6 +110,7 @@ def predict(
     document["not_classified"] = [{"image": str(path), "why": why} for path, why in passed_over]
     print(json_module.dumps(document, indent=2))
     _say_skipped(skipped)
+    _fewer_classes(asked_k, classifier.labels)
     _none_classified(len(document["results"]), skipped)
 
 
@@ -113,6 +121,14 @@ def _none_classified(classified: int, skipped: list) -> None:
 
         console.err.print(f"error: no image could be classified ({len(skipped)} unreadable, skipped)")
         raise typer.Exit(1)
+
+
+def _fewer_classes(asked: int | None, labels: tuple[str, ...] | None) -> None:
+    """An explicit --top-k above the model's class count lists every class: say so (the default 5 goes unsaid)."""
+    if asked is not None and labels and asked > len(labels):
+        from edgetransfer import console
+
+        console.err.print(f"note: --top-k {asked}: the model has {len(labels)} classes; each image lists all of them")
 
 
 def _say_skipped(skipped: list[tuple[Path, str]]) -> None:
