@@ -844,6 +844,12 @@ def test_a_time_budget_starts_only_trials_predicted_to_fit():
     early = [dict(done[0], epochs_run=2)]  # 15 s per epoch; QAT: 3 plain epochs' time per QAT epoch, on top
     qat = predict(Candidate("mobilenet_v2", 96, "qat"), early, max_epochs=4)
     assert qat == pytest.approx(15.0 * 4 + 8.0 + 3 * 15.0 + 3.0)
+    auto = predict(Candidate("mobilenet_v2", 96, "auto"), early, max_epochs=4)
+    assert auto == pytest.approx(qat)  # export's auto may escalate to QAT: predicted as long as QAT's
+    with_qat = [*early, dict(early[0], int8="qat", export_s=80.0)]  # a measured QAT export is the bound
+    assert predict(Candidate("mobilenet_v2", 96, "auto"), with_qat, max_epochs=4) == pytest.approx(
+        15.0 * 4 + 80.0 + 3.0
+    )
     setup = [*done, dict(done[0], size=64, bench_s=30.0)]  # a bench that included a one-time setup (a device's venv)
     assert predict(Candidate("mobilenet_v2", 96, "static"), setup) == pytest.approx(41.0)  # the smallest bench
     search = _Search.__new__(_Search)

@@ -4,7 +4,8 @@ a time budget starts only trials that can end within it.
 A trial is finetune + export + bench. Fine-tuning and export (calibration, validation passes) scale with the
 network's work per image, taken as its forward FLOPs at the candidate's input size (counted once per backbone and
 size by PyTorch's ``FlopCounterMode`` on an untrained copy); the bench takes about the same time for any model (its
-``min_time``). Quantization-aware training adds its own epochs to export. The prediction scales the measured trial
+``min_time``). Quantization-aware training adds its own epochs to export (and may to export's ``auto``, which
+escalates to it: its prediction is the longer of the two). The prediction scales the measured trial
 nearest in work (of the same int8 method where there is one). It is an estimate: networks of equal FLOPs train at
 different speeds on a CPU (depthwise convolutions), so a search can still end a little past its budget."""
 
@@ -58,14 +59,18 @@ def predict(
     per_epoch = finetune / max(ref.get("epochs_run") or 1, 1)  # one plain epoch of this candidate
     if max_epochs and ref.get("epochs_run"):
         finetune *= max(max_epochs / ref["epochs_run"], 1.0)
-    same = [r for r in usable if r["int8"] == candidate.int8]
-    if same:
-        near = _nearest(same, work)
-        export = near["export_s"] * work / gflops(near["backbone"], near["size"])
-    else:
-        export = ref["export_s"] * work / gflops(ref["backbone"], ref["size"])
-        if candidate.int8 == "qat" and ref["int8"] != "qat":
-            export += QAT_EPOCH_COST * qat_epochs * per_epoch
+    qat = QAT_EPOCH_COST * qat_epochs * per_epoch  # what QAT's epochs add to an export without them
+
+    def export_as(method: str) -> float:
+        same = [r for r in usable if r["int8"] == method]
+        near = _nearest(same, work) if same else ref
+        return near["export_s"] * work / gflops(near["backbone"], near["size"]) + (
+            qat if method == "qat" and near["int8"] not in ("qat", "auto") else 0.0
+        )
+
+    export = export_as(candidate.int8)
+    if candidate.int8 == "auto":  # export's auto runs QAT where static fails: a trial may take as long as QAT's
+        export = max(export, export_as("qat"))
     # the bench takes about the same time for any model; the smallest measured, since the first trial's may include
     # a one-time setup (with --on: the device's runtime venv)
     return (0.0 if fine_tuned else finetune) + export + min(r["bench_s"] for r in usable)
