@@ -57,11 +57,12 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
     sizes = splits.sizes()
     cached = ", ".join(f"{name} {d.nbytes / 2**20:.0f} MB" for name, d in caches.items() if d.cached)
     balanced = None if trainer.dist.enabled else balanced_reason(splits.train, c)
+    plural = "s" * (threads != 1)
     console.err.print(
         f"fine-tuning {trainer.backbone.name} on {splits.root} ({len(splits.labels)} classes: "
         f"{class_counts(splits)}; train {sizes['train']}, val {sizes['val']}, test {sizes['test']}) at "
         f"{pre.crop}px on {trainer.device}{f' x{trainer.dist.world}' if trainer.dist.enabled else ''}"
-        f"{f' ({threads} threads)' if trainer.device == 'cpu' else ''}; strategy {c.strategy}"
+        f"{f' ({threads} thread{plural})' if trainer.device == 'cpu' else ''}; strategy {c.strategy}"
         + precision(trainer)
         + (f"; the first {trainer.fixed} body blocks (stride <= 4) stay fixed" if trainer.fixed else "")
         + f"; batch {c.batch_size}"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from conftest import make_folder
 from PIL import Image
 
@@ -774,6 +775,140 @@ def test_torchrun_ranks_agree_on_a_time_budgets_plan(image_folder, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert [entry["epoch"] for entry in card["training"]["history"]] == [1]
     assert "time budget" in card["training"]["stopped"]
+
+
+def _nproc(image_folder, out, *extra) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "edgetransfer", "finetune", "--data", str(image_folder), "--out", str(out)] + [
+        "--nproc-per-node", "2", "--size", "32", "--batch-size", "4", "--device", "cpu", "--strategy", "full", *extra
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_nproc_per_node_trains_in_two_processes_and_process_0_alone_speaks(image_folder, tmp_path):
+    """torchrun's launcher inside the command: the job trains in two processes, its output is process 0's (the
+    run's path once, no torchrun warning), and a mistake the processes find is one line, not torchrun's report."""
+    import os
+    import subprocess
+
+    from edgetransfer.launch import threads_per_process
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = tmp_path / "ddp"
+    done = subprocess.run(
+        _nproc(image_folder, out, "--epochs", "1"), capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["world_size"] == 2 and card["complete"]["finetune"]
+    assert done.stdout.split() == [str(out)] and done.stderr.count("best val top-1") == 1
+    assert "OMP_NUM_THREADS" not in done.stderr and "torch.distributed" not in done.stderr
+    threads = threads_per_process(2)  # the cores shared out between the two (torchrun gives each 1)
+    assert f"on cpu x2 ({threads} thread{'s' * (threads != 1)}); " in done.stderr, done.stderr[:2000]
+    (next(image_folder.iterdir()) / "broken.png").write_bytes(b"not an image")  # found by each process's scan
+    failed = subprocess.run(
+        _nproc(image_folder, tmp_path / "bad"), capture_output=True, text=True, timeout=300, env=env
+    )
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]  # process 0's, or process 1's when it was first
+    assert len(errors) == 1 and errors[0].startswith("error: 1 bad file(s)"), failed.stderr[-3000:]
+    # (process 0, stopped by the launcher after process 1 failed first, says what it kept)
+    assert all(line.startswith(("error:", "interrupted; nothing was kept")) for line in lines), failed.stderr[-3000:]
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_an_nproc_per_node_job_is_one_line_and_resumable(image_folder, tmp_path):
+    """Ctrl-C reaches every process of the job (the terminal's process group): process 0 says what is kept, the
+    launcher adds no traceback (torchrun's SignalException), and the exit code is 130."""
+    import os
+    import signal
+    import subprocess
+
+    out = tmp_path / "ddp"
+    command = _nproc(image_folder, out, "--epochs", "40")
+    job = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    said = []
+    for line in job.stderr:
+        said.append(line)
+        if line.startswith("epoch 1/"):  # one epoch kept: the run can be resumed
+            os.killpg(job.pid, signal.SIGINT)
+            break
+    said += job.stderr.readlines()
+    assert job.wait(timeout=120) == 130, "".join(said)[-3000:]
+    assert "Traceback" not in "".join(said) and "SignalException" not in "".join(said)
+    interrupted = [line for line in said if line.startswith("interrupted")]
+    assert len(interrupted) == 1 and "--resume continues" in interrupted[0], "".join(said)[-3000:]
+    assert (out / "resume.pt").is_file()
+
+
+def test_nproc_per_node_gives_its_processes_the_options_given(image_folder, tmp_path, monkeypatch):
+    """The processes get the command line as given (flags, values, --no- switches), and a mistake in it is said
+    before any process starts."""
+    from typer.testing import CliRunner
+
+    from edgetransfer import launch
+    from edgetransfer.cli import app
+
+    started = []
+    monkeypatch.setattr(launch, "launch", lambda nproc, argv: started.append((nproc, argv)) or 0)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    args = ["finetune", "--data", str(image_folder), "--out", str(tmp_path / "r"), "--nproc-per-node", "3"]
+    args += ["--lr", "0.01", "--no-skip-bad", "--overwrite", "--size", "64"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ((nproc, argv),) = started
+    assert nproc == 3 and argv[0] == "finetune"
+    pairs = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if not argv[i + 1].startswith("--")}
+    assert pairs == {"--data": str(image_folder), "--out": str(tmp_path / "r"), "--nproc-per-node": "3",
+                     "--lr": "0.01", "--size": "64"}  # fmt: skip
+    assert "--no-skip-bad" in argv and "--overwrite" in argv and len(argv) == 13
+    wrong = CliRunner().invoke(app, [*args, "--lr", "-1"])
+    assert wrong.exit_code == 2 and "--lr" in wrong.output and len(started) == 1
+    zero = CliRunner().invoke(app, [*args, "--nproc-per-node", "0"])
+    assert zero.exit_code == 2 and "--nproc-per-node must be at least 1, not 0" in zero.output
+
+
+def test_a_failed_process_the_first_did_not_speak_for_is_said(tmp_path, capsys, monkeypatch):
+    """The first failure is the cause. Process 0 says its own; another's error line (kept by the command's error
+    handler) is said unless process 0 said the same; a bug's traceback is read back from its output; a process
+    killed by a signal is named, with 128 + the signal as the exit code."""
+    from types import SimpleNamespace
+
+    from edgetransfer.cli._common import friendly_errors
+    from edgetransfer.errors import UsageError
+    from edgetransfer.launch import SAID, _failed
+
+    def fails(message):
+        raise UsageError(message)
+
+    monkeypatch.setenv(SAID, str(tmp_path))
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(typer.Exit):
+        friendly_errors(fails)("CUDA out of memory on cuda:1")
+    capsys.readouterr()
+    assert _failed({1: SimpleNamespace(exitcode=2, timestamp=5)}, tmp_path) == 2
+    assert capsys.readouterr().err == "error: CUDA out of memory on cuda:1 (process 1)\n"
+    monkeypatch.setenv("RANK", "0")  # process 0 said the same: once is enough
+    with pytest.raises(typer.Exit):
+        friendly_errors(fails)("CUDA out of memory on cuda:1")
+    capsys.readouterr()
+    late = {0: SimpleNamespace(exitcode=-15, timestamp=6), 1: SimpleNamespace(exitcode=2, timestamp=5)}
+    assert _failed(late, tmp_path) == 2 and capsys.readouterr().err == ""
+    log = tmp_path / "run" / "attempt_0" / "2" / "stderr.log"  # a bug: no error line of its own, a traceback
+    log.parent.mkdir(parents=True)
+    log.write_text("Traceback (most recent call last):\nZeroDivisionError: division by zero\n")
+    assert _failed({2: SimpleNamespace(exitcode=1, timestamp=1)}, tmp_path) == 1
+    assert capsys.readouterr().err.endswith("ZeroDivisionError: division by zero (process 2)\n")
+    assert (
+        _failed({0: SimpleNamespace(exitcode=-9, timestamp=1), 1: SimpleNamespace(exitcode=-15, timestamp=2)}, tmp_path)
+        == 137
+    )
+    assert capsys.readouterr().err == "error: training process 0 of the job was killed by SIGKILL\n"
 
 
 def test_self_training_has_its_own_learning_rate():

@@ -40,7 +40,10 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except EdgeTransferError as exc:
+            from edgetransfer.launch import record_said
+
             print(f"error: {exc}", file=sys.stderr)
+            record_said(f"error: {exc}")  # in a job of several processes: for its launcher
             raise typer.Exit(exc.exit_code) from None
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.split(".")[0] in TRAIN_PACKAGES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 import sys
 import time
 from pathlib import Path
@@ -227,6 +228,15 @@ def finetune(
             help="Replace --out if it is a run made by edgetransfer (never any other folder).", show_default="off"
         ),
     ] = None,
+    nproc_per_node: Annotated[
+        int,
+        typer.Option(
+            "--nproc-per-node",
+            help="Train in N processes on this machine (one per GPU; on the CPU they share its cores), as torchrun "
+            "--standalone --nproc_per_node N; several machines: torchrun itself.",
+        ),
+    ] = 1,
+    ctx: typer.Context = None,  # (typer passes it: the options as given, for the processes --nproc-per-node starts)
 ) -> None:
     """Fine-tune an ImageNet backbone on your labelled images; keep the best checkpoint (by val accuracy)."""
     from edgetransfer.builtin_data import resolve_data
@@ -266,6 +276,13 @@ def finetune(
     if options.get("out") is None:  # named as pipeline names it ('' given is refused as an empty --out, later)
         options["out"] = default_out(options["data"], options.get("backbone", "mobilenet_v2"))
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
+    if nproc_per_node < 1:
+        raise UsageError(f"--nproc-per-node must be at least 1, not {nproc_per_node}")
+    if nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:  # this process starts them (they see LOCAL_RANK)
+        from edgetransfer.launch import launch
+
+        FinetuneConfig(**options).validate()  # a mistake is said once, here, before any process starts
+        raise typer.Exit(launch(nproc_per_node, command_line(ctx)))
     started = time.time()
     try:
         run = run_finetune(FinetuneConfig(**options))
@@ -276,6 +293,21 @@ def finetune(
         again = "the same command with --resume"
         raise kept_after_write_error(exc, options["out"], started, resume=options["resume"], again=again) from None
     typer.echo(str(run.path))
+
+
+def command_line(ctx: typer.Context) -> list[str]:
+    """The command and the options given on its command line, as a command line again."""
+    argv = [ctx.info_name]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        if getattr(param, "is_flag", False):
+            argv.append(param.opts[0] if value or not param.secondary_opts else param.secondary_opts[0])
+        else:
+            argv += [max(param.opts, key=len), str(value)]
+    return argv
 
 
 def say_interrupted(out: str, started: float, *, resume: bool, again: str = "the same command with --resume") -> None:
