@@ -566,16 +566,24 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         if so_far and doc["sqnr"].get("retrained"):  # a low figure there is no rounding error to mend
             so_far += " (quantization-aware training retrained the weights: this counts what it changed too)"
         said.append(f"int8 error (SQNR of each quantizer's own rounding, worst first): {worst}; {advice}{so_far}")
-    output = (doc.get("sqnr") or {}).get("output") or {}
+    sqnr = doc.get("sqnr") or {}
+    per_layer = sqnr.get("error") or sqnr.get("skipped")  # the layer by layer measure could not be taken
+    if per_layer:
+        said.append(f"int8 error per layer: {per_layer}")
+    output = sqnr.get("output") or {}
     if "images" in output:
         figures = (
             f"ONNX int8's outputs against fp32 on {output['images']} images: {output['logits_sqnr_db']:.1f} dB, the "
             f"same top-1 on {output['top1_same']} of {output['images']}"
         )
-        if not layers:
-            dynamic = doc["sqnr"].get("activations") == "dynamic"
+        if sqnr.get("retrained"):
+            figures += " (quantization-aware training retrained the weights: this counts what it changed too)"
+        if not layers and not per_layer:  # measured, and nothing there to measure
+            dynamic = sqnr.get("activations") == "dynamic"
             figures += " (no QDQ pairs in its graph to measure layer by layer" + (
                 ": dynamic int8 quantizes its activations inside its kernels)" if dynamic else ")"
             )
         said.append(f"int8 error: {figures}")
+    elif output.get("error") or output.get("skipped"):
+        said.append(f"int8 error on the outputs: {output.get('error') or output.get('skipped')}")
     return said

@@ -75,7 +75,16 @@ def test_a_dynamic_int8_models_error_is_measured_on_its_outputs(trained_run, tmp
     assert line.startswith("int8 error: ONNX int8's outputs against fp32 on 4 images: ") and "dynamic int8" in line
     [unknown] = verdict({**base, "sqnr": {"layers": [], "output": found, "activations": "uint8"}})  # not said dynamic
     assert unknown.endswith("(no QDQ pairs in its graph to measure layer by layer)"), unknown
-    assert verdict({**base, "sqnr": {"layers": [], "output": {"error": "cannot run it"}}}) == []
+    assert verdict({**base, "sqnr": {"layers": [], "output": {"error": "cannot run it"}}}) == [
+        "int8 error on the outputs: cannot run it"
+    ]
+    # the layer by layer measure failed (an engine's error): said, not taken for a graph without QDQ pairs
+    failed = verdict({**base, "sqnr": {"error": "cannot profile model.int8.onnx: Fail", "output": found}})
+    assert failed[0] == "int8 error per layer: cannot profile model.int8.onnx: Fail" and len(failed) == 2
+    assert "QDQ" not in failed[1] and failed[1].startswith("int8 error: ONNX int8's outputs"), failed
+    # a QAT model's outputs differ from fp32's by what its training changed too: said, as per layer
+    [qat] = verdict({**base, "sqnr": {"layers": [], "output": found, "retrained": True}})
+    assert "quantization-aware training retrained the weights" in qat, qat
 
 
 def test_the_images_of_the_checks_are_said_where_the_run_has_no_validation_split(trained_run):
