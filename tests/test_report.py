@@ -59,6 +59,13 @@ def test_the_terminal_table_leaves_out_what_was_not_measured():
     assert "p99 ms" in text and "openvino-cpu int8" in text and "async img/s" not in text
     # which images the top-1 column is of, in the table's title and the markdown (it was in bench.json alone)
     assert "top-1 on 100 images of test" in text and "top-1 on 100 images of test" in to_markdown(three_models())
+    # a folder's name is text, not markup: '[v2]' was dropped and '[/x]' raised after the whole bench
+    odd = three_models()
+    odd["accuracy_data"]["source"] = "/data/photos[v2]/[/x] (test split)"
+    console = Console(width=300, record=True)
+    console.print(table(odd))
+    text = console.export_text()
+    assert "top-1 on 100 images of /data/photos[v2]/[/x] (test split)" in " ".join(text.split()), text
 
 
 def test_html_is_self_contained_with_both_plots(tmp_path):

@@ -189,11 +189,13 @@ def table(document: dict):
     columns = [("model", "model_name", "{}"), *COLUMNS]
     threads_vary = len({row["threads"] for row in data}) > 1  # a device of bench --on set its own threads
     shown = [c for c in filled(columns, data) if c[0] in TERMINAL or (c[0] == "threads" and threads_vary)]
-    out = Table(title=title(document), box=box.SIMPLE_HEAD, pad_edge=False)
+    from rich.text import Text  # plain text: a folder named 'photos[v2]' lost its '[v2]' as markup; '[/x]' raised
+
+    out = Table(title=Text(title(document)), box=box.SIMPLE_HEAD, pad_edge=False)
     for header, _, fmt in shown:
         out.add_column(header, justify="left" if fmt == "{}" and header != "batch" else "right", no_wrap=True)
     for row in data:
-        out.add_row(*(_cell(fmt, row[key]) for _, key, fmt in shown))
+        out.add_row(*(Text(_cell(fmt, row[key])) for _, key, fmt in shown))
     return out
 
 
