@@ -337,6 +337,12 @@ class Images(tuple):
     skipped: tuple[str, ...] = ()
 
 
+def files_below(folder: Path) -> list[Path]:
+    """The visible files below ``folder``, as :func:`list_images` finds them, listed and not decoded (symlinked
+    folders not followed)."""
+    return _Scan(folder).files(folder)
+
+
 def list_images(folder: Path | str, *, skip_bad: bool = False, offer: str = "") -> Images:
     """Every image below ``folder`` (unlabelled, e.g. calibration images), each checked to be readable; bad files
     refused (their error suggests ``offer``, the command's option to pass them over, where it has one), or with

@@ -371,3 +371,22 @@ def test_bench_on_the_adaptations_own_images_says_so(image_folder, tmp_path, cap
     fresh = make_folder(tmp_path / "fresh", per_class=4, seed=7)  # other target images: nothing to say
     _labelled(run, card, BenchConfig(data=str(fresh)))
     assert "adaptation" not in capsys.readouterr().err
+    # the adaptation's folders are listed and hashed, not decoded: a bad file there is not bench's to report
+    (target / "class0" / "notes.png").write_text("not an image")
+    _labelled(run, card, BenchConfig(data=str(labelled)))
+    said = " ".join(capsys.readouterr().err.split())
+    assert "the adaptation chose by" in said and "bad file" not in said and "notes.png" not in said, said
+    (target / "class0" / "notes.png").unlink()
+    # kept, the model adapted on the --adapt-bn images; rolled back, it never saw them (--target-val chose that);
+    # failed, nothing of the adaptation is in it (this run's adaptation was rolled back: each case written here)
+    record = card.training["adaptation"]
+    for changed, expect in (
+        ({"rolled_back_to_source": False}, ("chose by", "adapted on")),
+        ({"rolled_back_to_source": True}, ("chose by",)),
+        ({"failed": "boom"}, ()),
+    ):
+        run.save_card(dataclasses.replace(card, training={**card.training, "adaptation": {**record, **changed}}))
+        for folder, what in ((target, "adapted on"), (labelled, "chose by")):
+            _labelled(run, run.load_card(), BenchConfig(data=str(folder)))
+            said = " ".join(capsys.readouterr().err.split())
+            assert (f"the adaptation {what}" in said) == (what in expect), (changed, what, said)

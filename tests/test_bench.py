@@ -195,6 +195,10 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch, capsy
         capsys.readouterr().err.split()
     )
     assert all(labels[s.label] == s.path.parent.name for s in samples), [(s.path, s.label) for s in samples]
+    shutil.copytree(tmp_path / "split" / "train" / "class1", tmp_path / "split" / "train" / "class0")
+    _labelled(trained_run, trained_run.load_card(), some)  # class0 trains there, yet has no test image: said
+    assert "has no images of 1 of the model's 3 classes (class0)" in " ".join(capsys.readouterr().err.split())
+    shutil.rmtree(tmp_path / "split" / "train" / "class0")
     shutil.copytree(tmp_path / "split" / "train" / "class1", tmp_path / "split" / "train" / "class7")  # not the model's
     with pytest.raises(DataError, match="classes must be classes of the model"):
         _labelled(trained_run, trained_run.load_card(), some)

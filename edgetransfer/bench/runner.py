@@ -59,7 +59,8 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
                     f"{root}'s classes must be classes of the model ({', '.join(card.labels)}); it has "
                     f"{', '.join(unknown)} besides"
                 )
-            _say_missing_classes(root, splits.labels, card.labels)
+            # the classes its test split has: a class with training images alone is not measured either
+            _say_missing_classes(root, {splits.labels[s.label] for s in splits.test}, card.labels)
             names = [card.labels.index(name) for name in splits.labels]
             test = tuple(Sample(s.path, names[s.label]) for s in splits.test)
             return test, f"{root} (test split{_seen_by_the_run(run, root, test)})"
@@ -118,23 +119,24 @@ def _holds_the_runs_images(run: RunDir, root: Path) -> bool:
 
 def _seen_by_the_run(run: RunDir, root: Path, samples: tuple[Sample, ...]) -> str:
     """How many of ``samples`` the run trained or chose its epoch on (the same content as a file of its training or
-    validation split, under any name), said as a note and returned for the source's description ("" when none, or
-    the run recorded no splits)."""
+    validation split, under any name), or adapted on (:func:`_adaptation_note`), said as notes and returned for the
+    source's description ("" when none, or the run recorded no splits)."""
     from edgetransfer.data import file_sha256
 
-    adapted = _adaptation_note(run, root, samples)
+    digests = []
+    for sample in samples:
+        try:
+            digests.append(file_sha256(sample.path))
+        except OSError:  # unreadable: said where it is decoded
+            continue
+    adapted = _adaptation_note(run, root, len(samples), digests)
     seen = {name: run.recorded_digests(name) for name in ("train", "val")}
     if None in seen.values():  # a run before splits.json, or a damaged one
         return adapted
-    counts = dict.fromkeys(seen, 0)
-    for sample in samples:
-        try:
-            digest = file_sha256(sample.path)
-        except OSError:  # unreadable: said where it is decoded
-            continue
-        name = next((name for name in ("train", "val") if digest in seen[name]), None)
-        if name:
-            counts[name] += 1
+    counts = {  # each image once: trained on, else validated on
+        "train": sum(digest in seen["train"] for digest in digests),
+        "val": sum(digest in seen["val"] and digest not in seen["train"] for digest in digests),
+    }
     if not any(counts.values()):
         return adapted
     which = ", ".join(
@@ -153,40 +155,39 @@ ADAPTATION_FOLDERS = (("target_val", "--target-val", "chose by"), ("adapt_bn", "
 ADAPTATION_FOLDERS += (("unlabeled", "--unlabeled", "self-trained on"),)
 
 
-def _adaptation_note(run: RunDir, root: Path, samples: tuple[Sample, ...]) -> str:
-    """How many of ``samples`` are images of the run's domain adaptation (its --target-val, which chose what was
-    kept, or the --adapt-bn and --unlabeled images it adapted on), by content, said as a note: the run's own
-    --target-val folder given to bench --data read 100 % with no word (a new user's trial)."""
-    from edgetransfer.data import file_sha256
+def _adaptation_note(run: RunDir, root: Path, count: int, digests: list[str]) -> str:
+    """How many of a --data folder's ``count`` images (their ``digests``) are images of the run's domain adaptation
+    that shaped the model it keeps: its --target-val, which chose what was kept, and the --adapt-bn and --unlabeled
+    images it adapted on, unless the adaptation was rolled back (the fine-tuned model kept: --target-val chose that),
+    or failed or was interrupted (nothing of it kept). Said as a note: the run's own --target-val folder given to
+    bench --data read 100 % with no word (a new user's trial). The folders are listed, not decoded."""
+    from edgetransfer.data import file_sha256, files_below
 
     card = run.load_card()
     adaptation = (card.training or {}).get("adaptation")
     options = (card.training or {}).get("config") or {}
-    if not adaptation:
+    if not adaptation or adaptation.get("failed") or adaptation.get("interrupted"):
         return ""
-    digests = {}
-    for sample in samples:
-        try:
-            digests[sample.path] = file_sha256(sample.path)
-        except OSError:  # unreadable: said where it is decoded
-            continue
+    kept = ("target_val",) if adaptation.get("rolled_back_to_source") else ("target_val", "adapt_bn", "unlabeled")
     found = []
     for key, option, what in ADAPTATION_FOLDERS:
-        folder = options.get(key)
-        if not folder or not Path(folder).expanduser().is_dir():
+        folder = Path(str(options.get(key) or "")).expanduser()
+        if key not in kept or not options.get(key) or not folder.is_dir():
             continue
-        try:
-            theirs = {file_sha256(s.path) for s in list_images(Path(folder).expanduser(), skip_bad=True)}
-        except (DataError, OSError):
-            continue
-        shared = sum(digest in theirs for digest in digests.values())
+        theirs = set()
+        for path in files_below(folder):
+            try:
+                theirs.add(file_sha256(path))
+            except OSError:
+                continue
+        shared = sum(digest in theirs for digest in digests)
         if shared:
             found.append(f"{shared} the adaptation {what} ({option} {folder})")
     if not found:
         return ""
     which = ", ".join(found)
     console.err.print(
-        f"[yellow]note: {escape(str(root))}: of its {len(samples)} images, {escape(which)} (the same content): its "
+        f"[yellow]note: {escape(str(root))}: of its {count} images, {escape(which)} (the same content): its "
         "top-1 there is not a held-out figure[/]"
     )
     return f"; {which}"
