@@ -309,29 +309,22 @@ def target_images(config, labels: tuple[str, ...], source=None) -> tuple[tuple[S
         )
     adapt_images = _listed("--adapt-bn", config.adapt_bn)
     unlabeled = _listed("--unlabeled", config.unlabeled)
-    for option, folder, images in (
-        ("--adapt-bn", config.adapt_bn, adapt_images),
-        ("--unlabeled", config.unlabeled, unlabeled),
-    ):
+    adapted_on = (("--adapt-bn", config.adapt_bn, adapt_images), ("--unlabeled", config.unlabeled, unlabeled))
+    for option, folder, images in adapted_on:
         if len(images) == 1:
             raise DataError(f"{option} {folder} has 1 image; BatchNorm statistics need at least 2")
     target_val: tuple[Sample, ...] = ()
     if config.target_val:
         try:
-            target = load_splits(config.target_val, val_fraction=0.0, test_fraction=0.0)
+            target = load_splits(config.target_val, val_fraction=0.0, test_fraction=0.0, option="--target-val")
         except DataError as exc:  # it read "data folder not found: DIR", as if --data were wrong
             raise DataError(f"--target-val: {exc}") from None
         if tuple(target.labels) != tuple(labels):
             raise UsageError(f"--target-val has classes {list(target.labels)}, the data has {list(labels)}")
         target_val = target.train + target.val + target.test
-        adapted_on = (("--adapt-bn", config.adapt_bn, adapt_images), ("--unlabeled", config.unlabeled, unlabeled))
         _apart(config.target_val, target_val, adapted_on)
-    if source is not None:
-        _apart_from_source(
-            source,
-            (("--adapt-bn", config.adapt_bn, adapt_images), ("--unlabeled", config.unlabeled, unlabeled)),
-            ("--target-val", config.target_val, target_val),
-        )
+    if source is not None and (adapt_images or unlabeled):  # (without adaptation: nothing to hash the source for)
+        _apart_from_source(source, adapted_on, ("--target-val", config.target_val, target_val))
     return adapt_images, unlabeled, target_val
 
 

@@ -381,8 +381,8 @@ def lookalike_classes(labels: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [tuple(group) for group in groups.values() if len(group) > 1]
 
 
-def _check_classes(classes: dict[str, list[Path]], where: Path, *, split: bool = False) -> None:
-    """``split``: ``where`` is a split's folder (DIR/train), whose classes --data cannot move."""
+def _check_classes(classes: dict[str, list[Path]], where: Path, *, split: bool = False, option: str = "--data") -> None:
+    """``split``: ``where`` is a split's folder (DIR/train), whose classes ``option`` cannot move."""
     if not classes:
         raise DataError(f"{where} has no class folders (expected {where}/<class>/*.png|jpg)")
     empty = [name for name, files in classes.items() if not files]
@@ -400,7 +400,7 @@ def _check_classes(classes: dict[str, list[Path]], where: Path, *, split: bool =
             + (
                 f"move them up into {where}, and likewise in the other splits)"
                 if split
-                else f"pass --data {where / name})"
+                else f"pass {option} {where / name})"
             )
             if len(inner) > 1
             else ""
@@ -415,9 +415,11 @@ def load_splits(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     skip_bad: bool = False,
+    option: str = "--data",
 ) -> Splits:
     """Scan a data folder (checking every file) and return its splits. Bad files stop the scan with their
-    paths, or with ``skip_bad`` are left out and listed in ``Splits.extra["skipped"]``."""
+    paths, or with ``skip_bad`` are left out and listed in ``Splits.extra["skipped"]``. ``option``: the command's
+    option that named the folder (its errors' fixes name it)."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"data folder not found: {root}")
@@ -429,7 +431,7 @@ def load_splits(
         per_split = {name: _scan_classes(scan, folders[name]) for name in SPLITS if name in folders}
         empty = [f"{folders['train'].name}/{name}" for name in scan.empty(per_split["train"], folders["train"])]
         extra: dict[str, Any] = {"skipped": scan.finish(empty=empty)}
-        _check_classes(per_split["train"], folders["train"], split=True)
+        _check_classes(per_split["train"], folders["train"], split=True, option=option)
         labels = tuple(per_split["train"])
         for name, classes in per_split.items():
             unknown = set(classes) - set(labels)
@@ -473,7 +475,7 @@ def load_splits(
     stray = sorted(p.name for p in root.iterdir() if not ignored_file(p.name) and not p.is_dir())
     if stray:  # files beside the class folders belong to no class
         extra["ignored"] = stray
-    _check_classes(classes, root)
+    _check_classes(classes, root, option=option)
     labels = tuple(classes)
     everything = tuple(Sample(p, i) for i, c in enumerate(labels) for p in classes[c])
     train, val, test = stratified(everything, seed, val_fraction, test_fraction)

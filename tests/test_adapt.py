@@ -324,7 +324,7 @@ def test_a_run_stopped_between_training_and_adaptation_adapts_with_resume(image_
     assert adapted.file("confusion.png").is_file() and not adapted.file("confusion.adapted.png").exists()
 
 
-def test_target_folders_that_hold_the_source_images_are_refused(image_folder, tmp_path):
+def test_target_folders_that_hold_the_source_images_are_refused(image_folder, tmp_path, monkeypatch):
     """--target-val given the training folder judged AdaBN on source images and rolled back an adaptation that had
     lifted target top-1 from 71 % to 96 %; --adapt-bn given it adapted on the source's own test images and reported
     their top-1 as held out (a new user's trial). Any target folder holding an image of --data is refused."""
@@ -338,6 +338,9 @@ def test_target_folders_that_hold_the_source_images_are_refused(image_folder, tm
     target = make_folder(tmp_path / "target", per_class=4, seed=5)
     base = {"data": str(image_folder), "out": str(tmp_path / "o")}
     assert len(target_images(FinetuneConfig(**base, adapt_bn=str(target)), source.labels, source)[0]) == 12
+    with monkeypatch.context() as patched:  # no adaptation: the source is not hashed for it (every rank, --resume)
+        patched.setattr("edgetransfer.data.file_sha256", lambda path: pytest.fail(f"hashed {path}"))
+        assert target_images(FinetuneConfig(**base), source.labels, source) == ((), (), ())
     mixed = shutil.copytree(target, tmp_path / "mixed")
     shutil.copy(source.test[0].path, mixed / "class0" / "copied.png")  # one of the source's test images, renamed
     for options, option in (
@@ -347,6 +350,9 @@ def test_target_folders_that_hold_the_source_images_are_refused(image_folder, tm
     ):
         with pytest.raises(UsageError, match=rf"^{option} .* shares \d+ image\(s\) with --data .* \(by content\)"):
             target_images(FinetuneConfig(**base, **options), source.labels, source)
+    high = make_folder(tmp_path / "lab" / "set", per_class=2, seed=9).parent  # one level too high: its fix names
+    with pytest.raises(DataError, match=rf"pass --target-val {high / 'set'}\)$"):  # --target-val, not --data
+        target_images(FinetuneConfig(**base, adapt_bn=str(target), target_val=str(high)), source.labels, source)
     missing = FinetuneConfig(**base, adapt_bn=str(target), target_val=str(tmp_path / "nosuch"))
     with pytest.raises(DataError, match="^--target-val: "):  # it read "data folder not found", as if --data were wrong
         target_images(missing, source.labels, source)
