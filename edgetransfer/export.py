@@ -236,6 +236,26 @@ def _remove(path: Path) -> str:
     return ""
 
 
+def _needs_the_images(config: ExportConfig, passes) -> tuple[list[str], list[str]]:
+    """Why this export reads the run's images, each cause said, and the options that leave those steps out."""
+    int8, why, without = config.int8, [], []
+    if int8.mode != "none":
+        if int8.mode in ("static", "auto") and not int8.calibration_dir:
+            why.append("int8 is calibrated on its training images")
+        if int8.mode in ("qat", "auto"):
+            why.append(
+                "QAT fine-tunes on its training images"
+                if int8.mode == "qat"
+                else "int8's auto may fine-tune QAT on its training images"
+            )
+        why.append("int8's accuracy is checked on its validation images")
+        without.append("--no-int8")
+    if any(step.name == "tensorrt" for step in passes) and not int8.calibration_dir:
+        why.append("the TensorRT calibration table is made from its training images (or --calib DIR)")
+        without.append("no --tensorrt")
+    return why, without
+
+
 def export(run: RunDir, config: ExportConfig = ExportConfig()) -> RunDir:
     """Write model.onnx (+ fp16, int8, OpenVINO IR) into ``run``; each file is checked, then moved in together."""
     config.validate()
@@ -289,19 +309,11 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
             # culled since is no reason to refuse (the parity check's images come from the validation split)
             needs_train = config.int8.mode != "none" or any(step.calibrates for step in passes)
             if gone:
-                if needs_train:
-                    int8 = config.int8
-                    why = (
-                        "the TensorRT calibration table is made from its training images"
-                        if int8.mode == "none"
-                        else "int8's accuracy is checked on its validation images"
-                        if int8.calibration_dir or int8.mode == "dynamic"
-                        else "int8 is calibrated on its training images"
-                    )
-                    without = "--no-int8 for the fp32 models alone" if int8.mode != "none" else "leave out --tensorrt"
+                why, without = _needs_the_images(config, passes)
+                if why:
                     raise UsageError(
-                        f"the run's data folder {root} is gone; pass --data DIR (the folder it was trained on: {why}), "
-                        f"or {without}"
+                        f"the run's data folder {root} is gone; pass --data DIR (the folder it was trained on: "
+                        f"{'; '.join(why)}), or {' and '.join(without)} for the fp32 models alone"
                     )
                 console.err.print(
                     f"[yellow]note: the run's data folder {root} is not here: the models are checked against PyTorch "

@@ -795,3 +795,21 @@ def test_export_without_int8_needs_no_data_folder(trained_run, tmp_path):
     assert "int8 is calibrated on its training images" in refused.stderr
     dynamic = CliRunner().invoke(app, ["export", str(run), "--no-openvino", "--int8-method", "dynamic"])
     assert dynamic.exit_code == 2 and "int8's accuracy is checked on its validation images" in dynamic.stderr
+    # each cause said, and every way round it at once: the advice '--no-int8' was refused again under --tensorrt
+    from conftest import make_folder
+
+    calib = make_folder(tmp_path / "calib", per_class=2, seed=3)
+    qat = CliRunner().invoke(app, ["export", str(run), "--no-openvino", "--int8-method", "qat", "--calib", str(calib)])
+    said = " ".join(qat.stderr.split())
+    assert qat.exit_code == 2 and "QAT fine-tunes on its training images" in said and "calibrated" not in said, said
+    # --tensorrt (it needs a GPU to be given here): its cause and its way round beside int8's; --calib makes its table
+    from types import SimpleNamespace
+
+    from edgetransfer.export import ExportConfig, _needs_the_images
+    from edgetransfer.quantize import Int8Config
+
+    trt = [SimpleNamespace(name="tensorrt")]
+    why, without = _needs_the_images(ExportConfig(), trt)
+    assert "the TensorRT calibration table is made from its training images (or --calib DIR)" in why
+    assert without == ["--no-int8", "no --tensorrt"]
+    assert _needs_the_images(ExportConfig(int8=Int8Config(mode="none", calibration_dir=str(calib))), trt) == ([], [])
