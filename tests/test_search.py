@@ -678,6 +678,10 @@ def test_a_tracking_server_gone_mid_search_is_a_warning(tmp_path, monkeypatch, c
     mlflow_logger("http://tracker:5000", "demo")(study, study.trials[0])
     err = capsys.readouterr().err
     assert "MLflow did not take trial 0 (ConnectionError: HTTPConnectionPool" in err and "the search goes on" in err
+    fake.search_runs = gone  # a re-measure after the trials: the search does not "go on" then
+    mlflow_logger("http://tracker:5000", "demo").remeasured(study, 0, {"p50_ms": 1.0})
+    err = capsys.readouterr().err
+    assert "MLflow did not take trial 0" in err and "goes on" not in err and "its own records are complete" in err
 
 
 def test_mlflow_logs_each_trial(tmp_path):
@@ -693,6 +697,7 @@ def test_mlflow_logs_each_trial(tmp_path):
         "int8": "static",
         "val_top1": 0.9,
         "p50_ms": 8.7,
+        "budget_failures": ["peak RSS 300 MB > 200 MB"],
     }.items():
         trial.set_user_attr(key, value)
     trial.report(80.0, 1)
@@ -704,14 +709,16 @@ def test_mlflow_logs_each_trial(tmp_path):
     runs = mlflow.search_runs(experiment_names=["edgetransfer-search-demo"], output_format="list")
     assert len(runs) == 1 and runs[0].data.params["backbone"] == "mobilenet_v2"
     assert runs[0].data.metrics["val_top1"] == 0.9 and runs[0].data.tags["state"] == "complete"
+    assert runs[0].data.tags["budget_failures"] == "peak RSS 300 MB > 200 MB"
     # a latency measured again after the search: the run's metric is the new reading, the first kept in its history
     logger = mlflow_logger(str(tmp_path / "mlruns2"), "again")
     logger(study, study.trials[0])
-    logger.remeasured(study, 0, {"p50_ms": 1.7, "latency_ms": 1.7, "first_ms": 8.7})
+    logger.remeasured(study, 0, {"p50_ms": 1.7, "latency_ms": 1.7, "first_ms": 8.7, "budget_failures": None})
     logger.remeasured(study, 5, {"p50_ms": 1.0, "first_ms": 2.0})  # a trial it never logged: left alone
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns2' / 'mlflow.db'}")
     (run,) = mlflow.search_runs(experiment_names=["edgetransfer-search-again"], output_format="list")
     assert run.data.metrics["p50_ms"] == 1.7 and "first read 8.700 ms" in run.data.tags["latency_measured_again"]
+    assert "budget_failures" not in run.data.tags  # measured again within the other budgets: the first's tag gone
     history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "p50_ms")
     assert [(m.step, m.value) for m in history] == [(0, 8.7), (1, 1.7)]
 

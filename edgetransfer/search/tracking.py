@@ -27,11 +27,13 @@ class Logger:
         self._log(study, trial)
 
 
-def _warn(number: int, exc: Exception) -> None:
+def _warn(number: int, exc: Exception, *, after: bool = False) -> None:
+    """``after``: the search's trials are over (a re-measure after them): it does not "go on"."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     console.err.print(
         f"[yellow]warning: MLflow did not take trial {number} ({type(exc).__name__}: {escape(first)}); "
-        "the search goes on, its own records are complete[/]"
+        + ("" if after else "the search goes on, ")
+        + "its own records are complete[/]"
     )
 
 
@@ -86,8 +88,13 @@ def mlflow_logger(uri: str, experiment: str) -> Logger:
                 first = figures.get("first_ms")
                 said = f"{first:.3f} ms" if isinstance(first, (int, float)) else "not recorded"
                 mlflow.set_tag("latency_measured_again", f"after the search; first read {said}")
+                # the profile's other budgets, checked again with it: the first reading's tag would contradict it
+                if figures.get("budget_failures"):
+                    mlflow.set_tag("budget_failures", "; ".join(figures["budget_failures"]))
+                elif "budget_failures" in runs[0].data.tags:
+                    mlflow.delete_tag("budget_failures")
         except Exception as exc:  # noqa: BLE001 - as in log()
-            _warn(number, exc)
+            _warn(number, exc, after=True)
 
     def _log(study, trial) -> None:
         attrs = trial.user_attrs
