@@ -71,13 +71,12 @@ def pipeline(
         overwrite=overwrite,
     )
     started = time.time()
+    again = f"edgetransfer finetune --resume --out {shlex.quote(config.out)}"  # what goes on from a stopped one
     try:
         done = run_pipeline(config)
     except KeyboardInterrupt:
-        again = f"edgetransfer finetune --resume --out {shlex.quote(config.out)}"
         say_interrupted(config.out, started, resume=False, again=again)
         raise typer.Exit(130) from None
     except WriteError as exc:
-        again = f"edgetransfer finetune --resume --out {shlex.quote(config.out)}"
         raise kept_after_write_error(exc, config.out, started, resume=False, again=again) from None
     summary(*done)
