@@ -24,10 +24,21 @@ def threads_per_process(nproc: int) -> int:
     return max(1, cores // nproc)
 
 
-def launch(nproc: int, argv: list[str]) -> int:
+def launch(nproc: int, argv: list[str], *, device: str = "auto") -> int:
     """Run ``edgetransfer ARGV`` in ``nproc`` processes on this machine (gloo on the CPU, NCCL on GPUs, as the
-    command's --device says) and return the exit code: 0, the first failed process's, or 128 + the signal that
-    stopped the launcher (130 for Ctrl-C)."""
+    command's ``device`` says: one GPU each) and return the exit code: 0, the first failed process's, or 128 + the
+    signal that stopped the launcher (130 for Ctrl-C)."""
+    import torch
+
+    from edgetransfer.devices import resolve_device
+    from edgetransfer.errors import UsageError
+
+    gpus = torch.cuda.device_count()
+    if resolve_device(device) == "cuda" and gpus < nproc:
+        raise UsageError(
+            f"--nproc-per-node {nproc} trains one process per GPU and this machine has {gpus}: "
+            f"--nproc-per-node {gpus}, or --device cpu"
+        )
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run

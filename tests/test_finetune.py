@@ -854,8 +854,8 @@ def test_nproc_per_node_gives_its_processes_the_options_given(image_folder, tmp_
     from edgetransfer import launch
     from edgetransfer.cli import app
 
-    started = []
-    monkeypatch.setattr(launch, "launch", lambda nproc, argv: started.append((nproc, argv)) or 0)
+    started, real = [], launch.launch
+    monkeypatch.setattr(launch, "launch", lambda nproc, argv, device: started.append((nproc, argv)) or 0)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     args = ["finetune", "--data", str(image_folder), "--out", str(tmp_path / "r"), "--nproc-per-node", "3"]
     args += ["--lr", "0.01", "--no-skip-bad", "--overwrite", "--size", "64"]
@@ -869,6 +869,14 @@ def test_nproc_per_node_gives_its_processes_the_options_given(image_folder, tmp_
     assert "--no-skip-bad" in argv and "--overwrite" in argv and len(argv) == 13
     wrong = CliRunner().invoke(app, [*args, "--lr", "-1"])
     assert wrong.exit_code == 2 and "--lr" in wrong.output and len(started) == 1
+    import torch
+
+    monkeypatch.setattr(launch, "launch", real)  # its own check, before torchrun's launcher
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    gpus = CliRunner().invoke(app, [*args, "--device", "cuda"])  # 3 processes, one GPU each, on 2 GPUs
+    assert gpus.exit_code == 2, gpus.output
+    assert "--nproc-per-node 3 trains one process per GPU and this machine has 2: --nproc-per-node 2" in gpus.output
     zero = CliRunner().invoke(app, [*args, "--nproc-per-node", "0"])
     assert zero.exit_code == 2 and "--nproc-per-node must be at least 1, not 0" in zero.output
 

@@ -281,8 +281,9 @@ def finetune(
     if nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:  # this process starts them (they see LOCAL_RANK)
         from edgetransfer.launch import launch
 
-        FinetuneConfig(**options).validate()  # a mistake is said once, here, before any process starts
-        raise typer.Exit(launch(nproc_per_node, command_line(ctx)))
+        checked = FinetuneConfig(**options)
+        checked.validate()  # a mistake is said once, here, before any process starts
+        raise typer.Exit(launch(nproc_per_node, command_line(ctx), device=checked.device))
     started = time.time()
     try:
         run = run_finetune(FinetuneConfig(**options))
