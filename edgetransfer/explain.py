@@ -28,7 +28,7 @@ from edgetransfer.errors import RunDirError, UsageError
 from edgetransfer.rundir import EXPLAIN_JSON, ONNX_FP32, ONNX_INT8, OV_FP32, OV_INT8, RunDir, atomic_write_text
 
 INT8_ORT_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul")
-QDQ_ORT_OPS = ("QuantizeLinear", "DequantizeLinear")
+QDQ_ORT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")  # (dynamic: each activation at run time)
 LAYOUT_ORT_OPS = ("Transpose", "ReorderInput", "ReorderOutput")
 # FusedConv/FusedGemm/FusedMatMul: a float Conv+activation fused where ONNX Runtime does not use its NCHWc layout (ARM)
 COMPUTE_ORT_OPS = ("Conv", "Gemm", "MatMul", "ConvTranspose", "FusedConv", "FusedGemm", "FusedMatMul")
@@ -427,6 +427,13 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     quantization = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
     bits = quantization.get("weight_bits", 8) if run.file(ONNX_INT8).is_file() else None
     doc["cpu"]["implies"] = implications(doc["cpu"], bits)
+    if quantization.get("val_drop_points") is not None:  # what export measured: the figure explain answers for
+        keys = ("val_drop_points", "test_drop_points", "calibration_images", "weight_bits", "activations", "tool")
+        doc["int8_export"] = {key: quantization.get(key) for key in keys}
+        doc["int8_export"]["val_images"] = len(splits.val)
+        settings = ((card.export or {}).get("config") or {}).get("int8") or {}
+        keys = ("mode", "max_drop", "calibration_dir", "calibration_size", "per_channel")
+        doc["int8_export"].update({key: settings.get(key) for key in keys})
     engines = (
         ("onnxruntime", ort_profile, _ort_runner, ONNX_FP32, ONNX_INT8),
         ("openvino", openvino_profile, _openvino_runner, OV_FP32, OV_INT8),
@@ -492,9 +499,54 @@ def _profiled(run: RunDir, card: Any, name: str, measure) -> dict[str, Any]:
         return {"error": f"cannot profile {name}: {said}"}
 
 
+def export_check(found: dict[str, Any]) -> list[str]:
+    """The int8 model's accuracy as export measured it (validation and test top-1 against fp32), first: explain's
+    own figures are on a few images (8 by default) and read 'the same top-1 on 8 of 8' for a model that had lost
+    12.5 validation points; and, where it lost more than its budget, the causes its card records."""
+    drop = found.get("val_drop_points")
+    if drop is None:
+        return []
+    images = found.get("val_images") or 0
+    test = found.get("test_drop_points")
+    budget = found.get("max_drop")
+    budget = budget if budget is not None and budget < 100 else None  # 100: not held to one
+    line = f"int8 accuracy (export's check): ONNX int8 loses {drop:.2f} points of validation top-1 against fp32"
+    line += f" ({test:.2f} on test)" if test is not None else ""
+    line += f" on {images} images (one image is {100 / images:.2f} points)" if images else ""
+    poor = drop > (budget if budget is not None else 1.0)
+    if budget is not None:
+        line += f": {'OVER' if poor else 'within'} its {budget:g}-point budget"
+    elif poor:
+        line += ": held to no budget by its export"
+    if not poor:
+        return [line]
+    causes = []
+    retrained = str(found.get("tool") or "").startswith("nncf QAT")
+    if found.get("calibration_dir"):
+        causes.append(
+            f"it was calibrated on --calib {found['calibration_dir']} ({found.get('calibration_images')} images), "
+            "not its training images: images unlike those it is scored on give wrong ranges (a low SQNR at the "
+            "input is the sign); re-export with --calib on images like the deployment's, or without --calib"
+        )
+    elif (found.get("calibration_images") or 1000) < 100 and not retrained:  # (QAT learns its ranges)
+        count = found["calibration_images"]
+        more = count >= (found.get("calibration_size") or 0)  # fewer than asked: all the training split had
+        causes.append(
+            f"it was calibrated on {count} images"
+            + (": a larger --calib-size steadies the ranges" if more else " (all its training images)")
+        )
+    if found.get("per_channel") is False:
+        causes.append("its weights are quantized per tensor (--no-per-channel): per channel, the default, holds more")
+    if found.get("mode") in ("static", "dynamic"):
+        causes.append("--int8-method auto (the default) goes on to quantization-aware training where static loses")
+    if causes:
+        line += "; " + "; ".join(causes)
+    return [line]
+
+
 def verdict(doc: dict[str, Any]) -> list[str]:
     """A few sentences a person can act on."""
-    said = []
+    said = export_check(doc.get("int8_export") or {})
     for engine, found in doc["engines"].items():
         int8 = found.get("int8", {})
         for variant in ("fp32", "int8"):
@@ -523,6 +575,14 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         if int8["float_layers"]:
             shown = ", ".join(int8["float_layers"][:3])
             line += f"; in float: {shown}{' ...' if len(int8['float_layers']) > 3 else ''}"
+        top = max((int8.get("by_op") or {}).items(), key=lambda item: item[1].get("share", 0), default=None)
+        if ratio > 1.05 and top is not None:  # the op type its time goes to: what makes it slow
+            line += f"; {top[0]} takes {top[1]['share']:.0%} of its time"
+            if (doc.get("sqnr") or {}).get("activations") == "dynamic" or top[0] == "ConvInteger":
+                line += (
+                    " (dynamic int8: activations quantized at run time, and ConvInteger is not ONNX Runtime's fast "
+                    "int8 convolution; its docs recommend static quantization for CNNs): export --int8-method static"
+                )
         said.append(line)
     said.extend(f"this CPU: {text}" for text in doc["cpu"].get("implies", []))
     kernels = doc.get("kernels") or {}
@@ -547,7 +607,7 @@ def verdict(doc: dict[str, Any]) -> list[str]:
             )
             said.append(f"int8 kernels: {figures}: {why}")
         else:
-            said.append(f"int8 kernels: {figures} (rounding only)")
+            said.append(f"int8 kernels: {figures}: they compute this int8 model faithfully (rounding only)")
     elif kernels.get("error") or kernels.get("skipped"):
         said.append(f"int8 kernels: {kernels.get('error') or kernels.get('skipped')}")
     layers = (doc.get("sqnr") or {}).get("layers") or []

@@ -290,3 +290,37 @@ def test_the_int8_ratio_is_timed_in_alternating_rounds_and_said_noisy_when_they_
     sure = {**noisy, "low": 0.5, "high": 0.7}  # noisy rounds, all of them faster: the verdict stands
     doc["engines"]["onnxruntime"]["int8_latency_ratio_rounds"] = sure
     assert "noisy" not in verdict(doc)[0]
+
+
+def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
+    """explain's own figures are on 8 images: a QAT model that had lost 12.5 validation points read 'the same top-1
+    on 8 of 8', and a model calibrated on 8 dark images (-62.5 points) was told to try --calib-method entropy (a new
+    user's trial; neither helped). The verdict opens with what export measured and, over the budget, the causes its
+    card records; a slow dynamic int8 model is told why and what to export instead."""
+    from edgetransfer.explain import verdict
+
+    base = {"engines": {}, "cpu": {}, "settings": {"threads": 1}}
+    dark = {"val_drop_points": 62.5, "test_drop_points": 56.25, "val_images": 16, "max_drop": 1.0, "mode": "static",
+            "calibration_dir": "/data/dark", "calibration_images": 8, "per_channel": False, "tool": "onnxruntime"}  # fmt: skip
+    first = verdict({**base, "int8_export": dark})[0]
+    assert first.startswith("int8 accuracy (export's check): ONNX int8 loses 62.50 points of validation top-1")
+    assert "(56.25 on test) on 16 images (one image is 6.25 points): OVER its 1-point budget" in first, first
+    assert "calibrated on --calib /data/dark (8 images), not its training images" in first
+    assert "per tensor (--no-per-channel)" in first and "--int8-method auto" in first
+    fine = verdict({**base, "int8_export": {**dark, "val_drop_points": 0.5}})[0]
+    assert fine.endswith("within its 1-point budget"), fine  # no cause for what holds
+    few = {**dark, "calibration_dir": None, "calibration_images": 40, "calibration_size": 200, "per_channel": True}
+    assert "calibrated on 40 images (all its training images)" in verdict({**base, "int8_export": few})[0]
+    qat = {**few, "mode": "qat", "max_drop": 100.0, "tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime"}
+    said = verdict({**base, "int8_export": qat})[0]
+    assert said.endswith("held to no budget by its export"), said  # QAT learns its ranges: no calibration cause
+    assert verdict(base) == [] and verdict({**base, "int8_export": {}}) == []
+    int8 = {"int8_layers": 53, "float_layers": [], "qdq_share": 0.04, "layout_share": 0.0,
+            "by_op": {"ConvInteger": {"share": 0.84}, "Mul": {"share": 0.04}}}  # fmt: skip
+    slow = {**base, "engines": {"onnxruntime": {"fp32": {}, "int8": int8, "int8_latency_ratio": 7.8}}}
+    [line] = verdict({**slow, "sqnr": {"activations": "dynamic"}})
+    assert "SLOWER than fp32" in line and "ConvInteger takes 84% of its time" in line
+    assert line.endswith("export --int8-method static"), line
+    int8["by_op"] = {"Conv": {"share": 0.9}}  # slow, but not dynamic: the op type said, no advice to change method
+    [line] = verdict({**slow, "sqnr": {"activations": "uint8"}})
+    assert line.endswith("Conv takes 90% of its time"), line
