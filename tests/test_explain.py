@@ -301,7 +301,7 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
 
     base = {"engines": {}, "cpu": {}, "settings": {"threads": 1}}
     dark = {"val_drop_points": 62.5, "test_drop_points": 56.25, "val_images": 16, "max_drop": 1.0, "mode": "static",
-            "calibration_dir": "/data/dark", "calibration_images": 8, "per_channel": False, "tool": "onnxruntime"}  # fmt: skip
+            "calibration_dir": "/data/dark", "calibration_images": 8, "per_channel": False}  # fmt: skip
     first = verdict({**base, "int8_export": dark})[0]
     assert first.startswith("int8 accuracy (export's check): ONNX int8 loses 62.50 points of validation top-1")
     assert "(56.25 on test) on 16 images (one image is 6.25 points): OVER its 1-point budget" in first, first
