@@ -1267,6 +1267,13 @@ def test_a_latency_measured_beside_another_trial_on_the_machine_is_said():
     repeat.user_attrs["same_as"] = 0
     rows = rep.trial_rows([timed, early, repeat])
     assert [r["beside"] for r in rows] == [[], [0], []]
+    # a trial that copied trial 0's fine-tune records trial 0's 200 s for the cost model: counted from its start it
+    # 'benched' past its end, beside the next trial of a one-process search (a new user's)
+    copied = frozen(6, "vm:10", 10, 11, 0.7, 0.95)
+    copied.user_attrs.update(finetune_s=200.0, export_s=30.0, bench_s=20.0, fine_tune_of=0)
+    after = frozen(7, "vm:10", 11, 15, 0.8, 0.90)
+    after.user_attrs.update(finetune_s=180.0, export_s=30.0, bench_s=20.0)
+    assert [r["beside"] for r in rep.trial_rows([copied, after])] == [[], []]
     over = rep.verdict(rep.trial_rows(trials), Budget("p50_ms", 5.0))  # trial 1 (8.7 ms) read over the budget
     assert "recommended: trial 0" in over[0] and "trial 1 ran beside trial(s) 0" in over[1]  # it was more accurate
     none = rep.verdict(rep.trial_rows(trials), Budget("p50_ms", 0.1))

@@ -150,12 +150,17 @@ def _ran_beside(rows: list[dict], trials: dict) -> None:
         return t.datetime_start, t.datetime_complete or now
 
     def bench_window(number: int) -> tuple:
-        """When the trial benched (after its fine-tune and export), where its timings say; else its whole span."""
+        """When the trial benched: its last ``bench_s`` seconds (the bench ends a trial), or after its fine-tune and
+        export where it has not ended; else its whole span. (Counted from its start, a trial that copied another's
+        fine-tune, whose ``finetune_s`` is that trial's for the cost model, 'benched' after it had ended, beside
+        the next trial: a new user's one-process search said so.)"""
         start, end = span(number)
         attrs = trials[number].user_attrs
         again = rows_by[number].get("remeasured")
         if again and rows_by[number]["same_as"] is None:
             return datetime.datetime.fromisoformat(again["started"]), datetime.datetime.fromisoformat(again["ended"])
+        if isinstance(attrs.get("bench_s"), (int, float)) and trials[number].datetime_complete is not None:
+            return end - datetime.timedelta(seconds=attrs["bench_s"]), end
         if all(isinstance(attrs.get(k), (int, float)) for k in ("finetune_s", "export_s", "bench_s")):
             began = start + datetime.timedelta(seconds=attrs["finetune_s"] + attrs["export_s"])
             return began, began + datetime.timedelta(seconds=attrs["bench_s"])
