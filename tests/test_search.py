@@ -1796,3 +1796,29 @@ def test_a_profile_without_a_latency_budget_shows_the_throughput_it_checks():
     line = rep.verdict(rows, budget)[0]
     assert "p50 62.248 ms (its worst over the profile's batch sizes; the profile sets no latency budget)" in line
     assert "(throughput 510 img/s >= 500, +2%)" in line
+
+
+def test_a_search_made_with_trials_0_keeps_its_initial_design_for_the_workers(tmp_path, monkeypatch):
+    """--trials 0 makes a search that workers (or --resume --trials N) run: its first trials, the default candidate
+    then its smallest size, were cut to none, and the sampler chose from the start (a new user's trial: the
+    default ran last, after repeats)."""
+    from edgetransfer.search import search, study
+
+    tried = []
+    monkeypatch.setattr(
+        study,
+        "run_trial",
+        lambda config, candidate, folder, *a, **k: (
+            tried.append(candidate.key)
+            or dict(run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2)
+        ),
+    )
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",))
+    search(replace(config, trials=0))
+    assert tried == []
+    storage = study.open_storage(f"sqlite:///{tmp_path / 's' / 'study.db'}", heartbeat=config.heartbeat)
+    first = study.need_optuna().load_study(study_name="s", storage=storage).user_attrs["first"]
+    assert len(first) == 2 and first[0].startswith("mobilenet_v2/"), first
+    search(replace(config, backbones=None, resume=True, trials=2))
+    assert tried == first

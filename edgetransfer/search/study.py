@@ -235,8 +235,8 @@ class _Search:
             side = None if config.sizes else median_shorter_side(splits.train, seed=config.seed)
             space = named if side is None else build_space(config, side)
             first = _initial_design(config, space, splits)
-            if config.trials is not None:
-                first = first[: config.trials]  # no trial left waiting that will never run
+            if config.trials:  # no trial left waiting that will never run (--trials 0 makes a search that workers and
+                first = first[: config.trials]  # --resume --trials N run: its initial design waits for them)
         if config.resume and config.storage is None and not (out / "study.db").is_file():
             # opening the SQLite storage would create an empty study.db in a wrong --out (an image folder, say)
             raise UsageError(
