@@ -1704,6 +1704,13 @@ def test_resume_in_a_folder_without_a_search_writes_nothing_there(tmp_path):
     with pytest.raises(UsageError, match=r"--resume: no search to resume in .*img \(no study.db\)"):
         search(SearchConfig(data="", out=str(images), resume=True))
     assert sorted(p.relative_to(images) for p in images.rglob("*")) == before
+    # a mistyped --storage SQLite file: opening it made an empty 114 KB database there (a new user's trial)
+    typo = tmp_path / "nonexist.db"
+    for how in ({"worker": True}, {"resume": True}):
+        option = "--worker" if "worker" in how else "--resume"
+        with pytest.raises(UsageError, match=rf"^{option}: no search database at {typo} \(--storage sqlite:///"):
+            search(SearchConfig(data="", out=str(tmp_path / "o"), storage=f"sqlite:///{typo}", **how))
+        assert not typo.exists() and not (tmp_path / "o").exists()
 
 
 def test_a_size_above_every_backbones_range_is_said(capsys):

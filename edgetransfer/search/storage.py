@@ -35,6 +35,19 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+def missing_sqlite(url: str) -> Path | None:
+    """The file of a SQLite storage URL that is not there: opening it would make an empty database (a mistyped
+    path given to --worker or --resume left one behind)."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return None if Path(database).exists() else Path(database)
+
+
 def open_storage(url: str, *, heartbeat: int):
     """An Optuna RDB storage with heartbeats (a trial whose worker stops beating for 6 heartbeats is failed by the
     next worker that starts a trial). An unreachable server, a wrong URL or a missing driver: one line."""

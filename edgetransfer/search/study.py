@@ -26,7 +26,16 @@ from edgetransfer.rundir import CARD, CHECKPOINT, RunDir
 from edgetransfer.search import report
 from edgetransfer.search.config import SearchConfig, Space, build_space
 from edgetransfer.search.live import Progress
-from edgetransfer.search.storage import fail_dead_trials, host_of, need_optuna, open_storage, own_folder, this_worker
+from edgetransfer.search.storage import (
+    fail_dead_trials,
+    host_of,
+    missing_sqlite,
+    need_optuna,
+    open_storage,
+    own_folder,
+    redact,
+    this_worker,
+)
 from edgetransfer.search.trial import Budget, Candidate, TrialError, measure_latency, run_trial
 
 FIGURES = ("run", "val_top1", "torch_val_top1", "test_top1", "latency_ms", "latency_key", "p50_ms", "p99_ms")
@@ -185,6 +194,16 @@ def _default_candidate(config: SearchConfig, space: Space, splits) -> Candidate 
     return Candidate(defaults.backbone, size, "static") if size in space.sizes[defaults.backbone] else None
 
 
+def _no_database(option: str, storage: str | None) -> None:
+    """A --storage SQLite file that is not there: nothing to join or resume, said before opening it would make it."""
+    missing = missing_sqlite(storage) if storage else None
+    if missing is not None:
+        raise UsageError(
+            f"{option}: no search database at {missing} (--storage {redact(storage)}); check the path, or start a "
+            "search there with 'edgetransfer search'"
+        )
+
+
 def _initial_design(config: SearchConfig, space: Space, splits) -> list[Candidate]:
     """The first trials, before the sampler chooses: the default candidate (the pick is measured against it), then
     the default backbone at the smallest size of the grid, the fastest and cheapest trial of its family: whether
@@ -243,6 +262,8 @@ class _Search:
                 f"--resume: no search to resume in {out} (no study.db); start one with 'edgetransfer search', or "
                 "pass its --storage"
             )
+        if config.resume:
+            _no_database("--resume", config.storage)
         made = not out.exists()
         hosts = out / "known_hosts"
         had_hosts = hosts.exists()
@@ -286,6 +307,7 @@ class _Search:
                 f"no search to join in {self.out} (no study.db); start one with 'edgetransfer search' first, or "
                 "pass its --storage"
             )
+        _no_database("--worker", self.config.storage)
         # the folder only once the search is there: a storage that cannot be reached, or holds no such search,
         # left an empty --out (and its parents) behind
         study = self._load(open_storage(self.config.storage_url(), heartbeat=self.config.heartbeat))
