@@ -460,6 +460,10 @@ def test_bench_checks_its_output_folder_and_relative_to_before_measuring(trained
     )
     run_bad(["bench", run, "--relative-to", "foo:fp32"], 2, "--relative-to foo:fp32 names no model", tmp_path)
     run_bad(["bench", run, "--backends", ""], 2, "--backends is empty", tmp_path)
+    # another run as --out: its reports were replaced by this run's, without a word (a new user's trial)
+    other = tmp_path / "other"
+    shutil.copytree(trained_run.path, other)
+    run_bad(["bench", run, "--out", other], 2, f"--out {other} is another run (it holds a card.json)", tmp_path)
 
 
 def test_export_with_another_folder_and_a_file_for_calibration(trained_run, tmp_path):

@@ -15,7 +15,7 @@ from edgetransfer.bench.plan import identity_diff, model_identity
 from edgetransfer.bench.report import to_csv, to_markdown
 from edgetransfer.bench.runner import bench, document_text, save_document
 from edgetransfer.errors import UsageError
-from edgetransfer.rundir import BENCH_REPORTS, RunDir, atomic_path
+from edgetransfer.rundir import BENCH_REPORTS, CARD, RunDir, atomic_path
 
 
 @dataclass
@@ -154,6 +154,11 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
         said = "" if str(out_dir) == str(where) else f" ({where})"
         raise UsageError(
             f"--out {out_dir}{said} is the filesystem's root; name a folder for the reports, e.g. RUN/bench"
+        )
+    if out_dir and (folder / CARD).is_file() and where != run.path.expanduser().resolve():
+        raise UsageError(  # its bench.json/.md/.html replaced by this run's figures, said nowhere
+            f"--out {out_dir} is another run (it holds a {CARD}): its bench reports would become {run.path}'s; give "
+            "a folder of its own for the reports"
         )
     _writable_folder(folder, what)
     for name in BENCH_REPORTS:
