@@ -507,6 +507,15 @@ def test_a_baseline_of_other_threads_or_precision_is_refused_before_measuring(tr
         assert outcome.exit_code == 2 and not outcome.stdout, outcome.output
         assert outcome.stderr.startswith(f"error: the baseline {base} was measured with {expected}"), outcome.stderr
         assert len(outcome.stderr.strip().splitlines()) == 1
+    # a profile that sets no threads takes the baseline's: its budgets are judged at 1 thread where its description
+    # says 'all cores' (a new user's trial): said
+    server = invoke(trained_run.path, *FAST, "--profile", "server", "--baseline", base, "--out", tmp_path / "s").stderr
+    server = " ".join(server.split())
+    assert (
+        "note: 1 thread(s), as the baseline was measured (the gate compares like with like): the profile server's"
+        in (server)
+        and "(all cores, batch 1..32" in server
+    ), server
     # a baseline model this bench would not measure, and a reference run without one of the run's models: found
     # after measuring before (as "in the baseline but was not measured" / "not measured in the reference run")
     fp32_only = invoke(trained_run.path, *FAST, "--threads", "1", "--variants", "fp32", "--baseline", base, "--out",

@@ -268,7 +268,14 @@ def bench(
         "reference_run": str(reference_run) if reference_run else None,
         "probe": True if baseline or save_baseline else None,  # the machine probe: a stored baseline's yardstick
     }
-    config = make_config(explicit, profile=load_profile(profile) if profile else None, baseline=base)
+    loaded = load_profile(profile) if profile else None
+    config = make_config(explicit, profile=loaded, baseline=base)
+    if loaded and base and threads is None and "threads" not in loaded.settings and config.threads is not None:
+        console.err.print(  # its budgets read as the profile's description says ('all cores'), measured otherwise
+            f"[yellow]note: {config.threads} thread(s), as the baseline was measured (the gate compares like with "
+            f"like): the profile {escape(loaded.name)}'s budgets are judged at that, not as its description says "
+            f"({escape(loaded.description)})[/]"
+        )
     devices = before_measuring = None
     if on is not None:
         from edgetransfer.bench.remote import bench_devices, plan_devices, preflight
