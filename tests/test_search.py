@@ -1829,3 +1829,16 @@ def test_a_search_made_with_trials_0_keeps_its_initial_design_for_the_workers(tm
     assert len(first) == 2 and first[0].startswith("mobilenet_v2/"), first
     search(replace(config, backbones=None, resume=True, trials=2))
     assert tried == first
+
+
+def test_a_setting_given_to_resume_that_the_search_left_to_the_default_says_so(tmp_path, capsys):
+    """'--resume --epochs 1' on a search started without --epochs said '(epochs None)' (a new user's trial)."""
+    from edgetransfer.search import search
+
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), trials=0)
+    search(config)
+    capsys.readouterr()
+    search(replace(config, backbones=None, resume=True, epochs=1))
+    said = " ".join(capsys.readouterr().err.split())
+    assert "note: --epochs 1 not used: this search keeps the settings it started with (epochs the default)" in said

@@ -398,7 +398,9 @@ class _Search:
         ]
         if unused:
             flags = ", ".join("--" + key.replace("_", "-") + f" {value}" for key, value in unused)
-            kept = ", ".join(f"{key} {recorded[key]}" for key, _ in unused)
+            kept = ", ".join(  # None: not given at its start (finetune's default): said so, not as Python's None
+                f"{key} {'the default' if recorded[key] is None else recorded[key]}" for key, _ in unused
+            )
             console.err.print(
                 f"[yellow]note: {escape(flags)} not used: this search keeps the settings it started with "
                 f"({escape(kept)}), the same for every worker; start a new search (another --out) to change them[/]"
