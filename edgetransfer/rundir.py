@@ -205,7 +205,15 @@ class RunDir:
         """Open an existing, fine-tuned run; a missing folder, card or checkpoint is a :class:`RunDirError`."""
         run = cls(Path(path))
         if run.path.is_file():
-            raise RunDirError(f"{run.path} is a file, not a run directory (a folder 'edgetransfer finetune' made)")
+            inside = run.path.parent / CARD
+            hint = (  # a file of a run (its model.onnx, its card.json): the run is the folder that holds it
+                f": give the folder that holds it, {run.path.parent}"
+                if inside.is_file()
+                else " (a folder 'edgetransfer finetune' made)"
+            )
+            if run.path.suffix in (".onnx", ".xml"):
+                hint += "; 'edgetransfer predict MODEL IMAGES' classifies with a model file alone"
+            raise RunDirError(f"{run.path} is a file, not a run directory{hint}")
         if not run.path.is_dir():
             raise RunDirError(f"run directory not found: {run.path}")
         if not run.file(CARD).is_file():

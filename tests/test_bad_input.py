@@ -529,5 +529,11 @@ def test_a_file_or_a_runs_openvino_folder_where_a_run_or_model_is_expected(train
     image.write_bytes(b"x")
     run_bad(["explain", image], 2, f"{image} is a file, not a run directory", tmp_path)
     run_bad(["bench", image], 2, f"{image} is a file, not a run directory", tmp_path)
+    model = trained_run.file("model.onnx")  # a run's model file: the run is its folder; predict takes the file
+    said = f"{model} is a file, not a run directory: give the folder that holds it, {trained_run.path}; 'edgetransfer"
+    run_bad(["bench", model], 2, said, tmp_path)
+    run_bad(
+        ["explain", trained_run.file("card.json")], 2, f"give the folder that holds it, {trained_run.path}", tmp_path
+    )
     openvino = trained_run.path / "openvino"
     run_bad(["predict", openvino, image], 2, f"holds an OpenVINO IR: pass {openvino / 'model.xml'}", tmp_path)

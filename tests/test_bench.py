@@ -177,6 +177,9 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch, capsy
     (folder / "class9").mkdir()
     with pytest.raises(DataError, match="one folder per class"):
         bench(trained_run, config)
+    with pytest.raises(DataError, match=r"--data .*notes.txt is a file; give a folder of labelled images"):
+        (tmp_path / "notes.txt").write_text("x")  # it said 'data folder not found' of a file that is there
+        bench(trained_run, replace(config, data=str(tmp_path / "notes.txt")))
     # DIR/train|test/<class>/ with some of the model's classes: each image labelled by its class's name, not by
     # its place among the folder's own classes (class1/ and class2/ alone were scored as class0 and class1)
     import shutil

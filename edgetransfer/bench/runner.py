@@ -66,6 +66,8 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
             return test, f"{root} (test split{_seen_by_the_run(run, root, test)})"
         if "test" in folders:  # DIR/test/<class>/ alone: every image of it
             root = folders["test"]
+        if root.is_file():
+            raise DataError(f"--data {root} is a file; give a folder of labelled images (DIR/<class>/...)")
         if not root.is_dir():
             raise DataError(f"data folder not found: {root}")
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not ignored_folder(p.name))
