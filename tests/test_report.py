@@ -421,3 +421,19 @@ def test_a_model_that_failed_on_a_device_is_said_in_every_report():
     assert "unavailable openvino-cpu on cam1: no openvino" in notes(here)
     assert "the int8 session crashed" in to_markdown(here)
     assert "FAILED ort-cpu int8 on cam1: the int8 session crashed" in to_html(here)
+
+
+def test_a_top1_budget_finer_than_one_image_says_so():
+    """16 test images (one is 6.25 points) against the camera profile's 1-point top-1 budget: 'PASS ... top-1 drop
+    0 points <= 1 points' with no word that the check could not see less than one image, as export says of its
+    own (a new user's trial)."""
+    from edgetransfer.bench.profiles import check_budgets, load_profile
+
+    camera = load_profile("camera").to_dict()
+    few = three_models()
+    few["accuracy_data"]["images"] = 16
+    checks = check_budgets(few["results"], {"max_top1_drop_points": 1.0})
+    said = notes({**few, "profile": camera, "budget_checks": checks})
+    assert "  note: top-1 on 16 images: one image is 6.25 points, more than the 1-point top-1 budget" in " ".join(said)
+    many = {**three_models(), "profile": camera, "budget_checks": checks}  # 100 images: one is 1 point
+    assert not any("one image is" in line for line in notes(many))
