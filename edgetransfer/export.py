@@ -256,8 +256,9 @@ def _needs_the_images(config: ExportConfig, passes) -> tuple[list[str], list[str
     return why, without
 
 
-def export(run: RunDir, config: ExportConfig = ExportConfig()) -> RunDir:
-    """Write model.onnx (+ fp16, int8, OpenVINO IR) into ``run``; each file is checked, then moved in together."""
+def export(run: RunDir, config: ExportConfig = ExportConfig(), *, by_search: bool = False) -> RunDir:
+    """Write model.onnx (+ fp16, int8, OpenVINO IR) into ``run``; each file is checked, then moved in together.
+    ``by_search``: the search exports its own trial (the note to a user exporting a trial again is not for it)."""
     config.validate()
     decline_without_consent()  # NNCF and the OpenVINO converter report usage unless told no (edgetransfer.telemetry)
     with run.lock("export"):
@@ -265,10 +266,10 @@ def export(run: RunDir, config: ExportConfig = ExportConfig()) -> RunDir:
             shutil.rmtree(stale, ignore_errors=True)
         with write_errors_said(run.path):
             stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".partial", dir=run.path))
-        return _export_staged(run, config, stage)
+        return _export_staged(run, config, stage, by_search=by_search)
 
 
-def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
+def _export_staged(run: RunDir, config: ExportConfig, stage: Path, *, by_search: bool = False) -> RunDir:
     try:
         # a full disk mid-export is one line; the run's own files are not touched until the commit
         with write_errors_said(run.path):
@@ -283,7 +284,7 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path) -> RunDir:
                     f"this one uses {config.int8.mode}: give --int8-method {before} to make the same kind again[/]"
                 )
             search = run.path.resolve().parent.parent
-            if run.path.resolve().parent.name == "trials" and (search / "search.json").is_file():
+            if not by_search and run.path.resolve().parent.name == "trials" and (search / "search.json").is_file():
                 console.err.print(  # its figures there are the earlier export's (a new user's finding)
                     f"[yellow]note: {run.path} is a trial of the search in {search}: its search.json and search.html "
                     "keep the figures measured before this export (copy the trial's folder to export it apart)[/]"

@@ -689,7 +689,7 @@ def test_int8_options_that_do_nothing_are_said_or_recorded_as_used(tmp_path, mon
     assert given[-1].int8.mode == "none"
 
 
-def test_exporting_a_search_trial_again_says_the_search_report_keeps_the_old_figures(trained_run, tmp_path):
+def test_exporting_a_search_trial_again_says_the_search_report_keeps_the_old_figures(trained_run, tmp_path, capsys):
     """A new user re-exported the recommended trial as the docs suggest: search.json kept quoting the deleted
     model's latency, without a word."""
     import shutil
@@ -705,6 +705,14 @@ def test_exporting_a_search_trial_again_says_the_search_report_keeps_the_old_fig
     assert result.exit_code == 0, result.output
     said = " ".join(result.stderr.split())
     assert f"note: {trial} is a trial of the search in {tmp_path / 'cam'}: its search.json and search.html keep" in said
+    # the search exporting its own trial (a resumed search, a worker): the note is not for it (a new user's trial)
+    from edgetransfer.export import ExportConfig, export
+    from edgetransfer.quantize import Int8Config
+    from edgetransfer.rundir import RunDir
+
+    capsys.readouterr()
+    export(RunDir(trial), ExportConfig(openvino=False, int8=Int8Config(mode="none")), by_search=True)
+    assert "is a trial of the search" not in capsys.readouterr().err
 
 
 def test_an_openvino_ir_that_loses_accuracy_in_bf16_is_said(trained_run, tmp_path, monkeypatch, capsys):

@@ -154,7 +154,7 @@ def run_trial(
     # --int8-methods auto, asked for by name, is export's own auto (its budget and steps)
     plain = {} if candidate.int8 == "auto" else {"accuracy_aware": False, "max_drop": 100.0}
     int8 = Int8Config(mode=candidate.int8, weights=config.int8_weights, weights_why=config.int8_weights_why, **plain)
-    export(run, ExportConfig(openvino=openvino, int8=int8))
+    export(run, ExportConfig(openvino=openvino, int8=int8), by_search=True)  # (its own trial: no note to the user)
     timings["export_s"] = time.perf_counter() - started - timings["finetune_s"]
     latency = measure_latency(run, config, candidate, profile, devices=devices)
     timings["bench_s"] = time.perf_counter() - started - timings["finetune_s"] - timings["export_s"]
