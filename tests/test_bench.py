@@ -454,3 +454,9 @@ def test_memory_is_in_mb_as_the_model_sizes_beside_it():
 
     pages = int(Path("/proc/self/statm").read_text().split()[1])  # resident pages
     assert _rss_mb(peak=False) == pytest.approx(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, rel=0.01)
+
+
+def test_processes_above_rounds_says_both_numbers():
+    """'--processes must be at least 1 and at most --rounds' gave neither number (a new user's trial)."""
+    with pytest.raises(UsageError, match=r"at most --rounds \(5\), not 20$"):
+        BenchConfig(processes=20, rounds=5).validate()

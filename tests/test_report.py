@@ -214,6 +214,12 @@ def test_recommend_names_the_fastest_variant_within_the_accuracy_budget():
     assert (loose["backend"], loose["variant"]) == ("openvino-cpu", "int8")
     none = recommend(results, [], objective="p50", max_drop=-1.0)
     assert none["backend"] is None and "loses more than" in none["reason"]
+    # a variant out for a budget: which one (it said 'misses a budget'; a new user's trial)
+    from edgetransfer.bench.profiles import check_budgets
+
+    checks = check_budgets(results, {"p50_ms": 0.001})
+    slow = recommend(results, checks, objective="p50", max_drop=10.0)
+    assert slow["backend"] is None and "ort-cpu int8 misses the p50 budget" in slow["reason"], slow["reason"]
 
 
 def test_a_recommendation_between_engines_run_at_different_thread_counts_says_so():

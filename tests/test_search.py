@@ -438,6 +438,10 @@ def test_opening_retries_only_a_schema_race(monkeypatch):
     with pytest.raises(UsageError, match=r"^cannot reach the storage sqlite:///x.db: connection refused$"):
         storage.open_storage("sqlite:///x.db", heartbeat=5)
     assert len(calls) == 1
+    monkeypatch.undo()  # a URL that is none, and one of a database without a dialect: the forms it takes are said
+    for url in ("notaurl", "redis://host/0"):
+        with pytest.raises(UsageError, match=r"; --storage takes sqlite:///PATH or postgresql://USER:PASSWORD@"):
+            storage.open_storage(url, heartbeat=5)
 
 
 # ----------------------------------------------------------------------------- real searches

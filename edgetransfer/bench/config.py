@@ -78,7 +78,9 @@ class BenchConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "profile"}
         validate(options_schema(), values, "", error=UsageError, flags=True)
         if self.processes > self.rounds:
-            raise UsageError("--processes must be at least 1 and at most --rounds")
+            raise UsageError(
+                f"--processes must be at least 1 and at most --rounds ({self.rounds}), not {self.processes}"
+            )
 
     def settings(self) -> dict[str, Any]:
         """The resolved settings as JSON-ready values (the profile by name)."""

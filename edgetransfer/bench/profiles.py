@@ -255,7 +255,9 @@ def recommend(
         # one the export measured, as check_budgets takes it; it read "loses more than N points" without any drop
         known = None if delta is not None else _value(r, "max_top1_drop_points", exported)[0]
         if (r["backend"], r["variant"]) in failed:
-            excluded.append(f"{r['backend']} {r['variant']} misses a budget")
+            missed = sorted({c["what"] for c in checks if (c["backend"], c["variant"]) == (r["backend"], r["variant"])
+                             and not c["passed"]})  # fmt: skip
+            excluded.append(f"{r['backend']} {r['variant']} misses the {' and '.join(missed)} budget")
         elif delta is not None and -delta > max_drop:
             excluded.append(f"{r['backend']} {r['variant']} loses more than {max_drop:g} top-1 points")
         elif known is not None and known > max_drop:

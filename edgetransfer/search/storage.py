@@ -81,7 +81,14 @@ def open_storage(url: str, *, heartbeat: int):
                 time.sleep(min(0.2 * attempt, 2.0) + random.uniform(0, 0.2))
                 continue
             first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            raise UsageError(f"cannot reach the storage {shown}: {first[0] if first else type(exc).__name__}") from None
+            form = (  # not a URL SQLAlchemy can read, or one of a database it has no dialect for: the forms taken
+                "; --storage takes sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB"
+                if isinstance(exc, ArgumentError) or "Can't load plugin" in str(exc)
+                else ""
+            )
+            raise UsageError(
+                f"cannot reach the storage {shown}: {first[0] if first else type(exc).__name__}{form}"
+            ) from None
 
 
 _SCHEMA_RACE_S = 60.0  # as long as SQLite's own lock timeout above
