@@ -521,6 +521,9 @@ def _qat(row: dict, rows: list[dict]) -> str:
     return f"its QAT sibling, trial {sibling['number']}, is {sibling['state']}"
 
 
+FAR_BUDGET = 3.0  # a budget past this many times the slowest trial is named in the legend, not drawn on the axis
+
+
 def _figure(rows: list[dict], budget, recommended: int | None = None):
     """The accuracy-vs-latency scatter with the Pareto front, the budget and the recommended trial (a ring)."""
     import matplotlib
@@ -553,7 +556,12 @@ def _figure(rows: list[dict], budget, recommended: int | None = None):
         ax.scatter([pick["latency_ms"]], [100 * pick["val_top1"]], s=160, facecolors="none", edgecolors="green",
                    linewidths=2, label=f"recommended (#{pick['number']})")  # fmt: skip
     if math.isfinite(budget.limit_ms):
-        ax.axvline(budget.limit_ms, color="red", lw=1, label=f"budget {budget.limit_ms:g} ms")
+        if latencies and budget.limit_ms > FAR_BUDGET * max(latencies):  # drawn to scale, it squeezed every point
+            ax.plot([], [], color="red", lw=1, label=f"budget {budget.limit_ms:g} ms (off the axis, right)")
+        else:  # into the left of the axis and piled their labels up (a new user's search: 33 ms, points under 4)
+            ax.axvline(budget.limit_ms, color="red", lw=1, label=f"budget {budget.limit_ms:g} ms")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, min(high, 101.0))  # no axis up to 104 % top-1
     ax.set_xlabel(f"{budget.label} latency (ms)")
     ax.set_ylabel("validation top-1 (%)")
     ax.grid(alpha=0.3)
