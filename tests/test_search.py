@@ -857,6 +857,9 @@ def test_a_time_budget_starts_only_trials_predicted_to_fit():
     assert qat == pytest.approx(15.0 * 4 + 8.0 + 3 * 15.0 + 3.0)
     auto = predict(Candidate("mobilenet_v2", 96, "auto"), early, max_epochs=4)
     assert auto == pytest.approx(qat)  # export's auto may escalate to QAT: predicted as long as QAT's
+    measured_auto = [dict(early[0], int8="auto")]  # an auto trial that kept static: QAT is still charged on top
+    assert predict(Candidate("mobilenet_v2", 96, "auto"), measured_auto, max_epochs=4) == pytest.approx(qat)
+    assert predict(Candidate("mobilenet_v2", 96, "qat"), measured_auto, max_epochs=4) == pytest.approx(qat)
     with_qat = [*early, dict(early[0], int8="qat", export_s=80.0)]  # a measured QAT export is the bound
     assert predict(Candidate("mobilenet_v2", 96, "auto"), with_qat, max_epochs=4) == pytest.approx(
         15.0 * 4 + 80.0 + 3.0
@@ -1730,6 +1733,8 @@ def test_resume_in_a_folder_without_a_search_writes_nothing_there(tmp_path):
         with pytest.raises(UsageError, match=rf"^{option}: no search database at {typo} \(--storage sqlite:///"):
             search(SearchConfig(data="", out=str(tmp_path / "o"), storage=f"sqlite:///{typo}", **how))
         assert not typo.exists() and not (tmp_path / "o").exists()
+        with pytest.raises(UsageError, match="--storage takes sqlite:///PATH"):  # no URL: said, not a traceback
+            search(SearchConfig(data="", out=str(tmp_path / "o"), storage="sqlite:study.db", **how))
 
 
 def test_a_size_above_every_backbones_range_is_said(capsys):

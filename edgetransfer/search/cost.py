@@ -65,7 +65,7 @@ def predict(
         same = [r for r in usable if r["int8"] == method]
         near = _nearest(same, work) if same else ref
         return near["export_s"] * work / gflops(near["backbone"], near["size"]) + (
-            qat if method == "qat" and near["int8"] not in ("qat", "auto") else 0.0
+            qat if method == "qat" and near["int8"] != "qat" else 0.0  # (an auto trial may have kept static)
         )
 
     export = export_as(candidate.int8)

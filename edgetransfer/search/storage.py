@@ -41,8 +41,12 @@ def missing_sqlite(url: str) -> Path | None:
     if not url.startswith("sqlite"):
         return None
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    database = make_url(url).database
+    try:
+        database = make_url(url).database
+    except ArgumentError:  # not a URL it can read: open_storage says so, with the forms --storage takes
+        return None
     if not database or database == ":memory:":
         return None
     return None if Path(database).exists() else Path(database)
