@@ -443,3 +443,5 @@ def test_a_top1_budget_finer_than_one_image_says_so():
     assert "  note: top-1 on 16 images: one image is 6.25 points, more than the 1-point top-1 budget" in " ".join(said)
     many = {**three_models(), "profile": camera, "budget_checks": checks}  # 100 images: one is 1 point
     assert not any("one image is" in line for line in notes(many))
+    exported = [{**c, "where": "measured at export, test split"} for c in checks]  # not the images measured here
+    assert not any("one image is" in line for line in notes({**few, "profile": camera, "budget_checks": exported}))
