@@ -60,7 +60,7 @@ def launch(nproc: int, argv: list[str], *, device: str = "auto") -> int:
             run(args)
         except ChildFailedError as exc:
             return _failed(exc.failures, Path(logs))
-        except SignalException as exc:  # Ctrl-C or SIGTERM: the processes got it too and said what they keep
+        except SignalException as exc:  # Ctrl-C or SIGTERM: the launcher passed it on; they said what they keep
             return 128 + int(exc.sigval)
     return 0
 

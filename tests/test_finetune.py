@@ -814,15 +814,15 @@ def test_nproc_per_node_trains_in_two_processes_and_process_0_alone_speaks(image
     lines = [line for line in failed.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]  # process 0's, or process 1's when it was first
     assert len(errors) == 1 and errors[0].startswith("error: 1 bad file(s)"), failed.stderr[-3000:]
-    # (process 0, stopped by the launcher after process 1 failed first, says what it kept)
-    assert all(line.startswith(("error:", "interrupted; nothing was kept")) for line in lines), failed.stderr[-3000:]
+    # (process 0, stopped by the launcher after process 1 failed first, says what it kept: not "interrupted")
+    assert all(line.startswith(("error:", "stopped with the job; nothing was kept")) for line in lines), lines
     assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
 def test_ctrl_c_in_an_nproc_per_node_job_is_one_line_and_resumable(image_folder, tmp_path):
-    """Ctrl-C reaches every process of the job (the terminal's process group): process 0 says what is kept, the
-    launcher adds no traceback (torchrun's SignalException), and the exit code is 130."""
+    """Ctrl-C reaches the launcher (the job's processes run in sessions of their own) and it passes it on: process 0
+    says what is kept, the launcher adds no traceback (torchrun's SignalException), and the exit code is 130."""
     import os
     import signal
     import subprocess
@@ -917,6 +917,22 @@ def test_a_failed_process_the_first_did_not_speak_for_is_said(tmp_path, capsys, 
         == 137
     )
     assert capsys.readouterr().err == "error: training process 0 of the job was killed by SIGKILL\n"
+
+
+def test_a_process_the_launcher_stopped_says_so_not_interrupted(tmp_path, capsys, monkeypatch):
+    """Process 0 of a job whose process 1 failed first is stopped by the launcher with SIGTERM: it said
+    'interrupted', as if the user had pressed Ctrl-C (a review); outside a job SIGTERM stays an interruption."""
+    from edgetransfer import cli
+    from edgetransfer.cli.finetune import say_interrupted
+    from edgetransfer.launch import SAID
+
+    monkeypatch.setattr(cli, "TERMINATED", [15])
+    monkeypatch.setenv(SAID, str(tmp_path))
+    say_interrupted(str(tmp_path / "run"), 0.0, resume=False)
+    assert capsys.readouterr().err.startswith("stopped with the job; nothing was kept")
+    monkeypatch.delenv(SAID)
+    say_interrupted(str(tmp_path / "run"), 0.0, resume=False)
+    assert capsys.readouterr().err.startswith("interrupted; nothing was kept")
 
 
 def test_self_training_has_its_own_learning_rate():

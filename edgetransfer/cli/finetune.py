@@ -312,8 +312,14 @@ def command_line(ctx: typer.Context) -> list[str]:
 
 
 def say_interrupted(out: str, started: float, *, resume: bool, again: str = "the same command with --resume") -> None:
-    """What a Ctrl-C in fine-tuning leaves, said truly (:func:`what_is_kept`)."""
-    print(f"interrupted; {what_is_kept(out, started, resume=resume, again=again)[0]}", file=sys.stderr)
+    """What a Ctrl-C in fine-tuning leaves, said truly (:func:`what_is_kept`). A process of a --nproc-per-node job
+    stopped by SIGTERM was stopped by the job's launcher (another process failed, or the job was told to stop; a
+    Ctrl-C reaches it as SIGINT): not "interrupted" by the user, who pressed nothing; the launcher says why."""
+    from edgetransfer.cli import TERMINATED
+    from edgetransfer.launch import SAID
+
+    word = "stopped with the job" if TERMINATED and os.environ.get(SAID) else "interrupted"
+    print(f"{word}; {what_is_kept(out, started, resume=resume, again=again)[0]}", file=sys.stderr)
 
 
 def what_is_kept(out: str, started: float, *, resume: bool, again: str) -> tuple[str, bool]:
