@@ -1545,8 +1545,8 @@ def test_a_static_trial_keeps_every_layer_int8_without_exports_layer_ranking(mon
     class Stop(Exception):
         pass
 
-    def fake_export(run, config):
-        seen["int8"] = config.int8
+    def fake_export(run, config, by_search=False):
+        seen["int8"], seen["by_search"] = config.int8, by_search
         raise Stop
 
     monkeypatch.setattr(finetune_module, "finetune", lambda config, on_epoch=None: "run")
@@ -1557,6 +1557,7 @@ def test_a_static_trial_keeps_every_layer_int8_without_exports_layer_ranking(mon
     assert seen["int8"].mode == "static" and seen["int8"].weights == "7bit"
     assert seen["int8"].accuracy_aware is False
     assert seen["int8"].max_drop == 100.0  # ranked by its own int8 accuracy, not failed for its drop
+    assert seen["by_search"]  # its own trial: the note to a user re-exporting one is not for it
     with pytest.raises(Stop):
         run_trial(config, Candidate("mobilenet_v2", 96, "auto"), Path("o/t"), profile=None)
     assert seen["int8"].mode == "auto" and seen["int8"].accuracy_aware and seen["int8"].max_drop == 1.0
