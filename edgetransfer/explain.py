@@ -427,13 +427,16 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     quantization = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
     bits = quantization.get("weight_bits", 8) if run.file(ONNX_INT8).is_file() else None
     doc["cpu"]["implies"] = implications(doc["cpu"], bits)
-    if quantization.get("val_drop_points") is not None:  # what export measured: the figure explain answers for
+    doc["int8_exports"] = []  # what export measured of each int8 model: the figures explain answers for
+    settings = ((card.export or {}).get("config") or {}).get("int8") or {}
+    for label, name in (("ONNX int8", ONNX_INT8), ("OpenVINO int8", OV_INT8)):
+        record = card.artifacts.get(name, {}).get("quantization", {})
+        if record.get("val_drop_points") is None or not run.file(name).is_file():
+            continue
         keys = ("val_drop_points", "test_drop_points", "calibration_images", "weight_bits", "activations", "tool")
-        doc["int8_export"] = {key: quantization.get(key) for key in keys}
-        doc["int8_export"]["val_images"] = len(splits.val)
-        settings = ((card.export or {}).get("config") or {}).get("int8") or {}
+        found = {"model": label, **{key: record.get(key) for key in keys}, "val_images": len(splits.val)}
         keys = ("mode", "max_drop", "calibration_dir", "calibration_size", "per_channel")
-        doc["int8_export"].update({key: settings.get(key) for key in keys})
+        doc["int8_exports"].append({**found, **{key: settings.get(key) for key in keys}})
     engines = (
         ("onnxruntime", ort_profile, _ort_runner, ONNX_FP32, ONNX_INT8),
         ("openvino", openvino_profile, _openvino_runner, OV_FP32, OV_INT8),
@@ -513,7 +516,8 @@ def export_check(found: dict[str, Any]) -> list[str]:
     budget = found.get("max_drop")
     budget = budget if budget is not None and budget < 100 else None  # 100: not held to one
     moved = f"loses {drop:.2f}" if drop >= 0 else f"gains {-drop:.2f}"
-    line = f"int8 accuracy (export's check): ONNX int8 {moved} points of validation top-1 against fp32"
+    model = found.get("model", "ONNX int8")
+    line = f"int8 accuracy (export's check): {model} {moved} points of validation top-1 against fp32"
     if test is not None:
         line += f" ({'loses' if test >= 0 else 'gains'} {abs(test):.2f} on test)"
     line += f" on {images} images (one image is {100 / images:.2f} points)" if images else ""
@@ -539,7 +543,7 @@ def export_check(found: dict[str, Any]) -> list[str]:
             f"it was calibrated on {count} images"
             + (": a larger --calib-size steadies the ranges" if more else " (all its training images)")
         )
-    if found.get("per_channel") is False:
+    if found.get("per_channel") is False and model == "ONNX int8":  # (ONNX Runtime's option; NNCF's IR per channel)
         causes.append("its weights are quantized per tensor (--no-per-channel): per channel, the default, holds more")
     if found.get("mode") in ("static", "dynamic", "auto") and not retrained:
         causes.append(
@@ -552,7 +556,7 @@ def export_check(found: dict[str, Any]) -> list[str]:
 
 def verdict(doc: dict[str, Any]) -> list[str]:
     """A few sentences a person can act on."""
-    said = export_check(doc.get("int8_export") or {})
+    said = [line for found in doc.get("int8_exports") or [] for line in export_check(found)]
     for engine, found in doc["engines"].items():
         int8 = found.get("int8", {})
         for variant in ("fp32", "int8"):

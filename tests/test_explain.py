@@ -302,22 +302,29 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
     base = {"engines": {}, "cpu": {}, "settings": {"threads": 1}}
     dark = {"val_drop_points": 62.5, "test_drop_points": 56.25, "val_images": 16, "max_drop": 100.0, "mode": "static",
             "calibration_dir": "/data/dark", "calibration_images": 8, "per_channel": False}  # fmt: skip
-    first = verdict({**base, "int8_export": dark})[0]
+    first = verdict({**base, "int8_exports": [dark]})[0]
     assert first.startswith("int8 accuracy (export's check): ONNX int8 loses 62.50 points of validation top-1")
     # (export refuses a model over its budget: one is kept where none held it, --max-drop 100 as a search's trials)
     assert "(loses 56.25 on test) on 16 images (one image is 6.25 points): held to no budget by its export" in first
     assert "calibrated on --calib /data/dark (8 images), not its training images" in first
     assert "per tensor (--no-per-channel)" in first and "--int8-method qat" in first
-    fine = verdict({**base, "int8_export": {**dark, "val_drop_points": 0.5, "max_drop": 1.0}})[0]
+    fine = verdict({**base, "int8_exports": [{**dark, "val_drop_points": 0.5, "max_drop": 1.0}]})[0]
     assert fine.endswith("within its 1-point budget"), fine  # no cause for what holds
-    gain = verdict({**base, "int8_export": {**dark, "val_drop_points": -0.5, "test_drop_points": -1.0}})[0]
+    gain = verdict({**base, "int8_exports": [{**dark, "val_drop_points": -0.5, "test_drop_points": -1.0}]})[0]
     assert "ONNX int8 gains 0.50 points of validation top-1 against fp32 (gains 1.00 on test)" in gain, gain
     few = {**dark, "calibration_dir": None, "calibration_images": 40, "calibration_size": 200, "per_channel": True}
-    assert "calibrated on 40 images (all its training images)" in verdict({**base, "int8_export": few})[0]
+    assert "calibrated on 40 images (all its training images)" in verdict({**base, "int8_exports": [few]})[0]
     qat = {**few, "mode": "qat", "max_drop": 100.0, "tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime"}
-    said = verdict({**base, "int8_export": qat})[0]
+    said = verdict({**base, "int8_exports": [qat]})[0]
     assert said.endswith("held to no budget by its export"), said  # QAT learns its ranges: no calibration cause
-    assert verdict(base) == [] and verdict({**base, "int8_export": {}}) == []
+    assert verdict(base) == [] and verdict({**base, "int8_exports": []}) == []
+    # every int8 model export kept: an OpenVINO IR that lost 75 points went unsaid beside ONNX's 0 (a new user's)
+    ov = {**dark, "model": "OpenVINO int8", "val_drop_points": 75.0, "test_drop_points": 75.0}
+    onnx = {**dark, "model": "ONNX int8", "val_drop_points": 0.0, "test_drop_points": 0.0, "per_channel": True}
+    lines = verdict({**base, "int8_exports": [onnx, ov]})
+    assert lines[0].startswith("int8 accuracy (export's check): ONNX int8 loses 0.00 points") and len(lines) == 2
+    assert lines[1].startswith("int8 accuracy (export's check): OpenVINO int8 loses 75.00 points"), lines
+    assert "calibrated on --calib /data/dark" in lines[1] and "per tensor" not in lines[1]  # ONNX Runtime's option
     int8 = {"int8_layers": 53, "float_layers": [], "qdq_share": 0.04, "layout_share": 0.0,
             "by_op": {"ConvInteger": {"share": 0.84}, "Mul": {"share": 0.04}}}  # fmt: skip
     slow = {**base, "engines": {"onnxruntime": {"fp32": {}, "int8": int8, "int8_latency_ratio": 7.8}}}
