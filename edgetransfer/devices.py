@@ -16,5 +16,8 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailableError("--device cuda asked for, but torch sees no CUDA GPU on this machine")
+        raise BackendUnavailableError(
+            "--device cuda asked for, but torch sees no CUDA GPU on this machine: --device cpu (or auto) trains on "
+            "the CPU"
+        )
     return name

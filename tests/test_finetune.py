@@ -418,7 +418,7 @@ def test_weights_and_device_are_checked_before_the_data_scan(image_folder, tmp_p
         ({"backbone": "resnet18"}, WeightsError, "no pretrained weights for resnet18"),
     ]
     if not torch.cuda.is_available():
-        cases.append(({"device": "cuda"}, BackendUnavailableError, "no CUDA GPU"))
+        cases.append(({"device": "cuda"}, BackendUnavailableError, "no CUDA GPU on this machine: --device cpu"))
     for options, error, message in cases:
         capsys.readouterr()
         with pytest.raises(error, match=message):
@@ -878,7 +878,9 @@ def test_nproc_per_node_gives_its_processes_the_options_given(image_folder, tmp_
     assert gpus.exit_code == 2, gpus.output
     assert "--nproc-per-node 3 trains one process per GPU and this machine has 2: --nproc-per-node 2" in gpus.output
     zero = CliRunner().invoke(app, [*args, "--nproc-per-node", "0"])
-    assert zero.exit_code == 2 and "--nproc-per-node must be at least 1, not 0" in zero.output
+    assert zero.exit_code == 2 and "--nproc-per-node must be 1 to 10, not 0" in zero.output
+    eleven = CliRunner().invoke(app, [*args, "--nproc-per-node", "11"])  # torchrun's launcher raised a traceback
+    assert eleven.exit_code == 2 and "must be 1 to 10, not 11; more processes on one machine: torchrun" in eleven.output
 
 
 def test_a_failed_process_the_first_did_not_speak_for_is_said(tmp_path, capsys, monkeypatch):

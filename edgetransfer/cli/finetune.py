@@ -276,8 +276,11 @@ def finetune(
     if options.get("out") is None:  # named as pipeline names it ('' given is refused as an empty --out, later)
         options["out"] = default_out(options["data"], options.get("backbone", "mobilenet_v2"))
     options["data"] = resolve_data(options["data"], options.get("seed", 0))
-    if nproc_per_node < 1:
-        raise UsageError(f"--nproc-per-node must be at least 1, not {nproc_per_node}")
+    if not 1 <= nproc_per_node <= MAX_NPROC:  # (torchrun's per-process log redirection names one digit)
+        raise UsageError(
+            f"--nproc-per-node must be 1 to {MAX_NPROC}, not {nproc_per_node}"
+            + ("; more processes on one machine: torchrun itself" if nproc_per_node > MAX_NPROC else "")
+        )
     if nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:  # this process starts them (they see LOCAL_RANK)
         from edgetransfer.launch import launch
 
@@ -294,6 +297,9 @@ def finetune(
         again = "the same command with --resume"
         raise kept_after_write_error(exc, options["out"], started, resume=options["resume"], again=again) from None
     typer.echo(str(run.path))
+
+
+MAX_NPROC = 10  # processes --nproc-per-node starts on one machine
 
 
 def command_line(ctx: typer.Context) -> list[str]:
