@@ -14,7 +14,7 @@ from pydantic import Field, create_model
 from edgetransfer.card import ModelCard
 from edgetransfer.data import AUGMENTATIONS, Splits, median_shorter_side
 from edgetransfer.errors import DataError, RunDirError, UsageError
-from edgetransfer.rundir import CARD, RunDir
+from edgetransfer.rundir import CARD, RunDir, resume_command
 from edgetransfer.schemas import Schema, dataclass_schema, read_toml, validate
 from edgetransfer.training import AMP_MODES, STRATEGIES
 
@@ -385,14 +385,6 @@ def refuse_changes(card: ModelCard, config: FinetuneConfig, allowed: set[str]) -
         said = ", ".join(f"{flag(k)} ({before[k]} in the run, {getattr(config, k)} now)" for k in changed)
         may = ", ".join(flag(k) for k in sorted(allowed - {"resume", "overwrite", "out"}))
         raise UsageError(f"--resume with changed option(s): {said}; leave them out to continue; only {may} may change")
-
-
-def resume_command(out: Path | str, world: int) -> str:
-    """The command that continues the run in ``out``, trained in ``world`` processes (torchrun's, where several)."""
-    import shlex
-
-    start = f"torchrun --nproc_per_node {world} -m edgetransfer" if world > 1 else "edgetransfer"
-    return f"{start} finetune --resume --out {shlex.quote(str(out))}"
 
 
 def check_resume(out: Path, config: FinetuneConfig, splits: Splits, world: int = 1) -> tuple[ModelCard, dict]:

@@ -225,8 +225,6 @@ class RunDir:
             holder = run.held_by()  # still training: "in use by 'edgetransfer finetune'", not "--resume it"
             if holder is not None:
                 raise RunDirError(run._in_use(holder))
-            from edgetransfer.finetune_config import resume_command
-
             world = int((card.training or {}).get("world_size") or 1)  # a torchrun run: resumed by torchrun
             raise RunDirError(
                 f"training of {run.path} did not finish; continue it with: {resume_command(run.path, world)}"
@@ -424,3 +422,12 @@ class RunDir:
         if not path.is_file():
             raise RunDirError(f"{path} is missing; {hint}")
         return path
+
+
+def resume_command(out: Path | str, world: int) -> str:
+    """The command that continues the run in ``out``, trained in ``world`` processes (``--nproc-per-node``, where
+    several: on one machine; on several, torchrun with the same processes, said where that matters)."""
+    import shlex
+
+    processes = f" --nproc-per-node {world}" if world > 1 else ""
+    return f"edgetransfer finetune{processes} --resume --out {shlex.quote(str(out))}"

@@ -269,6 +269,14 @@ def _fine_tuned(card: Path) -> bool:
         return True  # unreadable: the export's own error will say what is wrong
 
 
+def _processes(card: Path) -> int:
+    """How many processes the run trains in (its card's world_size; 1 where unreadable)."""
+    try:
+        return int((json.loads(card.read_text(encoding="utf-8")).get("training") or {}).get("world_size") or 1)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 1
+
+
 def _model_file(path: Path, backend: str) -> Path:
     run = path if path.is_dir() else None
     if run is not None:
@@ -278,9 +286,11 @@ def _model_file(path: Path, backend: str) -> Path:
             raise UsageError(f"model file not found: {path}; the run has no OpenVINO IR: use the ort backend")
         if run is not None and (run / "card.json").is_file():  # a run directory that was never exported
             if not _fine_tuned(run / "card.json"):
+                from edgetransfer.rundir import resume_command
+
                 raise UsageError(
                     f"model file not found: {path}; training of {run} did not finish: continue it with "
-                    f"'edgetransfer finetune --resume --out {shlex.quote(str(run))}', then 'edgetransfer export "
+                    f"'{resume_command(run, _processes(run / 'card.json'))}', then 'edgetransfer export "
                     f"{shlex.quote(str(run))}'"
                 )
             raise UsageError(f"model file not found: {path}; export the run first: edgetransfer export {run}")

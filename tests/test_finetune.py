@@ -347,7 +347,7 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     ]
 
 
-def test_a_torchrun_run_is_resumed_by_torchrun_only(image_folder, tmp_path, monkeypatch):
+def test_a_multi_process_run_is_resumed_in_as_many_processes(image_folder, tmp_path, monkeypatch):
     """A two-process run resumed as one process went on silently with the wrong steps per epoch and learning rate
     (72 % validation where the uninterrupted run had 94 %; a new user's trial). The card of a single-process run,
     edited to say two processes as torchrun's does, stands in for one here."""
@@ -357,9 +357,13 @@ def test_a_torchrun_run_is_resumed_by_torchrun_only(image_folder, tmp_path, monk
     card = json.loads((out / "card.json").read_text())
     card["training"]["world_size"] = 2
     (out / "card.json").write_text(json.dumps(card))
-    command = f"torchrun --nproc_per_node 2 -m edgetransfer finetune --resume --out {out}"
+    command = f"edgetransfer finetune --nproc-per-node 2 --resume --out {out}"  # (it said torchrun, off PATH)
     with pytest.raises(RunDirError, match=f"continue it with: {command}$"):
         RunDir.open(out)
+    from edgetransfer.runtime import Classifier  # predict said the one-process command, refused when followed
+
+    with pytest.raises(UsageError, match=f"continue it with '{command}', then"):
+        Classifier(out)
     with pytest.raises(UsageError, match=f"training in 2 processes, this is 1: .*as it started .*: {command}$"):
         finetune(FinetuneConfig(**{**config.__dict__, "resume": True}))
     card["training"]["world_size"] = 1
