@@ -486,6 +486,9 @@ def _profiled(run: RunDir, card: Any, name: str, measure) -> dict[str, Any]:
             flag = "--no-openvino" if no_openvino else "--no-int8"
             if name in (card.artifacts or {}):  # the export made it: it was removed since
                 return {"error": run.gone(name)}
+            mode = (((card.export or {}).get("config") or {}).get("int8") or {}).get("mode")
+            if name == "openvino/model.int8.xml" and mode == "dynamic" and not no_openvino:
+                return {"skipped": f"{name} is not in the run: dynamic int8 makes none (--int8-method static does)"}
             return {"skipped": f"{name} is not in the run (its export did not make it, e.g. {flag})"}
         return {"skipped": f"{name} is not in the run (export it first)"}
     try:  # a file changed or copied in since the export would be explained with confidence, and wrongly

@@ -337,3 +337,20 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
     int8["by_op"] = {"Conv": {"share": 0.9}}  # slow, but not dynamic: the op type said, no advice to change method
     [line] = verdict({**slow, "sqnr": {"activations": "uint8"}})
     assert line.endswith("Conv takes 90% of its time"), line
+
+
+def test_a_dynamic_int8_runs_missing_ir_is_said_why(run_copy):
+    """explain on a --int8-method dynamic run said its OpenVINO int8 IR was missing 'e.g. --no-int8' (a new user's
+    trial): dynamic int8 makes none."""
+    from types import SimpleNamespace
+
+    from edgetransfer.explain import _profiled
+
+    run_copy.file("openvino/model.int8.xml").unlink()
+    card = SimpleNamespace(artifacts={}, export={"config": {"int8": {"mode": "dynamic"}}})
+    said = _profiled(run_copy, card, "openvino/model.int8.xml", lambda path: {})
+    assert said == {
+        "skipped": "openvino/model.int8.xml is not in the run: dynamic int8 makes none (--int8-method static does)"
+    }
+    card.export["config"]["int8"]["mode"] = "static"
+    assert "e.g. --no-int8" in _profiled(run_copy, card, "openvino/model.int8.xml", lambda path: {})["skipped"]
