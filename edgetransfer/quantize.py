@@ -187,26 +187,32 @@ def quantize_static(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
+    import contextlib
+    import io
+
     try:
-        ort_quantize_static(
-            str(prepared),
-            str(out),
-            # histogram calibrators stack every batch's outputs: they need batches of one shape
-            _Reader(calibration, pre, _input_name(prepared), batch_size=16 if config.method == "minmax" else 1),
-            quant_format=QuantFormat.QDQ,
-            per_channel=config.per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[config.method],
-            reduce_range=config.weight_bits() == 7,  # 7-bit weights (activations keep 8 bits)
-            # per-batch min/max averaged: one outlier batch does not stretch a range (as observers in torch/TRT)
-            extra_options={
-                "CalibMovingAverage": config.method == "minmax",
-                **({"TensorQuantOverrides": _weight_overrides(weight_steps)} if weight_steps else {}),
-            },
-            nodes_to_exclude=list(exclude),
-            **_cache_option(ort_quantize_static, cache),
-        )
+        # its histogram calibrators print their progress ("Collecting tensor data and making histogram ...") to
+        # stdout, amid the files export lists there: kept out of it
+        with contextlib.redirect_stdout(io.StringIO()):
+            ort_quantize_static(
+                str(prepared),
+                str(out),
+                # histogram calibrators stack every batch's outputs: they need batches of one shape
+                _Reader(calibration, pre, _input_name(prepared), batch_size=16 if config.method == "minmax" else 1),
+                quant_format=QuantFormat.QDQ,
+                per_channel=config.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[config.method],
+                reduce_range=config.weight_bits() == 7,  # 7-bit weights (activations keep 8 bits)
+                # per-batch min/max averaged: one outlier batch does not stretch a range (as observers in torch/TRT)
+                extra_options={
+                    "CalibMovingAverage": config.method == "minmax",
+                    **({"TensorQuantOverrides": _weight_overrides(weight_steps)} if weight_steps else {}),
+                },
+                nodes_to_exclude=list(exclude),
+                **_cache_option(ort_quantize_static, cache),
+            )
     except (RuntimeError, ValueError) as exc:
         raise QuantizationError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0]}") from None
 

@@ -821,3 +821,21 @@ def test_export_without_int8_needs_no_data_folder(trained_run, tmp_path):
     assert "the TensorRT calibration table is made from its training images (or --calib DIR)" in why
     assert without == ["--no-int8", "no --tensorrt"]
     assert _needs_the_images(ExportConfig(int8=Int8Config(mode="none", calibration_dir=str(calib))), trt) == ([], [])
+
+
+def test_a_histogram_calibration_prints_nothing_on_stdout(trained_run, tmp_path):
+    """--calib-method percentile: ONNX Runtime's calibrator printed 'Collecting tensor data and making histogram ...'
+    and 'Number of tensors : 101' on stdout, amid the files export lists there (a new user's trial)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--no-openvino", "--calib-method", "percentile", "--max-drop", "100"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "making histogram" not in result.stdout and "Number of tensors" not in result.stdout, result.stdout
+    assert (run / "model.int8.onnx").is_file()
