@@ -1040,13 +1040,11 @@ def test_a_trial_s_noise_verdict_reaches_the_rows_and_search_json(tmp_path, monk
     assert saved["latency_noisy"] == noisy
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the stand-in worker asks without optimize
-def test_a_trial_started_past_trials_by_a_worker_at_the_same_time_is_skipped(tmp_path, monkeypatch):
-    """Two workers that each saw one trial left both started one (the check and the new trial are not one step):
-    --trials 1 ran 2. The later-numbered trial is not started now."""
-    from edgetransfer.search import search, study
+def _stand_in_trials(monkeypatch) -> list[str]:
+    """The search's trials stood in for (every one done, 90 %, 1 ms): the candidates it runs, in order."""
+    from edgetransfer.search import study
 
-    tried, checks = [], []
+    tried: list[str] = []
     monkeypatch.setattr(
         study,
         "run_trial",
@@ -1055,6 +1053,16 @@ def test_a_trial_started_past_trials_by_a_worker_at_the_same_time_is_skipped(tmp
             or dict(run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2)
         ),
     )
+    return tried
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the stand-in worker asks without optimize
+def test_a_trial_started_past_trials_by_a_worker_at_the_same_time_is_skipped(tmp_path, monkeypatch):
+    """Two workers that each saw one trial left both started one (the check and the new trial are not one step):
+    --trials 1 ran 2. The later-numbered trial is not started now."""
+    from edgetransfer.search import search, study
+
+    tried, checks = _stand_in_trials(monkeypatch), []
     data = make_folder(tmp_path / "img", per_class=6)
     config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), sizes=(32, 64))
     search(replace(config, trials=0))
@@ -1836,15 +1844,7 @@ def test_a_search_made_with_trials_0_keeps_its_initial_design_for_the_workers(tm
     default ran last, after repeats)."""
     from edgetransfer.search import search, study
 
-    tried = []
-    monkeypatch.setattr(
-        study,
-        "run_trial",
-        lambda config, candidate, folder, *a, **k: (
-            tried.append(candidate.key)
-            or dict(run=str(folder), val_top1=0.9, latency_ms=1.0, latency_key="p50_ms", p50_ms=1.0, p99_ms=1.2)
-        ),
-    )
+    tried = _stand_in_trials(monkeypatch)
     data = make_folder(tmp_path / "img", per_class=6)
     config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",))
     search(replace(config, trials=0))
