@@ -20,8 +20,9 @@ SAID = "EDGETRANSFER_JOB_SAID"  # where the processes of a job keep the error li
 def threads_per_process(nproc: int) -> int:
     """Intra-op threads for each of ``nproc`` processes: the cores this process may use, shared out (torchrun sets
     1 for any machine, with a warning)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // nproc)
+    from edgetransfer.machine import usable_cores
+
+    return max(1, usable_cores() // nproc)
 
 
 def launch(nproc: int, argv: list[str], *, device: str = "auto") -> int:

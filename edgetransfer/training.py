@@ -207,8 +207,9 @@ def set_threads() -> int:
     import torch
 
     if not os.environ.get("OMP_NUM_THREADS"):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores))
+        from edgetransfer.machine import usable_cores
+
+        torch.set_num_threads(max(1, usable_cores()))
     return torch.get_num_threads()
 
 
