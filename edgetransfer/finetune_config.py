@@ -264,27 +264,50 @@ def steps_per_epoch(images: int, batch: int) -> int:
 
 def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[FinetuneConfig, str]:
     """The config with ``batch_size`` resolved for ``train`` training images split over ``world`` processes, and why
-    (empty when given). :data:`BATCH` images per step from ``BATCH * STEPS_PER_EPOCH`` images per process on; below,
-    about :data:`STEPS_PER_EPOCH` steps per epoch and at least :data:`MIN_BATCH` images per step: at 32 a split of 80
+    (empty when given). :data:`BATCH` images per step from ``BATCH * STEPS_PER_EPOCH`` images on; below, about
+    :data:`STEPS_PER_EPOCH` steps per epoch and at least :data:`MIN_BATCH` images per step: at 32 a split of 80
     images took 2 steps per epoch, 8 in a default run (benchmarks/results/finetune_recipes.md, run 13). The images
-    are spread evenly over the steps, so that an epoch leaves out fewer images than it takes steps."""
+    are spread evenly over the steps, so that an epoch leaves out fewer images than it takes steps. Several processes
+    share one process's batch (each at least :data:`MIN_PROCESS_BATCH`): the steps per epoch, the batch in all and
+    so the learning rate's schedule stay the recipe's (each took the whole batch: two processes on 88 images took 5
+    steps per epoch of 16 images in all, where one takes 11 of 8; a new user's trial). ``--batch-size`` is per
+    process, as under torchrun."""
     if config.batch_size is not None:
         return config, ""
-    images = per_process(train, world)
-    if images >= BATCH * STEPS_PER_EPOCH:
-        return dataclasses.replace(config, batch_size=BATCH), ""
+    batch, reason = _one_process_batch(train)
+    if world == 1:
+        return dataclasses.replace(config, batch_size=batch), reason
+    each = max(MIN_PROCESS_BATCH, batch // world)
+    steps, one = steps_per_epoch(per_process(train, world), each), steps_per_epoch(train, batch)
+    reason = (
+        f"per process, {each * world} in all"
+        + (f" (at least {MIN_PROCESS_BATCH} in each)" if each > batch // world else "")
+        + (f" where one process takes {batch}" if each * world != batch else ", as one process takes")
+        + f" for {train} training images: {steps} step{'s' * (steps != 1)} per epoch"
+        + (", as in one" if steps == one else f", {one} in one")
+    )
+    reason += " (--batch-size, per process, to choose)"
+    return dataclasses.replace(config, batch_size=each), reason
+
+
+MIN_PROCESS_BATCH = 4  # several processes: each one's share of the batch, never below this (BatchNorm's statistics)
+
+
+def _one_process_batch(train: int) -> tuple[int, str]:
+    """The batch one process takes for ``train`` training images, and why (empty from ``BATCH * STEPS_PER_EPOCH``)."""
+    if train >= BATCH * STEPS_PER_EPOCH:
+        return BATCH, ""
     # about STEPS_PER_EPOCH steps of at least MIN_BATCH images, the split spread evenly over them: the last short
     # batch, which the trainer drops, is then under one image per step (a batch of ceil(images / 10) dropped up to
     # 7 of 15 images, 31 of 319, every epoch; a new user's trial)
-    steps = min(STEPS_PER_EPOCH, max(1, images // MIN_BATCH))
-    batch = max(MIN_BATCH, images // steps)
-    steps = steps_per_epoch(images, batch)
-    each = f"one step of all {images} per epoch" if images < batch else f"{steps} step{'s' * (steps != 1)} per epoch"
-    reason = (
-        f"{images} training images{' per process' if world > 1 else ''} < {BATCH * STEPS_PER_EPOCH}: {each} "
+    steps = min(STEPS_PER_EPOCH, max(1, train // MIN_BATCH))
+    batch = max(MIN_BATCH, train // steps)
+    steps = steps_per_epoch(train, batch)
+    each = f"one step of all {train} per epoch" if train < batch else f"{steps} step{'s' * (steps != 1)} per epoch"
+    return batch, (
+        f"{train} training images < {BATCH * STEPS_PER_EPOCH}: {each} "
         f"(about {STEPS_PER_EPOCH} where the split allows, at least {MIN_BATCH} images each; --batch-size to choose)"
     )
-    return dataclasses.replace(config, batch_size=batch), reason
 
 
 GRID = 32  # the backbones' total stride: the sizes chosen from the data, and the search's, are on it (or the

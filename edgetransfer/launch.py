@@ -40,6 +40,16 @@ def launch(nproc: int, argv: list[str], *, device: str = "auto") -> int:
             f"--nproc-per-node {nproc} trains one process per GPU and this machine has {gpus}: "
             f"--nproc-per-node {gpus}, or --device cpu"
         )
+    from edgetransfer.machine import usable_cores
+
+    cores = usable_cores()
+    if resolve_device(device) == "cpu" and nproc > cores:  # each still takes one thread: they take turns
+        from edgetransfer import console
+
+        console.err.print(
+            f"[yellow]note: {nproc} processes on the {cores} cores this command may use: they take turns on them, "
+            f"slower than --nproc-per-node {cores}[/]"
+        )
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run

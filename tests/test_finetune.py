@@ -159,7 +159,19 @@ def test_the_batch_size_follows_the_training_splits_size():
     assert ": 1 step per epoch" in chosen(9)[1]  # the steps said are the ones the trainer takes
     assert ": one step of all 3 per epoch" in chosen(3)[1]  # fewer images than the batch (it said "batch size 8")
     assert chosen(3)[0] == MIN_BATCH  # a tiny split still gets BatchNorm's floor (the last short batch is one step)
-    assert chosen(2 * large, world=2) == (BATCH, "") and chosen(2 * 170, world=2)[0] == 17  # per process
+    # several processes share one process's batch: the batch in all and the steps per epoch stay the recipe's (each
+    # took the whole batch: two processes on 88 images took 5 steps of 16 in all per epoch, one takes 11 of 8)
+    batch, reason = chosen(1257, world=2)
+    assert batch == BATCH // 2 and "per process, 32 in all, as one process takes for 1257 training images" in reason
+    assert ": 39 steps per epoch, as in one" in reason and chosen(5000, world=8)[0] == 4
+    batch, reason = chosen(88, world=2)
+    assert batch == 4 and "8 in all, as one process takes" in reason and ": 11 steps per epoch, as in one" in reason
+    batch, reason = chosen(88, world=3)  # each takes at least 4: more in all, fewer steps, said
+    assert batch == 4 and "12 in all (at least 4 in each) where one process takes 8" in reason
+    assert ": 7 steps per epoch, 11 in one" in reason
+    for train in range(MIN_BATCH, 3 * large):  # two processes never take fewer steps per epoch than one
+        one = chosen(train)[0]
+        assert (-(-train // 2)) // chosen(train, world=2)[0] >= max(1, train // one) if train > one else True, train
     assert chosen(80, batch_size=32) == (32, "") and chosen(5000, batch_size=4) == (4, "")  # given: kept, unexplained
 
 
@@ -885,6 +897,21 @@ def test_nproc_per_node_gives_its_processes_the_options_given(image_folder, tmp_
     assert zero.exit_code == 2 and "--nproc-per-node must be 1 to 10, not 0" in zero.output
     eleven = CliRunner().invoke(app, [*args, "--nproc-per-node", "11"])  # torchrun's launcher raised a traceback
     assert eleven.exit_code == 2 and "must be 1 to 10, not 11; more processes on one machine: torchrun" in eleven.output
+
+
+def test_more_cpu_processes_than_cores_is_said(capsys, monkeypatch):
+    """Three processes on two cores take turns on them (each still takes one thread): said before they start."""
+    import torch.distributed.run
+
+    from edgetransfer import launch, machine
+
+    ran = []
+    monkeypatch.setattr(torch.distributed.run, "run", lambda args: ran.append(args.nproc_per_node))
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert launch.launch(3, ["finetune"], device="cpu") == 0 and ran == ["3"]
+    assert "note: 3 processes on the 2 cores this command may use: they take turns" in capsys.readouterr().err
+    assert launch.launch(2, ["finetune"], device="cpu") == 0 and "note" not in capsys.readouterr().err
 
 
 def test_a_failed_process_the_first_did_not_speak_for_is_said(tmp_path, capsys, monkeypatch):

@@ -99,8 +99,9 @@ def finetune(
     batch_size: Annotated[
         int | None,
         typer.Option(
-            help="Images per training step (2..4096).",
-            show_default="32; below 320 training images about 10 steps per epoch, at least 8 images each",
+            help="Images per training step (2..4096); with --nproc-per-node, in each process.",
+            show_default="32; below 320 training images about 10 steps per epoch, at least 8 images each; several "
+            "processes share it (at least 4 each)",
         ),
     ] = None,
     lr: Annotated[
