@@ -308,8 +308,27 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
     assert "(loses 56.25 on test) on 16 images (one image is 6.25 points): held to no budget by its export" in first
     assert "calibrated on --calib /data/dark (8 images), not its training images" in first
     assert "per tensor (--no-per-channel)" in first and "--int8-method qat" in first
-    fine = verdict({**base, "int8_exports": [{**dark, "val_drop_points": 0.5, "max_drop": 1.0}]})[0]
+    fine = verdict(
+        {**base, "int8_exports": [{**dark, "val_drop_points": 0.5, "test_drop_points": 0.5, "max_drop": 1.0}]}
+    )[0]
     assert fine.endswith("within its 1-point budget"), fine  # no cause for what holds
+    # validation held it, test lost 6.25 points (one image of 16): said, with why (it said nothing; a new user's)
+    held = {**dark, "val_drop_points": 0.0, "test_drop_points": 6.25, "max_drop": 1.0, "test_images": 16}
+    said = verdict({**base, "int8_exports": [held]})[0]
+    assert (
+        "(loses 6.25 on test) on 16 images (one image is 6.25 points): within its 1-point budget, but not on "
+        "test; 16 validation" in said
+    ), said
+    assert "16 validation images cannot see a drop under 6.25 points (one image)" in said
+    assert "on 16 test images that is 1 image(s)" in said and "calibrated on --calib /data/dark" in said
+    held = {**held, "val_images": 400, "test_images": 400, "calibration_dir": None, "calibration_images": 300,
+            "per_channel": True}  # fmt: skip
+    said = verdict({**base, "int8_exports": [held]})[0]  # many images: no coarse-check cause, still said
+    assert (
+        "budget, but not on test; try quantization-aware" in said
+        and "cannot see" not in said
+        and "image(s)" not in said
+    ), said
     gain = verdict({**base, "int8_exports": [{**dark, "val_drop_points": -0.5, "test_drop_points": -1.0}]})[0]
     assert "ONNX int8 gains 0.50 points of validation top-1 against fp32 (gains 1.00 on test)" in gain, gain
     few = {**dark, "calibration_dir": None, "calibration_images": 40, "calibration_size": 200, "per_channel": True}
