@@ -66,7 +66,7 @@ def cpu_features() -> dict[str, Any]:
 
 def implications(cpu: dict[str, Any], weight_bits: int | None = None) -> list[str]:
     """What the CPU's instruction set means for int8 and fp32, in plain words (``weight_bits``: the run's int8 weights,
-    when it has an int8 model: 7-bit weights need no advice to use them)."""
+    None when it has no int8 model: only 8-bit weights are advised to change)."""
     flags = cpu.get("flags") or {}
     said = []
     if flags.get("amx_int8"):
@@ -74,12 +74,13 @@ def implications(cpu: dict[str, Any], weight_bits: int | None = None) -> list[st
     elif flags.get("avx512_vnni") or flags.get("avx_vnni"):
         said.append("VNNI: int8 dot products in one instruction, so int8 convolutions can run ~2-4x faster than fp32")
     elif flags.get("avx2"):
-        overflow = (
-            "8-bit int8 weights can overflow here (pairs of products summed in 16 bits) and lose accuracy; this "
-            "run's int8 weights have 7 bits, which do not"
+        overflow = "8-bit int8 weights can overflow here (pairs of products summed in 16 bits) and lose accuracy" + (
+            "; this run's int8 weights have 7 bits, which do not"
             if weight_bits == 7
-            else "8-bit int8 weights can overflow here (pairs of products summed in 16 bits) and lose accuracy: "
-            "export with --int8-weights 7bit (auto does on such a CPU)"
+            else ": export with --int8-weights 7bit (auto does on such a CPU)"
+            if weight_bits
+            # no int8 model in the run: nothing to re-export (it advised the option export's default takes)
+            else "; export's int8 takes 7-bit weights on such a CPU (--int8-weights auto, the default)"
         )
         said.append(
             f"no VNNI: int8 convolutions run on AVX2 (int8 gains less over fp32 here than on a CPU with VNNI, on some "

@@ -202,8 +202,11 @@ def test_what_the_instruction_set_implies():
     vnni = implications({"flags": {"avx2": True, "avx512_vnni": True}})
     # a VNNI CPU without bf16 (an Intel Xeon without AVX-512 BF16): that is said too (a new user saw only VNNI)
     assert "VNNI" in vnni[0] and len(vnni) == 2 and "no bf16 in hardware" in vnni[1] and "fp32 here" in vnni[1]
-    old = implications({"flags": {"avx2": True}})
+    old = implications({"flags": {"avx2": True}}, weight_bits=8)
     assert "no VNNI" in old[0] and "gains less over fp32" in old[0] and "export with --int8-weights 7bit" in old[0]
+    # a run without int8 was told to export with the option export's default takes (a new user's trial)
+    none = implications({"flags": {"avx2": True}})
+    assert "--int8-weights 7bit" not in none[0] and "takes 7-bit weights on such a CPU (--int8-weights auto" in none[0]
     # int8 is called the way to a faster model only where int8 has its own instructions (it contradicted "gains less")
     assert "int8 is the way" in vnni[1] and "no bf16 in hardware" in old[1] and "int8 is the way" not in old[1]
     # a run whose int8 weights have 7 bits already (export's auto on such a CPU): no advice to do what is done
