@@ -21,6 +21,7 @@ from edgetransfer.images import (  # one list for training and the device runtim
     ignored_file,
     ignored_folder,
     not_an_image,
+    open_header,
     regular_file,
     to_rgb,
 )
@@ -199,6 +200,7 @@ class _Scan:
                 ThreadPoolExecutor(max(1, decode_threads())) as pool,
             ):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # up to Pillow's hard limit (179 MP)
+                warnings.simplefilter("ignore", UserWarning)  # a damaged EXIF tag: Pillow's source line (images.py)
                 task = bar.add_task(f"checking images in {self.root}", total=len(unknown), status="")
                 for i, reason in zip(unknown, pool.map(problem, [files[i] for i in unknown]), strict=True):
                     bar.update(task, advance=1)
@@ -551,11 +553,10 @@ def _copies_across_classes(samples: tuple[Sample, ...], root: Path, extra: dict)
 
 def median_shorter_side(samples: tuple[Sample, ...], *, limit: int = 500, seed: int = 0) -> int:
     """The median shorter side, in pixels, of up to ``limit`` of ``samples`` (a seeded choice; headers only)."""
-    from PIL import Image
 
     sides = []
     for sample in sampled(samples, limit, seed):
-        with Image.open(sample.path) as img:
+        with open_header(sample.path) as img:
             sides.append(min(img.size))
     sides.sort()
     return sides[len(sides) // 2]
@@ -580,7 +581,7 @@ def narrow_note(samples: tuple[Sample, ...], *, limit: int = 500, seed: int = 0,
     narrow = []
     for sample in chosen:
         try:
-            with Image.open(sample.path) as img:
+            with open_header(sample.path) as img:  # (Pillow's warnings of a damaged EXIF tag: not on the terminal)
                 size = img.size
         except (OSError, ValueError, Image.DecompressionBombError):  # a bad file is said where it is decoded
             continue

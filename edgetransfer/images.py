@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
@@ -87,7 +87,32 @@ def to_rgb(image: Image.Image) -> Image.Image:
     alpha dropped. 16-bit images (``I;16``) are scaled to 8 bits (``/257``) instead of clipped; ``I``/``F`` images
     are read as 8-bit values when they fit 0..255, else as 16-bit; a float (``F``) image whose values all lie in
     0..1 is read as 0..1 (times 255)."""
-    return _convert_to_rgb(ImageOps.exif_transpose(image))
+    method = _ORIENTATIONS.get(_orientation(image))
+    return _convert_to_rgb(image.transpose(method) if method is not None else image)
+
+
+# EXIF orientation -> the transpose that turns the photo upright (as ImageOps.exif_transpose does)
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation (1: as stored), read without Pillow's "Corrupt EXIF data" warning: a camera's
+    damaged tag printed Pillow's source line to the user's terminal, once per image and epoch (a new user's trial);
+    the photo itself is fine. The warnings filters are changed under the lock, as for the pixel limit."""
+    with _PIXEL_LIMIT_CHECK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return int(image.getexif().get(0x0112, 1))
+        except Exception:  # noqa: BLE001 - an unreadable tag is no orientation
+            return 1
 
 
 def _convert_to_rgb(image: Image.Image) -> Image.Image:
@@ -103,6 +128,10 @@ def _convert_to_rgb(image: Image.Image) -> Image.Image:
         elif mode in _SIXTEEN_BIT_MODES or (values.size and values.max() > 255):
             values = values / 257.0
         return Image.fromarray(np.rint(values).astype(np.uint8)).convert("RGB")
+    if mode == "P" and "transparency" in image.info:  # the same pixels; Pillow warns on the direct conversion
+        # ("Palette images with Transparency expressed in bytes should be converted to RGBA images": its source
+        # line on the user's terminal for each such PNG, a new user's trial)
+        return image.convert("RGBA").convert("RGB")
     try:
         return image.convert("RGB")
     except ValueError:  # e.g. "La", "RGBa": Pillow converts them to RGBA first
@@ -140,7 +169,7 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
     if not regular_file(path):
         raise DataError(f"cannot read image {path}: empty file")
     try:
-        with _open_within_pixel_limit(path) as img:
+        with open_header(path) as img:
             if resize and img.format == "JPEG":
                 img.draft("RGB", (2 * resize, 2 * resize))
             rgb = to_rgb(img)
@@ -161,14 +190,15 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
         raise DataError(f"cannot read image {path}: {first_line(exc)}") from None
 
 
-def _open_within_pixel_limit(path: Path) -> Image.Image:
-    """``Image.open`` without Pillow's warning for an image between its soft and its hard pixel limit (89 and 179
-    million pixels: a 100-megapixel camera's photo is an image, not a bomb; past the hard limit Pillow raises, one
-    line). The warnings filters are the process's: they are changed under a lock, and only while Pillow reads the
-    header, so an app classifying in several threads neither sees the warning nor keeps the filter; decoding runs
-    unlocked."""
+def open_header(path: Path) -> Image.Image:
+    """``Image.open`` (the header read, not the pixels) without Pillow's warning for an image between its soft and
+    its hard pixel limit (89 and 179 million pixels: a 100-megapixel camera's photo is an image, not a bomb; past the
+    hard limit Pillow raises, one line), or of a damaged EXIF tag (see :func:`_orientation`). The warnings filters
+    are the process's: they are changed under a lock, and only while Pillow reads the header, so an app classifying
+    in several threads neither sees the warning nor keeps the filter; decoding runs unlocked."""
     with _PIXEL_LIMIT_CHECK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", UserWarning)  # a damaged EXIF tag (its DPI is read here): see _orientation
         return Image.open(path)
 
 

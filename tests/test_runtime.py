@@ -85,6 +85,37 @@ def test_files_are_read_as_training_reads_them(tmp_path, parity_images):
     assert runtime.open_image(rotated).size == (240, 320)  # portrait after the EXIF rotation
 
 
+def test_a_damaged_exif_tag_and_a_transparent_palette_are_read_without_pillows_warnings(tmp_path):
+    """A camera's damaged EXIF tag and a palette PNG with transparency printed Pillow's warnings, with its source
+    lines, once per image and epoch (a new user's trial): read without them, the same pixels, orientation kept."""
+    import warnings
+
+    base = Image.fromarray(np.random.default_rng(3).integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "Cam", 6  # the camera's make; orientation: rotate to view
+    damaged = bytearray(exif.tobytes())
+    damaged[14:16] = b"\xff\xff"  # the tag directory claims 65535 entries
+    base.save(tmp_path / "damaged.jpg", exif=bytes(damaged))
+    base.save(tmp_path / "upright.jpg", exif=exif)
+    palette = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = bytes([0] + [255] * 15)
+    palette.save(tmp_path / "palette.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails
+        images = {name: runtime.open_image(tmp_path / name) for name in ("damaged.jpg", "upright.jpg", "palette.png")}
+        from edgetransfer.data import Sample, median_shorter_side, narrow_note  # fine-tuning's looks at the headers
+
+        samples = (Sample(tmp_path / "damaged.jpg", 0),)
+        assert median_shorter_side(samples) == 30 and narrow_note(samples) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert Image.open(tmp_path / "palette.png").info.get("transparency") is not None
+        pillow = np.asarray(Image.open(tmp_path / "palette.png").convert("RGB"))
+    assert np.array_equal(np.asarray(images["palette.png"]), pillow)  # the pixels Pillow's conversion gives
+    assert images["upright.jpg"].size == (30, 40)  # rotated by its orientation
+    assert images["damaged.jpg"].size in ((30, 40), (40, 30))  # read (its tag may or may not be recoverable)
+
+
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "deep.png")
