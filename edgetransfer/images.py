@@ -279,6 +279,9 @@ def find_images(
             for p in path.rglob("*"):
                 if any(ignored_file(part) for part in p.relative_to(path).parts):
                     continue
+                if passed_over is not None and p.is_symlink() and not p.exists():  # said (it went in no list)
+                    passed_over.append((p, "broken symlink (its target is gone)"))
+                    continue
                 if p.suffix.lower() not in IMAGE_SUFFIXES:
                     if passed_over is not None and p.is_symlink() and p.is_dir():
                         passed_over.append((p, "symlinked folder, not followed: name it to classify its images"))
@@ -289,6 +292,8 @@ def find_images(
                     below.append(p)
                     if len(found) + len(below) > limit:
                         raise DataError(f"more than {limit:,} images below {path}; name fewer at a time")
+                elif passed_over is not None and not p.is_dir():
+                    passed_over.append((p, "a FIFO, device or socket, not a regular file"))
             if not below:
                 raise DataError(f"no images in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
             found += sorted(below)

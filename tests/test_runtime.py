@@ -633,22 +633,27 @@ def test_predict_names_what_it_does_not_classify_in_a_folder(cli, trained_run, t
     other.mkdir()
     Image.new("RGB", (40, 40)).save(other / "four.png")
     (folder / "linked").symlink_to(other, target_is_directory=True)
+    (folder / "a" / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")  # in no list, nothing said (a new user's)
+    os.mkfifo(folder / "a" / "pipe.png")
     passed_over: list = []
     found = runtime.find_images([folder], passed_over=passed_over)
     assert [p.name for p in found] == ["one.jpg", "two.jfif"]
-    assert sorted((p.name, why.split(",")[0]) for p, why in passed_over) == [
+    assert sorted((p.name, why.split(",")[0].split(" (")[0]) for p, why in passed_over) == [
+        ("dangling.jpg", "broken symlink"),
         ("linked", "symlinked folder"),
+        ("pipe.png", "a FIFO"),
         ("three.heic", "a .heic photo"),
     ]
     result = CliRunner().invoke(cli, ["predict", str(trained_run.file("model.onnx")), str(folder), "--top-k", "1"])
     assert result.exit_code == 0, result.output
     assert len([line for line in result.stdout.splitlines() if line.strip()]) == 2
-    assert "note: 2 not classified" in result.stderr and "convert it to JPEG or PNG" in result.stderr
+    assert "note: 4 not classified" in result.stderr and "convert it to JPEG or PNG" in result.stderr
     assert "Thumbs.db" not in result.stderr and "DS_Store" not in result.stderr
     # --json lists them too: a script reading stdout alone saw only the classified images
     as_json = CliRunner().invoke(cli, ["predict", str(trained_run.file("model.onnx")), str(folder), "--json"])
     document = json.loads(as_json.stdout)
-    assert sorted(Path(e["image"]).name for e in document["not_classified"]) == ["linked", "three.heic"]
+    said = sorted(Path(e["image"]).name for e in document["not_classified"])
+    assert said == ["dangling.jpg", "linked", "pipe.png", "three.heic"]
     assert len(document["results"]) == 2
 
 
