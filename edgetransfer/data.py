@@ -383,6 +383,13 @@ def lookalike_classes(labels: tuple[str, ...]) -> list[tuple[str, ...]]:
     return [tuple(group) for group in groups.values() if len(group) > 1]
 
 
+def _shown(name: str, other: str) -> str:
+    """``name`` quoted; escaped where only its Unicode form tells it from ``other`` (they print the same)."""
+    import unicodedata
+
+    return ascii(name) if unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", other) else repr(name)
+
+
 def _check_classes(classes: dict[str, list[Path]], where: Path, *, split: bool = False, option: str = "--data") -> None:
     """``split``: ``where`` is a split's folder (DIR/train), whose classes ``option`` cannot move."""
     if not classes:
@@ -438,8 +445,23 @@ def load_splits(
         for name, classes in per_split.items():
             unknown = set(classes) - set(labels)
             if unknown:
+                # 'café' typed on macOS (NFD) in test/ and on Linux (NFC) in train/ look the same: the error named
+                # a class that was plainly there (a new user's trial)
+                alike = [
+                    f"{folders[name].name}/{_shown(other, label)} and {folders['train'].name}/{_shown(label, other)}"
+                    for other in sorted(unknown)
+                    for group in lookalike_classes((other, *labels))
+                    if other in group
+                    for label in group
+                    if label != other
+                ]
                 raise DataError(
                     f"{folders[name]} has classes that {folders['train'].name}/ lacks: {', '.join(sorted(unknown))}"
+                    + (
+                        f" ({'; '.join(alike)} differ only in case or Unicode form: rename one folder to match)"
+                        if alike
+                        else ""
+                    )
                 )
         samples = {
             name: tuple(Sample(p, labels.index(c)) for c, files in per_split.get(name, {}).items() for p in files)

@@ -306,6 +306,26 @@ def test_class_names_that_differ_only_in_case_or_unicode_form_are_found():
     assert lookalike_classes(("cat", "dog", "Café")) == []
 
 
+def test_a_split_folders_class_that_differs_from_trains_only_in_form_is_said(tmp_path):
+    """train/café (NFC) and test/café (NFD, as macOS writes it): the error named a class that was plainly there."""
+    from PIL import Image
+
+    from edgetransfer.data import load_splits
+
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    for split, names in (("train", (nfc, "Dog")), ("test", (nfd, "dog"))):
+        for name in names:
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (40 * i, 9, 9)).save(tmp_path / split / name / f"{i}.png")
+    with pytest.raises(DataError) as info:
+        load_splits(tmp_path)
+    said = str(info.value)
+    assert "has classes that train/ lacks" in said
+    assert "test/'cafe\\u0301' and train/'caf\\xe9'" in said and "test/'dog' and train/'Dog'" in said, said
+    assert said.endswith("differ only in case or Unicode form: rename one folder to match)")
+
+
 def test_images_far_from_square_are_noted_with_what_the_crop_keeps(tmp_path):
     """A 2000x50 strip keeps 2.5 % of itself after the centre crop, and nothing said so (a helper's finding)."""
     from PIL import Image
