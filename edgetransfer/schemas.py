@@ -252,7 +252,7 @@ def read_text(path: Path, *, what: str, limit: int = MAX_TEXT_FILE_BYTES, error:
     if size > limit:
         raise error(f"{what} {path} is {size:,} bytes (expected at most {limit:,})")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows Notepad's) is no text
     except UnicodeDecodeError:
         raise error(f"{what} {path} is not UTF-8 text") from None
     except OSError as exc:

@@ -284,5 +284,10 @@ def test_the_labels_file_and_cards_still_give_way_to_the_options(trained_run, tm
     )
     fixed = CliRunner().invoke(app, ["predict", str(model), str(image), "--labels", str(labels)])
     assert fixed.exit_code == 0 and fixed.stdout.split()[1] in {"a", "b", "c"}, fixed.output
+    # Windows Notepad's file: a byte-order mark and CRLF (the mark stayed in the first label: '\ufeffa')
+    labels.write_bytes(b"\xef\xbb\xbfa\r\nb\r\nc\r\n")
+    from edgetransfer.cli.predict import _labels
+
+    assert _labels(str(labels)) == ("a", "b", "c")
     card = json.loads(trained_run.file("card.json").read_text())
     assert len(card["labels"]) == 3
