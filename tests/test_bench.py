@@ -225,6 +225,14 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch, capsy
     assert [(s.path.relative_to(moved), s.label) for s in samples] == [
         (s.path.relative_to(card.dataset["path"]), s.label) for s in test
     ]
+    assert "in none of the run's splits" not in capsys.readouterr().err
+    # images added to it since are in none of its splits: not scored, said (they went unsaid: a new user's trial)
+    first = sorted(p for p in moved.rglob("*.png"))[0]
+    for i in range(2):
+        shutil.copy(first, first.with_name(f"new{i}.png"))
+    again, _ = _labelled(trained_run, card, BenchConfig(data=str(moved)))
+    said = " ".join(capsys.readouterr().err.split())
+    assert len(again) == len(samples) and "note: 2 image(s) in" in said and "are in none of the run's splits" in said
 
 
 # --------------------------------------------------------------------------- schema

@@ -49,6 +49,7 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
         if root.is_dir() and _holds_the_runs_images(run, root):
             # its own folder, moved: every image of it was scored, training images included (a new user's 100 %)
             test = run.load_splits(card, root, only=("test",)).test
+            _say_added(run, root)
             return test, f"{root} (the run's own data folder: its test split)"
         folders = split_folders(root) if root.is_dir() else {}
         if "train" in folders:  # its own split's test images, numbered by its classes: mapped to the model's by name
@@ -103,6 +104,31 @@ def _say_missing_classes(root: Path, have, labels) -> None:
             f"[yellow]note: {escape(str(root))} has no images of {len(missing)} of the model's {len(labels)} "
             f"classes ({escape(', '.join(missing[:5]))}{' ...' if len(missing) > 5 else ''}): top-1 is measured on "
             "the others[/]"
+        )
+
+
+def _say_added(run: RunDir, root: Path) -> None:
+    """Images in the run's own data folder that none of its splits holds (added since it trained) are not scored:
+    said (17 fresh photos added to a class went unscored and unsaid; a new user's trial)."""
+    from edgetransfer.data import files_below
+    from edgetransfer.images import IMAGE_SUFFIXES
+    from edgetransfer.rundir import SPLITS_FILE
+
+    try:
+        record = json.loads(run.file(SPLITS_FILE).read_text())
+        recorded = {entry[0] for files in record["files"].values() for entry in files}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):  # said where the splits are read
+        return
+    added = [
+        path
+        for path in files_below(root)
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.relative_to(root).as_posix() not in recorded
+    ]
+    if added:
+        console.err.print(
+            f"[yellow]note: {len(added)} image(s) in {escape(str(root))} are in none of the run's splits (added "
+            f"since it trained?), e.g. {escape(added[0].relative_to(root).as_posix())}: not scored; --data a folder "
+            "of them alone (DIR/<class>/...) scores them[/]"
         )
 
 
