@@ -21,6 +21,20 @@ from edgetransfer.errors import RunDirError
 SCHEMA_VERSION = 1
 ONNX_METADATA_KEY = "edgetransfer.card"
 OPENVINO_RT_INFO_PATH = ("edgetransfer", "card")
+ONNX_DECODE_KEY = "edgetransfer.decode"  # how an image file becomes the 8-bit RGB image the card's preprocessing
+OPENVINO_DECODE_PATH = ("edgetransfer", "decode")  # starts from (an app that skipped it read 16-bit PNGs as white)
+# In the order applied; each as edgetransfer.images (to_rgb, open_image) does it and training did it.
+DECODE = {
+    "orientation": "apply the EXIF orientation tag (274) first, as Pillow's ImageOps.exif_transpose",
+    "modes": "grey, palette, CMYK and the like to RGB as Pillow's convert('RGB'); alpha dropped (not blended)",
+    "16_bit": "16-bit grey (I;16): value / 257, rounded (not clipped); 32-bit integer or float grey: as 8-bit values "
+    "where all fit 0..255, else / 257; a float image whose values all lie in 0..1: times 255",
+    "jpeg_scale": "a JPEG whose sides are both at least 4x preprocessing.resize is decoded at 1/2, 1/4 or 1/8 scale, "
+    "the smallest keeping both sides at least 2x resize (Pillow's draft('RGB', (2 * resize, 2 * resize)))",
+    "resize": "shorter side to preprocessing.resize (interpolation, antialiased; width first, then height; the "
+    "longer side int(resize * long / short)), then the centre crop (offsets round((h - crop) / 2), round((w - crop) "
+    "/ 2), half to even; zero padding where smaller), then scale, mean, std",
+}
 MAX_SIZE = 4096  # pixels: the largest resize or crop a card may ask for
 MAX_LABEL_CHARS = 200
 MAX_LABELS = 100_000  # classes a card may list
@@ -286,6 +300,16 @@ def embed_in_onnx(model: Any, card: ModelCard) -> None:
     entry = model.metadata_props.add()
     entry.key = ONNX_METADATA_KEY
     entry.value = card.to_json()
+    for prop in list(model.metadata_props):
+        if prop.key == ONNX_DECODE_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_DECODE_KEY, decode_json()
+
+
+def decode_json() -> str:
+    """:data:`DECODE` as the model files carry it (beside the card)."""
+    return json.dumps(DECODE, indent=2)
 
 
 def read_from_onnx_metadata(metadata: dict[str, str], *, source: str = "model card") -> ModelCard:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgetransfer import console
-from edgetransfer.card import OPENVINO_RT_INFO_PATH, embed_in_onnx, for_model_files
+from edgetransfer.card import OPENVINO_DECODE_PATH, OPENVINO_RT_INFO_PATH, decode_json, embed_in_onnx, for_model_files
 from edgetransfer.data import Splits
 from edgetransfer.errors import ExportError, RunDirError, UsageError
 from edgetransfer.passes import INT8_METHODS, ExportContext, Pass
@@ -152,6 +152,7 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
         (ctx.stage / OPENVINO_DIR).mkdir(exist_ok=True)
         for name, artifact in irs.items():
             artifact.ov_model.set_rt_info(inside.to_json(), list(OPENVINO_RT_INFO_PATH))
+            artifact.ov_model.set_rt_info(decode_json(), list(OPENVINO_DECODE_PATH))
             try:
                 ov.save_model(artifact.ov_model, str(ctx.path(name)), compress_to_fp16=artifact.compress_to_fp16)
             except RuntimeError as exc:  # a full disk is OpenVINO's RuntimeError ("Can't open bin file"), no OSError

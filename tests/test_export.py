@@ -30,6 +30,13 @@ def test_export_writes_checked_models_with_the_card_inside(trained_run):
         x = np.zeros((n, 3, 32, 32), np.float32)
         assert session.run(None, {"input": x})[0].shape == (n, len(card.labels))
     assert session.get_modelmeta().custom_metadata_map["edgetransfer.card"]
+    # how an image file becomes the RGB image the preprocessing starts from, beside the card (EXIF, 16-bit, JPEG
+    # scale: an app that followed the card alone read 16-bit PNGs as white; a new user's trial)
+    decode = json.loads(session.get_modelmeta().custom_metadata_map["edgetransfer.decode"])
+    assert list(decode) == ["orientation", "modes", "16_bit", "jpeg_scale", "resize"]
+    assert (
+        "EXIF orientation" in decode["orientation"] and "/ 257" in decode["16_bit"] and "draft" in decode["jpeg_scale"]
+    )
 
 
 def test_int8_model_is_quantized_and_measured(trained_run):
@@ -50,6 +57,8 @@ def test_openvino_ir_carries_the_card(trained_run):
     text = model.get_rt_info(["edgetransfer", "card"]).astype(str)
     assert ModelCard.from_json(text).labels == trained_run.load_card().labels
     assert trained_run.load_card().dataset["path"] not in text  # no path of the training machine inside
+    decode = json.loads(model.get_rt_info(["edgetransfer", "decode"]).astype(str))
+    assert "/ 257" in decode["16_bit"]
 
 
 def test_parity_failure_fails_and_leaves_the_run_as_it_was(trained_run):
