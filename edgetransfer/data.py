@@ -621,6 +621,35 @@ def narrow_note(samples: tuple[Sample, ...], *, limit: int = 500, seed: int = 0,
     )
 
 
+def shallow_note(samples: tuple[Sample, ...], *, limit: int = 100, seed: int = 0) -> str | None:
+    """A note when most 16-bit images of up to ``limit`` of ``samples`` (a seeded choice) use only the low 12 bits or
+    fewer: read as 16-bit (divided by 257), 12-bit camera data keeps about 17 of 256 grey levels, and nothing said
+    so (a new user's trial: the median image's brightest pixel was 15 of 255)."""
+    import numpy as np
+    from PIL import Image
+
+    from edgetransfer.images import SIXTEEN_BIT_MODES
+
+    highest = []
+    for sample in sampled(samples, limit, seed):
+        try:
+            with open_header(sample.path) as img:
+                if img.mode in SIXTEEN_BIT_MODES:
+                    highest.append(int(np.asarray(img).max(initial=0)))
+        except (OSError, ValueError, Image.DecompressionBombError):  # a bad file is said where it is decoded
+            continue
+    low = sorted(value for value in highest if value < 4096)
+    if not highest or len(low) * 2 <= len(highest):
+        return None
+    top = low[-1]
+    return (
+        f"note: {len(low)} of {len(highest)} sampled 16-bit images use values up to {top} only (of 65535: "
+        f"{max(1, top.bit_length())}-bit data?): read as 16-bit (divided by 257) they keep at most "
+        f"{round(top / 257) + 1} grey levels of 256; scale them to the full 16 bits (or to 8 bits) before training, "
+        "and the same on the device"
+    )
+
+
 def stratified(samples: tuple[Sample, ...], seed: int, val_fraction: float, test_fraction: float):
     """Split per class with a fixed seed, keeping at least one image of each class in train."""
     rng = random.Random(seed)

@@ -7,10 +7,12 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from edgetransfer import console
 from edgetransfer.card import ModelCard
 from edgetransfer.checkpoint import confusion
-from edgetransfer.data import narrow_note
+from edgetransfer.data import narrow_note, shallow_note
 from edgetransfer.finetune_config import class_counts
 from edgetransfer.rundir import CHECKPOINT, sha256_file
 from edgetransfer.training import balanced_reason
@@ -103,9 +105,11 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
             f"--head-epochs {c.head_epochs}): the body never learns; --epochs {c.head_epochs + 1} or more "
             "fine-tunes it, or --strategy full[/]"
         )
-    narrow = narrow_note(splits.train + splits.val + splits.test, seed=c.seed) if trainer.dist.main else None
-    if narrow:
-        console.err.print(f"[yellow]{narrow}[/]")
+    if trainer.dist.main:
+        every = splits.train + splits.val + splits.test
+        for note in (narrow_note(every, seed=c.seed), shallow_note(every, seed=c.seed)):
+            if note:
+                console.err.print(f"[yellow]{escape(note)}[/]")
     if 0 < sizes["val"] < SMALL_VAL:
         console.err.print(
             f"[yellow]note: the validation split has {sizes['val']} images (one image is "

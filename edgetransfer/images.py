@@ -75,7 +75,7 @@ def ignored_file(name: str) -> bool:
 
 
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 ImageInput = str | Path | Image.Image | np.ndarray
 MAX_IMAGE_BYTES = 256_000_000  # one image file; Pillow's own limit refuses more than ~179 million pixels
 MAX_IMAGES = 1_000_000  # files one call may list (their paths are held in memory)
@@ -119,13 +119,13 @@ def _convert_to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
         if values.size and (values.min() < 0 or values.max() > 65535):
             raise DataError(f"{mode} image with values outside 0..65535 cannot be read as 8 or 16 bits")
         if mode == "F" and values.size and 0 < values.max() <= 1.0:  # a float image of 0..1 (it read as black)
             values = values * 255.0
-        elif mode in _SIXTEEN_BIT_MODES or (values.size and values.max() > 255):
+        elif mode in SIXTEEN_BIT_MODES or (values.size and values.max() > 255):
             values = values / 257.0
         return Image.fromarray(np.rint(values).astype(np.uint8)).convert("RGB")
     if mode == "P" and "transparency" in image.info:  # the same pixels; Pillow warns on the direct conversion

@@ -326,6 +326,36 @@ def test_a_split_folders_class_that_differs_from_trains_only_in_form_is_said(tmp
     assert said.endswith("differ only in case or Unicode form: rename one folder to match)")
 
 
+def test_twelve_bit_data_in_sixteen_bit_images_is_noted(tmp_path):
+    """12-bit camera data in 16-bit PNGs keeps about 17 of 256 grey levels once divided by 257, and nothing said so
+    (a new user's trial). Full 16-bit images and 8-bit ones: no note."""
+    import numpy as np
+    from PIL import Image
+
+    from edgetransfer.data import Sample, shallow_note
+
+    rng = np.random.default_rng(0)
+
+    def images(name, top, count=4, mode="I;16"):
+        paths = []
+        for i in range(count):
+            values = rng.integers(0, top + 1, (16, 16)).astype(np.uint16)
+            values[0, 0] = top
+            path = tmp_path / f"{name}{i}.png"
+            (Image.fromarray(values) if mode == "I;16" else Image.fromarray((values // 257).astype(np.uint8))).save(
+                path
+            )
+            paths.append(Sample(path, 0))
+        return tuple(paths)
+
+    twelve = images("twelve", 4095)
+    note = shallow_note(twelve)
+    assert note and "4 of 4 sampled 16-bit images use values up to 4095 only (of 65535: 12-bit data?)" in note
+    assert "keep at most 17 grey levels of 256" in note
+    assert shallow_note(images("full", 65535)) is None and shallow_note(images("eight", 65535, mode="L")) is None
+    assert shallow_note(twelve[:1] + images("full2", 65535, 3)) is None  # one of four: not most of them
+
+
 def test_images_far_from_square_are_noted_with_what_the_crop_keeps(tmp_path):
     """A 2000x50 strip keeps 2.5 % of itself after the centre crop, and nothing said so (a helper's finding)."""
     from PIL import Image
