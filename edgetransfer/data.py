@@ -500,6 +500,9 @@ def load_splits(
     if stray:  # files beside the class folders belong to no class
         extra["ignored"] = stray
     _check_classes(classes, root, option=option)
+    shared = _grouped_classes(classes, root)
+    if shared:  # DIR/<group>/<class>/: the groups train as the classes (they did, unsaid: a new user's trial)
+        extra["grouped_classes"] = shared
     labels = tuple(classes)
     everything = tuple(Sample(p, i) for i, c in enumerate(labels) for p in classes[c])
     train, val, test = stratified(everything, seed, val_fraction, test_fraction)
@@ -508,6 +511,20 @@ def load_splits(
         extra["copies_kept_in_train"] = moved
     _copies_across_classes(everything, root, extra)
     return Splits(root, labels, train, val, test, seed, "split", extra)
+
+
+def _grouped_classes(classes: dict[str, list[Path]], root: Path) -> list[str]:
+    """The folders below the class folders, "class/folder", where no class folder holds an image itself (DIR/photos/
+    cat/, DIR/extra/dog/: photos and extra are trained as the classes, and the user may have meant cat and dog); else
+    []."""
+    inner = set()
+    for name, files in classes.items():
+        for path in files:
+            parts = path.relative_to(root / name).parts
+            if len(parts) == 1:
+                return []  # an image in the class folder itself: the folders are classes
+            inner.add(f"{name}/{parts[0]}")
+    return sorted(inner)
 
 
 # this process's sha256 of files by their state (_file_key): a search loads one folder in every trial, and the copy

@@ -85,6 +85,7 @@ __all__ = ["FinetuneConfig", "TrainingDiverged", "evaluate", "finetune", "load_m
 
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
+MAX_NAMED = 5  # folders a note names
 
 
 def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | None = None) -> RunDir:
@@ -118,6 +119,16 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
         console.err.print(
             f"[yellow]note: the classes {escape(', '.join(repr(name) for name in group))} differ only in case or "
             "Unicode form: one class split in two by accident? (merge their folders if so)[/]"
+        )
+    if splits.extra.get("grouped_classes"):
+        inner = splits.extra["grouped_classes"]
+        named = ", ".join(f"{c}/" for c in inner[:MAX_NAMED]) + (" ..." if len(inner) > MAX_NAMED else "")
+        group = splits.root / inner[0].split("/")[0]
+        console.err.print(
+            f"[yellow]note: no class folder holds an image itself, only folders below ({escape(named)}): the classes "
+            f"are {escape(', '.join(splits.labels[:MAX_NAMED]))}{' ...' if len(splits.labels) > MAX_NAMED else ''}; "
+            f"if the folders below are the classes, pass one group (--data {escape(str(group))}) "
+            "or gather them into DIR/<class>/[/]"
         )
     if splits.extra.get("classes_named_like_splits"):
         named = ", ".join(f"{c}/" for c in splits.extra["classes_named_like_splits"])

@@ -326,6 +326,27 @@ def test_a_split_folders_class_that_differs_from_trains_only_in_form_is_said(tmp
     assert said.endswith("differ only in case or Unicode form: rename one folder to match)")
 
 
+def test_class_folders_that_hold_only_folders_are_recorded(tmp_path):
+    """DIR/photos/cat/, DIR/extra/dog/: photos and extra train as the classes, unsaid (a new user's trial). The folders
+    below are recorded for a note; a class folder with an image of its own (cat/2024/ beside cat/x.png) is none."""
+    from PIL import Image
+
+    from edgetransfer.data import load_splits
+
+    for group, name in (("photos", "cat"), ("photos", "dog"), ("extra", "bird")):
+        (tmp_path / group / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (60 * i, 9, 9)).save(tmp_path / group / name / f"{group}{i}.png")
+    splits = load_splits(tmp_path)
+    assert splits.labels == ("extra", "photos") and splits.extra["grouped_classes"] == [
+        "extra/bird",
+        "photos/cat",
+        "photos/dog",
+    ]
+    Image.new("RGB", (8, 8)).save(tmp_path / "extra" / "own.png")
+    assert "grouped_classes" not in load_splits(tmp_path).extra
+
+
 def test_twelve_bit_data_in_sixteen_bit_images_is_noted(tmp_path):
     """12-bit camera data in 16-bit PNGs keeps about 17 of 256 grey levels once divided by 257, and nothing said so
     (a new user's trial). Full 16-bit images and 8-bit ones: no note."""
