@@ -92,10 +92,15 @@ class Decoded:
                     self.pixels[start : indices.stop] = self._decode(indices)
                     bar.update(task, advance=len(indices), status="")
         elif self.samples:
+            size = self.nbytes / 2**20
+            why = (  # (it said "0 MB decoded exceed the 0 MB cache", and "every epoch" of test images read once)
+                "EDGETRANSFER_CACHE_MB=0"
+                if limit == 0
+                else f"{size:.{1 if size < 10 else 0}f} MB decoded, over the {limit} MB cache (EDGETRANSFER_CACHE_MB)"
+            )
             console.err.print(
-                f"[yellow]note: the {name or 'images'} ({len(self.samples)} at {pre.crop} px, "
-                f"{self.nbytes / 2**20:.0f} MB decoded) exceed the {limit} MB cache (EDGETRANSFER_CACHE_MB); "
-                "decoding them again every epoch[/]"
+                f"[yellow]note: the {name or 'images'} ({len(self.samples)} at {pre.crop} px) are not kept in "
+                f"memory ({why}): decoded from their files each time they are read[/]"
             )
 
     def _decode(self, indices) -> np.ndarray:
