@@ -713,6 +713,14 @@ def odd_files(tmp_path_factory, parity_images) -> list[Path]:
         Image.fromarray(array).save(files[-1])
     files.append(folder / "big.jpg")
     Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((1600, 1200)).save(files[-1])
+    damaged = bytearray(exif.tobytes())  # a camera's damaged EXIF tag (Pillow warns), and a transparent palette
+    damaged[14:16] = b"\xff\xff"
+    files.append(folder / "damaged_exif.jpg")
+    base.save(files[-1], exif=bytes(damaged))
+    files.append(folder / "transparent.png")
+    palette = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = bytes([0] + [255] * 15)
+    palette.save(files[-1])
     return files
 
 

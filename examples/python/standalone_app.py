@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +91,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def open_image(path: str | Path, resize: int) -> Image.Image:
-    """Read a file; a large JPEG is decoded at reduced scale (1/2, 1/4, 1/8) while both sides stay >= 2 x resize."""
-    with Image.open(path) as image:
-        if image.format == "JPEG":
-            image.draft("RGB", (2 * resize, 2 * resize))
-        rgb = to_rgb(image)
-        rgb.load()
-        return rgb
+    """Read a file; a large JPEG is decoded at reduced scale (1/2, 1/4, 1/8) while both sides stay >= 2 x resize.
+    Pillow's warnings are not the user's business here: a 100-megapixel photo (past its soft limit; its hard limit,
+    twice that, still raises), a camera's damaged EXIF tag, a palette PNG's transparency."""
+    with warnings.catch_warnings():  # (this app reads one image at a time; the filters are the process's)
+        warnings.simplefilter("ignore")
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (2 * resize, 2 * resize))
+            rgb = to_rgb(image)
+            rgb.load()
+            return rgb
 
 
 def preprocess(image: Image.Image, pre: dict) -> np.ndarray:
