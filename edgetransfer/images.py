@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
@@ -87,32 +87,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     alpha dropped. 16-bit images (``I;16``) are scaled to 8 bits (``/257``) instead of clipped; ``I``/``F`` images
     are read as 8-bit values when they fit 0..255, else as 16-bit; a float (``F``) image whose values all lie in
     0..1 is read as 0..1 (times 255)."""
-    method = _ORIENTATIONS.get(_orientation(image))
-    return _convert_to_rgb(image.transpose(method) if method is not None else image)
-
-
-# EXIF orientation -> the transpose that turns the photo upright (as ImageOps.exif_transpose does)
-_ORIENTATIONS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-def _orientation(image: Image.Image) -> int:
-    """The image's EXIF orientation (1: as stored), read without Pillow's "Corrupt EXIF data" warning: a camera's
-    damaged tag printed Pillow's source line to the user's terminal, once per image and epoch (a new user's trial);
-    the photo itself is fine. The warnings filters are changed under the lock, as for the pixel limit."""
+    image.load()  # decoded outside the lock (a TIFF is turned upright by Pillow as it loads, its tag removed)
     with _PIXEL_LIMIT_CHECK, warnings.catch_warnings():
+        # a camera's damaged EXIF tag printed Pillow's "Corrupt EXIF data" with its source line, once per image and
+        # epoch (a new user's trial; the photo itself is fine): the warnings filters are the process's, so they are
+        # changed under the lock, as for the pixel limit; exif_transpose removes the tag it applied
         warnings.simplefilter("ignore", UserWarning)
-        try:
-            return int(image.getexif().get(0x0112, 1))
-        except Exception:  # noqa: BLE001 - an unreadable tag is no orientation
-            return 1
+        upright = ImageOps.exif_transpose(image)
+    return _convert_to_rgb(upright)
 
 
 def _convert_to_rgb(image: Image.Image) -> Image.Image:
@@ -193,12 +175,12 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
 def open_header(path: Path) -> Image.Image:
     """``Image.open`` (the header read, not the pixels) without Pillow's warning for an image between its soft and
     its hard pixel limit (89 and 179 million pixels: a 100-megapixel camera's photo is an image, not a bomb; past the
-    hard limit Pillow raises, one line), or of a damaged EXIF tag (see :func:`_orientation`). The warnings filters
+    hard limit Pillow raises, one line), or of a damaged EXIF tag (see :func:`to_rgb`). The warnings filters
     are the process's: they are changed under a lock, and only while Pillow reads the header, so an app classifying
     in several threads neither sees the warning nor keeps the filter; decoding runs unlocked."""
     with _PIXEL_LIMIT_CHECK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        warnings.simplefilter("ignore", UserWarning)  # a damaged EXIF tag (its DPI is read here): see _orientation
+        warnings.simplefilter("ignore", UserWarning)  # a damaged EXIF tag (its DPI is read here): see to_rgb
         return Image.open(path)
 
 
