@@ -512,7 +512,8 @@ def export_check(found: dict[str, Any]) -> list[str]:
     own figures are on a few images (8 by default) and read 'the same top-1 on 8 of 8' for a model that had lost
     12.5 validation points; and, where it lost more than its budget, the causes its card records. (Export refuses
     an int8 model over its budget: one is kept only where no budget held it, ``--max-drop 100`` as in the search's
-    trials or ``--no-accuracy-aware``; over a point, the causes are said then.)"""
+    trials or ``--no-accuracy-aware``; over a point, the causes are said then.) A model that held its budget (or a
+    point, where none held it) on validation and lost more on test is said too, with why where the images were few."""
     drop = found.get("val_drop_points")
     if drop is None:
         return []
@@ -536,14 +537,16 @@ def export_check(found: dict[str, Any]) -> list[str]:
     test_lost = not poor and test is not None and test > allowed
     if test_lost:  # validation held it, test did not: said, with why
         tested = found.get("test_images") or 0
-        line += ", but not on test"
+        line += ", but not on test" if budget is not None else f", but it loses more than {allowed:g} on test"
         if images and 100 / images > allowed:
             causes.append(
-                f"{images} validation images cannot see a drop under {100 / images:.2f} points (one image), so "
-                f"they hold a {allowed:g}-point budget only coarsely: more validation images steady the check"
+                f"{images} validation images cannot see a drop under {100 / images:.2f} points (one image)"
+                + (f", so they hold a {budget:g}-point budget only coarsely" if budget is not None else "")
+                + ": more validation images steady the check"
             )
-        if tested and 100 / tested >= test:
-            causes.append(f"on {tested} test images that is {round(test * tested / 100)} image(s)")
+        lost = round(test * tested / 100)  # (the drop is rounded: one image of 6 is 16.666667 points)
+        if tested and 1 <= lost <= 3:
+            causes.append(f"on {tested} test images that is {lost} image{'s' * (lost != 1)}")
     if not poor and not test_lost:
         return [line]
     retrained = str(found.get("tool") or "").startswith("nncf QAT")

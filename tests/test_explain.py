@@ -323,7 +323,15 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
         "test; 16 validation" in said
     ), said
     assert "16 validation images cannot see a drop under 6.25 points (one image)" in said
-    assert "on 16 test images that is 1 image(s)" in said and "calibrated on --calib /data/dark" in said
+    assert "on 16 test images that is 1 image;" in said and "calibrated on --calib /data/dark" in said
+    # held to no budget (a search's trials): no budget named; one image of 6, whose drop is rounded up, is counted
+    free = {**held, "max_drop": 100.0, "test_drop_points": 16.666667, "test_images": 6}
+    said = verdict({**base, "int8_exports": [free]})[0]
+    assert "budget" not in said.split("(one image is 6.25 points)")[1].split(";")[0], said
+    assert (
+        ", but it loses more than 1 on test" in said and "cannot see a drop under 6.25 points (one image): more" in said
+    )
+    assert "on 6 test images that is 1 image;" in said, said
     held = {**held, "val_images": 400, "test_images": 400, "calibration_dir": None, "calibration_images": 300,
             "per_channel": True}  # fmt: skip
     said = verdict({**base, "int8_exports": [held]})[0]  # many images: no coarse-check cause, still said
