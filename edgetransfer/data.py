@@ -651,8 +651,10 @@ def shallow_note(samples: tuple[Sample, ...], *, limit: int = 100, seed: int = 0
     for sample in sampled(samples, limit, seed):
         try:
             with open_header(sample.path) as img:
-                if img.mode in SIXTEEN_BIT_MODES:
-                    highest.append(int(np.asarray(img).max(initial=0)))
+                if img.mode in SIXTEEN_BIT_MODES or img.mode == "I":  # ("I" past 255 is read as 16-bit too)
+                    top = int(np.asarray(img).max(initial=0))
+                    if top > (0 if img.mode != "I" else 255):  # (an all-black image tells nothing)
+                        highest.append(top)
         except (OSError, ValueError, Image.DecompressionBombError):  # a bad file is said where it is decoded
             continue
     low = sorted(value for value in highest if value < 4096)

@@ -278,7 +278,13 @@ def choose_batch(config: FinetuneConfig, train: int, world: int = 1) -> tuple[Fi
     if world == 1:
         return dataclasses.replace(config, batch_size=batch), reason
     each = max(MIN_PROCESS_BATCH, batch // world)
-    steps, one = steps_per_epoch(per_process(train, world), each), steps_per_epoch(train, batch)
+    share = per_process(train, world)
+    steps, one = steps_per_epoch(share, each), steps_per_epoch(train, batch)
+    if share < each:  # each process has fewer images than its batch: one step of all of them
+        return dataclasses.replace(config, batch_size=each), (
+            f"per process; each has {share} training images or fewer: one step of all of them per epoch, as one "
+            f"process takes with all {train} (--batch-size, per process, to choose)"
+        )
     reason = (
         f"per process, {each * world} in all"
         + (f" (at least {MIN_PROCESS_BATCH} in each)" if each > batch // world else "")

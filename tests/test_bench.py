@@ -233,6 +233,16 @@ def test_accuracy_on_a_labelled_folder(trained_run, tmp_path, monkeypatch, capsy
     again, _ = _labelled(trained_run, card, BenchConfig(data=str(moved)))
     said = " ".join(capsys.readouterr().err.split())
     assert len(again) == len(samples) and "note: 2 image(s) in" in said and "are in none of the run's splits" in said
+    # a file its training skipped as bad, and one beside the class folders, are not "added" (review)
+    shutil.copy(first, moved / "stray.png")
+    import dataclasses
+
+    skipped = dataclasses.replace(
+        card, dataset={**card.dataset, "skipped_bad_files": [first.with_name("new1.png").relative_to(moved).as_posix()]}
+    )
+    _labelled(trained_run, skipped, BenchConfig(data=str(moved)))
+    said = " ".join(capsys.readouterr().err.split())
+    assert "note: 1 image(s) in" in said and "new0.png" in said, said
 
 
 # --------------------------------------------------------------------------- schema

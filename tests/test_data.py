@@ -375,6 +375,10 @@ def test_twelve_bit_data_in_sixteen_bit_images_is_noted(tmp_path):
     assert "keep at most 17 grey levels of 256" in note
     assert shallow_note(images("full", 65535)) is None and shallow_note(images("eight", 65535, mode="L")) is None
     assert shallow_note(twelve[:1] + images("full2", 65535, 3)) is None  # one of four: not most of them
+    assert shallow_note(images("black", 0)) is None  # all-black images tell nothing (it said "1-bit data?")
+    pgm = tmp_path / "deep.pgm"  # a 16-bit PGM opens as mode "I": read as 16-bit past 255, the same loss
+    Image.fromarray(np.full((8, 8), 4080, np.uint16)).save(pgm)
+    assert Image.open(pgm).mode == "I" and "up to 4080 only" in shallow_note((Sample(pgm, 0),) * 3)
 
 
 def test_images_far_from_square_are_noted_with_what_the_crop_keeps(tmp_path):

@@ -169,6 +169,8 @@ def test_the_batch_size_follows_the_training_splits_size():
     batch, reason = chosen(88, world=3)  # each takes at least 4: more in all, fewer steps, said
     assert batch == 4 and "12 in all (at least 4 in each) where one process takes 8" in reason
     assert ": 7 steps per epoch, 11 in one" in reason
+    batch, reason = chosen(3, world=2)  # fewer images than the batch: it said "8 in all" of 3 (review)
+    assert batch == 4 and "each has 2 training images or fewer: one step of all of them per epoch" in reason, reason
     for train in range(MIN_BATCH, 3 * large):  # two processes never take fewer steps per epoch than one
         one = chosen(train)[0]
         assert (-(-train // 2)) // chosen(train, world=2)[0] >= max(1, train // one) if train > one else True, train

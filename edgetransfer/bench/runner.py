@@ -49,7 +49,7 @@ def _labelled(run: RunDir, card: ModelCard, config: BenchConfig) -> tuple[tuple[
         if root.is_dir() and _holds_the_runs_images(run, root):
             # its own folder, moved: every image of it was scored, training images included (a new user's 100 %)
             test = run.load_splits(card, root, only=("test",)).test
-            _say_added(run, root)
+            _say_added(run, root, card)
             return test, f"{root} (the run's own data folder: its test split)"
         folders = split_folders(root) if root.is_dir() else {}
         if "train" in folders:  # its own split's test images, numbered by its classes: mapped to the model's by name
@@ -107,9 +107,10 @@ def _say_missing_classes(root: Path, have, labels) -> None:
         )
 
 
-def _say_added(run: RunDir, root: Path) -> None:
-    """Images in the run's own data folder that none of its splits holds (added since it trained) are not scored:
-    said (17 fresh photos added to a class went unscored and unsaid; a new user's trial)."""
+def _say_added(run: RunDir, root: Path, card: ModelCard) -> None:
+    """Images in the run's own class folders that none of its splits holds (added since it trained) are not scored:
+    said (17 fresh photos added to a class went unscored and unsaid; a new user's trial). The files its training
+    skipped as bad (--skip-bad), and files outside its class folders, are none of them."""
     from edgetransfer.data import files_below
     from edgetransfer.images import IMAGE_SUFFIXES
     from edgetransfer.rundir import SPLITS_FILE
@@ -119,10 +120,14 @@ def _say_added(run: RunDir, root: Path) -> None:
         recorded = {entry[0] for files in record["files"].values() for entry in files}
     except (OSError, ValueError, KeyError, TypeError, IndexError):  # said where the splits are read
         return
+    folders = {name.rsplit("/", 1)[0] for name in recorded if "/" in name}  # its class folders (train/cat, cat)
+    known = recorded | set(card.dataset.get("skipped_bad_files") or ())
     added = [
         path
         for path in files_below(root)
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.relative_to(root).as_posix() not in recorded
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and (name := path.relative_to(root).as_posix()) not in known
+        and name.rsplit("/", 1)[0] in folders
     ]
     if added:
         console.err.print(
