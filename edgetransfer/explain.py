@@ -45,6 +45,7 @@ class ExplainConfig:
     threads: int = 1  # one core: int8's gain is clearest and the timing steadiest
     runs: int = 30  # timed inferences per model after warm-up
     images: int = 8  # validation images for the per-layer error
+    data: str | None = None  # where the run's data folder is now; default: the card's, else export's --data
 
     def validate(self) -> None:
         for name, value, top in (("--threads", self.threads, 1024), ("--runs", self.runs, 10_000)):
@@ -413,11 +414,26 @@ def check_images(splits, count: int) -> tuple[tuple, str | None]:
     )
 
 
+def _data(run: RunDir, card: Any, config: ExplainConfig) -> str | None:
+    """The run's data folder: ``--data``; else the card's; where that is gone, the one its export was given with
+    --data (a run copied to another machine and exported there could not be explained: the error named a --data
+    explain did not have; a new user's trial)."""
+    if config.data is not None:
+        return config.data
+    root = run.data_root(card)
+    given = ((card.export or {}).get("config") or {}).get("data")
+    if root and not Path(root).expanduser().is_dir() and given and Path(given).expanduser().is_dir():
+        console.err.print(f"[yellow]note: the run's data folder {root} is not here: its images are read from "
+                          f"{given}, where its export read them (--data)[/]")  # fmt: skip
+        return given
+    return None
+
+
 def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     from edgetransfer.evaluation import Decoded
 
     card = run.load_card()
-    splits = run.load_splits(card)
+    splits = run.load_splits(card, _data(run, card, config))
     samples, note = check_images(splits, config.images)
     if note:
         console.err.print(f"[yellow]note: {note}[/]")

@@ -369,6 +369,34 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
     assert line.endswith("Conv takes 90% of its time"), line
 
 
+def test_a_run_whose_images_moved_is_explained_from_data_or_its_exports(run_copy, tmp_path, capsys):
+    """A run whose data folder moved could not be explained: the error named a --data explain did not have (a new
+    user's trial). --data reads them; without it, the folder its export was given with --data."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+    from edgetransfer.errors import DataError
+    from edgetransfer.explain import ExplainConfig, _data
+
+    card = run_copy.load_card()
+    moved = tmp_path / "moved"
+    shutil.copytree(card.dataset["path"], moved)
+    gone = dataclasses.replace(card, dataset={**card.dataset, "path": str(tmp_path / "gone")})
+    with pytest.raises(DataError, match="pass --data DIR"):
+        run_copy.load_splits(gone, _data(run_copy, gone, ExplainConfig()))
+    given = _data(run_copy, gone, ExplainConfig(data=str(moved)))
+    assert given == str(moved) and run_copy.load_splits(gone, given).val
+    exported = dataclasses.replace(
+        gone, export={**gone.export, "config": {**gone.export["config"], "data": str(moved)}}
+    )
+    assert _data(run_copy, exported, ExplainConfig()) == str(moved)
+    assert "its images are read from" in capsys.readouterr().err
+    assert _data(run_copy, card, ExplainConfig()) is None  # the card's folder is there: as before
+    assert "--data" in CliRunner().invoke(app, ["explain", "--help"]).output
+
+
 def test_a_dynamic_int8_runs_missing_ir_is_said_why(run_copy):
     """explain on a --int8-method dynamic run said its OpenVINO int8 IR was missing 'e.g. --no-int8' (a new user's
     trial): dynamic int8 makes none."""

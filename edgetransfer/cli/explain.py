@@ -23,6 +23,14 @@ def explain(
     images: Annotated[
         int, typer.Option(help="Validation images for the per-layer int8 error (SQNR; 1..256).")
     ] = ExplainConfig.images,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the run's own data folder is now, if it moved (its images are checked against the run's "
+            "record).",
+            show_default="the card's; where it is gone, the folder its export was given with --data",
+        ),
+    ] = None,
 ) -> None:
     """Why is my int8 slow or wrong: time per op type, which layers run in int8, what quantize/dequantize and
     reorders cost, the CPU's instruction set, and each layer's int8 error; writes RUN/explain.json."""
@@ -32,7 +40,7 @@ def explain(
     from edgetransfer.rundir import RunDir
 
     found = RunDir.open(run)
-    doc = run_explain(found, ExplainConfig(threads=threads, runs=runs, images=images))
+    doc = run_explain(found, ExplainConfig(threads=threads, runs=runs, images=images, data=data))
     for line in doc["verdict"]:
         console.out.print(f"- {line}")
     console.err.print(f"detail: {found.file(EXPLAIN_JSON)}")
