@@ -499,11 +499,11 @@ def _profiled(run: RunDir, card: Any, name: str, measure) -> dict[str, Any]:
     """``measure(path)``, or why it could not be: the file is missing, or the engine cannot read or run it."""
     path = run.file(name)
     if not path.is_file():
+        if name in (card.artifacts or {}):  # the export made it: it was removed since (model.onnx too: it said
+            return {"error": run.gone(name)}  # "export it first" of a run whose card records it; a new user's)
         if name != "model.onnx" and run.file("model.onnx").is_file():  # exported, without this variant
             no_openvino = name.startswith("openvino/") and not run.file("openvino/model.xml").is_file()
             flag = "--no-openvino" if no_openvino else "--no-int8"
-            if name in (card.artifacts or {}):  # the export made it: it was removed since
-                return {"error": run.gone(name)}
             mode = (((card.export or {}).get("config") or {}).get("int8") or {}).get("mode")
             if name == "openvino/model.int8.xml" and mode == "dynamic" and not no_openvino:
                 return {"skipped": f"{name} is not in the run: dynamic int8 makes none (--int8-method static does)"}

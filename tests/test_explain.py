@@ -412,3 +412,7 @@ def test_a_dynamic_int8_runs_missing_ir_is_said_why(run_copy):
     }
     card.export["config"]["int8"]["mode"] = "static"
     assert "e.g. --no-int8" in _profiled(run_copy, card, "openvino/model.int8.xml", lambda path: {})["skipped"]
+    # model.onnx removed from a run whose card records it: said so (it said "export it first"; a new user's trial)
+    run_copy.file("model.onnx").unlink()
+    said = _profiled(run_copy, run_copy.load_card(), "model.onnx", lambda path: {})
+    assert "error" in said and "missing" in said["error"] and "export it first" not in said["error"], said
