@@ -448,7 +448,15 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     settings = ((card.export or {}).get("config") or {}).get("int8") or {}
     for label, name in (("ONNX int8", ONNX_INT8), ("OpenVINO int8", OV_INT8)):
         record = card.artifacts.get(name, {}).get("quantization", {})
-        if record.get("val_drop_points") is None or not run.file(name).is_file():
+        if not run.file(name).is_file():
+            continue
+        try:  # export's figures are of the file it made: not of one changed or copied in since (a new user's trial)
+            verify_artifact(run.path, name, card.artifacts, required=True)
+        except RunDirError:
+            continue  # (its profile's line says why)
+        if record.get("val_drop_points") is None:  # no validation images: kept unchecked (it went unsaid)
+            if record.get("accuracy_not_checked"):
+                doc["int8_exports"].append({"model": label, "not_checked": record["accuracy_not_checked"]})
             continue
         keys = ("val_drop_points", "test_drop_points", "calibration_images", "weight_bits", "activations", "tool")
         found = {"model": label, **{key: record.get(key) for key in keys}, "val_images": len(splits.val)}
@@ -531,6 +539,11 @@ def export_check(found: dict[str, Any]) -> list[str]:
     trials or ``--no-accuracy-aware``; over a point, the causes are said then.) A model that held its budget (or a
     point, where none held it) on validation and lost more on test is said too, with why where the images were few."""
     drop = found.get("val_drop_points")
+    if found.get("not_checked"):
+        return [
+            f"int8 accuracy (export's check): {found.get('model', 'ONNX int8')} was not checked ("
+            f"{found['not_checked']}): the figures below are on a few images and say nothing of its top-1"
+        ]
     if drop is None:
         return []
     images = found.get("val_images") or 0
@@ -695,4 +708,17 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         said.append(f"int8 error: {figures}")
     elif output.get("error") or output.get("skipped"):
         said.append(f"int8 error on the outputs: {output.get('error') or output.get('skipped')}")
-    return said
+    return _once(said)
+
+
+def _once(said: list[str]) -> list[str]:
+    """``said`` without a line whose cause (after its "label: ") an earlier line said: a replaced model.int8.onnx's
+    checksum error came four times, once per measure that could not read it (a new user's trial)."""
+    kept, causes = [], set()
+    for line in said:
+        cause = line.split(": ", 1)[-1]
+        if cause in causes and ": " in line:
+            continue
+        causes.add(cause)
+        kept.append(line)
+    return kept

@@ -397,6 +397,21 @@ def test_a_run_whose_images_moved_is_explained_from_data_or_its_exports(run_copy
     assert "--data" in CliRunner().invoke(app, ["explain", "--help"]).output
 
 
+def test_a_replaced_int8_model_gets_neither_exports_figures_nor_four_errors(run_copy):
+    """model.int8.onnx replaced by another file: the verdict opened with export's accuracy of the file it had made,
+    and its checksum error came four times (a new user's trial). An int8 model export kept unchecked (no validation
+    images) is said so."""
+    from edgetransfer.explain import verdict
+
+    shutil.copy(run_copy.file("model.onnx"), run_copy.file("model.int8.onnx"))
+    said = explain(run_copy, FAST)["verdict"]
+    assert not [line for line in said if line.startswith("int8 accuracy (export's check): ONNX int8")], said
+    assert len([line for line in said if "model.int8.onnx" in line and "sha256" in line]) == 1, said
+    unchecked = {"model": "OpenVINO int8", "not_checked": "no validation images"}
+    [line] = verdict({"engines": {}, "cpu": {}, "settings": {"threads": 1}, "int8_exports": [unchecked]})
+    assert line.startswith("int8 accuracy (export's check): OpenVINO int8 was not checked (no validation images)")
+
+
 def test_a_dynamic_int8_runs_missing_ir_is_said_why(run_copy):
     """explain on a --int8-method dynamic run said its OpenVINO int8 IR was missing 'e.g. --no-int8' (a new user's
     trial): dynamic int8 makes none."""
