@@ -61,7 +61,7 @@ def test_card_travels_in_onnx_metadata():
     embed_in_onnx(model, make_card())
     embed_in_onnx(model, make_card().with_metrics("x", a=1.0))  # replaces, never duplicates
     props = {p.key: p.value for p in model.metadata_props}
-    assert len(model.metadata_props) == 1
+    assert sorted(p.key for p in model.metadata_props) == ["edgetransfer.card", "edgetransfer.decode"]
     assert read_from_onnx_metadata(props).metrics["x"] == {"a": 1.0}
     with pytest.raises(RunDirError, match="metadata"):
         read_from_onnx_metadata({})

@@ -434,7 +434,11 @@ def test_the_card_in_every_file_says_how_it_was_made(trained_run):
     assert steps[0]["method"] == "static" and steps[-1]["held"] is True, steps
     assert card.export["config"]["int8"]["calibration_size"] == 16
     assert card.export["passes"][0]["config"] == {"opset": 17, "atol": 1e-3, "simplify": True}
-    assert [s["method"] for s in card.artifacts["openvino/model.int8.xml"]["quantization"]["escalation"]] == ["nncf"]
+    ir = card.artifacts["openvino/model.int8.xml"]["quantization"]["escalation"]
+    # NNCF's IR, or (where it measured no faster than fp32 here: the CI's machine, loaded) the converted one
+    assert [s["method"] for s in ir] in (["nncf"], ["nncf", "qdq"]), ir
+    if len(ir) == 2:
+        assert ir[0]["latency_ratio_vs_fp32"] >= 0.8 and ir[0]["why"] == "not measurably faster than fp32", ir
     for name in ("model.int8.onnx", "openvino/model.int8.xml"):  # each int8 model measured against its fp32
         assert 0 < card.artifacts[name]["quantization"]["latency_ratio_vs_fp32"] < 100
     proto = onnx.load(str(trained_run.file("model.int8.onnx")))
