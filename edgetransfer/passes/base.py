@@ -213,6 +213,18 @@ class ExportContext:
         if drop is not None and drop > self.config.int8.max_drop:
             console.err.print(f"[yellow]note: {name} loses {drop:.2f} points of test top-1 against fp32[/]")
 
+    def say_val_drop(self, name: str, record: dict[str, Any]) -> None:
+        """An int8 model's validation figure, the decisive one (a QAT model's was in the card only, an OpenVINO
+        IR's always: one that lost 50 points said only its test top-1; a new user's trial), or why there is none."""
+        if record["val_drop_points"] is None:
+            self.unchecked(record)
+            return
+        budget = self.config.int8.max_drop  # 100 points: no budget (a search's trials rank their int8 top-1)
+        within = "not held to a budget" if budget >= 100 else f"within the {budget:g}-point budget"
+        console.err.print(
+            f"{name}: validation top-1 {0.0 - record['val_drop_points']:+.2f} points against fp32 ({within})"
+        )
+
     def unchecked(self, record: dict[str, Any]) -> None:
         """Without validation images no int8 model can be held to the budget (finetune kept its last epoch for the
         same reason): it is exported all the same, its card entry says it was not checked, and the console once."""

@@ -45,15 +45,7 @@ def judge_onnx_int8(
     settings["val_drop_points"] = int8_budget(
         "ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop, hint=hint or ptq_hint(config)
     )
-    if settings["val_drop_points"] is None:
-        ctx.unchecked(settings)
-    else:  # the decisive figure (a QAT model's was in the card only)
-        within = (  # 100 points: no budget (a search's trials: the search ranks their int8 top-1 itself)
-            "not held to a budget" if config.max_drop >= 100 else f"within the {config.max_drop:g}-point budget"
-        )
-        console.err.print(
-            f"ONNX int8: validation top-1 {0.0 - settings['val_drop_points']:+.2f} points against fp32 ({within})"
-        )
+    ctx.say_val_drop("ONNX int8", settings)
     ctx.say_drop("ONNX int8", settings["test_drop_points"])
     where = (
         f"({LATENCY_MEASURE}, a short measure on this CPU; 'edgetransfer bench' measures it properly at the profile's "

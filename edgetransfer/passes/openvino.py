@@ -265,8 +265,7 @@ class OpenVinoInt8(Pass):
         record["val_drop_points"] = int8_budget(  # NNCF's IR: --calib-method shapes only ONNX Runtime's model
             "OpenVINO int8", fp32["val_top1"], result["val_top1"], config.max_drop, tried=tried, hint=OTHER_PTQ_HINT
         )
-        if record["val_drop_points"] is None:
-            ctx.unchecked(record)
+        ctx.say_val_drop("OpenVINO int8", record)
         ctx.say_drop("OpenVINO int8", record["test_drop_points"])
         return Artifact(OV_INT8, {"file": OV_INT8, "quantization": record}, model)
 
