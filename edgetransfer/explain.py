@@ -459,6 +459,7 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
                 doc["int8_exports"].append({"model": label, "not_checked": record["accuracy_not_checked"]})
             continue
         keys = ("val_drop_points", "test_drop_points", "calibration_images", "weight_bits", "activations", "tool")
+        keys += ("ort_calibration_images",)  # (a QAT model's ranges: calibration_images is its set-up's)
         found = {"model": label, **{key: record.get(key) for key in keys}, "val_images": len(splits.val)}
         found["test_images"] = len(splits.test)
         keys = ("mode", "max_drop", "calibration_dir", "calibration_size", "per_channel")
@@ -579,9 +580,10 @@ def export_check(found: dict[str, Any]) -> list[str]:
     if not poor and not test_lost:
         return [line]
     retrained = str(found.get("tool") or "").startswith("nncf QAT")
+    calibrated = found.get("ort_calibration_images") or found.get("calibration_images")
     if found.get("calibration_dir"):
         causes.append(
-            f"it was calibrated on --calib {found['calibration_dir']} ({found.get('calibration_images')} images), "
+            f"it was calibrated on --calib {found['calibration_dir']} ({calibrated} image{'s' * (calibrated != 1)}), "
             "not its training images: images unlike those it is scored on give wrong ranges (a low SQNR at the "
             "input is the sign); re-export with --calib on images like the deployment's, or without --calib"
         )

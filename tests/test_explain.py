@@ -347,6 +347,9 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
     qat = {**few, "mode": "qat", "max_drop": 100.0, "tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime"}
     said = verdict({**base, "int8_exports": [qat]})[0]
     assert said.endswith("held to no budget by its export"), said  # QAT learns its ranges: no calibration cause
+    # QAT with --calib: ONNX Runtime's ranges come from the --calib images, not its set-up's 20 (a new user's trial)
+    calib = {**qat, "calibration_dir": "/data/one", "calibration_images": 20, "ort_calibration_images": 1}
+    assert "calibrated on --calib /data/one (1 image), not" in verdict({**base, "int8_exports": [calib]})[0]
     assert verdict(base) == [] and verdict({**base, "int8_exports": []}) == []
     # every int8 model export kept: an OpenVINO IR that lost 75 points went unsaid beside ONNX's 0 (a new user's)
     ov = {**dark, "model": "OpenVINO int8", "val_drop_points": 75.0, "test_drop_points": 75.0}

@@ -42,6 +42,9 @@ class OnnxInt8Qat(Pass):
             )
         settings = {"tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime (QDQ)", **record}
         settings["ort_calibration_source"] = ctx.calibration[1]
+        # the images ONNX Runtime's ranges come from (calibration_images: NNCF's QAT set-up's, from the training
+        # split; with --calib the two differ, and explain said the set-up's count of a model calibrated on 1 image)
+        settings["ort_calibration_images"] = len(ctx.calibration[0])
         settings.update(weight_bits=self.config.weight_bits(), weight_bits_why=self.config.weights_note())
         settings["nncf_overflow_fix"] = NNCF_OVERFLOW_FIX[self.config.weight_bits()]
         return [judge_onnx_int8(ctx, self.config, settings, hint=QAT_HINT)]
