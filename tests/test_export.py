@@ -886,6 +886,9 @@ def test_export_without_int8_needs_no_data_folder(trained_run, tmp_path):
     said = " ".join(result.stderr.split())
     assert "is not here: the models are checked against PyTorch on 64 random inputs" in said, said
     assert "top-1 agreement 100.00% on 64 random inputs" in said, said
+    # the run has test images, not here (it read "no test images"; a new user's trial)
+    assert "onnx_fp32: test top-1 not measured (the run's data folder is not here)" in said and "no test" not in said
+    assert "onnx_fp32      test top-1 not measured (the run's data folder is not here)" in result.stdout
     card = json.loads((run / "card.json").read_text())
     assert card["artifacts"]["model.onnx"]["parity"]["inputs"] == "random inputs"
     assert card["artifacts"]["model.onnx"]["parity"]["max_abs_diff"] < 1e-3

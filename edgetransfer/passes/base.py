@@ -189,7 +189,12 @@ class ExportContext:
             "precision": session.precision,
         }
         self.metrics[name] = result
-        console.err.print(f"{shown or name}: {top1_text(result['test_top1'])} (runs in {session.precision})")
+        said = (  # the run has test images, not here (it read "no test images"; a new user's trial)
+            "test top-1 not measured (the run's data folder is not here)"
+            if self.splits.layout == "gone"
+            else top1_text(result["test_top1"])
+        )
+        console.err.print(f"{shown or name}: {said} (runs in {session.precision})")
         return result
 
     def check(self, name: str, session: Session, atol: float, *, fail: bool = True, rtol: float = 0.0) -> dict:
