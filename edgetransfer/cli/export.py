@@ -30,7 +30,11 @@ def export(
     ] = Int8Config.mode,
     calib: Annotated[
         Path | None,
-        typer.Option(help="Folder of target-domain images to calibrate int8 on.", show_default="the training split"),
+        typer.Option(
+            help="Folder of target-domain images to calibrate int8 on (with --int8-method qat: ONNX Runtime's "
+            "ranges of the exported model; the quantization-aware fine-tune itself trains on the training split).",
+            show_default="the training split",
+        ),
     ] = None,
     skip_bad: Annotated[
         bool,
@@ -46,7 +50,10 @@ def export(
             "percentile. NNCF's OpenVINO IR uses NNCF's own range estimation, the TensorRT table min-max."
         ),
     ] = Int8Config.method,
-    calib_size: Annotated[int, typer.Option(help="Images used to calibrate int8.")] = Int8Config.calibration_size,
+    calib_size: Annotated[
+        int,
+        typer.Option(help="Images used to calibrate int8 (with qat: also the training images NNCF's set-up reads)."),
+    ] = Int8Config.calibration_size,
     per_channel: Annotated[
         bool,
         typer.Option(
@@ -58,7 +65,11 @@ def export(
         bool, typer.Option(help="Keep the most sensitive layers in float until --max-drop holds (needs val images).")
     ] = Int8Config.accuracy_aware,
     max_drop: Annotated[
-        float, typer.Option(help="Largest int8 top-1 loss on validation, in points.")
+        float,
+        typer.Option(
+            help="Largest int8 top-1 loss on validation, in points (0..100): past it, export tries what "
+            "--int8-method allows (layers back to float, QAT) and else fails, saying so; 100: not held to a budget."
+        ),
     ] = Int8Config.max_drop,
     int8_weights: Annotated[
         str,
