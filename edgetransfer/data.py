@@ -499,6 +499,13 @@ def load_splits(
     stray = sorted(p.name for p in root.iterdir() if not ignored_file(p.name) and not p.is_dir())
     if stray:  # files beside the class folders belong to no class
         extra["ignored"] = stray
+    hidden = sorted(
+        f"{p.name}/"
+        for p in root.iterdir()
+        if p.name.startswith(".") and p.name != ".git" and p.is_dir() and _holds_images(p)
+    )
+    if hidden:  # never a class: said where it holds images (.hidden/ of 14 images went unread, unsaid; a new user's)
+        extra["hidden_folders"] = hidden
     _check_classes(classes, root, option=option)
     shared = _grouped_classes(classes, root)
     if shared:  # DIR/<group>/<class>/: the groups train as the classes (they did, unsaid: a new user's trial)
@@ -511,6 +518,11 @@ def load_splits(
         extra["copies_kept_in_train"] = moved
     _copies_across_classes(everything, root, extra)
     return Splits(root, labels, train, val, test, seed, "split", extra)
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether any file below ``folder`` has an image's extension (the first found ends the look)."""
+    return any(path.suffix.lower() in IMAGE_SUFFIXES for path in folder.rglob("*"))
 
 
 def _grouped_classes(classes: dict[str, list[Path]], root: Path) -> list[str]:

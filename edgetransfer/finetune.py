@@ -120,6 +120,14 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             f"[yellow]note: the classes {escape(', '.join(repr(name) for name in group))} differ only in case or "
             "Unicode form: one class split in two by accident? (merge their folders if so)[/]"
         )
+    if splits.extra.get("hidden_folders"):
+        hidden = splits.extra["hidden_folders"]
+        one = len(hidden) == 1
+        console.err.print(
+            f"[yellow]note: {escape(', '.join(hidden[:MAX_NAMED]))} in {escape(str(splits.root))} "
+            f"{'holds' if one else 'hold'} images, not read (a folder whose name starts with a dot is hidden, never a "
+            f"class): rename {'it' if one else 'them'} to train on {'it' if one else 'them'}[/]"
+        )
     if splits.extra.get("grouped_classes"):
         inner = splits.extra["grouped_classes"]
         named = ", ".join(f"{c}/" for c in inner[:MAX_NAMED]) + (" ..." if len(inner) > MAX_NAMED else "")

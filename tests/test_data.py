@@ -345,6 +345,13 @@ def test_class_folders_that_hold_only_folders_are_recorded(tmp_path):
     ]
     Image.new("RGB", (8, 8)).save(tmp_path / "extra" / "own.png")
     assert "grouped_classes" not in load_splits(tmp_path).extra
+    # a hidden folder of images is never a class: recorded for a note (it went unread, unsaid: a new user's trial)
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref")  # no images: nothing to say
+    Image.new("RGB", (8, 8)).save(tmp_path / ".hidden" / "x.png")
+    splits = load_splits(tmp_path)
+    assert splits.extra["hidden_folders"] == [".hidden/"] and splits.labels == ("extra", "photos")
 
 
 def test_twelve_bit_data_in_sixteen_bit_images_is_noted(tmp_path):
