@@ -616,6 +616,12 @@ def verdict(doc: dict[str, Any]) -> list[str]:
                 said.append(f"{engine} {variant}: {problem}")
         ratio = found.get("int8_latency_ratio")
         if ratio is None:
+            if "int8_layers" in int8:  # profiled, with no fp32 model to time it against: what it is, still said
+                layers = int8["int8_layers"] + len(int8["float_layers"])
+                said.append(
+                    f"{engine}: int8 alone (no fp32 model to compare): {int8['int8_layers']} of {layers} compute "
+                    f"layers run in int8; quantize/dequantize nodes take {int8['qdq_share']:.0%} of its time"
+                )
             continue
         layers = int8["int8_layers"] + len(int8["float_layers"])
         speed = "faster than" if ratio < 0.8 else "no real gain over" if ratio <= 1.05 else "SLOWER than"

@@ -367,6 +367,13 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
     ov = {**base, "engines": {"openvino": {"fp32": {}, "int8": int8, "int8_latency_ratio": 7.8}}}
     [line] = verdict({**ov, "sqnr": {"activations": "dynamic"}})  # its IR is NNCF's static int8: no such advice
     assert "ConvInteger takes 84%" in line and "--int8-method static" not in line, line
+    alone = {"engines": {"onnxruntime": {"fp32": {"error": "model.onnx is recorded in card.json but missing"},
+                                         "int8": int8}}}  # fmt: skip
+    lines = verdict({**base, **alone})  # its own profile was taken and not said (a new user's trial)
+    assert (
+        lines[1] == "onnxruntime: int8 alone (no fp32 model to compare): 53 of 53 compute layers run in int8; "
+        "quantize/dequantize nodes take 4% of its time"
+    ), lines
     int8["by_op"] = {"Conv": {"share": 0.9}}  # slow, but not dynamic: the op type said, no advice to change method
     [line] = verdict({**slow, "sqnr": {"activations": "uint8"}})
     assert line.endswith("Conv takes 90% of its time"), line
