@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from edgetransfer import console
 from edgetransfer.card import verify_artifact
@@ -414,26 +415,31 @@ def check_images(splits, count: int) -> tuple[tuple, str | None]:
     )
 
 
-def _data(run: RunDir, card: Any, config: ExplainConfig) -> str | None:
+def _data(run: RunDir, card: Any, config: ExplainConfig) -> tuple[str | None, str]:
     """The run's data folder: ``--data``; else the card's; where that is gone, the one its export was given with
     --data (a run copied to another machine and exported there could not be explained: the error named a --data
-    explain did not have; a new user's trial)."""
+    explain did not have; a new user's trial), with a note to say once its images are read from there."""
     if config.data is not None:
-        return config.data
+        return config.data, ""
     root = run.data_root(card)
     given = ((card.export or {}).get("config") or {}).get("data")
     if root and not Path(root).expanduser().is_dir() and given and Path(given).expanduser().is_dir():
-        console.err.print(f"[yellow]note: the run's data folder {root} is not here: its images are read from "
-                          f"{given}, where its export read them (--data)[/]")  # fmt: skip
-        return given
-    return None
+        return (
+            given,
+            f"the run's data folder {root} is not here: its images are read from {given}, where its export read "
+            "them (--data)",
+        )
+    return None, ""
 
 
 def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     from edgetransfer.evaluation import Decoded
 
     card = run.load_card()
-    splits = run.load_splits(card, _data(run, card, config))
+    data, said = _data(run, card, config)
+    splits = run.load_splits(card, data)
+    if said:  # (once they are read: the folder is the run's)
+        console.err.print(f"[yellow]note: {escape(said)}[/]")
     samples, note = check_images(splits, config.images)
     if note:
         console.err.print(f"[yellow]note: {note}[/]")
@@ -459,7 +465,7 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
                 doc["int8_exports"].append({"model": label, "not_checked": record["accuracy_not_checked"]})
             continue
         keys = ("val_drop_points", "test_drop_points", "calibration_images", "weight_bits", "activations", "tool")
-        keys += ("ort_calibration_images",)  # (a QAT model's ranges: calibration_images is its set-up's)
+        keys += ("ort_calibration_images", "from_tool")  # (a QAT model's ranges: calibration_images is its set-up's)
         found = {"model": label, **{key: record.get(key) for key in keys}, "val_images": len(splits.val)}
         found["test_images"] = len(splits.test)
         keys = ("mode", "max_drop", "calibration_dir", "calibration_size", "per_channel")
@@ -579,11 +585,14 @@ def export_check(found: dict[str, Any]) -> list[str]:
             causes.append(f"on {tested} test images that is {lost} image{'s' * (lost != 1)}")
     if not poor and not test_lost:
         return [line]
-    retrained = str(found.get("tool") or "").startswith("nncf QAT")
+    # (an IR converted from a QAT model.int8.onnx is QAT's too: from_tool)
+    retrained = any(str(found.get(key) or "").startswith("nncf QAT") for key in ("tool", "from_tool"))
     calibrated = found.get("ort_calibration_images") or found.get("calibration_images")
     if found.get("calibration_dir"):
         causes.append(
-            f"it was calibrated on --calib {found['calibration_dir']} ({calibrated} image{'s' * (calibrated != 1)}), "
+            f"it was calibrated on --calib {found['calibration_dir']}"
+            + (f" ({calibrated} image{'s' * (calibrated != 1)})" if calibrated else "")
+            + ", "
             "not its training images: images unlike those it is scored on give wrong ranges (a low SQNR at the "
             "input is the sign); re-export with --calib on images like the deployment's, or without --calib"
         )

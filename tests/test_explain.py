@@ -350,6 +350,12 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
     # QAT with --calib: ONNX Runtime's ranges come from the --calib images, not its set-up's 20 (a new user's trial)
     calib = {**qat, "calibration_dir": "/data/one", "calibration_images": 20, "ort_calibration_images": 1}
     assert "calibrated on --calib /data/one (1 image), not" in verdict({**base, "int8_exports": [calib]})[0]
+    # an IR converted from that model: its images named (it said "(None images)"), and known as QAT (review)
+    ir = {**calib, "model": "OpenVINO int8", "tool": "openvino.convert_model", "from_tool": qat["tool"], "mode": "auto"}
+    said = verdict({**base, "int8_exports": [ir]})[0]
+    assert "--calib /data/one (1 image), not" in said and "--int8-method qat" not in said, said
+    bare = {**ir, "calibration_images": None, "ort_calibration_images": None}
+    assert "calibrated on --calib /data/one, not" in verdict({**base, "int8_exports": [bare]})[0]
     assert verdict(base) == [] and verdict({**base, "int8_exports": []}) == []
     # every int8 model export kept: an OpenVINO IR that lost 75 points went unsaid beside ONNX's 0 (a new user's)
     ov = {**dark, "model": "OpenVINO int8", "val_drop_points": 75.0, "test_drop_points": 75.0}
@@ -395,15 +401,15 @@ def test_a_run_whose_images_moved_is_explained_from_data_or_its_exports(run_copy
     shutil.copytree(card.dataset["path"], moved)
     gone = dataclasses.replace(card, dataset={**card.dataset, "path": str(tmp_path / "gone")})
     with pytest.raises(DataError, match="pass --data DIR"):
-        run_copy.load_splits(gone, _data(run_copy, gone, ExplainConfig()))
-    given = _data(run_copy, gone, ExplainConfig(data=str(moved)))
-    assert given == str(moved) and run_copy.load_splits(gone, given).val
+        run_copy.load_splits(gone, _data(run_copy, gone, ExplainConfig())[0])
+    given, said = _data(run_copy, gone, ExplainConfig(data=str(moved)))
+    assert given == str(moved) and not said and run_copy.load_splits(gone, given).val
     exported = dataclasses.replace(
         gone, export={**gone.export, "config": {**gone.export["config"], "data": str(moved)}}
     )
-    assert _data(run_copy, exported, ExplainConfig()) == str(moved)
-    assert "its images are read from" in capsys.readouterr().err
-    assert _data(run_copy, card, ExplainConfig()) is None  # the card's folder is there: as before
+    given, said = _data(run_copy, exported, ExplainConfig())  # (the note is said once the images are read)
+    assert given == str(moved) and "its images are read from" in said
+    assert _data(run_copy, card, ExplainConfig()) == (None, "")  # the card's folder is there: as before
     assert "--data" in CliRunner().invoke(app, ["explain", "--help"]).output
 
 

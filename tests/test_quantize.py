@@ -228,7 +228,10 @@ def test_fp16_dynamic_int8_and_a_calibration_folder(run_copy, tmp_path, capsys):
     assert "OpenVINO fp16 (f32 hint): max |logit diff|" in said and "openvino_fp16: test top-1" in said
     assert card.artifacts["openvino/model.int8.xml"]["quantization"]["tool"].startswith("nncf")
     ir = card.artifacts["openvino/model.int8.xml"]["quantization"]["val_drop_points"]  # said too (it was not)
-    assert f"OpenVINO int8: validation top-1 {0.0 - ir:+.2f} points against fp32 (within the 1-point budget)" in said
+    assert (
+        f"OpenVINO int8 (NNCF): validation top-1 {0.0 - ir:+.2f} points against fp32 (within the 1-point budget)"
+        in said
+    )
 
     export(run_copy, ExportConfig(int8=Int8Config(mode="dynamic"), openvino=False))
     card = run_copy.load_card()

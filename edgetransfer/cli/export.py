@@ -156,7 +156,8 @@ def export(
         fp16=fp16,
         openvino=openvino,
         tensorrt=tensorrt,
-        data=str(data) if data else None,
+        # a full path, as the card's data (explain falls back to it from any folder it is run in)
+        data=str(Path(data).expanduser().resolve()) if data else None,
         int8=Int8Config(
             mode=int8_method if int8 else "none",
             method=calib_method,

@@ -229,8 +229,15 @@ class OpenVinoInt8(Pass):
             raise UsageError("--openvino-int8 qdq converts model.int8.onnx, which this export does not make")
         model = ov.convert_model(str(ctx.path(ONNX_INT8)))
         onnx_record = ctx.artifacts[ONNX_INT8].record.get("quantization", {})
-        bits = {k: onnx_record[k] for k in ("weight_bits", "weight_bits_why") if k in onnx_record}
-        return model, {"tool": "openvino.convert_model", "converted_from": ONNX_INT8, **bits}
+        keys = ("weight_bits", "weight_bits_why", "calibration_images", "ort_calibration_images")
+        kept = {k: onnx_record[k] for k in keys if k in onnx_record}  # its ranges are model.int8.onnx's: explain
+        # names their images (it said "(None images)") and knows a QAT model by the tool that made it
+        return model, {
+            "tool": "openvino.convert_model",
+            "converted_from": ONNX_INT8,
+            "from_tool": onnx_record.get("tool"),
+            **kept,
+        }
 
     @staticmethod
     def _judged(ctx: ExportContext, config: Int8Config, model: Any, record: dict[str, Any]) -> Artifact:
@@ -265,7 +272,7 @@ class OpenVinoInt8(Pass):
         record["val_drop_points"] = int8_budget(  # NNCF's IR: --calib-method shapes only ONNX Runtime's model
             "OpenVINO int8", fp32["val_top1"], result["val_top1"], config.max_drop, tried=tried, hint=OTHER_PTQ_HINT
         )
-        ctx.say_val_drop("OpenVINO int8", record)
+        ctx.say_val_drop(f"OpenVINO int8 ({made_by})", record)  # (two IRs may be judged: which one)
         ctx.say_drop("OpenVINO int8", record["test_drop_points"])
         return Artifact(OV_INT8, {"file": OV_INT8, "quantization": record}, model)
 
