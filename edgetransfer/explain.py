@@ -421,13 +421,12 @@ def _data(run: RunDir, card: Any, config: ExplainConfig) -> tuple[str | None, st
     explain did not have; a new user's trial), with a note to say once its images are read from there."""
     if config.data is not None:
         return config.data, ""
-    root = run.data_root(card)
     given = ((card.export or {}).get("config") or {}).get("data")
-    if root and not Path(root).expanduser().is_dir() and given and Path(given).expanduser().is_dir():
+    if run.data_gone(card) and given and Path(given).expanduser().is_dir():
         return (
             given,
-            f"the run's data folder {root} is not here: its images are read from {given}, where its export read "
-            "them (--data)",
+            f"the run's data folder {run.data_root(card)} is not here: its images are read from {given}, where its "
+            "export read them (--data)",
         )
     return None, ""
 
@@ -626,13 +625,8 @@ def verdict(doc: dict[str, Any]) -> list[str]:
         ratio = found.get("int8_latency_ratio")
         if ratio is None:
             if "int8_layers" in int8:  # profiled, with no fp32 model to time it against: what it is, still said
-                layers = int8["int8_layers"] + len(int8["float_layers"])
-                said.append(
-                    f"{engine}: int8 alone (no fp32 model to compare): {int8['int8_layers']} of {layers} compute "
-                    f"layers run in int8; quantize/dequantize nodes take {int8['qdq_share']:.0%} of its time"
-                )
+                said.append(f"{engine}: int8 alone (no fp32 model to compare): {_in_int8(int8)}")
             continue
-        layers = int8["int8_layers"] + len(int8["float_layers"])
         speed = "faster than" if ratio < 0.8 else "no real gain over" if ratio <= 1.05 else "SLOWER than"
         threads = doc["settings"]["threads"]
         rounds = found.get("int8_latency_ratio_rounds") or {}
@@ -644,9 +638,7 @@ def verdict(doc: dict[str, Any]) -> list[str]:
             )
         line = (
             f"{engine}: int8 is {ratio:.2f}x fp32's median latency ({speed} fp32{unsure}) at {threads} "
-            f"thread{'s' if threads > 1 else ''}; {int8['int8_layers']} of {layers} compute layers run in int8; "
-            f"quantize/dequantize nodes take {int8['qdq_share']:.0%} of its time, "
-            f"layout reorders {int8['layout_share']:.0%}"
+            f"thread{'s' if threads > 1 else ''}; {_in_int8(int8)}, layout reorders {int8['layout_share']:.0%}"
         )
         if int8["float_layers"]:
             shown = ", ".join(int8["float_layers"][:3])
@@ -726,6 +718,15 @@ def verdict(doc: dict[str, Any]) -> list[str]:
     elif output.get("error") or output.get("skipped"):
         said.append(f"int8 error on the outputs: {output.get('error') or output.get('skipped')}")
     return _once(said)
+
+
+def _in_int8(int8: dict[str, Any]) -> str:
+    """How much of a profiled int8 model runs in int8, and what its quantize/dequantize nodes cost."""
+    layers = int8["int8_layers"] + len(int8["float_layers"])
+    return (
+        f"{int8['int8_layers']} of {layers} compute layers run in int8; quantize/dequantize nodes take "
+        f"{int8['qdq_share']:.0%} of its time"
+    )
 
 
 def _once(said: list[str]) -> list[str]:

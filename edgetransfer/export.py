@@ -291,7 +291,7 @@ def _export_staged(run: RunDir, config: ExportConfig, stage: Path, *, by_search:
                     "keep the figures measured before this export (copy the trial's folder to export it apart)[/]"
                 )
             root = run.data_root(card)
-            gone = config.data is None and root and not Path(root).expanduser().is_dir()  # trained on another machine
+            gone = config.data is None and run.data_gone(card)  # trained on another machine
             adaptation = (card.training or {}).get("adaptation") or {}
             adapted = adaptation.get("adapt_bn_images") and not adaptation.get("rolled_back_to_source")
             # with --calib too: the accuracy figures and int8's check are the source split's (without the images no

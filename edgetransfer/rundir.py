@@ -407,6 +407,12 @@ class RunDir:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def data_gone(self, card: ModelCard) -> bool:
+        """Whether the run names a data folder (:meth:`data_root`) that is not on this machine (trained elsewhere, or
+        moved)."""
+        root = self.data_root(card)
+        return bool(root) and not Path(root).expanduser().is_dir()
+
     def recorded_digests(self, *names: str) -> set[str] | None:
         """The sha256 of every file of the recorded splits ``names`` (``splits.json``), to know the run's images by
         content under any name; None for a run from before that file, or a damaged one."""

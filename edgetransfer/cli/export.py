@@ -176,8 +176,7 @@ def export(
     for name, item in card.artifacts.items():
         if "bytes" in item:
             console.out.print(f"{done.path / name}  ({item['bytes'] / 1e6:.1f} MB)")
-    root = done.data_root(card)
-    gone = data is None and root and not Path(root).expanduser().is_dir()  # it has test images, not here
+    gone = data is None and done.data_gone(card)  # it has test images, not here
     for key, item in card.metrics.items():
         top1 = item.get("test_top1")
         said = "test top-1 not measured (the run's data folder is not here)" if gone and top1 is None else None
