@@ -78,6 +78,7 @@ from edgetransfer.training import (
     set_phase,
     set_threads,
     trainable_blocks,
+    validation_dtype,
     warmup_cosine,
 )
 
@@ -538,7 +539,7 @@ class _Trainer:
                 "try a lower --lr"
             )
         if self.dist.main:
-            dtype = amp_dtype(self.config.amp, self.device)
+            dtype = validation_dtype(self.config.amp, self.device)  # on a CPU float32, as exported
             val_acc, _, val_loss = score(unwrap(self.model), self.val, self.device, dtype=dtype)
             if not len(self.val):  # nothing to validate on: the last epoch is the one kept
                 improved, val_acc, val_loss = True, None, None
@@ -613,7 +614,7 @@ class _Trainer:
         model.load_state_dict(backbones.read_safetensors(self.out / CHECKPOINT))
         model.eval()
         test = score(model, Decoded(self.splits.test, self.pre, name="test images"), self.device)  # float32
-        # the card's validation figure in float32 too: the epoch's own score ran in bf16 while only the head learned
+        # the card's validation figure in float32 (on a GPU the epoch's own score ran in autocast)
         val = score(model, self.val, self.device)[0] if len(self.val) else None
         card = finished_card(self, stopped_because, test, seconds, val)
         plot_curves(self.state["history"], self.out / CURVES)

@@ -185,7 +185,7 @@ def cpu_bf16() -> bool:
 def amp_dtype(mode: str, device: str, *, body_learns: bool = False) -> Any:
     """The autocast dtype for ``mode`` on ``device`` (None: full precision). ``auto``: bf16 on a GPU that has it
     (else fp16); on a CPU with native bf16 (AVX-512 BF16, AMX) bf16 for what only runs forward through the body
-    (the head-only epochs, validation) and float32 when any body block learns (``body_learns``): its backward pass ran
+    (the head-only epochs) and float32 when any body block learns (``body_learns``): its backward pass ran
     no faster in bf16 on an AMD EPYC and slower on an Intel Xeon with AMX
     (benchmarks/results/finetune_recipes.md); full precision on other CPUs.
     ``bf16`` asks for bf16 throughout."""
@@ -200,6 +200,15 @@ def amp_dtype(mode: str, device: str, *, body_learns: bool = False) -> Any:
     if mode == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def validation_dtype(mode: str, device: str) -> Any:
+    """The autocast dtype each epoch's validation runs in: on a CPU float32 unless ``--amp bf16`` asks for bf16
+    throughout, because the exported model runs in float32 and the validation score chooses the epoch kept: on an
+    AMD EPYC with AVX-512 BF16, bf16 scoring changed up to 12 of 100 validation predictions, and on one run the epoch
+    kept (benchmarks/results/bf16_validation.md); on a GPU :func:`amp_dtype`'s."""
+    dtype = amp_dtype(mode, device)
+    return None if device == "cpu" and mode != "bf16" else dtype
 
 
 def set_threads() -> int:

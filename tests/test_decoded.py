@@ -102,6 +102,16 @@ def test_bf16_autocast_only_where_the_cpu_computes_it(monkeypatch):
     assert training.amp_dtype("bf16", "cpu") == torch.bfloat16
 
 
+def test_validation_runs_in_float32_on_a_cpu_unless_bf16_is_asked_for_throughout(monkeypatch):
+    from edgetransfer import training
+
+    monkeypatch.setattr(training, "cpu_bf16", lambda: True)  # where auto trains the head in bf16
+    assert training.validation_dtype("auto", "cpu") is None and training.validation_dtype("off", "cpu") is None
+    assert training.validation_dtype("bf16", "cpu") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert training.validation_dtype("auto", "cuda") == torch.float16  # a GPU's autocast, as it trains
+
+
 def test_the_cache_size_from_the_environment_is_checked(monkeypatch):
     """EDGETRANSFER_CACHE_MB=2G was a ValueError traceback when edgetransfer was imported (a reviewer's finding)."""
     from edgetransfer.decoded import CACHE_LIMIT_MB, cache_limit_mb

@@ -99,12 +99,17 @@ def test_freeze_early_only_fixes_blocks_the_strategy_would_train(model):
 def test_auto_precision_is_bf16_while_only_the_head_learns_on_a_bf16_cpu(
     image_folder, tmp_path, monkeypatch, capsys, native_bf16
 ):
+    from edgetransfer import finetune as module
     from edgetransfer import training
 
     monkeypatch.setattr(training, "cpu_bf16", lambda: native_bf16)
+    scored = []  # each epoch's validation scores in float32, as the exported model runs: bf16 changed the epoch kept
+    real = module.score
+    monkeypatch.setattr(module, "score", lambda *a, dtype=None, **k: scored.append(dtype) or real(*a, dtype=dtype, **k))
     run = finetune(FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), device="cpu", **TINY))
     history = run.load_card().training["history"]
     err = capsys.readouterr().err
+    assert scored == [None] * 4  # two epochs' validation, then the card's test and validation figures
     if native_bf16:
         assert [(h["phase"], h["precision"]) for h in history] == [("head", "bfloat16"), ("body", "float32")]
         assert "mixed precision bfloat16 while only the head learns, float32 when the body does" in err

@@ -167,8 +167,8 @@ def finetune(
         str | None,
         typer.Option(
             help="Mixed precision: auto (bf16 on a GPU that has it, else fp16; on a CPU with AVX-512 BF16 or AMX, "
-            "bf16 while only the head learns and float32 when the body does, which was faster; float32 elsewhere), "
-            "bf16 (throughout), fp16 (GPU), off.",
+            "bf16 while only the head learns and float32 when the body does, which was faster, and for validation, "
+            "as exported; float32 elsewhere), bf16 (throughout), fp16 (GPU), off.",
             show_default=config_default("amp"),
         ),
     ] = None,
