@@ -378,14 +378,23 @@ def build(
         backbone = get(backbone)
     model = backbone.make_model()
     info: dict = {"source": None, "sha256": None}
-    if pretrained:
-        state, info = load_pretrained(backbone, weights_path)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise WeightsError(f"weights do not fit {backbone.name}: {str(exc).splitlines()[0]}") from None
     parent_name, _, attr = _classifier_path(model).rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     old = getattr(parent, attr)
+    if pretrained:
+        state, info = load_pretrained(backbone, weights_path)
+        head = state.get(f"{_classifier_path(model)}.weight")
+        if head is not None and head.ndim == 2 and head.shape[1] == old.in_features:
+            # a fine-tuned model's weights (a run's model.safetensors) have a head of their own class count: the
+            # body loads, the head is replaced below as ImageNet's is
+            setattr(parent, attr, torch.nn.Linear(old.in_features, head.shape[0]))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = "; ".join(lines[1:3]) or lines[0]  # the first line only says "Error(s) in loading state_dict"
+            raise WeightsError(
+                f"weights do not fit {backbone.name}: {detail[:400]}{'...' if len(detail) > 400 else ''}"
+            ) from None
     setattr(parent, attr, torch.nn.Linear(old.in_features, num_classes))
     return model, info

@@ -54,8 +54,25 @@ def test_user_weights_file(tmp_path):
     model, info = backbones.build("resnet18", num_classes=3, weights_path=path)
     assert info["source"] == str(path.resolve()) and len(info["sha256"]) == 64
     assert model.fc.out_features == 3
-    with pytest.raises(WeightsError, match="do not fit"):
+    with pytest.raises(WeightsError, match="do not fit mobilenet_v2: Missing key") as caught:
         backbones.build("mobilenet_v2", num_classes=3, weights_path=path)
+    assert "features.0.0.weight" in str(caught.value)  # the keys named, not only "Error(s) in loading state_dict"
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_a_fine_tuned_models_weights_start_a_new_fine_tune(tmp_path, name):
+    """A new user gave --weights a run's model.safetensors (a 3-class head): 'weights do not fit' and nothing
+    after the colon. The body loads; the head is new, as it is from ImageNet's weights."""
+    from safetensors.torch import save_file
+
+    run_model, _ = backbones.build(name, num_classes=3, pretrained=False)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in run_model.state_dict().items()}, str(path))
+    model, info = backbones.build(name, num_classes=5, weights_path=path)
+    assert info["source"] == str(path.resolve())
+    body = {k: v for k, v in model.state_dict().items() if k in run_model.state_dict() and "classifier" not in k}
+    assert body and all(torch.equal(v, run_model.state_dict()[k]) for k, v in body.items())
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
 
 
 LADDER = [  # fast to accurate; input size and normalisation from each one's reference implementation

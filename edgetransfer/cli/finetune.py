@@ -59,13 +59,18 @@ def finetune(
     ] = None,
     out: Annotated[str | None, typer.Option(help=OUT_HELP, show_default=False)] = None,
     weights: Annotated[
-        Path | None, typer.Option(help="Start from this weights file (.pth or .safetensors) instead of ImageNet.")
+        Path | None,
+        typer.Option(
+            help="Start from this weights file (.pth or .safetensors) instead of ImageNet's: the backbone's own, or "
+            "a run's model.safetensors (its body; the head is new)."
+        ),
     ] = None,
     size: Annotated[
         int | None,
         typer.Option(
             help="Input resolution in pixels (32..1024).",
-            show_default="from the images: median shorter side rounded up to 32, within 96..the backbone's 224",
+            show_default="from the images: median shorter side rounded up to 32, within 96..the backbone's own size "
+            "(224; EfficientNet-Lite1 240, Lite2 260)",
         ),
     ] = None,
     strategy: Annotated[

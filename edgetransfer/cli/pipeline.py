@@ -49,7 +49,11 @@ def pipeline(
         bool, typer.Option(help="Train on the readable images of a folder with bad files (listed in the card).")
     ] = False,
     weights: Annotated[
-        Path | None, typer.Option(help="Start from this weights file (.pth or .safetensors) instead of ImageNet.")
+        Path | None,
+        typer.Option(
+            help="Start from this weights file (.pth or .safetensors) instead of ImageNet's: the backbone's own, or "
+            "a run's model.safetensors (its body; the head is new)."
+        ),
     ] = None,
 ) -> None:
     """Run finetune -> export (fp32, int8, OpenVINO) -> bench, and print accuracies and a latency table."""
