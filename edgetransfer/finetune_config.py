@@ -335,6 +335,11 @@ def choose_size(config: FinetuneConfig, backbone, splits: Splits) -> tuple[int, 
         return config.size, "--size"
     side = median_shorter_side(splits.train, seed=config.seed)
     size = min(max(-(-side // GRID) * GRID, AUTO_MIN_SIZE), backbone.input_size)
+    if size == backbone.input_size and -(-side // GRID) * GRID > size:  # EfficientNet-Lite1's 240 is off the grid
+        return size, (
+            f"from the images: median shorter side {side} px, at least {backbone.name}'s own size, {size} px, "
+            "the size its ImageNet weights were trained at (--size to choose)"
+        )
     return size, (
         f"from the images: median shorter side {side} px, rounded up to a multiple of 32 within "
         f"{AUTO_MIN_SIZE}..{backbone.input_size} (--size to choose)"

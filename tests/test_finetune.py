@@ -1022,6 +1022,10 @@ def test_input_size_from_the_images(tmp_path, side, expected):
     )
     lite1 = backbones.get("efficientnet_lite1")  # its own size, 240, is off the grid: no note for it
     assert choose_size(dataclasses.replace(off, size=lite1.input_size), lite1, splits) == (240, "--size")
+    if side == 300:  # from the images: "rounded up to a multiple of 32 within 96..240" said of 240 (a new user)
+        size, why = choose_size(config, lite1, splits)
+        assert size == 240 and "at least efficientnet_lite1's own size, 240 px, the size its ImageNet" in why
+        assert "multiple of 32" not in why and choose_size(config, backbones.get("mobilenet_v2"), splits)[0] == 224
 
 
 def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeypatch, capsys):
