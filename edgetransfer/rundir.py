@@ -184,6 +184,22 @@ def staging_dir(final: Path) -> Iterator[Path]:
 RECORDED_BUT_GONE = "is recorded in card.json but missing from the run"
 
 
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those above it that do not exist yet, deepest first: what making it would make."""
+    return [f for f in (folder, *folder.parents) if not f.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first, as :func:`missing_folders` lists them) while each is an empty folder: a
+    failed command leaves none of the folders it made for its output behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (output in it), not there, or not a folder: it and those above it stay
+            if folder.exists():
+                break
+
+
 @dataclasses.dataclass(frozen=True)
 class RunDir:
     """A run directory (``models/NAME``): checkpoint, card, exported models and bench results."""
@@ -310,6 +326,7 @@ class RunDir:
         # named by the folder asked for, and where its lock goes ('cannot write /proc/.foo.lock' for --out /proc/foo
         # named a file the user never gave; the folder alone hid a read-only parent)
         said = Path(f"{self.path} (its lock file goes in {path.parent})")
+        made = missing_folders(path.parent)
         with write_errors_said(said):
             path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait
@@ -362,6 +379,7 @@ class RunDir:
             finally:
                 _HELD.discard(key)
                 path.unlink(missing_ok=True)  # removed while still held, so no lock file stays behind
+                remove_empty(made)  # made for the lock, and left empty by a command that failed: not kept
         finally:
             handle.close()  # releases the lock
 

@@ -105,6 +105,13 @@ def test_no_lock_file_stays_behind(tmp_path):
     with run.lock("export"):
         assert (tmp_path / ".run.lock").is_file()
     assert not (tmp_path / ".run.lock").exists()
+    # the folders the lock made above the run: gone where the command made nothing in them, kept where it did
+    with RunDir(tmp_path / "a" / "b" / "run").lock("search"):
+        assert (tmp_path / "a" / "b" / ".run.lock").is_file()
+    assert not (tmp_path / "a").exists()
+    with RunDir(tmp_path / "a" / "b" / "run").lock("search"):
+        (tmp_path / "a" / "b" / "run").mkdir()
+    assert (tmp_path / "a" / "b" / "run").is_dir()
 
 
 def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path, monkeypatch):

@@ -299,7 +299,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     assert worker.returncode == 2 and "error: cannot reach the storage" in worker.stderr and not out.exists()
     nothing = cli("--resume", "--out", str(out))
     assert nothing.returncode == 2 and "--resume: no search to resume in" in nothing.stderr and not out.exists()
-    tpu = cli("--data", str(data), "--out", str(out), "--device", "tpu", *FAST)
+    # nor the folders above --out it made for the lock (a new user found deep/a/b left behind)
+    tpu = cli("--data", str(data), "--out", str(out / "a" / "b"), "--device", "tpu", *FAST)
     assert tpu.returncode == 2 and tpu.stderr.strip().splitlines()[-1] == (
         "error: unknown device 'tpu'; choose one of auto, cpu, cuda"
     ), tpu.stderr

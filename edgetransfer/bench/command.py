@@ -15,7 +15,7 @@ from edgetransfer.bench.plan import identity_diff, model_identity
 from edgetransfer.bench.report import to_csv, to_markdown
 from edgetransfer.bench.runner import bench, document_text, save_document
 from edgetransfer.errors import UsageError
-from edgetransfer.rundir import BENCH_REPORTS, CARD, RunDir, atomic_path
+from edgetransfer.rundir import BENCH_REPORTS, CARD, RunDir, atomic_path, missing_folders, remove_empty
 
 
 @dataclass
@@ -262,14 +262,13 @@ def run_command(
     devices after this machine; their outcomes land in ``document["devices"]``; ``preflight`` runs after the checks,
     before this machine measures (bench --on: a device that cannot be reached is said in seconds)."""
     config.validate()
-    made = [f for f in (Path(out_dir) if out_dir else None, Path(save_baseline).parent if save_baseline else None) if f]
-    made = [f for f in made if not f.exists()]
+    wanted = (Path(out_dir) if out_dir else None, Path(save_baseline).parent if save_baseline else None)
+    made = [missing_folders(folder) for folder in wanted if folder]
     try:
         return _measured(run, config, gate, baseline, baseline_name, save_baseline, out_dir, devices, preflight)
     except BaseException:
-        for folder in made:  # a failed bench leaves no empty folder it made for its reports
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        for folders in made:  # a failed bench leaves no empty folder it made for its reports, nor those above
+            remove_empty(folders)
         raise
 
 
