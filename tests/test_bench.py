@@ -478,3 +478,12 @@ def test_processes_above_rounds_says_both_numbers():
     """'--processes must be at least 1 and at most --rounds' gave neither number (a new user's trial)."""
     with pytest.raises(UsageError, match=r"at most --rounds \(5\), not 20$"):
         BenchConfig(processes=20, rounds=5).validate()
+
+
+def test_processes_with_in_process_is_refused():
+    """`bench --in-process --processes 2` measured in one process, said nothing and recorded processes 2 (a new
+    user's trial)."""
+    with pytest.raises(UsageError, match=r"--processes 2 measures each model in 2 fresh processes, and --in-process"):
+        BenchConfig(processes=2, rounds=4, isolate=False).validate()
+    BenchConfig(processes=2, rounds=4).validate()
+    BenchConfig(processes=1, rounds=4, isolate=False).validate()

@@ -81,6 +81,11 @@ class BenchConfig:
             raise UsageError(
                 f"--processes must be at least 1 and at most --rounds ({self.rounds}), not {self.processes}"
             )
+        if self.processes > 1 and not self.isolate:  # it measured in one process and recorded processes N
+            raise UsageError(
+                f"--processes {self.processes} measures each model in {self.processes} fresh processes, and "
+                "--in-process measures every model in this one: give one of them"
+            )
 
     def settings(self) -> dict[str, Any]:
         """The resolved settings as JSON-ready values (the profile by name)."""
