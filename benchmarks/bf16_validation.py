@@ -79,7 +79,8 @@ def table(records: list[dict]) -> str:
     mean = lambda key: sum(100 * d[key]["test"] for d in records) / len(records)  # noqa: E731
     lines.append(
         f"\nruns: {len(records)}; epoch kept differs: {flips}; mean test top-1 kept: bf16 {mean('bf16'):.2f}%, "
-        f"float32 {mean('fp32'):.2f}%"
+        f"float32 {mean('fp32'):.2f}%; most predictions differing in one epoch: "
+        f"{max(r['val_disagree'] for d in records for r in d['log'])}"
     )
     return "\n".join(lines)
 

@@ -364,6 +364,28 @@ def _classifier_path(model: torch.nn.Module) -> str:
     return last
 
 
+def _misfit(expected: dict, state: dict) -> str:
+    """How a weights file's tensors differ from the model's, counted, with the first few names of each kind (a file
+    of another backbone is told by its unexpected names); "" where they fit."""
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shaped = [
+        f"{k} {list(getattr(state[k], 'shape', []))} where the model has {list(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)
+    ]
+    said = [
+        f"{len(missing)} of the model's tensors missing ({some(missing)})" if missing else "",
+        f"{len(unexpected)} the model does not have ({some(unexpected)})" if unexpected else "",
+        f"{len(shaped)} of another shape ({some(shaped)})" if shaped else "",
+    ]
+    return "; ".join(part for part in said if part)
+
+
 def build(
     backbone: Backbone | str,
     num_classes: int,
@@ -388,13 +410,12 @@ def build(
             # a fine-tuned model's weights (a run's model.safetensors) have a head of their own class count: the
             # body loads, the head is replaced below as ImageNet's is
             setattr(parent, attr, torch.nn.Linear(old.in_features, head.shape[0]))
+        misfit = _misfit(model.state_dict(), state)
+        if misfit:  # torch's own text starts "Error(s) in loading state_dict" and lists every key
+            raise WeightsError(f"weights do not fit {backbone.name}: {misfit}")
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            detail = "; ".join(lines[1:3]) or lines[0]  # the first line only says "Error(s) in loading state_dict"
-            raise WeightsError(
-                f"weights do not fit {backbone.name}: {detail[:400]}{'...' if len(detail) > 400 else ''}"
-            ) from None
+            raise WeightsError(f"weights do not fit {backbone.name}: {str(exc).splitlines()[0]}") from None
     setattr(parent, attr, torch.nn.Linear(old.in_features, num_classes))
     return model, info

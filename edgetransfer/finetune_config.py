@@ -47,7 +47,7 @@ class FinetuneConfig:
     warmup: float | None = None  # fraction of the steps warming the lr up; default: 0.3 for full, else 0.05
     label_smoothing: float = 0.1
     augment: str = "light"
-    hflip: bool = True  # better on the choose half, digits included (--no-hflip for text)
+    hflip: bool = True  # better on the choose half, digits included (--no-hflip where a mirror image is another class)
     balanced: str = "auto"  # class-balanced sampling: auto (when classes are skewed 3:1 or more), on, off
     patience: int | None = 2  # stop after this many epochs without a better val score, counted from the middle of the
     # planned epochs on (two-phase: from the body's 2nd epoch on too); with the default 4 epochs it never stops early
@@ -334,10 +334,12 @@ def choose_size(config: FinetuneConfig, backbone, splits: Splits) -> tuple[int, 
             )
         return config.size, "--size"
     side = median_shorter_side(splits.train, seed=config.seed)
-    size = min(max(-(-side // GRID) * GRID, AUTO_MIN_SIZE), backbone.input_size)
-    if size == backbone.input_size and -(-side // GRID) * GRID > size:  # EfficientNet-Lite1's 240 is off the grid
+    rounded = -(-side // GRID) * GRID
+    size = min(max(rounded, AUTO_MIN_SIZE), backbone.input_size)
+    if rounded > size:  # capped at the backbone's own size (EfficientNet-Lite1's 240 is off the grid)
+        how = "at least" if side >= size else f"rounded up to a multiple of 32 ({rounded}) above"
         return size, (
-            f"from the images: median shorter side {side} px, at least {backbone.name}'s own size, {size} px, "
+            f"from the images: median shorter side {side} px, {how} {backbone.name}'s own size, {size} px, "
             "the size its ImageNet weights were trained at (--size to choose)"
         )
     return size, (

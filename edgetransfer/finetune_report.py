@@ -13,7 +13,7 @@ from edgetransfer import console
 from edgetransfer.card import ModelCard
 from edgetransfer.checkpoint import confusion
 from edgetransfer.data import narrow_note, shallow_note
-from edgetransfer.finetune_config import class_counts
+from edgetransfer.finetune_config import class_counts, per_process
 from edgetransfer.rundir import CHECKPOINT, sha256_file
 from edgetransfer.training import balanced_reason
 from edgetransfer.versions import package_versions
@@ -67,8 +67,7 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
         f"{f' ({threads} thread{plural})' if trainer.device == 'cpu' else ''}; strategy {c.strategy}"
         + precision(trainer)
         + (f"; the first {trainer.fixed} body blocks (stride <= 4) stay fixed" if trainer.fixed else "")
-        + f"; batch {c.batch_size}"
-        + (f" per process ({c.batch_size * trainer.dist.world} a step in all)" if trainer.dist.world > 1 else "")
+        + f"; batch {batch_said(c.batch_size, sizes['train'], trainer.dist.world, given=not trainer.batch_reason)}"
         + f", at most {c.epochs} epoch{'s' * (c.epochs != 1)}"
         + (
             f", stopping after {c.patience} without a better validation score"
@@ -116,6 +115,20 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
             f"{100 / sizes['val']:.1f} points): the best epoch is a coarse choice; ties go to the lower "
             "validation loss[/]"
         )
+
+
+def batch_said(batch: int, train: int, world: int, *, given: bool) -> str:
+    """The batch as it trains, per process and in all: ``--batch-size 500`` over 42 training images is one step of
+    42 (the line said 500). ``given``: the batch is the user's (else chosen from the split, whose reason is said)."""
+    share = per_process(train, world)
+    each = min(batch, share) if share > 0 else batch
+    text = str(each)
+    if each < batch:
+        whose = "each process's share of the training images" if world > 1 else "all the training images"
+        text += f" ({whose}{f'; --batch-size {batch}' if given else ''})"
+    if world > 1:
+        text += f" per process ({min(batch * world, train) if train else batch * world} a step in all)"
+    return text
 
 
 def _unused_options(c) -> list[str]:

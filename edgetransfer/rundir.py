@@ -184,6 +184,22 @@ def staging_dir(final: Path) -> Iterator[Path]:
 RECORDED_BUT_GONE = "is recorded in card.json but missing from the run"
 
 
+def _open_lock(path: Path, said: Path, made: list[Path]):
+    """``path`` opened for the lock. Another command on the same run that failed removes the folders it made for its
+    lock file as it lets go: they are made again (and ``made`` says so, for this command's own cleanup)."""
+    for _ in range(20):
+        try:
+            return open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lock's whole block
+        except FileNotFoundError:
+            made[:] = missing_folders(path.parent) or made
+            with write_errors_said(said):
+                path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            break
+    with write_errors_said(said):  # a read-only or full filesystem: said in one line
+        return open(path, "a+", encoding="utf-8")  # noqa: SIM115
+
+
 def missing_folders(folder: Path) -> list[Path]:
     """``folder`` and those above it that do not exist yet, deepest first: what making it would make."""
     return [f for f in (folder, *folder.parents) if not f.exists()]
@@ -331,8 +347,7 @@ class RunDir:
             path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait
         while True:  # wait a moment: a measuring process that just finished may still be closing it
-            with write_errors_said(said):
-                handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole block
+            handle = _open_lock(path, said, made)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

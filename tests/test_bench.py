@@ -487,3 +487,16 @@ def test_processes_with_in_process_is_refused():
         BenchConfig(processes=2, rounds=4, isolate=False).validate()
     BenchConfig(processes=2, rounds=4).validate()
     BenchConfig(processes=1, rounds=4, isolate=False).validate()
+    # a baseline's processes with --in-process, or an older in-process baseline that recorded processes 8: measured
+    # in one process, as it does, not refused for a --processes the user never typed (a review's finding)
+    from edgetransfer.bench.config import make_config
+
+    baseline = {"results": [{"variant": "fp32"}], "settings": {"processes": 8, "rounds": 24}}
+    config = make_config({"isolate": False}, baseline=baseline)
+    config.validate()
+    assert config.processes == 1 and config.isolate is False
+    old = {"results": [{"variant": "fp32"}], "settings": {"processes": 8, "rounds": 24, "isolated": False}}
+    assert make_config({}, baseline=old).processes == 1
+    assert make_config({}, baseline=baseline).processes == 8
+    with pytest.raises(UsageError, match="--processes 2 measures"):
+        make_config({"isolate": False, "processes": 2}, baseline=baseline).validate()

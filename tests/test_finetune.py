@@ -319,6 +319,9 @@ def test_ctrl_c_after_an_epoch_says_how_to_resume_and_a_too_large_batch_is_said(
         result.stderr
     )
     assert "note: --batch-size 512 is more than the " in result.stderr and "each epoch is one step of" in result.stderr
+    images = len(json.loads((out / "splits.json").read_text())["files"]["train"])
+    # the opening line's batch is the one it trains with (it said "batch 512")
+    assert f"; batch {images} (all the training images; --batch-size 512), at most 2" in result.stderr
 
 
 def stop_after_epoch(monkeypatch, stop: int) -> None:
@@ -1028,6 +1031,19 @@ def test_input_size_from_the_images(tmp_path, side, expected):
         assert "multiple of 32" not in why and choose_size(config, backbones.get("mobilenet_v2"), splits)[0] == 224
 
 
+def test_input_size_from_images_just_below_the_backbones_own_size(tmp_path):
+    """230 px images for EfficientNet-Lite1 (240): rounded up to 256, capped at 240; not "at least" its size."""
+    from edgetransfer.builtin_data import write_pattern_folder
+    from edgetransfer.data import load_splits
+    from edgetransfer.finetune_config import choose_size
+
+    data = write_pattern_folder(tmp_path / "data", per_class=4, classes=2, size=230)
+    config = FinetuneConfig(data=str(data), out=str(tmp_path / "run"))
+    size, why = choose_size(config, backbones.get("efficientnet_lite1"), load_splits(data))
+    assert size == 240 and "median shorter side 230 px, rounded up to a multiple of 32 (256) above" in why
+    assert "at least" not in why
+
+
 def test_the_built_in_digits_by_name_from_python(image_folder, tmp_path, monkeypatch, capsys):
     """finetune(FinetuneConfig(data="digits")) resolves the built-in set as the CLI does (the folder is replaced by
     a small one here; writing the real digits is tested by the pipeline test)."""
@@ -1223,7 +1239,7 @@ def test_ctrl_c_before_the_first_epoch_removes_the_folder_it_made(image_folder, 
     result = cli(*args)
     assert result.exit_code == 130, result.output
     assert f"interrupted; nothing was kept: {out} is as it was" in result.stderr
-    assert not out.exists() and hidden(out.parent) == []
+    assert not out.exists() and not out.parent.exists()  # nor the folder above it, made for its lock file
     monkeypatch.undo()
     result = cli(*args)  # the same command again: no "already exists", no "--resume"
     assert result.exit_code == 0, result.output
@@ -1470,3 +1486,17 @@ def test_strategy_full_trains_every_weight(name):
     assert {id(p) for p in net.parameters() if p.requires_grad} == {
         id(p) for m in (head, blocks[-1]) for p in m.parameters()
     }
+
+
+def test_the_opening_lines_batch_is_the_one_it_trains_with():
+    """A batch larger than the training images trains one step of all of them: said so, naming --batch-size only
+    where the user gave it, and per process under torchrun (a review found 'batch 21 ... (1024 a step in all)')."""
+    from edgetransfer.finetune_report import batch_said
+
+    assert batch_said(512, 42, 1, given=True) == "42 (all the training images; --batch-size 512)"
+    assert batch_said(8, 6, 1, given=False) == "6 (all the training images)"
+    assert batch_said(16, 1259, 1, given=False) == "16"
+    assert batch_said(512, 42, 2, given=True) == (
+        "21 (each process's share of the training images; --batch-size 512) per process (42 a step in all)"
+    )
+    assert batch_said(4, 88, 2, given=False) == "4 per process (8 a step in all)"

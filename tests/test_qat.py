@@ -269,6 +269,11 @@ def test_auto_tries_qat_where_post_training_int8_needed_float_layers_and_keeps_t
     steps = quantization["escalation"]
     assert [(s["method"], s["kept"]) for s in steps] == [("static", False), ("qat", True)]
     assert steps[0]["float_layers"] == 1 and steps[0]["held"] is True and steps[1]["val_drop_points"] == qat_drop
+    # each step of the layers-in-float search and each model's latency ratio stay in the card with QAT kept (the
+    # README says so; a new user found only the two lines above)
+    searched = steps[0]["accuracy_aware_steps"]
+    assert searched and all({"float_layers", "val_drop_points", "latency_ratio_vs_fp32"} <= set(s) for s in searched)
+    assert steps[0]["latency_ratio_vs_fp32"] > 0 and steps[1]["latency_ratio_vs_fp32"] > 0
     assert _graph(run.file("model.int8.onnx")) != seen["graph"]
     assert card["artifacts"]["openvino/model.int8.xml"]["quantization"]["converted_from"] == "model.int8.onnx"
 

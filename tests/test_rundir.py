@@ -114,6 +114,34 @@ def test_no_lock_file_stays_behind(tmp_path):
     assert (tmp_path / "a" / "b" / "run").is_dir()
 
 
+def test_a_command_waiting_on_a_lock_gets_it_when_the_holder_removes_the_folders_it_made(tmp_path):
+    """A failed command removes the empty folders it made for its lock file: a second command waiting on the same
+    run failed with 'No such file or directory' as it let go (a review's finding); it takes the lock now."""
+    import subprocess
+    import sys
+    import textwrap
+
+    run = tmp_path / "x" / "y" / "run"
+    holder = textwrap.dedent(f"""
+        import sys, time
+        from edgetransfer.rundir import RunDir
+        with RunDir({str(run)!r}).lock("export"):
+            print("held", flush=True)
+            time.sleep(1.0)
+    """)
+    first = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "held"
+    with RunDir(run).lock("bench", wait=10.0):
+        run.mkdir()
+    assert first.wait(timeout=30) == 0 and run.is_dir() and not (run.parent / ".run.lock").exists()
+    from edgetransfer.rundir import _open_lock
+
+    gone = tmp_path / "gone" / ".run.lock"  # the folder removed between making it and opening the file
+    made: list = []
+    _open_lock(gone, gone.parent, made).close()
+    assert gone.is_file() and made == [tmp_path / "gone"]
+
+
 def test_a_lock_file_removed_between_open_and_lock_is_not_held(tmp_path, monkeypatch):
     """The last holder removes the lock file on release. A command that opened the file just before that must not
     hold the removed file (a third command would create and lock a new one: two holders); it locks the file that

@@ -156,6 +156,10 @@ def make_config(
     for key in ("backends", "variants"):  # one named twice (ort-cpu,ort-cpu) is measured once, where first named
         if isinstance(values.get(key), tuple):
             values[key] = tuple(dict.fromkeys(values[key]))
+    if values.get("isolate") is False and explicit.get("processes") is None and values.get("processes", 1) > 1:
+        # a baseline's or profile's fresh processes, with --in-process given (or a baseline measured in one process
+        # that recorded processes N): in one process, as it measures; both typed is refused by validate()
+        values["processes"] = 1
     return BenchConfig(**values)
 
 

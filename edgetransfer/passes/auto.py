@@ -76,6 +76,9 @@ class OnnxInt8Auto(Pass):
         """Step 1's model (``float_layers`` in float, maybe none) or QAT's, whichever loses less validation accuracy
         (a tie: QAT's where step 1's has layers in float, step 1's where both are all int8)."""
         static = {**self._step("static", made), "float_layers": float_layers}
+        searched = made[0].record["quantization"].get("accuracy_aware") or {}
+        if searched.get("steps"):  # each number of layers in float tried, kept in the card whichever model is kept
+            static["accuracy_aware_steps"] = searched["steps"]
         layers = f"with {float_layers} layer(s) in float" if float_layers else "with every layer int8"
         how = layers if float_layers else f"{layers} but loses {static['val_drop_points']:.2f} points, over half of it"
         console.err.print(
@@ -118,8 +121,12 @@ class OnnxInt8Auto(Pass):
 
     @staticmethod
     def _step(method: str, made: list[Artifact]) -> dict:
-        drop = made[0].record["quantization"]["val_drop_points"]  # None: no validation images, not checked
-        return {"method": method, "held": True if drop is not None else None, "val_drop_points": drop}
+        quantization = made[0].record["quantization"]
+        drop = quantization["val_drop_points"]  # None: no validation images, not checked
+        step = {"method": method, "held": True if drop is not None else None, "val_drop_points": drop}
+        if quantization.get("latency_ratio_vs_fp32") is not None:
+            step["latency_ratio_vs_fp32"] = quantization["latency_ratio_vs_fp32"]
+        return step
 
     @staticmethod
     def _done(made: list[Artifact], steps: list[dict]) -> list[Artifact]:
