@@ -1,6 +1,7 @@
 """Domain adaptation as its own stage: adapt(run, config) -> run on a finished run."""
 
 import dataclasses
+import shutil
 
 import pytest
 from conftest import make_folder
@@ -53,9 +54,23 @@ def test_adapt_is_a_stage_on_a_finished_run(image_folder, tmp_path, capsys):
     assert "this run's model was adapted to a target domain: its top-1 here is on the source test split" in " ".join(
         capsys.readouterr().err.split()
     )
-    other = make_folder(tmp_path / "other", per_class=4, classes=2)
-    with pytest.raises(UsageError, match="--target-val has classes"):
+    other = make_folder(tmp_path / "other", per_class=4, seed=8)
+    next(other.iterdir()).rename(other / "zebra")  # a class the data lacks: refused
+    with pytest.raises(UsageError, match=r"--target-val has classes the data lacks: \['"):
         adapt(run, FinetuneConfig(**options, adapt_bn=str(target), target_val=str(other)))
+    # one lacking a class is taken (a new user's small night set): its images labelled by the data's class order
+    from edgetransfer.adapt import target_images
+
+    fewer = make_folder(tmp_path / "fewer", per_class=4, classes=3, seed=7)
+    kept = sorted(p.name for p in fewer.iterdir())
+    shutil.rmtree(fewer / kept[0])
+    capsys.readouterr()
+    _, _, judged = target_images(FinetuneConfig(**options, adapt_bn=str(target), target_val=str(fewer)), card.labels)
+    labels = card.labels
+    assert {labels[s.label] for s in judged} == set(kept[1:]) and all(
+        labels[s.label] == s.path.parent.name for s in judged
+    )
+    assert f"--target-val has no images of ['{kept[0]}']" in capsys.readouterr().err
 
 
 def test_the_card_s_figures_are_the_adapted_model_s_and_an_interrupted_adaptation_is_said(
@@ -158,6 +173,14 @@ def test_adaptation_that_makes_the_labelled_target_worse_is_rolled_back(image_fo
     assert record["target_val_top1_final"] == 0.9 and record["target_val_top1_rejected"] == 0.5
     after = load_model(run, card).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the fine-tuned weights and statistics
+    # a tie on the labelled target images is no measured gain: the fine-tuned model is kept too (a new user's
+    # adaptation tied on 48 night images and had lost 62 points on the day test split)
+    scores = iter([0.5, 0.5])
+    card = adapt(run, FinetuneConfig(**options, adapt_bn=str(target), target_val=str(labelled))).load_card()
+    record = card.training["adaptation"]
+    assert record["rolled_back_to_source"] is True and record["target_val_top1_rejected"] == 0.5
+    after = load_model(run, card).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_adabn_gathers_statistics_without_dropout_or_stochastic_depth(tmp_path):
@@ -256,6 +279,20 @@ def test_ctrl_c_while_the_adapted_model_is_scored_is_said_and_resumable(image_fo
         adapt(run, FinetuneConfig(**options, adapt_bn=str(target)))
     card = run.load_card()
     assert "interrupted" in card.training["adaptation"] and run.file("model.safetensors").read_bytes() == trained
+    # export (and bench) of it say the model is not adapted (a new user exported and benched one, unwarned)
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edgetransfer.cli import app
+
+    copy = shutil.copytree(run.path, tmp_path / "copy")
+    exported = CliRunner().invoke(app, ["export", str(copy), "--no-int8"])
+    assert exported.exit_code == 0, exported.output
+    assert (
+        f"note: {copy} was to be adapted to its target images (--adapt-bn/--unlabeled) and was not: interrupted "
+        f"(Ctrl-C): not adapted; the model is the fine-tuned one; 'edgetransfer finetune --resume --out {copy}'"
+    ) in " ".join(exported.stderr.split())
     monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 adapts again: the others leave the run to it
     assert finetune(FinetuneConfig(**options, adapt_bn=str(target), resume=True)).load_card() == card
     monkeypatch.delenv("RANK")
@@ -396,3 +433,18 @@ def test_bench_on_the_adaptations_own_images_says_so(image_folder, tmp_path, cap
             _labelled(run, run.load_card(), BenchConfig(data=str(folder)))
             said = " ".join(capsys.readouterr().err.split())
             assert (f"the adaptation {what}" in said) == (what in expect), (changed, what, said)
+
+
+def test_skip_bad_passes_over_the_adaptation_folders_bad_files(image_folder, tmp_path, capsys):
+    """--skip-bad was ignored for --unlabeled (a new user's finding): its bad files stopped the run, flag or not."""
+    from edgetransfer.adapt import target_images
+    from edgetransfer.errors import DataError
+
+    unlabeled = make_folder(tmp_path / "unlabeled", per_class=4, seed=5)
+    (unlabeled / "class0" / "broken.png").write_bytes(b"not a png")
+    options = {"data": str(image_folder), "out": str(tmp_path / "run"), "unlabeled": str(unlabeled)}
+    with pytest.raises(DataError, match="--skip-bad"):
+        target_images(FinetuneConfig(**options), ("class0", "class1", "class2"))
+    capsys.readouterr()
+    _, kept, _ = target_images(FinetuneConfig(**options, skip_bad=True), ("class0", "class1", "class2"))
+    assert len(kept) == 12 and "skipped 1 bad file(s)" in capsys.readouterr().err

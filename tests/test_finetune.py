@@ -282,6 +282,9 @@ def test_cli_flags_override_the_recipe(image_folder, tmp_path):
     recipe.write_text('data = "no-such-folder"\n')
     said = CliRunner().invoke(app, ["finetune", "--config", str(recipe), "--out", str(tmp_path / "x")]).stderr
     assert " ".join(said.split()).startswith(f"error: {recipe}: data = 'no-such-folder' not found (a path in a recipe")
+    # --recipe, as the README calls the file, is the same option (a new user's "No such option: --recipe")
+    said = CliRunner().invoke(app, ["finetune", "--recipe", str(recipe), "--out", str(tmp_path / "x")]).stderr
+    assert " ".join(said.split()).startswith(f"error: {recipe}: data = 'no-such-folder' not found (a path in a recipe")
 
 
 def test_outputs_curves_confusion_and_determinism(image_folder, tmp_path):

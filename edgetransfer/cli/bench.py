@@ -213,6 +213,7 @@ def bench(
     from rich.markup import escape
 
     from edgetransfer import console
+    from edgetransfer.adapt import say_not_adapted
     from edgetransfer.bench.command import run_command
     from edgetransfer.bench.config import make_config, parse_batches, parse_fraction
     from edgetransfer.bench.gate import GateConfig
@@ -229,6 +230,7 @@ def bench(
             "judged by, so a slow creep never fails; save to another file and promote it deliberately"
         )
     target = RunDir.open(run)
+    say_not_adapted(target)
     base = load_document(baseline) if baseline else None
     gate = None
     if reference_run and (baseline or relative_to):

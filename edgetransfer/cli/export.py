@@ -125,6 +125,7 @@ def export(
     from rich.markup import escape
 
     from edgetransfer import console
+    from edgetransfer.adapt import say_not_adapted
     from edgetransfer.evaluation import top1_text
     from edgetransfer.export import ExportConfig
     from edgetransfer.export import export as run_export
@@ -171,7 +172,9 @@ def export(
             weights=int8_weights,
         ),
     )
-    done = run_export(RunDir.open(run), config)
+    target = RunDir.open(run)
+    say_not_adapted(target)
+    done = run_export(target, config)
     card = done.load_card()
     for name, item in card.artifacts.items():
         if "bytes" in item:

@@ -51,7 +51,8 @@ def finetune(
         str | None, typer.Option("--data", help=DATA_HELP + " Required, here or in the --config recipe.")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="A TOML recipe holding any of these options; flags override it.")
+        Path | None,
+        typer.Option("--config", "--recipe", help="A TOML recipe holding any of these options; flags override it."),
     ] = None,
     backbone: Annotated[
         str | None,
@@ -160,7 +161,8 @@ def finetune(
         str | None,
         typer.Option(
             help="Training time: 90s, 30m, 2h or plain seconds. After each epoch the epochs left are re-planned to "
-            "fit, each costed by the ones before it (an estimate: an epoch slower than those can overrun it, said)."
+            "fit, each costed by the ones before it (an estimate: an epoch slower than those can overrun it, said). "
+            "The fine-tune's epochs only: domain adaptation after them (--adapt-bn, --unlabeled) is not counted."
         ),
     ] = None,
     seed: Annotated[
@@ -218,7 +220,9 @@ def finetune(
     skip_bad: Annotated[
         bool | None,
         typer.Option(
-            help="Train on the readable images of a folder with bad files (listed in the card).", show_default="off"
+            help="Train on the readable images of a folder with bad files (listed in the card); the --adapt-bn, "
+            "--unlabeled and --target-val folders' bad files are passed over too, and named.",
+            show_default="off",
         ),
     ] = None,
     resume: Annotated[
