@@ -482,11 +482,7 @@ def adapt(run: RunDir, config, *, device: str = "cpu", inputs: tuple | None = No
         except KeyboardInterrupt:  # the run keeps its fine-tuned model; the card says adaptation did not happen
             note = "interrupted (Ctrl-C): not adapted; the model is the fine-tuned one"
             run.save_card(dataclasses.replace(card, training={**card.training, "adaptation": {"interrupted": note}}))
-            console.err.print(
-                f"[yellow]interrupted during domain adaptation: {run.path} keeps the fine-tuned model, not adapted "
-                f"(its card says so); {AGAIN}[/]"
-            )
-            raise
+            raise  # said by the command (one line: a second one here said it again in other words)
         except EdgeTransferError as exc:  # diverged, or a target image unreadable: the same, said in the card
             said = f"{exc}; {run.path} keeps the fine-tuned model, not adapted (its card says so); {AGAIN}"
             run.save_card(dataclasses.replace(card, training={**card.training, "adaptation": {"failed": str(exc)}}))

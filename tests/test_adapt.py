@@ -263,7 +263,7 @@ def test_adaptation_of_a_set_without_a_test_split_says_so(tmp_path, capsys):
     assert card.metrics["torch"]["test_top1"] is None and "test_confusion" not in card.metrics["torch"]
 
 
-def test_ctrl_c_while_the_adapted_model_is_scored_is_said_and_resumable(image_folder, tmp_path, monkeypatch):
+def test_ctrl_c_while_the_adapted_model_is_scored_is_said_and_resumable(image_folder, tmp_path, monkeypatch, capsys):
     from edgetransfer import adapt as module
 
     target = make_folder(tmp_path / "target", per_class=4, seed=5)
@@ -275,8 +275,10 @@ def test_ctrl_c_while_the_adapted_model_is_scored_is_said_and_resumable(image_fo
         raise KeyboardInterrupt
 
     monkeypatch.setattr(module, "score", interrupted)  # after AdaBN, while the adapted model is scored
+    capsys.readouterr()
     with pytest.raises(KeyboardInterrupt):
         adapt(run, FinetuneConfig(**options, adapt_bn=str(target)))
+    assert "interrupted" not in capsys.readouterr().err  # the command says it, once (it read twice, reworded)
     card = run.load_card()
     assert "interrupted" in card.training["adaptation"] and run.file("model.safetensors").read_bytes() == trained
     # export (and bench) of it say the model is not adapted (a new user exported and benched one, unwarned)
@@ -350,7 +352,7 @@ def test_a_run_stopped_between_training_and_adaptation_adapts_with_resume(image_
     from edgetransfer.cli.finetune import say_interrupted
 
     say_interrupted(str(tmp_path / "run"), 0.0, resume=False)  # what the command says then: true, and what to do
-    assert "training had finished, adaptation had not: the same command with --resume adapts it" in (
+    assert "keeps the fine-tuned model, not adapted (its card says so); the same command with --resume adapts it" in (
         capsys.readouterr().err
     )
     capsys.readouterr()

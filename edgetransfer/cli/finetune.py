@@ -349,7 +349,11 @@ def what_is_kept(out: str, started: float, *, resume: bool, again: str) -> tuple
         from edgetransfer.adapt import not_adapted
 
         if not_adapted(finished):
-            return f"training had finished, adaptation had not: {again} adapts it", True
+            return (
+                f"training had finished, adaptation had not: {out} keeps the fine-tuned model, not adapted (its card "
+                f"says so); {again} adapts it",
+                True,
+            )
         return "nothing half-written was kept", False
     if state.is_file() and (resume or state.stat().st_mtime >= started):
         return f"the finished epochs are kept in {out}: {again} continues", True
