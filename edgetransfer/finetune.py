@@ -512,7 +512,7 @@ class _Trainer:
         took_s = time.perf_counter() - started
         if config.time_budget and took_s > 1.1 * config.time_budget and dist.main:
             console.err.print(
-                f"[yellow]note: training took {took_s:.{0 if took_s >= 10 else 1}f} s, past --time-budget "
+                f"[yellow]note: training took {took_s:.3g} s, past --time-budget "
                 f"{config.time_budget:g} s: the plan "
                 "costs each epoch by the ones before it, and an epoch ran slower (or the first one alone outlasted "
                 "the budget)[/]"

@@ -1314,7 +1314,7 @@ def test_a_previous_run_left_by_a_killed_overwrite_after_its_first_epoch_is_remo
     assert hidden(tmp_path) == [] and [p.name for p in out.iterdir()] == ["resume.pt"]
 
 
-def test_a_time_budget_that_holds_only_the_head_epoch_says_the_body_never_learned(image_folder, tmp_path):
+def test_a_time_budget_that_holds_only_the_head_epoch_says_the_body_never_learned(image_folder, tmp_path, capsys):
     """--time-budget 10 on a slow machine ran the two-phase head-only epoch alone and said only 'time budget'."""
     config = FinetuneConfig(
         data=str(image_folder), out=str(tmp_path / "r"), device="cpu", strategy="two-phase", time_budget=0.01, **TINY
@@ -1322,6 +1322,10 @@ def test_a_time_budget_that_holds_only_the_head_epoch_says_the_body_never_learne
     card = finetune(config).load_card()
     assert [h["phase"] for h in card.training["history"]] == ["head"]
     assert "held the head-only epoch alone: the rest of the network never learned" in card.training["stopped"]
+    # the overrun in figures that say it ("training took 0 s, past --time-budget 0.001 s" to a new user)
+    said = " ".join(capsys.readouterr().err.split())
+    took = card.training["training_seconds"]
+    assert f"note: training took {took:.3g} s, past --time-budget 0.01 s" in said and "took 0 s" not in said
 
 
 def test_a_time_budget_plans_body_epochs_by_a_body_epochs_time(image_folder, tmp_path, monkeypatch):
