@@ -444,7 +444,10 @@ def not_adapted(card) -> str | None:
 def say_not_adapted(run: RunDir) -> None:
     """A note, for export and bench, on a run whose domain adaptation was asked for and did not happen: its model
     is the fine-tuned (source) one (a new user exported and benched one interrupted mid-adaptation, unwarned)."""
-    why = not_adapted(run.load_card())
+    try:
+        why = not_adapted(run.load_card())
+    except EdgeTransferError:  # no card to read: the command's own loading says so, in its words
+        return
     if why:
         kept = "" if "fine-tuned one" in why else "; its model is the fine-tuned one, not adapted"
         console.err.print(
