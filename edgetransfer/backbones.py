@@ -406,7 +406,12 @@ def build(
     if pretrained:
         state, info = load_pretrained(backbone, weights_path)
         head = state.get(f"{_classifier_path(model)}.weight")
-        if head is not None and head.ndim == 2 and head.shape[1] == old.in_features:
+        if (
+            head is not None
+            and head.ndim == 2
+            and head.shape[1] == old.in_features
+            and head.shape[0] != old.out_features
+        ):
             # a fine-tuned model's weights (a run's model.safetensors) have a head of their own class count: the
             # body loads, the head is replaced below as ImageNet's is
             setattr(parent, attr, torch.nn.Linear(old.in_features, head.shape[0]))

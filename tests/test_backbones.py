@@ -103,3 +103,17 @@ def test_every_offline_package_is_pinned_in_the_makefile():
     for spec in backbones._REGISTRY.values():
         if spec.offline:
             assert f" {spec.offline.distribution}==" in line, f"{spec.offline.distribution} not pinned in the Makefile"
+
+
+def test_imagenet_weights_draw_no_throwaway_head():
+    """ImageNet's own weights load into the model as made: the new head's initialisation for a seed is the one a
+    plain build gives (a stand-in 1000-class head drew random numbers first, and the demo trained another model for
+    the same seed)."""
+    backbone = backbones.get("mobilenet_v2")
+    torch.manual_seed(0)
+    model, _ = backbones.build(backbone, num_classes=10)
+    torch.manual_seed(0)
+    plain = backbone.make_model()
+    plain.load_state_dict(backbones.load_pretrained(backbone)[0])
+    plain.classifier[1] = torch.nn.Linear(1280, 10)
+    assert torch.equal(model.classifier[1].weight, plain.classifier[1].weight)
