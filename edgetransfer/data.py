@@ -24,6 +24,7 @@ from edgetransfer.images import (  # one list for training and the device runtim
     open_header,
     regular_file,
     to_rgb,
+    unidentified,
 )
 from edgetransfer.rundir import sha256_file
 
@@ -275,6 +276,8 @@ def _decode_error(path: Path) -> str | None:
                 img.draft("RGB", (64, 64))
             img.load()
             to_rgb(img)  # as decoding will convert it (a float image with values past 0..65535 failed only there)
+    except Image.UnidentifiedImageError:
+        return f"unreadable: {unidentified(path)}"
     except Image.DecompressionBombError:
         return f"too many pixels (over {2 * Image.MAX_IMAGE_PIXELS:,}: a decompression bomb?)"
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file

@@ -39,6 +39,15 @@ def not_an_image(path: Path) -> str:
     return "not an image file"
 
 
+def unidentified(path: Path) -> str:
+    """Why Pillow could not identify a file with an image's extension: a TIFF of a kind it does not decode (float
+    colour channels, which scientific cameras and image tools write, were said to be "damaged"), else damaged."""
+    kind = _signature(path)
+    if kind is not None and kind[0] == "TIFF":
+        return "a TIFF of a kind Pillow does not decode, such as floating-point colour: save it as 8- or 16-bit"
+    return "damaged, or not the format its extension says"
+
+
 _SIGNATURES = (  # the first bytes of the formats the data folders read, and the extension each takes
     (b"\xff\xd8\xff", ("JPEG", ".jpg")),
     (b"\x89PNG\r\n\x1a\n", ("PNG", ".png")),
@@ -162,11 +171,7 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
     except Image.UnidentifiedImageError:
         # a text file named on predict's command line: as a folder's listing says it (Pillow's "cannot identify
         # image file" for a file no one took for an image); a damaged file with an image's extension: unreadable
-        why = (
-            not_an_image(path)
-            if path.suffix.lower() not in IMAGE_SUFFIXES
-            else "unreadable (damaged, or not the format its extension says)"
-        )
+        why = not_an_image(path) if path.suffix.lower() not in IMAGE_SUFFIXES else f"unreadable ({unidentified(path)})"
         raise DataError(f"cannot read image {path}: {why}") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
         raise DataError(f"cannot read image {path}: {first_line(exc)}") from None

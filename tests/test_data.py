@@ -153,12 +153,15 @@ def test_what_decoding_would_refuse_is_refused_by_the_check(tmp_path, monkeypatc
     Image.fromarray(np.full((8, 8), -3.0, np.float32)).save(root / "class0" / "negative.tiff")
     whole = (root / "class1" / "000.png").read_bytes()
     (root / "class1" / "big.png").write_bytes(whole + bytes(limit))  # data past a PNG's end: readable
+    tifffile = pytest.importorskip("tifffile")  # scikit-image's (dev)
+    tifffile.imwrite(root / "class1" / "float.tif", np.full((8, 8, 3), 0.5, np.float32))  # Pillow cannot decode it
     monkeypatch.setattr(images, "MAX_IMAGE_BYTES", limit)
     with pytest.raises(DataError) as info:
         load_splits(root)
     message = str(info.value)
     for fragment in (
-        "3 bad file(s)",
+        "4 bad file(s)",
+        "float.tif (unreadable: a TIFF of a kind Pillow does not decode, such as floating-point colour: save it as",
         "gone.png (broken symlink (its target is gone))",
         "negative.tiff (unreadable: F image with values outside 0..65535",
         f"big.png (image is {len(whole) + limit:,} bytes (expected at most {limit:,}))",

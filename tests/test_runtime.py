@@ -204,6 +204,11 @@ def test_unreadable_and_missing_images_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match=r"garbage.jpg: unreadable \(damaged, or not the format its extension says\)$"):
         runtime.open_image(tmp_path / "garbage.jpg")
     (tmp_path / "garbage.jpg").unlink()
+    tifffile = pytest.importorskip("tifffile")  # scikit-image's (dev): a float RGB TIFF, which Pillow cannot decode
+    tifffile.imwrite(tmp_path / "float.tif", np.full((8, 8, 3), 0.5, np.float32))
+    with pytest.raises(DataError, match=r"float.tif: unreadable \(a TIFF of a kind Pillow does not decode, such as fl"):
+        runtime.open_image(tmp_path / "float.tif")  # (was "damaged, or not the format its extension says")
+    (tmp_path / "float.tif").unlink()
     (tmp_path / ".hidden.png").write_bytes(b"")
     assert runtime.find_images([tmp_path]) == [broken]
     (tmp_path / "empty").mkdir()
