@@ -479,6 +479,15 @@ def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tm
     document = json.loads(result.stdout)
     assert document["backend"] == "openvino" and len(document["results"]) == 2
     assert {p["label"] for p in document["results"][0]["top_k"]} == {"zero", "one", "two"}
+    # a file name that is not UTF-8: its bytes come back from the JSON (as --help says), in a folder and named alone
+    folder = tmp_path / "names"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9.png"
+    os.link(samples[0], raw)
+    for where in (str(folder), os.fsdecode(raw)):
+        result = CliRunner().invoke(cli, [*args[:2], where, *args[4:]])
+        assert result.exit_code == 0, result.output
+        assert [os.fsencode(r["image"]) for r in json.loads(result.stdout)["results"]] == [raw]
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,12 @@ def predict(
         str | None, typer.Option(help="ort (ONNX Runtime) or openvino.", show_default="openvino for .xml, else ort")
     ] = None,
     json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document instead of one line per image.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one JSON document instead of one line per image. A file name that is not UTF-8 is written "
+            "with Python's escapes for its bytes (\\udcXX; os.fsencode in Python gives the bytes back).",
+        ),
     ] = False,
     mean: Annotated[
         str | None,
