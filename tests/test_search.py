@@ -1002,14 +1002,18 @@ def test_a_trial_that_crashes_fails_alone_and_is_not_taken_for_a_dead_worker(tmp
     assert result.rows[1]["note"].endswith("export recorded no validation top-1 for the measured model")
     resumed = search(replace(config, backbones=None, sizes=None, int8_methods=None, resume=True, trials=3))
     assert len(tried) == 3 and not resumed.mine  # neither failure is queued again as a dead worker's trial
-    # the storage failing is not the candidate's failure: it goes up (a reviewer's finding)
+    # the storage failing is not the candidate's failure: it goes up (a reviewer's finding), said in one line with
+    # its cause (Optuna wraps SQLAlchemy's errors in StorageInternalError: it was a traceback; another reviewer's)
     import optuna
 
     def storage_fails(*args, **kwargs):
-        raise optuna.exceptions.StorageInternalError("database is locked")
+        try:
+            raise OSError("server closed the connection unexpectedly")
+        except OSError as exc:
+            raise optuna.exceptions.StorageInternalError("invalid data in the commit") from exc
 
     monkeypatch.setattr(study, "run_trial", storage_fails)
-    with pytest.raises(optuna.exceptions.StorageInternalError):
+    with pytest.raises(UsageError, match=r"^the storage stopped answering \(server closed the connection unexp"):
         search(replace(config, out=str(tmp_path / "t"), backbones=("mobilenet_v2",), trials=1))
 
 
@@ -1868,3 +1872,103 @@ def test_a_setting_given_to_resume_that_the_search_left_to_the_default_says_so(t
     search(replace(config, backbones=None, resume=True, epochs=1))
     said = " ".join(capsys.readouterr().err.split())
     assert "note: --epochs 1 not used: this search keeps the settings it started with (epochs the default)" in said
+
+
+def test_a_worker_holds_the_search_s_heartbeat_images_and_profile(tmp_path, monkeypatch, capsys):
+    """A reviewer's findings: a worker with its own --heartbeat failed (or had failed) live trials of the others
+    after 6 of its own; a worker without the search's images failed every candidate in turn, each in a second, as
+    the candidate's own failure; a profile given by a relative path was not found from another folder, and an edit
+    of the file between the lead and a worker changed the budget."""
+    from edgetransfer.search import search, study
+
+    tried = _stand_in_trials(monkeypatch)
+    data = make_folder(tmp_path / "img", per_class=6)
+    lead_dir = tmp_path / "lead"
+    lead_dir.mkdir()
+    (lead_dir / "cam.toml").write_text('name = "cam"\n[budget]\np99_ms = 40.0\n')
+    monkeypatch.chdir(lead_dir)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), profile="cam.toml")
+    search(replace(config, trials=0, heartbeat=5))
+    (lead_dir / "cam.toml").write_text('name = "cam"\n[budget]\np99_ms = 1.0\n')  # edited after the search began
+    monkeypatch.chdir(tmp_path)  # another folder: cam.toml is not here
+    loaded = []
+    original = study._Search._load
+
+    def load(self, storage):
+        made = original(self, storage)
+        loaded.append((storage.heartbeat_interval, storage.grace_period))
+        return made
+
+    monkeypatch.setattr(study._Search, "_load", load)
+    worker = replace(config, data="", backbones=None, profile="camera", worker=True, trials=1, heartbeat=120)
+    result = search(worker)
+    assert loaded == [(5, 30)] and len(tried) == 1
+    assert result.budget.limit_ms == 40.0  # the profile as recorded at the start, not the edited file
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--heartbeat 120 not used" in said
+    data.rename(tmp_path / "moved")  # another machine: the lead's path to the images is not there
+    with pytest.raises(UsageError, match=r"^--worker: this search's images \(/.*/img\) are not on this machine; pass"):
+        search(worker)
+    data = tmp_path / "moved"
+    worker = replace(worker, data=str(data))
+    monkeypatch.setattr(study._Search, "_check_same_data", lambda self, s, r: None)
+    from edgetransfer import backbones
+
+    monkeypatch.setattr(backbones, "weights_status", lambda backbone: "not here (pip install x)")
+    with pytest.raises(UsageError, match=r"candidates include mobilenet_v2, whose pretrained weights are not here"):
+        search(worker)
+    assert len(tried) == 1  # no trial taken by either
+
+
+def test_a_new_search_with_storage_refuses_an_out_with_an_earlier_search_s_trials(tmp_path):
+    """Its trials would go into the earlier search's folders (trials/0000-...), each refused there and recorded as
+    the candidate's failure (a reviewer's finding)."""
+    from edgetransfer.search import search
+
+    data = make_folder(tmp_path / "img", per_class=6)
+    (tmp_path / "s" / "trials" / "0000-mobilenet_v2-96-static").mkdir(parents=True)
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), storage=url)
+    with pytest.raises(UsageError, match=r"s holds an earlier search's trials; choose another --out"):
+        search(replace(config, trials=0))
+
+
+def test_an_mlflow_store_inside_out_does_not_refuse_the_new_search(tmp_path, monkeypatch):
+    """--mlflow OUT/mlflow: its local store was made before the check that --out is new or empty, which then
+    refused the search ('holds files and no search'), and every try after it (a reviewer's finding)."""
+    from edgetransfer.search import search, tracking
+
+    tried = _stand_in_trials(monkeypatch)
+
+    def logger(uri, experiment):  # as MLflow's local store does: its folder made when the logger is
+        (tmp_path / "s" / "mlflow").mkdir(parents=True)
+        return tracking.Logger(lambda study, trial: None, lambda study, number, figures: None)
+
+    monkeypatch.setattr(tracking, "mlflow_logger", logger)
+    data = make_folder(tmp_path / "img", per_class=6)
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), sizes=(32,))
+    search(replace(config, trials=1, mlflow=str(tmp_path / "s" / "mlflow")))
+    assert len(tried) == 1 and (tmp_path / "s" / "study.db").is_file()
+
+
+def test_a_search_stopped_while_it_is_made_leaves_an_empty_out_empty(tmp_path, monkeypatch):
+    """A Ctrl-C while the study was being made, in an --out given empty, kept a study.db without its candidates:
+    the next search was refused there ('holds a search already') and --resume was a KeyError traceback (a
+    reviewer's finding)."""
+    from edgetransfer.search import search, study
+
+    data = make_folder(tmp_path / "img", per_class=6)
+    (tmp_path / "s").mkdir()
+    config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",), trials=0)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study, "_enqueue", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search(config)
+    assert list((tmp_path / "s").iterdir()) == []
+    storage = study.open_storage(f"sqlite:///{tmp_path / 's' / 'study.db'}", heartbeat=10)
+    study.need_optuna().create_study(storage=storage, study_name="s")  # as an older edgetransfer left it
+    with pytest.raises(UsageError, match=r"was stopped while it was being made \(it records no candidates\)"):
+        search(replace(config, backbones=None, resume=True))

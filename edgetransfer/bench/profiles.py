@@ -76,6 +76,14 @@ def load_profile(name_or_path: str) -> Profile:
     return parse_profile(text, source)
 
 
+def profile_text(name_or_path: str) -> str | None:
+    """A profile file's text (what :func:`load_profile` read), or None for a shipped profile."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        return read_text(path, what="profile", error=UsageError)
+    return None
+
+
 MAX_BUDGET = 1e9  # no latency, throughput, size or memory budget is larger
 
 

@@ -107,7 +107,18 @@ class SearchConfig:
 
     def recorded(self) -> dict[str, Any]:
         """What the study records at its start, so that workers and resumed searches run the same search."""
-        keep = ("profile", "epochs", "batch_size", "seed", "skip_bad", "pruner", "backend", "min_time", "on")
+        keep = (
+            "profile",
+            "epochs",
+            "batch_size",
+            "seed",
+            "skip_bad",
+            "pruner",
+            "backend",
+            "min_time",
+            "on",
+            "heartbeat",
+        )
         found = {k: getattr(self, k) for k in keep}
         if self.int8_weights == "auto":  # this machine's choice, for every worker (see export's --int8-weights)
             from edgetransfer.quantize import Int8Config

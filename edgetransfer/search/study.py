@@ -75,6 +75,7 @@ def search(config: SearchConfig) -> SearchResult:
     blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:  # before the lock, whose error read "cannot write .../.x.lock: File exists"
         raise UsageError(f"--out {config.out}: {blocked} is a file, not a folder")
+    from optuna.exceptions import StorageInternalError
     from sqlalchemy.exc import OperationalError
 
     try:
@@ -82,8 +83,11 @@ def search(config: SearchConfig) -> SearchResult:
             return _Search(config, out, log).join()
         with RunDir(out).lock("search"):
             return _Search(config, out, log).lead()
-    except OperationalError as exc:  # the database went away during the search
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    except (OperationalError, StorageInternalError) as exc:  # the database went away during the search
+        # Optuna's RDB storage wraps most of SQLAlchemy's errors (a server gone, a connection lost) in its own
+        # StorageInternalError, whose text reads "invalid data in the commit": the cause is said (a reviewer's)
+        cause = exc.__cause__ if isinstance(exc, StorageInternalError) and exc.__cause__ is not None else exc
+        first = str(getattr(cause, "orig", None) or cause).strip().splitlines()
         raise UsageError(
             f"the storage stopped answering ({first[0] if first else 'no reason given'}); the finished trials are kept "
             "in it: --resume (or --worker) when it is back"
@@ -102,7 +106,14 @@ def _check_new(config: SearchConfig, out: Path):
         raise UsageError(f"--out {config.out} is {where}; name a folder for the search, e.g. models/NAME")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {config.out} is a file; name a folder for the search")
-    if config.storage is None and out.is_dir() and any(out.iterdir()):
+    mlflow = Path(config.mlflow).expanduser().resolve() if config.mlflow and "://" not in config.mlflow else None
+    held = [  # --mlflow's local store inside --out was made a moment ago (it refused the search; a reviewer's)
+        p for p in (out.iterdir() if out.is_dir() else ()) if not (mlflow and mlflow.is_relative_to(p.resolve()))
+    ]
+    if config.storage is not None and (out / "trials").is_dir() and any((out / "trials").iterdir()):
+        # another study's trials: this one's would be put in the same folders (trials/0000-...), refused as there
+        raise UsageError(f"{out} holds an earlier search's trials; choose another --out (a new or empty folder)")
+    if config.storage is None and held:
         if (out / "study.db").is_file():
             raise UsageError(f"{out} holds a search already; --resume continues it, or choose another --out")
         what = "a fine-tuned run" if (out / CARD).is_file() else "files"
@@ -219,6 +230,7 @@ def _initial_design(config: SearchConfig, space: Space, splits) -> list[Candidat
 class _Search:
     def __init__(self, config: SearchConfig, out: Path, log) -> None:
         self.config, self.out, self.log = config, out, log
+        self.profile_toml: str | None = None  # a profile file's text (None: a built-in profile, or an older study)
         self.optuna = need_optuna()
         self.mine: list[int] = []
         self.last_was_repeat = False
@@ -236,12 +248,13 @@ class _Search:
         if not (config.resume and config.trials == 0):
             resolve_device(config.device)  # --device tpu, or cuda without a GPU: one line, not a failed trial each
         if not config.resume:
-            from edgetransfer.bench.profiles import load_profile
+            from edgetransfer.bench.profiles import load_profile, profile_text
             from edgetransfer.data import median_shorter_side
 
             # the options first (a bad profile, backbone, size or method), then the folder and the data: one run
             # shows every mistake in turn, not a used --out and then, once that is mended, a misspelt backbone
             profile = load_profile(config.profile)
+            self.profile_toml = profile_text(config.profile)  # recorded: workers and --resume read this budget
             named = build_space(config)  # the images' size only sets the grid when no --sizes is given
             data, splits = _check_new(config, out)
             self.fingerprint = splits.fingerprint()  # what --resume and workers given a --data are checked against
@@ -265,6 +278,9 @@ class _Search:
         if config.resume:
             _no_database("--resume", config.storage)
         made = not out.exists()
+        # an empty --out given: what a failed start made in it goes too (a Ctrl-C while the study was being made
+        # kept a study.db without its candidates: refused as a search, and --resume was a KeyError traceback)
+        was_empty = not made and not config.resume and out.is_dir() and not any(out.iterdir())
         hosts = out / "known_hosts"
         had_hosts = hosts.exists()
         try:
@@ -276,6 +292,9 @@ class _Search:
         except BaseException:
             if made:
                 shutil.rmtree(out, ignore_errors=True)  # nothing half-made stays behind
+            elif was_empty:
+                for left in list(out.iterdir()):
+                    shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
             elif not had_hosts:
                 hosts.unlink(missing_ok=True)
             raise
@@ -332,6 +351,9 @@ class _Search:
             study.set_user_attr(key, value)
         self.config = replace(self.config, data=data)
         self.space = space
+        # a profile file's text, so that every worker and --resume hold the same budget (its path, recorded as typed,
+        # was not found from another folder or machine, and an edit between them changed the budget; a reviewer's)
+        study.set_user_attr("profile_toml", self.profile_toml)
         study.set_user_attr("first", [c.key for c in first])
         self.first = {c.key for c in first}
         for c in first:  # the default candidate, then its smallest size (see _initial_design)
@@ -406,6 +428,10 @@ class _Search:
                 f"({escape(kept)}), the same for every worker; start a new search (another --out) to change them[/]"
             )
         self.config = self.config.with_recorded(recorded)
+        self.profile_toml = study.user_attrs.get("profile_toml")
+        # the study's heartbeat for every process: each failed others' trials after 6 of its own (a worker with
+        # --heartbeat 120 had its live trials failed by a lead of 10; a reviewer's finding)
+        storage.heartbeat_interval, storage.grace_period = self.config.heartbeat, 6 * self.config.heartbeat
         if given_on is not None and "on" in recorded and given_on != recorded["on"]:
             where = f"on {recorded['on']}" if recorded["on"] else "here"
             console.err.print(
@@ -413,6 +439,11 @@ class _Search:
             )
         if not self.config.data:
             self.config = replace(self.config, data=study.user_attrs.get("data", ""))
+        if "space" not in study.user_attrs:  # (a search stopped while it was being made, by an older edgetransfer)
+            raise UsageError(
+                f"the search in {self._where()} was stopped while it was being made (it records no candidates); "
+                "start it again in a new --out"
+            )
         self.space = Space.from_dict(study.user_attrs["space"])
         self.first = set(study.user_attrs.get("first", []))
         given = [
@@ -429,10 +460,32 @@ class _Search:
                 f"[yellow]note: {', '.join(given)} not used: this search's candidates were fixed at its start "
                 f"({self.space.describe()}); start a new search (another --out) to search others[/]"
             )
+        if not (self.config.resume and self.config.trials == 0):  # (--resume --trials 0 trains nothing)
+            self._check_here()
         study.sampler, study.pruner = self._sampler(self.space), self._pruner()
         how = "resumed" if self.config.resume else "joined"  # --resume leads the search it started; a worker joins
         console.err.print(f"{how} search {self.study_name} ({self.space.describe()}) as {this_worker()}")
         return study
+
+    def _check_here(self) -> None:
+        """Before this process takes a trial: the search's images and every candidate's pretrained weights are on
+        this machine. A worker started elsewhere without --data (the lead's path is not there) failed each trial in
+        a second as the candidate's own failure, never tried again: it used up the whole search (a reviewer's)."""
+        from edgetransfer import backbones
+
+        what = "--resume" if self.config.resume else "--worker"
+        data = str(self.config.data or "")
+        if not data or not Path(data).expanduser().is_dir():
+            raise UsageError(
+                f"{what}: this search's images ({data or 'no folder recorded'}) are not on this machine; pass --data "
+                "with the same images (another path to them is fine)"
+            )
+        for name in self.space.backbones:
+            status = backbones.weights_status(backbones.get(name))
+            if status.startswith("not here"):
+                raise UsageError(
+                    f"{what}: this search's candidates include {name}, whose pretrained weights are {status}"
+                )
 
     @property
     def study_name(self) -> str:
@@ -463,9 +516,13 @@ class _Search:
 
     # ------------------------------------------------------------------ the loop
     def _run(self, study, dead: list[int]) -> SearchResult:
-        from edgetransfer.bench.profiles import load_profile
+        from edgetransfer.bench.profiles import load_profile, parse_profile
 
-        self.profile = load_profile(self.config.profile)
+        self.profile = (
+            parse_profile(self.profile_toml, f"{self.config.profile} (as this search recorded it at its start)")
+            if self.profile_toml
+            else load_profile(self.config.profile)
+        )
         self.budget = Budget.of(self.profile)
         self.deadline = time.monotonic() + self.config.time_budget if self.config.time_budget else None
         waiting = self.optuna.trial.TrialState.WAITING  # (a queued trial runs in this process's time)
