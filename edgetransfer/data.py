@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgetransfer import console
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import DataError
@@ -152,6 +154,7 @@ class _Scan:
     def __init__(self, root: Path, *, skip_bad: bool = False) -> None:
         self.root, self.skip_bad = root, skip_bad
         self.bad: list[tuple[Path, str]] = []
+        self.thumbs: dict[Path, bytes] = {}  # good images' thumbnails (see _thumbnail), for the near-copy look
 
     def files(self, folder: Path) -> list[Path]:
         """Visible files below ``folder``; symlinked folders are not followed."""
@@ -177,19 +180,19 @@ class _Scan:
 
         root = self.root.resolve()
 
-        def problem(path: Path) -> str | None:
+        def problem(path: Path) -> tuple[str | None, bytes | None]:
             if path.is_symlink() and not path.resolve().is_relative_to(root):
-                return "symlink to outside the data folder"
+                return "symlink to outside the data folder", None
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                return not_an_image(path)
+                return not_an_image(path), None
             if path.is_symlink() and not path.exists():  # it was a FileNotFoundError traceback
-                return "broken symlink (its target is gone)"
+                return "broken symlink (its target is gone)", None
             try:  # what decoding refuses later (a file past the size limit, a FIFO), refused here: said with the rest
                 if regular_file(path) == 0:
-                    return "empty file"
+                    return "empty file", None
             except DataError as exc:
-                return str(exc).replace(f" {path}", "")
-            return _decode_error(path)
+                return str(exc).replace(f" {path}", ""), None
+            return _decode_check(path)
 
         keys = [(*_file_key(path), str(root)) for path in files]
         unknown = [i for i, key in enumerate(keys) if key not in _CHECKED]  # not checked yet in this process
@@ -203,16 +206,20 @@ class _Scan:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # up to Pillow's hard limit (179 MP)
                 warnings.simplefilter("ignore", UserWarning)  # a damaged EXIF tag: Pillow's source line (images.py)
                 task = bar.add_task(f"checking images in {self.root}", total=len(unknown), status="")
-                for i, reason in zip(unknown, pool.map(problem, [files[i] for i in unknown]), strict=True):
+                for i, (reason, thumb) in zip(unknown, pool.map(problem, [files[i] for i in unknown]), strict=True):
                     bar.update(task, advance=1)
                     _CHECKED[keys[i]] = reason
+                    if thumb is not None:
+                        _THUMBS[keys[i]] = thumb
         reasons = [_CHECKED[key] for key in keys]  # in the files' order
         good = []
-        for path, reason in zip(files, reasons, strict=True):
+        for path, key, reason in zip(files, keys, reasons, strict=True):
             if reason:
                 self.bad.append((path, reason))
             else:
                 good.append(path)
+                if key in _THUMBS:
+                    self.thumbs[path] = _THUMBS[key]
         return good
 
     def empty(self, classes: dict[str, list[Path]], folder: Path) -> list[str]:
@@ -243,6 +250,7 @@ class _Scan:
 # this process's verdicts on files it checked: a search loads one folder for its space and again in every trial's
 # fine-tune, and checked (decoded) every image each time, printing "checking images in DIR" each time
 _CHECKED: dict[tuple, str | None] = {}
+_THUMBS: dict[tuple, bytes] = {}  # and the thumbnails of the good ones (THUMB x THUMB bytes each)
 
 
 def _file_key(path: Path) -> tuple:
@@ -264,25 +272,101 @@ def _file_key(path: Path) -> tuple:
     return (str(path.absolute()), *state(path), *target, Image.MAX_IMAGE_PIXELS)
 
 
-def _decode_error(path: Path) -> str | None:
-    """None when Pillow decodes the whole image (JPEG at reduced scale, for speed), else why not."""
+def _decode_check(path: Path) -> tuple[str | None, bytes | None]:
+    """(None, its thumbnail or None) when Pillow decodes the whole image (JPEG at reduced scale, for speed), else
+    (why not, None)."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.verify()
         with Image.open(path) as img:
+            side = min(img.size)
             if img.format == "JPEG":
                 img.draft("RGB", (64, 64))
             img.load()
-            to_rgb(img)  # as decoding will convert it (a float image with values past 0..65535 failed only there)
+            # as decoding will convert it (a float image with values past 0..65535 failed only there)
+            return None, _thumbnail(to_rgb(img), side)
     except Image.UnidentifiedImageError:
-        return f"unreadable: {unidentified(path)}"
+        return f"unreadable: {unidentified(path)}", None
     except Image.DecompressionBombError:
-        return f"too many pixels (over {2 * Image.MAX_IMAGE_PIXELS:,}: a decompression bomb?)"
+        return f"too many pixels (over {2 * Image.MAX_IMAGE_PIXELS:,}: a decompression bomb?)", None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for a broken file
-        return f"unreadable: {str(exc).splitlines()[0][:80]}"
-    return None
+        return f"unreadable: {str(exc).splitlines()[0][:80]}", None
+
+
+THUMB = 32  # a near copy is told by the image's THUMB x THUMB grey thumbnail
+NEAR_COPY = 0.95  # correlation of two thumbnails' Laplacians from which two images are near copies (see alike)
+NEAR_COPY_LEVELS = 0.99  # and of their grey levels
+NEAR_COPY_SIDE = 32  # images with a shorter side below this are not compared (small digits of one class correlate)
+NEAR_COPY_PAIRS = 400_000_000  # training x evaluation images compared at most (4,000 x 4,000 took 0.7 s on 2 cores)
+
+
+def _thumbnail(rgb, side: int) -> bytes | None:
+    """The THUMB x THUMB grey thumbnail (uint8 bytes) of an image whose shorter side was ``side`` pixels, or None
+    below :data:`NEAR_COPY_SIDE`."""
+    from PIL import Image
+
+    if side < NEAR_COPY_SIDE:
+        return None
+    return rgb.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX).tobytes()
+
+
+def near_copies(train, evaluation, thumbs: dict[Path, bytes], root: Path) -> tuple[int, list[str]] | None:
+    """Images of ``evaluation`` (validation and test) that look like copies of a training image (resized,
+    re-encoded, recoloured: see :func:`alike`), not byte-identical ones (those are kept in train or said already):
+    (how many, up to three pairs ``eval ~ train`` relative to ``root``). None when there are more pairs than
+    :data:`NEAR_COPY_PAIRS` to compare (not looked at)."""
+
+    def vectors(samples) -> tuple[list, tuple[np.ndarray, np.ndarray]]:
+        kept = [s for s in samples if s.path in thumbs]
+        return kept, unit_rows([thumbs[s.path] for s in kept])
+
+    (trained, t), (scored, e) = vectors(train), vectors(evaluation)
+    if not trained or not scored:
+        return 0, []
+    if len(trained) * len(scored) > NEAR_COPY_PAIRS:
+        return None
+    found: list[tuple[Sample, Sample]] = []
+    for start in range(0, len(scored), 256):
+        block = alike((e[0][start : start + 256], e[1][start : start + 256]), t)
+        first = block.argmax(axis=1)
+        found += [(scored[start + i], trained[first[i]]) for i in np.flatnonzero(block.any(axis=1))]
+    found = [(a, b) for a, b in found if not _same_bytes(a.path, b.path)]
+
+    def named(sample: Sample) -> str:
+        return sample.path.relative_to(root).as_posix() if sample.path.is_relative_to(root) else str(sample.path)
+
+    return len(found), [f"{named(a)} ~ {named(b)}" for a, b in found[:3]]
+
+
+def unit_rows(thumbnails: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, levels): each thumbnail's Laplacian (its edges and texture) and its grey levels less their mean, as
+    rows of unit length (their dot products are correlations; a flat image is zeros, which matches none)."""
+    grey = np.frombuffer(b"".join(thumbnails), np.uint8).reshape(-1, THUMB, THUMB).astype(np.float32)
+    inner = grey[:, 1:-1, 1:-1]
+    edges = 4 * inner - grey[:, :-2, 1:-1] - grey[:, 2:, 1:-1] - grey[:, 1:-1, :-2] - grey[:, 1:-1, 2:]
+    levels = grey - grey.mean(axis=(1, 2), keepdims=True)
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        rows = rows.reshape(len(thumbnails), rows[0].size if len(rows) else 0)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 1e-3)
+
+    return unit(edges), unit(levels)
+
+
+def alike(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Which images of ``a`` look like copies of which of ``b`` (rows of :func:`unit_rows`): their edges correlate
+    at :data:`NEAR_COPY` or more and their grey levels at :data:`NEAR_COPY_LEVELS` or more. Both, not one: two
+    different smooth gradients (crops of a colour wheel) correlated at 0.999 in grey levels, and images of one
+    stripe pattern under different noise (the tests' generated folders) at 0.95 in edges. Chosen on photographs and
+    benchmark sets (benchmarks/results/near_copies.md)."""
+    return (a[0] @ b[0].T >= NEAR_COPY) & (a[1] @ b[1].T >= NEAR_COPY_LEVELS)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b)
 
 
 def _scan_classes(scan: _Scan, folder: Path) -> dict[str, list[Path]]:
@@ -480,6 +564,7 @@ def load_splits(
         if across:  # the user's own split folders: not moved, said
             extra["copies_across_splits"] = across
         _copies_across_classes(samples["train"] + samples["val"] + samples["test"], root, extra)
+        extra["near_copies"] = near_copies(samples["train"], samples["val"] + samples["test"], scan.thumbs, root)
         others = [
             p
             for p in root.iterdir()
@@ -520,6 +605,7 @@ def load_splits(
     if moved:
         extra["copies_kept_in_train"] = moved
     _copies_across_classes(everything, root, extra)
+    extra["near_copies"] = near_copies(train, val + test, scan.thumbs, root)
     return Splits(root, labels, train, val, test, seed, "split", extra)
 
 

@@ -161,6 +161,13 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             "test/ are byte-identical copies of images in another split folder: their scores are not held-out "
             "figures[/]"
         )
+    near = splits.extra.get("near_copies")
+    if near and near[0]:
+        console.err.print(
+            f"[yellow]note: {near[0]} validation/test image(s) look like copies of training images (resized, "
+            f"re-encoded or recoloured; {escape(', '.join(near[1]))}{' ...' if near[0] > len(near[1]) else ''}): "
+            "their scores are not quite held-out figures; remove such copies, or keep each with its original[/]"
+        )
     if splits.extra.get("copies_across_classes"):
         pairs = _first_three(splits.extra["copies_across_classes"])
         console.err.print(

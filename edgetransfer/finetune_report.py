@@ -170,6 +170,8 @@ def new_card(trainer, fingerprint: str, threads: int) -> ModelCard:
             "sizes": splits.sizes(),
             "fingerprint": fingerprint,
             "skipped_bad_files": list(splits.extra.get("skipped", ())),
+            # validation/test images that look like copies of training images (data.near_copies; None: not compared)
+            "near_copies": _near_record(splits.extra),
         },
         training={
             "config": dataclasses.asdict(trainer.config),
@@ -243,3 +245,10 @@ def say_end(trainer, stopped_because: str, test_acc: float) -> None:
         f"stopped: {said_stop(stopped_because, history)}); {test}; "
         f"img/s per epoch {speeds}; saved {trainer.out}"
     )
+
+
+def _near_record(extra: dict) -> dict | None:
+    """The card's record of near copies: how many and up to three pairs, or None where they were not compared (a
+    run's own recorded splits, or more pairs than data.NEAR_COPY_PAIRS)."""
+    near = extra.get("near_copies")
+    return None if near is None else {"count": near[0], "examples": list(near[1])}

@@ -73,9 +73,15 @@ def _signature(path: Path) -> tuple[str, str] | None:
     return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
+# folders systems make beside a user's files: a zip made on macOS unpacks __MACOSX/ (resource forks, ._x.jpg); a
+# Synology NAS keeps each photo's thumbnails in @eaDir/ (they were read as a class, and a thumbnail of a validation
+# image trained on: a new user's trial); Windows' recycle bin and volume folder, a Synology share's #recycle/
+SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information"})
+
+
 def ignored_folder(name: str) -> bool:
-    """A hidden folder, or the __MACOSX/ a zip made on macOS unpacks (resource forks, ._x.jpg): never a class."""
-    return name.startswith(".") or name == "__MACOSX"
+    """A hidden folder or a system's (:data:`SYSTEM_FOLDERS`): never a class, never read."""
+    return name.startswith(".") or name in SYSTEM_FOLDERS
 
 
 def ignored_file(name: str) -> bool:
@@ -264,7 +270,8 @@ def find_images(
         if path.is_dir():
             below = []
             for p in path.rglob("*"):
-                if any(ignored_file(part) for part in p.relative_to(path).parts):
+                parts = p.relative_to(path).parts  # (hidden or system folders: a NAS's @eaDir thumbnails too)
+                if ignored_file(parts[-1]) or any(ignored_folder(part) for part in parts[:-1]):
                     continue
                 if passed_over is not None and p.is_symlink() and not p.exists():  # said (it went in no list)
                     passed_over.append((p, "broken symlink (its target is gone)"))

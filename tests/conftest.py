@@ -29,6 +29,24 @@ def make_folder(root: Path, per_class: int = 12, classes: int = 3, seed: int = 0
     return write_pattern_folder(root, per_class=per_class, classes=classes, seed=seed)
 
 
+def drawn_images(folder, count, seed, size=160):
+    """``count`` different images (random coloured ellipses on a random background) as PNGs in ``folder``."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(12):
+            x, y = (int(v) for v in rng.integers(0, size - 20, 2))
+            w, h = (int(v) for v in rng.integers(10, size // 2, 2))
+            draw.ellipse((x, y, x + w, y + h), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        image.save(folder / f"{i:03d}.png")
+    return sorted(folder.iterdir())
+
+
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     return make_folder(tmp_path / "images")

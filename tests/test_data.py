@@ -1,5 +1,5 @@
 import pytest
-from conftest import make_folder
+from conftest import drawn_images, make_folder
 
 from edgetransfer.builtin_data import materialize_digits
 from edgetransfer.data import SPLITS, load_splits
@@ -183,8 +183,16 @@ def test_system_files_are_ignored_and_unreadable_photo_formats_named(tmp_path):
     (root / "__MACOSX" / "class0" / "._000.png").write_bytes(b"\x00\x05\x16\x07")
     (root / "class1" / "__MACOSX").mkdir()  # nor a folder of images inside a class
     (root / "class1" / "__MACOSX" / "x.png").write_bytes(b"\x00\x05\x16\x07")
+    # a Synology NAS's thumbnails of each photo (they were a class, and trained on: a new user's trial)
+    (root / "class0" / "@eaDir" / "000.png").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(root / "class0" / "@eaDir" / "000.png" / "SYNOPHOTO_THUMB_S.jpg")
+    (root / "@eaDir").mkdir()
+    Image.new("RGB", (40, 40)).save(root / "@eaDir" / "thumb.jpg")
     splits = load_splits(root)
     assert sum(splits.sizes().values()) == 13 and splits.labels == ("class0", "class1")
+    from edgetransfer.images import find_images
+
+    assert not [p for p in find_images([root]) if "@eaDir" in p.parts or "__MACOSX" in p.parts]  # predict's look
     (root / "class0" / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
     with pytest.raises(DataError, match=r"IMG_0001.HEIC \(a .heic photo, a format this install cannot read: convert"):
         load_splits(root)
@@ -421,8 +429,8 @@ def test_a_folder_is_decoded_once_per_process_and_again_when_a_file_changes(tmp_
 
     root = make_folder(tmp_path / "d", classes=2)
     decoded = []
-    real = data._decode_error
-    monkeypatch.setattr(data, "_decode_error", lambda path: decoded.append(path) or real(path))
+    real = data._decode_check
+    monkeypatch.setattr(data, "_decode_check", lambda path: decoded.append(path) or real(path))
     first = load_splits(root, seed=0)
     count = len(decoded)
     assert count == len(first.train) + len(first.val) + len(first.test) > 0
@@ -498,3 +506,32 @@ def test_a_folder_of_copies_says_why_it_cannot_be_split(tmp_path):
             shutil.copy(root / name / "000.png", root / name / f"copy{k}.png")
     with pytest.raises(DataError, match=r"too few to split \(besides \d+ byte-identical copies kept in train"):
         check_splits(load_splits(root))
+
+
+def test_near_copies_across_splits_are_found_and_named(tmp_path, monkeypatch):
+    """Validation/test images that are resized, re-encoded or brightened copies of training images scored images
+    trained on, unsaid (only byte-identical copies were looked for: a known item of the notes)."""
+    import shutil
+
+    from PIL import Image, ImageEnhance
+
+    from edgetransfer import data
+
+    root = tmp_path / "folders"
+    for label, seed in (("a", 0), ("b", 1)):
+        drawn_images(root / "train" / label, 6, seed)
+        drawn_images(root / "val" / label, 2, seed + 10)
+    (root / "test" / "a").mkdir(parents=True)
+    assert load_splits(root).extra["near_copies"] == (0, [])  # different images: none
+    original = Image.open(root / "train" / "a" / "003.png")
+    original.resize((80, 80)).save(root / "test" / "a" / "small.jpg", quality=70)  # half size, JPEG
+    ImageEnhance.Brightness(original).enhance(1.1).save(root / "val" / "a" / "bright.png")
+    shutil.copy(root / "train" / "b" / "001.png", root / "test" / "a" / "same.png")  # byte-identical: said apart
+    Image.new("RGB", (20, 20), "red").save(root / "train" / "b" / "tiny.png")  # too small to compare
+    Image.new("RGB", (20, 20), "red").resize((16, 16)).save(root / "val" / "b" / "tiny.png")
+    splits = load_splits(root)
+    assert splits.extra["copies_across_splits"] == 1
+    count, pairs = splits.extra["near_copies"]
+    assert count == 2 and sorted(pairs) == ["test/a/small.jpg ~ train/a/003.png", "val/a/bright.png ~ train/a/003.png"]
+    monkeypatch.setattr(data, "NEAR_COPY_PAIRS", 10)  # more pairs than it compares: not looked at (None)
+    assert load_splits(root).extra["near_copies"] is None

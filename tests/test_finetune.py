@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import typer
-from conftest import make_folder
+from conftest import drawn_images, make_folder
 from PIL import Image
 
 from edgetransfer import backbones
@@ -1241,7 +1241,7 @@ def test_ctrl_c_before_the_first_epoch_removes_the_folder_it_made(image_folder, 
     args = ["finetune", "--data", image_folder, "--out", out, "--size", 32, "--epochs", 1]
     result = cli(*args)
     assert result.exit_code == 130, result.output
-    assert f"interrupted; nothing was kept: {out} is as it was" in result.stderr
+    assert f"interrupted; nothing was kept: the new folder {out} is removed" in result.stderr  # was "is as it was"
     assert not out.exists() and not out.parent.exists()  # nor the folder above it, made for its lock file
     monkeypatch.undo()
     result = cli(*args)  # the same command again: no "already exists", no "--resume"
@@ -1507,3 +1507,21 @@ def test_the_opening_lines_batch_is_the_one_it_trains_with():
         "21 (each process's share of the training images; --batch-size 512) per process (42 a step in all)"
     )
     assert batch_said(4, 88, 2, given=False) == "4 per process (8 a step in all)"
+
+
+def test_near_copies_of_training_images_are_said_and_recorded(tmp_path, capsys):
+    """A resized copy of a training image in test/ is said (with its pair) and recorded in the card."""
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for label, seed in (("a", 0), ("b", 1)):
+        drawn_images(root / "train" / label, 8, seed)
+        drawn_images(root / "val" / label, 2, seed + 10)
+        drawn_images(root / "test" / label, 2, seed + 20)
+    Image.open(root / "train" / "b" / "004.png").resize((100, 100)).save(root / "test" / "b" / "copy.jpg")
+    run = finetune(FinetuneConfig(data=str(root), out=str(tmp_path / "r"), device="cpu", **{**TINY, "epochs": 1}))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "note: 1 validation/test image(s) look like copies of training images (resized, re-encoded or " in err
+    assert "recoloured; test/b/copy.jpg ~ train/b/004.png): their scores are not quite held-out figures" in err
+    near = run.load_card().dataset["near_copies"]
+    assert near == {"count": 1, "examples": ["test/b/copy.jpg ~ train/b/004.png"]}

@@ -359,6 +359,8 @@ def what_is_kept(out: str, started: float, *, resume: bool, again: str) -> tuple
         return f"the finished epochs are kept in {out}: {again} continues", True
     if card.is_file() and card.stat().st_mtime >= started:  # training finished; what came after is atomic
         return "nothing half-written was kept", False
+    if not Path(out).exists():  # a new folder, removed ("is as it was" of a folder that never was: a new user's)
+        return f"nothing was kept: the new folder {out} is removed", False
     return f"nothing was kept: {out} is as it was", False
 
 
