@@ -321,7 +321,7 @@ def test_auto_int8_keeps_the_converted_ir_where_nncfs_is_no_faster_than_fp32(
     args = ["export", str(tmp_path / "run"), "--max-drop", "100", "--calib-size", "8"]  # (one image: 16.67 points)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "NNCF's int8 IR is no measurably faster than fp32; trying model.int8.onnx converted" in result.stderr
+    assert "NNCF's int8 IR is not measurably faster than fp32; trying model.int8.onnx converted" in result.stderr
     card = RunDir.open(tmp_path / "run").load_card()
     record = card.artifacts["openvino/model.int8.xml"]["quantization"]
     assert len(measured) == 2 and not ratios
@@ -332,8 +332,8 @@ def test_auto_int8_keeps_the_converted_ir_where_nncfs_is_no_faster_than_fp32(
         assert [(s["method"], s["held"]) for s in steps] == [("nncf", True), ("qdq", True)], steps
         assert steps[0]["latency_ratio_vs_fp32"] == 0.95 and steps[0]["why"] == "not measurably faster than fp32"
         assert card.metrics["openvino_int8"]["val_top1"] == measured[1]["val_top1"]
-    else:  # no measurably faster either: NNCF's IR and its own figures stay
-        assert "it is no measurably faster either (0.90x fp32): NNCF's IR is kept" in result.stderr
+    else:  # not measurably faster either: NNCF's IR and its own figures stay
+        assert "it is not measurably faster either (0.90x fp32): NNCF's IR is kept" in result.stderr
         assert record["tool"].startswith("nncf") and record["latency_ratio_vs_fp32"] == 0.95
         assert [s["method"] for s in record["escalation"]] == ["nncf"]
         assert record["tried_after"] == [

@@ -272,8 +272,10 @@ def _coarse_top1(document: dict) -> list[str]:
 
 
 def to_csv(document: dict) -> str:
+    """The rows as CSV; ``run`` is the run's folder where no reference run or device was measured beside it (the
+    column was empty in every row: a new user's trial)."""
     buffer = io.StringIO()
-    data = rows(document)
+    data = [{**row, "run": row["run"] or document["run"]} for row in rows(document)]
     writer = csv.DictWriter(buffer, fieldnames=list(data[0]) if data else ["backend"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(data)

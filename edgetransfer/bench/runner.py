@@ -176,8 +176,9 @@ def _seen_by_the_run(run: RunDir, root: Path, samples: tuple[Sample, ...]) -> st
         f"{n} {what}" for what, n in (("trained on", counts["train"]), ("validated on", counts["val"])) if n
     )
     own = f"{sum(counts.values())} of them the run's own: {which}"
+    verb = "is" if sum(counts.values()) == 1 else "are"
     console.err.print(
-        f"[yellow]note: {escape(str(root))}: {sum(counts.values())} of its {len(samples)} images are the run's own "
+        f"[yellow]note: {escape(str(root))}: {sum(counts.values())} of its {len(samples)} images {verb} the run's own "
         f"training or validation images ({which}; the same content under any name): its top-1 there is not a "
         "held-out figure[/]"
     )

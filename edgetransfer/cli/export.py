@@ -84,7 +84,7 @@ def export(
         str,
         typer.Option(
             help="OpenVINO int8 IR from: nncf (quantize the IR; with --int8-method auto, model.int8.onnx converted "
-            "where NNCF's IR cannot hold --max-drop, or holds it no measurably faster than fp32 where the converted "
+            "where NNCF's IR cannot hold --max-drop, or holds it not measurably faster than fp32 where the converted "
             "one is) or qdq (convert model.int8.onnx). With --int8-method qat the IR is always model.int8.onnx "
             "converted.",
         ),

@@ -144,14 +144,14 @@ class OpenVinoInt8(Pass):
         ]
 
     def _faster_of(self, ctx: ExportContext, config: Int8Config, nncf: Artifact) -> tuple[Artifact, list[dict]]:
-        """NNCF's IR held the budget but is no measurably faster than fp32 (its accuracy control kept 40 of 53
+        """NNCF's IR held the budget but is not measurably faster than fp32 (its accuracy control kept 40 of 53
         layers in float: 0.85x; a new user's trial): ``model.int8.onnx`` converted, judged the same way, is kept
         where it holds the budget and is measurably faster than fp32 itself. The IR kept and the steps before it
         (NNCF's, where the converted one is kept; else none, and what was tried after NNCF's is in its record,
         ``tried_after``). A converted model OpenVINO cannot read or compile leaves NNCF's, said."""
         record = nncf.record["quantization"]
         console.err.print(
-            f"[yellow]NNCF's int8 IR is no measurably faster than fp32; trying {ONNX_INT8} converted instead[/]"
+            f"[yellow]NNCF's int8 IR is not measurably faster than fp32; trying {ONNX_INT8} converted instead[/]"
         )
         kept = ctx.metrics["openvino_int8"]
         mine = {
@@ -182,7 +182,7 @@ class OpenVinoInt8(Pass):
             )
             return other, [*_before(record), {**mine, "why": "not measurably faster than fp32"}]
         ctx.metrics["openvino_int8"] = kept
-        console.err.print(f"[yellow]it is no measurably faster either ({ratio:.2f}x fp32): NNCF's IR is kept[/]")
+        console.err.print(f"[yellow]it is not measurably faster either ({ratio:.2f}x fp32): NNCF's IR is kept[/]")
         step = {"method": "qdq", "held": other.record["quantization"]["val_drop_points"] is not None or None}
         record["tried_after"] = [{**step, "latency_ratio_vs_fp32": ratio, "why": "not measurably faster than fp32"}]
         return nncf, []
