@@ -1972,3 +1972,23 @@ def test_a_search_stopped_while_it_is_made_leaves_an_empty_out_empty(tmp_path, m
     study.need_optuna().create_study(storage=storage, study_name="s")  # as an older edgetransfer left it
     with pytest.raises(UsageError, match=r"was stopped while it was being made \(it records no candidates\)"):
         search(replace(config, backbones=None, resume=True))
+
+
+def test_a_worker_given_the_built_in_digits_is_not_refused(tmp_path, monkeypatch):
+    """The images check before a worker's first trial read --data digits as a path (no such folder here): the
+    built-in name is resolved as finetune resolves it."""
+    from pathlib import Path
+
+    from edgetransfer import builtin_data
+    from edgetransfer.search import study
+    from edgetransfer.search.config import Space
+
+    folder = make_folder(tmp_path / "img", per_class=2)
+    monkeypatch.setattr(builtin_data, "resolve_data", lambda data, seed=0: str(folder) if data == "digits" else data)
+    monkeypatch.chdir(tmp_path)
+    searching = study._Search(SearchConfig(data="digits", out="s", worker=True), Path("s"), None)
+    searching.space = Space({"mobilenet_v2": (96,)}, ("static",))
+    searching._check_here()  # no error
+    searching.config = replace(searching.config, data="elsewhere")
+    with pytest.raises(UsageError, match=r"^--worker: this search's images \(elsewhere\) are not on this machine"):
+        searching._check_here()

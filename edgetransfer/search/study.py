@@ -472,10 +472,11 @@ class _Search:
         this machine. A worker started elsewhere without --data (the lead's path is not there) failed each trial in
         a second as the candidate's own failure, never tried again: it used up the whole search (a reviewer's)."""
         from edgetransfer import backbones
+        from edgetransfer.builtin_data import resolve_data
 
         what = "--resume" if self.config.resume else "--worker"
         data = str(self.config.data or "")
-        if not data or not Path(data).expanduser().is_dir():
+        if not data or not Path(resolve_data(data, self.config.seed)).expanduser().is_dir():  # ('digits' too)
             raise UsageError(
                 f"{what}: this search's images ({data or 'no folder recorded'}) are not on this machine; pass --data "
                 "with the same images (another path to them is fine)"
