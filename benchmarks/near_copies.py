@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datasets  # noqa: E402
 
 from edgetransfer import data  # noqa: E402
-from edgetransfer.images import open_image  # noqa: E402
 
 PHOTOS = {
     "choose": ("astronaut", "coffee", "chelsea", "camera", "rocket", "coins", "page", "text", "moon", "grass"),
@@ -46,7 +46,9 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=quality)
     buffer.seek(0)
-    return Image.open(buffer)
+    image = Image.open(buffer)
+    image.info["file"] = buffer.getvalue()  # the JPEG file as encoded (saved as it is by _thumb)
+    return image
 
 
 ALTERED = {
@@ -60,7 +62,12 @@ ALTERED = {
 
 
 def _thumb(image: Image.Image) -> bytes | None:
-    return data._thumbnail(image.convert("RGB"), min(image.size))
+    """The thumbnail finetune's check makes of ``image`` as a file: a JPEG made by :func:`_jpeg` as it was encoded
+    (decoded in draft mode, as there), anything else saved as PNG."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / ("image.jpg" if "file" in image.info else "image.png")
+        path.write_bytes(image.info["file"]) if "file" in image.info else image.save(path)
+        return data._decode_check(path)[1]
 
 
 def _shrunk(image: Image.Image, side: int | None) -> Image.Image:
@@ -88,7 +95,7 @@ def copies(names: tuple[str, ...], side: int | None = None) -> dict[str, float]:
 def false_pairs(folder: Path) -> tuple[int, int, int, float]:
     """(images, images compared, pairs found alike, the highest correlation of edges) within one set."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    thumbs = [t for t in (_thumb(open_image(p)) for p in files) if t is not None]
+    thumbs = [t for t in (data._decode_check(p)[1] for p in files) if t is not None]
     if len(thumbs) < 2:
         return len(files), len(thumbs), 0, float("nan")
     rows = data.unit_rows(thumbs)

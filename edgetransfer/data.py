@@ -283,7 +283,7 @@ def _decode_check(path: Path) -> tuple[str | None, bytes | None]:
         with Image.open(path) as img:
             side = min(img.size)
             if img.format == "JPEG":
-                img.draft("RGB", (64, 64))
+                img.draft("RGB", (128, 128))  # (at 64 px a JPEG copy's thumbnail blurred unlike its original's)
             img.load()
             # as decoding will convert it (a float image with values past 0..65535 failed only there)
             return None, _thumbnail(to_rgb(img), side)
