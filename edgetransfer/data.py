@@ -312,10 +312,17 @@ def _thumbnail(rgb, side: int) -> bytes | None:
     return rgb.convert("L").resize((THUMB, THUMB), Image.Resampling.BOX).tobytes()
 
 
-def near_copies(train, evaluation, thumbs: dict[Path, bytes], root: Path) -> tuple[int, list[str]] | None:
-    """Images of ``evaluation`` (validation and test) that look like copies of a training image (resized,
-    re-encoded, recoloured: see :func:`alike`), not byte-identical ones (those are kept in train or said already):
-    (how many, up to three pairs ``eval ~ train`` relative to ``root``). None when there are more pairs than
+MAX_PAIRS = 1000  # near-copy pairs a card lists (all of them, up to this)
+
+
+def near_copies(train, evaluation, thumbs: dict[Path, bytes], root: Path) -> dict | None:
+    """Images of ``evaluation`` (validation and test) that look like copies of a training image of their class
+    (resized, re-encoded, recoloured: see :func:`alike`), not byte-identical ones (those are kept in train or said
+    already): ``{"count", "pairs" ("eval ~ train", relative to ``root``; up to :data:`MAX_PAIRS`), "other_classes"
+    (how many look alike a training image of another class only), "other_pairs" (up to three)}``. Images of one
+    scene with small differences (a shape drawn here or there on one background, a fixed camera's frames) look alike
+    at this size whatever their class: where some look alike across classes, this look cannot tell copies in that
+    data (the caller says so, not "copies"; a new user's trial). None when there are more pairs than
     :data:`NEAR_COPY_PAIRS` to compare (not looked at)."""
 
     def vectors(samples) -> tuple[list, tuple[np.ndarray, np.ndarray]]:
@@ -323,21 +330,30 @@ def near_copies(train, evaluation, thumbs: dict[Path, bytes], root: Path) -> tup
         return kept, unit_rows([thumbs[s.path] for s in kept])
 
     (trained, t), (scored, e) = vectors(train), vectors(evaluation)
+    record: dict = {"count": 0, "pairs": [], "other_classes": 0, "other_pairs": []}
     if not trained or not scored:
-        return 0, []
+        return record
     if len(trained) * len(scored) > NEAR_COPY_PAIRS:
         return None
+    classes = np.array([s.label for s in trained])
     found: list[tuple[Sample, Sample]] = []
+    across: list[tuple[Sample, Sample]] = []
     for start in range(0, len(scored), 256):
         block = alike((e[0][start : start + 256], e[1][start : start + 256]), t)
-        first = block.argmax(axis=1)
-        found += [(scored[start + i], trained[first[i]]) for i in np.flatnonzero(block.any(axis=1))]
+        same = block & (np.array([s.label for s in scored[start : start + 256]])[:, None] == classes[None, :])
+        for i in np.flatnonzero(same.any(axis=1)):
+            found.append((scored[start + i], trained[same[i].argmax()]))
+        for i in np.flatnonzero(block.any(axis=1) & ~same.any(axis=1)):
+            across.append((scored[start + i], trained[block[i].argmax()]))
     found = [(a, b) for a, b in found if not _same_bytes(a.path, b.path)]
+    across = [(a, b) for a, b in across if not _same_bytes(a.path, b.path)]  # (said as copies across classes)
 
     def named(sample: Sample) -> str:
         return sample.path.relative_to(root).as_posix() if sample.path.is_relative_to(root) else str(sample.path)
 
-    return len(found), [f"{named(a)} ~ {named(b)}" for a, b in found[:3]]
+    record["count"], record["pairs"] = len(found), [f"{named(a)} ~ {named(b)}" for a, b in found[:MAX_PAIRS]]
+    record["other_classes"], record["other_pairs"] = len(across), [f"{named(a)} ~ {named(b)}" for a, b in across[:3]]
+    return record
 
 
 def unit_rows(thumbnails: list[bytes]) -> tuple[np.ndarray, np.ndarray]:

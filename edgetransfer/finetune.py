@@ -162,11 +162,19 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             "figures[/]"
         )
     near = splits.extra.get("near_copies")
-    if near and near[0]:
+    if near and near["other_classes"]:  # one scene with small differences: this look cannot tell copies there
         console.err.print(
-            f"[yellow]note: {near[0]} validation/test image(s) look like copies of training images (resized, "
-            f"re-encoded or recoloured; {escape(', '.join(near[1]))}{' ...' if near[0] > len(near[1]) else ''}): "
-            "their scores are not quite held-out figures; remove such copies, or keep each with its original[/]"
+            f"[yellow]note: {near['other_classes']} validation/test image(s) look nearly the same as training images "
+            f"of another class at 32x32 px ({escape(_first_three(near['other_pairs']))}): this data's images differ "
+            "in details too small for the near-copy look, so near copies are not said (the card lists the pairs "
+            "it found)[/]"
+        )
+    elif near and near["count"]:
+        console.err.print(
+            f"[yellow]note: {near['count']} validation/test image(s) look like copies of training images of their "
+            f"class (resized, re-encoded or recoloured; validation/test ~ training: "
+            f"{escape(_first_three(near['pairs']))}; all in the card's dataset.near_copies): their scores are not "
+            "quite held-out figures; remove such copies, or keep each with its original[/]"
         )
     if splits.extra.get("copies_across_classes"):
         pairs = _first_three(splits.extra["copies_across_classes"])

@@ -248,7 +248,6 @@ def say_end(trainer, stopped_because: str, test_acc: float) -> None:
 
 
 def _near_record(extra: dict) -> dict | None:
-    """The card's record of near copies: how many and up to three pairs, or None where they were not compared (a
-    run's own recorded splits, or more pairs than data.NEAR_COPY_PAIRS)."""
-    near = extra.get("near_copies")
-    return None if near is None else {"count": near[0], "examples": list(near[1])}
+    """The card's record of near copies (data.near_copies: how many, the pairs, the look-alikes of other classes),
+    or None where they were not compared (more pairs than data.NEAR_COPY_PAIRS)."""
+    return extra.get("near_copies")

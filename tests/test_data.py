@@ -522,7 +522,8 @@ def test_near_copies_across_splits_are_found_and_named(tmp_path, monkeypatch):
         drawn_images(root / "train" / label, 6, seed)
         drawn_images(root / "val" / label, 2, seed + 10)
     (root / "test" / "a").mkdir(parents=True)
-    assert load_splits(root).extra["near_copies"] == (0, [])  # different images: none
+    empty = {"count": 0, "pairs": [], "other_classes": 0, "other_pairs": []}
+    assert load_splits(root).extra["near_copies"] == empty  # different images: none
     original = Image.open(root / "train" / "a" / "003.png")
     original.resize((80, 80)).save(root / "test" / "a" / "small.jpg", quality=70)  # half size, JPEG
     ImageEnhance.Brightness(original).enhance(1.1).save(root / "val" / "a" / "bright.png")
@@ -531,7 +532,14 @@ def test_near_copies_across_splits_are_found_and_named(tmp_path, monkeypatch):
     Image.new("RGB", (20, 20), "red").resize((16, 16)).save(root / "val" / "b" / "tiny.png")
     splits = load_splits(root)
     assert splits.extra["copies_across_splits"] == 1
-    count, pairs = splits.extra["near_copies"]
-    assert count == 2 and sorted(pairs) == ["test/a/small.jpg ~ train/a/003.png", "val/a/bright.png ~ train/a/003.png"]
+    near = splits.extra["near_copies"]
+    assert near["count"] == 2 and near["other_classes"] == 0
+    assert sorted(near["pairs"]) == ["test/a/small.jpg ~ train/a/003.png", "val/a/bright.png ~ train/a/003.png"]
+    # a look-alike of another class's image: not a copy of its class's (one scene with small differences, in a new
+    # user's trial: a shape drawn here or there on one background), counted apart
+    Image.open(root / "train" / "a" / "001.png").save(root / "val" / "b" / "from-a.jpg", quality=90)
+    near = load_splits(root).extra["near_copies"]
+    assert near["count"] == 2 and near["other_classes"] == 1
+    assert near["other_pairs"] == ["val/b/from-a.jpg ~ train/a/001.png"]
     monkeypatch.setattr(data, "NEAR_COPY_PAIRS", 10)  # more pairs than it compares: not looked at (None)
     assert load_splits(root).extra["near_copies"] is None
