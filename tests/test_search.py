@@ -1852,13 +1852,16 @@ def test_a_search_made_with_trials_0_keeps_its_initial_design_for_the_workers(tm
     tried = _stand_in_trials(monkeypatch)
     data = make_folder(tmp_path / "img", per_class=6)
     config = SearchConfig(data=str(data), out=str(tmp_path / "s"), backbones=("mobilenet_v2",))
-    search(replace(config, trials=0))
+    assert search(replace(config, trials=0)).stopped == "--trials 0: no trial runs (the search made)"
     assert tried == []
     storage = study.open_storage(f"sqlite:///{tmp_path / 's' / 'study.db'}", heartbeat=config.heartbeat)
     first = study.need_optuna().load_study(study_name="s", storage=storage).user_attrs["first"]
     assert len(first) == 2 and first[0].startswith("mobilenet_v2/"), first
     search(replace(config, backbones=None, resume=True, trials=2))
     assert tried == first
+    # (it read "stopped: --trials 0 reached (every worker together)" over the table: a new user's trial)
+    again = search(replace(config, backbones=None, resume=True, trials=0))
+    assert again.stopped == "--trials 0: no trial runs (the trials measured again where needed, and reported)"
 
 
 def test_a_setting_given_to_resume_that_the_search_left_to_the_default_says_so(tmp_path, capsys):

@@ -157,7 +157,11 @@ def _enqueue(study, c: Candidate) -> None:
 
 def _trials_reached(config: SearchConfig) -> str:
     """Why a search stopped at its --trials (it read "stopped: 0 trial(s)" above a table of three trials: the
-    search's total, every worker together, not this run's)."""
+    search's total, every worker together, not this run's). ``--trials 0`` runs none by design (it read "--trials 0
+    reached" over the table after a --resume that only measured again; a new user's trial)."""
+    if config.trials == 0:
+        what = "the trials measured again where needed, and reported" if config.resume else "the search made"
+        return f"--trials 0: no trial runs ({what})"
     return f"--trials {config.trials} reached (every worker together)"
 
 
