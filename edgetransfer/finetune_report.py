@@ -170,8 +170,9 @@ def new_card(trainer, fingerprint: str, threads: int) -> ModelCard:
             "sizes": splits.sizes(),
             "fingerprint": fingerprint,
             "skipped_bad_files": list(splits.extra.get("skipped", ())),
-            # validation/test images that look like copies of training images (data.near_copies; None: not compared)
-            "near_copies": _near_record(splits.extra),
+            # validation/test images that look like copies of training images (data.near_copies: how many, the
+            # pairs, the look-alikes of other classes; None: not compared, more pairs than data.NEAR_COPY_PAIRS)
+            "near_copies": splits.extra.get("near_copies"),
         },
         training={
             "config": dataclasses.asdict(trainer.config),
@@ -245,9 +246,3 @@ def say_end(trainer, stopped_because: str, test_acc: float) -> None:
         f"stopped: {said_stop(stopped_because, history)}); {test}; "
         f"img/s per epoch {speeds}; saved {trainer.out}"
     )
-
-
-def _near_record(extra: dict) -> dict | None:
-    """The card's record of near copies (data.near_copies: how many, the pairs, the look-alikes of other classes),
-    or None where they were not compared (more pairs than data.NEAR_COPY_PAIRS)."""
-    return extra.get("near_copies")

@@ -62,24 +62,22 @@ def builtin_profiles() -> list[str]:
 
 def load_profile(name_or_path: str) -> Profile:
     """A shipped profile by name (camera, vehicle, server) or a TOML file by path."""
+    text = profile_text(name_or_path)
+    if text is not None:
+        return parse_profile(text, str(Path(name_or_path)))
+    if name_or_path in builtin_profiles():
+        text = (resources.files("edgetransfer") / "profiles" / f"{name_or_path}.toml").read_text(encoding="utf-8")
+        return parse_profile(text, f"built-in:{name_or_path}")
+    known = ", ".join(builtin_profiles())
+    raise UsageError(f"unknown profile {name_or_path!r}; built-in: {known}; or the path of a .toml file")
+
+
+def profile_text(name_or_path: str) -> str | None:
+    """A profile file's text, or None where ``name_or_path`` names no file (a shipped profile's name)."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.exists():
             raise UsageError(f"profile file not found: {path}")
-        text, source = read_text(path, what="profile", error=UsageError), str(path)
-    elif name_or_path in builtin_profiles():
-        text = (resources.files("edgetransfer") / "profiles" / f"{name_or_path}.toml").read_text(encoding="utf-8")
-        source = f"built-in:{name_or_path}"
-    else:
-        known = ", ".join(builtin_profiles())
-        raise UsageError(f"unknown profile {name_or_path!r}; built-in: {known}; or the path of a .toml file")
-    return parse_profile(text, source)
-
-
-def profile_text(name_or_path: str) -> str | None:
-    """A profile file's text (what :func:`load_profile` read), or None for a shipped profile."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
         return read_text(path, what="profile", error=UsageError)
     return None
 
