@@ -409,6 +409,52 @@ def test_workers_opening_a_new_sqlite_study_at_once_all_get_it(tmp_path):
         assert outcomes == ["ok"] * 5, outcomes
 
 
+def _claim_slowly(url, trial_id, barrier, results):
+    """Take a waiting trial as Optuna's ``study.ask`` does, with a pause between reading its state and writing
+    RUNNING (a busy machine's pause, made certain)."""
+    import time as clock
+
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    from edgetransfer.search.storage import open_storage
+
+    store = open_storage(url, heartbeat=5)
+    found = models.TrialModel.find_or_raise_by_id
+
+    def slow(*args, **kwargs):
+        trial = found(*args, **kwargs)
+        clock.sleep(1.0)
+        return trial
+
+    models.TrialModel.find_or_raise_by_id = slow
+    barrier.wait()
+    results.put(store.set_trial_state_values(trial_id, TrialState.RUNNING))
+
+
+def test_two_workers_never_take_the_same_waiting_trial_on_sqlite(tmp_path):
+    """A queued trial is taken by one worker only. Python's sqlite3 starts a transaction at the first write, so
+    both workers read WAITING and both wrote RUNNING: two processes trained the same trial, and one's figures
+    overwrote the other's. Each transaction now takes SQLite's write lock at its start (BEGIN IMMEDIATE)."""
+    import multiprocessing
+
+    from edgetransfer.search.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=open_storage(url, heartbeat=5), study_name="s")
+    study.enqueue_trial({"x": 1})
+    trial_id = study.get_trials(deepcopy=False)[0]._trial_id
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=_claim_slowly, args=(url, trial_id, barrier, results)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    taken = [results.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    assert sorted(taken) == [False, True], taken
+
+
 def test_opening_retries_only_a_schema_race(monkeypatch):
     """A duplicate-schema error is retried until the other worker's tables are there; an unreachable server fails
     at once, in one line (no retry delaying a user's typo)."""
@@ -426,6 +472,7 @@ def test_opening_retries_only_a_schema_race(monkeypatch):
         return "opened"
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(storage, "_lock_at_begin", lambda store: None)  # (the fake storage has no engine)
     monkeypatch.setattr(storage.time, "sleep", lambda s: None)
     assert storage.open_storage("sqlite:///x.db", heartbeat=5) == "opened" and len(calls) == 3
 
@@ -1995,3 +2042,17 @@ def test_a_worker_given_the_built_in_digits_is_not_refused(tmp_path, monkeypatch
     searching.config = replace(searching.config, data="elsewhere")
     with pytest.raises(UsageError, match=r"^--worker: this search's images \(elsewhere\) are not on this machine"):
         searching._check_here()
+
+
+def test_a_dead_workers_lock_goes_when_it_died_before_its_run_folder(tmp_path):
+    """A worker killed after taking its trial's run lock but before writing the folder left the lock file among
+    the search's runs (`.0002-mobilenet_v2-32px-dynamic.lock`, seen in the two-worker test)."""
+    from edgetransfer.rundir import RunDir
+    from edgetransfer.search.storage import _remove_half_made
+
+    run = tmp_path / "trials" / "0002-mobilenet_v2-32px-dynamic"
+    lock = RunDir(run)._lock_path()
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    assert _remove_half_made(str(run)) and not lock.exists() and not run.exists()
+    assert not _remove_half_made("trials/0003-elsewhere")  # relative, from another working folder: left alone

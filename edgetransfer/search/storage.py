@@ -60,7 +60,9 @@ def open_storage(url: str, *, heartbeat: int):
 
     shown, url = redact(url), with_driver(url)
     if url.startswith("sqlite"):
-        connect: dict[str, Any] = {"timeout": 60}  # several worker processes on one SQLite file take turns
+        # several worker processes on one SQLite file take turns; sqlite3's own transactions are off (they begin
+        # at the first write) for BEGIN IMMEDIATE below
+        connect: dict[str, Any] = {"timeout": 60, "isolation_level": None}
     elif url.startswith("postgresql"):
         connect = {"connect_timeout": 10}
     else:
@@ -70,12 +72,15 @@ def open_storage(url: str, *, heartbeat: int):
     while True:
         attempt += 1
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs={"connect_args": connect, "pool_pre_ping": True},
                 heartbeat_interval=heartbeat,
                 grace_period=6 * heartbeat,
             )
+            if url.startswith("sqlite"):
+                _lock_at_begin(storage)
+            return storage
         except ImportError as exc:
             raise UsageError(f"--storage {shown}: its database driver is not installed ({exc})") from None
         except (SQLAlchemyError, ArgumentError, ValueError, OSError) as exc:
@@ -93,6 +98,15 @@ def open_storage(url: str, *, heartbeat: int):
             raise UsageError(
                 f"cannot reach the storage {shown}: {first[0] if first else type(exc).__name__}{form}"
             ) from None
+
+
+def _lock_at_begin(storage) -> None:
+    """Every transaction takes SQLite's write lock at its start. Optuna claims a waiting trial by reading its state
+    and writing RUNNING "for update", which SQLite ignores: with Python's sqlite3 beginning a transaction only at
+    the first write, two workers both read WAITING and both took the trial (SQLAlchemy's recipe for pysqlite)."""
+    from sqlalchemy import event
+
+    event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
 
 _SCHEMA_RACE_S = 60.0  # as long as SQLite's own lock timeout above
@@ -185,6 +199,6 @@ def _remove_half_made(run: str) -> bool:
     from edgetransfer.rundir import RunDir
 
     folder = RunDir(Path(run))
-    if not folder.path.exists():  # killed before its first write: no folder (a relative path from another working
-        return folder.path.is_absolute()  # folder may name one elsewhere: left as it is)
-    return folder.remove_unless_held()
+    if not folder.path.exists() and not folder.path.is_absolute():  # a relative path from another working folder
+        return False  # may name one elsewhere: left as it is
+    return folder.remove_unless_held()  # (killed after taking the run's lock, before its first write: the lock goes)
