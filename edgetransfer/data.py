@@ -26,6 +26,7 @@ from edgetransfer.images import (  # one list for training and the device runtim
     open_header,
     regular_file,
     to_rgb,
+    too_thin,
     unidentified,
 )
 from edgetransfer.rundir import sha256_file
@@ -281,7 +282,9 @@ def _decode_check(path: Path) -> tuple[str | None, bytes | None]:
         with Image.open(path) as img:
             img.verify()
         with Image.open(path) as img:
-            side = min(img.size)
+            side, thin = min(img.size), too_thin(*img.size)
+            if thin:
+                return thin, None
             if img.format == "JPEG":
                 img.draft("RGB", (128, 128))  # (at 64 px a JPEG copy's thumbnail blurred unlike its original's)
             img.load()

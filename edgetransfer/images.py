@@ -94,6 +94,7 @@ SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 ImageInput = str | Path | Image.Image | np.ndarray
 MAX_IMAGE_BYTES = 256_000_000  # one image file; Pillow's own limit refuses more than ~179 million pixels
 MAX_IMAGES = 1_000_000  # files one call may list (their paths are held in memory)
+MAX_ASPECT = 50  # longer side / shorter side past which an image is a strip, not a picture (see too_thin)
 _PIXEL_LIMIT_CHECK = threading.Lock()
 
 
@@ -167,12 +168,17 @@ def open_image(path: str | Path, *, resize: int | None = None) -> Image.Image:
         raise DataError(f"cannot read image {path}: empty file")
     try:
         with open_header(path) as img:
+            thin = too_thin(*img.size)
+            if thin:
+                raise DataError(f"image {path}: {thin}")
             if resize and img.format == "JPEG":
                 img.draft("RGB", (2 * resize, 2 * resize))
             rgb = to_rgb(img)
             rgb.load()
             return rgb
     except DataError as exc:
+        if str(exc).startswith(f"image {path}: "):  # a strip: said as what it is, not as unreadable
+            raise
         raise DataError(f"cannot read image {path}: {exc}") from None
     except Image.UnidentifiedImageError:
         # a text file named on predict's command line: as a folder's listing says it (Pillow's "cannot identify
@@ -213,6 +219,15 @@ def _as_rgb(image: ImageInput, resize: int | None = None) -> Image.Image:
     raise DataError(f"cannot classify a {type(image).__name__}: pass a path, a PIL image or a numpy array")
 
 
+def too_thin(width: int, height: int) -> str | None:
+    """Why an image of ``width`` x ``height`` is not classified, or None. Its shorter side is resized to the model's
+    size and the longer follows: a 1x40000 spacer or banner (a few hundred bytes) became 96 x 3.8 million pixels,
+    1.1 GB, before the centre crop (a reviewer's trial: a MemoryError on a small device)."""
+    if max(width, height) > MAX_ASPECT * max(min(width, height), 1):
+        return f"{width}x{height} px is a strip (sides over {MAX_ASPECT}:1), not a picture to classify"
+    return None
+
+
 def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
     """(width, height) with the shorter side ``shorter`` and the aspect ratio kept, truncated as torchvision does."""
     if width <= height:
@@ -234,7 +249,11 @@ def center_crop(pixels: np.ndarray, crop: int) -> np.ndarray:
 
 def resize_and_crop(rgb: Image.Image, pre: Preprocessing) -> np.ndarray:
     """An RGB image as the (crop, crop, 3) uint8 array the evaluation transform scales: shorter side to
-    ``pre.resize`` with antialiasing, then the centre ``pre.crop``."""
+    ``pre.resize`` with antialiasing, then the centre ``pre.crop``. A strip (see :func:`too_thin`): a
+    :class:`DataError`."""
+    thin = too_thin(*rgb.size)
+    if thin:
+        raise DataError(f"an image of {thin}")
     width, height = resized_size(*rgb.size, pre.resize)
     # One pass per axis, horizontal first, as torchvision does (recent Pillow, 13 here, goes vertical first for tall
     # images, which rounds differently): at most one uint8 level from torchvision, the same on any Pillow.

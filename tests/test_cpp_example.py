@@ -88,10 +88,23 @@ def test_cpp_errors_are_one_line(classify, trained_run, pnm_images, tmp_path):
     onnx.save(plain, str(tmp_path / "plain.onnx"))
     not_an_image = tmp_path / "text.ppm"
     not_an_image.write_text("hello")
+    strip = tmp_path / "strip.pgm"  # resized to the model's size, 96 x 384,000 px: refused
+    strip.write_bytes(b"P5 1 4000 255\n" + bytes(4000))
+    model = trained_run.file("model.onnx")
+    for image, message in [
+        (not_an_image, "not a binary PPM (P6) or PGM (P5) image"),
+        (tmp_path / "missing.ppm", "cannot open image"),
+        (strip, "1x4000 px is a strip (sides over 50:1)"),
+    ]:  # an image it cannot read is passed over, said (it stopped the app, the images after it unclassified)
+        done = subprocess.run(
+            [str(classify), str(model), str(image), str(pnm_images[0])], capture_output=True, text=True
+        )
+        assert done.returncode == 0 and done.stdout.startswith(f"{pnm_images[0]}  ") and done.stdout.count("\n") == 1
+        assert done.stderr.startswith("skipped: ") and message in done.stderr and done.stderr.count("\n") == 1
+        alone = subprocess.run([str(classify), str(model), str(image)], capture_output=True, text=True)
+        assert alone.returncode == 1 and not alone.stdout and alone.stderr.endswith("\nno image classified\n")
     for args, message in [
         ([tmp_path / "plain.onnx", pnm_images[0]], "no edgetransfer model card"),
-        ([trained_run.file("model.onnx"), not_an_image], "not a binary PPM (P6) or PGM (P5) image"),
-        ([trained_run.file("model.onnx"), tmp_path / "missing.ppm"], "cannot open image"),
         # OpenVINO's own errors: what went wrong, not where it was thrown ("Exception from src/.../core.cpp:84:")
         ([tmp_path / "missing.xml", pnm_images[0]], "Could not open the file"),
         ([trained_run.file("model.onnx"), pnm_images[0], "--device", "XYZ"], 'Device with "XYZ" name'),

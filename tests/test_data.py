@@ -543,3 +543,18 @@ def test_near_copies_across_splits_are_found_and_named(tmp_path, monkeypatch):
     assert near["other_pairs"] == ["val/b/from-a.jpg ~ train/a/001.png"]
     monkeypatch.setattr(data, "NEAR_COPY_PAIRS", 10)  # more pairs than it compares: not looked at (None)
     assert load_splits(root).extra["near_copies"] is None
+
+
+def test_a_strip_is_named_as_one_not_trained_on(tmp_path):
+    """A 1x40000 spacer (a few hundred bytes) resized to the model's size became 96 x 3.8 million pixels before
+    the centre crop: 1.1 GB, a MemoryError (a reviewer's finding). The folder check names it; a 50:1 panorama is
+    still a picture."""
+    from PIL import Image
+
+    root = make_folder(tmp_path / "data", per_class=4, classes=2)
+    Image.new("RGB", (1, 4000), "red").save(root / "class0" / "spacer.png")
+    Image.new("RGB", (500, 10), "red").save(root / "class1" / "panorama.png")
+    with pytest.raises(DataError, match=r"spacer.png \(1x4000 px is a strip \(sides over 50:1\)"):
+        load_splits(root)
+    splits = load_splits(root, skip_bad=True)
+    assert list(splits.extra["skipped"]) == ["class0/spacer.png"] and sum(splits.sizes().values()) == 9

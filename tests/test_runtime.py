@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -783,11 +785,21 @@ def test_the_standalone_example_predicts_as_predict_does_without_the_project(
     bad.mkdir(exist_ok=True)
     (bad / "empty.png").write_bytes(b"")
     (bad / "._resource-fork.png").write_bytes(b"\0\5\26\7")  # macOS's, beside a copied photo
+    (bad / "@eaDir").mkdir(exist_ok=True)  # a Synology NAS's thumbnails: not the user's images (a reviewer's finding)
+    (bad / "@eaDir" / "SYNOFILE_THUMB_S.png").write_bytes(samples[0].read_bytes())
+    Image.new("RGB", (1, 4000)).save(bad / "strip.png")  # resized, 96 x 384,000 px: refused, said
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", 20000, 10000, 8, 0, 0, 0, 0)  # a header past Pillow's hard pixel limit
+    (bad / "bomb.png").write_bytes(  # (the app stopped in a DecompressionBombError traceback)
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    )
     command = [sys.executable, "-c", check, str(STANDALONE_APP), str(path), *map(str, images), str(bad), "--top-k", "2"]
     done = subprocess.run(command, env=torch_blocked, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     said = done.stderr.strip().splitlines()
-    assert said[-1] == "modules:" and len(said) == 2 and said[0].startswith(f"{bad / 'empty.png'}: skipped: "), said
+    assert said[-1] == "modules:" and len(said) == 4, said
+    assert [line.split(": skipped: ")[0] for line in said[:3]] == [
+        str(bad / f) for f in ("bomb.png", "empty.png", "strip.png")
+    ]
     expected = runtime.Classifier(path, precision="fp32").predict([str(p) for p in images], top_k=2)
     lines = done.stdout.splitlines()
     assert len(lines) == len(images)
@@ -805,3 +817,29 @@ def test_the_standalone_example_stops_quietly_when_its_reader_leaves(trained_run
         app.stdout.close()  # before its first line: every write it makes meets a closed pipe
         said = app.communicate(timeout=120)[1].decode()
     assert app.returncode == 1 and said == "", said
+
+
+def test_the_standalone_example_takes_a_run_folder_and_says_a_wrong_model_in_one_line(trained_run, samples):
+    """A run folder (predict takes one) and a file that is no model were onnxruntime tracebacks (a reviewer's)."""
+    image = str(samples[0])
+    folder = subprocess.run([sys.executable, str(STANDALONE_APP), str(trained_run.path), image], capture_output=True)
+    assert folder.returncode == 0 and folder.stdout.decode().startswith(f"{image}  "), folder.stderr
+    for model, said in [(image, "is not a model ONNX Runtime can load: "), (image + ".none", "no model file ")]:
+        wrong = subprocess.run([sys.executable, str(STANDALONE_APP), model, image], capture_output=True, text=True)
+        assert wrong.returncode == 1 and said in wrong.stderr and wrong.stderr.count("\n") == 1, wrong.stderr
+
+
+def test_a_strip_is_refused_in_one_line_not_resized_into_gigabytes(tmp_path):
+    """The shorter side is resized to the model's size and the longer follows: a 1x40000 PNG became 96 x 3.8
+    million pixels (1.1 GB) before the crop, and predict --skip-bad ended in a MemoryError traceback (a reviewer's
+    finding). A file, a PIL image and an array are each refused; 50:1 is still classified."""
+    from edgetransfer.images import open_image, preprocess_image
+
+    pre = Preprocessing(resize=96, crop=96)
+    Image.new("RGB", (1, 40000)).save(tmp_path / "strip.png")
+    with pytest.raises(DataError, match=r"^image .*strip.png: 1x40000 px is a strip \(sides over 50:1\), not a"):
+        open_image(tmp_path / "strip.png", resize=96)
+    for image in (Image.new("RGB", (40000, 1)), np.zeros((40000, 1, 3), np.uint8)):
+        with pytest.raises(DataError, match=r"is a strip"):
+            preprocess_image(image, pre)
+    assert preprocess_image(Image.new("RGB", (500, 10)), pre).shape == (3, 96, 96)

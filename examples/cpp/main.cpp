@@ -256,6 +256,10 @@ Image read_pnm(const std::string& path) {
     if (maxval != 255) throw std::runtime_error(path + ": only 8-bit (maxval 255) PPM/PGM images are supported");
     if (img.width <= 0 || img.height <= 0 || img.width > 1 << 15 || img.height > 1 << 15)
         throw std::runtime_error(path + ": bad image size");
+    // a strip (sides over 50:1): its shorter side resized to the model's size, a 1x32768 spacer would be ~900 MB
+    if (std::max(img.width, img.height) > 50 * std::min(img.width, img.height))
+        throw std::runtime_error(path + ": " + std::to_string(img.width) + "x" + std::to_string(img.height) +
+                                 " px is a strip (sides over 50:1)");
     in.get();  // the single whitespace after maxval
     const size_t pixels = static_cast<size_t>(img.width) * img.height;
     const int channels = magic == "P6" ? 3 : 1;
@@ -420,8 +424,14 @@ int main(int argc, char** argv) {
         if (precision == "f32") config.emplace(ov::hint::inference_precision(ov::element::f32));
         ov::InferRequest request = core.compile_model(model, device, config).create_infer_request();
         ov::Tensor input(ov::element::f32, {1, 3, static_cast<size_t>(card.crop), static_cast<size_t>(card.crop)});
+        size_t classified = 0;
         for (size_t i = 1; i < positional.size(); ++i) {
-            preprocess(read_pnm(positional[i]), card, input.data<float>());
+            try {  // an image it cannot read is named on stderr and passed over, as the Python app does
+                preprocess(read_pnm(positional[i]), card, input.data<float>());
+            } catch (const std::runtime_error& e) {
+                std::cerr << "skipped: " << e.what() << "\n";
+                continue;
+            }
             request.set_input_tensor(input);
             request.infer();
             const ov::Tensor logits = request.get_output_tensor(0);
@@ -439,6 +449,11 @@ int main(int argc, char** argv) {
             for (size_t r = 0; r < std::min(n, static_cast<size_t>(top_k)); ++r)
                 std::printf("  %s %.4f", card.labels[order[r]].c_str(), p[order[r]] / total);
             std::printf("\n");
+            ++classified;
+        }
+        if (!classified) {
+            std::cerr << "no image classified\n";
+            return 1;
         }
     } catch (const std::exception& e) {
         // OpenVINO's messages open with where they were thrown ("Exception from src/inference/src/cpp/core.cpp:84:")

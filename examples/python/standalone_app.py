@@ -39,12 +39,18 @@ SUFFIXES = {
     ".pgm",
     ".pnm",
 }
+SYSTEM_FOLDERS = {"__MACOSX", "@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information"}  # not images
+MAX_ASPECT = 50  # a longer side past 50x the shorter is a strip (a 1x40000 spacer would be resized to 1 GB)
 DEFAULTS = {"interpolation": "bilinear", "scale": 1 / 255, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
 def load_model(path: str):
     """(card, run): the model card embedded in the file, and a function from an (N, 3, crop, crop) float32 array to
     the (N, classes) logits."""
+    if os.path.isdir(path):  # a run folder: its model
+        path = os.path.join(path, "model.onnx")
+    if not os.path.isfile(path):
+        raise SystemExit(f"no model file {path}")
     if path.endswith(".xml"):
         import openvino as ov
 
@@ -60,7 +66,10 @@ def load_model(path: str):
         return json.loads(card), lambda x: np.asarray(request.infer({0: x})[0])
     import onnxruntime as ort
 
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - a file ONNX Runtime cannot load: said in one line
+        raise SystemExit(f"{path} is not a model ONNX Runtime can load: {str(exc).splitlines()[0]}") from None
     card = session.get_modelmeta().custom_metadata_map.get("edgetransfer.card")
     if card is None:
         raise SystemExit(f"{path} carries no edgetransfer card (metadata edgetransfer.card): not an exported model")
@@ -97,6 +106,8 @@ def open_image(path: str | Path, resize: int) -> Image.Image:
     with warnings.catch_warnings():  # (this app reads one image at a time; the filters are the process's)
         warnings.simplefilter("ignore")
         with Image.open(path) as image:
+            if max(image.size) > MAX_ASPECT * max(min(image.size), 1):
+                raise ValueError(f"{image.width}x{image.height} px is a strip (sides over {MAX_ASPECT}:1)")
             if image.format == "JPEG":
                 image.draft("RGB", (2 * resize, 2 * resize))
             rgb = to_rgb(image)
@@ -127,6 +138,11 @@ def preprocess(image: Image.Image, pre: dict) -> np.ndarray:
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
+def _hidden(relative: Path) -> bool:
+    """A dot-file or one in a dot-folder, or in a system folder (macOS's __MACOSX, a Synology NAS's @eaDir)."""
+    return any(part[0] == "." or part in SYSTEM_FOLDERS for part in relative.parts)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
@@ -146,16 +162,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"this app feeds RGB NCHW; the model wants {pre.get('color')} {pre.get('layout')}")
     files = []
     for item in map(Path, args.images):
-        if item.is_dir():  # image files below it; hidden ones (macOS's ._x.jpg) are not images
-            found = item.rglob("*")
-            files += sorted(p for p in found if p.suffix.lower() in SUFFIXES and p.is_file() and p.name[0] != ".")
+        if item.is_dir():  # image files below it; hidden ones (macOS's ._x.jpg) and a NAS's thumbnails are not
+            found = (p for p in item.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+            files += sorted(p for p in found if not _hidden(p.relative_to(item)))
         else:
             files.append(item)
     classified = 0
     for path in files:
         try:
             image = open_image(path, pre["resize"])
-        except (OSError, ValueError) as exc:  # unreadable, truncated, not an image: said, and the rest go on
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # unreadable, truncated, not an image,
+            # past Pillow's pixel limit, a strip: said, and the rest go on
             print(f"{path}: skipped: {exc}", file=sys.stderr)
             continue
         probabilities = softmax(run(preprocess(image, pre)[None])[0].astype(np.float64))
