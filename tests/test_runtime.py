@@ -437,6 +437,23 @@ def test_predict_skip_bad_classifies_the_readable_images(cli, trained_run, sampl
     assert len(document["results"]) == 3 and [Path(s["image"]).name for s in document["skipped"]] == ["broken.png"]
 
 
+def test_predict_runs_openvino_in_fp32_when_asked(cli, trained_run, samples):
+    """predict ran an IR as OpenVINO chose (bf16 on CPUs with AVX-512 BF16: a top-1 changed on the digits against
+    fp32), with no way to ask for fp32, while the Python example app forces it (a reviewer's finding)."""
+    model, images = trained_run.file("openvino/model.xml"), [str(s) for s in samples[:4]]
+    done = CliRunner().invoke(cli, ["predict", str(model), *images, "--precision", "fp32", "--json"])
+    assert done.exit_code == 0, done.output
+    expected = runtime.Classifier(model, precision="fp32").predict(images)
+    got = [p["score"] for r in json.loads(done.stdout)["results"] for p in r["top_k"]]
+    assert got == pytest.approx([p.score for top in expected for p in top], abs=1e-6)
+    onnx_ = CliRunner().invoke(cli, ["predict", str(trained_run.file("model.onnx")), images[0], "--precision", "fp32"])
+    assert onnx_.exit_code == 2 and "--precision: OpenVINO's (a .xml model, or --backend openvino)" in onnx_.stderr
+    device = CliRunner().invoke(cli, ["predict", str(model), images[0], "--device", "XYZ"])  # OpenVINO's own words
+    assert device.exit_code == 2 and device.stderr.strip().endswith(
+        'Device with "XYZ" name is not registered in the OpenVINO Runtime'
+    )
+
+
 def test_a_model_the_engine_cannot_feed_is_one_line(cli, samples, tmp_path):
     """A reviewer's finding: a model taking fp16 input (or a fixed non-square one) ended predict in onnxruntime's
     40-line traceback."""
@@ -574,6 +591,10 @@ def test_the_camera_loop_example_runs_on_a_folder(trained_run, samples, capsys, 
     assert example["main"]([str(trained_run.file("model.onnx")), str(frames)]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == len(list(folder.glob("*.png"))) and "skipped: " in err and "empty" in err
+    assert example["main"]([str(trained_run.file("model.onnx")), str(samples[0]), "--repeat", "3"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [samples[0].name] * 3  # one image
+    with pytest.raises(SystemExit, match=r"^error: no such folder, image, video file or camera: .*/typo$"):
+        example["main"]([str(trained_run.file("model.onnx")), str(tmp_path / "typo")])  # said OpenCV was missing
     with pytest.raises(SystemExit) as exit_info:  # --window 0 was an IndexError at the first frame
         example["main"]([str(trained_run.file("model.onnx")), str(frames), "--window", "0"])
     assert (

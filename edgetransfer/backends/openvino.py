@@ -71,11 +71,19 @@ def _dims(shape) -> list[int | None]:
 CARD_PATHS = (OPENVINO_RT_INFO_PATH, ("framework", ONNX_METADATA_KEY))
 
 
+def what_went_wrong(exc: BaseException) -> str:
+    """OpenVINO's message without the lines saying where it was thrown ("Exception from src/inference/src/cpp/
+    core.cpp:117:", which was all `predict --device XYZ` said), its first line that says something."""
+    from edgetransfer.images import first_line
+
+    lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from ")]
+    return lines[0].strip()[:200] if lines else first_line(exc)
+
+
 def open_ir(path: Path, *, threads: int | None = None, device: str = "CPU", precision: str = "auto") -> _OvSession:
     """An IR (.xml) or .onnx compiled for ``device``, with the card it carries, for device apps: a missing openvino,
     a file it cannot read or a device it cannot compile for is one line."""
     from edgetransfer.errors import BackendUnavailableError, UsageError
-    from edgetransfer.images import first_line
     from edgetransfer.safety import check_ir_weights
 
     if importlib.util.find_spec("openvino") is None:
@@ -88,12 +96,12 @@ def open_ir(path: Path, *, threads: int | None = None, device: str = "CPU", prec
     try:
         model = ov.Core().read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and others for corrupt files
-        raise UsageError(f"cannot load {path} with OpenVINO: {first_line(exc)}") from None
+        raise UsageError(f"cannot load {path} with OpenVINO: {what_went_wrong(exc)}") from None
     card = next((model.get_rt_info(list(p)).astype(str) for p in CARD_PATHS if model.has_rt_info(list(p))), None)
     try:
         session = compile_model(model, LoadOptions(threads=threads, precision=precision), device=device)
     except Exception as exc:  # noqa: BLE001
-        raise BackendUnavailableError(f"OpenVINO cannot compile {path} for {device}: {first_line(exc)}") from None
+        raise BackendUnavailableError(f"OpenVINO cannot compile {path} for {device}: {what_went_wrong(exc)}") from None
     session.card_json = card
     return session
 

@@ -4,9 +4,9 @@ latency and the running p99.
     python examples/python/camera_loop.py MODEL SOURCE [--top-k 1] [--backend ort|openvino] [--repeat 3]
 
 MODEL is a .onnx, an OpenVINO .xml or a run directory. SOURCE is a folder of images (played in name order,
-``--repeat`` times), or with OpenCV installed (``pip install opencv-python-headless``) a video file or a camera
-index such as ``0``. A frame's latency is preprocessing + inference; reading/decoding the frame is the camera's
-part and is not counted.
+``--repeat`` times) or one image, or with OpenCV installed (``pip install opencv-python-headless``) a video file
+or a camera index such as ``0``. A frame's latency is preprocessing + inference; reading/decoding the frame is the
+camera's part and is not counted.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from edgetransfer.errors import DataError, EdgeTransferError
-from edgetransfer.runtime import Classifier, find_images, open_image
+from edgetransfer.runtime import IMAGE_SUFFIXES, Classifier, find_images, open_image
 
 
 def folder_frames(folder: Path, repeat: int, resize: int) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, HxWx3 uint8 RGB) for every image in ``folder``, ``repeat`` times over; a large JPEG decoded at the
-    reduced scale training used for an input resized to ``resize``."""
+    """(name, HxWx3 uint8 RGB) for every image in ``folder`` (or the one image it names), ``repeat`` times over; a
+    large JPEG decoded at the reduced scale training used for an input resized to ``resize``."""
     files = find_images([folder])
     for _ in range(repeat):
         for path in files:
@@ -40,6 +40,8 @@ def folder_frames(folder: Path, repeat: int, resize: int) -> Iterator[tuple[str,
 
 def video_frames(source: str) -> Iterator[tuple[str, np.ndarray]]:
     """(frame number, HxWx3 uint8 RGB) from a video file or a camera index, with OpenCV."""
+    if not source.isdigit() and not Path(source).exists():  # a typo: not a missing OpenCV
+        raise SystemExit(f"error: no such folder, image, video file or camera: {source}")
     try:
         import cv2
     except ImportError:
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         classifier = Classifier(args.model, backend=args.backend, threads=args.threads)
         source = Path(args.source)
         resize = classifier.preprocessing.resize
-        frames = folder_frames(source, args.repeat, resize) if source.is_dir() else video_frames(args.source)
+        still = source.is_dir() or (source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES)  # one image too
+        frames = folder_frames(source, args.repeat, resize) if still else video_frames(args.source)
         recent: collections.deque[float] = collections.deque(maxlen=args.window)
         for name, frame in frames:
             started = time.perf_counter()
