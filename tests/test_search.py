@@ -1083,8 +1083,9 @@ def test_a_trial_s_noise_verdict_reaches_the_rows_and_search_json(tmp_path, monk
     data = make_folder(tmp_path / "img", per_class=6)
     out = tmp_path / "s"
     monkeypatch.chdir(tmp_path)  # --out s: a trial's run is named by its absolute path (a worker's was by a path
-    # relative to its own working directory, which another worker or --resume started elsewhere cannot open)
-    config = SearchConfig(data=str(data), out="s", backbones=("mobilenet_v2",), sizes=(32,), trials=1)
+    # relative to its own working directory, which another worker or --resume started elsewhere cannot open), and
+    # without "..": --out img/../s was recorded as such
+    config = SearchConfig(data=str(data), out="img/../s", backbones=("mobilenet_v2",), sizes=(32,), trials=1)
     (row,) = [r for r in search(config).rows if r["state"] == "done"]
     assert row["latency_noisy"] == noisy and f"latency noisy ({noisy})" in row["note"]
     assert row["run"] == str(out / "trials" / "0000-mobilenet_v2-32px-static")
