@@ -89,11 +89,15 @@ CONFUSION = "confusion.png"
 MAX_NAMED = 5  # folders a note names
 
 
-def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | None = None) -> RunDir:
+def finetune(
+    config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | None = None, data_notes: bool = True
+) -> RunDir:
     """Fine-tune ``config.backbone`` on ``config.data`` into the run directory ``config.out``; then, when
     ``config`` names target images, adapt the model to them (:func:`edgetransfer.adapt.adapt`). ``on_epoch(epoch,
     record)`` is called after each finished epoch with its history record (``val_top1``, ``val_loss``, ...); an
-    exception it raises stops training there (the run keeps that epoch, resumable), e.g. a search pruning a trial."""
+    exception it raises stops training there (the run keeps that epoch, resumable), e.g. a search pruning a trial.
+    ``data_notes=False``: the notes on the data (bad files skipped, copies, folders not read) are not said again
+    (a search's trials after its first read the same folder)."""
     config.validate()
     data = resolve_data(config.data, config.seed)  # 'digits' from Python too; absolute, as the card keeps it
     config = dataclasses.replace(config, data=str(Path(data).expanduser().resolve()) if str(data).strip() else data)
@@ -110,6 +114,49 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             return _adapt_again(config, out, card, device)
     backbones.check_weights_here(backbone, config.weights)
     splits = load_splits(config.data, seed=config.seed, skip_bad=config.skip_bad)
+    if data_notes:
+        _say_data(splits)
+    if splits.layout == "split" and splits.train and not splits.val and not splits.test:
+        console.err.print(f"[yellow]{no_validation_note(splits, config.epochs)}[/]")  # 1-3 images per class
+    else:
+        check_splits(splits)
+        for note in missing_class_notes(splits):
+            console.err.print(f"[yellow]{escape(note)}[/]")
+    config, strategy_reason = choose_strategy(config, splits)  # --strategy auto: from the training split's size
+    if config.amp == "fp16" and device == "cpu":
+        console.err.print(
+            "[yellow]note: --amp fp16 on a CPU trains in float32 (fp16 autocast is slow there); --amp bf16 for bf16[/]"
+        )
+    inputs = target_images(config, splits.labels, splits)  # read and checked before the work
+    dist = Distributed.from_env(device)
+    config, batch_reason = choose_batch(config, len(splits.train), dist.world)  # from the training split's size
+    images = per_process(len(splits.train), dist.world)
+    if not batch_reason and 0 < images < config.batch_size:
+        console.err.print(
+            f"[yellow]note: --batch-size {config.batch_size} is more than the {images} training images"
+            f"{' per process' if dist.world > 1 else ''}: each epoch is one step of {images}[/]"
+        )
+    if dist.enabled and device == "cuda":
+        import torch
+
+        torch.cuda.set_device(dist.local_rank)
+    try:
+        with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
+            size = choose_size(config, backbone, splits)
+            config = dataclasses.replace(config, size=size[0])  # the card records the size trained at, as the batch
+            with _NewOut(out) if dist.main and not config.resume else contextlib.nullcontext() as new_out:
+                trainer = _Trainer(config, out, backbone, splits, device, dist, size)
+                trainer.strategy_reason, trainer.batch_reason = strategy_reason, batch_reason
+                trainer.on_epoch = on_epoch
+                trainer.on_resumable = new_out.keep if new_out else None
+                run = trainer.run()
+            return adapt(run, config, device=device, inputs=inputs) if dist.main else run
+    finally:
+        dist.close()
+
+
+def _say_data(splits) -> None:
+    """The notes on what the folder holds: bad files skipped, copies and near copies, folders and files not read."""
     if splits.extra.get("skipped"):
         skipped = splits.extra["skipped"]
         console.err.print(
@@ -192,43 +239,6 @@ def finetune(config: FinetuneConfig, *, on_epoch: Callable[[int, dict], None] | 
             )
             + "[/]"
         )
-    if splits.layout == "split" and splits.train and not splits.val and not splits.test:
-        console.err.print(f"[yellow]{no_validation_note(splits, config.epochs)}[/]")  # 1-3 images per class
-    else:
-        check_splits(splits)
-        for note in missing_class_notes(splits):
-            console.err.print(f"[yellow]{escape(note)}[/]")
-    config, strategy_reason = choose_strategy(config, splits)  # --strategy auto: from the training split's size
-    if config.amp == "fp16" and device == "cpu":
-        console.err.print(
-            "[yellow]note: --amp fp16 on a CPU trains in float32 (fp16 autocast is slow there); --amp bf16 for bf16[/]"
-        )
-    inputs = target_images(config, splits.labels, splits)  # read and checked before the work
-    dist = Distributed.from_env(device)
-    config, batch_reason = choose_batch(config, len(splits.train), dist.world)  # from the training split's size
-    images = per_process(len(splits.train), dist.world)
-    if not batch_reason and 0 < images < config.batch_size:
-        console.err.print(
-            f"[yellow]note: --batch-size {config.batch_size} is more than the {images} training images"
-            f"{' per process' if dist.world > 1 else ''}: each epoch is one step of {images}[/]"
-        )
-    if dist.enabled and device == "cuda":
-        import torch
-
-        torch.cuda.set_device(dist.local_rank)
-    try:
-        with RunDir(out).lock("finetune") if dist.main else contextlib.nullcontext():
-            size = choose_size(config, backbone, splits)
-            config = dataclasses.replace(config, size=size[0])  # the card records the size trained at, as the batch
-            with _NewOut(out) if dist.main and not config.resume else contextlib.nullcontext() as new_out:
-                trainer = _Trainer(config, out, backbone, splits, device, dist, size)
-                trainer.strategy_reason, trainer.batch_reason = strategy_reason, batch_reason
-                trainer.on_epoch = on_epoch
-                trainer.on_resumable = new_out.keep if new_out else None
-                run = trainer.run()
-            return adapt(run, config, device=device, inputs=inputs) if dist.main else run
-    finally:
-        dist.close()
 
 
 def _adapt_again(config: FinetuneConfig, out: Path, card, device: str) -> RunDir:

@@ -2057,3 +2057,25 @@ def test_a_dead_workers_lock_goes_when_it_died_before_its_run_folder(tmp_path):
     lock.write_text("")
     assert _remove_half_made(str(run)) and not lock.exists() and not run.exists()
     assert not _remove_half_made("trials/0003-elsewhere")  # relative, from another working folder: left alone
+
+
+def test_a_search_says_the_data_notes_at_its_first_trial_only(tmp_path, monkeypatch):
+    """Every trial's fine-tune said the data folder's notes again (bad files skipped, near copies...) between the
+    progress lines: the first trial of a process says them, the next of the same folder do not."""
+    from edgetransfer import finetune as finetune_module
+    from edgetransfer.search import trial
+    from edgetransfer.search.trial import Candidate, run_trial
+
+    notes = []
+
+    def fine_tune(config, *, on_epoch=None, data_notes=True):
+        notes.append((Path(config.data).name, data_notes))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(finetune_module, "finetune", fine_tune)
+    monkeypatch.setattr(trial, "_DATA_SAID", set())
+    for data in ("a", "a", "b", "a"):
+        config = SearchConfig(data=str(tmp_path / data), out=str(tmp_path / "s"))
+        with pytest.raises(RuntimeError, match="stop here"):
+            run_trial(config, Candidate("mobilenet_v2", 32, "static"), tmp_path / "s" / "t", None)
+    assert notes == [("a", True), ("a", False), ("b", True), ("a", False)]

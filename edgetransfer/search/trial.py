@@ -105,6 +105,10 @@ def int8_drop(metrics: dict, config: SearchConfig, candidate: Candidate) -> floa
     return points(fp32.get("val_top1"), metrics.get(export_metric(config, candidate), {}).get("val_top1"))
 
 
+_DATA_SAID: set[str] = set()  # --data folders whose notes (bad files, near copies...) a trial of this process said:
+# the next trials read the same folder, and each said them again between its progress lines
+
+
 def run_trial(
     config: SearchConfig,
     candidate: Candidate,
@@ -128,6 +132,8 @@ def run_trial(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     given = {k: getattr(config, k) for k in ("epochs", "batch_size") if getattr(config, k) is not None}
+    said = config.data in _DATA_SAID
+    _DATA_SAID.add(config.data)
     if trained is not None:
         run = copy_fine_tuned(trained, out)
     else:
@@ -143,6 +149,7 @@ def run_trial(
                 **given,  # else FinetuneConfig's defaults, as 'edgetransfer finetune'
             ),
             on_epoch=on_epoch,
+            data_notes=not said,
         )
     timings["finetune_s"] = time.perf_counter() - started
     openvino = config.backend.startswith("openvino")
