@@ -176,20 +176,44 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
     staged_card = ctx.stage / "card.json.new"
     staged_card.write_text(dataclasses.replace(card, artifacts={**card.artifacts, **records}).to_json() + "\n")
     with interrupts_deferred():
+        moves: list[tuple[Path, Path]] = []  # (from, to), done: undone in reverse when a later one is refused
         try:
-            for index, name in enumerate(records):
+            for name in records:
                 for rel in _files_of(name):
-                    if (run.path / rel).is_dir():  # a folder artifact (tensorrt/): the old one aside, removed below
-                        os.replace(run.path / rel, ctx.stage / f"replaced-{index}")
-                    os.replace(ctx.path(rel), run.path / rel)
-            os.replace(staged_card, run.file("card.json"))
-        except OSError as exc:  # a rename refused (a root-owned file in the run): the run is between two exports
+                    if (run.path / rel).exists():  # the earlier export's file (or folder: tensorrt/) aside, in
+                        _move(run.path / rel, ctx.stage / f"earlier-{len(moves)}", moves)  # the stage (removed
+                    _move(ctx.path(rel), run.path / rel, moves)  # with it)
+            _move(staged_card, run.file("card.json"), moves)
+        except OSError as exc:  # a rename refused (a root-owned file, an immutable openvino/ in the run)
+            kept = _undo(moves)
             raise RunDirError(
-                f"cannot write {run.path}: {exc.strerror} while moving the new files in; it now holds some of them "
-                "beside the earlier card: fix that and export again"
+                f"cannot write {run.path}: {exc.strerror} while moving the new files in; "
+                + (
+                    "the earlier export's files are back as they were: fix that and export again"
+                    if kept
+                    else "it now holds some of them beside the earlier card, and putting the earlier ones back failed "
+                    "too: fix that and export again"
+                )
             ) from None
         _clean_up_earlier(run, records)
     return run
+
+
+def _move(source: Path, target: Path, moves: list[tuple[Path, Path]]) -> None:
+    os.replace(source, target)
+    moves.append((source, target))
+
+
+def _undo(moves: list[tuple[Path, Path]]) -> bool:
+    """Put every moved file back where it was, last first (the new file back into the stage, then the earlier one
+    back into the run); whether all of them went back (a run half of one export and half of another was lost: its
+    models no longer matched the card, a new user's trial)."""
+    try:
+        for source, target in reversed(moves):
+            os.replace(target, source)
+    except OSError:
+        return False
+    return True
 
 
 def _clean_up_earlier(run: RunDir, records: dict) -> None:

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -665,6 +666,36 @@ def test_a_full_disk_during_export_is_one_line_and_changes_nothing(trained_run, 
     result = CliRunner().invoke(app, ["export", str(run), "--no-int8", "--no-openvino"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert result.stderr.startswith(f"error: cannot write {run}: No space left on device")
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+
+
+def test_a_move_refused_midway_puts_the_earlier_export_back(trained_run, tmp_path, monkeypatch):
+    """A new user made the run's openvino/ immutable: the export moved the new ONNX models in, was refused at the
+    IR, and left them beside the earlier card; predict and bench then refused every model (sha256 not the card's).
+    The earlier files now go back; the run is as it was, byte for byte."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import edgetransfer.export as export_module
+    from edgetransfer.cli import app
+
+    run = shutil.copytree(trained_run.path, tmp_path / "run")
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    replace = export_module.os.replace
+
+    def immutable(source, target):
+        if (run / "openvino") in (Path(source).parent, Path(target).parent):
+            raise PermissionError(1, "Operation not permitted")
+        return replace(source, target)
+
+    monkeypatch.setattr(export_module.os, "replace", immutable)
+    result = CliRunner().invoke(app, ["export", str(run), "--int8-method", "dynamic"])
+    said = result.stderr.strip().splitlines()[-1]
+    assert result.exit_code == 2 and said.startswith(f"error: cannot write {run}: Operation not permitted"), said
+    assert said.endswith(
+        "while moving the new files in; the earlier export's files are back as they were: fix that and export again"
+    )
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
 
 
