@@ -282,6 +282,21 @@ def test_save_baseline_that_is_a_folder_or_below_a_file(run, tmp_path, no_measur
     run_bad(["bench", run, "--baseline", same, "--save-baseline", same], 2, "is the --baseline file", tmp_path)
 
 
+def test_save_baseline_never_replaces_a_file_that_is_no_baseline(run, tmp_path, no_measuring):
+    """--save-baseline RUN/model.onnx replaced the model with JSON (predict then refused the run), and a card or a
+    photo so too (a new user's trial). Only a baseline is replaced by a newer one; bench's own reports are not
+    baselines' files."""
+    for name in ("model.onnx", "card.json"):
+        run_bad(["bench", run, *FAST, "--save-baseline", run / name], 2, "is not a bench baseline and would", tmp_path)
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    run_bad(["bench", run, *FAST, "--save-baseline", tmp_path / "photo.png"], 2, "not a bench baseline", tmp_path)
+    run_bad(["bench", run, *FAST, "--save-baseline", run / "bench.json"], 2, "is bench's own bench.json", tmp_path)
+    from edgetransfer.bench.command import check_outputs
+    from edgetransfer.rundir import RunDir
+
+    check_outputs(RunDir.open(run), None, Path(a_baseline(tmp_path, lambda d: None)))  # a baseline: replaced
+
+
 def test_an_unwritable_out_folder(run, tmp_path, no_measuring, monkeypatch):
     (tmp_path / "locked").mkdir()
     monkeypatch.setattr("edgetransfer.bench.command._can_write", lambda folder: False)  # as root, nothing is locked

@@ -168,6 +168,25 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
         target = Path(save_baseline)
         if target.is_dir():
             raise UsageError(f"--save-baseline {target} is a folder; give a file name, e.g. {target / 'baseline.json'}")
+        own = next(
+            (n for n in BENCH_REPORTS if (folder / n).expanduser().resolve() == target.expanduser().resolve()), ""
+        )
+        if own:
+            raise UsageError(
+                f"--save-baseline {target} is bench's own {own}, written by this run too: give the baseline a file of "
+                f"its own, e.g. {target.parent / 'baseline.json'}"
+            )
+        if target.exists():  # replaced only by a newer baseline (a new user's --save-baseline RUN/model.onnx
+            # replaced the model with JSON, and so a card or an image)
+            from edgetransfer.bench.schema import load_document
+
+            try:
+                load_document(target)
+            except UsageError:
+                raise UsageError(
+                    f"--save-baseline {target}: the file there is not a bench baseline and would be replaced; give a "
+                    "new file name, or remove it first"
+                ) from None
         _writable_folder(target.parent, f"--save-baseline {target}")
 
 

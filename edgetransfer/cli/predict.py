@@ -46,7 +46,13 @@ def predict(
     size: Annotated[
         int | None, typer.Option(help="Resize the shorter side to SIZE, then crop SIZE x SIZE (as --mean).")
     ] = None,
-    resize: Annotated[int | None, typer.Option(help="Shorter side before the crop, when not --size.")] = None,
+    resize: Annotated[
+        int | None,
+        typer.Option(
+            help="Shorter side before the crop, instead of the card's (or --size's: --size 96 --resize 110 "
+            "resizes to 110, then crops 96)."
+        ),
+    ] = None,
     labels: Annotated[
         str | None,
         typer.Option(help="Class names: comma-separated, or a text file with one per line.", show_default="the card's"),
