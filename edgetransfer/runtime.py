@@ -296,6 +296,11 @@ def _model_file(path: Path, backend: str) -> Path:
             raise UsageError(f"model file not found: {path}; export the run first: edgetransfer export {run}")
         if run is not None and (run / "model.xml").is_file():  # a run's openvino/ folder
             raise UsageError(f"model file not found: {path}; {run} holds an OpenVINO IR: pass {run / 'model.xml'}")
+        if run is not None:  # an image folder given first (predict DATA IMAGE): not "model.onnx not found" alone
+            raise UsageError(
+                f"{run} is not a run folder (no card.json, no model.onnx): give a run folder or a model file first, "
+                "then the images"
+            )
         raise UsageError(f"model file not found: {path}")
     if path.suffix == ".bin" and path.with_suffix(".xml").is_file():
         raise UsageError(

@@ -68,7 +68,7 @@ def parse(stdout: str) -> dict[str, list[tuple[str, float]]]:
     return results
 
 
-@pytest.mark.parametrize("model", ["openvino/model.xml", "model.onnx"])
+@pytest.mark.parametrize("model", ["openvino/model.xml", "model.onnx", "."])  # ".": the run folder (its model.onnx)
 def test_cpp_top1_and_scores_match_the_python_runtime(classify, trained_run, pnm_images, model):
     args = [str(classify), str(trained_run.file(model)), *map(str, pnm_images), "--top-k", "3", "--precision", "f32"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)

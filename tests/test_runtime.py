@@ -356,6 +356,10 @@ def test_bad_model_files_are_one_line_errors(tmp_path, trained_run):
         assert "\n" not in str(info.value)
     with pytest.raises(UsageError, match="model file not found"):
         runtime.Classifier(tmp_path / "missing.onnx")
+    images = tmp_path / "images"  # `predict DATA IMAGE`: an image folder where the model goes (a new user's)
+    images.mkdir()
+    with pytest.raises(UsageError, match=r"images is not a run folder \(no card.json, no model.onnx\): give a run"):
+        runtime.Classifier(images)
     unexported = tmp_path / "unexported"  # a run directory whose model was never exported
     unexported.mkdir()
     (unexported / "card.json").write_text('{"complete": {}}')  # stopped before its training finished

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -385,7 +386,7 @@ void preprocess(const Image& img, const Card& card, float* out) {
 }
 
 int usage() {
-    std::cerr << "usage: classify MODEL(.xml|.onnx) IMAGE.ppm [IMAGE.ppm ...] [--top-k K] [--device CPU]"
+    std::cerr << "usage: classify MODEL(.xml|.onnx|RUN) IMAGE.ppm [IMAGE.ppm ...] [--top-k K] [--device CPU]"
                  " [--precision auto|f32]\n";
     return 2;
 }
@@ -417,6 +418,8 @@ int main(int argc, char** argv) {
     if (positional.size() < 2 || (precision != "auto" && precision != "f32")) return usage();
     try {
         ov::Core core;
+        // a run folder: its model.onnx (OpenVINO read the folder as a TensorFlow SavedModel: "saved_model.pb")
+        if (std::filesystem::is_directory(positional[0])) positional[0] = positional[0] + "/model.onnx";
         std::shared_ptr<ov::Model> model = core.read_model(positional[0]);
         const Card card = read_card(model);
         model->reshape(ov::PartialShape{1, 3, card.crop, card.crop});
