@@ -136,6 +136,9 @@ class ModelCard:
         if not isinstance(data, dict):
             raise RunDirError(f"{source} is not a JSON object")
         version = data.get("schema_version")
+        if version != SCHEMA_VERSION and not {"labels", "backbone", "preprocessing"} & data.keys():
+            # another JSON document (a bench.json renamed, {}): not "a card of another version" (a new user's)
+            raise RunDirError(f"{source} is not a model card (no labels, backbone or preprocessing)")
         if version != SCHEMA_VERSION:
             raise RunDirError(
                 f"{source} has schema_version {version!r}; this edgetransfer reads version {SCHEMA_VERSION}"

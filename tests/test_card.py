@@ -30,6 +30,10 @@ def test_other_schema_version_is_rejected_with_a_message():
     data = make_card().to_dict() | {"schema_version": SCHEMA_VERSION + 1}
     with pytest.raises(RunDirError, match="schema_version"):
         ModelCard.from_dict(data)
+    for other in ({}, {"schema_version": 2, "results": []}):  # no card at all (a bench.json renamed card.json): it
+        # read "has schema_version 2; this edgetransfer reads version 1", an upgrade's problem (a new user's)
+        with pytest.raises(RunDirError, match=r"^model card is not a model card \(no labels, backbone or preproc"):
+            ModelCard.from_dict(other)
 
 
 def test_missing_field_is_rejected():
