@@ -810,6 +810,19 @@ def test_int8_options_that_do_nothing_are_said_or_recorded_as_used(tmp_path, mon
     said = CliRunner().invoke(app, ["export", str(tmp_path), "--int8-method", "qat", "--no-int8"]).stderr
     assert "note: --int8-method qat not used: --no-int8 makes no int8 model" in " ".join(said.split())
     assert given[-1].int8.mode == "none"
+    # the other int8 options too (only --calib was said; a new user's trial), and not recorded as used
+    changed = ["--calib-method", "entropy", "--calib-size", "50", "--max-drop", "0.5", "--int8-weights", "7bit"]
+    said = CliRunner().invoke(app, ["export", str(tmp_path), "--no-int8", *changed, "--no-per-channel"]).stderr
+    assert (
+        "note: --calib-method, --calib-size, --no-per-channel, --max-drop, --int8-weights not used: no int8 model"
+        in (" ".join(said.split()))
+    )
+    assert (given[-1].int8.method, given[-1].int8.max_drop, given[-1].int8.weights) == ("minmax", 1.0, "auto")
+    said = CliRunner().invoke(app, ["export", str(tmp_path), "--int8-method", "dynamic", *changed]).stderr
+    assert "note: --calib-method, --calib-size not used: dynamic int8 calibrates nothing" in " ".join(said.split())
+    assert (given[-1].int8.method, given[-1].int8.max_drop, given[-1].int8.weights) == ("minmax", 0.5, "7bit")
+    said = CliRunner().invoke(app, ["export", str(tmp_path), "--int8-method", "static", *changed]).stderr
+    assert "not used" not in said and given[-1].int8.method == "entropy"
 
 
 def test_exporting_a_search_trial_again_says_the_search_report_keeps_the_old_figures(trained_run, tmp_path, capsys):

@@ -143,6 +143,28 @@ def export(
         skip_bad = False
     if not int8 and int8_method not in (Int8Config.mode, "none"):  # accepted without a word, and no int8 made
         console.err.print(f"[yellow]note: --int8-method {int8_method} not used: --no-int8 makes no int8 model[/]")
+    no_int8 = not int8 or int8_method == "none"
+    if no_int8 or int8_method == "dynamic":  # int8 options that change nothing: said, and not recorded as used
+        unused = {
+            "--calib-method": calib_method != Int8Config.method,
+            "--calib-size": calib_size != Int8Config.calibration_size and not tensorrt,  # (the table reads it)
+        }
+        if no_int8:
+            unused |= {
+                "--no-per-channel": per_channel != Int8Config.per_channel,
+                "--no-accuracy-aware": accuracy_aware != Int8Config.accuracy_aware,
+                "--max-drop": max_drop != Int8Config.max_drop,
+                "--int8-weights": int8_weights != Int8Config.weights,
+            }
+        named = [name for name, given in unused.items() if given]
+        if named:
+            why = "no int8 model" if no_int8 else "dynamic int8 calibrates nothing (activations quantized at run time)"
+            console.err.print(f"[yellow]note: {', '.join(named)} not used: {why}[/]")
+            calib_method = Int8Config.method
+            calib_size = calib_size if tensorrt else Int8Config.calibration_size
+            if no_int8:
+                per_channel, accuracy_aware = Int8Config.per_channel, Int8Config.accuracy_aware
+                max_drop, int8_weights = Int8Config.max_drop, Int8Config.weights
     if int8 and openvino and int8_method == "qat":  # its IR is always model.int8.onnx converted: recorded so
         openvino_int8 = "qdq"
     if openvino_int8 == "qdq" and (not openvino or not int8 or int8_method in ("dynamic", "none")):  # not "nncf"
