@@ -176,44 +176,73 @@ def commit(ctx: ExportContext, passes: list[Pass]) -> RunDir:
     staged_card = ctx.stage / "card.json.new"
     staged_card.write_text(dataclasses.replace(card, artifacts={**card.artifacts, **records}).to_json() + "\n")
     with interrupts_deferred():
-        moves: list[tuple[Path, Path]] = []  # (from, to), done: undone in reverse when a later one is refused
+        earlier: list[tuple[Path, Path]] = []  # (a run's file or folder, its earlier version kept in the stage)
+        made: list[Path] = []  # the run's files that did not exist before
         try:
             for name in records:
                 for rel in _files_of(name):
-                    if (run.path / rel).exists():  # the earlier export's file (or folder: tensorrt/) aside, in
-                        _move(run.path / rel, ctx.stage / f"earlier-{len(moves)}", moves)  # the stage (removed
-                    _move(ctx.path(rel), run.path / rel, moves)  # with it)
-            _move(staged_card, run.file("card.json"), moves)
+                    target, aside = run.path / rel, ctx.stage / f"earlier-{len(earlier)}"
+                    if target.is_dir():  # a folder artifact (tensorrt/): the old one aside, removed with the stage
+                        os.replace(target, aside)
+                        earlier.append((target, aside))
+                        os.replace(ctx.path(rel), target)
+                    elif target.exists():  # a copy kept (a hard link): the file itself is replaced in one rename,
+                        _keep_copy(target, aside)  # never missing (an .xml never points at a missing .bin)
+                        os.replace(ctx.path(rel), target)
+                        earlier.append((target, aside))  # (replaced: to be put back)
+                    else:
+                        os.replace(ctx.path(rel), target)
+                        made.append(target)
+            os.replace(staged_card, run.file("card.json"))
         except OSError as exc:  # a rename refused (a root-owned file, an immutable openvino/ in the run)
-            kept = _undo(moves)
+            kept = _put_back(earlier, made, ctx.stage)
             raise RunDirError(
                 f"cannot write {run.path}: {exc.strerror} while moving the new files in; "
                 + (
                     "the earlier export's files are back as they were: fix that and export again"
-                    if kept
+                    if kept is None
                     else "it now holds some of them beside the earlier card, and putting the earlier ones back failed "
-                    "too: fix that and export again"
+                    f"too (they are kept in {kept}): fix that and export again"
                 )
             ) from None
         _clean_up_earlier(run, records)
     return run
 
 
-def _move(source: Path, target: Path, moves: list[tuple[Path, Path]]) -> None:
-    os.replace(source, target)
-    moves.append((source, target))
-
-
-def _undo(moves: list[tuple[Path, Path]]) -> bool:
-    """Put every moved file back where it was, last first (the new file back into the stage, then the earlier one
-    back into the run); whether all of them went back (a run half of one export and half of another was lost: its
-    models no longer matched the card, a new user's trial)."""
+def _keep_copy(path: Path, copy: Path) -> None:
     try:
-        for source, target in reversed(moves):
-            os.replace(target, source)
+        os.link(path, copy)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(path, copy)
+
+
+def _put_back(earlier: list[tuple[Path, Path]], made: list[Path], stage: Path) -> Path | None:
+    """Return the run to the earlier export: its kept files and folders back, the new files that had none removed
+    (a run half of one export and half of another was lost: its models no longer matched the card, a new user's
+    trial). None when all went back; else where the earlier files are kept (the stage, renamed so that nothing
+    removes it)."""
+    failed = False
+    for target, aside in reversed(earlier):
+        try:
+            if target.is_dir() and aside.is_dir():
+                shutil.rmtree(target)
+            os.replace(aside, target)
+        except OSError:
+            failed = True
+    for target in made:
+        try:
+            target.unlink(missing_ok=True)
+        except OSError:
+            failed = True
+    if not failed:
+        return None
+    kept = stage.with_name(".export-earlier-files")
+    try:
+        shutil.rmtree(kept, ignore_errors=True)
+        os.replace(stage, kept)
     except OSError:
-        return False
-    return True
+        return stage
+    return kept
 
 
 def _clean_up_earlier(run: RunDir, records: dict) -> None:

@@ -978,3 +978,22 @@ def test_a_histogram_calibration_prints_nothing_on_stdout(trained_run, tmp_path)
     assert result.exit_code == 0, result.output
     assert "making histogram" not in result.stdout and "Number of tensors" not in result.stdout, result.stdout
     assert (run / "model.int8.onnx").is_file()
+
+
+def test_earlier_files_that_cannot_go_back_are_kept_and_named(tmp_path):
+    """Putting the earlier export back tries every file, and when one cannot go back the stage holding them is kept
+    under a name no export removes (it was removed with the stage, the earlier files lost)."""
+    from edgetransfer.export import _put_back
+
+    run = tmp_path / "run"
+    stage = run / ".export.x.partial"
+    stage.mkdir(parents=True)
+    (run / "model.onnx").write_text("new")
+    (stage / "earlier-0").write_text("old")
+    (run / "card.json").write_text("new card")
+    (run / "new.onnx").write_text("new only")
+    lost = [(run / "gone" / "model.int8.onnx", stage / "earlier-1")]  # no such file: it cannot go back
+    kept = _put_back([(run / "model.onnx", stage / "earlier-0"), *lost], [run / "new.onnx"], stage)
+    assert kept == run / ".export-earlier-files" and kept.is_dir() and not stage.exists()
+    assert (run / "model.onnx").read_text() == "old" and not (run / "new.onnx").exists()  # the others went back
+    assert _put_back([], [], stage) is None
