@@ -290,11 +290,18 @@ def test_save_baseline_never_replaces_a_file_that_is_no_baseline(run, tmp_path, 
         run_bad(["bench", run, *FAST, "--save-baseline", run / name], 2, "is not a bench baseline and would", tmp_path)
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     run_bad(["bench", run, *FAST, "--save-baseline", tmp_path / "photo.png"], 2, "not a bench baseline", tmp_path)
-    run_bad(["bench", run, *FAST, "--save-baseline", run / "bench.json"], 2, "is bench's own bench.json", tmp_path)
+    run_bad(["bench", run, *FAST, "--save-baseline", run / "bench.json"], 2, "is a run's own bench.json", tmp_path)
+    other = tmp_path / "other-run"  # another run's bench.json, a valid bench document: bench writes it
+    other.mkdir()
+    shutil.copy(run / "card.json", other / "card.json")
+    (other / "bench.json").write_text(Path(a_baseline(tmp_path, lambda d: None)).read_text())
+    run_bad(["bench", run, *FAST, "--save-baseline", other / "bench.json"], 2, "is a run's own bench.json", tmp_path)
     from edgetransfer.bench.command import check_outputs
     from edgetransfer.rundir import RunDir
 
     check_outputs(RunDir.open(run), None, Path(a_baseline(tmp_path, lambda d: None)))  # a baseline: replaced
+    # one of an older schema version too: its own error says to save it again (a reviewer's finding)
+    check_outputs(RunDir.open(run), None, Path(a_baseline(tmp_path, lambda d: d.update(schema_version=0))))
 
 
 def test_an_unwritable_out_folder(run, tmp_path, no_measuring, monkeypatch):

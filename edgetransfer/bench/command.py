@@ -16,6 +16,7 @@ from edgetransfer.bench.report import to_csv, to_markdown
 from edgetransfer.bench.runner import bench, document_text, save_document
 from edgetransfer.errors import UsageError
 from edgetransfer.rundir import BENCH_REPORTS, CARD, RunDir, atomic_path, missing_folders, remove_empty
+from edgetransfer.schemas import MAX_JSON_FILE_BYTES
 
 
 @dataclass
@@ -168,26 +169,39 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
         target = Path(save_baseline)
         if target.is_dir():
             raise UsageError(f"--save-baseline {target} is a folder; give a file name, e.g. {target / 'baseline.json'}")
-        own = next(
-            (n for n in BENCH_REPORTS if (folder / n).expanduser().resolve() == target.expanduser().resolve()), ""
+        reports = {(folder / n).expanduser().resolve() for n in BENCH_REPORTS}
+        own = target.expanduser().resolve() in reports or (
+            target.name in BENCH_REPORTS and (target.parent / CARD).is_file()
         )
-        if own:
+        if own:  # this bench's reports, or another run's: bench writes them
             raise UsageError(
-                f"--save-baseline {target} is bench's own {own}, written by this run too: give the baseline a file of "
-                f"its own, e.g. {target.parent / 'baseline.json'}"
+                f"--save-baseline {target} is a run's own {target.name}, written by bench: give the baseline a file "
+                f"of its own, e.g. {target.parent / 'baseline.json'}"
             )
-        if target.exists():  # replaced only by a newer baseline (a new user's --save-baseline RUN/model.onnx
-            # replaced the model with JSON, and so a card or an image)
-            from edgetransfer.bench.schema import load_document
-
-            try:
-                load_document(target)
-            except UsageError:
-                raise UsageError(
-                    f"--save-baseline {target}: the file there is not a bench baseline and would be replaced; give a "
-                    "new file name, or remove it first"
-                ) from None
+        if target.exists() and not _bench_document(target):  # replaced only by a newer baseline (a new user's
+            # --save-baseline RUN/model.onnx replaced the model with JSON, and so a card or an image)
+            raise UsageError(
+                f"--save-baseline {target}: the file there is not a bench baseline and would be replaced; give a new "
+                "file name, or remove it first"
+            )
         _writable_folder(target.parent, f"--save-baseline {target}")
+
+
+def _bench_document(path: Path) -> bool:
+    """Whether ``path`` holds a bench document (a baseline, of any schema version: one of an older version is
+    measured again and replaced, as its error says), not a model, a card, an image or another JSON file."""
+    import json
+
+    try:
+        if path.stat().st_size > MAX_JSON_FILE_BYTES:
+            return False
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    if not isinstance(document, dict) or "schema_version" not in document:
+        return False
+    card = "labels" in document and "preprocessing" in document
+    return document.get("kind") in (None, "edgetransfer.bench") and not card
 
 
 def check_relative_to(run: RunDir, config: BenchConfig, spec: str) -> None:
