@@ -2070,12 +2070,14 @@ def test_a_search_says_the_data_notes_at_its_first_trial_only(tmp_path, monkeypa
 
     def fine_tune(config, *, on_epoch=None, data_notes=True):
         notes.append((Path(config.data).name, data_notes))
+        if not Path(config.data).name.startswith("early"):  # a trial that fails before reading the folder: none
+            on_epoch(1, {"val_top1": 0.5})  # said, and the next trial says them
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(finetune_module, "finetune", fine_tune)
     monkeypatch.setattr(trial, "_DATA_SAID", set())
-    for data in ("a", "a", "b", "a"):
+    for data in ("early", "early", "a", "a", "b", "a"):
         config = SearchConfig(data=str(tmp_path / data), out=str(tmp_path / "s"))
         with pytest.raises(RuntimeError, match="stop here"):
-            run_trial(config, Candidate("mobilenet_v2", 32, "static"), tmp_path / "s" / "t", None)
-    assert notes == [("a", True), ("a", False), ("b", True), ("a", False)]
+            run_trial(config, Candidate("mobilenet_v2", 32, "static"), tmp_path / "s" / "t", None, on_epoch=print)
+    assert notes == [("early", True), ("early", True), ("a", True), ("a", False), ("b", True), ("a", False)]

@@ -9,7 +9,6 @@ lock (a second search on it is refused); ``--worker`` processes join the study w
 from __future__ import annotations
 
 import math
-import os
 import random
 import shutil
 import textwrap
@@ -800,8 +799,9 @@ class _Search:
             trial.set_user_attr("skipped", too_long)
             raise self.optuna.TrialPruned()
         # absolute: the study is read by other workers and --resume, started in other folders (a worker's trial was
-        # named by a path relative to its own working directory), without ".." (--out lead/../out was recorded so)
-        folder = Path(os.path.abspath(self.out)) / "trials" / candidate.folder(trial.number)
+        # named by a path relative to its own working directory), without ".." (--out lead/../out was recorded so),
+        # resolved as study.db's path is (a symlinked lead/.. is not the text's parent)
+        folder = self.out.expanduser().resolve() / "trials" / candidate.folder(trial.number)
         trial.set_user_attr("run", str(folder))
         self.progress.refresh()
 

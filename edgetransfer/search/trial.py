@@ -105,8 +105,9 @@ def int8_drop(metrics: dict, config: SearchConfig, candidate: Candidate) -> floa
     return points(fp32.get("val_top1"), metrics.get(export_metric(config, candidate), {}).get("val_top1"))
 
 
-_DATA_SAID: set[str] = set()  # --data folders whose notes (bad files, near copies...) a trial of this process said:
-# the next trials read the same folder, and each said them again between its progress lines
+# (--out, --data) of the searches whose data notes (bad files, near copies...) a trial of this process said: the next
+# trials read the same folder, and each said them again between its progress lines
+_DATA_SAID: set[tuple[str, str]] = set()
 
 
 def run_trial(
@@ -132,8 +133,13 @@ def run_trial(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     given = {k: getattr(config, k) for k in ("epochs", "batch_size") if getattr(config, k) is not None}
-    said = config.data in _DATA_SAID
-    _DATA_SAID.add(config.data)
+    said = (config.out, config.data) in _DATA_SAID
+
+    def trained_an_epoch(epoch: int, record: dict) -> None:  # the notes were said by then (not before: a trial
+        _DATA_SAID.add((config.out, config.data))  # failing before reading the folder said none)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+
     if trained is not None:
         run = copy_fine_tuned(trained, out)
     else:
@@ -148,7 +154,7 @@ def run_trial(
                 skip_bad=config.skip_bad,
                 **given,  # else FinetuneConfig's defaults, as 'edgetransfer finetune'
             ),
-            on_epoch=on_epoch,
+            on_epoch=trained_an_epoch,
             data_notes=not said,
         )
     timings["finetune_s"] = time.perf_counter() - started
