@@ -31,6 +31,8 @@ DECODE = {
     "where all fit 0..255, else / 257; a float image whose values all lie in 0..1: times 255",
     "jpeg_scale": "a JPEG whose sides are both at least 4x preprocessing.resize is decoded at 1/2, 1/4 or 1/8 scale, "
     "the smallest keeping both sides at least 2x resize (Pillow's draft('RGB', (2 * resize, 2 * resize)))",
+    "strips": "an image whose longer side is over 50x its shorter is not classified (resized, a 1x40000 strip "
+    "would take gigabytes)",
     "resize": "shorter side to preprocessing.resize (interpolation, antialiased; width first, then height; the "
     "longer side int(resize * long / short)), then the centre crop (offsets round((h - crop) / 2), round((w - crop) "
     "/ 2), half to even; zero padding where smaller), then scale, mean, std",

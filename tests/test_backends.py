@@ -174,3 +174,21 @@ def test_an_fp16_model_is_said_to_run_in_what_onnx_runtime_computes_it_in(traine
         backends.get("ort-cpu").load(trained_run.file("model.onnx"), card, LoadOptions(variant="fp32")).precision
         == "fp32"
     )
+
+
+def test_openvinos_errors_are_said_by_what_went_wrong():
+    """OpenVINO's messages open with where they were thrown; predict --device XYZ said only
+    "Exception from src/inference/src/cpp/core.cpp:117:", a corrupt IR "Check '...' failed at ...:219:"."""
+    from edgetransfer.backends.openvino import what_went_wrong
+
+    device = (
+        "Exception from src/inference/src/cpp/core.cpp:117:\nException from src/inference/src/dev/core_impl.cpp:706:\n"
+        'Device with "XYZ" name is not registered in the OpenVINO Runtime\n\n'
+    )
+    corrupt = (
+        "Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'res.status == pugi::status_ok' failed at "
+        "src/frontends/ir/src/input_model.cpp:219:\nError parsing start element tag at offset 68\n\n"
+    )
+    assert what_went_wrong(RuntimeError(device)) == 'Device with "XYZ" name is not registered in the OpenVINO Runtime'
+    assert what_went_wrong(RuntimeError(corrupt)) == "Error parsing start element tag at offset 68"
+    assert what_went_wrong(RuntimeError("")) == "RuntimeError"

@@ -113,3 +113,11 @@ def test_the_model_files_carry_no_paths_of_the_training_machine():
     for source in ("MobileNet_V2_Weights.IMAGENET1K_V1", "https://example.org/w/m.pth"):  # names, URLs: kept
         registry = dataclasses.replace(card, weights={"source": source}, training={}, export={})
         assert for_model_files(registry).weights == {"source": source}
+
+
+def test_the_decode_text_in_every_model_says_the_strip_rule_the_runtime_applies():
+    """A device app written from the decode text embedded in the model refuses what edgetransfer refuses."""
+    from edgetransfer.card import DECODE
+    from edgetransfer.images import MAX_ASPECT
+
+    assert f"over {MAX_ASPECT}x its shorter" in DECODE["strips"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 import threading
 import time
 from pathlib import Path
@@ -73,10 +74,12 @@ CARD_PATHS = (OPENVINO_RT_INFO_PATH, ("framework", ONNX_METADATA_KEY))
 
 def what_went_wrong(exc: BaseException) -> str:
     """OpenVINO's message without the lines saying where it was thrown ("Exception from src/inference/src/cpp/
-    core.cpp:117:", which was all `predict --device XYZ` said), its first line that says something."""
+    core.cpp:117:", which was all `predict --device XYZ` said; "Check '...' failed at src/...:219:"), its first line
+    that says something."""
     from edgetransfer.images import first_line
 
-    lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from ")]
+    where = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)\s*$")
+    lines = [line for line in str(exc).splitlines() if line.strip() and not where.match(line.strip())]
     return lines[0].strip()[:200] if lines else first_line(exc)
 
 

@@ -40,7 +40,8 @@ def folder_frames(folder: Path, repeat: int, resize: int) -> Iterator[tuple[str,
 
 def video_frames(source: str) -> Iterator[tuple[str, np.ndarray]]:
     """(frame number, HxWx3 uint8 RGB) from a video file or a camera index, with OpenCV."""
-    if not source.isdigit() and not Path(source).exists():  # a typo: not a missing OpenCV
+    stream = "://" in source or "!" in source  # an RTSP/HTTP URL or a GStreamer pipeline: OpenCV opens it
+    if not source.isdigit() and not stream and not Path(source).exists():  # a typo: not a missing OpenCV
         raise SystemExit(f"error: no such folder, image, video file or camera: {source}")
     try:
         import cv2
