@@ -201,6 +201,9 @@ def check_out(config: FinetuneConfig) -> None:
         raise UsageError(f"--out {config.out} is a file, not a folder; choose another --out")
     if not any(out.iterdir()):
         return
+    holder = RunDir(out).held_by()  # a run still being made: said first (it read "pass --overwrite", which then
+    if holder is not None:  # said "in use"; a new user's trial)
+        raise UsageError(RunDir(out)._in_use(holder))
     if not config.overwrite:
         unfinished = (out / RESUME_STATE).is_file()  # its training stopped after an epoch: it can go on
         raise UsageError(
@@ -447,7 +450,13 @@ def check_resume(out: Path, config: FinetuneConfig, splits: Splits, world: int =
     if tuple(splits.labels) != tuple(card.labels):
         raise UsageError(f"the data's classes {list(splits.labels)} differ from the checkpoint's {list(card.labels)}")
     if splits.fingerprint() != card.dataset.get("fingerprint"):
-        raise UsageError(f"the images in {splits.root} changed since the run started; cannot resume")
+        started = (card.training or {}).get("config", {}).get("data")
+        other = started and Path(started).expanduser().resolve() != Path(splits.root).expanduser().resolve()
+        raise UsageError(  # another folder given: not "changed" (a new user's trial)
+            f"the images in {splits.root} are not the ones the run started on (in {started}); cannot resume"
+            if other
+            else f"the images in {splits.root} changed since the run started; cannot resume"
+        )
     try:
         state = torch.load(run.file(RESUME_STATE), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: said in one line

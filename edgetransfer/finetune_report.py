@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
@@ -117,6 +118,12 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
         )
 
 
+def card_config(config) -> dict:
+    """The run's config as its card records it: every path absolute, --out too (it was the path as given, relative
+    to a folder the card does not name, where the README says the card keeps the full paths)."""
+    return {**dataclasses.asdict(config), "out": os.path.abspath(os.path.expanduser(config.out))}
+
+
 def batch_said(batch: int, train: int, world: int, *, given: bool) -> str:
     """The batch as it trains, per process and in all: ``--batch-size 500`` over 42 training images is one step of
     42 (the line said 500). ``given``: the batch is the user's (else chosen from the split, whose reason is said)."""
@@ -175,12 +182,14 @@ def new_card(trainer, fingerprint: str, threads: int) -> ModelCard:
             "near_copies": splits.extra.get("near_copies"),
         },
         training={
-            "config": dataclasses.asdict(trainer.config),
+            "config": card_config(trainer.config),
             "device": trainer.device,
             "world_size": trainer.dist.world,
             # config's batch_size is each process's: the images one optimizer step sees, the recipe's batch, are
-            # this (a torchrun run and a one-process run of one seed train different recipes)
-            "batch_per_step": trainer.config.batch_size * trainer.dist.world,
+            # this (a torchrun run and a one-process run of one seed train different recipes); at most the training
+            # images (a batch of 8 over 6 images is one step of 6: the card said 8)
+            "batch_per_step": min(trainer.config.batch_size * trainer.dist.world, len(trainer.splits.train))
+            or trainer.config.batch_size * trainer.dist.world,
             "threads": threads,
             "input_size": {"pixels": trainer.pre.crop, "chosen": trainer.size_reason},
             "fixed_blocks": trainer.fixed,  # --freeze-early: the body's first blocks that never learn
@@ -210,7 +219,7 @@ def finished_card(trainer, stopped_because: str, test: tuple, seconds: float, va
         card,
         training={
             **card.training,
-            "config": dataclasses.asdict(trainer.config),
+            "config": card_config(trainer.config),
             "history": history,
             "best_epoch": state["best_epoch"],
             "stopped": stopped_because,

@@ -178,6 +178,10 @@ def test_a_run_in_use_says_who_holds_it(trained_run, tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         run_bad(["export", tmp_path / "run"], 2, "in use by 'edgetransfer finetune'", tmp_path / "run")
+        # a second finetune on it, without --overwrite: in use too (it said "pass --overwrite", which then said "in
+        # use"; a new user's trial)
+        again = ["finetune", "--data", "digits", "--out", tmp_path / "run"]
+        run_bad(again, 2, "in use by 'edgetransfer finetune'", tmp_path / "run")
     finally:
         holder.kill()
         holder.wait()

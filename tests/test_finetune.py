@@ -325,6 +325,8 @@ def test_ctrl_c_after_an_epoch_says_how_to_resume_and_a_too_large_batch_is_said(
     images = len(json.loads((out / "splits.json").read_text())["files"]["train"])
     # the opening line's batch is the one it trains with (it said "batch 512")
     assert f"; batch {images} (all the training images; --batch-size 512), at most 2" in result.stderr
+    training = json.loads((out / "card.json").read_text())["training"]  # the card too (it said 512 a step)
+    assert training["batch_per_step"] == images and training["config"]["batch_size"] == 512
 
 
 def stop_after_epoch(monkeypatch, stop: int) -> None:
@@ -1540,3 +1542,30 @@ def test_near_copies_of_training_images_are_said_and_recorded(tmp_path, capsys):
     )
     assert "(val/b/from-a.jpg ~ train/a/002.png): this data's images differ in details too small" in err
     assert "look like copies" not in err
+
+
+def test_the_card_keeps_the_full_path_of_out_too(tmp_path, monkeypatch):
+    """training.config.out was the path as given ("runs/plain"), beside absolute data and weights paths, where the
+    README says the card keeps the full paths (a new user's trial)."""
+    from edgetransfer.finetune_report import card_config
+
+    monkeypatch.chdir(tmp_path)
+    assert card_config(FinetuneConfig(data="d", out="runs/plain"))["out"] == str(tmp_path / "runs" / "plain")
+
+
+def test_resuming_on_another_folder_says_so_not_that_the_images_changed(image_folder, tmp_path, monkeypatch):
+    """--resume --data OTHER said "the images in OTHER changed since the run started", of a folder the run never
+    read (a new user's trial); a changed folder of its own is said as changed."""
+    import shutil
+
+    from edgetransfer.errors import UsageError
+
+    config = FinetuneConfig(data=str(image_folder), out=str(tmp_path / "r"), device="cpu", **{**TINY, "epochs": 2})
+    stopped_after_epoch(monkeypatch, config, 1)
+    other = shutil.copytree(image_folder, tmp_path / "other")
+    next(other.rglob("*.png")).unlink()
+    with pytest.raises(UsageError, match=rf"images in {other} are not the ones the run started on \(in {image_folder}"):
+        finetune(dataclasses.replace(config, data=str(other), resume=True))
+    next(image_folder.rglob("*.png")).unlink()
+    with pytest.raises(UsageError, match=rf"the images in {image_folder} changed since the run started"):
+        finetune(dataclasses.replace(config, resume=True))
