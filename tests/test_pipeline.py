@@ -45,6 +45,31 @@ def test_ctrl_c_in_the_pipelines_first_epoch_leaves_the_previous_run_as_it_was(t
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_ctrl_c_in_the_pipelines_export_names_the_commands_that_go_on(trained_run, tmp_path, monkeypatch):
+    """Stopped in its export, the pipeline said only "nothing half-written was kept": run again it refused the
+    folder, and --overwrite trained again (a new user's trial). It names the commands that go on from the run."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from edgetransfer import pipeline as module
+    from edgetransfer.cli import app
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "export", interrupt)
+    out = tmp_path / "my run"
+    data = trained_run.load_card().dataset["path"]
+    result = CliRunner().invoke(app, ["pipeline", "--data", data, "--out", str(out), "--size", "32", "--epochs", "1"])
+    assert result.exit_code == 130, result.output
+    run = shlex.quote(str(out))
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"interrupted; {out} keeps the fine-tuned run: 'edgetransfer export {run}', then 'edgetransfer bench {run}', "
+        "go on"
+    )
+
+
 def test_the_summary_of_a_run_without_test_images(trained_run, tmp_path, monkeypatch, capsys):
     """A dataset too small to hold out test images (2 per class) has null test top-1s in its card: the summary says
     they were not measured (it multiplied None: a TypeError traceback after every stage had run)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -79,8 +80,29 @@ def pipeline(
     try:
         done = run_pipeline(config)
     except KeyboardInterrupt:
-        say_interrupted(config.out, started, resume=False, again=again)
+        later = _later_stage(config.out, started)
+        if later:  # fine-tuned (and exported): the next commands, not only "nothing half-written was kept"
+            print(f"interrupted; {later}", file=sys.stderr)
+        else:
+            say_interrupted(config.out, started, resume=False, again=again)
         raise typer.Exit(130) from None
     except WriteError as exc:
         raise kept_after_write_error(exc, config.out, started, resume=False, again=again) from None
     summary(*done)
+
+
+def _later_stage(out: str, started: float) -> str:
+    """What a pipeline stopped after its fine-tune keeps and the commands that go on from it, or "" (stopped in the
+    fine-tune: said by finetune's rule). Run again, the pipeline refused the folder, and --overwrite trained again (a
+    new user's trial)."""
+    from edgetransfer.adapt import not_adapted
+    from edgetransfer.cli.finetune import _finished_card
+    from edgetransfer.rundir import CARD
+
+    card = _finished_card(Path(out) / CARD)
+    if card is None or (Path(out) / CARD).stat().st_mtime < started or not_adapted(card):
+        return ""
+    run = shlex.quote(str(out))
+    if card.complete.get("export"):
+        return f"{out} keeps the fine-tuned and exported run: 'edgetransfer bench {run}' measures it"
+    return f"{out} keeps the fine-tuned run: 'edgetransfer export {run}', then 'edgetransfer bench {run}', go on"
