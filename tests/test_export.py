@@ -34,7 +34,7 @@ def test_export_writes_checked_models_with_the_card_inside(trained_run):
     # how an image file becomes the RGB image the preprocessing starts from, beside the card (EXIF, 16-bit, JPEG
     # scale: an app that followed the card alone read 16-bit PNGs as white; a new user's trial)
     decode = json.loads(session.get_modelmeta().custom_metadata_map["edgetransfer.decode"])
-    assert list(decode) == ["orientation", "modes", "16_bit", "jpeg_scale", "resize"]
+    assert list(decode) == ["orientation", "modes", "16_bit", "jpeg_scale", "strips", "resize"]
     assert (
         "EXIF orientation" in decode["orientation"] and "/ 257" in decode["16_bit"] and "draft" in decode["jpeg_scale"]
     )

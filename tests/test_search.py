@@ -1610,7 +1610,7 @@ def test_a_static_trial_keeps_every_layer_int8_without_exports_layer_ranking(mon
         seen["int8"], seen["by_search"] = config.int8, by_search
         raise Stop
 
-    monkeypatch.setattr(finetune_module, "finetune", lambda config, on_epoch=None: "run")
+    monkeypatch.setattr(finetune_module, "finetune", lambda config, on_epoch=None, data_notes=True: "run")
     monkeypatch.setattr(export_module, "export", fake_export)
     config = SearchConfig(data="d", out="o", int8_weights="7bit")
     with pytest.raises(Stop):
@@ -1644,7 +1644,7 @@ def test_skip_bad_splits_a_folder_with_bad_files_and_every_trial_trains_on_the_r
     class Stop(Exception):
         pass
 
-    def fake_finetune(finetune_config, on_epoch=None):
+    def fake_finetune(finetune_config, on_epoch=None, data_notes=True):
         seen.append(finetune_config)
         raise Stop
 
