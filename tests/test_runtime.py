@@ -417,6 +417,17 @@ def test_predict_prints_one_line_per_image(cli, trained_run, samples):
     )
 
 
+def test_predict_writes_a_name_with_a_newline_on_one_line(cli, trained_run, samples, tmp_path):
+    """A file named "a\\nb.png" split predict's line in two: its scores read as another image's (a known item)."""
+    odd = tmp_path / "a\nb\tc.png"
+    odd.write_bytes(samples[0].read_bytes())
+    done = CliRunner().invoke(cli, ["predict", str(trained_run.file("model.onnx")), str(odd), str(samples[1])])
+    assert done.exit_code == 0, done.output
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{tmp_path}/a\\nb\\tc.png  "), lines
+    assert lines[1].startswith(f"{samples[1]}  ")
+
+
 def test_predict_skip_bad_classifies_the_readable_images(cli, trained_run, samples, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

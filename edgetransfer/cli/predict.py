@@ -35,7 +35,8 @@ def predict(
         typer.Option(
             "--json",
             help="Print one JSON document instead of one line per image. A file name that is not UTF-8 is written "
-            "with Python's escapes for its bytes (\\udcXX; os.fsencode in Python gives the bytes back).",
+            "with Python's escapes for its bytes (\\udcXX; os.fsencode in Python gives the bytes back). (Without "
+            "--json, a name holding a newline or another control character is written with backslash escapes.)",
         ),
     ] = False,
     mean: Annotated[
@@ -117,7 +118,7 @@ def predict(
     if not json:
         classified = 0
         for path, best in results:
-            print(f"{path}  " + "  ".join(f"{p.label} {p.score:.4f}" for p in best), flush=True)
+            print(f"{one_line(path)}  " + "  ".join(f"{p.label} {p.score:.4f}" for p in best), flush=True)
             classified += 1
         _say_skipped(skipped)
         _fewer_classes(asked_k, classifier.labels)
@@ -155,6 +156,16 @@ def _fewer_classes(asked: int | None, labels: tuple[str, ...] | None) -> None:
         from edgetransfer import console
 
         console.err.print(f"note: --top-k {asked}: the model has {len(labels)} classes; each image lists all of them")
+
+
+def one_line(path: Path) -> str:
+    """``path`` as one line's first field: a name holding a newline, tab or other control character is written with
+    Python's backslash escapes (a file named "a\\nb.png" split its line in two, its scores read as another image's);
+    any other name as it is."""
+    text = str(path)
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return text.encode("unicode_escape").decode("ascii")
+    return text
 
 
 def _say_skipped(skipped: list[tuple[Path, str]]) -> None:
