@@ -612,6 +612,38 @@ def test_a_dead_workers_own_trial_folder_goes_never_a_finished_trials(tmp_path, 
     assert fail_dead_trials(study) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self/ns/pid").exists(), reason="no Linux /proc here")
+def test_a_worker_is_told_dead_by_its_process_not_its_pid_alone():
+    """A host name and pid alone: a pid reused after the worker died looked alive (its trial never failed here), and
+    a worker in another container of the same host name looked dead (its pid is not in this namespace: a live
+    trial failed). The process's start time and pid namespace are recorded with the trial and compared."""
+    optuna = pytest.importorskip("optuna")
+    from edgetransfer.search.storage import fail_dead_trials, process_identity
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    alive = subprocess.Popen(["sleep", "60"])
+    ghost = subprocess.Popen(["true"])
+    ghost.wait()
+    try:
+        host, real = socket.gethostname(), process_identity(alive.pid)
+        cases = {
+            "alive": (alive.pid, real),
+            "pid reused": (alive.pid, {**real, "start": real["start"] - 1}),
+            "other container": (ghost.pid, {**real, "pid_namespace": real["pid_namespace"] + 1}),
+            "dead": (ghost.pid, real),
+            "recorded before": (ghost.pid, None),  # a trial of an older search: host and pid, as before
+        }
+        for pid, identity in cases.values():
+            trial = study.ask()
+            trial.set_user_attr("worker", f"{host}:{pid}")
+            trial.set_user_attr("worker_process", identity)
+        assert fail_dead_trials(study) == [1, 3, 4]  # the reused pid, the dead one, the older record
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def _postgres_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
     return found[-1].parent if found else None

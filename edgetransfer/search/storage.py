@@ -139,6 +139,45 @@ def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def process_identity(pid: int | str = "self") -> dict | None:
+    """Where a process's pid means it (the boot, the pid namespace) and when it started (clock ticks since boot), or
+    None without Linux's /proc. Recorded with a trial: a host name and pid alone were shared by containers of one
+    host name (another container's live worker looked dead: its pid is not in this namespace) and by a pid reused
+    after the worker died (a dead worker looked alive)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat(f"/proc/{pid}/ns/pid").st_ino
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22, after the name in parentheses
+    except (OSError, ValueError, IndexError):
+        return None
+    return {"boot": boot, "pid_namespace": namespace, "start": start}
+
+
+def _dead_here(worker: str, recorded: dict | None) -> bool:
+    """Whether the worker ``host:pid`` ran on this machine, in this pid namespace, and is gone (or its pid is another
+    process's now). One recorded elsewhere (another boot, container or namespace) is not judged here: Optuna's
+    heartbeat rule fails it when it stops beating."""
+    where, _, pid = worker.rpartition(":")
+    if where != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    here = process_identity()
+    if (
+        recorded
+        and here
+        and (recorded.get("boot"), recorded.get("pid_namespace"))
+        != (
+            here["boot"],
+            here["pid_namespace"],
+        )
+    ):
+        return False
+    if not _alive(int(pid)):
+        return True
+    now = process_identity(int(pid)) if recorded else None
+    return bool(now and recorded.get("start") is not None and now["start"] != recorded["start"])  # pid reused
+
+
 def host_of(worker: str | None) -> str:
     """The machine of a ``host:pid`` worker ("" when unknown)."""
     return (worker or "").rpartition(":")[0]
@@ -161,13 +200,11 @@ def fail_dead_trials(study) -> list[int]:
     from optuna.trial import TrialState
 
     failed = []
-    host = socket.gethostname()
     storage = study._storage  # the public API has no "fail this trial": the storage's own calls
     trials = study.get_trials(deepcopy=False)
     for trial in (t for t in trials if t.state == TrialState.RUNNING):
         worker = str(trial.user_attrs.get("worker", ""))
-        where, _, pid = worker.rpartition(":")
-        if where == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if _dead_here(worker, trial.user_attrs.get("worker_process")):
             try:  # (a finished trial's attributes cannot change: the folder first)
                 if own_folder(trial, trials) and _remove_half_made(trial.user_attrs["run"]):
                     storage.set_trial_user_attr(trial._trial_id, "run", None)

@@ -33,6 +33,7 @@ from edgetransfer.search.storage import (
     need_optuna,
     open_storage,
     own_folder,
+    process_identity,
     redact,
     this_worker,
 )
@@ -782,6 +783,7 @@ class _Search:
             trial.set_user_attr(key, value)
         trial.set_user_attr("candidate", candidate.key)
         trial.set_user_attr("worker", this_worker())
+        trial.set_user_attr("worker_process", process_identity())  # (see storage.process_identity)
         self.mine.append(trial.number)
         self.last_was_repeat = False
         past = self._past_total(trial)
