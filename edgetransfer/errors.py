@@ -44,6 +44,13 @@ class BackendUnavailableError(EdgeTransferError):
     exit_code = 2
 
 
+class MeasurementError(EdgeTransferError):
+    """A measurement gave numbers that cannot be right, or cannot be made (the probe's file changed): exit 2, as a
+    failed measurement, never the gate's 1 ("slower"), which a CI job reads as a regression."""
+
+    exit_code = 2
+
+
 class ExportError(EdgeTransferError):
     """Conversion to ONNX / OpenVINO failed, or the converted model disagrees with PyTorch."""
 

@@ -248,6 +248,11 @@ def test_relative_to_a_baseline_holds_on_a_machine_twice_as_slow():
     assert relative.exit_code == 0 and relative.mode == "relative+baseline"
     int8_regressed = two_variants(fp32_ms=2.0, int8_ms=1.4 * 1.3, seed=7)
     assert compare(int8_regressed, baseline, GateConfig(relative_to="ort-cpu:fp32")).exit_code == 1
+    # --relative-to ort-cpu alone: its int8 was its own reference (ratio 1, never judged, unsaid) and passed 30 %
+    # slower (a reviewer's finding); the backend's own models are judged against its fp32
+    alone = compare(int8_regressed, baseline, GateConfig(relative_to="ort-cpu"))
+    assert alone.exit_code == 1 and alone.rows[0].reference == "ort-cpu fp32", alone
+    assert compare(two_variants(int8_ms=1.3), None, GateConfig(relative_to="ort-cpu")).exit_code == 1
 
 
 def test_a_slowdown_is_measured_again_before_failing():

@@ -235,8 +235,9 @@ def check_reference_run(run: RunDir, config: BenchConfig) -> None:
 
 def check_gate_plan(run: RunDir, config: BenchConfig, gate, baseline: dict | None, name: str) -> None:
     """The comparisons the gate would find it cannot make, found before measuring (they were found after minutes
-    of it): a model in a stored baseline (judged alone, against the machine probe) that this bench would not
-    measure, and one of the run's models that the reference run lacks."""
+    of it): a stored baseline without the machine probe (absolute times: never compared), a batch or a model in
+    it (judged alone, against the machine probe) that this bench would not measure, and one of the run's models
+    that the reference run lacks."""
     from edgetransfer.bench.plan import REFERENCE, RUN, _plan, open_reference, resolve_backends
 
     chosen, _ = resolve_backends(config.backends)
@@ -251,6 +252,22 @@ def check_gate_plan(run: RunDir, config: BenchConfig, gate, baseline: dict | Non
             raise UsageError(
                 f"--reference-run {config.reference_run} has no {ours[lacking[0]]}: this run's {backend} {variant} "
                 f"could not be compared; export it there too, or leave it out (--variants, --backends)"
+            )
+    if baseline is not None and gate.reference() is None and not baseline.get("probe"):
+        raise UsageError(  # the gate then compared absolute times, with a warning (a reviewer's finding)
+            f"the baseline {name} has no machine probe (a bench.json, or a baseline of an older edgetransfer): its "
+            "times would be compared as they are, and a busier or faster machine read as a slower or faster model; "
+            "save the baseline with --save-baseline (it measures the probe beside the models), or gate within one "
+            "run: --reference-run RUN2, or --relative-to BACKEND:VARIANT"
+        )
+    if baseline is not None:
+        batches = {lat.get("batch") for r in baseline.get("results", []) for lat in r.get("latency", [])}
+        missing = sorted(b for b in batches - set(config.batches) if isinstance(b, int))
+        if missing:  # found after measuring before (a profile's batches=[1] against a baseline of 1 and 8)
+            raise UsageError(
+                f"the baseline {name} was measured at batch {', '.join(map(str, missing))}, which this bench would "
+                f"not measure (batches {', '.join(map(str, config.batches))}): measure the same batches (--batch), "
+                "or save a new baseline"
             )
     if baseline is not None and gate.reference() is None:
         stored = sorted({(r["backend"], r["variant"]) for r in baseline.get("results", [])} - set(ours))

@@ -240,11 +240,17 @@ def _verdict(ratio: float, low: float, high: float, max_regression: float) -> st
     return OK
 
 
-def _reference_key(ref: tuple[str, str | None], variant: str, available: set[tuple[str, str]]) -> tuple[str, str]:
-    """``backend:variant`` as given; ``backend`` alone: the same variant there if it has it, else fp32."""
+def _reference_key(
+    ref: tuple[str, str | None], backend_of: str, variant: str, available: set[tuple[str, str]]
+) -> tuple[str, str]:
+    """``backend:variant`` as given; ``backend`` alone: the same variant there if it has it, else fp32, and for that
+    backend's own models its fp32 (each was its own reference: every variant of it went unjudged, unsaid; a
+    reviewer's finding)."""
     backend, fixed = ref
     if fixed:
         return backend, fixed
+    if backend_of == backend:
+        return backend, "fp32"
     return (backend, variant) if (backend, variant) in available else (backend, "fp32")
 
 
@@ -291,8 +297,8 @@ def compare(
     keys = sorted(before) if baseline is not None else sorted(now)
     if baseline is not None and only is None:  # measured now, absent from the baseline: said, not silently unjudged
 
-        def yardstick(key) -> bool:  # --relative-to's model (any variant of its backend when none is named)
-            return ref is not None and key[0] == ref[0] and ref[1] in (None, key[1])
+        def yardstick(key) -> bool:  # --relative-to's model (its backend's fp32 when no variant is named)
+            return ref is not None and key[0] == ref[0] and key[1] == (ref[1] or "fp32")
 
         unjudged = sorted(k for k in now if k not in before and k[0] != PROBE_NAME and not yardstick(k))
         if unjudged:
@@ -322,7 +328,7 @@ def compare(
             interval = log_ratio_interval(*_blocks(now[key], before[key]), level=config.level)
             shown = (_median(before[key][0]), _median(now[key][0]))
         else:
-            rkey = (*_reference_key(ref, variant, pairs | {k[:2] for k in before}), batch)
+            rkey = (*_reference_key(ref, backend, variant, pairs | {k[:2] for k in before}), batch)
             if rkey[:2] == (backend, variant):
                 continue
             ref_name = f"{rkey[0]} {rkey[1]}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetransfer.backends.ort import OrtCpuBackend
-from edgetransfer.errors import EdgeTransferError
+from edgetransfer.errors import MeasurementError
 
 PROBE_FILE = Path(__file__).with_name("probe.onnx")
 PROBE_SHA256 = "6423856d1ff2c2fd0a115c37908f88c7be19b04927b8168728cd02a6e0ed7fee"  # of the file build() writes
@@ -42,7 +42,7 @@ def check_probe() -> Path:
     from edgetransfer.rundir import sha256_file
 
     if not PROBE_FILE.is_file() or sha256_file(PROBE_FILE) != PROBE_SHA256:
-        raise EdgeTransferError(f"{PROBE_FILE} is missing or changed: reinstall edgetransfer")
+        raise MeasurementError(f"{PROBE_FILE} is missing or changed: reinstall edgetransfer")
     return PROBE_FILE
 
 

@@ -33,7 +33,7 @@ from edgetransfer.bench.schema import BENCH_SCHEMA_VERSION, values
 from edgetransfer.bench.stats import latency_stats
 from edgetransfer.card import ModelCard, finite
 from edgetransfer.data import Sample, batches, list_images, load_splits, split_folders
-from edgetransfer.errors import DataError, EdgeTransferError, RunDirError
+from edgetransfer.errors import DataError, MeasurementError, RunDirError
 from edgetransfer.evaluation import points
 from edgetransfer.images import ignored_folder
 from edgetransfer.machine import machine_info, usable_cores
@@ -497,7 +497,7 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
     }
     found = values(document)
     if found:  # a backend or a bug gave a number no measurement can: never report it as one
-        raise EdgeTransferError(f"bench of {run.path} measured numbers that cannot be right: {'; '.join(found[:3])}")
+        raise MeasurementError(f"bench of {run.path} measured numbers that cannot be right: {'; '.join(found[:3])}")
     if write:
         save_document(document, run.file(BENCH_JSON))
     return document

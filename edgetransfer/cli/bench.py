@@ -299,7 +299,7 @@ def bench(
         config,
         gate=gate,
         baseline=base,
-        baseline_name=str(baseline),
+        baseline_name=str(baseline) if baseline is not None else None,
         save_baseline=save_baseline,
         out_dir=out,
         devices=devices,
