@@ -65,6 +65,17 @@ def test_a_baseline_without_a_probe_is_compared_as_before_with_a_warning():
     assert any("has no machine probe" in w for w in judged.warnings)
 
 
+def test_a_probe_that_failed_to_measure_gives_no_verdict():
+    """A probe that failed here left the models judged by absolute times, "gate: FAIL" or "pass" printed before the
+    exit 2 (a reviewer's finding): no row is judged now, and the problem says why."""
+    judged = compare(measured(seed=7, int8_slowdown=1.3, probe=False), measured(seed=0), GATE)
+    assert judged.exit_code == 2 and not judged.rows
+    assert judged.problems == [
+        "this measurement has no machine probe (it could not be measured: see above), so the models cannot be "
+        "judged against the stored baseline; run the gate again"
+    ]
+
+
 def test_the_probe_file_is_the_one_build_writes(tmp_path):
     pytest.importorskip("onnx")
     build(tmp_path / "probe.onnx")

@@ -288,6 +288,8 @@ def compare(
     before = _samples(baseline) if baseline is not None else {}
     theirs = _samples(side) if side is not None else {}
     probed = mode == "baseline" and machine_probe(current, baseline, now, before, result)
+    if mode == "baseline" and baseline.get("probe") and not current.get("probe"):  # it failed to measure: no
+        return result  # verdict by absolute times that could mislead (said among the problems)
     ref = (PROBE_NAME, "fp32") if probed else ref  # each model judged relative to the machine probe
     pairs = {(b, v) for b, v, _ in now}
     for r in current.get("failed", []):

@@ -113,6 +113,12 @@ def machine_probe(current: dict, baseline: dict, now: dict, before: dict, result
     (as model ``machine-probe fp32``), ``result.machine_factor`` is how much slower this machine is than when the
     baseline was taken (the ratio of the probe's medians), and a factor past :data:`MACHINE_FACTOR_LIMIT` is a
     problem (exit 2: no verdict). False, with a warning, when either document has no probe."""
+    if baseline.get("probe") and not current.get("probe"):  # the probe failed to measure here: no verdict at all
+        result.problems.append(  # (the models were judged by absolute times before the exit 2: a reviewer's)
+            "this measurement has no machine probe (it could not be measured: see above), so the models cannot be "
+            "judged against the stored baseline; run the gate again"
+        )
+        return False
     if not (current.get("probe") and baseline.get("probe")):
         missing = "the baseline" if current.get("probe") else "this measurement"
         result.warnings.append(
