@@ -468,6 +468,9 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
         found = {"model": label, **{key: record.get(key) for key in keys}, "val_images": len(splits.val)}
         found["test_images"] = len(splits.test)
         keys = ("mode", "max_drop", "calibration_dir", "calibration_size", "per_channel")
+        adaptation = (card.training or {}).get("adaptation") or {}
+        # an adapted model's int8 was checked on source images (export says so; explain advised QAT on them)
+        found["adapted"] = bool(adaptation.get("adapt_bn_images") and not adaptation.get("rolled_back_to_source"))
         doc["int8_exports"].append({**found, **{key: settings.get(key) for key in keys}})
     engines = (
         ("onnxruntime", ort_profile, _ort_runner, ONNX_FP32, ONNX_INT8),
@@ -604,7 +607,13 @@ def export_check(found: dict[str, Any]) -> list[str]:
         )
     if found.get("per_channel") is False and model == "ONNX int8":  # (ONNX Runtime's option; NNCF's IR per channel)
         causes.append("its weights are quantized per tensor (--no-per-channel): per channel, the default, holds more")
-    if found.get("mode") in ("static", "dynamic", "auto") and not retrained:
+    if found.get("adapted") and not found.get("calibration_dir"):  # source images: neither the deployment's nor
+        causes.append(  # what QAT would learn on (a new user's trial: the advice was QAT on the training images)
+            "the model was adapted to a target domain, but int8 was calibrated and checked on source images (its "
+            "training and validation splits): re-export with --calib TARGET_DIR (target images), and measure on "
+            "labelled target images with 'edgetransfer bench RUN --data DIR'"
+        )
+    elif found.get("mode") in ("static", "dynamic", "auto") and not retrained:
         causes.append(
             "try quantization-aware training (--int8-method qat): it learns the ranges on the training images"
         )

@@ -344,6 +344,11 @@ def test_the_verdict_opens_with_exports_accuracy_check_and_its_causes():
     assert "ONNX int8 gains 0.50 points of validation top-1 against fp32 (gains 1.00 on test)" in gain, gain
     few = {**dark, "calibration_dir": None, "calibration_images": 40, "calibration_size": 200, "per_channel": True}
     assert "calibrated on 40 images (all its training images)" in verdict({**base, "int8_exports": [few]})[0]
+    # a model adapted to a target domain: its int8 was calibrated and checked on source images; QAT on those was the
+    # advice (a new user's trial): --calib with target images, and bench on labelled ones, is
+    said = verdict({**base, "int8_exports": [{**few, "adapted": True}]})[0]
+    assert "the model was adapted to a target domain, but int8 was calibrated and checked on source images" in said
+    assert "re-export with --calib TARGET_DIR" in said and "--int8-method qat" not in said, said
     qat = {**few, "mode": "qat", "max_drop": 100.0, "tool": "nncf QAT (PyTorch), weights quantized by ONNX Runtime"}
     said = verdict({**base, "int8_exports": [qat]})[0]
     assert said.endswith("held to no budget by its export"), said  # QAT learns its ranges: no calibration cause
