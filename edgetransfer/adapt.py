@@ -320,6 +320,17 @@ def target_images(config, labels: tuple[str, ...], source=None) -> tuple[tuple[S
     for option, folder, images in adapted_on:
         if len(images) == 1:
             raise DataError(f"{option} {folder} has 1 image; BatchNorm statistics need at least 2")
+        classes = (
+            sorted(p.name for p in Path(folder).expanduser().iterdir() if p.is_dir() and p.name in labels)
+            if (folder and Path(folder).expanduser().is_dir())
+            else []
+        )
+        if classes:  # read as unlabelled, unsaid (a new user pointed it at a labelled class tree)
+            console.err.print(
+                f"[yellow]note: {option} {escape(str(folder))} holds class folders ({escape(', '.join(classes[:5]))}"
+                f"{' ...' if len(classes) > 5 else ''}): their images are read unlabelled; labelled target images "
+                "measure and guard the adaptation with --target-val (kept apart from these)[/]"
+            )
     target_val: tuple[Sample, ...] = ()
     if config.target_val:
         try:

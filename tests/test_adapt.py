@@ -363,7 +363,7 @@ def test_a_run_stopped_between_training_and_adaptation_adapts_with_resume(image_
     assert adapted.file("confusion.png").is_file() and not adapted.file("confusion.adapted.png").exists()
 
 
-def test_target_folders_that_hold_the_source_images_are_refused(image_folder, tmp_path, monkeypatch):
+def test_target_folders_that_hold_the_source_images_are_refused(image_folder, tmp_path, monkeypatch, capsys):
     """--target-val given the training folder judged AdaBN on source images and rolled back an adaptation that had
     lifted target top-1 from 71 % to 96 %; --adapt-bn given it adapted on the source's own test images and reported
     their top-1 as held out (a new user's trial). Any target folder holding an image of --data is refused."""
@@ -377,6 +377,8 @@ def test_target_folders_that_hold_the_source_images_are_refused(image_folder, tm
     target = make_folder(tmp_path / "target", per_class=4, seed=5)
     base = {"data": str(image_folder), "out": str(tmp_path / "o")}
     assert len(target_images(FinetuneConfig(**base, adapt_bn=str(target)), source.labels, source)[0]) == 12
+    said = " ".join(capsys.readouterr().err.split())  # class folders read unlabelled: said (a new user's trial)
+    assert f"note: --adapt-bn {target} holds class folders (class0, class1, class2): their images are read" in said
     with monkeypatch.context() as patched:  # no adaptation: the source is not hashed for it (every rank, --resume)
         patched.setattr("edgetransfer.data.file_sha256", lambda path: pytest.fail(f"hashed {path}"))
         assert target_images(FinetuneConfig(**base), source.labels, source) == ((), (), ())
