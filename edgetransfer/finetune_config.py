@@ -203,7 +203,7 @@ def check_out(config: FinetuneConfig) -> None:
         return
     holder = RunDir(out).held_by()  # a run still being made: said first (it read "pass --overwrite", which then
     if holder is not None:  # said "in use"; a new user's trial)
-        raise UsageError(RunDir(out)._in_use(holder))
+        raise UsageError(RunDir(out).in_use(holder))
     if not config.overwrite:
         unfinished = (out / RESUME_STATE).is_file()  # its training stopped after an epoch: it can go on
         raise UsageError(

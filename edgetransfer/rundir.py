@@ -256,7 +256,7 @@ class RunDir:
         if not card.complete.get("finetune"):
             holder = run.held_by()  # still training: "in use by 'edgetransfer finetune'", not "--resume it"
             if holder is not None:
-                raise RunDirError(run._in_use(holder))
+                raise RunDirError(run.in_use(holder))
             world = int((card.training or {}).get("world_size") or 1)  # a torchrun run: resumed by torchrun
             raise RunDirError(
                 f"training of {run.path} did not finish; continue it with: {resume_command(run.path, world)}"
@@ -290,7 +290,7 @@ class RunDir:
         real = Path(os.path.abspath(self.path))
         return real.parent / f".{real.name}.lock"
 
-    def _in_use(self, holder: dict) -> str:
+    def in_use(self, holder: dict) -> str:
         return (
             f"{self.path} is in use by 'edgetransfer {holder.get('command', '?')}' "
             f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}); wait for it to finish"
@@ -366,7 +366,7 @@ class RunDir:
                     if holder.get("command") == "search"
                     else ""
                 )
-                raise RunDirError(self._in_use(holder) + join) from None
+                raise RunDirError(self.in_use(holder) + join) from None
             try:
                 same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
             except FileNotFoundError:

@@ -162,15 +162,7 @@ def _dead_here(worker: str, recorded: dict | None) -> bool:
     if where != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return False
     here = process_identity()
-    if (
-        recorded
-        and here
-        and (recorded.get("boot"), recorded.get("pid_namespace"))
-        != (
-            here["boot"],
-            here["pid_namespace"],
-        )
-    ):
+    if recorded and here and any(recorded.get(key) != here[key] for key in ("boot", "pid_namespace")):
         return False
     if not _alive(int(pid)):
         return True
