@@ -18,10 +18,8 @@ the machine's compiler on first use (a minute or more, and a 60 s timeout that f
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -170,7 +168,7 @@ def qat_to_onnx(
     import numpy as np
     import torch
 
-    from edgetransfer.telemetry import import_nncf
+    from edgetransfer.telemetry import import_nncf, nncf_progress
 
     nncf = import_nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -205,7 +203,7 @@ def qat_to_onnx(
     started = time.perf_counter()
     try:
         # no bias correction: the fine-tune that follows corrects the biases itself (and it halves the set-up time)
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bar is not a result (stdout is export's list)
+        with nncf_progress():  # NNCF's progress bars are not results (stdout is export's list)
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(items),

@@ -10,8 +10,6 @@ quantized model, so preprocessing still travels with it.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +19,7 @@ from edgetransfer.data import Sample
 from edgetransfer.errors import QuantizationError
 from edgetransfer.evaluation import Decoded, decoded
 from edgetransfer.rundir import atomic_path
-from edgetransfer.telemetry import import_nncf
+from edgetransfer.telemetry import import_nncf, nncf_progress
 
 PRESETS = ("performance", "mixed")  # symmetric activations / asymmetric activations (weights symmetric in both)
 
@@ -83,7 +81,7 @@ def nncf_quantize_onnx(
     )
     started = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars are not results
+        with nncf_progress():  # NNCF's progress bars are not results (stdout is export's list)
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(items, lambda item: {input_name: item}),

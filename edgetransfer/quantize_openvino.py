@@ -3,15 +3,13 @@ accuracy-control mode that reverts the most sensitive layers to float until the 
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from typing import Any
 
 from edgetransfer.card import Preprocessing
 from edgetransfer.errors import QuantizationError
 from edgetransfer.evaluation import decoded
 from edgetransfer.quantize import Calibration
-from edgetransfer.telemetry import import_nncf
+from edgetransfer.telemetry import import_nncf, nncf_progress
 
 
 def _items(samples: Calibration, pre: Preprocessing) -> list:
@@ -38,7 +36,7 @@ def nncf_quantize(model: Any, calibration: Calibration, pre: Preprocessing, *, w
     nncf = import_nncf()
     items = _items(calibration, pre)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars are not results
+        with nncf_progress():  # NNCF's progress bars are not results (stdout is export's list)
             return nncf.quantize(
                 model,
                 nncf.Dataset(items, lambda item: item[0]),
@@ -71,7 +69,7 @@ def nncf_quantize_with_accuracy_control(
         return float(np.mean(hits))
 
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with nncf_progress():  # NNCF's progress bars are not results (stdout is export's list)
             return nncf.quantize_with_accuracy_control(
                 model,
                 nncf.Dataset(calib_items, lambda item: item[0]),

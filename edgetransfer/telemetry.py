@@ -9,8 +9,12 @@ quantizers); in a process that imported NNCF before, the telemetry object NNCF m
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 _DONE = False
@@ -59,3 +63,45 @@ def import_nncf() -> Any:
 
     nncf.set_log_level(logging.ERROR)
     return nncf
+
+
+class _WithoutBars(io.TextIOBase):
+    """A stream that passes whole lines on to ``sink`` but those holding a drawn progress bar (rich's ``━``)."""
+
+    def __init__(self, sink) -> None:
+        self.sink, self.pending = sink, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if "\u2501" not in line:
+                self.sink.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    def close_pending(self) -> None:
+        if self.pending and "\u2501" not in self.pending:
+            self.sink.write(self.pending)
+        self.pending = ""
+
+
+@contextlib.contextmanager
+def nncf_progress() -> Iterator[None]:
+    """Where NNCF's progress bars go while it runs: stderr on a terminal (stdout is a command's result, such as
+    export's list of files); where stderr is a file or a pipe, nowhere, as rich draws a bar there once, finished, as
+    a line of 200 characters among the command's own messages. Anything else NNCF prints still reaches stderr."""
+    if sys.stderr.isatty():
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    stream = _WithoutBars(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        stream.close_pending()

@@ -48,3 +48,25 @@ def test_nncf_imported_before_edgetransfer_declines_too(tmp_path):
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.split() == ["True", "False"]
+
+
+NNCF_BARS = """
+import sys
+from edgetransfer.telemetry import nncf_progress
+from nncf.common.logging.track_progress import track
+print("result", flush=True)
+with nncf_progress():
+    for _ in track(range(3), description="Statistics collection"):
+        pass
+    print("said by NNCF")
+"""
+
+
+def test_nncf_progress_bars_stay_out_of_a_redirected_log():
+    """Export's log written to a file held each NNCF bar, drawn once finished, as a 200-character line among its own
+    messages; what else NNCF prints still reaches stderr, and stdout (export's list of files) gets neither."""
+    ran = subprocess.run([sys.executable, "-c", NNCF_BARS], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout == "result\n"
+    assert "said by NNCF" in ran.stderr
+    assert "\u2501" not in ran.stderr and "Statistics collection" not in ran.stderr
