@@ -39,13 +39,17 @@ WORST_LAYERS = 5
 LOW_SQNR_DB = 15.0  # below this an activation keeps less than ~5 bits of signal: a layer to suspect
 ROUNDS = 10  # alternating rounds of fp32 and int8 for the latency ratio
 NOISY_SPREAD = 1.25  # the ratio's rounds are noisy when their upper quartile over the lower is above this
+# validation images, at most, for the whole-model checks (int8's outputs against fp32's, its kernels against its exact
+# arithmetic): they read outputs only, so they run on many more than the per-layer error (--images) keeps in memory.
+# On --images (8 by default) alone, "the same top-1 on 8 of 8" could not show a kernel overflow that flips 1 in 50
+CHECK_IMAGES = 512
 
 
 @dataclass(frozen=True)
 class ExplainConfig:
     threads: int = 1  # one core: int8's gain is clearest and the timing steadiest
     runs: int = 30  # timed inferences per model after warm-up
-    images: int = 8  # validation images for the per-layer error
+    images: int = 8  # validation images for the per-layer error (the whole-model checks take CHECK_IMAGES)
     data: str | None = None  # where the run's data folder is now; default: the card's, else export's --data
 
     def validate(self) -> None:
@@ -338,13 +342,18 @@ def output_error(fp32: Path, int8: Path, images: np.ndarray) -> dict[str, Any]:
     said nothing of its error)."""
     import onnxruntime as ort
 
-    def run(path: Path) -> np.ndarray:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: images})[0]
+    sessions: dict[Path, Any] = {}
 
-    a, b = run(fp32), run(int8)
+    def run(path: Path, batch: np.ndarray) -> np.ndarray:
+        if path not in sessions:
+            sessions[path] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sessions[path].run(None, {sessions[path].get_inputs()[0].name: batch})[0]
+
+    batches = [images] if isinstance(images, np.ndarray) else images  # (one array, or batches of one set)
+    pairs = [(run(fp32, batch), run(int8, batch)) for batch in batches]
+    a, b = np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])
     return {
-        "images": int(len(images)),
+        "images": int(len(a)),
         "logits_sqnr_db": _sqnr(a, b),
         "top1_same": int(np.sum(a.argmax(axis=1) == b.argmax(axis=1))),
     }
@@ -379,7 +388,7 @@ def kernel_check(int8: Path, images: np.ndarray) -> dict[str, Any]:
         return {
             "skipped": "not a QDQ model (dynamic int8 runs integer kernels either way): no exact arithmetic to compare"
         }
-    gap = kernel_gap(int8, [images])
+    gap = kernel_gap(int8, [images] if isinstance(images, np.ndarray) else images)  # (one array, or batches)
     return {
         "images": gap["images"],
         "kernels_vs_arithmetic_top1_disagree": gap["top1_changed"],
@@ -403,9 +412,13 @@ def explain(run: RunDir, config: ExplainConfig = ExplainConfig()) -> dict[str, A
 
 
 def check_images(splits, count: int) -> tuple[tuple, str | None]:
-    """Up to ``count`` images for the per-layer error and kernel checks: the validation split's, else the test's,
-    else the training split's, said (the docs say validation)."""
-    samples = (splits.val or splits.test or splits.train)[:count]
+    """Up to ``count`` images for the int8 error and kernel checks, evenly spread through the validation split (it is
+    listed class by class: its first 8 were all of one class), else the test split, else the training split, said
+    (the docs say validation)."""
+    from edgetransfer.evaluation import spaced
+
+    split = splits.val or splits.test or splits.train
+    samples = tuple(split[i] for i in spaced(len(split), count))
     if splits.val:
         return samples, None
     source = "test" if splits.test else "training"
@@ -439,11 +452,16 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     splits = run.load_splits(card, data)
     if said:  # (once they are read: the folder is the run's)
         console.err.print(f"[yellow]note: {escape(said)}[/]")
-    samples, note = check_images(splits, config.images)
+    samples, note = check_images(splits, max(CHECK_IMAGES, config.images))
     if note:
         console.err.print(f"[yellow]note: {note}[/]")
-    images = Decoded(samples, card.preprocessing)
+    checked = Decoded(samples, card.preprocessing)  # decoded once: the whole-model checks run it in batches of 32
+    images = checked.spread(config.images)  # the per-layer error's, spread through the classes as the rest
     batch = next(images.batches(len(images)))[0]
+
+    def check_batches():
+        return (pixels for pixels, _ in checked.batches(32))
+
     one = batch[:1]
     doc: dict[str, Any] = {"cpu": cpu_features(), "settings": {**config.__dict__}, "engines": {}}
     quantization = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
@@ -498,11 +516,11 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
             )
             # apart: one failing leaves the other
             doc["sqnr"]["output"] = _profiled(
-                run, card, ONNX_INT8, lambda path: output_error(run.file(ONNX_FP32), path, batch)
+                run, card, ONNX_INT8, lambda path: output_error(run.file(ONNX_FP32), path, check_batches())
             )
             doc["sqnr"]["activations"] = quantization.get("activations")  # "dynamic": quantized inside its kernels
             status.update("comparing ONNX Runtime's int8 kernels with int8 arithmetic...")
-            doc["kernels"] = _profiled(run, card, ONNX_INT8, lambda path: kernel_check(path, batch))
+            doc["kernels"] = _profiled(run, card, ONNX_INT8, lambda path: kernel_check(path, check_batches()))
             record = card.artifacts.get(ONNX_INT8, {}).get("quantization", {})
             doc["kernels"]["weight_bits"] = record.get("weight_bits", 8)
             if str(record.get("tool", "")).startswith("nncf QAT"):  # its weights are not the fp32 model's
