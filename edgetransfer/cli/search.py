@@ -176,8 +176,8 @@ def search(
     trial an ordinary run (finetune -> export -> bench); the Pareto front, the pick and every trial (exit 1: trials
     were measured and none meets the budget, the closest named; or no trial finished).
 
-    Each trial is ranked by its exported model's validation top-1; the test split is read for the final report
-    only. docs/search.md has the details (workers, --resume, storage, the report files)."""
+    Each trial is ranked by its exported model's validation top-1; the test split is read for the final report only.
+    docs/search.md has the details (workers, --resume, storage, the report files)."""
     from edgetransfer import console
     from edgetransfer.errors import UsageError
     from edgetransfer.search import SearchConfig, parse_duration, search
