@@ -157,6 +157,8 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     msg = msg.replace("expected have ", "expected ").replace("expected match pattern", "expected to match")
     for words, short in _SHORTER:
         msg = msg.replace(words, short)
+    if kind == "model_type":  # pydantic's "or instance of ProfileBudget": a class name the user never wrote
+        msg = msg.split(" or instance of ")[0]
     got = "" if kind.startswith("value_error") else f", got {_shown(first.get('input'))}"
     return f"{lead}{_named_key(loc, flags)}: {msg}{got}{more}"
 

@@ -480,6 +480,20 @@ def test_processes_above_rounds_says_both_numbers():
         BenchConfig(processes=20, rounds=5).validate()
 
 
+def test_a_profiles_batches_are_measured_once_each_in_order():
+    """A profile's batches = [8, 1, 8] measured batch 8 twice (duplicate rows in every report, rounds 4 of 2) where
+    --batch 8,1,8 measured it once (a review); a profile's processes past its rounds said '--processes', a flag the
+    user never gave, without naming the profile."""
+    from edgetransfer.bench.config import make_config
+    from edgetransfer.bench.profiles import parse_profile
+
+    profile = parse_profile("[settings]\nbatches = [8, 1, 8]\n", "mine.toml")
+    assert make_config({}, profile=profile).batches == (1, 8)
+    profile = parse_profile("[settings]\nrounds = 2\nprocesses = 20\n", "mine.toml")
+    with pytest.raises(UsageError, match=r"at most --rounds \(2\), not 20 \(either may be profile mine.*'s setting\)"):
+        make_config({}, profile=profile).validate()
+
+
 def test_processes_with_in_process_is_refused():
     """`bench --in-process --processes 2` measured in one process, said nothing and recorded processes 2 (a new
     user's trial)."""

@@ -132,6 +132,9 @@ def test_options_are_checked_by_the_same_schema():
         ("[settings]\nmin_time = 1e9\n", "settings.min_time: expected <= 600, got 1000000000.0"),
         ("[settings]\nbatches = [1, 0]\n", "settings.batches[1]: expected >= 1, got 0"),
         ('objective = "fast"\n', "objective: expected 'p50', 'p90', 'p99' or 'throughput', got 'fast'"),
+        # a review: refused later as "--max-accuracy-drop", a flag never given; a class name the user never wrote
+        ("[budget]\nmax_top1_drop_points = 200\n", "budget.max_top1_drop_points: expected <= 100, got 200"),
+        ("budget = 3\n", "budget: expected a table, got 3"),
     ],
 )
 def test_profile(text, fragment):

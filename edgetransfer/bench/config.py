@@ -80,6 +80,7 @@ class BenchConfig:
         if self.processes > self.rounds:
             raise UsageError(
                 f"--processes must be at least 1 and at most --rounds ({self.rounds}), not {self.processes}"
+                + ("" if self.profile is None else f" (either may be profile {self.profile.name}'s setting)")
             )
         if self.processes > 1 and not self.isolate:  # it measured in one process and recorded processes N
             raise UsageError(
@@ -156,6 +157,8 @@ def make_config(
     for key in ("backends", "variants"):  # one named twice (ort-cpu,ort-cpu) is measured once, where first named
         if isinstance(values.get(key), tuple):
             values[key] = tuple(dict.fromkeys(values[key]))
+    if isinstance(values.get("batches"), tuple):  # a profile's [8, 1, 8], as --batch's: batch 8 was measured twice
+        values["batches"] = tuple(sorted(set(values["batches"])))
     if values.get("isolate") is False and explicit.get("processes") is None and values.get("processes", 1) > 1:
         # a baseline's or profile's fresh processes, with --in-process given (or a baseline measured in one process
         # that recorded processes N): in one process, as it measures; both typed is refused by validate()
