@@ -335,9 +335,18 @@ def test_a_latency_budget_judged_at_a_batch_of_several_images_says_so():
     assert note.startswith("note: measured at batch 1, 8 (--batch replaced the profile's 1)"), note
     assert batches_note(camera, [{**r, "latency": r["latency"][:1]} for r in results]) is None  # batch 1 alone
     vehicle = load_profile("vehicle").to_dict()  # batches 1, 2, 4, 8: a call of 8 is its own rule
-    assert batches_note(vehicle, results) is None
-    assert batches_note(vehicle, [{**r, "latency": r["latency"][:1]} for r in results]) is None  # --batch 1
-    assert batches_note(load_profile("server").to_dict(), results) is None  # no latency budget to misread
+    # the vehicle's 1, 2, 4, 8 measured at 1 and 8: a call of 8 is its own rule, but 2 and 4 were not checked
+    assert batches_note(vehicle, results) == (
+        "note: measured at batch 1, 8 (--batch replaced the profile's 1, 2, 4, 8): its budgets were not checked at "
+        "batch 2, 4"
+    )
+    # --batch 1: its deadline for a batch of 8 read PASS from batch 1 alone, unsaid (a review)
+    only_one = batches_note(vehicle, [{**r, "latency": r["latency"][:1]} for r in results])
+    assert only_one.endswith("its budgets were not checked at batch 2, 4, 8"), only_one
+    every = [{**r, "latency": [{**r["latency"][0], "batch": b} for b in (1, 2, 4, 8)]} for r in results]
+    assert batches_note(vehicle, every) is None  # the profile's own batch sizes
+    # no latency budget to misread, but a throughput budget (at the best batch size) not checked at 32
+    assert batches_note(load_profile("server").to_dict(), results).endswith("not checked at batch 32")
     doc = {**three_models(), "profile": camera, "budget_checks": [check]}  # the saved reports say it too
     assert f"  {note}" in notes(doc) and html.escape(note) in to_html(doc)
 
@@ -436,6 +445,31 @@ def test_a_model_that_failed_on_a_device_is_said_in_every_report():
     assert "FAILED ort-cpu int8 on cam1: the int8 session crashed" in to_html(here)
 
 
+def test_threads_other_than_the_profiles_are_said():
+    """bench --profile camera --threads 2 judged the camera's budgets (a device measured at 1 thread) on 2 threads
+    without a word (a review)."""
+    from edgetransfer.bench.profiles import check_budgets, load_profile
+
+    camera = load_profile("camera").to_dict()
+    doc = {
+        **three_models(),
+        "profile": camera,
+        "budget_checks": check_budgets(three_models()["results"], {"p50_ms": 33}),
+    }
+    doc["settings"] = {**doc.get("settings", {}), "threads": 2}
+    said = "  note: measured with 2 threads (--threads replaced the profile's 1): its budgets are judged on 2"
+    assert any(line.startswith(said) for line in notes(doc)), notes(doc)
+    assert "measured with 2 threads" in to_html(doc)
+    doc["settings"]["threads"] = 1
+    assert not any("threads" in line for line in notes(doc))
+
+
+def test_html_without_accuracy_says_not_measured():
+    doc = three_models()
+    doc["accuracy_data"] = {"source": None, "images": 0}
+    assert "<dd>not measured</dd>" in to_html(doc) and "from None" not in to_html(doc)
+
+
 def test_a_top1_budget_finer_than_one_image_says_so():
     """16 test images (one is 6.25 points) against the camera profile's 1-point top-1 budget: 'PASS ... top-1 drop
     0 points <= 1 points' with no word that the check could not see less than one image, as export says of its
@@ -448,6 +482,10 @@ def test_a_top1_budget_finer_than_one_image_says_so():
     checks = check_budgets(few["results"], {"max_top1_drop_points": 1.0})
     said = notes({**few, "profile": camera, "budget_checks": checks})
     assert "  note: top-1 on 16 images: one image is 6.25 points, more than the 1-point top-1 budget" in " ".join(said)
+    # in bench.html too (it was in bench.md alone: a review); the terminal prints the same profile_notes
+    assert "note: top-1 on 16 images: one image is 6.25 points" in to_html(
+        {**few, "profile": camera, "budget_checks": checks}
+    )
     many = {**three_models(), "profile": camera, "budget_checks": checks}  # 100 images: one is 1 point
     assert not any("one image is" in line for line in notes(many))
     exported = [{**c, "where": "measured at export, test split"} for c in checks]  # not the images measured here

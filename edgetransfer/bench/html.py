@@ -7,7 +7,7 @@ import io
 
 from edgetransfer.bench.gate import GateResult
 from edgetransfer.bench.gate_text import gate_lines
-from edgetransfer.bench.profiles import batches_note, budget_line, recommendation_line
+from edgetransfer.bench.profiles import budget_line, recommendation_line
 from edgetransfer.bench.report import (
     COLUMNS,
     _cell,
@@ -17,6 +17,7 @@ from edgetransfer.bench.report import (
     filled,
     measured,
     noisy,
+    profile_notes,
     rows,
     title,
 )
@@ -277,8 +278,8 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
         parts.append(
             f"<h2>Profile {e(p['name'])}</h2><p>{e(p['description'])} <span class=sub>({e(p['source'])})</span></p>"
         )
-        note = batches_note(p, document["results"])
-        parts += [_list([note], "warn")] if note else []
+        said = profile_notes(document)
+        parts += [_list(said, "warn")] if said else []
         items = "".join(
             f"<li class={'pass' if c['passed'] else 'fail'}>{e(budget_line(c))}</li>" for c in document["budget_checks"]
         )
@@ -294,7 +295,11 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
         "CPU": f"{machine['cpu']} ({machine['cores']} usable cores; flags {', '.join(machine['flags']) or 'none'})",
         "platform": machine.get("platform", ""),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "accuracy images": f"{document['accuracy_data']['images']} from {document['accuracy_data']['source']}",
+        "accuracy images": (  # (--no-accuracy read "0 from None": a review)
+            f"{document['accuracy_data']['images']} from {document['accuracy_data']['source']}"
+            if document["accuracy_data"].get("source")
+            else "not measured"
+        ),
         "fp32 reference": ref.get("source", "none"),
         "measurement": (
             f"warm-up {s['warmup']} runs and {s['warmup_time']} s; then at least {s['min_runs']} runs and "

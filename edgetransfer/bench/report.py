@@ -7,7 +7,7 @@ import io
 
 from edgetransfer.bench.gate import GateResult
 from edgetransfer.bench.gate_text import gate_lines
-from edgetransfer.bench.profiles import batches_note, budget_line, recommendation_line
+from edgetransfer.bench.profiles import batches_note, budget_line, recommendation_line, threads_note
 from edgetransfer.bench.stats import noise_problem
 
 COLUMNS = (  # (header, key of a row from rows(), format)
@@ -244,13 +244,20 @@ def notes(document: dict) -> list[str]:
     if document.get("profile"):
         p = document["profile"]
         lines.append(f"profile {p['name']} ({p['source']})" + (f": {p['description']}" if p.get("description") else ""))
-        note = batches_note(p, document["results"])
-        lines += [f"  {note}"] if note else []
+        lines += [f"  {note}" for note in profile_notes(document)]
         lines += [f"  {budget_line(c)}" for c in document["budget_checks"]]
-        lines += [f"  {note}" for note in _coarse_top1(document)]
     if document.get("recommendation"):
         lines.append(recommendation_line(document["recommendation"]))
     return lines
+
+
+def profile_notes(document: dict) -> list[str]:
+    """The notes above a profile's budget lines, alike in the terminal, bench.md and bench.html (the coarse top-1
+    note was in bench.md alone: a review): batch sizes or threads other than the profile's, top-1 on too few
+    images to see the budget."""
+    p = document["profile"]
+    said = [batches_note(p, document["results"]), threads_note(p, document.get("settings") or {})]
+    return [note for note in said if note] + _coarse_top1(document)
 
 
 def _coarse_top1(document: dict) -> list[str]:

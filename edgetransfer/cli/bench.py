@@ -218,8 +218,16 @@ def bench(
     from edgetransfer.bench.config import make_config, parse_batches, parse_fraction
     from edgetransfer.bench.gate import GateConfig
     from edgetransfer.bench.gate_text import gate_lines
-    from edgetransfer.bench.profiles import batches_note, budget_line, load_profile, recommendation_line
-    from edgetransfer.bench.report import device_gates, device_lines, device_problems, noisy, overflow_lines, table
+    from edgetransfer.bench.profiles import budget_line, load_profile, recommendation_line
+    from edgetransfer.bench.report import (
+        device_gates,
+        device_lines,
+        device_problems,
+        noisy,
+        overflow_lines,
+        profile_notes,
+        table,
+    )
     from edgetransfer.bench.schema import load_document
     from edgetransfer.errors import UsageError
     from edgetransfer.rundir import RunDir
@@ -320,8 +328,7 @@ def bench(
     if document.get("profile"):
         described = document["profile"].get("description")
         shown.print(f"profile {document['profile']['name']}" + (f": {described}" if described else ""))
-        note = batches_note(document["profile"], document["results"])
-        if note:
+        for note in profile_notes(document):
             shown.print(f"  [yellow]{escape(note)}[/]", markup=True)
         for check in document["budget_checks"]:
             shown.print(f"  [{'green' if check['passed'] else 'red'}]{budget_line(check)}[/]", markup=True)
