@@ -35,7 +35,10 @@ def test_csv_and_markdown_have_a_row_per_model_and_batch_size():
     doc = three_models()
     parsed = list(csv.DictReader(io.StringIO(to_csv(doc))))
     assert len(parsed) == 6 == len(rows(doc))
-    assert {"p50_ms", "p99_ms", "cv_percent", "throughput_ips", "top1", "top5", "peak_rss_mb"} <= set(parsed[0])
+    assert {"p50_ms", "p99_ms", "cv_percent", "throughput_ips", "top1_percent", "peak_rss_mb"} <= set(parsed[0])
+    # named by unit: "top1" was percent here and a fraction in bench.json (a review)
+    assert {"top1_delta_points", "top5_percent"} <= set(parsed[0]) and "top1" not in parsed[0]
+    assert float(parsed[0]["top1_percent"]) == pytest.approx(100 * doc["results"][0]["accuracy"]["top1"])
     assert {row["run"] for row in parsed} == {doc["run"]} and doc["run"]  # (it was empty in every row)
     markdown = to_markdown(doc)
     assert markdown.count("\n| ort-cpu | int8 |") == 2 and "| p99 ms |" in markdown

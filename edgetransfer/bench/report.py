@@ -278,11 +278,18 @@ def _coarse_top1(document: dict) -> list[str]:
     ]
 
 
+# the CSV's accuracy columns by unit: "top1" there was percent beside bench.json's fraction of the same name (a review)
+UNITS = {"top1": "top1_percent", "top5": "top5_percent", "top1_delta": "top1_delta_points"}
+UNITS["top5_delta"] = "top5_delta_points"
+
+
 def to_csv(document: dict) -> str:
     """The rows as CSV; ``run`` is the run's folder where no reference run or device was measured beside it (the
     column was empty in every row: a new user's trial)."""
     buffer = io.StringIO()
-    data = [{**row, "run": row["run"] or document["run"]} for row in rows(document)]
+    data = [
+        {UNITS.get(k, k): v for k, v in {**row, "run": row["run"] or document["run"]}.items()} for row in rows(document)
+    ]
     writer = csv.DictWriter(buffer, fieldnames=list(data[0]) if data else ["backend"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(data)
