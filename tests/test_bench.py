@@ -80,8 +80,9 @@ def test_a_fresh_process_per_model_gives_its_own_peak_memory(trained_run):
 def test_rounds_can_be_shared_among_fresh_processes(trained_run):
     config = BenchConfig(backends=("ort-cpu",), variants=("int8",), **{**FAST, "isolate": True, "accuracy": False})
     one = bench(trained_run, config, write=False)["results"][0]
-    config = replace(config, rounds=4, processes=2)
+    config = replace(config, rounds=4, processes=2, batches=(1, 2))
     two = bench(trained_run, config, write=False)["results"][0]
+    # two per batch size: the count of distinct processes read 3 (the second carries on into batch 2: a review)
     assert (one["processes"], two["processes"]) == (1, 2) and len(two["latency"][0]["rounds"]) == 4
     with pytest.raises(UsageError, match="--processes"):
         replace(config, processes=5).validate()
@@ -492,6 +493,68 @@ def test_a_profiles_batches_are_measured_once_each_in_order():
     profile = parse_profile("[settings]\nrounds = 2\nprocesses = 20\n", "mine.toml")
     with pytest.raises(UsageError, match=r"at most --rounds \(2\), not 20 \(either may be profile mine.*'s setting\)"):
         make_config({}, profile=profile).validate()
+
+
+def test_a_static_batch_backend_keeps_one_compiled_model_at_a_time():
+    """OpenVINO compiles one model per batch size; all were kept until the end, so the peak RSS of --batch 1..64
+    (308 MB) was about twice that of batch 64 alone (162 MB): it grew with the sizes measured (a review)."""
+    import weakref
+
+    from edgetransfer.backends.base import LoadOptions
+    from edgetransfer.bench.measure import Job, LocalMeasurer
+
+    class Compiled:
+        def __init__(self, batch):
+            self.batch, self.precision = batch, "fp32"
+
+        def run(self, images):
+            return np.zeros((len(images), 3), np.float32)
+
+    class Static:
+        static_batch, supports_async = True, False
+
+        def load(self, path, card, options):
+            return Compiled(options.batch)
+
+    measurer = LocalMeasurer(Job(Static(), "fp32", "model.xml", None, LoadOptions(), np.zeros((1, 3, 8, 8))))
+    first = weakref.ref(measurer._session(1))
+    measurer.time(8, 2, 0.0)
+    assert first() is None and [s.batch for s in measurer.sessions.values()] == [8]
+
+
+def test_load_time_is_the_models_not_the_librarys_import():
+    """load_s (docs: 'the library already imported') was mostly `import torch` for torch-cpu (3.9 s of a first
+    load, 0.2 s of a second): the backend's libraries are imported before the timer starts (a review)."""
+    import time
+
+    from edgetransfer.backends.base import LoadOptions
+    from edgetransfer.backends.ort import OrtCpuBackend
+    from edgetransfer.bench.measure import Job, LocalMeasurer
+
+    class Session:
+        precision = "fp32"
+
+        def run(self, images):
+            return np.zeros((len(images), 3), np.float32)
+
+    class SlowImport(OrtCpuBackend):
+        imported = False
+
+        def _import(self):  # a library's import: slow the first time in a process only
+            if not self.imported:
+                time.sleep(0.5)
+                self.imported = True
+
+        def preload(self):
+            self._import()
+
+        def load(self, path, card, options):
+            self._import()
+            return Session()
+
+    assert OrtCpuBackend.libraries == ("onnxruntime",)
+    started = LocalMeasurer(Job(SlowImport(), "fp32", "m.onnx", None, LoadOptions(), np.zeros((1, 3, 8, 8)))).start(1)
+    assert started["load_s"] < 0.25, started
 
 
 def test_processes_with_in_process_is_refused():

@@ -160,6 +160,7 @@ class OpenVinoBackend(Backend):
     variants = {"fp32": OV_FP32, "fp16": OV_FP16, "int8": OV_INT8}
     static_batch = True
     supports_async = True
+    libraries = ("openvino",)
 
     def __init__(self, device: str) -> None:
         self.device = device

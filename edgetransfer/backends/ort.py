@@ -115,6 +115,7 @@ class OrtBackend(Backend):
 
     provider = "CPUExecutionProvider"
     variants = ONNX_VARIANTS
+    libraries = ("onnxruntime",)
 
     def is_available(self) -> bool:
         return self.provider in ort_providers()

@@ -22,6 +22,8 @@ class _TorchSession:
 
 
 class TorchBackend(Backend):
+    libraries = ("torch", "torchvision", "safetensors.torch", "edgetransfer.backbones")
+
     def __init__(self, device: str) -> None:
         self.device = device
         self.name = f"torch-{device}"

@@ -304,7 +304,16 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
         "measurement": (
             f"warm-up {s['warmup']} runs and {s['warmup_time']} s; then at least {s['min_runs']} runs and "
             f"{s['min_time']} s per model and batch size, in {s['rounds']} interleaved rounds; "
-            f"{'each model in a fresh process (peak RSS is its own)' if s['isolated'] else 'in one process'}"
+            + (
+                "in one process"
+                if not s["isolated"]
+                else (
+                    "each model in a fresh process"
+                    if s.get("processes", 1) == 1
+                    else f"each model in {s['processes']} fresh processes per batch size (--processes)"
+                )
+                + " (peak RSS is its own, over every batch size measured)"
+            )
         ),
     }
     parts.append("<h2>Machine and method</h2><dl>")

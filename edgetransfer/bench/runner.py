@@ -431,7 +431,9 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
                 "load_s": info["load_s"],
                 "first_run_ms": info["first_run_ms"],
                 "rss_start_mb": info["rss_start_mb"] if config.isolate else None,
-                "processes": len(set(pids.get(key, []))),
+                # the fresh processes each batch size's rounds were shared among (a process carries on into the next
+                # size, so the count of distinct ones read N + sizes - 1: a review)
+                "processes": min(config.processes, len(set(pids.get(key, [])))),
                 "peak_rss_mb": peak,
                 "latency": [
                     {
