@@ -192,3 +192,19 @@ def test_openvinos_errors_are_said_by_what_went_wrong():
     assert what_went_wrong(RuntimeError(device)) == 'Device with "XYZ" name is not registered in the OpenVINO Runtime'
     assert what_went_wrong(RuntimeError(corrupt)) == "Error parsing start element tag at offset 68"
     assert what_went_wrong(RuntimeError("")) == "RuntimeError"
+
+
+def test_the_default_backends_measure_those_here_and_name_the_rest(monkeypatch):
+    """A plain 'bench RUN' where OpenVINO is not installed stopped at 'backend openvino-cpu is not available here'
+    and measured nothing, where '--backends all' measured the rest (a review). Named, it is still an error."""
+    from edgetransfer.backends.openvino import OpenVinoBackend
+    from edgetransfer.bench.config import DEFAULT_BACKENDS
+    from edgetransfer.bench.plan import resolve_backends
+    from edgetransfer.errors import BackendUnavailableError
+
+    monkeypatch.setattr(OpenVinoBackend, "is_available", lambda self: False)
+    chosen, missing = resolve_backends(DEFAULT_BACKENDS)
+    assert [b.name for b in chosen] == ["torch-cpu", "ort-cpu"]
+    assert [m["backend"] for m in missing] == ["openvino-cpu"] and "pip install openvino" in missing[0]["install"]
+    with pytest.raises(BackendUnavailableError, match="openvino-cpu is not available here"):
+        resolve_backends(("ort-cpu", "openvino-cpu"))
