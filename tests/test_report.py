@@ -186,6 +186,8 @@ def test_a_profile_file_with_a_typo_is_an_error(tmp_path):
     assert profile.name == "mine" and profile.budget == {"p99_ms": 5.0} and profile.settings == {"threads": 3}
     with pytest.raises(UsageError, match="unknown profile 'drone'; built-in: camera, server, vehicle"):
         load_profile("drone")
+    with pytest.raises(UsageError, match="unknown profile 'camra'; did you mean 'camera'\\?; built-in"):
+        load_profile("camra")  # (a review: backends had a did-you-mean, profiles not)
 
 
 def test_budgets_become_pass_and_fail_lines():

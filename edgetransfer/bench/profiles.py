@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
 from dataclasses import dataclass, field
@@ -69,7 +70,9 @@ def load_profile(name_or_path: str) -> Profile:
         text = (resources.files("edgetransfer") / "profiles" / f"{name_or_path}.toml").read_text(encoding="utf-8")
         return parse_profile(text, f"built-in:{name_or_path}")
     known = ", ".join(builtin_profiles())
-    raise UsageError(f"unknown profile {name_or_path!r}; built-in: {known}; or the path of a .toml file")
+    close = difflib.get_close_matches(name_or_path, builtin_profiles(), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UsageError(f"unknown profile {name_or_path!r}{hint}; built-in: {known}; or the path of a .toml file")
 
 
 def profile_text(name_or_path: str) -> str | None:
