@@ -2113,3 +2113,23 @@ def test_a_search_says_the_data_notes_at_its_first_trial_only(tmp_path, monkeypa
         with pytest.raises(RuntimeError, match="stop here"):
             run_trial(config, Candidate("mobilenet_v2", 32, "static"), tmp_path / "s" / "t", None, on_epoch=print)
     assert notes == [("early", True), ("early", True), ("a", True), ("a", False), ("b", True), ("a", False)]
+
+
+def test_a_moved_search_folder_reports_its_runs_where_they_are(tmp_path):
+    """The study records each trial's run by its absolute path where the search was made: a search folder moved
+    (as the refusal of a renamed one advises) reported its pick and every run at the old place, gone, and a copy's
+    report pointed into the original (a new user's trial). A run under this --out's trials/ is named there; a trial of
+    a worker on another machine (its own --out there) keeps its recorded path."""
+    optuna = pytest.importorskip("optuna")
+    name = "0000-mobilenet_v2-64px-static"
+    moved = tmp_path / "moved" / "s1"
+    (moved / "trials" / name).mkdir(parents=True)
+    made_at = str(tmp_path / "s1" / "trials" / name)  # gone
+    elsewhere = "/on/another/machine/s1/trials/0001-mobilenet_v2-96px-static"
+    trials = [
+        optuna.trial.create_trial(value=0.9, user_attrs={"run": run, "backbone": "mobilenet_v2", "size": 64})
+        for run in (made_at, elsewhere)
+    ]
+    rows = rep.trial_rows(trials, out=moved)
+    assert [r["run"] for r in rows] == [str((moved / "trials" / name).resolve()), elsewhere]
+    assert rep.trial_rows(trials)[0]["run"] == made_at  # (no search folder given: as recorded)

@@ -13,8 +13,8 @@ from edgetransfer.search import report
 class Progress:
     """Redraws the trial table from the study (every worker's trials) when :meth:`refresh` is called."""
 
-    def __init__(self, study, budget) -> None:
-        self.study, self.budget = study, budget
+    def __init__(self, study, budget, out=None) -> None:
+        self.study, self.budget, self.out = study, budget, out
         self.live = None
         self.said: set[int] = set()
 
@@ -33,7 +33,7 @@ class Progress:
                 self.live = None
 
     def _rows(self) -> list[dict]:
-        return report.trial_rows(self.study.get_trials(deepcopy=False))
+        return report.trial_rows(self.study.get_trials(deepcopy=False), out=self.out)
 
     def _table(self):
         rows = self._rows()

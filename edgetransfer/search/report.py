@@ -24,11 +24,14 @@ STATES = {"COMPLETE": "done", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "
 REPORT_JSON, REPORT_HTML = "search.json", "search.html"
 
 
-def trial_rows(trials: list, *, stopped: bool | str = False, remeasured: dict | None = None) -> list[dict[str, Any]]:
+def trial_rows(
+    trials: list, *, stopped: bool | str = False, remeasured: dict | None = None, out: Path | None = None
+) -> list[dict[str, Any]]:
     """One row per Optuna trial (a ``FrozenTrial``): its candidate, state, figures and who ran it; ``stopped``: the
     search has stopped (why, where known), so a trial still queued will not run in it; ``remeasured``: the latency
     figures the search measured again after its trials (the study's record, see study._remeasure), which replace
-    a trial's own (and a repeat's of it)."""
+    a trial's own (and a repeat's of it); ``out``: the search folder, where its trials' runs are now
+    (:func:`located_run`)."""
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         attrs = dict(t.user_attrs)
@@ -72,7 +75,7 @@ def trial_rows(trials: list, *, stopped: bool | str = False, remeasured: dict | 
                 "epochs": attrs.get("epochs_run", len(steps)),
                 "last_val_top1": steps[-1][1] / 100 if steps else None,
                 "worker": attrs.get("worker"),
-                "run": _kept_run(t.state.name, attrs.get("run")),
+                "run": _kept_run(t.state.name, located_run(attrs.get("run"), out)),
                 "same_as": attrs.get("same_as"),
                 "note": attrs.get("error")
                 or attrs.get("pruned")
@@ -278,6 +281,19 @@ def _over_latency(attrs: dict) -> list[str]:
 def over_profile(failures: list[str] | None) -> str:
     """A trial's note for the profile's budgets other than latency that it breaks ("" for none)."""
     return "over the profile's " + "; ".join(failures) if failures else ""
+
+
+def located_run(run: str | None, out: Path | None) -> str | None:
+    """A trial's run folder where it is now: ``out/trials/<its name>`` where that is a folder, else as recorded. The
+    study records absolute paths, of where the search was made: a search folder moved (as the refusal of a renamed
+    one advises) reported its runs, its pick included, at the old place, gone, and reused fine-tunes from there; a
+    copy's report pointed into the original (a new user's trial). A trial of a worker on another machine (its own
+    --out there) has no folder here and keeps its recorded path."""
+    if run and out is not None:
+        here = Path(out).expanduser().resolve() / "trials" / Path(run).name
+        if here.is_dir():
+            return str(here)
+    return run
 
 
 def run_folder(row: dict, out: Path | None = None) -> Path:

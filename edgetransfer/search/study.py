@@ -536,7 +536,7 @@ class _Search:
         if not self.config.worker and not (self.config.resume and self.config.trials == 0):
             # the search's deadline, in wall-clock time: workers without a --time-budget of their own follow it
             study.set_user_attr("deadline", time.time() + self.config.time_budget if self.config.time_budget else None)
-        self.progress = Progress(study, self.budget)
+        self.progress = Progress(study, self.budget, self.out)
         stopped = ""
         with self.progress.shown():
             while not stopped:
@@ -572,7 +572,10 @@ class _Search:
                 "(more) runs more[/]"
             )
         rows = report.trial_rows(
-            study.get_trials(deepcopy=False), stopped=stopped or True, remeasured=study.user_attrs.get("remeasured")
+            study.get_trials(deepcopy=False),
+            stopped=stopped or True,
+            remeasured=study.user_attrs.get("remeasured"),
+            out=self.out,
         )
         report.check_old_trials(rows, self.budget, self.out)
         doc = report.document(
@@ -681,13 +684,14 @@ class _Search:
         int8 method); None when there is none."""
         for t in study.get_trials(deepcopy=False):
             attrs = t.user_attrs
+            run = report.located_run(attrs.get("run"), self.out)
             if (
                 t.state.name == "COMPLETE"
                 and "same_as" not in attrs
                 and (attrs.get("backbone"), attrs.get("size")) == (candidate.backbone, candidate.size)
-                and attrs.get("run")
-                and (Path(attrs["run"]) / CHECKPOINT).is_file()
-                and (Path(attrs["run"]) / CARD).is_file()
+                and run
+                and (Path(run) / CHECKPOINT).is_file()
+                and (Path(run) / CARD).is_file()
             ):
                 return t
         return None
@@ -822,7 +826,7 @@ class _Search:
                 self.profile,
                 on_epoch=on_epoch,
                 devices=self.devices,
-                trained=Path(source.user_attrs["run"]) if source is not None else None,
+                trained=Path(report.located_run(source.user_attrs["run"], self.out)) if source is not None else None,
             )
         except self.optuna.TrialPruned:
             shutil.rmtree(folder, ignore_errors=True)  # a pruned run is of no use; its curve stays in the study
@@ -895,7 +899,7 @@ class _Search:
         elsewhere_said = False
         while True:
             trials = study.get_trials(deepcopy=False)
-            rows = report.trial_rows(trials, remeasured=done)
+            rows = report.trial_rows(trials, remeasured=done, out=self.out)
             doubtful = [
                 r
                 for r in report.measured(rows)
