@@ -1094,6 +1094,20 @@ def test_a_trial_that_crashes_fails_alone_and_is_not_taken_for_a_dead_worker(tmp
     monkeypatch.setattr(study, "run_trial", storage_fails)
     with pytest.raises(UsageError, match=r"^the storage stopped answering \(server closed the connection unexp"):
         search(replace(config, out=str(tmp_path / "t"), backbones=("mobilenet_v2",), trials=1))
+    # the server stopped mid-trial: Optuna's reading the trial back failed too and raised an UnboundLocalError
+    # ('updated_state') over it, 450 lines of traceback, and the trial's half-made folder stayed (a new user's trial)
+    from optuna.storages import RDBStorage
+
+    def server_gone(config, candidate, folder, profile, **kwargs):
+        (folder / "resume.pt").parent.mkdir(parents=True)
+        (folder / "resume.pt").write_bytes(b"half")
+        monkeypatch.setattr(RDBStorage, "get_trial", storage_fails)
+        storage_fails()
+
+    monkeypatch.setattr(study, "run_trial", server_gone)
+    with pytest.raises(UsageError, match=r"^the storage stopped answering \(server closed the connection unexp"):
+        search(replace(config, out=str(tmp_path / "u"), backbones=("mobilenet_v2",), trials=1))
+    assert not list((tmp_path / "u" / "trials").iterdir())
 
 
 def test_a_trial_s_noise_verdict_reaches_the_rows_and_search_json(tmp_path, monkeypatch):

@@ -84,15 +84,40 @@ def search(config: SearchConfig) -> SearchResult:
             return _Search(config, out, log).join()
         with RunDir(out).lock("search"):
             return _Search(config, out, log).lead()
-    except (OperationalError, StorageInternalError) as exc:  # the database went away during the search
+    except Exception as exc:  # noqa: BLE001 - the database went away during the search (else: raised again)
         # Optuna's RDB storage wraps most of SQLAlchemy's errors (a server gone, a connection lost) in its own
-        # StorageInternalError, whose text reads "invalid data in the commit": the cause is said (a reviewer's)
+        # StorageInternalError, whose text reads "invalid data in the commit": the cause is said (a reviewer's).
+        # Where the server stopped mid-trial, Optuna's own bookkeeping then failed reading the trial back and raised
+        # an UnboundLocalError ('updated_state') over it: 450 lines of traceback (a new user's trial). The storage's
+        # error is looked for in what was being handled when an error was raised, too
+        exc = (
+            None
+            if isinstance(exc, EdgeTransferError)
+            else _storage_error(exc, (OperationalError, StorageInternalError))
+        )
+        if exc is None:  # (one of ours says what went wrong itself)
+            raise
         cause = exc.__cause__ if isinstance(exc, StorageInternalError) and exc.__cause__ is not None else exc
         first = str(getattr(cause, "orig", None) or cause).strip().splitlines()
         raise UsageError(
             f"the storage stopped answering ({first[0] if first else 'no reason given'}); the finished trials are kept "
             "in it: --resume (or --worker) when it is back"
         ) from None
+
+
+def _storage_error(exc: BaseException, kinds: tuple) -> BaseException | None:
+    """``exc`` or the first error of ``kinds`` it was raised from or while handling (its causes and contexts), or
+    None."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kinds):
+            return current
+        todo += [current.__cause__, None if current.__suppress_context__ else current.__context__]
+    return None
 
 
 def _check_new(config: SearchConfig, out: Path):
@@ -850,6 +875,9 @@ class _Search:
             if isinstance(exc, self.optuna.exceptions.StorageInternalError) or type(exc).__module__.startswith(
                 "sqlalchemy"
             ):
+                # its run cannot be recorded: a half-made folder was left among the runs (a new user's trial);
+                # --resume tries the candidate again as a dead worker's
+                shutil.rmtree(folder, ignore_errors=True)
                 raise
             first = (str(exc).strip().splitlines() or [""])[0]
             said = textwrap.shorten(f"{type(exc).__name__}: {first}", 400, placeholder=" ...")
