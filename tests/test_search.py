@@ -292,6 +292,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     lines = unreachable.stderr.strip().splitlines()
     assert lines[-1].startswith("error: cannot reach the storage postgresql://u:***@127.0.0.1:1/db")
     assert "secret" not in unreachable.stderr and not out.exists()
+    # an unescaped '@' in the password: the driver read part of it as the host and said it (a new user's trial)
+    at = cli("--data", str(data), "--out", str(out), "--storage", "postgresql://bob:p@ss@127.0.0.1:1/x", *FAST)
+    assert at.returncode == 2 and "holds '@': write it URL-encoded, as %40" in at.stderr, at.stderr
+    assert "p@ss" not in at.stderr and "ss@" not in at.stderr and not out.exists()
+    # a negative seed made the study, then failed every trial, and the folder could not be used again
+    seed = cli("--data", str(data), "--out", str(out), "--seed", "-1", *FAST)
+    assert seed.returncode == 2 and seed.stderr.strip().splitlines()[-1].startswith("error: --seed must be 0..")
+    assert not out.exists()
     no_study = cli("--worker", "--out", str(out))
     assert no_study.returncode == 2 and "no search to join" in no_study.stderr and not out.exists()
     # a worker on a storage it cannot reach makes no folder either (it left --out and its parents, empty)

@@ -84,6 +84,8 @@ class SearchConfig:
                 "--min-time must be more than 0 and at most 600 seconds",
             ),
             (1 <= self.heartbeat <= 3600, "--heartbeat must be 1..3600 seconds"),
+            # (as finetune's: -1 made the study, then failed every trial, and the folder could not be used again)
+            (0 <= self.seed < 2**32, f"--seed must be 0..{2**32 - 1}"),
             (
                 self.int8_weights in ("auto", "7bit", "8bit"),
                 f"unknown --int8-weights {self.int8_weights!r}; choose one of auto, 7bit, 8bit",

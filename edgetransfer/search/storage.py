@@ -32,7 +32,7 @@ def need_optuna():
 
 def redact(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    return re.sub(r"(://[^:/@]+):[^/]*@", r"\1:***@", url)  # (to the last '@' before the path: p@ss is one)
 
 
 def missing_sqlite(url: str) -> Path | None:
@@ -59,6 +59,12 @@ def open_storage(url: str, *, heartbeat: int):
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     shown, url = redact(url), with_driver(url)
+    head, _, rest = url.partition("://")
+    if rest.split("/", 1)[0].count("@") > 1:  # SQLAlchemy splits at the first: part of the password became the host
+        raise UsageError(
+            f"--storage {shown}: its password (or user name) holds '@': write it URL-encoded, as %40 (the driver read "
+            "the rest of it as the host name, and said it)"
+        )
     if url.startswith("sqlite"):
         # several worker processes on one SQLite file take turns; sqlite3's own transactions are off (they begin
         # at the first write) for BEGIN IMMEDIATE below
