@@ -211,6 +211,23 @@ def _row(number, val, latency, state="done", **extra):
     return row
 
 
+def test_the_trial_table_keeps_each_candidate_whole_on_an_80_column_terminal():
+    """At 80 columns every column was cut, the candidate too (EfficientNet-Lite0, 1 and 2 all read "effici… 32px
+    static"), and each note wrapped a word per line (a new user's trial): narrow, the worker column goes and the notes
+    are lines under the table; wide, as before."""
+    from rich.console import Console
+
+    rows = [{**_row(n, 0.9, 1.0), "backbone": f"efficientnet_lite{n}", "size": 32} for n in range(3)]
+    rows[1]["note"] = "pruned: val top-1 41.67% after epoch 1, below the median of the trials before it"
+    for width in (80, 160):
+        shown = Console(width=width, record=True, file=open(os.devnull, "w"))
+        shown.print(rep.trials_table(rows, Budget("p50_ms", 5.0), width=width))
+        text = shown.export_text()
+        assert all(f"efficientnet_lite{n} 32px static" in text for n in range(3)), text
+        assert "val top-1 41.67% after epoch 1" in " ".join(text.split()), text  # not a word per line
+        assert ("worker" in text) == (width == 160)
+
+
 def test_pareto_front_and_recommendation():
     rows = [
         _row(0, 0.90, 1.0),
