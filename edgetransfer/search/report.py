@@ -477,7 +477,7 @@ def verdict(rows: list[dict], budget) -> list[str]:
         if minimum and r.get("throughput_ips"):  # the server profile's deciding budget (it was not shown)
             spare = r["throughput_ips"] / minimum - 1
             margin += f" (throughput {r['throughput_ips']:.0f} img/s >= {minimum:g}, {spare:+.0%})"
-        test = f"; test top-1 {_pct(r['test_top1'])} (the final report's only use of the test split)"
+        test = f"; test top-1 {_pct(r['test_top1'])} (no choice of the search read the test split)"
         lines = [
             f"recommended: trial {r['number']}, {_name(r)}: val top-1 {_pct(r['val_top1'])}, "
             f"{budget.label} {r['latency_ms']:.3f} ms{margin}{test if r['test_top1'] is not None else ''}",
