@@ -852,7 +852,13 @@ def test_the_defaults_candidate_is_tried_first(tmp_path):
         Candidate("mobilenet_v2", 96, "static"),
         Candidate("mobilenet_v2", 64, "static"),  # then the default's smallest size: the fastest of its family
     ]
-    assert _initial_design(narrow, build_space(narrow), splits) == []
+    # the default candidate not in the space: its backbone's smallest size still goes first (the sampler's random
+    # first choice was a QAT trial or another backbone: a new user's trial)
+    assert _initial_design(narrow, build_space(narrow), splits) == [Candidate("mobilenet_v2", 32, "static")]
+    qat = SearchConfig(data=str(data), out="o", sizes=(64,), int8_methods=("qat",))
+    assert _initial_design(qat, build_space(qat), splits) == [Candidate("mobilenet_v2", 64, "qat")]
+    other = SearchConfig(data=str(data), out="o", backbones=("efficientnet_lite0",), sizes=(64,))
+    assert _initial_design(other, build_space(other), splits) == []  # not the default's backbone: the sampler's
 
 
 def test_the_size_grid_starts_at_64_for_small_images():

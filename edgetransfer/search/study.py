@@ -249,10 +249,19 @@ def _initial_design(config: SearchConfig, space: Space, splits) -> list[Candidat
     """The first trials, before the sampler chooses: the default candidate (the pick is measured against it), then
     the default backbone at the smallest size of the grid, the fastest and cheapest trial of its family: whether
     the data needs the default's resolution is the question a latency budget asks first, and it costs least to
-    answer. Empty when the default candidate is not in the space."""
+    answer. Where the default candidate is not in the space (--sizes without the size finetune would choose, or
+    --int8-methods without static) the smallest still goes first, with static int8 where it is in the space (the
+    sampler's random first choice was a QAT trial or another backbone: a new user's trial); empty where the default
+    backbone is not in the space."""
+    from edgetransfer.finetune_config import FinetuneConfig
+
     first = _default_candidate(config, space, splits)
     if first is None:
-        return []
+        backbone = FinetuneConfig(data=config.data, out=config.out).backbone
+        if backbone not in space.sizes:
+            return []
+        method = "static" if "static" in space.int8_methods else space.int8_methods[0]
+        return [Candidate(backbone, min(space.sizes[backbone]), method)]
     smallest = Candidate(first.backbone, min(space.sizes[first.backbone]), first.int8)
     return [first] if smallest == first else [first, smallest]
 
