@@ -130,7 +130,11 @@ def error_line(exc: ValidationError, source: str, model: Any = None, *, flags: b
     first = errors[0]
     loc = _user_loc(first["loc"])
     kind, msg = first["type"], first["msg"]
-    rest = [_named_key(_user_loc(e["loc"]), flags) for e in errors[1:4]]  # named: "(and 1 more)" hid a second fix
+    # named: "(and 1 more)" hid a second fix; a missing key says so ("(known: target) (and 1 more: target)" read as
+    # the same key twice: a new user's trial)
+    rest = [
+        _named_key(_user_loc(e["loc"]), flags) + (" missing" if e["type"] == "missing" else "") for e in errors[1:4]
+    ]
     named = ": " + ", ".join(rest) + (", ..." if len(errors) > 4 else "") if rest else ""
     more = f" (and {len(errors) - 1} more{named})" if len(errors) > 1 else ""
     lead = f"{source}: " if source else ""

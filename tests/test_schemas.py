@@ -242,6 +242,9 @@ def test_every_mistake_is_counted_and_the_first_named():
         validate(Two, {"a": "x", "b": "y"}, "f.toml")
     with pytest.raises(FileError, match=r"^f.toml: unknown key 'zzz' \(known: a, b\)$"):
         validate(Two, {"a": 1, "b": 2, "zzz": 3}, "f.toml")
+    # a misspelt key and the one it should have been, missing: named as missing, not as the same key twice
+    with pytest.raises(FileError, match=r"^f.toml: unknown key 'c' \(known: a, b\) \(and 1 more: b missing\)$"):
+        validate(Two, {"a": 1, "c": 2}, "f.toml")
 
 
 def test_small_files_are_regular_and_small(tmp_path):

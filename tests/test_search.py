@@ -313,6 +313,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path):
     at = cli("--data", str(data), "--out", str(out), "--storage", "postgresql://bob:p@ss@127.0.0.1:1/x", *FAST)
     assert at.returncode == 2 and "holds '@': write it URL-encoded, as %40" in at.stderr, at.stderr
     assert "p@ss" not in at.stderr and "ss@" not in at.stderr and not out.exists()
+    # an empty list meant the defaults, unsaid, where an empty --sizes was an error (a new user's trial)
+    for option in ("--backbones", "--int8-methods"):
+        empty = cli("--data", str(data), "--out", str(out), option, "")
+        assert empty.returncode == 2 and f"error: {option} is empty" in empty.stderr and not out.exists()
     # a negative seed made the study, then failed every trial, and the folder could not be used again
     seed = cli("--data", str(data), "--out", str(out), "--seed", "-1", *FAST)
     assert seed.returncode == 2 and seed.stderr.strip().splitlines()[-1].startswith("error: --seed must be 0..")
@@ -1427,6 +1431,13 @@ def test_a_latency_measured_beside_another_trial_on_the_machine_is_said():
     # (8.7 ms, 43x over; a new user's search named a trial 34x over the budget)
     assert "trial 0 ran beside" in none[1] and "trial 1 " not in none[1], none[1]
     assert len(rep.verdict(rep.trial_rows(trials), Budget("p50_ms", 0.1))) == 1  # 0.7 ms: 7x over, no note
+    # a trial over a budget no reading changes (model size) is not one to measure again (a new user's trial)
+    sized = rep.trial_rows(trials)
+    for r in sized:
+        r["budget_failures"] = ["model size 2.602 MB > 1 MB"]
+    assert len(rep.verdict(sized, Budget("p50_ms", 0.2))) == 1
+    sized[0]["budget_failures"] = ["p99 9.1 ms > 5 ms"]  # a latency budget: a quieter reading may change it
+    assert "trial 0 ran beside" in rep.verdict(sized, Budget("p50_ms", 0.2))[1]
 
 
 def test_a_trial_read_beside_another_is_measured_again_where_it_could_change_the_pick(tmp_path, monkeypatch, capsys):
@@ -2178,3 +2189,14 @@ def test_a_moved_search_folder_reports_its_runs_where_they_are(tmp_path):
     rows = rep.trial_rows(trials, out=moved)
     assert [r["run"] for r in rows] == [str((moved / "trials" / name).resolve()), elsewhere]
     assert rep.trial_rows(trials)[0]["run"] == made_at  # (no search folder given: as recorded)
+
+
+def test_a_switch_not_used_on_resume_is_said_as_typed():
+    """--resume --skip-bad said 'note: --skip-bad True not used' (a new user's trial)."""
+    from edgetransfer.search.study import _flag
+
+    assert [_flag("skip_bad", True), _flag("skip_bad", False), _flag("epochs", 3)] == [
+        "--skip-bad",
+        "--no-skip-bad",
+        "--epochs 3",
+    ]

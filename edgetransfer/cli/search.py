@@ -37,6 +37,18 @@ def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
         raise UsageError(f"{option} {text!r}: expected whole numbers like 96,128,160") from None
 
 
+def _names(text: str | None, option: str) -> tuple[str, ...] | None:
+    """A comma-separated list; given empty, an error as --sizes' is (it meant the defaults, unsaid)."""
+    from edgetransfer.errors import UsageError
+
+    if text is None:
+        return None
+    names = split_list(text)
+    if not names:
+        raise UsageError(f"{option} is empty; name at least one, or leave the option out for the defaults")
+    return names
+
+
 @friendly_errors
 def search(
     out: Annotated[str, typer.Option(help="Folder of the search: its study, one run per trial, the reports.")],
@@ -195,9 +207,9 @@ def search(
         worker=worker,
         resume=resume,
         mlflow=mlflow,
-        backbones=split_list(backbones) if backbones is not None else None,
+        backbones=_names(backbones, "--backbones"),
         sizes=_ints(sizes, "--sizes"),
-        int8_methods=split_list(int8_methods) if int8_methods is not None else None,
+        int8_methods=_names(int8_methods, "--int8-methods"),
         int8_weights=int8_weights,
         epochs=epochs,
         batch_size=batch_size,

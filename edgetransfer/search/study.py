@@ -105,6 +105,15 @@ def search(config: SearchConfig) -> SearchResult:
         ) from None
 
 
+def _flag(key: str, value) -> str:
+    """An option as typed: ``--skip-bad`` / ``--no-skip-bad`` for a switch ('--skip-bad True' was said), else
+    ``--key value``."""
+    name = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {value}"
+
+
 def _storage_error(exc: BaseException, kinds: tuple) -> BaseException | None:
     """``exc`` or the first error of ``kinds`` it was raised from or while handling (its causes and contexts), or
     None."""
@@ -458,7 +467,7 @@ class _Search:
             if key in defaults and key != "on" and getattr(self.config, key) not in (defaults[key], recorded[key])
         ]
         if unused:
-            flags = ", ".join("--" + key.replace("_", "-") + f" {value}" for key, value in unused)
+            flags = ", ".join(_flag(key, value) for key, value in unused)
             kept = ", ".join(  # None: not given at its start (finetune's default): said so, not as Python's None
                 f"{key} {'the default' if recorded[key] is None else recorded[key]}" for key, _ in unused
             )
