@@ -2201,3 +2201,15 @@ def test_a_switch_not_used_on_resume_is_said_as_typed():
         "--no-skip-bad",
         "--epochs 3",
     ]
+
+
+def test_a_storage_password_is_never_printed():
+    """The password goes from every storage URL the search prints: one holding '/' was printed whole after a change
+    that stopped the redaction at the path (a review), one holding '@' in part before it (a new user's trial)."""
+    from edgetransfer.search.storage import redact
+
+    assert redact("postgresql://u:secret@127.0.0.1:1/db") == "postgresql://u:***@127.0.0.1:1/db"
+    assert redact("postgresql://bob:p@ss@127.0.0.1:1/x") == "postgresql://bob:***@127.0.0.1:1/x"
+    assert redact("postgresql://u:pa/ss@host/db") == "postgresql://u:***@host/db"
+    assert redact("postgresql://u:pw@host?application_name=a@b") == "postgresql://u:***@host?application_name=a@b"
+    assert redact("sqlite:////tmp/a@b/study.db") == "sqlite:////tmp/a@b/study.db"  # no password: as it is

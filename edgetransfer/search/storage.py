@@ -31,8 +31,23 @@ def need_optuna():
 
 
 def redact(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+):[^/]*@", r"\1:***@", url)  # (to the last '@' before the path: p@ss is one)
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``: everything from the user's ':' to
+    the last '@' before the query goes (a password holding '@' or '/' included: 'p@ss' printed 'ss', 'pa/ss' all of
+    it; a database name holding '@' is hidden too, rather than a password shown)."""
+    head, sep, query = url.partition("?")
+    found = re.match(r"([\w+.-]+://[^:/@]+):.*@", head)
+    return url if found is None else f"{found.group(1)}:***@{head[found.end() :]}{sep}{query}"
+
+
+def _host(url: str) -> str | None:
+    """The host SQLAlchemy reads in ``url`` (None where it reads none or cannot read the URL)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).host
+    except (ArgumentError, ValueError):
+        return None
 
 
 def missing_sqlite(url: str) -> Path | None:
@@ -59,8 +74,7 @@ def open_storage(url: str, *, heartbeat: int):
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     shown, url = redact(url), with_driver(url)
-    head, _, rest = url.partition("://")
-    if rest.split("/", 1)[0].count("@") > 1:  # SQLAlchemy splits at the first: part of the password became the host
+    if "@" in (_host(url) or ""):  # SQLAlchemy splits at the first '@': the rest of the password became the host
         raise UsageError(
             f"--storage {shown}: its password (or user name) holds '@': write it URL-encoded, as %40 (the driver read "
             "the rest of it as the host name, and said it)"
