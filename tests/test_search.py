@@ -226,6 +226,17 @@ def test_the_trial_table_keeps_each_candidate_whole_on_an_80_column_terminal():
         assert all(f"efficientnet_lite{n} 32px static" in text for n in range(3)), text
         assert "val top-1 41.67% after epoch 1" in " ".join(text.split()), text  # not a word per line
         assert ("worker" in text) == (width == 160)
+    # narrow by what the columns hold, not by a fixed width: with a long worker name the note column was 0 wide at
+    # 120 columns, the notes gone, and a word per line at 130 (a review)
+    for r in rows:
+        r["worker"] = "build-machine-07.example.org:123456"
+    for width in (120, 130, 200):
+        shown = Console(width=width, record=True, file=open(os.devnull, "w"))
+        shown.print(rep.trials_table(rows, Budget("p50_ms", 5.0), width=width))
+        text = shown.export_text()
+        assert "val top-1 41.67% after epoch 1" in " ".join(text.split()), (width, text)
+        assert all(f"efficientnet_lite{n} 32px static" in text for n in range(3)), text
+        assert max(len(line.rstrip()) for line in text.splitlines()) <= width
 
 
 def test_pareto_front_and_recommendation():

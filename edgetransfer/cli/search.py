@@ -242,13 +242,21 @@ def search(
         if not mine:
             console.out.print(f"this worker ran no trial (the search stopped: {result.stopped})", markup=False)
             return
-        console.out.print(rep.trials_table(mine, result.budget, title=f"this worker's trials ({result.stopped})"))
+        console.out.print(
+            rep.trials_table(
+                mine, result.budget, title=f"this worker's trials ({result.stopped})", width=console.out.width
+            )
+        )
         _exit_if_none_finished(mine, "none of this worker's trials finished")
         return
     console.out.print(rep.pareto_table(result.rows, result.budget))
     for line in rep.verdict(result.rows, result.budget):
         console.out.print(line, markup=False)
-    console.out.print(rep.trials_table(result.rows, result.budget, title=f"every trial (stopped: {result.stopped})"))
+    console.out.print(
+        rep.trials_table(
+            result.rows, result.budget, title=f"every trial (stopped: {result.stopped})", width=console.out.width
+        )
+    )
     console.out.print("reports: " + ", ".join(str(p) for p in result.written), markup=False)
     if result.document.get("recommended") is None and result.document.get("closest") is not None:
         raise typer.Exit(1)  # trials were measured and none meets the budget: a script can tell (as bench's exit 1)

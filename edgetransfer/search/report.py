@@ -410,48 +410,50 @@ def _name(r: dict) -> str:
     return f"{r['backbone']} {r['size']}px {r['int8']}" if r["backbone"] else "(not sampled yet)"
 
 
-NARROW = 120  # columns below which the trial table leaves out worker and note (the notes go under it)
+NOTE_MIN = 30  # columns a note needs beside the others; with less, the notes go under the table
 
 
 def trials_table(rows: list[dict], budget, *, title: str = "trials", width: int | None = None) -> Table:
     """Every trial with its state (done, pruned, failed, running), figures and who ran it; the best so far marked.
-    Where the console is narrower than :data:`NARROW` (``width``; default: the console's), the worker column is left
-    out and each note is a line under the table: at 80 columns every column was cut, the candidate too (every
-    EfficientNet-Lite read "effici… 32px static") and each note wrapped a word per line (a new user's trial)."""
-    from edgetransfer import console
-
-    narrow = (width or console.err.width) < NARROW
-    rec = recommend(rows, budget.limit_ms)["row"]
+    Where the columns and a note of :data:`NOTE_MIN` characters do not fit in ``width`` (default: stderr's, where
+    the live table goes; the final tables pass stdout's), the worker column is left out, the rules too, and each note
+    is a line under the table: at 80 columns every column was cut, the candidate too (every EfficientNet-Lite read
+    "effici… 32px static"), and each note wrapped a word per line (a new user's trial)."""
     from rich import box
 
-    # (narrow: no vertical rules, which took 24 of 80 columns, and short headings)
-    table = Table(title=title, title_justify="left", caption_justify="left")
-    if narrow:
-        table.box, table.pad_edge, table.collapse_padding = box.SIMPLE_HEAD, False, True
-    columns = ["#", "candidate", "state", "epochs", "val top-1", f"{budget.label} ms", "budget"]
-    columns += [] if narrow else ["worker", "note"]
-    short = {"epochs": "ep", "val top-1": "val"} if narrow else {}
-    for column in columns:
-        table.add_column(
-            short.get(column, column),
-            justify="right" if column in ("#", "epochs", "val top-1") else "left",
-            no_wrap=column != "note",
-            ratio=1 if column == "note" else None,
-        )
-    notes = []
+    from edgetransfer import console
+
+    rec = recommend(rows, budget.limit_ms)["row"]
+    headers = ["#", "candidate", "state", "epochs", "val top-1", f"{budget.label} ms", "budget", "worker"]
+    cells, notes = [], []
     for r in rows:
-        val = _val(r)
         within = "" if r["within_budget"] is None else ("within" if r["within_budget"] else "over")
         state = r["state"] + (f" (= #{r['same_as']})" if r["same_as"] is not None else "")
         best = rec is not None and r["number"] == rec["number"]
-        note = textwrap.shorten(r["note"] or "", 120, placeholder=" ...")
-        cells = [str(r["number"]), _name(r), state + (" [best]" if best else ""), str(r["epochs"] or ""), val]
-        cells += [_ms(r["latency_ms"]), within] + ([] if narrow else [r["worker"] or "", note])
-        table.add_row(*cells, style="bold green" if best else None)
-        if narrow and note:
-            notes.append(f"#{r['number']}: {note}")
-    if notes:
-        table.caption = "\n".join(notes)
+        cells.append(
+            [str(r["number"]), _name(r), state + (" [best]" if best else ""), str(r["epochs"] or ""), _val(r)]
+            + [_ms(r["latency_ms"]), within, r["worker"] or ""]
+        )
+        notes.append(textwrap.shorten(r["note"] or "", 120, placeholder=" ..."))
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    narrow = sum(w + 3 for w in widths) + 1 + NOTE_MIN > (width or console.err.width)
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    if narrow:  # (no vertical rules, which took 24 of 80 columns, and short headings)
+        table.box, table.pad_edge, table.collapse_padding = box.SIMPLE_HEAD, False, True
+        headers = [{"epochs": "ep", "val top-1": "val"}.get(h, h) for h in headers[:-1]]
+    for column in headers + ([] if narrow else ["note"]):
+        table.add_column(
+            column,
+            justify="right" if column in ("#", "epochs", "ep", "val top-1", "val") else "left",
+            no_wrap=column not in ("note", "worker"),
+            ratio=1 if column == "note" else None,
+        )
+    for r, row, note in zip(rows, cells, notes, strict=True):
+        best = rec is not None and r["number"] == rec["number"]
+        table.add_row(*(row[:-1] if narrow else [*row, note]), style="bold green" if best else None)
+    said = [f"#{r['number']}: {note}" for r, note in zip(rows, notes, strict=True) if note]
+    if narrow and said:
+        table.caption = "\n".join(said)
     return table
 
 
