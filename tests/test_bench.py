@@ -84,6 +84,12 @@ def test_rounds_can_be_shared_among_fresh_processes(trained_run):
     two = bench(trained_run, config, write=False)["results"][0]
     # two per batch size: the count of distinct processes read 3 (the second carries on into batch 2: a review)
     assert (one["processes"], two["processes"]) == (1, 2) and len(two["latency"][0]["rounds"]) == 4
+    # rounds that do not divide evenly: 4 rounds among 3 processes are 2 each, in 2 processes (3 was recorded)
+    from edgetransfer.bench.config import processes_per_batch
+
+    assert [processes_per_batch(r, p) for r, p in ((4, 3), (5, 4), (6, 4), (4, 2), (10, 1))] == [2, 3, 3, 2, 1]
+    uneven = bench(trained_run, replace(config, rounds=4, processes=3, batches=(1,)), write=False)["results"][0]
+    assert uneven["processes"] == 2
     with pytest.raises(UsageError, match="--processes"):
         replace(config, processes=5).validate()
 

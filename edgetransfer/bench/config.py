@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -164,6 +165,18 @@ def make_config(
         # that recorded processes N): in one process, as it measures; both typed is refused by validate()
         values["processes"] = 1
     return BenchConfig(**values)
+
+
+def restart_every_rounds(rounds: int, processes: int) -> int:
+    """Rounds each fresh process measures before the next one starts (0: one process for all of them)."""
+    return math.ceil(rounds / processes) if processes > 1 else 0
+
+
+def processes_per_batch(rounds: int, processes: int) -> int:
+    """The fresh processes a model's rounds at one batch size are shared among: ``--processes`` where the rounds
+    divide evenly, else fewer (rounds 4, processes 3: 2 rounds each, so 2 processes; a review)."""
+    every = restart_every_rounds(rounds, processes)
+    return 1 + (rounds - 1) // every if every else 1
 
 
 def parse_batches(text: str) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import io
 
+from edgetransfer.bench.config import processes_per_batch
 from edgetransfer.bench.gate import GateResult
 from edgetransfer.bench.gate_text import gate_lines
 from edgetransfer.bench.profiles import budget_line, recommendation_line
@@ -309,8 +310,9 @@ def to_html(document: dict, gate: GateResult | None = None) -> str:
                 if not s["isolated"]
                 else (
                     "each model in a fresh process"
-                    if s.get("processes", 1) == 1
-                    else f"each model in {s['processes']} fresh processes per batch size (--processes)"
+                    if processes_per_batch(s["rounds"], s.get("processes", 1)) == 1
+                    else f"each model in {processes_per_batch(s['rounds'], s['processes'])} fresh processes per batch "
+                    "size (--processes)"
                 )
                 + " (peak RSS is its own, over every batch size measured)"
             )

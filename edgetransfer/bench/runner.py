@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from edgetransfer import console
 from edgetransfer.backends.base import LoadOptions
-from edgetransfer.bench.config import DEFAULT_BACKENDS, BenchConfig
+from edgetransfer.bench.config import DEFAULT_BACKENDS, BenchConfig, processes_per_batch, restart_every_rounds
 from edgetransfer.bench.measure import ROUND_WARMUP, InProcessMeasurer, Job, MeasureError, ProcessMeasurer
 from edgetransfer.bench.plan import (
     REFERENCE,
@@ -242,7 +242,7 @@ def _schedule(measurers: dict, failed: dict, config: BenchConfig, reopen=None, t
     samples: dict = {key: {b: [] for b in config.batches} for key in measurers}
     per_round_runs = math.ceil(config.min_runs / config.rounds)
     per_round_time = config.min_time / config.rounds
-    restart_every = math.ceil(config.rounds / config.processes) if reopen and config.processes > 1 else 0
+    restart_every = restart_every_rounds(config.rounds, config.processes) if reopen else 0
     for batch in config.batches:
         for key in list(measurers):
             _step(measurers, failed, key, "warmup", batch, config.warmup, config.warmup_time)
@@ -433,7 +433,10 @@ def _bench(run: RunDir, config: BenchConfig, reference: RunDir | None, *, write:
                 "rss_start_mb": info["rss_start_mb"] if config.isolate else None,
                 # the fresh processes each batch size's rounds were shared among (a process carries on into the next
                 # size, so the count of distinct ones read N + sizes - 1: a review)
-                "processes": min(config.processes, len(set(pids.get(key, [])))),
+                "processes": min(
+                    processes_per_batch(config.rounds, config.processes if config.isolate else 1),
+                    len(set(pids.get(key, []))),
+                ),
                 "peak_rss_mb": peak,
                 "latency": [
                     {
