@@ -653,6 +653,34 @@ def test_a_dead_workers_own_trial_folder_goes_never_a_finished_trials(tmp_path, 
     assert fail_dead_trials(study) == []
 
 
+def test_a_dead_trial_of_a_moved_or_copied_search_is_removed_there_only(tmp_path):
+    """--resume on a search folder moved or copied elsewhere: a dead worker's half-made folder was looked for at the
+    recorded path (where the search was made): a moved search's stayed, and a copy's resume removed the trial folder
+    of the original (a review). It is removed where it is now, in this search's folder only."""
+    optuna = pytest.importorskip("optuna")
+    from edgetransfer.search.storage import fail_dead_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ghost = subprocess.Popen(["true"])
+    ghost.wait()
+    dead = f"{socket.gethostname()}:{ghost.pid}"
+    name = "0000-mobilenet_v2-96px-static"
+    original, copy = tmp_path / "s", tmp_path / "elsewhere" / "s"
+    for folder in (original, copy):
+        (folder / "trials" / name / ".export.x.partial").mkdir(parents=True)
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("run", str(original / "trials" / name))
+    trial.set_user_attr("worker", dead)
+    assert fail_dead_trials(study, copy) == [0]
+    assert not (copy / "trials" / name).exists() and (original / "trials" / name).is_dir()
+    shutil.rmtree(copy / "trials")  # a copy made before the trial's folder was: the original's is not touched
+    again = study.ask()
+    again.set_user_attr("run", str(original / "trials" / name))
+    again.set_user_attr("worker", dead)
+    assert fail_dead_trials(study, copy) == [1] and (original / "trials" / name).is_dir()
+
+
 @pytest.mark.skipif(not Path("/proc/self/ns/pid").exists(), reason="no Linux /proc here")
 def test_a_worker_is_told_dead_by_its_process_not_its_pid_alone():
     """A host name and pid alone: a pid reused after the worker died looked alive (its trial never failed here), and

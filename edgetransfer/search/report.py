@@ -17,6 +17,7 @@ from rich.table import Table
 
 from edgetransfer.rundir import atomic_write_text
 from edgetransfer.search.config import TIE_SE
+from edgetransfer.search.storage import located_run
 
 # what the study records of a re-measured trial besides its new figures (study._remeasure)
 AGAIN_RECORD = ("first_ms", "first_beside", "first_noisy", "started", "ended", "by")
@@ -286,23 +287,10 @@ def over_profile(failures: list[str] | None) -> str:
     return "over the profile's " + "; ".join(failures) if failures else ""
 
 
-def located_run(run: str | None, out: Path | None) -> str | None:
-    """A trial's run folder where it is now: ``out/trials/<its name>`` where that is a folder, else as recorded. The
-    study records absolute paths, of where the search was made: a search folder moved (as the refusal of a renamed
-    one advises) reported its runs, its pick included, at the old place, gone, and reused fine-tunes from there; a
-    copy's report pointed into the original (a new user's trial). A trial of a worker on another machine (its own
-    --out there) has no folder here and keeps its recorded path."""
-    if run and out is not None:
-        here = Path(out).expanduser().resolve() / "trials" / Path(run).name
-        if here.is_dir():
-            return str(here)
-    return run
-
-
 def run_folder(row: dict, out: Path | None = None) -> Path:
-    """A trial's run folder: as recorded, or ``out/trials/<its name>`` where the recorded path is not there (one
-    recorded relative to where the search was started, or a search folder moved)."""
-    run = Path(row["run"] or "")
+    """A trial's run folder: where :func:`located_run` finds it, else ``out/trials/<its name>`` where the recorded
+    path is not there either (one recorded relative to where the search was started)."""
+    run = Path(located_run(row["run"], out) or "")
     if out is not None and not (row["run"] and run.is_dir()):
         run = out / "trials" / run.name
     return run

@@ -205,7 +205,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_dead_trials(study) -> list[int]:
+def fail_dead_trials(study, out: Path | None = None) -> list[int]:
     """Mark failed the running trials whose worker is gone: on this machine, a worker process that no longer
     exists; anywhere, one whose heartbeat stopped (Optuna's stale-trial rule). Returns their numbers."""
     optuna = need_optuna()
@@ -218,7 +218,11 @@ def fail_dead_trials(study) -> list[int]:
         worker = str(trial.user_attrs.get("worker", ""))
         if _dead_here(worker, trial.user_attrs.get("worker_process")):
             try:  # (a finished trial's attributes cannot change: the folder first)
-                if own_folder(trial, trials) and _remove_half_made(trial.user_attrs["run"]):
+                # where it is now (the search folder moved: the recorded path is gone), and only in this search's
+                # own folder (a copy's resume removed the original's trial folder: a review)
+                run = located_run(trial.user_attrs.get("run"), out)
+                ours = out is None or (run is not None and _inside(Path(run), Path(out).expanduser().resolve()))
+                if own_folder(trial, trials) and ours and _remove_half_made(run):
                     storage.set_trial_user_attr(trial._trial_id, "run", None)
                 storage.set_trial_user_attr(trial._trial_id, "error", f"its worker ({worker}) died mid-trial")
                 if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
@@ -231,6 +235,19 @@ def fail_dead_trials(study) -> list[int]:
     return sorted(set(failed) | (after - before))
 
 
+def located_run(run: str | None, out: Path | None) -> str | None:
+    """A trial's run folder where it is now: ``out/trials/<its name>`` where that is a folder, else as recorded. The
+    study records absolute paths, of where the search was made: a search folder moved (as the refusal of a renamed
+    one advises) reported its runs, its pick included, at the old place, gone, and reused fine-tunes from there; a
+    copy's report pointed into the original (a new user's trial). A trial of a worker on another machine (its own
+    --out there) has no folder here and keeps its recorded path."""
+    if run and out is not None:
+        here = Path(out).expanduser().resolve() / "trials" / Path(run).name
+        if here.is_dir():
+            return str(here)
+    return run
+
+
 def own_folder(trial, trials) -> bool:
     """Whether ``trial``'s recorded run folder is its own: a repeat of a finished candidate records that trial's
     folder (its figures are copied), which must not go with the repeat."""
@@ -238,6 +255,13 @@ def own_folder(trial, trials) -> bool:
     if not run or "same_as" in trial.user_attrs or not Path(run).name.startswith(f"{trial.number:04d}-"):
         return False
     return not any(t.user_attrs.get("run") == run for t in trials if t.number != trial.number)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder)
+    except OSError:
+        return False
 
 
 def _remove_half_made(run: str) -> bool:

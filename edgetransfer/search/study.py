@@ -348,7 +348,7 @@ class _Search:
             raise
         if config.resume and self.config.trials != 0:  # --resume --trials 0 runs no trial
             self.devices = _plan_devices(self.config, out)  # the --on the study recorded
-        dead = fail_dead_trials(study)
+        dead = fail_dead_trials(study, self.out)
         if dead:
             console.err.print(f"[yellow]trial(s) {', '.join(map(str, dead))}: their worker died; marked failed[/]")
         if not config.resume and self.config.trials == 0:
@@ -380,7 +380,7 @@ class _Search:
         study = self._load(open_storage(self.config.storage_url(), heartbeat=self.config.heartbeat))
         self.out.mkdir(parents=True, exist_ok=True)
         self.devices = _plan_devices(self.config, self.out)
-        return self._run(study, fail_dead_trials(study))
+        return self._run(study, fail_dead_trials(study, self.out))
 
     def _create(self, storage, data: str, space: Space, first: list[Candidate]):
         sampler, pruner = self._sampler(space), self._pruner()
@@ -668,7 +668,7 @@ class _Search:
         self.deadline = time.monotonic() + (float(at) - time.time()) if at is not None else None
 
     def _why_stop(self, study) -> str:
-        fail_dead_trials(study)  # a worker killed mid-trial: its trial fails now, not at the end
+        fail_dead_trials(study, self.out)  # a worker killed mid-trial: its trial fails now, not at the end
         self._follow_lead(study)
         deadline = self.deadline
         failing = self._failing(study)
@@ -816,7 +816,7 @@ class _Search:
             if not said:
                 console.err.print("waiting for the other workers' running trials...")
                 said = True
-            fail_dead_trials(study)
+            fail_dead_trials(study, self.out)
             self.progress.refresh()
             time.sleep(2)
 
@@ -890,9 +890,10 @@ class _Search:
             # search and left the trial failed without a reason, as if its worker had died: --resume ran it first
             # and stopped again, every time. The study's storage failing (a locked SQLite, a lost PostgreSQL) is
             # not the candidate's: it goes up as before (the trial is then retried as a dead worker's)
-            if isinstance(exc, self.optuna.exceptions.StorageInternalError) or type(exc).__module__.startswith(
-                "sqlalchemy"
-            ):
+            from sqlalchemy.exc import SQLAlchemyError
+
+            # (found as search() finds it: in what was being handled too, as Optuna's own errors come over it)
+            if _storage_error(exc, (self.optuna.exceptions.StorageInternalError, SQLAlchemyError)) is not None:
                 # its run cannot be recorded: a half-made folder was left among the runs (a new user's trial);
                 # --resume tries the candidate again as a dead worker's
                 shutil.rmtree(folder, ignore_errors=True)
