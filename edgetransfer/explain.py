@@ -560,16 +560,17 @@ def _profiled(run: RunDir, card: Any, name: str, measure) -> dict[str, Any]:
 
 def export_check(found: dict[str, Any]) -> list[str]:
     """The int8 model's accuracy as export measured it (validation and test top-1 against fp32), first: explain's
-    own figures are on a few images (8 by default) and read 'the same top-1 on 8 of 8' for a model that had lost
-    12.5 validation points; and, where it lost more than its budget, the causes its card records. (Export refuses
-    an int8 model over its budget: one is kept only where no budget held it, ``--max-drop 100`` as in the search's
-    trials or ``--no-accuracy-aware``; over a point, the causes are said then.) A model that held its budget (or a
-    point, where none held it) on validation and lost more on test is said too, with why where the images were few."""
+    own figures compare outputs, not labels (on 8 images, as they once were, they read 'the same top-1 on 8 of 8'
+    for a model that had lost 12.5 validation points); and, where it lost more than its budget, the causes its card
+    records. (Export refuses an int8 model over its budget: one is kept only where no budget held it, ``--max-drop
+    100`` as in the search's trials or ``--no-accuracy-aware``; over a point, the causes are said then.) A model that
+    held its budget (or a point, where none held it) on validation and lost more on test is said too, with why where
+    the images were few."""
     drop = found.get("val_drop_points")
     if found.get("not_checked"):
         return [
             f"int8 accuracy (export's check): {found.get('model', 'ONNX int8')} was not checked ("
-            f"{found['not_checked']}): the figures below are on a few images and say nothing of its top-1"
+            f"{found['not_checked']}): the figures below compare its outputs with fp32's and say nothing of its top-1"
         ]
     if drop is None:
         return []

@@ -208,3 +208,20 @@ def test_the_default_backends_measure_those_here_and_name_the_rest(monkeypatch):
     assert [m["backend"] for m in missing] == ["openvino-cpu"] and "pip install openvino" in missing[0]["install"]
     with pytest.raises(BackendUnavailableError, match="openvino-cpu is not available here"):
         resolve_backends(("ort-cpu", "openvino-cpu"))
+
+
+def test_without_torch_the_default_backends_name_torch_cpu_with_how_to_install_it(monkeypatch):
+    """On a runtime-only install torch-cpu counted as available (a CPU is always there) and failed at its load, a
+    'start: ModuleNotFoundError' row, where the defaults promise to name it with how to install it (a review)."""
+    import importlib.util
+
+    from edgetransfer.bench.config import DEFAULT_BACKENDS
+    from edgetransfer.bench.plan import resolve_backends
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else found(name, *a))
+    chosen, missing = resolve_backends(DEFAULT_BACKENDS)
+    assert "torch-cpu" not in [b.name for b in chosen] and "ort-cpu" in [b.name for b in chosen]
+    torch_cpu = next(m for m in missing if m["backend"] == "torch-cpu")
+    assert torch_cpu["reason"] == "torch and torchvision are not installed"
+    assert torch_cpu["install"] == "pip install torch torchvision"

@@ -342,12 +342,17 @@ def test_a_latency_budget_judged_at_a_batch_of_several_images_says_so():
     vehicle = load_profile("vehicle").to_dict()  # batches 1, 2, 4, 8: a call of 8 is its own rule
     # the vehicle's 1, 2, 4, 8 measured at 1 and 8: a call of 8 is its own rule, but 2 and 4 were not checked
     assert batches_note(vehicle, results) == (
-        "note: measured at batch 1, 8 (--batch replaced the profile's 1, 2, 4, 8): its budgets were not checked at "
-        "batch 2, 4"
+        "note: measured at batch 1, 8 (--batch replaced the profile's 1, 2, 4, 8): its latency and throughput "
+        "budgets were not checked at batch 2, 4"
     )
     # --batch 1: its deadline for a batch of 8 read PASS from batch 1 alone, unsaid (a review)
     only_one = batches_note(vehicle, [{**r, "latency": r["latency"][:1]} for r in results])
-    assert only_one.endswith("its budgets were not checked at batch 2, 4, 8"), only_one
+    assert only_one.endswith("its latency and throughput budgets were not checked at batch 2, 4, 8"), only_one
+    # a profile's [8, 1, 8] is said once each; budgets no batch size changes (model size) get no note (a review)
+    twice = {**vehicle, "settings": {**vehicle["settings"], "batches": [8, 1, 8]}}
+    assert batches_note(twice, [{**r, "latency": r["latency"][:1]} for r in results]).endswith("at batch 8")
+    sized = {**vehicle, "budget": {"max_model_mb": 5.0}}
+    assert batches_note(sized, [{**r, "latency": r["latency"][:1]} for r in results]) is None
     every = [{**r, "latency": [{**r["latency"][0], "batch": b} for b in (1, 2, 4, 8)]} for r in results]
     assert batches_note(vehicle, every) is None  # the profile's own batch sizes
     # no latency budget to misread, but a throughput budget (at the best batch size) not checked at 32

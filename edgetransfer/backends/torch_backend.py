@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from edgetransfer.backends.base import Backend, LoadOptions, nvidia_gpu_count, register
@@ -37,9 +38,13 @@ class TorchBackend(Backend):
         )
 
     def is_available(self) -> bool:
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+            return False  # the runtime-only install: said with how to install it, not a failed measurement
         return self.device == "cpu" or nvidia_gpu_count() > 0
 
     def unavailable_reason(self) -> str:
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+            return "torch and torchvision are not installed"
         return "torch sees no CUDA GPU here"
 
     def load(self, path: Path, card, options: LoadOptions):

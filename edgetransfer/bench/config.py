@@ -81,7 +81,12 @@ class BenchConfig:
         if self.processes > self.rounds:
             raise UsageError(
                 f"--processes must be at least 1 and at most --rounds ({self.rounds}), not {self.processes}"
-                + ("" if self.profile is None else f" (either may be profile {self.profile.name}'s setting)")
+                + (
+                    f" (profile {self.profile.name} sets {' and '.join(set_here)})"
+                    if self.profile is not None
+                    and (set_here := [k for k in ("processes", "rounds") if k in self.profile.settings])
+                    else ""
+                )
             )
         if self.processes > 1 and not self.isolate:  # it measured in one process and recorded processes N
             raise UsageError(

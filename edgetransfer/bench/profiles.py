@@ -171,11 +171,11 @@ def batches_note(profile: dict, results: list[dict]) -> str | None:
     in the header and saw a FAIL at batch 8); where some of the profile's batch sizes were not measured, its budgets
     were not checked there (the vehicle's 50 ms deadline for a batch of 8 read PASS from batch 1 and 2 alone: a
     review). None otherwise."""
-    own = profile.get("settings", {}).get("batches")
+    own = sorted(set(profile.get("settings", {}).get("batches") or ()))  # (a profile's [8, 1, 8]: said once each)
     measured = sorted({lat["batch"] for r in results for lat in r.get("latency") or []})
     budgets = profile.get("budget", {})
     latency = [k for k in budgets if k in ("p50_ms", "p90_ms", "p99_ms")]
-    if not own or not measured or not budgets:
+    if not own or not measured or not (latency or "min_throughput" in budgets):  # model size, top-1: any batch
         return None
     said = []
     if latency and [b for b in measured if b > 1 and b not in own]:  # a call the profile lacks
@@ -184,7 +184,7 @@ def batches_note(profile: dict, results: list[dict]) -> str | None:
         )
     missing = [b for b in own if b not in measured]
     if missing:
-        said.append(f"its budgets were not checked at batch {', '.join(map(str, missing))}")
+        said.append(f"its latency and throughput budgets were not checked at batch {', '.join(map(str, missing))}")
     if not said:
         return None
     sizes, replaced = ", ".join(map(str, measured)), ", ".join(map(str, own))
@@ -261,16 +261,20 @@ def exported_drops(metrics: dict) -> dict[tuple[str, str], float]:
     model against PyTorch's), for a bench that measures no accuracy itself: ("onnx", "int8") for the ort-* backends,
     ("openvino", ...) for OpenVINO. Rounded to 1e-6 as evaluation.points: one image of 100 is 1.0 points, not
     1.0000000000000009 (which a 1-point budget failed, a review found)."""
-    drops = {}
+    from edgetransfer.evaluation import points
+
+    pairs = {}
     torch = (metrics.get("torch") or {}).get("test_top1")
     for engine in ("onnx", "openvino"):
         fp32 = (metrics.get(f"{engine}_fp32") or {}).get("test_top1")
-        if isinstance(fp32, (int, float)) and isinstance(torch, (int, float)):  # the converted fp32 vs PyTorch's
-            drops[(engine, "fp32")] = round(100 * (torch - fp32), 6)
+        pairs[(engine, "fp32")] = (torch, fp32)  # the converted fp32 vs PyTorch's
         for variant in ("fp16", "int8"):
-            top1 = (metrics.get(f"{engine}_{variant}") or {}).get("test_top1")
-            if isinstance(fp32, (int, float)) and isinstance(top1, (int, float)):
-                drops[(engine, variant)] = round(100 * (fp32 - top1), 6)
+            pairs[(engine, variant)] = (fp32, (metrics.get(f"{engine}_{variant}") or {}).get("test_top1"))
+    measured = {
+        key: (a, b) for key, (a, b) in pairs.items() if isinstance(a, (int, float)) and isinstance(b, (int, float))
+    }
+    drops = {key: points(a, b) for key, (a, b) in measured.items()}
+    return {key: drop for key, drop in drops.items() if drop is not None}  # (NaN: not measured)
     return drops
 
 

@@ -207,8 +207,8 @@ def bench(
     and HTML; check profile budgets; gate against a baseline (exit 1: slower, or no model passes the profile's
     budgets; 2: cannot compare).
 
-    A measurement is flagged noisy (a warning, in the reports too) when its CV is above 50%,
-    or when the 95% confidence interval of its median is wider than ±5%."""
+    A measurement is flagged noisy (a warning, in the reports too) when its CV is above 50%.
+    It is flagged so too when the 95% confidence interval of its median is wider than ±5%."""
     from rich.console import Console
     from rich.markup import escape
 

@@ -284,6 +284,7 @@ class _Search:
         self.last_was_repeat = False
         self.rng = random.Random(config.seed)
         self.first: set[str] = set()  # the initial design's candidates (keys)
+        self.first_is_default = True  # whether the first of them is the default's candidate (see _initial_design)
         self.deadline: float | None = None
         self.before: set[int] = set()  # the trials started before this process's loop began (_failing)
         self.devices: list = []
@@ -315,6 +316,9 @@ class _Search:
             side = None if config.sizes else median_shorter_side(splits.train, seed=config.seed)
             space = named if side is None else build_space(config, side)
             first = _initial_design(config, space, splits)
+            # the first is the default's candidate, or (not in the space) its backbone's smallest size: only the
+            # default's QAT sibling joins the initial design (its int8 is export's auto)
+            self.first_is_default = _default_candidate(config, space, splits) is not None
             if config.trials:  # no trial left waiting that will never run (--trials 0 makes a search that workers and
                 first = first[: config.trials]  # --resume --trials N run: its initial design waits for them)
         if config.resume and config.storage is None and not (out / "study.db").is_file():
@@ -403,6 +407,7 @@ class _Search:
         # was not found from another folder or machine, and an edit between them changed the budget; a reviewer's)
         study.set_user_attr("profile_toml", self.profile_toml)
         study.set_user_attr("first", [c.key for c in first])
+        study.set_user_attr("first_is_default", self.first_is_default)
         self.first = {c.key for c in first}
         for c in first:  # the default candidate, then its smallest size (see _initial_design)
             _enqueue(study, c)
@@ -1031,7 +1036,7 @@ class _Search:
         sibling = Candidate(candidate.backbone, candidate.size, "qat")
         study = trial.study
         first = list(study.user_attrs.get("first", []))
-        if first and candidate.key == first[0]:
+        if first and candidate.key == first[0] and study.user_attrs.get("first_is_default", True):
             # the default's int8 is export's auto, static or QAT: its sibling joins the initial design and runs
             # whenever it fits the time left (search run 9, fifty-e: the default's static trial lost 4 points, and
             # its QAT sibling, predicted at 48 s with 62 s left, was not started under the half-the-time-left rule);
