@@ -599,6 +599,11 @@ class _Trainer:
             if improved:  # after the state that names it: a stop between the two is mended by --resume (below)
                 save_checkpoint(self.model, self.out / CHECKPOINT, {"backbone": self.backbone.name})
             (self.out / LAST_CHECKPOINT).unlink(missing_ok=True)  # an older run's, superseded
+            # the card says how far training got: an interrupted run's had best_epoch null and no history until it
+            # finished (a known item); complete.finetune stays false until then
+            training = {**self.card.training, "history": list(self.state["history"])}
+            self.card = dataclasses.replace(self.card, training={**training, "best_epoch": self.state["best_epoch"]})
+            RunDir(self.out).save_card(self.card)
             if self.on_resumable is not None:
                 self.on_resumable()
             val = f"val loss {val_loss:.4f}  val top-1 {val_acc:.2%}" if val_acc is not None else "no validation"

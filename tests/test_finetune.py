@@ -358,6 +358,10 @@ def test_interrupted_run_resumes_where_it_stopped(image_folder, tmp_path, monkey
     stopped_after_epoch(monkeypatch, config, 2)
     with pytest.raises(RunDirError, match="--resume"):
         RunDir.open(out)
+    # the card says how far it got (best_epoch was null and the history empty until it finished: a known item)
+    stopped = json.loads((out / "card.json").read_text())
+    assert [h["epoch"] for h in stopped["training"]["history"]] == [1, 2] and not stopped["complete"]["finetune"]
+    assert stopped["training"]["best_epoch"] in (1, 2)
     with pytest.raises(UsageError, match=r"changed option\(s\): --lr \(0.002 in the run, 0.5 now\); leave them out"):
         finetune(FinetuneConfig(**{**config.__dict__, "resume": True, "lr": 0.5}))
     with pytest.raises(UsageError, match="already exists"):
