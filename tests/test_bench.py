@@ -415,6 +415,33 @@ def test_a_device_bench_stopped_by_a_dropped_connection_leaves_no_temporary_file
     assert list(device_tmp.iterdir()) == []
 
 
+def test_a_device_bench_ends_its_processes_without_a_killed_line_from_the_shell(tmp_path):
+    """The device's worker ended its process group with killpg, itself included, and the device's sh (dash, as
+    Debian's /bin/sh; busybox's ash alike) printed 'Killed' after every successful bench (a new user's trial). The
+    other processes of its group go; it exits with status 0."""
+    import time
+
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import os, subprocess\n"
+        "os.setpgrp()\n"  # the worker leads its group, as on the device
+        "child = subprocess.Popen(['sleep', '30'])\n"
+        "print(child.pid, flush=True)\n"
+        "from edgetransfer.bench import remote_worker as w\n"
+        "w._stop_group()\n"
+    )
+    done = subprocess.run(["sh", "-c", f"{sys.executable} {script}; echo status=$?"], capture_output=True, text=True)
+    assert "Killed" not in done.stderr and "status=0" in done.stdout, (done.stdout, done.stderr)
+    child = int(done.stdout.split()[0])
+    for _ in range(50):  # reparented and reaped once killed
+        stat = Path(f"/proc/{child}/stat")
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the worker's child {child} still runs")
+
+
 def test_a_device_bench_removes_the_folders_of_earlier_benches_that_were_killed(tmp_path):
     """A bench killed outright (SIGKILL, out of memory, power lost) cannot remove its temporary folder: the next
     bench on the device removes those whose process is gone, and no folder of a live process."""

@@ -478,7 +478,8 @@ def test_a_wheelhouse_without_a_runtime_requirement_is_refused_with_a_command_th
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "pydantic-2.6-py3-none-any.whl").write_bytes(b"")
     check_wheelhouse(tmp_path, "x86_64", "cp311")  # every requirement there (Pillow's capital too): accepted
-    assert "--platform manylinux_2_28_x86_64 --python-version 3.11" in message
+    # both tags: with manylinux_2_28 alone pip found no pydantic-core (manylinux2014 only): a new user's trial
+    assert "--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --python-version 3.11" in message
     assert '"onnxruntime>=1.25"' in message and all(f'"{r}"' in message for r in runtime_requirements("3.11"))
     assert '"onnx>=' not in message  # Python 3.10's own requirements are not asked of a 3.11 device
     # a Python 3.10 device (Ubuntu 22.04, JetPack 6): onnxruntime 1.23 is its last, and onnx checks the paths
@@ -576,13 +577,19 @@ def test_old_runtimes_on_a_device_are_pruned_to_the_most_recently_used(tmp_path)
     from edgetransfer.bench.remote import prune_command
 
     envs = tmp_path / "envs"
-    for age, name in enumerate(["e5", "e4", "e3", "e2", "e1"]):  # e5 newest
+    names = [f"{n:016x}" for n in (5, 4, 3, 2, 1)]  # edgetransfer's names: 16 hexadecimal digits; the first newest
+    for age, name in enumerate(names):
         (envs / name / "bin").mkdir(parents=True)
         os.utime(envs / name, (1_000_000 - age * 100, 1_000_000 - age * 100))
-    (envs / "e9.partial-123").mkdir()  # another bench's install under way: newest-looking or not, never touched
-    os.utime(envs / "e9.partial-123", (1, 1))
+    partial = f"{9:016x}.partial-123"
+    (envs / partial).mkdir()  # another bench's install under way: newest-looking or not, never touched
+    os.utime(envs / partial, (1, 1))
+    # a user's own folders where --remote-dir pointed (~): 'removed 3 folder(s) of earlier benches' took them
+    for mine in ("myenv1", "photos", "deadbeef"):
+        (envs / mine).mkdir()
+        os.utime(envs / mine, (1, 1))
     done = subprocess.run(["sh", "-c", prune_command(str(envs))], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "2"
-    assert sorted(p.name for p in envs.iterdir()) == ["e3", "e4", "e5", "e9.partial-123"]
+    assert sorted(p.name for p in envs.iterdir()) == sorted([*names[:3], partial, "myenv1", "photos", "deadbeef"])
     missing = subprocess.run(["sh", "-c", prune_command(str(tmp_path / "none"))], capture_output=True, text=True)
     assert missing.returncode == 0 and missing.stdout.strip() == "0"

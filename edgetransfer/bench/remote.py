@@ -49,6 +49,7 @@ echo "free_kb=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {{print $4}}')"
 if command -v {python} >/dev/null 2>&1; then
   echo "python=$(command -v {python})"
   {python} -c 'import sys; print("version=%d.%d.%d" % sys.version_info[:3]); print("tag=cp%d%d" % sys.version_info[:2])'
+  {python} -c 'import ensurepip, venv' >/dev/null 2>&1 && echo venv_module=ok
 fi
 test -x "$root/envs/{env}/bin/python" && echo venv=ready
 test -f "$root/lib/{lib}/edgetransfer/__init__.py" && echo lib=ready
@@ -151,6 +152,14 @@ class DeviceBench:
         self.root = found["root"]
         venv = not self.device.python_given
         ready = found.get("venv" if venv else "lib")
+        if venv and ready != "ready" and found.get("venv_module") != "ok":
+            # Debian and Ubuntu ship ensurepip apart: 'python3 -m venv' failed there with its advice on stdout, and
+            # the error said only "exit status 1" (a new user's trial)
+            raise DeviceError(
+                f"{found['python']} on the device cannot make a venv (no ensurepip module): on Debian or Ubuntu, "
+                "apt install python3-venv there; or name a Python that has the runtime's modules (python = ... in "
+                "targets.toml, or --python)"
+            )
         if venv and self.wheelhouse and ready != "ready":
             check_wheelhouse(self.wheelhouse, found["arch"], found.get("tag", "cp3"))
         if not venv:
@@ -234,7 +243,7 @@ class DeviceBench:
             names = lacking.replace("PIL", "pillow").replace(",", ", ")
             raise DeviceError(
                 f"{self.python} on the device lacks {names}: install them there (pip install {names.replace(',', '')}"
-                "), or leave python out of the target so that a venv is made"
+                "), or give no python (in targets.toml or --python) so that a venv is made"
             )
 
     def _copies(self, run: RunDir, config: BenchConfig, samples: tuple, backends: list[str]) -> dict:
@@ -270,13 +279,17 @@ class DeviceBench:
             self._agent("put", dest, stdin=buffer, what=f"copying {len(manifest)} file(s)")
 
     def _make_venv(self) -> None:
-        final, stage = f"{self.root}/envs/{self.env}", f"{self.root}/envs/{self.env}.partial-$$"
+        final = f"{self.root}/envs/{self.env}"
+        # quoted, the shell's pid after it: the folder was inside double quotes, so a --remote-dir holding $(...) ran
+        # it on the device, and one holding '$' or '`' named other folders in different steps (a new user's trial)
+        stage = quote(f"{final}.partial-") + "$$"
         index = f"--no-index --find-links {quote(self.root + '/wheels')}" if self.wheelhouse else ""
         script = (
-            f'mkdir -p {quote(self.root)}/envs && {quote(self.python)} -m venv "{stage}" && '
-            f'"{stage}/bin/python" -m pip install -q --no-compile --disable-pip-version-check {index} '
-            f'{quote(self.root + "/wheels/" + self.wheel.name)} 1>&2 && mv "{stage}" {quote(final)} '
-            f'|| {{ status=$?; rm -rf "{stage}"; exit $status; }}'
+            # (venv's own complaint, Debian's "apt install python3.X-venv" among it, goes to stdout: to stderr here)
+            f"mkdir -p {quote(self.root + '/envs')} && {quote(self.python)} -m venv {stage} 1>&2 && "
+            f"{stage}/bin/python -m pip install -q --no-compile --disable-pip-version-check {index} "
+            f"{quote(self.root + '/wheels/' + self.wheel.name)} 1>&2 && mv {stage} {quote(final)} "
+            f"|| {{ status=$?; rm -rf {stage}; exit $status; }}"
         )
         self.ssh.run(script, what="installing the runtime in a venv", timeout=1800)
 
@@ -362,10 +375,11 @@ KEEP_COPIES = {"runs": 8, "data": 4}  # models of runs, accuracy image sets: the
 def prune_command(folder: str, keep: int = KEEP_RUNTIMES) -> str:
     """Shell code that removes all but the ``keep`` most recently used entries of ``folder`` on the device (the
     runtimes of other edgetransfer builds: each build is a new one), never one still being made (``.partial``), and
-    prints how many it removed."""
+    prints how many it removed. Only the entries edgetransfer names (16 hexadecimal digits) are looked at: with
+    ``--remote-dir ~`` a user's own ~/data/photos1 and ~/envs/myenv went as "earlier benches" (a new user's trial)."""
     return (
         f"cd {quote(folder)} 2>/dev/null || {{ echo 0; exit 0; }}; "
-        f"ls -1t | grep -v '[.]partial' | tail -n +{keep + 1} | "
+        f"ls -1t | grep -xE '[0-9a-f]{{16}}' | tail -n +{keep + 1} | "
         'while IFS= read -r old; do rm -rf -- "$old" && echo "$old"; done | wc -l'
     )
 

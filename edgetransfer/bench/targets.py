@@ -298,6 +298,9 @@ def check_wheelhouse(wheelhouse: Path, arch: str, tag: str) -> None:
         raise DeviceError(
             f"the device is {arch} with CPython {version}: no wheel in {wheelhouse} fits it for "
             f"{', '.join(lacking)}; add them (with their dependencies) on a machine with internet: pip download "
-            f"--only-binary=:all: --platform manylinux_2_28_{arch} --python-version {version} -d {wheelhouse} "
+            # (both tags: pydantic-core's wheels are manylinux2014 only, onnxruntime's since 1.25 manylinux_2_28;
+            # pip does not widen one --platform to older tags, and the command with one failed: a new user's trial)
+            f"--only-binary=:all: --platform manylinux_2_28_{arch} --platform manylinux2014_{arch} --python-version "
+            f"{version} -d {wheelhouse} "
             f"{wanted}"
         )
