@@ -416,24 +416,41 @@ def test_a_device_bench_stopped_by_a_dropped_connection_leaves_no_temporary_file
 
 
 def test_a_device_bench_ends_its_processes_without_a_killed_line_from_the_shell(tmp_path):
-    """The device's worker ended its process group with killpg, itself included, and the device's sh (dash, as
+    """The device's worker ends its process group with SIGKILL, itself included, and the device's sh (dash, as
     Debian's /bin/sh; busybox's ash alike) printed 'Killed' after every successful bench (a new user's trial). The
-    other processes of its group go; it exits with status 0."""
+    command is exec'd now, so no shell waits on it; what it started goes with it, and nothing else is said."""
     import time
+    from types import SimpleNamespace
 
-    script = tmp_path / "worker.py"
-    script.write_text(
+    from edgetransfer.bench.remote import DeviceBench
+
+    wheel = tmp_path / "edgetransfer-0-py3-none-any.whl"
+    wheel.write_bytes(b"wheel")
+    device = SimpleNamespace(target=SimpleNamespace(python=sys.executable), python_given=True, label="cam1")
+    session = DeviceBench(device, SimpleNamespace(), wheel=wheel, wheelhouse=None, remote_dir=None)
+    session.root = str(tmp_path)
+    command = session._worker_command("bench")
+    assert " && exec env PYTHONPATH=" in command and command.endswith("-m edgetransfer.bench.remote_worker bench")
+    (tmp_path / "worker.py").write_text(
         "import os, subprocess\n"
-        "os.setpgrp()\n"  # the worker leads its group, as on the device
+        "try:\n"
+        "    os.setpgrp()\n"  # as remote_worker's main: its own group (a session leader leads one already)
+        "except OSError:\n"
+        "    pass\n"
         "child = subprocess.Popen(['sleep', '30'])\n"
         "print(child.pid, flush=True)\n"
         "from edgetransfer.bench import remote_worker as w\n"
         "w._stop_group()\n"
     )
-    done = subprocess.run(["sh", "-c", f"{sys.executable} {script}; echo status=$?"], capture_output=True, text=True)
-    assert "Killed" not in done.stderr and "status=0" in done.stdout, (done.stdout, done.stderr)
+    # as sshd runs it: the login shell with -c, in a session (and group) of its own; the worker as the command's
+    shell = command.replace("-m edgetransfer.bench.remote_worker bench", "worker.py")
+    shell = shell.replace(
+        f"PYTHONPATH={tmp_path}/lib/{session.wheel_sha[:16]}", f"PYTHONPATH={os.pathsep.join(sys.path)}"
+    )
+    done = subprocess.run(["setsid", "sh", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert "Killed" not in done.stderr, done.stderr
     child = int(done.stdout.split()[0])
-    for _ in range(50):  # reparented and reaped once killed
+    for _ in range(50):  # gone with the group
         stat = Path(f"/proc/{child}/stat")
         if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
             break

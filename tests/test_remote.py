@@ -593,3 +593,50 @@ def test_old_runtimes_on_a_device_are_pruned_to_the_most_recently_used(tmp_path)
     assert sorted(p.name for p in envs.iterdir()) == sorted([*names[:3], partial, "myenv1", "photos", "deadbeef"])
     missing = subprocess.run(["sh", "-c", prune_command(str(tmp_path / "none"))], capture_output=True, text=True)
     assert missing.returncode == 0 and missing.stdout.strip() == "0"
+
+
+def test_a_python_without_ensurepip_is_said_before_anything_is_copied(tmp_path, monkeypatch):
+    """Debian's and Ubuntu's Python without python3-venv: 'python3 -m venv' failed on the device with its advice on
+    stdout, and the error read 'installing the runtime in a venv failed: exit status 1' (a new user's trial)."""
+    from types import SimpleNamespace
+
+    from edgetransfer.bench.remote import DeviceBench
+    from edgetransfer.bench.targets import DeviceError
+
+    wheel = tmp_path / "edgetransfer-0-py3-none-any.whl"
+    wheel.write_bytes(b"wheel")
+    device = SimpleNamespace(target=SimpleNamespace(python="python3"), python_given=False, label="cam1")
+    ran = []
+    session = DeviceBench(
+        device, SimpleNamespace(run=lambda *a, **k: ran.append(a)), wheel=wheel, wheelhouse=None, remote_dir=None
+    )
+    probe = {"root": "/r", "arch": "x86_64", "python": "/usr/bin/python3", "version": "3.11.2", "tag": "cp311"}
+    monkeypatch.setattr(session, "_probe", lambda: probe)
+    with pytest.raises(DeviceError, match=r"cannot make a venv \(no ensurepip module\): on Debian or Ubuntu, apt inst"):
+        session.prepare(None, None)
+    assert ran == []  # nothing run or copied after the probe
+
+
+def test_the_venv_is_made_in_a_remote_folder_whose_name_the_shell_would_read(tmp_path):
+    """The venv's staging folder was inside double quotes: a --remote-dir holding $(...) ran it on the device (a new
+    user's trial). Made with the device's sh, the folder with a quote, a space, $(...) and a backtick is made as
+    named, nothing runs, and a failed step removes the staging folder."""
+    from types import SimpleNamespace
+
+    from edgetransfer.bench.remote import DeviceBench
+
+    wheel = tmp_path / "edgetransfer-0-py3-none-any.whl"
+    wheel.write_bytes(b"wheel")
+    root = tmp_path / "it's a $(touch PWNED) `touch PWNED2`"
+    scripts = []
+    ssh = SimpleNamespace(run=lambda script, **k: scripts.append(script))
+    device = SimpleNamespace(target=SimpleNamespace(python="python3"), python_given=False, label="cam1")
+    session = DeviceBench(device, ssh, wheel=wheel, wheelhouse=None, remote_dir=None)
+    python = tmp_path / "python3"  # makes the venv's folder, then fails: the staging folder must go
+    python.write_text('#!/bin/sh\nmkdir -p "$3" && echo "made $3" >&2\nexit 1\n')
+    python.chmod(0o755)
+    session.root, session.python = str(root), str(python)
+    session._make_venv()
+    done = subprocess.run(["sh", "-c", scripts[0]], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0 and f"made {root}/envs/{session.env}.partial-" in done.stderr, done.stderr
+    assert not list(tmp_path.glob("PWNED*")) and (root / "envs").is_dir() and list((root / "envs").iterdir()) == []

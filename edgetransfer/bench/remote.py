@@ -135,10 +135,17 @@ class DeviceBench:
             raise DeviceError(f"{found['python']} on the device is Python {found.get('version')}; 3.10 or later needed")
         return found
 
+    def _worker_command(self, op: str) -> str:
+        """The device's shell command that runs the worker: exec'd, so that no shell waits on it. The worker ends
+        its process group with SIGKILL (nothing it started runs on), itself included, and dash (Debian's /bin/sh,
+        busybox's ash alike) then printed 'Killed' after every successful bench (a new user's trial; bash execs a
+        last command itself)."""
+        return f"cd {quote(self.root)} && exec {self._python_cmd()} -m edgetransfer.bench.remote_worker {op}"
+
     def _python_cmd(self) -> str:
         """The interpreter that runs edgetransfer there (with the unpacked wheel first on its path)."""
         if self.device.python_given:
-            return f"PYTHONPATH={quote(self.root + '/lib/' + self.wheel_sha[:16])} {quote(self.python)}"
+            return f"env PYTHONPATH={quote(self.root + '/lib/' + self.wheel_sha[:16])} {quote(self.python)}"
         return quote(f"{self.root}/envs/{self.env}/bin/python")
 
     def _agent(self, *args: str, stdin=None, what: str) -> str:
@@ -295,9 +302,7 @@ class DeviceBench:
 
     def _worker(self, op: str, request: dict | None = None) -> dict:
         """Run the installed worker; its answer (the line after MARK). Its stderr is shown as it comes."""
-        command = self.ssh.command(
-            f"cd {quote(self.root)} && {self._python_cmd()} -m edgetransfer.bench.remote_worker {op}"
-        )
+        command = self.ssh.command(self._worker_command(op))
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         tail: list[str] = []
 

@@ -198,7 +198,7 @@ def _sweep(parent: str) -> None:
             continue
 
 
-def _stop_group() -> None:
+def _stop_group(code: int = 0) -> None:
     """End this process and every process it started (measuring processes, anything a library forked), so that
     none keeps the connection open or runs on after the bench; its temporary folder goes first."""
     import signal
@@ -211,30 +211,8 @@ def _stop_group() -> None:
         shutil.rmtree(_TMP, ignore_errors=True)
     sys.stderr.flush()
     if os.getpgrp() == os.getpid():
-        _kill_group_but_me(signal.SIGKILL)
-    os._exit(0)
-
-
-def _kill_group_but_me(sig: int) -> None:
-    """Send ``sig`` to every other process of this process group. killpg killed this one too, and the device's
-    dash (Debian's /bin/sh, busybox's ash alike) then said 'Killed' after every successful bench (a new user's
-    trial); where there is no /proc to list them, killpg all the same."""
-    me, group = os.getpid(), os.getpgrp()
-    try:
-        entries = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        os.killpg(0, sig)
-        return
-    for pid in entries:
-        if pid == me:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-                pgrp = int(fh.read().rsplit(")", 1)[1].split()[2])  # (the name may hold spaces and parentheses)
-            if pgrp == group:
-                os.kill(pid, sig)
-        except (OSError, ValueError, IndexError):
-            continue
+        os.killpg(0, signal.SIGKILL)
+    os._exit(code)
 
 
 def bench(request: dict) -> dict:
@@ -287,7 +265,7 @@ def main(argv: list[str]) -> int:
             import traceback
 
             traceback.print_exc()
-            _stop_group()
+            _stop_group(1)
         try:  # the host may be gone by now (a broken pipe): this bench's files and processes go all the same
             sys.stdout.flush()
             data = (MARK + json.dumps(answer) + "\n").encode()
