@@ -282,6 +282,9 @@ def _project(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0]).lower()
 
 
+MANYLINUX2014 = ("x86_64", "i686", "aarch64", "armv7l", "ppc64le", "ppc64", "s390x")  # PEP 599's architectures
+
+
 def check_wheelhouse(wheelhouse: Path, arch: str, tag: str) -> None:
     """Refuse a device for which some project of the wheelhouse has no wheel that fits (another architecture or
     Python), or that lacks one of edgetransfer's own runtime requirements: pip there would fail after the copy,
@@ -295,12 +298,12 @@ def check_wheelhouse(wheelhouse: Path, arch: str, tag: str) -> None:
     lacking = sorted({p for p, fits in projects.items() if not fits} | {_project(r) for r in needed} - set(projects))
     if lacking:
         wanted = " ".join(f'"{r}"' for r in needed) or "numpy pillow onnxruntime typer rich pydantic"
+        older = f"--platform manylinux2014_{arch} " if arch in MANYLINUX2014 else ""
         raise DeviceError(
             f"the device is {arch} with CPython {version}: no wheel in {wheelhouse} fits it for "
             f"{', '.join(lacking)}; add them (with their dependencies) on a machine with internet: pip download "
             # (both tags: pydantic-core's wheels are manylinux2014 only, onnxruntime's since 1.25 manylinux_2_28;
             # pip does not widen one --platform to older tags, and the command with one failed: a new user's trial)
-            f"--only-binary=:all: --platform manylinux_2_28_{arch} --platform manylinux2014_{arch} --python-version "
-            f"{version} -d {wheelhouse} "
+            f"--only-binary=:all: --platform manylinux_2_28_{arch} {older}--python-version {version} -d {wheelhouse} "
             f"{wanted}"
         )
