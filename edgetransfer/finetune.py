@@ -463,7 +463,9 @@ class _Trainer:
                         "network never learned; give more time)"
                     )
                 break
-            torch.manual_seed(config.seed * 10_000 + epoch)  # augmentation and dropout: a resumed epoch is the same
+            # augmentation and dropout: a resumed epoch is the same; each process its own (the same seed on every one
+            # gave the i-th image of each shard the same crop, flip and dropout mask: a review). Rank 0's is as before
+            torch.manual_seed(config.seed * 10_000 + epoch + 7_919 * dist.rank)
             head_only = config.strategy == "linear-probe" or (
                 config.strategy == "two-phase" and epoch <= config.head_epochs
             )

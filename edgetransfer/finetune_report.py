@@ -59,7 +59,7 @@ def say_start(trainer, threads: int, caches: dict[str, Any]) -> None:
     splits, c, pre = trainer.splits, trainer.config, trainer.pre
     sizes = splits.sizes()
     cached = ", ".join(f"{name} {d.nbytes / 2**20:.0f} MB" for name, d in caches.items() if d.cached)
-    balanced = None if trainer.dist.enabled else balanced_reason(splits.train, c)
+    balanced = balanced_reason(splits.train, c)  # (in several processes too: training.sampler_for_epoch)
     plural = "s" * (threads != 1)
     console.err.print(
         f"fine-tuning {trainer.backbone.name} on {splits.root} ({len(splits.labels)} classes: "

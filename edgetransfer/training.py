@@ -314,16 +314,27 @@ def sampler_for_epoch(samples: tuple, config, epoch: int, dist: Distributed):
 
     import torch
 
+    counts = collections.Counter(s.label for s in samples)
+    skewed = max(counts.values()) >= 3 * min(counts.values())
+    balanced = config.balanced == "on" or (config.balanced == "auto" and skewed)
+    generator = torch.Generator().manual_seed(config.seed + epoch)
+    if dist.enabled and balanced:
+        # one class-balanced draw, the same on every process (the same seed), each taking every world-th of it:
+        # disjoint shares, as many as DistributedSampler gives each. Several processes trained plain shuffled,
+        # --balanced on or a 3:1 skew unsaid (a review)
+        from edgetransfer.finetune_config import per_process
+
+        weights = torch.tensor([1.0 / counts[s.label] for s in samples], dtype=torch.float64)
+        total = per_process(len(samples), dist.world) * dist.world
+        order = torch.multinomial(weights, total, replacement=True, generator=generator).tolist()
+        return order[dist.rank :: dist.world], "class-balanced"
     if dist.enabled:
         sampler = torch.utils.data.DistributedSampler(
             range(len(samples)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=config.seed
         )
         sampler.set_epoch(epoch)
         return sampler, "distributed"
-    counts = collections.Counter(s.label for s in samples)
-    skewed = max(counts.values()) >= 3 * min(counts.values())
-    generator = torch.Generator().manual_seed(config.seed + epoch)
-    if config.balanced == "on" or (config.balanced == "auto" and skewed):
+    if balanced:
         weights = [1.0 / counts[s.label] for s in samples]
         return torch.utils.data.WeightedRandomSampler(weights, len(samples), generator=generator), "class-balanced"
     return torch.utils.data.RandomSampler(range(len(samples)), generator=generator), "shuffled"

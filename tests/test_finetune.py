@@ -1170,6 +1170,31 @@ def test_class_balanced_sampling_is_said_when_it_is_chosen():
     assert balanced_reason(even, SimpleNamespace(balanced="on")) == "--balanced on"
 
 
+def test_several_processes_sample_class_balanced_too():
+    """--nproc-per-node 2 trained plain shuffled whatever --balanced said (on, or auto on a 3:1 skew), unsaid (a
+    review): each process takes its share of one class-balanced draw, disjoint and as many as a plain shard."""
+    import collections
+    from types import SimpleNamespace
+
+    from edgetransfer.data import Sample
+    from edgetransfer.training import Distributed, sampler_for_epoch
+
+    skewed = tuple(Sample(Path(f"{i}.png"), 0) for i in range(90)) + tuple(
+        Sample(Path(f"{i}b.png"), 1) for i in range(9)
+    )
+    config = SimpleNamespace(balanced="auto", seed=3)
+    shares = [sampler_for_epoch(skewed, config, 1, Distributed(rank=r, world=2)) for r in (0, 1)]
+    assert [name for _, name in shares] == ["class-balanced", "class-balanced"]
+    orders = [list(order) for order, _ in shares]
+    assert [len(o) for o in orders] == [50, 50]  # ceil(99 / 2) each, as DistributedSampler's shards
+    again = sampler_for_epoch(skewed, config, 1, Distributed(rank=0, world=2))[0]
+    assert list(again) == orders[0]  # the same seed and epoch: the same share (a resumed epoch)
+    drawn = collections.Counter(skewed[i].label for o in orders for i in o)
+    assert 30 <= drawn[1] <= 70, drawn  # the 9 images of class 1 drawn about as often as the 90 of class 0
+    off = sampler_for_epoch(skewed, SimpleNamespace(balanced="off", seed=3), 1, Distributed(rank=0, world=2))
+    assert off[1] == "distributed"
+
+
 # --------------------------------------------------------------------------- a run stopped before its first epoch
 # finished leaves --out as it was: the previous run of --overwrite put back, a folder it made removed
 
