@@ -81,6 +81,13 @@ def _failed(failures: dict, logs: Path) -> int:
     the cause (the launcher stops the others after it, with SIGTERM); process 0 says its own, another's is read back
     from what it said (its output goes to a file), and a process killed by a signal is named."""
     first = min(failures, key=lambda rank: failures[rank].timestamp)
+    zero = failures.get(0)
+    if first != 0 and zero is not None and zero.exitcode > 0 and zero.exitcode not in (130, 143):
+        if (logs / "said-0").is_file():
+            # process 0 failed of its own too (every process at one step: a NaN loss, a disk full), and it said so:
+            # its error is the one to go by, as it alone knows what the run kept (another's read 'OUT is as it was'
+            # of a run process 0 had kept epochs of: a review)
+            first = 0
     code = failures[first].exitcode
     if code < 0:  # killed (the kernel's OOM killer, kill -9): it said nothing itself
         print(f"error: training process {first} of the job was killed by {signal.Signals(-code).name}", file=sys.stderr)

@@ -959,6 +959,12 @@ def test_a_failed_process_the_first_did_not_speak_for_is_said(tmp_path, capsys, 
     capsys.readouterr()
     late = {0: SimpleNamespace(exitcode=-15, timestamp=6), 1: SimpleNamespace(exitcode=2, timestamp=5)}
     assert _failed(late, tmp_path) == 2 and capsys.readouterr().err == ""
+    # every process failed at one step, each with its own error, process 1 first by the launcher's clock: process
+    # 0's is the one (process 1's said 'OUT is as it was' of a run process 0 had kept epochs of: a review)
+    with open(tmp_path / "said-1", "a", encoding="utf-8") as said:
+        said.write("error: the loss became nan; training stopped before its first epoch finished\n")
+    both = {0: SimpleNamespace(exitcode=2, timestamp=6), 1: SimpleNamespace(exitcode=2, timestamp=5)}
+    assert _failed(both, tmp_path) == 2 and capsys.readouterr().err == ""
     log = tmp_path / "run" / "attempt_0" / "2" / "stderr.log"  # a bug: no error line of its own, a traceback
     log.parent.mkdir(parents=True)
     log.write_text("Traceback (most recent call last):\nZeroDivisionError: division by zero\n")
