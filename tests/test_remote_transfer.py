@@ -75,7 +75,7 @@ def test_the_copies_of_earlier_benches_are_pruned_the_latest_kept(trained_run, t
 
     device = tmp_path / "device"
     for i in range(KEEP_COPIES["runs"] + 3):
-        old = device / "runs" / f"old{i:02d}"
+        old = device / "runs" / f"{i:016x}"  # as edgetransfer names them (a user's own folder there is not pruned)
         old.mkdir(parents=True)
         os.utime(old, (1_000_000 + i, 1_000_000 + i))
     ssh = ShellSsh()
@@ -90,7 +90,7 @@ def test_the_copies_of_earlier_benches_are_pruned_the_latest_kept(trained_run, t
     assert ssh.run(script).strip() == "4"
     kept = sorted(p.name for p in (device / "runs").iterdir())
     assert len(kept) == KEEP_COPIES["runs"] and Path(next(iter(copies))).name in kept  # this bench's, and the newest
-    assert "old00" not in kept and f"old{KEEP_COPIES['runs'] + 2:02d}" in kept
+    assert f"{0:016x}" not in kept and f"{KEEP_COPIES['runs'] + 2:016x}" in kept
     # a folder another bench removed meanwhile is not made a plain file (the run could never be copied there again)
     import shutil
 
