@@ -49,7 +49,8 @@ CHECK_IMAGES = 512
 class ExplainConfig:
     threads: int = 1  # one core: int8's gain is clearest and the timing steadiest
     runs: int = 30  # timed inferences per model after warm-up
-    images: int = 8  # validation images for the per-layer error (the whole-model checks take CHECK_IMAGES)
+    images: int = 8  # validation images for the per-layer error (the whole-model checks take check_images)
+    check_images: int = CHECK_IMAGES  # validation images, at most, for the whole-model checks
     data: str | None = None  # where the run's data folder is now; default: the card's, else export's --data
 
     def validate(self) -> None:
@@ -58,6 +59,8 @@ class ExplainConfig:
                 raise UsageError(f"{name} must be 1..{top}, not {value}")
         if not 1 <= self.images <= 256:
             raise UsageError(f"--images must be 1..256, not {self.images}")
+        if not 1 <= self.check_images <= 100_000:
+            raise UsageError(f"--check-images must be 1..100000, not {self.check_images}")
 
 
 def cpu_features() -> dict[str, Any]:
@@ -452,7 +455,7 @@ def _explain(run: RunDir, config: ExplainConfig) -> dict[str, Any]:
     splits = run.load_splits(card, data)
     if said:  # (once they are read: the folder is the run's)
         console.err.print(f"[yellow]note: {escape(said)}[/]")
-    samples, note = check_images(splits, max(CHECK_IMAGES, config.images))
+    samples, note = check_images(splits, max(config.check_images, config.images))
     if note:
         console.err.print(f"[yellow]note: {note}[/]")
     checked = Decoded(samples, card.preprocessing)  # decoded once: the whole-model checks run it in batches of 32

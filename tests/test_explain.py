@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -95,7 +96,6 @@ def test_a_dynamic_int8_models_error_is_measured_on_its_outputs(trained_run, tmp
 
 def test_the_images_of_the_checks_are_said_where_the_run_has_no_validation_split(trained_run):
     """explain used training images for its error figures on a run without validation images, without a word."""
-    import dataclasses
 
     splits = trained_run.load_splits(trained_run.load_card())
     samples, note = check_images(splits, 4)
@@ -225,12 +225,24 @@ def test_what_the_instruction_set_implies():
 
 
 @pytest.mark.parametrize(
-    ("args", "message"), [(["--threads", "0"], "--threads must be 1..1024"), (["--images", "999"], "--images")]
+    ("args", "message"),
+    [
+        (["--threads", "0"], "--threads must be 1..1024"),
+        (["--images", "999"], "--images"),
+        (["--check-images", "0"], "--check-images must be 1..100000"),
+    ],
 )
 def test_bad_settings_are_one_line(run_copy, args, message):
     result = CliRunner().invoke(app, ["explain", str(run_copy.path), *args])
     assert result.exit_code == 2 and message in result.stderr
     assert not run_copy.file("explain.json").exists()
+
+
+def test_check_images_caps_the_whole_model_checks_never_below_images(run_copy):
+    doc = explain(run_copy, dataclasses.replace(FAST, images=4, check_images=6))
+    assert doc["sqnr"]["output"]["images"] == 6 and doc["kernels"]["images"] == 6
+    doc = explain(run_copy, dataclasses.replace(FAST, images=4, check_images=2))
+    assert doc["sqnr"]["output"]["images"] == 4 and doc["settings"]["check_images"] == 2
 
 
 def test_a_run_without_exported_models_is_told_to_export_first(run_copy):

@@ -23,10 +23,18 @@ def explain(
     images: Annotated[
         int,
         typer.Option(
-            help="Validation images for the per-layer int8 error (SQNR; 1..256), spread through the classes; int8's "
-            "outputs and kernels are checked against fp32's and exact int8 arithmetic on up to 512."
+            help="Validation images for the per-layer int8 error (SQNR; 1..256), spread through the classes (the "
+            "whole-model checks take --check-images)."
         ),
     ] = ExplainConfig.images,
+    check_images: Annotated[
+        int,
+        typer.Option(
+            help="Validation images, at most, on which int8's outputs are checked against fp32's and its kernels "
+            "against exact int8 arithmetic (1..100000; never fewer than --images), spread through the classes. Each "
+            "is decoded and kept in memory: fewer for a quicker look, more for a rare overflow."
+        ),
+    ] = ExplainConfig.check_images,
     data: Annotated[
         str | None,
         typer.Option(
@@ -44,7 +52,9 @@ def explain(
     from edgetransfer.rundir import RunDir
 
     found = RunDir.open(run)
-    doc = run_explain(found, ExplainConfig(threads=threads, runs=runs, images=images, data=data))
+    doc = run_explain(
+        found, ExplainConfig(threads=threads, runs=runs, images=images, check_images=check_images, data=data)
+    )
     for line in doc["verdict"]:
         console.out.print(f"- {line}")
     console.err.print(f"detail: {found.file(EXPLAIN_JSON)}")
