@@ -468,6 +468,12 @@ def test_bench_checks_its_output_folder_and_relative_to_before_measuring(trained
     other = tmp_path / "other"
     shutil.copytree(trained_run.path, other)
     run_bad(["bench", run, "--out", other], 2, f"--out {other} is another run (it holds a card.json)", tmp_path)
+    # a folder holding a user's own bench.md (no bench.json of bench's beside it): it was replaced unsaid
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "bench.md").write_text("# my bench notes\n")
+    run_bad(["bench", run, "--out", notes], 2, f"--out {notes} holds bench.md that bench did not write", tmp_path)
+    assert (notes / "bench.md").read_text() == "# my bench notes\n" and not (notes / "bench.json").exists()
 
 
 def test_export_with_another_folder_and_a_file_for_calibration(trained_run, tmp_path):

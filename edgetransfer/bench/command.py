@@ -15,7 +15,7 @@ from edgetransfer.bench.plan import identity_diff, model_identity
 from edgetransfer.bench.report import to_csv, to_markdown
 from edgetransfer.bench.runner import bench, document_text, save_document
 from edgetransfer.errors import UsageError
-from edgetransfer.rundir import BENCH_REPORTS, CARD, RunDir, atomic_path, missing_folders, remove_empty
+from edgetransfer.rundir import BENCH_JSON, BENCH_REPORTS, CARD, RunDir, atomic_path, missing_folders, remove_empty
 from edgetransfer.schemas import MAX_JSON_FILE_BYTES
 
 
@@ -165,6 +165,15 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
     for name in BENCH_REPORTS:
         if (folder / name).is_dir():
             raise UsageError(f"{folder / name} is a folder; bench writes a file of that name")
+    found = [name for name in BENCH_REPORTS if (folder / name).is_file()]
+    own_run = where == run.path.expanduser().resolve()  # a run's folder: those names are bench's (an export that
+    # could not remove an earlier bench.html leaves it alone there)
+    if out_dir and not own_run and found and not _bench_document(folder / BENCH_JSON):  # files of those names bench
+        # did not write (its reports are written all or none, bench.json among them): a user's bench.md went unsaid
+        raise UsageError(
+            f"{what} holds {', '.join(found)} that bench did not write (no bench.json of bench's beside them) and "
+            "would be replaced; give a folder of its own for the reports, or move them"
+        )
     if save_baseline is not None:
         target = Path(save_baseline)
         if target.is_dir():
