@@ -58,7 +58,7 @@ def materialize_digits(home: Path | None = None, *, seed: int = 0) -> Path:
     digits = load_digits()
     samples = tuple(Sample(Path(f"{i:04d}.png"), int(t)) for i, t in enumerate(digits.target))
     parts = dict(zip(SPLITS, stratified(samples, seed, 0.15, 0.15), strict=True))
-    with write_errors_said(root), staging_dir(root) as tmp:  # EDGETRANSFER_DATA unwritable: one line
+    with write_errors_said(root), staging_dir(root, keep_existing=True) as tmp:  # unwritable: one line
         for split, group in parts.items():
             for sample in group:
                 folder = tmp / split / str(sample.label)

@@ -164,8 +164,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def staging_dir(final: Path) -> Iterator[Path]:
-    """A hidden directory beside ``final`` that becomes ``final`` only if the block succeeds."""
+def staging_dir(final: Path, *, keep_existing: bool = False) -> Iterator[Path]:
+    """A hidden directory beside ``final`` that becomes ``final`` only if the block succeeds. With ``keep_existing``
+    (content any writer makes alike), a ``final`` another process finished meanwhile is kept and this one's copy
+    dropped: replacing it removed the files under that process as it read them (two processes of one torchrun job
+    writing the built-in data set)."""
     final = Path(final)
     with write_errors_said(final):
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -173,9 +176,15 @@ def staging_dir(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
+        if final.exists() and keep_existing:
+            return
         if final.exists():
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (keep_existing and final.is_dir()):  # made by another process between the check and the rename
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -99,6 +99,25 @@ def test_digits_are_the_real_sklearn_images(tmp_path):
     assert materialize_digits(tmp_path) == root  # built once, reused
 
 
+def test_digits_another_process_finished_first_are_kept_not_replaced_under_it(tmp_path, monkeypatch):
+    """Two processes of a torchrun job write the built-in set at once: the second's copy replaced the first's folder
+    (its files removed as the first read them); the one finished first is kept."""
+    from edgetransfer import builtin_data
+
+    real = builtin_data.stratified
+
+    def meanwhile(*args, **kwargs):  # another process finishes its copy while this one writes
+        theirs = tmp_path / "digits-seed0" / "test"
+        theirs.mkdir(parents=True)
+        (theirs / "theirs.txt").write_text("read by the other process")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(builtin_data, "stratified", meanwhile)
+    root = materialize_digits(tmp_path)
+    assert (root / "test" / "theirs.txt").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["digits-seed0"]  # this one's copy dropped, nothing left
+
+
 def test_every_kind_of_bad_file_is_named_with_its_reason(tmp_path, monkeypatch):
     import os
 
