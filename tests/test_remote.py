@@ -571,8 +571,10 @@ def test_a_device_without_its_own_fp32_gets_accuracy_deltas_against_this_machine
 
 def test_old_runtimes_on_a_device_are_pruned_to_the_most_recently_used(tmp_path):
     """Each edgetransfer build installs a new runtime (~200 MB venv) on the device: after an install, all but the
-    three most recently used are removed, never one still being made; the command runs in the device's POSIX sh."""
+    three most recently used are removed, and installs left unfinished hours ago, never one still being made; the
+    command runs in the device's POSIX sh."""
     import os
+    import time
 
     from edgetransfer.bench.remote import prune_command
 
@@ -582,15 +584,20 @@ def test_old_runtimes_on_a_device_are_pruned_to_the_most_recently_used(tmp_path)
         (envs / name / "bin").mkdir(parents=True)
         os.utime(envs / name, (1_000_000 - age * 100, 1_000_000 - age * 100))
     partial = f"{9:016x}.partial-123"
-    (envs / partial).mkdir()  # another bench's install under way: newest-looking or not, never touched
-    os.utime(envs / partial, (1, 1))
+    (envs / partial).mkdir()  # another bench's install under way (made a minute ago): never touched
+    os.utime(envs / partial, (time.time() - 60, time.time() - 60))
+    left = f"{8:016x}.partial-77"  # an install a dropped connection left (~200 MB), hours old: it was never swept
+    (envs / left / "bin").mkdir(parents=True)
+    os.utime(envs / left, (1, 1))
     # a user's own folders where --remote-dir pointed (~): 'removed 3 folder(s) of earlier benches' took them
-    for mine in ("myenv1", "photos", "deadbeef"):
+    for mine in ("myenv1", "photos", "deadbeef", "myenv.partial-1"):
         (envs / mine).mkdir()
         os.utime(envs / mine, (1, 1))
     done = subprocess.run(["sh", "-c", prune_command(str(envs))], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "2"
-    assert sorted(p.name for p in envs.iterdir()) == sorted([*names[:3], partial, "myenv1", "photos", "deadbeef"])
+    assert done.stdout.strip() == "3"
+    assert sorted(p.name for p in envs.iterdir()) == sorted(
+        [*names[:3], partial, "myenv1", "photos", "deadbeef", "myenv.partial-1"]
+    )
     missing = subprocess.run(["sh", "-c", prune_command(str(tmp_path / "none"))], capture_output=True, text=True)
     assert missing.returncode == 0 and missing.stdout.strip() == "0"
 

@@ -191,8 +191,8 @@ class DeviceBench:
             removed = self.ssh.run(prune_command(runtimes), what="removing old runtimes").strip()
             if removed not in ("", "0"):
                 self._say(
-                    f"removed {removed} runtime(s) of other edgetransfer builds (kept the {KEEP_RUNTIMES} most "
-                    "recently used)"
+                    f"removed {removed} runtime(s) of other edgetransfer builds or installs left unfinished (kept "
+                    f"the {KEEP_RUNTIMES} most recently used)"
                 )
         answer = self._worker("probe")
         self.info, self.backends = answer["device"], answer["backends"]
@@ -377,14 +377,21 @@ KEEP_RUNTIMES = 3  # runtimes (a venv is ~200 MB) of edgetransfer builds kept on
 KEEP_COPIES = {"runs": 8, "data": 4}  # models of runs, accuracy image sets: the most recently used kept on a device
 
 
+STALE_PARTIAL_MINUTES = 180  # a staging folder (NAME.partial-PID) untouched this long was left by a dropped
+# connection or a killed install (an install's ssh command times out after 30 minutes): ~200 MB each, never swept
+
+
 def prune_command(folder: str, keep: int = KEEP_RUNTIMES) -> str:
     """Shell code that removes all but the ``keep`` most recently used entries of ``folder`` on the device (the
-    runtimes of other edgetransfer builds: each build is a new one), never one still being made (``.partial``), and
-    prints how many it removed. Only the entries edgetransfer names (16 hexadecimal digits) are looked at: with
-    ``--remote-dir ~`` a user's own ~/data/photos1 and ~/envs/myenv went as "earlier benches" (a new user's trial)."""
+    runtimes of other edgetransfer builds: each build is a new one), and the staging folders (``.partial-PID``) of
+    installs and transfers cut off more than :data:`STALE_PARTIAL_MINUTES` ago, never one under way, and prints how
+    many it removed. Only the entries edgetransfer names (16 hexadecimal digits) are looked at: with ``--remote-dir
+    ~`` a user's own ~/data/photos1 and ~/envs/myenv went as "earlier benches" (a new user's trial)."""
+    hex16 = "[0-9a-f]" * 16
     return (
         f"cd {quote(folder)} 2>/dev/null || {{ echo 0; exit 0; }}; "
-        f"ls -1t | grep -xE '[0-9a-f]{{16}}' | tail -n +{keep + 1} | "
+        f"{{ ls -1t | grep -xE '[0-9a-f]{{16}}' | tail -n +{keep + 1}; "
+        f"find . -maxdepth 1 -name '{hex16}.partial-*' -mmin +{STALE_PARTIAL_MINUTES} | sed 's|^[.]/||'; }} | "
         'while IFS= read -r old; do rm -rf -- "$old" && echo "$old"; done | wc -l'
     )
 
