@@ -273,6 +273,11 @@ def test_reference_run_on_a_device(device, tmp_path):
     # no fp32 measured there (--variants int8): its rows are compared with this machine's reference (same images)
     assert theirs["results"][0]["accuracy"]["top1_delta_points"] is not None
     assert theirs["gate"]["mode"] == "reference-run" and theirs["gate"]["rows"]
+    # the reference run named as given here, not as the device's copy under the remote folder
+    from edgetransfer.rundir import RunDir
+
+    assert theirs["reference"]["run"] == theirs["gate"]["baseline"] == str(RunDir.open(reference).path)
+    assert len(Path(theirs["reference"]["device_run"]).name) == 16  # the device's copy, kept beside
 
 
 def test_failures_are_one_line_each_and_the_other_devices_are_still_reported(device, servers, main_server, tmp_path):

@@ -350,6 +350,14 @@ class DeviceBench:
             request["reference"] = self.runs[str(RunDir(Path(config.reference_run)).path)]
         document = self._worker("bench", request)["document"]
         document = validate_document(document, f"the bench document from {self.label}")
+        if config.reference_run and document.get("reference"):  # named as the user gave it (the gate's "against the
+            # reference run ..." named the device's copy, a folder under the remote directory); the copy kept beside
+            device_copy = document["reference"]["run"]
+            document["reference"] = {
+                **document["reference"],
+                "run": str(RunDir(Path(config.reference_run)).path),
+                "device_run": device_copy,
+            }
         document["unavailable"] = unavailable + document["unavailable"]
         return document
 
