@@ -405,7 +405,8 @@ class _Trainer:
         model = self.model.to(device).to(memory_format=torch.channels_last)
         ddp, ddp_phase = model, None  # under torchrun: DDP around the model, made for each phase (below)
         train = Decoded(self.splits.train, pre, name="training images", workers=config.workers)  # decoded once
-        self.val = Decoded(self.splits.val, pre, name="validation images", workers=config.workers)
+        # process 0 alone scores validation: the others leave it undecoded (every process of a job held it)
+        self.val = Decoded(self.splits.val if dist.main else (), pre, name="validation images", workers=config.workers)
         if dist.main and self.card is None:
             record = self.splits.record()
             atomic_write_text(self.out / SPLITS_FILE, json.dumps(record) + "\n")

@@ -730,7 +730,7 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path, strategy):
         "    for name, value in sorted(self.model.named_parameters()):  # (BatchNorm statistics: each its own)\n"
         "        digest.update(name.encode() + value.detach().cpu().contiguous().numpy().tobytes())\n"
         f"    with open(os.path.join({str(tmp_path)!r}, 'rank' + os.environ['RANK']), 'a') as f:\n"
-        "        f.write(digest.hexdigest() + '\\n')\n"
+        "        f.write(digest.hexdigest() + ' ' + str(len(self.val)) + '\\n')\n"
         "    return end_epoch(self, *args, **kwargs)\n"
         "finetune._Trainer._end_epoch = recorded\n"
         "from edgetransfer.cli import main\n"
@@ -772,8 +772,11 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path, strategy):
     # it found none (it came on every run); the two-phase run's head phase leaves the body out of it
     assert "find_unused_parameters" not in result.stderr
     # and every parameter that learned was synced: the two processes end with the same weights
-    epochs = [(tmp_path / f"rank{rank}").read_text().split() for rank in (0, 1)]
+    lines = [(tmp_path / f"rank{rank}").read_text().splitlines() for rank in (0, 1)]
+    epochs = [[line.split()[0] for line in rank] for rank in lines]
     assert len(epochs[0]) == 2 and epochs[0] == epochs[1] and epochs[0][0] != epochs[0][1]
+    # process 0 alone scores the validation split: the others do not decode it (each of 8 GPUs' processes held it)
+    assert int(lines[0][0].split()[1]) > 0 and int(lines[1][0].split()[1]) == 0
     assert card["training"]["config"]["batch_size"] == 4 and card["training"]["batch_per_step"] == 8
     assert result.stderr.count("best val top-1") == 1, "only rank 0 reports and writes"
     # the batch is each process's: the step's in all is said (a user's trial read 'batch 8' for 16 a step)
