@@ -77,6 +77,7 @@ from edgetransfer.training import (
     sampler_for_epoch,
     set_phase,
     set_threads,
+    threads_alone,
     trainable_blocks,
     validation_dtype,
     warmup_cosine,
@@ -150,7 +151,10 @@ def finetune(
                 trainer.on_epoch = on_epoch
                 trainer.on_resumable = new_out.keep if new_out else None
                 run = trainer.run()
-            return adapt(run, config, device=device, inputs=inputs) if dist.main else run
+            if not dist.main:
+                return run
+            with threads_alone(dist):  # the other processes are done
+                return adapt(run, config, device=device, inputs=inputs)
     finally:
         dist.close()
 
@@ -569,7 +573,8 @@ class _Trainer:
             )
         if self.dist.main:
             dtype = validation_dtype(self.config.amp, self.device)  # on a CPU float32, as exported
-            val_acc, _, val_loss = score(unwrap(self.model), self.val, self.device, dtype=dtype)
+            with threads_alone(self.dist):  # the other processes wait at the barrier below
+                val_acc, _, val_loss = score(unwrap(self.model), self.val, self.device, dtype=dtype)
             if not len(self.val):  # nothing to validate on: the last epoch is the one kept
                 improved, val_acc, val_loss = True, None, None
             else:  # a tie in accuracy (a small or saturated validation split) goes to the lower validation loss
@@ -644,6 +649,10 @@ class _Trainer:
         run = RunDir(self.out)
         if not self.dist.main:
             return run
+        with threads_alone(self.dist):  # the other processes are done
+            return self._finish_alone(run, stopped_because, seconds)
+
+    def _finish_alone(self, run: RunDir, stopped_because: str, seconds: float) -> RunDir:
         model = unwrap(self.model)
         model.load_state_dict(backbones.read_safetensors(self.out / CHECKPOINT))
         model.eval()

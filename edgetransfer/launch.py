@@ -58,7 +58,10 @@ def launch(nproc: int, argv: list[str], *, device: str = "auto") -> int:
         if name.startswith("torch.distributed"):  # failure report): the processes say what matters themselves
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     if not os.environ.get("OMP_NUM_THREADS"):
+        from edgetransfer.training import ALONE_THREADS
+
         os.environ["OMP_NUM_THREADS"] = str(threads_per_process(nproc))
+        os.environ[ALONE_THREADS] = str(cores)  # process 0's work the others wait for takes them all
     with tempfile.TemporaryDirectory(prefix="edgetransfer-ranks-") as logs:
         # rank 0 speaks for the job on the terminal; the others' output goes to files, read back when they fail
         os.environ[SAID] = logs

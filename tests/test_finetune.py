@@ -18,7 +18,15 @@ from edgetransfer.errors import EdgeTransferError, RunDirError, UsageError
 from edgetransfer.finetune import FinetuneConfig, TrainingDiverged, finetune, load_recipe
 from edgetransfer.finetune_config import AUTO_MIN_SIZE
 from edgetransfer.rundir import RunDir, sha256_file
-from edgetransfer.training import early_blocks, fixed_blocks, head_and_blocks, param_groups, set_phase, warmup_cosine
+from edgetransfer.training import (
+    ALONE_THREADS,
+    early_blocks,
+    fixed_blocks,
+    head_and_blocks,
+    param_groups,
+    set_phase,
+    warmup_cosine,
+)
 
 TINY = {"size": 32, "epochs": 2, "batch_size": 8}
 
@@ -730,9 +738,17 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path, strategy):
         "    for name, value in sorted(self.model.named_parameters()):  # (BatchNorm statistics: each its own)\n"
         "        digest.update(name.encode() + value.detach().cpu().contiguous().numpy().tobytes())\n"
         f"    with open(os.path.join({str(tmp_path)!r}, 'rank' + os.environ['RANK']), 'a') as f:\n"
-        "        f.write(digest.hexdigest() + ' ' + str(len(self.val)) + '\\n')\n"
+        "        threads = __import__('torch').get_num_threads()  # training's, after the last validation\n"
+        "        f.write(f'{digest.hexdigest()} {len(self.val)} {threads}\\n')\n"
         "    return end_epoch(self, *args, **kwargs)\n"
         "finetune._Trainer._end_epoch = recorded\n"
+        "import torch\n"
+        "real_score = finetune.score\n"
+        "def threads_scored(*args, **kwargs):  # process 0's threads as it scores (validation, the test split)\n"
+        f"    with open(os.path.join({str(tmp_path)!r}, 'threads' + os.environ['RANK']), 'a') as f:\n"
+        "        f.write(f'{torch.get_num_threads()}\\n')\n"
+        "    return real_score(*args, **kwargs)\n"
+        "finetune.score = threads_scored\n"
         "from edgetransfer.cli import main\n"
         "sys.argv = ['edgetransfer'] + sys.argv[1:]\n"
         "main()\n"
@@ -761,13 +777,15 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path, strategy):
         "--strategy",
         strategy,
     ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    )
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", ALONE_THREADS: "2"}  # as --nproc-per-node sets
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     card = json.loads((out / "card.json").read_text())
     assert card["training"]["world_size"] == 2 and card["complete"]["finetune"]
     assert card["training"]["config"]["strategy"] == ("full" if strategy == "full" else "two-phase")
+    # process 0 scores validation and the test split on the cores both share, while process 1 waits (it scored
+    # them on its one thread), and trains on its share again after (the weights' records above: 1 each epoch)
+    assert (tmp_path / "threads0").read_text().split() == ["2"] * 4 and not (tmp_path / "threads1").exists()
     # DDP is made for each phase's learning parameters: no search for unused ones, and no warning from torch that
     # it found none (it came on every run); the two-phase run's head phase leaves the body out of it
     assert "find_unused_parameters" not in result.stderr
@@ -777,6 +795,7 @@ def test_torchrun_two_cpu_processes_with_gloo(image_folder, tmp_path, strategy):
     assert len(epochs[0]) == 2 and epochs[0] == epochs[1] and epochs[0][0] != epochs[0][1]
     # process 0 alone scores the validation split: the others do not decode it (each of 8 GPUs' processes held it)
     assert int(lines[0][0].split()[1]) > 0 and int(lines[1][0].split()[1]) == 0
+    assert [line.split()[2] for rank in lines for line in rank] == ["1"] * 4  # training's threads: each its share
     assert card["training"]["config"]["batch_size"] == 4 and card["training"]["batch_per_step"] == 8
     assert result.stderr.count("best val top-1") == 1, "only rank 0 reports and writes"
     # the batch is each process's: the step's in all is said (a user's trial read 'batch 8' for 16 a step)
