@@ -435,7 +435,20 @@ def split_folders(root: Path) -> dict[str, Path]:
     if found and beside and not any(_subfolders(f) for f in found.values()):
         return {}  # train/, val/ or test/ holding images themselves among other class folders: classes of those
         # names (a vehicles set's "train"), not splits, which hold class folders (see load_splits' note)
+    if set(found) == {"train"} and any(_loose_images(p) for p in beside):  # bus/, car/ holding images and
+        # train/{steam,electric}/: a class 'train' with folders of its own, not a split (it trained steam against
+        # electric, "not read: bus/, car/"; a new user's trial)
+        return {}
     return found
+
+
+def _loose_images(folder: Path) -> list[str]:
+    """The names of the files with an image's extension directly in ``folder`` (not in a folder below it)."""
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not ignored_file(p.name) and not p.is_dir()
+    )
 
 
 class Images(tuple):
@@ -484,16 +497,29 @@ def lookalike_classes(labels: tuple[str, ...]) -> list[tuple[str, ...]]:
     import unicodedata
 
     groups: dict[str, list[str]] = {}
-    for label in labels:
-        groups.setdefault(unicodedata.normalize("NFC", label).casefold(), []).append(label)
+    for label in labels:  # (and spaces at the ends: 'cat ' beside 'cat' printed the same; a new user's trial)
+        groups.setdefault(unicodedata.normalize("NFC", label).casefold().strip(), []).append(label)
     return [tuple(group) for group in groups.values() if len(group) > 1]
+
+
+LOOKALIKE = "differ only in case, Unicode form or spaces at their ends"
+
+
+def shown_group(group: tuple[str, ...]) -> list[str]:
+    """Each name of a :func:`lookalike_classes` group quoted as :func:`_shown` does: 'fusée', 'fusée' (one typed on
+    macOS) printed alike."""
+    return [_shown(name, next((o for o in group if o != name and _nfc(o) == _nfc(name)), "")) for name in group]
+
+
+def _nfc(name: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name)
 
 
 def _shown(name: str, other: str) -> str:
     """``name`` quoted; escaped where only its Unicode form tells it from ``other`` (they print the same)."""
-    import unicodedata
-
-    return ascii(name) if unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", other) else repr(name)
+    return ascii(name) if _nfc(name) == _nfc(other) else repr(name)
 
 
 def _check_classes(classes: dict[str, list[Path]], where: Path, *, split: bool = False, option: str = "--data") -> None:
@@ -562,21 +588,29 @@ def load_splits(
                     if label != other
                 ]
                 raise DataError(
-                    f"{folders[name]} has classes that {folders['train'].name}/ lacks: {', '.join(sorted(unknown))}"
-                    + (
-                        f" ({'; '.join(alike)} differ only in case or Unicode form: rename one folder to match)"
-                        if alike
-                        else ""
-                    )
+                    f"{folders[name]} has classes that {folders['train'].name}/ lacks: "
+                    + ", ".join(repr(c) if c != c.strip() or not c.isprintable() else c for c in sorted(unknown))
+                    + (f" ({'; '.join(alike)} {LOOKALIKE}: rename one folder to match)" if alike else "")
                 )
         samples = {
             name: tuple(Sample(p, labels.index(c)) for c, files in per_split.get(name, {}).items() for p in files)
             for name in SPLITS
         }
-        if not samples["val"]:  # no val folder: hold out part of train, with the seed
-            train, val, _ = stratified(samples["train"], seed, val_fraction, 0.0)
-            samples["train"], samples["val"], _, moved = _copies_together(train, val, ())
-            extra["val_from_train"] = f"{val_fraction:.0%} of {folders['train'].name}/ per class"
+        loose = {folders[name].name: _loose_images(folders[name]) for name in SPLITS if name in folders}
+        if any(loose.values()):  # images in a split folder itself, in no class folder: no label (a Kaggle test/ of
+            # unlabelled images; a val/ of 12 images): not read, said (they went unsaid; a new user's trial)
+            extra["loose"] = {name: files for name, files in loose.items() if files}
+        missing = [name for name in ("val", "test") if not samples[name]]
+        if missing:  # no val (or test) folder, or none of its images in class folders: hold out part of train,
+            # with the seed (a train/ + val/ set, as many tutorials' are, was refused for its missing test/)
+            fractions = {name: (val_fraction if name == "val" else test_fraction) for name in missing}
+            train, val, test = stratified(samples["train"], seed, fractions.get("val", 0.0), fractions.get("test", 0.0))
+            # copies split apart by the hold-out go back to train; the user's own split folder is not touched
+            train, val, test, moved = _copies_together(train, val, test)
+            samples.update(train=train, **{name: {"val": val, "test": test}[name] for name in missing})
+            for name in missing:
+                if name == "val" or samples["test"]:  # (too few to spare a test image: refused, see check_splits)
+                    extra[f"{name}_from_train"] = f"{fractions[name]:.0%} of {folders['train'].name}/ per class"
             if moved:
                 extra["copies_kept_in_train"] = moved
         _, _, _, across = _copies_together(samples["train"], samples["val"], samples["test"], move=False)

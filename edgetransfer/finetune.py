@@ -33,7 +33,15 @@ from edgetransfer import backbones, console
 from edgetransfer.adapt import ADAPT_OPTIONS, adapt, not_adapted, target_images
 from edgetransfer.builtin_data import resolve_data
 from edgetransfer.checkpoint import evaluate, load_model, non_finite, save_checkpoint, unwrap
-from edgetransfer.data import Splits, default_preprocessing, load_splits, lookalike_classes
+from edgetransfer.data import (
+    LOOKALIKE,
+    SPLIT_FOLDERS,
+    Splits,
+    default_preprocessing,
+    load_splits,
+    lookalike_classes,
+    shown_group,
+)
 from edgetransfer.decoded import Decoded, augment, score
 from edgetransfer.devices import resolve_device
 from edgetransfer.errors import EdgeTransferError, RunDirError, TrainingDiverged, UsageError
@@ -169,8 +177,8 @@ def _say_data(splits) -> None:
         )
     for group in lookalike_classes(splits.labels):
         console.err.print(
-            f"[yellow]note: the classes {escape(', '.join(repr(name) for name in group))} differ only in case or "
-            "Unicode form: one class split in two by accident? (merge their folders if so)[/]"
+            f"[yellow]note: the classes {escape(', '.join(shown_group(group)))} {LOOKALIKE}: one class split in two "
+            "by accident? (merge their folders if so)[/]"
         )
     if splits.extra.get("hidden_folders"):
         hidden = splits.extra["hidden_folders"]
@@ -184,22 +192,41 @@ def _say_data(splits) -> None:
         inner = splits.extra["grouped_classes"]
         named = ", ".join(f"{c}/" for c in inner[:MAX_NAMED]) + (" ..." if len(inner) > MAX_NAMED else "")
         group = splits.root / inner[0].split("/")[0]
-        console.err.print(
-            f"[yellow]note: no class folder holds an image itself, only folders below ({escape(named)}): the classes "
-            f"are {escape(', '.join(splits.labels[:MAX_NAMED]))}{' ...' if len(splits.labels) > MAX_NAMED else ''}; "
-            f"if the folders below are the classes, pass one group (--data {escape(str(group))}) "
-            "or gather them into DIR/<class>/[/]"
-        )
+        classes = f"{escape(', '.join(splits.labels[:MAX_NAMED]))}{' ...' if len(splits.labels) > MAX_NAMED else ''}"
+        if all(c.split("/")[1].lower() in SPLIT_FOLDERS for c in inner):  # DIR/cat/{train,test}/: a split made in
+            # each class folder, merged and split again (a user's test images trained on, and the note said "pass
+            # one group (--data DIR/cat)"; a new user's trial)
+            console.err.print(
+                f"[yellow]note: the class folders hold split folders ({escape(named)}): the classes are {classes}, "
+                "each one's images merged and split again 70/15/15, so the split inside them is not kept; to keep "
+                "it, arrange them as DIR/train/<class>/, DIR/val/<class>/, DIR/test/<class>/[/]"
+            )
+        else:
+            console.err.print(
+                f"[yellow]note: no class folder holds an image itself, only folders below ({escape(named)}): the "
+                f"classes are {classes}; if the folders below are the classes, pass one group (--data "
+                f"{escape(str(group))}) or gather them into DIR/<class>/[/]"
+            )
     if splits.extra.get("classes_named_like_splits"):
         named = ", ".join(f"{c}/" for c in splits.extra["classes_named_like_splits"])
         console.err.print(
             f"[yellow]note: {escape(named)} in {escape(str(splits.root))} hold images, not class folders, beside "
             "other class folders: read as classes of those names (split folders hold DIR/train/<class>/)[/]"
         )
-    if splits.extra.get("val_from_train"):
+    for name, what in (("val", "validation"), ("test", "test")):
+        if splits.extra.get(f"{name}_from_train"):
+            console.err.print(
+                f"no {what} images in class folders in {escape(str(splits.root))}: "
+                f"{splits.extra[f'{name}_from_train']} held out for {what} (seed {splits.seed})"
+            )
+    if splits.extra.get("loose"):
+        listed = "; ".join(
+            f"{folder}/: {_first_three(files) if len(files) <= 3 else f'{len(files)} images'}"
+            for folder, files in splits.extra["loose"].items()
+        )
         console.err.print(
-            f"no validation folder in {escape(str(splits.root))}: {splits.extra['val_from_train']} held out for "
-            f"validation (seed {splits.seed})"
+            f"[yellow]note: not read in {escape(str(splits.root))}, images outside any class folder ("
+            f"{escape(listed)}): an image's label is the name of its class folder, as in train/<class>/[/]"
         )
     if splits.extra.get("copies_kept_in_train"):
         console.err.print(

@@ -264,9 +264,11 @@ def test_a_recipe_value_of_the_wrong_type(tmp_path, image_folder):
 
 
 def test_a_folder_layout_without_test_images(tmp_path):
+    """train/ + val/ holds test images out of train (as it does validation images without val/); where train/ has
+    too few to spare one per class, it is refused before the work."""
     data = tmp_path / "data"
-    for seed, split in enumerate(("train", "val")):  # other images (copies of train in val/ are said)
-        make_folder(data / split, per_class=4, seed=seed)
+    make_folder(data / "train", per_class=1, seed=0)
+    make_folder(data / "val", per_class=4, seed=1)  # other images (copies of train in val/ are said)
     run_bad(["finetune", "--data", data, "--out", tmp_path / "run"], 2, "has no test images", tmp_path)
 
 

@@ -334,6 +334,15 @@ def test_class_names_that_differ_only_in_case_or_unicode_form_are_found():
     nfd = "Cafe\u0301"  # 'Café' as macOS writes file names
     assert lookalike_classes(("Café", nfd, "Cat", "cat", "dog")) == [("Café", nfd), ("Cat", "cat")]
     assert lookalike_classes(("cat", "dog", "Café")) == []
+    assert lookalike_classes(("cat", "cat ", "dog")) == [("cat", "cat ")]  # printed alike
+
+
+def test_lookalike_names_are_shown_so_that_they_differ_on_screen():
+    from edgetransfer.data import shown_group
+
+    nfd = "fuse\u0301e"  # 'fusée' as macOS writes it, beside the NFC one: 'fusée', 'fusée' printed alike
+    assert shown_group(("fus\u00e9e", nfd)) == ["'fus\\xe9e'", "'fuse\\u0301e'"]
+    assert shown_group(("Cat", "cat ")) == ["'Cat'", "'cat '"]
 
 
 def test_a_split_folders_class_that_differs_from_trains_only_in_form_is_said(tmp_path):
@@ -353,7 +362,67 @@ def test_a_split_folders_class_that_differs_from_trains_only_in_form_is_said(tmp
     said = str(info.value)
     assert "has classes that train/ lacks" in said
     assert "test/'cafe\\u0301' and train/'caf\\xe9'" in said and "test/'dog' and train/'Dog'" in said, said
-    assert said.endswith("differ only in case or Unicode form: rename one folder to match)")
+    assert said.endswith("differ only in case, Unicode form or spaces at their ends: rename one folder to match)")
+    # a name with a space at its end is quoted where it is named (it read "lacks: cat ", the space unseen)
+    (tmp_path / "test" / nfd).rename(tmp_path / "test" / "cat ")
+    (tmp_path / "test" / "dog").rename(tmp_path / "test" / "Dog")
+    (tmp_path / "train" / nfc).rename(tmp_path / "train" / "cat")
+    with pytest.raises(DataError) as info:
+        load_splits(tmp_path)
+    assert "has classes that train/ lacks: 'cat ' (test/'cat ' and train/'cat' differ" in str(info.value)
+
+
+def _split_folder(root, counts, classes=("cat", "dog")):
+    from PIL import Image
+
+    for split, n in counts.items():
+        for k, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 40), (20 * i, 60 * k, 7 * i)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_a_train_and_val_set_holds_test_images_out_of_train_and_images_outside_class_folders_are_said(tmp_path):
+    """train/ + val/ (as many tutorials' sets are) was refused for its missing test/; a val/ or test/ of images in no
+    class folder (a Kaggle test/, unlabelled) and loose files in train/ went unread without a word (a new user's
+    trial). Test images are held out of train now, as validation images are, and the loose ones are recorded."""
+    from PIL import Image
+
+    from edgetransfer.data import load_splits
+
+    root = _split_folder(tmp_path / "tv", {"train": 20, "val": 3})
+    splits = load_splits(root)
+    assert splits.sizes() == {"train": 34, "val": 6, "test": 6}
+    assert splits.extra["test_from_train"] == "15% of train/ per class" and "val_from_train" not in splits.extra
+    assert all(s.path.parent.parent.name == "val" for s in splits.val)  # the user's own, untouched
+    assert all(s.path.parent.parent.name == "train" for s in splits.test)
+    kaggle = _split_folder(tmp_path / "kaggle", {"train": 20})
+    (kaggle / "test").mkdir()
+    for i in range(4):
+        Image.new("RGB", (40, 40), (i, 2, 3)).save(kaggle / "test" / f"{i}.jpg")
+    Image.new("RGB", (40, 40)).save(kaggle / "train" / "loose.png")
+    splits = load_splits(kaggle)
+    assert splits.extra["loose"] == {"test": ["0.jpg", "1.jpg", "2.jpg", "3.jpg"], "train": ["loose.png"]}
+    assert splits.sizes() == {"train": 28, "val": 6, "test": 6}  # both held out of train, with the seed
+    assert {"val_from_train", "test_from_train"} <= set(splits.extra)
+    assert load_splits(kaggle).test == splits.test  # the same hold-out again
+
+
+def test_a_class_named_train_that_holds_folders_beside_classes_of_images_is_a_class(tmp_path):
+    """bus/, car/ (images) and train/{steam,electric}/: read as a split (steam against electric), 'not read: bus/,
+    car/' (a new user's trial). Three classes: train's images are below its folders."""
+    from PIL import Image
+
+    from edgetransfer.data import load_splits
+
+    for name in ("bus", "car", "train/steam", "train/electric"):
+        (tmp_path / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (40, 40), (i * 30, len(name) * 9, 5)).save(tmp_path / name / f"{i}.png")
+    splits = load_splits(tmp_path)
+    assert splits.layout == "split" and splits.labels == ("bus", "car", "train")
+    assert sum(splits.sizes().values()) == 20 and splits.extra["classes_named_like_splits"] == ["train"]
 
 
 def test_class_folders_that_hold_only_folders_are_recorded(tmp_path):

@@ -1626,3 +1626,34 @@ def test_resuming_on_another_folder_says_so_not_that_the_images_changed(image_fo
     next(image_folder.rglob("*.png")).unlink()
     with pytest.raises(UsageError, match=rf"the images in {image_folder} changed since the run started"):
         finetune(dataclasses.replace(config, resume=True))
+
+
+def test_what_the_data_folder_holds_is_said_in_words_that_fit_the_layout(tmp_path, capsys):
+    """A new user's trial: DIR/cat/{train,test}/ was told to 'pass one group (--data DIR/cat)', its own split merged
+    unsaid; images outside class folders in a split folder went unread unsaid; 'fusée', 'fusée' (one typed on
+    macOS) read alike in the look-alike note."""
+    from PIL import Image
+
+    from edgetransfer.data import load_splits
+    from edgetransfer.finetune import _say_data
+
+    def images(folder, n, shade):
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (40, 40), (shade, 20 * i, 9)).save(folder / f"{i}.png")
+
+    for k, name in enumerate(("cat", "dog")):
+        images(tmp_path / "percls" / name / "train", 6, 90 * k)
+        images(tmp_path / "percls" / name / "test", 2, 90 * k + 5)
+    _say_data(load_splits(tmp_path / "percls"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "note: the class folders hold split folders (cat/test/, cat/train/, dog/test/, dog/train/)" in err
+    assert "split again 70/15/15, so the split inside them is not kept" in err and "pass one group" not in err
+    for k, name in enumerate(("fus\u00e9e", "fuse\u0301e")):
+        images(tmp_path / "kaggle" / "train" / name, 8, 90 * k)
+    images(tmp_path / "kaggle" / "test", 5, 200)
+    _say_data(load_splits(tmp_path / "kaggle"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert "images outside any class folder (test/: 5 images)" in err
+    assert "no test images in class folders in" in err and "15% of train/ per class held out for test" in err
+    assert "the classes 'fuse\\u0301e', 'fus\\xe9e' differ only in case, Unicode form or spaces at their ends" in err
