@@ -231,18 +231,33 @@ class _Scan:
             if not files and not any(path.is_relative_to(folder / name) for path, _ in self.bad)
         ]
 
-    def finish(self, *, skippable: bool | str = True, empty: list[str] | None = None) -> tuple[str, ...]:
+    def all_bad(self, classes: dict[str, list[Path]], folder: Path) -> list[str]:
+        """The classes of ``folder`` whose files are all bad: skipping them leaves the class without an image."""
+        return [
+            name
+            for name, files in classes.items()
+            if not files and any(path.is_relative_to(folder / name) for path, _ in self.bad)
+        ]
+
+    def finish(
+        self, *, skippable: bool | str = True, empty: list[str] | None = None, all_bad: list[str] | None = None
+    ) -> tuple[str, ...]:
         """Raise on bad files unless skipping them; returns the skipped paths (relative to the root).
         ``skippable``: whether the command has --skip-bad for these files (its error suggests it; a text: what to
-        suggest); ``empty``: class folders without a file, said in the same error (one fix, not two runs)."""
+        suggest); ``empty``: class folders without a file, said in the same error (one fix, not two runs);
+        ``all_bad``: classes whose files are all bad (--skip-bad would leave them empty: not suggested alone)."""
         if self.bad and not self.skip_bad:
             listed = ", ".join(f"{p} ({why})" for p, why in self.bad[:MAX_LISTED])
             more = f" and {len(self.bad) - MAX_LISTED} more" if len(self.bad) > MAX_LISTED else ""
             also = f"; class folder(s) without images too: {', '.join(empty)}" if empty else ""
+            rest = "to train on the rest"
+            if all_bad:  # (--skip-bad was suggested, and then failed: "class folder(s) without images")
+                whose = "its" if len(all_bad) == 1 else "their"
+                rest = f"to train on the rest, after removing {', '.join(all_bad)}: none of {whose} files can be read"
             raise DataError(
                 f"{len(self.bad)} bad file(s) in {self.root}: {listed}{more}; fix or remove them"
                 + (f", or pass {skippable}" if isinstance(skippable, str) else "")
-                + (", or pass --skip-bad to train on the rest" if skippable is True else "")
+                + (f", or pass --skip-bad {rest}" if skippable is True else "")
                 + also
             )
         return tuple(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p, _ in self.bad)
@@ -522,15 +537,25 @@ def _shown(name: str, other: str) -> str:
     return ascii(name) if _nfc(name) == _nfc(other) else repr(name)
 
 
-def _check_classes(classes: dict[str, list[Path]], where: Path, *, split: bool = False, option: str = "--data") -> None:
-    """``split``: ``where`` is a split's folder (DIR/train), whose classes ``option`` cannot move."""
+def _check_classes(
+    classes: dict[str, list[Path]],
+    where: Path,
+    *,
+    split: bool = False,
+    option: str = "--data",
+    all_bad: list[str] = (),
+) -> None:
+    """``split``: ``where`` is a split's folder (DIR/train), whose classes ``option`` cannot move; ``all_bad``: the
+    classes whose files were all skipped as bad (--skip-bad)."""
     if not classes:
         raise DataError(f"{where} has no class folders (expected {where}/<class>/*.png|jpg)")
     empty = [name for name, files in classes.items() if not files]
     if empty:
+        skipped = [name for name in empty if name in all_bad or f"{where.name}/{name}" in all_bad]
+        why = f" (the files of {', '.join(skipped)} were all skipped as bad: --skip-bad)" if skipped else ""
         raise DataError(
-            f"class folder(s) without images in {where}: {', '.join(empty)}; each folder there is a class: add its "
-            "images or remove it"
+            f"class folder(s) without readable images in {where}: {', '.join(empty)}{why}; each folder there is a "
+            "class: add its images or remove it"
         )
     if len(classes) < 2:
         (name,) = classes
@@ -571,8 +596,9 @@ def load_splits(
     if "train" in folders:
         per_split = {name: _scan_classes(scan, folders[name]) for name in SPLITS if name in folders}
         empty = [f"{folders['train'].name}/{name}" for name in scan.empty(per_split["train"], folders["train"])]
-        extra: dict[str, Any] = {"skipped": scan.finish(empty=empty)}
-        _check_classes(per_split["train"], folders["train"], split=True, option=option)
+        bad = [f"{folders['train'].name}/{name}" for name in scan.all_bad(per_split["train"], folders["train"])]
+        extra: dict[str, Any] = {"skipped": scan.finish(empty=empty, all_bad=bad)}
+        _check_classes(per_split["train"], folders["train"], split=True, option=option, all_bad=bad)
         labels = tuple(per_split["train"])
         for name, classes in per_split.items():
             unknown = set(classes) - set(labels)
@@ -633,7 +659,8 @@ def load_splits(
             "them, or give one folder per class without split folders"
         )
     classes = _scan_classes(scan, root)
-    extra = {"skipped": scan.finish(empty=scan.empty(classes, root))}
+    bad = scan.all_bad(classes, root)
+    extra = {"skipped": scan.finish(empty=scan.empty(classes, root), all_bad=bad)}
     named_like_splits = sorted(c for c in classes if c.lower() in SPLIT_FOLDERS)
     if named_like_splits:  # read as classes (split_folders): said, in case they were meant as splits
         extra["classes_named_like_splits"] = named_like_splits
@@ -647,7 +674,7 @@ def load_splits(
     )
     if hidden:  # never a class: said where it holds images (.hidden/ of 14 images went unread, unsaid; a new user's)
         extra["hidden_folders"] = hidden
-    _check_classes(classes, root, option=option)
+    _check_classes(classes, root, option=option, all_bad=bad)
     shared = _grouped_classes(classes, root)
     if shared:  # DIR/<group>/<class>/: the groups train as the classes (they did, unsaid: a new user's trial)
         extra["grouped_classes"] = shared

@@ -72,7 +72,7 @@ def test_a_class_named_train_is_a_class_when_it_holds_images_itself(tmp_path):
             lambda root: (make_folder(root, classes=2), (root / "class0" / "bad.png").write_bytes(b"\x89PNG nope")),
             "bad.png",
         ),
-        (lambda root: (make_folder(root, classes=2), (root / "class2").mkdir()), "without images.*remove it"),
+        (lambda root: (make_folder(root, classes=2), (root / "class2").mkdir()), "without readable images.*remove it"),
         # --data one level too high: the one "class" holds the classes (a new user's trial)
         (lambda root: make_folder(root / "set", classes=3), "holds folders: class0, class1, class2; if those are"),
         (
@@ -231,6 +231,13 @@ def test_bad_files_and_empty_class_folders_are_said_in_one_error(tmp_path):
     with pytest.raises(DataError) as caught:
         load_splits(root)
     assert "IMG_1.HEIC" in str(caught.value) and "without images" not in str(caught.value)  # named, not "empty"
+    # --skip-bad was suggested, and then failed for the class with no readable file (a new user's trial)
+    said = " ".join(str(caught.value).split())
+    assert "or pass --skip-bad to train on the rest, after removing empty_class: none of its files can be read" in said
+    with pytest.raises(DataError) as caught:
+        load_splits(root, skip_bad=True)
+    assert str(caught.value).startswith(f"class folder(s) without readable images in {root}: empty_class (the files")
+    assert "(the files of empty_class were all skipped as bad: --skip-bad)" in str(caught.value)
 
 
 def test_symlinks_inside_the_folder_are_fine(tmp_path):
