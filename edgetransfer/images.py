@@ -45,7 +45,37 @@ def unidentified(path: Path) -> str:
     kind = _signature(path)
     if kind is not None and kind[0] == "TIFF":
         return "a TIFF of a kind Pillow does not decode, such as floating-point colour: save it as 8- or 16-bit"
-    return "damaged, or not the format its extension says"
+    return _content(path) or "damaged, or not the format its extension says"
+
+
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"})
+
+
+def _content(path: Path) -> str | None:
+    """What a file with an image's extension holds instead, where its first bytes tell (an iPhone's HEIC photo
+    renamed .jpg, a web server's error page saved as .jpg, macOS's metadata beside a photo: each was "damaged, or
+    not the format its extension says"; a new user's trial), else None."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return None
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "a HEIC/HEIF photo whatever its extension says, a format this install cannot read: convert it to JPEG"
+    if text.startswith((b"<!doctype html", b"<html")) or (text.startswith(b"<") and b"<html" in text):
+        return "a web page (HTML), not an image: a failed download?"
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "an SVG drawing, a format not read here: convert it to PNG"
+    if head.startswith(b"\x00\x05\x16\x07"):
+        return "macOS metadata (an AppleDouble file, as the '._' files beside photos are), not an image"
+    if head.startswith(b"%PDF"):
+        return "a PDF document, not an image"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive, not an image: unpack it"
+    return None
 
 
 _SIGNATURES = (  # the first bytes of the formats the data folders read, and the extension each takes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -206,6 +207,17 @@ def test_unreadable_and_missing_images_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match=r"garbage.jpg: unreadable \(damaged, or not the format its extension says\)$"):
         runtime.open_image(tmp_path / "garbage.jpg")
     (tmp_path / "garbage.jpg").unlink()
+    # what a file named .jpg holds instead, where its first bytes tell (each was "damaged, or not the format ...")
+    for content, said in (
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "a HEIC/HEIF photo whatever its extension says"),
+        (b"\n<!DOCTYPE html><html><body>404 Not Found</body></html>", "a web page (HTML), not an image: a failed"),
+        (b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ", "macOS metadata (an AppleDouble file"),
+        (b"%PDF-1.7\n", "a PDF document, not an image"),
+    ):
+        (tmp_path / "photo.jpg").write_bytes(content)
+        with pytest.raises(DataError, match=r"photo.jpg: unreadable \(" + re.escape(said)):
+            runtime.open_image(tmp_path / "photo.jpg")
+    (tmp_path / "photo.jpg").unlink()
     tifffile = pytest.importorskip("tifffile")  # scikit-image's (dev): a float RGB TIFF, which Pillow cannot decode
     tifffile.imwrite(tmp_path / "float.tif", np.full((8, 8, 3), 0.5, np.float32))
     with pytest.raises(DataError, match=r"float.tif: unreadable \(a TIFF of a kind Pillow does not decode, such as fl"):
