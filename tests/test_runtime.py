@@ -525,7 +525,8 @@ def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tm
     document = json.loads(result.stdout)
     assert document["backend"] == "openvino" and len(document["results"]) == 2
     assert {p["label"] for p in document["results"][0]["top_k"]} == {"zero", "one", "two"}
-    # a file name that is not UTF-8: its bytes come back from the JSON (as --help says), in a folder and named alone
+    # a file name that is not UTF-8: its bytes come back from the JSON (as --help says), in a folder and named alone,
+    # in JSON any parser reads (Python's \udcXX escapes were lone surrogates, which strict parsers refuse)
     folder = tmp_path / "names"
     folder.mkdir()
     raw = os.fsencode(folder) + b"/caf\xe9.png"
@@ -533,7 +534,9 @@ def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tm
     for where in (str(folder), os.fsdecode(raw)):
         result = CliRunner().invoke(cli, [*args[:2], where, *args[4:]])
         assert result.exit_code == 0, result.output
-        assert [os.fsencode(r["image"]) for r in json.loads(result.stdout)["results"]] == [raw]
+        (found,) = json.loads(result.stdout)["results"]
+        assert bytes.fromhex(found["image_bytes"]) == raw and found["image"].endswith("/caf\\xe9.png")
+        assert "\\udc" not in result.stdout and json.dumps(found, ensure_ascii=False).encode("utf-8")  # valid UTF-8
 
 
 @pytest.mark.parametrize(

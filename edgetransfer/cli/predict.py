@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -35,8 +36,9 @@ def predict(
         typer.Option(
             "--json",
             help="Print one JSON document instead of one line per image. A file name that is not UTF-8 is written "
-            "with Python's escapes for its bytes (\\udcXX; os.fsencode in Python gives the bytes back). (Without "
-            "--json, a name holding a newline or another control character is written with backslash escapes.)",
+            "with a \\xNN for each such byte, and its exact bytes beside it as hex (image_bytes), so that any JSON "
+            "parser reads it. (Without --json, a name holding a newline or another control character is written with "
+            "backslash escapes.)",
         ),
     ] = False,
     mean: Annotated[
@@ -128,13 +130,13 @@ def predict(
         "model": str(classifier.path),
         "backend": classifier.backend,
         "results": [
-            {"image": str(path), "top_k": [{"label": p.label, "index": p.index, "score": p.score} for p in best]}
+            {**_named(path), "top_k": [{"label": p.label, "index": p.index, "score": p.score} for p in best]}
             for path, best in results
         ],
     }
     # both keys always (a script tells "none" from "not there"); not_classified is said on stderr too
-    document["skipped"] = [{"image": str(path), "why": why} for path, why in skipped]
-    document["not_classified"] = [{"image": str(path), "why": why} for path, why in passed_over]
+    document["skipped"] = [{**_named(path), "why": why} for path, why in skipped]
+    document["not_classified"] = [{**_named(path), "why": why} for path, why in passed_over]
     print(json_module.dumps(document, indent=2))
     _say_skipped(skipped)
     _fewer_classes(asked_k, classifier.labels)
@@ -156,6 +158,19 @@ def _fewer_classes(asked: int | None, labels: tuple[str, ...] | None) -> None:
         from edgetransfer import console
 
         console.err.print(f"note: --top-k {asked}: the model has {len(labels)} classes; each image lists all of them")
+
+
+def _named(path: Path) -> dict[str, str]:
+    """``{"image": name}`` for the JSON document; a name that is not UTF-8 with ``\\xNN`` for each such byte and
+    ``image_bytes``, its bytes as hex: Python's ``\\udcXX`` escapes were lone surrogates, which strict JSON parsers
+    (Rust's serde_json, a device app's) refuse (a new user's trial)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path)
+        return {"image": raw.decode("utf-8", "backslashreplace"), "image_bytes": raw.hex()}
+    return {"image": text}
 
 
 def one_line(path: Path) -> str:
