@@ -296,6 +296,12 @@ def test_save_baseline_never_replaces_a_file_that_is_no_baseline(run, tmp_path, 
     shutil.copy(run / "card.json", other / "card.json")
     (other / "bench.json").write_text(Path(a_baseline(tmp_path, lambda d: None)).read_text())
     run_bad(["bench", run, *FAST, "--save-baseline", other / "bench.json"], 2, "is a run's own bench.json", tmp_path)
+    reports = tmp_path / "reports"  # another bench's --out: its bench.json beside the reports made from it (it was
+    reports.mkdir()  # replaced, the reports then told of another measurement; a read-only review of the docs)
+    (reports / "bench.json").write_text(Path(a_baseline(tmp_path, lambda d: None)).read_text())
+    (reports / "bench.md").write_text("# its report\n")
+    said = "is a run's own bench.json or a bench's with its reports beside it"
+    run_bad(["bench", run, *FAST, "--save-baseline", reports / "bench.json"], 2, said, tmp_path)
     from edgetransfer.bench.command import check_outputs
     from edgetransfer.rundir import RunDir
 
@@ -616,11 +622,17 @@ def test_a_max_regression_without_a_gate_is_said(run, tmp_path):
     """--max-regression 5% with nothing to gate against was silently ignored (exit 0, no word)."""
     result = CliRunner().invoke(app, ["bench", str(run), *FAST, "--variants", "int8", "--out", str(tmp_path / "r")])
     assert result.exit_code == 0 and "--max-regression" not in result.stderr, result.output
+    assert "--max-accuracy-drop" not in result.stderr
     result = CliRunner().invoke(
-        app, ["bench", str(run), *FAST, "--variants", "int8", "--out", str(tmp_path / "r"), "--max-regression", "5%"]
+        app,
+        ["bench", str(run), *FAST, "--variants", "int8", "--out", str(tmp_path / "r"), "--max-regression", "5%"]
+        + ["--max-accuracy-drop", "50"],
     )
     assert result.exit_code == 0, result.output
-    assert "note: --max-regression 5% is not used: no gate runs without --baseline" in " ".join(result.stderr.split())
+    said = " ".join(result.stderr.split())
+    assert "note: --max-regression 5% is not used: no gate runs without --baseline" in said
+    # --max-accuracy-drop is --recommend's budget: without it, it was ignored unsaid (a read-only review of the docs)
+    assert "note: --max-accuracy-drop 50 is not used: it is --recommend's budget" in said
 
 
 def test_the_accuracy_reference_is_fp32_math_not_a_bf16_ir(run):

@@ -182,9 +182,13 @@ def check_outputs(run: RunDir, out_dir: Path | None, save_baseline: Path | None)
         own = target.expanduser().resolve() in reports or (
             target.name in BENCH_REPORTS and (target.parent / CARD).is_file()
         )
+        # another bench's --out folder: its bench.json beside the reports made from it (replaced, the reports then
+        # told of another measurement; a read-only review of the docs)
+        own = own or (target.name == BENCH_JSON and any((target.parent / n).is_file() for n in BENCH_REPORTS[1:]))
         if own:  # this bench's reports, or another run's: bench writes them
             raise UsageError(
-                f"--save-baseline {target} is a run's own {target.name}, written by bench: give the baseline a file "
+                f"--save-baseline {target} is a run's own {target.name} or a bench's with its reports beside it, "
+                "written by bench: give the baseline a file "
                 f"of its own, e.g. {target.parent / 'baseline.json'}"
             )
         if target.exists() and not _bench_document(target):  # replaced only by a newer baseline (a new user's

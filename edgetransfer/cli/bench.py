@@ -53,7 +53,11 @@ def bench(
     recommend: Annotated[bool, typer.Option(help="Name the fastest variant within the accuracy budget.")] = False,
     max_accuracy_drop: Annotated[
         float | None,
-        typer.Option(help="Accuracy budget: top-1 points below fp32.", show_default="1.0 or the profile's"),
+        typer.Option(
+            help="--recommend's accuracy budget: top-1 points below fp32 (0..100). A profile's own top-1 budget, "
+            "judged PASS/FAIL, is its file's max_top1_drop_points.",
+            show_default="1.0 or the profile's",
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for bench.json/.csv/.md/.html.", show_default="the run directory")
@@ -256,6 +260,11 @@ def bench(
         console.err.print(
             f"[yellow]note: --max-regression {max_regression} is not used: no gate runs without --baseline, "
             "--relative-to or --reference-run[/]"
+        )
+    if max_accuracy_drop is not None and not recommend:  # (it read as a budget bench judged; only --recommend does)
+        console.err.print(
+            f"[yellow]note: --max-accuracy-drop {max_accuracy_drop:g} is not used: it is --recommend's budget (a "
+            "profile's top-1 budget is its file's max_top1_drop_points)[/]"
         )
     explicit = {
         "backends": split_list(backends) if backends is not None else None,
