@@ -106,6 +106,7 @@ if __name__ == "__main__":
 
 
 MACHINE_FACTOR_LIMIT = 2.0  # past 2x slower (or faster) than when the baseline was taken, no verdict is trusted
+MACHINE_FACTOR_WARN = 1.3  # past 1.3x (the spread of one model's median between runs here), a verdict is said shaky
 
 
 def machine_probe(current: dict, baseline: dict, now: dict, before: dict, result) -> bool:
@@ -142,6 +143,14 @@ def machine_probe(current: dict, baseline: dict, now: dict, before: dict, result
         result.problems.append(
             f"this machine is {how} than when the baseline was taken (the machine probe's median): past "
             f"{MACHINE_FACTOR_LIMIT:g}x no verdict is trustworthy; measure on a quieter machine, or use --reference-run"
+        )
+    elif not 1 / MACHINE_FACTOR_WARN <= factor <= MACHINE_FACTOR_WARN:  # load on one side moves a model's ratio
+        # to the probe too: an unchanged model read +59 % at 0.52x (a baseline saved on a busy machine; a review)
+        how = f"{factor:.2f}x slower" if factor > 1 else f"{1 / factor:.2f}x faster"
+        result.warnings.append(
+            f"this machine is {how} than when the baseline was taken: load on either side moves a model's time "
+            "relative to the probe too, so a SLOWER verdict may be noise; measure again on a quiet machine, or "
+            "side by side with --reference-run"
         )
     return True
 
