@@ -167,7 +167,11 @@ def finetune(
         ),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for split, head and batch order.", show_default=config_default("seed"))
+        int | None,
+        typer.Option(
+            help="Seed for the split, the head, the batch order, augmentation and dropout.",
+            show_default=config_default("seed"),
+        ),
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto (a GPU when present), cpu or cuda.", show_default=config_default("device"))
@@ -244,8 +248,8 @@ def finetune(
         int,
         typer.Option(
             "--nproc-per-node",
-            help="Train in N processes on this machine (one per GPU; on the CPU they share its cores), as torchrun "
-            "--standalone --nproc_per_node N; several machines: torchrun itself.",
+            help="Train in N processes on this machine (1..10; one per GPU; on the CPU they share its cores), as "
+            "torchrun --standalone --nproc_per_node N; several machines: torchrun itself. Not a recipe key.",
         ),
     ] = 1,
     ctx: typer.Context = None,  # (typer passes it: the options as given, for the processes --nproc-per-node starts)

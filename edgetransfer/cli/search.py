@@ -110,7 +110,8 @@ def search(
         str | None,
         typer.Option(
             help="Input sizes (multiples of 32).",
-            show_default="from 96 (64 for images of 96 px or less) to each backbone's size, step 32",
+            show_default="from 96 (64 for images of 96 px or less), step 32, to the largest not above each backbone's "
+            "own size (224 for Lite1's 240)",
             rich_help_panel=CANDIDATES,
         ),
     ] = None,
