@@ -43,13 +43,18 @@ def default_data_home() -> Path:
     return Path(os.environ.get("EDGETRANSFER_DATA", Path.home() / ".cache" / "edgetransfer" / "data"))
 
 
+def _complete(root: Path) -> bool:
+    """Whether the digits folder ``root`` was finished (written whole through a staging folder: its test/ is there)."""
+    return (root / "test").is_dir()
+
+
 def materialize_digits(home: Path | None = None, *, seed: int = 0) -> Path:
     """Write scikit-learn's bundled handwritten digits (1,797 real 8x8 scans) as a train/val/test image folder.
 
     The split is stratified 70/15/15 with ``seed``; the folder is built once and reused.
     """
     root = Path(home or default_data_home()) / f"{DIGITS_NAME}-seed{seed}"
-    if (root / "test").is_dir():
+    if _complete(root):
         return root
     import numpy as np
     from PIL import Image
@@ -58,7 +63,7 @@ def materialize_digits(home: Path | None = None, *, seed: int = 0) -> Path:
     digits = load_digits()
     samples = tuple(Sample(Path(f"{i:04d}.png"), int(t)) for i, t in enumerate(digits.target))
     parts = dict(zip(SPLITS, stratified(samples, seed, 0.15, 0.15), strict=True))
-    with write_errors_said(root), staging_dir(root, keep_existing=True) as tmp:  # unwritable: one line
+    with write_errors_said(root), staging_dir(root, keep_existing=_complete) as tmp:  # unwritable: one line
         for split, group in parts.items():
             for sample in group:
                 folder = tmp / split / str(sample.label)

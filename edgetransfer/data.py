@@ -450,10 +450,18 @@ def split_folders(root: Path) -> dict[str, Path]:
     if found and beside and not any(_subfolders(f) for f in found.values()):
         return {}  # train/, val/ or test/ holding images themselves among other class folders: classes of those
         # names (a vehicles set's "train"), not splits, which hold class folders (see load_splits' note)
-    if set(found) == {"train"} and any(_loose_images(p) for p in beside):  # bus/, car/ holding images and
-        # train/{steam,electric}/: a class 'train' with folders of its own, not a split (it trained steam against
-        # electric, "not read: bus/, car/"; a new user's trial)
-        return {}
+    holding = [p.name for p in sorted(beside) if _loose_images(p)]
+    if set(found) == {"train"} and holding:  # bus/, car/ of images beside train/{steam,electric}/ (a vehicles set:
+        # it trained steam against electric, "not read: bus/, car/"; a new user's trial), or train/{cat,dog}/ beside
+        # an unlabelled test1/ (Kaggle's): the same shape, two readings; said, not guessed (a review)
+        inner = ", ".join(f"{p.name}/" for p in sorted(_subfolders(found["train"]))[:MAX_LISTED])
+        named = ", ".join(f"{name}/" for name in holding[:MAX_LISTED])
+        raise DataError(
+            f"{root} can be read two ways: {found['train'].name}/ holds folders ({inner}) and {named} beside it hold "
+            f"images: as split folders, the classes are {found['train'].name}/'s folders and {named} is not read "
+            "(move it out of the folder; unlabelled images are for --unlabeled); as classes, one is named "
+            f"{found['train'].name}, a name split folders take (rename it, e.g. {found['train'].name}_)"
+        )
     return found
 
 

@@ -61,7 +61,8 @@ def launch(nproc: int, argv: list[str], *, device: str = "auto") -> int:
         from edgetransfer.training import ALONE_THREADS
 
         os.environ["OMP_NUM_THREADS"] = str(threads_per_process(nproc))
-        os.environ[ALONE_THREADS] = str(cores)  # process 0's work the others wait for takes them all
+        if resolve_device(device) == "cpu":  # process 0's work the others wait for takes them all (on GPUs it runs
+            os.environ[ALONE_THREADS] = str(cores)  # there)
     with tempfile.TemporaryDirectory(prefix="edgetransfer-ranks-") as logs:
         # rank 0 speaks for the job on the terminal; the others' output goes to files, read back when they fail
         os.environ[SAID] = logs

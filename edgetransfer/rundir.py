@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgetransfer.card import ModelCard
@@ -164,11 +164,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def staging_dir(final: Path, *, keep_existing: bool = False) -> Iterator[Path]:
+def staging_dir(final: Path, *, keep_existing: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """A hidden directory beside ``final`` that becomes ``final`` only if the block succeeds. With ``keep_existing``
-    (content any writer makes alike), a ``final`` another process finished meanwhile is kept and this one's copy
-    dropped: replacing it removed the files under that process as it read them (two processes of one torchrun job
-    writing the built-in data set)."""
+    (content any writer makes alike: whether a ``final`` is complete), a complete ``final`` another process finished
+    meanwhile is kept and this one's copy dropped: replacing it removed the files under that process as it read them
+    (two processes of one torchrun job writing the built-in data set); an incomplete one is replaced."""
     final = Path(final)
     with write_errors_said(final):
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -176,14 +176,14 @@ def staging_dir(final: Path, *, keep_existing: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
-        if final.exists() and keep_existing:
+        if keep_existing is not None and keep_existing(final):
             return
         if final.exists():
             shutil.rmtree(final)
         try:
             os.replace(tmp, final)
         except OSError:
-            if not (keep_existing and final.is_dir()):  # made by another process between the check and the rename
+            if not (keep_existing is not None and keep_existing(final)):  # made by another process meanwhile
                 raise
     finally:
         if tmp.exists():

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 from conftest import drawn_images, make_folder
 
@@ -116,6 +118,10 @@ def test_digits_another_process_finished_first_are_kept_not_replaced_under_it(tm
     root = materialize_digits(tmp_path)
     assert (root / "test" / "theirs.txt").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["digits-seed0"]  # this one's copy dropped, nothing left
+    # a damaged one (no test/: not written whole) is replaced, as before (a review found it kept)
+    monkeypatch.setattr(builtin_data, "stratified", real)
+    shutil.rmtree(root / "test")
+    assert sorted(p.name for p in materialize_digits(tmp_path).iterdir()) == ["test", "train", "val"]
 
 
 def test_every_kind_of_bad_file_is_named_with_its_reason(tmp_path, monkeypatch):
@@ -416,20 +422,30 @@ def test_a_train_and_val_set_holds_test_images_out_of_train_and_images_outside_c
     assert load_splits(kaggle).test == splits.test  # the same hold-out again
 
 
-def test_a_class_named_train_that_holds_folders_beside_classes_of_images_is_a_class(tmp_path):
-    """bus/, car/ (images) and train/{steam,electric}/: read as a split (steam against electric), 'not read: bus/,
-    car/' (a new user's trial). Three classes: train's images are below its folders."""
+def test_a_train_folder_of_folders_beside_folders_of_images_is_refused_with_both_readings(tmp_path):
+    """bus/, car/ (images) and train/{steam,electric}/ was read as a split (steam against electric, 'not read: bus/,
+    car/'; a new user's trial); train/{cat,dog}/ beside an unlabelled test1/ (Kaggle's) has the same shape and is a
+    split: neither is guessed (a review found the first guess turned the second into 'train' against 'test1')."""
     from PIL import Image
 
     from edgetransfer.data import load_splits
 
-    for name in ("bus", "car", "train/steam", "train/electric"):
-        (tmp_path / name).mkdir(parents=True)
+    def images(folder):
+        folder.mkdir(parents=True)
         for i in range(5):
-            Image.new("RGB", (40, 40), (i * 30, len(name) * 9, 5)).save(tmp_path / name / f"{i}.png")
-    splits = load_splits(tmp_path)
-    assert splits.layout == "split" and splits.labels == ("bus", "car", "train")
-    assert sum(splits.sizes().values()) == 20 and splits.extra["classes_named_like_splits"] == ["train"]
+            Image.new("RGB", (40, 40), (i * 30, len(str(folder)) * 9 % 256, 5)).save(folder / f"{i}.png")
+
+    for name in ("bus", "car", "train/steam", "train/electric"):
+        images(tmp_path / "vehicles" / name)
+    with pytest.raises(DataError) as info:
+        load_splits(tmp_path / "vehicles")
+    said = str(info.value)
+    assert "can be read two ways: train/ holds folders (electric/, steam/) and bus/, car/ beside it hold images" in said
+    assert "as split folders, the classes are train/'s folders and bus/, car/ is not read" in said
+    for name in ("train/cat", "train/dog", "test1"):
+        images(tmp_path / "kaggle" / name)
+    with pytest.raises(DataError, match="can be read two ways: train/ holds folders \\(cat/, dog/\\) and test1/"):
+        load_splits(tmp_path / "kaggle")
 
 
 def test_class_folders_that_hold_only_folders_are_recorded(tmp_path):

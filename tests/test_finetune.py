@@ -1657,3 +1657,32 @@ def test_what_the_data_folder_holds_is_said_in_words_that_fit_the_layout(tmp_pat
     assert "images outside any class folder (test/: 5 images)" in err
     assert "no test images in class folders in" in err and "15% of train/ per class held out for test" in err
     assert "the classes 'fuse\\u0301e', 'fus\\xe9e' differ only in case, Unicode form or spaces at their ends" in err
+
+
+@pytest.mark.parametrize("given", [None, "1"])
+def test_the_launcher_gives_process_0_the_shared_cores_for_its_work_alone(monkeypatch, given):
+    """--nproc-per-node on a CPU: the launcher shares the cores out (OMP_NUM_THREADS) and names them all for process
+    0's work the others wait for (validation, the test split); where OMP_NUM_THREADS was given, both stay the user's."""
+    import os
+
+    import torch.distributed.run
+
+    from edgetransfer import launch
+    from edgetransfer.machine import usable_cores
+
+    monkeypatch.delenv(ALONE_THREADS, raising=False)
+    if given is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", given)
+    seen = {}
+    monkeypatch.setattr(
+        torch.distributed.run,
+        "run",
+        lambda args: seen.update(omp=os.environ.get("OMP_NUM_THREADS"), alone=os.environ.get(ALONE_THREADS)),
+    )
+    assert launch.launch(2, ["finetune", "--data", "x"], device="cpu") == 0
+    if given is None:
+        assert seen == {"omp": str(launch.threads_per_process(2)), "alone": str(usable_cores())}
+    else:
+        assert seen == {"omp": "1", "alone": None}

@@ -537,6 +537,13 @@ def test_predict_json_and_options_for_a_plain_model(cli, plain_onnx, samples, tm
         (found,) = json.loads(result.stdout)["results"]
         assert bytes.fromhex(found["image_bytes"]) == raw and found["image"].endswith("/caf\\xe9.png")
         assert "\\udc" not in result.stdout and json.dumps(found, ensure_ascii=False).encode("utf-8")  # valid UTF-8
+    # nor inside a skipped file's reason, which names it (a review found one left there)
+    with open(os.fsencode(folder) + b"/bad\xe9.png", "wb") as handle:
+        handle.write(b"not an image")
+    result = CliRunner().invoke(cli, [*args[:2], str(folder), *args[4:], "--skip-bad"])
+    assert result.exit_code == 0, result.output
+    (skipped,) = json.loads(result.stdout)["skipped"]
+    assert "\\udc" not in result.stdout and "bad\\xe9.png" in skipped["why"] and skipped["image_bytes"]
 
 
 @pytest.mark.parametrize(

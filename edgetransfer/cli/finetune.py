@@ -26,8 +26,8 @@ def config_default(name: str) -> str:
 OUT_HELP = "Run directory to create (default: a folder in models/ named <data>-<backbone>)."
 DATA_HELP = (
     "Image folder: DIR/<class>/*.png|jpg (split 70/15/15 with --seed), or DIR/train/<class>/... with DIR/val and "
-    "DIR/test beside it (in any case; valid/, training/, testing/ too; without a val folder 15 % of train is held "
-    "out for validation); 'digits' for the built-in handwritten digits."
+    "DIR/test beside it (in any case; valid/, training/, testing/ too; without a val or a test folder 15 % of train "
+    "is held out for each); 'digits' for the built-in handwritten digits."
 )
 
 

@@ -137,7 +137,7 @@ def predict(
     # both keys always (a script tells "none" from "not there"); not_classified is said on stderr too
     document["skipped"] = [{**_named(path), "why": why} for path, why in skipped]
     document["not_classified"] = [{**_named(path), "why": why} for path, why in passed_over]
-    print(json_module.dumps(document, indent=2))
+    print(json_module.dumps(_strict(document), indent=2))
     _say_skipped(skipped)
     _fewer_classes(asked_k, classifier.labels)
     _none_classified(len(document["results"]), skipped)
@@ -171,6 +171,21 @@ def _named(path: Path) -> dict[str, str]:
         raw = os.fsencode(path)
         return {"image": raw.decode("utf-8", "backslashreplace"), "image_bytes": raw.hex()}
     return {"image": text}
+
+
+def _strict(value):
+    """``value`` with every text that holds Python's ``\\udcXX`` escapes (a non-UTF-8 name inside an error's "why",
+    the model's path) written with ``\\xNN`` instead: lone surrogates, which strict JSON parsers refuse."""
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict(item) for item in value]
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
 
 
 def one_line(path: Path) -> str:
