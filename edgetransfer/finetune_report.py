@@ -177,6 +177,8 @@ def new_card(trainer, fingerprint: str, threads: int) -> ModelCard:
             "sizes": splits.sizes(),
             "fingerprint": fingerprint,
             "skipped_bad_files": list(splits.extra.get("skipped", ())),
+            # the splits a layout of split folders lacked, held out of train with the seed (said on the console)
+            "held_out_of_train": [name for name in ("val", "test") if splits.extra.get(f"{name}_from_train")],
             # validation/test images that look like copies of training images (data.near_copies: how many, the
             # pairs, the look-alikes of other classes; None: not compared, more pairs than data.NEAR_COPY_PAIRS)
             "near_copies": splits.extra.get("near_copies"),

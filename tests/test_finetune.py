@@ -1686,3 +1686,14 @@ def test_the_launcher_gives_process_0_the_shared_cores_for_its_work_alone(monkey
         assert seen == {"omp": str(launch.threads_per_process(2)), "alone": str(usable_cores())}
     else:
         assert seen == {"omp": "1", "alone": None}
+
+
+def test_the_card_records_the_splits_held_out_of_train(tmp_path):
+    """train/ + val/: the test split is held out of train (said on the console) and recorded in the card."""
+    root = tmp_path / "data"
+    for label, seed in (("a", 0), ("b", 1)):
+        drawn_images(root / "train" / label, 8, seed)
+        drawn_images(root / "val" / label, 2, seed + 10)
+    run = finetune(FinetuneConfig(data=str(root), out=str(tmp_path / "r"), device="cpu", **{**TINY, "epochs": 1}))
+    dataset = run.load_card().dataset
+    assert dataset["held_out_of_train"] == ["test"] and dataset["sizes"]["test"] == 2
