@@ -213,6 +213,8 @@ def test_unreadable_and_missing_images_are_one_line_errors(tmp_path):
         (b"\n<!DOCTYPE html><html><body>404 Not Found</body></html>", "a web page (HTML), not an image: a failed"),
         (b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ", "macOS metadata (an AppleDouble file"),
         (b"%PDF-1.7\n", "a PDF document, not an image"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "an SVG drawing, a format not read"),
+        (b"PK\x03\x04\x14\x00", "a zip archive, not an image: unpack it"),
     ):
         (tmp_path / "photo.jpg").write_bytes(content)
         with pytest.raises(DataError, match=r"photo.jpg: unreadable \(" + re.escape(said)):
