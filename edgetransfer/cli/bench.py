@@ -261,11 +261,6 @@ def bench(
             f"[yellow]note: --max-regression {max_regression} is not used: no gate runs without --baseline, "
             "--relative-to or --reference-run[/]"
         )
-    if max_accuracy_drop is not None and not recommend:  # (it read as a budget bench judged; only --recommend does)
-        console.err.print(
-            f"[yellow]note: --max-accuracy-drop {max_accuracy_drop:g} is not used: it is --recommend's budget (a "
-            "profile's top-1 budget is its file's max_top1_drop_points)[/]"
-        )
     explicit = {
         "backends": split_list(backends) if backends is not None else None,
         "variants": split_list(variants) if variants is not None else None,
@@ -289,6 +284,13 @@ def bench(
     }
     loaded = load_profile(profile) if profile else None
     config = make_config(explicit, profile=loaded, baseline=base)
+    if max_accuracy_drop is not None and not recommend:  # (it read as a budget bench judged; only --recommend does;
+        # said once the value is checked: a NaN read "nan is not used" above its one-line error)
+        config.validate()
+        console.err.print(
+            f"[yellow]note: --max-accuracy-drop {max_accuracy_drop:g} is not used: it is --recommend's budget (a "
+            "profile's top-1 budget is its file's max_top1_drop_points)[/]"
+        )
     if loaded and base and threads is None and "threads" not in loaded.settings and config.threads is not None:
         console.err.print(  # its budgets read as the profile's description says ('all cores'), measured otherwise
             f"[yellow]note: {config.threads} thread(s), as the baseline was measured (the gate compares like with "
