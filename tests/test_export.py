@@ -102,9 +102,11 @@ def test_an_op_the_exporter_rejects_is_one_clear_error(trained_run, monkeypatch)
     assert {p.name: p.stat().st_mtime_ns for p in trained_run.path.iterdir()} == before
 
 
-def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("ratio", [11.0, 0.82])
+def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, tmp_path, monkeypatch, caplog, ratio):
     """The export measures int8 against fp32 in one run; an int8 model that is slower gets a warning and the ratio
-    goes into the card (``latency_ratio`` is replaced here: the real one is a timing, measured in benchmarks/)."""
+    goes into the card (``latency_ratio`` is replaced here: the real one is a timing, measured in benchmarks/); one
+    at 0.82x is said as that, not as "not measurably faster" (bench measured such an IR at 0.69x: a new user's)."""
     import shutil
 
     from typer.testing import CliRunner
@@ -115,19 +117,23 @@ def test_int8_that_is_not_faster_is_said_and_stale_bench_files_go(trained_run, t
     shutil.copytree(trained_run.path, tmp_path / "run")
     (tmp_path / "run" / "bench.json").write_text("{}")  # results of the models this export replaces
     (tmp_path / "run" / "bench.html").write_text("<html></html>")
-    monkeypatch.setattr("edgetransfer.passes.onnx_int8.latency_ratio", lambda fp32, candidate, size: 11.0)
+    monkeypatch.setattr("edgetransfer.passes.onnx_int8.latency_ratio", lambda fp32, candidate, size: ratio)
     result = CliRunner().invoke(
         app, ["export", str(tmp_path / "run"), "--int8", "--int8-method", "dynamic", "--no-openvino"]
     )
     assert result.exit_code == 0, result.output
-    assert "model.int8.onnx is slower than model.onnx here: 11.00x" in result.stderr  # 11x is not "no faster"
+    said = " ".join(result.stderr.split())
+    if ratio > 1:
+        assert "model.int8.onnx is slower than model.onnx here: 11.00x" in said  # 11x is not "no faster"
+    else:
+        assert "model.int8.onnx runs 0.82x fp32's median latency here, not under the 0.80x export counts" in said
     assert "try --int8-method static" in result.stderr
     # the model is pre-processed first, as for static int8: ONNX Runtime's root-logger warning does not appear
     assert not [r for r in caplog.records if "pre-processing before quantization" in r.getMessage()]
     assert not (tmp_path / "run" / "bench.json").exists() and not (tmp_path / "run" / "bench.html").exists()
     assert "bench.json, bench.html: they belonged to the earlier export and would not match this one" in result.stderr
     card = RunDir.open(tmp_path / "run").load_card()
-    assert card.artifacts["model.int8.onnx"]["quantization"]["latency_ratio_vs_fp32"] == 11.0
+    assert card.artifacts["model.int8.onnx"]["quantization"]["latency_ratio_vs_fp32"] == ratio
 
 
 def test_an_earlier_file_that_cannot_be_removed_is_said_and_the_export_stands(trained_run, tmp_path, monkeypatch):
@@ -322,7 +328,8 @@ def test_auto_int8_keeps_the_converted_ir_where_nncfs_is_no_faster_than_fp32(
     args = ["export", str(tmp_path / "run"), "--max-drop", "100", "--calib-size", "8"]  # (one image: 16.67 points)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "NNCF's int8 IR is not measurably faster than fp32; trying model.int8.onnx converted" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "NNCF's int8 IR runs 0.95x fp32's latency, not under 0.80x; trying model.int8.onnx converted too" in said
     card = RunDir.open(tmp_path / "run").load_card()
     record = card.artifacts["openvino/model.int8.xml"]["quantization"]
     assert len(measured) == 2 and not ratios
@@ -336,7 +343,9 @@ def test_auto_int8_keeps_the_converted_ir_where_nncfs_is_no_faster_than_fp32(
     elif drops[1] < drops[0] and converted < 1:  # no faster either, more accurate, no slower: kept
         # (NNCF's, 9 points below it and no faster, was kept: a new user's trial)
         assert "kept model.int8.onnx converted: neither is measurably faster than fp32 (0.90x" in result.stderr
-        assert "loses 1.00 validation points against NNCF's IR's 2.00" in " ".join(result.stderr.split())
+        assert "its validation top-1 is -1.00 points against fp32's, NNCF's IR's -2.00" in " ".join(
+            result.stderr.split()
+        )
         assert record["tool"] == "openvino.convert_model" and record["latency_ratio_vs_fp32"] == 0.9
         assert [(s["method"], s["held"]) for s in record["escalation"]] == [("nncf", True), ("qdq", True)]
         assert card.metrics["openvino_int8"]["val_top1"] == measured[1]["val_top1"]

@@ -396,3 +396,12 @@ def test_the_advice_past_the_budget_is_something_not_tried_yet():
     assert "--calib-method entropy" in ptq_hint(Int8Config(mode="static", method="minmax"))
     assert "--calib-method percentile" in ptq_hint(Int8Config(mode="static", method="entropy"))
     assert "--calib-method" not in ptq_hint(Int8Config(mode="dynamic"))
+
+
+def test_a_budget_error_carries_its_drop_for_the_step_that_keeps_another_model():
+    """auto kept post-training int8 and said of QAT only 'it did not hold the budget', its figure in the card alone
+    (a new user's trial): the error carries the drop it was raised for."""
+    from edgetransfer.quantize import over_budget
+
+    error = over_budget("ONNX int8", 8.89, 1.0)
+    assert error.drop_points == 8.89 and "it loses 8.89 points of validation top-1" in str(error)

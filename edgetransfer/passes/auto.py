@@ -92,7 +92,10 @@ class OnnxInt8Auto(Pass):
         except Exception as exc:  # noqa: BLE001 - any failure of QAT leaves step 1's model, which held the budget
             why = str(exc).split("\n")[0] or type(exc).__name__
             qat = {"method": "qat", "held": False, "why": why, "kept": False}
-            said = "it did not hold the budget" if isinstance(exc, BudgetError) else f"it failed: {why}"
+            said = f"it failed: {why}"
+            if isinstance(exc, BudgetError):  # its figure, not only in the card (a new user's trial)
+                lost = getattr(exc, "drop_points", None)
+                said = "it did not hold the budget" + (f" (validation {-lost:+.2f} points)" if lost is not None else "")
         else:
             qat = {**self._step("qat", trained), "kept": False}
             ratio = trained[0].record["quantization"].get("latency_ratio_vs_fp32")

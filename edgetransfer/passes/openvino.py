@@ -152,7 +152,8 @@ class OpenVinoInt8(Pass):
         ``tried_after``). A converted model OpenVINO cannot read or compile leaves NNCF's, said."""
         record = nncf.record["quantization"]
         console.err.print(
-            f"[yellow]NNCF's int8 IR is not measurably faster than fp32; trying {ONNX_INT8} converted instead[/]"
+            f"[yellow]NNCF's int8 IR runs {record['latency_ratio_vs_fp32']:.2f}x fp32's latency, not under "
+            f"{1 / SPEEDUP_WORTH_IT:.2f}x; trying {ONNX_INT8} converted too[/]"
         )
         kept = ctx.metrics["openvino_int8"]
         mine = {
@@ -168,9 +169,11 @@ class OpenVinoInt8(Pass):
             ctx.metrics["openvino_int8"] = kept
             held = isinstance(exc, BudgetError)
             why = first_line(exc)
+            lost = getattr(exc, "drop_points", None)
+            figure = f" (validation {-lost:+.2f} points against fp32)" if lost is not None else ""
             console.err.print(
-                f"[yellow]{ONNX_INT8} converted {'cannot hold the budget' if held else f'failed: {why}'}: NNCF's "
-                "IR is kept[/]"
+                f"[yellow]{ONNX_INT8} converted {f'cannot hold the budget{figure}' if held else f'failed: {why}'}: "
+                "NNCF's IR is kept[/]"
             )
             record["tried_after"] = [{"method": "qdq", "held": False if held else None, "why": why}]
             return nncf, []
@@ -188,8 +191,8 @@ class OpenVinoInt8(Pass):
             # accurate, no slower, is kept (NNCF's was, 9 points below the converted one and no faster: a trial)
             console.err.print(
                 f"kept {ONNX_INT8} converted: neither is measurably faster than fp32 ({ratio:.2f}x against NNCF's "
-                f"IR's {mine['latency_ratio_vs_fp32']:.2f}x) and it loses {drop:.2f} validation points against "
-                f"NNCF's IR's {theirs:.2f}"
+                f"IR's {mine['latency_ratio_vs_fp32']:.2f}x) and its validation top-1 is {-drop:+.2f} points against "
+                f"fp32's, NNCF's IR's {-theirs:+.2f}"
             )
             why = "not measurably faster than fp32, and less accurate on validation than model.int8.onnx converted"
             return other, [*_before(record), {**mine, "why": why}]
@@ -271,11 +274,17 @@ class OpenVinoInt8(Pass):
             f"({measure}, a short measure on this CPU; its fp32 runs in {reference.precision}; 'edgetransfer bench' "
             "measures it properly at the profile's threads)"
         )
-        if ratio >= 1 / SPEEDUP_WORTH_IT:
+        if ratio > SLOWER:
             console.err.print(
-                f"[yellow]warning: the OpenVINO int8 IR ({made_by}) is "
-                f"{'slower than' if ratio > SLOWER else 'not measurably faster than'} the fp32 IR here: {ratio:.2f}x "
+                f"[yellow]warning: the OpenVINO int8 IR ({made_by}) is slower than the fp32 IR here: {ratio:.2f}x "
                 f"fp32's median latency {where}; 'edgetransfer explain' says why[/]"
+            )
+        elif ratio >= 1 / SPEEDUP_WORTH_IT:  # (it read "not measurably faster" of an IR bench measured at 0.69x,
+            # export's short measure 0.82x: a new user's trial)
+            console.err.print(
+                f"[yellow]warning: the OpenVINO int8 IR ({made_by}) runs {ratio:.2f}x the fp32 IR's median latency "
+                f"here, not under the {1 / SPEEDUP_WORTH_IT:.2f}x export counts as a speed-up {where}; 'edgetransfer "
+                "explain' says why[/]"
             )
         else:
             console.err.print(f"OpenVINO int8 ({made_by}): {ratio:.2f}x fp32's median latency {where}")
