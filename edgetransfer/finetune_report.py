@@ -257,3 +257,12 @@ def say_end(trainer, stopped_because: str, test_acc: float) -> None:
         f"stopped: {said_stop(stopped_because, history)}); {test}; "
         f"img/s per epoch {speeds}; saved {trainer.out}"
     )
+    head = [h for h in history if h["phase"] == "head"]
+    body = [h for h in history if h["phase"] != "head" and h["val_top1"] is not None]
+    if head and body and any(h["epoch"] == state["best_epoch"] for h in head):  # the whole network's epochs all
+        # scored lower than the head's alone: unsaid, the summary read "best ... (epoch 1)" (a new user's trial)
+        console.err.print(
+            f"[yellow]note: the epoch kept is the head's alone (epoch {state['best_epoch']}): with the whole network "
+            f"learning, validation top-1 reached {max(h['val_top1'] for h in body):.2%} at best; the body's learning "
+            "rate may be too high for this data: try --body-lr-scale 0.1, or --strategy linear-probe[/]"
+        )

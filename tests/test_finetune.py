@@ -1697,3 +1697,27 @@ def test_the_card_records_the_splits_held_out_of_train(tmp_path):
     run = finetune(FinetuneConfig(data=str(root), out=str(tmp_path / "r"), device="cpu", **{**TINY, "epochs": 1}))
     dataset = run.load_card().dataset
     assert dataset["held_out_of_train"] == ["test"] and dataset["sizes"]["test"] == 2
+
+
+def test_a_kept_head_only_epoch_is_said_with_what_to_try(capsys, tmp_path):
+    """Two-phase, the head's epoch kept because every epoch with the whole network learning scored lower on
+    validation: unsaid, the summary read 'best val top-1 97.50% (epoch 1...)' (a new user's trial)."""
+    import types
+
+    from edgetransfer.finetune_report import say_end
+
+    def epoch(n, phase, val):
+        return {"epoch": n, "phase": phase, "val_top1": val, "images_per_s": 100.0}
+
+    history = [epoch(1, "head", 0.975), epoch(2, "body", 0.85), epoch(3, "body", 0.90)]
+    trainer = types.SimpleNamespace(state={"history": history, "best_acc": 0.975, "best_epoch": 1}, out=tmp_path)
+    say_end(trainer, "epochs done", 0.95)
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "note: the epoch kept is the head's alone (epoch 1): with the whole network learning, validation top-1" in err
+    )
+    assert "reached 90.00% at best" in err and "--body-lr-scale 0.1, or --strategy linear-probe" in err
+    trainer.state.update(best_acc=0.99, best_epoch=3)  # a body epoch kept: nothing said
+    history[2]["val_top1"] = 0.99
+    say_end(trainer, "epochs done", 0.95)
+    assert "the head's alone" not in capsys.readouterr().err
