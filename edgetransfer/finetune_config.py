@@ -382,7 +382,23 @@ def missing_class_notes(splits: Splits) -> list[str]:
             notes.append(
                 f"note: the {name} split has no images of {len(missing)} class(es) ({shown}): {what} without them"
             )
+    import collections
+
+    counts = collections.Counter(s.label for s in splits.test)
+    few = sorted((n, splits.labels[label]) for label, n in counts.items() if n < FEW_TEST_IMAGES)
+    if few and max(counts.values()) >= 3 * few[0][0]:  # skewed: a small class's figure rests on a few images,
+        # and int8 breaking it moves test top-1 by one image each (an 8:1 set's 3 test images; a new user's trial)
+        n, label = few[0]
+        others = f" (and {len(few) - 1} more class(es) under {FEW_TEST_IMAGES})" if len(few) > 1 else ""
+        notes.append(
+            f"note: the test split holds {n} image(s) of {label}{others}, against {max(counts.values())} of the "
+            "largest class: its accuracy, and int8's effect on it, rest on those few (the card's test_confusion "
+            "and test_per_class_top1 show each class)"
+        )
     return notes
+
+
+FEW_TEST_IMAGES = 5  # a class with fewer test images than this, in a skewed set, is named
 
 
 MIN_PER_CLASS = 4  # 70/15/15: the fewest images per class that leave one for validation

@@ -1167,6 +1167,12 @@ def test_a_validation_or_test_split_without_some_classes_is_said():
         "note: the val split has no images of 1 class(es) (café): the best epoch is chosen without them",
         "note: the test split has no images of 2 class(es) (red car, café): test top-1 is measured without them",
     ]
+    # a skewed set: its smallest class's few test images are named (an 8:1 set's 3; a new user's trial)
+    skewed = Splits(Path("d"), labels, samples(0, 1, 2), samples(0, 1, 2), samples(*[0] * 24, 1, 1, 1, 2, 2), 0, "x")
+    (note,) = missing_class_notes(skewed)
+    assert note.startswith("note: the test split holds 2 image(s) of dog (and 1 more class(es) under 5), against 24")
+    even = Splits(Path("d"), labels, samples(0, 1, 2), samples(0, 1, 2), samples(0, 0, 1, 1, 2, 2), 0, "x")
+    assert missing_class_notes(even) == []  # a small even set: its small splits are said elsewhere
 
 
 def test_an_occupied_out_says_how_to_continue_only_an_unfinished_run(tmp_path):
