@@ -284,7 +284,9 @@ def test_auto_tries_qat_where_post_training_int8_needed_float_layers_and_keeps_t
 
 
 @pytest.mark.parametrize("qat_drop", [60.0, 10.0])  # a tie on validation, and QAT losing less
-def test_auto_tries_qat_where_post_training_int8_loses_over_half_the_budget(qat_run, tmp_path, monkeypatch, qat_drop):
+def test_auto_tries_qat_where_post_training_int8_loses_over_half_the_budget(
+    qat_run, tmp_path, monkeypatch, capsys, qat_drop
+):
     """Every layer int8 held the budget but lost more than half of it: QAT runs too and is kept where it loses less
     on validation; on a tie (both all int8) the post-training model stays."""
     import json
@@ -300,6 +302,9 @@ def test_auto_tries_qat_where_post_training_int8_loses_over_half_the_budget(qat_
     # a budget of 100 points, of which 60 is over half: the real models, judged before their drops are set, hold it
     # whatever the tiny run's validation split makes of them
     export(run, ExportConfig(int8=Int8Config(mode="auto", calibration_size=8, max_drop=100.0), openvino=False))
+    # the QAT try's figures are said as its own, not under the name of the post-training model's (a new user's trial)
+    said = capsys.readouterr().err
+    assert "onnx_int8 (quantization-aware): test top-1 " in said and "ONNX int8 (quantization-aware): " in said
     card = json.loads(run.file("card.json").read_text())
     quantization = card["artifacts"]["model.int8.onnx"]["quantization"]
     steps = quantization["escalation"]

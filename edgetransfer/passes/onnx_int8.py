@@ -32,12 +32,19 @@ from edgetransfer.rundir import ONNX_FP32, ONNX_INT8
 
 
 def judge_onnx_int8(
-    ctx: ExportContext, config: Int8Config, settings: dict[str, Any], note: str = "", hint: str | None = None
+    ctx: ExportContext,
+    config: Int8Config,
+    settings: dict[str, Any],
+    note: str = "",
+    hint: str | None = None,
+    label: str = "",
 ) -> Artifact:
     """Score ``model.int8.onnx``, hold it to the validation budget (raises past it), measure its latency ratio to
-    fp32 and say when it is no faster; the artifact with ``settings`` and the figures."""
+    fp32 and say when it is no faster; the artifact with ``settings`` and the figures. ``label`` follows its name in
+    what is said (" (quantization-aware)": auto's QAT try read "onnx_int8: test top-1 ..." as the model kept did,
+    a new user's trial)."""
     out = ctx.path(ONNX_INT8)
-    result = ctx.measure("onnx_int8", _OrtSession(ort_session(out), "int8"))
+    result = ctx.measure("onnx_int8", _OrtSession(ort_session(out), "int8"), shown=f"onnx_int8{label}")
     fp32 = ctx.metrics["onnx_fp32"]
     settings["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
     settings["latency_ratio_vs_fp32"] = ratio = latency_ratio(ctx.path(ONNX_FP32), out, ctx.pre.crop)
@@ -45,8 +52,8 @@ def judge_onnx_int8(
     settings["val_drop_points"] = int8_budget(
         "ONNX int8", fp32["val_top1"], result["val_top1"], config.max_drop, hint=hint or ptq_hint(config)
     )
-    ctx.say_val_drop("ONNX int8", settings)
-    ctx.say_drop("ONNX int8", settings["test_drop_points"])
+    ctx.say_val_drop(f"ONNX int8{label}", settings)
+    ctx.say_drop(f"ONNX int8{label}", settings["test_drop_points"])
     where = (
         f"({LATENCY_MEASURE}, a short measure on this CPU; 'edgetransfer bench' measures it properly at the profile's "
         "threads)"
@@ -62,7 +69,7 @@ def judge_onnx_int8(
             f"{1 / SPEEDUP_WORTH_IT:.2f}x export counts as a speed-up {where}{note}; 'edgetransfer explain' says why[/]"
         )
     else:
-        console.err.print(f"ONNX int8: {ratio:.2f}x fp32's median latency {where}")
+        console.err.print(f"ONNX int8{label}: {ratio:.2f}x fp32's median latency {where}")
     return Artifact(ONNX_INT8, {"file": ONNX_INT8, "quantization": settings})
 
 

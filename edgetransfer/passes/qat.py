@@ -47,4 +47,4 @@ class OnnxInt8Qat(Pass):
         settings["ort_calibration_images"] = len(ctx.calibration[0])
         settings.update(weight_bits=self.config.weight_bits(), weight_bits_why=self.config.weights_note())
         settings["nncf_overflow_fix"] = NNCF_OVERFLOW_FIX[self.config.weight_bits()]
-        return [judge_onnx_int8(ctx, self.config, settings, hint=QAT_HINT)]
+        return [judge_onnx_int8(ctx, self.config, settings, hint=QAT_HINT, label=" (quantization-aware)")]
