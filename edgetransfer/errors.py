@@ -61,7 +61,12 @@ class QuantizationError(EdgeTransferError):
 
 class BudgetError(QuantizationError):
     """int8 that works but loses more validation accuracy than the budget allows (what ``--int8-method auto``
-    escalates on; other quantization failures are not escalated)."""
+    escalates on; other quantization failures are not escalated). ``drop_points``: the validation points it lost,
+    where known (what a caller that keeps another model says of this one)."""
+
+    def __init__(self, message: str, *, drop_points: float | None = None) -> None:
+        super().__init__(message)
+        self.drop_points = drop_points
 
 
 class TrainingDiverged(EdgeTransferError):

@@ -16,7 +16,7 @@ from edgetransfer.data import AUGMENTATIONS, Splits, median_shorter_side
 from edgetransfer.errors import DataError, RunDirError, UsageError
 from edgetransfer.rundir import CARD, RunDir, resume_command
 from edgetransfer.schemas import Schema, dataclass_schema, read_toml, validate
-from edgetransfer.training import AMP_MODES, STRATEGIES
+from edgetransfer.training import AMP_MODES, STRATEGIES, skewed
 
 RESUME_STATE = "resume.pt"  # the last finished epoch: optimizer, scheduler, history
 LAST_CHECKPOINT = "last.safetensors"  # the weights after the last finished epoch
@@ -386,8 +386,8 @@ def missing_class_notes(splits: Splits) -> list[str]:
 
     counts = collections.Counter(s.label for s in splits.test)
     few = sorted((n, splits.labels[label]) for label, n in counts.items() if n < FEW_TEST_IMAGES)
-    if few and max(counts.values()) >= 3 * few[0][0]:  # skewed: a small class's figure rests on a few images,
-        # and int8 breaking it moves test top-1 by one image each (an 8:1 set's 3 test images; a new user's trial)
+    if few and skewed(counts):  # (few[0] is the smallest class) a small class's figure rests on
+        # a few images, and int8 breaking it moves test top-1 by one image each (an 8:1 set's 3; a new user's trial)
         n, label = few[0]
         others = f" (and {len(few) - 1} more class(es) under {FEW_TEST_IMAGES})" if len(few) > 1 else ""
         notes.append(

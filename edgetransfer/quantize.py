@@ -495,12 +495,11 @@ def over_budget(
     """``while_faster``: the budget was given up for speed (a step that held it ran no faster than fp32), and
     ``drop`` is the least loss of the steps that were still faster."""
     faster = " while faster than fp32" if while_faster else ""
-    error = BudgetError(
+    return BudgetError(
         f"{name} cannot hold the {max_drop}-point budget{faster}: it loses {drop:.2f} points of validation top-1"
-        f"{f' ({tried})' if tried else ''}; {hint}"
+        f"{f' ({tried})' if tried else ''}; {hint}",
+        drop_points=drop,
     )
-    error.drop_points = drop  # (what a caller that keeps another model says of this one)
-    return error
 
 
 def ort_settings(config: Int8Config, calibration: Calibration, source: str) -> dict:

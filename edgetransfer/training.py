@@ -315,6 +315,14 @@ class Distributed:
             dist.destroy_process_group()
 
 
+SKEW = 3  # largest class over smallest from which a set is skewed: sampled class-balanced by default
+
+
+def skewed(counts) -> bool:
+    """Whether class counts (a Counter or a mapping of counts) are skewed :data:`SKEW`:1 or more."""
+    return bool(counts) and max(counts.values()) >= SKEW * min(counts.values())
+
+
 def balanced_reason(samples: tuple, config) -> str | None:
     """Why training samples class-balanced (said at the start of the run), or None when it does not."""
     import collections
@@ -325,10 +333,10 @@ def balanced_reason(samples: tuple, config) -> str | None:
     largest, smallest = max(counts.values()), min(counts.values())
     if config.balanced == "on":
         return "--balanced on"
-    if largest >= 3 * smallest:
+    if skewed(counts):
         return (
             f"the training classes are skewed {largest / smallest:.0f}:1 (largest {largest}, smallest {smallest} "
-            "images) >= 3:1; --balanced off to sample them as they come"
+            f"images) >= {SKEW}:1; --balanced off to sample them as they come"
         )
     return None
 
@@ -340,8 +348,7 @@ def sampler_for_epoch(samples: tuple, config, epoch: int, dist: Distributed):
     import torch
 
     counts = collections.Counter(s.label for s in samples)
-    skewed = max(counts.values()) >= 3 * min(counts.values())
-    balanced = config.balanced == "on" or (config.balanced == "auto" and skewed)
+    balanced = config.balanced == "on" or (config.balanced == "auto" and skewed(counts))
     generator = torch.Generator().manual_seed(config.seed + epoch)
     if dist.enabled and balanced:
         # one class-balanced draw, the same on every process (the same seed), each taking every world-th of it:

@@ -164,13 +164,8 @@ def _named(path: Path) -> dict[str, str]:
     """``{"image": name}`` for the JSON document; a name that is not UTF-8 with ``\\xNN`` for each such byte and
     ``image_bytes``, its bytes as hex: Python's ``\\udcXX`` escapes were lone surrogates, which strict JSON parsers
     (Rust's serde_json, a device app's) refuse (a new user's trial)."""
-    text = str(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raw = os.fsencode(path)
-        return {"image": raw.decode("utf-8", "backslashreplace"), "image_bytes": raw.hex()}
-    return {"image": text}
+    text = _strict(str(path))
+    return {"image": text} if text == str(path) else {"image": text, "image_bytes": os.fsencode(path).hex()}
 
 
 def _strict(value):

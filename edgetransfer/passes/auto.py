@@ -94,7 +94,7 @@ class OnnxInt8Auto(Pass):
             qat = {"method": "qat", "held": False, "why": why, "kept": False}
             said = f"it failed: {why}"
             if isinstance(exc, BudgetError):  # its figure, not only in the card (a new user's trial)
-                lost = getattr(exc, "drop_points", None)
+                lost = exc.drop_points
                 said = "it did not hold the budget" + (f" (validation {-lost:+.2f} points)" if lost is not None else "")
         else:
             qat = {**self._step("qat", trained), "kept": False}

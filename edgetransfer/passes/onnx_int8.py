@@ -11,11 +11,10 @@ from edgetransfer.backends.ort import _OrtSession, ort_session
 from edgetransfer.evaluation import (
     DYNAMIC_NOTE,
     LATENCY_MEASURE,
-    SLOWER,
-    SPEEDUP_WORTH_IT,
     evaluate,
     latency_ratio,
     points,
+    speed_said,
 )
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, int8_method, register
 from edgetransfer.quantize import (
@@ -58,18 +57,11 @@ def judge_onnx_int8(
         f"({LATENCY_MEASURE}, a short measure on this CPU; 'edgetransfer bench' measures it properly at the profile's "
         "threads)"
     )
-    if ratio > SLOWER:
-        console.err.print(
-            f"[yellow]warning: model.int8.onnx is slower than model.onnx here: {ratio:.2f}x "
-            f"fp32's median latency {where}{note}; 'edgetransfer explain' says why[/]"
-        )
-    elif ratio >= 1 / SPEEDUP_WORTH_IT:  # (it read "not measurably faster" of a model 18 % faster: a new user's)
-        console.err.print(
-            f"[yellow]warning: model.int8.onnx runs {ratio:.2f}x fp32's median latency here, not under the "
-            f"{1 / SPEEDUP_WORTH_IT:.2f}x export counts as a speed-up {where}{note}; 'edgetransfer explain' says why[/]"
-        )
+    said, warning = speed_said("model.int8.onnx", "model.onnx", ratio, where)
+    if warning:
+        console.err.print(f"[yellow]warning: {said}{note}; 'edgetransfer explain' says why[/]")
     else:
-        console.err.print(f"ONNX int8{label}: {ratio:.2f}x fp32's median latency {where}")
+        console.err.print(f"ONNX int8{label}: {said}")
     return Artifact(ONNX_INT8, {"file": ONNX_INT8, "quantization": settings})
 
 

@@ -13,18 +13,20 @@ from edgetransfer.backends.base import LoadOptions
 from edgetransfer.backends.openvino import compile_model
 from edgetransfer.errors import BudgetError, UsageError
 from edgetransfer.evaluation import (
-    SLOWER,
     SPEEDUP_WORTH_IT,
     cpu_clock,
     evaluate,
     fp32_reference,
     points,
     session_latency_ratio,
+    speed_said,
 )
 from edgetransfer.images import first_line
 from edgetransfer.passes.base import Artifact, ExportContext, Pass, register
 from edgetransfer.quantize import OTHER_PTQ_HINT, Int8Config, int8_budget, over_budget, ptq_hint
 from edgetransfer.rundir import ONNX_FP32, ONNX_INT8, OV_FP16, OV_FP32, OV_INT8
+
+SAME_SPEED = 1.1  # two int8 IRs' latency ratios within this factor: the same speed (one run's noise)
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class OpenVinoInt8(Pass):
             ctx.metrics["openvino_int8"] = kept
             held = isinstance(exc, BudgetError)
             why = first_line(exc)
-            lost = getattr(exc, "drop_points", None)
+            lost = exc.drop_points if held else None
             figure = f" (validation {-lost:+.2f} points against fp32)" if lost is not None else ""
             console.err.print(
                 f"[yellow]{ONNX_INT8} converted {f'cannot hold the budget{figure}' if held else f'failed: {why}'}: "
@@ -186,7 +188,7 @@ class OpenVinoInt8(Pass):
             )
             return other, [*_before(record), {**mine, "why": "not measurably faster than fp32"}]
         drop, theirs = other.record["quantization"]["val_drop_points"], mine["val_drop_points"]
-        no_slower = ratio <= mine["latency_ratio_vs_fp32"] * 1.1  # (within one run's noise)
+        no_slower = ratio <= mine["latency_ratio_vs_fp32"] * SAME_SPEED  # (within one run's noise)
         if drop is not None and theirs is not None and drop < theirs and no_slower:  # neither faster: the more
             # accurate, no slower, is kept (NNCF's was, 9 points below the converted one and no faster: a trial)
             console.err.print(
@@ -274,20 +276,11 @@ class OpenVinoInt8(Pass):
             f"({measure}, a short measure on this CPU; its fp32 runs in {reference.precision}; 'edgetransfer bench' "
             "measures it properly at the profile's threads)"
         )
-        if ratio > SLOWER:
-            console.err.print(
-                f"[yellow]warning: the OpenVINO int8 IR ({made_by}) is slower than the fp32 IR here: {ratio:.2f}x "
-                f"fp32's median latency {where}; 'edgetransfer explain' says why[/]"
-            )
-        elif ratio >= 1 / SPEEDUP_WORTH_IT:  # (it read "not measurably faster" of an IR bench measured at 0.69x,
-            # export's short measure 0.82x: a new user's trial)
-            console.err.print(
-                f"[yellow]warning: the OpenVINO int8 IR ({made_by}) runs {ratio:.2f}x the fp32 IR's median latency "
-                f"here, not under the {1 / SPEEDUP_WORTH_IT:.2f}x export counts as a speed-up {where}; 'edgetransfer "
-                "explain' says why[/]"
-            )
+        said, warning = speed_said(f"the OpenVINO int8 IR ({made_by})", "the fp32 IR", ratio, where)
+        if warning:
+            console.err.print(f"[yellow]warning: {said}; 'edgetransfer explain' says why[/]")
         else:
-            console.err.print(f"OpenVINO int8 ({made_by}): {ratio:.2f}x fp32's median latency {where}")
+            console.err.print(f"OpenVINO int8 ({made_by}): {said}")
         record["test_drop_points"] = points(fp32["test_top1"], result["test_top1"])
         tried = "after NNCF accuracy control" if record["tool"] == "nncf.quantize_with_accuracy_control" else ""
         record["val_drop_points"] = int8_budget(  # NNCF's IR: --calib-method shapes only ONNX Runtime's model
